@@ -1,0 +1,33 @@
+"""Lazy import of heavy optional dependencies, with an error that names the pip extra."""
+from __future__ import annotations
+
+import importlib
+
+# module -> extra of cmunext-edge that installs it
+EXTRAS = {
+    "torch": "torch", "safetensors": "torch", "onnx": "onnx", "onnxruntime": "onnx",
+    "onnxslim": "onnx", "openvino": "openvino", "nncf": "openvino", "tensorrt": "tensorrt",
+    "matplotlib": "bench",
+}
+
+
+class MissingDependencyError(ImportError):
+    pass
+
+
+def require(module: str):
+    """Import `module` or raise an error telling which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra = EXTRAS.get(module.split(".")[0], "all")
+        raise MissingDependencyError(
+            f"{module} is not installed; install it with: pip install \"cmunext-edge[{extra}]\"") from exc
+
+
+def available(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False

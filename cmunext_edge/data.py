@@ -1,0 +1,68 @@
+"""Finding images (and their ground-truth masks) in what a user points us at.
+
+A SOURCE is one image file, a folder of images, or an official-layout dataset:
+`images/<name>.<ext>` with masks in `masks/0/<name>.png` and optionally a split file
+(one name per line, no extension) that restricts which images are used.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .preprocess import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    image: Path
+    mask: Path | None = None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def is_official_layout(folder: Path) -> bool:
+    return (folder / "images").is_dir()
+
+
+def read_name_list(path: str | Path) -> list[str]:
+    names = [line.strip() for line in Path(path).read_text().splitlines()]
+    return [n for n in names if n and not n.startswith("#")]
+
+
+def discover(source: str | Path, split: str | Path | None = None) -> list[Sample]:
+    """All samples under SOURCE, sorted by name; masks attached where the layout has them."""
+    source = Path(source)
+    if source.is_file():
+        return [Sample(source.stem, source, None)]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    if not is_official_layout(source):
+        if split is not None:
+            raise ValueError(f"--split needs an official-layout dataset (images/, masks/0/); {source} is a plain folder")
+        return [Sample(p.stem, p, None) for p in _images_in(source)]
+    mask_dir = source / "masks" / "0"
+    masks = {p.stem: p for p in _images_in(mask_dir)} if mask_dir.is_dir() else {}
+    samples = [Sample(p.stem, p, masks.get(p.stem)) for p in _images_in(source / "images")]
+    if split is not None:
+        wanted = read_name_list(split)
+        by_name = {s.name: s for s in samples}
+        unknown = [n for n in wanted if n not in by_name]
+        if unknown:
+            raise ValueError(f"{split}: {len(unknown)} names have no image in {source / 'images'}, "
+                             f"e.g. {unknown[:3]}")
+        samples = [by_name[n] for n in wanted]
+    return samples
+
+
+def seeded_split(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic train/validation split of names (independent of input order)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"validation fraction must lie in (0, 1), got {val_fraction}")
+    ordered = sorted(names)
+    random.Random(seed).shuffle(ordered)
+    n_val = max(1, round(len(ordered) * val_fraction))
+    return sorted(ordered[n_val:]), sorted(ordered[:n_val])

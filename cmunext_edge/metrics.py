@@ -1,0 +1,35 @@
+"""Dice and IoU exactly as the official CMUNeXt code defines them (utils/metrics.py).
+
+Per image: IoU = (|P and G| + 1e-5) / (|P or G| + 1e-5), Dice = 2*IoU / (1 + IoU), where
+P = sigmoid(logit) > 0.5 and G = target > 0.5; scores are then averaged over images.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SMOOTH = 1e-5
+
+
+def iou_dice(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Official IoU and Dice of one boolean prediction against one boolean target."""
+    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape")
+    inter = np.logical_and(pred, target).sum()
+    union = np.logical_or(pred, target).sum()
+    iou = (inter + SMOOTH) / (union + SMOOTH)
+    return float(iou), float(2 * iou / (iou + 1))
+
+
+def iou_dice_from_logits(logits: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """The official `iou_score` for one image: logits thresholded at 0 (= sigmoid > 0.5)."""
+    return iou_dice(np.asarray(logits) > 0, np.asarray(target) > 0.5)
+
+
+def mean_scores(pairs) -> dict[str, float]:
+    """Average per-image (iou, dice) pairs; None when there are none."""
+    pairs = list(pairs)
+    if not pairs:
+        return {"mean_iou": None, "mean_dice": None}
+    arr = np.asarray(pairs, dtype=np.float64)
+    return {"mean_iou": float(arr[:, 0].mean()), "mean_dice": float(arr[:, 1].mean())}

@@ -1,0 +1,176 @@
+"""The preprocessing contract: image in, network tensor out, and logits back to a mask.
+
+`PreprocessSpec` is frozen and serialisable; it travels inside every exported artifact.
+The preset `official` reproduces the authors' validation pipeline bit for bit, quirk
+included: OpenCV BGR input, INTER_LINEAR resize of the uint8 image, albumentations
+`Normalize()` (ImageNet mean/std applied in BGR order, as the official code does), then
+one more division by 255 (inputs end up in roughly [-0.0083, 0.0105]).
+
+Channel order of in-memory arrays: a 3-channel array is taken to be BGR (OpenCV's
+convention, what `cv2.imread` returns) and a 4-channel array BGRA, unless the caller
+says `channel_order="rgb"` (then RGB / RGBA). 2-D arrays are grayscale and replicated
+to three channels; alpha is dropped. 16-bit images are reduced to 8 bit by keeping the
+high byte, which is what `cv2.imread(path)` in the official code does for 16-bit PNGs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
+                  "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image file or array that cannot be used as network input."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Everything needed to turn an image into network input and logits into a mask."""
+
+    height: int = 256
+    width: int = 256
+    channel_order: str = "bgr"          # order the network was trained with
+    interpolation: str = "linear"
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    max_pixel_value: float = 255.0
+    extra_scale: float = 1.0 / 255.0     # the official dataset's second division by 255
+    threshold: float = 0.5               # on sigmoid probability
+    in_channels: int = 3
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self):
+        for side in (self.height, self.width):
+            if side <= 0 or side % 16:
+                raise ValueError(f"network input size must be a positive multiple of 16 "
+                                 f"(CMUNeXt has four 2x2 max-pools); got {self.height}x{self.width}")
+        if self.channel_order not in ("bgr", "rgb"):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {self.channel_order!r}")
+        if self.interpolation not in _INTERPOLATION:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATION)}")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError("mean and std need one value per input channel")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def with_size(self, height: int, width: int | None = None) -> "PreprocessSpec":
+        return PreprocessSpec(**{**asdict(self), "height": height, "width": width or height})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> "PreprocessSpec":
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        for key in ("mean", "std"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+    # --- image -> tensor -------------------------------------------------------
+    def __call__(self, image, channel_order: str = "bgr") -> np.ndarray:
+        """One image (path or array) -> CHW float32 network input."""
+        return self.preprocess(to_bgr_uint8(load_image(image) if _is_path(image) else image,
+                                            channel_order))
+
+    def preprocess(self, bgr: np.ndarray) -> np.ndarray:
+        """A BGR uint8 HxWx3 image -> CHW float32, exactly as the official pipeline."""
+        img = bgr if self.channel_order == "bgr" else bgr[..., ::-1]
+        if self.in_channels == 1:
+            img = cv2.cvtColor(np.ascontiguousarray(bgr), cv2.COLOR_BGR2GRAY)[..., None]
+        img = cv2.resize(np.ascontiguousarray(img), (self.width, self.height),
+                         interpolation=_INTERPOLATION[self.interpolation])
+        if img.ndim == 2:
+            img = img[..., None]
+        mean = np.asarray(self.mean, np.float32) * np.float32(self.max_pixel_value)
+        inv_std = np.float32(1.0) / (np.asarray(self.std, np.float32) * np.float32(self.max_pixel_value))
+        out = (img.astype(np.float32) - mean) * inv_std
+        if self.extra_scale != 1.0:
+            out = out.astype(np.float32) / np.float32(1.0 / self.extra_scale)
+        return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+
+    # --- logits -> mask ----------------------------------------------------------
+    def postprocess(self, logits: np.ndarray, original_hw: tuple[int, int]):
+        """CHW logits -> (probability HxWxC or HxW at original size, boolean mask)."""
+        prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
+        prob = prob.transpose(1, 2, 0)
+        h, w = original_hw
+        if (h, w) != prob.shape[:2]:
+            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        if prob.ndim == 3 and prob.shape[2] == 1:
+            prob = prob[..., 0]
+        return prob, prob > self.threshold
+
+
+PRESETS: dict[str, PreprocessSpec] = {
+    "official": PreprocessSpec(name="official"),
+}
+
+
+def get_preset(name: str) -> PreprocessSpec:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preprocessing preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _is_path(obj) -> bool:
+    return isinstance(obj, (str, Path))
+
+
+def load_image(path) -> np.ndarray:
+    """Decode an image file as the official code sees it (colour, EXIF-rotated), keeping 16 bit."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    if img is None:
+        raise ImageReadError(f"{path}: not a readable image (empty, truncated or unknown format)")
+    return img
+
+
+def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
+    """Any supported array -> HxWx3 uint8 BGR (see the module docstring for the rules)."""
+    if not isinstance(image, np.ndarray):
+        raise ImageReadError(f"expected an image path or a numpy array, got {type(image).__name__}")
+    if channel_order not in ("bgr", "rgb"):
+        raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageReadError(f"image arrays must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ImageReadError(f"image array must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageReadError(f"empty image of shape {image.shape}")
+    image = image[..., :3]
+    if channel_order == "rgb":
+        image = image[..., ::-1]
+    return np.ascontiguousarray(image)
+
+
+def load_mask(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Ground-truth mask as the official dataset reads it: grayscale, nearest resize, > 127."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.empty(0, np.uint8)
+    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    if mask is None:
+        raise ImageReadError(f"{path}: not a readable mask")
+    if size is not None:
+        mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return mask.astype(np.float32) / 255.0 > 0.5

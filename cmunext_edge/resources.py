@@ -1,0 +1,39 @@
+"""Where the shipped model and the bundled sample images live, installed or in a checkout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = "cmunext-s-busi"
+SAMPLES_DIR = PACKAGE_DIR / "samples" / "busi"
+
+
+def models_dir() -> Path:
+    """`models/` of the source tree (editable install) or `cmunext_edge/models` when installed."""
+    for candidate in (PACKAGE_DIR.parent / "models", PACKAGE_DIR / "models"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("no models/ folder found beside the package; reinstall cmunext-edge")
+
+
+def shipped_models() -> dict[str, Path]:
+    """Name -> weights file of every model shipped in models/."""
+    try:
+        folder = models_dir()
+    except FileNotFoundError:
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.safetensors"))}
+
+
+def resolve_weights(name_or_path: str | Path | None) -> Path:
+    """A path stays a path; a shipped model's name (or None: the default) becomes its file."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    path = Path(name_or_path)
+    if path.exists() or path.suffix:
+        return path
+    models = shipped_models()
+    if str(name_or_path) in models:
+        return models[str(name_or_path)]
+    raise FileNotFoundError(f"{name_or_path!r} is neither a file nor a shipped model "
+                            f"(shipped: {', '.join(models) or 'none'})")

@@ -1,0 +1,98 @@
+"""EdgeSegmenter: the embedding API. One artifact, one device, images in, masks out.
+
+Thread safety: `segment` and `segment_batch` may be called from several threads.
+Pre- and post-processing run in the calling thread; calls into the backend are
+serialised by a lock (one inference at a time per EdgeSegmenter). For parallel
+inference, create one EdgeSegmenter per thread.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .preprocess import load_image, to_bgr_uint8
+from .resources import resolve_weights
+from .runtime.registry import open_backend
+
+
+@dataclass
+class Segmentation:
+    mask: np.ndarray            # HxW bool at the original image size (HxWxC for several classes)
+    probability: np.ndarray     # HxW float32 sigmoid probability at the original size
+    logits: np.ndarray          # CxHxW float32 at network size (what the official metric uses)
+    timings: dict = field(default_factory=dict)   # preprocess_ms, infer_ms, postprocess_ms, total_ms
+    source: str | None = None
+
+
+class EdgeSegmenter:
+    def __init__(self, artifact: str | Path | None = None, device: str = "cpu",
+                 strict_device: bool = False, **backend_options):
+        """`artifact`: a checkpoint, an exported artifact, a shipped model name, or None (default model)."""
+        path = resolve_weights(artifact)
+        self.backend = open_backend(path, device=device, strict_device=strict_device, **backend_options)
+        self.spec = self.backend.spec
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, path=None, device: str = "cpu", **options) -> "EdgeSegmenter":
+        return cls(path, device=device, **options)
+
+    @classmethod
+    def from_artifact(cls, path, device: str = "cpu", strict_device: bool = False,
+                      **options) -> "EdgeSegmenter":
+        return cls(path, device=device, strict_device=strict_device, **options)
+
+    # --- public API -----------------------------------------------------------------
+    def segment(self, image, channel_order: str = "bgr") -> Segmentation:
+        """One image (path or array; arrays are BGR unless channel_order='rgb')."""
+        return self.segment_batch([image], channel_order=channel_order, batch_size=1)[0]
+
+    def segment_batch(self, images, channel_order: str = "bgr", batch_size: int = 8) -> list[Segmentation]:
+        """Several images; they are inferred `batch_size` at a time."""
+        results = []
+        images = list(images)
+        for start in range(0, len(images), batch_size):
+            results += self._segment_chunk(images[start:start + batch_size], channel_order)
+        return results
+
+    def describe(self) -> dict:
+        return self.backend.describe()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- internals --------------------------------------------------------------------
+    def _segment_chunk(self, images, channel_order):
+        t0 = time.perf_counter()
+        bgrs, sources = [], []
+        for img in images:
+            is_path = isinstance(img, (str, Path))
+            bgrs.append(to_bgr_uint8(load_image(img) if is_path else img,
+                                     "bgr" if is_path else channel_order))
+            sources.append(str(img) if is_path else None)
+        batch = np.stack([self.spec.preprocess(b) for b in bgrs])
+        t1 = time.perf_counter()
+        with self._lock:
+            logits = self.backend.infer(batch)
+        t2 = time.perf_counter()
+        results = []
+        for bgr, lg, src in zip(bgrs, logits, sources):
+            prob, mask = self.spec.postprocess(lg, bgr.shape[:2])
+            results.append(Segmentation(mask, prob, lg, source=src))
+        t3 = time.perf_counter()
+        n = len(results)
+        for r in results:  # per-image share of the chunk's time
+            r.timings = {"preprocess_ms": (t1 - t0) * 1e3 / n, "infer_ms": (t2 - t1) * 1e3 / n,
+                         "postprocess_ms": (t3 - t2) * 1e3 / n, "total_ms": (t3 - t0) * 1e3 / n,
+                         "batch_size": n}
+        return results
