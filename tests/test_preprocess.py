@@ -1,0 +1,82 @@
+import cv2
+import numpy as np
+import pytest
+
+from cmunext_edge.preprocess import (ImageReadError, PreprocessSpec, get_preset, load_image,
+                                     load_mask, to_bgr_uint8)
+
+
+def test_official_preset_reproduces_golden_from_files(reference, busi):
+    golden = np.load(reference / "golden_preprocess_busi.npz")
+    spec = get_preset("official")
+    for i, name in enumerate(golden["names"]):
+        x = spec(busi / "images" / f"{name}.png")
+        assert x.dtype == np.float32 and x.shape == (3, 256, 256)
+        assert np.abs(x - golden[f"image_{i}"]).max() <= 1e-6
+        mask = load_mask(busi / "masks" / "0" / f"{name}.png", spec.size)
+        assert np.array_equal(mask, golden[f"mask_{i}"][0] > 0.5)
+
+
+def test_input_range_has_the_official_double_normalisation():
+    x = get_preset("official")(np.full((40, 50, 3), 255, np.uint8))
+    assert 0.0 < x.max() < 0.011
+
+
+def _bgr():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+
+
+def test_gray_bgra_rgb_and_16bit_arrays_are_normalised_consistently():
+    spec = get_preset("official")
+    bgr = _bgr()
+    ref = spec(bgr)
+    assert np.array_equal(spec(np.dstack([bgr, np.full(bgr.shape[:2], 7, np.uint8)])), ref)
+    assert np.array_equal(spec(bgr[..., ::-1].copy(), channel_order="rgb"), ref)
+    assert np.array_equal(spec(bgr.astype(np.uint16) * 256 + 255), ref)
+    gray = bgr[..., 0].copy()
+    assert np.array_equal(spec(gray), spec(np.dstack([gray] * 3)))
+
+
+def test_16bit_png_and_gray_png_files(tmp_path):
+    spec = get_preset("official")
+    img16 = (np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "a16.png"), img16)
+    assert load_image(tmp_path / "a16.png").dtype == np.uint16
+    expected = spec(cv2.cvtColor((img16 >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+    assert np.array_equal(spec(tmp_path / "a16.png"), expected)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4), np.float32), "x"])
+def test_bad_arrays_are_clear_errors(bad):
+    with pytest.raises((ImageReadError, ValueError)):
+        to_bgr_uint8(bad) if not isinstance(bad, str) else get_preset("official")(bad)
+
+
+def test_unreadable_file(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        load_image(tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("size", [(250, 256), (256, 8), (0, 16)])
+def test_sizes_must_be_multiples_of_16(size):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        PreprocessSpec(height=size[0], width=size[1])
+
+
+def test_spec_is_frozen_and_round_trips_json():
+    spec = get_preset("official").with_size(224, 320)
+    assert PreprocessSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(Exception):
+        spec.height = 32
+
+
+def test_postprocess_resizes_probability_then_thresholds():
+    spec = get_preset("official")
+    logits = np.full((1, 256, 256), -5, np.float32)
+    logits[0, :, 128:] = 5
+    prob, mask = spec.postprocess(logits, (100, 300))
+    assert prob.shape == mask.shape == (100, 300)
+    assert mask[:, :140].sum() == 0 and mask[:, 160:].all()
+    assert np.array_equal(mask, prob > spec.threshold)
