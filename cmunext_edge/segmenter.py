@@ -62,6 +62,18 @@ class EdgeSegmenter:
     def describe(self) -> dict:
         return self.backend.describe()
 
+    def self_test(self):
+        """Run the artifact's embedded self-test on this device -> SelfTestResult (bool: passed).
+
+        Compares the output for a fixed input with the digest stored at export time (mean mask
+        Dice agreement and max pooled-logit delta); status "unavailable" for plain checkpoints.
+        """
+        from .artifact_meta import check_selftest
+        with self._lock:
+            result = check_selftest(self.backend.metadata.get("selftest"), self.spec, self.backend.infer)
+        result.device, result.precision = self.backend.device, self.backend.precision
+        return result
+
     def close(self) -> None:
         self.backend.close()
 

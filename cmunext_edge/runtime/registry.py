@@ -26,6 +26,13 @@ class BackendEntry:
 BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry("pytorch", (".pth", ".pt", ".safetensors"),
                  "cmunext_edge.runtime.torch_backend:TorchBackend", "torch", "torch", ("torch",)),
+    BackendEntry("onnxruntime", (".onnx",),
+                 "cmunext_edge.runtime.onnxruntime_backend:OnnxRuntimeBackend", "onnxruntime", "onnx",
+                 ("ort", "onnx")),
+    BackendEntry("openvino", (".xml",),
+                 "cmunext_edge.runtime.openvino_backend:OpenVINOBackend", "openvino", "openvino", ("ov",)),
+    BackendEntry("tensorrt", (".engine", ".plan"),
+                 "cmunext_edge.runtime.tensorrt_backend:TensorRTBackend", "tensorrt", "tensorrt", ("trt",)),
 )
 
 

@@ -1,0 +1,141 @@
+"""What every exported artifact carries: the metadata keys and the embedded self-test.
+
+Metadata is a flat ``str -> str`` dict whose keys start with ``cmunext_edge.``; ONNX keeps
+it in ``metadata_props``, OpenVINO in ``rt_info["model_info"]``, TensorRT in the sidecar
+``<engine>.json``. The self-test is a fixed input (regenerated from a seed, checked by its
+sha256) and a digest of the output the artifact gave on the export host: 8x8 average-pooled
+logits and the thresholded mask as zlib-compressed bits. On the target device the runtime
+regenerates the input, runs it and compares (mean mask Dice and max pooled-logit delta).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .metrics import iou_dice
+from .preprocess import PreprocessSpec
+
+PREFIX = "cmunext_edge."
+KEYS = ("format_version", "preprocess", "variant", "in_channels", "num_classes", "threshold",
+        "source_sha256", "toolkit_version", "precision", "target", "selftest")
+FORMAT_VERSION = "1"
+# Minimum mean mask Dice agreement per precision: export verification and self-test.
+AGREEMENT_THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99, "int8": 0.97}
+POOL = 8
+
+
+def build_metadata(*, spec: PreprocessSpec, variant: str, in_channels: int, num_classes: int,
+                   source_sha256: str, precision: str, target: str, selftest: dict | None = None) -> dict:
+    """The flat, prefixed string dict written into an artifact."""
+    from . import __version__
+    meta = {"format_version": FORMAT_VERSION, "preprocess": spec.to_json(), "variant": variant,
+            "in_channels": str(in_channels), "num_classes": str(num_classes),
+            "threshold": repr(float(spec.threshold)), "source_sha256": source_sha256,
+            "toolkit_version": __version__, "precision": precision, "target": target}
+    if selftest is not None:
+        meta["selftest"] = json.dumps(selftest, sort_keys=True)
+    return {PREFIX + k: v for k, v in meta.items()}
+
+
+def parse_metadata(flat: dict) -> dict:
+    """Prefixed flat dict (extra keys ignored) -> {key: value} with `spec` and `selftest` decoded."""
+    meta = {k[len(PREFIX):]: str(v) for k, v in flat.items() if k.startswith(PREFIX)}
+    if "preprocess" in meta:
+        meta["spec"] = PreprocessSpec.from_json(meta["preprocess"])
+    if "selftest" in meta:
+        meta["selftest"] = json.loads(meta["selftest"])
+    for key in ("in_channels", "num_classes"):
+        if key in meta:
+            meta[key] = int(meta[key])
+    return meta
+
+
+def apply_metadata(backend, flat: dict) -> dict:
+    """Set spec, metadata, num_classes of a runtime backend from an artifact's metadata."""
+    meta = parse_metadata(flat)
+    backend.metadata = meta
+    if "spec" in meta:
+        backend.spec = meta["spec"]
+    backend.num_classes = meta.get("num_classes", backend.num_classes)
+    return meta
+
+
+# --- embedded self-test --------------------------------------------------------------------
+def selftest_input(spec: PreprocessSpec, seed: int = 0) -> np.ndarray:
+    """A fixed 1xCxHxW input: an ultrasound-like dark ellipse on seeded speckle, preprocessed."""
+    rng = np.random.default_rng(seed)
+    h, w = spec.height, spec.width
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    inside = ((yy - 0.55 * h) / (0.22 * h)) ** 2 + ((xx - 0.45 * w) / (0.3 * w)) ** 2 < 1.0
+    base = np.where(inside, 40.0, 140.0) + 30.0 * np.sin(yy / 9.0)
+    gray = np.clip(base + rng.normal(0.0, 25.0, (h, w)), 0, 255).astype(np.uint8)
+    bgr = np.repeat(gray[..., None], 3, axis=2)
+    return spec.preprocess(bgr)[None]
+
+
+def _pool(logits: np.ndarray) -> np.ndarray:
+    c, h, w = logits.shape[1:]
+    return logits[0].reshape(c, POOL, h // POOL, POOL, w // POOL).mean(axis=(2, 4))
+
+
+def make_selftest(spec: PreprocessSpec, logits: np.ndarray, precision: str, seed: int = 0,
+                  reference: str = "artifact on the export host") -> dict:
+    """Digest of `logits` (the output for selftest_input(spec, seed)) to embed in the artifact."""
+    x = selftest_input(spec, seed)
+    mask = np.asarray(logits[0] > 0)
+    return {"seed": seed, "shape": list(x.shape), "input_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
+            "pooled_logits": np.round(_pool(logits), 4).tolist(), "precision": precision,
+            "mask_bits": base64.b64encode(zlib.compress(np.packbits(mask).tobytes(), 9)).decode(),
+            "mask_sha256": hashlib.sha256(np.packbits(mask).tobytes()).hexdigest(),
+            "min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97), "reference": reference}
+
+
+@dataclass
+class SelfTestResult:
+    status: str                       # "pass", "fail" or "unavailable"
+    message: str
+    mask_dice: float | None = None    # mean over classes, against the embedded expected mask
+    max_pooled_logit_delta: float | None = None
+    exact_mask_match: bool | None = None
+    min_agreement: float | None = None
+    device: str | None = None
+    precision: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def check_selftest(selftest: dict | None, spec: PreprocessSpec, run) -> SelfTestResult:
+    """Run `run(x) -> logits` on the embedded input and compare with the embedded digest."""
+    if not selftest:
+        return SelfTestResult("unavailable", "artifact has no embedded self-test "
+                              "(only exported artifacts carry one; re-export with cmunext-export)")
+    x = selftest_input(spec, int(selftest["seed"]))
+    if hashlib.sha256(x.tobytes()).hexdigest() != selftest["input_sha256"]:
+        return SelfTestResult("fail", "self-test input could not be regenerated identically on this "
+                              "machine (numpy/OpenCV differ); the comparison would be meaningless")
+    logits = np.asarray(run(x), dtype=np.float32)
+    mask = logits[0] > 0
+    bits = np.frombuffer(zlib.decompress(base64.b64decode(selftest["mask_bits"])), np.uint8)
+    expected = np.unpackbits(bits)[:mask.size].reshape(mask.shape).astype(bool)
+    dice = float(np.mean([iou_dice(m, e)[1] for m, e in zip(mask, expected)]))
+    delta = float(np.max(np.abs(_pool(logits) - np.asarray(selftest["pooled_logits"], np.float32))))
+    exact = hashlib.sha256(np.packbits(mask).tobytes()).hexdigest() == selftest["mask_sha256"]
+    need = float(selftest.get("min_agreement", 0.97))
+    ok = exact or dice >= need
+    msg = (f"self-test {'passed' if ok else 'FAILED'}: mask Dice agreement {dice:.4f} "
+           f"({'>=' if ok else '<'} {need}), max pooled logit delta {delta:.4g}"
+           f"{', masks identical' if exact else ''}")
+    return SelfTestResult("pass" if ok else "fail", msg, dice, delta, exact, need)

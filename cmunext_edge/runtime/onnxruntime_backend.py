@@ -1,0 +1,77 @@
+"""ONNX Runtime backend: .onnx artifacts on the CPU, CUDA, TensorRT or OpenVINO execution provider.
+
+The provider that actually runs is read back from the session (`get_providers()[0]`) and
+reported as the device; asking for one that is not installed is a visible fallback to CPU
+(an error with strict_device).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._deps import require
+from ..artifact_meta import apply_metadata
+from .base import Backend, BackendError
+
+# device name -> execution provider
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "tensorrt": "TensorrtExecutionProvider", "openvino": "OpenVINOExecutionProvider"}
+_DEVICE_OF = {v: k for k, v in PROVIDERS.items()}
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    devices = tuple(PROVIDERS)
+
+    def _load(self) -> None:
+        ort = require("onnxruntime")
+        device = self.requested_device.lower()
+        device = {"gpu": "cuda", "trt": "tensorrt", "ov": "openvino"}.get(device, device.split(":")[0])
+        if device not in PROVIDERS:
+            raise BackendError(f"onnxruntime: unknown device {self.requested_device!r}; "
+                               f"use one of {', '.join(PROVIDERS)}")
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu":
+            if PROVIDERS[device] in available:
+                providers.insert(0, PROVIDERS[device])
+            else:
+                self._fallback("cpu", f"{PROVIDERS[device]} is not in this onnxruntime build "
+                                      f"(available: {', '.join(available)})")
+        opts = ort.SessionOptions()
+        if self.options.get("threads"):
+            opts.intra_op_num_threads = int(self.options["threads"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BackendError(f"{self.path}: onnxruntime cannot load this model ({exc})") from None
+        actual = self.session.get_providers()[0]
+        if actual != providers[0]:
+            self._fallback(_DEVICE_OF.get(actual, actual), f"{providers[0]} was requested but the "
+                                                          f"session runs {actual}")
+        self.device = _DEVICE_OF.get(actual, actual)
+        self.provider = actual
+        meta = apply_metadata(self, self.session.get_modelmeta().custom_metadata_map)
+        self.precision = meta.get("precision", "fp32")
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.output_name = inp.name, self.session.get_outputs()[0].name
+        self.input_dtype = _NUMPY_TYPES.get(inp.type, np.float32)
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype)})[0]
+        return out.astype(np.float32)
+
+    def _close(self) -> None:
+        self.session = None
+
+    def describe(self) -> dict:
+        return {**super().describe(), "provider": getattr(self, "provider", None)}
+
+    @classmethod
+    def list_devices(cls) -> list[str]:
+        try:
+            ort = require("onnxruntime")
+        except ImportError:
+            return []
+        return [d for d, p in PROVIDERS.items() if p in ort.get_available_providers()]

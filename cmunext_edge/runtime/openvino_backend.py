@@ -1,0 +1,99 @@
+"""OpenVINO backend: IR (.xml + .bin) on CPU, GPU, NPU or AUTO.
+
+Options: `hint` ("latency" or "throughput", OpenVINO's PERFORMANCE_HINT), `cache_dir`
+(compiled-model cache, what makes NPU/GPU start-up fast), `inference_precision` ("f32",
+"bf16", "f16"; default: the device's own choice), `batch` (static batch for the NPU, which
+needs static shapes). The precision that actually runs is read back from the compiled model's
+INFERENCE_PRECISION_HINT (e.g. bf16 on CPUs with AMX) and reported.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._deps import require
+from ..artifact_meta import KEYS, PREFIX, apply_metadata
+from .base import Backend, BackendError
+
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+_PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def read_rt_metadata(model) -> dict:
+    """The cmunext_edge.* entries of rt_info["model_info"] as a flat str dict."""
+    out = {}
+    for key in KEYS:
+        path = ["model_info", PREFIX + key]
+        if model.has_rt_info(path):
+            out[PREFIX + key] = model.get_rt_info(path).astype(str)
+    return out
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    devices = tuple(d.lower() for d in DEVICES)
+
+    def _load(self) -> None:
+        ov = require("openvino")
+        core = ov.Core()
+        device = self.requested_device.upper()
+        if device.split(".")[0] not in DEVICES:
+            raise BackendError(f"openvino: unknown device {self.requested_device!r}; use one of "
+                               f"{', '.join(d.lower() for d in DEVICES)}")
+        present = core.available_devices
+        if device != "AUTO" and not any(d == device or d.split(".")[0] == device for d in present):
+            self._fallback("CPU", f"OpenVINO sees no {device} (available: {', '.join(present)})")
+            device = "CPU"
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:
+            raise BackendError(f"{self.path}: OpenVINO cannot read this IR ({exc})") from None
+        meta = apply_metadata(self, read_rt_metadata(model))
+        shape = model.input(0).get_partial_shape()
+        batch = self.options.get("batch") or (1 if device == "NPU" else None)
+        if shape[0].is_dynamic and batch:   # the NPU compiles static shapes only
+            model.reshape([int(batch)] + [d.get_length() for d in list(shape)[1:]])
+            shape = model.input(0).get_partial_shape()
+        self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
+        config = {}
+        if self.options.get("hint"):
+            config["PERFORMANCE_HINT"] = HINTS[self.options["hint"]]
+        if self.options.get("cache_dir"):
+            config["CACHE_DIR"] = str(self.options["cache_dir"])
+        wanted = self.options.get("inference_precision") or ("bf16" if meta.get("precision") == "bf16" else None)
+        if wanted and device in ("CPU", "GPU"):
+            config["INFERENCE_PRECISION_HINT"] = wanted
+        try:
+            self.compiled = core.compile_model(model, device, config)
+        except Exception as exc:
+            raise BackendError(f"{self.path}: OpenVINO cannot compile for {device} ({exc})") from None
+        self.request = self.compiled.create_infer_request()
+        self.device = device
+        if device == "AUTO":
+            self.device = "AUTO:" + ",".join(self.compiled.get_property("EXECUTION_DEVICES"))
+        try:
+            hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except Exception:      # AUTO and some plugins do not expose it
+            hint = None
+        self.inference_precision = _PRECISION.get(hint, hint)
+        artifact = meta.get("precision", "fp32")
+        self.precision = "int8" if artifact == "int8" else (self.inference_precision or artifact)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: batch})
+        return np.asarray(result[self.compiled.output(0)], dtype=np.float32).copy()
+
+    def _close(self) -> None:
+        self.request = self.compiled = None
+
+    def describe(self) -> dict:
+        return {**super().describe(), "inference_precision": getattr(self, "inference_precision", None),
+                "artifact_precision": self.metadata.get("precision")}
+
+    @classmethod
+    def list_devices(cls) -> list[str]:
+        try:
+            ov = require("openvino")
+        except ImportError:
+            return []
+        return [d.lower() for d in ov.Core().available_devices] + ["auto"]
