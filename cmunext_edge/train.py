@@ -187,7 +187,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(postfix=f"loss {np.mean(losses):.4f}")
         bar.close()
         scores = evaluate(model, va_img, va_mask, spec, device)

@@ -1,0 +1,55 @@
+import json
+import shutil
+
+import cv2
+
+from cmunext_edge.cli.predict import main
+
+
+def _dataset(tmp_path, busi, n=3):
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "masks" / "0").mkdir(parents=True)
+    names = sorted(p.stem for p in (busi / "images").glob("*.png"))[:n]
+    for name in names:
+        shutil.copy(busi / "images" / f"{name}.png", ds / "images")
+        shutil.copy(busi / "masks" / "0" / f"{name}.png", ds / "masks" / "0")
+    return ds, names
+
+
+def test_dataset_with_a_broken_file_is_skipped_and_reported(tmp_path, busi, ckpt_s, capsys):
+    ds, names = _dataset(tmp_path, busi)
+    (ds / "images" / "broken.png").write_bytes(b"\x89PNG truncated")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    rc = main([str(ds), "--weights", str(ckpt_s), "--out", str(out), "--summary-json", str(summary)])
+    assert rc == 1
+    data = json.loads(summary.read_text())
+    assert data["n_images"] == 3 and 0.0 <= data["mean_dice"] <= 1.0 and data["mean_iou"] <= data["mean_dice"]
+    assert [s["path"].endswith("broken.png") for s in data["skipped"]] == [True]
+    for name in names:
+        mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imread(str(ds / "images" / f"{name}.png"))
+        assert mask.shape == image.shape[:2] and set(mask.ravel()) <= {0, 255}
+        assert (out / "overlays" / f"{name}.png").is_file()
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("name,")
+    assert "mean Dice" in capsys.readouterr().out
+
+
+def test_folder_without_masks_has_null_scores_and_exit_0(tmp_path, busi, ckpt_s):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    shutil.copy(busi / "images" / "benign (10).png", folder)
+    summary = tmp_path / "s.json"
+    assert main([str(folder), "--weights", str(ckpt_s), "--out", str(tmp_path / "o"),
+                 "--summary-json", str(summary)]) == 0
+    data = json.loads(summary.read_text())
+    assert data == {**data, "n_images": 1, "mean_dice": None, "mean_iou": None, "skipped": []}
+
+
+def test_bad_weights_and_missing_source_exit_2(tmp_path, busi, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"nope")
+    assert main([str(busi / "images" / "benign (10).png"), "--weights", str(bad), "--out", str(tmp_path)]) == 2
+    assert "not a PyTorch checkpoint" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2

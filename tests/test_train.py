@@ -1,0 +1,49 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cmunext_edge.train import TrainConfig, bce_dice_loss, train
+from cmunext_edge.weights import load_checkpoint
+
+
+def _cfg(busi, out, epochs):
+    return TrainConfig(data=str(busi), out=str(out), variant="cmunext-s", epochs=epochs,
+                       batch_size=4, img_size=64, val_fraction=0.02, max_train_images=8)
+
+
+def test_interrupted_run_resumes_where_it_stopped(busi, tmp_path, monkeypatch):
+    import cmunext_edge.train as train_mod
+    out = tmp_path / "run"
+    real_evaluate, calls = train_mod.evaluate, []
+
+    def interrupt_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(busi, out, 2), log=lambda *_: None)
+    monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["train"]) == 8 and len(split["val"]) == 9
+    logs = []
+    second = train(_cfg(busi, out, 2), log=logs.append)
+    assert any("resuming" in line and "1 of 2 epochs done" in line for line in logs)
+    assert second["epoch"] == 2 and [r["epoch"] for r in second["history"]] == [1, 2]
+    ck = load_checkpoint(out / "best.pth")
+    assert ck.info.variant == "cmunext-s"
+    assert load_checkpoint(out / "best.safetensors").info.variant == "cmunext-s"
+    assert (out / "history.csv").read_text().count("\n") == 3
+
+
+def test_loss_is_the_official_bce_dice():
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    p = torch.sigmoid(logits).flatten()
+    bce = torch.nn.functional.binary_cross_entropy(p, target.flatten())
+    dice = (2 * (p * target.flatten()).sum() + 1e-5) / (p.sum() + target.sum() + 1e-5)
+    assert np.isclose(float(bce_dice_loss(logits, target)), float(0.5 * bce + 1 - dice), atol=1e-6)
