@@ -1,0 +1,67 @@
+"""cmunext-info: what a CMUNeXt checkpoint is, without running it.
+
+Prints the variant (detected from tensor shapes), input channels, classes, parameters,
+multiply-accumulates at an input size, the preprocessing contract and the file's sha256.
+
+How MACs are counted: one multiply-accumulate per weight use in every Conv2d
+(out_channels x H_out x W_out x in_channels/groups x kH x kW, per image, measured with
+forward hooks at the given size); BatchNorm, activations, pooling, upsampling,
+concatenation and bias additions are not counted. FLOPs = 2 x MACs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from .common import fail, make_parser
+
+EXAMPLE = """examples:
+  cmunext-info models/cmunext-s-busi.safetensors
+  cmunext-info official_checkpoint.pth --size 224 320 --json"""
+
+
+def build_parser():
+    p = make_parser("cmunext-info", __doc__, EXAMPLE)
+    p.add_argument("path", help="checkpoint (.pth, .pt, .safetensors) or a shipped model name")
+    p.add_argument("--size", type=int, nargs="+", metavar="N",
+                   help="input size for MACs: one value (square) or H W (default: the spec's size)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..complexity import variant_complexity
+    from ..resources import resolve_weights
+    from ..weights import CheckpointError, load_checkpoint
+    try:
+        ckpt = load_checkpoint(resolve_weights(args.path))
+        spec = ckpt.spec
+        if args.size:
+            if len(args.size) > 2:
+                return fail("cmunext-info", "--size takes one value or two (H W)")
+            spec = spec.with_size(args.size[0], args.size[-1])
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        return fail("cmunext-info", str(exc))
+    cx = variant_complexity(ckpt.info.variant, spec.size, ckpt.info.in_channels, ckpt.info.num_classes)
+    info = {"path": str(ckpt.path), "variant": ckpt.info.variant, "in_channels": ckpt.info.in_channels,
+            "num_classes": ckpt.info.num_classes, "params": cx.params, "params_m": round(cx.mparams, 3),
+            "input_size": list(spec.size), "macs": cx.macs, "gmacs": round(cx.gmacs, 4),
+            "gflops": round(2 * cx.gmacs, 4), "sha256": ckpt.sha256,
+            "preprocess": json.loads(spec.to_json())}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"path          {info['path']}\nvariant       {info['variant']}\n"
+          f"in_channels   {info['in_channels']}\nclasses       {info['num_classes']}\n"
+          f"parameters    {info['params']:,} ({info['params_m']:.3f} M)\n"
+          f"MACs          {info['gmacs']:.3f} G at {spec.height}x{spec.width} "
+          f"(conv multiply-accumulates; FLOPs = {info['gflops']:.3f} G)\n"
+          f"preprocess    {spec.channel_order.upper()}, {spec.interpolation} resize to "
+          f"{spec.height}x{spec.width}, mean {spec.mean}, std {spec.std}, extra scale "
+          f"{spec.extra_scale:.6g}, threshold {spec.threshold}\nsha256        {info['sha256']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from cmunext_edge.cli.info import main
+
+
+@pytest.mark.parametrize("tag,variant,params_m", [("s", "cmunext-s", 0.418), ("b", "cmunext", 3.149)])
+def test_info_json(reference, capsys, tag, variant, params_m):
+    assert main([str(reference / f"official_cmunext_{tag}_random.pth"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["variant"], info["in_channels"], info["num_classes"], info["params_m"]) == (variant, 3, 1, params_m)
+    assert info["input_size"] == [256, 256] and len(info["sha256"]) == 64
+
+
+def test_macs_scale_with_input_area(ckpt_s, capsys):
+    main([str(ckpt_s), "--json"])
+    base = json.loads(capsys.readouterr().out)["macs"]
+    main([str(ckpt_s), "--size", "512", "--json"])
+    assert json.loads(capsys.readouterr().out)["macs"] == 4 * base
+
+
+def test_text_output_and_errors(ckpt_s, tmp_path, capsys):
+    assert main([str(ckpt_s)]) == 0
+    assert "0.418 M" in capsys.readouterr().out
+    assert main([str(ckpt_s), "--size", "250"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    assert main([str(tmp_path / "none.pth")]) == 2
+
+
+def test_help_shows_example_and_mac_convention(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "example" in out and "How MACs are counted" in out
