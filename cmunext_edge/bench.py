@@ -1,0 +1,418 @@
+"""The benchmark engine behind `cmunext-bench`: one row per (artifact, device, options).
+
+Per row, in this order (one backend instance unless said otherwise):
+
+1. load the artifact through the runtime registry (any Backend works unchanged);
+2. latency at batch 1: `warmup` untimed calls, then timed `Backend.infer` calls on real,
+   preprocessed images (p50/p90/p99, mean, std; FPS at batch 1 = 1000 / mean ms);
+3. the pipeline split per image: preprocessing (`PreprocessSpec.preprocess` of a decoded
+   BGR image; decoding excluded), inference (the p50 above), postprocessing (sigmoid,
+   resize to the original size, threshold);
+4. peak memory (`bench_system.snapshot`), read before any extra stream instance is opened;
+5. throughput: every allowed batch size x parallel streams (one independent backend per
+   stream thread), `throughput_time_s` each; the best images/s and its setting are kept;
+6. accuracy: with `data`, official Dice/IoU against the ground truth; always, when the
+   source checkpoint is known, agreement with its PyTorch fp32 logits (mean mask Dice
+   and max |delta logit|) on the evaluation images (`data`, else the latency images).
+
+Complexity (parameters, conv MACs) comes from the source checkpoint or the artifact's
+`variant` metadata. The machine's fp32 matmul GFLOP/s gives each row a compute floor:
+`floor_fraction = 2 * MACs / p50 latency / matmul FLOP/s`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import bench_system
+from .bench_system import machine_info
+from .data import discover
+from .metrics import iou_dice, iou_dice_from_logits
+from .preprocess import load_image, load_mask, to_bgr_uint8
+from .progress import Progress
+from .resources import SAMPLES_DIR
+from .runtime.base import DeviceUnavailableError
+from .runtime.registry import open_backend
+from .weights import CHECKPOINT_SUFFIXES
+
+FALLBACK_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi-train"
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What to benchmark: an artifact, the device asked for and backend options."""
+    artifact: Path
+    device: str = "cpu"
+    options: tuple = ()               # sorted (key, value) pairs: precision, threads, hint ...
+    backend: str | None = None        # registry name; None: chosen by the artifact's suffix
+
+    @property
+    def opts(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.artifact.suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+@dataclass
+class BenchConfig:
+    rows: list[RowSpec]
+    warmup: int = 10
+    iters: int = 100
+    min_time_s: float = 0.0          # keep timing until both `iters` and this are reached
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
+    streams: tuple[int, ...] = (1, 2)
+    throughput_time_s: float = 1.0   # per (batch size, streams) cell; 0 skips throughput
+    images: Path | None = None       # latency images (default: the bundled samples)
+    max_latency_images: int = 16
+    data: Path | None = None         # official-layout dataset for Dice
+    split: Path | None = None
+    max_images: int | None = None
+    eval_batch: int = 8
+    reference: Path | None = None    # PyTorch source checkpoint for agreement
+    strict_device: bool = False
+    matmul_seconds: float = 1.0      # 0 skips the GFLOP/s measurement
+    progress: bool = True
+
+
+@dataclass
+class RowResult:
+    label: str
+    artifact: str
+    backend: str = ""
+    device: str = ""
+    requested_device: str = ""
+    precision: str = ""
+    options: dict = field(default_factory=dict)
+    fallback: str | None = None
+    error: str | None = None
+    artifact_mb: float | None = None
+    variant: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    input_shape: list | None = None
+    load_s: float | None = None
+    latency_ms: dict | None = None    # p50 p90 p99 mean std min n (batch 1)
+    fps_batch1: float | None = None
+    preprocess_ms: float | None = None
+    postprocess_ms: float | None = None
+    throughput: list = field(default_factory=list)   # every (batch, streams) cell
+    best_throughput: dict | None = None              # {images_per_s, batch, streams}
+    memory: dict | None = None
+    dice: float | None = None
+    iou: float | None = None
+    n_dice_images: int = 0
+    agreement_dice: float | None = None
+    max_abs_logit_delta: float | None = None
+    n_agreement_images: int = 0
+    reference: str | None = None
+    source_sha256: str | None = None
+    vs_torch_fp32: float | None = None   # speedup: PyTorch eager fp32 p50 / this row's p50
+    floor_fraction: float | None = None  # 2*MACs / p50 / machine matmul FLOP/s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BenchReport:
+    machine: dict
+    config: dict
+    rows: list[RowResult]
+    extra: dict = field(default_factory=dict)   # e.g. ort_overhead
+
+    def to_dict(self) -> dict:
+        return {"schema": "cmunext-bench/1", "machine": self.machine, "config": self.config,
+                "rows": [r.to_dict() for r in self.rows], **self.extra}
+
+
+# --- measurements ------------------------------------------------------------------------
+def latency_stats(ms) -> dict:
+    a = np.asarray(ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()),
+            "std": float(a.std()), "min": float(a.min()), "n": int(a.size)}
+
+
+def time_calls(fn, inputs: list, warmup: int, iters: int, min_time_s: float = 0.0) -> list[float]:
+    """Milliseconds of each timed `fn(x)`, cycling through `inputs` after `warmup` calls."""
+    for i in range(warmup):
+        fn(inputs[i % len(inputs)])
+    out, start, i = [], time.perf_counter(), 0
+    while i < iters or time.perf_counter() - start < min_time_s:
+        x = inputs[i % len(inputs)]
+        t0 = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - t0) * 1e3)
+        i += 1
+    return out
+
+
+def allowed_batches(backend, requested) -> list[int]:
+    """A static-batch artifact runs only its own batch; a dynamic one every requested size."""
+    fixed = backend.input_shape[0]
+    return [fixed] if isinstance(fixed, int) and fixed > 0 else sorted(set(requested))
+
+
+def measure_throughput(backends: list, batch: np.ndarray, seconds: float) -> float:
+    """Images/s with one thread per backend, each calling infer(batch) until the deadline."""
+    barrier = threading.Barrier(len(backends) + 1)
+    counts = [0] * len(backends)
+
+    def worker(i, be):
+        be.infer(batch)                     # per-thread warm-up
+        barrier.wait()
+        deadline = time.perf_counter() + seconds
+        while True:
+            be.infer(batch)
+            counts[i] += batch.shape[0]
+            if time.perf_counter() >= deadline:
+                break
+
+    threads = [threading.Thread(target=worker, args=(i, be), daemon=True) for i, be in enumerate(backends)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def load_images(folder: Path | None, limit: int) -> list[np.ndarray]:
+    """Decoded BGR uint8 images (the first `limit` by name) for latency input."""
+    folder = folder or (SAMPLES_DIR if (SAMPLES_DIR / "images").is_dir() else FALLBACK_IMAGES)
+    samples = discover(folder)[:limit]
+    if not samples:
+        raise FileNotFoundError(f"{folder}: no images for latency input")
+    return [to_bgr_uint8(load_image(s.image)) for s in samples]
+
+
+def median_ms(fn, items) -> float:
+    ms = []
+    for it in items:
+        t0 = time.perf_counter()
+        fn(it)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(ms))
+
+
+def artifact_bytes(path: Path) -> int:
+    """Size on disk of an artifact with its companions (OpenVINO .bin, ONNX external data, sidecars)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    companions = {path, path.with_suffix(".bin") if path.suffix == ".xml" else path,
+                  path.with_name(path.name + ".data"), path.with_suffix(".data")}
+    return sum(p.stat().st_size for p in companions if p.is_file())
+
+
+# --- accuracy ----------------------------------------------------------------------------
+class Evaluator:
+    """Official Dice against masks and agreement with the PyTorch fp32 reference, per image."""
+
+    def __init__(self, config: BenchConfig, latency_bgrs: list[np.ndarray]):
+        self.samples = []
+        if config.data is not None:
+            self.samples = discover(config.data, config.split)[:config.max_images or None]
+        self.latency_bgrs = latency_bgrs
+        self.batch = max(1, config.eval_batch)
+        self._ref_cache: dict[str, np.ndarray] = {}
+
+    def batches(self, spec):
+        """(inputs NCHW, masks or None) chunks: dataset images if given, else latency images."""
+        items = self.samples or self.latency_bgrs
+        for i in range(0, len(items), self.batch):
+            chunk = items[i:i + self.batch]
+            if self.samples:
+                x = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in chunk])
+                masks = [load_mask(s.mask, spec.size) if s.mask else None for s in chunk]
+            else:
+                x, masks = np.stack([spec.preprocess(b) for b in chunk]), [None] * len(chunk)
+            yield x, masks
+
+    def reference_logits(self, ref_path: Path) -> np.ndarray:
+        """PyTorch fp32 logits of the source checkpoint on the evaluation images (memory-mapped)."""
+        key = str(ref_path)
+        if key not in self._ref_cache:
+            import tempfile
+            with open_backend(ref_path, device="cpu", precision="fp32") as ref:
+                outs = [ref.infer(x) for x, _ in self.batches(ref.spec)]
+            arr = np.concatenate(outs)
+            tmp = tempfile.NamedTemporaryFile(prefix="cmunext-bench-ref-", suffix=".npy", delete=False)
+            np.save(tmp, arr)
+            tmp.close()
+            self._ref_cache[key] = tmp.name
+        return np.load(self._ref_cache[key], mmap_mode="r")
+
+    def evaluate(self, backend, row: RowResult, ref_path: Path | None) -> None:
+        ref = self.reference_logits(ref_path) if ref_path is not None else None
+        scores, agree, delta, k = [], [], 0.0, 0
+        for x, masks in self.batches(backend.spec):
+            logits = backend.infer(x)
+            for lg, m in zip(logits, masks):
+                if m is not None:
+                    scores.append(iou_dice_from_logits(lg[0], m))
+                if ref is not None:
+                    r = np.asarray(ref[k])
+                    agree.append(np.mean([iou_dice(a > 0, b > 0)[1] for a, b in zip(lg, r)]))
+                    delta = max(delta, float(np.max(np.abs(lg - r))))
+                k += 1
+        if scores:
+            row.iou, row.dice = (float(v) for v in np.mean(np.asarray(scores), axis=0))
+            row.n_dice_images = len(scores)
+        if agree:
+            row.agreement_dice, row.max_abs_logit_delta = float(np.mean(agree)), delta
+            row.n_agreement_images, row.reference = len(agree), str(ref_path)
+
+    def cleanup(self) -> None:
+        for name in self._ref_cache.values():
+            Path(name).unlink(missing_ok=True)
+
+
+# --- the run -----------------------------------------------------------------------------
+def row_label(spec: RowSpec, backend=None) -> str:
+    opts = spec.opts
+    prec = backend.precision if backend is not None else opts.get("precision", "")
+    extra = ",".join(f"{k}={v}" for k, v in opts.items() if k != "precision")
+    name = backend.name if backend is not None else (spec.backend or "?")
+    return f"{spec.artifact.name} {name}/{spec.device}/{prec}" + (f" [{extra}]" if extra else "")
+
+
+def _source_info(backend, spec: RowSpec) -> tuple[str | None, str | None]:
+    meta = backend.metadata or {}
+    if spec.is_checkpoint:
+        return meta.get("sha256"), meta.get("variant")
+    return meta.get("source_sha256"), meta.get("variant")
+
+
+def _complexity(backend, variant: str | None):
+    if not variant:
+        return None
+    from .complexity import variant_complexity
+    shape = backend.input_shape
+    return variant_complexity(variant, (int(shape[2]), int(shape[3])), int(shape[1]), int(backend.num_classes))
+
+
+def bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, refs: dict,
+              bar: Progress) -> RowResult:
+    row = RowResult(label=row_label(spec), artifact=str(spec.artifact), options=spec.opts,
+                    requested_device=spec.device)
+    opened = []
+    try:
+        bench_system.reset_peak()
+        rss0 = bench_system.rss_kb()
+        t0 = time.perf_counter()
+        backend = open_backend(spec.artifact, device=spec.device, backend=spec.backend,
+                               strict_device=config.strict_device, **spec.opts)
+        opened.append(backend)
+        row.load_s = time.perf_counter() - t0
+        d = backend.describe()
+        row.label, row.backend, row.device = row_label(spec, backend), d["backend"], d["device"]
+        row.precision, row.fallback, row.input_shape = d["precision"], d.get("fallback"), d["input_shape"]
+        row.artifact_mb = artifact_bytes(spec.artifact) / 1e6
+        row.source_sha256, row.variant = _source_info(backend, spec)
+        cx = _complexity(backend, row.variant)
+        if cx is not None:
+            row.params, row.macs = cx.params, cx.macs
+        bar.update(postfix=f"{row.label}: latency")
+
+        xs = [backend.spec.preprocess(b)[None] for b in bgrs]
+        ms = time_calls(backend.infer, xs, config.warmup, config.iters, config.min_time_s)
+        row.latency_ms = latency_stats(ms)
+        row.fps_batch1 = 1e3 / row.latency_ms["mean"]
+        row.memory = bench_system.snapshot(rss0)
+        row.preprocess_ms = median_ms(backend.spec.preprocess, bgrs)
+        logits = [backend.infer(x)[0] for x in xs[:4]]
+        row.postprocess_ms = median_ms(lambda i: backend.spec.postprocess(logits[i], bgrs[i].shape[:2]),
+                                       range(len(logits)))
+        bar.update(postfix=f"{row.label}: throughput")
+
+        if config.throughput_time_s > 0:
+            for streams in sorted(set(config.streams)):
+                while len(opened) < streams:
+                    opened.append(open_backend(spec.artifact, device=spec.device, backend=spec.backend,
+                                               strict_device=config.strict_device, **spec.opts))
+                for bs in allowed_batches(backend, config.batch_sizes):
+                    batch = np.concatenate([xs[i % len(xs)] for i in range(bs)])
+                    ips = measure_throughput(opened[:streams], batch, config.throughput_time_s)
+                    row.throughput.append({"batch": bs, "streams": streams, "images_per_s": ips})
+            for extra in opened[1:]:
+                extra.close()
+            del opened[1:]
+            if row.throughput:
+                row.best_throughput = max(row.throughput, key=lambda c: c["images_per_s"])
+        bar.update(postfix=f"{row.label}: accuracy")
+
+        ref = refs.get(row.source_sha256) or (refs.get(None) if len(refs) == 1 else None)
+        evaluator.evaluate(backend, row, ref)
+        bar.update(postfix=f"{row.label}: done")
+    except DeviceUnavailableError:
+        raise
+    except Exception as exc:  # a broken row is reported, the others still run
+        row.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        for be in opened:
+            be.close()
+    return row
+
+
+def _reference_map(config: BenchConfig) -> dict:
+    """source sha256 -> checkpoint path, from --reference and the checkpoints being benchmarked."""
+    from .fileio import sha256_file
+    paths = [config.reference] if config.reference else []
+    paths += [r.artifact for r in config.rows if r.is_checkpoint]
+    refs: dict = {}
+    for p in paths:
+        if Path(p).is_file():
+            refs.setdefault(sha256_file(p), Path(p))
+    if config.reference:   # an explicit reference also serves artifacts without source metadata
+        refs[None] = Path(config.reference)
+    elif len(set(refs.values())) == 1:
+        refs[None] = next(iter(refs.values()))
+    return refs
+
+
+def add_comparisons(rows: list[RowResult], gflops: float | None) -> None:
+    """Speedup against the PyTorch eager fp32 row of the same source and device, and floor fraction."""
+    base = {}
+    for r in rows:
+        if r.backend == "pytorch" and r.precision == "fp32" and r.latency_ms and not r.options.get("channels_last"):
+            base.setdefault((r.source_sha256, r.device), r.latency_ms["p50"])
+    for r in rows:
+        if not r.latency_ms:
+            continue
+        p50 = r.latency_ms["p50"]
+        b = base.get((r.source_sha256, r.device))
+        if b is None and len({k[0] for k in base}) == 1:
+            b = next((v for (_, dev), v in base.items() if dev == r.device), None)
+        r.vs_torch_fp32 = b / p50 if b else None
+        if gflops and r.macs:
+            r.floor_fraction = 2 * r.macs / (p50 / 1e3) / (gflops * 1e9)
+
+
+def run_bench(config: BenchConfig) -> BenchReport:
+    steps = 4 * len(config.rows) + 1
+    with Progress(steps, "cmunext-bench", enabled=config.progress) as bar:
+        bar.update(0, postfix="measuring matmul GFLOP/s")
+        machine = machine_info(config.matmul_seconds)
+        bar.update(postfix="preparing images")
+        bgrs = load_images(config.images, config.max_latency_images)
+        evaluator, refs = Evaluator(config, bgrs), _reference_map(config)
+        rows = []
+        try:
+            for spec in config.rows:
+                rows.append(bench_row(spec, config, bgrs, evaluator, refs, bar))
+                bar.n = 4 * len(rows) + 1
+        finally:
+            evaluator.cleanup()
+    add_comparisons(rows, machine.get("matmul_gflops"))
+    cfg = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "rows"}
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.items()}
+    cfg["latency_images"] = len(bgrs)
+    cfg["eval_images"] = "data" if evaluator.samples else "latency images"
+    return BenchReport(machine, cfg, rows)
