@@ -2,7 +2,7 @@
 
 Options: `hint` ("latency" or "throughput", OpenVINO's PERFORMANCE_HINT), `cache_dir`
 (compiled-model cache, what makes NPU/GPU start-up fast), `inference_precision` ("f32",
-"bf16", "f16"; default: the device's own choice), `batch` (static batch for the NPU, which
+"bf16", "f16"; default: f32 for FP32 artifacts, bf16 for BF16 ones, else the device's choice), `batch` (static batch for the NPU, which
 needs static shapes). The precision that actually runs is read back from the compiled model's
 INFERENCE_PRECISION_HINT (e.g. bf16 on CPUs with AMX) and reported.
 """
@@ -60,7 +60,10 @@ class OpenVINOBackend(Backend):
             config["PERFORMANCE_HINT"] = HINTS[self.options["hint"]]
         if self.options.get("cache_dir"):
             config["CACHE_DIR"] = str(self.options["cache_dir"])
-        wanted = self.options.get("inference_precision") or ("bf16" if meta.get("precision") == "bf16" else None)
+        # An FP32 (BF16) artifact asks for f32 (bf16) inference: CPUs with bf16 units would otherwise
+        # silently run bf16. FP16 and INT8 IRs run at the device's own default, reported below.
+        default = {"fp32": "f32", "bf16": "bf16"}.get(meta.get("precision", "fp32"))
+        wanted = self.options.get("inference_precision") or default
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
         try:

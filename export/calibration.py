@@ -1,0 +1,73 @@
+"""Calibration (and verification) images: a seeded, deterministic sample of a folder or an
+official-layout dataset, preprocessed with the same PreprocessSpec the runtime uses.
+
+Everything is loaded and preprocessed up front, so that an unreadable image fails the export
+before any artifact is written. Adapters to NNCF / ONNX Runtime / TensorRT live beside each
+target; this module only yields NCHW float32 arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import Sample, discover
+from ..fileio import sha256_file
+from ..preprocess import ImageReadError, PreprocessSpec, load_image, load_mask, to_bgr_uint8
+from ..resources import SAMPLES_DIR
+
+
+class CalibrationError(ValueError):
+    """A calibration or verification source that cannot be used; the message names the file."""
+
+
+@dataclass
+class CalibrationSet:
+    source: str
+    seed: int
+    spec: PreprocessSpec
+    samples: list[Sample]
+    inputs: np.ndarray                     # N x C x H x W float32
+    masks: list = field(default_factory=list)   # HxW bool at network size, or None per image
+    sha256: str = ""
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def batches(self, batch_size: int = 1):
+        for i in range(0, len(self.inputs), batch_size):
+            yield self.inputs[i:i + batch_size]
+
+    def manifest(self) -> dict:
+        return {"source": self.source, "seed": self.seed, "size": len(self), "sha256": self.sha256,
+                "files": [s.image.name for s in self.samples]}
+
+
+def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int = 64,
+                         seed: int = 0) -> CalibrationSet:
+    """Sample `size` images of `source` (default: the bundled samples) with `seed`."""
+    source = Path(source) if source is not None else SAMPLES_DIR
+    try:
+        samples = discover(source)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CalibrationError(f"calibration/verification source: {exc}") from None
+    if not samples:
+        raise CalibrationError(f"{source}: no images found (looked for images/ or image files)")
+    if size <= 0:
+        raise CalibrationError(f"calibration size must be positive, got {size}")
+    if len(samples) > size:
+        samples = sorted(random.Random(seed).sample(samples, size), key=lambda s: s.name)
+    digest = hashlib.sha256(f"{spec.to_json()}|seed={seed}".encode())
+    inputs, masks = [], []
+    for s in samples:
+        try:
+            inputs.append(spec.preprocess(to_bgr_uint8(load_image(s.image))))
+            masks.append(load_mask(s.mask, spec.size) if s.mask else None)
+        except ImageReadError as exc:
+            raise CalibrationError(f"calibration image unusable: {exc}") from None
+        digest.update(f"|{s.name}:{sha256_file(s.image)}".encode())
+    return CalibrationSet(str(source), seed, spec, samples, np.stack(inputs).astype(np.float32),
+                          masks, digest.hexdigest())
