@@ -1,0 +1,62 @@
+"""ONNX Runtime INT8: static QDQ quantization of the simplified FP32 ONNX on the calibration set.
+
+Per-channel symmetric INT8 weights. For ONNX Runtime the activations default to QUInt8 (what
+its x86 kernels are fastest with); `for_tensorrt=True` makes them symmetric QInt8, which is what
+TensorRT's explicit quantization requires. The result is also the input of TensorRT INT8.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._deps import require
+from .onnx_export import export_onnx, set_metadata
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+class CalibrationReader:
+    """The tiny onnxruntime CalibrationDataReader interface over a CalibrationSet."""
+
+    def __init__(self, calib, input_name: str = "input"):
+        self.calib, self.input_name = calib, input_name
+        self.rewind()
+
+    def get_next(self):
+        batch = next(self._it, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def rewind(self):
+        self._it = iter(self.calib.batches(1))
+
+
+def quantize_qdq(fp32_onnx: Path, out: Path, calib, *, for_tensorrt: bool = False,
+                 calibrate_method: str = "minmax", scratch: Path | None = None) -> Path:
+    q = require("onnxruntime.quantization")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    prepared = (scratch or out.parent) / (Path(fp32_onnx).stem + ".prep.onnx")
+    quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+    method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+              "percentile": q.CalibrationMethod.Percentile}[calibrate_method]
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if for_tensorrt else {"WeightSymmetric": True}
+    q.quantize_static(str(prepared), str(out), CalibrationReader(calib), quant_format=q.QuantFormat.QDQ,
+                      per_channel=True, activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
+                      weight_type=q.QuantType.QInt8, calibrate_method=method, extra_options=extra)
+    return out
+
+
+def build(ctx) -> list[Path]:
+    onnx = require("onnx")
+    path = ctx.workdir / (ctx.stem + ".onnx")
+    fp32 = export_onnx(ctx, ctx.scratch("model.onnx"))
+    method = (ctx.options or {}).get("calibrate_method") or "minmax"
+    quantize_qdq(fp32, ctx.scratch("qdq.onnx"), ctx.calib, calibrate_method=method, scratch=ctx.scratch(""))
+    model = onnx.load(str(ctx.scratch("qdq.onnx")))
+    set_metadata(model, ctx.metadata)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return [path]
+
+
+def embed(path: Path, metadata: dict) -> None:
+    from .onnx_export import embed as embed_onnx
+    embed_onnx(path, metadata)

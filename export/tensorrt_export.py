@@ -1,0 +1,114 @@
+"""TensorRT engine export through the TensorRT Python API (not run on our machines: no GPU).
+
+FP16/BF16/FP32 from the simplified ONNX; INT8 either from explicit Q/DQ (the symmetric QDQ
+ONNX of ort_quant, TensorRT >= 8.6/10) or, for older TensorRT (JetPack 5), with an entropy or
+min-max calibrator over the calibration set and a reusable calibration cache. An optimization
+profile covers dynamic batch; a timing cache makes rebuilds fast; `workspace` (GiB) bounds the
+builder memory; `dla_core` targets a Jetson DLA (GPU fallback on). The engine is a plain plan
+file (trtexec and DeepStream load it); everything else goes into the sidecar `<engine>.json`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..runtime.tensorrt_backend import gpu_info, require_tensorrt, sidecar_path
+from .onnx_export import INPUT, export_onnx
+from .ort_quant import quantize_qdq
+
+
+def make_calibrator(trt, calib, cache: Path, method: str = "entropy"):
+    """An IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator feeding the calibration set."""
+    import torch
+    base = trt.IInt8EntropyCalibrator2 if method == "entropy" else trt.IInt8MinMaxCalibrator
+
+    class Calibrator(base):
+        def __init__(self):
+            base.__init__(self)
+            self.batches, self.current = iter(calib.batches(1)), None
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            batch = next(self.batches, None)
+            if batch is None:
+                return None
+            self.current = torch.from_numpy(batch).cuda()   # keep a reference while TensorRT reads it
+            return [int(self.current.data_ptr())]
+
+        def read_calibration_cache(self):
+            return cache.read_bytes() if cache.is_file() else None
+
+        def write_calibration_cache(self, data):
+            cache.write_bytes(bytes(data))
+
+    return Calibrator()
+
+
+def build(ctx) -> list[Path]:
+    trt = require_tensorrt()
+    opts = ctx.options or {}
+    cache_dir = Path(opts.get("cache_dir") or ctx.workdir)
+    int8_mode = opts.get("int8_mode") or "qdq"
+    onnx_path = export_onnx(ctx, ctx.scratch("model.onnx"))
+    if ctx.precision == "int8" and int8_mode == "qdq":
+        onnx_path = quantize_qdq(onnx_path, ctx.scratch("qdq.onnx"), ctx.calib, for_tensorrt=True,
+                                 scratch=ctx.scratch(""))
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else \
+        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse the ONNX graph: {errors}")
+    config = builder.create_builder_config()
+    if opts.get("workspace"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(float(opts["workspace"]) * (1 << 30)))
+    if ctx.precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)     # INT8 layers TensorRT cannot quantize run in FP16
+    if ctx.precision == "bf16":
+        config.set_flag(trt.BuilderFlag.BF16)
+    if ctx.precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        if int8_mode == "calibrator":
+            config.int8_calibrator = make_calibrator(trt, ctx.calib, cache_dir / f"{ctx.stem}.calib.cache",
+                                                     opts.get("calibrator") or "entropy")
+    chw = (ctx.in_channels, ctx.spec.height, ctx.spec.width)
+    shapes = {"min": (1, *chw), "opt": (max(1, ctx.batch), *chw), "max": (max(ctx.batch, opts.get("max_batch") or 16), *chw)}
+    if ctx.dynamic:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT, shapes["min"], shapes["opt"], shapes["max"])
+        config.add_optimization_profile(profile)
+        if ctx.precision == "int8" and int8_mode == "calibrator":
+            config.set_calibration_profile(profile)
+    else:
+        shapes = {"static": (max(1, ctx.batch), *chw)}
+    if opts.get("dla_core") is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(opts["dla_core"])
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    timing = cache_dir / "tensorrt.timing.cache"
+    cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError("TensorRT failed to build the engine (see the TensorRT log above)")
+    timing.write_bytes(bytes(config.get_timing_cache().serialize()))
+    engine = ctx.workdir / (ctx.stem + ".engine")
+    engine.write_bytes(bytes(plan))
+    sidecar = {"tensorrt_version": trt.__version__, **gpu_info(), "precision": ctx.precision,
+               "int8_mode": int8_mode if ctx.precision == "int8" else None, "shapes": shapes,
+               "dla_core": opts.get("dla_core"), "source_sha256": ctx.metadata.get("cmunext_edge.source_sha256"),
+               "metadata": ctx.metadata}
+    sidecar_path(engine).write_text(json.dumps(sidecar, indent=2))
+    return [sidecar_path(engine), engine]
+
+
+def embed(path: Path, metadata: dict) -> None:
+    side = sidecar_path(path)
+    data = json.loads(side.read_text())
+    data["metadata"] = metadata
+    side.write_text(json.dumps(data, indent=2))
