@@ -21,6 +21,7 @@ Complexity (parameters, conv MACs) comes from the source checkpoint or the artif
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -31,8 +32,8 @@ import numpy as np
 from . import bench_system
 from .bench_system import machine_info
 from .data import discover
-from .metrics import iou_dice, iou_dice_from_logits
-from .preprocess import load_image, load_mask, to_bgr_uint8
+from .bench_accuracy import Evaluator
+from .preprocess import load_image, to_bgr_uint8
 from .progress import Progress
 from .resources import SAMPLES_DIR
 from .runtime.base import DeviceUnavailableError
@@ -160,7 +161,20 @@ def allowed_batches(backend, requested) -> list[int]:
 
 
 def measure_throughput(backends: list, batch: np.ndarray, seconds: float) -> float:
-    """Images/s with one thread per backend, each calling infer(batch) until the deadline."""
+    """Images/s with one thread per backend, each calling infer(batch) until the deadline.
+
+    One stream runs in the calling thread, like the latency loop: thread pools of some
+    runtimes (PyTorch's OpenMP team) behave differently in a fresh thread.
+    """
+    if len(backends) == 1:
+        be, n = backends[0], 0
+        be.infer(batch)
+        t0 = time.perf_counter()
+        while True:
+            be.infer(batch)
+            n += batch.shape[0]
+            if time.perf_counter() - t0 >= seconds:
+                return n / (time.perf_counter() - t0)
     barrier = threading.Barrier(len(backends) + 1)
     counts = [0] * len(backends)
 
@@ -209,69 +223,6 @@ def artifact_bytes(path: Path) -> int:
     companions = {path, path.with_suffix(".bin") if path.suffix == ".xml" else path,
                   path.with_name(path.name + ".data"), path.with_suffix(".data")}
     return sum(p.stat().st_size for p in companions if p.is_file())
-
-
-# --- accuracy ----------------------------------------------------------------------------
-class Evaluator:
-    """Official Dice against masks and agreement with the PyTorch fp32 reference, per image."""
-
-    def __init__(self, config: BenchConfig, latency_bgrs: list[np.ndarray]):
-        self.samples = []
-        if config.data is not None:
-            self.samples = discover(config.data, config.split)[:config.max_images or None]
-        self.latency_bgrs = latency_bgrs
-        self.batch = max(1, config.eval_batch)
-        self._ref_cache: dict[str, np.ndarray] = {}
-
-    def batches(self, spec):
-        """(inputs NCHW, masks or None) chunks: dataset images if given, else latency images."""
-        items = self.samples or self.latency_bgrs
-        for i in range(0, len(items), self.batch):
-            chunk = items[i:i + self.batch]
-            if self.samples:
-                x = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in chunk])
-                masks = [load_mask(s.mask, spec.size) if s.mask else None for s in chunk]
-            else:
-                x, masks = np.stack([spec.preprocess(b) for b in chunk]), [None] * len(chunk)
-            yield x, masks
-
-    def reference_logits(self, ref_path: Path) -> np.ndarray:
-        """PyTorch fp32 logits of the source checkpoint on the evaluation images (memory-mapped)."""
-        key = str(ref_path)
-        if key not in self._ref_cache:
-            import tempfile
-            with open_backend(ref_path, device="cpu", precision="fp32") as ref:
-                outs = [ref.infer(x) for x, _ in self.batches(ref.spec)]
-            arr = np.concatenate(outs)
-            tmp = tempfile.NamedTemporaryFile(prefix="cmunext-bench-ref-", suffix=".npy", delete=False)
-            np.save(tmp, arr)
-            tmp.close()
-            self._ref_cache[key] = tmp.name
-        return np.load(self._ref_cache[key], mmap_mode="r")
-
-    def evaluate(self, backend, row: RowResult, ref_path: Path | None) -> None:
-        ref = self.reference_logits(ref_path) if ref_path is not None else None
-        scores, agree, delta, k = [], [], 0.0, 0
-        for x, masks in self.batches(backend.spec):
-            logits = backend.infer(x)
-            for lg, m in zip(logits, masks):
-                if m is not None:
-                    scores.append(iou_dice_from_logits(lg[0], m))
-                if ref is not None:
-                    r = np.asarray(ref[k])
-                    agree.append(np.mean([iou_dice(a > 0, b > 0)[1] for a, b in zip(lg, r)]))
-                    delta = max(delta, float(np.max(np.abs(lg - r))))
-                k += 1
-        if scores:
-            row.iou, row.dice = (float(v) for v in np.mean(np.asarray(scores), axis=0))
-            row.n_dice_images = len(scores)
-        if agree:
-            row.agreement_dice, row.max_abs_logit_delta = float(np.mean(agree)), delta
-            row.n_agreement_images, row.reference = len(agree), str(ref_path)
-
-    def cleanup(self) -> None:
-        for name in self._ref_cache.values():
-            Path(name).unlink(missing_ok=True)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -416,3 +367,42 @@ def run_bench(config: BenchConfig) -> BenchReport:
     cfg["latency_images"] = len(bgrs)
     cfg["eval_images"] = "data" if evaluator.samples else "latency images"
     return BenchReport(machine, cfg, rows)
+
+
+# --- acceptance check: bench overhead against a bare ONNX Runtime loop ---------------------
+def check_ort_overhead(path, iters: int = 200, warmup: int = 20, rounds: int = 5, images: Path | None = None,
+                       backend=None, tolerance: float = 0.15) -> dict:
+    """Batch-1 p50 of the bench's timing (`time_calls` around `Backend.infer`) against a plain
+    `onnxruntime.InferenceSession.run` loop on the same input, in this process.
+
+    The two are measured in alternating blocks (`rounds` each) so that background load
+    disturbs both alike. `within_tolerance` is |bench / plain - 1| <= `tolerance`.
+    """
+    from ._deps import require
+    ort = require("onnxruntime")
+    own = backend is None
+    backend = backend or open_backend(path, device="cpu")
+    try:
+        bgrs = load_images(images, 4)
+        xs = [backend.spec.preprocess(b)[None] for b in bgrs]
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        fixed = inp.shape[0] if isinstance(inp.shape[0], int) else 1
+        feeds = [{inp.name: np.ascontiguousarray(np.repeat(x, fixed, axis=0))} for x in xs]
+        per = max(1, iters // rounds)
+        bench_ms, plain_ms = [], []
+        time_calls(backend.infer, xs, warmup, 0)
+        time_calls(lambda f: session.run(None, f), feeds, warmup, 0)
+        for _ in range(rounds):
+            bench_ms += time_calls(backend.infer, xs, 0, per)
+            plain_ms += time_calls(lambda f: session.run(None, f), feeds, 0, per)
+        b, p = latency_stats(bench_ms), latency_stats(plain_ms)
+        ratio = b["p50"] / p["p50"]
+        return {"artifact": str(path), "bench_backend": backend.describe(), "bench_ms": b, "plain_ort_ms": p,
+                "plain_ort": f"onnxruntime {ort.__version__} InferenceSession(CPUExecutionProvider), "
+                             f"default session options",
+                "ratio_p50": ratio, "tolerance": tolerance, "within_tolerance": abs(ratio - 1) <= tolerance,
+                "load_average": list(os.getloadavg())}
+    finally:
+        if own:
+            backend.close()

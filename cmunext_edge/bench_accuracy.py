@@ -1,0 +1,80 @@
+"""Accuracy rows of `cmunext-bench`: official Dice against ground truth, agreement with PyTorch.
+
+Dice/IoU are the official metric (`metrics.iou_dice_from_logits`, class 0) on network-size
+masks from `preprocess.load_mask(path, spec.size)`, averaged over images. Agreement is the
+mean mask Dice (classes averaged) between the row's logits > 0 and the PyTorch fp32 logits > 0
+of the source checkpoint, plus the max |delta logit| over all pixels and images. The
+reference logits are computed once per checkpoint and kept in a temporary memory-mapped .npy.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import discover
+from .metrics import iou_dice, iou_dice_from_logits
+from .preprocess import load_image, load_mask, to_bgr_uint8
+from .runtime.registry import open_backend
+
+
+class Evaluator:
+    """Official Dice against masks and agreement with the PyTorch fp32 reference, per image."""
+
+    def __init__(self, config, latency_bgrs: list[np.ndarray]):
+        self.samples = []
+        if config.data is not None:
+            self.samples = discover(config.data, config.split)[:config.max_images or None]
+        self.latency_bgrs = latency_bgrs
+        self.batch = max(1, config.eval_batch)
+        self._ref_cache: dict[str, str] = {}   # checkpoint -> .npy path
+
+    def batches(self, spec):
+        """(inputs NCHW, masks or None) chunks: dataset images if given, else latency images."""
+        items = self.samples or self.latency_bgrs
+        for i in range(0, len(items), self.batch):
+            chunk = items[i:i + self.batch]
+            if self.samples:
+                x = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in chunk])
+                masks = [load_mask(s.mask, spec.size) if s.mask else None for s in chunk]
+            else:
+                x, masks = np.stack([spec.preprocess(b) for b in chunk]), [None] * len(chunk)
+            yield x, masks
+
+    def reference_logits(self, ref_path: Path) -> np.ndarray:
+        """PyTorch fp32 logits of the source checkpoint on the evaluation images (memory-mapped)."""
+        key = str(ref_path)
+        if key not in self._ref_cache:
+            with open_backend(ref_path, device="cpu", precision="fp32") as ref:
+                outs = [ref.infer(x) for x, _ in self.batches(ref.spec)]
+            arr = np.concatenate(outs)
+            tmp = tempfile.NamedTemporaryFile(prefix="cmunext-bench-ref-", suffix=".npy", delete=False)
+            np.save(tmp, arr)
+            tmp.close()
+            self._ref_cache[key] = tmp.name
+        return np.load(self._ref_cache[key], mmap_mode="r")
+
+    def evaluate(self, backend, row, ref_path: Path | None) -> None:
+        ref = self.reference_logits(ref_path) if ref_path is not None else None
+        scores, agree, delta, k = [], [], 0.0, 0
+        for x, masks in self.batches(backend.spec):
+            logits = backend.infer(x)
+            for lg, m in zip(logits, masks):
+                if m is not None:
+                    scores.append(iou_dice_from_logits(lg[0], m))
+                if ref is not None:
+                    r = np.asarray(ref[k])
+                    agree.append(np.mean([iou_dice(a > 0, b > 0)[1] for a, b in zip(lg, r)]))
+                    delta = max(delta, float(np.max(np.abs(lg - r))))
+                k += 1
+        if scores:
+            row.iou, row.dice = (float(v) for v in np.mean(np.asarray(scores), axis=0))
+            row.n_dice_images = len(scores)
+        if agree:
+            row.agreement_dice, row.max_abs_logit_delta = float(np.mean(agree)), delta
+            row.n_agreement_images, row.reference = len(agree), str(ref_path)
+
+    def cleanup(self) -> None:
+        for name in self._ref_cache.values():
+            Path(name).unlink(missing_ok=True)

@@ -1,0 +1,147 @@
+"""How `cmunext-bench` results are shown: terminal table, Markdown, JSON and a PNG plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._deps import require
+from .fileio import atomic_path
+
+def _f(value, fmt: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, fmt)
+
+
+def _lat(key):
+    return lambda r: _f((r.get("latency_ms") or {}).get(key), ".2f")
+
+
+def _best(r) -> str:
+    b = r.get("best_throughput")
+    return "-" if not b else f"{b['images_per_s']:.1f} (b{b['batch']}x{b['streams']})"
+
+
+def _mem(r) -> str:
+    m = r.get("memory") or {}
+    return "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}/+{m.get('added_rss_mb') or 0:.0f}"
+
+
+# (header, function of a row dict -> cell text); one table drives terminal and Markdown.
+COLUMNS = (
+    ("configuration", lambda r: r["label"]),
+    ("device", lambda r: r.get("device") or "-"),
+    ("p50 ms", _lat("p50")), ("p90 ms", _lat("p90")), ("p99 ms", _lat("p99")),
+    ("mean±std ms", lambda r: "-" if not r.get("latency_ms") else
+     f"{r['latency_ms']['mean']:.2f}±{r['latency_ms']['std']:.2f}"),
+    ("FPS b1", lambda r: _f(r.get("fps_batch1"), ".1f")),
+    ("best img/s (batch x streams)", _best),
+    ("pre/inf/post ms", lambda r: "-" if not r.get("latency_ms") else
+     f"{r['preprocess_ms']:.2f}/{r['latency_ms']['p50']:.2f}/{r['postprocess_ms']:.2f}"),
+    ("params M", lambda r: _f(r.get("params"), ".3f", 1e-6)),
+    ("GMACs", lambda r: _f(r.get("macs"), ".3f", 1e-9)),
+    ("size MB", lambda r: _f(r.get("artifact_mb"), ".2f")),
+    ("peak/added RSS MB", _mem),
+    ("Dice", lambda r: _f(r.get("dice"), ".4f")),
+    ("agree Dice", lambda r: _f(r.get("agreement_dice"), ".4f")),
+    ("max |Δlogit|", lambda r: _f(r.get("max_abs_logit_delta"), ".2e")),
+    ("vs torch fp32", lambda r: _f(r.get("vs_torch_fp32"), ".2f") + ("x" if r.get("vs_torch_fp32") else "")),
+    ("% of matmul floor", lambda r: _f(r.get("floor_fraction"), ".1f", 100.0)),
+)
+
+
+def _as_dict(report) -> dict:
+    return report if isinstance(report, dict) else report.to_dict()
+
+
+def table_cells(report) -> tuple[list[str], list[list[str]]]:
+    rows = _as_dict(report)["rows"]
+    ok = [r for r in rows if not r.get("error")]
+    return [h for h, _ in COLUMNS], [[fn(r) for _, fn in COLUMNS] for r in ok]
+
+
+def notes(report) -> list[str]:
+    """Fallbacks, errors and the machine line: what must be read next to the numbers."""
+    d = _as_dict(report)
+    m = d["machine"]
+    out = [f"machine: {m.get('cpu')}, {m.get('usable_cores')} cores, load average "
+           f"{', '.join(f'{x:.2f}' for x in m.get('load_average') or [])}"]
+    if m.get("matmul_gflops"):
+        out.append(f"matmul floor: {m['matmul_gflops']:.1f} GFLOP/s ({m['matmul_method']}); "
+                   "'% of matmul floor' = 2*MACs / p50 / that rate")
+    for r in d["rows"]:
+        if r.get("fallback"):
+            out.append(f"FALLBACK {r['label']}: {r['fallback']}")
+        if r.get("error"):
+            out.append(f"ERROR {r['label']}: {r['error']}")
+    out.append("latency: batch 1, Backend.infer only; pre/post per image (decode excluded); "
+               "RSS: peak of the process while loading + batch-1 runs / added by this row; "
+               "MACs: Conv2d only, per image")
+    return out
+
+
+def format_table(report) -> str:
+    headers, cells = table_cells(report)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))
+    body = [line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells]
+    return "\n".join(body + [""] + notes(report))
+
+
+def to_markdown(report) -> str:
+    d = _as_dict(report)
+    headers, cells = table_cells(d)
+    esc = lambda s: s.replace("|", "\\|")
+    lines = ["# cmunext-bench results", "", "| " + " | ".join(headers) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells]
+    lines += [""] + [f"- {n}" for n in notes(d)]
+    versions = d["machine"].get("versions", {})
+    lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    if d.get("ort_overhead"):
+        o = d["ort_overhead"]
+        lines += [f"ONNX Runtime overhead check ({o['artifact']}): bench p50 {o['bench_ms']['p50']:.2f} ms, "
+                  f"plain InferenceSession.run p50 {o['plain_ort_ms']['p50']:.2f} ms, ratio "
+                  f"{o['ratio_p50']:.3f} ({'within' if o['within_tolerance'] else 'OUTSIDE'} "
+                  f"±{o['tolerance']:.0%})", ""]
+    return "\n".join(lines)
+
+
+def write_json(report, path) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(_as_dict(report), indent=2, default=str) + "\n")
+    return Path(path)
+
+
+def write_markdown(report, path) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(to_markdown(report))
+    return Path(path)
+
+
+def write_plot(report, path) -> Path:
+    """Latency (p50, batch 1, log axis) against Dice, one labelled point per configuration.
+
+    Dice is against ground truth when the run had --data, else the agreement Dice with PyTorch.
+    """
+    mpl = require("matplotlib")
+    mpl.use("Agg")
+    plt = require("matplotlib.pyplot")
+    rows = [r for r in _as_dict(report)["rows"] if r.get("latency_ms")]
+    use_gt = any(r.get("dice") is not None for r in rows)
+    key, ylabel = ("dice", "Dice vs. ground truth") if use_gt else ("agreement_dice", "mask Dice vs. PyTorch fp32")
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    for r in rows:
+        x, y = r["latency_ms"]["p50"], r.get(key)
+        if y is None:
+            continue
+        ax.scatter([x], [y], s=40)
+        ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_title("cmunext-bench: latency vs. accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,177 @@
+"""cmunext-bench: latency, throughput, memory and accuracy of checkpoints and artifacts.
+
+Each ARTIFACT is benchmarked once per --device (and, for PyTorch checkpoints, once per
+--precision). Options for one artifact only follow an '@': PATH@key=value,key=value
+(e.g. model.pth@precision=bf16,channels_last=1 or model.xml@hint=throughput); they are
+passed to that artifact's backend. Rows that fail are reported and the exit status is 1;
+a device that is missing under --strict-device stops the run with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLE = """examples:
+  cmunext-bench models/cmunext-s-busi.safetensors --precision fp32,bf16 \\
+      out/s.onnx out/s_int8.onnx out/ov_fp16/model.xml \\
+      --data ../shared/data/busi-train --json bench.json --markdown bench.md --plot bench.png
+  cmunext-bench --list-devices
+  cmunext-bench out/s.onnx --device NPU --strict-device      # fails unless an NPU is present
+  cmunext-bench out/s.onnx --check-ort-overhead               # bench timing vs. bare onnxruntime"""
+
+
+def _csv(cast):
+    return lambda text: tuple(cast(v) for v in text.split(",") if v.strip())
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(text: str) -> dict:
+    """'a=1,b=x' -> {'a': 1, 'b': 'x'}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" not in item:
+            raise ValueError(f"backend option {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def expand_rows(artifacts, devices, precisions, options: dict, backend: str | None = None):
+    """Artifacts x devices (x precisions for checkpoints) -> RowSpecs, '@' options applied."""
+    from ..bench import RowSpec
+    rows = []
+    for text in artifacts:
+        path, _, extra = text.partition("@")
+        opts = {**options, **parse_options(extra)}
+        spec = RowSpec(Path(path), backend=backend)
+        precs = [opts.pop("precision")] if "precision" in opts else (precisions if spec.is_checkpoint else [None])
+        for device in devices:
+            for prec in precs:
+                o = {**opts, **({"precision": prec} if prec else {})}
+                rows.append(RowSpec(Path(path), device, tuple(sorted(o.items())), backend))
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cmunext-bench", description=__doc__, epilog=EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifacts", nargs="*", metavar="ARTIFACT[@key=value,...]",
+                   help="checkpoints (.pth/.safetensors) and exported artifacts")
+    p.add_argument("--device", type=_csv(str), default=("cpu",), help="comma list, e.g. cpu,cuda (default cpu)")
+    p.add_argument("--precision", type=_csv(str), default=("fp32",),
+                   help="PyTorch checkpoints only, comma list of fp32,bf16,fp16 (exported artifacts "
+                        "carry their precision; use @precision=... to pass one to another backend)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option for every row (repeatable), e.g. threads=2")
+    p.add_argument("--backend", help="force a registry backend instead of choosing by suffix")
+    p.add_argument("--strict-device", action="store_true", help="fail (exit 2) instead of falling back")
+    g = p.add_argument_group("timing")
+    g.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
+    g.add_argument("--iters", type=int, default=100, help="timed batch-1 calls (default 100)")
+    g.add_argument("--min-time", type=float, default=0.0, help="time batch 1 for at least this many s")
+    g.add_argument("--batch-sizes", type=_csv(int), default=(1, 2, 4, 8, 16),
+                   help="throughput batch sizes (a static-batch artifact uses its own)")
+    g.add_argument("--streams", type=_csv(int), default=(1, 2),
+                   help="parallel streams for throughput, each its own backend instance (default 1,2)")
+    g.add_argument("--throughput-time", type=float, default=1.0, help="seconds per throughput cell; 0 skips")
+    g.add_argument("--matmul-time", type=float, default=1.0, help="seconds for the GFLOP/s floor; 0 skips")
+    g.add_argument("--images", type=Path, help="latency images (default: the bundled BUSI samples)")
+    a = p.add_argument_group("accuracy")
+    a.add_argument("--data", type=Path, help="official-layout dataset (images/, masks/0/) for Dice")
+    a.add_argument("--split", type=Path, help="file of image names to use from --data")
+    a.add_argument("--max-images", type=int, help="use only the first N images of --data")
+    a.add_argument("--reference", type=Path, help="PyTorch source checkpoint for agreement (default: "
+                   "the benchmarked checkpoint whose sha256 the artifact's metadata names)")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", type=Path, help="write all results as JSON")
+    o.add_argument("--markdown", type=Path, help="write the table as Markdown")
+    o.add_argument("--plot", type=Path, help="write latency vs. Dice as PNG")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    x = p.add_argument_group("other modes")
+    x.add_argument("--list-devices", action="store_true", help="list what each backend can use here")
+    x.add_argument("--check-ort-overhead", action="store_true",
+                   help="for each .onnx ARTIFACT, compare the bench's batch-1 p50 with a bare "
+                        "onnxruntime InferenceSession.run loop (acceptance: within 15%%)")
+    return p
+
+
+def list_devices_text() -> str:
+    from ..runtime.registry import BACKENDS, list_devices
+    found = list_devices()
+    lines = [f"{'backend':<14} {'install extra':<14} devices on this machine"]
+    for e in BACKENDS:
+        devs = found.get(e.name, [])
+        lines.append(f"{e.name:<14} {e.extra:<14} {', '.join(devs) if devs else '(none: library missing or no device)'}")
+    return "\n".join(lines)
+
+
+def _ort_overhead(args) -> int:
+    from ..bench import check_ort_overhead
+    onnx = [a.partition("@")[0] for a in args.artifacts if a.partition("@")[0].endswith(".onnx")]
+    if not onnx:
+        raise ValueError("--check-ort-overhead needs at least one .onnx ARTIFACT")
+    results = [check_ort_overhead(p, iters=max(args.iters, 20), warmup=args.warmup, images=args.images)
+               for p in onnx]
+    for r in results:
+        print(f"{r['artifact']}: bench p50 {r['bench_ms']['p50']:.3f} ms, plain onnxruntime p50 "
+              f"{r['plain_ort_ms']['p50']:.3f} ms, ratio {r['ratio_p50']:.3f} "
+              f"({'within' if r['within_tolerance'] else 'OUTSIDE'} ±{r['tolerance']:.0%})")
+    if args.json:
+        from ..bench_report import write_json
+        write_json({"schema": "cmunext-bench/ort-overhead/1", "checks": results}, args.json)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_devices:
+        print(list_devices_text())
+        return 0
+    if not args.artifacts:
+        build_parser().print_usage(sys.stderr)
+        print("cmunext-bench: error: give at least one ARTIFACT (or --list-devices)", file=sys.stderr)
+        return 2
+    from ..runtime.base import DeviceUnavailableError
+    try:
+        if args.check_ort_overhead:
+            return _ort_overhead(args)
+        from ..bench import BenchConfig, run_bench
+        from ..bench_report import format_table, write_json, write_markdown, write_plot
+        options = {}
+        for text in args.option:
+            options.update(parse_options(text))
+        rows = expand_rows(args.artifacts, args.device, args.precision, options, args.backend)
+        missing = [str(r.artifact) for r in rows if not r.artifact.exists()]
+        if missing:
+            raise FileNotFoundError(f"no such artifact: {', '.join(sorted(set(missing)))}")
+        config = BenchConfig(rows, warmup=args.warmup, iters=args.iters, min_time_s=args.min_time,
+                             batch_sizes=args.batch_sizes, streams=args.streams,
+                             throughput_time_s=args.throughput_time, images=args.images, data=args.data,
+                             split=args.split, max_images=args.max_images, reference=args.reference,
+                             strict_device=args.strict_device, matmul_seconds=args.matmul_time,
+                             progress=not args.quiet)
+        report = run_bench(config)
+    except DeviceUnavailableError as exc:
+        print(f"cmunext-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"cmunext-bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
+        if path:
+            print(f"wrote {writer(report, path)}")
+    return 1 if any(r.error for r in report.rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
