@@ -1,0 +1,89 @@
+"""cmunext-export: turn CMUNeXt weights into a verified edge artifact (ONNX, OpenVINO, ONNX
+Runtime INT8, TensorRT), with its preprocessing contract, a self-test and manifest.json."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .._deps import MissingDependencyError
+from ..export.calibration import CalibrationError
+from ..export.targets import ExportUsageError, help_table
+from ..export.verify import VerificationError
+from ..weights import CheckpointError
+
+EXAMPLE = """examples:
+  cmunext-export --weights models/cmunext-s-busi.safetensors --target onnx
+  cmunext-export --weights best.pth --target openvino --int8 --calib ../shared/data/busi-train
+  cmunext-export --weights best.pth --target ort --int8 --calib-size 32 --out exports
+  cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
+
+exit codes: 0 success, 1 error, 2 usage error or failed verification (nothing is written).
+
+""" + help_table()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cmunext-export", description=__doc__, epilog=EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help=".pth/.pt/.safetensors checkpoint (official format accepted)")
+    p.add_argument("--target", required=True, help="onnx, openvino (ov), onnxruntime (ort), tensorrt (trt)")
+    prec = p.add_mutually_exclusive_group()
+    for flag in ("fp32", "fp16", "bf16", "int8"):
+        prec.add_argument(f"--{flag}", dest="precision", action="store_const", const=flag,
+                          help=f"{flag.upper()} artifact" + (" (calibrated on --calib)" if flag == "int8" else ""))
+    p.add_argument("--calib", help="INT8 calibration images: a folder or an official-layout dataset "
+                                   "(default: the bundled samples)")
+    p.add_argument("--calib-size", type=int, default=64, help="images sampled (seeded) for calibration (default 64)")
+    p.add_argument("--imgsz", type=int, help="square network input size, multiple of 16 (default: the checkpoint's)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    shape.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    p.add_argument("--out", default="exports", help="output folder (default exports/)")
+    v = p.add_argument_group("verification")
+    v.add_argument("--verify-data", help="verification images (default: the calibration set)")
+    v.add_argument("--verify-size", type=int, help="images sampled from --verify-data (default --calib-size)")
+    v.add_argument("--no-verify", dest="verify", action="store_false", help="keep the artifact without checking it")
+    v.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    v.add_argument("--device", help="device the artifact is verified on (default cpu; cuda for TensorRT)")
+    t = p.add_argument_group("TensorRT and quantization")
+    t.add_argument("--workspace", type=float, help="TensorRT builder workspace in GiB")
+    t.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback stays on)")
+    t.add_argument("--int8-mode", choices=["qdq", "calibrator"], help="TensorRT INT8: explicit Q/DQ (default) "
+                   "or an implicit calibrator (TensorRT 8.x / JetPack 5)")
+    t.add_argument("--calibrator", choices=["entropy", "minmax"], help="TensorRT calibrator (with --int8-mode calibrator)")
+    t.add_argument("--name", help="artifact file name without suffix")
+    t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..export.pipeline import export
+    opts = {k: v for k, v in vars(args).items() if k not in ("weights", "target", "precision", "json")}
+    try:
+        result = export(args.weights, args.target, args.precision, **opts)
+    except (ExportUsageError, VerificationError) as exc:
+        print(f"cmunext-export: error: {exc}", file=sys.stderr)
+        return 2
+    except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"cmunext-export: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cmunext-export: error: could not write the artifact ({exc}); nothing was left behind",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"artifact": str(result.artifact), "files": [str(f) for f in result.files],
+                          "manifest": str(result.manifest), "target": result.target,
+                          "precision": result.precision, "verification": result.verification}, indent=2))
+    print(f"\nexported {result.target} {result.precision}: {result.artifact}\n"
+          f"manifest: {result.manifest}\nnext:", file=sys.stderr if args.json else sys.stdout)
+    for cmd in result.next_commands:
+        print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
