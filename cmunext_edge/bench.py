@@ -21,6 +21,7 @@ Complexity (parameters, conv MACs) comes from the source checkpoint or the artif
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -249,8 +250,33 @@ def _complexity(backend, variant: str | None):
     return variant_complexity(variant, (int(shape[2]), int(shape[3])), int(shape[1]), int(backend.num_classes))
 
 
+@contextlib.contextmanager
+def torch_threads(spec: RowSpec):
+    """PyTorch's thread count is process-wide: a `threads` option on a PyTorch row sets it for
+    that row only (other backends read `threads` themselves, per session)."""
+    n = spec.opts.get("threads")
+    is_torch = (spec.backend or "") in ("pytorch", "torch") or (spec.backend is None and spec.is_checkpoint)
+    if not (n and is_torch):
+        yield
+        return
+    from ._deps import require
+    torch = require("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, refs: dict,
               bar: Progress) -> RowResult:
+    with torch_threads(spec):
+        return _bench_row(spec, config, bgrs, evaluator, refs, bar)
+
+
+def _bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, refs: dict,
+               bar: Progress) -> RowResult:
     row = RowResult(label=row_label(spec), artifact=str(spec.artifact), options=spec.opts,
                     requested_device=spec.device)
     opened = []

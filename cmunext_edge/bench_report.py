@@ -128,13 +128,14 @@ def write_plot(report, path) -> Path:
     rows = [r for r in _as_dict(report)["rows"] if r.get("latency_ms")]
     use_gt = any(r.get("dice") is not None for r in rows)
     key, ylabel = ("dice", "Dice vs. ground truth") if use_gt else ("agreement_dice", "mask Dice vs. PyTorch fp32")
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    for i, r in enumerate(rows, 1):   # numbered points, full labels in the legend: no overlap
         x, y = r["latency_ms"]["p50"], r.get(key)
         if y is None:
             continue
-        ax.scatter([x], [y], s=40)
-        ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.scatter([x], [y], s=45, marker="os^Dv<>p*h"[(i - 1) % 10], label=f"{i}: {r['label']}")
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
     ax.set_xscale("log")
     ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
     ax.set_ylabel(ylabel)

@@ -1,0 +1,193 @@
+"""cmunext-bench: engine, report writers and CLI (few iterations; no timing assertions)."""
+import json
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from cmunext_edge import bench  # noqa: E402
+from cmunext_edge.bench import (BenchConfig, RowSpec, allowed_batches, artifact_bytes,  # noqa: E402
+                                latency_stats, run_bench, time_calls)
+from cmunext_edge.bench_report import format_table, to_markdown, write_plot  # noqa: E402
+from cmunext_edge.cli.bench import expand_rows, main, parse_options  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REF_S = ROOT.parent / "shared" / "reference" / "official_cmunext_s_random.pth"
+BUSI = ROOT.parent / "shared" / "data" / "busi-train"
+FAST = ["--warmup", "1", "--iters", "3", "--batch-sizes", "1,2", "--streams", "1",
+        "--throughput-time", "0.05", "--matmul-time", "0.05", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    if not REF_S.is_file():
+        pytest.skip("../shared/reference is not available")
+    return REF_S
+
+
+@pytest.fixture(scope="module")
+def busi():
+    if not BUSI.is_dir():
+        pytest.skip("../shared/data/busi-train is not available")
+    return BUSI
+
+
+@pytest.fixture(scope="module")
+def onnx_s(ckpt, tmp_path_factory):
+    """A dynamic-batch FP32 ONNX of the S checkpoint with the toolkit's metadata (source sha256)."""
+    torch, onnx = pytest.importorskip("torch"), pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.artifact_meta import build_metadata
+    from cmunext_edge.runtime.registry import BACKENDS
+    from cmunext_edge.weights import load_checkpoint
+    if not any(".onnx" in e.suffixes for e in BACKENDS):
+        pytest.skip("no ONNX Runtime backend registered")
+    ck = load_checkpoint(ckpt)
+    path = tmp_path_factory.mktemp("onnx") / "s.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ck.build(), (torch.zeros(1, 3, 256, 256),), str(path), dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
+    model = onnx.load(str(path))
+    meta = build_metadata(spec=ck.spec, variant=ck.info.variant, in_channels=3, num_classes=1,
+                          source_sha256=ck.sha256, precision="fp32", target="onnx")
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Keeps the suite quick on a small, busy machine (PyTorch's thread team suffers most)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- pure helpers ------------------------------------------------------------------------
+def test_latency_stats_percentiles():
+    s = latency_stats(np.arange(1, 101, dtype=float))
+    assert s["n"] == 100 and s["min"] == 1.0 and s["mean"] == pytest.approx(50.5)
+    assert s["p50"] == pytest.approx(50.5) and s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01) and s["std"] > 0
+
+
+def test_time_calls_runs_warmup_then_iters():
+    calls = []
+    ms = time_calls(calls.append, [1, 2, 3], warmup=2, iters=5)
+    assert len(ms) == 5 and calls == [1, 2] + [1, 2, 3, 1, 2]
+
+
+def test_allowed_batches_static_and_dynamic():
+    assert allowed_batches(SimpleNamespace(input_shape=(4, 3, 256, 256)), (1, 2, 8)) == [4]
+    assert allowed_batches(SimpleNamespace(input_shape=(None, 3, 256, 256)), (8, 1, 2)) == [1, 2, 8]
+
+
+def test_artifact_bytes_counts_openvino_bin(tmp_path):
+    (tmp_path / "m.xml").write_bytes(b"x" * 10)
+    (tmp_path / "m.bin").write_bytes(b"x" * 90)
+    assert artifact_bytes(tmp_path / "m.xml") == 100
+
+
+def test_row_expansion_and_options():
+    assert parse_options("threads=2,hint=latency,scale=0.5") == {"threads": 2, "hint": "latency", "scale": 0.5}
+    rows = expand_rows(["a.pth", "b.onnx@threads=1", "c.pth@precision=bf16"], ("cpu",), ("fp32", "bf16"), {})
+    assert [(r.artifact.name, r.opts) for r in rows] == [
+        ("a.pth", {"precision": "fp32"}), ("a.pth", {"precision": "bf16"}),
+        ("b.onnx", {"threads": 1}), ("c.pth", {"precision": "bf16"})]
+    with pytest.raises(ValueError):
+        parse_options("threads")
+
+
+# --- the engine --------------------------------------------------------------------------
+def test_run_bench_checkpoint_rows_with_fallback(ckpt, busi):
+    rows = [RowSpec(ckpt, "cpu", (("precision", "fp32"),)), RowSpec(ckpt, "npu", (("precision", "fp32"),))]
+    cfg = BenchConfig(rows, warmup=1, iters=3, batch_sizes=(1, 2), streams=(1, 2), throughput_time_s=0.05,
+                      max_latency_images=2, data=busi, max_images=2, matmul_seconds=0.05, progress=False)
+    report = run_bench(cfg)
+    base, npu = report.rows
+    assert base.error is None and npu.error is None
+    assert base.params == 417505 and base.macs > 0.9e9 and base.variant == "cmunext-s"
+    assert set(base.latency_ms) >= {"p50", "p90", "p99", "mean", "std"} and base.fps_batch1 > 0
+    assert {(c["batch"], c["streams"]) for c in base.throughput} == {(1, 1), (2, 1), (1, 2), (2, 2)}
+    assert base.best_throughput in base.throughput
+    assert base.preprocess_ms > 0 and base.postprocess_ms > 0 and base.artifact_mb > 0
+    assert base.memory["peak_rss_mb"] > 0 and base.memory["added_rss_mb"] is not None
+    assert base.n_dice_images == 2 and 0.0 <= base.dice <= 1.0
+    assert base.agreement_dice == 1.0 and base.max_abs_logit_delta == 0.0
+    assert base.vs_torch_fp32 == 1.0 and base.floor_fraction > 0
+    assert npu.device == "cpu" and npu.requested_device == "npu" and "npu" in npu.fallback
+    text = format_table(report)
+    assert "FALLBACK" in text and "p50 ms" in text
+    assert report.to_dict()["machine"]["matmul_gflops"] > 0
+
+
+def test_broken_artifact_is_a_row_error_and_exit_1(ckpt, tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    out = tmp_path / "r.json"
+    assert main([str(bad), *FAST, "--json", str(out)]) == 1
+    row = json.loads(out.read_text())["rows"][0]
+    assert "not a PyTorch checkpoint" in row["error"]
+
+
+# --- CLI ---------------------------------------------------------------------------------
+def test_cli_end_to_end_writes_json_markdown_plot(ckpt, onnx_s, busi, tmp_path, capsys):
+    j, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    rc = main([str(ckpt), str(onnx_s), *FAST, "--data", str(busi), "--max-images", "2",
+               "--json", str(j), "--markdown", str(md), "--plot", str(png)])
+    assert rc == 0
+    data = json.loads(j.read_text())
+    torch_row, ort_row = data["rows"]
+    assert ort_row["backend"] == "onnxruntime" and ort_row["error"] is None
+    assert ort_row["reference"] == str(ckpt) and ort_row["n_agreement_images"] == 2
+    assert ort_row["agreement_dice"] > 0.99 and ort_row["max_abs_logit_delta"] < 1e-2
+    assert ort_row["params"] == torch_row["params"] and ort_row["vs_torch_fp32"] > 0
+    assert md.read_text().startswith("# cmunext-bench results") and "| configuration |" in md.read_text()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "s.onnx onnxruntime/cpu/fp32" in capsys.readouterr().out
+    assert "s.onnx" in to_markdown(data)
+    write_plot(data, tmp_path / "again.png")        # also from a JSON round-trip
+
+
+def test_cli_list_devices(capsys):
+    assert main(["--list-devices"]) == 0
+    out = capsys.readouterr().out
+    assert "pytorch" in out and "cpu" in out
+
+
+def test_cli_strict_device_missing_fails_clearly(ckpt, capsys):
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has CUDA")
+    rc = main([str(ckpt), "--device", "cuda", "--strict-device", *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cuda" in err and "not available" in err and "strict" in err
+
+
+def test_cli_needs_an_artifact(capsys):
+    assert main([]) == 2
+    assert "ARTIFACT" in capsys.readouterr().err
+
+
+def test_check_ort_overhead_records_both_timings(onnx_s):
+    res = bench.check_ort_overhead(onnx_s, iters=4, warmup=1, rounds=2)
+    assert res["bench_ms"]["n"] == 4 and res["plain_ort_ms"]["n"] == 4
+    assert res["ratio_p50"] > 0 and isinstance(res["within_tolerance"], bool)   # no timing assertion
+
+
+def test_threads_option_sets_torch_threads_for_the_row_only(ckpt):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    with bench.torch_threads(RowSpec(ckpt, options=(("threads", 3),))):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+    with bench.torch_threads(RowSpec(Path("m.onnx"), options=(("threads", 3),))):
+        assert torch.get_num_threads() == before       # other backends read the option themselves
