@@ -1,0 +1,100 @@
+"""Fast checks of the export front end: the target table, option errors, calibration sampling,
+the TensorRT not-installed path and the sidecar compatibility check (no artifacts built)."""
+import pytest
+
+from cmunext_edge._deps import MissingDependencyError, available
+from cmunext_edge.cli.export import main as export_main
+from cmunext_edge.export.calibration import CalibrationError, make_calibration_set
+from cmunext_edge.export.targets import TARGETS, ExportUsageError, check_request, get_target, help_table
+from cmunext_edge.preprocess import get_preset
+from cmunext_edge.runtime.base import BackendError
+
+
+def test_aliases_resolve_to_one_table_row():
+    assert get_target("trt").name == "tensorrt"
+    assert get_target("OV").name == "openvino"
+    assert get_target("ort").name == "onnxruntime"
+    table = help_table()
+    assert all(t.name in table for t in TARGETS)
+
+
+def test_unknown_target_lists_known_ones():
+    with pytest.raises(ExportUsageError, match="known targets: onnx, openvino \\(ov\\)"):
+        get_target("coreml")
+
+
+@pytest.mark.parametrize("target, precision, used, match", [
+    ("onnx", "int8", {}, "does not support int8"),
+    ("onnxruntime", "fp16", {}, "supports int8"),
+    ("onnx", None, {"calib": "x"}, "does not take --calib"),
+    ("openvino", "fp32", {"calib": "x"}, "only applies to INT8"),
+    ("openvino", "int8", {"workspace": 2}, "does not take --workspace"),
+    ("tensorrt", "fp16", {"dynamic": True, "batch": 4}, "exclude each other"),
+])
+def test_unsupported_options_are_refused(target, precision, used, match):
+    with pytest.raises(ExportUsageError, match=match):
+        check_request(get_target(target), precision, used)
+
+
+def test_default_precisions():
+    assert check_request(get_target("onnx"), None, {}) == "fp32"
+    assert check_request(get_target("ort"), None, {}) == "int8"
+    assert check_request(get_target("trt"), None, {"dla_core": 0, "workspace": 2}) == "fp16"
+
+
+def test_cli_usage_errors_exit_2(ckpt_s, tmp_path, capsys):
+    assert export_main(["--weights", str(ckpt_s), "--target", "coreml", "--out", str(tmp_path)]) == 2
+    assert "unknown export target" in capsys.readouterr().err
+    assert export_main(["--weights", str(ckpt_s), "--target", "onnx", "--int8", "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_help_has_example_and_table(capsys):
+    with pytest.raises(SystemExit) as exc:
+        export_main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "tensorrt (trt)" in out
+
+
+@pytest.mark.skipif(available("tensorrt"), reason="TensorRT is installed here")
+def test_tensorrt_not_installed_names_the_install_route(ckpt_s, tmp_path, capsys):
+    from cmunext_edge.export.pipeline import export
+    with pytest.raises(MissingDependencyError, match=r'pip install "cmunext-edge\[tensorrt\]".*JetPack'):
+        export(ckpt_s, "trt", out=tmp_path)
+    assert export_main(["--weights", str(ckpt_s), "--target", "trt", "--int8", "--out", str(tmp_path)]) == 1
+    assert "JetPack" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    from cmunext_edge.runtime.registry import open_backend
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(MissingDependencyError, match=r"cmunext-edge\[tensorrt\]"):
+        open_backend(engine, device="cuda")
+
+
+def test_tensorrt_sidecar_mismatch_is_refused_clearly():
+    from cmunext_edge.runtime.tensorrt_backend import check_compatible
+    side = {"tensorrt_version": "8.5.2", "gpu_name": "Orin", "compute_capability": "8.7"}
+    check_compatible(side, "8.5.2", {"gpu_name": "Orin", "compute_capability": "8.7"}, "m.engine")
+    with pytest.raises(BackendError, match="built with TensorRT 8.5.2, this machine has 10.3.*compute capability 8.7"):
+        check_compatible(side, "10.3.0", {"gpu_name": "H100", "compute_capability": "9.0"}, "m.engine")
+
+
+def test_calibration_sampling_is_seeded_and_uses_the_runtime_spec():
+    spec = get_preset("official")
+    a = make_calibration_set(None, spec, size=5, seed=1)
+    b = make_calibration_set(None, spec, size=5, seed=1)
+    c = make_calibration_set(None, spec, size=5, seed=2)
+    assert a.manifest() == b.manifest() and a.sha256 != c.sha256
+    assert a.inputs.shape == (5, 3, 256, 256) and abs(a.inputs).max() < 0.011   # real official inputs
+    assert all(m is not None for m in a.masks)
+    assert (a.inputs[0] == spec(a.samples[0].image)).all()
+
+
+def test_corrupted_calibration_folder_fails_before_anything(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(CalibrationError, match="a.png"):
+        make_calibration_set(tmp_path, get_preset("official"), size=4)
+    with pytest.raises(CalibrationError, match="no images"):
+        make_calibration_set(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None,
+                             get_preset("official"))
