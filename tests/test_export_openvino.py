@@ -1,0 +1,80 @@
+"""OpenVINO IR FP32 / FP16 / INT8 (NNCF) and ONNX Runtime INT8 (QDQ) from a trained CMUNeXt-S:
+export, verification figures against PyTorch FP32, rt_info metadata, runtime and self-test."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cmunext_edge.export.pipeline import export
+from cmunext_edge.segmenter import EdgeSegmenter
+
+ov = pytest.importorskip("openvino")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = Path(ROOT) / "cmunext_edge" / "samples" / "busi"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    for candidate in ("models/cmunext-s-busi.safetensors", "runs/cmunext-s-busi/best.safetensors"):
+        path = os.path.join(ROOT, candidate)
+        if os.path.isfile(path):
+            copy = tmp_path_factory.mktemp("trained") / "cmunext-s-busi.safetensors"
+            shutil.copyfile(path, copy)     # never read a file the trainer may be rewriting
+            return copy
+    pytest.skip("no trained CMUNeXt-S checkpoint (models/cmunext-s-busi.safetensors) yet")
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.mark.parametrize("precision, min_agreement", [("fp32", 0.999), ("fp16", 0.99), ("int8", 0.97)])
+def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreement):
+    res = export(trained, "openvino", precision, out=out, calib_size=6)
+    v = res.verification
+    assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == 6
+    assert v["dice_vs_ground_truth"] is not None
+    assert [f.suffix for f in res.files] == [".bin", ".xml"]
+    model = ov.Core().read_model(str(res.artifact))
+    assert model.get_rt_info(["model_info", "cmunext_edge.precision"]).astype(str) == precision
+    assert json.loads(model.get_rt_info(["model_info", "cmunext_edge.selftest"]).astype(str))["input_sha256"]
+    seg = EdgeSegmenter.from_artifact(res.artifact, device="cpu")
+    d = seg.describe()
+    assert d["backend"] == "openvino" and d["device"] == "CPU" and d["inference_precision"] in ("fp32", "bf16", "fp16")
+    if precision == "fp32":
+        assert d["precision"] == "fp32"            # an FP32 IR never silently runs bf16
+    if precision == "int8":
+        assert d["precision"] == "int8"
+        manifest = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
+        assert manifest["calibration"]["size"] == 6 and len(manifest["calibration"]["sha256"]) == 64
+    assert seg.self_test().passed
+    image = sorted((SAMPLES / "images").iterdir())[0]
+    result = seg.segment(str(image))
+    assert result.mask.dtype == bool and result.mask.shape == result.probability.shape
+
+
+def test_openvino_fp16_weights_are_compressed(out):
+    fp32, fp16 = out / "cmunext-s-busi_fp32.bin", out / "cmunext-s-busi_fp16.bin"
+    if not (fp32.exists() and fp16.exists()):
+        pytest.skip("needs the fp32 and fp16 exports of this module")
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+
+
+def test_nncf_options_pass_through(trained, tmp_path):
+    res = export(trained, "ov", "int8", out=tmp_path, calib_size=4, verify=False,
+                 nncf={"model_type": None, "preset": "mixed", "fast_bias_correction": True, "subset_size": 4})
+    assert res.artifact.exists() and res.verification is None
+
+
+def test_onnxruntime_int8_qdq(trained, out):
+    onnx = pytest.importorskip("onnx")
+    res = export(trained, "ort", out=out, calib_size=6)
+    assert res.precision == "int8" and res.verification["mask_dice_agreement"] >= 0.97
+    model = onnx.load(str(res.artifact))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    seg = EdgeSegmenter.from_artifact(res.artifact)
+    assert seg.describe()["precision"] == "int8" and seg.self_test().passed

@@ -1,0 +1,94 @@
+"""ONNX Runtime and OpenVINO backends: dispatch by suffix, metadata read back from the artifact,
+visible fallback, strict_device, device discovery and the embedded self-test."""
+import json
+
+import numpy as np
+import pytest
+
+from cmunext_edge.runtime.base import DeviceUnavailableError
+from cmunext_edge.runtime.registry import entry_for_path, list_devices, open_backend
+from cmunext_edge.segmenter import EdgeSegmenter
+
+pytest.importorskip("onnxruntime")
+ov = pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def artifacts(ckpt_s, tmp_path_factory):
+    from cmunext_edge.export.pipeline import export
+    out = tmp_path_factory.mktemp("artifacts")
+    onnx_res = export(ckpt_s, "onnx", out=out, imgsz=128, dynamic=True, calib_size=4)
+    ov_res = export(ckpt_s, "ov", out=out, imgsz=128, dynamic=True, calib_size=4)
+    return {"onnx": onnx_res.artifact, "openvino": ov_res.artifact}
+
+
+def test_registry_dispatches_by_suffix():
+    assert entry_for_path("m.onnx").name == "onnxruntime"
+    assert entry_for_path("m.xml").name == "openvino"
+    assert entry_for_path("m.plan").name == "tensorrt" and entry_for_path("m.engine").name == "tensorrt"
+    devices = list_devices()
+    assert "cpu" in devices["onnxruntime"] and "cpu" in devices["openvino"] and "auto" in devices["openvino"]
+
+
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_preprocessing_contract_comes_from_the_artifact(artifacts, kind):
+    seg = EdgeSegmenter.from_artifact(artifacts[kind])
+    assert seg.spec.size == (128, 128) and seg.backend.metadata["variant"] == "cmunext-s"
+    image = np.full((300, 200, 3), 90, np.uint8)
+    result = seg.segment(image)
+    assert result.mask.shape == (300, 200) and result.logits.shape == (1, 128, 128)
+    assert seg.backend.infer(np.zeros((2, 3, 128, 128), np.float32)).shape == (2, 1, 128, 128)
+    check = seg.self_test()
+    assert check.passed and check.device == seg.backend.device and check.mask_dice >= 0.999
+
+
+def test_onnxruntime_missing_provider_falls_back_visibly(artifacts):
+    with open_backend(artifacts["onnx"], device="cuda") as b:
+        assert b.device == "cpu" and b.provider == "CPUExecutionProvider"
+        assert "CUDAExecutionProvider" in b.describe()["fallback"]
+    with pytest.raises(DeviceUnavailableError, match="strict_device"):
+        open_backend(artifacts["onnx"], device="cuda", strict_device=True)
+    with pytest.raises(DeviceUnavailableError):
+        EdgeSegmenter.from_artifact(artifacts["onnx"], device="openvino", strict_device=True)
+
+
+def test_openvino_missing_npu_falls_back_visibly(artifacts):
+    if "NPU" in ov.Core().available_devices:
+        pytest.skip("this machine has an NPU")
+    seg = EdgeSegmenter.from_artifact(artifacts["openvino"], device="NPU")
+    assert seg.backend.device == "CPU" and "NPU" in seg.describe()["fallback"]
+    with pytest.raises(DeviceUnavailableError, match="NPU"):
+        EdgeSegmenter.from_artifact(artifacts["openvino"], device="npu", strict_device=True)
+
+
+def test_openvino_auto_hint_cache_and_reported_precision(artifacts, tmp_path):
+    cache = tmp_path / "ov-cache"
+    with open_backend(artifacts["openvino"], device="AUTO", hint="latency", cache_dir=cache) as b:
+        assert b.device.startswith("AUTO:") and "CPU" in b.device
+        assert b.infer(np.zeros((1, 3, 128, 128), np.float32)).shape == (1, 1, 128, 128)
+    with open_backend(artifacts["openvino"], device="cpu", inference_precision="bf16") as b:
+        # the compiled model says what it runs: bf16 where the CPU has it, else f32
+        assert b.precision == b.describe()["inference_precision"] in ("bf16", "fp32")
+    with open_backend(artifacts["openvino"], device="cpu", batch=2) as b:
+        assert b.input_shape[0] == 2         # static reshape (what the NPU gets by default)
+        assert b.infer(np.zeros((3, 3, 128, 128), np.float32)).shape == (3, 1, 128, 128)
+    assert cache.is_dir() and any(cache.iterdir())
+
+
+def test_self_test_detects_a_wrong_result_and_reports_missing_self_test(artifacts, ckpt_s, tmp_path):
+    import onnx
+    model = onnx.load(str(artifacts["onnx"]))
+    for prop in model.metadata_props:
+        if prop.key == "cmunext_edge.selftest":
+            st = json.loads(prop.value)
+            mask = np.ones(st["shape"][2] * st["shape"][3], bool)   # pretend the expected mask were all lesion
+            import base64, zlib
+            st["mask_bits"] = base64.b64encode(zlib.compress(np.packbits(mask).tobytes())).decode()
+            st["mask_sha256"] = "0" * 64
+            prop.value = json.dumps(st)
+    bad = tmp_path / "tampered.onnx"
+    onnx.save(model, str(bad))
+    result = EdgeSegmenter.from_artifact(bad).self_test()
+    assert not result.passed and result.status == "fail" and "FAILED" in result.message
+    plain = EdgeSegmenter.from_checkpoint(ckpt_s).self_test()
+    assert plain.status == "unavailable" and not plain
