@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .._deps import EXTRAS, MissingDependencyError, available
 from ..artifact_meta import build_metadata, check_selftest, make_selftest, selftest_input
+from ..resources import resolve_weights
 from ..runtime.registry import open_backend
 from ..runtime.tensorrt_backend import INSTALL_HINT
 from ..weights import load_checkpoint
@@ -94,7 +95,7 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
         "calib": calib, "dynamic": dynamic, "batch": batch if batch != 1 else None, "opset": opset,
         "workspace": workspace, "dla_core": dla_core, "int8_mode": int8_mode or calibrator, "nncf": nncf})
     _check_dependencies(tgt, precision)
-    weights, out_dir = Path(weights), Path(out)
+    weights, out_dir = resolve_weights(weights), Path(out)
     ckpt = load_checkpoint(weights)
     spec = ckpt.spec.with_size(imgsz) if imgsz else ckpt.spec
     calib_set = None

@@ -8,6 +8,7 @@ import numpy as np
 from .._deps import require
 from ..artifact_meta import AGREEMENT_THRESHOLDS
 from ..metrics import iou_dice
+from ..progress import track
 
 
 class VerificationError(RuntimeError):
@@ -50,8 +51,11 @@ def compare(logits: np.ndarray, reference: np.ndarray, masks, precision: str) ->
     return figures
 
 
-def verify_backend(backend, inputs: np.ndarray, reference: np.ndarray, masks, precision: str) -> dict:
-    logits = backend.infer(inputs)
+def verify_backend(backend, inputs: np.ndarray, reference: np.ndarray, masks, precision: str,
+                   batch_size: int = 8) -> dict:
+    starts = range(0, len(inputs), batch_size)
+    logits = np.concatenate([backend.infer(inputs[i:i + batch_size])
+                             for i in track(starts, desc="verify", enabled=len(starts) > 1)])
     figures = compare(logits, reference, masks, precision)
     figures["runtime"] = backend.describe()
     return figures

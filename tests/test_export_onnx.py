@@ -129,3 +129,12 @@ def test_corrupted_calibration_folder_exits_1_and_writes_nothing(ckpt_s, tmp_pat
     assert export_main(["--weights", str(ckpt_s), "--target", "ort", "--calib", str(bad), "--out", str(out)]) == 1
     assert "x.png" in capsys.readouterr().err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_interrupted_export_leaves_nothing(ckpt_s, tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "verify_backend", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export(ckpt_s, "onnx", out=tmp_path, calib_size=2)
+    assert list(tmp_path.iterdir()) == []
