@@ -62,6 +62,12 @@ def run(cmd: list[str], log: list[str], capture: bool = False) -> subprocess.Com
     return subprocess.run(cmd, text=True, stdout=subprocess.PIPE if capture else None)
 
 
+def artifact_from(stdout: str) -> str:
+    """The artifact path from `cmunext-export --json` output (libraries may print before it)."""
+    start = stdout.rfind('{\n  "artifact"')
+    return json.loads(stdout[start if start >= 0 else 0:])["artifact"]
+
+
 def split_file(split: Path | None, out_dir: Path, stamp: str) -> Path | None:
     """A names file for cmunext-bench --split; a training split.json gives its 'val' list."""
     if split is None or split.suffix != ".json":
@@ -97,6 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-keep-unverified", dest="keep_unverified", action="store_false",
                    help="drop artifacts that fail export verification (default: re-export them with "
                         "--no-verify as *_unverified and benchmark them, to show the disagreement)")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --exports: benchmark artifacts already there instead of exporting again")
     p.add_argument("--quick", action="store_true", help="smoke run with few iterations (not for the record)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: extra cmunext-bench arguments")
     args = p.parse_args(argv)
@@ -111,6 +119,11 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
 
     for name, target, flag in EXPORTS:
+        existing = sorted(exports.glob(f"{weights.stem}_{name}*.onnx")) + sorted(exports.glob(f"{weights.stem}_{name}*.xml"))
+        if args.reuse and existing:
+            artifacts.append(str(existing[0]))
+            log.append(f"(reused {existing[0]})")
+            continue
         cmd = tool("cmunext-export") + ["--weights", str(weights), "--target", target, flag, "--dynamic",
                                         "--out", str(exports), "--name", f"{weights.stem}_{name}", "--json"]
         if flag == "--int8" and args.calib:
@@ -124,7 +137,7 @@ def main(argv=None) -> int:
         if res.returncode != 0:
             failures.append(f"{name}: exit {res.returncode}")
             continue
-        artifacts.append(json.loads(res.stdout)["artifact"])
+        artifacts.append(artifact_from(res.stdout))
 
     base = args.out / f"cpu_{stamp}"
     bench = tool("cmunext-bench") + [f"{weights}@precision=fp32", *artifacts,

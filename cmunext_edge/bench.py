@@ -359,14 +359,15 @@ def add_comparisons(rows: list[RowResult], gflops: float | None) -> None:
     base = {}
     for r in rows:
         if r.backend == "pytorch" and r.precision == "fp32" and r.latency_ms and not r.options.get("channels_last"):
-            base.setdefault((r.source_sha256, r.device), r.latency_ms["p50"])
+            base.setdefault((r.source_sha256, r.device.lower()), r.latency_ms["p50"])
     for r in rows:
         if not r.latency_ms:
             continue
         p50 = r.latency_ms["p50"]
-        b = base.get((r.source_sha256, r.device))
+        device = r.device.lower()       # runtimes spell devices differently (OpenVINO: "CPU")
+        b = base.get((r.source_sha256, device))
         if b is None and len({k[0] for k in base}) == 1:
-            b = next((v for (_, dev), v in base.items() if dev == r.device), None)
+            b = next((v for (_, dev), v in base.items() if dev == device), None)
         r.vs_torch_fp32 = b / p50 if b else None
         if gflops and r.macs:
             r.floor_fraction = 2 * r.macs / (p50 / 1e3) / (gflops * 1e9)
