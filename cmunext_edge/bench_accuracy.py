@@ -60,6 +60,8 @@ class Evaluator:
         scores, agree, delta, k = [], [], 0.0, 0
         for x, masks in self.batches(backend.spec):
             logits = backend.infer(x)
+            if ref is not None and tuple(ref.shape[1:]) != logits.shape[1:]:
+                ref = None      # different input size or classes than the checkpoint: no agreement
             for lg, m in zip(logits, masks):
                 if m is not None:
                     scores.append(iou_dice_from_logits(lg[0], m))

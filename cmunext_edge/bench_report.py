@@ -28,7 +28,7 @@ def _mem(r) -> str:
 # (header, function of a row dict -> cell text); one table drives terminal and Markdown.
 COLUMNS = (
     ("configuration", lambda r: r["label"]),
-    ("device", lambda r: r.get("device") or "-"),
+    ("device", lambda r: (r.get("device") or "-") + (" (fallback)" if r.get("fallback") else "")),
     ("p50 ms", _lat("p50")), ("p90 ms", _lat("p90")), ("p99 ms", _lat("p99")),
     ("mean±std ms", lambda r: "-" if not r.get("latency_ms") else
      f"{r['latency_ms']['mean']:.2f}±{r['latency_ms']['std']:.2f}"),

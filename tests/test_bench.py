@@ -127,7 +127,7 @@ def test_run_bench_checkpoint_rows_with_fallback(ckpt, busi):
     assert base.vs_torch_fp32 == 1.0 and base.floor_fraction > 0
     assert npu.device == "cpu" and npu.requested_device == "npu" and "npu" in npu.fallback
     text = format_table(report)
-    assert "FALLBACK" in text and "p50 ms" in text
+    assert "FALLBACK" in text and "cpu (fallback)" in text and "p50 ms" in text
     assert report.to_dict()["machine"]["matmul_gflops"] > 0
 
 
@@ -191,3 +191,11 @@ def test_threads_option_sets_torch_threads_for_the_row_only(ckpt):
     assert torch.get_num_threads() == before
     with bench.torch_threads(RowSpec(Path("m.onnx"), options=(("threads", 3),))):
         assert torch.get_num_threads() == before       # other backends read the option themselves
+
+
+def test_cli_check_ort_overhead_writes_json(onnx_s, tmp_path, capsys):
+    out = tmp_path / "ort.json"
+    assert main([str(onnx_s), "--check-ort-overhead", "--warmup", "1", "--iters", "4", "--json", str(out)]) == 0
+    check = json.loads(out.read_text())["checks"][0]
+    assert check["artifact"] == str(onnx_s) and "ratio_p50" in check
+    assert "plain onnxruntime" in capsys.readouterr().out
