@@ -325,7 +325,9 @@ def _bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, r
                 row.best_throughput = max(row.throughput, key=lambda c: c["images_per_s"])
         bar.update(postfix=f"{row.label}: accuracy")
 
-        ref = refs.get(row.source_sha256) or (refs.get(None) if len(refs) == 1 else None)
+        ref = refs.get(row.source_sha256)
+        if ref is None and (row.source_sha256 is None or config.reference):
+            ref = refs.get(None)    # no source recorded (or --reference given): the unambiguous one
         evaluator.evaluate(backend, row, ref)
         bar.update(postfix=f"{row.label}: done")
     except DeviceUnavailableError:

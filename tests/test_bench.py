@@ -199,3 +199,24 @@ def test_cli_check_ort_overhead_writes_json(onnx_s, tmp_path, capsys):
     check = json.loads(out.read_text())["checks"][0]
     assert check["artifact"] == str(onnx_s) and "ratio_p50" in check
     assert "plain onnxruntime" in capsys.readouterr().out
+
+
+def test_agreement_reference_is_matched_by_source_sha256(ckpt, onnx_s, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(onnx_s))
+    foreign = tmp_path / "foreign.onnx"
+    for prop in model.metadata_props:
+        if prop.key == "cmunext_edge.source_sha256":
+            prop.value = "0" * 64                   # made from some other checkpoint
+    onnx.save(model, str(foreign))
+    bare = tmp_path / "bare.onnx"
+    del model.metadata_props[:]                     # no metadata at all: no source recorded
+    onnx.save(model, str(bare))
+    rows = [RowSpec(ckpt, options=(("precision", "fp32"),)), RowSpec(foreign), RowSpec(bare)]
+    cfg = BenchConfig(rows, warmup=0, iters=1, throughput_time_s=0, max_latency_images=2,
+                      matmul_seconds=0, progress=False)
+    torch_row, foreign_row, bare_row = run_bench(cfg).rows
+    assert torch_row.agreement_dice == 1.0 and torch_row.n_agreement_images == 2
+    assert foreign_row.error is None and foreign_row.agreement_dice is None
+    assert bare_row.agreement_dice > 0.99 and bare_row.reference == str(ckpt)
+    assert bare_row.params is None                   # no variant metadata: complexity unknown
