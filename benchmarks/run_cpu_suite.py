@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The recorded CPU benchmark: export the shipped model to every CPU target, then benchmark
-all artifacts plus PyTorch eager FP32 in ONE `cmunext-bench` run.
+all artifacts plus PyTorch eager FP32 (and BF16) in ONE `cmunext-bench` run; two extra rows
+show thread/hint settings (EXTRA_ROWS).
 
 Writes benchmarks/results/cpu_<date>.{json,md,png}, cpu_<date>_machine.txt (lscpu, cores,
 versions, load before/after, the exact commands) and cpu_<date>_ort_overhead.json (the
@@ -40,6 +41,11 @@ EXPORTS = (
     ("ov_fp16", "openvino", "--fp16"),
     ("ov_bf16", "openvino", "--bf16"),
     ("ov_int8", "openvino", "--int8"),
+)
+# extra rows on top of one row per artifact: (artifact name, backend options)
+EXTRA_ROWS = (
+    ("onnx_fp32", "threads=1"),        # one intra-op thread: the usual best setting for 2 streams
+    ("ov_fp32", "hint=throughput"),    # OpenVINO's throughput streams instead of the latency hint
 )
 FULL = ["--warmup", "20", "--iters", "300", "--min-time", "3", "--throughput-time", "2",
         "--batch-sizes", "1,2,4,8,16", "--streams", "1,2", "--matmul-time", "1"]
@@ -140,7 +146,9 @@ def main(argv=None) -> int:
         artifacts.append(artifact_from(res.stdout))
 
     base = args.out / f"cpu_{stamp}"
-    bench = tool("cmunext-bench") + [f"{weights}@precision=fp32", *artifacts,
+    extra = [f"{a}@{opts}" for name, opts in EXTRA_ROWS for a in artifacts
+             if Path(a).stem == f"{weights.stem}_{name}"]
+    bench = tool("cmunext-bench") + [f"{weights}@precision=fp32", f"{weights}@precision=bf16", *artifacts, *extra,
                                      *(QUICK if args.quick else FULL),
                                      "--json", f"{base}.json", "--markdown", f"{base}.md", "--plot", f"{base}.png"]
     if args.data:
