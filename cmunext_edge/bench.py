@@ -31,15 +31,17 @@ from pathlib import Path
 import numpy as np
 
 from . import bench_system
+from ._deps import available
+from .bench_accuracy import Evaluator
 from .bench_system import machine_info
 from .data import discover
-from .bench_accuracy import Evaluator
 from .preprocess import load_image, to_bgr_uint8
 from .progress import Progress
 from .resources import SAMPLES_DIR
 from .runtime.base import DeviceUnavailableError
-from .runtime.registry import open_backend
-from .weights import CHECKPOINT_SUFFIXES
+from .runtime.registry import entry_for, open_backend
+
+CHECKPOINT_SUFFIXES = entry_for("pytorch").suffixes   # not from .weights: that imports torch
 
 FALLBACK_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi-train"
 
@@ -243,11 +245,14 @@ def _source_info(backend, spec: RowSpec) -> tuple[str | None, str | None]:
 
 
 def _complexity(backend, variant: str | None):
-    if not variant:
+    if not variant or not available("torch"):     # counting builds the model in PyTorch
         return None
     from .complexity import variant_complexity
-    shape = backend.input_shape
-    return variant_complexity(variant, (int(shape[2]), int(shape[3])), int(shape[1]), int(backend.num_classes))
+    _, channels, h, w = backend.input_shape
+    if not (isinstance(h, int) and isinstance(w, int)):    # dynamic spatial size: the contract's
+        h, w = backend.spec.size
+    channels = channels if isinstance(channels, int) else backend.spec.in_channels
+    return variant_complexity(variant, (h, w), channels, int(backend.num_classes))
 
 
 @contextlib.contextmanager
@@ -343,6 +348,8 @@ def _bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, r
 def _reference_map(config: BenchConfig) -> dict:
     """source sha256 -> checkpoint path, from --reference and the checkpoints being benchmarked."""
     from .fileio import sha256_file
+    if not available("torch"):       # an edge box with only its runtime: no PyTorch reference
+        return {}
     paths = [config.reference] if config.reference else []
     paths += [r.artifact for r in config.rows if r.is_checkpoint]
     refs: dict = {}

@@ -124,8 +124,9 @@ def machine_info(matmul_seconds: float = 1.0) -> dict:
             "platform": platform.platform(), "versions": versions(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "argv": sys.argv[1:]}
-    if "torch" in sys.modules:      # PyTorch rows run with this many intra-op threads unless threads=N
-        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    torch = sys.modules.get("torch")   # PyTorch rows run with this many threads unless threads=N
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
     if matmul_seconds > 0:
         info["matmul_gflops"], info["matmul_method"] = matmul_gflops(matmul_seconds)
     return info

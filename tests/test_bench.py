@@ -220,3 +220,19 @@ def test_agreement_reference_is_matched_by_source_sha256(ckpt, onnx_s, tmp_path)
     assert foreign_row.error is None and foreign_row.agreement_dice is None
     assert bare_row.agreement_dice > 0.99 and bare_row.reference == str(ckpt)
     assert bare_row.params is None                   # no variant metadata: complexity unknown
+
+
+def test_bench_runs_on_an_edge_box_without_torch(onnx_s, tmp_path):
+    """Only the artifact's runtime installed: no complexity or agreement, everything else works."""
+    import subprocess
+    import sys
+    out = tmp_path / "nt.json"
+    code = ("import sys; sys.modules['torch'] = None\n"      # makes `import torch` fail
+            "from cmunext_edge.cli.bench import main\n"
+            f"sys.exit(main([{str(onnx_s)!r}, {str(REF_S)!r}, '--json', {str(out)!r}, "
+            + ", ".join(repr(a) for a in FAST) + "]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr                  # the .pth row cannot run without torch ...
+    onnx_row, pth_row = json.loads(out.read_text())["rows"]
+    assert onnx_row["error"] is None and onnx_row["latency_ms"]["n"] == 3 and onnx_row["params"] is None
+    assert "cmunext-edge[torch]" in pth_row["error"]        # ... and says which extra brings it
