@@ -48,9 +48,11 @@ def parse_options(text: str) -> dict:
 def expand_rows(artifacts, devices, precisions, options: dict, backend: str | None = None):
     """Artifacts x devices (x precisions for checkpoints) -> RowSpecs, '@' options applied."""
     from ..bench import RowSpec
+    from ..resources import resolve_weights
     rows = []
     for text in artifacts:
         path, _, extra = text.partition("@")
+        path = str(resolve_weights(path))      # a shipped model's name becomes its file
         opts = {**options, **parse_options(extra)}
         spec = RowSpec(Path(path), backend=backend)
         precs = [opts.pop("precision")] if "precision" in opts else (precisions if spec.is_checkpoint else [None])
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmunext-bench", description=__doc__, epilog=EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifacts", nargs="*", metavar="ARTIFACT[@key=value,...]",
-                   help="checkpoints (.pth/.safetensors) and exported artifacts")
+                   help="checkpoints (.pth/.safetensors, or a shipped model's name) and exported artifacts")
     p.add_argument("--device", type=_csv(str), default=("cpu",), help="comma list, e.g. cpu,cuda (default cpu)")
     p.add_argument("--precision", type=_csv(str), default=("fp32",),
                    help="PyTorch checkpoints only, comma list of fp32,bf16,fp16 (exported artifacts "
