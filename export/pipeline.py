@@ -93,7 +93,8 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
     tgt = get_target(target)
     precision = check_request(tgt, precision, {
         "calib": calib, "dynamic": dynamic, "batch": batch if batch != 1 else None, "opset": opset,
-        "workspace": workspace, "dla_core": dla_core, "int8_mode": int8_mode or calibrator, "nncf": nncf})
+        "workspace": workspace, "dla_core": dla_core, "int8_mode": int8_mode or calibrator, "nncf": nncf,
+        "calibrate_method": calibrate_method})
     _check_dependencies(tgt, precision)
     weights, out_dir = resolve_weights(weights), Path(out)
     ckpt = load_checkpoint(weights)
@@ -128,6 +129,7 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
                 figures = verify_backend(backend, verify_set.inputs, reference_logits(model, verify_set.inputs),
                                          verify_set.masks, precision)
                 figures["source"] = verify_set.manifest()
+                figures["runtime"]["artifact"] = entry.name      # not the staging path
                 log("verification: " + format_figures(figures))
                 if not figures["passed"]:
                     raise VerificationError(
@@ -139,6 +141,7 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
         embed(entry, {**meta, "cmunext_edge.selftest": json.dumps(selftest, sort_keys=True)})
         with open_backend(entry, device=device) as backend:   # the embedded self-test must pass here
             check = check_selftest(backend.metadata.get("selftest"), spec, backend.infer)
+            check.device, check.precision = backend.device, backend.precision
         if not check.passed:
             raise RuntimeError(f"embedded self-test does not reproduce on the export host: {check.message}")
         manifest_entry = {

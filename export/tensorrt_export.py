@@ -54,6 +54,7 @@ def build(ctx) -> list[Path]:
     onnx_path = export_onnx(ctx, ctx.scratch("model.onnx"))
     if ctx.precision == "int8" and int8_mode == "qdq":
         onnx_path = quantize_qdq(onnx_path, ctx.scratch("qdq.onnx"), ctx.calib, for_tensorrt=True,
+                                 calibrate_method=opts.get("calibrate_method") or "percentile",
                                  scratch=ctx.scratch(""))
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

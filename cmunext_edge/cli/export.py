@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--int8-mode", choices=["qdq", "calibrator"], help="TensorRT INT8: explicit Q/DQ (default) "
                    "or an implicit calibrator (TensorRT 8.x / JetPack 5)")
     t.add_argument("--calibrator", choices=["entropy", "minmax"], help="TensorRT calibrator (with --int8-mode calibrator)")
+    t.add_argument("--calibrate-method", choices=["percentile", "minmax", "entropy"],
+                   help="QDQ activation calibration for ONNX Runtime / TensorRT Q/DQ INT8 (default percentile)")
     t.add_argument("--name", help="artifact file name without suffix")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return p
