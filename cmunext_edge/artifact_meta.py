@@ -113,6 +113,10 @@ class SelfTestResult:
     def __bool__(self) -> bool:
         return self.passed
 
+    def __str__(self) -> str:
+        where = f" on {self.device} ({self.precision})" if self.device else ""
+        return self.message + where
+
     def as_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
