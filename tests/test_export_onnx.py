@@ -82,7 +82,8 @@ def test_artifact_runs_dynamic_batch_and_self_tests(onnx_fp32):
 
 
 def test_onnx_fp16(trained, tmp_path):
-    res = export(trained, "onnx", "fp16", out=tmp_path, calib_size=4)
+    # all 16 bundled samples: FP16 on the ONNX Runtime CPU kernels sits near the 0.99 bar
+    res = export(trained, "onnx", "fp16", out=tmp_path, calib_size=16)
     model = onnx.load(str(res.artifact))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert res.verification["mask_dice_agreement"] >= 0.99
