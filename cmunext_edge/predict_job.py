@@ -1,7 +1,8 @@
 """The batch job behind cmunext-predict: segment a source, write masks, overlays and scores.
 
 A file that cannot be read is skipped and reported; the rest is processed. Decoding of
-the next batch overlaps with inference of the current one (a reader thread).
+the next batches overlaps with inference (a reader thread), and with several segmenters
+(`--workers`) batches run as parallel requests.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import csv
 import json
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,42 +74,77 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list):
     out_q.put(StopIteration)
 
 
-def run_job(segmenter, samples: list[Sample], out_dir: Path, batch_size: int = 8,
+def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
+    """Segment one decoded batch and write its outputs -> (rows, skipped)."""
+    rows, skipped, spec = [], [], segmenter.spec
+    segs = segmenter.segment_batch([bgr for _, bgr in batch], batch_size=len(batch))
+    for (sample, bgr), seg in zip(batch, segs):
+        row = {"name": sample.name, "image": str(sample.image), "height": bgr.shape[0],
+               "width": bgr.shape[1], "mask_fraction": float(seg.mask.mean()),
+               "infer_ms": round(seg.timings["infer_ms"], 3),
+               "dice": None, "iou": None, "dice_original": None, "iou_original": None}
+        mask2d = seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2)
+        try:
+            if sample.mask is not None:
+                row["iou"], row["dice"] = iou_dice_from_logits(seg.logits[0], load_mask(sample.mask, spec.size))
+                gt = load_mask(sample.mask)
+                if gt.shape != mask2d.shape:
+                    raise ImageReadError(f"{sample.mask}: mask size {gt.shape} differs from image {mask2d.shape}")
+                row["iou_original"], row["dice_original"] = iou_dice(seg.mask if seg.mask.ndim == 2 else seg.mask[..., 0], gt)
+            write_png(out_dir / "masks" / f"{sample.name}.png", seg.mask.astype(np.uint8) * 255)
+            if write_overlays:
+                write_png(out_dir / "overlays" / f"{sample.name}.png", overlay(bgr, mask2d))
+        except (ImageReadError, OSError, ValueError) as exc:
+            skipped.append({"path": str(sample.image), "error": str(exc)})
+        else:
+            rows.append(row)
+    return rows, skipped
+
+
+def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 8,
             write_overlays: bool = True, progress=None) -> JobResult:
+    """Segment `samples` with one segmenter, or several in parallel (one request each).
+
+    A reader thread decodes ahead; each batch goes to whichever segmenter is free, so
+    decoding, inference and writing overlap. Rows come back in input order.
+    """
+    segmenters = list(segmenters) if isinstance(segmenters, (list, tuple)) else [segmenters]
     out_dir = Path(out_dir)
     result = JobResult()
-    spec = segmenter.spec
-    q: queue.Queue = queue.Queue(maxsize=2)
+    lock = threading.Lock()
+    q: queue.Queue = queue.Queue(maxsize=2 * len(segmenters))
     reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped), daemon=True)
     reader.start()
-    while (batch := q.get()) is not StopIteration:
-        if batch is None:
-            progress and progress.update()
-            continue
-        segs = segmenter.segment_batch([bgr for _, bgr in batch], batch_size=len(batch))
-        for (sample, bgr), seg in zip(batch, segs):
-            row = {"name": sample.name, "image": str(sample.image), "height": bgr.shape[0],
-                   "width": bgr.shape[1], "mask_fraction": float(seg.mask.mean()),
-                   "infer_ms": round(seg.timings["infer_ms"], 3),
-                   "dice": None, "iou": None, "dice_original": None, "iou_original": None}
-            try:
-                if sample.mask is not None:
-                    row["iou"], row["dice"] = iou_dice_from_logits(seg.logits[0], load_mask(sample.mask, spec.size))
-                    gt = load_mask(sample.mask)
-                    if gt.shape != seg.mask.shape[:2]:
-                        raise ImageReadError(f"{sample.mask}: mask size {gt.shape} differs from image {seg.mask.shape[:2]}")
-                    row["iou_original"], row["dice_original"] = iou_dice(seg.mask if seg.mask.ndim == 2 else seg.mask[..., 0], gt)
-                mask_png = (seg.mask.astype(np.uint8) * 255)
-                write_png(out_dir / "masks" / f"{sample.name}.png", mask_png)
-                if write_overlays:
-                    m2 = seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2)
-                    write_png(out_dir / "overlays" / f"{sample.name}.png", overlay(bgr, m2))
-            except (ImageReadError, OSError, ValueError) as exc:
-                result.skipped.append({"path": str(sample.image), "error": str(exc)})
-            else:
-                result.rows.append(row)
-            progress and progress.update(postfix=f"{sample.name}")
+    idle: queue.Queue = queue.Queue()
+    for seg in segmenters:
+        idle.put(seg)
+
+    def work(batch):
+        seg = idle.get()
+        try:
+            rows, skipped = _process_batch(seg, batch, out_dir, write_overlays)
+        finally:
+            idle.put(seg)
+        with lock:
+            result.rows.extend(rows)
+            result.skipped.extend(skipped)
+            if progress:
+                progress.update(len(batch), postfix=batch[-1][0].name)
+
+    with ThreadPoolExecutor(len(segmenters)) as pool:
+        futures = []
+        while (batch := q.get()) is not StopIteration:
+            if batch is None:
+                if progress:
+                    with lock:
+                        progress.update()
+                continue
+            futures.append(pool.submit(work, batch))
+        for f in futures:
+            f.result()
     reader.join()
+    order = {s.name: i for i, s in enumerate(samples)}
+    result.rows.sort(key=lambda r: order.get(r["name"], 0))
     return result
 
 
