@@ -1,2 +1,11 @@
-"""cmunext-edge: CMUNeXt from PyTorch weights to a verified, fast edge artifact."""
+"""cmunext-edge: CMUNeXt from PyTorch weights to a verified, fast edge artifact.
+
+`import cmunext_edge` needs only numpy and OpenCV; torch, onnxruntime, openvino and
+tensorrt are imported when a backend or exporter needs them.
+"""
 __version__ = "0.1.0"
+
+from .preprocess import PRESETS, PreprocessSpec, get_preset  # noqa: E402
+from .segmenter import EdgeSegmenter, Segmentation  # noqa: E402
+
+__all__ = ["EdgeSegmenter", "Segmentation", "PreprocessSpec", "PRESETS", "get_preset", "__version__"]

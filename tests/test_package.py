@@ -1,0 +1,36 @@
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_import_needs_no_heavy_dependency():
+    code = ("import sys, cmunext_edge; heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', "
+            "'nncf', 'tensorrt', 'matplotlib') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_optional_dependency_names_its_extra():
+    from cmunext_edge._deps import MissingDependencyError, require
+    try:
+        require("tensorrt")
+    except MissingDependencyError as exc:
+        assert 'pip install "cmunext-edge[tensorrt]"' in str(exc)
+    else:  # pragma: no cover - only on a machine with TensorRT
+        pass
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"\*\*Tests\*\*.*?```bash\n(.+?)\n```", readme, re.S).group(1).strip()
+    assert block in (ROOT / ".ci" / "run").read_text()
+
+
+def test_bundled_samples_are_complete():
+    from cmunext_edge.data import discover
+    from cmunext_edge.resources import SAMPLES_DIR
+    samples = discover(SAMPLES_DIR)
+    assert 0 < len(samples) <= 16 and all(s.mask is not None for s in samples)
+    assert "Data in Brief" in (SAMPLES_DIR / "README.md").read_text()
