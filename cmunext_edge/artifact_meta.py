@@ -22,7 +22,7 @@ from .preprocess import PreprocessSpec
 
 PREFIX = "cmunext_edge."
 KEYS = ("format_version", "preprocess", "variant", "in_channels", "num_classes", "threshold",
-        "source_sha256", "toolkit_version", "precision", "target", "selftest")
+        "source_sha256", "toolkit_version", "precision", "target", "selftest", "runtime", "graph")
 FORMAT_VERSION = "1"
 # Minimum mean mask Dice agreement per precision: export verification and self-test.
 AGREEMENT_THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99, "int8": 0.97}
@@ -40,6 +40,20 @@ def build_metadata(*, spec: PreprocessSpec, variant: str, in_channels: int, num_
     if selftest is not None:
         meta["selftest"] = json.dumps(selftest, sort_keys=True)
     return {PREFIX + k: v for k, v in meta.items()}
+
+
+def runtime_settings(meta: dict) -> dict:
+    """The runtime settings an export stored (`cmunext_edge.runtime`, JSON): e.g. OpenVINO
+    inference_precision / threads / hint / num_streams, ONNX Runtime threads. Backends use them
+    as defaults; options passed explicitly still win."""
+    raw = meta.get("runtime")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except ValueError:
+        return {}
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def parse_metadata(flat: dict) -> dict:

@@ -4,7 +4,7 @@ INT8 by NNCF post-training quantization on the calibration set; metadata in rt_i
 The IR is converted from the simplified FP32 ONNX (the same graph every target starts from).
 NNCF options can be overridden through `options["nncf"]`; the defaults are the fastest and
 most accurate measured for CMUNeXt on OpenVINO CPU (model_type TRANSFORMER: 9.9 ms vs 15.1 ms
-with NNCF's defaults).
+with NNCF's defaults; see benchmarks/int8_notes.md for the options explored).
 """
 from __future__ import annotations
 
@@ -15,7 +15,38 @@ from .._deps import require
 from .onnx_export import export_onnx
 
 NNCF_DEFAULTS = {"model_type": "transformer", "preset": "performance", "fast_bias_correction": True,
-                 "subset_size": None}   # None: the whole calibration set
+                 "subset_size": None,   # None: the whole calibration set
+                 "ignored_types": None,  # e.g. ["Interpolate", "GroupConvolution"]: kept in float
+                 "ignored_names": None,  # node-name regexes kept in float
+                 "smooth_quant_alpha": None,    # SmoothQuant (MatMul only in NNCF); None: NNCF's
+                 "max_drop": None}      # quantize_with_accuracy_control: allowed Dice drop (absolute)
+
+
+def _kwargs(nncf, opts: dict) -> dict:
+    kwargs = {"preset": getattr(nncf.QuantizationPreset, str(opts["preset"]).upper()),
+              "fast_bias_correction": bool(opts["fast_bias_correction"])}
+    if opts["model_type"]:
+        kwargs["model_type"] = getattr(nncf.ModelType, str(opts["model_type"]).upper())
+    if opts["ignored_types"] or opts["ignored_names"]:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(opts["ignored_types"] or []),
+                                                    patterns=list(opts["ignored_names"] or []),
+                                                    validate=False)
+    if opts["smooth_quant_alpha"] is not None:
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
+            smooth_quant_alpha=float(opts["smooth_quant_alpha"]))
+    return kwargs
+
+
+def dice_validation_fn(compiled_model, items) -> tuple[float, list[float]]:
+    """NNCF accuracy-control metric: mean official Dice of (input, mask) items, per-item list."""
+    import numpy as np
+    from ..metrics import iou_dice
+    scores = []
+    for x, mask in items:
+        logits = compiled_model(x)[0]
+        scores.append(float(iou_dice(np.asarray(logits)[0, 0] > 0, mask)[1]))
+    return float(np.mean(scores)), scores
 
 
 def set_rt_metadata(model, metadata: dict) -> None:
@@ -26,14 +57,24 @@ def set_rt_metadata(model, metadata: dict) -> None:
 def quantize_int8(model, calib, **overrides):
     """nncf.quantize on the preprocessed calibration arrays (one image per item)."""
     nncf = require("nncf")
+    unknown = set(overrides) - set(NNCF_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown NNCF option(s) {sorted(unknown)}; known: {', '.join(NNCF_DEFAULTS)}")
     opts = {**NNCF_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None or k == "model_type"}}
-    kwargs = {"preset": getattr(nncf.QuantizationPreset, str(opts["preset"]).upper()),
-              "fast_bias_correction": bool(opts["fast_bias_correction"]),
-              "subset_size": int(opts["subset_size"] or len(calib))}
-    if opts["model_type"]:
-        kwargs["model_type"] = getattr(nncf.ModelType, str(opts["model_type"]).upper())
+    kwargs = {**_kwargs(nncf, opts), "subset_size": int(opts["subset_size"] or len(calib))}
     dataset = nncf.Dataset(list(calib.batches(1)))
-    return nncf.quantize(model, dataset, **kwargs)
+    if opts["max_drop"] is None:
+        return nncf.quantize(model, dataset, **kwargs)
+    # Accuracy control: validate on the calibration images that have ground truth; NNCF reverts
+    # the most damaging quantizers to float until the Dice drop is within max_drop.
+    items = [(x[None], m) for x, m in zip(calib.inputs, calib.masks) if m is not None]
+    if not items:
+        raise ValueError("NNCF accuracy control needs calibration images with masks "
+                         "(an official-layout dataset as --calib)")
+    if "advanced_parameters" in kwargs:
+        kwargs["advanced_quantization_parameters"] = kwargs.pop("advanced_parameters")
+    return nncf.quantize_with_accuracy_control(model, dataset, nncf.Dataset(items), dice_validation_fn,
+                                               max_drop=float(opts["max_drop"]), **kwargs)
 
 
 def build(ctx) -> list[Path]:

@@ -14,6 +14,10 @@ from .._deps import require
 from .onnx_export import export_onnx, set_metadata
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# ONNX Runtime quantization knobs `cmunext-export --target auto` explores (options["ort_quant"]):
+# QDQ or QOperator format, per-channel weights, reduce_range (7-bit weights, for CPUs without
+# VNNI), the op types to quantize (None: all ONNX Runtime can).
+ORT_DEFAULTS = {"format": "qdq", "per_channel": True, "reduce_range": False, "op_types": None}
 
 
 class CalibrationReader:
@@ -33,7 +37,7 @@ class CalibrationReader:
 
 def quantize_qdq(fp32_onnx: Path, out: Path, calib, *, for_tensorrt: bool = False,
                  calibrate_method: str = "percentile", scratch: Path | None = None,
-                 exclude_ops: tuple[str, ...] = ()) -> Path:
+                 exclude_ops: tuple[str, ...] = (), **overrides) -> Path:
     q = require("onnxruntime.quantization")
     from onnxruntime.quantization.registry import QDQRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -41,11 +45,16 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calib, *, for_tensorrt: bool = Fals
     quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
     method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
               "percentile": q.CalibrationMethod.Percentile}[calibrate_method]
+    opts = {**ORT_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if for_tensorrt else {"WeightSymmetric": True}
-    q.quantize_static(str(prepared), str(out), CalibrationReader(calib), quant_format=q.QuantFormat.QDQ,
-                      per_channel=True, activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
+    qdq = str(opts["format"]).lower() == "qdq" or for_tensorrt
+    op_types = opts["op_types"] or [op for op in QDQRegistry if op not in exclude_ops]
+    q.quantize_static(str(prepared), str(out), CalibrationReader(calib),
+                      quant_format=q.QuantFormat.QDQ if qdq else q.QuantFormat.QOperator,
+                      per_channel=bool(opts["per_channel"]), reduce_range=bool(opts["reduce_range"]),
+                      activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
                       weight_type=q.QuantType.QInt8, calibrate_method=method, extra_options=extra,
-                      op_types_to_quantize=[op for op in QDQRegistry if op not in exclude_ops])
+                      op_types_to_quantize=list(op_types))
     return out
 
 
@@ -54,7 +63,8 @@ def build(ctx) -> list[Path]:
     path = ctx.workdir / (ctx.stem + ".onnx")
     fp32 = export_onnx(ctx, ctx.scratch("model.onnx"))
     method = (ctx.options or {}).get("calibrate_method") or "percentile"
-    quantize_qdq(fp32, ctx.scratch("qdq.onnx"), ctx.calib, calibrate_method=method, scratch=ctx.scratch(""))
+    quantize_qdq(fp32, ctx.scratch("qdq.onnx"), ctx.calib, calibrate_method=method, scratch=ctx.scratch(""),
+                 **((ctx.options or {}).get("ort_quant") or {}))
     model = onnx.load(str(ctx.scratch("qdq.onnx")))
     set_metadata(model, ctx.metadata)
     onnx.checker.check_model(model)

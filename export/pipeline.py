@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._deps import EXTRAS, MissingDependencyError, available
-from ..artifact_meta import build_metadata, check_selftest, make_selftest, selftest_input
+from ..artifact_meta import PREFIX, build_metadata, check_selftest, make_selftest, selftest_input
 from ..resources import resolve_weights
 from ..runtime.registry import open_backend
 from ..runtime.tensorrt_backend import INSTALL_HINT
 from ..weights import load_checkpoint
 from .calibration import make_calibration_set
 from .manifest import file_entries, toolchain_versions, write_manifest
+from .onnx_export import prepare_model
 from .targets import BuildContext, check_request, get_target
 from .verify import VerificationError, format_figures, reference_logits, verify_backend
 
@@ -80,12 +81,17 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
            verify_size: int | None = None, seed: int = 0, device: str | None = None,
            workspace: float | None = None, dla_core: int | None = None, int8_mode: str | None = None,
            calibrator: str | None = None, calibrate_method: str | None = None, nncf: dict | None = None,
+           ort_quant: dict | None = None, graph: dict | None = None, runtime: dict | None = None,
            name: str | None = None, log=None) -> ExportResult:
     """Export `weights` to `target` at `precision`; see `cmunext-export --help` for the options.
 
     `nncf`: NNCF overrides for OpenVINO INT8 ({model_type, preset, fast_bias_correction,
     subset_size}); `calibrate_method`: minmax/entropy/percentile for ONNX Runtime INT8;
     `int8_mode`: qdq or calibrator and `calibrator`: entropy or minmax for TensorRT INT8.
+    `ort_quant`: ONNX Runtime quantization overrides (see ort_quant.ORT_DEFAULTS); `graph`: exact
+    rewrites before tracing (onnx_export.GRAPH_OPTIONS: fold_bn, dense_groups); `runtime`: settings
+    stored in the artifact that its backend applies by default (e.g. {"inference_precision": "bf16",
+    "threads": 2, "hint": "latency"} for OpenVINO, {"threads": 2} for ONNX Runtime).
     Raises VerificationError when the artifact disagrees with PyTorch (nothing is written).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -94,7 +100,7 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
     precision = check_request(tgt, precision, {
         "calib": calib, "dynamic": dynamic, "batch": batch if batch != 1 else None, "opset": opset,
         "workspace": workspace, "dla_core": dla_core, "int8_mode": int8_mode or calibrator, "nncf": nncf,
-        "calibrate_method": calibrate_method})
+        "calibrate_method": calibrate_method, "ort_quant": ort_quant})
     _check_dependencies(tgt, precision)
     weights, out_dir = resolve_weights(weights), Path(out)
     ckpt = load_checkpoint(weights)
@@ -105,20 +111,25 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
         log(f"calibration set: {len(calib_set)} images from {calib_set.source} (sha256 {calib_set.sha256[:12]})")
     verify_set = (make_calibration_set(verify_data, spec, verify_size or calib_size, seed)
                   if verify and verify_data is not None else calib_set)
-    model = ckpt.build()
+    model = ckpt.build()                         # the reference: verification compares against it
+    built = prepare_model(model, graph)          # what gets traced (exact rewrites only)
     meta = build_metadata(spec=spec, variant=ckpt.info.variant, in_channels=ckpt.info.in_channels,
                           num_classes=ckpt.info.num_classes, source_sha256=ckpt.sha256,
                           precision=precision, target=tgt.name)
+    if runtime:
+        meta[PREFIX + "runtime"] = json.dumps({k: v for k, v in runtime.items() if v is not None}, sort_keys=True)
+    if any((graph or {}).values()):
+        meta[PREFIX + "graph"] = json.dumps(sorted(k for k, v in graph.items() if v))
     stem = name or _stem(weights, precision, spec.height, ckpt.spec.height, batch, dynamic)
     device = device or ("cuda" if tgt.name == "tensorrt" else "cpu")
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".staging", dir=out_dir))
     try:
-        ctx = BuildContext(model, spec, ckpt.info.in_channels, precision, staging, stem, meta, calib_set,
+        ctx = BuildContext(built, spec, ckpt.info.in_channels, precision, staging, stem, meta, calib_set,
                            batch, dynamic, opset or 17,
                            {"workspace": workspace, "dla_core": dla_core, "int8_mode": int8_mode,
                             "calibrator": calibrator, "calibrate_method": calibrate_method, "nncf": nncf,
-                            "cache_dir": out_dir})
+                            "ort_quant": ort_quant, "cache_dir": out_dir})
         log(f"building {tgt.name} {precision} ...")
         files = tgt.load_builder()(ctx)
         entry = files[-1]
@@ -149,6 +160,7 @@ def export(weights, target: str = "onnx", precision: str | None = None, *, out="
             "source": {"path": str(weights), "sha256": ckpt.sha256, "variant": ckpt.info.variant},
             "input_shape": [None if dynamic else batch, ckpt.info.in_channels, spec.height, spec.width],
             "preprocess": spec.to_json(), "toolchain": toolchain_versions(),
+            "graph": sorted(k for k, v in (graph or {}).items() if v), "runtime": runtime or {},
             "calibration": calib_set.manifest() if (calib_set and precision == "int8") else None,
             "verification": figures, "selftest": check.as_dict(),
             "export_seconds": round(time.perf_counter() - started, 1)}

@@ -9,7 +9,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 OPTIONS = {"calib": "calibration images (INT8)", "dynamic": "dynamic batch", "batch": "static batch",
            "opset": "ONNX opset", "workspace": "builder workspace (GiB)", "dla_core": "Jetson DLA core",
            "int8_mode": "qdq or calibrator (INT8)",
-           "calibrate_method": "QDQ activation calibration (INT8)", "nncf": "NNCF quantization options (INT8)"}
+           "calibrate_method": "QDQ activation calibration (INT8)", "nncf": "NNCF quantization options (INT8)",
+           "ort_quant": "ONNX Runtime quantization options (INT8)"}
 
 
 class ExportUsageError(ValueError):
@@ -42,7 +43,7 @@ TARGETS: tuple[ExportTarget, ...] = (
                  "cmunext_edge.export.openvino_export:build", ("openvino",), "openvino",
                  "OpenVINO IR (.xml+.bin); FP16 compressed weights, BF16 inference hint, INT8 by NNCF PTQ"),
     ExportTarget("onnxruntime", ("ort",), ".onnx", ("int8",),
-                 frozenset({"dynamic", "batch", "opset", "calib", "calibrate_method"}),
+                 frozenset({"dynamic", "batch", "opset", "calib", "calibrate_method", "ort_quant"}),
                  "cmunext_edge.export.ort_quant:build", ("onnx", "onnxruntime"), "onnx",
                  "ONNX Runtime INT8: static QDQ quantization, per-channel weights"),
     ExportTarget("tensorrt", ("trt",), ".engine", ("fp16", "fp32", "bf16", "int8"),
@@ -75,7 +76,7 @@ def check_request(target: ExportTarget, precision: str | None, used: dict) -> st
             raise ExportUsageError(f"target {target.name} does not take --{opt.replace('_', '-')} "
                                    f"({OPTIONS.get(opt, opt)}); its options: "
                                    + ", ".join("--" + o.replace("_", "-") for o in sorted(target.options)))
-        if opt in ("calib", "int8_mode", "nncf", "calibrate_method") and precision != "int8":
+        if opt in ("calib", "int8_mode", "nncf", "calibrate_method", "ort_quant") and precision != "int8":
             raise ExportUsageError(f"--{opt.replace('_', '-')} only applies to INT8 exports "
                                    f"(use --verify-data to choose verification images)")
     if used.get("dynamic") and used.get("batch") not in (None, 1):
@@ -87,7 +88,7 @@ def help_table() -> str:
     lines = ["targets (alias) | precisions (default first) | options:"]
     for t in TARGETS:
         alias = f" ({', '.join(t.aliases)})" if t.aliases else ""
-        opts = " ".join("--" + o.replace("_", "-") for o in sorted(t.options) if o != "nncf")
+        opts = " ".join("--" + o.replace("_", "-") for o in sorted(t.options) if o not in ("nncf", "ort_quant"))
         lines.append(f"  {t.name}{alias}: {', '.join(t.precisions)} | {opts}\n      {t.description}")
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: .onnx artifacts on the CPU, CUDA, TensorRT or OpenVINO execution provider.
 
 The provider that actually runs is read back from the session (`get_providers()[0]`) and
-reported as the device; asking for one that is not installed is a visible fallback to CPU
+reported as the device; `threads` sets intra_op_num_threads (default: the `threads` stored in
+the artifact's `cmunext_edge.runtime` settings, else ONNX Runtime's own). Asking for one that is not installed is a visible fallback to CPU
 (an error with strict_device).
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._deps import require
-from ..artifact_meta import apply_metadata
+from ..artifact_meta import apply_metadata, parse_metadata, runtime_settings
 from .base import Backend, BackendError
 
 # device name -> execution provider
@@ -38,13 +39,11 @@ class OnnxRuntimeBackend(Backend):
             else:
                 self._fallback("cpu", f"{PROVIDERS[device]} is not in this onnxruntime build "
                                       f"(available: {', '.join(available)})")
-        opts = ort.SessionOptions()
-        if self.options.get("threads"):
-            opts.intra_op_num_threads = int(self.options["threads"])
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BackendError(f"{self.path}: onnxruntime cannot load this model ({exc})") from None
+        self.session = self._session(ort, providers, self.options.get("threads"))
+        stored = runtime_settings(parse_metadata(self.session.get_modelmeta().custom_metadata_map))
+        if not self.options.get("threads") and stored.get("threads"):   # the artifact's own setting
+            self.session = self._session(ort, providers, stored["threads"])
+        self.runtime = {"threads": self.options.get("threads") or stored.get("threads")}
         actual = self.session.get_providers()[0]
         if actual != providers[0]:
             self._fallback(_DEVICE_OF.get(actual, actual), f"{providers[0]} was requested but the "
@@ -57,6 +56,15 @@ class OnnxRuntimeBackend(Backend):
         self.input_name, self.output_name = inp.name, self.session.get_outputs()[0].name
         self.input_dtype = _NUMPY_TYPES.get(inp.type, np.float32)
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+
+    def _session(self, ort, providers, threads):
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BackendError(f"{self.path}: onnxruntime cannot load this model ({exc})") from None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch.astype(self.input_dtype)})[0]

@@ -1,9 +1,12 @@
 """OpenVINO backend: IR (.xml + .bin) on CPU, GPU, NPU or AUTO.
 
-Options: `hint` ("latency" or "throughput", OpenVINO's PERFORMANCE_HINT), `cache_dir`
+Options: `hint` ("latency" or "throughput", OpenVINO's PERFORMANCE_HINT), `threads`
+(INFERENCE_NUM_THREADS), `num_streams` (NUM_STREAMS), `cache_dir`
 (compiled-model cache, what makes NPU/GPU start-up fast), `inference_precision` ("f32",
 "bf16", "f16"; default: f32 for FP32 artifacts, bf16 for BF16 ones, else the device's choice), `batch` (static batch for the NPU, which
-needs static shapes). The precision that actually runs is read back from the compiled model's
+needs static shapes). Defaults come from the settings an export stored in the artifact
+(`cmunext_edge.runtime`, e.g. written by `cmunext-export --target auto`), so that an artifact
+runs at its measured best with no options; explicit options override them. The precision that actually runs is read back from the compiled model's
 INFERENCE_PRECISION_HINT (e.g. bf16 on CPUs with AMX) and reported.
 """
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._deps import require
-from ..artifact_meta import KEYS, PREFIX, apply_metadata
+from ..artifact_meta import KEYS, PREFIX, apply_metadata, runtime_settings
 from .base import Backend, BackendError
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
@@ -55,15 +58,21 @@ class OpenVINOBackend(Backend):
             model.reshape([int(batch)] + [d.get_length() for d in list(shape)[1:]])
             shape = model.input(0).get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
+        opts = {**runtime_settings(meta), **{k: v for k, v in self.options.items() if v is not None}}
+        self.runtime = opts
         config = {}
-        if self.options.get("hint"):
-            config["PERFORMANCE_HINT"] = HINTS[self.options["hint"]]
-        if self.options.get("cache_dir"):
-            config["CACHE_DIR"] = str(self.options["cache_dir"])
+        if opts.get("hint"):
+            config["PERFORMANCE_HINT"] = HINTS[opts["hint"]]
+        if opts.get("threads") and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(opts["threads"])
+        if opts.get("num_streams"):
+            config["NUM_STREAMS"] = int(opts["num_streams"])
+        if opts.get("cache_dir"):
+            config["CACHE_DIR"] = str(opts["cache_dir"])
         # An FP32 (BF16) artifact asks for f32 (bf16) inference: CPUs with bf16 units would otherwise
         # silently run bf16. FP16 and INT8 IRs run at the device's own default, reported below.
         default = {"fp32": "f32", "bf16": "bf16"}.get(meta.get("precision", "fp32"))
-        wanted = self.options.get("inference_precision") or default
+        wanted = opts.get("inference_precision") or default
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
         try:
@@ -91,7 +100,7 @@ class OpenVINOBackend(Backend):
 
     def describe(self) -> dict:
         return {**super().describe(), "inference_precision": getattr(self, "inference_precision", None),
-                "artifact_precision": self.metadata.get("precision")}
+                "artifact_precision": self.metadata.get("precision"), "runtime": getattr(self, "runtime", None)}
 
     @classmethod
     def list_devices(cls) -> list[str]:

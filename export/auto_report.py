@@ -1,0 +1,88 @@
+"""The auto-selection report: JSON (everything), Markdown (the table, kept/rejected and why) and a
+PNG plot (p50 latency vs. Dice, the budget line and the winner marked)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .._deps import require
+from ..fileio import atomic_path
+
+
+def _f(v, fmt):
+    return "" if v is None else format(v, fmt)
+
+
+def to_markdown(rep: dict) -> str:
+    lines = [f"# Auto selection: {Path(rep['weights']).name} ({rep['variant']}) on {rep['device']}", "",
+             f"- date: {rep['date']}; threads: {rep['threads'] or 'runtime default'}",
+             f"- evaluation: {rep['eval_set']['n_images']} images of {rep['eval_set']['source']}",
+             f"- PyTorch eager FP32: Dice {_f(rep['pytorch_fp32_dice'], '.4f')}, "
+             f"p50 {_f(rep['pytorch_fp32_p50_ms'], '.1f')} ms (batch 1)",
+             f"- Dice budget: {rep['max_dice_drop_points']:g} points (absolute "
+             f"{rep['max_dice_drop_points'] / 100:g}) below PyTorch FP32 on the same images",
+             f"- **winner: {rep['winner'] or 'none'}** -> `{rep['artifact']}`", "",
+             "| # | candidate | target | prec | p50 ms | img/s | vs torch | Dice | drop (pts) | agree | "
+             "status | why |", "|" + "---|" * 12]
+    torch_ms = rep.get("pytorch_fp32_p50_ms")
+    for i, r in enumerate(rep["candidates"], 1):
+        speed = f"{torch_ms / r['p50_ms']:.1f}x" if torch_ms and r["p50_ms"] else ""
+        lines.append(f"| {i} | {r['name']} | {r['target']} | {r['precision']} | {_f(r['p50_ms'], '.2f')} | "
+                     f"{_f(r['images_per_s'], '.1f')} | {speed} | {_f(r['dice'], '.4f')} | "
+                     f"{_f(r['dice_drop_points'], '+.3f')} | {_f(r['agreement'], '.4f')} | "
+                     f"{'**' + r['status'] + '**' if r['status'] == 'kept' else r['status']} | {r['reason']} |")
+    lines += ["", "Candidate settings (graph rewrites, quantization options, stored runtime settings):", ""]
+    for r in rep["candidates"]:
+        s = r["settings"]
+        lines.append(f"- `{r['name']}`: {r['note'] or r['target'] + ' ' + r['precision']}; graph "
+                     f"{s['graph'] or '-'}; nncf {s['nncf'] or '-'}; ort {s['ort_quant'] or '-'}; runtime "
+                     f"{s['runtime'] or '-'}")
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(rep: dict, path) -> Path:
+    mpl = require("matplotlib")
+    mpl.use("Agg")
+    plt = require("matplotlib.pyplot")
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    for i, r in enumerate(rep["candidates"], 1):
+        if r["p50_ms"] is None or r["dice"] is None:
+            continue
+        kept = r["status"] == "kept"
+        color = {"kept": "tab:green", "within budget": "tab:blue"}.get(r["status"], "tab:red")
+        ax.scatter([r["p50_ms"]], [r["dice"]], s=120 if kept else 45, color=color,
+                   marker="*" if kept else "o", label=f"{i}: {r['name']} ({r['status']})")
+        ax.annotate(str(i), (r["p50_ms"], r["dice"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if rep.get("pytorch_fp32_dice") is not None:
+        floor = rep["pytorch_fp32_dice"] - rep["max_dice_drop_points"] / 100
+        ax.axhline(rep["pytorch_fp32_dice"], color="gray", lw=0.8, label="PyTorch FP32 Dice")
+        ax.axhline(floor, color="tab:red", ls="--", lw=0.8, label="Dice budget")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(require("matplotlib.ticker").FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(require("matplotlib.ticker").FormatStrFormatter("%g"))
+    ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
+    ax.set_ylabel("Dice vs. ground truth")
+    ax.set_title(f"auto selection {rep['variant']} on {rep['device']}: winner {rep['winner']}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(rep: dict, stem) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for suffix, text in ((".json", json.dumps(rep, indent=2) + "\n"), (".md", to_markdown(rep))):
+        path = stem.with_suffix(suffix)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)
+        out.append(path)
+    try:
+        out.append(write_plot(rep, stem.with_suffix(".png")))
+    except ImportError:                # matplotlib is optional: the table is the record
+        pass
+    return out
