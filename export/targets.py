@@ -54,13 +54,19 @@ TARGETS: tuple[ExportTarget, ...] = (
 )
 
 
+AUTO = "auto"    # not a target: `cmunext-export --target auto` runs export.auto over the candidates
+
+
 def get_target(name: str) -> ExportTarget:
     key = name.lower()
     for t in TARGETS:
         if key == t.name or key in t.aliases:
             return t
     known = ", ".join(t.name + (f" ({'/'.join(t.aliases)})" if t.aliases else "") for t in TARGETS)
-    raise ExportUsageError(f"unknown export target {name!r}; known targets: {known}")
+    if key == AUTO:
+        raise ExportUsageError("target auto selects among targets: use cmunext_edge.export.auto.run_auto() "
+                               "(or cmunext-export --target auto)")
+    raise ExportUsageError(f"unknown export target {name!r}; known targets: {known}, auto")
 
 
 def check_request(target: ExportTarget, precision: str | None, used: dict) -> str:
@@ -90,6 +96,9 @@ def help_table() -> str:
         alias = f" ({', '.join(t.aliases)})" if t.aliases else ""
         opts = " ".join("--" + o.replace("_", "-") for o in sorted(t.options) if o not in ("nncf", "ort_quant"))
         lines.append(f"  {t.name}{alias}: {', '.join(t.precisions)} | {opts}\n      {t.description}")
+    lines.append(f"  {AUTO}: per --device | --device --max-dice-drop --split --candidates --threads --calib\n"
+                 "      every candidate (backend x precision x quantization x graph options) built, measured "
+                 "and the\n      fastest within the Dice budget kept (Python: cmunext_edge.export.auto.run_auto)")
     return "\n".join(lines)
 
 

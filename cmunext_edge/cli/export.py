@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .._deps import MissingDependencyError
 from ..export.calibration import CalibrationError
@@ -17,6 +18,10 @@ EXAMPLE = """examples:
   cmunext-export --weights best.pth --target openvino --int8 --calib ../shared/data/busi-train
   cmunext-export --weights best.pth --target ort --int8 --calib-size 32 --out exports
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
+  cmunext-export --weights models/cmunext-s-busi.safetensors --target auto --device CPU \
+      --max-dice-drop 0.5 --verify-data ../shared/data/busi-train --split runs/cmunext-s-busi/split.json
+      (builds every candidate for the device, measures latency, throughput and Dice, keeps the
+       fastest within the Dice budget and writes auto_report.{md,json,png} beside it)
 
 exit codes: 0 success, 1 error, 2 usage error or failed verification (nothing is written).
 
@@ -27,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmunext-export", description=__doc__, epilog=EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help=".pth/.pt/.safetensors checkpoint (official format accepted)")
-    p.add_argument("--target", required=True, help="onnx, openvino (ov), onnxruntime (ort), tensorrt (trt)")
+    p.add_argument("--target", required=True, help="onnx, openvino (ov), onnxruntime (ort), tensorrt (trt), "
+                                                   "or auto (fastest verified candidate for --device)")
     prec = p.add_mutually_exclusive_group()
     for flag in ("fp32", "fp16", "bf16", "int8"):
         prec.add_argument(f"--{flag}", dest="precision", action="store_const", const=flag,
@@ -56,14 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--calibrate-method", choices=["percentile", "minmax", "entropy"],
                    help="QDQ activation calibration for ONNX Runtime / TensorRT Q/DQ INT8 (default percentile)")
     t.add_argument("--name", help="artifact file name without suffix")
+    a = p.add_argument_group("--target auto")
+    a.add_argument("--max-dice-drop", type=float, default=0.5,
+                   help="Dice budget in points below PyTorch FP32 on the same images (0.5 = 0.005; default 0.5)")
+    a.add_argument("--split", help="name list or training split.json (its 'val' list) of --verify-data")
+    a.add_argument("--candidates", help="comma list of candidate names (default: all for the device)")
+    a.add_argument("--threads", type=int, help="inference threads to measure with and store in the artifact")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.target.lower() == "auto":
+        return _auto(args)
     from ..export.pipeline import export
-    opts = {k: v for k, v in vars(args).items() if k not in ("weights", "target", "precision", "json")}
+    auto_only = ("max_dice_drop", "split", "candidates", "threads")
+    opts = {k: v for k, v in vars(args).items() if k not in ("weights", "target", "precision", "json") + auto_only}
     try:
         result = export(args.weights, args.target, args.precision, **opts)
     except (ExportUsageError, VerificationError) as exc:
@@ -84,6 +99,28 @@ def main(argv=None) -> int:
           f"manifest: {result.manifest}\nnext:", file=sys.stderr if args.json else sys.stdout)
     for cmd in result.next_commands:
         print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _auto(args) -> int:
+    from ..export.auto import run_auto
+    try:
+        rep = run_auto(args.weights, (args.device or "CPU").upper(), args.max_dice_drop,
+                       out=args.out if args.out != "exports" else "exports/auto", data=args.verify_data,
+                       split=args.split, eval_size=args.verify_size, calib=args.calib, calib_size=args.calib_size,
+                       candidates=args.candidates.split(",") if args.candidates else None, threads=args.threads)
+    except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"cmunext-export: error: {exc}", file=sys.stderr)
+        return 1
+    stream = sys.stderr if args.json else sys.stdout
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    print(Path(rep["report_files"][1]).read_text(), file=stream)
+    if not rep["winner"]:
+        print("cmunext-export: no candidate is within the Dice budget; nothing was chosen", file=sys.stderr)
+        return 2
+    print(f"chosen: {rep['winner']} -> {rep['artifact']}\nreport: {', '.join(rep['report_files'])}\n"
+          f"next:\n  cmunext-bench {rep['artifact']}", file=stream)
     return 0
 
 

@@ -1,0 +1,127 @@
+"""`cmunext-export --target auto`: the Dice budget decides (a zero budget rejects every lossy
+candidate), the chosen artifact runs with no extra options at its stored settings, the exact graph
+rewrites are exact. Small: CMUNeXt-S, a few bundled images, a small candidate set; no timing asserts."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmunext_edge.export.auto import Measured, candidates_for, run_auto, select
+from cmunext_edge.export.onnx_export import prepare_model
+from cmunext_edge.segmenter import EdgeSegmenter
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "cmunext_edge" / "samples" / "busi"
+FAST = dict(data=SAMPLES, eval_size=6, calib=SAMPLES, calib_size=6, rounds=1, iters=2, throughput_s=0,
+            time_pytorch=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    for candidate in ("models/cmunext-s-busi.safetensors", "runs/cmunext-s-busi/best.safetensors",
+                      "../shared/reference/official_cmunext_s_random.pth"):
+        path = ROOT / candidate
+        if path.is_file():
+            copy = tmp_path_factory.mktemp("w") / ("cmunext-s" + path.suffix)
+            shutil.copyfile(path, copy)      # never read a file the trainer may be rewriting
+            return copy
+    pytest.skip("no CMUNeXt-S checkpoint available")
+
+
+def _row(name, precision, drop, p50, agreement=1.0):
+    return Measured(name, "x", precision, "", {}, artifact="a", p50_ms=p50, dice=0.7 - drop / 100,
+                    dice_drop_points=drop, agreement=agreement, device="cpu")
+
+
+def test_select_respects_the_dice_budget():
+    rows = [_row("fp32", "fp32", 0.0, 20.0), _row("int8-lossy", "int8", 0.3, 5.0),
+            _row("int8-bad", "int8", 2.0, 4.0), _row("bf16", "bf16", -0.1, 10.0),
+            Measured("broken", "x", "int8", "", {}, reason="export failed")]
+    assert select(rows, 0.5).name == "int8-lossy"
+    assert {r.name: r.status for r in rows} == {"fp32": "within budget", "int8-lossy": "kept",
+                                                 "int8-bad": "rejected", "bf16": "within budget",
+                                                 "broken": "error"}
+    assert select(rows, 0.0).name == "bf16"               # a zero budget: nothing that loses Dice
+    assert all(r.status == "rejected" for r in rows if (r.dice_drop_points or 0) > 0)
+    assert select([_row("lossy", "int8", 0.01, 1.0)], 0.0) is None
+
+
+def test_candidate_table_per_device():
+    cpu = {c.name for c in candidates_for("CPU")}
+    assert {"ort-fp32", "ov-bf16", "ov-int8-transformer-dense", "ort-int8-qdq"} <= cpu
+    assert "ov-fp16" in {c.name for c in candidates_for("NPU")} and "ov-fp16" not in cpu
+    with pytest.raises(ValueError):
+        candidates_for("CPU", ["no-such-candidate"])
+    with pytest.raises(ValueError):
+        candidates_for("TPU")
+
+
+@pytest.mark.parametrize("graph", [{"fold_bn": True}, {"fold_bn": True, "dense_groups": True},
+                                   {"fold_bn": True, "split_groups": True}])
+def test_graph_rewrites_are_exact(weights, graph):
+    torch = pytest.importorskip("torch")
+    from cmunext_edge.weights import load_checkpoint
+    model = load_checkpoint(weights).build()
+    x = torch.randn(2, 3, 64, 64) * 0.01
+    with torch.inference_mode():
+        ref, got = model(x), prepare_model(model, graph)(x)
+    assert torch.allclose(ref, got, atol=1e-4 * max(1.0, float(ref.abs().max())))
+
+
+def test_zero_budget_rejects_every_lossy_candidate(weights, tmp_path):
+    rep = run_auto(weights, "CPU", 0.0, out=tmp_path, candidates=["ort-fp32", "ov-int8-transformer-dense"], **FAST)
+    rows = {r["name"]: r for r in rep["candidates"]}
+    for r in rows.values():
+        assert r["dice_drop_points"] is not None
+        if r["dice_drop_points"] > 0:
+            assert r["status"] == "rejected" and "budget" in r["reason"]
+    if rep["winner"]:
+        assert rows[rep["winner"]]["dice_drop_points"] <= 0
+    assert json.loads((tmp_path / "auto_report.json").read_text())["max_dice_drop_points"] == 0.0
+    assert (tmp_path / "auto_report.md").is_file()
+
+
+def test_chosen_artifact_runs_with_no_extra_options(weights, tmp_path):
+    rep = run_auto(weights, "CPU", 100.0, out=tmp_path, candidates=["ov-bf16", "ov-int8-transformer-dense"], **FAST)
+    assert rep["winner"] in ("ov-bf16", "ov-int8-transformer-dense")
+    kept = [r for r in rep["candidates"] if r["status"] == "kept"]
+    assert len(kept) == 1 and kept[0]["name"] == rep["winner"]
+    artifact = Path(rep["artifact"])
+    assert artifact.parent == tmp_path and artifact.is_file()
+    assert artifact.name in json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
+    with EdgeSegmenter.from_artifact(artifact) as seg:          # no options: the stored settings apply
+        backend = seg.backend
+        assert backend.runtime["hint"] == "latency" and backend.runtime["threads"] == 1
+        if rep["winner"] == "ov-bf16":
+            assert backend.inference_precision == "bf16"
+        assert seg.self_test().passed
+        image = np.full((300, 200, 3), 90, np.uint8)
+        assert seg.segment(image).mask.shape == (300, 200)
+
+
+def test_stored_runtime_settings_apply_and_explicit_options_win(weights, tmp_path):
+    from cmunext_edge.export.pipeline import export
+    from cmunext_edge.runtime.registry import open_backend
+    res = export(weights, "openvino", "bf16", out=tmp_path, calib_size=2,
+                 runtime={"inference_precision": "f32", "threads": 1, "hint": "latency"})
+    with open_backend(res.artifact) as be:
+        assert be.inference_precision == "fp32" and be.runtime["threads"] == 1
+    with open_backend(res.artifact, inference_precision="bf16") as be:
+        assert be.inference_precision == "bf16"
+    onnx = export(weights, "onnx", "fp32", out=tmp_path, calib_size=2, runtime={"threads": 1}, graph={"fold_bn": True})
+    with open_backend(onnx.artifact) as be:
+        assert be.runtime["threads"] == 1 and be.metadata["graph"] == '["fold_bn"]'
+
+
+def test_cli_target_auto(weights, tmp_path):
+    from cmunext_edge.cli.export import main
+    code = main(["--weights", str(weights), "--target", "auto", "--device", "CPU", "--max-dice-drop", "0.5",
+                 "--candidates", "ort-fp32", "--calib", str(SAMPLES), "--calib-size", "4",
+                 "--verify-data", str(SAMPLES), "--verify-size", "4", "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0
+    assert {"auto_report.md", "auto_report.json", "manifest.json"} <= set(os.listdir(tmp_path))
