@@ -1,9 +1,13 @@
-"""The main job: segment the bundled BUSI samples with the shipped model and report Dice.
+"""The main job: segment the bundled samples, export for this CPU, print a benchmark table.
 
-    python -m cmunext_edge.demo [--out out/demo]
+    python -m cmunext_edge.demo [--out out/demo] [--skip-export]
 
-Writes masks and overlays to <out>/predict and prints per-image and mean Dice
-(official metric) of the shipped model on the 16 bundled held-out images.
+1. Segments the 16 bundled held-out BUSI images with the shipped model (PyTorch), writes
+   masks and overlays to <out>/predict and prints per-image and mean Dice (official metric).
+2. Exports the shipped model for this machine (ONNX FP32 for ONNX Runtime, OpenVINO INT8
+   calibrated on the samples), each verified against PyTorch, into <out>/exports.
+3. Benchmarks PyTorch eager FP32 and both artifacts in one `cmunext-bench` run (short
+   timing; Dice on the samples) and prints the table (also <out>/bench.md, .json, .png).
 """
 from __future__ import annotations
 
@@ -34,13 +38,43 @@ def segment_samples(out: Path, weights=None) -> dict:
     return summary
 
 
+# (name, cmunext-export arguments) of the artifacts the demo builds for this CPU
+DEMO_EXPORTS = (
+    ("onnx_fp32", ["--target", "onnx", "--fp32"]),
+    ("openvino_int8", ["--target", "openvino", "--int8"]),
+)
+
+
+def export_and_bench(out: Path, weights=None) -> int:
+    from .cli import bench, export
+
+    weights = str(resolve_weights(weights))
+    artifacts = []
+    for name, extra in DEMO_EXPORTS:
+        print(f"\n== cmunext-export {' '.join(extra)}")
+        rc = export.main(["--weights", weights, *extra, "--name", name, "--out", str(out / "exports")])
+        if rc != 0:
+            print(f"export {name} failed (exit {rc})")
+            return rc
+        suffix = ".xml" if "openvino" in extra else ".onnx"
+        artifacts.append(str(out / "exports" / f"{name}{suffix}"))
+    print("\n== cmunext-bench (short timing run; the recorded tables are in benchmarks/results/)")
+    return bench.main([weights, *artifacts, "--data", str(SAMPLES_DIR), "--warmup", "5", "--iters", "50",
+                       "--throughput-time", "0.5", "--batch-sizes", "1,4,8", "--streams", "1,2",
+                       "--matmul-time", "0.5", "--json", str(out / "bench.json"),
+                       "--markdown", str(out / "bench.md"), "--plot", str(out / "bench.png")])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cmunext_edge.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
+    parser.add_argument("--skip-export", action="store_true", help="only segment the samples")
     args = parser.parse_args(argv)
     summary = segment_samples(args.out)
-    return 0 if not summary["skipped"] else 1
+    if summary["skipped"]:
+        return 1
+    return 0 if args.skip_export else export_and_bench(args.out)
 
 
 if __name__ == "__main__":
