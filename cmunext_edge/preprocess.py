@@ -94,12 +94,18 @@ class PreprocessSpec:
                          interpolation=_INTERPOLATION[self.interpolation])
         if img.ndim == 2:
             img = img[..., None]
+        return np.ascontiguousarray(self.normalize(img).transpose(2, 0, 1))
+
+    def normalize(self, resized: np.ndarray) -> np.ndarray:
+        """Channels-last uint8 (HxWxC or NxHxWxC, already at network size) -> float32, same layout.
+
+        albumentations `Normalize` arithmetic in float32, then the extra scale."""
         mean = np.asarray(self.mean, np.float32) * np.float32(self.max_pixel_value)
         inv_std = np.float32(1.0) / (np.asarray(self.std, np.float32) * np.float32(self.max_pixel_value))
-        out = (img.astype(np.float32) - mean) * inv_std
+        out = (resized.astype(np.float32) - mean) * inv_std
         if self.extra_scale != 1.0:
-            out = out.astype(np.float32) / np.float32(1.0 / self.extra_scale)
-        return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+            out = out / np.float32(1.0 / self.extra_scale)
+        return out.astype(np.float32, copy=False)
 
     # --- logits -> mask ----------------------------------------------------------
     def postprocess(self, logits: np.ndarray, original_hw: tuple[int, int]):

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ._deps import require
@@ -60,7 +61,6 @@ def _cache(samples: list[Sample], spec: PreprocessSpec):
     """Images as network-size BGR uint8 and masks as 0/1 uint8, decoded once."""
     images, masks = [], []
     for s in samples:
-        import cv2
         bgr = to_bgr_uint8(load_image(s.image))
         images.append(cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR))
         masks.append(load_mask(s.mask, spec.size).astype(np.uint8))
@@ -68,11 +68,8 @@ def _cache(samples: list[Sample], spec: PreprocessSpec):
 
 
 def _normalise(spec: PreprocessSpec, batch_bgr: np.ndarray) -> np.ndarray:
-    """The official normalisation on already-resized images (N,H,W,3) -> (N,3,H,W)."""
-    mean = np.asarray(spec.mean, np.float32) * np.float32(spec.max_pixel_value)
-    inv_std = np.float32(1.0) / (np.asarray(spec.std, np.float32) * np.float32(spec.max_pixel_value))
-    out = ((batch_bgr.astype(np.float32) - mean) * inv_std) / np.float32(1.0 / spec.extra_scale)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    """Already-resized BGR images (N,H,W,3) -> (N,3,H,W) network input, as spec.preprocess."""
+    return np.ascontiguousarray(spec.normalize(batch_bgr).transpose(0, 3, 1, 2))
 
 
 def _augment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray):
