@@ -52,6 +52,7 @@ def _nncf(model_type=None, preset="mixed", **kw) -> dict:
 
 
 OV_LAT = {"hint": "latency"}
+ORT_MEM = {"max_images": 8}    # ORT percentile calibration holds every activation in memory
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ort-fp32", ("CPU",), "onnx", "fp32", note="ONNX Runtime FP32"),
     Candidate("ort-fp32-fold", ("CPU",), "onnx", "fp32", {"fold_bn": True}, note="+ BN folding"),
@@ -79,11 +80,12 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ov-int8-accuracy-control", ("CPU",), "openvino", "int8", DENSE,
               nncf=_nncf(*FAST, max_drop="budget"), runtime=OV_LAT,
               note="nncf.quantize_with_accuracy_control, Dice on the calibration masks"),
-    Candidate("ort-int8-qdq", ("CPU",), "onnxruntime", "int8", note="QDQ, per-channel, percentile"),
+    Candidate("ort-int8-qdq", ("CPU",), "onnxruntime", "int8", ort_quant=ORT_MEM,
+              note="QDQ, per-channel, percentile"),
     Candidate("ort-int8-qoperator-conv", ("CPU",), "onnxruntime", "int8", DENSE,
-              ort_quant={"format": "qoperator", "op_types": ["Conv"]}, note="QOperator, Conv only"),
+              ort_quant={**ORT_MEM, "format": "qoperator", "op_types": ["Conv"]}, note="QOperator, Conv only"),
     Candidate("ort-int8-qdq-reduce-range", ("CPU",), "onnxruntime", "int8", DENSE,
-              ort_quant={"reduce_range": True}, note="QDQ, 7-bit weights"),
+              ort_quant={**ORT_MEM, "reduce_range": True}, note="QDQ, 7-bit weights"),
 )
 QUICK = ("ort-fp32", "ov-bf16", "ov-int8-transformer-dense")    # tests and smoke runs
 

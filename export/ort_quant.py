@@ -17,14 +17,17 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # ONNX Runtime quantization knobs `cmunext-export --target auto` explores (options["ort_quant"]):
 # QDQ or QOperator format, per-channel weights, reduce_range (7-bit weights, for CPUs without
 # VNNI), the op types to quantize (None: all ONNX Runtime can).
-ORT_DEFAULTS = {"format": "qdq", "per_channel": True, "reduce_range": False, "op_types": None}
+# max_images caps the calibration images: percentile/entropy calibration keeps every intermediate
+# tensor of every image in memory (CMUNeXt-S, 128 images at 256x256: >23 GB, OOM-killed).
+ORT_DEFAULTS = {"format": "qdq", "per_channel": True, "reduce_range": False, "op_types": None,
+                "max_images": None}
 
 
 class CalibrationReader:
     """The tiny onnxruntime CalibrationDataReader interface over a CalibrationSet."""
 
-    def __init__(self, calib, input_name: str = "input"):
-        self.calib, self.input_name = calib, input_name
+    def __init__(self, calib, input_name: str = "input", max_images: int | None = None):
+        self.calib, self.input_name, self.max_images = calib, input_name, max_images
         self.rewind()
 
     def get_next(self):
@@ -32,7 +35,7 @@ class CalibrationReader:
         return None if batch is None else {self.input_name: batch}
 
     def rewind(self):
-        self._it = iter(self.calib.batches(1))
+        self._it = iter(list(self.calib.batches(1))[:self.max_images])
 
 
 def quantize_qdq(fp32_onnx: Path, out: Path, calib, *, for_tensorrt: bool = False,
@@ -49,7 +52,7 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calib, *, for_tensorrt: bool = Fals
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if for_tensorrt else {"WeightSymmetric": True}
     qdq = str(opts["format"]).lower() == "qdq" or for_tensorrt
     op_types = opts["op_types"] or [op for op in QDQRegistry if op not in exclude_ops]
-    q.quantize_static(str(prepared), str(out), CalibrationReader(calib),
+    q.quantize_static(str(prepared), str(out), CalibrationReader(calib, max_images=opts["max_images"]),
                       quant_format=q.QuantFormat.QDQ if qdq else q.QuantFormat.QOperator,
                       per_channel=bool(opts["per_channel"]), reduce_range=bool(opts["reduce_range"]),
                       activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
