@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     stem = args.out / f"auto_{args.tag}_{time.strftime('%Y-%m-%d')}{args.suffix}"
     exports = args.exports / args.tag
+    args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(exports, ignore_errors=True)
     commands = []
     with tempfile.TemporaryDirectory() as tmp:

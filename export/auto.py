@@ -251,8 +251,11 @@ def _time_pytorch(model, xs, threads) -> float:
     return float(np.median(ms))
 
 
-def select(rows, max_dice_drop: float, device: str = "CPU"):
-    """Mark every row kept / within budget / rejected with its reason; return the winner or None."""
+def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0):
+    """Mark every row kept / within budget / rejected with its reason; return the winner or None.
+
+    The winner is the fastest candidate within the budget; candidates within `tie_pct` percent of
+    the fastest p50 are a tie (timing noise), which the smaller Dice drop breaks."""
     ok = []
     for r in rows:
         if r.p50_ms is None:
@@ -269,11 +272,18 @@ def select(rows, max_dice_drop: float, device: str = "CPU"):
             ok.append(r)
     if not ok:
         return None
-    winner = min(ok, key=lambda r: r.p50_ms)
+    fastest = min(r.p50_ms for r in ok)
+    ties = [r for r in ok if r.p50_ms <= fastest * (1 + tie_pct / 100)]
+    winner = min(ties, key=lambda r: (r.dice_drop_points, r.p50_ms))
     for r in ok:
         r.status = "kept" if r is winner else "within budget"
-        r.reason = ("fastest within the Dice budget" if r is winner else
-                    f"within budget, {r.p50_ms - winner.p50_ms:.2f} ms slower than {winner.name}")
+        if r is winner:
+            r.reason = "fastest within the Dice budget" + (
+                f" (tie within {tie_pct:g}% of {fastest:.2f} ms, smallest Dice drop)" if len(ties) > 1 else "")
+        elif r in ties:
+            r.reason = f"tie with {winner.name} (within {tie_pct:g}%), larger Dice drop"
+        else:
+            r.reason = f"within budget, {r.p50_ms - winner.p50_ms:+.2f} ms vs {winner.name}"
     return winner
 
 

@@ -36,7 +36,8 @@ def to_markdown(rep: dict) -> str:
         s = r["settings"]
         lines.append(f"- `{r['name']}`: {r['note'] or r['target'] + ' ' + r['precision']}; graph "
                      f"{s['graph'] or '-'}; nncf {s['nncf'] or '-'}; ort {s['ort_quant'] or '-'}; runtime "
-                     f"{s['runtime'] or '-'}")
+                     f"{s['runtime'] or '-'}; throughput {r.get('throughput_setting') or '-'}; "
+                     f"export {r.get('export_s') or '-'} s")
     return "\n".join(lines) + "\n"
 
 
