@@ -25,6 +25,10 @@ def atomic_path(final: str | Path, suffix: str | None = None):
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp creates 0600; give the artifact the usual umask-based mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, final)
     finally:
         if tmp.is_dir():
