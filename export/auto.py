@@ -170,6 +170,9 @@ def run_auto(weights, device: str = "CPU", max_dice_drop: float = 0.5, *, out="e
     ckpt = load_checkpoint(weights)
     model = ckpt.build()
     evals = load_eval_set(data, split, ckpt.spec, eval_size)
+    if calib is None:
+        log("note: INT8 candidates calibrate on the bundled samples (taken from the shipped model's "
+            "validation split); pass training images as calib for a clean Dice budget")
     reference = reference_logits(model, evals.inputs)
     rows, backends = [], {}
     for cand in candidates_for(device, candidates):
