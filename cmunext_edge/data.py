@@ -6,6 +6,7 @@ A SOURCE is one image file, a folder of images, or an official-layout dataset:
 """
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,14 @@ def is_official_layout(folder: Path) -> bool:
 
 
 def read_name_list(path: str | Path) -> list[str]:
-    names = [line.strip() for line in Path(path).read_text().splitlines()]
+    """Names from a text file (one per line, '#' comments) or a training split.json ('val' list)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("val"), list):
+            raise ValueError(f"{path}: a split JSON needs a 'val' list of names")
+        return [str(n) for n in data["val"]]
+    names = [line.strip() for line in path.read_text().splitlines()]
     return [n for n in names if n and not n.startswith("#")]
 
 
