@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--weights", help="checkpoint to export (default: the shipped model)")
     p.add_argument("--data", type=Path, help="official-layout dataset for Dice")
     p.add_argument("--split", type=Path, help="names file or training split.json (its 'val' list)")
-    p.add_argument("--calib", help="INT8 calibration images (default: the exporter's, the bundled samples)")
+    p.add_argument("--calib", help="INT8 calibration images (default: the training images of a --split "
+                   "split.json, else the exporter's default, the bundled samples)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--exports", type=Path, help="keep the artifacts here (default: a temporary folder)")
     p.add_argument("--no-keep-unverified", dest="keep_unverified", action="store_false",
@@ -121,6 +122,10 @@ def main(argv=None) -> int:
     stamp = dt.date.today().isoformat() + ("_quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     exports = args.exports or Path(tempfile.mkdtemp(prefix="cmunext-suite-"))
+    if not args.calib and args.data and args.split and args.split.suffix == ".json":
+        # calibrate INT8 on the split's training images, never on the images Dice is measured on
+        from run_auto import train_calibration_folder
+        args.calib = str(train_calibration_folder(args.data, args.split, exports / "calib-train"))
     log, failures, artifacts = [], [], []
     load_before = os.getloadavg()
 
