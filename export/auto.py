@@ -26,6 +26,8 @@ import numpy as np
 from ..resources import resolve_weights
 from ..runtime.registry import open_backend
 from ..weights import load_checkpoint
+from ..artifact_meta import AGREEMENT_THRESHOLDS
+from ..fileio import atomic_path
 from .verify import compare, reference_logits
 
 DEVICES = ("CPU", "GPU", "NPU")
@@ -162,7 +164,8 @@ def _export_candidate(weights, cand: Candidate, out: Path, calib, calib_size, th
 def run_auto(weights, device: str = "CPU", max_dice_drop: float = 0.5, *, out="exports/auto", data=None,
              split=None, eval_size: int | None = None, calib=None, calib_size: int = 64,
              candidates=None, threads: int | None = None, rounds: int = 5, iters: int = 20,
-             throughput_s: float = 1.0, time_pytorch: bool = True, log=None) -> dict:
+             throughput_s: float = 1.0, time_pytorch: bool = True, agreement_floor: bool = True,
+             log=None) -> dict:
     """Export, measure and select; returns the report dict (also written to out/auto_report.*)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     quiet = lambda msg: None          # noqa: E731 (export() progress is summarised per candidate)
@@ -200,12 +203,13 @@ def run_auto(weights, device: str = "CPU", max_dice_drop: float = 0.5, *, out="e
     torch_dice = compare(reference, reference, evals.masks, "fp32")["dice_vs_ground_truth"]
     _time_all(rows, backends, evals.inputs[:8], threads, rounds, iters, throughput_s, log)
     torch_ms = _time_pytorch(model, evals.inputs[:2], threads) if time_pytorch else None
-    winner = select(rows, max_dice_drop, device)
+    winner = select(rows, max_dice_drop, device, agreement_floor=agreement_floor)
     for be in backends.values():
         be.close()
     chosen = _publish_winner(out, winner) if winner else None
     report = {"schema": "cmunext-auto/1", "weights": str(weights), "variant": ckpt.info.variant,
               "device": device.upper(), "max_dice_drop_points": max_dice_drop, "threads": threads,
+              "agreement_floor": AGREEMENT_THRESHOLDS if agreement_floor else None,
               "eval_set": {"source": evals.source, "n_images": len(evals)}, "pytorch_fp32_dice": torch_dice,
               "pytorch_fp32_p50_ms": torch_ms, "winner": winner.name if winner else None,
               "artifact": str(chosen) if chosen else None, "candidates": [asdict(r) for r in rows],
@@ -254,11 +258,15 @@ def _time_pytorch(model, xs, threads) -> float:
     return float(np.median(ms))
 
 
-def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0):
+def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0,
+           agreement_floor: bool = True):
     """Mark every row kept / within budget / rejected with its reason; return the winner or None.
 
     The winner is the fastest candidate within the budget; candidates within `tie_pct` percent of
-    the fastest p50 are a tie (timing noise), which the smaller Dice drop breaks."""
+    the fastest p50 are a tie (timing noise), which the smaller Dice drop breaks. With
+    `agreement_floor` (default) a candidate must also agree with PyTorch FP32 as much as any
+    export of its precision must (mask Dice agreement FP32 0.999 / FP16, BF16 0.99 / INT8
+    0.97): a better Dice against ground truth does not excuse masks that differ from the model's."""
     ok = []
     for r in rows:
         if r.p50_ms is None:
@@ -271,6 +279,9 @@ def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0
         elif r.dice_drop_points > max_dice_drop + 1e-9:
             r.status, r.reason = "rejected", (f"Dice drop {r.dice_drop_points:.3f} points > budget "
                                               f"{max_dice_drop:g}")
+        elif agreement_floor and r.agreement is not None and r.agreement < AGREEMENT_THRESHOLDS[r.precision]:
+            r.status, r.reason = "rejected", (f"agreement with PyTorch {r.agreement:.4f} < "
+                                              f"{AGREEMENT_THRESHOLDS[r.precision]} required for {r.precision}")
         else:
             ok.append(r)
     if not ok:
@@ -295,8 +306,9 @@ def _publish_winner(out: Path, winner) -> Path:
     src = Path(winner.artifact)
     manifest = json.loads((src.parent / "manifest.json").read_text())
     entry = manifest["artifacts"][src.name]
-    for f in entry["files"]:
-        shutil.copy2(src.parent / f["name"], out / f["name"])
+    for f in sorted(entry["files"], key=lambda f: f["name"] == src.name):   # entry file last
+        with atomic_path(out / f["name"]) as tmp:
+            shutil.copy2(src.parent / f["name"], tmp)
     from .manifest import write_manifest
     write_manifest(out, src.name, {**entry, "auto": {
         "candidate": winner.name, "p50_ms": winner.p50_ms, "images_per_s": winner.images_per_s,

@@ -51,6 +51,14 @@ def test_select_respects_the_dice_budget():
     assert select([_row("lossy", "int8", 0.01, 1.0)], 0.0) is None
 
 
+def test_select_requires_the_precisions_agreement_floor():
+    rows = [_row("fp32", "fp32", 0.0, 20.0), _row("int8-disagrees", "int8", -0.2, 4.0, agreement=0.95),
+            _row("int8-agrees", "int8", 0.1, 5.0, agreement=0.98)]
+    assert select(rows, 0.5).name == "int8-agrees"
+    assert rows[1].status == "rejected" and "0.97 required for int8" in rows[1].reason
+    assert select(rows, 0.5, agreement_floor=False).name == "int8-disagrees"
+
+
 def test_candidate_table_per_device():
     cpu = {c.name for c in candidates_for("CPU")}
     assert {"ort-fp32", "ov-bf16", "ov-int8-transformer-dense", "ort-int8-qdq"} <= cpu

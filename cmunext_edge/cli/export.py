@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--split", help="name list or training split.json (its 'val' list) of --verify-data")
     a.add_argument("--candidates", help="comma list of candidate names (default: all for the device)")
     a.add_argument("--threads", type=int, help="inference threads to measure with and store in the artifact")
+    a.add_argument("--no-agreement-floor", dest="agreement_floor", action="store_false",
+                   help="select on the Dice budget alone, ignoring the per-precision agreement with "
+                        "PyTorch that every verified export needs (FP32 0.999, FP16/BF16 0.99, INT8 0.97)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return p
 
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     if args.target.lower() == "auto":
         return _auto(args)
     from ..export.pipeline import export
-    auto_only = ("max_dice_drop", "split", "candidates", "threads")
+    auto_only = ("max_dice_drop", "split", "candidates", "threads", "agreement_floor")
     opts = {k: v for k, v in vars(args).items() if k not in ("weights", "target", "precision", "json") + auto_only}
     try:
         result = export(args.weights, args.target, args.precision, **opts)
@@ -108,7 +111,8 @@ def _auto(args) -> int:
         rep = run_auto(args.weights, (args.device or "CPU").upper(), args.max_dice_drop,
                        out=args.out if args.out != "exports" else "exports/auto", data=args.verify_data,
                        split=args.split, eval_size=args.verify_size, calib=args.calib, calib_size=args.calib_size,
-                       candidates=args.candidates.split(",") if args.candidates else None, threads=args.threads)
+                       candidates=args.candidates.split(",") if args.candidates else None, threads=args.threads,
+                       agreement_floor=args.agreement_floor)
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"cmunext-export: error: {exc}", file=sys.stderr)
         return 1
