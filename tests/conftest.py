@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,15 @@ def busi():
     if not BUSI.is_dir():
         pytest.skip("../shared/data/busi-train is not available")
     return BUSI
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A copy of the shipped CMUNeXt-S: reduced precisions need a trained network (random
+    weights give near-random masks that no FP16/INT8 export reproduces)."""
+    path = ROOT / "models" / "cmunext-s-busi.safetensors"
+    if not path.is_file():
+        pytest.skip("no shipped CMUNeXt-S (models/cmunext-s-busi.safetensors)")
+    copy = tmp_path_factory.mktemp("trained") / "cmunext-s-busi.safetensors"
+    shutil.copyfile(path, copy)
+    return copy

@@ -3,7 +3,6 @@ verification figures, manifest, self-test, and failures that must leave nothing 
 import errno
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -17,26 +16,6 @@ from cmunext_edge.segmenter import EdgeSegmenter
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def trained_checkpoint(tmp_path_factory):
-    """The shipped CMUNeXt-S (or a snapshot of the training run): reduced precisions need a
-    trained network, random weights give near-random masks that no FP16/INT8 reproduces."""
-    for candidate in ("models/cmunext-s-busi.safetensors", "runs/cmunext-s-busi/best.safetensors"):
-        path = os.path.join(ROOT, candidate)
-        if os.path.isfile(path):
-            copy = tmp_path_factory.mktemp("trained") / "cmunext-s-busi.safetensors"
-            shutil.copyfile(path, copy)     # never read a file the trainer may be rewriting
-            return copy
-    pytest.skip("no trained CMUNeXt-S checkpoint (models/cmunext-s-busi.safetensors) yet")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return trained_checkpoint(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 export, verification figures against PyTorch FP32, rt_info metadata, runtime and self-test."""
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = Path(ROOT) / "cmunext_edge" / "samples" / "busi"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    for candidate in ("models/cmunext-s-busi.safetensors", "runs/cmunext-s-busi/best.safetensors"):
-        path = os.path.join(ROOT, candidate)
-        if os.path.isfile(path):
-            copy = tmp_path_factory.mktemp("trained") / "cmunext-s-busi.safetensors"
-            shutil.copyfile(path, copy)     # never read a file the trainer may be rewriting
-            return copy
-    pytest.skip("no trained CMUNeXt-S checkpoint (models/cmunext-s-busi.safetensors) yet")
 
 
 @pytest.fixture(scope="module")
