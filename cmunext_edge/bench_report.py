@@ -122,19 +122,27 @@ def write_plot(report, path) -> Path:
 
     Dice is against ground truth when the run had --data, else the agreement Dice with PyTorch.
     """
-    mpl = require("matplotlib")
-    mpl.use("Agg")
-    plt = require("matplotlib.pyplot")
     rows = [r for r in _as_dict(report)["rows"] if r.get("latency_ms")]
     use_gt = any(r.get("dice") is not None for r in rows)
     key, ylabel = ("dice", "Dice vs. ground truth") if use_gt else ("agreement_dice", "mask Dice vs. PyTorch fp32")
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    fig, ax = new_latency_plot()
     for i, r in enumerate(rows, 1):   # numbered points, full labels in the legend: no overlap
         x, y = r["latency_ms"]["p50"], r.get(key)
         if y is None:
             continue
         ax.scatter([x], [y], s=45, marker="os^Dv<>p*h"[(i - 1) % 10], label=f"{i}: {r['label']}")
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    return save_latency_plot(fig, ax, path, ylabel, "cmunext-bench: latency vs. accuracy")
+
+
+def new_latency_plot():
+    """A matplotlib (fig, ax) for a latency-vs-Dice plot, headless (Agg)."""
+    require("matplotlib").use("Agg")
+    return require("matplotlib.pyplot").subplots(figsize=(11, 5.5), dpi=120)
+
+
+def save_latency_plot(fig, ax, path, ylabel: str, title: str) -> Path:
+    """Shared finish of latency-vs-Dice plots: log latency axis, legend beside, atomic PNG."""
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
     ax.set_xscale("log")
     ticker = require("matplotlib.ticker")
@@ -143,10 +151,10 @@ def write_plot(report, path) -> Path:
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
     ax.set_ylabel(ylabel)
-    ax.set_title("cmunext-bench: latency vs. accuracy")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
+    require("matplotlib.pyplot").close(fig)
     return Path(path)

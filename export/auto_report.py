@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .._deps import require
 from ..fileio import atomic_path
 
 
@@ -42,10 +41,8 @@ def to_markdown(rep: dict) -> str:
 
 
 def write_plot(rep: dict, path) -> Path:
-    mpl = require("matplotlib")
-    mpl.use("Agg")
-    plt = require("matplotlib.pyplot")
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    from ..bench_report import new_latency_plot, save_latency_plot
+    fig, ax = new_latency_plot()
     for i, r in enumerate(rep["candidates"], 1):
         if r["p50_ms"] is None or r["dice"] is None:
             continue
@@ -58,19 +55,8 @@ def write_plot(rep: dict, path) -> Path:
         floor = rep["pytorch_fp32_dice"] - rep["max_dice_drop_points"] / 100
         ax.axhline(rep["pytorch_fp32_dice"], color="gray", lw=0.8, label="PyTorch FP32 Dice")
         ax.axhline(floor, color="tab:red", ls="--", lw=0.8, label="Dice budget")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(require("matplotlib.ticker").FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(require("matplotlib.ticker").FormatStrFormatter("%g"))
-    ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
-    ax.set_ylabel("Dice vs. ground truth")
-    ax.set_title(f"auto selection {rep['variant']} on {rep['device']}: winner {rep['winner']}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_latency_plot(fig, ax, path, "Dice vs. ground truth",
+                             f"auto selection {rep['variant']} on {rep['device']}: winner {rep['winner']}")
 
 
 def write_report(rep: dict, stem) -> list[Path]:
