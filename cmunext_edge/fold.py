@@ -27,6 +27,20 @@ def _foldable_pairs(seq):
             yield i, i + 1
 
 
+def _fold_pair(bn, conv) -> None:
+    """Rewrite `conv` (1x1) in place so that conv(x) == old_conv(bn(x)) for eval-mode `bn`."""
+    torch = require("torch")
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.weight.shape[0])
+    new_bias = bias + (conv.weight[:, :, 0, 0] * shift).sum(1)
+    conv.weight.copy_(conv.weight * scale.view(1, -1, 1, 1))
+    if conv.bias is None:
+        conv.bias = torch.nn.Parameter(new_bias)
+    else:
+        conv.bias.copy_(new_bias)
+
+
 def fold_bn_into_next_conv(model):
     """Return an equivalent eval-mode copy with post-activation BNs folded (count in `.folded_bn`)."""
     torch = require("torch")
@@ -36,28 +50,14 @@ def fold_bn_into_next_conv(model):
     with torch.no_grad():
         for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
             for i_bn, i_conv in list(_foldable_pairs(seq)):
-                bn, conv = seq[i_bn], seq[i_conv]
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                shift = bn.bias - bn.running_mean * scale
-                w = conv.weight                                   # (out, in, 1, 1)
-                bias = conv.bias if conv.bias is not None else torch.zeros(w.shape[0])
-                new_bias = bias + (w[:, :, 0, 0] * shift).sum(1)
-                conv.weight.copy_(w * scale.view(1, -1, 1, 1))
-                if conv.bias is None:
-                    conv.bias = nn.Parameter(new_bias)
-                else:
-                    conv.bias.copy_(new_bias)
+                _fold_pair(seq[i_bn], seq[i_conv])
                 seq[i_bn] = nn.Identity()
                 folded += 1
         # the last BN of the decoder feeds the final 1x1 head (outside any Sequential)
         last = getattr(model, "Up_conv2", None)
         head = getattr(model, "Conv_1x1", None)
         if last is not None and head is not None and isinstance(last.conv[-1], nn.BatchNorm2d):
-            bn = last.conv[-1]
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias - bn.running_mean * scale
-            head.bias.copy_(head.bias + (head.weight[:, :, 0, 0] * shift).sum(1))
-            head.weight.copy_(head.weight * scale.view(1, -1, 1, 1))
+            _fold_pair(last.conv[-1], head)
             last.conv[-1] = nn.Identity()
             folded += 1
     model.folded_bn = folded
