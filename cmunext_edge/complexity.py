@@ -14,10 +14,12 @@ How MACs are counted, exactly:
 - The count is per image (batch 1) at the given input size, so it scales with H*W.
 - FLOPs, where a report needs them, are taken as 2 * MACs.
 
-The forward pass runs on PyTorch's `meta` device when it can (no memory, no compute),
-so counting the large variant costs milliseconds.
+A variant's counts need no torch: `variant_complexity` takes every conv weight shape from
+`variants.state_shapes` and multiplies its element count (out * in/groups * kH * kW) by the
+output area at its resolution level. `count_macs` measures the same thing on any torch
+model with forward hooks; the tests check that the two agree.
 
-Parameters are all `nn.Parameter` elements (BatchNorm running statistics excluded),
+Parameters are all learnable elements (BatchNorm running statistics excluded),
 which gives the official 0.418 M / 3.149 M / 8.287 M for CMUNeXt-S / base / L.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 from ._deps import require
+from .variants import canonical_variant, conv_macs_from_shapes, count_params, state_shapes
 
 
 @dataclass(frozen=True)
@@ -81,28 +84,20 @@ def count_macs(model, input_hw: tuple[int, int] = (256, 256), in_channels: int |
     return total
 
 
-def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 @lru_cache(maxsize=32)
 def variant_complexity(variant: str, input_hw: tuple[int, int] = (256, 256), in_channels: int = 3,
                        num_classes: int = 1) -> Complexity:
-    """Parameters and MACs of a variant (weights do not matter), built on the meta device."""
-    torch = require("torch")
-    from .model import build_model, canonical_variant
-
+    """Parameters and MACs of a variant (weights do not matter), from its shapes: no torch needed."""
     variant = canonical_variant(variant)
-    with torch.device("meta"):
-        model = build_model(variant, in_channels, num_classes).eval()
-    macs = count_macs(model, tuple(input_hw), in_channels)
-    return Complexity(variant, count_params(model), macs, tuple(input_hw), in_channels, num_classes)
+    shapes = state_shapes(variant, in_channels, num_classes)
+    macs = conv_macs_from_shapes(shapes, tuple(input_hw))
+    return Complexity(variant, count_params(shapes), macs, tuple(input_hw), in_channels, num_classes)
 
 
 def checkpoint_complexity(path, input_hw: tuple[int, int] | None = None) -> Complexity:
     """Complexity of the model in a checkpoint, at its preprocessing size unless given."""
-    from .weights import load_checkpoint
+    from .weights import inspect_checkpoint
 
-    ckpt = load_checkpoint(path)
+    ckpt = inspect_checkpoint(path)
     hw = tuple(input_hw or ckpt.spec.size)
     return variant_complexity(ckpt.info.variant, hw, ckpt.info.in_channels, ckpt.info.num_classes)

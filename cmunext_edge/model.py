@@ -1,39 +1,16 @@
 """CMUNeXt with the official parameter names (FengheTan9/CMUNeXt, network/CMUNeXt.py).
 
-Variants are data: one table of hyper-parameters and one builder. Module names and
-nesting mirror the official code so that official checkpoints load with strict=True.
+Variants are data: one table of hyper-parameters (`variants.py`, torch-free) and one
+builder. Module names and nesting mirror the official code so that official checkpoints load with strict=True.
 Inside blocks the order is conv -> GELU (exact erf) -> BatchNorm, as in the paper's code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ._deps import require
+from .variants import VARIANT_ALIASES, VARIANTS, VariantSpec, canonical_variant  # noqa: F401 (API)
 
-import torch
-from torch import nn
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    dims: tuple[int, int, int, int, int]
-    depths: tuple[int, int, int, int, int]
-    kernels: tuple[int, int, int, int, int]
-
-
-VARIANTS: dict[str, VariantSpec] = {
-    "cmunext-s": VariantSpec((8, 16, 32, 64, 128), (1, 1, 1, 1, 1), (3, 3, 7, 7, 9)),
-    "cmunext": VariantSpec((16, 32, 128, 160, 256), (1, 1, 1, 3, 1), (3, 3, 7, 7, 7)),
-    "cmunext-l": VariantSpec((32, 64, 128, 256, 512), (1, 1, 1, 6, 3), (3, 3, 7, 7, 7)),
-}
-VARIANT_ALIASES = {"s": "cmunext-s", "b": "cmunext", "base": "cmunext", "cmunext-b": "cmunext",
-                   "l": "cmunext-l"}
-
-
-def canonical_variant(name: str) -> str:
-    key = name.lower().replace("_", "-")
-    key = VARIANT_ALIASES.get(key, key)
-    if key not in VARIANTS:
-        raise ValueError(f"unknown CMUNeXt variant {name!r}; choose one of {', '.join(VARIANTS)}")
-    return key
+torch = require("torch")        # this module makes modules: importing it without torch names the extra
+nn = torch.nn
 
 
 class Residual(nn.Module):
@@ -141,6 +118,3 @@ class CMUNeXt(nn.Module):
 def build_model(variant: str = "cmunext", in_channels: int = 3, num_classes: int = 1) -> CMUNeXt:
     return CMUNeXt(variant, in_channels, num_classes)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -5,6 +5,10 @@ run code is refused, never executed. Wrappers `{"state_dict": ...}` / `{"model":
 and DataParallel `module.` prefixes are accepted. The variant, input channels and class
 count are detected from tensor shapes. `.safetensors` files are read and written with
 their metadata (variant, channels, classes, preprocessing contract).
+
+torch is imported only by the functions that make tensors (`load_checkpoint`, the savers);
+`inspect_checkpoint` needs no torch: it reads a .safetensors header, or a .pth with the
+restricted unpickler of `pth_reader`.
 """
 from __future__ import annotations
 
@@ -12,27 +16,16 @@ import json
 import pickle
 import re
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._deps import require
+from .checkpoint_info import (WRAPPER_KEYS, CheckpointError, ModelInfo, Shapes,  # noqa: F401 (API)
+                              detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
 from .fileio import atomic_path, sha256_file
-from .model import VARIANTS, build_model, canonical_variant
 from .preprocess import PreprocessSpec, get_preset
-
-WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be used as CMUNeXt weights; the message says why."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    variant: str
-    in_channels: int
-    num_classes: int
+from .pth_reader import TensorStub, read_pth
 
 
 def _sniff(path: Path) -> None:
@@ -52,11 +45,11 @@ def _unpickling_detail(msg: str) -> str:
     return found.group(0).strip() if found else msg.splitlines()[0]
 
 
-def _torch_load(path: Path):
-    torch = require("torch")
-    _sniff(path)
+@contextmanager
+def _unpickling(path: Path):
+    """Turn every way unpickling a checkpoint can fail into one CheckpointError that says why."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        yield
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path}: refused to unpickle: the file contains objects other than tensors and "
@@ -73,64 +66,25 @@ def _torch_load(path: Path):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
 
 
+def _torch_load(path: Path):
+    torch = require("torch")
+    _sniff(path)
+    with _unpickling(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _pth_shapes(path: Path) -> Shapes:
+    """Shapes of a .pth/.pt state dict read by the torch-free restricted unpickler."""
+    _sniff(path)
+    with _unpickling(path):
+        obj = read_pth(path)
+    return shapes_of(unwrap_tensors(obj, lambda v: isinstance(v, TensorStub)))
+
+
 def unwrap_state_dict(obj) -> dict:
     """Strip training wrappers and `module.` prefixes; return a flat name -> tensor dict."""
     torch = require("torch")
-    for _ in range(3):
-        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-            inner = next((obj[k] for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict)), None)
-            if inner is None:
-                break
-            obj = inner
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError("not a state dict: expected a mapping of parameter names to tensors "
-                              f"(optionally under one of {WRAPPER_KEYS})")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
-
-
-def detect_model_info(state_dict: dict) -> ModelInfo:
-    """Variant, input channels and classes from tensor shapes; error lists the mismatches."""
-    stem, head = state_dict.get("stem.conv.0.weight"), state_dict.get("Conv_1x1.weight")
-    if stem is None or head is None:
-        missing = [k for k in ("stem.conv.0.weight", "Conv_1x1.weight") if k not in state_dict]
-        raise CheckpointError(
-            "not a CMUNeXt checkpoint: missing keys " + ", ".join(missing)
-            + f"; first keys found: {', '.join(list(state_dict)[:5])}")
-    in_ch, classes = int(stem.shape[1]), int(head.shape[0])
-    best = None
-    for name in VARIANTS:
-        expected = {k: tuple(v.shape) for k, v in _reference_shapes(name, in_ch, classes).items()}
-        missing = [k for k in expected if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in expected]
-        shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {expected[k]}"
-                  for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
-        if not (missing or unexpected or shapes):
-            return ModelInfo(name, in_ch, classes)
-        score = len(missing) + len(unexpected) + len(shapes)
-        if best is None or score < best[0]:
-            best = (score, name, missing, unexpected, shapes)
-    _, name, missing, unexpected, shapes = best
-    lines = [f"weights match no CMUNeXt variant; closest is {name}:"]
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", shapes)):
-        if items:
-            lines.append(f"  {label} ({len(items)}): " + "; ".join(items[:8])
-                         + (" ..." if len(items) > 8 else ""))
-    raise CheckpointError("\n".join(lines))
-
-
-_SHAPE_CACHE: dict = {}
-
-
-def _reference_shapes(variant: str, in_ch: int, classes: int) -> dict:
-    key = (variant, in_ch, classes)
-    if key not in _SHAPE_CACHE:
-        torch = require("torch")
-        with torch.device("meta"):
-            _SHAPE_CACHE[key] = build_model(variant, in_ch, classes).state_dict()
-    return _SHAPE_CACHE[key]
+    return unwrap_tensors(obj, lambda v: isinstance(v, torch.Tensor))
 
 
 @dataclass
@@ -143,37 +97,68 @@ class Checkpoint:
 
     def build(self):
         """A CMUNeXt in eval mode with these weights loaded strictly."""
+        from .model import build_model
         model = build_model(self.info.variant, self.info.in_channels, self.info.num_classes)
         model.load_state_dict(self.state_dict, strict=True)
         return model.eval()
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What `inspect_checkpoint` finds without loading tensors."""
+    info: ModelInfo
+    spec: PreprocessSpec
+    path: Path
+    sha256: str
+    shapes: Shapes
+
+
+def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    return path
+
+
+def _spec_from(meta: dict) -> PreprocessSpec:
+    return PreprocessSpec.from_json(meta["preprocess"]) if "preprocess" in meta else get_preset("official")
+
+
+def _detect(path: Path, state_dict: dict) -> ModelInfo:
+    try:
+        return detect_model_info(state_dict)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointSummary:
+    """Variant, channels, classes, preprocessing and shapes, from shapes alone: no torch needed."""
+    path = _existing_file(path)
+    if path.suffix == ".safetensors":
+        shapes, meta = read_safetensors_header(path)
+        spec = _spec_from(meta)
+    else:
+        shapes, spec = _pth_shapes(path), get_preset("official")
+    return CheckpointSummary(_detect(path, shapes), spec, path, sha256_file(path), shapes)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = _existing_file(path)
     spec = get_preset("official")
     if path.suffix == ".safetensors":
         state_dict, meta = _load_safetensors(path)
-        if "preprocess" in meta:
-            spec = PreprocessSpec.from_json(meta["preprocess"])
+        spec = _spec_from(meta)
     else:
         state_dict = unwrap_state_dict(_torch_load(path))
-    try:
-        info = detect_model_info(state_dict)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    return Checkpoint(state_dict, info, spec, path, sha256_file(path))
+    return Checkpoint(state_dict, _detect(path, state_dict), spec, path, sha256_file(path))
 
 
 def _load_safetensors(path: Path):
+    _, meta = read_safetensors_header(path)
     st = require("safetensors.torch")
-    safe_open = require("safetensors").safe_open
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
         return st.load_file(str(path)), meta
     except Exception as exc:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from None
@@ -201,7 +186,3 @@ def save_official_pth(model_or_sd, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     return Path(path)
-
-
-def model_from_name(variant: str, in_channels: int = 3, num_classes: int = 1):
-    return build_model(canonical_variant(variant), in_channels, num_classes)

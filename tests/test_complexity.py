@@ -40,6 +40,16 @@ def test_macs_scale_with_area_and_meta_matches_real_model():
     assert 0.9e9 < s256.macs < 1.1e9      # ~1.01 GMACs (convs only)
 
 
+@pytest.mark.parametrize("variant", ["cmunext-s", "cmunext", "cmunext-l"])
+@pytest.mark.parametrize("hw, in_channels, num_classes", [((256, 256), 3, 1), ((224, 320), 1, 2)])
+def test_shape_based_count_equals_hooks_on_the_built_model(variant, hw, in_channels, num_classes):
+    c = variant_complexity(variant, hw, in_channels, num_classes)
+    with torch.device("meta"):
+        model = build_model(variant, in_channels, num_classes).eval()
+    assert c.macs == count_macs(model, hw, in_channels)
+    assert c.params == sum(p.numel() for p in model.parameters())
+
+
 def test_checkpoint_complexity_uses_spec_size():
     c = checkpoint_complexity(REF_S)
     assert c.variant == "cmunext-s" and c.input_hw == (256, 256)

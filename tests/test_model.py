@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmunext_edge.model import VARIANTS, build_model, canonical_variant, count_parameters
+from cmunext_edge.model import VARIANTS, build_model, canonical_variant
+from cmunext_edge.variants import count_params, is_parameter, state_shapes
 
 KEYFILES = {"cmunext-s": "s", "cmunext": "b", "cmunext-l": "l"}
 OFFICIAL_PARAMS_M = {"cmunext-s": 0.418, "cmunext": 3.149, "cmunext-l": 8.287}
@@ -20,7 +21,18 @@ def test_state_dict_matches_official_keys_order_and_shapes(reference, variant):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_parameter_counts_match_official(variant):
-    assert round(count_parameters(build_model(variant)) / 1e6, 3) == OFFICIAL_PARAMS_M[variant]
+    model = build_model(variant)
+    assert round(count_params(state_shapes(variant)) / 1e6, 3) == OFFICIAL_PARAMS_M[variant]
+    assert count_params(state_shapes(variant)) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("in_channels, num_classes", [(3, 1), (1, 4)])
+def test_torch_free_shape_table_matches_the_model(variant, in_channels, num_classes):
+    sd = build_model(variant, in_channels, num_classes).state_dict()
+    assert state_shapes(variant, in_channels, num_classes) == {k: tuple(v.shape) for k, v in sd.items()}
+    params = dict(build_model(variant, in_channels, num_classes).named_parameters())
+    assert [k for k in sd if is_parameter(k)] == list(params)
 
 
 @pytest.mark.parametrize("tag", ["s", "b"])

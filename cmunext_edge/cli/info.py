@@ -4,8 +4,8 @@ Prints the variant (detected from tensor shapes), input channels, classes, param
 multiply-accumulates at an input size, the preprocessing contract and the file's sha256.
 
 How MACs are counted: one multiply-accumulate per weight use in every Conv2d
-(out_channels x H_out x W_out x in_channels/groups x kH x kW, per image, measured with
-forward hooks at the given size); BatchNorm, activations, pooling, upsampling,
+(out_channels x H_out x W_out x in_channels/groups x kH x kW, per image, computed
+from the conv weight shapes at the given size); BatchNorm, activations, pooling, upsampling,
 concatenation and bias additions are not counted. FLOPs = 2 x MACs.
 """
 from __future__ import annotations
@@ -31,11 +31,12 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .._deps import MissingDependencyError
     from ..complexity import variant_complexity
     from ..resources import resolve_weights
-    from ..weights import CheckpointError, load_checkpoint
+    from ..weights import CheckpointError, inspect_checkpoint
     try:
-        ckpt = load_checkpoint(resolve_weights(args.path))
+        ckpt = inspect_checkpoint(resolve_weights(args.path))
         spec = ckpt.spec
         if args.size:
             if len(args.size) > 2:
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
             spec = spec.with_size(args.size[0], args.size[-1])
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         return fail("cmunext-info", str(exc))
+    except MissingDependencyError as exc:     # a .pth needs torch to unpickle
+        return fail("cmunext-info", str(exc), code=1)
     cx = variant_complexity(ckpt.info.variant, spec.size, ckpt.info.in_channels, ckpt.info.num_classes)
     info = {"path": str(ckpt.path), "variant": ckpt.info.variant, "in_channels": ckpt.info.in_channels,
             "num_classes": ckpt.info.num_classes, "params": cx.params, "params_m": round(cx.mparams, 3),

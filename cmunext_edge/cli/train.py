@@ -5,7 +5,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from ..train import TrainConfig, train
+from .._deps import MissingDependencyError
 
 EXAMPLE = """example:
   cmunext-train ../shared/data/busi-train --variant cmunext-s --epochs 60 --out runs/s
@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        from ..train import TrainConfig, train      # needs torch: not imported for --help
+    except MissingDependencyError as exc:
+        print(f"cmunext-train: error: {exc}", file=sys.stderr)
+        return 1
     names = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:
