@@ -22,7 +22,6 @@ _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    devices = tuple(PROVIDERS)
 
     def _load(self) -> None:
         ort = require("onnxruntime")

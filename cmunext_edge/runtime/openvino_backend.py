@@ -34,11 +34,28 @@ def read_rt_metadata(model) -> dict:
 
 class OpenVINOBackend(Backend):
     name = "openvino"
-    devices = tuple(d.lower() for d in DEVICES)
 
     def _load(self) -> None:
         ov = require("openvino")
         core = ov.Core()
+        device = self._resolve_device(core)
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:
+            raise BackendError(f"{self.path}: OpenVINO cannot read this IR ({exc})") from None
+        meta = apply_metadata(self, read_rt_metadata(model))
+        self._fix_input_shape(model, device)
+        opts = {**runtime_settings(meta), **{k: v for k, v in self.options.items() if v is not None}}
+        self.runtime = opts
+        try:
+            self.compiled = core.compile_model(model, device, self._compile_config(opts, meta, device))
+        except Exception as exc:
+            raise BackendError(f"{self.path}: OpenVINO cannot compile for {device} ({exc})") from None
+        self.request = self.compiled.create_infer_request()
+        self._read_back(device, meta.get("precision", "fp32"))
+
+    def _resolve_device(self, core) -> str:
+        """The requested device in OpenVINO's spelling; a missing one falls back to CPU (reported)."""
         device = self.requested_device.upper()
         if device.split(".")[0] not in DEVICES:
             raise BackendError(f"openvino: unknown device {self.requested_device!r}; use one of "
@@ -47,19 +64,20 @@ class OpenVINOBackend(Backend):
         if device != "AUTO" and not any(d == device or d.split(".")[0] == device for d in present):
             self._fallback("CPU", f"OpenVINO sees no {device} (available: {', '.join(present)})")
             device = "CPU"
-        try:
-            model = core.read_model(str(self.path))
-        except Exception as exc:
-            raise BackendError(f"{self.path}: OpenVINO cannot read this IR ({exc})") from None
-        meta = apply_metadata(self, read_rt_metadata(model))
+        return device
+
+    def _fix_input_shape(self, model, device: str) -> None:
+        """Make a dynamic batch static where asked (`batch`) or needed (the NPU); record the shape."""
         shape = model.input(0).get_partial_shape()
         batch = self.options.get("batch") or (1 if device == "NPU" else None)
         if shape[0].is_dynamic and batch:   # the NPU compiles static shapes only
             model.reshape([int(batch)] + [d.get_length() for d in list(shape)[1:]])
             shape = model.input(0).get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
-        opts = {**runtime_settings(meta), **{k: v for k, v in self.options.items() if v is not None}}
-        self.runtime = opts
+
+    @staticmethod
+    def _compile_config(opts: dict, meta: dict, device: str) -> dict:
+        """OpenVINO properties from the runtime options (artifact settings overridden by explicit ones)."""
         config = {}
         if opts.get("hint"):
             config["PERFORMANCE_HINT"] = HINTS[opts["hint"]]
@@ -75,11 +93,10 @@ class OpenVINOBackend(Backend):
         wanted = opts.get("inference_precision") or default
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
-        try:
-            self.compiled = core.compile_model(model, device, config)
-        except Exception as exc:
-            raise BackendError(f"{self.path}: OpenVINO cannot compile for {device} ({exc})") from None
-        self.request = self.compiled.create_infer_request()
+        return config
+
+    def _read_back(self, device: str, artifact_precision: str) -> None:
+        """Record the device and precision the compiled model actually runs."""
         self.device = device
         if device == "AUTO":
             self.device = "AUTO:" + ",".join(self.compiled.get_property("EXECUTION_DEVICES"))
@@ -88,8 +105,8 @@ class OpenVINOBackend(Backend):
         except Exception:      # AUTO and some plugins do not expose it
             hint = None
         self.inference_precision = _PRECISION.get(hint, hint)
-        artifact = meta.get("precision", "fp32")
-        self.precision = "int8" if artifact == "int8" else (self.inference_precision or artifact)
+        self.precision = ("int8" if artifact_precision == "int8"
+                          else (self.inference_precision or artifact_precision))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: batch})

@@ -56,7 +56,6 @@ def check_compatible(sidecar: dict, trt_version: str, gpu: dict, path) -> None:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    devices = ("cuda", "dla")
 
     def _load(self) -> None:
         trt = require_tensorrt()

@@ -10,7 +10,6 @@ from .base import Backend
 
 class TorchBackend(Backend):
     name = "pytorch"
-    devices = ("cpu", "cuda")
     dynamic_spatial = True
     _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
