@@ -89,3 +89,18 @@ def test_commands_that_need_torch_name_the_extra(tmp_path):
     _assert_names_extra(run_without_torch("train", tmp_path, "--out", tmp_path / "run"))
     _assert_names_extra(run_without_torch("predict", ROOT / "cmunext_edge" / "samples" / "busi",
                                           "--out", tmp_path / "pred"))
+
+
+def test_core_modules_import_without_torch_and_model_names_the_extra():
+    probe = BLOCKER.split("import importlib")[0] + """
+import cmunext_edge, cmunext_edge.weights, cmunext_edge.complexity, cmunext_edge.runtime.registry
+from cmunext_edge.complexity import variant_complexity
+assert round(variant_complexity("cmunext-l").mparams, 3) == 8.287
+try:
+    import cmunext_edge.model
+except ImportError as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert EXTRA in done.stdout
