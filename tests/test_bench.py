@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 from cmunext_edge import bench  # noqa: E402
 from cmunext_edge.bench import (BenchConfig, RowSpec, allowed_batches, artifact_bytes,  # noqa: E402
                                 latency_stats, run_bench, time_calls)
-from cmunext_edge.bench_report import format_table, to_markdown, write_plot  # noqa: E402
+from cmunext_edge.bench.report import format_table, to_markdown, write_plot  # noqa: E402
 from cmunext_edge.cli.bench import expand_rows, main, parse_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,42 @@ def test_time_calls_runs_warmup_then_iters():
     calls = []
     ms = time_calls(calls.append, [1, 2, 3], warmup=2, iters=5)
     assert len(ms) == 5 and calls == [1, 2] + [1, 2, 3, 1, 2]
+
+
+def test_alternating_rounds_time_every_function_once_per_round():
+    order = []
+    res = bench.alternating_rounds({"a": lambda x: order.append("a"), "b": lambda x: order.append("b")},
+                                   [0], rounds=2, iters=2, warmup=1)
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert [len(r) for r in res["a"]] == [2, 2] and len(res["b"]) == 2
+
+
+def test_latency_images_default_to_the_bundled_samples(tmp_path):
+    from cmunext_edge.bench.inputs import load_images
+    from cmunext_edge.data import discover
+    from cmunext_edge.resources import SAMPLES_DIR
+    imgs = load_images(None, 2)
+    assert len(imgs) == min(2, len(discover(SAMPLES_DIR))) and imgs[0].dtype == np.uint8
+    with pytest.raises(FileNotFoundError):
+        load_images(tmp_path, 2)                     # an empty folder is an error, not a silent fallback
+
+
+def test_bench_package_has_no_import_circle_and_no_shared_path():
+    import ast
+    pkg = ROOT / "cmunext_edge" / "bench"
+    graph = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 1:
+                deps |= {n.module} if n.module else {a.name for a in n.names}
+        graph[path.stem] = deps - {"__init__"}
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d))) for d in graph.get(start, ()))
+    assert graph["engine"] and not [m for m in graph if m != "__init__" and reaches(m, m)]
+    for path in [*pkg.glob("*.py"), ROOT / "cmunext_edge" / "cli" / "bench.py"]:
+        assert "../shared" not in path.read_text() and '"shared"' not in path.read_text(), path
 
 
 def test_allowed_batches_static_and_dynamic():
@@ -186,10 +222,11 @@ def test_check_ort_overhead_records_both_timings(onnx_s):
 def test_threads_option_sets_torch_threads_for_the_row_only(ckpt):
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
-    with bench.torch_threads(RowSpec(ckpt, options=(("threads", 3),))):
+    with bench.torch_threads(bench.torch_row_threads(RowSpec(ckpt, options=(("threads", 3),)))):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
-    with bench.torch_threads(RowSpec(Path("m.onnx"), options=(("threads", 3),))):
+    assert bench.torch_row_threads(RowSpec(Path("m.onnx"), options=(("threads", 3),))) is None
+    with bench.torch_threads(None):
         assert torch.get_num_threads() == before       # other backends read the option themselves
 
 
