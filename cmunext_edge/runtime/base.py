@@ -1,12 +1,11 @@
 """The one backend interface (shape after Polygraphy's runners).
 
-Public methods check state, validate input and time the call; subclasses fill in
+Public methods check state and validate input; subclasses fill in
 `_load`, `_infer` and `_close`. Every backend returns NCHW float32 logits and tells
 which device and precision actually ran, so a fallback is never silent.
 """
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -40,7 +39,6 @@ class Backend(ABC):
         self.input_shape: tuple = (None, 3, self.spec.height, self.spec.width)
         self.num_classes = 1
         self.loaded = False
-        self.last_infer_ms = 0.0
 
     # --- public API --------------------------------------------------------------
     def load(self) -> "Backend":
@@ -62,13 +60,11 @@ class Backend(ABC):
         if tuple(batch.shape[2:]) != tuple(expected[2:]) and not self.dynamic_spatial:
             raise ValueError(f"{self.name}: artifact expects spatial size {tuple(expected[2:])}, "
                              f"got {tuple(batch.shape[2:])}")
-        start = time.perf_counter()
         fixed = expected[0]
         if isinstance(fixed, int) and fixed > 0 and batch.shape[0] != fixed:
             out = self._infer_static(batch, fixed)
         else:
             out = self._infer(batch)
-        self.last_infer_ms = (time.perf_counter() - start) * 1e3
         return np.asarray(out, dtype=np.float32)
 
     def _infer_static(self, batch: np.ndarray, fixed: int) -> np.ndarray:
