@@ -273,3 +273,29 @@ def test_bench_runs_on_an_edge_box_without_torch(onnx_s, tmp_path):
     onnx_row, pth_row = json.loads(out.read_text())["rows"]
     assert onnx_row["error"] is None and onnx_row["latency_ms"]["n"] == 3 and onnx_row["params"] is None
     assert "cmunext-edge[torch]" in pth_row["error"]        # ... and says which extra brings it
+
+
+def test_benchmark_scripts_record_repo_relative_commands(tmp_path, monkeypatch):
+    """The scripts pass (and so record) paths relative to the repository root."""
+    import sys
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import common
+    import run_cpu_suite
+    assert common.rel(ROOT / "models" / "x.pth") == "models/x.pth"
+    assert common.rel(ROOT.parent / "shared" / "data") == "../shared/data"
+    assert not common.python().startswith(str(ROOT)) and not common.tool("cmunext-bench")[0].startswith(str(ROOT))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["a"], "val": ["b", "c"]}))
+    args = run_cpu_suite.parse_args(["--split", str(split), "--data", str(ROOT.parent / "shared" / "data"),
+                                     "--out", str(ROOT / "benchmarks" / "results"), "--quick"])
+    monkeypatch.setattr(args, "out", tmp_path)
+    cmd = run_cpu_suite.bench_command(args, ROOT / "models" / "m.safetensors", ["exports/cpu_suite/m_onnx_fp32.onnx"],
+                                      ROOT / "benchmarks" / "results" / "cpu_x", "x")
+    assert {"models/m.safetensors@precision=fp32", "models/m.safetensors@precision=bf16"} <= set(cmd)
+    assert "exports/cpu_suite/m_onnx_fp32.onnx@threads=1" in cmd
+    assert cmd[cmd.index("--json") + 1] == "benchmarks/results/cpu_x.json"
+    assert cmd[cmd.index("--data") + 1] == "../shared/data"
+    assert (tmp_path / "cpu_x_split.txt").read_text() == "b\nc\n"      # the split's 'val' list
+    assert not [a for a in cmd if a.startswith("/") and "cpu_x_split" not in a]
+    sys.modules.pop("common", None)
+    sys.modules.pop("run_cpu_suite", None)
