@@ -42,12 +42,15 @@ def variant_candidate(label: str, keys: set, threads: int):
     return Candidate(label, ("CPU",), "openvino", precision, graph, nncf, runtime=runtime)
 
 
-def profile(artifact: str, x: np.ndarray, threads: int, calls: int = 20) -> str:
-    """Where the time goes: OpenVINO's PERF_COUNT per (op type, kernel), top six, ms per call."""
+def profile(artifact: str, x: np.ndarray, threads: int, precision: str | None, calls: int = 20) -> str:
+    """Where the time goes: OpenVINO's PERF_COUNT per (op type, kernel), top six, ms per call,
+    compiled with the inference precision the timed backend ran (`precision`: fp32, bf16, ...)."""
     import openvino as ov
     core = ov.Core()
-    req = core.compile_model(core.read_model(artifact), "CPU", {
-        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}).create_infer_request()
+    cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}.get(precision or "")
+    cfg.update({"INFERENCE_PRECISION_HINT": hint} if hint else {})
+    req = core.compile_model(core.read_model(artifact), "CPU", cfg).create_infer_request()
     agg = collections.Counter()
     for _ in range(calls):
         req.infer({0: x})
@@ -81,6 +84,7 @@ def main(argv=None) -> None:
             artifacts[label] = str(export_candidate(args.weights, cand, Path(tmp), args.calib, 64,
                                                     args.threads, log=lambda msg: None).artifact)
         backends = {k: open_backend(a, device="cpu") for k, a in artifacts.items()}
+        precisions = {k: be.inference_precision for k, be in backends.items()}
         try:
             rounds = alternating_rounds({k: be.infer for k, be in backends.items()}, [x],
                                         args.rounds, args.iters, warmup=3)
@@ -93,7 +97,7 @@ def main(argv=None) -> None:
             print(f"  {k:28s} {np.median(v):7.2f} ms  (best round {min(v):.2f})")
         if args.profile:
             for k, a in artifacts.items():
-                print(f"{k}: {profile(a, x, args.threads)}")
+                print(f"{k}: {profile(a, x, args.threads, precisions[k])}")
 
 
 if __name__ == "__main__":
