@@ -2,8 +2,13 @@
 
 The experiments of benchmarks/int8_notes.md. A variant is LABEL=KEY+KEY+..., keys:
   fold (BN folding), dense (grouped convs dense), split (grouped convs split per group),
-  tanh (GELU tanh approximation, lossy), int8 (NNCF model_type TRANSFORMER, preset performance),
-  int8default (NNCF defaults), f32 / bf16 (inference precision; default: OpenVINO's choice).
+  int8 (NNCF model_type TRANSFORMER, preset performance), int8default (NNCF defaults),
+  f32 / bf16 (inference precision; default: the artifact's own, f32 for FP32 IRs and
+  OpenVINO's choice for INT8 ones).
+Every variant is built by the toolkit's export (auto selection's `export_candidate`, no
+verification) and timed through its runtime backend with the bench's `alternating_rounds`.
+(The G4 experiment of int8_notes.md, a GELU tanh approximation, changed the model itself and
+is not an export option; it was recorded with an earlier version of this script.)
 
     .venv/bin/python benchmarks/ov_ab.py --weights W --threads 1 \\
         plain-bf16=bf16 fold-bf16=fold+bf16 fold-int8=fold+int8 dense-int8=fold+dense+int8
@@ -13,40 +18,45 @@ from __future__ import annotations
 
 import argparse
 import collections
-import copy
-import time
-import warnings
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
+KEYS = {"fold", "dense", "split", "int8", "int8default", "f32", "bf16"}
 
-def build_variant(model, keys: set, calib, tmp: str):
-    import nncf
-    import onnx
-    import onnxslim
+
+def variant_candidate(label: str, keys: set, threads: int):
+    """The auto-selection Candidate (one row of the same table shape) that builds a variant."""
+    from cmunext_edge.export.auto import Candidate
+    unknown = keys - KEYS
+    if unknown:
+        raise SystemExit(f"{label}: unknown key(s) {sorted(unknown)}; known: {', '.join(sorted(KEYS))}")
+    int8 = keys & {"int8", "int8default"}
+    precision = "int8" if int8 else ("bf16" if "bf16" in keys else "fp32")
+    nncf = ({"model_type": "transformer", "preset": "performance"} if "int8" in keys
+            else {"model_type": None, "preset": "mixed"}) if int8 else None
+    runtime = {"hint": "latency", "threads": threads}
+    runtime.update({"inference_precision": p for p in ("f32", "bf16") if p in keys})
+    graph = {"fold_bn": "fold" in keys, "dense_groups": "dense" in keys, "split_groups": "split" in keys}
+    return Candidate(label, ("CPU",), "openvino", precision, graph, nncf, runtime=runtime)
+
+
+def profile(artifact: str, x: np.ndarray, threads: int, precision: str | None, calls: int = 20) -> str:
+    """Where the time goes: OpenVINO's PERF_COUNT per (op type, kernel), top six, ms per call,
+    compiled with the inference precision the timed backend ran (`precision`: fp32, bf16, ...)."""
     import openvino as ov
-    import torch
-
-    from cmunext_edge.export.onnx_export import prepare_model
-    m = prepare_model(model, {"fold_bn": "fold" in keys, "dense_groups": "dense" in keys,
-                              "split_groups": "split" in keys})
-    if "tanh" in keys:
-        m = copy.deepcopy(m)
-        for mod in m.modules():
-            for name, child in mod.named_children():
-                if isinstance(child, torch.nn.GELU):
-                    setattr(mod, name, torch.nn.GELU(approximate="tanh"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.zeros(1, 3, 256, 256),), tmp + ".raw.onnx", dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"])
-    onnx.save(onnxslim.slim(onnx.load(tmp + ".raw.onnx")), tmp + ".onnx")
-    ir = ov.Core().read_model(tmp + ".onnx")
-    if keys & {"int8", "int8default"}:
-        kw = ({"model_type": nncf.ModelType.TRANSFORMER, "preset": nncf.QuantizationPreset.PERFORMANCE}
-              if "int8" in keys else {})
-        ir = nncf.quantize(ir, nncf.Dataset(list(calib.batches(1))), subset_size=len(calib), **kw)
-    return ir
+    core = ov.Core()
+    cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+    hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}.get(precision or "")
+    cfg.update({"INFERENCE_PRECISION_HINT": hint} if hint else {})
+    req = core.compile_model(core.read_model(artifact), "CPU", cfg).create_infer_request()
+    agg = collections.Counter()
+    for _ in range(calls):
+        req.infer({0: x})
+        for p in req.profiling_info:
+            agg[(p.node_type, p.exec_type)] += p.real_time.total_seconds() * 1e3 / calls
+    return ", ".join(f"{t}/{e} {v:.2f}" for (t, e), v in agg.most_common(6))
 
 
 def main(argv=None) -> None:
@@ -59,45 +69,35 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=15)
     p.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
-    import openvino as ov
-    import tempfile
-
+    from cmunext_edge.bench.timing import alternating_rounds
+    from cmunext_edge.export.auto import export_candidate
     from cmunext_edge.export.calibration import make_calibration_set
+    from cmunext_edge.runtime.registry import open_backend
     from cmunext_edge.weights import load_checkpoint
-    ckpt = load_checkpoint(args.weights)
-    model, calib = ckpt.build(), make_calibration_set(args.calib, ckpt.spec, 64, 0)
-    core, reqs = ov.Core(), {}
+
+    x = make_calibration_set(args.calib, load_checkpoint(args.weights).spec, 64, 0).inputs[:1]
     with tempfile.TemporaryDirectory() as tmp:
-        for i, text in enumerate(args.variants):
+        artifacts = {}
+        for text in args.variants:
             label, _, spec = text.partition("=")
-            keys = set(spec.split("+"))
-            cfg = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": args.profile}
-            for prec in ("f32", "bf16"):
-                if prec in keys:
-                    cfg["INFERENCE_PRECISION_HINT"] = prec
-            ir = build_variant(model, keys, calib, f"{tmp}/v{i}")
-            reqs[label] = core.compile_model(ir, "CPU", cfg).create_infer_request()
-    x = calib.inputs[:1]
-    res = {k: [] for k in reqs}
-    for _ in range(args.rounds):            # alternating: every variant once per round
-        for k, req in reqs.items():
-            for _ in range(3):
-                req.infer({0: x})
-            times = []
-            for _ in range(args.iters):
-                t0 = time.perf_counter()
-                req.infer({0: x})
-                times.append(time.perf_counter() - t0)
-            res[k].append(np.median(times) * 1e3)
-    print(f"threads {args.threads}, {args.rounds} rounds x {args.iters} calls, median of round medians:")
-    for k, v in res.items():
-        print(f"  {k:28s} {np.median(v):7.2f} ms  (best round {min(v):.2f})")
-    if args.profile:
-        for k, req in reqs.items():
-            agg = collections.Counter()
-            for p_ in req.profiling_info:
-                agg[(p_.node_type, p_.exec_type)] += p_.real_time.total_seconds() * 1e3
-            print(f"{k}: " + ", ".join(f"{t}/{e} {v:.2f}" for (t, e), v in agg.most_common(6)))
+            cand = variant_candidate(label, set(spec.split("+")), args.threads)
+            artifacts[label] = str(export_candidate(args.weights, cand, Path(tmp), args.calib, 64,
+                                                    args.threads, log=lambda msg: None).artifact)
+        backends = {k: open_backend(a, device="cpu") for k, a in artifacts.items()}
+        precisions = {k: be.inference_precision for k, be in backends.items()}
+        try:
+            rounds = alternating_rounds({k: be.infer for k, be in backends.items()}, [x],
+                                        args.rounds, args.iters, warmup=3)
+        finally:
+            for be in backends.values():
+                be.close()
+        res = {k: [float(np.median(r)) for r in v] for k, v in rounds.items()}
+        print(f"threads {args.threads}, {args.rounds} rounds x {args.iters} calls, median of round medians:")
+        for k, v in res.items():
+            print(f"  {k:28s} {np.median(v):7.2f} ms  (best round {min(v):.2f})")
+        if args.profile:
+            for k, a in artifacts.items():
+                print(f"{k}: {profile(a, x, args.threads, precisions[k])}")
 
 
 if __name__ == "__main__":

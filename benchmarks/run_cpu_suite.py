@@ -13,8 +13,10 @@ Run it on a quiet machine (nothing else busy: no training, no other benchmarks):
 
     .venv/bin/python benchmarks/run_cpu_suite.py \\
         --weights models/cmunext-s-busi.safetensors \\
-        --data ../shared/data/busi-train --split runs/cmunext-s-busi/split.json
+        --data ../shared/data/busi-train --split models/cmunext-s-busi.split.json
 
+Artifacts go to exports/cpu_suite (--exports). Every command runs from the repository root
+with repo-relative paths, so the commands recorded in *_machine.txt rerun on any checkout.
 --split takes a names file (one per line) or the training run's split.json (its "val" list),
 so that Dice is measured on images the model did not train on. `--quick` is a smoke run
 (few iterations; numbers not for the record). Arguments after `--` go to cmunext-bench.
@@ -25,14 +27,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, rel, run, tool, train_calibration_folder, val_list_file
+
 # (artifact name, cmunext-export target, precision flag); all exported with a dynamic batch
 EXPORTS = (
     ("onnx_fp32", "onnx", "--fp32"),
@@ -53,52 +54,28 @@ QUICK = ["--warmup", "2", "--iters", "10", "--throughput-time", "0.2", "--batch-
          "--streams", "1,2", "--matmul-time", "0.3", "--max-images", "8"]
 
 
-def tool(name: str) -> list[str]:
-    """The console script beside this Python (the venv's), else `python -m` its module."""
-    exe = Path(sys.executable).parent / name
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which(name)
-    return [found] if found else [sys.executable, "-m", f"cmunext_edge.cli.{name.split('-')[1]}"]
-
-
-def run(cmd: list[str], log: list[str], capture: bool = False) -> subprocess.CompletedProcess:
-    log.append(shlex.join(cmd))
-    print("+ " + shlex.join(cmd), flush=True)
-    return subprocess.run(cmd, text=True, stdout=subprocess.PIPE if capture else None)
-
-
 def artifact_from(stdout: str) -> str:
     """The artifact path from `cmunext-export --json` output (libraries may print before it)."""
     start = stdout.rfind('{\n  "artifact"')
     return json.loads(stdout[start if start >= 0 else 0:])["artifact"]
 
 
-def split_file(split: Path | None, out_dir: Path, stamp: str) -> Path | None:
-    """A names file for cmunext-bench --split; a training split.json gives its 'val' list."""
-    if split is None or split.suffix != ".json":
-        return split
-    names = json.loads(split.read_text())["val"]
-    path = out_dir / f"cpu_{stamp}_split.txt"
-    path.write_text("\n".join(names) + "\n")
-    return path
-
-
 def machine_text(log: list[str], load_before, failures: list[str]) -> str:
-    from cmunext_edge.bench_system import cpu_model, versions
+    from cmunext_edge.bench.system import cpu_model
+    from cmunext_edge.toolchain import toolchain_versions
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
     lines = [f"date (UTC): {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
              f"cpu: {cpu_model()}", f"logical cores: {os.cpu_count()}",
              f"usable cores: {len(os.sched_getaffinity(0))}",
              f"load average before: {load_before}", f"load average after: {os.getloadavg()}",
-             "versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), "",
+             "versions: " + ", ".join(f"{k} {v}" for k, v in toolchain_versions().items()), "",
              "commands:"] + [f"  {c}" for c in log]
     if failures:
         lines += ["", "export problems:"] + [f"  {f}" for f in failures]
     return "\n".join(lines + ["", "lscpu:", lscpu])
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", help="checkpoint to export (default: the shipped model)")
     p.add_argument("--data", type=Path, help="official-layout dataset for Dice")
@@ -106,39 +83,31 @@ def main(argv=None) -> int:
     p.add_argument("--calib", help="INT8 calibration images (default: the training images of a --split "
                    "split.json, else the exporter's default, the bundled samples)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    p.add_argument("--exports", type=Path, help="keep the artifacts here (default: a temporary folder)")
+    p.add_argument("--exports", type=Path, default=ROOT / "exports" / "cpu_suite",
+                   help="where the artifacts are written (default: exports/cpu_suite)")
     p.add_argument("--no-keep-unverified", dest="keep_unverified", action="store_false",
                    help="drop artifacts that fail export verification (default: re-export them with "
                         "--no-verify as *_unverified and benchmark them, to show the disagreement)")
     p.add_argument("--reuse", action="store_true",
-                   help="with --exports: benchmark artifacts already there instead of exporting again")
+                   help="benchmark artifacts already in --exports instead of exporting again")
     p.add_argument("--quick", action="store_true", help="smoke run with few iterations (not for the record)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: extra cmunext-bench arguments")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    from cmunext_edge.bench_report import write_json, write_markdown
-    from cmunext_edge.resources import resolve_weights
-    weights = resolve_weights(args.weights).resolve()
-    stamp = dt.date.today().isoformat() + ("_quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    exports = args.exports or Path(tempfile.mkdtemp(prefix="cmunext-suite-"))
-    if not args.calib and args.data and args.split and args.split.suffix == ".json":
-        # calibrate INT8 on the split's training images, never on the images Dice is measured on
-        from run_auto import train_calibration_folder
-        args.calib = str(train_calibration_folder(args.data, args.split, exports / "calib-train"))
-    log, failures, artifacts = [], [], []
-    load_before = os.getloadavg()
 
+def export_all(args, weights: Path, exports: Path, log: list, failures: list) -> list[str]:
+    """Every EXPORTS row through cmunext-export (or reused); artifact paths, repo-relative."""
+    artifacts = []
     for name, target, flag in EXPORTS:
         existing = sorted(exports.glob(f"{weights.stem}_{name}*.onnx")) + sorted(exports.glob(f"{weights.stem}_{name}*.xml"))
         if args.reuse and existing:
-            artifacts.append(str(existing[0]))
-            log.append(f"(reused {existing[0]})")
+            artifacts.append(rel(existing[0]))
+            log.append(f"(reused {rel(existing[0])})")
             continue
-        cmd = tool("cmunext-export") + ["--weights", str(weights), "--target", target, flag, "--dynamic",
-                                        "--out", str(exports), "--name", f"{weights.stem}_{name}", "--json"]
+        cmd = tool("cmunext-export") + ["--weights", rel(weights), "--target", target, flag, "--dynamic",
+                                        "--out", rel(exports), "--name", f"{weights.stem}_{name}", "--json"]
         if flag == "--int8" and args.calib:
-            cmd += ["--calib", args.calib]
+            cmd += ["--calib", rel(args.calib)]
         res = run(cmd, log, capture=True)
         if res.returncode == 2 and args.keep_unverified:
             # failed verification: benchmark it anyway, visibly named, so the table shows how far off it is
@@ -148,34 +117,62 @@ def main(argv=None) -> int:
         if res.returncode != 0:
             failures.append(f"{name}: exit {res.returncode}")
             continue
-        artifacts.append(artifact_from(res.stdout))
+        artifacts.append(rel(ROOT / artifact_from(res.stdout)))
+    return artifacts
 
-    base = args.out / f"cpu_{stamp}"
+
+def bench_command(args, weights: Path, artifacts: list[str], base: Path, stamp: str) -> list[str]:
+    """One cmunext-bench run: PyTorch FP32 and BF16, every artifact, the EXTRA_ROWS settings."""
     extra = [f"{a}@{opts}" for name, opts in EXTRA_ROWS for a in artifacts
              if Path(a).stem == f"{weights.stem}_{name}"]
-    bench = tool("cmunext-bench") + [f"{weights}@precision=fp32", f"{weights}@precision=bf16", *artifacts, *extra,
-                                     *(QUICK if args.quick else FULL),
-                                     "--json", f"{base}.json", "--markdown", f"{base}.md", "--plot", f"{base}.png"]
+    w = rel(weights)
+    cmd = tool("cmunext-bench") + [f"{w}@precision=fp32", f"{w}@precision=bf16", *artifacts, *extra,
+                                   *(QUICK if args.quick else FULL), "--json", rel(f"{base}.json"),
+                                   "--markdown", rel(f"{base}.md"), "--plot", rel(f"{base}.png")]
     if args.data:
-        bench += ["--data", str(args.data)]
-    split = split_file(args.split, args.out, stamp)
+        cmd += ["--data", rel(args.data)]
+    split = val_list_file(args.split, args.out / f"cpu_{stamp}_split.txt")
     if split:
-        bench += ["--split", str(split)]
-    bench += [a for a in args.bench_args if a != "--"]
-    rc = run(bench, log).returncode
+        cmd += ["--split", rel(split)]
+    return cmd + [a for a in args.bench_args if a != "--"]
 
+
+def ort_overhead(args, artifacts: list[str], base: Path, log: list) -> None:
+    """The acceptance check on the ONNX Runtime FP32 artifact, merged into the JSON and Markdown."""
+    from cmunext_edge.bench.report import write_json, write_markdown
     onnx_fp32 = next((a for a in artifacts if a.endswith("_onnx_fp32.onnx")), None)
-    if onnx_fp32 and Path(f"{base}.json").is_file():
-        ort_json = Path(f"{base}_ort_overhead.json")
-        iters = ["--warmup", "5", "--iters", "40"] if args.quick else ["--warmup", "50", "--iters", "500"]
-        if run(tool("cmunext-bench") + [onnx_fp32, "--check-ort-overhead", *iters, "--json", str(ort_json)],
-               log).returncode == 0:
-            report = json.loads(Path(f"{base}.json").read_text())
-            report["ort_overhead"] = json.loads(ort_json.read_text())["checks"][0]
-            write_json(report, f"{base}.json")
-            write_markdown(report, f"{base}.md")
+    if not (onnx_fp32 and Path(f"{base}.json").is_file()):
+        return
+    ort_json = Path(f"{base}_ort_overhead.json")
+    iters = ["--warmup", "5", "--iters", "40"] if args.quick else ["--warmup", "50", "--iters", "500"]
+    if run(tool("cmunext-bench") + [onnx_fp32, "--check-ort-overhead", *iters, "--json", rel(ort_json)],
+           log).returncode == 0:
+        report = json.loads(Path(f"{base}.json").read_text())
+        report["ort_overhead"] = json.loads(ort_json.read_text())["checks"][0]
+        write_json(report, f"{base}.json")
+        write_markdown(report, f"{base}.md")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from cmunext_edge.resources import resolve_weights
+    weights = resolve_weights(args.weights).resolve()
+    stamp = dt.date.today().isoformat() + ("_quick" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    exports = args.exports.resolve()
+    exports.mkdir(parents=True, exist_ok=True)
+    if not args.calib and args.data and args.split and args.split.suffix == ".json":
+        # calibrate INT8 on the split's training images, never on the images Dice is measured on
+        shutil.rmtree(exports / "calib-train", ignore_errors=True)
+        args.calib = str(train_calibration_folder(args.data, args.split, exports / "calib-train"))
+    log, failures = [], []
+    load_before = os.getloadavg()
+    artifacts = export_all(args, weights, exports, log, failures)
+    base = args.out / f"cpu_{stamp}"
+    rc = run(bench_command(args, weights, artifacts, base, stamp), log).returncode
+    ort_overhead(args, artifacts, base, log)
     Path(f"{base}_machine.txt").write_text(machine_text(log, load_before, failures))
-    print(f"results: {base}.json .md .png, {base}_machine.txt; artifacts in {exports}")
+    print(f"results: {base}.json .md .png, {base}_machine.txt; artifacts in {rel(exports)}")
     return rc or (1 if failures else 0)
 
 

@@ -66,6 +66,16 @@ def discover(source: str | Path, split: str | Path | None = None) -> list[Sample
     return samples
 
 
+def seeded_sample(samples: list[Sample], size: int | None, seed: int) -> list[Sample]:
+    """`size` of `samples` drawn with `seed` (all of them when there are no more), sorted by name.
+
+    The one sampler of the toolkit: calibration sets and auto's evaluation images pick the
+    same images for the same seed."""
+    if not size or len(samples) <= size:
+        return list(samples)
+    return sorted(random.Random(seed).sample(list(samples), size), key=lambda s: s.name)
+
+
 def seeded_split(names: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Deterministic train/validation split of names (independent of input order)."""
     if not 0.0 < val_fraction < 1.0:

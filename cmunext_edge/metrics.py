@@ -33,3 +33,9 @@ def mean_scores(pairs) -> dict[str, float]:
         return {"mean_iou": None, "mean_dice": None}
     arr = np.asarray(pairs, dtype=np.float64)
     return {"mean_iou": float(arr[:, 0].mean()), "mean_dice": float(arr[:, 1].mean())}
+
+
+def mean_dice(pred: np.ndarray, target: np.ndarray) -> float:
+    """Official Dice of one image averaged over its classes (C x H x W boolean arrays, or
+    anything `iou_dice` takes per class): mask agreement between two outputs, or against masks."""
+    return float(np.mean([iou_dice(p, t)[1] for p, t in zip(pred, target)]))

@@ -41,7 +41,7 @@ def to_markdown(rep: dict) -> str:
 
 
 def write_plot(rep: dict, path) -> Path:
-    from ..bench_report import new_latency_plot, save_latency_plot
+    from ..bench.report import new_latency_plot, save_latency_plot
     fig, ax = new_latency_plot()
     for i, r in enumerate(rep["candidates"], 1):
         if r["p50_ms"] is None or r["dice"] is None:

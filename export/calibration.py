@@ -8,13 +8,12 @@ target; this module only yields NCHW float32 arrays.
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data import Sample, discover
+from ..data import Sample, discover, seeded_sample
 from ..fileio import sha256_file
 from ..preprocess import ImageReadError, PreprocessSpec, load_image, load_mask, to_bgr_uint8
 from ..resources import SAMPLES_DIR
@@ -58,8 +57,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         raise CalibrationError(f"{source}: no images found (looked for images/ or image files)")
     if size <= 0:
         raise CalibrationError(f"calibration size must be positive, got {size}")
-    if len(samples) > size:
-        samples = sorted(random.Random(seed).sample(samples, size), key=lambda s: s.name)
+    samples = seeded_sample(samples, size, seed)
     digest = hashlib.sha256(f"{spec.to_json()}|seed={seed}".encode())
     inputs, masks = [], []
     for s in samples:

@@ -3,25 +3,11 @@ precision, calibration set hash and verification figures. One manifest per outpu
 updated (atomically) for every export into it."""
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import platform
 from pathlib import Path
 
 from ..fileio import atomic_path, sha256_file
-
-TOOLCHAIN = ("cmunext-edge", "torch", "onnx", "onnxslim", "onnxruntime", "openvino", "nncf",
-             "tensorrt", "numpy", "opencv-python-headless")
-
-
-def toolchain_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for dist in TOOLCHAIN:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+from ..toolchain import toolchain_versions  # noqa: F401 (pipeline imports it from here)
 
 
 def file_entries(files) -> list[dict]:

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._deps import require
 from ..artifact_meta import AGREEMENT_THRESHOLDS
-from ..metrics import iou_dice
+from ..metrics import mean_dice as _mean_dice
 from ..progress import track
 
 
@@ -26,11 +26,6 @@ def reference_logits(model, inputs: np.ndarray, batch_size: int = 8) -> np.ndarr
         for i in range(0, len(inputs), batch_size):
             outs.append(model(torch.from_numpy(inputs[i:i + batch_size])).float().numpy())
     return np.concatenate(outs)
-
-
-def _mean_dice(pred: np.ndarray, target: np.ndarray) -> float:
-    """Official Dice averaged over the classes of one image (CxHxW boolean arrays)."""
-    return float(np.mean([iou_dice(p, t)[1] for p, t in zip(pred, target)]))
 
 
 def compare(logits: np.ndarray, reference: np.ndarray, masks, precision: str) -> dict:

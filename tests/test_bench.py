@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 from cmunext_edge import bench  # noqa: E402
 from cmunext_edge.bench import (BenchConfig, RowSpec, allowed_batches, artifact_bytes,  # noqa: E402
                                 latency_stats, run_bench, time_calls)
-from cmunext_edge.bench_report import format_table, to_markdown, write_plot  # noqa: E402
+from cmunext_edge.bench.report import format_table, to_markdown, write_plot  # noqa: E402
 from cmunext_edge.cli.bench import expand_rows, main, parse_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,42 @@ def test_time_calls_runs_warmup_then_iters():
     calls = []
     ms = time_calls(calls.append, [1, 2, 3], warmup=2, iters=5)
     assert len(ms) == 5 and calls == [1, 2] + [1, 2, 3, 1, 2]
+
+
+def test_alternating_rounds_time_every_function_once_per_round():
+    order = []
+    res = bench.alternating_rounds({"a": lambda x: order.append("a"), "b": lambda x: order.append("b")},
+                                   [0], rounds=2, iters=2, warmup=1)
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert [len(r) for r in res["a"]] == [2, 2] and len(res["b"]) == 2
+
+
+def test_latency_images_default_to_the_bundled_samples(tmp_path):
+    from cmunext_edge.bench.inputs import load_images
+    from cmunext_edge.data import discover
+    from cmunext_edge.resources import SAMPLES_DIR
+    imgs = load_images(None, 2)
+    assert len(imgs) == min(2, len(discover(SAMPLES_DIR))) and imgs[0].dtype == np.uint8
+    with pytest.raises(FileNotFoundError):
+        load_images(tmp_path, 2)                     # an empty folder is an error, not a silent fallback
+
+
+def test_bench_package_has_no_import_circle_and_no_shared_path():
+    import ast
+    pkg = ROOT / "cmunext_edge" / "bench"
+    graph = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 1:
+                deps |= {n.module} if n.module else {a.name for a in n.names}
+        graph[path.stem] = deps - {"__init__"}
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d))) for d in graph.get(start, ()))
+    assert graph["engine"] and not [m for m in graph if m != "__init__" and reaches(m, m)]
+    for path in [*pkg.glob("*.py"), ROOT / "cmunext_edge" / "cli" / "bench.py"]:
+        assert "../shared" not in path.read_text() and '"shared"' not in path.read_text(), path
 
 
 def test_allowed_batches_static_and_dynamic():
@@ -186,10 +222,11 @@ def test_check_ort_overhead_records_both_timings(onnx_s):
 def test_threads_option_sets_torch_threads_for_the_row_only(ckpt):
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
-    with bench.torch_threads(RowSpec(ckpt, options=(("threads", 3),))):
+    with bench.torch_threads(bench.torch_row_threads(RowSpec(ckpt, options=(("threads", 3),)))):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
-    with bench.torch_threads(RowSpec(Path("m.onnx"), options=(("threads", 3),))):
+    assert bench.torch_row_threads(RowSpec(Path("m.onnx"), options=(("threads", 3),))) is None
+    with bench.torch_threads(None):
         assert torch.get_num_threads() == before       # other backends read the option themselves
 
 
@@ -236,3 +273,29 @@ def test_bench_runs_on_an_edge_box_without_torch(onnx_s, tmp_path):
     onnx_row, pth_row = json.loads(out.read_text())["rows"]
     assert onnx_row["error"] is None and onnx_row["latency_ms"]["n"] == 3 and onnx_row["params"] is None
     assert "cmunext-edge[torch]" in pth_row["error"]        # ... and says which extra brings it
+
+
+def test_benchmark_scripts_record_repo_relative_commands(tmp_path, monkeypatch):
+    """The scripts pass (and so record) paths relative to the repository root."""
+    import sys
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import common
+    import run_cpu_suite
+    assert common.rel(ROOT / "models" / "x.pth") == "models/x.pth"
+    assert common.rel(ROOT.parent / "shared" / "data") == "../shared/data"
+    assert not common.python().startswith(str(ROOT)) and not common.tool("cmunext-bench")[0].startswith(str(ROOT))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["a"], "val": ["b", "c"]}))
+    args = run_cpu_suite.parse_args(["--split", str(split), "--data", str(ROOT.parent / "shared" / "data"),
+                                     "--out", str(ROOT / "benchmarks" / "results"), "--quick"])
+    monkeypatch.setattr(args, "out", tmp_path)
+    cmd = run_cpu_suite.bench_command(args, ROOT / "models" / "m.safetensors", ["exports/cpu_suite/m_onnx_fp32.onnx"],
+                                      ROOT / "benchmarks" / "results" / "cpu_x", "x")
+    assert {"models/m.safetensors@precision=fp32", "models/m.safetensors@precision=bf16"} <= set(cmd)
+    assert "exports/cpu_suite/m_onnx_fp32.onnx@threads=1" in cmd
+    assert cmd[cmd.index("--json") + 1] == "benchmarks/results/cpu_x.json"
+    assert cmd[cmd.index("--data") + 1] == "../shared/data"
+    assert (tmp_path / "cpu_x_split.txt").read_text() == "b\nc\n"      # the split's 'val' list
+    assert not [a for a in cmd if a.startswith("/") and "cpu_x_split" not in a]
+    sys.modules.pop("common", None)
+    sys.modules.pop("run_cpu_suite", None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmunext_edge.export.auto import Measured, candidates_for, run_auto, select
+from cmunext_edge.export.auto import AutoOptions, CandidateStatus, Measured, candidates_for, run_auto, select
 from cmunext_edge.export.onnx_export import prepare_model
 from cmunext_edge.segmenter import EdgeSegmenter
 
@@ -43,6 +43,25 @@ def test_select_respects_the_dice_budget():
     assert select([_row("lossy", "int8", 0.01, 1.0)], 0.0) is None
 
 
+def test_status_is_an_enum_that_reads_as_its_value():
+    rows = [_row("a", "fp32", 0.0, 1.0)]
+    select(rows, 0.5)
+    assert rows[0].status is CandidateStatus.KEPT and f"{rows[0].status}" == "kept"
+    assert json.loads(json.dumps({"s": rows[0].status})) == {"s": "kept"}
+
+
+def test_eval_images_are_drawn_by_the_calibration_sampler():
+    from cmunext_edge.export.auto import load_eval_set
+    from cmunext_edge.export.calibration import make_calibration_set
+    from cmunext_edge.preprocess import get_preset
+    spec = get_preset("official")
+    for seed in (0, 1):
+        evals = load_eval_set(SAMPLES, None, spec, limit=3, seed=seed)
+        calib = make_calibration_set(SAMPLES, spec, 3, seed)
+        assert [s.name for s in evals.samples] == [s.name for s in calib.samples]
+    assert np.array_equal(evals.inputs, calib.inputs)
+
+
 def test_select_requires_the_precisions_agreement_floor():
     rows = [_row("fp32", "fp32", 0.0, 20.0), _row("int8-disagrees", "int8", -0.2, 4.0, agreement=0.95),
             _row("int8-agrees", "int8", 0.1, 5.0, agreement=0.98)]
@@ -74,7 +93,8 @@ def test_graph_rewrites_are_exact(weights, graph):
 
 
 def test_zero_budget_rejects_every_lossy_candidate(weights, tmp_path):
-    rep = run_auto(weights, "CPU", 0.0, out=tmp_path, candidates=["ort-fp32", "ov-int8-transformer-dense"], **FAST)
+    rep = run_auto(weights, AutoOptions(max_dice_drop=0.0, out=tmp_path, candidates=["ort-fp32", "ov-int8-transformer-dense"],
+                                        **FAST))
     rows = {r["name"]: r for r in rep["candidates"]}
     for r in rows.values():
         assert r["dice_drop_points"] is not None
@@ -87,7 +107,8 @@ def test_zero_budget_rejects_every_lossy_candidate(weights, tmp_path):
 
 
 def test_chosen_artifact_runs_with_no_extra_options(weights, tmp_path):
-    rep = run_auto(weights, "CPU", 100.0, out=tmp_path, candidates=["ov-bf16", "ov-int8-transformer-dense"], **FAST)
+    rep = run_auto(weights, device="CPU", max_dice_drop=100.0, out=tmp_path,
+                   candidates=["ov-bf16", "ov-int8-transformer-dense"], **FAST)
     assert rep["winner"] in ("ov-bf16", "ov-int8-transformer-dense")
     kept = [r for r in rep["candidates"] if r["status"] == "kept"]
     assert len(kept) == 1 and kept[0]["name"] == rep["winner"]

@@ -40,3 +40,22 @@ def test_known_values_and_mean():
     assert abs(iou - 30 / 70) < 1e-6 and abs(dice - 0.6) < 1e-6
     assert mean_scores([(0.5, 0.6), (1.0, 1.0)]) == {"mean_iou": 0.75, "mean_dice": 0.8}
     assert mean_scores([]) == {"mean_iou": None, "mean_dice": None}
+
+
+def test_mean_dice_averages_the_classes_of_one_image():
+    from cmunext_edge.metrics import mean_dice
+    a = np.zeros((2, 4, 4), bool)
+    b = a.copy()
+    a[0, :2], b[0, :2] = True, True          # class 0 identical
+    a[1, :2], b[1, 2:] = True, True          # class 1 disjoint
+    assert abs(mean_dice(a, b) - (1.0 + iou_dice(a[1], b[1])[1]) / 2) < 1e-12
+    assert mean_dice(a, a) == 1.0
+
+
+def test_toolchain_versions_one_list_for_manifest_and_bench():
+    from cmunext_edge.bench.system import machine_info
+    from cmunext_edge.export.manifest import toolchain_versions as manifest_versions
+    from cmunext_edge.toolchain import toolchain_versions
+    v = toolchain_versions()
+    assert v["python"] and v["numpy"] == np.__version__
+    assert manifest_versions() == v == machine_info(0)["versions"]

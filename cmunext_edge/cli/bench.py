@@ -15,7 +15,7 @@ from pathlib import Path
 EXAMPLE = """examples:
   cmunext-bench models/cmunext-s-busi.safetensors --precision fp32,bf16 \\
       out/s.onnx out/s_int8.onnx out/ov_fp16/model.xml \\
-      --data ../shared/data/busi-train --json bench.json --markdown bench.md --plot bench.png
+      --data data/busi --json bench.json --markdown bench.md --plot bench.png
   cmunext-bench --list-devices
   cmunext-bench out/s.onnx --device NPU --strict-device      # fails unless an NPU is present
   cmunext-bench out/s.onnx --check-ort-overhead               # bench timing vs. bare onnxruntime"""
@@ -128,7 +128,7 @@ def _ort_overhead(args) -> int:
               f"{r['plain_ort_ms']['p50']:.3f} ms, ratio {r['ratio_p50']:.3f} "
               f"({'within' if r['within_tolerance'] else 'OUTSIDE'} ±{r['tolerance']:.0%})")
     if args.json:
-        from ..bench_report import write_json
+        from ..bench.report import write_json
         write_json({"schema": "cmunext-bench/ort-overhead/1", "checks": results}, args.json)
     return 0
 
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         if args.check_ort_overhead:
             return _ort_overhead(args)
         from ..bench import BenchConfig, run_bench
-        from ..bench_report import format_table, write_json, write_markdown, write_plot
+        from ..bench.report import format_table, write_json, write_markdown, write_plot
         options = {}
         for text in args.option:
             options.update(parse_options(text))

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
 def _auto(args) -> int:
     from ..export.auto import run_auto
     try:
-        rep = run_auto(args.weights, (args.device or "CPU").upper(), args.max_dice_drop,
+        rep = run_auto(args.weights, device=(args.device or "CPU").upper(), max_dice_drop=args.max_dice_drop,
                        out=args.out if args.out != "exports" else "exports/auto", data=args.verify_data,
                        split=args.split, eval_size=args.verify_size, calib=args.calib, calib_size=args.calib_size,
                        candidates=args.candidates.split(",") if args.candidates else None, threads=args.threads,

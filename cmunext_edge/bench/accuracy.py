@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import discover
-from .metrics import iou_dice, iou_dice_from_logits
-from .preprocess import load_image, load_mask, to_bgr_uint8
-from .runtime.registry import open_backend
+from ..data import discover
+from ..metrics import iou_dice_from_logits, mean_dice
+from ..preprocess import load_image, load_mask, to_bgr_uint8
+from ..runtime.registry import open_backend
 
 
 class Evaluator:
@@ -67,7 +67,7 @@ class Evaluator:
                     scores.append(iou_dice_from_logits(lg[0], m))
                 if ref is not None:
                     r = np.asarray(ref[k])
-                    agree.append(np.mean([iou_dice(a > 0, b > 0)[1] for a, b in zip(lg, r)]))
+                    agree.append(mean_dice(lg > 0, r > 0))
                     delta = max(delta, float(np.max(np.abs(lg - r))))
                 k += 1
         if scores:

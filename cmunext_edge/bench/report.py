@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._deps import require
-from .fileio import atomic_path
+from .._deps import require
+from ..fileio import atomic_path
+
 
 def _f(value, fmt: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, fmt)

@@ -8,7 +8,7 @@ Per row, in this order (one backend instance unless said otherwise):
 3. the pipeline split per image: preprocessing (`PreprocessSpec.preprocess` of a decoded
    BGR image; decoding excluded), inference (the p50 above), postprocessing (sigmoid,
    resize to the original size, threshold);
-4. peak memory (`bench_system.snapshot`), read before any extra stream instance is opened;
+4. peak memory (`system.snapshot`), read before any extra stream instance is opened;
 5. throughput: every allowed batch size x parallel streams (one independent backend per
    stream thread), `throughput_time_s` each; the best images/s and its setting are kept;
 6. accuracy: with `data`, official Dice/IoU against the ground truth; always, when the
@@ -19,35 +19,28 @@ Complexity (parameters, conv MACs) comes from the source checkpoint or the artif
 `variant` metadata. The machine's fp32 matmul GFLOP/s gives each row a compute floor:
 `floor_fraction = 2 * MACs / p50 latency / matmul FLOP/s`.
 
-Modules: this engine; `bench_timing` (timing loops, the ONNX Runtime overhead check),
-`bench_accuracy` (Dice, agreement), `bench_system` (memory, machine, matmul), `bench_report`
-(table, Markdown, JSON, plot).
+Modules of this package: `engine` (this one), `inputs` (latency images, artifact size),
+`timing` (timing loops), `overhead` (the ONNX Runtime overhead check), `accuracy` (Dice,
+agreement), `system` (memory, machine, matmul), `report` (table, Markdown, JSON, plot).
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import bench_system
-from ._deps import available
-from .bench_accuracy import Evaluator
-from .bench_system import machine_info
-from .bench_timing import (allowed_batches, check_ort_overhead, latency_stats,  # noqa: F401 (API)
-                           measure_throughput, median_ms, time_calls)
-from .data import discover
-from .preprocess import load_image, to_bgr_uint8
-from .progress import Progress
-from .resources import SAMPLES_DIR
-from .runtime.base import DeviceUnavailableError
-from .runtime.registry import entry_for, open_backend
+from .._deps import available
+from ..progress import Progress
+from ..runtime.base import DeviceUnavailableError
+from ..runtime.registry import entry_for, open_backend
+from . import system
+from .accuracy import Evaluator
+from .inputs import artifact_bytes, load_images
+from .timing import allowed_batches, latency_stats, measure_throughput, median_ms, time_calls, torch_threads
 
 CHECKPOINT_SUFFIXES = entry_for("pytorch").suffixes   # not from .weights: that imports torch
-
-FALLBACK_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi-train"
 
 
 @dataclass(frozen=True)
@@ -132,30 +125,10 @@ class BenchReport:
     machine: dict
     config: dict
     rows: list[RowResult]
-    extra: dict = field(default_factory=dict)   # e.g. ort_overhead
 
     def to_dict(self) -> dict:
         return {"schema": "cmunext-bench/1", "machine": self.machine, "config": self.config,
-                "rows": [r.to_dict() for r in self.rows], **self.extra}
-
-
-# --- inputs ------------------------------------------------------------------------------
-def load_images(folder: Path | None, limit: int) -> list[np.ndarray]:
-    """Decoded BGR uint8 images (the first `limit` by name) for latency input."""
-    folder = folder or (SAMPLES_DIR if (SAMPLES_DIR / "images").is_dir() else FALLBACK_IMAGES)
-    samples = discover(folder)[:limit]
-    if not samples:
-        raise FileNotFoundError(f"{folder}: no images for latency input")
-    return [to_bgr_uint8(load_image(s.image)) for s in samples]
-
-
-def artifact_bytes(path: Path) -> int:
-    """Size on disk of an artifact with its companions (OpenVINO .bin, ONNX external data, sidecars)."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    companions = {path, path.with_suffix(".bin") if path.suffix == ".xml" else path,
-                  path.with_name(path.name + ".data"), path.with_suffix(".data")}
-    return sum(p.stat().st_size for p in companions if p.is_file())
+                "rows": [r.to_dict() for r in self.rows]}
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -177,7 +150,7 @@ def _source_info(backend, spec: RowSpec) -> tuple[str | None, str | None]:
 def _complexity(backend, variant: str | None):
     if not variant or not available("torch"):     # counting builds the model in PyTorch
         return None
-    from .complexity import variant_complexity
+    from ..complexity import variant_complexity
     _, channels, h, w = backend.input_shape
     if not (isinstance(h, int) and isinstance(w, int)):    # dynamic spatial size: the contract's
         h, w = backend.spec.size
@@ -185,29 +158,67 @@ def _complexity(backend, variant: str | None):
     return variant_complexity(variant, (h, w), channels, int(backend.num_classes))
 
 
-@contextlib.contextmanager
-def torch_threads(spec: RowSpec):
+def torch_row_threads(spec: RowSpec) -> int | None:
     """PyTorch's thread count is process-wide: a `threads` option on a PyTorch row sets it for
-    that row only (other backends read `threads` themselves, per session)."""
-    n = spec.opts.get("threads")
+    that row only (other backends read `threads` themselves, per session): None for them."""
     is_torch = (spec.backend or "") in ("pytorch", "torch") or (spec.backend is None and spec.is_checkpoint)
-    if not (n and is_torch):
-        yield
-        return
-    from ._deps import require
-    torch = require("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return spec.opts.get("threads") if is_torch else None
 
 
 def bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, refs: dict,
               bar: Progress) -> RowResult:
-    with torch_threads(spec):
+    with torch_threads(torch_row_threads(spec)):
         return _bench_row(spec, config, bgrs, evaluator, refs, bar)
+
+
+def _open_row(spec: RowSpec, config: BenchConfig, row: RowResult, opened: list):
+    """Open the row's backend (timed, added to `opened`) and fill in what it says about itself."""
+    t0 = time.perf_counter()
+    backend = open_backend(spec.artifact, device=spec.device, backend=spec.backend,
+                           strict_device=config.strict_device, **spec.opts)
+    opened.append(backend)
+    row.load_s = time.perf_counter() - t0
+    d = backend.describe()
+    row.label, row.backend, row.device = row_label(spec, backend), d["backend"], d["device"]
+    row.precision, row.fallback, row.input_shape = d["precision"], d.get("fallback"), d["input_shape"]
+    row.artifact_mb = artifact_bytes(spec.artifact) / 1e6
+    row.source_sha256, row.variant = _source_info(backend, spec)
+    cx = _complexity(backend, row.variant)
+    if cx is not None:
+        row.params, row.macs = cx.params, cx.macs
+    return backend
+
+
+def _latency(row: RowResult, backend, bgrs, config: BenchConfig, rss0) -> list:
+    """Batch-1 latency, peak memory, and the pre/postprocessing split; returns the inputs."""
+    xs = [backend.spec.preprocess(b)[None] for b in bgrs]
+    ms = time_calls(backend.infer, xs, config.warmup, config.iters, config.min_time_s)
+    row.latency_ms = latency_stats(ms)
+    row.fps_batch1 = 1e3 / row.latency_ms["mean"]
+    row.memory = system.snapshot(rss0)
+    row.preprocess_ms = median_ms(backend.spec.preprocess, bgrs)
+    logits = [backend.infer(x)[0] for x in xs[:4]]
+    row.postprocess_ms = median_ms(lambda i: backend.spec.postprocess(logits[i], bgrs[i].shape[:2]),
+                                   range(len(logits)))
+    return xs
+
+
+def _throughput(row: RowResult, spec: RowSpec, config: BenchConfig, opened: list, xs) -> None:
+    """Every (batch size, streams) cell, one backend instance per stream; extras closed after."""
+    backend = opened[0]
+    for streams in sorted(set(config.streams)):
+        while len(opened) < streams:
+            opened.append(open_backend(spec.artifact, device=spec.device, backend=spec.backend,
+                                       strict_device=config.strict_device, **spec.opts))
+        for bs in allowed_batches(backend, config.batch_sizes):
+            batch = np.concatenate([xs[i % len(xs)] for i in range(bs)])
+            ips = measure_throughput(opened[:streams], batch, config.throughput_time_s)
+            row.throughput.append({"batch": bs, "streams": streams, "images_per_s": ips})
+    for extra in opened[1:]:
+        extra.close()
+    del opened[1:]
+    if row.throughput:
+        row.best_throughput = max(row.throughput, key=lambda c: c["images_per_s"])
 
 
 def _bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, refs: dict,
@@ -216,50 +227,15 @@ def _bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, r
                     requested_device=spec.device)
     opened = []
     try:
-        bench_system.reset_peak()
-        rss0 = bench_system.rss_kb()
-        t0 = time.perf_counter()
-        backend = open_backend(spec.artifact, device=spec.device, backend=spec.backend,
-                               strict_device=config.strict_device, **spec.opts)
-        opened.append(backend)
-        row.load_s = time.perf_counter() - t0
-        d = backend.describe()
-        row.label, row.backend, row.device = row_label(spec, backend), d["backend"], d["device"]
-        row.precision, row.fallback, row.input_shape = d["precision"], d.get("fallback"), d["input_shape"]
-        row.artifact_mb = artifact_bytes(spec.artifact) / 1e6
-        row.source_sha256, row.variant = _source_info(backend, spec)
-        cx = _complexity(backend, row.variant)
-        if cx is not None:
-            row.params, row.macs = cx.params, cx.macs
+        system.reset_peak()
+        rss0 = system.rss_kb()
+        backend = _open_row(spec, config, row, opened)
         bar.update(postfix=f"{row.label}: latency")
-
-        xs = [backend.spec.preprocess(b)[None] for b in bgrs]
-        ms = time_calls(backend.infer, xs, config.warmup, config.iters, config.min_time_s)
-        row.latency_ms = latency_stats(ms)
-        row.fps_batch1 = 1e3 / row.latency_ms["mean"]
-        row.memory = bench_system.snapshot(rss0)
-        row.preprocess_ms = median_ms(backend.spec.preprocess, bgrs)
-        logits = [backend.infer(x)[0] for x in xs[:4]]
-        row.postprocess_ms = median_ms(lambda i: backend.spec.postprocess(logits[i], bgrs[i].shape[:2]),
-                                       range(len(logits)))
+        xs = _latency(row, backend, bgrs, config, rss0)
         bar.update(postfix=f"{row.label}: throughput")
-
         if config.throughput_time_s > 0:
-            for streams in sorted(set(config.streams)):
-                while len(opened) < streams:
-                    opened.append(open_backend(spec.artifact, device=spec.device, backend=spec.backend,
-                                               strict_device=config.strict_device, **spec.opts))
-                for bs in allowed_batches(backend, config.batch_sizes):
-                    batch = np.concatenate([xs[i % len(xs)] for i in range(bs)])
-                    ips = measure_throughput(opened[:streams], batch, config.throughput_time_s)
-                    row.throughput.append({"batch": bs, "streams": streams, "images_per_s": ips})
-            for extra in opened[1:]:
-                extra.close()
-            del opened[1:]
-            if row.throughput:
-                row.best_throughput = max(row.throughput, key=lambda c: c["images_per_s"])
+            _throughput(row, spec, config, opened, xs)
         bar.update(postfix=f"{row.label}: accuracy")
-
         ref = refs.get(row.source_sha256)
         if ref is None and (row.source_sha256 is None or config.reference):
             ref = refs.get(None)    # no source recorded (or --reference given): the unambiguous one
@@ -277,7 +253,7 @@ def _bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, r
 
 def _reference_map(config: BenchConfig) -> dict:
     """source sha256 -> checkpoint path, from --reference and the checkpoints being benchmarked."""
-    from .fileio import sha256_file
+    from ..fileio import sha256_file
     if not available("torch"):       # an edge box with only its runtime: no PyTorch reference
         return {}
     paths = [config.reference] if config.reference else []
@@ -316,7 +292,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
     steps = 4 * len(config.rows) + 1
     with Progress(steps, "cmunext-bench", enabled=config.progress) as bar:
         bar.update(0, postfix="measuring matmul GFLOP/s")
-        machine = machine_info(config.matmul_seconds)
+        machine = system.machine_info(config.matmul_seconds)
         bar.update(postfix="preparing images")
         bgrs = load_images(config.images, config.max_latency_images)
         evaluator, refs = Evaluator(config, bgrs), _reference_map(config)

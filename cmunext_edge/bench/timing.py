@@ -1,16 +1,13 @@
-"""Timing primitives of `cmunext-bench`, and the check that they add nothing measurable.
+"""Timing primitives of `cmunext-bench`, shared by auto selection and the benchmark scripts.
 
 All latencies are wall-clock `time.perf_counter()` around one call, in milliseconds.
-`check_ort_overhead` is the acceptance check for the engine: the batch-1 p50 measured the
-way the bench measures it (`time_calls` around `Backend.infer`, which validates and
-converts the input) against a bare `onnxruntime.InferenceSession.run` loop.
+`overhead.check_ort_overhead` shows that these loops add nothing measurable.
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +31,35 @@ def time_calls(fn, inputs: list, warmup: int, iters: int, min_time_s: float = 0.
         out.append((time.perf_counter() - t0) * 1e3)
         i += 1
     return out
+
+
+def alternating_rounds(fns: dict, inputs: list, rounds: int, iters: int, warmup: int = 3) -> dict:
+    """{name: [round 1 ms list, round 2 ...]}: every `fns[name](x)` timed once per round, in turn.
+
+    Alternating the configurations round by round lets background load disturb all of them
+    alike (a fair A/B on a shared machine); each round starts with `warmup` untimed calls."""
+    out = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            out[name].append(time_calls(fn, inputs, warmup, iters))
+    return out
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """PyTorch's intra-op thread count set to `n` inside the block and restored after it
+    (process-wide state); `n` None or 0 leaves it alone and does not import torch."""
+    if not n:
+        yield
+        return
+    from .._deps import require
+    torch = require("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def allowed_batches(backend, requested) -> list[int]:
@@ -87,43 +113,3 @@ def median_ms(fn, items) -> float:
         fn(it)
         ms.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(ms))
-
-
-def check_ort_overhead(path, iters: int = 200, warmup: int = 20, rounds: int = 5, images: Path | None = None,
-                       backend=None, tolerance: float = 0.15) -> dict:
-    """Batch-1 p50 of the bench's timing (`time_calls` around `Backend.infer`) against a plain
-    `onnxruntime.InferenceSession.run` loop on the same input, in this process.
-
-    The two are measured in alternating blocks (`rounds` each) so that background load
-    disturbs both alike. `within_tolerance` is |bench / plain - 1| <= `tolerance`.
-    """
-    from ._deps import require
-    from .bench import load_images
-    from .runtime.registry import open_backend
-    ort = require("onnxruntime")
-    own = backend is None
-    backend = backend or open_backend(path, device="cpu")
-    try:
-        bgrs = load_images(images, 4)
-        xs = [backend.spec.preprocess(b)[None] for b in bgrs]
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        inp = session.get_inputs()[0]
-        fixed = inp.shape[0] if isinstance(inp.shape[0], int) else 1
-        feeds = [{inp.name: np.ascontiguousarray(np.repeat(x, fixed, axis=0))} for x in xs]
-        per = max(1, iters // rounds)
-        bench_ms, plain_ms = [], []
-        time_calls(backend.infer, xs, warmup, 0)
-        time_calls(lambda f: session.run(None, f), feeds, warmup, 0)
-        for _ in range(rounds):
-            bench_ms += time_calls(backend.infer, xs, 0, per)
-            plain_ms += time_calls(lambda f: session.run(None, f), feeds, 0, per)
-        b, p = latency_stats(bench_ms), latency_stats(plain_ms)
-        ratio = b["p50"] / p["p50"]
-        return {"artifact": str(path), "bench_backend": backend.describe(), "bench_ms": b, "plain_ort_ms": p,
-                "plain_ort": f"onnxruntime {ort.__version__} InferenceSession(CPUExecutionProvider), "
-                             f"default session options",
-                "ratio_p50": ratio, "tolerance": tolerance, "within_tolerance": abs(ratio - 1) <= tolerance,
-                "load_average": list(os.getloadavg())}
-    finally:
-        if own:
-            backend.close()

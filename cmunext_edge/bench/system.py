@@ -1,5 +1,7 @@
 """What `cmunext-bench` measures about the machine itself: memory, CPU, versions, matmul FLOP/s.
 
+Versions are `toolchain.toolchain_versions()`, the same list export manifests record.
+
 Memory. Figures are resident set size (RSS: pages of this process held in RAM) read from
 `/proc/self/status`. Before each row the kernel's peak counter (VmHWM) is reset by writing
 "5" to `/proc/self/clear_refs` (Linux >= 4.0), so a row's `peak_rss_mb` is the highest RSS
@@ -17,7 +19,8 @@ import resource
 import subprocess
 import sys
 import time
-from importlib import metadata
+
+from ..toolchain import toolchain_versions
 
 _STATUS = "/proc/self/status"
 
@@ -84,17 +87,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for dist in ("cmunext-edge", "numpy", "opencv-python-headless", "torch", "onnxruntime",
-                 "openvino", "nncf", "tensorrt"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def matmul_gflops(seconds: float = 1.0, n: int = 1024) -> tuple[float, str]:
     """fp32 GFLOP/s of an n x n matmul repeated for ~`seconds` (torch if present, else numpy)."""
     try:
@@ -121,7 +113,7 @@ def matmul_gflops(seconds: float = 1.0, n: int = 1024) -> tuple[float, str]:
 def machine_info(matmul_seconds: float = 1.0) -> dict:
     info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "platform": platform.platform(), "versions": versions(),
+            "platform": platform.platform(), "versions": toolchain_versions(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "argv": sys.argv[1:]}
     torch = sys.modules.get("torch")   # PyTorch rows run with this many threads unless threads=N

@@ -1,0 +1,81 @@
+"""The candidates of `cmunext-export --target auto`, as data: one row per backend x precision x
+quantization options x exact graph rewrites x runtime settings, and the devices it is tried on.
+Adding a candidate is adding a row here; `auto.run_auto` exports, measures and selects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEVICES = ("CPU", "GPU", "NPU")
+FAST = ("transformer", "performance")        # NNCF model_type / preset measured fastest on CPU
+DENSE = {"fold_bn": True, "dense_groups": True}   # exact rewrites: best for CMUNeXt-S (8-16 channels)
+SPLIT = {"fold_bn": True, "split_groups": True}   # exact rewrites: best for CMUNeXt base (wide groups)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    devices: tuple[str, ...]
+    target: str                                   # an export target of targets.TARGETS
+    precision: str
+    graph: dict = field(default_factory=dict)     # onnx_export.GRAPH_OPTIONS
+    nncf: dict | None = None                      # openvino_export.NNCF_DEFAULTS overrides
+    ort_quant: dict | None = None                 # ort_quant.ORT_DEFAULTS overrides
+    runtime: dict = field(default_factory=dict)   # stored in the artifact, applied by its backend
+    note: str = ""
+
+
+def _nncf(model_type=None, preset="mixed", **kw) -> dict:
+    return {"model_type": model_type, "preset": preset, **kw}
+
+
+OV_LAT = {"hint": "latency"}
+ORT_MEM = {"max_images": 8}    # ORT percentile calibration holds every activation in memory
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("ort-fp32", ("CPU",), "onnx", "fp32", note="ONNX Runtime FP32"),
+    Candidate("ort-fp32-fold", ("CPU",), "onnx", "fp32", {"fold_bn": True}, note="+ BN folding"),
+    Candidate("ov-fp32", ("CPU", "GPU"), "openvino", "fp32", runtime={**OV_LAT, "inference_precision": "f32"}),
+    Candidate("ov-bf16", ("CPU",), "openvino", "bf16", runtime={**OV_LAT, "inference_precision": "bf16"}),
+    Candidate("ov-bf16-fold", ("CPU",), "openvino", "bf16", {"fold_bn": True},
+              runtime={**OV_LAT, "inference_precision": "bf16"}, note="+ BN folding"),
+    Candidate("ov-fp16", ("GPU", "NPU"), "openvino", "fp16", runtime=OV_LAT),
+    Candidate("ov-int8-nncf-default", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(),
+              runtime=OV_LAT, note="NNCF defaults (model_type None, preset mixed)"),
+    Candidate("ov-int8-transformer", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(*FAST),
+              runtime=OV_LAT, note="NNCF model_type TRANSFORMER, preset performance"),
+    Candidate("ov-int8-transformer-dense", ("CPU", "GPU", "NPU"), "openvino", "int8", DENSE,
+              nncf=_nncf(*FAST), runtime=OV_LAT, note="+ BN folding, dense grouped convs (INT8 brgconv)"),
+    Candidate("ov-int8-transformer-split", ("CPU", "GPU", "NPU"), "openvino", "int8", SPLIT,
+              nncf=_nncf(*FAST), runtime=OV_LAT, note="+ BN folding, grouped convs split per group"),
+    Candidate("ov-int8-transformer-dense-biascorr", ("CPU",), "openvino", "int8", DENSE,
+              nncf=_nncf(*FAST, fast_bias_correction=False), runtime=OV_LAT,
+              note="+ full bias correction instead of fast"),
+    Candidate("ov-int8-transformer-dense-f32", ("CPU",), "openvino", "int8", DENSE, nncf=_nncf(*FAST),
+              runtime={**OV_LAT, "inference_precision": "f32"}, note="float parts in f32, not bf16"),
+    Candidate("ov-int8-transformer-dense-headfloat", ("CPU",), "openvino", "int8", DENSE,
+              nncf=_nncf(*FAST, ignored_names=[".*stem/conv/conv.0/.*", ".*Conv_1x1.*"]), runtime=OV_LAT,
+              note="first and last convolution kept in float"),
+    Candidate("ov-int8-accuracy-control", ("CPU",), "openvino", "int8", DENSE,
+              nncf=_nncf(*FAST, max_drop="budget"), runtime=OV_LAT,
+              note="nncf.quantize_with_accuracy_control, Dice on the calibration masks"),
+    Candidate("ort-int8-qdq", ("CPU",), "onnxruntime", "int8", ort_quant=ORT_MEM,
+              note="QDQ, per-channel, percentile"),
+    Candidate("ort-int8-qoperator-conv", ("CPU",), "onnxruntime", "int8", DENSE,
+              ort_quant={**ORT_MEM, "format": "qoperator", "op_types": ["Conv"]}, note="QOperator, Conv only"),
+    Candidate("ort-int8-qdq-reduce-range", ("CPU",), "onnxruntime", "int8", DENSE,
+              ort_quant={**ORT_MEM, "reduce_range": True}, note="QDQ, 7-bit weights"),
+)
+QUICK = ("ort-fp32", "ov-bf16", "ov-int8-transformer-dense")    # tests and smoke runs
+
+
+def candidates_for(device: str = "CPU", names=None) -> list[Candidate]:
+    device = device.upper()
+    if device not in DEVICES:
+        raise ValueError(f"--device {device!r}: auto selection knows {', '.join(DEVICES)}")
+    chosen = [c for c in CANDIDATES if device in c.devices]
+    if names:
+        unknown = set(names) - {c.name for c in CANDIDATES}
+        if unknown:
+            raise ValueError(f"unknown candidate(s) {sorted(unknown)}; known: {', '.join(c.name for c in CANDIDATES)}")
+        chosen = [c for c in CANDIDATES if c.name in names]
+    return chosen
