@@ -40,7 +40,7 @@ from .accuracy import Evaluator
 from .inputs import artifact_bytes, load_images
 from .timing import allowed_batches, latency_stats, measure_throughput, median_ms, time_calls, torch_threads
 
-CHECKPOINT_SUFFIXES = entry_for("pytorch").suffixes   # not from .weights: that imports torch
+CHECKPOINT_SUFFIXES = entry_for("pytorch").suffixes   # the registry row of PyTorch checkpoints
 
 
 @dataclass(frozen=True)
