@@ -1,7 +1,9 @@
-"""The export pipeline (installed as cmunext_edge.export): `export(weights, target, precision, ...)`.
+"""The export pipeline (installed as cmunext_edge.export):
+`export(weights, ExportOptions(target=..., precision=..., ...))` or `export(weights, target=..., ...)`.
 
 One module per target (onnx_export, openvino_export, ort_quant, tensorrt_export), driven by
-the one table in targets.py; calibration.py, verify.py and manifest.py are shared by all.
+the one table in targets.py; options.py holds the request, calibration.py, verify.py and
+manifest.py are shared by all.
 """
 
 
@@ -9,4 +11,7 @@ def __getattr__(name):          # keep `import cmunext_edge.export` light; load 
     if name in ("export", "ExportResult"):
         from . import pipeline
         return getattr(pipeline, name)
+    if name == "ExportOptions":
+        from .options import ExportOptions
+        return ExportOptions
     raise AttributeError(name)

@@ -96,7 +96,8 @@ def export_candidate(weights, cand: Candidate, out: Path, calib=None, calib_size
     # verify=False: auto measures every candidate itself, on the evaluation images, against the
     # Dice budget (the export's fixed INT8 agreement floor would decide before the budget does)
     int8 = cand.precision == "int8"
-    return export(weights, cand.target, cand.precision, out=Path(out) / cand.name, calib=calib if int8 else None,
+    return export(weights, target=cand.target, precision=cand.precision, out=Path(out) / cand.name,
+                  calib=calib if int8 else None,
                   calib_size=calib_size, graph=cand.graph or None, nncf=nncf, ort_quant=cand.ort_quant,
                   runtime=runtime, name=cand.name, verify=False, log=log)
 

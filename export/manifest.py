@@ -28,11 +28,3 @@ def write_manifest(out_dir: Path, artifact: str, entry: dict) -> Path:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
-
-def remove_entry(out_dir: Path, artifact: str) -> None:
-    path = Path(out_dir) / "manifest.json"
-    if path.is_file():
-        data = json.loads(path.read_text())
-        if data.get("artifacts", {}).pop(artifact, None) is not None:
-            with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 from .._deps import require
+from ..precision import Precision
 
 INPUT, OUTPUT = "input", "logits"
 # Exact graph rewrites applied to the PyTorch model before tracing (name -> what it does);
@@ -140,7 +141,7 @@ def embed(path: Path, metadata: dict) -> None:
 def build(ctx) -> list[Path]:
     onnx = require("onnx")
     path = ctx.workdir / (ctx.stem + ".onnx")
-    model = onnx.load(str(export_onnx(ctx, ctx.scratch("model.onnx"), half=ctx.precision == "fp16")))
+    model = onnx.load(str(export_onnx(ctx, ctx.scratch("model.onnx"), half=ctx.precision == Precision.FP16)))
     set_metadata(model, ctx.metadata)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -2,7 +2,7 @@
 INT8 by NNCF post-training quantization on the calibration set; metadata in rt_info.
 
 The IR is converted from the simplified FP32 ONNX (the same graph every target starts from).
-NNCF options can be overridden through `options["nncf"]`; the defaults are the fastest and
+NNCF options can be overridden through `ExportOptions.nncf`; the defaults are the fastest and
 most accurate measured for CMUNeXt on OpenVINO CPU (model_type TRANSFORMER: 9.9 ms vs 15.1 ms
 with NNCF's defaults; see benchmarks/int8_notes.md for the options explored).
 """
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .._deps import require
+from ..precision import Precision
 from .onnx_export import export_onnx
 
 NNCF_DEFAULTS = {"model_type": "transformer", "preset": "performance", "fast_bias_correction": True,
@@ -80,11 +81,11 @@ def quantize_int8(model, calib, **overrides):
 def build(ctx) -> list[Path]:
     ov = require("openvino")
     model = ov.convert_model(str(export_onnx(ctx, ctx.scratch("model.onnx"))))
-    if ctx.precision == "int8":
-        model = quantize_int8(model, ctx.calib, **((ctx.options or {}).get("nncf") or {}))
+    if ctx.precision == Precision.INT8:
+        model = quantize_int8(model, ctx.calib, **(ctx.options.nncf or {}))
     set_rt_metadata(model, ctx.metadata)
     xml = ctx.workdir / (ctx.stem + ".xml")
-    ov.save_model(model, str(xml), compress_to_fp16=ctx.precision == "fp16")
+    ov.save_model(model, str(xml), compress_to_fp16=ctx.precision == Precision.FP16)
     return [xml.with_suffix(".bin"), xml]      # .bin first: the .xml is what gets loaded
 
 

@@ -14,7 +14,7 @@ from .._deps import require
 from .onnx_export import export_onnx, set_metadata
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-# ONNX Runtime quantization knobs `cmunext-export --target auto` explores (options["ort_quant"]):
+# ONNX Runtime quantization knobs `cmunext-export --target auto` explores (ExportOptions.ort_quant):
 # QDQ or QOperator format, per-channel weights, reduce_range (7-bit weights, for CPUs without
 # VNNI), the op types to quantize (None: all ONNX Runtime can).
 # max_images caps the calibration images: percentile/entropy calibration keeps every intermediate
@@ -65,16 +65,12 @@ def build(ctx) -> list[Path]:
     onnx = require("onnx")
     path = ctx.workdir / (ctx.stem + ".onnx")
     fp32 = export_onnx(ctx, ctx.scratch("model.onnx"))
-    method = (ctx.options or {}).get("calibrate_method") or "percentile"
-    quantize_qdq(fp32, ctx.scratch("qdq.onnx"), ctx.calib, calibrate_method=method, scratch=ctx.scratch(""),
-                 **((ctx.options or {}).get("ort_quant") or {}))
+    quantize_qdq(fp32, ctx.scratch("qdq.onnx"), ctx.calib,
+                 calibrate_method=ctx.options.calibrate_method or "percentile", scratch=ctx.scratch(""),
+                 **(ctx.options.ort_quant or {}))
     model = onnx.load(str(ctx.scratch("qdq.onnx")))
     set_metadata(model, ctx.metadata)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return [path]
 
-
-def embed(path: Path, metadata: dict) -> None:
-    from .onnx_export import embed as embed_onnx
-    embed_onnx(path, metadata)

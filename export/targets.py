@@ -1,56 +1,102 @@
-"""The one table of export targets: it drives argument checks, aliases and the --help text."""
+"""The one table of export targets: it drives dispatch, argument checks, defaults, aliases,
+dependency checks and the --help text. Adding a target = one row here + one builder module
+(with `build(ctx) -> [files, entry last]` and `embed(entry, metadata)`)."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-# option name -> what it is for (the help text of the table)
+from .._deps import EXTRAS
+from ..precision import Precision
+from ..runtime.tensorrt_backend import INSTALL_HINT as TENSORRT_HINT
+
+if TYPE_CHECKING:
+    from .options import ExportOptions
+
+FP32, FP16, BF16, INT8 = Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8
+# target-specific ExportOptions fields -> what they are for (the help text of the table)
 OPTIONS = {"calib": "calibration images (INT8)", "dynamic": "dynamic batch", "batch": "static batch",
            "opset": "ONNX opset", "workspace": "builder workspace (GiB)", "dla_core": "Jetson DLA core",
-           "int8_mode": "qdq or calibrator (INT8)",
+           "int8_mode": "qdq or calibrator (INT8)", "calibrator": "entropy or minmax calibrator (INT8)",
            "calibrate_method": "QDQ activation calibration (INT8)", "nncf": "NNCF quantization options (INT8)",
            "ort_quant": "ONNX Runtime quantization options (INT8)"}
+PYTHON_ONLY = frozenset({"nncf", "ort_quant"})     # dict options without a command-line flag
+SHAPE = frozenset({"dynamic", "batch", "opset"})   # every ONNX-based target takes these
 
 
 class ExportUsageError(ValueError):
     """An unknown target, or an option or precision the chosen target does not support."""
 
 
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _load(ref: str):
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 @dataclass(frozen=True)
 class ExportTarget:
     name: str
     aliases: tuple[str, ...]
-    suffix: str                      # the artifact a user loads
-    precisions: tuple[str, ...]      # the first one is the default
-    options: frozenset[str]
-    builder: str                     # "module:function", imported lazily
-    requires: tuple[str, ...]        # python modules it needs
-    extra: str                       # pip extra that installs them
+    suffix: str                          # the artifact a user loads (the entry file)
+    precisions: tuple[Precision, ...]    # the first one is the default
+    options: frozenset[str]              # the OPTIONS it accepts
+    int8_options: frozenset[str]         # those of `options` that only apply to INT8
+    builder: str                         # "module:function" build(ctx) -> files, imported lazily
+    embed: str                           # "module:function" embed(entry, metadata), imported lazily
+    default_device: str                  # where the artifact is verified unless told otherwise
+    requires: tuple[str, ...]            # python modules it always needs
+    extra: str                           # pip extra that installs them
     description: str
+    precision_requires: Mapping[Precision, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    install_hint: str | None = None      # replaces the generic pip hint when a module is missing
 
     def load_builder(self):
-        module, func = self.builder.split(":")
-        return getattr(importlib.import_module(module), func)
+        return _load(self.builder)
+
+    def load_embed(self):
+        return _load(self.embed)
+
+    def required_modules(self, precision: Precision) -> tuple[str, ...]:
+        return self.requires + tuple(self.precision_requires.get(precision, ()))
+
+    def missing_hint(self, module: str) -> str:
+        return self.install_hint or (f"target {self.name} needs {module}; install it with: "
+                                     f"pip install \"cmunext-edge[{EXTRAS.get(module, self.extra)}]\"")
 
 
 TARGETS: tuple[ExportTarget, ...] = (
-    ExportTarget("onnx", (), ".onnx", ("fp32", "fp16"), frozenset({"dynamic", "batch", "opset"}),
-                 "cmunext_edge.export.onnx_export:build", ("onnx", "onnxslim"), "onnx",
-                 "ONNX, simplified with onnxslim (runs on ONNX Runtime, OpenVINO, TensorRT)"),
-    ExportTarget("openvino", ("ov",), ".xml", ("fp32", "fp16", "bf16", "int8"),
-                 frozenset({"dynamic", "batch", "opset", "calib", "nncf"}),
-                 "cmunext_edge.export.openvino_export:build", ("openvino",), "openvino",
-                 "OpenVINO IR (.xml+.bin); FP16 compressed weights, BF16 inference hint, INT8 by NNCF PTQ"),
-    ExportTarget("onnxruntime", ("ort",), ".onnx", ("int8",),
-                 frozenset({"dynamic", "batch", "opset", "calib", "calibrate_method", "ort_quant"}),
-                 "cmunext_edge.export.ort_quant:build", ("onnx", "onnxruntime"), "onnx",
-                 "ONNX Runtime INT8: static QDQ quantization, per-channel weights"),
-    ExportTarget("tensorrt", ("trt",), ".engine", ("fp16", "fp32", "bf16", "int8"),
-                 frozenset({"dynamic", "batch", "opset", "calib", "workspace", "dla_core", "int8_mode",
-                            "calibrate_method"}),
-                 "cmunext_edge.export.tensorrt_export:build", ("tensorrt",), "tensorrt",
-                 "TensorRT plan + sidecar JSON; INT8 from Q/DQ or a calibrator (JetPack 5)"),
+    ExportTarget(
+        "onnx", (), ".onnx", (FP32, FP16), SHAPE, frozenset(),
+        "cmunext_edge.export.onnx_export:build", "cmunext_edge.export.onnx_export:embed", "cpu",
+        ("onnx", "onnxslim"), "onnx",
+        "ONNX, simplified with onnxslim (runs on ONNX Runtime, OpenVINO, TensorRT)"),
+    ExportTarget(
+        "openvino", ("ov",), ".xml", (FP32, FP16, BF16, INT8), SHAPE | {"calib", "nncf"},
+        frozenset({"calib", "nncf"}),
+        "cmunext_edge.export.openvino_export:build", "cmunext_edge.export.openvino_export:embed", "cpu",
+        ("openvino",), "openvino",
+        "OpenVINO IR (.xml+.bin); FP16 compressed weights, BF16 inference hint, INT8 by NNCF PTQ",
+        precision_requires={INT8: ("nncf",)}),
+    ExportTarget(
+        "onnxruntime", ("ort",), ".onnx", (INT8,), SHAPE | {"calib", "calibrate_method", "ort_quant"},
+        frozenset({"calib", "calibrate_method", "ort_quant"}),
+        "cmunext_edge.export.ort_quant:build", "cmunext_edge.export.onnx_export:embed", "cpu",
+        ("onnx", "onnxruntime"), "onnx",
+        "ONNX Runtime INT8: static QDQ quantization, per-channel weights"),
+    ExportTarget(
+        "tensorrt", ("trt",), ".engine", (FP16, FP32, BF16, INT8),
+        SHAPE | {"calib", "workspace", "dla_core", "int8_mode", "calibrator", "calibrate_method"},
+        frozenset({"calib", "int8_mode", "calibrator", "calibrate_method"}),
+        "cmunext_edge.export.tensorrt_export:build", "cmunext_edge.export.tensorrt_export:embed", "cuda",
+        ("tensorrt",), "tensorrt",
+        "TensorRT plan + sidecar JSON; INT8 from Q/DQ or a calibrator (JetPack 5)",
+        install_hint=TENSORRT_HINT),
 )
 
 
@@ -69,23 +115,21 @@ def get_target(name: str) -> ExportTarget:
     raise ExportUsageError(f"unknown export target {name!r}; known targets: {known}, auto")
 
 
-def check_request(target: ExportTarget, precision: str | None, used: dict) -> str:
-    """Validate precision and the options actually given (name -> value); return the precision."""
-    precision = precision or target.precisions[0]
+def check_request(target: ExportTarget, options: ExportOptions) -> Precision:
+    """Validate the precision and the target-specific options given; return the precision."""
+    precision = options.precision or target.precisions[0]
     if precision not in target.precisions:
         raise ExportUsageError(f"target {target.name} does not support {precision}; "
                                f"it supports {', '.join(target.precisions)}")
-    for opt, value in used.items():
-        if value in (None, False):
-            continue
+    used = options.given(OPTIONS)
+    for opt in used:
         if opt not in target.options:
-            raise ExportUsageError(f"target {target.name} does not take --{opt.replace('_', '-')} "
-                                   f"({OPTIONS.get(opt, opt)}); its options: "
-                                   + ", ".join("--" + o.replace("_", "-") for o in sorted(target.options)))
-        if opt in ("calib", "int8_mode", "nncf", "calibrate_method", "ort_quant") and precision != "int8":
-            raise ExportUsageError(f"--{opt.replace('_', '-')} only applies to INT8 exports "
+            raise ExportUsageError(f"target {target.name} does not take {_flag(opt)} ({OPTIONS[opt]}); "
+                                   f"its options: " + ", ".join(_flag(o) for o in sorted(target.options)))
+        if opt in target.int8_options and precision != INT8:
+            raise ExportUsageError(f"{_flag(opt)} only applies to INT8 exports "
                                    f"(use --verify-data to choose verification images)")
-    if used.get("dynamic") and used.get("batch") not in (None, 1):
+    if used.get("dynamic") and "batch" in used:
         raise ExportUsageError("--batch and --dynamic exclude each other")
     return precision
 
@@ -94,7 +138,7 @@ def help_table() -> str:
     lines = ["targets (alias) | precisions (default first) | options:"]
     for t in TARGETS:
         alias = f" ({', '.join(t.aliases)})" if t.aliases else ""
-        opts = " ".join("--" + o.replace("_", "-") for o in sorted(t.options) if o not in ("nncf", "ort_quant"))
+        opts = " ".join(_flag(o) for o in sorted(t.options - PYTHON_ONLY))
         lines.append(f"  {t.name}{alias}: {', '.join(t.precisions)} | {opts}\n      {t.description}")
     lines.append(f"  {AUTO}: per --device | --device --max-dice-drop --split --candidates --threads --calib\n"
                  "      every candidate (backend x precision x quantization x graph options) built, measured "
@@ -105,20 +149,34 @@ def help_table() -> str:
 @dataclass
 class BuildContext:
     """Everything a target's build(ctx) needs; it writes only inside `workdir`."""
-    model: object                    # torch CMUNeXt, FP32, eval mode
+    model: object                    # torch CMUNeXt as traced (graph rewrites applied), eval mode
     spec: object                     # PreprocessSpec of the artifact
     in_channels: int
-    precision: str
-    workdir: object                  # pathlib.Path of the staging folder
+    precision: Precision             # resolved (never None)
+    workdir: Path                    # the staging folder
     stem: str                        # artifact file name without suffix
     metadata: dict                   # flat cmunext_edge.* metadata to embed
+    options: ExportOptions           # the request (batch, opset, target-specific options)
     calib: object = None             # CalibrationSet (INT8)
-    batch: int = 1
-    dynamic: bool = False
-    opset: int = 17
-    options: dict | None = None      # target-specific (workspace, dla_core, nncf, int8_mode, ...)
 
-    def scratch(self, name: str):
+    @property
+    def batch(self) -> int:
+        return self.options.batch
+
+    @property
+    def dynamic(self) -> bool:
+        return self.options.dynamic
+
+    @property
+    def opset(self) -> int:
+        return self.options.opset or 17
+
+    @property
+    def cache_dir(self) -> Path:
+        """Caches reused between exports (TensorRT timing/calibration): the output folder."""
+        return Path(self.options.out)
+
+    def scratch(self, name: str) -> Path:
         """A path for intermediate files that are never published."""
         folder = self.workdir / "scratch"
         folder.mkdir(exist_ok=True)

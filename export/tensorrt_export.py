@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..precision import Int8Mode, Precision
 from ..runtime.tensorrt_backend import gpu_info, require_tensorrt, sidecar_path
 from .onnx_export import INPUT, export_onnx
 from .ort_quant import quantize_qdq
@@ -46,18 +47,20 @@ def make_calibrator(trt, calib, cache: Path, method: str = "entropy"):
     return Calibrator()
 
 
-def build(ctx) -> list[Path]:
-    trt = require_tensorrt()
-    opts = ctx.options or {}
-    cache_dir = Path(opts.get("cache_dir") or ctx.workdir)
-    int8_mode = opts.get("int8_mode") or "qdq"
+MAX_DYNAMIC_BATCH = 16      # the largest batch of the optimization profile of a dynamic engine
+
+
+def _onnx_input(ctx, int8_mode: Int8Mode) -> Path:
+    """The ONNX TensorRT parses: simplified FP32, or its symmetric Q/DQ version for Q/DQ INT8."""
     onnx_path = export_onnx(ctx, ctx.scratch("model.onnx"))
-    if ctx.precision == "int8" and int8_mode == "qdq":
+    if ctx.precision == Precision.INT8 and int8_mode == Int8Mode.QDQ:
         onnx_path = quantize_qdq(onnx_path, ctx.scratch("qdq.onnx"), ctx.calib, for_tensorrt=True,
-                                 calibrate_method=opts.get("calibrate_method") or "percentile",
+                                 calibrate_method=ctx.options.calibrate_method or "percentile",
                                  scratch=ctx.scratch(""))
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    return onnx_path
+
+
+def _parse(trt, builder, logger, onnx_path: Path):
     flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else \
         1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
@@ -65,44 +68,70 @@ def build(ctx) -> list[Path]:
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse the ONNX graph: {errors}")
-    config = builder.create_builder_config()
-    if opts.get("workspace"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(float(opts["workspace"]) * (1 << 30)))
-    if ctx.precision in ("fp16", "int8"):
+    return network, parser          # the parser must outlive the network's use
+
+
+def _set_precision(trt, config, ctx, int8_mode: Int8Mode) -> None:
+    if ctx.precision in (Precision.FP16, Precision.INT8):
         config.set_flag(trt.BuilderFlag.FP16)     # INT8 layers TensorRT cannot quantize run in FP16
-    if ctx.precision == "bf16":
+    if ctx.precision == Precision.BF16:
         config.set_flag(trt.BuilderFlag.BF16)
-    if ctx.precision == "int8":
+    if ctx.precision == Precision.INT8:
         config.set_flag(trt.BuilderFlag.INT8)
-        if int8_mode == "calibrator":
-            config.int8_calibrator = make_calibrator(trt, ctx.calib, cache_dir / f"{ctx.stem}.calib.cache",
-                                                     opts.get("calibrator") or "entropy")
+        if int8_mode == Int8Mode.CALIBRATOR:
+            config.int8_calibrator = make_calibrator(trt, ctx.calib, ctx.cache_dir / f"{ctx.stem}.calib.cache",
+                                                     ctx.options.calibrator or "entropy")
+
+
+def _set_shapes(builder, config, ctx, int8_mode: Int8Mode) -> dict:
+    """Static input shape, or an optimization profile for dynamic batch; returns the shapes."""
     chw = (ctx.in_channels, ctx.spec.height, ctx.spec.width)
-    shapes = {"min": (1, *chw), "opt": (max(1, ctx.batch), *chw), "max": (max(ctx.batch, opts.get("max_batch") or 16), *chw)}
-    if ctx.dynamic:
-        profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT, shapes["min"], shapes["opt"], shapes["max"])
-        config.add_optimization_profile(profile)
-        if ctx.precision == "int8" and int8_mode == "calibrator":
-            config.set_calibration_profile(profile)
-    else:
-        shapes = {"static": (max(1, ctx.batch), *chw)}
-    if opts.get("dla_core") is not None:
+    if not ctx.dynamic:
+        return {"static": (max(1, ctx.batch), *chw)}
+    shapes = {"min": (1, *chw), "opt": (max(1, ctx.batch), *chw), "max": (max(ctx.batch, MAX_DYNAMIC_BATCH), *chw)}
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    if ctx.precision == Precision.INT8 and int8_mode == Int8Mode.CALIBRATOR:
+        config.set_calibration_profile(profile)
+    return shapes
+
+
+def _configure(trt, builder, ctx, int8_mode: Int8Mode):
+    """Builder config (workspace, precision flags, DLA, timing cache) and the input shapes."""
+    opts = ctx.options
+    config = builder.create_builder_config()
+    if opts.workspace:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(float(opts.workspace) * (1 << 30)))
+    _set_precision(trt, config, ctx, int8_mode)
+    shapes = _set_shapes(builder, config, ctx, int8_mode)
+    if opts.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(opts["dla_core"])
+        config.DLA_core = int(opts.dla_core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    timing = cache_dir / "tensorrt.timing.cache"
+    timing = ctx.cache_dir / "tensorrt.timing.cache"
     cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
+    return config, shapes
+
+
+def build(ctx) -> list[Path]:
+    trt = require_tensorrt()
+    int8_mode = ctx.options.int8_mode or Int8Mode.QDQ
+    onnx_path = _onnx_input(ctx, int8_mode)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(trt, builder, logger, onnx_path)
+    config, shapes = _configure(trt, builder, ctx, int8_mode)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError("TensorRT failed to build the engine (see the TensorRT log above)")
-    timing.write_bytes(bytes(config.get_timing_cache().serialize()))
+    (ctx.cache_dir / "tensorrt.timing.cache").write_bytes(bytes(config.get_timing_cache().serialize()))
     engine = ctx.workdir / (ctx.stem + ".engine")
     engine.write_bytes(bytes(plan))
-    sidecar = {"tensorrt_version": trt.__version__, **gpu_info(), "precision": ctx.precision,
-               "int8_mode": int8_mode if ctx.precision == "int8" else None, "shapes": shapes,
-               "dla_core": opts.get("dla_core"), "source_sha256": ctx.metadata.get("cmunext_edge.source_sha256"),
+    sidecar = {"tensorrt_version": trt.__version__, **gpu_info(), "precision": ctx.precision.value,
+               "int8_mode": int8_mode.value if ctx.precision == Precision.INT8 else None, "shapes": shapes,
+               "dla_core": ctx.options.dla_core, "source_sha256": ctx.metadata.get("cmunext_edge.source_sha256"),
                "metadata": ctx.metadata}
     sidecar_path(engine).write_text(json.dumps(sidecar, indent=2))
     return [sidecar_path(engine), engine]

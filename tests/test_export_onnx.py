@@ -10,6 +10,7 @@ import pytest
 from cmunext_edge.artifact_meta import parse_metadata
 from cmunext_edge.cli.export import main as export_main
 from cmunext_edge.export import pipeline
+from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.segmenter import EdgeSegmenter
@@ -21,7 +22,7 @@ pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def onnx_fp32(ckpt_s, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    return export(ckpt_s, "onnx", out=out, dynamic=True, calib_size=6)
+    return export(ckpt_s, ExportOptions(target="onnx", out=out, dynamic=True, calib_size=6))
 
 
 def test_onnx_fp32_artifact_is_checked_simplified_and_self_describing(onnx_fp32, ckpt_s):
@@ -62,7 +63,7 @@ def test_artifact_runs_dynamic_batch_and_self_tests(onnx_fp32):
 
 def test_onnx_fp16(trained, tmp_path):
     # all 16 bundled samples: FP16 on the ONNX Runtime CPU kernels sits near the 0.99 bar
-    res = export(trained, "onnx", "fp16", out=tmp_path, calib_size=16)
+    res = export(trained, target="onnx", precision="fp16", out=tmp_path, calib_size=16)
     model = onnx.load(str(res.artifact))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert res.verification["mask_dice_agreement"] >= 0.99
@@ -74,7 +75,7 @@ def test_full_disk_while_writing_the_manifest_leaves_nothing(ckpt_s, tmp_path, m
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(pipeline, "write_manifest", full)
     with pytest.raises(OSError, match="No space left"):
-        export(ckpt_s, "onnx", out=tmp_path, verify=False)
+        export(ckpt_s, target="onnx", out=tmp_path, verify=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -116,5 +117,5 @@ def test_interrupted_export_leaves_nothing(ckpt_s, tmp_path, monkeypatch):
         raise KeyboardInterrupt
     monkeypatch.setattr(pipeline, "verify_backend", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export(ckpt_s, "onnx", out=tmp_path, calib_size=2)
+        export(ckpt_s, target="onnx", out=tmp_path, calib_size=2)
     assert list(tmp_path.iterdir()) == []

@@ -23,7 +23,7 @@ def out(tmp_path_factory):
 
 @pytest.mark.parametrize("precision, min_agreement", [("fp32", 0.999), ("fp16", 0.99), ("int8", 0.97)])
 def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreement):
-    res = export(trained, "openvino", precision, out=out, calib_size=6)
+    res = export(trained, target="openvino", precision=precision, out=out, calib_size=6)
     v = res.verification
     assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == 6
     assert v["dice_vs_ground_truth"] is not None
@@ -54,14 +54,14 @@ def test_openvino_fp16_weights_are_compressed(out):
 
 
 def test_nncf_options_pass_through(trained, tmp_path):
-    res = export(trained, "ov", "int8", out=tmp_path, calib_size=4, verify=False,
+    res = export(trained, target="ov", precision="int8", out=tmp_path, calib_size=4, verify=False,
                  nncf={"model_type": None, "preset": "mixed", "fast_bias_correction": True, "subset_size": 4})
     assert res.artifact.exists() and res.verification is None
 
 
 def test_onnxruntime_int8_qdq(trained, out):
     onnx = pytest.importorskip("onnx")
-    res = export(trained, "ort", out=out, calib_size=6)
+    res = export(trained, target="ort", out=out, calib_size=6)
     assert res.precision == "int8" and res.verification["mask_dice_agreement"] >= 0.97
     model = onnx.load(str(res.artifact))
     ops = {n.op_type for n in model.graph.node}

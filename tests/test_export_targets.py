@@ -1,11 +1,16 @@
 """Fast checks of the export front end: the target table, option errors, calibration sampling,
 the TensorRT not-installed path and the sidecar compatibility check (no artifacts built)."""
+import dataclasses
+import json
+
 import pytest
 
 from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.cli.export import main as export_main
 from cmunext_edge.export.calibration import CalibrationError, make_calibration_set
-from cmunext_edge.export.targets import TARGETS, ExportUsageError, check_request, get_target, help_table
+from cmunext_edge.export.options import ExportOptions
+from cmunext_edge.export.targets import OPTIONS, TARGETS, ExportUsageError, check_request, get_target, help_table
+from cmunext_edge.precision import Int8Mode, Precision
 from cmunext_edge.preprocess import get_preset
 from cmunext_edge.runtime.base import BackendError
 
@@ -23,6 +28,10 @@ def test_unknown_target_lists_known_ones():
         get_target("coreml")
 
 
+def _check(target, precision=None, **used):
+    return check_request(get_target(target), ExportOptions(target=target, precision=precision, **used))
+
+
 @pytest.mark.parametrize("target, precision, used, match", [
     ("onnx", "int8", {}, "does not support int8"),
     ("onnxruntime", "fp16", {}, "supports int8"),
@@ -30,16 +39,64 @@ def test_unknown_target_lists_known_ones():
     ("openvino", "fp32", {"calib": "x"}, "only applies to INT8"),
     ("openvino", "int8", {"workspace": 2}, "does not take --workspace"),
     ("tensorrt", "fp16", {"dynamic": True, "batch": 4}, "exclude each other"),
+    ("tensorrt", "fp16", {"int8_mode": "calibrator"}, "--int8-mode only applies to INT8"),
+    ("tensorrt", "fp32", {"calibrator": "minmax"}, "--calibrator only applies to INT8"),
+    ("onnx", "fp32", {"ort_quant": {"per_channel": False}}, "does not take --ort-quant"),
 ])
 def test_unsupported_options_are_refused(target, precision, used, match):
     with pytest.raises(ExportUsageError, match=match):
-        check_request(get_target(target), precision, used)
+        _check(target, precision, **used)
 
 
 def test_default_precisions():
-    assert check_request(get_target("onnx"), None, {}) == "fp32"
-    assert check_request(get_target("ort"), None, {}) == "int8"
-    assert check_request(get_target("trt"), None, {"dla_core": 0, "workspace": 2}) == "fp16"
+    assert _check("onnx") == "fp32"
+    assert _check("ort") == "int8"
+    assert _check("trt", dla_core=0, workspace=2) is Precision.FP16
+    assert _check("trt", "int8", int8_mode="calibrator", calibrator="minmax", batch=4) is Precision.INT8
+
+
+def test_options_normalise_enums_and_refuse_unknown_values():
+    o = ExportOptions(target="trt", precision="INT8", int8_mode="qdq")
+    assert o.precision is Precision.INT8 and o.int8_mode is Int8Mode.QDQ
+    with pytest.raises(ExportUsageError, match="unknown precision 'fp8'; known: fp32, fp16, bf16, int8"):
+        ExportOptions(precision="fp8")
+    with pytest.raises(ExportUsageError, match="unknown INT8 mode"):
+        ExportOptions(int8_mode="implicit")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.batch = 2
+    assert o.given(("batch", "int8_mode", "calib")) == {"int8_mode": Int8Mode.QDQ}
+
+
+def test_enums_behave_as_their_strings():
+    assert Precision.INT8 == "int8" and {"int8": 1}[Precision.INT8] == 1
+    assert f"{Precision.FP16}_x" == "fp16_x" and str(Int8Mode.CALIBRATOR) == "calibrator"
+    assert json.dumps({Precision.BF16: Int8Mode.QDQ}) == '{"bf16": "qdq"}'
+    assert Precision.names() == ("fp32", "fp16", "bf16", "int8")
+
+
+def test_every_row_is_complete():
+    """What the pipeline needs of a target comes from its row: builder, embed, default device,
+    precisions, INT8-only options and dependencies (with the install hint)."""
+    for t in TARGETS:
+        assert callable(t.load_embed()) and t.builder.rsplit(":", 1)[1] == "build"
+        assert t.int8_options <= t.options and set(t.options) <= set(OPTIONS)
+        assert all(isinstance(p, Precision) for p in t.precisions)
+        assert t.default_device in ("cpu", "cuda")
+        assert t.suffix.startswith(".")
+    ov, trt = get_target("ov"), get_target("trt")
+    assert ov.required_modules(Precision.INT8) == ("openvino", "nncf")
+    assert ov.required_modules(Precision.FP16) == ("openvino",)
+    assert 'pip install "cmunext-edge[openvino]"' in ov.missing_hint("nncf")
+    assert "JetPack" in trt.missing_hint("tensorrt") and trt.default_device == "cuda"
+
+
+def test_export_takes_an_options_object_not_positional_strings(ckpt_s, tmp_path):
+    from cmunext_edge.export.pipeline import export
+    with pytest.raises(TypeError, match="must be an ExportOptions"):
+        export(ckpt_s, "onnx", out=tmp_path)
+    with pytest.raises(ExportUsageError, match="does not take --calib"):   # keywords reach the checks
+        export(ckpt_s, ExportOptions(target="onnx"), calib="x", out=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_usage_errors_exit_2(ckpt_s, tmp_path, capsys):
@@ -61,7 +118,7 @@ def test_cli_help_has_example_and_table(capsys):
 def test_tensorrt_not_installed_names_the_install_route(ckpt_s, tmp_path, capsys):
     from cmunext_edge.export.pipeline import export
     with pytest.raises(MissingDependencyError, match=r'pip install "cmunext-edge\[tensorrt\]".*JetPack'):
-        export(ckpt_s, "trt", out=tmp_path)
+        export(ckpt_s, target="trt", out=tmp_path)
     assert export_main(["--weights", str(ckpt_s), "--target", "trt", "--int8", "--out", str(tmp_path)]) == 1
     assert "JetPack" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

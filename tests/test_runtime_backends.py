@@ -17,8 +17,8 @@ ov = pytest.importorskip("openvino")
 def artifacts(ckpt_s, tmp_path_factory):
     from cmunext_edge.export.pipeline import export
     out = tmp_path_factory.mktemp("artifacts")
-    onnx_res = export(ckpt_s, "onnx", out=out, imgsz=128, dynamic=True, calib_size=4)
-    ov_res = export(ckpt_s, "ov", out=out, imgsz=128, dynamic=True, calib_size=4)
+    onnx_res = export(ckpt_s, target="onnx", out=out, imgsz=128, dynamic=True, calib_size=4)
+    ov_res = export(ckpt_s, target="ov", out=out, imgsz=128, dynamic=True, calib_size=4)
     return {"onnx": onnx_res.artifact, "openvino": ov_res.artifact}
 
 

@@ -11,6 +11,7 @@ from .._deps import MissingDependencyError
 from ..export.calibration import CalibrationError
 from ..export.targets import ExportUsageError, help_table
 from ..export.verify import VerificationError
+from ..precision import Int8Mode, Precision
 from ..weights import CheckpointError
 
 EXAMPLE = """examples:
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="onnx, openvino (ov), onnxruntime (ort), tensorrt (trt), "
                                                    "or auto (fastest verified candidate for --device)")
     prec = p.add_mutually_exclusive_group()
-    for flag in ("fp32", "fp16", "bf16", "int8"):
+    for flag in Precision.names():
         prec.add_argument(f"--{flag}", dest="precision", action="store_const", const=flag,
                           help=f"{flag.upper()} artifact" + (" (calibrated on --calib)" if flag == "int8" else ""))
     p.add_argument("--calib", help="INT8 calibration images: a folder or an official-layout dataset "
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("TensorRT and quantization")
     t.add_argument("--workspace", type=float, help="TensorRT builder workspace in GiB")
     t.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback stays on)")
-    t.add_argument("--int8-mode", choices=["qdq", "calibrator"], help="TensorRT INT8: explicit Q/DQ (default) "
+    t.add_argument("--int8-mode", choices=Int8Mode.names(), help="TensorRT INT8: explicit Q/DQ (default) "
                    "or an implicit calibrator (TensorRT 8.x / JetPack 5)")
     t.add_argument("--calibrator", choices=["entropy", "minmax"], help="TensorRT calibrator (with --int8-mode calibrator)")
     t.add_argument("--calibrate-method", choices=["percentile", "minmax", "entropy"],
@@ -79,11 +80,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.target.lower() == "auto":
         return _auto(args)
+    from ..export.options import ExportOptions
     from ..export.pipeline import export
-    auto_only = ("max_dice_drop", "split", "candidates", "threads", "agreement_floor")
-    opts = {k: v for k, v in vars(args).items() if k not in ("weights", "target", "precision", "json") + auto_only}
     try:
-        result = export(args.weights, args.target, args.precision, **opts)
+        result = export(args.weights, ExportOptions(**{k: v for k, v in vars(args).items()
+                                                       if k in ExportOptions.field_names()}))
     except (ExportUsageError, VerificationError) as exc:
         print(f"cmunext-export: error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """The main job: segment the bundled samples, export for this CPU, print a benchmark table.
 
-    python -m cmunext_edge.demo [--out out/demo] [--skip-export]
+    cmunext-demo [--out out/demo] [--skip-export]      (or: python -m cmunext_edge.cli.demo)
 
 1. Segments the 16 bundled held-out BUSI images with the shipped model (PyTorch), writes
    masks and overlays to <out>/predict and prints per-image and mean Dice (official metric).
@@ -15,14 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .data import discover
-from .progress import Progress
-from .resources import SAMPLES_DIR, resolve_weights
+from ..data import discover
+from ..export.targets import get_target
+from ..progress import Progress
+from ..resources import SAMPLES_DIR, resolve_weights
 
 
 def segment_samples(out: Path, weights=None) -> dict:
-    from .predict_job import run_job, write_reports
-    from .segmenter import EdgeSegmenter
+    from ..predict_job import run_job, write_reports
+    from ..segmenter import EdgeSegmenter
 
     segmenter = EdgeSegmenter(weights)
     samples = discover(SAMPLES_DIR)
@@ -38,26 +39,26 @@ def segment_samples(out: Path, weights=None) -> dict:
     return summary
 
 
-# (name, cmunext-export arguments) of the artifacts the demo builds for this CPU
+# (name, target, precision) of the artifacts the demo builds for this CPU
 DEMO_EXPORTS = (
-    ("onnx_fp32", ["--target", "onnx", "--fp32"]),
-    ("openvino_int8", ["--target", "openvino", "--int8"]),
+    ("onnx_fp32", "onnx", "fp32"),
+    ("openvino_int8", "openvino", "int8"),
 )
 
 
 def export_and_bench(out: Path, weights=None) -> int:
-    from .cli import bench, export
+    from . import bench, export
 
     weights = str(resolve_weights(weights))
     artifacts = []
-    for name, extra in DEMO_EXPORTS:
+    for name, target, precision in DEMO_EXPORTS:
+        extra = ["--target", target, f"--{precision}"]
         print(f"\n== cmunext-export {' '.join(extra)}")
         rc = export.main(["--weights", weights, *extra, "--name", name, "--out", str(out / "exports")])
         if rc != 0:
             print(f"export {name} failed (exit {rc})")
             return rc
-        suffix = ".xml" if "openvino" in extra else ".onnx"
-        artifacts.append(str(out / "exports" / f"{name}{suffix}"))
+        artifacts.append(str(out / "exports" / f"{name}{get_target(target).suffix}"))
     print("\n== cmunext-bench (short timing run; the recorded tables are in benchmarks/results/)")
     return bench.main([weights, *artifacts, "--data", str(SAMPLES_DIR), "--warmup", "5", "--iters", "50",
                        "--throughput-time", "0.5", "--batch-sizes", "1,4,8", "--streams", "1,2",
@@ -66,7 +67,7 @@ def export_and_bench(out: Path, weights=None) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cmunext_edge.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="cmunext-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--skip-export", action="store_true", help="only segment the samples")
