@@ -71,7 +71,11 @@ class OpenVINOBackend(Backend):
             config["CACHE_DIR"] = str(opts["cache_dir"])
         # An FP32 (BF16) artifact asks for f32 (bf16) inference: CPUs with bf16 units would otherwise
         # silently run bf16. FP16 and INT8 IRs run at the device's own default, reported below.
-        default = {"fp32": "f32", "bf16": "bf16"}.get(meta.get("precision", "fp32"))
+        # Where the effective ISA has no native BF16 (e.g. ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 BF16
+        # host) OpenVINO still defaults to bf16 and then fails to compile: ask for f32 there.
+        from ..capabilities import detect
+        default = {"fp32": "f32", "bf16": "bf16"}.get(meta.get("precision", "fp32"),
+                                                      detect().openvino_precision_hint if device == "CPU" else None)
         wanted = opts.get("inference_precision") or default
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
