@@ -1,5 +1,9 @@
 """The capability probe on fake /proc/cpuinfo texts (no test assumes this machine's CPU)."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +91,20 @@ def test_detect_on_this_machine_reports_runtimes(monkeypatch):
         assert "FP32" in d["openvino"]["optimization_capabilities"]
     if d["onnxruntime"] is not None:
         assert "CPUExecutionProvider" in d["onnxruntime"]["providers"]
+
+
+LOWERED = ["tests/test_model.py::test_official_checkpoint_reproduces_golden_logits",
+           "tests/test_export_openvino.py::test_openvino_export_verifies_and_runs"]
+
+
+def test_key_export_tests_pass_with_the_isa_lowered_to_avx2():
+    """One machine covers both x86 paths: where the host has AVX-512, the golden-logit and the
+    OpenVINO export/verify tests run again as on an AVX2-only CPU (no VNNI, no BF16)."""
+    caps = detect()
+    if not caps.is_x86 or not caps.features(effective=False)["avx512f"] or caps.limits():
+        pytest.skip("host has no more than AVX2, or the ISA is already lowered: the plain run covers it")
+    pytest.importorskip("openvino")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOWERED],
+                         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
