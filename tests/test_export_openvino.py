@@ -22,7 +22,7 @@ def out(tmp_path_factory):
 
 
 @pytest.mark.parametrize("precision, min_agreement", [("fp32", 0.999), ("fp16", 0.99), ("int8", 0.97)])
-def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreement):
+def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreement, int8_recipe):
     res = export(trained, target="openvino", precision=precision, out=out, calib_size=6)
     v = res.verification
     assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == 6

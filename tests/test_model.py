@@ -44,7 +44,9 @@ def test_official_checkpoint_reproduces_golden_logits(reference, tag, size):
     with torch.no_grad():
         out = model.eval()(torch.from_numpy(golden[f"input_{size}"])).numpy()
     assert out.shape == golden[f"logits_{size}"].shape
-    assert np.abs(out - golden[f"logits_{size}"]).max() < 1e-4
+    # 5e-4, not 1e-4: the golden logits come from one CPU, and fp32 convolutions sum in a different
+    # order in AVX2 and AVX-512 kernels (issue 11 measured up to 3.4e-4 on a Zen 3 against these files).
+    assert np.abs(out - golden[f"logits_{size}"]).max() < 5e-4
 
 
 def test_configurable_channels_and_classes():

@@ -47,3 +47,27 @@ def test_loss_is_the_official_bce_dice():
     bce = torch.nn.functional.binary_cross_entropy(p, target.flatten())
     dice = (2 * (p * target.flatten()).sum() + 1e-5) / (p.sum() + target.sum() + 1e-5)
     assert np.isclose(float(bce_dice_loss(logits, target)), float(0.5 * bce + 1 - dice), atol=1e-6)
+
+
+def test_precision_default_follows_the_hardware():
+    from cmunext_edge.capabilities import from_cpuinfo
+    from cmunext_edge.train import resolve_precision
+    zen3 = from_cpuinfo("model name: AMD EPYC 7763\nflags: sse2 avx avx2 fma", environ={})
+    zen4 = from_cpuinfo("model name: AMD EPYC 9654\nflags: sse2 avx avx2 avx512f avx512_vnni avx512_bf16",
+                        environ={})
+    assert resolve_precision("auto", "cpu", zen3)[0] == "fp32"
+    assert resolve_precision("auto", "cpu", zen4)[0] == "bf16"
+    lowered = from_cpuinfo("flags: sse2 avx avx2 avx512f avx512_bf16", environ={"ATEN_CPU_CAPABILITY": "avx2"})
+    assert resolve_precision("auto", "cpu", lowered)[0] == "fp32"
+    assert resolve_precision("bf16", "cpu", zen3) == ("bf16", "as requested")
+
+
+def test_first_epoch_logs_step_time_and_estimate(busi, tmp_path):
+    from cmunext_edge.capabilities import detect
+    logs = []
+    state = train(_cfg(busi, tmp_path / "run", 2), log=logs.append)
+    expected = "bf16" if detect().torch_bf16_native else "fp32"
+    assert any(line.startswith(f"precision {expected} (") for line in logs)
+    estimates = [line for line in logs if line.startswith("measured step time")]
+    assert len(estimates) == 1 and "for the 2 epoch(s) left" in estimates[0]
+    assert state["epoch"] == 2

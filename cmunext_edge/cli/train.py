@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--init", help="checkpoint to fine-tune from")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16",
-                   help="autocast dtype for training forward passes (validation is fp32)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast dtype for training forward passes (validation is fp32); auto: bf16 "
+                        "where the CPU runs it natively (AVX-512 BF16, AMX) or on CUDA, else fp32")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")

@@ -91,6 +91,12 @@ class OpenVINOBackend(Backend):
         # silently run bf16. FP16 and INT8 IRs run at the device's own default, reported below.
         default = {"fp32": "f32", "bf16": "bf16"}.get(meta.get("precision", "fp32"))
         wanted = opts.get("inference_precision") or default
+        # Where the effective ISA has no native BF16, OpenVINO runs f32 (on a Zen 3 it does so itself;
+        # under ONEDNN_MAX_CPU_ISA=AVX2 on a BF16 host it would pick bf16 from CPUID and fail to compile).
+        from ..capabilities import detect
+        fallback = detect().openvino_precision_hint if device == "CPU" else None
+        if fallback and wanted in (None, "bf16", "f16"):
+            wanted = fallback
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
         return config
