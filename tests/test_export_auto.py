@@ -137,14 +137,9 @@ def test_stored_runtime_settings_apply_and_explicit_options_win(weights, tmp_pat
     with open_backend(res.artifact) as be:
         assert be.inference_precision == "fp32" and be.runtime["threads"] == 1
     with open_backend(res.artifact, inference_precision="bf16") as be:
-<<<<<<< HEAD
-        assert be.inference_precision == "bf16"
+        assert be.inference_precision == BF16_OR_FP32
     onnx = export(weights, target="onnx", precision="fp32", out=tmp_path, calib_size=2, runtime={"threads": 1},
                   graph={"fold_bn": True})
-=======
-        assert be.inference_precision == BF16_OR_FP32
-    onnx = export(weights, "onnx", "fp32", out=tmp_path, calib_size=2, runtime={"threads": 1}, graph={"fold_bn": True})
->>>>>>> h-cpu
     with open_backend(onnx.artifact) as be:
         assert be.runtime["threads"] == 1 and be.metadata["graph"] == '["fold_bn"]'
 
