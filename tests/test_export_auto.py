@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-        assert be.inference_precision == BF16_OR_FP32
-    onnx = export(weights, target="onnx", precision="fp32", out=tmp_path, calib_size=2, runtime={"threads": 1},
-                  graph={"fold_bn": True})
+from cmunext_edge.capabilities import detect
+from cmunext_edge.export.auto import AutoOptions, CandidateStatus, Measured, candidates_for, run_auto, select
 from cmunext_edge.export.onnx_export import prepare_model
 from cmunext_edge.segmenter import EdgeSegmenter
 
