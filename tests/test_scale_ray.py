@@ -114,3 +114,9 @@ def test_missing_artifact_fails_before_starting(tmp_path):
     with pytest.raises(FileNotFoundError):
         run_ray_job(tmp_path / "none.onnx", discover(SAMPLES), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_a_missing_artifact(tmp_path, capsys):
+    code = predict_main([str(SAMPLES), "--weights", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "o"),
+                         "--engine", "ray"])
+    assert code == 2 and "no such artifact" in capsys.readouterr().err

@@ -92,3 +92,10 @@ def test_health_reports_the_self_test(server):
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok" and health["selftest"]["passed"]
     assert health["artifact"] == str(onnx.resolve()) and health["device"] == "cpu"
+
+
+def test_cli_refuses_a_missing_artifact_without_starting_ray(tmp_path, capsys):
+    from cmunext_edge.cli.serve import main
+    assert main([str(tmp_path / "none.onnx"), "--port", "1"]) == 1
+    assert "no such artifact" in capsys.readouterr().err
+    assert main([str(tmp_path / "none.onnx"), "--replicas", "0"]) == 2
