@@ -120,3 +120,20 @@ def test_cli_reports_a_missing_artifact(tmp_path, capsys):
     code = predict_main([str(SAMPLES), "--weights", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "o"),
                          "--engine", "ray"])
     assert code == 2 and "no such artifact" in capsys.readouterr().err
+
+
+def test_parts_of_another_artifact_are_not_reused(tmp_path):
+    from cmunext_edge.scale.ray_batch import _claim, _done
+    from cmunext_edge.data import Sample
+    a, b, out = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "out"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    (out / PARTS).mkdir(parents=True)
+    samples = [Sample("x", tmp_path / "x.png")]
+    _claim(out, a, None)
+    (out / PARTS / "x.json").write_text(json.dumps({"name": "x"}))
+    _claim(out, a, None)
+    assert _done(out, samples) == {"x": {"name": "x"}}
+    logs = []
+    _claim(out, b, logs.append)
+    assert _done(out, samples) == {} and "another artifact" in logs[0]

@@ -77,6 +77,19 @@ def _done(out_dir: Path, samples) -> dict[str, dict]:
     return rows
 
 
+def _claim(out_dir: Path, artifact: Path, log) -> None:
+    """Parts count only for the artifact that made them: another artifact starts over."""
+    from ..fileio import sha256_file
+    stamp, digest = out_dir / PARTS / ".job.json", sha256_file(artifact)
+    if stamp.is_file() and json.loads(stamp.read_text()).get("artifact_sha256") != digest:
+        if log:
+            log(f"{out_dir} holds results of another artifact: starting over")
+        for part in (out_dir / PARTS).glob("*.json"):
+            part.unlink()
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps({"artifact": str(artifact), "artifact_sha256": digest}))
+
+
 def _backend_options(artifact, threads: int | None) -> dict:
     """Intra-op threads per actor for the backends that take them (PyTorch follows Ray's OMP_NUM_THREADS)."""
     from ..resources import resolve_weights
@@ -132,6 +145,7 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None
         raise FileNotFoundError(f"{artifact}: no such artifact")
     out_dir = Path(out_dir).resolve()
     (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
+    _claim(out_dir, artifact, log)
     done = _done(out_dir, samples)
     if progress and done:
         progress.update(len(done), postfix="already done")

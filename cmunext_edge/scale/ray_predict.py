@@ -31,6 +31,11 @@ def predict_with_ray(args, samples) -> int:
         return fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
     summary = write_reports(result, Path(args.out), args.summary_json)
+    if not args.quiet:
+        for row in result.rows:
+            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}" if row["dice"] is not None
+                      else "no ground truth")
+            print(f"  {row['name']:<24} {scores}")
     for item in result.skipped:
         print(f"skipped: {item['error']}", file=sys.stderr)
     line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
