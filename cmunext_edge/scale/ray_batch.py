@@ -112,18 +112,26 @@ def _start_ray(address: str | None, num_cpus: int | None):
     return ray, True
 
 
+def _cpus_per_actor(ray, actors: int) -> float:
+    """The cluster's CPUs shared among the actors, at most one node's worth (an actor lives on one
+    node); fractional when there are more actors than CPUs, so that all of them can start."""
+    node_max = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    return max(0.01, min(float(ray.cluster_resources().get("CPU", 1)) / actors, node_max))
+
+
 def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write_overlays, threads,
               progress) -> dict[str, str]:
     """One Ray Data pass over `todo` -> {name: error} of the files reported bad."""
     items = [{"name": s.name, "image": str(s.image), "mask": str(s.mask) if s.mask else ""} for s in todo]
-    cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)) / actors)
+    cpus = _cpus_per_actor(ray, actors)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
     # Ray Data restarts a dead actor and retries its batch by default (max_restarts=-1)
     ds = ds.map_batches(SegmentActor, batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
+                        num_gpus=1 if device.lower().startswith("cuda") else 0,
                         fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
                                                "device": device, "write_overlays": write_overlays,
-                                               "options": _backend_options(artifact, threads or int(cpus))})
+                                               "options": _backend_options(artifact, threads or max(1, int(cpus)))})
     bad = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for name, error in zip(batch["name"], batch["error"]):
