@@ -131,11 +131,12 @@ def markdown(res: dict) -> str:
              f"Artifact: `{res['artifact']}`; {res['n']} images of `{res['data']}`; batch size "
              f"{res['batch_size']}; commands in `{res['name']}.json` (`commands`).", "",
              "## Batch (`cmunext-predict`)", "",
-             "| run | images | wall s | img/s end to end | img/s steady | load during run |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in res["batch"]:
+             "| run | images | wall s | img/s end to end | img/s steady | fixed cost s | load during run |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in res["batch"]:   # fixed cost: wall time beyond what the steady rate explains (start-up, load)
+        fixed = r["wall_s"] - r["images"] / r["images_per_s_steady"] if r["images_per_s_steady"] else None
         lines.append(f"| {r['run']} | {r['images']} | {r['wall_s']} | {r['images_per_s_end_to_end']} | "
-                     f"{r['images_per_s_steady']} | {r['load']} |")
+                     f"{r['images_per_s_steady']} | {fixed:.1f} | {r['load']} |")
     one, ray1, ray2 = b.get("single-process"), b.get("ray 1 actor"), b.get("ray 2 actors")
     if one and ray1 and ray2:
         lines += ["", f"Ray 1 actor / single process (steady): "
@@ -154,7 +155,7 @@ def markdown(res: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="official-layout dataset (images/, masks/0/)")
+    p.add_argument("--data", type=Path, help="official-layout dataset (images/, masks/0/)")
     p.add_argument("--n", type=int, default=400, help="images (default 400)")
     p.add_argument("--artifact", type=Path, help="ONNX artifact (default: export the shipped model)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -164,7 +165,13 @@ def main() -> None:
     p.add_argument("--port", type=int, default=18765)
     p.add_argument("--skip-serve", action="store_true")
     p.add_argument("--name", default=f"scale_{date.today().isoformat()}")
+    p.add_argument("--render", type=Path, help="only rewrite the .md of a recorded .json")
     args = p.parse_args()
+    if args.render:
+        args.render.with_suffix(".md").write_text(markdown(json.loads(args.render.read_text())))
+        return
+    if args.data is None:
+        p.error("--data is required")
     log: list[str] = []
     artifact = args.artifact
     if artifact is None:
