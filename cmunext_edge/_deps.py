@@ -7,7 +7,7 @@ import importlib
 EXTRAS = {
     "torch": "torch", "safetensors": "torch", "onnx": "onnx", "onnxruntime": "onnx",
     "onnxslim": "onnx", "openvino": "openvino", "nncf": "openvino", "tensorrt": "tensorrt",
-    "matplotlib": "bench",
+    "matplotlib": "bench", "ray": "ray", "tritonclient": "ray", "fastapi": "ray", "uvicorn": "ray",
 }
 
 

@@ -199,6 +199,9 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
         raise TypeError(f"export(weights, options): options must be an ExportOptions, not {options!r}; "
                         f"give target=..., precision=... as keywords")
     options = replace(options, **fields) if options is not None else ExportOptions(**fields)
+    if (target := get_target(options.target)).from_artifact:     # e.g. triton: weights is an artifact
+        check_request(target, options)
+        return target.load_builder()(weights, options, log=log or (lambda msg: print(msg, file=sys.stderr)))
     job = _plan(weights, options, log or (lambda msg: print(msg, file=sys.stderr)))
     calib_set, verify_set = _image_sets(job)
     model = job.ckpt.build()                  # the reference: verification compares against it

@@ -55,6 +55,8 @@ class ExportTarget:
     description: str
     precision_requires: Mapping[Precision, tuple[str, ...]] = field(default_factory=dict, hash=False)
     install_hint: str | None = None      # replaces the generic pip hint when a module is missing
+    from_artifact: bool = False          # packages an exported artifact: builder is
+                                         # package(artifact, options, log) -> ExportResult, no embed
 
     def load_builder(self):
         return _load(self.builder)
@@ -97,6 +99,11 @@ TARGETS: tuple[ExportTarget, ...] = (
         ("tensorrt",), "tensorrt",
         "TensorRT plan + sidecar JSON; INT8 from Q/DQ or a calibrator (JetPack 5)",
         install_hint=TENSORRT_HINT),
+    ExportTarget(
+        "triton", (), ".pbtxt", (FP32, FP16, BF16, INT8), frozenset({"batch"}), frozenset(),
+        "cmunext_edge.export.triton_export:package", "", "cpu", (), "onnx",
+        "Triton model repository <out>/<name>/{config.pbtxt,1/} from an exported .onnx/.xml/.engine "
+        "(--batch: max batch of the dynamic batcher, default 8)", from_artifact=True),
 )
 
 

@@ -19,6 +19,7 @@ EXAMPLE = """examples:
   cmunext-export --weights best.pth --target openvino --int8 --calib ../shared/data/busi-train
   cmunext-export --weights best.pth --target ort --int8 --calib-size 32 --out exports
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
+  cmunext-export --weights exports/best_fp32_dynamic.onnx --target triton --out model_repository
   cmunext-export --weights models/cmunext-s-busi.safetensors --target auto --device CPU \
       --max-dice-drop 0.5 --verify-data ../shared/data/busi-train --split runs/cmunext-s-busi/split.json
       (builds every candidate for the device, measures latency, throughput and Dice, keeps the
@@ -32,7 +33,8 @@ exit codes: 0 success, 1 error, 2 usage error or failed verification (nothing is
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmunext-export", description=__doc__, epilog=EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help=".pth/.pt/.safetensors checkpoint (official format accepted)")
+    p.add_argument("--weights", required=True, help=".pth/.pt/.safetensors checkpoint (official format accepted); "
+                                                     "for --target triton an exported .onnx/.xml/.engine")
     p.add_argument("--target", required=True, help="onnx, openvino (ov), onnxruntime (ort), tensorrt (trt), "
                                                    "or auto (fastest verified candidate for --device)")
     prec = p.add_mutually_exclusive_group()

@@ -36,6 +36,10 @@ def build_parser():
     p.add_argument("--workers", type=int, default=1,
                    help="parallel inference requests, one model instance each (default 1)")
     p.add_argument("--no-overlay", action="store_true", help="write masks only")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: Ray Data actors, resumable (needs the [ray] extra; see README)")
+    p.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
+    p.add_argument("--actors", type=int, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
     return p
@@ -54,6 +58,9 @@ def main(argv=None) -> int:
         return fail(prog, f"{args.source}: no images found")
     if args.batch_size < 1 or args.workers < 1:
         return fail(prog, "--batch-size and --workers must be >= 1")
+    if args.engine == "ray":
+        from ..scale.ray_predict import predict_with_ray
+        return predict_with_ray(args, samples)
     try:
         segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device)
                       for _ in range(args.workers)]

@@ -1,0 +1,65 @@
+"""cmunext-serve: serve an artifact over HTTP (Ray Serve): POST /segment, GET /health.
+
+POST the image file's bytes to /segment: the answer is JSON with the mask as a base64 PNG,
+its area, the timings and the precision that ran (?format=png: the PNG, JSON in the
+X-Segmentation header). Requests are batched per replica; bad input gets a 4xx with a message.
+Needs the ray extra: pip install "cmunext-edge[ray]".
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from .common import fail, make_parser
+
+EXAMPLE = """examples:
+  cmunext-serve exports/cmunext-s-busi_fp32_dynamic.onnx --replicas 2 --port 8000
+  curl --data-binary @scan.png http://127.0.0.1:8000/segment
+  curl --data-binary @scan.png "http://127.0.0.1:8000/segment?format=png" -o mask.png
+  curl http://127.0.0.1:8000/health
+  cmunext-serve model.onnx --address auto --host 0.0.0.0      (on a running Ray cluster's head)"""
+
+
+def build_parser():
+    p = make_parser("cmunext-serve", __doc__, EXAMPLE)
+    p.add_argument("artifact", help="exported artifact or checkpoint (or a shipped model name)")
+    p.add_argument("--replicas", type=int, default=1, help="model replicas (default 1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1; 0.0.0.0 to expose)")
+    p.add_argument("--address", help="join this Ray cluster (default: start a local Ray instance)")
+    p.add_argument("--device", default="cpu", help="device each replica runs on (default cpu)")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch a replica forms (default 8)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
+    p.add_argument("--max-bytes", type=int, default=20 << 20, help="request body limit (default 20 MiB)")
+    p.add_argument("--threads", type=int, help="inference threads per replica (ONNX Runtime, OpenVINO)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if min(args.replicas, args.max_batch, args.max_bytes) < 1:
+        return fail("cmunext-serve", "--replicas, --max-batch and --max-bytes must be >= 1")
+    from .._deps import MissingDependencyError
+    try:
+        from ..scale import serve
+        url = serve.start(args.artifact, host=args.host, port=args.port, address=args.address,
+                          device=args.device, replicas=args.replicas, max_batch=args.max_batch,
+                          batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads)
+    except (MissingDependencyError, FileNotFoundError) as exc:
+        return fail("cmunext-serve", str(exc), 1)
+    print(f"serving {args.artifact} with {args.replicas} replica(s): POST {url}/segment, GET {url}/health "
+          f"(Ctrl-C stops)", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Segment a source on Ray Data: a pool of actors, each loading the artifact once (and running
+its embedded self-test), batching inside the actor and writing the same outputs as
+`cmunext-predict` (masks/, overlays/, scores.csv, summary.json).
+
+Resumable: every finished image leaves `<out>/.parts/<name>.json` (its scores row), written
+after its mask and overlay; a rerun skips those images and still reports all of them. Bad
+images are reported per file. An actor that dies is restarted by Ray and its batch retried;
+whatever a failed pass still left undone is run again (up to `attempts` passes), and anything
+that never finishes is reported as skipped with the reason, so every input is accounted for.
+Without `address` a local Ray instance is started (and stopped); with one, the job joins that
+cluster: the artifact, the images and `out` must then be on storage every node sees.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .._deps import require
+from ..data import Sample
+from ..fileio import atomic_path
+from ..predict_job import JobResult, _process_batch
+from ..preprocess import ImageReadError, load_image, to_bgr_uint8
+
+PARTS = ".parts"
+
+
+class SegmentActor:
+    """Ray Data callable class: one EdgeSegmenter per actor, verified once at start-up."""
+
+    def __init__(self, artifact, out_dir, device="cpu", write_overlays=True, options=None):
+        from ..segmenter import EdgeSegmenter
+        self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, **(options or {}))
+        check = self.segmenter.self_test()
+        if check.status == "fail":
+            raise RuntimeError(f"{artifact}: self-test failed on this worker: {check}")
+        self.out_dir, self.write_overlays = Path(out_dir), write_overlays
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+        names, errors, decoded = [], [], []
+        for name, image, mask in zip(batch["name"], batch["image"], batch["mask"]):
+            sample = Sample(str(name), Path(str(image)), Path(str(mask)) if mask else None)
+            try:
+                decoded.append((sample, to_bgr_uint8(load_image(sample.image))))
+            except (ImageReadError, OSError, ValueError) as exc:
+                names.append(sample.name)
+                errors.append(str(exc))
+        if decoded:
+            rows, skipped = _process_batch(self.segmenter, decoded, self.out_dir, self.write_overlays)
+            for row in rows:
+                with atomic_path(part_path(self.out_dir, row["name"])) as tmp:
+                    tmp.write_text(json.dumps(row))
+                names.append(row["name"])
+                errors.append("")
+            by_path = {str(s.image): s.name for s, _ in decoded}
+            for item in skipped:
+                names.append(by_path.get(item["path"], item["path"]))
+                errors.append(item["error"])
+        return {"name": np.array(names, dtype=object), "error": np.array(errors, dtype=object)}
+
+
+def part_path(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / PARTS / f"{name}.json"
+
+
+def _done(out_dir: Path, samples) -> dict[str, dict]:
+    """name -> scores row of the samples a previous (or this) run finished."""
+    rows = {}
+    for s in samples:
+        p = part_path(out_dir, s.name)
+        if p.is_file():
+            try:
+                rows[s.name] = json.loads(p.read_text())
+            except ValueError:
+                p.unlink()         # a torn part (should not happen: written atomically) is redone
+    return rows
+
+
+def _claim(out_dir: Path, artifact: Path, log) -> None:
+    """Parts count only for the artifact that made them: another artifact starts over."""
+    from ..fileio import sha256_file
+    stamp, digest = out_dir / PARTS / ".job.json", sha256_file(artifact)
+    if stamp.is_file() and json.loads(stamp.read_text()).get("artifact_sha256") != digest:
+        if log:
+            log(f"{out_dir} holds results of another artifact: starting over")
+        for part in (out_dir / PARTS).glob("*.json"):
+            part.unlink()
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps({"artifact": str(artifact), "artifact_sha256": digest}))
+
+
+def _backend_options(artifact, threads: int | None) -> dict:
+    """Intra-op threads per actor for the backends that take them (PyTorch follows Ray's OMP_NUM_THREADS)."""
+    from ..resources import resolve_weights
+    from ..runtime.registry import entry_for_path
+    if not threads or entry_for_path(resolve_weights(artifact)).name not in ("onnxruntime", "openvino"):
+        return {}
+    return {"threads": threads}
+
+
+def _start_ray(address: str | None, num_cpus: int | None):
+    """Join `address`, or start a local instance; -> (ray, started_here)."""
+    ray = require("ray")
+    if ray.is_initialized():
+        return ray, False
+    kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+    ray.init(log_to_driver=False, configure_logging=False, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    return ray, True
+
+
+def _cpus_per_actor(ray, actors: int) -> float:
+    """The cluster's CPUs shared among the actors, at most one node's worth (an actor lives on one
+    node); fractional when there are more actors than CPUs, so that all of them can start."""
+    node_max = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    return max(0.01, min(float(ray.cluster_resources().get("CPU", 1)) / actors, node_max))
+
+
+def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write_overlays, threads,
+              progress) -> dict[str, str]:
+    """One Ray Data pass over `todo` -> {name: error} of the files reported bad."""
+    items = [{"name": s.name, "image": str(s.image), "mask": str(s.mask) if s.mask else ""} for s in todo]
+    cpus = _cpus_per_actor(ray, actors)
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
+    # Ray Data restarts a dead actor and retries its batch by default (max_restarts=-1)
+    ds = ds.map_batches(SegmentActor, batch_size=batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
+                        num_gpus=1 if device.lower().startswith("cuda") else 0,
+                        fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
+                                               "device": device, "write_overlays": write_overlays,
+                                               "options": _backend_options(artifact, threads or max(1, int(cpus)))})
+    bad = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for name, error in zip(batch["name"], batch["error"]):
+            if error:
+                bad[str(name)] = str(error)
+        if progress:
+            progress.update(len(batch["name"]), postfix=str(batch["name"][-1]))
+    return bad
+
+
+def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None = None, actors: int = 1,
+                batch_size: int = 8, device: str = "cpu", write_overlays: bool = True,
+                threads: int | None = None, num_cpus: int | None = None, attempts: int = 3,
+                progress=None, log=None) -> JobResult:
+    """Segment `samples` with `artifact` on Ray Data; rows come back in input order (see module doc)."""
+    from ..resources import resolve_weights
+    artifact = Path(resolve_weights(artifact)).resolve()
+    if not artifact.is_file():
+        raise FileNotFoundError(f"{artifact}: no such artifact")
+    out_dir = Path(out_dir).resolve()
+    (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
+    _claim(out_dir, artifact, log)
+    done = _done(out_dir, samples)
+    if progress and done:
+        progress.update(len(done), postfix="already done")
+    if log and done:
+        log(f"resuming: {len(done)} of {len(samples)} images already done in {out_dir}")
+    ray, started = _start_ray(address, num_cpus)
+    bad, failure = {}, None
+    try:
+        for _ in range(attempts):
+            todo = [s for s in samples if s.name not in done and s.name not in bad]
+            if not todo:
+                break
+            try:
+                bad.update(_run_pass(ray, todo, out_dir, artifact, actors=actors, batch_size=batch_size,
+                                     device=device, write_overlays=write_overlays, threads=threads,
+                                     progress=progress))
+                stalled = False
+            except Exception as exc:     # a pass Ray gave up on: what finished is kept, the rest rerun
+                failure = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                if log:
+                    log(f"ray pass failed ({failure}); retrying the unfinished images")
+                stalled = True
+            before, done = len(done), _done(out_dir, samples)
+            if stalled and len(done) == before:
+                break            # nothing advanced (e.g. the artifact does not load): do not loop
+    finally:
+        if started:
+            ray.shutdown()
+    return _collect(samples, done, bad, failure, attempts)
+
+
+def _collect(samples, done, bad, failure, attempts) -> JobResult:
+    result = JobResult()
+    for s in samples:
+        if s.name in done:
+            result.rows.append(done[s.name])
+        else:
+            error = bad.get(s.name) or f"{s.image}: not processed after {attempts} attempts ({failure})"
+            result.skipped.append({"path": str(s.image), "error": error})
+    return result

@@ -1,0 +1,152 @@
+"""Serve an artifact over HTTP with Ray Serve: `POST /segment`, `GET /health`.
+
+`POST /segment` takes the image file's bytes as the request body (PNG, JPEG, BMP, TIFF; e.g.
+`curl --data-binary @scan.png http://127.0.0.1:8000/segment`) and answers JSON: the mask as a
+base64 PNG (0/255), its area in pixels and as a fraction, the timings (decode, preprocess,
+infer, postprocess, total in the replica, and the batch it ran in) and the backend, device and
+precision that ran. `?format=png` answers the PNG itself with that JSON in the
+`X-Segmentation` header. Requests are batched per replica (`@serve.batch`); a body over
+`max_bytes` gets 413, an empty or undecodable one 400 with a message. `GET /health` reports the
+artifact, where it runs and the self-test each replica ran at start (503 if it failed).
+"""
+# no `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .._deps import require
+from ..preprocess import ImageReadError, to_bgr_uint8
+
+MAX_BYTES = 20 << 20          # request body limit
+MAX_PIXELS = 64_000_000       # decoded image limit (a small file can decode to a huge image)
+
+
+class RequestError(ValueError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def decode_body(body: bytes, max_bytes: int = MAX_BYTES) -> np.ndarray:
+    """Request body -> HxWx3 uint8 BGR, or RequestError with the HTTP status to answer."""
+    if not body:
+        raise RequestError(400, "empty request body: send the image file's bytes (curl --data-binary @scan.png)")
+    if len(body) > max_bytes:
+        raise RequestError(413, f"request body of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None:
+        raise RequestError(400, f"the {len(body)}-byte body is not a decodable image (PNG, JPEG, BMP, TIFF)")
+    if img.shape[0] * img.shape[1] > MAX_PIXELS:
+        raise RequestError(413, f"image of {img.shape[1]}x{img.shape[0]} pixels exceeds {MAX_PIXELS} pixels")
+    try:
+        return to_bgr_uint8(img)
+    except ImageReadError as exc:
+        raise RequestError(400, str(exc)) from None
+
+
+def describe_result(seg, where: dict, decode_ms: float, wait_ms: float) -> dict:
+    """The JSON part of a /segment answer (without the mask PNG)."""
+    mask = seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2)
+    t = seg.timings
+    return {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
+            "mask_area_px": int(mask.sum()), "mask_fraction": round(float(mask.mean()), 6),
+            "timings_ms": {"decode": round(decode_ms, 3), "queue_and_batch": round(wait_ms, 3),
+                           **{k[:-3]: round(v, 3) for k, v in t.items() if k.endswith("_ms")}},
+            "batch_size": t.get("batch_size", 1), **where}
+
+
+def mask_png(seg) -> bytes:
+    ok, buf = cv2.imencode(".png", seg.mask.astype(np.uint8) * 255)
+    if not ok:
+        raise RuntimeError("could not encode the mask as PNG")
+    return buf.tobytes()
+
+
+def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: int = 8,
+              batch_wait_ms: float = 5.0, max_bytes: int = MAX_BYTES, threads: int | None = None):
+    """The Ray Serve application (bind()-ed deployment) serving `artifact`."""
+    serve = require("ray.serve")
+    fastapi = require("fastapi")
+    app = fastapi.FastAPI(title="cmunext-edge segmentation")
+
+    @serve.deployment(num_replicas=replicas, max_ongoing_requests=4 * max_batch)
+    @serve.ingress(app)
+    class Segmenter:
+        def __init__(self):
+            from ..segmenter import EdgeSegmenter
+            options = {"threads": threads} if threads else {}
+            self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, **options)
+            self.check = self.segmenter.self_test()
+            info = self.segmenter.describe()
+            self.where = {"backend": info["backend"], "device": info["device"], "precision": info["precision"]}
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=batch_wait_ms / 1e3)
+        async def _segment(self, images: list) -> list:
+            import asyncio
+            return await asyncio.to_thread(self.segmenter.segment_batch, images, batch_size=len(images))
+
+        @app.post("/segment")
+        async def segment(self, request: fastapi.Request, format: str = "json"):
+            return await _answer(self, request, format, max_bytes, fastapi)
+
+        @app.get("/health")
+        def health(self):
+            body = {"status": "ok" if self.check.status != "fail" else "failing", "artifact": str(artifact),
+                    **self.where, "selftest": self.check.as_dict()}
+            return fastapi.responses.JSONResponse(body, status_code=503 if self.check.status == "fail" else 200)
+
+    return Segmenter.bind()
+
+
+async def _answer(replica, request, fmt: str, max_bytes: int, fastapi):
+    """One /segment request: checks, batched inference, the JSON or PNG answer; never a traceback."""
+    responses = fastapi.responses
+    started = time.perf_counter()
+    try:
+        if fmt not in ("json", "png"):
+            raise RequestError(400, f"format must be json or png, not {fmt!r}")
+        if int(request.headers.get("content-length") or 0) > max_bytes:
+            raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
+        bgr = decode_body(await request.body(), max_bytes)
+        decoded = time.perf_counter()
+        seg = await replica._segment(bgr)
+        info = describe_result(seg, replica.where, (decoded - started) * 1e3,
+                               (time.perf_counter() - decoded) * 1e3 - seg.timings["total_ms"])
+        png = mask_png(seg)
+    except RequestError as exc:
+        return responses.JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except Exception as exc:      # a server-side failure: a message, not a traceback
+        return responses.JSONResponse({"error": f"segmentation failed: {type(exc).__name__}: {exc}"},
+                                      status_code=500)
+    if fmt == "png":
+        return responses.Response(png, media_type="image/png", headers={"X-Segmentation": json.dumps(info)})
+    return responses.JSONResponse({**info, "mask_png": base64.b64encode(png).decode()})
+
+
+def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
+          num_cpus: int | None = None, **app_options) -> str:
+    """Start (or join) Ray, run the application, wait until it is healthy -> its base URL."""
+    ray, serve = require("ray"), require("ray.serve")
+    from ..resources import resolve_weights
+    artifact = Path(resolve_weights(artifact)).resolve()
+    if not artifact.is_file():
+        raise FileNotFoundError(f"{artifact}: no such artifact")
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        ray.init(log_to_driver=False, configure_logging=False, **kwargs)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(artifact, **app_options), name="cmunext", route_prefix="/")
+    return f"http://{host}:{port}"
+
+
+def stop() -> None:
+    """Tear down the Serve application and controller, then the Ray instance this process holds."""
+    ray, serve = require("ray"), require("ray.serve")
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,139 @@
+"""Ray Data batch job on a local Ray instance (num_cpus=2): same masks as cmunext-predict,
+resumable, bad files reported, a killed actor still leaves every image accounted for."""
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from cmunext_edge.cli.predict import main as predict_main
+from cmunext_edge.data import discover
+from cmunext_edge.export.options import ExportOptions
+from cmunext_edge.export.pipeline import export
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("onnxruntime")
+from cmunext_edge.scale.ray_batch import PARTS, run_ray_job  # noqa: E402
+
+from conftest import SAMPLES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def onnx_model(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    return export(trained, ExportOptions(target="onnx", out=out, dynamic=True, calib_size=4)).artifact
+
+
+def masks(folder):
+    return {p.name: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((folder / "masks").iterdir())}
+
+
+def test_ray_cli_gives_the_masks_and_scores_of_cmunext_predict(local_ray, onnx_model, tmp_path):
+    common = [str(SAMPLES), "--weights", str(onnx_model), "--quiet", "--batch-size", "4"]
+    assert predict_main(common + ["--out", str(tmp_path / "one"), "--summary-json", str(tmp_path / "a.json")]) == 0
+    assert predict_main(common + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2",
+                                  "--summary-json", str(tmp_path / "b.json")]) == 0
+    one, par = masks(tmp_path / "one"), masks(tmp_path / "ray")
+    assert len(one) == 16 and one.keys() == par.keys()
+    assert all(np.array_equal(one[k], par[k]) for k in one)
+    a, b = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "b.json").read_text())
+    assert b["n_images"] == 16 and b["mean_dice"] == pytest.approx(a["mean_dice"], abs=1e-6)
+    assert (tmp_path / "ray" / "scores.csv").read_text().count("\n") == 17
+    assert len(list((tmp_path / "ray" / "overlays").iterdir())) == 16
+
+
+def test_rerun_processes_only_missing_images_and_reports_bad_files(local_ray, onnx_model, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(SAMPLES / "images", src)
+    (src / "broken.png").write_bytes(b"not a png")
+    samples = discover(src)
+    out = tmp_path / "out"
+    first = run_ray_job(onnx_model, samples, out, batch_size=4)
+    assert len(first.rows) == 16 and [s["path"] for s in first.skipped] == [str(src / "broken.png")]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "masks").iterdir()}
+    gone = sorted(stamps)[:5]
+    for name in gone:
+        (out / "masks" / name).unlink()
+        (out / PARTS / (name[:-4] + ".json")).unlink()
+    logs = []
+    second = run_ray_job(onnx_model, samples, out, batch_size=4, log=logs.append)
+    assert "resuming: 11 of 17" in logs[0]
+    assert len(second.rows) == 16 and len(second.skipped) == 1
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "masks").iterdir()}
+    assert after.keys() == stamps.keys()
+    assert sorted(n for n in after if after[n] != stamps.get(n)) == gone     # only the missing ones redone
+
+
+def _kill_first_actor_when(out, at_least, killed):
+    import psutil
+    deadline = time.time() + 60
+    while time.time() < deadline and not killed:
+        parts = out / PARTS
+        if parts.is_dir() and len(list(parts.iterdir())) >= at_least:
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    if "SegmentActor" in " ".join(proc.cmdline()):
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed.append(proc.pid)
+                        return
+                except psutil.Error:
+                    continue
+        time.sleep(0.05)
+
+
+def test_killed_actor_mid_run_still_accounts_for_every_image(local_ray, onnx_model, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):     # 64 images
+        for p in (SAMPLES / "images").iterdir():
+            shutil.copyfile(p, src / f"{i}_{p.name}")
+    samples, out, killed = discover(src), tmp_path / "out", []
+    killer = threading.Thread(target=_kill_first_actor_when, args=(out, 8, killed), daemon=True)
+    killer.start()
+    result = run_ray_job(onnx_model, samples, out, batch_size=2)
+    killer.join()
+    assert killed, "no actor was found to kill"
+    assert len(result.rows) == 64 and not result.skipped
+    assert len(list((out / "masks").iterdir())) == 64
+
+
+def test_missing_artifact_fails_before_starting(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        run_ray_job(tmp_path / "none.onnx", discover(SAMPLES), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reports_a_missing_artifact(tmp_path, capsys):
+    code = predict_main([str(SAMPLES), "--weights", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "o"),
+                         "--engine", "ray"])
+    assert code == 2 and "no such artifact" in capsys.readouterr().err
+
+
+def test_parts_of_another_artifact_are_not_reused(tmp_path):
+    from cmunext_edge.scale.ray_batch import _claim, _done
+    from cmunext_edge.data import Sample
+    a, b, out = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "out"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    (out / PARTS).mkdir(parents=True)
+    samples = [Sample("x", tmp_path / "x.png")]
+    _claim(out, a, None)
+    (out / PARTS / "x.json").write_text(json.dumps({"name": "x"}))
+    _claim(out, a, None)
+    assert _done(out, samples) == {"x": {"name": "x"}}
+    logs = []
+    _claim(out, b, logs.append)
+    assert _done(out, samples) == {} and "another artifact" in logs[0]
