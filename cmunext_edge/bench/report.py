@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from pathlib import Path
 
 from .._deps import require
@@ -150,18 +152,18 @@ def format_table(report, wide: bool = False, width: int | None = None) -> str:
     """The terminal table: compact (key columns, fitted to `width`, default the terminal's, which
     honours $COLUMNS) or `wide` (every column, unfitted, as in the Markdown file)."""
     headers, cells = table_cells(report, wide)
-    shown = len(headers)
+    width = width or shutil.get_terminal_size((100, 24)).columns
     if not wide:
-        import shutil
-        headers, cells = _fit(headers, cells, width or shutil.get_terminal_size((100, 24)).columns)
+        headers, cells = _fit(headers, cells, width)
     widths = _widths(headers, cells)
     line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))
     body = [line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells]
     hidden = len(COLUMNS) - len(headers)
-    if not wide and hidden:
-        body.append(f"({hidden} of {len(COLUMNS)} columns hidden{' to fit the terminal' if len(headers) < shown else ''}; "
-                    "--wide or --markdown FILE shows them all)")
-    return "\n".join(body + [""] + notes(report))
+    if wide:
+        return "\n".join(body + [""] + notes(report))
+    if hidden:
+        body.append(f"({hidden} of {len(COLUMNS)} columns hidden; --wide or --markdown FILE shows all)")
+    return "\n".join(body + [""] + [textwrap.fill(n, width, subsequent_indent="  ") for n in notes(report)])
 
 
 def to_markdown(report) -> str:

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-EXAMPLE = """examples (export first: cmunext-export --weights cmunext-s-busi --target onnx):
+EXAMPLE = """examples:
+  (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
   cmunext-bench cmunext-s-busi exports/cmunext-s-busi_fp32.onnx --iters 20
   cmunext-bench models/cmunext-s-busi.safetensors --precision fp32,bf16 \\
       exports/cmunext-s-busi_fp32.onnx --data your_dataset/ --wide \\
