@@ -33,6 +33,7 @@ from ..runtime.registry import open_backend
 from ..weights import load_checkpoint
 from .auto_candidates import CANDIDATES, QUICK, Candidate, candidates_for  # noqa: F401 (API)
 from .verify import compare, reference_logits
+from .verify_data import shipped_model_name
 
 
 def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0):
@@ -134,6 +135,9 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     ckpt = load_checkpoint(weights)
     model = ckpt.build()
     evals = load_eval_set(opts.data, opts.split, ckpt.spec, opts.eval_size)
+    if opts.data is None and not shipped_model_name(ckpt.sha256):
+        log("warning: no evaluation data (--verify-data): Dice and the Dice budget are measured on "
+            "the bundled BUSI samples, which are not this model's domain; pass --verify-data your_dataset/")
     if opts.calib is None:
         log("note: INT8 candidates calibrate on the bundled samples (taken from the shipped model's "
             "validation split); pass training images as calib for a clean Dice budget")
