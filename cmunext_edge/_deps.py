@@ -4,9 +4,10 @@ from __future__ import annotations
 import importlib
 
 # module -> extra of cmunext-edge that installs it
+# (runtime extras: onnxruntime, openvino, tensorrt; export extras add the tooling)
 EXTRAS = {
-    "torch": "torch", "safetensors": "torch", "onnx": "onnx", "onnxruntime": "onnx",
-    "onnxslim": "onnx", "openvino": "openvino", "nncf": "openvino", "tensorrt": "tensorrt",
+    "torch": "torch", "safetensors": "torch", "onnx": "onnx-export", "onnxruntime": "onnxruntime",
+    "onnxslim": "onnx-export", "openvino": "openvino", "nncf": "openvino-export", "tensorrt": "tensorrt",
     "matplotlib": "bench", "ray": "ray", "tritonclient": "ray", "fastapi": "ray", "uvicorn": "ray",
 }
 

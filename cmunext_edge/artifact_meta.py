@@ -5,7 +5,9 @@ it in ``metadata_props``, OpenVINO in ``rt_info["model_info"]``, TensorRT in the
 ``<engine>.json``. The self-test is a fixed input (regenerated from a seed, checked by its
 sha256) and a digest of the output the artifact gave on the export host: 8x8 average-pooled
 logits and the thresholded mask as zlib-compressed bits. On the target device the runtime
-regenerates the input, runs it and compares (mean mask Dice and max pooled-logit delta).
+regenerates the input, runs it and compares (mean mask Dice and max pooled-logit delta). So the
+self-test checks "same as at export", never agreement with PyTorch (that is the export's
+verification, recorded in manifest.json).
 """
 from __future__ import annotations
 
@@ -153,7 +155,9 @@ def check_selftest(selftest: dict | None, spec: PreprocessSpec, run) -> SelfTest
     exact = hashlib.sha256(np.packbits(mask).tobytes()).hexdigest() == selftest["mask_sha256"]
     need = float(selftest.get("min_agreement", 0.97))
     ok = exact or dice >= need
-    msg = (f"self-test {'passed' if ok else 'FAILED'}: mask Dice agreement {dice:.4f} "
+    # what it compares with: the artifact's own output at export time (not PyTorch)
+    msg = (f"self-test {'passed' if ok else 'FAILED'} (same as at export: compared with this "
+           f"artifact's own output on the export host, not with PyTorch): mask Dice agreement {dice:.4f} "
            f"({'>=' if ok else '<'} {need}), max pooled logit delta {delta:.4g}"
            f"{', masks identical' if exact else ''}")
     return SelfTestResult("pass" if ok else "fail", msg, dice, delta, exact, need)

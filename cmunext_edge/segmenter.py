@@ -59,6 +59,13 @@ class EdgeSegmenter:
             results += self._segment_chunk(images[start:start + batch_size], channel_order)
         return results
 
+    def stream(self, source, batch_size: int = 1, max_frames: int | None = None):
+        """Segment a video file, camera index (0, 1, ...) or stream URL frame by frame: a
+        generator of (frame index, BGR frame, Segmentation); decoding runs on a background
+        thread while frames are inferred (cmunext_edge.video.stream)."""
+        from .video import stream
+        return stream(self, source, batch_size=batch_size, max_frames=max_frames)
+
     def describe(self) -> dict:
         return self.backend.describe()
 

@@ -201,6 +201,9 @@ def _resume(cfg: TrainConfig, run: _Run, last: Path, log) -> dict:
         state = json.loads(ckpt["state"])
         log(f"resuming from {last}: {state['epoch']} of {cfg.epochs} epochs done, "
             f"best val IoU {state['best_iou']:.4f} at epoch {state['best_epoch']}")
+        note = schedule_change(json.loads(ckpt.get("config") or "{}"), cfg, state["epoch"], len(run.train[0]))
+        if note:
+            log(note)
     return state
 
 
@@ -298,6 +301,29 @@ def train(cfg: TrainConfig, log=print) -> dict:
             f"Dice {row['val_dice']:.4f} ({row['epoch_s']:.1f}s; best Dice "
             f"{state['best_dice']:.4f} @ {state['best_epoch']})")
     return state
+
+
+def _poly_lr(lr: float, epochs: int, batch_size: int, n_train: int, epoch: int, power: float) -> float:
+    steps = int(np.ceil(n_train / batch_size))
+    return lr * max(0.0, 1 - epoch * steps / (steps * epochs)) ** power if epochs else 0.0
+
+
+def schedule_change(saved: dict, cfg: TrainConfig, epoch: int, n_train: int) -> str | None:
+    """What resuming after `epoch` epochs with a changed --epochs / --lr / --batch-size does to the
+    poly learning-rate schedule (None when nothing changed)."""
+    changed = {k: (saved[k], getattr(cfg, k)) for k in ("epochs", "lr", "batch_size")
+               if k in saved and saved[k] != getattr(cfg, k)}
+    if not changed:
+        return None
+    what = ", ".join(f"--{k.replace('_', '-')} {a} -> {b}" for k, (a, b) in changed.items())
+    if epoch >= cfg.epochs:
+        return f"note: resumed with {what}: {epoch} epochs are already done, nothing left to train"
+    old = _poly_lr(saved.get("lr", cfg.lr), saved.get("epochs", cfg.epochs), saved.get("batch_size", cfg.batch_size),
+                   n_train, epoch, cfg.poly_power)
+    new = _poly_lr(cfg.lr, cfg.epochs, cfg.batch_size, n_train, epoch, cfg.poly_power)
+    return (f"note: resumed with {what}: the poly learning-rate schedule is recomputed over the new "
+            f"settings, so at epoch {epoch + 1} the learning rate is {new:.3g} instead of {old:.3g} "
+            f"(the old schedule's); it then decays to 0 at epoch {cfg.epochs}")
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

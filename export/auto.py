@@ -33,6 +33,7 @@ from ..runtime.registry import open_backend
 from ..weights import load_checkpoint
 from .auto_candidates import CANDIDATES, QUICK, Candidate, candidates_for  # noqa: F401 (API)
 from .verify import compare, reference_logits
+from .verify_data import shipped_model_name
 
 
 def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0):
@@ -57,6 +58,7 @@ class CandidateStatus(str, Enum):
     KEPT = "kept"
     WITHIN_BUDGET = "within budget"
     REJECTED = "rejected"
+    SKIPPED = "skipped"               # not built: the inputs it needs are missing (reason says which)
     ERROR = "error"
 
     def __str__(self) -> str:
@@ -133,6 +135,9 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     ckpt = load_checkpoint(weights)
     model = ckpt.build()
     evals = load_eval_set(opts.data, opts.split, ckpt.spec, opts.eval_size)
+    if opts.data is None and not shipped_model_name(ckpt.sha256):
+        log("warning: no evaluation data (--verify-data): Dice and the Dice budget are measured on "
+            "the bundled BUSI samples, which are not this model's domain; pass --verify-data your_dataset/")
     if opts.calib is None:
         log("note: INT8 candidates calibrate on the bundled samples (taken from the shipped model's "
             "validation split); pass training images as calib for a clean Dice budget")
@@ -167,6 +172,11 @@ def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, lo
                        {"graph": sorted(k for k, v in cand.graph.items() if v), "nncf": cand.nncf,
                         "ort_quant": cand.ort_quant, "runtime": cand.runtime})
         rows.append(row)
+        skip = skip_reason(cand, opts.calib)
+        if skip:
+            row.status, row.reason = CandidateStatus.SKIPPED, skip
+            log(f"[{len(rows)}] {cand.name}: skipped ({skip})")
+            continue
         log(f"[{len(rows)}] {cand.name}: exporting {cand.target} {cand.precision} ...")
         t0 = time.perf_counter()
         try:
@@ -183,8 +193,23 @@ def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, lo
         row.dice, row.agreement, row.device = fig["dice_vs_ground_truth"], fig["mask_dice_agreement"], be.device
         row.dice_drop_points = 100.0 * (fig["dice_vs_ground_truth_pytorch"] - row.dice) if row.dice is not None else None
         backends[cand.name] = be
-        log(f"    Dice {row.dice}, agreement {row.agreement:.4f}")
+        log(f"    Dice {'-' if row.dice is None else format(row.dice, '.4f')}, agreement {row.agreement:.4f}")
     return rows, backends
+
+
+def skip_reason(cand: Candidate, calib) -> str | None:
+    """Why `cand` cannot be built from this calibration source (None: it can): NNCF accuracy
+    control measures Dice on the calibration images, so it needs their masks."""
+    if not (cand.nncf and cand.nncf.get("max_drop") is not None):
+        return None
+    from ..data import discover
+    from ..resources import SAMPLES_DIR
+    try:
+        has_masks = any(s.mask for s in discover(calib if calib is not None else SAMPLES_DIR))
+    except (FileNotFoundError, ValueError):
+        return None                   # export() reports the unusable source itself
+    return None if has_masks else (f"needs calibration images with masks (an official-layout "
+                                   f"dataset: images/, masks/0/); {calib} has none")
 
 
 def _time_all(rows, backends, xs, opts: AutoOptions, log) -> None:
@@ -233,6 +258,8 @@ def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0
     0.97): a better Dice against ground truth does not excuse masks that differ from the model's."""
     ok = []
     for r in rows:
+        if r.status == CandidateStatus.SKIPPED:
+            continue
         if r.p50_ms is None:
             r.status, r.reason = CandidateStatus.ERROR, r.reason or "not measured"
             continue

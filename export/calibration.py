@@ -32,6 +32,7 @@ class CalibrationSet:
     inputs: np.ndarray                     # N x C x H x W float32
     masks: list = field(default_factory=list)   # HxW bool at network size, or None per image
     sha256: str = ""
+    plan: object = None                    # verify_data.VerifyPlan when it is a verification set
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -29,6 +29,7 @@ from .onnx_export import prepare_model
 from .options import ExportOptions
 from .targets import BuildContext, ExportTarget, check_request, get_target
 from .verify import VerificationError, format_figures, reference_logits, verify_backend
+from .verify_data import domain_warning, plan_verification, short_source
 
 
 @dataclass
@@ -105,18 +106,30 @@ def _plan(weights, options: ExportOptions, log) -> _Job:
 
 
 def _image_sets(job: _Job):
-    """(calibration set or None, verification set or None), both seeded samples."""
+    """(calibration set or None, verification set or None), both seeded samples.
+
+    Verification uses --verify-data, else the calibration data, else the bundled samples; on
+    those, a model that is not the shipped BUSI one gets agreement with PyTorch only (verify_data.py)."""
     o = job.options
     calib_set = None
-    if job.precision == Precision.INT8 or (o.verify and o.verify_data is None):
+    if job.precision == Precision.INT8:
         calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed)
         job.log(f"calibration set: {len(calib_set)} images from {calib_set.source} "
                 f"(sha256 {calib_set.sha256[:12]})")
     if not o.verify:
         return calib_set, None
-    if o.verify_data is None:
-        return calib_set, calib_set
-    return calib_set, make_calibration_set(o.verify_data, job.spec, o.verify_size or o.calib_size, o.seed)
+    plan = plan_verification(o.verify_data, o.calib, job.ckpt.sha256)
+    if calib_set is not None and o.verify_data is None:
+        verify_set = replace(calib_set)
+    else:
+        verify_set = make_calibration_set(plan.source, job.spec, o.verify_size or o.calib_size, o.seed)
+    if not plan.ground_truth:
+        verify_set.masks = [None] * len(verify_set)
+    verify_set.plan = plan
+    if domain_warning(plan):
+        job.log(domain_warning(plan))
+    job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")
+    return calib_set, verify_set
 
 
 def _metadata(job: _Job) -> dict:
@@ -136,10 +149,12 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
     figures = None
     with open_backend(entry, device=job.device) as backend:
         if verify_set is not None:
-            job.log(f"verifying against PyTorch FP32 on {len(verify_set)} images ...")
+            job.log(f"verifying against PyTorch FP32 on {len(verify_set)} images of "
+                    f"{short_source(verify_set.plan)} ...")
             figures = verify_backend(backend, verify_set.inputs, reference_logits(model, verify_set.inputs),
                                      verify_set.masks, job.precision)
             figures["source"] = verify_set.manifest()
+            figures["data"] = {**verify_set.plan.as_dict(), "label": short_source(verify_set.plan)}
             figures["runtime"]["artifact"] = entry.name      # not the staging path
             job.log("verification: " + format_figures(figures))
             if not figures["passed"]:

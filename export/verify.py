@@ -57,8 +57,14 @@ def verify_backend(backend, inputs: np.ndarray, reference: np.ndarray, masks, pr
 
 
 def format_figures(f: dict) -> str:
+    """One line that says what was measured against: PyTorch FP32 on N images of which data."""
     gt = "" if f.get("dice_vs_ground_truth") is None else \
-        f", Dice vs ground truth {f['dice_vs_ground_truth']:.4f} (PyTorch {f['dice_vs_ground_truth_pytorch']:.4f})"
-    return (f"{f['n_images']} images: mask Dice agreement {f['mask_dice_agreement']:.4f} "
+        f"; Dice vs ground truth {f['dice_vs_ground_truth']:.4f} (PyTorch {f['dice_vs_ground_truth_pytorch']:.4f})"
+    data = (f.get("data") or {}).get("label")
+    of = f" of {data}" if data else ""
+    ran = (f.get("runtime") or {}).get("precision") or f.get("precision")
+    return (f"{f.get('precision', '')} artifact (ran {ran}) vs PyTorch FP32 on {f['n_images']} images{of}: "
+            f"mask Dice agreement {f['mask_dice_agreement']:.4f} "
             f"(min {f['min_mask_dice_agreement']:.4f}, required {f['required_agreement']}), "
-            f"max |delta logit| {f['max_abs_logit_delta']:.4g}{gt}")
+            f"max |delta logit| {f['max_abs_logit_delta']:.4g}{gt}"
+            + ("" if gt or not data else "; no ground-truth Dice on these images"))

@@ -39,7 +39,10 @@ def test_onnx_fp32_verification_figures(onnx_fp32):
     v = onnx_fp32.verification
     assert v["passed"] and v["n_images"] == 6
     assert v["mask_dice_agreement"] >= 0.999 and v["max_abs_logit_delta"] < 1e-2
-    assert v["dice_vs_ground_truth"] == pytest.approx(v["dice_vs_ground_truth_pytorch"], abs=1e-3)
+    # random weights, no --verify-data: the bundled BUSI samples are not this model's domain, so
+    # the verification is agreement with PyTorch only, and says so
+    assert v["dice_vs_ground_truth"] is None and v["data"]["origin"] == "bundled BUSI samples"
+    assert not v["data"]["ground_truth"] and "not this model's domain" in v["data"]["note"]
 
 
 def test_manifest_lists_sha256_versions_and_figures(onnx_fp32):

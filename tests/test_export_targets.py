@@ -87,7 +87,7 @@ def test_every_row_is_complete():
     ov, trt = get_target("ov"), get_target("trt")
     assert ov.required_modules(Precision.INT8) == ("openvino", "nncf")
     assert ov.required_modules(Precision.FP16) == ("openvino",)
-    assert 'pip install "cmunext-edge[openvino]"' in ov.missing_hint("nncf")
+    assert 'pip install "cmunext-edge[openvino-export]"' in ov.missing_hint("nncf")
     assert "JetPack" in trt.missing_hint("tensorrt") and trt.default_device == "cuda"
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from pathlib import Path
 
 from .._deps import require
@@ -26,6 +28,37 @@ def _mem(r) -> str:
     return "-" if m.get("peak_rss_mb") is None else f"{m['peak_rss_mb']:.0f}/+{m.get('added_rss_mb') or 0:.0f}"
 
 
+def verification(r, long: bool = False) -> str:
+    """Whether a row's artifact is verified: 'yes' (export verification passed and, where the
+    bench measured it, agreement with PyTorch meets the export floor of its precision), 'NO' (why
+    with `long`), 'ref' for a PyTorch checkpoint, '-' when nothing is known."""
+    from ..artifact_meta import AGREEMENT_THRESHOLDS
+    art = Path(r.get("artifact") or "")
+    if art.suffix in (".pth", ".pt", ".safetensors"):
+        return "ref"
+    entry = _manifest_entry(art)
+    prec = (entry or {}).get("precision") or r.get("precision")
+    need = AGREEMENT_THRESHOLDS.get(prec or "", None)
+    agree = r.get("agreement_dice")
+    if need is not None and agree is not None and agree < need:
+        return f"NO: agreement with PyTorch {agree:.4f} < {need} ({prec})" if long else "NO"
+    if entry is not None and not entry.get("verification"):
+        auto = entry.get("auto") or {}
+        if auto.get("mask_dice_agreement") is not None and need and auto["mask_dice_agreement"] >= need:
+            return "yes (auto)"
+        return "NO: exported without verification (--no-verify)" if long else "NO"
+    if entry is not None:
+        return "yes" if entry["verification"].get("passed") else "NO"
+    return "-"
+
+
+def _manifest_entry(artifact: Path) -> dict | None:
+    try:
+        return json.loads((artifact.parent / "manifest.json").read_text())["artifacts"].get(artifact.name)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
 # (header, function of a row dict -> cell text); one table drives terminal and Markdown.
 COLUMNS = (
     ("configuration", lambda r: r["label"]),
@@ -43,20 +76,38 @@ COLUMNS = (
     ("peak/added RSS MB", _mem),
     ("Dice", lambda r: _f(r.get("dice"), ".4f")),
     ("agree Dice", lambda r: _f(r.get("agreement_dice"), ".4f")),
+    ("verified", lambda r: verification(r)),
     ("max |Δlogit|", lambda r: _f(r.get("max_abs_logit_delta"), ".2e")),
     ("vs torch fp32", lambda r: _f(r.get("vs_torch_fp32"), ".2f") + ("x" if r.get("vs_torch_fp32") else "")),
     ("% of matmul floor", lambda r: _f(r.get("floor_fraction"), ".1f", 100.0)),
 )
 
 
+# The compact terminal table: these columns, the right-most dropped first when the terminal is
+# too narrow (then the configuration label is shortened); --wide / Markdown show every column.
+# (header in COLUMNS, shorter compact header), in the order they are kept.
+COMPACT = (("configuration", "configuration"), ("device", "device"), ("p50 ms", "p50 ms"),
+           ("Dice", "Dice"), ("agree Dice", "agree"), ("verified", "verified"), ("FPS b1", "FPS b1"),
+           ("best img/s (batch x streams)", "best img/s"), ("size MB", "MB"))
+MIN_LABEL = 36
+
+
 def _as_dict(report) -> dict:
     return report if isinstance(report, dict) else report.to_dict()
 
 
-def table_cells(report) -> tuple[list[str], list[list[str]]]:
+def _columns(wide: bool = True):
+    if wide:
+        return COLUMNS
+    by_header = dict(COLUMNS)
+    return tuple((short, by_header[h]) for h, short in COMPACT)
+
+
+def table_cells(report, wide: bool = True) -> tuple[list[str], list[list[str]]]:
     rows = _as_dict(report)["rows"]
     ok = [r for r in rows if not r.get("error")]
-    return [h for h, _ in COLUMNS], [[fn(r) for _, fn in COLUMNS] for r in ok]
+    cols = _columns(wide)
+    return [h for h, _ in cols], [[fn(r) for _, fn in cols] for r in ok]
 
 
 def notes(report) -> list[str]:
@@ -73,18 +124,51 @@ def notes(report) -> list[str]:
             out.append(f"FALLBACK {r['label']}: {r['fallback']}")
         if r.get("error"):
             out.append(f"ERROR {r['label']}: {r['error']}")
+        if verification(r).startswith("NO"):
+            out.append(f"UNVERIFIED {r['label']}: {verification(r, long=True)}")
     out.append("latency: batch 1, Backend.infer only; pre/post per image (decode excluded); "
                "RSS: peak of the process while loading + batch-1 runs / added by this row; "
                "MACs: Conv2d only, per image")
     return out
 
 
-def format_table(report) -> str:
-    headers, cells = table_cells(report)
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+def _widths(headers, cells) -> list[int]:
+    return [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1 - (width - 1) // 2] + "…" + text[-((width - 1) // 2):]
+
+
+def _fit(headers, cells, width: int):
+    """Drop right-most columns, then shorten the configuration label, until the table fits."""
+    total = lambda ws: sum(ws) + 2 * (len(ws) - 1)      # noqa: E731
+    while len(headers) > 2 and total(_widths(headers, cells)) > width:
+        label_room = width - (total(_widths(headers, cells)) - _widths(headers, cells)[0])
+        if label_room >= MIN_LABEL:
+            break
+        headers, cells = headers[:-1], [c[:-1] for c in cells]
+    widths = _widths(headers, cells)
+    room = max(MIN_LABEL, width - (total(widths) - widths[0]))
+    return headers, [[_shorten(c[0], room)] + c[1:] for c in cells]
+
+
+def format_table(report, wide: bool = False, width: int | None = None) -> str:
+    """The terminal table: compact (key columns, fitted to `width`, default the terminal's, which
+    honours $COLUMNS) or `wide` (every column, unfitted, as in the Markdown file)."""
+    headers, cells = table_cells(report, wide)
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    if not wide:
+        headers, cells = _fit(headers, cells, width)
+    widths = _widths(headers, cells)
     line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))
     body = [line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells]
-    return "\n".join(body + [""] + notes(report))
+    hidden = len(COLUMNS) - len(headers)
+    if wide:
+        return "\n".join(body + [""] + notes(report))
+    if hidden:
+        body.append(f"({hidden} of {len(COLUMNS)} columns hidden; --wide or --markdown FILE shows all)")
+    return "\n".join(body + [""] + [textwrap.fill(n, width, subsequent_indent="  ") for n in notes(report)])
 
 
 def to_markdown(report) -> str:
@@ -131,7 +215,10 @@ def write_plot(report, path) -> Path:
         x, y = r["latency_ms"]["p50"], r.get(key)
         if y is None:
             continue
-        ax.scatter([x], [y], s=45, marker="os^Dv<>p*h"[(i - 1) % 10], label=f"{i}: {r['label']}")
+        bad = verification(r).startswith("NO")
+        ax.scatter([x], [y], s=45, marker="X" if bad else "os^Dv<>p*h"[(i - 1) % 10],
+                   color="tab:red" if bad else None,
+                   label=f"{i}: {r['label']}" + (" (UNVERIFIED)" if bad else ""))
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     return save_latency_plot(fig, ax, path, ylabel, "cmunext-bench: latency vs. accuracy")
 
@@ -142,6 +229,25 @@ def new_latency_plot():
     return require("matplotlib.pyplot").subplots(figsize=(11, 5.5), dpi=120)
 
 
+MIN_DICE_SPAN = 0.1     # the Dice axis never spans less: 0.003 apart must not look like a gap
+
+
+def honest_dice_axis(ax) -> tuple[float, float]:
+    """Dice limits spanning at least MIN_DICE_SPAN (within 0..1) around every plotted point and
+    horizontal line, so that differences of a few thousandths do not fill the plot."""
+    ys = [float(o[1]) for c in ax.collections for o in c.get_offsets()]
+    ys += [float(y) for line in ax.lines for y in line.get_ydata()]
+    if not ys:
+        return ax.get_ylim()
+    lo, hi = min(ys), max(ys)
+    pad = max(0.0, MIN_DICE_SPAN - (hi - lo)) / 2 + 0.01
+    lo, hi = max(0.0, lo - pad), min(1.0, hi + pad)
+    if hi - lo < MIN_DICE_SPAN:       # pushed against 0 or 1: extend the other way
+        lo, hi = (0.0, MIN_DICE_SPAN) if lo == 0.0 else (1.0 - MIN_DICE_SPAN, 1.0)
+    ax.set_ylim(lo, hi)
+    return lo, hi
+
+
 def save_latency_plot(fig, ax, path, ylabel: str, title: str) -> Path:
     """Shared finish of latency-vs-Dice plots: log latency axis, legend beside, atomic PNG."""
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
@@ -150,6 +256,7 @@ def save_latency_plot(fig, ax, path, ylabel: str, title: str) -> Path:
     ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
     ax.tick_params(axis="x", which="minor", labelsize=7)
+    honest_dice_axis(ax)
     ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 
 EXAMPLE = """examples:
+  (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
+  cmunext-bench cmunext-s-busi exports/cmunext-s-busi_fp32.onnx --iters 20
   cmunext-bench models/cmunext-s-busi.safetensors --precision fp32,bf16 \\
-      out/s.onnx out/s_int8.onnx out/ov_fp16/model.xml \\
-      --data data/busi --json bench.json --markdown bench.md --plot bench.png
+      exports/cmunext-s-busi_fp32.onnx --data your_dataset/ --wide \\
+      --json bench.json --markdown bench.md --plot bench.png
   cmunext-bench --list-devices
-  cmunext-bench out/s.onnx --device NPU --strict-device      # fails unless an NPU is present
-  cmunext-bench out/s.onnx --check-ort-overhead               # bench timing vs. bare onnxruntime"""
+  cmunext-bench exports/cmunext-s-busi_fp32.onnx --device NPU --strict-device   # fails unless an NPU is present
+  cmunext-bench exports/cmunext-s-busi_fp32.onnx --check-ort-overhead   # bench timing vs. bare onnxruntime"""
 
 
 def _csv(cast):
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--reference", type=Path, help="PyTorch source checkpoint for agreement (default: "
                    "the benchmarked checkpoint whose sha256 the artifact's metadata names)")
     o = p.add_argument_group("output")
+    o.add_argument("--wide", action="store_true", help="print every column (default: the key columns, "
+                   "fitted to the terminal width; --markdown FILE also has them all)")
     o.add_argument("--json", type=Path, help="write all results as JSON")
     o.add_argument("--markdown", type=Path, help="write the table as Markdown")
     o.add_argument("--plot", type=Path, help="write latency vs. Dice as PNG")
@@ -168,7 +172,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"cmunext-bench: error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(report))
+    print(format_table(report, wide=args.wide))
     for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
         if path:
             print(f"wrote {writer(report, path)}")

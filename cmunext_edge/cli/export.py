@@ -15,15 +15,24 @@ from ..precision import Int8Mode, Precision
 from ..weights import CheckpointError
 
 EXAMPLE = """examples:
-  cmunext-export --weights models/cmunext-s-busi.safetensors --target onnx
-  cmunext-export --weights best.pth --target openvino --int8 --calib ../shared/data/busi-train
-  cmunext-export --weights best.pth --target ort --int8 --calib-size 32 --out exports
+  (cmunext-s-busi is the shipped model; your_dataset/ stands for your images/ + masks/0/ folder)
+  cmunext-export --weights cmunext-s-busi --target onnx
+  cmunext-export --weights models/cmunext-s-busi.safetensors --target openvino --int8 --calib-size 16
+  cmunext-export --weights runs/mine/best.pth --target openvino --int8 --calib your_dataset/
+      (verifies on the calibration data; --verify-data your_dataset/ to verify on other images)
+  cmunext-export --weights runs/mine/best.pth --target onnx --verify-data your_dataset/
+  cmunext-export --weights best.pth --target ort --int8 --calib your_dataset/ --calib-size 32 --out exports
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
-  cmunext-export --weights exports/best_fp32_dynamic.onnx --target triton --out model_repository
-  cmunext-export --weights models/cmunext-s-busi.safetensors --target auto --device CPU \
-      --max-dice-drop 0.5 --verify-data ../shared/data/busi-train --split runs/cmunext-s-busi/split.json
+  cmunext-export --weights cmunext-s-busi --target auto --candidates ort-fp32,ov-fp32,ov-int8-transformer-dense
+  cmunext-export --weights runs/mine/best.pth --target auto --device CPU --max-dice-drop 0.5 \
+      --verify-data your_dataset/ --split runs/mine/split.json --calib your_dataset/
+  cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
       (builds every candidate for the device, measures latency, throughput and Dice, keeps the
        fastest within the Dice budget and writes auto_report.{md,json,png} beside it)
+
+verification data: --verify-data, else the calibration data (--calib), else the bundled BUSI
+samples; on those, a model other than the shipped BUSI one is checked for agreement with
+PyTorch FP32 only (no ground-truth Dice) with a warning. manifest.json records which it was.
 
 exit codes: 0 success, 1 error, 2 usage error or failed verification (nothing is written).
 
@@ -42,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prec.add_argument(f"--{flag}", dest="precision", action="store_const", const=flag,
                           help=f"{flag.upper()} artifact" + (" (calibrated on --calib)" if flag == "int8" else ""))
     p.add_argument("--calib", help="INT8 calibration images: a folder or an official-layout dataset "
-                                   "(default: the bundled samples)")
+                                   "(default: the bundled samples); also the default --verify-data")
     p.add_argument("--calib-size", type=int, default=64, help="images sampled (seeded) for calibration (default 64)")
     p.add_argument("--imgsz", type=int, help="square network input size, multiple of 16 (default: the checkpoint's)")
     shape = p.add_mutually_exclusive_group()
@@ -51,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     p.add_argument("--out", default="exports", help="output folder (default exports/)")
     v = p.add_argument_group("verification")
-    v.add_argument("--verify-data", help="verification images (default: the calibration set)")
+    v.add_argument("--verify-data", help="verification images, with masks/0/ for ground-truth Dice "
+                   "(default: --calib when given, else the bundled samples)")
     v.add_argument("--verify-size", type=int, help="images sampled from --verify-data (default --calib-size)")
     v.add_argument("--no-verify", dest="verify", action="store_false", help="keep the artifact without checking it")
     v.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")

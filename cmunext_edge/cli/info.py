@@ -1,6 +1,9 @@
-"""cmunext-info: what a CMUNeXt checkpoint is, without running it.
+"""cmunext-info: what a CMUNeXt checkpoint or exported artifact is, without running it.
 
-Prints the variant (detected from tensor shapes), input channels, classes, parameters,
+For an artifact (.onnx, OpenVINO .xml, TensorRT .engine/.plan with its sidecar .json) it prints
+the format, precision, variant, classes, input shape, preprocessing, stored runtime settings and
+the export's verification (from manifest.json beside it); no torch needed.
+For a checkpoint it prints the variant (detected from tensor shapes), input channels, classes, parameters,
 multiply-accumulates at an input size, the preprocessing contract and the file's sha256.
 
 How MACs are counted: one multiply-accumulate per weight use in every Conv2d
@@ -17,12 +20,15 @@ from .common import fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-info models/cmunext-s-busi.safetensors
-  cmunext-info official_checkpoint.pth --size 224 320 --json"""
+  cmunext-info cmunext-s-busi --size 224 320 --json
+  cmunext-info exports/cmunext-s-busi_fp32.onnx      (after: cmunext-export --weights cmunext-s-busi --target onnx)
+  cmunext-info exports/cmunext-s-busi_int8.xml"""
 
 
 def build_parser():
     p = make_parser("cmunext-info", __doc__, EXAMPLE)
-    p.add_argument("path", help="checkpoint (.pth, .pt, .safetensors) or a shipped model name")
+    p.add_argument("path", help="checkpoint (.pth, .pt, .safetensors), a shipped model name, or an "
+                                "exported artifact (.onnx, .xml, .engine, .plan)")
     p.add_argument("--size", type=int, nargs="+", metavar="N",
                    help="input size for MACs: one value (square) or H W (default: the spec's size)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -32,6 +38,9 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .._deps import MissingDependencyError
+    from ..artifact_info import is_artifact
+    if is_artifact(args.path):
+        return _artifact(args)
     from ..complexity import variant_complexity
     from ..resources import resolve_weights
     from ..weights import CheckpointError, inspect_checkpoint
@@ -63,6 +72,40 @@ def main(argv=None) -> int:
           f"preprocess    {spec.channel_order.upper()}, {spec.interpolation} resize to "
           f"{spec.height}x{spec.width}, mean {spec.mean}, std {spec.std}, extra scale "
           f"{spec.extra_scale:.6g}, threshold {spec.threshold}\nsha256        {info['sha256']}")
+    return 0
+
+
+def _artifact(args) -> int:
+    from .._deps import MissingDependencyError
+    from ..artifact_info import describe_artifact, verification_line
+    try:
+        info = describe_artifact(args.path)
+    except MissingDependencyError as exc:
+        return fail("cmunext-info", str(exc), code=1)
+    except (OSError, ValueError) as exc:
+        return fail("cmunext-info", str(exc))
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    pre = info["preprocess"] or {}
+    size = pre.get("size") or [pre.get("height"), pre.get("width")]
+    rows = [("path", info["path"]), ("format", f"{info['format']} ({info['target']} target)"),
+            ("precision", f"{info['precision']} (as exported; the device may run another: "
+                          f"cmunext-bench shows what ran)"),
+            ("variant", info["variant"]), ("in_channels", info["in_channels"]), ("classes", info["num_classes"]),
+            ("input shape", info["input_shape"]),
+            ("preprocess", f"{str(pre.get('channel_order', '?')).upper()}, {pre.get('interpolation')} resize to "
+                           f"{size[0]}x{size[-1]}, mean {pre.get('mean')}, std {pre.get('std')}, "
+                           f"threshold {pre.get('threshold')}"),
+            ("runtime", info["runtime_settings"] or "backend defaults"),
+            ("graph", ", ".join(info["graph_rewrites"]) or "as traced"),
+            ("self-test", "embedded" if info["selftest"] else "none"),
+            ("verification", verification_line(info["verification"], info["in_manifest"])),
+            ("files", ", ".join(f"{f['name']} ({f['bytes'] / 1e6:.2f} MB)" for f in info["files"])),
+            ("source sha256", info["source_sha256"]), ("toolkit", info["toolkit_version"])]
+    if info["tensorrt"]:
+        rows.append(("tensorrt", info["tensorrt"]))
+    print("\n".join(f"{k:<14}{v}" for k, v in rows))
     return 0
 
 

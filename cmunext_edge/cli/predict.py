@@ -1,10 +1,15 @@
-"""cmunext-predict: segment an image, a folder or an official-layout dataset.
+"""cmunext-predict: segment an image, a folder, an official-layout dataset, or video.
 
 Writes <out>/masks/<name>.png (0/255) and <out>/overlays/<name>.png. Where ground-truth
 masks exist (official layout: images/, masks/0/), also <out>/scores.csv with per-image
 official Dice/IoU (256x256 network-size masks, as the CMUNeXt code computes them) and at
 original resolution, and prints the means. Unreadable files are skipped and reported;
 the exit code is 1 if any file was skipped, 0 otherwise (2 for unusable arguments).
+
+Video: a video file, a folder of videos, a camera index (0) or a stream URL (rtsp://, http://)
+is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png (or
+--mask-video: <out>/mask.mp4) with decoding, inference and writing overlapped, and
+<out>/video_summary.json with every frame accounted for (a folder: one sub-folder per video).
 """
 from __future__ import annotations
 
@@ -19,8 +24,10 @@ from .common import fail, make_parser
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
   cmunext-predict scan.png --weights my_cmunext.pth --out out/one
-  cmunext-predict data/busi --split data/busi/val.txt --weights model.onnx --out out/val \\
-      --summary-json out/val/summary.json"""
+  cmunext-predict your_dataset/ --split your_val_names.txt --weights model.onnx --out out/val \\
+      --summary-json out/val/summary.json
+  cmunext-predict clip.mp4 --weights exports/cmunext-s-busi_fp32.xml --out out/clip
+  cmunext-predict 0 --max-frames 300 --out out/camera          # camera 0, 300 frames"""
 
 
 def build_parser():
@@ -42,6 +49,9 @@ def build_parser():
     p.add_argument("--actors", type=int, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
+    v = p.add_argument_group("video, camera and streams")
+    v.add_argument("--mask-video", action="store_true", help="write <out>/mask.mp4 instead of per-frame PNG masks")
+    v.add_argument("--max-frames", type=int, help="stop after N frames (a camera or stream runs until it ends)")
     return p
 
 
@@ -50,6 +60,11 @@ def main(argv=None) -> int:
     from ..predict_job import run_job, write_reports
     from ..segmenter import EdgeSegmenter
     prog = "cmunext-predict"
+    from ..video import is_video_source, videos_in
+    if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
+                                        and not discover(args.source)):
+        from .predict_video import run_video
+        return run_video(args)
     try:
         samples = discover(args.source, args.split)
     except (FileNotFoundError, ValueError) as exc:

@@ -7,29 +7,38 @@ from dataclasses import fields
 
 from .._deps import MissingDependencyError
 
-EXAMPLE = """example:
-  cmunext-train ../shared/data/busi-train --variant cmunext-s --epochs 60 --out runs/s
-  (run it again with the same --out to resume after an interruption)"""
+EXAMPLE = """examples:
+  cmunext-train cmunext_edge/samples/busi --epochs 1 --out runs/try     (the 16 bundled samples: a smoke run)
+  cmunext-train your_dataset/ --variant cmunext-s --epochs 90 --out runs/mine
+  cmunext-train your_dataset/ --init models/cmunext-s-busi.safetensors --epochs 5 --lr 0.001 --out runs/finetune
+  (your_dataset/ holds images/<name>.<ext> and masks/0/<name>.png; the shipped model trained 90
+   epochs; run again with the same --out to resume after an interruption: the learning-rate
+   schedule is kept as it was unless --epochs, --lr or --batch-size change, which it says)"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written, every option's default shown."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmunext-train", description=__doc__, epilog=EXAMPLE,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", help="official-layout dataset folder (images/, masks/0/)")
-    p.add_argument("--out", required=True, help="output folder; an existing one is resumed")
+                                formatter_class=_Formatter)
+    p.add_argument("data", help="official-layout dataset folder (images/, masks/0/); JPEG or PNG")
+    p.add_argument("--out", required=True, help="output folder (required); an existing one is resumed")
     p.add_argument("--variant", default="cmunext-s", help="cmunext-s, cmunext (base) or cmunext-l")
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--epochs", type=int, default=300, help="epochs (official recipe 300; the shipped model 90)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per step")
+    p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (SGD, poly decay)")
     p.add_argument("--img-size", type=int, default=256, help="square input size, multiple of 16")
     p.add_argument("--val-fraction", type=float, default=0.2, help="seeded random hold-out")
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--init", help="checkpoint to fine-tune from")
+    p.add_argument("--seed", type=int, default=42, help="split and augmentation seed")
+    p.add_argument("--init", help="checkpoint to fine-tune from (.pth/.safetensors)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="autocast dtype for training forward passes (validation is fp32); auto: bf16 "
                         "where the CPU runs it natively (AVX-512 BF16, AMX) or on CUDA, else fp32")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep the NCHW memory format (channels-last is usually faster on CPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)

@@ -27,7 +27,7 @@ BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry("pytorch", (".pth", ".pt", ".safetensors"),
                  "cmunext_edge.runtime.torch_backend:TorchBackend", "torch", "torch", ("torch",)),
     BackendEntry("onnxruntime", (".onnx",),
-                 "cmunext_edge.runtime.onnxruntime_backend:OnnxRuntimeBackend", "onnxruntime", "onnx",
+                 "cmunext_edge.runtime.onnxruntime_backend:OnnxRuntimeBackend", "onnxruntime", "onnxruntime",
                  ("ort", "onnx")),
     BackendEntry("openvino", (".xml",),
                  "cmunext_edge.runtime.openvino_backend:OpenVINOBackend", "openvino", "openvino", ("ov",)),

@@ -1,0 +1,115 @@
+"""What an exported artifact is, read from its files without running it and without torch.
+
+ONNX: `metadata_props` (through `onnx`, else ONNX Runtime's model metadata); OpenVINO IR: the
+`rt_info/model_info` block and Parameter shapes of the .xml, parsed as XML (no OpenVINO needed);
+TensorRT: the sidecar `<engine>.json`. The export's verification comes from manifest.json beside
+the artifact, when there is one. One table (READERS) maps suffixes to readers.
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ._deps import MissingDependencyError, available, require
+from .artifact_meta import parse_metadata
+from .fileio import sha256_file
+
+
+def _onnx(path: Path) -> tuple[dict, list]:
+    if available("onnx"):
+        model = require("onnx").load(str(path), load_external_data=False)
+        dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+        return {p.key: p.value for p in model.metadata_props}, dims[0] if dims else []
+    if not available("onnxruntime"):
+        raise MissingDependencyError('reading an .onnx artifact needs onnxruntime (or onnx); install it '
+                                     'with: pip install "cmunext-edge[onnxruntime]"')
+    ort = require("onnxruntime")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(sess.get_modelmeta().custom_metadata_map), list(sess.get_inputs()[0].shape)
+
+
+def _openvino_ir(path: Path) -> tuple[dict, list]:
+    root = ET.parse(path).getroot()
+    info = root.find("rt_info/model_info")
+    meta = {el.tag: el.get("value", "") for el in (info if info is not None else [])}
+    shape = []
+    for layer in root.iter("layer"):
+        if layer.get("type") == "Parameter":
+            data = layer.find("data")
+            raw = (data.get("shape", "") if data is not None else "").split(",")
+            shape = [int(v) if v.strip().lstrip("-").isdigit() and int(v) >= 0 else "?" for v in raw if v.strip()]
+            break
+    return meta, shape
+
+
+def _tensorrt(path: Path) -> tuple[dict, list]:
+    side = path if path.suffix == ".json" else path.with_name(path.name + ".json")
+    if not side.is_file():
+        raise FileNotFoundError(f"{path}: no TensorRT sidecar {side.name} beside it (exported engines carry one)")
+    data = json.loads(side.read_text())
+    return {**(data.get("metadata") or {}), "_tensorrt_version": data.get("tensorrt_version", ""),
+            "_gpu": data.get("name") or data.get("gpu", "")}, data.get("shapes") or []
+
+
+READERS = {".onnx": ("ONNX", _onnx), ".xml": ("OpenVINO IR", _openvino_ir),
+           ".engine": ("TensorRT plan", _tensorrt), ".plan": ("TensorRT plan", _tensorrt)}
+ARTIFACT_SUFFIXES = tuple(READERS)
+
+
+def is_artifact(path: str | Path) -> bool:
+    p = Path(path)
+    return p.suffix.lower() in READERS or p.name.endswith((".engine.json", ".plan.json"))
+
+
+def _engine_of(path: Path) -> Path:
+    return path.with_name(path.name[:-len(".json")]) if path.name.endswith((".engine.json", ".plan.json")) else path
+
+
+def manifest_entry(path: Path) -> dict | None:
+    """This artifact's entry in manifest.json beside it, or None."""
+    try:
+        return json.loads((path.parent / "manifest.json").read_text())["artifacts"].get(path.name)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def describe_artifact(path: str | Path) -> dict:
+    """Format, metadata (variant, classes, precision, preprocessing, runtime settings), input shape,
+    files and the export's verification of an exported artifact."""
+    path = _engine_of(Path(path))
+    kind, reader = READERS[path.suffix.lower()]
+    if not path.is_file() and not (kind == "TensorRT plan" and path.with_name(path.name + ".json").is_file()):
+        raise FileNotFoundError(f"{path}: no such artifact")
+    flat, shape = reader(path)
+    meta = parse_metadata(flat)
+    if not meta:
+        raise ValueError(f"{path}: a {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
+    spec = meta.pop("spec", None)
+    selftest = meta.pop("selftest", None)
+    entry = manifest_entry(path)
+    files = [path] + ([path.with_suffix(".bin")] if kind == "OpenVINO IR" else []) + \
+        ([path.with_name(path.name + ".json")] if kind == "TensorRT plan" else [])
+    return {"path": str(path), "format": kind, "target": meta.get("target"), "precision": meta.get("precision"),
+            "variant": meta.get("variant"), "in_channels": meta.get("in_channels"),
+            "num_classes": meta.get("num_classes"), "input_shape": shape,
+            "preprocess": json.loads(spec.to_json()) if spec else None,
+            "runtime_settings": json.loads(meta["runtime"]) if meta.get("runtime") else {},
+            "graph_rewrites": json.loads(meta["graph"]) if meta.get("graph") else [],
+            "source_sha256": meta.get("source_sha256"), "toolkit_version": meta.get("toolkit_version"),
+            "selftest": bool(selftest), "tensorrt": {k[1:]: v for k, v in flat.items() if k.startswith("_")} or None,
+            "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files if f.is_file()],
+            "sha256": sha256_file(path) if path.is_file() else None,
+            "verification": (entry or {}).get("verification"), "in_manifest": entry is not None}
+
+
+def verification_line(v: dict | None, in_manifest: bool) -> str:
+    if not in_manifest:
+        return "unknown (no manifest.json entry beside the artifact)"
+    if not v:
+        return "NOT verified at export (--no-verify)"
+    data = (v.get("data") or {}).get("label") or (v.get("source") or {}).get("source", "?")
+    gt = v.get("dice_vs_ground_truth")
+    return (f"{'passed' if v.get('passed') else 'FAILED'}: vs PyTorch FP32 on {v['n_images']} images of {data}, "
+            f"mask Dice agreement {v['mask_dice_agreement']:.4f} (required {v['required_agreement']})"
+            + (f", Dice vs ground truth {gt:.4f}" if gt is not None else ", no ground-truth Dice"))
