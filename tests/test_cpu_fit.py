@@ -157,3 +157,11 @@ def test_demo_main_exits_1_on_a_real_failure(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "export_and_bench", lambda out: (_ for _ in ()).throw(RuntimeError("boom")))
     assert demo.main(["--out", str(tmp_path)]) == 1
     assert "boom" in capsys.readouterr().err
+
+
+def test_cmunext_info_shows_the_probe(capsys):
+    from cmunext_edge.cli.info import main
+    assert main(["cmunext-s-busi"]) == 0
+    assert f"this CPU      {detect().summary()}" in capsys.readouterr().out
+    assert main(["cmunext-s-busi", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["capabilities"]["isa"] == detect().isa

@@ -122,7 +122,7 @@ def capabilities_lines() -> list[str]:
     from ..capabilities import detect
     d = detect().as_dict()
     ov, ort = d.get("openvino"), d.get("onnxruntime")
-    return ["", f"CPU: {d['summary']}",
+    return [f"CPU: {d['summary']}",
             f"  features: {' '.join(sorted(d['features'])) or '-'}",
             f"  OpenVINO CPU capabilities: {', '.join(ov['optimization_capabilities']) if ov else '(not installed)'}",
             f"  ONNX Runtime providers: {', '.join(ort['providers']) if ort else '(not installed)'}"]
