@@ -3,8 +3,11 @@
 all artifacts plus PyTorch eager FP32 (and BF16) in ONE `cmunext-bench` run; two extra rows
 show thread/hint settings (EXTRA_ROWS).
 
-Writes benchmarks/results/cpu_<date>.{json,md,png}, cpu_<date>_machine.txt (lscpu, cores,
-versions, load before/after, the exact commands) and cpu_<date>_ort_overhead.json (the
+Writes benchmarks/results/cpu_<date>[_<tag>].{json,md,png}, cpu_<date>_machine.txt (the
+capability probe's summary, lscpu, cores, versions, load before/after, the exact commands),
+cpu_<date>_capabilities.json (`capabilities.detect().as_dict()`: ISA, native INT8/BF16/FP16,
+OpenVINO's and ONNX Runtime's view; the bench JSON's machine entry has it too) and
+cpu_<date>_ort_overhead.json (the
 acceptance check: the bench's batch-1 p50 for the ONNX Runtime FP32 artifact against a bare
 `InferenceSession.run` loop in the same process; its result is merged into the JSON and
 Markdown too).
@@ -14,6 +17,12 @@ Run it on a quiet machine (nothing else busy: no training, no other benchmarks):
     .venv/bin/python benchmarks/run_cpu_suite.py \\
         --weights models/cmunext-s-busi.safetensors \\
         --data ../shared/data/busi-train --split models/cmunext-s-busi.split.json
+
+BF16 rows (OpenVINO BF16, PyTorch BF16) are left out where BF16 is not native (capabilities.py:
+OpenVINO would run f32 under a BF16 label, PyTorch bf16 runs ~100x slower than fp32); the machine
+file says so. On an AVX-512 host the AVX2 path is recorded with
+`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ... --tag avx2-lowered` (OpenVINO and PyTorch
+honour the limit, ONNX Runtime does not).
 
 Artifacts go to exports/cpu_suite (--exports). Every command runs from the repository root
 with repo-relative paths, so the commands recorded in *_machine.txt rerun on any checkout.
@@ -60,12 +69,21 @@ def artifact_from(stdout: str) -> str:
     return json.loads(stdout[start if start >= 0 else 0:])["artifact"]
 
 
+def bf16_rows_fit() -> tuple[bool, bool]:
+    """(OpenVINO BF16 native, PyTorch BF16 native) in the effective ISA."""
+    from cmunext_edge.capabilities import detect
+    caps = detect()
+    return caps.bf16_native, caps.torch_bf16_native
+
+
 def machine_text(log: list[str], load_before, failures: list[str]) -> str:
     from cmunext_edge.bench.system import cpu_model
+    from cmunext_edge.capabilities import detect
     from cmunext_edge.toolchain import toolchain_versions
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
     lines = [f"date (UTC): {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-             f"cpu: {cpu_model()}", f"logical cores: {os.cpu_count()}",
+             f"cpu: {cpu_model()}", f"capabilities: {detect().summary()}",
+             f"logical cores: {os.cpu_count()}",
              f"usable cores: {len(os.sched_getaffinity(0))}",
              f"load average before: {load_before}", f"load average after: {os.getloadavg()}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in toolchain_versions().items()), "",
@@ -91,6 +109,7 @@ def parse_args(argv):
     p.add_argument("--reuse", action="store_true",
                    help="benchmark artifacts already in --exports instead of exporting again")
     p.add_argument("--quick", action="store_true", help="smoke run with few iterations (not for the record)")
+    p.add_argument("--tag", help="suffix of the result files, e.g. avx2-lowered (default none)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: extra cmunext-bench arguments")
     return p.parse_args(argv)
 
@@ -98,7 +117,11 @@ def parse_args(argv):
 def export_all(args, weights: Path, exports: Path, log: list, failures: list) -> list[str]:
     """Every EXPORTS row through cmunext-export (or reused); artifact paths, repo-relative."""
     artifacts = []
+    ov_bf16, _ = bf16_rows_fit()
     for name, target, flag in EXPORTS:
+        if flag == "--bf16" and not ov_bf16:
+            failures.append(f"{name}: skipped, BF16 is not native on this CPU (capabilities.py)")
+            continue
         existing = sorted(exports.glob(f"{weights.stem}_{name}*.onnx")) + sorted(exports.glob(f"{weights.stem}_{name}*.xml"))
         if args.reuse and existing:
             artifacts.append(rel(existing[0]))
@@ -126,7 +149,8 @@ def bench_command(args, weights: Path, artifacts: list[str], base: Path, stamp: 
     extra = [f"{a}@{opts}" for name, opts in EXTRA_ROWS for a in artifacts
              if Path(a).stem == f"{weights.stem}_{name}"]
     w = rel(weights)
-    cmd = tool("cmunext-bench") + [f"{w}@precision=fp32", f"{w}@precision=bf16", *artifacts, *extra,
+    torch_rows = [f"{w}@precision=fp32"] + ([f"{w}@precision=bf16"] if bf16_rows_fit()[1] else [])
+    cmd = tool("cmunext-bench") + [*torch_rows, *artifacts, *extra,
                                    *(QUICK if args.quick else FULL), "--json", rel(f"{base}.json"),
                                    "--markdown", rel(f"{base}.md"), "--plot", rel(f"{base}.png")]
     if args.data:
@@ -157,7 +181,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from cmunext_edge.resources import resolve_weights
     weights = resolve_weights(args.weights).resolve()
-    stamp = dt.date.today().isoformat() + ("_quick" if args.quick else "")
+    stamp = dt.date.today().isoformat() + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)
     exports = args.exports.resolve()
     exports.mkdir(parents=True, exist_ok=True)
@@ -171,9 +195,14 @@ def main(argv=None) -> int:
     base = args.out / f"cpu_{stamp}"
     rc = run(bench_command(args, weights, artifacts, base, stamp), log).returncode
     ort_overhead(args, artifacts, base, log)
+    if not bf16_rows_fit()[1]:
+        failures.append("PyTorch bf16 row: skipped, BF16 is not native for PyTorch on this CPU")
     Path(f"{base}_machine.txt").write_text(machine_text(log, load_before, failures))
-    print(f"results: {base}.json .md .png, {base}_machine.txt; artifacts in {rel(exports)}")
-    return rc or (1 if failures else 0)
+    from cmunext_edge.capabilities import detect
+    Path(f"{base}_capabilities.json").write_text(json.dumps(detect().as_dict(), indent=2) + "\n")
+    print(f"results: {base}.json .md .png, {base}_machine.txt, {base}_capabilities.json; "
+          f"artifacts in {rel(exports)}")
+    return rc or (1 if [f for f in failures if "skipped" not in f] else 0)
 
 
 if __name__ == "__main__":

@@ -156,10 +156,18 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
               "eval_set": {"source": evals.source, "n_images": len(evals)}, "pytorch_fp32_dice": torch_dice,
               "pytorch_fp32_p50_ms": torch_ms, "winner": winner.name if winner else None,
               "artifact": str(chosen) if chosen else None, "candidates": [asdict(r) for r in rows],
-              "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"), **_machine()}
     from .auto_report import write_report
     report["report_files"] = [str(p) for p in write_report(report, out / "auto_report")]
     return report
+
+
+def _machine() -> dict:
+    """What the figures were measured on, and the per-CPU INT8 recipe the candidates used."""
+    from ..capabilities import detect
+    from .cpu_fit import nncf_overflow_fix, ort_reduce_range
+    return {"capabilities": detect().as_dict(),
+            "int8_recipe": {"nncf_overflow_fix": nncf_overflow_fix(), "ort_reduce_range": ort_reduce_range()}}
 
 
 def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, log):

@@ -1,6 +1,11 @@
 """The candidates of `cmunext-export --target auto`, as data: one row per backend x precision x
 quantization options x exact graph rewrites x runtime settings, and the devices it is tried on.
 Adding a candidate is adding a row here; `auto.run_auto` exports, measures and selects.
+
+The table follows the CPU (issue 11): BF16 candidates are offered for the CPU only where BF16 is
+native (capabilities.py; elsewhere OpenVINO would run them f32 or fail to compile them), and the
+INT8 candidates' recipe per ISA (NNCF overflow_fix, ONNX Runtime reduce_range) is applied by the
+export itself (cpu_fit.py) unless a row sets it.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ CANDIDATES: tuple[Candidate, ...] = (
               runtime={**OV_LAT, "inference_precision": "bf16"}, note="+ BN folding"),
     Candidate("ov-fp16", ("GPU", "NPU"), "openvino", "fp16", runtime=OV_LAT),
     Candidate("ov-int8-nncf-default", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(),
-              runtime=OV_LAT, note="NNCF defaults (model_type None, preset mixed)"),
+              runtime=OV_LAT, note="NNCF defaults (model_type None, preset mixed), overflow_fix per CPU"),
     Candidate("ov-int8-transformer", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(*FAST),
               runtime=OV_LAT, note="NNCF model_type TRANSFORMER, preset performance"),
     Candidate("ov-int8-transformer-dense", ("CPU", "GPU", "NPU"), "openvino", "int8", DENSE,
@@ -59,7 +64,7 @@ CANDIDATES: tuple[Candidate, ...] = (
               nncf=_nncf(*FAST, max_drop="budget"), runtime=OV_LAT,
               note="nncf.quantize_with_accuracy_control, Dice on the calibration masks"),
     Candidate("ort-int8-qdq", ("CPU",), "onnxruntime", "int8", ort_quant=ORT_MEM,
-              note="QDQ, per-channel, percentile"),
+              note="QDQ, per-channel, percentile, reduce_range per CPU"),
     Candidate("ort-int8-qoperator-conv", ("CPU",), "onnxruntime", "int8", DENSE,
               ort_quant={**ORT_MEM, "format": "qoperator", "op_types": ["Conv"]}, note="QOperator, Conv only"),
     Candidate("ort-int8-qdq-reduce-range", ("CPU",), "onnxruntime", "int8", DENSE,
@@ -68,11 +73,23 @@ CANDIDATES: tuple[Candidate, ...] = (
 QUICK = ("ort-fp32", "ov-bf16", "ov-int8-transformer-dense")    # tests and smoke runs
 
 
-def candidates_for(device: str = "CPU", names=None) -> list[Candidate]:
+def fits(cand: Candidate, device: str, caps=None) -> bool:
+    """Whether `cand` belongs in the default list for `device` on this CPU (`caps`: a
+    capabilities.Capabilities, default detect()): BF16 on the CPU only where it is native."""
+    if device not in cand.devices:
+        return False
+    if device == "CPU" and cand.precision == "bf16":
+        from ..capabilities import detect
+        return (caps or detect()).bf16_native
+    return True
+
+
+def candidates_for(device: str = "CPU", names=None, caps=None) -> list[Candidate]:
+    """The candidates for `device` that fit this CPU; `names` (explicit) are taken as given."""
     device = device.upper()
     if device not in DEVICES:
         raise ValueError(f"--device {device!r}: auto selection knows {', '.join(DEVICES)}")
-    chosen = [c for c in CANDIDATES if device in c.devices]
+    chosen = [c for c in CANDIDATES if fits(c, device, caps)]
     if names:
         unknown = set(names) - {c.name for c in CANDIDATES}
         if unknown:

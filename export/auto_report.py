@@ -15,6 +15,7 @@ def _f(v, fmt):
 def to_markdown(rep: dict) -> str:
     lines = [f"# Auto selection: {Path(rep['weights']).name} ({rep['variant']}) on {rep['device']}", "",
              f"- date: {rep['date']}; threads: {rep['threads'] or 'runtime default'}",
+             f"- CPU: {rep['capabilities']['summary'] if rep.get('capabilities') else 'not recorded'}",
              f"- evaluation: {rep['eval_set']['n_images']} images of {rep['eval_set']['source']}",
              f"- PyTorch eager FP32: Dice {_f(rep['pytorch_fp32_dice'], '.4f')}, "
              f"p50 {_f(rep['pytorch_fp32_p50_ms'], '.1f')} ms (batch 1)",

@@ -4,7 +4,9 @@ INT8 by NNCF post-training quantization on the calibration set; metadata in rt_i
 The IR is converted from the simplified FP32 ONNX (the same graph every target starts from).
 NNCF options can be overridden through `ExportOptions.nncf`; the defaults are the fastest and
 most accurate measured for CMUNeXt on OpenVINO CPU (model_type TRANSFORMER: 9.9 ms vs 15.1 ms
-with NNCF's defaults; see benchmarks/int8_notes.md for the options explored).
+with NNCF's defaults; see benchmarks/int8_notes.md for the options explored). `overflow_fix`
+"auto" follows the CPU (cpu_fit.py): ENABLE on x86, where without VNNI NNCF's default
+(FIRST_LAYER) fails the 0.97 agreement gate; NNCF's default elsewhere.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from .._deps import require
 from ..precision import Precision
+from .cpu_fit import AUTO, OVERFLOW_FIX, resolve_overflow_fix
 from .onnx_export import export_onnx
 
 NNCF_DEFAULTS = {"model_type": "transformer", "preset": "performance", "fast_bias_correction": True,
@@ -20,6 +23,7 @@ NNCF_DEFAULTS = {"model_type": "transformer", "preset": "performance", "fast_bia
                  "ignored_types": None,  # e.g. ["Interpolate", "GroupConvolution"]: kept in float
                  "ignored_names": None,  # node-name regexes kept in float
                  "smooth_quant_alpha": None,    # SmoothQuant (MatMul only in NNCF); None: NNCF's
+                 "overflow_fix": "auto",  # auto (per CPU, cpu_fit.py), enable, disable, first_layer
                  "max_drop": None}      # quantize_with_accuracy_control: allowed Dice drop (absolute)
 
 
@@ -32,11 +36,28 @@ def _kwargs(nncf, opts: dict) -> dict:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(opts["ignored_types"] or []),
                                                     patterns=list(opts["ignored_names"] or []),
                                                     validate=False)
+    advanced = {}
     if opts["smooth_quant_alpha"] is not None:
+        advanced["smooth_quant_alpha"] = float(opts["smooth_quant_alpha"])
+    overflow_fix = resolve_overflow_fix(opts.get("overflow_fix", AUTO))
+    if overflow_fix is not None:
+        from nncf.quantization.advanced_parameters import OverflowFix
+        advanced["overflow_fix"] = getattr(OverflowFix, OVERFLOW_FIX[overflow_fix])
+    if advanced:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
-            smooth_quant_alpha=float(opts["smooth_quant_alpha"]))
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(**advanced)
     return kwargs
+
+
+def resolved_nncf_options(overrides: dict) -> dict:
+    """NNCF_DEFAULTS with `overrides` applied (as quantize_int8 does) and overflow_fix resolved
+    for this CPU; raises ValueError for an unknown option."""
+    unknown = set(overrides) - set(NNCF_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown NNCF option(s) {sorted(unknown)}; known: {', '.join(NNCF_DEFAULTS)}")
+    opts = {**NNCF_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None or k == "model_type"}}
+    opts["overflow_fix"] = resolve_overflow_fix(opts["overflow_fix"])
+    return opts
 
 
 def dice_validation_fn(compiled_model, items) -> tuple[float, list[float]]:
@@ -58,10 +79,7 @@ def set_rt_metadata(model, metadata: dict) -> None:
 def quantize_int8(model, calib, **overrides):
     """nncf.quantize on the preprocessed calibration arrays (one image per item)."""
     nncf = require("nncf")
-    unknown = set(overrides) - set(NNCF_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown NNCF option(s) {sorted(unknown)}; known: {', '.join(NNCF_DEFAULTS)}")
-    opts = {**NNCF_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None or k == "model_type"}}
+    opts = resolved_nncf_options(overrides)
     kwargs = {**_kwargs(nncf, opts), "subset_size": int(opts["subset_size"] or len(calib))}
     dataset = nncf.Dataset(list(calib.batches(1)))
     if opts["max_drop"] is None:

@@ -16,11 +16,21 @@ from .onnx_export import export_onnx, set_metadata
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # ONNX Runtime quantization knobs `cmunext-export --target auto` explores (ExportOptions.ort_quant):
 # QDQ or QOperator format, per-channel weights, reduce_range (7-bit weights, for CPUs without
-# VNNI), the op types to quantize (None: all ONNX Runtime can).
+# VNNI; None: by this CPU, cpu_fit.ort_reduce_range; never for TensorRT), the op types to
+# quantize (None: all ONNX Runtime can).
 # max_images caps the calibration images: percentile/entropy calibration keeps every intermediate
 # tensor of every image in memory (CMUNeXt-S, 128 images at 256x256: >23 GB, OOM-killed).
-ORT_DEFAULTS = {"format": "qdq", "per_channel": True, "reduce_range": False, "op_types": None,
+ORT_DEFAULTS = {"format": "qdq", "per_channel": True, "reduce_range": None, "op_types": None,
                 "max_images": None}
+
+
+def resolved_ort_options(overrides: dict, for_tensorrt: bool = False) -> dict:
+    """ORT_DEFAULTS with `overrides` applied and reduce_range decided for this CPU."""
+    from .cpu_fit import ort_reduce_range
+    opts = {**ORT_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    if opts["reduce_range"] is None:
+        opts["reduce_range"] = False if for_tensorrt else ort_reduce_range()
+    return opts
 
 
 class CalibrationReader:
@@ -48,7 +58,7 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calib, *, for_tensorrt: bool = Fals
     quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
     method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
               "percentile": q.CalibrationMethod.Percentile}[calibrate_method]
-    opts = {**ORT_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    opts = resolved_ort_options(overrides, for_tensorrt)
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if for_tensorrt else {"WeightSymmetric": True}
     qdq = str(opts["format"]).lower() == "qdq" or for_tensorrt
     op_types = opts["op_types"] or [op for op in QDQRegistry if op not in exclude_ops]

@@ -24,6 +24,7 @@ from ..resources import resolve_weights
 from ..runtime.registry import open_backend
 from ..weights import load_checkpoint
 from .calibration import make_calibration_set
+from .cpu_fit import gate_failure_hint, manifest_fields
 from .manifest import file_entries, toolchain_versions, write_manifest
 from .onnx_export import prepare_model
 from .options import ExportOptions
@@ -161,7 +162,8 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
                 raise VerificationError(
                     f"{job.target.name} {job.precision} artifact disagrees with PyTorch FP32: mask Dice "
                     f"agreement {figures['mask_dice_agreement']:.4f} < {figures['required_agreement']}; "
-                    f"nothing was written (use --no-verify to keep it anyway)", figures)
+                    f"nothing was written (use --no-verify to keep it anyway)."
+                    + gate_failure_hint(job.target.name, job.precision, job.device, job.options), figures)
         selftest = make_selftest(job.spec, backend.infer(selftest_input(job.spec)), job.precision.value)
     return figures, selftest
 
@@ -187,7 +189,8 @@ def _manifest_entry(job: _Job, files, calib_set, figures, check) -> dict:
             "graph": o.graph_rewrites(), "runtime": o.runtime or {},
             "calibration": calib_set.manifest() if (calib_set and int8) else None,
             "verification": figures, "selftest": check.as_dict(),
-            "export_seconds": round(time.perf_counter() - job.started, 1)}
+            "export_seconds": round(time.perf_counter() - job.started, 1),
+            **manifest_fields(job.target.name, job.precision, o)}
 
 
 def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set):

@@ -40,25 +40,3 @@ def trained(tmp_path_factory):
     shutil.copyfile(path, copy)
     return copy
 
-
-@pytest.fixture
-def int8_recipe(monkeypatch):
-    """The per-ISA OpenVINO INT8 recipe of benchmarks/int8_notes.md ("INT8 per instruction set"):
-    NNCF TRANSFORMER everywhere, plus overflow_fix ENABLE (7-bit weights) where the effective ISA
-    has no VNNI/AMX, whose saturating u8 x s8 multiply-add otherwise costs agreement (0.966 -> 0.986
-    on the bundled samples under AVX2). export() has no overflow_fix option yet, so this adds it to
-    the NNCF call for the test; phase 2 of issue 11 makes it the export default. Returns the
-    overflow_fix used (None: NNCF's own default)."""
-    from cmunext_edge.capabilities import detect
-    if detect().int8_native:
-        return None
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    import cmunext_edge.export.openvino_export as ove
-    original = ove._kwargs
-
-    def with_overflow_fix(nncf, opts):
-        kwargs = original(nncf, opts)
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
-        return kwargs
-    monkeypatch.setattr(ove, "_kwargs", with_overflow_fix)
-    return "enable"

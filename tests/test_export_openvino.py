@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cmunext_edge.capabilities import detect
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.segmenter import EdgeSegmenter
 
@@ -22,7 +23,7 @@ def out(tmp_path_factory):
 
 
 @pytest.mark.parametrize("precision, min_agreement", [("fp32", 0.999), ("fp16", 0.99), ("int8", 0.97)])
-def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreement, int8_recipe):
+def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreement):
     res = export(trained, target="openvino", precision=precision, out=out, calib_size=6)
     v = res.verification
     assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == 6
@@ -40,6 +41,12 @@ def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreemen
         assert d["precision"] == "int8"
         manifest = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
         assert manifest["calibration"]["size"] == 6 and len(manifest["calibration"]["sha256"]) == 64
+        # the per-CPU recipe (cpu_fit.py) is the default and is recorded with the machine it ran on
+        caps = detect()
+        assert manifest["capabilities"]["summary"] == caps.summary()
+        nncf = manifest["int8_settings"]["nncf"]
+        assert nncf["model_type"] == "transformer"
+        assert nncf["overflow_fix"] == ("enable" if caps.is_x86 else None)
     assert seg.self_test().passed
     image = sorted((SAMPLES / "images").iterdir())[0]
     result = seg.segment(str(image))
@@ -68,3 +75,7 @@ def test_onnxruntime_int8_qdq(trained, out):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     seg = EdgeSegmenter.from_artifact(res.artifact)
     assert seg.describe()["precision"] == "int8" and seg.self_test().passed
+    entry = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
+    caps = detect()        # 7-bit weights exactly where x86 INT8 is not native (the recorded ISA)
+    assert entry["int8_settings"]["ort_quant"]["reduce_range"] is (caps.is_x86 and not caps.int8_native)
+    assert entry["capabilities"]["int8_native"] is caps.int8_native

@@ -110,12 +110,17 @@ def matmul_gflops(seconds: float = 1.0, n: int = 1024) -> tuple[float, str]:
     return 2.0 * n ** 3 * calls / elapsed / 1e9, how
 
 
+def _capabilities() -> dict:
+    from ..capabilities import detect
+    return detect().as_dict()
+
+
 def machine_info(matmul_seconds: float = 1.0) -> dict:
     info = {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "platform": platform.platform(), "versions": toolchain_versions(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "argv": sys.argv[1:]}
+            "argv": sys.argv[1:], "capabilities": _capabilities()}
     torch = sys.modules.get("torch")   # PyTorch rows run with this many threads unless threads=N
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()

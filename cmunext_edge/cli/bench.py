@@ -117,7 +117,19 @@ def list_devices_text() -> str:
     for e in BACKENDS:
         devs = found.get(e.name, [])
         lines.append(f"{e.name:<14} {e.extra:<14} {', '.join(devs) if devs else '(none: library missing or no device)'}")
+    lines += capabilities_lines()
     return "\n".join(lines)
+
+
+def capabilities_lines() -> list[str]:
+    """The capability probe (CPU, ISA, native INT8/BF16/FP16, runtimes) as text lines."""
+    from ..capabilities import detect
+    d = detect().as_dict()
+    ov, ort = d.get("openvino"), d.get("onnxruntime")
+    return [f"CPU: {d['summary']}",
+            f"  features: {' '.join(sorted(d['features'])) or '-'}",
+            f"  OpenVINO CPU capabilities: {', '.join(ov['optimization_capabilities']) if ov else '(not installed)'}",
+            f"  ONNX Runtime providers: {', '.join(ort['providers']) if ort else '(not installed)'}"]
 
 
 def _ort_overhead(args) -> int:

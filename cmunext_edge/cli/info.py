@@ -61,8 +61,9 @@ def main(argv=None) -> int:
             "input_size": list(spec.size), "macs": cx.macs, "gmacs": round(cx.gmacs, 4),
             "gflops": round(2 * cx.gmacs, 4), "sha256": ckpt.sha256,
             "preprocess": json.loads(spec.to_json())}
+    from ..capabilities import detect
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps({**info, "capabilities": detect().as_dict()}, indent=2))
         return 0
     print(f"path          {info['path']}\nvariant       {info['variant']}\n"
           f"in_channels   {info['in_channels']}\nclasses       {info['num_classes']}\n"
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
           f"(conv multiply-accumulates; FLOPs = {info['gflops']:.3f} G)\n"
           f"preprocess    {spec.channel_order.upper()}, {spec.interpolation} resize to "
           f"{spec.height}x{spec.width}, mean {spec.mean}, std {spec.std}, extra scale "
-          f"{spec.extra_scale:.6g}, threshold {spec.threshold}\nsha256        {info['sha256']}")
+          f"{spec.extra_scale:.6g}, threshold {spec.threshold}\nsha256        {info['sha256']}\n"
+          f"this CPU      {detect().summary()}")
     return 0
 
 

@@ -1,0 +1,94 @@
+"""Export choices that follow the CPU (issue 11), from the measurements in benchmarks/int8_notes.md
+("INT8 per instruction set"):
+
+- OpenVINO INT8 (NNCF): model_type TRANSFORMER and **overflow_fix ENABLE on every x86 CPU**. Without
+  VNNI/AMX the x86 INT8 kernels multiply u8 x s8 with a saturating 16-bit multiply-add; NNCF's
+  default (FIRST_LAYER) then fails the 0.97 agreement gate on CMUNeXt-S (0.966 on the bundled
+  samples, 0.953 on 90 unseen images, AVX2), ENABLE (7-bit weights) passes (0.986 / 0.982); with
+  VNNI/AMX ENABLE measured as good as FIRST_LAYER (0.986 vs 0.984). Elsewhere (ARM): NNCF's default.
+- ONNX Runtime INT8: `reduce_range` (7-bit weights, ORT's own remedy for the same saturation) where
+  INT8 dot products are not native. ONNX Runtime's MLAS kernels ignore ONEDNN_MAX_CPU_ISA, so this
+  could not be measured on a lowered ISA; it is applied by capability. The decision follows the
+  effective ISA (ONEDNN_MAX_CPU_ISA included): with 7-bit weights no u8 x s8 pair sum can saturate
+  (2 x 255 x 64 < 32768), so a VNNI host running a reduce_range model computes what an AVX2 host does.
+- A failed INT8 gate says why when the CPU lacks VNNI, and what to try.
+"""
+from __future__ import annotations
+
+from ..capabilities import Capabilities, detect
+
+# NNCF OverflowFix members by the names export options use
+OVERFLOW_FIX = {"enable": "ENABLE", "disable": "DISABLE", "first_layer": "FIRST_LAYER"}
+AUTO = "auto"
+
+
+def nncf_overflow_fix(caps: Capabilities | None = None) -> str | None:
+    """The overflow_fix for this CPU: "enable" on x86, None (NNCF's own default) elsewhere."""
+    caps = caps or detect()
+    return "enable" if caps.is_x86 else None
+
+
+def ort_reduce_range(caps: Capabilities | None = None) -> bool:
+    """7-bit ONNX Runtime weights where x86 INT8 dot products are not native (no VNNI/AMX)."""
+    caps = caps or detect()
+    return caps.is_x86 and not caps.int8_native
+
+
+def resolve_overflow_fix(value, caps: Capabilities | None = None) -> str | None:
+    """"auto" -> the per-CPU choice; otherwise the given value checked (None: NNCF's default)."""
+    if value == AUTO:
+        return nncf_overflow_fix(caps)
+    if value is not None and str(value).lower() not in OVERFLOW_FIX:
+        raise ValueError(f"NNCF overflow_fix {value!r}; known: auto, {', '.join(OVERFLOW_FIX)}")
+    return None if value is None else str(value).lower()
+
+
+def int8_settings(target: str, options) -> dict | None:
+    """The quantization settings an INT8 export of `target` uses with `options` (ExportOptions),
+    per-CPU choices resolved: what the manifest records. None for targets without such settings."""
+    if target == "openvino":
+        from .openvino_export import resolved_nncf_options
+        return {"nncf": resolved_nncf_options(options.nncf or {})}
+    if target == "onnxruntime":
+        from .ort_quant import resolved_ort_options
+        return {"ort_quant": resolved_ort_options(options.ort_quant or {}),
+                "calibrate_method": options.calibrate_method or "percentile"}
+    return None
+
+
+def manifest_fields(target: str, precision, options) -> dict:
+    """What every manifest entry records about the machine (and INT8 recipe) it was made on."""
+    fields = {"capabilities": detect().as_dict()}
+    if str(getattr(precision, "value", precision)) == "int8":
+        fields["int8_settings"] = int8_settings(target, options)
+    return fields
+
+
+def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
+                      caps: Capabilities | None = None) -> str:
+    """Why an INT8 artifact may miss its agreement gate on this CPU and what to try ("" when the
+    precision is not INT8 or the artifact does not run on the CPU)."""
+    if str(getattr(precision, "value", precision)) != "int8" or not str(device).lower().startswith("cpu"):
+        return ""
+    caps = caps or detect()
+    why = (f" Likely cause: no VNNI (this CPU: {caps.isa}, no VNNI/AMX): u8 x s8 saturation in the "
+           f"x86 INT8 kernels costs agreement." if caps.is_x86 and not caps.int8_native else "")
+    tries = []
+    if target == "openvino":
+        used = resolved_overflow_fix_of(options)
+        if used != "enable":
+            tries.append("NNCF overflow_fix ENABLE (nncf={'overflow_fix': 'enable'})")
+        tries.append("NNCF preset mixed (nncf={'preset': 'mixed'})")
+        tries.append("--target onnxruntime")
+    elif target == "onnxruntime":
+        from .ort_quant import resolved_ort_options
+        if not resolved_ort_options(getattr(options, "ort_quant", None) or {})["reduce_range"]:
+            tries.append("reduce_range (ort_quant={'reduce_range': True})")
+        tries.append("--target openvino")
+    tries += ["more representative calibration images (--calib)", "fp32 (--fp32)"]
+    return why + " Try: " + "; ".join(tries) + "."
+
+
+def resolved_overflow_fix_of(options) -> str | None:
+    nncf = (getattr(options, "nncf", None) or {}) if options is not None else {}
+    return resolve_overflow_fix(nncf.get("overflow_fix") or AUTO)
