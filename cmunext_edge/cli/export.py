@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="select on the Dice budget alone, ignoring the per-precision agreement with "
                         "PyTorch that every verified export needs (FP32 0.999, FP16/BF16 0.99, INT8 0.97)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--bundle", action="store_true", help="also write a device bundle (folder + .tar.gz) "
+                   "beside the artifact: see cmunext-bundle --help")
     return p
 
 
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
         return _auto(args)
     from ..export.pipeline import export
     auto_only = ("max_dice_drop", "split", "candidates", "threads", "agreement_floor")
-    opts = {k: v for k, v in vars(args).items() if k not in ("weights", "target", "precision", "json") + auto_only}
+    opts = {k: v for k, v in vars(args).items()
+            if k not in ("weights", "target", "precision", "json", "bundle") + auto_only}
     try:
         result = export(args.weights, args.target, args.precision, **opts)
     except (ExportUsageError, VerificationError) as exc:
@@ -102,6 +105,9 @@ def main(argv=None) -> int:
           f"manifest: {result.manifest}\nnext:", file=sys.stderr if args.json else sys.stdout)
     for cmd in result.next_commands:
         print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
+    if args.bundle:
+        from .bundle import run as make_bundle
+        return make_bundle(result.artifact, device=args.device or "cpu")
     return 0
 
 
