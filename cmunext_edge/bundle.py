@@ -97,25 +97,28 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
     """Copy images and masks, run the host artifact on them, save logits; per-image host figures."""
     (folder / "verify" / "images").mkdir(parents=True)
     (folder / "verify" / "masks").mkdir()
-    logits, rows = [], []
+    logits, inputs, rows = [], [], []
     for s in samples:
         img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
         mask_rel = f"verify/masks/{s.name}{s.mask.suffix.lower()}"
         shutil.copyfile(s.image, folder / img_rel)
         shutil.copyfile(s.mask, folder / mask_rel)
-        out, target = run_reference_image(backend, folder / img_rel, folder / mask_rel)
+        x, target = prepare_reference_image(backend.spec, folder / img_rel, folder / mask_rel)
+        out = backend.infer(x)[0]
         logits.append(out)
+        inputs.append(x[0])
         rows.append({"name": s.name, "image": img_rel, "mask": mask_rel,
                      "host_dice": round(_mean_dice(out, target), 6)})
-    np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32))
+    # the host's input tensors too: the device runs them to judge its runtime apart from its
+    # preprocessing (OpenCV's resize differs by a grey level between x86 and ARM builds)
+    np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32),
+                        inputs=np.stack(inputs).astype(np.float32))
     return rows
 
 
-def run_reference_image(backend, image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(CxHxW logits of `backend` for one image file, its ground truth HxW bool at network size)."""
-    spec = backend.spec
-    x = spec.preprocess(to_bgr_uint8(load_image(image)))[None]
-    return backend.infer(x)[0], load_mask(mask, spec.size)
+def prepare_reference_image(spec, image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(1xCxHxW network input for one image file, its ground truth HxW bool at network size)."""
+    return spec.preprocess(to_bgr_uint8(load_image(image)))[None], load_mask(mask, spec.size)
 
 
 def _mean_dice(logits: np.ndarray, target: np.ndarray) -> float:
@@ -158,8 +161,9 @@ On the device, from inside this folder:
 
 `cmunext-check` verifies the sha256 of every file listed in bundle.json, that the preprocessing
 contract (preprocess.json) is the one embedded in the artifact, runs the artifact's self-test,
-compares its outputs on verify/images with the export host's (verify/reference.npz: mask Dice
-agreement, max logit delta) and with the ground-truth masks (Dice), times a short benchmark and
+runs the export host's input tensors of verify/images (verify/reference.npz) and compares the
+outputs with the host's (mask Dice agreement, max logit delta), then preprocesses the images on
+the device and compares again and with the ground-truth masks (Dice), times a short benchmark and
 writes device_report.json. Exit code 0 only when all of it holds; 1 with one line naming the
 first failure otherwise. Merge reports of several devices with `cmunext-compare REPORT...`.
 Under emulation (QEMU) the times are not speeds.

@@ -11,7 +11,7 @@ from ._deps import require
 from .fileio import atomic_path
 
 COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "identical masks",
-           "max logit delta", "Dice (host)", "check")
+           "max logit delta", "end-to-end agreement", "inputs differing", "Dice (host)", "check")
 
 
 def load_reports(paths) -> list[dict]:
@@ -28,13 +28,14 @@ def load_reports(paths) -> list[dict]:
 def row(rep: dict) -> dict:
     """The compared figures of one report (None where the check stopped before them)."""
     b, ran = rep["bundle"], rep.get("ran") or {}
-    agr, dice, lat, fps = (rep.get(k) or {} for k in ("agreement", "dice", "latency_ms", "fps"))
+    agr, dice, lat, fps, e2e = (rep.get(k) or {} for k in ("agreement", "dice", "latency_ms", "fps", "end_to_end"))
     return {"device": rep["label"], "emulated": rep.get("emulated"), "machine": rep["device"].get("machine"),
             "artifact": f"{Path(b['artifact'] or '?').name} ({b['backend']} {b['precision']})",
             "backend": b["backend"], "artifact_precision": b["precision"], "ran_device": ran.get("device"),
             "ran_precision": ran.get("precision"), "p50_ms": lat.get("p50"), "fps": fps.get("batch1_loop"),
             "agreement": agr.get("mask_dice_mean"), "identical_masks": agr.get("identical_masks"),
             "images": agr.get("images"), "max_logit_delta": agr.get("max_abs_logit_delta"),
+            "e2e_agreement": e2e.get("mask_dice_mean"), "inputs_differing": e2e.get("input_values_differing"),
             "dice": dice.get("device"), "host_dice": dice.get("host"), "passed": rep["passed"],
             "first_failure": rep.get("first_failure")}
 
@@ -50,7 +51,8 @@ def _cells(r: dict) -> list[str]:
             _f(r["p50_ms"], ".2f") + ("¹" if emu and r["p50_ms"] is not None else ""),
             _f(r["fps"], ".1f") + ("¹" if emu and r["fps"] is not None else ""), _f(r["agreement"], ".4f"),
             "-" if r["identical_masks"] is None else f"{r['identical_masks']}/{r['images']}",
-            _f(r["max_logit_delta"], ".2g"), f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})",
+            _f(r["max_logit_delta"], ".2g"), _f(r["e2e_agreement"], ".4f"),
+            "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})",
             "pass" if r["passed"] else f"FAIL: {r['first_failure']}"]
 
 
@@ -61,9 +63,11 @@ def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check 
     if notes:
         lines += ["", "¹ emulated: measured under instruction-set emulation, so the time says nothing "
                       "about the real device's speed (correctness only). " + "; ".join(notes)]
-    lines += ["", "agreement: mean mask Dice against the export host's outputs for the same artifact on the "
-                  "bundle's verification images; Dice: against ground truth (host's in brackets); ran: device "
-                  "and precision the runtime reported."]
+    lines += ["", "agreement: mean mask Dice against the export host's outputs for the same artifact, the "
+                  "device running the host's own input tensors (the runtime alone; gated by the precision's "
+                  "floor); end-to-end agreement: the images preprocessed on the device (inputs differing: "
+                  "share of input values that differ from the host's preprocessing); Dice: against ground "
+                  "truth, end to end (host's in brackets); ran: device and precision the runtime reported."]
     return "\n".join(lines) + "\n"
 
 

@@ -60,7 +60,8 @@ def test_bundle_holds_artifact_contract_references_and_runtime_only_requirements
     assert json.loads((folder / "preprocess.json").read_text())["height"] == 256
     assert json.loads((folder / "selftest.json").read_text())["mask_bits"]
     assert len(manifest["references"]) == 3
-    assert np.load(folder / REFERENCE)["logits"].shape == (3, 1, 256, 256)
+    ref = np.load(folder / REFERENCE)
+    assert ref["logits"].shape == (3, 1, 256, 256) and ref["inputs"].shape == (3, 3, 256, 256)
     assert set(manifest["files"]) == set(file_table(folder)) and "artifact/cmunext-s-busi_fp32.onnx" in manifest["files"]
     with tarfile.open(pristine.archive) as tf:
         assert f"{folder.name}/{MANIFEST}" in tf.getnames()
@@ -86,10 +87,11 @@ def test_check_passes_on_this_machine_and_writes_the_report(bundle, capsys):
     report = json.loads((bundle / "device_report.json").read_text())
     assert report["passed"] and report["first_failure"] is None
     assert [c["name"] for c in report["checks"]] == ["files", "preprocessing_contract", "selftest",
-                                                     "reference_outputs", "latency"]
+                                                     "host_inputs", "device_preprocessing", "latency"]
     assert report["ran"]["precision"] == "fp32" and report["selftest"]["passed"]
     assert report["agreement"]["mask_dice_mean"] >= 0.999 and report["agreement"]["images"] == 3
     assert abs(report["dice"]["device"] - report["dice"]["host"]) < 0.01
+    assert report["end_to_end"]["input_values_differing"] == 0.0     # same machine, same OpenCV
     assert report["latency_ms"]["n"] == 2 and report["device"]["versions"]["onnxruntime"]
 
 
@@ -135,7 +137,7 @@ def test_edited_manifest_and_outputs_that_disagree_with_the_host_fail(bundle, ca
     assert rc == 1 and "bundle.json was modified" in out.err
     (bundle / MANIFEST).write_text(original)
     ref = np.load(bundle / REFERENCE)["logits"]
-    np.savez_compressed(bundle / REFERENCE, logits=-ref)       # the host's masks inverted
+    np.savez_compressed(bundle / REFERENCE, logits=-ref, inputs=np.load(bundle / REFERENCE)["inputs"])
     _rehash(bundle)
     rc, out = _check(bundle, capsys)
     assert rc == 1 and "outputs disagree with the export host: mask Dice agreement" in out.err

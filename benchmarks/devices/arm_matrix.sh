@@ -11,7 +11,7 @@
 #   CMUNEXT_ARM_ROOT   (default ~/.cache/cmunext-edge/arm64-bookworm)
 #   CMUNEXT_DEVICE_WORK (default ~/.cache/cmunext-edge/devices: bundles/, reports/)
 #   CMUNEXT_ARM_CPUS   (default "cortex-a72 neoverse-n1"), CMUNEXT_ARM_BUNDLES (names; default all)
-#   CMUNEXT_ARM_ITERS  (timed inferences per check, default 2), CMUNEXT_ARM_TIMEOUT (s, default 1800)
+#   CMUNEXT_ARM_ITERS, CMUNEXT_ARM_WARMUP (timed and untimed inferences per check, default 1 and 0), CMUNEXT_ARM_TIMEOUT (s, default 1800)
 #   CMUNEXT_ARM_NO_BUILD=1: skip (exit 0 with a message) instead of building a missing root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +19,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 ROOT=${CMUNEXT_ARM_ROOT:-$HOME/.cache/cmunext-edge/arm64-bookworm}
 WORK=${CMUNEXT_DEVICE_WORK:-$HOME/.cache/cmunext-edge/devices}
 CPUS=${CMUNEXT_ARM_CPUS:-"cortex-a72 neoverse-n1"}
-ITERS=${CMUNEXT_ARM_ITERS:-2}
+ITERS=${CMUNEXT_ARM_ITERS:-1}
+WARMUP=${CMUNEXT_ARM_WARMUP:-0}
 TIMEOUT=${CMUNEXT_ARM_TIMEOUT:-1800}
 VENV=/opt/cmunext-venv
 declare -A PART=([cortex-a72]=0xd08 [neoverse-n1]=0xd0c [cortex-a76]=0xd0b [cortex-a53]=0xd03)
@@ -66,7 +67,7 @@ fake_cpuinfo() {   # $1: QEMU cpu name -> bind-mount an ARM /proc/cpuinfo (onnxr
   mount --bind "$f" "$ROOT/proc/cpuinfo"
 }
 
-in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
+in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
 
 setup_python() {
   fake_cpuinfo neoverse-n1
@@ -79,8 +80,8 @@ setup_python() {
   local crt changed=0   # the host's extra CAs (pip's index may sit behind them); rehash only on change
   for crt in /usr/local/share/ca-certificates/*.crt; do
     [ -f "$crt" ] || continue
-    cmp -s "$crt" "$ROOT/usr/local/share/ca-certificates/$(basename "$crt")" && continue
-    cp "$crt" "$ROOT/usr/local/share/ca-certificates/" && changed=1
+    cp "$crt" "$ROOT/usr/local/share/ca-certificates/"
+    grep -qF "$(sed -n 2p "$crt")" "$ROOT/etc/ssl/certs/ca-certificates.crt" 2>/dev/null || changed=1
   done
   [ $changed = 1 ] && { log "update-ca-certificates in the root"; in_root update-ca-certificates >/dev/null; }
   [ -f /etc/pip.conf ] && cp /etc/pip.conf "$ROOT/etc/pip.conf"
@@ -102,17 +103,17 @@ setup_python() {
 run_matrix() {
   local names=${CMUNEXT_ARM_BUNDLES:-$(cd "$WORK/bundles" && ls -d *.bundle | sed 's/\.bundle$//')}
   local qemu; qemu=$(qemu-aarch64-static --version | head -1)
-  for cpu in $CPUS; do
-    fake_cpuinfo "$cpu"
-    mkdir -p "$WORK/reports/$cpu" "$ROOT/opt/bundles/$cpu"
-    for name in $names; do
+  for name in $names; do      # bundle by bundle, both CPUs each: the first results cover every CPU
+    for cpu in $CPUS; do
+      fake_cpuinfo "$cpu"
+      mkdir -p "$WORK/reports/$cpu" "$ROOT/opt/bundles/$cpu"
       rm -rf "$ROOT/opt/bundles/$cpu/$name.bundle"
       cp -r "$WORK/bundles/$name.bundle" "$ROOT/opt/bundles/$cpu/"
       rm -f "$ROOT/opt/bundles/$cpu/$name.bundle/device_report.json"
       log "$cpu: cmunext-check $name (emulated; times are not speeds)"
       set +e
       timeout "$TIMEOUT" chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU="$cpu" \
-        "$VENV/bin/cmunext-check" "/opt/bundles/$cpu/$name.bundle" --iters "$ITERS" --warmup 1 \
+        "$VENV/bin/cmunext-check" "/opt/bundles/$cpu/$name.bundle" --iters "$ITERS" --warmup "$WARMUP" \
         --label "${LABEL[$cpu]}" --emulated "$qemu user mode, QEMU_CPU=$cpu" \
         2>&1 | tee "$WORK/reports/$cpu/$name.log"
       echo "rc=${PIPESTATUS[0]} cpu=$cpu bundle=$name" | tee -a "$WORK/reports/summary.txt"

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="comma list of " + ", ".join(MATRIX))
     p.add_argument("--calib", help="INT8 calibration images (default: the bundled samples)")
     p.add_argument("--label", default=None, help="label of this machine in the reports")
+    p.add_argument("--reuse-exports", action="store_true", help="bundle the artifacts already exported there")
     args = p.parse_args(argv)
     names = args.only.split(",") if args.only else list(MATRIX)
     (WORK / "bundles").mkdir(parents=True, exist_ok=True)
@@ -40,10 +41,12 @@ def main(argv=None) -> int:
     for name in names:
         target, precision = MATRIX[name]
         out = WORK / "exports" / name
-        shutil.rmtree(out, ignore_errors=True)
-        res = export(args.weights, target, precision, out=out, calib=args.calib if precision == "int8" else None,
-                     name=f"cmunext-s-busi_{name}")
-        bundle = make_bundle(res.artifact, WORK / "bundles")
+        artifact = out / f"cmunext-s-busi_{name}{'.xml' if target == 'openvino' else '.onnx'}"
+        if not (args.reuse_exports and artifact.is_file()):
+            shutil.rmtree(out, ignore_errors=True)
+            artifact = export(args.weights, target, precision, out=out, name=artifact.stem,
+                              calib=args.calib if precision == "int8" else None).artifact
+        bundle = make_bundle(artifact, WORK / "bundles")
         report = run_check(bundle.folder, iters=20, warmup=3, label=args.label)
         write_report(report, WORK / "reports" / "host" / f"{name}.json")
         print(f"{name}: bundle {bundle.folder}: host check {'PASSED' if report['passed'] else 'FAILED'}"

@@ -60,8 +60,12 @@ def summary(report: dict) -> str:
     parts = [f"{report['bundle']['backend']} {report['bundle']['precision']} artifact ran on "
              f"{ran.get('device', '?')} at {ran.get('precision', '?')}"]
     if agr:
-        parts.append(f"agreement with host {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
+        parts.append(f"agreement with host on its inputs {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
                      f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g})")
+    e2e = report.get("end_to_end")
+    if e2e:
+        parts.append(f"end to end (device preprocessing, {100 * e2e['input_values_differing']:.1f}% of input "
+                     f"values differ from the host's) {e2e['mask_dice_mean']:.4f}")
     if dice:
         parts.append(f"Dice {dice['device']:.4f} (host {dice['host']:.4f})")
     if lat:
