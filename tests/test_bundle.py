@@ -143,6 +143,29 @@ def test_edited_manifest_and_outputs_that_disagree_with_the_host_fail(bundle, ca
     assert rc == 1 and "outputs disagree with the export host: mask Dice agreement" in out.err
 
 
+def test_device_preprocessing_is_judged_apart_from_the_runtime(bundle, capsys):
+    """Images that preprocess differently on the device (here: re-encoded one grey level darker)
+    leave the runtime check on the host's inputs intact, are measured, and a Dice drop beyond the
+    budget fails end to end."""
+    import cv2
+    _, manifest = read_bundle(bundle)
+    for row in manifest["references"]:
+        img = cv2.imread(str(bundle / row["image"]))
+        cv2.imwrite(str(bundle / row["image"]), cv2.subtract(img, 1))
+    _rehash(bundle)
+    assert _check(bundle, capsys)[0] == 0
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert report["agreement"]["mask_dice_mean"] >= 0.999
+    assert report["end_to_end"]["input_values_differing"] > 0.5
+    for row in manifest["references"]:                  # now the device "sees" blank images
+        cv2.imwrite(str(bundle / row["image"]), np.zeros((64, 64, 3), np.uint8))
+    _rehash(bundle)
+    rc, out = _check(bundle, capsys)
+    assert rc == 1 and "below the host's" in out.err and "with this device's preprocessing" in out.err
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert [c["name"] for c in report["checks"] if not c["passed"]] == ["device_preprocessing"]
+
+
 def test_not_a_bundle_is_a_usage_error(tmp_path, capsys):
     rc, out = _check(tmp_path, capsys)
     assert rc == 2 and "not a bundle" in out.err
