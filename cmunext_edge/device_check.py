@@ -37,6 +37,7 @@ class CheckState:
     device: str
     warmup: int
     iters: int
+    max_images: int | None = None
     backend: object = None
     report: dict = field(default_factory=dict)
 
@@ -81,14 +82,20 @@ def _agreement(outs, refs) -> dict:
             "images": len(agree)}
 
 
+def _references(st: CheckState) -> tuple[list, np.ndarray, np.ndarray]:
+    """(rows, host input tensors, host logits) of the verification images (the first max_images)."""
+    ref, n = np.load(st.folder / REFERENCE), st.max_images or None
+    return st.manifest["references"][:n], ref["inputs"][:n], ref["logits"][:n]
+
+
 def _step_runtime(st: CheckState) -> str | None:
     """The host's own input tensors through the device's runtime: the runtime alone, judged
     against the artifact precision's agreement floor (or the floor of the precision that ran)."""
-    ref = np.load(st.folder / REFERENCE)
-    outs = [st.backend.infer(x[None])[0] for x in ref["inputs"]]
+    _, inputs, logits = _references(st)
+    outs = [st.backend.infer(x[None])[0] for x in inputs]
     thr, ran = st.manifest["thresholds"], st.backend.precision
     need = min(thr["min_agreement"], AGREEMENT_THRESHOLDS.get(ran, thr["min_agreement"]))
-    agr = st.report["agreement"] = {**_agreement(outs, ref["logits"]), "required": need}
+    agr = st.report["agreement"] = {**_agreement(outs, logits), "required": need}
     if agr["mask_dice_mean"] < need:
         return (f"outputs disagree with the export host: mask Dice agreement {agr['mask_dice_mean']:.4f} < "
                 f"{need} on the host's inputs (max logit delta {agr['max_abs_logit_delta']:.3g}, "
@@ -99,16 +106,16 @@ def _step_runtime(st: CheckState) -> str | None:
 def _step_end_to_end(st: CheckState) -> str | None:
     """Images preprocessed on the device: how its preprocessing differs from the host's, agreement
     end to end (reported) and Dice against ground truth (within the bundle's budget of the host's)."""
-    ref = np.load(st.folder / REFERENCE)
+    rows, inputs, logits = _references(st)
     outs, dice, diffs = [], [], []
-    for row, host_x in zip(st.manifest["references"], ref["inputs"]):
+    for row, host_x in zip(rows, inputs):
         x, target = prepare_reference_image(st.backend.spec, st.folder / row["image"], st.folder / row["mask"])
         diffs.append(np.abs(x[0] - host_x))
         outs.append(st.backend.infer(x)[0])
         dice.append(_mean_dice(outs[-1], target))
-    host = [row["host_dice"] for row in st.manifest["references"]]
+    host = [row["host_dice"] for row in rows]
     diff = np.stack(diffs)
-    st.report["end_to_end"] = {**_agreement(outs, ref["logits"]),
+    st.report["end_to_end"] = {**_agreement(outs, logits),
                                "input_values_differing": float(np.mean(diff > 0)),
                                "input_max_abs_diff": float(diff.max())}
     budget = st.manifest["thresholds"]["max_dice_drop"]
@@ -184,12 +191,12 @@ def _cpu_name() -> str:
 
 
 def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, label: str | None = None,
-              emulated: str | None = None) -> dict:
+              emulated: str | None = None, max_images: int | None = None) -> dict:
     """Run every step on `bundle` (folder or .tar.gz) -> the device report (a dict; see STEPS).
 
     Raises BundleError only when the bundle cannot be read at all."""
     folder, manifest = read_bundle(bundle)
-    st = CheckState(folder, manifest, device, warmup, iters)
+    st = CheckState(folder, manifest, device, warmup, iters, max_images)
     desc = device_description()
     st.report.update({"format": REPORT_FORMAT, "version": 1, "emulated": emulated,
                       "label": label or f"{desc['cpu']} ({desc['machine']})", "device": desc,

@@ -49,7 +49,7 @@ def _cells(r: dict) -> list[str]:
     return [r["device"] + (" *(emulated)*" if emu else ""), r["artifact"],
             f"{r['ran_device'] or '-'} {r['ran_precision'] or '-'}",
             _f(r["p50_ms"], ".2f") + ("¹" if emu and r["p50_ms"] is not None else ""),
-            _f(r["fps"], ".1f") + ("¹" if emu and r["fps"] is not None else ""), _f(r["agreement"], ".4f"),
+            _f(r["fps"], ".3g") + ("¹" if emu and r["fps"] is not None else ""), _f(r["agreement"], ".4f"),
             "-" if r["identical_masks"] is None else f"{r['identical_masks']}/{r['images']}",
             _f(r["max_logit_delta"], ".2g"), _f(r["e2e_agreement"], ".4f"),
             "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})",

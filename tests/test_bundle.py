@@ -95,6 +95,12 @@ def test_check_passes_on_this_machine_and_writes_the_report(bundle, capsys):
     assert report["latency_ms"]["n"] == 2 and report["device"]["versions"]["onnxruntime"]
 
 
+def test_check_can_use_fewer_images(bundle, capsys):
+    assert _check(bundle, capsys, "--images", "1")[0] == 0
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert report["agreement"]["images"] == 1 and report["end_to_end"]["images"] == 1
+
+
 def test_check_accepts_the_archive(pristine, tmp_path, capsys):
     tar = Path(shutil.copy(pristine.archive, tmp_path))
     rc, out = _check(tar, capsys)

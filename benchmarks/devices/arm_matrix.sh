@@ -11,7 +11,8 @@
 #   CMUNEXT_ARM_ROOT   (default ~/.cache/cmunext-edge/arm64-bookworm)
 #   CMUNEXT_DEVICE_WORK (default ~/.cache/cmunext-edge/devices: bundles/, reports/)
 #   CMUNEXT_ARM_CPUS   (default "cortex-a72 neoverse-n1"), CMUNEXT_ARM_BUNDLES (names; default all)
-#   CMUNEXT_ARM_ITERS, CMUNEXT_ARM_WARMUP (timed and untimed inferences per check, default 1 and 0), CMUNEXT_ARM_TIMEOUT (s, default 1800)
+#   CMUNEXT_ARM_ITERS, CMUNEXT_ARM_WARMUP (timed and untimed inferences per check, default 1 and 0),
+#   CMUNEXT_ARM_IMAGES (verification images used, default 2 of the bundle's 4), CMUNEXT_ARM_TIMEOUT (s, default 1800)
 #   CMUNEXT_ARM_NO_BUILD=1: skip (exit 0 with a message) instead of building a missing root.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +22,7 @@ WORK=${CMUNEXT_DEVICE_WORK:-$HOME/.cache/cmunext-edge/devices}
 CPUS=${CMUNEXT_ARM_CPUS:-"cortex-a72 neoverse-n1"}
 ITERS=${CMUNEXT_ARM_ITERS:-1}
 WARMUP=${CMUNEXT_ARM_WARMUP:-0}
+IMAGES=${CMUNEXT_ARM_IMAGES:-2}
 TIMEOUT=${CMUNEXT_ARM_TIMEOUT:-1800}
 VENV=/opt/cmunext-venv
 declare -A PART=([cortex-a72]=0xd08 [neoverse-n1]=0xd0c [cortex-a76]=0xd0b [cortex-a53]=0xd03)
@@ -113,7 +115,7 @@ run_matrix() {
       log "$cpu: cmunext-check $name (emulated; times are not speeds)"
       set +e
       timeout "$TIMEOUT" chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU="$cpu" \
-        "$VENV/bin/cmunext-check" "/opt/bundles/$cpu/$name.bundle" --iters "$ITERS" --warmup "$WARMUP" \
+        "$VENV/bin/cmunext-check" "/opt/bundles/$cpu/$name.bundle" --iters "$ITERS" --warmup "$WARMUP" --images "$IMAGES" \
         --label "${LABEL[$cpu]}" --emulated "$qemu user mode, QEMU_CPU=$cpu" \
         2>&1 | tee "$WORK/reports/$cpu/$name.log"
       echo "rc=${PIPESTATUS[0]} cpu=$cpu bundle=$name" | tee -a "$WORK/reports/summary.txt"

@@ -26,6 +26,8 @@ def build_parser():
     p.add_argument("--device", default="cpu", help="device to run on (cpu; GPU/NPU/AUTO for OpenVINO; cuda)")
     p.add_argument("--iters", type=int, default=20, help="timed batch-1 inferences (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed inferences first (default 3)")
+    p.add_argument("--images", type=int, help="use only the first N verification images (slow devices, "
+                                              "emulation; default all)")
     p.add_argument("--label", help="name of this device in reports (default: its CPU and architecture)")
     p.add_argument("--emulated", metavar="NOTE", help="mark the run as emulated (times are not speeds)")
     p.add_argument("--report", help="where to write the report (default BUNDLE/device_report.json)")
@@ -35,12 +37,12 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.iters < 1 or args.warmup < 0:
-        return fail("cmunext-check", "--iters must be >= 1 and --warmup >= 0")
+    if args.iters < 1 or args.warmup < 0 or (args.images is not None and args.images < 1):
+        return fail("cmunext-check", "--iters and --images must be >= 1 and --warmup >= 0")
     from ..device_check import run_check, write_report
     try:
         report = run_check(args.bundle, device=args.device, warmup=args.warmup, iters=args.iters,
-                           label=args.label, emulated=args.emulated)
+                           label=args.label, emulated=args.emulated, max_images=args.images)
     except BundleError as exc:
         return fail("cmunext-check", str(exc))
     path = write_report(report, args.report or Path(report["bundle"]["path"]) / "device_report.json")
