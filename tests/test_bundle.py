@@ -101,6 +101,13 @@ def test_check_can_use_fewer_images(bundle, capsys):
     assert report["agreement"]["images"] == 1 and report["end_to_end"]["images"] == 1
 
 
+def test_check_runs_where_torch_cannot_be_imported(bundle):
+    from test_no_torch import run_without_torch
+    done = run_without_torch("check", bundle, "--iters", "1", "--images", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASSED" in done.stdout and "Traceback" not in done.stderr
+
+
 def test_check_accepts_the_archive(pristine, tmp_path, capsys):
     tar = Path(shutil.copy(pristine.archive, tmp_path))
     rc, out = _check(tar, capsys)
