@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="select on the Dice budget alone, ignoring the per-precision agreement with "
                         "PyTorch that every verified export needs (FP32 0.999, FP16/BF16 0.99, INT8 0.97)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--bundle", action="store_true", help="also write a device bundle (folder + .tar.gz) "
+                   "beside the artifact: see cmunext-bundle --help")
     return p
 
 
@@ -115,6 +117,9 @@ def main(argv=None) -> int:
           f"manifest: {result.manifest}\nnext:", file=sys.stderr if args.json else sys.stdout)
     for cmd in result.next_commands:
         print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
+    if args.bundle:
+        from .bundle import run as make_bundle
+        return make_bundle(result.artifact, device=args.device or "cpu")
     return 0
 
 

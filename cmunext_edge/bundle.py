@@ -1,0 +1,277 @@
+"""Device bundles: one folder (and a .tar.gz) to copy to a device and prove the artifact there.
+
+A bundle holds the artifact's files, its preprocessing contract and embedded self-test as
+readable JSON, a few verification images with their ground-truth masks and the logits the
+artifact gave for them on the export host, a pinned requirements file for the artifact's
+runtime only (numpy, OpenCV and that runtime: no torch), a wheel of this toolkit's core so
+that `cmunext-check` installs without a package index for it, and a README for the device.
+`bundle.json` lists the sha256 of every other file; `bundle.json.sha256` holds its own hash.
+`cmunext-check BUNDLE` (cmunext_edge.device_check) verifies all of it on the device.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifact_meta import AGREEMENT_THRESHOLDS
+from .data import discover
+from .fileio import sha256_file
+from .metrics import iou_dice
+from .preprocess import load_image, load_mask, to_bgr_uint8
+from .resources import SAMPLES_DIR
+from .wheel import write_core_wheel
+
+FORMAT = "cmunext-edge device bundle"
+VERSION = 1
+MANIFEST = "bundle.json"
+MANIFEST_HASH = "bundle.json.sha256"
+REFERENCE = "verify/reference.npz"
+MAX_DICE_DROP = 0.02      # Dice (vs ground truth) on the device may be at most this far below the host's
+# artifact suffix -> the files that travel with it (the entry file itself comes last)
+COMPANIONS = {".xml": (".bin",), ".engine": (".json",), ".plan": (".json",)}
+# python module a backend needs -> the distribution that pins it in requirements.txt
+RUNTIME_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
+                 "tensorrt": ("tensorrt", "tensorrt-cu12")}
+CORE_DISTS = ("numpy", "opencv-python-headless")
+
+
+class BundleError(RuntimeError):
+    """A bundle that cannot be written, or one that is damaged, tampered with or inconsistent."""
+
+
+@dataclass
+class BundleResult:
+    folder: Path
+    archive: Path | None
+    manifest: dict
+
+
+def artifact_files(artifact: Path) -> list[Path]:
+    """The artifact's files (companions first, entry file last), from manifest.json or by suffix."""
+    manifest = artifact.parent / "manifest.json"
+    if manifest.is_file():
+        entry = json.loads(manifest.read_text()).get("artifacts", {}).get(artifact.name)
+        if entry:
+            files = [artifact.parent / f["name"] for f in entry["files"]]
+            return [f for f in files if f.name != artifact.name] + [artifact]
+    extra = [artifact.with_suffix(s) for s in COMPANIONS.get(artifact.suffix.lower(), ())]
+    missing = [str(f) for f in extra if not f.is_file()]
+    if missing:
+        raise BundleError(f"{artifact}: companion file(s) missing: {', '.join(missing)}")
+    return extra + [artifact]
+
+
+def _version(dists) -> tuple[str, str] | None:
+    for dist in dists:
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def requirements(runtime_module: str) -> list[str]:
+    """Pinned lines for numpy, OpenCV and the one runtime the artifact needs, as on this host."""
+    pins = [_version((d,)) for d in CORE_DISTS] + [_version(RUNTIME_DISTS.get(runtime_module, (runtime_module,)))]
+    return [f"{d}=={v}" for d, v in (p for p in pins if p)]
+
+
+def _pick_samples(images, n: int) -> list:
+    samples = [s for s in discover(images or SAMPLES_DIR) if s.mask is not None]
+    if not samples:
+        raise BundleError(f"{images}: verification images need ground-truth masks "
+                          "(official layout images/ and masks/0/)")
+    step = max(1, len(samples) // n)
+    return samples[::step][:n]
+
+
+def _reference(backend, samples, folder: Path) -> list[dict]:
+    """Copy images and masks, run the host artifact on them, save logits; per-image host figures."""
+    (folder / "verify" / "images").mkdir(parents=True)
+    (folder / "verify" / "masks").mkdir()
+    logits, inputs, rows = [], [], []
+    for s in samples:
+        img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
+        mask_rel = f"verify/masks/{s.name}{s.mask.suffix.lower()}"
+        shutil.copyfile(s.image, folder / img_rel)
+        shutil.copyfile(s.mask, folder / mask_rel)
+        x, target = prepare_reference_image(backend.spec, folder / img_rel, folder / mask_rel)
+        out = backend.infer(x)[0]
+        logits.append(out)
+        inputs.append(x[0])
+        rows.append({"name": s.name, "image": img_rel, "mask": mask_rel,
+                     "host_dice": round(_mean_dice(out, target), 6)})
+    # the host's input tensors too: the device runs them to judge its runtime apart from its
+    # preprocessing (OpenCV's resize differs by a grey level between x86 and ARM builds)
+    np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32),
+                        inputs=np.stack(inputs).astype(np.float32))
+    return rows
+
+
+def prepare_reference_image(spec, image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(1xCxHxW network input for one image file, its ground truth HxW bool at network size)."""
+    return spec.preprocess(to_bgr_uint8(load_image(image)))[None], load_mask(mask, spec.size)
+
+
+def _mean_dice(logits: np.ndarray, target: np.ndarray) -> float:
+    return float(np.mean([iou_dice(c > 0, target)[1] for c in logits]))
+
+
+def host_description() -> dict:
+    """What the export host is: platform, CPU capabilities when that module is present."""
+    info = {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
+            "processor": platform.processor() or None}
+    try:
+        from . import capabilities
+        info["capabilities"] = capabilities.detect().as_dict()
+    except Exception:      # absent in older toolkits; the report stays useful without it
+        pass
+    return info
+
+
+def file_table(folder: Path) -> dict:
+    """relative path -> {sha256, bytes} of every file in the bundle except the manifest pair."""
+    out = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        if rel not in (MANIFEST, MANIFEST_HASH):
+            out[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    return out
+
+
+def _readme(manifest: dict) -> str:
+    art, req = manifest["artifact"], manifest["requirements"]
+    return f"""# cmunext-edge device bundle: {Path(art).name}
+
+Artifact: `{art}` ({manifest['backend']}, {manifest['precision']}), made on {manifest['host']['machine']}
+with cmunext-edge {manifest['toolkit_version']}. Runtime requirements (no torch): {', '.join(req)}.
+
+On the device, from inside this folder:
+
+    python3 -m venv .venv && .venv/bin/pip install -r requirements.txt {manifest['wheel']}
+    .venv/bin/cmunext-check .            # add --device GPU/NPU/cuda where the runtime offers it
+
+`cmunext-check` verifies the sha256 of every file listed in bundle.json, that the preprocessing
+contract (preprocess.json) is the one embedded in the artifact, runs the artifact's self-test,
+runs the export host's input tensors of verify/images (verify/reference.npz) and compares the
+outputs with the host's (mask Dice agreement, max logit delta), then preprocesses the images on
+the device and compares again and with the ground-truth masks (Dice), times a short benchmark and
+writes device_report.json. Exit code 0 only when all of it holds; 1 with one line naming the
+first failure otherwise. Merge reports of several devices with `cmunext-compare REPORT...`.
+Under emulation (QEMU) the times are not speeds.
+"""
+
+
+def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: str = "cpu",
+                archive: bool = True) -> BundleResult:
+    """Write `<out>/<artifact stem>.bundle/` (+ `.tar.gz`) for `artifact`; see the module docstring."""
+    from . import __version__
+    from .runtime.registry import entry_for_path, open_backend
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise BundleError(f"{artifact}: no such artifact")
+    entry = entry_for_path(artifact)
+    out = Path(out) if out else artifact.parent
+    folder = out / f"{artifact.stem}.bundle"
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "artifact").mkdir(parents=True)
+    try:
+        for f in artifact_files(artifact):
+            shutil.copyfile(f, folder / "artifact" / f.name)
+        with open_backend(artifact, device=device) as backend:
+            meta = backend.metadata
+            if "spec" not in meta or not meta.get("selftest"):
+                raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
+                                  "contract or self-test); export it with cmunext-export first")
+            refs = _reference(backend, _pick_samples(images, n_images), folder)
+            ran = backend.describe()
+        precision = meta.get("precision", "fp32")
+        (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
+        (folder / "selftest.json").write_text(json.dumps(meta["selftest"], indent=2, sort_keys=True) + "\n")
+        reqs = requirements(entry.requires)
+        (folder / "requirements.txt").write_text("\n".join(reqs) + "\n")
+        wheel = write_core_wheel(folder / "wheels").relative_to(folder).as_posix()
+        manifest = {"format": FORMAT, "version": VERSION, "toolkit_version": __version__,
+                    "artifact": f"artifact/{artifact.name}", "backend": entry.name, "precision": precision,
+                    "requirements": reqs, "wheel": wheel, "references": refs,
+                    "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
+                                   "max_dice_drop": MAX_DICE_DROP},
+                    "host": {**host_description(), "ran": ran}}
+        (folder / "README.md").write_text(_readme(manifest))
+        manifest["files"] = file_table(folder)
+        write_manifest(folder, manifest)
+        tar = _archive(folder) if archive else None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return BundleResult(folder, tar, manifest)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (folder / MANIFEST).write_text(text)
+    (folder / MANIFEST_HASH).write_text(f"{hashlib.sha256(text.encode()).hexdigest()}  {MANIFEST}\n")
+
+
+def _archive(folder: Path) -> Path:
+    tar = folder.with_name(folder.name + ".tar.gz")
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(folder, arcname=folder.name)
+    return tar
+
+
+def read_bundle(folder) -> tuple[Path, dict]:
+    """(folder, manifest) of a bundle folder or .tar.gz (extracted beside it); BundleError if unreadable."""
+    folder = Path(folder)
+    if folder.is_file() and folder.name.endswith(".tar.gz"):
+        with tarfile.open(folder) as tf:
+            names = {m.name.split("/")[0] for m in tf.getmembers()}
+            if len(names) != 1:
+                raise BundleError(f"{folder}: a bundle archive holds exactly one folder")
+            tf.extractall(folder.parent, filter="data")
+        folder = folder.parent / names.pop()
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
+    text = path.read_text()
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise BundleError(f"{path}: damaged ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a cmunext-edge device bundle")
+    return folder, manifest
+
+
+def verify_files(folder: Path, manifest: dict) -> list[str]:
+    """Problems with the bundle's files (empty list: every sha256 matches, nothing missing or added)."""
+    problems = []
+    hash_file = folder / MANIFEST_HASH
+    got = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    want = hash_file.read_text().split()[0] if hash_file.is_file() else None
+    if want != got:
+        problems.append(f"{MANIFEST} was modified (sha256 {got[:12]}, {MANIFEST_HASH} says "
+                        f"{(want or 'nothing')[:12]})")
+    listed = manifest.get("files", {})
+    for rel, info in sorted(listed.items()):
+        f = folder / rel
+        if not f.is_file():
+            problems.append(f"{rel} is missing")
+        elif (digest := sha256_file(f)) != info["sha256"]:
+            problems.append(f"{rel} sha256 mismatch (expected {info['sha256'][:12]}, got {digest[:12]})")
+    extra = [rel for rel in file_table(folder) if rel not in listed and not _is_device_output(rel)]
+    problems += [f"{rel} is not part of the bundle" for rel in extra if rel.startswith("artifact/")]
+    return problems
+
+
+def _is_device_output(rel: str) -> bool:
+    return rel == "device_report.json" or rel.startswith(".venv/")

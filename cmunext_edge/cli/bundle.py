@@ -1,0 +1,54 @@
+"""cmunext-bundle: pack an exported artifact into a device bundle (a folder and a .tar.gz).
+
+The bundle holds the artifact, its preprocessing contract and self-test, verification images
+with the host's reference outputs, pinned requirements for its runtime only (no torch), a wheel
+of the toolkit's core and a README; every file's sha256 is listed in bundle.json. Copy it to the
+device and run `cmunext-check` there."""
+from __future__ import annotations
+
+import sys
+
+from .._deps import MissingDependencyError
+from .common import fail, make_parser
+
+EXAMPLE = """examples:
+  cmunext-bundle exports/cmunext-s-busi_fp32.onnx
+  cmunext-bundle exports/cmunext-s-busi_int8.xml --images ../shared/data/busi-train --n-images 8 --out bundles
+  cmunext-export --weights models/cmunext-s-busi.safetensors --target onnx --bundle   (export, then bundle)
+
+then, on the device: tar xzf NAME.bundle.tar.gz && cd NAME.bundle && (see its README.md)"""
+
+
+def build_parser():
+    p = make_parser("cmunext-bundle", __doc__, EXAMPLE)
+    p.add_argument("artifact", help="exported artifact (.onnx, .xml, .engine)")
+    p.add_argument("--out", help="folder for the bundle (default: beside the artifact)")
+    p.add_argument("--images", help="verification images with masks (official layout; default: the "
+                                    "bundled samples)")
+    p.add_argument("--n-images", type=int, default=4, help="verification images taken (default 4)")
+    p.add_argument("--device", default="cpu", help="device that makes the host reference outputs (default cpu)")
+    p.add_argument("--no-archive", dest="archive", action="store_false", help="write the folder only")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args.artifact, out=args.out, images=args.images, n_images=args.n_images,
+               device=args.device, archive=args.archive)
+
+
+def run(artifact, **options) -> int:
+    """Make the bundle and print where it is and what to run next (shared with cmunext-export --bundle)."""
+    from ..bundle import BundleError, make_bundle
+    try:
+        res = make_bundle(artifact, **options)
+    except (BundleError, MissingDependencyError, FileNotFoundError, ValueError) as exc:
+        return fail("cmunext-bundle", str(exc), 1)
+    print(f"bundle: {res.folder}" + (f"\narchive: {res.archive}" if res.archive else "")
+          + f"\nruntime requirements: {', '.join(res.manifest['requirements'])}"
+          f"\nnext, on the device:  cmunext-check {res.folder.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""cmunext-check: prove a device bundle on the device it was copied to.
+
+Verifies the sha256 of every bundle file and the preprocessing contract, runs the artifact's
+self-test, compares its outputs with the export host's and with ground truth, times a short
+benchmark and writes device_report.json. Needs numpy, OpenCV and the artifact's runtime only."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..bundle import BundleError
+from .common import fail, make_parser
+
+EXAMPLE = """examples:
+  cmunext-check exports/cmunext-s-busi_fp32.bundle
+  cmunext-check cmunext-s-busi_fp32.bundle.tar.gz --device GPU --iters 50
+  cmunext-check bundle/ --iters 2 --warmup 1 --emulated "QEMU user-mode, QEMU_CPU=cortex-a72"
+
+exit codes: 0 every check holds; 1 a check failed (the first failure is printed on one line);
+2 usage error or not a bundle. Under emulation the times are not speeds (say so with --emulated)."""
+
+
+def build_parser():
+    p = make_parser("cmunext-check", __doc__, EXAMPLE)
+    p.add_argument("bundle", help="bundle folder or .bundle.tar.gz (extracted beside it)")
+    p.add_argument("--device", default="cpu", help="device to run on (cpu; GPU/NPU/AUTO for OpenVINO; cuda)")
+    p.add_argument("--iters", type=int, default=20, help="timed batch-1 inferences (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed inferences first (default 3)")
+    p.add_argument("--images", type=int, help="use only the first N verification images (slow devices, "
+                                              "emulation; default all)")
+    p.add_argument("--label", help="name of this device in reports (default: its CPU and architecture)")
+    p.add_argument("--emulated", metavar="NOTE", help="mark the run as emulated (times are not speeds)")
+    p.add_argument("--report", help="where to write the report (default BUNDLE/device_report.json)")
+    p.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.iters < 1 or args.warmup < 0 or (args.images is not None and args.images < 1):
+        return fail("cmunext-check", "--iters and --images must be >= 1 and --warmup >= 0")
+    from ..device_check import run_check, write_report
+    try:
+        report = run_check(args.bundle, device=args.device, warmup=args.warmup, iters=args.iters,
+                           label=args.label, emulated=args.emulated, max_images=args.images)
+    except BundleError as exc:
+        return fail("cmunext-check", str(exc))
+    path = write_report(report, args.report or Path(report["bundle"]["path"]) / "device_report.json")
+    if not args.quiet:
+        for c in report["checks"]:
+            print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']:<24} {c['message'] if not c['passed'] else ''}")
+        print(summary(report))
+    if not report["passed"]:
+        print(f"cmunext-check: FAILED: {report['first_failure']}", file=sys.stderr)
+        return 1
+    print(f"cmunext-check: PASSED ({report['label']}); report: {path}")
+    return 0
+
+
+def summary(report: dict) -> str:
+    ran, agr, dice, lat = (report.get(k) or {} for k in ("ran", "agreement", "dice", "latency_ms"))
+    parts = [f"{report['bundle']['backend']} {report['bundle']['precision']} artifact ran on "
+             f"{ran.get('device', '?')} at {ran.get('precision', '?')}"]
+    if agr:
+        parts.append(f"agreement with host on its inputs {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
+                     f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g})")
+    e2e = report.get("end_to_end")
+    if e2e:
+        parts.append(f"end to end (device preprocessing, {100 * e2e['input_values_differing']:.1f}% of input "
+                     f"values differ from the host's) {e2e['mask_dice_mean']:.4f}")
+    if dice:
+        parts.append(f"Dice {dice['device']:.4f} (host {dice['host']:.4f})")
+    if lat:
+        parts.append(f"p50 {lat['p50']:.2f} ms" + (" (emulated: not a speed)" if report.get("emulated") else ""))
+    return "; ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

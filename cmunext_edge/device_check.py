@@ -1,0 +1,230 @@
+"""What `cmunext-check BUNDLE` does on the device, step by step, into device_report.json.
+
+Steps (one table): the sha256 of every bundle file; the preprocessing contract of the bundle
+against the one embedded in the artifact; the artifact loads on the requested device; its
+embedded self-test; agreement with the export host's outputs when the device runs the host's
+own input tensors (mean mask Dice >= the precision's floor: the runtime alone); the images
+preprocessed on the device (how far its OpenCV differs from the host's, end-to-end agreement,
+Dice against ground truth within the bundle's budget of the host's); a short latency benchmark. Integrity and contract failures stop the
+check before anything runs; later failures are all recorded. Needs numpy, OpenCV and the
+artifact's runtime only (no torch).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .artifact_meta import AGREEMENT_THRESHOLDS, check_selftest
+from .bundle import REFERENCE, BundleError, _mean_dice, host_description, read_bundle, \
+    prepare_reference_image, verify_files
+from .metrics import iou_dice
+from .preprocess import PreprocessSpec
+
+REPORT_FORMAT = "cmunext-edge device report"
+
+
+@dataclass
+class CheckState:
+    folder: Path
+    manifest: dict
+    device: str
+    warmup: int
+    iters: int
+    max_images: int | None = None
+    backend: object = None
+    report: dict = field(default_factory=dict)
+
+
+def _step_files(st: CheckState) -> str | None:
+    problems = verify_files(st.folder, st.manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return f"bundle tampered or damaged: {problems[0]}{more}"
+    return None
+
+
+def _step_contract(st: CheckState) -> str | None:
+    from .runtime.registry import open_backend
+    bundled = PreprocessSpec.from_json((st.folder / "preprocess.json").read_text())
+    st.backend = open_backend(st.folder / st.manifest["artifact"], device=st.device)
+    embedded = st.backend.spec
+    if bundled != embedded:
+        diff = [k for k in ("height", "width", "channel_order", "interpolation", "mean", "std",
+                            "max_pixel_value", "extra_scale", "threshold", "in_channels")
+                if getattr(bundled, k) != getattr(embedded, k)]
+        return (f"preprocessing contract in preprocess.json differs from the one embedded in the "
+                f"artifact ({', '.join(diff)}: {[getattr(bundled, k) for k in diff]} vs "
+                f"{[getattr(embedded, k) for k in diff]})")
+    st.report["ran"] = st.backend.describe()
+    return None
+
+
+def _step_selftest(st: CheckState) -> str | None:
+    res = check_selftest(st.backend.metadata.get("selftest"), st.backend.spec, st.backend.infer)
+    res.device, res.precision = st.backend.device, st.backend.precision
+    st.report["selftest"] = res.as_dict()
+    return None if res.passed else str(res)
+
+
+def _agreement(outs, refs) -> dict:
+    """Mask Dice agreement (mean, min), identical masks and max logit delta of outputs vs the host's."""
+    agree = [float(np.mean([iou_dice(a > 0, b > 0)[1] for a, b in zip(o, r)])) for o, r in zip(outs, refs)]
+    return {"mask_dice_mean": float(np.mean(agree)), "mask_dice_min": float(np.min(agree)),
+            "max_abs_logit_delta": float(max(np.max(np.abs(o - r)) for o, r in zip(outs, refs))),
+            "identical_masks": sum(int(np.array_equal(o > 0, r > 0)) for o, r in zip(outs, refs)),
+            "images": len(agree)}
+
+
+def _references(st: CheckState) -> tuple[list, np.ndarray, np.ndarray]:
+    """(rows, host input tensors, host logits) of the verification images (the first max_images)."""
+    ref, n = np.load(st.folder / REFERENCE), st.max_images or None
+    return st.manifest["references"][:n], ref["inputs"][:n], ref["logits"][:n]
+
+
+def _step_runtime(st: CheckState) -> str | None:
+    """The host's own input tensors through the device's runtime: the runtime alone, judged
+    against the artifact precision's agreement floor (or the floor of the precision that ran)."""
+    _, inputs, logits = _references(st)
+    outs = [st.backend.infer(x[None])[0] for x in inputs]
+    thr, ran = st.manifest["thresholds"], st.backend.precision
+    need = min(thr["min_agreement"], AGREEMENT_THRESHOLDS.get(ran, thr["min_agreement"]))
+    agr = st.report["agreement"] = {**_agreement(outs, logits), "required": need}
+    if agr["mask_dice_mean"] < need:
+        return (f"outputs disagree with the export host: mask Dice agreement {agr['mask_dice_mean']:.4f} < "
+                f"{need} on the host's inputs (max logit delta {agr['max_abs_logit_delta']:.3g}, "
+                f"precision that ran: {ran})")
+    return None
+
+
+def _step_end_to_end(st: CheckState) -> str | None:
+    """Images preprocessed on the device: how its preprocessing differs from the host's, agreement
+    end to end (reported) and Dice against ground truth (within the bundle's budget of the host's)."""
+    rows, inputs, logits = _references(st)
+    outs, dice, diffs = [], [], []
+    for row, host_x in zip(rows, inputs):
+        x, target = prepare_reference_image(st.backend.spec, st.folder / row["image"], st.folder / row["mask"])
+        diffs.append(np.abs(x[0] - host_x))
+        outs.append(st.backend.infer(x)[0])
+        dice.append(_mean_dice(outs[-1], target))
+    host = [row["host_dice"] for row in rows]
+    diff = np.stack(diffs)
+    st.report["end_to_end"] = {**_agreement(outs, logits),
+                               "input_values_differing": float(np.mean(diff > 0)),
+                               "input_max_abs_diff": float(diff.max())}
+    budget = st.manifest["thresholds"]["max_dice_drop"]
+    d = st.report["dice"] = {"device": float(np.mean(dice)), "host": float(np.mean(host)),
+                             "drop": float(np.mean(host) - np.mean(dice)), "max_drop": budget}
+    if d["drop"] > budget:
+        return (f"Dice vs ground truth {d['device']:.4f} is {d['drop']:.4f} below the host's "
+                f"{d['host']:.4f} (budget {budget}) with this device's preprocessing")
+    return None
+
+
+def _step_latency(st: CheckState) -> str | None:
+    spec = st.backend.spec
+    x = np.zeros((1, spec.in_channels, spec.height, spec.width), np.float32)
+    for _ in range(st.warmup):
+        st.backend.infer(x)
+    ms, start = [], time.perf_counter()
+    for _ in range(max(1, st.iters)):
+        t0 = time.perf_counter()
+        st.backend.infer(x)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    total = time.perf_counter() - start
+    p50, p90 = np.percentile(ms, [50, 90])
+    st.report["latency_ms"] = {"p50": float(p50), "p90": float(p90), "mean": float(np.mean(ms)),
+                               "min": float(np.min(ms)), "n": len(ms), "warmup": st.warmup}
+    st.report["fps"] = {"batch1_p50": float(1e3 / p50), "batch1_loop": float(len(ms) / total)}
+    return None
+
+
+# name -> (step, stops the check when it fails)
+STEPS = (("files", _step_files, True), ("preprocessing_contract", _step_contract, True),
+         ("selftest", _step_selftest, False), ("host_inputs", _step_runtime, False),
+         ("device_preprocessing", _step_end_to_end, False),
+         ("latency", _step_latency, False))
+
+
+def device_description() -> dict:
+    """The device: platform, CPU name (x86 model name or ARM implementer/part), versions."""
+    info = host_description()
+    info["cpu"] = _cpu_name()
+    info["logical_cores"] = os.cpu_count()
+    info["versions"] = {d: _dist_version(d) for d in ("cmunext-edge", "numpy", "opencv-python-headless",
+                                                       "onnxruntime", "openvino", "tensorrt")
+                        if _dist_version(d)}
+    return info
+
+
+def _dist_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+ARM_PARTS = {"0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd0c": "Neoverse-N1", "0xd42": "Cortex-A78AE",
+             "0xd41": "Cortex-A78", "0xd40": "Neoverse-V1", "0xd4f": "Neoverse-V2", "0xd03": "Cortex-A53"}
+
+
+def _cpu_name() -> str:
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" in fields:
+        return fields["model name"]
+    if "CPU part" in fields:
+        part = fields["CPU part"].lower()
+        return f"{ARM_PARTS.get(part, 'ARM')} (implementer {fields.get('CPU implementer')}, part {part})"
+    return platform.processor() or platform.machine()
+
+
+def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, label: str | None = None,
+              emulated: str | None = None, max_images: int | None = None) -> dict:
+    """Run every step on `bundle` (folder or .tar.gz) -> the device report (a dict; see STEPS).
+
+    Raises BundleError only when the bundle cannot be read at all."""
+    folder, manifest = read_bundle(bundle)
+    st = CheckState(folder, manifest, device, warmup, iters, max_images)
+    desc = device_description()
+    st.report.update({"format": REPORT_FORMAT, "version": 1, "emulated": emulated,
+                      "label": label or f"{desc['cpu']} ({desc['machine']})", "device": desc,
+                      "bundle": {"path": str(folder), "artifact": manifest.get("artifact"),
+                                 "backend": manifest.get("backend"), "precision": manifest.get("precision"),
+                                 "host": {k: manifest.get("host", {}).get(k) for k in ("machine", "ran")}},
+                      "checks": []})
+    try:
+        for name, step, stops in STEPS:
+            started = time.perf_counter()
+            try:
+                problem = step(st)
+            except (BundleError, OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+                problem, stops = f"{name}: {type(exc).__name__}: {exc}", True
+            st.report["checks"].append({"name": name, "passed": problem is None, "message": problem or "ok",
+                                        "seconds": round(time.perf_counter() - started, 2)})
+            if problem and stops:
+                break
+    finally:
+        if st.backend is not None:
+            st.backend.close()
+    failed = [c for c in st.report["checks"] if not c["passed"]]
+    st.report["passed"] = not failed and len(st.report["checks"]) == len(STEPS)
+    st.report["first_failure"] = failed[0]["message"] if failed else None
+    return st.report
+
+
+def write_report(report: dict, path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    return path

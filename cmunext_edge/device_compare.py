@@ -1,0 +1,115 @@
+"""One table across devices: merge device_report.json files (cmunext-check) into Markdown, JSON
+and a latency-vs-Dice plot. Per device and artifact: precision that ran, p50, FPS, agreement
+with the export host, Dice against ground truth, and whether every check held. Emulated runs
+are marked: their times are not speeds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._deps import require
+from .fileio import atomic_path
+
+COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "identical masks",
+           "max logit delta", "end-to-end agreement", "inputs differing", "Dice (host)", "check")
+
+
+def load_reports(paths) -> list[dict]:
+    reports = []
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        if data.get("format") != "cmunext-edge device report":
+            raise ValueError(f"{p}: not a cmunext-check device report")
+        data["_source"] = str(p)
+        reports.append(data)
+    return reports
+
+
+def row(rep: dict) -> dict:
+    """The compared figures of one report (None where the check stopped before them)."""
+    b, ran = rep["bundle"], rep.get("ran") or {}
+    agr, dice, lat, fps, e2e = (rep.get(k) or {} for k in ("agreement", "dice", "latency_ms", "fps", "end_to_end"))
+    return {"device": rep["label"], "emulated": rep.get("emulated"), "machine": rep["device"].get("machine"),
+            "artifact": f"{Path(b['artifact'] or '?').name} ({b['backend']} {b['precision']})",
+            "backend": b["backend"], "artifact_precision": b["precision"], "ran_device": ran.get("device"),
+            "ran_precision": ran.get("precision"), "p50_ms": lat.get("p50"), "fps": fps.get("batch1_loop"),
+            "agreement": agr.get("mask_dice_mean"), "identical_masks": agr.get("identical_masks"),
+            "images": agr.get("images"), "max_logit_delta": agr.get("max_abs_logit_delta"),
+            "e2e_agreement": e2e.get("mask_dice_mean"), "inputs_differing": e2e.get("input_values_differing"),
+            "dice": dice.get("device"), "host_dice": dice.get("host"), "passed": rep["passed"],
+            "first_failure": rep.get("first_failure")}
+
+
+def _f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+
+def _cells(r: dict) -> list[str]:
+    emu = r["emulated"] is not None
+    return [r["device"] + (" *(emulated)*" if emu else ""), r["artifact"],
+            f"{r['ran_device'] or '-'} {r['ran_precision'] or '-'}",
+            _f(r["p50_ms"], ".2f") + ("¹" if emu and r["p50_ms"] is not None else ""),
+            _f(r["fps"], ".3g") + ("¹" if emu and r["fps"] is not None else ""), _f(r["agreement"], ".4f"),
+            "-" if r["identical_masks"] is None else f"{r['identical_masks']}/{r['images']}",
+            _f(r["max_logit_delta"], ".2g"), _f(r["e2e_agreement"], ".4f"),
+            "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})",
+            "pass" if r["passed"] else f"FAIL: {r['first_failure']}"]
+
+
+def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check reports)") -> str:
+    lines = [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |" for r in rows]
+    notes = sorted({f"{r['device']}: {r['emulated']}" for r in rows if r["emulated"]})
+    if notes:
+        lines += ["", "¹ emulated: measured under instruction-set emulation, so the time says nothing "
+                      "about the real device's speed (correctness only). " + "; ".join(notes)]
+    lines += ["", "agreement: mean mask Dice against the export host's outputs for the same artifact, the "
+                  "device running the host's own input tensors (the runtime alone; gated by the precision's "
+                  "floor); end-to-end agreement: the images preprocessed on the device (inputs differing: "
+                  "share of input values that differ from the host's preprocessing); Dice: against ground "
+                  "truth, end to end (host's in brackets); ran: device and precision the runtime reported."]
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(rows: list[dict], path) -> Path:
+    """p50 latency (log) against Dice; emulated points hollow (their x is not a speed)."""
+    require("matplotlib").use("Agg")
+    plt = require("matplotlib.pyplot")
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    for i, r in enumerate(x for x in rows if x["p50_ms"] and x["dice"] is not None):
+        hollow = r["emulated"] is not None
+        ax.scatter([r["p50_ms"]], [r["dice"]], s=50, marker="os^Dv<>p*h"[i % 10],
+                   facecolors="none" if hollow else None, edgecolors=f"C{i % 10}", color=f"C{i % 10}",
+                   label=f"{i + 1}: {r['device']}{' (emulated)' if hollow else ''} / {r['artifact']} "
+                         f"[{r['ran_precision']}]")
+        ax.annotate(str(i + 1), (r["p50_ms"], r["dice"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency p50, batch 1 (ms, log scale; emulated points hollow: not speeds)")
+    ax.set_ylabel("Dice vs. ground truth (bundle images)")
+    ax.set_title("cmunext-check across devices")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def compare(paths, out_prefix=None, title: str | None = None) -> dict:
+    """Merge reports -> {"rows": [...], "markdown": str, "files": [...]}; writes files when out_prefix."""
+    rows = [row(r) for r in load_reports(paths)]
+    md = to_markdown(rows, title) if title else to_markdown(rows)
+    files = []
+    if out_prefix:
+        out = Path(out_prefix)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for suffix, text in ((".md", md), (".json", json.dumps({"rows": rows}, indent=2) + "\n")):
+            with atomic_path(out.with_name(out.name + suffix)) as tmp:
+                tmp.write_text(text)
+            files.append(str(out.with_name(out.name + suffix)))
+        try:
+            files.append(str(write_plot(rows, out.with_name(out.name + ".png"))))
+        except ImportError as exc:
+            files.append(f"(no plot: {exc})")
+    return {"rows": rows, "markdown": md, "files": files}

@@ -1,0 +1,246 @@
+"""Device bundles and cmunext-check: a bundle of the shipped model passes on this machine; a flipped
+byte, an edited preprocessing value or outputs that disagree with the host fail with one clear line
+and a non-zero exit; reports merge into one table. Slow: a fresh venv without torch; the ARM matrix."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmunext_edge.bundle import MANIFEST, REFERENCE, file_table, make_bundle, read_bundle, write_manifest
+from cmunext_edge.cli import check as check_cli
+from cmunext_edge.device_compare import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(trained, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.export.pipeline import export
+    out = tmp_path_factory.mktemp("exports")
+    return export(trained, "onnx", "fp32", out=out, calib_size=8, log=lambda m: None).artifact
+
+
+@pytest.fixture(scope="module")
+def pristine(onnx_artifact, tmp_path_factory):
+    return make_bundle(onnx_artifact, tmp_path_factory.mktemp("bundles"), n_images=3)
+
+
+@pytest.fixture
+def bundle(pristine, tmp_path):
+    """A private copy of the module's bundle, free to tamper with."""
+    return Path(shutil.copytree(pristine.folder, tmp_path / pristine.folder.name))
+
+
+def _check(folder, capsys, *extra):
+    rc = check_cli.main([str(folder), "--iters", "2", "--warmup", "1", "--quiet", *extra])
+    return rc, capsys.readouterr()
+
+
+def _rehash(folder: Path) -> None:
+    """What a careful tamperer would do: make bundle.json agree with the edited files."""
+    _, manifest = read_bundle(folder)
+    manifest["files"] = file_table(folder)
+    write_manifest(folder, manifest)
+
+
+def test_bundle_holds_artifact_contract_references_and_runtime_only_requirements(pristine):
+    folder, manifest = pristine.folder, pristine.manifest
+    assert manifest["artifact"] == "artifact/cmunext-s-busi_fp32.onnx" and manifest["backend"] == "onnxruntime"
+    reqs = (folder / "requirements.txt").read_text().split()
+    assert [r.split("==")[0] for r in reqs] == ["numpy", "opencv-python-headless", "onnxruntime"]
+    assert not any("torch" in r or "openvino" in r for r in reqs)
+    assert json.loads((folder / "preprocess.json").read_text())["height"] == 256
+    assert json.loads((folder / "selftest.json").read_text())["mask_bits"]
+    assert len(manifest["references"]) == 3
+    ref = np.load(folder / REFERENCE)
+    assert ref["logits"].shape == (3, 1, 256, 256) and ref["inputs"].shape == (3, 3, 256, 256)
+    assert set(manifest["files"]) == set(file_table(folder)) and "artifact/cmunext-s-busi_fp32.onnx" in manifest["files"]
+    with tarfile.open(pristine.archive) as tf:
+        assert f"{folder.name}/{MANIFEST}" in tf.getnames()
+
+
+def test_core_wheel_installs_the_check_and_records_its_files(pristine):
+    wheel = pristine.folder / pristine.manifest["wheel"]
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        record = zf.read("cmunext_edge-0.1.0.dist-info/RECORD").decode()
+        entry_points = zf.read("cmunext_edge-0.1.0.dist-info/entry_points.txt").decode()
+    assert {"cmunext_edge/cli/check.py", "cmunext_edge/device_check.py", "cmunext_edge/runtime/base.py",
+            "cmunext_edge/export/pipeline.py"} <= names
+    assert not any(n.endswith(".safetensors") or "__pycache__" in n for n in names)
+    assert "cmunext-check = cmunext_edge.cli.check:main" in entry_points
+    assert len(record.strip().splitlines()) == len(names)
+
+
+def test_check_passes_on_this_machine_and_writes_the_report(bundle, capsys):
+    rc, out = _check(bundle, capsys, "--label", "test host")
+    assert rc == 0, out.err
+    assert "PASSED (test host)" in out.out
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert report["passed"] and report["first_failure"] is None
+    assert [c["name"] for c in report["checks"]] == ["files", "preprocessing_contract", "selftest",
+                                                     "host_inputs", "device_preprocessing", "latency"]
+    assert report["ran"]["precision"] == "fp32" and report["selftest"]["passed"]
+    assert report["agreement"]["mask_dice_mean"] >= 0.999 and report["agreement"]["images"] == 3
+    assert abs(report["dice"]["device"] - report["dice"]["host"]) < 0.01
+    assert report["end_to_end"]["input_values_differing"] == 0.0     # same machine, same OpenCV
+    assert report["latency_ms"]["n"] == 2 and report["device"]["versions"]["onnxruntime"]
+
+
+def test_check_can_use_fewer_images(bundle, capsys):
+    assert _check(bundle, capsys, "--images", "1")[0] == 0
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert report["agreement"]["images"] == 1 and report["end_to_end"]["images"] == 1
+
+
+def test_check_runs_where_torch_cannot_be_imported(bundle):
+    from test_no_torch import run_without_torch
+    done = run_without_torch("check", bundle, "--iters", "1", "--images", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASSED" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_check_accepts_the_archive(pristine, tmp_path, capsys):
+    tar = Path(shutil.copy(pristine.archive, tmp_path))
+    rc, out = _check(tar, capsys)
+    assert rc == 0, out.err
+    assert (tmp_path / pristine.folder.name / "device_report.json").is_file()
+
+
+def test_flipped_byte_in_the_artifact_fails_with_one_clear_line(bundle, capsys):
+    onnx = bundle / "artifact" / "cmunext-s-busi_fp32.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    onnx.write_bytes(bytes(data))
+    rc, out = _check(bundle, capsys)
+    assert rc == 1
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and "tampered" in lines[0] and "cmunext-s-busi_fp32.onnx sha256 mismatch" in lines[0]
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert not report["passed"] and [c["name"] for c in report["checks"]] == ["files"]
+
+
+def test_edited_preprocessing_value_fails_even_when_the_manifest_is_rehashed(bundle, capsys):
+    path = bundle / "preprocess.json"
+    spec = json.loads(path.read_text())
+    spec["mean"][0] = 0.5
+    path.write_text(json.dumps(spec))
+    rc, out = _check(bundle, capsys)
+    assert rc == 1 and "preprocess.json sha256 mismatch" in out.err
+    _rehash(bundle)
+    rc, out = _check(bundle, capsys)
+    assert rc == 1 and len(out.err.strip().splitlines()) == 1
+    assert "preprocessing contract in preprocess.json differs from the one embedded in the artifact (mean" in out.err
+
+
+def test_edited_manifest_and_outputs_that_disagree_with_the_host_fail(bundle, capsys):
+    original = (bundle / MANIFEST).read_text()
+    manifest = json.loads(original)
+    manifest["thresholds"]["min_agreement"] = 0.0
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    rc, out = _check(bundle, capsys)
+    assert rc == 1 and "bundle.json was modified" in out.err
+    (bundle / MANIFEST).write_text(original)
+    ref = np.load(bundle / REFERENCE)["logits"]
+    np.savez_compressed(bundle / REFERENCE, logits=-ref, inputs=np.load(bundle / REFERENCE)["inputs"])
+    _rehash(bundle)
+    rc, out = _check(bundle, capsys)
+    assert rc == 1 and "outputs disagree with the export host: mask Dice agreement" in out.err
+
+
+def test_device_preprocessing_is_judged_apart_from_the_runtime(bundle, capsys):
+    """Images that preprocess differently on the device (here: re-encoded one grey level darker)
+    leave the runtime check on the host's inputs intact, are measured, and a Dice drop beyond the
+    budget fails end to end."""
+    import cv2
+    _, manifest = read_bundle(bundle)
+    for row in manifest["references"]:
+        img = cv2.imread(str(bundle / row["image"]))
+        cv2.imwrite(str(bundle / row["image"]), cv2.subtract(img, 1))
+    _rehash(bundle)
+    assert _check(bundle, capsys)[0] == 0
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert report["agreement"]["mask_dice_mean"] >= 0.999
+    assert report["end_to_end"]["input_values_differing"] > 0.5
+    for row in manifest["references"]:                  # now the device "sees" blank images
+        cv2.imwrite(str(bundle / row["image"]), np.zeros((64, 64, 3), np.uint8))
+    _rehash(bundle)
+    rc, out = _check(bundle, capsys)
+    assert rc == 1 and "below the host's" in out.err and "with this device's preprocessing" in out.err
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert [c["name"] for c in report["checks"] if not c["passed"]] == ["device_preprocessing"]
+
+
+def test_not_a_bundle_is_a_usage_error(tmp_path, capsys):
+    rc, out = _check(tmp_path, capsys)
+    assert rc == 2 and "not a bundle" in out.err
+
+
+def test_openvino_bundle_carries_the_weights_file(trained, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from cmunext_edge.export.pipeline import export
+    art = export(trained, "openvino", "fp32", out=tmp_path / "ov", calib_size=4, log=lambda m: None).artifact
+    res = make_bundle(art, tmp_path / "b", n_images=2, archive=False)
+    assert {"artifact/cmunext-s-busi_fp32.xml", "artifact/cmunext-s-busi_fp32.bin"} <= set(res.manifest["files"])
+    assert "openvino==" in (res.folder / "requirements.txt").read_text() and res.archive is None
+    rc, out = _check(res.folder, capsys)
+    assert rc == 0, out.err
+
+
+def test_compare_merges_reports_into_one_table(bundle, tmp_path, capsys):
+    assert _check(bundle, capsys)[0] == 0
+    host = json.loads((bundle / "device_report.json").read_text())
+    emulated = {**host, "label": "Cortex-A72", "emulated": "QEMU user mode, QEMU_CPU=cortex-a72",
+                "passed": False, "first_failure": "self-test FAILED: made up for the table"}
+    paths = []
+    for name, rep in (("host", host), ("arm", emulated)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(rep))
+    res = compare(paths, tmp_path / "devices")
+    md = res["markdown"]
+    assert md.count("cmunext-s-busi_fp32.onnx (onnxruntime fp32)") == 2
+    assert "Cortex-A72 *(emulated)*" in md
+    assert "emulated: measured under instruction-set emulation" in md and "FAIL: self-test FAILED" in md
+    assert json.loads((tmp_path / "devices.json").read_text())["rows"][0]["ran_precision"] == "fp32"
+    with pytest.raises(ValueError, match="not a cmunext-check device report"):
+        compare([tmp_path / "devices.json"])
+
+
+@pytest.mark.slow
+def test_fresh_venv_without_torch_passes_the_check(pristine, tmp_path):
+    """What the device does: a new venv, the bundle's requirements and wheel, then cmunext-check."""
+    folder = Path(shutil.copytree(pristine.folder, tmp_path / pristine.folder.name))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "-r", "requirements.txt", pristine.manifest["wheel"]]
+    subprocess.run(pip, cwd=folder, check=True)
+    assert subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True).returncode
+    done = subprocess.run([str(venv / "bin" / "cmunext-check"), ".", "--iters", "2"], cwd=folder,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASSED" in done.stdout
+
+
+ARM_ROOT = Path(os.environ.get("CMUNEXT_ARM_ROOT", Path.home() / ".cache/cmunext-edge/arm64-bookworm"))
+
+
+@pytest.mark.slow
+def test_arm_matrix_when_its_root_is_cached(pristine, tmp_path):
+    """The emulated ARM matrix (one bundle, both CPUs); skipped unless the arm64 root is cached."""
+    if os.geteuid() != 0 or not (ARM_ROOT / "usr/bin/python3").exists():
+        pytest.skip(f"ARM matrix skipped: no cached arm64 root with python3 at {ARM_ROOT} (or not root); "
+                    "build it with benchmarks/devices/arm_matrix.sh")
+    work = tmp_path / "work"
+    shutil.copytree(pristine.folder, work / "bundles" / pristine.folder.name)
+    env = {**os.environ, "CMUNEXT_DEVICE_WORK": str(work), "CMUNEXT_ARM_NO_BUILD": "1", "CMUNEXT_ARM_ITERS": "1"}
+    subprocess.run([str(ROOT / "benchmarks/devices/arm_matrix.sh")], env=env, check=True, timeout=3600)
+    summary = (work / "reports" / "summary.txt").read_text().split("\n")
+    assert sum(line.startswith("rc=0 ") for line in summary) == 2, summary
