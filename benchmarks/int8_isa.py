@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         calib, size, sets = scenarios[scenario]
         for name in args.configs:
             nncf_opts, state["overflow_fix"] = CONFIGS[name]
-            res = export(weights, "openvino", "int8", out=tmp / "out", calib=calib, calib_size=size,
+            res = export(weights, target="openvino", precision="int8", out=tmp / "out", calib=calib, calib_size=size,
                          verify=False, nncf=dict(nncf_opts), name=f"{scenario}_{name}", log=lambda *_: None)
             row = {"isa": caps.isa, "limits": caps.limits(), "scenario": scenario, "config": name,
                    "nncf": nncf_opts, "overflow_fix": state["overflow_fix"], **_figures(res.artifact, model, sets)}

@@ -25,7 +25,7 @@ def onnx_artifact(trained, tmp_path_factory):
     pytest.importorskip("onnxruntime")
     from cmunext_edge.export.pipeline import export
     out = tmp_path_factory.mktemp("exports")
-    return export(trained, "onnx", "fp32", out=out, calib_size=8, log=lambda m: None).artifact
+    return export(trained, target="onnx", precision="fp32", out=out, calib_size=8, log=lambda m: None).artifact
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_not_a_bundle_is_a_usage_error(tmp_path, capsys):
 def test_openvino_bundle_carries_the_weights_file(trained, tmp_path, capsys):
     pytest.importorskip("openvino")
     from cmunext_edge.export.pipeline import export
-    art = export(trained, "openvino", "fp32", out=tmp_path / "ov", calib_size=4, log=lambda m: None).artifact
+    art = export(trained, target="openvino", precision="fp32", out=tmp_path / "ov", calib_size=4, log=lambda m: None).artifact
     res = make_bundle(art, tmp_path / "b", n_images=2, archive=False)
     assert {"artifact/cmunext-s-busi_fp32.xml", "artifact/cmunext-s-busi_fp32.bin"} <= set(res.manifest["files"])
     assert "openvino==" in (res.folder / "requirements.txt").read_text() and res.archive is None

@@ -19,6 +19,7 @@ from pathlib import Path
 from cmunext_edge.bundle import make_bundle
 from cmunext_edge.device_check import run_check, write_report
 from cmunext_edge.export.pipeline import export
+from cmunext_edge.export.targets import get_target
 
 WORK = Path(os.environ.get("CMUNEXT_DEVICE_WORK", Path.home() / ".cache" / "cmunext-edge" / "devices"))
 # name -> (target, precision): the artifacts of the device matrix
@@ -41,10 +42,10 @@ def main(argv=None) -> int:
     for name in names:
         target, precision = MATRIX[name]
         out = WORK / "exports" / name
-        artifact = out / f"cmunext-s-busi_{name}{'.xml' if target == 'openvino' else '.onnx'}"
+        artifact = out / f"cmunext-s-busi_{name}{get_target(target).suffix}"
         if not (args.reuse_exports and artifact.is_file()):
             shutil.rmtree(out, ignore_errors=True)
-            artifact = export(args.weights, target, precision, out=out, name=artifact.stem,
+            artifact = export(args.weights, target=target, precision=precision, out=out, name=artifact.stem,
                               calib=args.calib if precision == "int8" else None).artifact
         bundle = make_bundle(artifact, WORK / "bundles")
         report = run_check(bundle.folder, iters=20, warmup=3, label=args.label)
