@@ -13,7 +13,7 @@ from .common import fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-bundle exports/cmunext-s-busi_fp32.onnx
-  cmunext-bundle exports/cmunext-s-busi_int8.xml --images ../shared/data/busi-train --n-images 8 --out bundles
+  cmunext-bundle exports/cmunext-s-busi_int8.xml --images your_dataset/ --n-images 8 --out bundles
   cmunext-export --weights models/cmunext-s-busi.safetensors --target onnx --bundle   (export, then bundle)
 
 then, on the device: tar xzf NAME.bundle.tar.gz && cd NAME.bundle && (see its README.md)"""
