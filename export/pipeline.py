@@ -3,15 +3,19 @@
 Every target builds inside a hidden staging folder beside the output, the artifact is then
 loaded through its runtime backend and verified against PyTorch FP32 on real images, its
 self-test digest is embedded, and only then are its files moved into place (the entry file
-last) and the manifest updated. Any failure or interruption removes the staging folder and
-whatever was already moved: no partial artifact is ever left behind.
+last) and the manifest updated. Any failure or interruption (SIGINT, and SIGTERM, turned into
+an exception while an export runs) removes the staging folder and whatever was already moved:
+no partial artifact is ever left behind. A staging folder left by a killed process (SIGKILL,
+power loss) is removed by the next export into the same folder once its owner is gone.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -19,15 +23,20 @@ from pathlib import Path
 
 from .._deps import MissingDependencyError, available
 from ..artifact_meta import PREFIX, build_metadata, check_selftest, make_selftest, selftest_input
+from ..integrity import HASH_KEY, PLACEHOLDER, VerifyReport, check_embedded, seal
 from ..precision import Precision
 from ..resources import resolve_weights
-from ..runtime.registry import open_backend
+from ..runtime.base import BackendError
+from ..runtime.registry import entry_for_path, open_backend
 from ..weights import load_checkpoint
 from .calibration import make_calibration_set
-from .manifest import file_entries, toolchain_versions, write_manifest
+from .manifest import file_entries, read_manifest, toolchain_versions, write_manifest
 from .onnx_export import prepare_model
 from .options import ExportOptions
-from .targets import BuildContext, ExportTarget, check_request, get_target
+from .targets import BuildContext, ExportTarget, ExportUsageError, check_request, get_target
+
+STAGING_SUFFIX = ".staging"
+OWNER_FILE = "owner.pid"
 from .verify import VerificationError, format_figures, reference_logits, verify_backend
 
 
@@ -91,17 +100,34 @@ def _publish(files: list[Path], out_dir: Path, manifest_entry: dict) -> tuple[li
         raise
 
 
+def _check_values(target: ExportTarget, o: ExportOptions) -> str:
+    """Numbers and the device, checked before any work -> the device to verify on."""
+    for name, value in (("batch", o.batch), ("calib_size", o.calib_size), ("verify_size", o.verify_size)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ExportUsageError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+    if o.imgsz is not None and (not isinstance(o.imgsz, int) or o.imgsz < 16 or o.imgsz % 16):
+        raise ExportUsageError(f"--imgsz must be a positive multiple of 16 (CMUNeXt has four 2x2 "
+                               f"max-pools), got {o.imgsz!r}")
+    device = o.device or target.default_device
+    try:
+        entry_for_path("artifact" + target.suffix).check_device(device)
+    except BackendError as exc:
+        raise ExportUsageError(f"--device: {exc}") from None
+    return device
+
+
 def _plan(weights, options: ExportOptions, log) -> _Job:
     """Check the request against the target table, then load the checkpoint (nothing written)."""
     target = get_target(options.target)
     precision = check_request(target, options)
+    device = _check_values(target, options)
+    read_manifest(options.out)           # a damaged manifest stops the export before any work
     _check_dependencies(target, precision)
     weights = resolve_weights(weights)
     ckpt = load_checkpoint(weights)
     spec = ckpt.spec.with_size(options.imgsz) if options.imgsz else ckpt.spec
     stem = options.name or _stem(weights, precision, spec.height, ckpt.spec.height, options.batch, options.dynamic)
-    return _Job(options, target, precision, weights, ckpt, spec, options.device or target.default_device,
-                stem, log)
+    return _Job(options, target, precision, weights, ckpt, spec, device, stem, log)
 
 
 def _image_sets(job: _Job):
@@ -124,6 +150,7 @@ def _metadata(job: _Job) -> dict:
     meta = build_metadata(spec=job.spec, variant=info.variant, in_channels=info.in_channels,
                           num_classes=info.num_classes, source_sha256=job.ckpt.sha256,
                           precision=job.precision.value, target=job.target.name)
+    meta[PREFIX + HASH_KEY] = PLACEHOLDER        # sealed with the content hash once embedded
     if job.options.runtime:
         meta[PREFIX + "runtime"] = json.dumps(job.options.runtime_settings(), sort_keys=True)
     if job.options.graph_rewrites():
@@ -134,7 +161,7 @@ def _metadata(job: _Job) -> dict:
 def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dict]:
     """Verify the staged artifact against PyTorch (if asked) and digest its self-test output."""
     figures = None
-    with open_backend(entry, device=job.device) as backend:
+    with open_backend(entry, device=job.device, verify=False) as backend:
         if verify_set is not None:
             job.log(f"verifying against PyTorch FP32 on {len(verify_set)} images ...")
             figures = verify_backend(backend, verify_set.inputs, reference_logits(model, verify_set.inputs),
@@ -152,11 +179,17 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
 
 
 def _embed_selftest(job: _Job, entry: Path, meta: dict, selftest: dict):
-    """Embed metadata + self-test, reload the artifact and check that the self-test reproduces."""
+    """Embed metadata + self-test, seal the content hash, reload the artifact and check that the
+    hash and the self-test reproduce."""
     job.target.load_embed()(entry, {**meta, PREFIX + "selftest": json.dumps(selftest, sort_keys=True)})
-    with open_backend(entry, device=job.device) as backend:
+    seal(entry)
+    with open_backend(entry, device=job.device, verify=False) as backend:
+        report = VerifyReport(str(entry))
+        check_embedded(entry, backend.metadata, report)
         check = check_selftest(backend.metadata.get("selftest"), job.spec, backend.infer)
         check.device, check.precision = backend.device, backend.precision
+    if not report.ok:
+        raise RuntimeError(f"embedded content hash does not reproduce: {report.message()}")
     if not check.passed:
         raise RuntimeError(f"embedded self-test does not reproduce on the export host: {check.message}")
     return check
@@ -203,14 +236,68 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     calib_set, verify_set = _image_sets(job)
     model = job.ckpt.build()                  # the reference: verification compares against it
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=".staging", dir=job.out_dir))
-    try:
-        published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set, verify_set)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    clear_stale_staging(job.out_dir, job.log)
+    with _sigterm_raises():
+        staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=STAGING_SUFFIX, dir=job.out_dir))
+        try:
+            (staging / OWNER_FILE).write_text(str(os.getpid()))
+            published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set,
+                                                                        verify_set)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     artifact = published[-1]
     return ExportResult(artifact, published, manifest, job.target.name, job.precision, figures, selftest,
                         next_commands(artifact, job.device))
+
+
+class ExportInterrupted(KeyboardInterrupt):
+    """SIGTERM during an export (raised like Ctrl-C, so that every cleanup runs)."""
+
+
+class _sigterm_raises:
+    """While an export runs in the main thread, SIGTERM raises ExportInterrupted (cleanup runs)."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise ExportInterrupted("export interrupted by SIGTERM; nothing was written")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _owner_alive(staging: Path) -> bool:
+    try:
+        pid = int((staging / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return time.time() - staging.stat().st_mtime < 3600   # no owner yet: young ones are kept
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_stale_staging(out_dir: Path, log=None) -> list[Path]:
+    """Remove staging folders in `out_dir` whose exporting process is gone; -> those removed."""
+    removed = []
+    for staging in Path(out_dir).glob(".*" + STAGING_SUFFIX):
+        if staging.is_dir() and not _owner_alive(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+            if log:
+                log(f"removed stale staging folder {staging.name} (its export process is gone)")
+    return removed
 
 
 def next_commands(artifact: Path, device: str) -> list[str]:

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_debug, cli_main, fail
+
 EXAMPLE = """examples:
   cmunext-bench models/cmunext-s-busi.safetensors --precision fp32,bf16 \\
       out/s.onnx out/s_int8.onnx out/ov_fp16/model.xml \\
@@ -49,6 +51,7 @@ def expand_rows(artifacts, devices, precisions, options: dict, backend: str | No
     """Artifacts x devices (x precisions for checkpoints) -> RowSpecs, '@' options applied."""
     from ..bench import RowSpec
     from ..resources import resolve_weights
+    from ..runtime.registry import check_request
     rows = []
     for text in artifacts:
         path, _, extra = text.partition("@")
@@ -59,6 +62,7 @@ def expand_rows(artifacts, devices, precisions, options: dict, backend: str | No
         for device in devices:
             for prec in precs:
                 o = {**opts, **({"precision": prec} if prec else {})}
+                check_request(path, device, backend, o)   # unknown/invalid option or device: error
                 rows.append(RowSpec(Path(path), device, tuple(sorted(o.items())), backend))
     return rows
 
@@ -103,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check-ort-overhead", action="store_true",
                    help="for each .onnx ARTIFACT, compare the bench's batch-1 p50 with a bare "
                         "onnxruntime InferenceSession.run loop (acceptance: within 15%%)")
-    return p
+    return add_debug(p)
 
 
 def list_devices_text() -> str:
@@ -133,6 +137,7 @@ def _ort_overhead(args) -> int:
     return 0
 
 
+@cli_main("cmunext-bench")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_devices:
@@ -142,6 +147,8 @@ def main(argv=None) -> int:
         build_parser().print_usage(sys.stderr)
         print("cmunext-bench: error: give at least one ARTIFACT (or --list-devices)", file=sys.stderr)
         return 2
+    if args.iters < 1 or args.warmup < 0:
+        return fail("cmunext-bench", "--iters must be >= 1 and --warmup >= 0")
     from ..runtime.base import DeviceUnavailableError
     try:
         if args.check_ort_overhead:

@@ -19,6 +19,7 @@ from ..data import discover
 from ..export.targets import get_target
 from ..progress import Progress
 from ..resources import SAMPLES_DIR, resolve_weights
+from .common import add_debug, cli_main
 
 
 def segment_samples(out: Path, weights=None) -> dict:
@@ -66,11 +67,13 @@ def export_and_bench(out: Path, weights=None) -> int:
                        "--markdown", str(out / "bench.md"), "--plot", str(out / "bench.png")])
 
 
+@cli_main("cmunext-demo")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cmunext-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--skip-export", action="store_true", help="only segment the samples")
+    add_debug(parser)
     args = parser.parse_args(argv)
     summary = segment_samples(args.out)
     if summary["skipped"]:

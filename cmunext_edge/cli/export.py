@@ -13,6 +13,7 @@ from ..export.targets import ExportUsageError, help_table
 from ..export.verify import VerificationError
 from ..precision import Int8Mode, Precision
 from ..weights import CheckpointError
+from .common import add_debug, cli_main
 
 EXAMPLE = """examples:
   cmunext-export --weights models/cmunext-s-busi.safetensors --target onnx
@@ -24,7 +25,8 @@ EXAMPLE = """examples:
       (builds every candidate for the device, measures latency, throughput and Dice, keeps the
        fastest within the Dice budget and writes auto_report.{md,json,png} beside it)
 
-exit codes: 0 success, 1 error, 2 usage error or failed verification (nothing is written).
+exit codes: 0 success; 2 nothing written (usage error, unreadable weights, missing extra, failed
+verification, write error); 130 interrupted (Ctrl-C / SIGTERM: nothing is left behind).
 
 """ + help_table()
 
@@ -73,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="select on the Dice budget alone, ignoring the per-precision agreement with "
                         "PyTorch that every verified export needs (FP32 0.999, FP16/BF16 0.99, INT8 0.97)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    return p
+    return add_debug(p)
 
 
+@cli_main("cmunext-export")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.target.lower() == "auto":
@@ -90,11 +93,11 @@ def main(argv=None) -> int:
         return 2
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as exc:
         print(f"cmunext-export: error: could not write the artifact ({exc}); nothing was left behind",
               file=sys.stderr)
-        return 1
+        return 2
     if args.json:
         print(json.dumps({"artifact": str(result.artifact), "files": [str(f) for f in result.files],
                           "manifest": str(result.manifest), "target": result.target,
@@ -116,7 +119,7 @@ def _auto(args) -> int:
                        agreement_floor=args.agreement_floor)
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     stream = sys.stderr if args.json else sys.stdout
     if args.json:
         print(json.dumps(rep, indent=2))
