@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
-import threading
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -33,10 +31,9 @@ from .calibration import make_calibration_set
 from .manifest import file_entries, read_manifest, toolchain_versions, write_manifest
 from .onnx_export import prepare_model
 from .options import ExportOptions
+from .staging import OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises
 from .targets import BuildContext, ExportTarget, ExportUsageError, check_request, get_target
 
-STAGING_SUFFIX = ".staging"
-OWNER_FILE = "owner.pid"
 from .verify import VerificationError, format_figures, reference_logits, verify_backend
 
 
@@ -237,7 +234,7 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     model = job.ckpt.build()                  # the reference: verification compares against it
     job.out_dir.mkdir(parents=True, exist_ok=True)
     clear_stale_staging(job.out_dir, job.log)
-    with _sigterm_raises():
+    with sigterm_raises():
         staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=STAGING_SUFFIX, dir=job.out_dir))
         try:
             (staging / OWNER_FILE).write_text(str(os.getpid()))
@@ -248,56 +245,6 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     artifact = published[-1]
     return ExportResult(artifact, published, manifest, job.target.name, job.precision, figures, selftest,
                         next_commands(artifact, job.device))
-
-
-class ExportInterrupted(KeyboardInterrupt):
-    """SIGTERM during an export (raised like Ctrl-C, so that every cleanup runs)."""
-
-
-class _sigterm_raises:
-    """While an export runs in the main thread, SIGTERM raises ExportInterrupted (cleanup runs)."""
-
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise ExportInterrupted("export interrupted by SIGTERM; nothing was written")
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-def _owner_alive(staging: Path) -> bool:
-    try:
-        pid = int((staging / OWNER_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return time.time() - staging.stat().st_mtime < 3600   # no owner yet: young ones are kept
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clear_stale_staging(out_dir: Path, log=None) -> list[Path]:
-    """Remove staging folders in `out_dir` whose exporting process is gone; -> those removed."""
-    removed = []
-    for staging in Path(out_dir).glob(".*" + STAGING_SUFFIX):
-        if staging.is_dir() and not _owner_alive(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-            removed.append(staging)
-            if log:
-                log(f"removed stale staging folder {staging.name} (its export process is gone)")
-    return removed
 
 
 def next_commands(artifact: Path, device: str) -> list[str]:

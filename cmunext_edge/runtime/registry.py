@@ -131,6 +131,13 @@ def open_backend(path: str | Path, device: str = "cpu", backend: str | None = No
             f"pip install \"cmunext-edge[{entry.extra}]\"")
     report = enforce(precheck(path)) if verify else None
     loaded = entry.load_class()(path, device=device, strict_device=strict_device, **options).load()
+    channels = loaded.input_shape[1]
+    if isinstance(channels, int) and channels != loaded.spec.in_channels:
+        loaded.close()
+        raise BackendError(f"{path}: the network takes {channels} input channel(s) but its preprocessing "
+                           f"contract gives {loaded.spec.in_channels}; store the matching contract with the "
+                           f"weights (weights.save_safetensors(..., spec=PreprocessSpec(in_channels="
+                           f"{channels}, mean=..., std=...))) to use it")
     if verify:
         try:
             loaded.verification = enforce(verify_loaded(loaded, report))
