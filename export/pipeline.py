@@ -107,7 +107,7 @@ def _check_values(target: ExportTarget, o: ExportOptions) -> str:
                                f"max-pools), got {o.imgsz!r}")
     device = o.device or target.default_device
     try:
-        entry_for_path("artifact" + target.suffix).check_device(device)
+        entry_for_path("artifact" + target.suffix).check_device(device, strict=True)
     except BackendError as exc:
         raise ExportUsageError(f"--device: {exc}") from None
     return device

@@ -144,3 +144,19 @@ def test_nan_output_fails_the_self_test():
     bad[..., :3, :3] = np.nan
     assert not check_selftest(st, spec, lambda x: bad).passed
     assert selftest_input(spec).shape == (1, 3, 256, 256)
+
+
+def test_openvino_bin_flip_is_refused(trained, tmp_path):
+    pytest.importorskip("openvino")
+    from cmunext_edge.export.pipeline import export
+    res = export(trained, target="openvino", out=tmp_path / "ov", calib_size=4)
+    assert verify_artifact(res.artifact).ok
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for f in res.files:
+        shutil.copy(f, alone / f.name)
+    assert verify_artifact(alone / res.artifact.name).hash_source == "embedded"
+    for folder in (res.artifact.parent, alone):
+        _flip(folder / res.artifact.with_suffix(".bin").name)
+        with pytest.raises(IntegrityError, match="differs"):
+            EdgeSegmenter.from_artifact(folder / res.artifact.name)

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend option for every row (repeatable), e.g. threads=2")
     p.add_argument("--backend", help="force a registry backend instead of choosing by suffix")
     p.add_argument("--strict-device", action="store_true", help="fail (exit 2) instead of falling back")
+    p.add_argument("--no-verify-load", dest="verify", action="store_false",
+                   help="do not check artifacts' sha256 and self-test before benchmarking them")
     g = p.add_argument_group("timing")
     g.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
     g.add_argument("--iters", type=int, default=100, help="timed batch-1 calls (default 100)")
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
                              throughput_time_s=args.throughput_time, images=args.images, data=args.data,
                              split=args.split, max_images=args.max_images, reference=args.reference,
                              strict_device=args.strict_device, matmul_seconds=args.matmul_time,
-                             progress=not args.quiet)
+                             progress=not args.quiet, verify=args.verify)
         report = run_bench(config)
     except DeviceUnavailableError as exc:
         print(f"cmunext-bench: error: {exc}", file=sys.stderr)

@@ -23,8 +23,12 @@ class BackendEntry:
     device_help: str = "cpu"
     options: dict = field(default_factory=dict)   # option name -> BackendOption
 
-    def check_device(self, device: str) -> None:
-        if not re.fullmatch(self.devices, str(device), re.IGNORECASE):
+    def check_device(self, device: str, strict: bool = False) -> None:
+        """A device name no backend knows is an error; one another backend knows (e.g. npu for a
+        checkpoint) is left to this backend (a reported fallback, or its own error) unless `strict`."""
+        if re.fullmatch(self.devices, str(device), re.IGNORECASE):
+            return
+        if strict or not any(re.fullmatch(e.devices, str(device), re.IGNORECASE) for e in BACKENDS):
             raise BackendError(f"{self.name}: unknown device {device!r}; use one of {self.device_help}")
 
     def check_options(self, options: dict) -> dict:
