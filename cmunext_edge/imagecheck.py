@@ -124,8 +124,9 @@ def check_dimensions(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple
 
         kind, size = header_size(head, read_at)
     if size is None:
-        what = ("not a supported image format (PNG, JPEG, BMP, TIFF, WebP)" if kind == "unknown"
-                else f"{kind} header without a readable image size (damaged or truncated)")
+        what = ("not a readable image: not a supported image format (PNG, JPEG, BMP, TIFF, WebP)"
+                if kind == "unknown" else
+                f"not a readable image: {kind} header without a readable image size (damaged or truncated)")
         raise ImageSizeError(f"{path}: {what}")
     width, height = size
     if width < 1 or height < 1:
