@@ -26,11 +26,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def soak(artifact, calls: int = 10_000, every: int = 1_000) -> dict:
+def soak(artifact, calls: int = 10_000, every: int = 1_000, on_record=None, **options) -> dict:
     from cmunext_edge.resources import SAMPLES_DIR
     from cmunext_edge.segmenter import EdgeSegmenter
     images = sorted((SAMPLES_DIR / "images").glob("*.png"))
-    seg = EdgeSegmenter.from_artifact(artifact)
+    seg = EdgeSegmenter.from_artifact(artifact, **options)
     records, started = [], time.perf_counter()
     for i in range(1, calls + 1):
         seg.segment(images[i % len(images)])
@@ -38,9 +38,16 @@ def soak(artifact, calls: int = 10_000, every: int = 1_000) -> dict:
             gc.collect()
             records.append({"calls": i, "rss_mb": round(rss_mb(), 1),
                             "elapsed_s": round(time.perf_counter() - started, 1)})
+            if on_record:
+                on_record(_result(artifact, calls, records, seg))
+    result = _result(artifact, calls, records, seg)
     seg.close()
+    return result
+
+
+def _result(artifact, calls: int, records: list, seg) -> dict:
     base = records[0]["rss_mb"]
-    return {"artifact": str(artifact), "calls": calls, "records": records,
+    return {"artifact": str(artifact), "calls": calls, "done": records[-1]["calls"], "records": list(records),
             "growth_mb": round(max(r["rss_mb"] for r in records) - base, 1),
             "describe": {k: v for k, v in seg.describe().items() if k in ("backend", "device", "precision")}}
 
@@ -52,7 +59,9 @@ def export_default(folder: Path) -> Path:
 
 
 def markdown(result: dict, command: str) -> str:
-    lines = [f"# Soak: {result['calls']:,} EdgeSegmenter.segment calls",
+    partial = (f" (in progress or stopped: {result['done']:,} of {result['calls']:,} calls recorded)"
+               if result["done"] < result["calls"] else "")
+    lines = [f"# Soak: {result['calls']:,} EdgeSegmenter.segment calls{partial}",
              "", f"Recorded {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
              f"({platform.python_implementation()} {platform.python_version()}), backend "
              f"{result['describe']}; command: `{command}`.",
@@ -67,15 +76,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=10_000)
     p.add_argument("--artifact", type=Path)
-    p.add_argument("--markdown", type=Path)
+    p.add_argument("--markdown", type=Path, help="written after every record (a partial run is kept)")
+    p.add_argument("--threads", type=int, help="inference threads (backend option)")
     args = p.parse_args(argv)
+    command = "python benchmarks/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def record(partial):
+        print(f"{partial['done']} calls, RSS {partial['records'][-1]['rss_mb']} MB", flush=True)
+        if args.markdown:
+            args.markdown.write_text(markdown(partial, command))
+    options = {"threads": args.threads} if args.threads else {}
     with tempfile.TemporaryDirectory() as tmp:
         artifact = args.artifact or export_default(Path(tmp))
-        result = soak(artifact, args.calls)
-    text = markdown(result, "python benchmarks/soak.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    if args.markdown:
-        args.markdown.write_text(text)
-    print(text)
+        result = soak(artifact, args.calls, on_record=record, **options)
+    print(markdown(result, command))
     return 0 if result["growth_mb"] < 20 else 1
 
 

@@ -159,22 +159,24 @@ def _expected_mask(selftest: dict, shape) -> np.ndarray:
     return expected[:int(np.prod(shape))].reshape(shape).astype(bool)
 
 
-def check_selftest(selftest: dict | None, spec: PreprocessSpec, run) -> SelfTestResult:
+def check_selftest(selftest: dict | None, spec: PreprocessSpec, run, precision: str | None = None) -> SelfTestResult:
     """Run `run(x) -> logits` on the embedded input and compare with the embedded digest.
 
     The recorded preprocessing contract (mean, std, scale, size, threshold, ...) must equal
-    `spec`; the mask is compared at the spec's threshold. A damaged digest is a failure."""
+    `spec`; the mask is compared at the spec's threshold. A damaged digest is a failure.
+    `precision`: what actually runs; when it is lower than the artifact's (e.g. an FP32 IR that
+    the device runs in bf16), the agreement needed is that precision's (AGREEMENT_THRESHOLDS)."""
     if not selftest:
         return SelfTestResult("unavailable", "artifact has no embedded self-test "
                               "(only exported artifacts carry one; re-export with cmunext-export)")
     try:
-        return _check_selftest(selftest, spec, run)
+        return _check_selftest(selftest, spec, run, precision)
     except (KeyError, TypeError, ValueError, zlib.error, binascii.Error) as exc:
         return SelfTestResult("fail", f"self-test FAILED: the embedded self-test data is damaged "
                               f"({type(exc).__name__}: {exc})")
 
 
-def _check_selftest(selftest: dict, spec: PreprocessSpec, run) -> SelfTestResult:
+def _check_selftest(selftest: dict, spec: PreprocessSpec, run, precision: str | None) -> SelfTestResult:
     if "preprocess" in selftest:
         differs = contract_differences(selftest["preprocess"], spec)
         if differs:
@@ -192,6 +194,8 @@ def _check_selftest(selftest: dict, spec: PreprocessSpec, run) -> SelfTestResult
     delta = float(np.max(np.abs(_pool(logits) - np.asarray(selftest["pooled_logits"], np.float32))))
     exact = hashlib.sha256(np.packbits(mask).tobytes()).hexdigest() == selftest["mask_sha256"]
     need = float(selftest.get("min_agreement", 0.97))
+    if precision in AGREEMENT_THRESHOLDS and precision != selftest.get("precision"):
+        need = min(need, AGREEMENT_THRESHOLDS[precision])
     ok = bool(exact or dice >= need) and np.isfinite(logits).all()
     msg = (f"self-test {'passed' if ok else 'FAILED'}: mask Dice agreement {dice:.4f} "
            f"({'>=' if ok else '<'} {need}), max pooled logit delta {delta:.4g}"

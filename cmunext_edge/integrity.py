@@ -170,7 +170,7 @@ def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
         check_embedded(backend.path, backend.metadata, report)
         if report.problems:
             return report
-    result = check_selftest(backend.metadata.get("selftest"), backend.spec, backend.infer)
+    result = check_selftest(backend.metadata.get("selftest"), backend.spec, backend.infer, backend.precision)
     result.device, result.precision = backend.device, backend.precision
     report.selftest = result.as_dict()
     if not result.passed:

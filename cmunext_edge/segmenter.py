@@ -83,7 +83,8 @@ class EdgeSegmenter:
         """
         from .artifact_meta import check_selftest
         with self._lock:
-            result = check_selftest(self.backend.metadata.get("selftest"), self.spec, self.backend.infer)
+            result = check_selftest(self.backend.metadata.get("selftest"), self.spec, self.backend.infer,
+                                    self.backend.precision)
         result.device, result.precision = self.backend.device, self.backend.precision
         return result
 
