@@ -12,6 +12,7 @@ verification, recorded in manifest.json).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import zlib
@@ -24,7 +25,8 @@ from .preprocess import PreprocessSpec
 
 PREFIX = "cmunext_edge."
 KEYS = ("format_version", "preprocess", "variant", "in_channels", "num_classes", "threshold",
-        "source_sha256", "toolkit_version", "precision", "target", "selftest", "runtime", "graph")
+        "source_sha256", "toolkit_version", "precision", "target", "selftest", "runtime", "graph",
+        "content_sha256")
 FORMAT_VERSION = "1"
 # Minimum mean mask Dice agreement per precision: export verification and self-test.
 AGREEMENT_THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99, "int8": 0.97}
@@ -94,6 +96,12 @@ def selftest_input(spec: PreprocessSpec, seed: int = 0) -> np.ndarray:
     return spec.preprocess(bgr)[None]
 
 
+def _threshold_logit(spec: PreprocessSpec) -> float:
+    """The logit at which the sigmoid probability crosses the spec's threshold."""
+    t = float(spec.threshold)
+    return float(np.log(t / (1.0 - t)))
+
+
 def _pool(logits: np.ndarray) -> np.ndarray:
     c, h, w = logits.shape[1:]
     return logits[0].reshape(c, POOL, h // POOL, POOL, w // POOL).mean(axis=(2, 4))
@@ -103,8 +111,8 @@ def make_selftest(spec: PreprocessSpec, logits: np.ndarray, precision: str, seed
                   reference: str = "artifact on the export host") -> dict:
     """Digest of `logits` (the output for selftest_input(spec, seed)) to embed in the artifact."""
     x = selftest_input(spec, seed)
-    mask = np.asarray(logits[0] > 0)
-    return {"seed": seed, "shape": list(x.shape), "input_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
+    mask = np.asarray(logits[0] > _threshold_logit(spec))
+    return {"seed": seed, "preprocess": spec.to_json(), "shape": list(x.shape), "input_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
             "pooled_logits": np.round(_pool(logits), 4).tolist(), "precision": precision,
             "mask_bits": base64.b64encode(zlib.compress(np.packbits(mask).tobytes(), 9)).decode(),
             "mask_sha256": hashlib.sha256(np.packbits(mask).tobytes()).hexdigest(),
@@ -137,27 +145,64 @@ class SelfTestResult:
         return {**asdict(self), "passed": self.passed}
 
 
-def check_selftest(selftest: dict | None, spec: PreprocessSpec, run) -> SelfTestResult:
-    """Run `run(x) -> logits` on the embedded input and compare with the embedded digest."""
+def contract_differences(recorded: str | dict, spec: PreprocessSpec) -> list[str]:
+    """Fields of the preprocessing contract (threshold included) that differ from `recorded`."""
+    was = json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
+    now = json.loads(spec.to_json())
+    return [f"{k} {now.get(k)!r} (exported with {was.get(k)!r})"
+            for k in sorted(set(was) | set(now)) if k != "name" and now.get(k) != was.get(k)]
+
+
+def _expected_mask(selftest: dict, shape) -> np.ndarray:
+    bits = np.frombuffer(zlib.decompress(base64.b64decode(selftest["mask_bits"], validate=True)), np.uint8)
+    expected = np.unpackbits(bits)
+    if expected.size < int(np.prod(shape)):
+        raise ValueError(f"mask_bits hold {expected.size} bits, the output has {int(np.prod(shape))}")
+    return expected[:int(np.prod(shape))].reshape(shape).astype(bool)
+
+
+def check_selftest(selftest: dict | None, spec: PreprocessSpec, run, precision: str | None = None) -> SelfTestResult:
+    """Run `run(x) -> logits` on the embedded input and compare with the embedded digest.
+
+    The recorded preprocessing contract (mean, std, scale, size, threshold, ...) must equal
+    `spec`; the mask is compared at the spec's threshold. A damaged digest is a failure.
+    `precision`: what actually runs; when it is lower than the artifact's (e.g. an FP32 IR that
+    the device runs in bf16), the agreement needed is that precision's (AGREEMENT_THRESHOLDS)."""
     if not selftest:
         return SelfTestResult("unavailable", "artifact has no embedded self-test "
                               "(only exported artifacts carry one; re-export with cmunext-export)")
+    try:
+        return _check_selftest(selftest, spec, run, precision)
+    except (KeyError, TypeError, ValueError, zlib.error, binascii.Error) as exc:
+        return SelfTestResult("fail", f"self-test FAILED: the embedded self-test data is damaged "
+                              f"({type(exc).__name__}: {exc})")
+
+
+def _check_selftest(selftest: dict, spec: PreprocessSpec, run, precision: str | None) -> SelfTestResult:
+    if "preprocess" in selftest:
+        differs = contract_differences(selftest["preprocess"], spec)
+        if differs:
+            return SelfTestResult("fail", "self-test FAILED: the artifact's preprocessing contract was "
+                                  "changed after export: " + ", ".join(differs))
     x = selftest_input(spec, int(selftest["seed"]))
     if hashlib.sha256(x.tobytes()).hexdigest() != selftest["input_sha256"]:
         return SelfTestResult("fail", "self-test input could not be regenerated identically on this "
                               "machine (numpy/OpenCV differ); the comparison would be meaningless")
     logits = np.asarray(run(x), dtype=np.float32)
-    mask = logits[0] > 0
-    bits = np.frombuffer(zlib.decompress(base64.b64decode(selftest["mask_bits"])), np.uint8)
-    expected = np.unpackbits(bits)[:mask.size].reshape(mask.shape).astype(bool)
+    cut = _threshold_logit(spec) if "preprocess" in selftest else 0.0
+    mask = logits[0] > cut
+    expected = _expected_mask(selftest, mask.shape)
     dice = mean_dice(mask, expected)
     delta = float(np.max(np.abs(_pool(logits) - np.asarray(selftest["pooled_logits"], np.float32))))
     exact = hashlib.sha256(np.packbits(mask).tobytes()).hexdigest() == selftest["mask_sha256"]
     need = float(selftest.get("min_agreement", 0.97))
-    ok = exact or dice >= need
+    if precision in AGREEMENT_THRESHOLDS and precision != selftest.get("precision"):
+        need = min(need, AGREEMENT_THRESHOLDS[precision])
+    ok = bool(exact or dice >= need) and np.isfinite(logits).all()
     # what it compares with: the artifact's own output at export time (not PyTorch)
     msg = (f"self-test {'passed' if ok else 'FAILED'} (same as at export: compared with this "
            f"artifact's own output on the export host, not with PyTorch): mask Dice agreement {dice:.4f} "
            f"({'>=' if ok else '<'} {need}), max pooled logit delta {delta:.4g}"
-           f"{', masks identical' if exact else ''}")
+           f"{', masks identical' if exact else ''}"
+           f"{'' if np.isfinite(logits).all() else ', output has NaN/inf'}")
     return SelfTestResult("pass" if ok else "fail", msg, dice, delta, exact, need)

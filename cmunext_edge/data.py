@@ -22,7 +22,10 @@ class Sample:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files by suffix; a broken symbolic link (dangling or a loop) with an image suffix is
+    kept, so that it is reported as unreadable instead of silently dropped."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                  and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 def is_official_layout(folder: Path) -> bool:

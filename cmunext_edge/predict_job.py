@@ -3,15 +3,21 @@
 A file that cannot be read is skipped and reported; the rest is processed. Decoding of
 the next batches overlaps with inference (a reader thread), and with several segmenters
 (`--workers`) batches run as parallel requests.
+
+Nothing is lost: output names never collide (inputs sharing a name get their extension in it,
+e.g. dup.png -> masks/dup.png.png, dup.jpg -> masks/dup.jpg.png); an image whose outputs could
+not all be written has none left on disk; a full (or read-only) disk stops the job, and every
+input not processed is reported with its reason, so the summary matches what is on disk.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -20,13 +26,22 @@ import numpy as np
 from .data import Sample
 from .fileio import atomic_path
 from .metrics import iou_dice, iou_dice_from_logits, mean_scores
+from .imagecheck import DEFAULT_MAX_PIXELS
 from .preprocess import ImageReadError, load_image, load_mask, to_bgr_uint8
+
+# write errors that stop the whole job (no later image could be written either)
+FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class OutputError(OSError):
+    """The output folder cannot take more files (disk full, read-only, no permission)."""
 
 
 @dataclass
 class JobResult:
     rows: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    stopped: str | None = None          # why the job stopped early (e.g. disk full)
 
     def summary(self) -> dict:
         scored = [r for r in self.rows if r["dice"] is not None]
@@ -35,7 +50,32 @@ class JobResult:
         return {"n_images": len(self.rows), "n_with_masks": len(scored),
                 "mean_dice": net["mean_dice"], "mean_iou": net["mean_iou"],
                 "mean_dice_original": orig["mean_dice"], "mean_iou_original": orig["mean_iou"],
-                "skipped": self.skipped}
+                "skipped": self.skipped, "stopped": self.stopped}
+
+
+def unique_names(samples: list[Sample]) -> list[Sample]:
+    """Samples renamed so that no two outputs collide (case-insensitively): a name shared by
+    several inputs gets the input's extension (dup.png, dup.jpg), then a counter if needed."""
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s.name.lower()] = counts.get(s.name.lower(), 0) + 1
+    taken: set[str] = set()
+    out = []
+    for s in samples:
+        name = s.name if counts[s.name.lower()] == 1 else f"{s.name}{s.image.suffix}"
+        base, k = name, 2
+        while name.lower() in taken:
+            name, k = f"{base}-{k}", k + 1
+        taken.add(name.lower())
+        out.append(s if name == s.name else replace(s, name=name))
+    return out
+
+
+def mask_images(name: str, mask: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(file name, 0/255 image) of a mask: one file, or one per class for several classes."""
+    if mask.ndim == 2 or mask.shape[2] == 1:
+        return [(f"{name}.png", mask.reshape(mask.shape[:2]).astype(np.uint8) * 255)]
+    return [(f"{name}_class{k}.png", mask[..., k].astype(np.uint8) * 255) for k in range(mask.shape[2])]
 
 
 def overlay(bgr: np.ndarray, mask: np.ndarray, color=(0, 0, 255), alpha: float = 0.4) -> np.ndarray:
@@ -56,12 +96,15 @@ def write_png(path: Path, image: np.ndarray) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list):
+def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: threading.Event,
+            max_pixels=DEFAULT_MAX_PIXELS):
     """Reader thread: decode images (and masks) into batches; bad files go to `skipped`."""
     batch = []
     for s in samples:
+        if stop.is_set():
+            break
         try:
-            batch.append((s, to_bgr_uint8(load_image(s.image))))
+            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels))))
         except (ImageReadError, OSError, ValueError) as exc:
             skipped.append({"path": str(s.image), "error": str(exc)})
             out_q.put(None)   # progress tick for the skipped file
@@ -91,9 +134,9 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
                 if gt.shape != mask2d.shape:
                     raise ImageReadError(f"{sample.mask}: mask size {gt.shape} differs from image {mask2d.shape}")
                 row["iou_original"], row["dice_original"] = iou_dice(seg.mask if seg.mask.ndim == 2 else seg.mask[..., 0], gt)
-            write_png(out_dir / "masks" / f"{sample.name}.png", seg.mask.astype(np.uint8) * 255)
-            if write_overlays:
-                write_png(out_dir / "overlays" / f"{sample.name}.png", overlay(bgr, mask2d))
+            _write_outputs(out_dir, sample.name, seg.mask, bgr, mask2d, write_overlays)
+        except OutputError:
+            raise
         except (ImageReadError, OSError, ValueError) as exc:
             skipped.append({"path": str(sample.image), "error": str(exc)})
         else:
@@ -101,28 +144,59 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
     return rows, skipped
 
 
+def _write_outputs(out_dir: Path, name: str, mask, bgr, mask2d, write_overlays: bool) -> None:
+    """All files of one image, or none: a failed write removes those already written."""
+    files = [(out_dir / "masks" / f, img) for f, img in mask_images(name, mask)]
+    if write_overlays:
+        files.append((out_dir / "overlays" / f"{name}.png", overlay(bgr, mask2d)))
+    written = []
+    try:
+        for path, img in files:
+            write_png(path, img)
+            written.append(path)
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if exc.errno in FATAL_WRITE_ERRORS:
+            raise OutputError(exc.errno, f"cannot write to {out_dir} ({exc.strerror or exc})") from None
+        raise
+
+
 def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 8,
             write_overlays: bool = True, progress=None) -> JobResult:
     """Segment `samples` with one segmenter, or several in parallel (one request each).
 
     A reader thread decodes ahead; each batch goes to whichever segmenter is free, so
-    decoding, inference and writing overlap. Rows come back in input order.
+    decoding, inference and writing overlap. Rows come back in input order. A full disk stops
+    the job (`result.stopped`); every sample without a row is in `result.skipped` with a reason.
     """
     segmenters = list(segmenters) if isinstance(segmenters, (list, tuple)) else [segmenters]
+    samples = unique_names(samples)
     out_dir = Path(out_dir)
     result = JobResult()
-    lock = threading.Lock()
+    lock, stop = threading.Lock(), threading.Event()
     q: queue.Queue = queue.Queue(maxsize=2 * len(segmenters))
-    reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped), daemon=True)
+    max_pixels = getattr(segmenters[0], "max_pixels", DEFAULT_MAX_PIXELS)
+    reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped, stop, max_pixels),
+                              daemon=True)
     reader.start()
     idle: queue.Queue = queue.Queue()
     for seg in segmenters:
         idle.put(seg)
 
     def work(batch):
+        if stop.is_set():
+            return
         seg = idle.get()
         try:
             rows, skipped = _process_batch(seg, batch, out_dir, write_overlays)
+        except OutputError as exc:
+            with lock:
+                result.stopped = result.stopped or str(exc)
+            stop.set()
+            return
+        except Exception as exc:  # the batch failed in the backend: its images are reported
+            rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
         finally:
             idle.put(seg)
         with lock:
@@ -131,6 +205,16 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
             if progress:
                 progress.update(len(batch), postfix=batch[-1][0].name)
 
+    _dispatch(segmenters, q, work, progress, lock, stop)
+    reader.join()
+    _report_unprocessed(result, samples)
+    order = {s.name: i for i, s in enumerate(samples)}
+    result.rows.sort(key=lambda r: order.get(r["name"], 0))
+    return result
+
+
+def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
+    """Hand decoded batches to the pool until the reader is done (draining after a stop)."""
     with ThreadPoolExecutor(len(segmenters)) as pool:
         futures = []
         while (batch := q.get()) is not StopIteration:
@@ -139,13 +223,17 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
                     with lock:
                         progress.update()
                 continue
-            futures.append(pool.submit(work, batch))
+            if not stop.is_set():
+                futures.append(pool.submit(work, batch))
         for f in futures:
             f.result()
-    reader.join()
-    order = {s.name: i for i, s in enumerate(samples)}
-    result.rows.sort(key=lambda r: order.get(r["name"], 0))
-    return result
+
+
+def _report_unprocessed(result: JobResult, samples: list[Sample]) -> None:
+    done = {r["image"] for r in result.rows} | {s["path"] for s in result.skipped}
+    reason = f"not processed: the job stopped ({result.stopped})" if result.stopped else "not processed"
+    result.skipped.extend({"path": str(s.image), "error": f"{s.image}: {reason}"}
+                          for s in samples if str(s.image) not in done)
 
 
 def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -> dict:
@@ -157,7 +245,7 @@ def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -
                 writer.writeheader()
                 writer.writerows(result.rows)
     if summary_json:
-        public = {k: summary[k] for k in ("n_images", "mean_dice", "mean_iou", "skipped")}
+        public = {k: summary[k] for k in ("n_images", "mean_dice", "mean_iou", "skipped", "stopped")}
         public.update({k: summary[k] for k in ("mean_dice_original", "mean_iou_original")})
         with atomic_path(summary_json) as tmp:
             tmp.write_text(json.dumps(public, indent=2))

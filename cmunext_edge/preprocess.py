@@ -15,11 +15,13 @@ high byte, which is what `cv2.imread(path)` in the official code does for 16-bit
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .imagecheck import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
 
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
                   "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
@@ -75,9 +77,20 @@ class PreprocessSpec:
     @classmethod
     def from_json(cls, text: str | dict) -> "PreprocessSpec":
         data = json.loads(text) if isinstance(text, str) else dict(text)
-        for key in ("mean", "std"):
-            data[key] = tuple(data[key])
-        return cls(**data)
+        if not isinstance(data, dict):
+            raise ValueError(f"preprocessing contract must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"preprocessing contract has unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        try:
+            for key in ("mean", "std"):
+                if key in data:
+                    data[key] = tuple(float(v) for v in data[key])
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"preprocessing contract is invalid ({exc})") from None
 
     # --- image -> tensor -------------------------------------------------------
     def __call__(self, image, channel_order: str = "bgr") -> np.ndarray:
@@ -135,11 +148,19 @@ def _is_path(obj) -> bool:
     return isinstance(obj, (str, Path))
 
 
-def load_image(path) -> np.ndarray:
-    """Decode an image file as the official code sees it (colour, EXIF-rotated), keeping 16 bit."""
+def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file as the official code sees it (colour, EXIF-rotated), keeping 16 bit.
+
+    Its size is read from the header first; above `max_pixels` it is refused, not decoded."""
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        what = ("broken symbolic link (its target is missing, or the links form a loop)"
+                if path.is_symlink() else "no such file")
+        raise ImageReadError(f"{path}: {what}")
+    try:
+        check_dimensions(path, max_pixels)
+    except ImageSizeError as exc:
+        raise ImageReadError(str(exc)) from None
     data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
     if img is None:
@@ -171,8 +192,14 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def load_mask(path, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_mask(path, size: tuple[int, int] | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Ground-truth mask as the official dataset reads it: grayscale, nearest resize, > 127."""
+    if Path(path).is_file():
+        try:
+            check_dimensions(path, max_pixels)
+        except ImageSizeError as exc:
+            raise ImageReadError(str(exc)) from None
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.empty(0, np.uint8)
     mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     if mask is None:

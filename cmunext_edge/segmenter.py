@@ -4,6 +4,12 @@ Thread safety: `segment` and `segment_batch` may be called from several threads.
 Pre- and post-processing run in the calling thread; calls into the backend are
 serialised by a lock (one inference at a time per EdgeSegmenter). For parallel
 inference, create one EdgeSegmenter per thread.
+
+Verified load: an exported artifact is checked before its first inference (its files against
+manifest.json or the embedded content hash, then its embedded self-test; see integrity.py);
+a mismatch raises integrity.IntegrityError. `verify=False` skips this, for those who know why.
+Image files are measured from their header before decoding and refused above `max_pixels`
+(imagecheck.DEFAULT_MAX_PIXELS by default; None for no limit).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .imagecheck import DEFAULT_MAX_PIXELS
 from .preprocess import load_image, to_bgr_uint8
 from .resources import resolve_weights
 from .runtime.registry import open_backend
@@ -30,11 +37,17 @@ class Segmentation:
 
 class EdgeSegmenter:
     def __init__(self, artifact: str | Path | None = None, device: str = "cpu",
-                 strict_device: bool = False, **backend_options):
-        """`artifact`: a checkpoint, an exported artifact, a shipped model name, or None (default model)."""
+                 strict_device: bool = False, verify: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, **backend_options):
+        """`artifact`: a checkpoint, an exported artifact, a shipped model name, or None (default model).
+        `verify`: check the artifact's hash and self-test before use; `max_pixels`: largest image
+        file decoded; `backend_options`: as declared for its backend (runtime.registry)."""
         path = resolve_weights(artifact)
-        self.backend = open_backend(path, device=device, strict_device=strict_device, **backend_options)
+        self.backend = open_backend(path, device=device, strict_device=strict_device, verify=verify,
+                                    **backend_options)
         self.spec = self.backend.spec
+        self.max_pixels = max_pixels
+        self.verification = getattr(self.backend, "verification", None)
         self._lock = threading.Lock()
 
     @classmethod
@@ -43,8 +56,8 @@ class EdgeSegmenter:
 
     @classmethod
     def from_artifact(cls, path, device: str = "cpu", strict_device: bool = False,
-                      **options) -> "EdgeSegmenter":
-        return cls(path, device=device, strict_device=strict_device, **options)
+                      verify: bool = True, **options) -> "EdgeSegmenter":
+        return cls(path, device=device, strict_device=strict_device, verify=verify, **options)
 
     # --- public API -----------------------------------------------------------------
     def segment(self, image, channel_order: str = "bgr") -> Segmentation:
@@ -77,7 +90,8 @@ class EdgeSegmenter:
         """
         from .artifact_meta import check_selftest
         with self._lock:
-            result = check_selftest(self.backend.metadata.get("selftest"), self.spec, self.backend.infer)
+            result = check_selftest(self.backend.metadata.get("selftest"), self.spec, self.backend.infer,
+                                    self.backend.precision)
         result.device, result.precision = self.backend.device, self.backend.precision
         return result
 
@@ -96,7 +110,7 @@ class EdgeSegmenter:
         bgrs, sources = [], []
         for img in images:
             is_path = isinstance(img, (str, Path))
-            bgrs.append(to_bgr_uint8(load_image(img) if is_path else img,
+            bgrs.append(to_bgr_uint8(load_image(img, self.max_pixels) if is_path else img,
                                      "bgr" if is_path else channel_order))
             sources.append(str(img) if is_path else None)
         batch = np.stack([self.spec.preprocess(b) for b in bgrs])

@@ -1,6 +1,10 @@
 """manifest.json beside the artifacts: per artifact its files' sha256, toolchain versions,
 precision, calibration set hash and verification figures. One manifest per output folder,
-updated (atomically) for every export into it."""
+updated (atomically) for every export into it.
+
+A manifest that cannot be read (truncated, not JSON, wrong structure) is never silently
+replaced: `read_manifest` raises ManifestError before any work, naming the file and what to do,
+since it is what verified load checks artifacts against."""
 from __future__ import annotations
 
 import json
@@ -8,23 +12,43 @@ from pathlib import Path
 
 from ..fileio import atomic_path, sha256_file
 from ..toolchain import toolchain_versions  # noqa: F401 (pipeline imports it from here)
+from .targets import ExportUsageError
+
+FORMAT = "cmunext-edge export manifest"
+
+
+class ManifestError(ExportUsageError):
+    """manifest.json in the output folder is damaged: the export refuses to overwrite it."""
 
 
 def file_entries(files) -> list[dict]:
     return [{"name": Path(f).name, "sha256": sha256_file(f), "bytes": Path(f).stat().st_size} for f in files]
 
 
+def read_manifest(out_dir: Path) -> dict:
+    """out_dir/manifest.json as a dict (a new one if absent); ManifestError if it is damaged."""
+    path = Path(out_dir) / "manifest.json"
+    if not path.exists():
+        return {"format": FORMAT, "version": 1, "artifacts": {}}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        problem = f"not readable JSON ({exc})"
+    else:
+        if isinstance(data, dict) and isinstance(data.get("artifacts"), dict) and all(
+                isinstance(v, dict) for v in data["artifacts"].values()):
+            return data
+        problem = "not a manifest ('artifacts' must map artifact names to entries)"
+    raise ManifestError(f"{path} is damaged: {problem}. It records the sha256 that verified load checks "
+                        f"the artifacts against, so it is not overwritten: restore it, or move it "
+                        f"away (and re-export the artifacts in {path.parent}) before exporting there")
+
+
 def write_manifest(out_dir: Path, artifact: str, entry: dict) -> Path:
     """Add or replace the entry of `artifact` in out_dir/manifest.json."""
     path = Path(out_dir) / "manifest.json"
-    data = {"format": "cmunext-edge export manifest", "version": 1, "artifacts": {}}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except ValueError:
-            pass        # a damaged manifest is rebuilt rather than blocking the export
-    data.setdefault("artifacts", {})[artifact] = entry
+    data = read_manifest(out_dir)
+    data["artifacts"][artifact] = entry
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
-

@@ -3,8 +3,10 @@
 Every target builds inside a hidden staging folder beside the output, the artifact is then
 loaded through its runtime backend and verified against PyTorch FP32 on real images, its
 self-test digest is embedded, and only then are its files moved into place (the entry file
-last) and the manifest updated. Any failure or interruption removes the staging folder and
-whatever was already moved: no partial artifact is ever left behind.
+last) and the manifest updated. Any failure or interruption (SIGINT, and SIGTERM, turned into
+an exception while an export runs) removes the staging folder and whatever was already moved:
+no partial artifact is ever left behind. A staging folder left by a killed process (SIGKILL,
+power loss) is removed by the next export into the same folder once its owner is gone.
 """
 from __future__ import annotations
 
@@ -19,16 +21,19 @@ from pathlib import Path
 
 from .._deps import MissingDependencyError, available
 from ..artifact_meta import PREFIX, build_metadata, check_selftest, make_selftest, selftest_input
+from ..integrity import HASH_KEY, PLACEHOLDER, VerifyReport, check_embedded, seal
 from ..precision import Precision
 from ..resources import resolve_weights
-from ..runtime.registry import open_backend
+from ..runtime.base import BackendError
+from ..runtime.registry import entry_for_path, open_backend
 from ..weights import load_checkpoint
 from .calibration import make_calibration_set
 from .cpu_fit import gate_failure_hint, manifest_fields
-from .manifest import file_entries, toolchain_versions, write_manifest
+from .manifest import file_entries, read_manifest, toolchain_versions, write_manifest
 from .onnx_export import prepare_model
 from .options import ExportOptions
-from .targets import BuildContext, ExportTarget, check_request, get_target
+from .staging import OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises
+from .targets import BuildContext, ExportTarget, ExportUsageError, check_request, get_target
 from .verify import VerificationError, format_figures, reference_logits, verify_backend
 from .verify_data import domain_warning, plan_verification, short_source
 
@@ -93,17 +98,34 @@ def _publish(files: list[Path], out_dir: Path, manifest_entry: dict) -> tuple[li
         raise
 
 
+def _check_values(target: ExportTarget, o: ExportOptions) -> str:
+    """Numbers and the device, checked before any work -> the device to verify on."""
+    for name, value in (("batch", o.batch), ("calib_size", o.calib_size), ("verify_size", o.verify_size)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ExportUsageError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+    if o.imgsz is not None and (not isinstance(o.imgsz, int) or o.imgsz < 16 or o.imgsz % 16):
+        raise ExportUsageError(f"--imgsz must be a positive multiple of 16 (CMUNeXt has four 2x2 "
+                               f"max-pools), got {o.imgsz!r}")
+    device = o.device or target.default_device
+    try:
+        entry_for_path("artifact" + target.suffix).check_device(device, strict=True)
+    except BackendError as exc:
+        raise ExportUsageError(f"--device: {exc}") from None
+    return device
+
+
 def _plan(weights, options: ExportOptions, log) -> _Job:
     """Check the request against the target table, then load the checkpoint (nothing written)."""
     target = get_target(options.target)
     precision = check_request(target, options)
+    device = _check_values(target, options)
+    read_manifest(options.out)           # a damaged manifest stops the export before any work
     _check_dependencies(target, precision)
     weights = resolve_weights(weights)
     ckpt = load_checkpoint(weights)
     spec = ckpt.spec.with_size(options.imgsz) if options.imgsz else ckpt.spec
     stem = options.name or _stem(weights, precision, spec.height, ckpt.spec.height, options.batch, options.dynamic)
-    return _Job(options, target, precision, weights, ckpt, spec, options.device or target.default_device,
-                stem, log)
+    return _Job(options, target, precision, weights, ckpt, spec, device, stem, log)
 
 
 def _image_sets(job: _Job):
@@ -138,6 +160,7 @@ def _metadata(job: _Job) -> dict:
     meta = build_metadata(spec=job.spec, variant=info.variant, in_channels=info.in_channels,
                           num_classes=info.num_classes, source_sha256=job.ckpt.sha256,
                           precision=job.precision.value, target=job.target.name)
+    meta[PREFIX + HASH_KEY] = PLACEHOLDER        # sealed with the content hash once embedded
     if job.options.runtime:
         meta[PREFIX + "runtime"] = json.dumps(job.options.runtime_settings(), sort_keys=True)
     if job.options.graph_rewrites():
@@ -148,7 +171,7 @@ def _metadata(job: _Job) -> dict:
 def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dict]:
     """Verify the staged artifact against PyTorch (if asked) and digest its self-test output."""
     figures = None
-    with open_backend(entry, device=job.device) as backend:
+    with open_backend(entry, device=job.device, verify=False) as backend:
         if verify_set is not None:
             job.log(f"verifying against PyTorch FP32 on {len(verify_set)} images of "
                     f"{short_source(verify_set.plan)} ...")
@@ -169,11 +192,17 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
 
 
 def _embed_selftest(job: _Job, entry: Path, meta: dict, selftest: dict):
-    """Embed metadata + self-test, reload the artifact and check that the self-test reproduces."""
+    """Embed metadata + self-test, seal the content hash, reload the artifact and check that the
+    hash and the self-test reproduce."""
     job.target.load_embed()(entry, {**meta, PREFIX + "selftest": json.dumps(selftest, sort_keys=True)})
-    with open_backend(entry, device=job.device) as backend:
+    seal(entry)
+    with open_backend(entry, device=job.device, verify=False) as backend:
+        report = VerifyReport(str(entry))
+        check_embedded(entry, backend.metadata, report)
         check = check_selftest(backend.metadata.get("selftest"), job.spec, backend.infer)
         check.device, check.precision = backend.device, backend.precision
+    if not report.ok:
+        raise RuntimeError(f"embedded content hash does not reproduce: {report.message()}")
     if not check.passed:
         raise RuntimeError(f"embedded self-test does not reproduce on the export host: {check.message}")
     return check
@@ -224,11 +253,15 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     calib_set, verify_set = _image_sets(job)
     model = job.ckpt.build()                  # the reference: verification compares against it
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=".staging", dir=job.out_dir))
-    try:
-        published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set, verify_set)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    clear_stale_staging(job.out_dir, job.log)
+    with sigterm_raises():
+        staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=STAGING_SUFFIX, dir=job.out_dir))
+        try:
+            (staging / OWNER_FILE).write_text(str(os.getpid()))
+            published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set,
+                                                                        verify_set)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     artifact = published[-1]
     return ExportResult(artifact, published, manifest, job.target.name, job.precision, figures, selftest,
                         next_commands(artifact, job.device))

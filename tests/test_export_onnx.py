@@ -91,7 +91,7 @@ def test_failed_rename_of_a_multi_file_artifact_leaves_nothing(ckpt_s, tmp_path,
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(src, dst)
     monkeypatch.setattr(os, "replace", replace)
-    assert export_main(["--weights", str(ckpt_s), "--target", "ov", "--no-verify", "--out", str(tmp_path)]) == 1
+    assert export_main(["--weights", str(ckpt_s), "--target", "ov", "--no-verify", "--out", str(tmp_path)]) == 2
     assert list(tmp_path.iterdir()) == []
 
 
@@ -109,12 +109,12 @@ def test_verification_failure_exits_2_and_writes_nothing(ckpt_s, tmp_path, capsy
     assert list(tmp_path.iterdir()) == []
 
 
-def test_corrupted_calibration_folder_exits_1_and_writes_nothing(ckpt_s, tmp_path, capsys):
+def test_corrupted_calibration_folder_exits_2_and_writes_nothing(ckpt_s, tmp_path, capsys):
     bad = tmp_path / "calib"
     bad.mkdir()
     (bad / "x.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    assert export_main(["--weights", str(ckpt_s), "--target", "ort", "--calib", str(bad), "--out", str(out)]) == 1
+    assert export_main(["--weights", str(ckpt_s), "--target", "ort", "--calib", str(bad), "--out", str(out)]) == 2
     assert "x.png" in capsys.readouterr().err
     assert not out.exists() or list(out.iterdir()) == []
 

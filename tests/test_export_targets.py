@@ -120,7 +120,7 @@ def test_tensorrt_not_installed_names_the_install_route(ckpt_s, tmp_path, capsys
     from cmunext_edge.export.pipeline import export
     with pytest.raises(MissingDependencyError, match=r'pip install "cmunext-edge\[tensorrt\]".*JetPack'):
         export(ckpt_s, target="trt", out=tmp_path)
-    assert export_main(["--weights", str(ckpt_s), "--target", "trt", "--int8", "--out", str(tmp_path)]) == 1
+    assert export_main(["--weights", str(ckpt_s), "--target", "trt", "--int8", "--out", str(tmp_path)]) == 2
     assert "JetPack" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
     from cmunext_edge.runtime.registry import open_backend

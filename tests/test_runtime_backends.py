@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from cmunext_edge.integrity import IntegrityError
 from cmunext_edge.runtime.base import DeviceUnavailableError
 from cmunext_edge.runtime.registry import entry_for_path, list_devices, open_backend
 from cmunext_edge.segmenter import EdgeSegmenter
@@ -63,10 +64,12 @@ def test_openvino_missing_npu_falls_back_visibly(artifacts):
 
 def test_openvino_auto_hint_cache_and_reported_precision(artifacts, tmp_path):
     cache = tmp_path / "ov-cache"
-    with open_backend(artifacts["openvino"], device="AUTO", hint="latency", cache_dir=cache) as b:
+    # random weights (logits near 0) do not reproduce their masks at bf16, which AUTO and the
+    # bf16 hint may run: the verified load would rightly refuse them, so it is skipped here
+    with open_backend(artifacts["openvino"], device="AUTO", hint="latency", cache_dir=cache, verify=False) as b:
         assert b.device.startswith("AUTO:") and "CPU" in b.device
         assert b.infer(np.zeros((1, 3, 128, 128), np.float32)).shape == (1, 1, 128, 128)
-    with open_backend(artifacts["openvino"], device="cpu", inference_precision="bf16") as b:
+    with open_backend(artifacts["openvino"], device="cpu", inference_precision="bf16", verify=False) as b:
         # the compiled model says what it runs: bf16 where the CPU has it, else f32
         assert b.precision == b.describe()["inference_precision"] in ("bf16", "fp32")
     with open_backend(artifacts["openvino"], device="cpu", batch=2) as b:
@@ -88,7 +91,9 @@ def test_self_test_detects_a_wrong_result_and_reports_missing_self_test(artifact
             prop.value = json.dumps(st)
     bad = tmp_path / "tampered.onnx"
     onnx.save(model, str(bad))
-    result = EdgeSegmenter.from_artifact(bad).self_test()
+    with pytest.raises(IntegrityError):                       # verified load refuses it outright
+        EdgeSegmenter.from_artifact(bad)
+    result = EdgeSegmenter.from_artifact(bad, verify=False).self_test()
     assert not result.passed and result.status == "fail" and "FAILED" in result.message
     plain = EdgeSegmenter.from_checkpoint(ckpt_s).self_test()
     assert plain.status == "unavailable" and not plain

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_debug, cli_main, fail
+
 EXAMPLE = """examples:
   (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
   cmunext-bench cmunext-s-busi exports/cmunext-s-busi_fp32.onnx --iters 20
@@ -51,6 +53,7 @@ def expand_rows(artifacts, devices, precisions, options: dict, backend: str | No
     """Artifacts x devices (x precisions for checkpoints) -> RowSpecs, '@' options applied."""
     from ..bench import RowSpec
     from ..resources import resolve_weights
+    from ..runtime.registry import check_request
     rows = []
     for text in artifacts:
         path, _, extra = text.partition("@")
@@ -61,6 +64,7 @@ def expand_rows(artifacts, devices, precisions, options: dict, backend: str | No
         for device in devices:
             for prec in precs:
                 o = {**opts, **({"precision": prec} if prec else {})}
+                check_request(path, device, backend, o)   # unknown/invalid option or device: error
                 rows.append(RowSpec(Path(path), device, tuple(sorted(o.items())), backend))
     return rows
 
@@ -78,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend option for every row (repeatable), e.g. threads=2")
     p.add_argument("--backend", help="force a registry backend instead of choosing by suffix")
     p.add_argument("--strict-device", action="store_true", help="fail (exit 2) instead of falling back")
+    p.add_argument("--no-verify-load", dest="verify", action="store_false",
+                   help="do not check artifacts' sha256 and self-test before benchmarking them")
     g = p.add_argument_group("timing")
     g.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
     g.add_argument("--iters", type=int, default=100, help="timed batch-1 calls (default 100)")
@@ -107,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check-ort-overhead", action="store_true",
                    help="for each .onnx ARTIFACT, compare the bench's batch-1 p50 with a bare "
                         "onnxruntime InferenceSession.run loop (acceptance: within 15%%)")
-    return p
+    return add_debug(p)
 
 
 def list_devices_text() -> str:
@@ -149,6 +155,7 @@ def _ort_overhead(args) -> int:
     return 0
 
 
+@cli_main("cmunext-bench")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_devices:
@@ -158,6 +165,8 @@ def main(argv=None) -> int:
         build_parser().print_usage(sys.stderr)
         print("cmunext-bench: error: give at least one ARTIFACT (or --list-devices)", file=sys.stderr)
         return 2
+    if args.iters < 1 or args.warmup < 0:
+        return fail("cmunext-bench", "--iters must be >= 1 and --warmup >= 0")
     from ..runtime.base import DeviceUnavailableError
     try:
         if args.check_ort_overhead:
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
                              throughput_time_s=args.throughput_time, images=args.images, data=args.data,
                              split=args.split, max_images=args.max_images, reference=args.reference,
                              strict_device=args.strict_device, matmul_seconds=args.matmul_time,
-                             progress=not args.quiet)
+                             progress=not args.quiet, verify=args.verify)
         report = run_bench(config)
     except DeviceUnavailableError as exc:
         print(f"cmunext-bench: error: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..data import discover
 from ..progress import Progress
 from ..resources import SAMPLES_DIR, resolve_weights
+from .common import add_debug, cli_main
 
 
 def segment_samples(out: Path, weights=None) -> dict:
@@ -103,11 +104,13 @@ def export_and_bench(out: Path, weights=None) -> int:
     return report_exports(results) or rc
 
 
+@cli_main("cmunext-demo")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cmunext-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--skip-export", action="store_true", help="only segment the samples")
+    add_debug(parser)
     args = parser.parse_args(argv)
     summary = segment_samples(args.out)
     if summary["skipped"]:

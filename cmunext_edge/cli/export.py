@@ -13,6 +13,7 @@ from ..export.targets import ExportUsageError, help_table
 from ..export.verify import VerificationError
 from ..precision import Int8Mode, Precision
 from ..weights import CheckpointError
+from .common import add_debug, cli_main
 
 EXAMPLE = """examples:
   (cmunext-s-busi is the shipped model; your_dataset/ stands for your images/ + masks/0/ folder)
@@ -34,7 +35,8 @@ verification data: --verify-data, else the calibration data (--calib), else the 
 samples; on those, a model other than the shipped BUSI one is checked for agreement with
 PyTorch FP32 only (no ground-truth Dice) with a warning. manifest.json records which it was.
 
-exit codes: 0 success, 1 error, 2 usage error or failed verification (nothing is written).
+exit codes: 0 success; 2 nothing written (usage error, unreadable weights, missing extra, failed
+verification, write error); 130 interrupted (Ctrl-C / SIGTERM: nothing is left behind).
 
 """ + help_table()
 
@@ -87,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--bundle", action="store_true", help="also write a device bundle (folder + .tar.gz) "
                    "beside the artifact: see cmunext-bundle --help")
-    return p
+    return add_debug(p)
 
 
+@cli_main("cmunext-export")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.target.lower() == "auto":
@@ -104,11 +107,11 @@ def main(argv=None) -> int:
         return 2
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as exc:
         print(f"cmunext-export: error: could not write the artifact ({exc}); nothing was left behind",
               file=sys.stderr)
-        return 1
+        return 2
     if args.json:
         print(json.dumps({"artifact": str(result.artifact), "files": [str(f) for f in result.files],
                           "manifest": str(result.manifest), "target": result.target,
@@ -133,7 +136,7 @@ def _auto(args) -> int:
                        agreement_floor=args.agreement_floor)
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     stream = sys.stderr if args.json else sys.stdout
     if args.json:
         print(json.dumps(rep, indent=2))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import fail, make_parser
+from .common import cli_main, fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-info models/cmunext-s-busi.safetensors
@@ -35,6 +35,7 @@ def build_parser():
     return p
 
 
+@cli_main("cmunext-info")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .._deps import MissingDependencyError
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         return fail("cmunext-info", str(exc))
     except MissingDependencyError as exc:     # a .pth needs torch to unpickle
-        return fail("cmunext-info", str(exc), code=1)
+        return fail("cmunext-info", str(exc))
     cx = variant_complexity(ckpt.info.variant, spec.size, ckpt.info.in_channels, ckpt.info.num_classes)
     info = {"path": str(ckpt.path), "variant": ckpt.info.variant, "in_channels": ckpt.info.in_channels,
             "num_classes": ckpt.info.num_classes, "params": cx.params, "params_m": round(cx.mparams, 3),

@@ -1,10 +1,14 @@
 """cmunext-predict: segment an image, a folder, an official-layout dataset, or video.
 
-Writes <out>/masks/<name>.png (0/255) and <out>/overlays/<name>.png. Where ground-truth
-masks exist (official layout: images/, masks/0/), also <out>/scores.csv with per-image
-official Dice/IoU (256x256 network-size masks, as the CMUNeXt code computes them) and at
-original resolution, and prints the means. Unreadable files are skipped and reported;
-the exit code is 1 if any file was skipped, 0 otherwise (2 for unusable arguments).
+Writes <out>/masks/<name>.png (0/255; <name>_class<k>.png per class for multi-class models)
+and <out>/overlays/<name>.png. Where ground-truth masks exist (official layout: images/,
+masks/0/), also <out>/scores.csv with per-image official Dice/IoU (256x256 network-size masks,
+as the CMUNeXt code computes them) and at original resolution, and prints the means.
+An exported artifact is verified before use (files against manifest.json or its embedded
+hash, then its self-test; --no-verify-load skips this). Unreadable or oversized images
+(--max-pixels) are skipped and reported; a full disk stops the job cleanly.
+Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
+(usage, output folder, weights, artifact); 130 interrupted.
 
 Video: a video file, a folder of videos, a camera index (0) or a stream URL (rtsp://, http://)
 is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png (or
@@ -13,13 +17,16 @@ is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png 
 """
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from ..data import discover
+from ..imagecheck import DEFAULT_MAX_PIXELS
 from ..progress import Progress
-from .common import fail, make_parser
+from .common import cli_main, fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -28,10 +35,11 @@ EXAMPLE = """examples:
       --summary-json out/val/summary.json
   cmunext-predict clip.mp4 --weights exports/cmunext-s-busi_fp32.xml --out out/clip
   cmunext-predict 0 --max-frames 300 --out out/camera          # camera 0, 300 frames"""
+PROG = "cmunext-predict"
 
 
 def build_parser():
-    p = make_parser("cmunext-predict", __doc__, EXAMPLE)
+    p = make_parser(PROG, __doc__, EXAMPLE)
     p.add_argument("source", help="image file, folder of images, or official-layout dataset")
     p.add_argument("--weights", default=None,
                    help="checkpoint or exported artifact, or a shipped model name (default: the shipped model)")
@@ -48,6 +56,11 @@ def build_parser():
     p.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--actors", type=int, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"largest image decoded, in pixels, read from the file header before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS:,}); larger ones are skipped and reported")
+    p.add_argument("--no-verify-load", dest="verify", action="store_false",
+                   help="do not check the artifact's sha256 and self-test before use (not recommended)")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
     v = p.add_argument_group("video, camera and streams")
     v.add_argument("--mask-video", action="store_true", help="write <out>/mask.mp4 instead of per-frame PNG masks")
@@ -55,11 +68,43 @@ def build_parser():
     return p
 
 
+def _writable_dir(folder: Path, what: str) -> str | None:
+    """None if `folder` is (or can be made) a folder we can write into, else the reason."""
+    if folder.exists() and not folder.is_dir():
+        return f"{what} {folder} exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{what} {folder} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def check_outputs(out: Path, summary_json: Path | None) -> str | None:
+    """Output problems found before any work -> the reason, or None."""
+    problem = _writable_dir(out, "--out")
+    if problem is None and summary_json is not None:
+        if summary_json.is_dir():
+            return f"--summary-json {summary_json} is a folder"
+        problem = _writable_dir(summary_json.parent, "--summary-json folder")
+    return problem
+
+
+def _check_args(args) -> str | None:
+    if args.batch_size < 1 or args.workers < 1:
+        return "--batch-size and --workers must be >= 1"
+    if args.max_pixels < 1:
+        return "--max-pixels must be >= 1"
+    return check_outputs(Path(args.out), args.summary_json)
+
+
+@cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..predict_job import run_job, write_reports
     from ..segmenter import EdgeSegmenter
-    prog = "cmunext-predict"
     from ..video import is_video_source, videos_in
     if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
                                         and not discover(args.source)):
@@ -68,30 +113,39 @@ def main(argv=None) -> int:
     try:
         samples = discover(args.source, args.split)
     except (FileNotFoundError, ValueError) as exc:
-        return fail(prog, str(exc))
+        return fail(PROG, str(exc))
     if not samples:
-        return fail(prog, f"{args.source}: no images found")
-    if args.batch_size < 1 or args.workers < 1:
-        return fail(prog, "--batch-size and --workers must be >= 1")
+        return fail(PROG, f"{args.source}: no images found")
+    problem = _check_args(args)
+    if problem:
+        return fail(PROG, problem)
     if args.engine == "ray":
         from ..scale.ray_predict import predict_with_ray
         return predict_with_ray(args, samples)
     try:
-        segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device)
+        segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
+                                    verify=args.verify, max_pixels=args.max_pixels)
                       for _ in range(args.workers)]
     except Exception as exc:  # every load failure is one clear line, not a traceback
-        return fail(prog, f"cannot load model: {exc}")
-    segmenter = segmenters[0]
-    info = segmenter.describe()
+        return fail(PROG, f"cannot load model: {exc}")
+    info = segmenters[0].describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
     if info.get("fallback"):
         print(f"note: {info['fallback']}")
+    if not args.verify:
+        print("note: --no-verify-load: the artifact's integrity and self-test were not checked")
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
-        result = run_job(segmenters, samples, Path(args.out), args.batch_size,
-                         not args.no_overlay, bar)
-    elapsed = time.perf_counter() - started
-    summary = write_reports(result, Path(args.out), args.summary_json)
+        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
+    return _report(args, result, time.perf_counter() - started, write_reports)
+
+
+def _report(args, result, elapsed: float, write_reports) -> int:
+    try:
+        summary = write_reports(result, Path(args.out), args.summary_json)
+    except OSError as exc:
+        summary = result.summary()
+        result.stopped = result.stopped or f"could not write the reports ({exc.strerror or exc})"
     if not args.quiet:
         for row in result.rows:
             scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}" if row["dice"] is not None
@@ -106,7 +160,10 @@ def main(argv=None) -> int:
                  f"(official metric, {summary['n_with_masks']} images with masks; at original "
                  f"resolution Dice {summary['mean_dice_original']:.4f})")
     print(line)
-    return 1 if result.skipped else 0
+    if result.stopped:
+        print(f"{PROG}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
+              f"counted above have all their outputs on disk, the others none", file=sys.stderr)
+    return 1 if (result.skipped or result.stopped) else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import sys
 from dataclasses import fields
 
 from .._deps import MissingDependencyError
+from .common import add_debug, cli_main
 
 EXAMPLE = """examples:
   cmunext-train cmunext_edge/samples/busi --epochs 1 --out runs/try     (the 16 bundled samples: a smoke run)
@@ -42,16 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
-    return p
+    return add_debug(p)
 
 
+@cli_main("cmunext-train")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from ..train import TrainConfig, train      # needs torch: not imported for --help
     except MissingDependencyError as exc:
         print(f"cmunext-train: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     names = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:

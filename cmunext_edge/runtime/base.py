@@ -38,6 +38,7 @@ class Backend(ABC):
         self.input_shape: tuple = (None, 3, self.spec.height, self.spec.width)
         self.num_classes = 1
         self.loaded = False
+        self.verification = None        # integrity.VerifyReport, set by a verified open_backend
 
     # --- public API --------------------------------------------------------------
     def load(self) -> "Backend":
@@ -100,7 +101,8 @@ class Backend(ABC):
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "requested_device": self.requested_device,
                 "precision": self.precision, "fallback": self.fallback_reason,
-                "input_shape": list(self.input_shape), "artifact": str(self.path)}
+                "input_shape": list(self.input_shape), "artifact": str(self.path),
+                "verified": self.verification.message() if self.verification else None}
 
     @abstractmethod
     def _load(self) -> None: ...

@@ -1,8 +1,10 @@
-"""One table from artifact kind to backend class, optional dependency and pip extra."""
+"""One table from artifact kind to backend class, optional dependency, pip extra, the device
+names it understands and the options it accepts (anything else is an error, never ignored)."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._deps import MissingDependencyError, available
@@ -17,22 +19,78 @@ class BackendEntry:
     requires: str        # python module the backend needs
     extra: str           # pip extra that installs it
     aliases: tuple[str, ...] = ()
+    devices: str = r"cpu"                      # regular expression of accepted device names
+    device_help: str = "cpu"
+    options: dict = field(default_factory=dict)   # option name -> BackendOption
+
+    def check_device(self, device: str, strict: bool = False) -> None:
+        """A device name no backend knows is an error; one another backend knows (e.g. npu for a
+        checkpoint) is left to this backend (a reported fallback, or its own error) unless `strict`."""
+        if re.fullmatch(self.devices, str(device), re.IGNORECASE):
+            return
+        if strict or not any(re.fullmatch(e.devices, str(device), re.IGNORECASE) for e in BACKENDS):
+            raise BackendError(f"{self.name}: unknown device {device!r}; use one of {self.device_help}")
+
+    def check_options(self, options: dict) -> dict:
+        """Validated options (values normalised); an unknown or invalid one raises BackendError."""
+        out = {}
+        for key, value in options.items():
+            if key not in self.options:
+                valid = ", ".join(sorted(self.options)) or "none"
+                raise BackendError(f"{self.name}: unknown option {key!r}; valid options: {valid}")
+            out[key] = self.options[key].check(self.name, key, value)
+        return out
 
     def load_class(self) -> type[Backend]:
         module, cls = self.target.split(":")
         return getattr(importlib.import_module(module), cls)
 
 
+@dataclass(frozen=True)
+class BackendOption:
+    kind: str                        # "int" (>= 1), "bool", "str" or "choice"
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def check(self, backend: str, key: str, value):
+        if value is None:
+            return None
+        if self.kind == "choice" and str(value).lower() in self.choices:
+            return str(value).lower()
+        if self.kind == "int" and str(value).strip().isdigit() and int(value) >= 1:
+            return int(value)
+        if self.kind == "bool" and str(value).lower() in _BOOLS:
+            return _BOOLS[str(value).lower()]
+        if self.kind == "str" and str(value):
+            return str(value)
+        expected = {"choice": f"one of {', '.join(self.choices)}", "int": "an integer >= 1",
+                    "bool": "0/1 or true/false", "str": "a non-empty string"}[self.kind]
+        raise BackendError(f"{backend}: invalid value {value!r} for option {key!r}: expected {expected}")
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+_THREADS = BackendOption("int", help="inference threads")
+
 BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry("pytorch", (".pth", ".pt", ".safetensors"),
-                 "cmunext_edge.runtime.torch_backend:TorchBackend", "torch", "torch", ("torch",)),
+                 "cmunext_edge.runtime.torch_backend:TorchBackend", "torch", "torch", ("torch",),
+                 r"cpu|cuda(:\d+)?|gpu", "cpu, cuda, cuda:N",
+                 {"precision": BackendOption("choice", ("fp32", "fp16", "bf16")),
+                  "channels_last": BackendOption("bool"), "threads": _THREADS}),
     BackendEntry("onnxruntime", (".onnx",),
                  "cmunext_edge.runtime.onnxruntime_backend:OnnxRuntimeBackend", "onnxruntime", "onnxruntime",
-                 ("ort", "onnx")),
+                 ("ort", "onnx"), r"(cpu|cuda|gpu|tensorrt|trt|openvino|ov)(:\d+)?",
+                 "cpu, cuda, tensorrt, openvino", {"threads": _THREADS}),
     BackendEntry("openvino", (".xml",),
-                 "cmunext_edge.runtime.openvino_backend:OpenVINOBackend", "openvino", "openvino", ("ov",)),
+                 "cmunext_edge.runtime.openvino_backend:OpenVINOBackend", "openvino", "openvino", ("ov",),
+                 r"(cpu|gpu|npu|auto)(\.\d+)?", "cpu, gpu, npu, auto (OpenVINO device names)",
+                 {"hint": BackendOption("choice", ("latency", "throughput")), "threads": _THREADS,
+                  "num_streams": BackendOption("int"), "cache_dir": BackendOption("str"),
+                  "inference_precision": BackendOption("choice", ("f32", "bf16", "f16")),
+                  "batch": BackendOption("int")}),
     BackendEntry("tensorrt", (".engine", ".plan"),
-                 "cmunext_edge.runtime.tensorrt_backend:TensorRTBackend", "tensorrt", "tensorrt", ("trt",)),
+                 "cmunext_edge.runtime.tensorrt_backend:TensorRTBackend", "tensorrt", "tensorrt", ("trt",),
+                 r"cuda(:\d+)?|gpu", "cuda, cuda:N"),
 )
 
 
@@ -53,15 +111,44 @@ def entry_for_path(path: str | Path) -> BackendEntry:
     raise BackendError(f"{path}: unknown artifact kind {suffix!r}; known suffixes: {known}")
 
 
-def open_backend(path: str | Path, device: str = "cpu", backend: str | None = None,
-                 strict_device: bool = False, **options) -> Backend:
-    """Load `path` with the backend its suffix (or `backend`) selects."""
+def check_request(path: str | Path, device: str = "cpu", backend: str | None = None,
+                  options: dict | None = None) -> tuple[BackendEntry, dict]:
+    """The registry row for `path` (or `backend`), with `device` and `options` checked against it
+    (BackendError naming the valid ones otherwise); nothing is loaded."""
     entry = entry_for(backend) if backend else entry_for_path(path)
+    entry.check_device(device)
+    return entry, entry.check_options(options or {})
+
+
+def open_backend(path: str | Path, device: str = "cpu", backend: str | None = None,
+                 strict_device: bool = False, verify: bool = True, **options) -> Backend:
+    """Load `path` with the backend its suffix (or `backend`) selects.
+
+    With `verify` (the default) an exported artifact is checked before it is returned: its files
+    against manifest.json or the embedded content hash, then its embedded self-test
+    (integrity.py); a mismatch raises integrity.IntegrityError and nothing runs."""
+    from ..integrity import enforce, precheck, verify_loaded
+    entry, options = check_request(path, device, backend, options)
     if not available(entry.requires):
         raise MissingDependencyError(
             f"{entry.name} backend needs {entry.requires}; install it with: "
             f"pip install \"cmunext-edge[{entry.extra}]\"")
-    return entry.load_class()(path, device=device, strict_device=strict_device, **options).load()
+    report = enforce(precheck(path)) if verify else None
+    loaded = entry.load_class()(path, device=device, strict_device=strict_device, **options).load()
+    channels = loaded.input_shape[1]
+    if isinstance(channels, int) and channels != loaded.spec.in_channels:
+        loaded.close()
+        raise BackendError(f"{path}: the network takes {channels} input channel(s) but its preprocessing "
+                           f"contract gives {loaded.spec.in_channels}; store the matching contract with the "
+                           f"weights (weights.save_safetensors(..., spec=PreprocessSpec(in_channels="
+                           f"{channels}, mean=..., std=...))) to use it")
+    if verify:
+        try:
+            loaded.verification = enforce(verify_loaded(loaded, report))
+        except BaseException:
+            loaded.close()
+            raise
+    return loaded
 
 
 def list_devices() -> dict[str, list[str]]:

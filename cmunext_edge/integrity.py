@@ -1,0 +1,195 @@
+"""Verified load: an exported artifact runs only after its bytes and its behaviour are checked.
+
+Two checks, both on by default for every exported artifact (`open_backend`, `EdgeSegmenter`,
+every CLI; opt out with `verify=False` / `--no-verify-load`):
+
+1. **Files**: the sha256 of every file of the artifact is compared with the `manifest.json`
+   beside it (written by cmunext-export), *before* the runtime parses anything. Without a
+   manifest entry, the content hash embedded at export (`cmunext_edge.content_sha256`) is used:
+   a sha256 over the artifact's files in which the hash itself is replaced by a fixed
+   placeholder of the same length (so the hash can live inside the file it covers).
+2. **Behaviour**: the embedded self-test (artifact_meta.check_selftest) runs once on the loaded
+   backend; it covers the whole preprocessing contract, the threshold and the output.
+
+Any mismatch raises IntegrityError naming what differs. Plain checkpoints (.pth/.safetensors)
+have no artifact hash or self-test; they are read by the safe loader and reported "checkpoint".
+`verify_artifact(path) -> VerifyReport` runs both checks and reports instead of raising.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .artifact_meta import PREFIX
+from .fileio import sha256_file
+
+HASH_KEY = "content_sha256"
+PLACEHOLDER = "0" * 64
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+# entry-file suffix -> the companion files that belong to the artifact (entry file first)
+COMPANIONS = {
+    ".onnx": lambda p: [p],
+    ".xml": lambda p: [p, p.with_suffix(".bin")],
+    ".engine": lambda p: [p, p.with_name(p.name + ".json")],
+    ".plan": lambda p: [p, p.with_name(p.name + ".json")],
+}
+
+
+class IntegrityError(RuntimeError):
+    """An artifact whose files or self-test do not match what was exported: it is not run."""
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    kind: str = "artifact"                 # "artifact" or "checkpoint"
+    hash_source: str | None = None         # "manifest", "embedded" or None
+    hash_ok: bool | None = None
+    selftest: dict | None = None           # SelfTestResult.as_dict()
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def message(self) -> str:
+        if self.problems:
+            return f"{self.path}: refused: " + "; ".join(self.problems)
+        if self.kind == "checkpoint":
+            return f"{self.path}: checkpoint (no artifact hash or self-test to check)"
+        return f"{self.path}: verified (files by {self.hash_source} sha256, self-test passed)"
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "ok": self.ok, "hash_source": self.hash_source,
+                "hash_ok": self.hash_ok, "selftest": self.selftest, "problems": list(self.problems)}
+
+
+def artifact_files(path: str | Path) -> list[Path]:
+    path = Path(path)
+    return COMPANIONS.get(path.suffix.lower(), lambda p: [p])(path)
+
+
+def content_digest(files, embedded: str) -> str:
+    """sha256 over `files` in order, each with `embedded` (the stored hash) replaced by the placeholder."""
+    digest = hashlib.sha256()
+    for f in files:
+        data = Path(f).read_bytes()
+        digest.update(data.replace(embedded.encode(), PLACEHOLDER.encode()))
+    return digest.hexdigest()
+
+
+def seal(entry: str | Path) -> str:
+    """Replace the placeholder hash embedded in the artifact at `entry` by its content hash."""
+    files = artifact_files(entry)
+    holders = [f for f in files if Path(f).read_bytes().count(PLACEHOLDER.encode()) == 1]
+    total = sum(Path(f).read_bytes().count(PLACEHOLDER.encode()) for f in files)
+    if total != 1 or len(holders) != 1:
+        raise IntegrityError(f"{entry}: expected exactly one content-hash placeholder, found {total}")
+    value = content_digest(files, PLACEHOLDER)
+    holder = Path(holders[0])
+    holder.write_bytes(holder.read_bytes().replace(PLACEHOLDER.encode(), value.encode()))
+    return value
+
+
+def _manifest_entry(path: Path) -> dict | None:
+    manifest = path.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        entry = json.loads(manifest.read_text()).get("artifacts", {}).get(path.name)
+    except (ValueError, AttributeError, OSError):
+        return None               # a damaged manifest cannot vouch; the embedded hash still can
+    return entry if isinstance(entry, dict) and isinstance(entry.get("files"), list) else None
+
+
+def check_manifest(path: str | Path, report: VerifyReport) -> bool:
+    """Compare the files with the manifest beside them; True if a manifest entry was found."""
+    path = Path(path)
+    entry = _manifest_entry(path)
+    if entry is None:
+        return False
+    report.hash_source = "manifest"
+    for item in entry["files"]:
+        f = path.parent / str(item.get("name", ""))
+        if not f.is_file():
+            report.problems.append(f"{f.name} is listed in manifest.json but missing")
+            continue
+        actual = sha256_file(f)
+        if actual != item.get("sha256"):
+            report.problems.append(f"{f.name} sha256 {actual[:16]}... differs from manifest.json "
+                                   f"({str(item.get('sha256'))[:16]}...): the file was modified or damaged")
+    report.hash_ok = not report.problems
+    return True
+
+
+def check_embedded(path: str | Path, metadata: dict, report: VerifyReport) -> None:
+    """Compare the files with the content hash embedded at export."""
+    stored = metadata.get(HASH_KEY) or metadata.get(PREFIX + HASH_KEY)
+    if not stored or len(str(stored)) != 64:
+        report.problems.append("no manifest.json entry beside it and no embedded content hash: its "
+                               "integrity cannot be checked (re-export it, or load with verify=False "
+                               "/ --no-verify-load if you know why)")
+        report.hash_ok = False
+        return
+    report.hash_source = "embedded"
+    files = artifact_files(path)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        report.problems.append(f"missing file(s): {', '.join(missing)}")
+        report.hash_ok = False
+        return
+    actual = content_digest(files, str(stored))
+    report.hash_ok = actual == stored
+    if not report.hash_ok:
+        report.problems.append(f"content sha256 {actual[:16]}... differs from the hash embedded at "
+                               f"export ({str(stored)[:16]}...): the file was modified or damaged")
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def precheck(path: str | Path) -> VerifyReport:
+    """File check before the runtime parses anything (manifest only; the embedded hash needs the
+    metadata and is checked by `verify_loaded`)."""
+    report = VerifyReport(str(path), "checkpoint" if is_checkpoint(path) else "artifact")
+    if report.kind == "artifact":
+        check_manifest(path, report)
+    return report
+
+
+def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
+    """Finish the checks on a loaded backend: embedded hash (if no manifest) and the self-test."""
+    from .artifact_meta import check_selftest
+    report = report or precheck(backend.path)
+    if report.kind == "checkpoint" or report.problems:
+        return report
+    if report.hash_source is None:
+        check_embedded(backend.path, backend.metadata, report)
+        if report.problems:
+            return report
+    result = check_selftest(backend.metadata.get("selftest"), backend.spec, backend.infer, backend.precision)
+    result.device, result.precision = backend.device, backend.precision
+    report.selftest = result.as_dict()
+    if not result.passed:
+        report.problems.append(result.message)
+    return report
+
+
+def enforce(report: VerifyReport) -> VerifyReport:
+    if not report.ok:
+        raise IntegrityError(report.message())
+    return report
+
+
+def verify_artifact(path: str | Path, device: str = "cpu", **options) -> VerifyReport:
+    """Check an artifact's files and run its self-test on `device`; report, never raise for a
+    mismatch (a missing runtime or unloadable file still raises its own error)."""
+    from .runtime.registry import open_backend
+    report = precheck(path)
+    if report.problems:
+        return report
+    with open_backend(path, device=device, verify=False, **options) as backend:
+        return verify_loaded(backend, report)

@@ -1,0 +1,162 @@
+"""Verified load (issue 12): a tampered artifact never runs silently; the self-test covers the
+preprocessing contract and threshold; a damaged self-test digest is a failure, not a crash."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cmunext_edge.artifact_meta import check_selftest, make_selftest, selftest_input
+from cmunext_edge.cli import bench as bench_cli
+from cmunext_edge.cli import predict as predict_cli
+from cmunext_edge.integrity import IntegrityError, verify_artifact
+from cmunext_edge.preprocess import get_preset
+from cmunext_edge.segmenter import EdgeSegmenter
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_art(trained, tmp_path_factory):
+    from cmunext_edge.export.pipeline import export
+    out = tmp_path_factory.mktemp("integrity")
+    return export(trained, target="onnx", out=out, calib_size=4).artifact
+
+
+def _flip(path, offset_fraction=0.5):
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * offset_fraction)
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _copy(art, folder, with_manifest=True):
+    folder.mkdir()
+    shutil.copy(art, folder / art.name)
+    if with_manifest:
+        shutil.copy(art.parent / "manifest.json", folder / "manifest.json")
+    return folder / art.name
+
+
+def test_untouched_artifact_is_verified_by_manifest_and_embedded_hash(onnx_art, tmp_path):
+    rep = verify_artifact(onnx_art)
+    assert rep.ok and rep.hash_source == "manifest" and rep.selftest["status"] == "pass"
+    alone = _copy(onnx_art, tmp_path / "alone", with_manifest=False)
+    rep = verify_artifact(alone)
+    assert rep.ok and rep.hash_source == "embedded"
+    seg = EdgeSegmenter.from_artifact(alone)
+    assert "verified" in seg.describe()["verified"]
+
+
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_flipped_byte_is_refused_before_inference(onnx_art, tmp_path, with_manifest):
+    art = _copy(onnx_art, tmp_path / "t", with_manifest)
+    _flip(art)
+    with pytest.raises(IntegrityError, match="manifest.json" if with_manifest else "embedded"):
+        EdgeSegmenter.from_artifact(art)
+    rep = verify_artifact(art) if with_manifest else None
+    assert rep is None or (not rep.ok and "differs" in rep.message())
+
+
+def test_flipped_artifact_cli_exit_2_no_traceback(onnx_art, tmp_path, capsys):
+    from cmunext_edge.resources import SAMPLES_DIR
+    art = _copy(onnx_art, tmp_path / "t")
+    _flip(art)
+    rc = predict_cli.main([str(SAMPLES_DIR), "--weights", str(art), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "refused" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "masks").exists()
+    rc = bench_cli.main([str(art), "--iters", "2", "--warmup", "0", "--throughput-time", "0",
+                         "--matmul-time", "0", "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 1 and "refused" in out.out + out.err
+
+
+def test_opt_out_loads_a_modified_artifact(onnx_art, tmp_path):
+    art = _copy(onnx_art, tmp_path / "t")
+    _flip(art, 0.9)
+    try:
+        seg = EdgeSegmenter.from_artifact(art, verify=False)
+    except Exception as exc:       # a flip may also break the graph itself: then onnxruntime refuses
+        assert "onnxruntime" in str(exc)
+    else:
+        assert seg.describe()["verified"] is None
+
+
+def _edit_metadata(art, key, change):
+    model = onnx.load(str(art))
+    for prop in model.metadata_props:
+        if prop.key == "cmunext_edge." + key:
+            prop.value = change(prop.value)
+    onnx.save(model, str(art))
+
+
+@pytest.mark.parametrize("field, value, expect", [("threshold", 0.9, "threshold"),
+                                                  ("mean", [0.5, 0.5, 0.5], "mean"),
+                                                  ("extra_scale", 1.0, "extra_scale")])
+def test_edited_preprocessing_or_threshold_fails_the_self_test_naming_it(onnx_art, tmp_path, field, value,
+                                                                         expect):
+    art = _copy(onnx_art, tmp_path / "t", with_manifest=False)
+
+    def change(text):
+        spec = json.loads(text)
+        spec[field] = value
+        return json.dumps(spec)
+    _edit_metadata(art, "preprocess", change)
+    with pytest.raises(IntegrityError, match="embedded"):      # the hash sees the edit first
+        EdgeSegmenter.from_artifact(art)
+    seg = EdgeSegmenter.from_artifact(art, verify=False)
+    result = seg.self_test()                # without the hash, the self-test names the change
+    assert not result.passed and expect in result.message and "changed after export" in result.message
+    assert "numpy/OpenCV" not in result.message
+
+
+def _digest():
+    spec = get_preset("official")
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (1, 1, spec.height, spec.width)).astype(np.float32)
+    return spec, logits, make_selftest(spec, logits, "fp32")
+
+
+def test_threshold_change_fails_the_self_test():
+    spec, logits, st = _digest()
+    assert check_selftest(st, spec, lambda x: logits).passed
+    edited = spec.with_size(spec.height).__class__(**{**json.loads(spec.to_json()), "threshold": 0.9,
+                                                      "mean": tuple(spec.mean), "std": tuple(spec.std)})
+    res = check_selftest(st, edited, lambda x: logits)
+    assert not res.passed and "threshold 0.9" in res.message
+
+
+@pytest.mark.parametrize("damage", [lambda st: st.pop("mask_bits"), lambda st: st.update(mask_bits="@@notb64"),
+                                    lambda st: st.update(mask_bits="AAAA"), lambda st: st.pop("seed"),
+                                    lambda st: st.update(pooled_logits="x")])
+def test_damaged_selftest_digest_is_a_failure_not_an_exception(damage):
+    spec, logits, st = _digest()
+    damage(st)
+    res = check_selftest(st, spec, lambda x: logits)
+    assert res.status == "fail" and "damaged" in res.message
+
+
+def test_nan_output_fails_the_self_test():
+    spec, logits, st = _digest()
+    bad = logits.copy()
+    bad[..., :3, :3] = np.nan
+    assert not check_selftest(st, spec, lambda x: bad).passed
+    assert selftest_input(spec).shape == (1, 3, 256, 256)
+
+
+def test_openvino_bin_flip_is_refused(trained, tmp_path):
+    pytest.importorskip("openvino")
+    from cmunext_edge.export.pipeline import export
+    res = export(trained, target="openvino", out=tmp_path / "ov", calib_size=4)
+    assert verify_artifact(res.artifact).ok
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for f in res.files:
+        shutil.copy(f, alone / f.name)
+    assert verify_artifact(alone / res.artifact.name).hash_source == "embedded"
+    for folder in (res.artifact.parent, alone):
+        _flip(folder / res.artifact.with_suffix(".bin").name)
+        with pytest.raises(IntegrityError, match="differs"):
+            EdgeSegmenter.from_artifact(folder / res.artifact.name)
