@@ -30,19 +30,6 @@ def predict_with_ray(args, samples) -> int:
     except (MissingDependencyError, FileNotFoundError, ConnectionError) as exc:
         return fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
-    summary = write_reports(result, Path(args.out), args.summary_json)
-    if not args.quiet:
-        for row in result.rows:
-            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}" if row["dice"] is not None
-                      else "no ground truth")
-            print(f"  {row['name']:<24} {scores}")
-    for item in result.skipped:
-        print(f"skipped: {item['error']}", file=sys.stderr)
-    line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
-            f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end, Ray start-up "
-            f"included); outputs in {args.out}")
-    if summary["mean_dice"] is not None:
-        line += (f"\nmean Dice {summary['mean_dice']:.4f}  mean IoU {summary['mean_iou']:.4f} "
-                 f"(official metric, {summary['n_with_masks']} images with masks)")
-    print(line)
-    return 1 if result.skipped else 0
+    print("(the time below includes Ray's start-up)")
+    from ..cli.predict import _report          # the same report, summary and exit code as the local job
+    return _report(args, result, elapsed, write_reports)
