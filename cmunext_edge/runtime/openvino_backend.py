@@ -99,6 +99,8 @@ class OpenVINOBackend(Backend):
             wanted = fallback
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
+        if device == "AUTO" and detect().openvino_precision_hint:     # AUTO's CPU part: the same fallback
+            config["DEVICE_PROPERTIES"] = {"CPU": {"INFERENCE_PRECISION_HINT": detect().openvino_precision_hint}}
         return config
 
     def _read_back(self, device: str, artifact_precision: str) -> None:
