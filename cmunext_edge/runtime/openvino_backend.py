@@ -94,13 +94,13 @@ class OpenVINOBackend(Backend):
         # Where the effective ISA has no native BF16, OpenVINO runs f32 (on a Zen 3 it does so itself;
         # under ONEDNN_MAX_CPU_ISA=AVX2 on a BF16 host it would pick bf16 from CPUID and fail to compile).
         from ..capabilities import detect
-        fallback = detect().openvino_precision_hint if device == "CPU" else None
-        if fallback and wanted in (None, "bf16", "f16"):
+        fallback = detect().openvino_precision_hint
+        if fallback and device == "CPU" and wanted in (None, "bf16", "f16"):
             wanted = fallback
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
-        if device == "AUTO" and detect().openvino_precision_hint:     # AUTO's CPU part: the same fallback
-            config["DEVICE_PROPERTIES"] = {"CPU": {"INFERENCE_PRECISION_HINT": detect().openvino_precision_hint}}
+        if fallback and device == "AUTO":         # AUTO's CPU part gets the same fallback
+            config["DEVICE_PROPERTIES"] = {"CPU": {"INFERENCE_PRECISION_HINT": fallback}}
         return config
 
     def _read_back(self, device: str, artifact_precision: str) -> None:
