@@ -3,6 +3,13 @@
 A SOURCE is one image file, a folder of images, or an official-layout dataset:
 `images/<name>.<ext>` with masks in `masks/0/<name>.png` and optionally a split file
 (one name per line, no extension) that restricts which images are used.
+
+Several classes (groundtruth.py reads them):
+- the official layout: one binary mask folder per class, `masks/0/`, `masks/1/`, ... `masks/<N-1>/`
+  (numbered from 0 without gaps; class k is output channel k);
+- label images: `labels/<name>.png`, one grayscale image per image whose pixel value is the class
+  (0 background, k = class k-1, i.e. output channel k-1).
+A dataset has one of the two, not both.
 """
 from __future__ import annotations
 
@@ -18,7 +25,14 @@ from .preprocess import IMAGE_SUFFIXES
 class Sample:
     name: str
     image: Path
-    mask: Path | None = None
+    mask: Path | None = None                        # class-0 mask (masks/0/) or the label image (labels/)
+    more_masks: tuple[Path | None, ...] = ()        # masks/1/, masks/2/, ... of a multi-class dataset
+    label_image: bool = False                       # `mask` is a label image (pixel value = class)
+
+    @property
+    def class_masks(self) -> tuple[Path | None, ...]:
+        """Per-class mask files in class order (one entry per masks/<k>/ folder)."""
+        return () if self.label_image else (self.mask, *self.more_masks)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -44,6 +58,34 @@ def read_name_list(path: str | Path) -> list[str]:
     return [n for n in names if n and not n.startswith("#")]
 
 
+def class_mask_folders(dataset: Path) -> list[Path]:
+    """masks/0/, masks/1/, ... of an official-layout dataset (numbered from 0 without gaps)."""
+    root = dataset / "masks"
+    if not root.is_dir():
+        return []
+    numbered = sorted((int(p.name), p) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    if [k for k, _ in numbered] != list(range(len(numbered))):
+        raise ValueError(f"{root}: class mask folders must be numbered 0, 1, 2, ... without gaps, "
+                         f"found {[k for k, _ in numbered]}")
+    return [p for _, p in numbered]
+
+
+def _attach_truth(source: Path, images: list[Path]) -> list[Sample]:
+    """Samples with their per-class masks (masks/<k>/) or label images (labels/)."""
+    folders, labels = class_mask_folders(source), source / "labels"
+    if folders and labels.is_dir():
+        raise ValueError(f"{source}: has both masks/ and labels/; keep one ground-truth layout")
+    if labels.is_dir():
+        found = {p.stem: p for p in _images_in(labels)}
+        return [Sample(p.stem, p, found.get(p.stem), label_image=p.stem in found) for p in images]
+    per_class = [{p.stem: p for p in _images_in(f)} for f in folders]
+    samples = []
+    for p in images:
+        paths = [m.get(p.stem) for m in per_class]
+        samples.append(Sample(p.stem, p, paths[0] if paths else None, tuple(paths[1:])))
+    return samples
+
+
 def discover(source: str | Path, split: str | Path | None = None) -> list[Sample]:
     """All samples under SOURCE, sorted by name; masks attached where the layout has them."""
     source = Path(source)
@@ -55,9 +97,7 @@ def discover(source: str | Path, split: str | Path | None = None) -> list[Sample
         if split is not None:
             raise ValueError(f"--split needs an official-layout dataset (images/, masks/0/); {source} is a plain folder")
         return [Sample(p.stem, p, None) for p in _images_in(source)]
-    mask_dir = source / "masks" / "0"
-    masks = {p.stem: p for p in _images_in(mask_dir)} if mask_dir.is_dir() else {}
-    samples = [Sample(p.stem, p, masks.get(p.stem)) for p in _images_in(source / "images")]
+    samples = _attach_truth(source, _images_in(source / "images"))
     if split is not None:
         wanted = read_name_list(split)
         by_name = {s.name: s for s in samples}

@@ -39,3 +39,40 @@ def mean_dice(pred: np.ndarray, target: np.ndarray) -> float:
     """Official Dice of one image averaged over its classes (C x H x W boolean arrays, or
     anything `iou_dice` takes per class): mask agreement between two outputs, or against masks."""
     return float(np.mean([iou_dice(p, t)[1] for p, t in zip(pred, target)]))
+
+
+def class_scores(pred: np.ndarray, target: np.ndarray) -> dict:
+    """Scores of one image with C classes (C x H x W boolean prediction and target): the official
+    IoU/Dice over all of the image's class channels together (for one class, the official metric
+    itself) and the official IoU/Dice of each class on its own."""
+    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+    if pred.ndim != 3 or pred.shape != target.shape:
+        raise ValueError(f"prediction {pred.shape} and target {target.shape} must both be C x H x W")
+    iou, dice = iou_dice(pred, target)
+    per_class = [iou_dice(p, t) for p, t in zip(pred, target)]
+    return {"iou": iou, "dice": dice, "class_iou": [c[0] for c in per_class],
+            "class_dice": [c[1] for c in per_class]}
+
+
+def class_scores_from_logits(logits: np.ndarray, target: np.ndarray) -> dict:
+    """`class_scores` of C x H x W logits (thresholded at 0, i.e. sigmoid > 0.5)."""
+    return class_scores(np.asarray(logits) > 0, np.asarray(target) > 0.5)
+
+
+def summarize_scores(rows) -> dict:
+    """Mean official IoU/Dice over images and the mean per-class IoU/Dice (lists in class order)
+    of `class_scores` results; None values when there are none."""
+    rows = list(rows)
+    if not rows:
+        return {"mean_iou": None, "mean_dice": None, "per_class_iou": None, "per_class_dice": None}
+    out = mean_scores((r["iou"], r["dice"]) for r in rows)
+    out["per_class_iou"] = [float(x) for x in np.mean([r["class_iou"] for r in rows], axis=0)]
+    out["per_class_dice"] = [float(x) for x in np.mean([r["class_dice"] for r in rows], axis=0)]
+    return out
+
+
+def format_class_dice(per_class_dice) -> str:
+    """' (per class 0.81 / 0.66 / 0.42)' for several classes, '' for one or none."""
+    if not per_class_dice or len(per_class_dice) < 2:
+        return ""
+    return " (per class " + " / ".join(f"{d:.4f}" for d in per_class_dice) + ")"

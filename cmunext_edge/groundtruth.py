@@ -1,0 +1,85 @@
+"""Ground truth of one sample as a C x H x W boolean array, for any number of classes.
+
+Two layouts (data.py finds them):
+- per-class folders, the official layout: `masks/<k>/<name>.png` is class k's binary mask
+  (read as the official code reads one mask: grayscale, nearest resize, > 127);
+- label images: `labels/<name>.png` whose pixel value v is the class: 0 background,
+  v = k + 1 for class k (so output channel k); values above the model's classes are an error.
+
+The model's output channel k is class k; the loss and the thresholding are per channel (sigmoid),
+as in the official code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .data import Sample
+from .imagecheck import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
+from .preprocess import ImageReadError, load_mask
+
+
+def dataset_classes(samples: list[Sample]) -> int | None:
+    """Classes the ground truth of `samples` holds: the number of masks/<k>/ folders, or for label
+    images the largest label value found (read from every label image); None without ground truth."""
+    with_truth = [s for s in samples if s.mask is not None]
+    if not with_truth:
+        return None
+    if not with_truth[0].label_image:
+        return len(with_truth[0].class_masks)
+    return max(1, max(int(_read_label(s.mask).max()) for s in with_truth))
+
+
+def _read_label(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    try:
+        check_dimensions(path, max_pixels)
+    except ImageSizeError as exc:
+        raise ImageReadError(str(exc)) from None
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.empty(0, np.uint8)
+    label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if label is None:
+        raise ImageReadError(f"{path}: not a readable label image")
+    if label.ndim == 3:
+        raise ImageReadError(f"{path}: a label image must be single-channel (pixel value = class), "
+                             f"got {label.shape[2]} channels")
+    return label
+
+
+def load_truth(sample: Sample, num_classes: int, size: tuple[int, int] | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(num_classes, H, W) bool ground truth of `sample`, resized (nearest) to `size` (H, W) if given.
+
+    A model with fewer classes than the dataset is scored on its first `num_classes` classes; one
+    with more is an error, as is a missing class mask or a label value above `num_classes`."""
+    if sample.mask is None:
+        raise ValueError(f"{sample.name}: no ground truth")
+    if sample.label_image:
+        label = _read_label(sample.mask, max_pixels)
+        if size is not None:
+            label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        top = int(label.max())
+        if top > num_classes:
+            raise ImageReadError(f"{sample.mask}: label value {top} but the model has {num_classes} "
+                                 f"class(es) (labels are 0 = background, 1..{num_classes})")
+        return np.stack([label == k + 1 for k in range(num_classes)])
+    paths = sample.class_masks
+    if num_classes > len(paths):
+        raise ValueError(f"{sample.name}: the model has {num_classes} classes but the dataset has mask "
+                         f"folders for {len(paths)} (masks/0/ ... masks/{len(paths) - 1}/)")
+    missing = [k for k, p in enumerate(paths[:num_classes]) if p is None]
+    if missing:
+        raise ImageReadError(f"{sample.name}: no mask in masks/{missing[0]}/ (every class folder needs "
+                             f"a mask for every image; an empty mask is all black)")
+    return np.stack([load_mask(p, size, max_pixels) for p in paths[:num_classes]])
+
+
+def truth_description(sample: Sample) -> str:
+    """How `sample`'s ground truth is stored, for messages and manifests."""
+    if sample.mask is None:
+        return "no ground truth"
+    if sample.label_image:
+        return "label images (labels/)"
+    n = len(sample.class_masks)
+    return "masks/0/" if n == 1 else f"per-class masks (masks/0/ ... masks/{n - 1}/)"
