@@ -40,3 +40,27 @@ def trained(tmp_path_factory):
     shutil.copyfile(path, copy)
     return copy
 
+
+
+@pytest.fixture(scope="session")
+def three_class(trained, tmp_path_factory):
+    """A 3-class CMUNeXt-S and the 3-class sets derived from the bundled samples (benign lesion,
+    malignant lesion, lesion rim; cmunext_edge/multiclass_sample.py) in both ground-truth layouts.
+
+    The checkpoint is the shipped model with its 1-channel head widened to 3 channels (channel 0
+    the shipped lesion head, 1 the same shifted by -2 logits, 2 its negation shifted by -4): a
+    trained network whose 3 masks differ and are not empty, so reduced precisions can verify."""
+    torch = pytest.importorskip("torch")
+    from cmunext_edge.multiclass_sample import make_three_class_dataset
+    from cmunext_edge.weights import load_checkpoint, save_safetensors
+
+    root = tmp_path_factory.mktemp("three_class")
+    ckpt = load_checkpoint(trained)
+    state = dict(ckpt.state_dict)
+    w, b = state["Conv_1x1.weight"], state["Conv_1x1.bias"]
+    state["Conv_1x1.weight"] = torch.cat([w, w, -w])
+    state["Conv_1x1.bias"] = torch.cat([b, b - 2.0, -b - 4.0])
+    path = save_safetensors(state, root / "cmunext-s-3class.safetensors", ckpt.spec)
+    return {"checkpoint": path,
+            "masks": make_three_class_dataset(root / "masks_layout", "masks"),
+            "labels": make_three_class_dataset(root / "labels_layout", "labels")}
