@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cmunext_edge.capabilities import detect  # noqa: E402
 from cmunext_edge.resources import SAMPLES_DIR  # noqa: E402
 from cmunext_edge.segmenter import EdgeSegmenter  # noqa: E402
 from cmunext_edge.video import segment_video  # noqa: E402
@@ -78,14 +78,15 @@ def main(argv=None) -> int:
             for clip in clips:
                 rows.append(measure(artifact, clip, args.repeats, args.batch_size, args.device))
                 print(json.dumps(rows[-1]))
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    caps = detect()
+    machine = {"cpu": caps.summary(), "cores": os.cpu_count(),
                "load_average_before": load0, "load_average_after": os.getloadavg(),
                "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv)}
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     if args.markdown:
         lines = ["# Video frames/s, end to end (decode, inference, overlay.mp4 + PNG masks)", "",
-                 f"- {machine['date']}, {machine['cores']} cores, load average before "
+                 f"- {machine['date']}, {machine['cpu']}, {machine['cores']} cores, load average before "
                  f"{', '.join(f'{x:.2f}' for x in load0)}; command: `{machine['command']}`", "",
                  "| artifact | backend/device/precision | clip | frames | s | frames/s |", "|---|---|---|---:|---:|---:|"]
         lines += [f"| {r['artifact']} | {r['backend']}/{r['device']}/{r['precision']} | {r['clip']} | "
