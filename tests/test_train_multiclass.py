@@ -113,3 +113,11 @@ def test_augmentation_moves_every_class_mask_with_the_image():
         assert np.array_equal(one_mask[0], a_img[..., 0])           # one class: the same transform
         seen.add(a_img.tobytes())
     assert len(seen) >= 6                                            # rotations and flips happened
+
+
+def test_help_names_both_multiclass_layouts(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--num-classes" in text and "masks/0/, masks/1/, ... masks/<N-1>/" in text
+    assert "labels/<name>.png" in text and "your_3class_dataset/" in text
