@@ -12,9 +12,16 @@ interpolation rounding). Precision: `auto` (the default) trains in bf16 autocast
 hardware runs bf16 natively (capabilities.py), else fp32. The first epoch logs its measured step
 time and an estimate for the whole run.
 
-Output folder: `best.pth` (official format), `best.safetensors`, `last.pt` (resume
-state: model, optimizer, epoch, history; loaded with weights_only=True), `split.json`,
-`history.csv`. Starting again with the same folder resumes after the last finished epoch.
+Several classes (train_state.py): ground truth in per-class mask folders (masks/0/ ... masks/<N-1>/)
+or label images (labels/) trains one output channel per class (default: every class the dataset
+holds; `num_classes` picks the first N). Masks are cached as C x H x W, the loss is the official
+BCEDiceLoss over all channels, and validation adds the per-class Dice (metrics.class_scores) to
+the official IoU, which still picks the best epoch.
+
+Output folder: `best.pth` (official format), `best.safetensors` (metadata: val_dice, val_iou, epoch,
+and per_class_dice for 2+ classes), `last.pt` (resume state: model, optimizer, epoch, history;
+loaded with weights_only=True), `split.json`, `history.csv` (columns val_dice_class0, ... for 2+
+classes). Starting again with the same folder resumes after the last finished epoch.
 """
 from __future__ import annotations
 
@@ -30,11 +37,13 @@ from ._deps import require
 from .capabilities import detect
 from .data import Sample, discover, read_name_list, seeded_split
 from .fileio import atomic_path
-from .metrics import iou_dice_from_logits, mean_scores
+from .metrics import class_scores_from_logits, format_class_dice, summarize_scores
 from .model import build_model, canonical_variant
-from .preprocess import PreprocessSpec, get_preset, load_image, load_mask, to_bgr_uint8
+from .preprocess import PreprocessSpec, get_preset, load_image, to_bgr_uint8
 from .progress import Progress
-from .weights import load_checkpoint, save_official_pth, save_safetensors
+from .train_state import class_truth, load_init, resolve_classes, resume, write_history
+from .train_state import schedule_change  # noqa: F401 (API: the resume note)
+from .weights import save_official_pth, save_safetensors
 
 
 @dataclass
@@ -53,6 +62,7 @@ class TrainConfig:
     seed: int = 42
     val_list: str | None = None
     init: str | None = None          # fine-tune from this checkpoint
+    num_classes: int = 0             # 0 = every class of the dataset's ground truth
     precision: str = "auto"          # autocast dtype: auto (bf16 where native, else fp32), fp32, bf16, fp16 (CUDA)
     channels_last: bool = True
     device: str = "cpu"
@@ -60,13 +70,13 @@ class TrainConfig:
     max_train_images: int = 0         # 0 = all (small values for smoke tests)
 
 
-def _cache(samples: list[Sample], spec: PreprocessSpec):
-    """Images as network-size BGR uint8 and masks as 0/1 uint8, decoded once."""
+def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int):
+    """Images as network-size BGR uint8 (N, H, W, 3) and masks as 0/1 uint8 (N, C, H, W), decoded once."""
     images, masks = [], []
     for s in samples:
         bgr = to_bgr_uint8(load_image(s.image))
         images.append(cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR))
-        masks.append(load_mask(s.mask, spec.size).astype(np.uint8))
+        masks.append(class_truth(s, classes, held, spec.size))
     return np.stack(images), np.stack(masks)
 
 
@@ -76,19 +86,21 @@ def _normalise(spec: PreprocessSpec, batch_bgr: np.ndarray) -> np.ndarray:
 
 
 def _augment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray):
-    """albumentations RandomRotate90 then Flip (horizontal, vertical or both), p=0.5 each."""
+    """albumentations RandomRotate90 then Flip (horizontal, vertical or both), p=0.5 each, of an
+    H x W x 3 image and its C x H x W masks alike (the masks' H and W are axes 1 and 2)."""
     if rng.random() < 0.5:
         k = int(rng.integers(0, 4))
-        img, mask = np.rot90(img, k), np.rot90(mask, k)
+        img, mask = np.rot90(img, k, axes=(0, 1)), np.rot90(mask, k, axes=(1, 2))
     if rng.random() < 0.5:
         code = int(rng.integers(-1, 2))  # -1 both, 0 vertical, 1 horizontal
         axes = {-1: (0, 1), 0: (0,), 1: (1,)}[code]
-        img, mask = np.flip(img, axes), np.flip(mask, axes)
+        img, mask = np.flip(img, axes), np.flip(mask, tuple(a + 1 for a in axes))
     return img, mask
 
 
 def bce_dice_loss(logits, target):
-    """The official BCEDiceLoss: 0.5 * BCE-with-logits + (1 - soft Dice per image, averaged)."""
+    """The official BCEDiceLoss: 0.5 * BCE-with-logits + (1 - soft Dice per image, averaged); the
+    soft Dice of an image runs over all its class channels together, as in the official code."""
     torch = require("torch")
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits).flatten(1)
@@ -100,7 +112,8 @@ def bce_dice_loss(logits, target):
 def make_split(cfg: TrainConfig) -> dict:
     samples = [s for s in discover(cfg.data) if s.mask is not None]
     if not samples:
-        raise ValueError(f"{cfg.data}: no image/mask pairs found (expected images/ and masks/0/)")
+        raise ValueError(f"{cfg.data}: no image/mask pairs found (expected images/ and masks/0/, "
+                         f"masks/0/ ... masks/<N-1>/ or labels/)")
     names = [s.name for s in samples]
     if cfg.val_list:
         val = read_name_list(cfg.val_list)
@@ -116,15 +129,17 @@ def make_split(cfg: TrainConfig) -> dict:
 
 
 def evaluate(model, images, masks, spec, device, batch_size: int = 16) -> dict:
+    """Official mean IoU/Dice over the images (all class channels together) and the mean per-class
+    IoU/Dice (metrics.summarize_scores) of (N, C, H, W) masks."""
     torch = require("torch")
-    pairs = []
+    rows = []
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(_normalise(spec, images[i:i + batch_size])).to(device)
             logits = model(x).float().cpu().numpy()
-            pairs += [iou_dice_from_logits(lg[0], m) for lg, m in zip(logits, masks[i:i + batch_size])]
-    return mean_scores(pairs)
+            rows += [class_scores_from_logits(lg, m) for lg, m in zip(logits, masks[i:i + batch_size])]
+    return summarize_scores(rows)
 
 
 def resolve_precision(precision: str, device: str = "cpu", caps=None) -> tuple[str, str]:
@@ -155,19 +170,23 @@ class _Run:
     val: tuple
     steps_per_epoch: int
     total_steps: int
+    num_classes: int
 
 
-def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple]:
+def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple, int]:
+    """(train set, validation set, classes): images and C x H x W masks of the split's samples."""
+    samples = discover(cfg.data)
+    classes, held = resolve_classes(cfg.num_classes, samples, log, cfg.data)
     split_path = out / "split.json"
     split = json.loads(split_path.read_text()) if split_path.exists() else make_split(cfg)
     split_path.write_text(json.dumps(split, indent=1))
-    by_name = {s.name: s for s in discover(cfg.data)}
+    by_name = {s.name: s for s in samples}
     t0 = time.perf_counter()
-    train_set = _cache([by_name[n] for n in split["train"]], spec)
-    val_set = _cache([by_name[n] for n in split["val"]], spec)
+    train_set = _cache([by_name[n] for n in split["train"]], spec, classes, held)
+    val_set = _cache([by_name[n] for n in split["val"]], spec, classes, held)
     log(f"data: {len(train_set[0])} train / {len(val_set[0])} val images cached in "
-        f"{time.perf_counter() - t0:.1f}s")
-    return train_set, val_set
+        f"{time.perf_counter() - t0:.1f}s" + (f"; {classes} classes" if classes > 1 else ""))
+    return train_set, val_set, classes
 
 
 def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
@@ -175,11 +194,12 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = get_preset("official").with_size(cfg.img_size)
-    train_set, val_set = _load_data(cfg, out, spec, log)
+    train_set, val_set, classes = _load_data(cfg, out, spec, log)
     device = torch.device(cfg.device)
-    model = build_model(canonical_variant(cfg.variant))
+    variant = canonical_variant(cfg.variant)
+    model = build_model(variant, num_classes=classes)
     if cfg.init:
-        model.load_state_dict(load_checkpoint(cfg.init).state_dict)
+        load_init(model, cfg.init, variant, classes, log)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -189,22 +209,7 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     steps = int(np.ceil(len(train_set[0]) / cfg.batch_size))
     return _Run(model, opt, spec, device, memory_format, amp_dtype, train_set, val_set, steps,
-                steps * cfg.epochs)
-
-
-def _resume(cfg: TrainConfig, run: _Run, last: Path, log) -> dict:
-    state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "history": [], "elapsed_s": 0.0}
-    if last.exists():
-        ckpt = require("torch").load(last, map_location="cpu", weights_only=True)
-        run.model.load_state_dict(ckpt["model"])
-        run.opt.load_state_dict(ckpt["optimizer"])
-        state = json.loads(ckpt["state"])
-        log(f"resuming from {last}: {state['epoch']} of {cfg.epochs} epochs done, "
-            f"best val IoU {state['best_iou']:.4f} at epoch {state['best_epoch']}")
-        note = schedule_change(json.loads(ckpt.get("config") or "{}"), cfg, state["epoch"], len(run.train[0]))
-        if note:
-            log(note)
-    return state
+                steps * cfg.epochs, classes)
 
 
 def _step(cfg: TrainConfig, run: _Run, rng, idx, it: int) -> float:
@@ -213,7 +218,7 @@ def _step(cfg: TrainConfig, run: _Run, rng, idx, it: int) -> float:
     images, masks = run.train
     pairs = [_augment(rng, images[i], masks[i]) for i in idx]
     x = torch.from_numpy(_normalise(run.spec, np.stack([p[0] for p in pairs]))).to(run.device)
-    y = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.float32)).to(run.device)
+    y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32)).to(run.device)
     x = x.contiguous(memory_format=run.memory_format)
     for group in run.opt.param_groups:
         group["lr"] = cfg.lr * (1 - it / run.total_steps) ** cfg.poly_power
@@ -264,8 +269,10 @@ def _save_best(run: _Run, out: Path, scores: dict, epoch: int) -> None:
     plain = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
              for k, v in run.model.state_dict().items()}
     save_official_pth(plain, out / "best.pth")
-    save_safetensors(plain, out / "best.safetensors", run.spec,
-                     extra={"val_dice": scores["mean_dice"], "val_iou": scores["mean_iou"], "epoch": epoch})
+    extra = {"val_dice": scores["mean_dice"], "val_iou": scores["mean_iou"], "epoch": epoch}
+    if run.num_classes > 1:
+        extra["per_class_dice"] = scores["per_class_dice"]
+    save_safetensors(plain, out / "best.safetensors", run.spec, extra=extra)
 
 
 def _end_epoch(cfg: TrainConfig, run: _Run, out: Path, state: dict, epoch: int, losses, t_epoch: float) -> dict:
@@ -275,59 +282,34 @@ def _end_epoch(cfg: TrainConfig, run: _Run, out: Path, state: dict, epoch: int, 
     row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_iou": scores["mean_iou"],
            "val_dice": scores["mean_dice"], "lr": run.opt.param_groups[0]["lr"],
            "epoch_s": round(time.perf_counter() - t_epoch, 2)}
+    if run.num_classes > 1:
+        row.update({f"val_dice_class{k}": d for k, d in enumerate(scores["per_class_dice"])})
     state["history"].append(row)
     if scores["mean_iou"] > state["best_iou"]:
-        state.update(best_iou=scores["mean_iou"], best_dice=scores["mean_dice"], best_epoch=epoch + 1)
+        state.update(best_iou=scores["mean_iou"], best_dice=scores["mean_dice"], best_epoch=epoch + 1,
+                     best_per_class_dice=scores["per_class_dice"])
         _save_best(run, out, scores, epoch + 1)
     state["epoch"] = epoch + 1
     with atomic_path(out / "last.pt") as tmp:
         require("torch").save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                                "state": json.dumps(state), "config": json.dumps(asdict(cfg))}, tmp)
-    _write_history(out / "history.csv", state["history"])
-    return row
+    write_history(out / "history.csv", state["history"])
+    return dict(row, per_class_dice=scores["per_class_dice"])     # for the log line
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     run = _setup(cfg, out, log)
-    state = _resume(cfg, run, out / "last.pt", log)
+    state = resume(cfg, run.model, run.opt, run.num_classes, len(run.train[0]), out / "last.pt", log)
     first = state["epoch"]
     for epoch in range(first, cfg.epochs):
         t_epoch = time.perf_counter()
         losses = _train_epoch(cfg, run, epoch, epoch == first, log)
         row = _end_epoch(cfg, run, out, state, epoch, losses, t_epoch)
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} val IoU {row['val_iou']:.4f} "
-            f"Dice {row['val_dice']:.4f} ({row['epoch_s']:.1f}s; best Dice "
+            f"Dice {row['val_dice']:.4f}{format_class_dice(row['per_class_dice'])} "
+            f"({row['epoch_s']:.1f}s; best Dice "
             f"{state['best_dice']:.4f} @ {state['best_epoch']})")
     return state
 
-
-def _poly_lr(lr: float, epochs: int, batch_size: int, n_train: int, epoch: int, power: float) -> float:
-    steps = int(np.ceil(n_train / batch_size))
-    return lr * max(0.0, 1 - epoch * steps / (steps * epochs)) ** power if epochs else 0.0
-
-
-def schedule_change(saved: dict, cfg: TrainConfig, epoch: int, n_train: int) -> str | None:
-    """What resuming after `epoch` epochs with a changed --epochs / --lr / --batch-size does to the
-    poly learning-rate schedule (None when nothing changed)."""
-    changed = {k: (saved[k], getattr(cfg, k)) for k in ("epochs", "lr", "batch_size")
-               if k in saved and saved[k] != getattr(cfg, k)}
-    if not changed:
-        return None
-    what = ", ".join(f"--{k.replace('_', '-')} {a} -> {b}" for k, (a, b) in changed.items())
-    if epoch >= cfg.epochs:
-        return f"note: resumed with {what}: {epoch} epochs are already done, nothing left to train"
-    old = _poly_lr(saved.get("lr", cfg.lr), saved.get("epochs", cfg.epochs), saved.get("batch_size", cfg.batch_size),
-                   n_train, epoch, cfg.poly_power)
-    new = _poly_lr(cfg.lr, cfg.epochs, cfg.batch_size, n_train, epoch, cfg.poly_power)
-    return (f"note: resumed with {what}: the poly learning-rate schedule is recomputed over the new "
-            f"settings, so at epoch {epoch + 1} the learning rate is {new:.3g} instead of {old:.3g} "
-            f"(the old schedule's); it then decays to 0 at epoch {cfg.epochs}")
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    keys = list(rows[0])
-    with atomic_path(path) as tmp:
-        tmp.write_text(",".join(keys) + "\n" + "".join(
-            ",".join(str(r[k]) for k in keys) + "\n" for r in rows))

@@ -38,6 +38,12 @@ def test_interrupted_run_resumes_where_it_stopped(busi, tmp_path, monkeypatch):
     assert ck.info.variant == "cmunext-s"
     assert load_checkpoint(out / "best.safetensors").info.variant == "cmunext-s"
     assert (out / "history.csv").read_text().count("\n") == 3
+    # one class: the single-class outputs as before (no per-class columns or metadata)
+    assert (out / "history.csv").read_text().splitlines()[0] == "epoch,loss,val_iou,val_dice,lr,epoch_s"
+    assert load_checkpoint(out / "best.safetensors").info.num_classes == 1
+    from cmunext_edge.checkpoint_info import read_safetensors_header
+    assert "per_class_dice" not in read_safetensors_header(out / "best.safetensors")[1]
+    assert not any("per class" in line for line in logs)
 
 
 def test_loss_is_the_official_bce_dice():

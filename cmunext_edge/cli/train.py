@@ -6,15 +6,21 @@ import sys
 from dataclasses import fields
 
 from .._deps import MissingDependencyError
+from ..metrics import format_class_dice
 from .common import add_debug, cli_main
 
 EXAMPLE = """examples:
   cmunext-train cmunext_edge/samples/busi --epochs 1 --out runs/try     (the 16 bundled samples: a smoke run)
   cmunext-train your_dataset/ --variant cmunext-s --epochs 90 --out runs/mine
   cmunext-train your_dataset/ --init models/cmunext-s-busi.safetensors --epochs 5 --lr 0.001 --out runs/finetune
+  cmunext-train your_3class_dataset/ --init models/cmunext-s-busi.safetensors --epochs 30 --out runs/three
   (your_dataset/ holds images/<name>.<ext> and masks/0/<name>.png; the shipped model trained 90
    epochs; run again with the same --out to resume after an interruption: the learning-rate
-   schedule is kept as it was unless --epochs, --lr or --batch-size change, which it says)"""
+   schedule is kept as it was unless --epochs, --lr or --batch-size change, which it says)
+  (several classes, one output channel each, in either of two layouts: per-class mask folders
+   masks/0/, masks/1/, ... masks/<N-1>/ (the official layout), or label images labels/<name>.png
+   whose pixel value is the class (0 background, k = class k-1); --num-classes defaults to the
+   dataset's; --init from a checkpoint with another class count starts the output head fresh)"""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -24,7 +30,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmunext-train", description=__doc__, epilog=EXAMPLE,
                                 formatter_class=_Formatter)
-    p.add_argument("data", help="official-layout dataset folder (images/, masks/0/); JPEG or PNG")
+    p.add_argument("data", help="official-layout dataset folder: images/ and masks/0/ (several classes: "
+                                "masks/0/ ... masks/<N-1>/, or labels/ label images); JPEG or PNG")
     p.add_argument("--out", required=True, help="output folder (required); an existing one is resumed")
     p.add_argument("--variant", default="cmunext-s", help="cmunext-s, cmunext (base) or cmunext-l")
     p.add_argument("--epochs", type=int, default=300, help="epochs (official recipe 300; the shipped model 90)")
@@ -34,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2, help="seeded random hold-out")
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")
     p.add_argument("--seed", type=int, default=42, help="split and augmentation seed")
-    p.add_argument("--init", help="checkpoint to fine-tune from (.pth/.safetensors)")
+    p.add_argument("--init", help="checkpoint to fine-tune from (.pth/.safetensors); another class count "
+                                  "loads all but the output head, which starts fresh")
+    p.add_argument("--num-classes", type=int, default=0,
+                   help="output classes (0 = all the dataset holds: the number of masks/<k>/ folders, "
+                        "or the largest labels/ value); fewer trains the first N classes")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="autocast dtype for training forward passes (validation is fp32); auto: bf16 "
                         "where the CPU runs it natively (AVX-512 BF16, AMX) or on CUDA, else fp32")
@@ -61,7 +72,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"cmunext-train: error: {exc}", file=sys.stderr)
         return 2
-    print(f"best val Dice {state['best_dice']:.4f} IoU {state['best_iou']:.4f} at epoch {state['best_epoch']}")
+    per_class = format_class_dice(state.get("best_per_class_dice"))
+    print(f"best val Dice {state['best_dice']:.4f}{per_class} IoU {state['best_iou']:.4f} "
+          f"at epoch {state['best_epoch']}")
     return 0
 
 

@@ -1,0 +1,122 @@
+"""What a training run starts from and keeps: its number of classes, the `--init` weights, a
+resumed run's state (last.pt) with the notes the training log prints about them, history.csv.
+
+Classes: `--num-classes` 0 (the default) trains every class the dataset's ground truth holds
+(masks/0/ ... masks/<N-1>/, or the largest value in labels/); a smaller N trains the first N
+classes; a larger one is an error. `--init` from a checkpoint with another class count loads
+every tensor but the output head (Conv_1x1), which starts fresh.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._deps import require
+from .fileio import atomic_path
+from .data import Sample
+from .groundtruth import dataset_classes, load_truth, truth_description
+from .weights import load_checkpoint
+
+HEAD = ("Conv_1x1.weight", "Conv_1x1.bias")   # the output head: one channel per class
+
+
+def resolve_classes(requested: int, samples: list[Sample], log, data: str = "dataset") -> tuple[int, int]:
+    """(classes to train, classes the dataset holds) for `--num-classes requested` (0 = all)."""
+    held = dataset_classes(samples)
+    if held is None:
+        raise ValueError(f"{data}: no image/mask pairs found (expected images/ and masks/0/, "
+                         f"masks/0/ ... masks/<N-1>/ or labels/)")
+    layout = truth_description(next(s for s in samples if s.mask is not None))
+    if requested < 0:
+        raise ValueError(f"--num-classes must be 1 or more (0 = from the dataset), got {requested}")
+    if requested > held:
+        raise ValueError(f"--num-classes {requested}, but the dataset's ground truth holds "
+                         f"{held} class(es) ({layout})")
+    classes = requested or held
+    if classes < held:
+        log(f"note: --num-classes {classes}: training the first {classes} of the dataset's {held} "
+            f"classes ({layout}); the others are left out")
+    return classes, held
+
+
+def class_truth(sample: Sample, classes: int, held: int, size: tuple[int, int]) -> np.ndarray:
+    """(classes, H, W) 0/1 uint8 ground truth: the first `classes` of the sample's classes (a label
+    image is read with all `held` classes, then cut, so that higher label values are left out)."""
+    read = held if sample.label_image else classes
+    return load_truth(sample, read, size)[:classes].astype(np.uint8)
+
+
+def load_init(model, path: str, variant: str, classes: int, log) -> None:
+    """Load `--init` into `model`; another class count keeps the model's fresh output head."""
+    ckpt = load_checkpoint(path)
+    if ckpt.info.variant != variant:
+        raise ValueError(f"--init {path} is a {ckpt.info.variant} checkpoint but this run trains "
+                         f"{variant}: choose --variant {ckpt.info.variant}")
+    if ckpt.info.in_channels != model.in_channels:
+        raise ValueError(f"--init {path} takes {ckpt.info.in_channels} input channel(s); training "
+                         f"uses {model.in_channels} (RGB)")
+    if ckpt.info.num_classes == classes:
+        model.load_state_dict(ckpt.state_dict)
+        return
+    body = {k: v for k, v in ckpt.state_dict.items() if k not in HEAD}
+    missing, unexpected = model.load_state_dict(body, strict=False)
+    if sorted(missing) != sorted(HEAD) or unexpected:
+        raise ValueError(f"--init {path}: weights do not fit the model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    log(f"--init: {ckpt.info.num_classes} classes -> {classes} classes: the output head is "
+        f"initialised fresh, all other weights loaded")
+
+
+def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log) -> dict:
+    """The state of a run resumed from `last` (model and optimizer loaded), or a fresh state."""
+    state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "history": [], "elapsed_s": 0.0}
+    if not last.exists():
+        return state
+    ckpt = require("torch").load(last, map_location="cpu", weights_only=True)
+    saved = int(ckpt["model"][HEAD[0]].shape[0])
+    if saved != classes:
+        asked = f"--num-classes {cfg.num_classes}" if cfg.num_classes else "the dataset's classes"
+        raise ValueError(f"{last}: this run trains {saved} class(es), not {classes} ({asked}); "
+                         f"resume with --num-classes {saved}, or start a new run with another --out")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    state = json.loads(ckpt["state"])
+    log(f"resuming from {last}: {state['epoch']} of {cfg.epochs} epochs done, "
+        f"best val IoU {state['best_iou']:.4f} at epoch {state['best_epoch']}")
+    note = schedule_change(json.loads(ckpt.get("config") or "{}"), cfg, state["epoch"], n_train)
+    if note:
+        log(note)
+    return state
+
+
+def _poly_lr(lr: float, epochs: int, batch_size: int, n_train: int, epoch: int, power: float) -> float:
+    steps = int(np.ceil(n_train / batch_size))
+    return lr * max(0.0, 1 - epoch * steps / (steps * epochs)) ** power if epochs else 0.0
+
+
+def schedule_change(saved: dict, cfg, epoch: int, n_train: int) -> str | None:
+    """What resuming after `epoch` epochs with a changed --epochs / --lr / --batch-size does to the
+    poly learning-rate schedule (None when nothing changed)."""
+    changed = {k: (saved[k], getattr(cfg, k)) for k in ("epochs", "lr", "batch_size")
+               if k in saved and saved[k] != getattr(cfg, k)}
+    if not changed:
+        return None
+    what = ", ".join(f"--{k.replace('_', '-')} {a} -> {b}" for k, (a, b) in changed.items())
+    if epoch >= cfg.epochs:
+        return f"note: resumed with {what}: {epoch} epochs are already done, nothing left to train"
+    old = _poly_lr(saved.get("lr", cfg.lr), saved.get("epochs", cfg.epochs), saved.get("batch_size", cfg.batch_size),
+                   n_train, epoch, cfg.poly_power)
+    new = _poly_lr(cfg.lr, cfg.epochs, cfg.batch_size, n_train, epoch, cfg.poly_power)
+    return (f"note: resumed with {what}: the poly learning-rate schedule is recomputed over the new "
+            f"settings, so at epoch {epoch + 1} the learning rate is {new:.3g} instead of {old:.3g} "
+            f"(the old schedule's); it then decays to 0 at epoch {cfg.epochs}")
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    """history.csv: one row per epoch, the columns of the first row."""
+    keys = list(rows[0])
+    with atomic_path(path) as tmp:
+        tmp.write_text(",".join(keys) + "\n" + "".join(
+            ",".join(str(r[k]) for k in keys) + "\n" for r in rows))
