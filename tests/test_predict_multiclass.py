@@ -197,3 +197,32 @@ def test_ray_rows_carry_multiclass_truth(three_class, layout):
     for sample in discover(three_class[layout]):
         back = _sample(_item(sample))
         assert back == sample and (load_truth(back, C) == load_truth(sample, C)).all()
+
+
+def test_ray_engine_scores_every_class_like_the_local_job(predicted, three_class, tmp_path):
+    ray = pytest.importorskip("ray")
+    _, local, _, _ = predicted["labels"]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        rc, summary, out = _predict(three_class["labels"], three_class["checkpoint"], tmp_path / "ray",
+                                    "--engine", "ray", "--quiet")
+    finally:
+        ray.shutdown()
+    assert rc == 0 and summary["num_classes"] == C
+    for key in ("per_class_dice", "per_class_iou", "per_class_dice_original", "mean_dice"):
+        assert summary[key] == pytest.approx(local[key], abs=1e-6)
+    assert len(list((out / "masks").iterdir())) == 16 * C
+
+
+def test_serve_answer_has_per_class_masks(three_class):
+    from cmunext_edge.scale.serve import class_mask_pngs, describe_result, mask_png
+    from cmunext_edge.segmenter import EdgeSegmenter
+    image = sorted((three_class["masks"] / "images").glob("*.png"))[0]
+    seg = EdgeSegmenter(three_class["checkpoint"]).segment(image)
+    info = describe_result(seg, {}, 0.0, 0.0)
+    decoded = [cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_GRAYSCALE) > 127 for p in class_mask_pngs(seg)]
+    assert len(decoded) == C and all((d == seg.mask[..., k]).all() for k, d in enumerate(decoded))
+    assert [c["area_px"] for c in info["classes"]] == [int(seg.mask[..., k].sum()) for k in range(C)]
+    union = cv2.imdecode(np.frombuffer(mask_png(seg), np.uint8), cv2.IMREAD_GRAYSCALE) > 127
+    assert (union == seg.mask.any(axis=2)).all() and info["mask_area_px"] == int(union.sum())
