@@ -65,7 +65,8 @@ def test_three_masks_per_image_and_per_class_scores_from_them(predicted, three_c
     rc, summary, out, _ = predicted[layout]
     assert rc == 0 and summary["n_images"] == 16 and summary["num_classes"] == C
     rows, samples = _rows(out), {s.name: s for s in discover(three_class[layout])}
-    assert len(rows) == 16 and [f"dice_class{k}" for k in range(C)] == [c for c in rows[0] if c.startswith("dice_class")]
+    assert len(rows) == 16
+    assert [c for c in rows[0] if c.startswith("dice_class")] == [f"dice_class{k}" for k in range(C)]
     assert not any((out / "masks" / f"{r['name']}.png").exists() for r in rows)
     for row in rows:
         pred = _masks(out, row["name"])
@@ -167,7 +168,8 @@ def test_three_class_video_accounts_for_every_frame(three_class, tmp_path):
     summary = json.loads((out / "video_summary.json").read_text())
     assert summary["frames_decoded"] == summary["frames_written"] == n == len(frames)
     assert len(summary["mean_foreground_per_class"]) == C and (out / "legend.png").is_file()
-    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:06d}_class{k}.png" for i in range(n) for k in range(C)]
+    written = sorted(p.name for p in (out / "masks").iterdir())
+    assert written == [f"{i:06d}_class{k}.png" for i in range(n) for k in range(C)]
     video = _frames(out / "overlay.mp4")
     assert len(video) == n
     for i in (0, n - 1):        # the overlay video shows the colour overlay of the written masks
@@ -221,7 +223,8 @@ def test_serve_answer_has_per_class_masks(three_class):
     image = sorted((three_class["masks"] / "images").glob("*.png"))[0]
     seg = EdgeSegmenter(three_class["checkpoint"]).segment(image)
     info = describe_result(seg, {}, 0.0, 0.0)
-    decoded = [cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_GRAYSCALE) > 127 for p in class_mask_pngs(seg)]
+    decoded = [cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_GRAYSCALE) > 127
+               for p in class_mask_pngs(seg)]
     assert len(decoded) == C and all((d == seg.mask[..., k]).all() for k, d in enumerate(decoded))
     assert [c["area_px"] for c in info["classes"]] == [int(seg.mask[..., k].sum()) for k in range(C)]
     union = cv2.imdecode(np.frombuffer(mask_png(seg), np.uint8), cv2.IMREAD_GRAYSCALE) > 127

@@ -69,7 +69,8 @@ def build_parser():
                    help="do not check the artifact's sha256 and self-test before use (not recommended)")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
     v = p.add_argument_group("video, camera and streams")
-    v.add_argument("--mask-video", action="store_true", help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
+    v.add_argument("--mask-video", action="store_true",
+                   help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
     v.add_argument("--max-frames", type=int, help="stop after N frames (a camera or stream runs until it ends)")
     return p
 
