@@ -8,6 +8,9 @@ Nothing is lost: output names never collide (inputs sharing a name get their ext
 e.g. dup.png -> masks/dup.png.png, dup.jpg -> masks/dup.jpg.png); an image whose outputs could
 not all be written has none left on disk; a full (or read-only) disk stops the job, and every
 input not processed is reported with its reason, so the summary matches what is on disk.
+
+Several classes: masks/<name>_class<k>.png per class, one colour overlay (overlay.py: one palette
+colour per class, key in <out>/legend.png), per-class scores (predict_scores.py).
 """
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ import numpy as np
 
 from .data import Sample
 from .fileio import atomic_path
-from .metrics import iou_dice, iou_dice_from_logits, mean_scores
 from .imagecheck import DEFAULT_MAX_PIXELS
-from .preprocess import ImageReadError, load_image, load_mask, to_bgr_uint8
+from .metrics import mean_scores
+from .overlay import legend, overlay
+from .predict_scores import class_summary, row_classes, score_fields
+from .preprocess import ImageReadError, load_image, to_bgr_uint8
 
 # write errors that stop the whole job (no later image could be written either)
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -50,7 +55,7 @@ class JobResult:
         return {"n_images": len(self.rows), "n_with_masks": len(scored),
                 "mean_dice": net["mean_dice"], "mean_iou": net["mean_iou"],
                 "mean_dice_original": orig["mean_dice"], "mean_iou_original": orig["mean_iou"],
-                "skipped": self.skipped, "stopped": self.stopped}
+                "skipped": self.skipped, "stopped": self.stopped, **class_summary(self.rows)}
 
 
 def unique_names(samples: list[Sample]) -> list[Sample]:
@@ -76,16 +81,6 @@ def mask_images(name: str, mask: np.ndarray) -> list[tuple[str, np.ndarray]]:
     if mask.ndim == 2 or mask.shape[2] == 1:
         return [(f"{name}.png", mask.reshape(mask.shape[:2]).astype(np.uint8) * 255)]
     return [(f"{name}_class{k}.png", mask[..., k].astype(np.uint8) * 255) for k in range(mask.shape[2])]
-
-
-def overlay(bgr: np.ndarray, mask: np.ndarray, color=(0, 0, 255), alpha: float = 0.4) -> np.ndarray:
-    """Tint the predicted region and draw its outline."""
-    out = bgr.copy()
-    m = mask.astype(bool)
-    out[m] = (out[m] * (1 - alpha) + np.asarray(color) * alpha).astype(np.uint8)
-    contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(out, contours, -1, (0, 255, 0), 1)
-    return out
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -124,17 +119,10 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
     for (sample, bgr), seg in zip(batch, segs):
         row = {"name": sample.name, "image": str(sample.image), "height": bgr.shape[0],
                "width": bgr.shape[1], "mask_fraction": float(seg.mask.mean()),
-               "infer_ms": round(seg.timings["infer_ms"], 3),
-               "dice": None, "iou": None, "dice_original": None, "iou_original": None}
-        mask2d = seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2)
+               "infer_ms": round(seg.timings["infer_ms"], 3)}
         try:
-            if sample.mask is not None:
-                row["iou"], row["dice"] = iou_dice_from_logits(seg.logits[0], load_mask(sample.mask, spec.size))
-                gt = load_mask(sample.mask)
-                if gt.shape != mask2d.shape:
-                    raise ImageReadError(f"{sample.mask}: mask size {gt.shape} differs from image {mask2d.shape}")
-                row["iou_original"], row["dice_original"] = iou_dice(seg.mask if seg.mask.ndim == 2 else seg.mask[..., 0], gt)
-            _write_outputs(out_dir, sample.name, seg.mask, bgr, mask2d, write_overlays)
+            row.update(score_fields(sample, seg, spec.size))
+            _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays)
         except OutputError:
             raise
         except (ImageReadError, OSError, ValueError) as exc:
@@ -144,11 +132,11 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
     return rows, skipped
 
 
-def _write_outputs(out_dir: Path, name: str, mask, bgr, mask2d, write_overlays: bool) -> None:
+def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool) -> None:
     """All files of one image, or none: a failed write removes those already written."""
     files = [(out_dir / "masks" / f, img) for f, img in mask_images(name, mask)]
     if write_overlays:
-        files.append((out_dir / "overlays" / f"{name}.png", overlay(bgr, mask2d)))
+        files.append((out_dir / "overlays" / f"{name}.png", overlay(bgr, mask)))
     written = []
     try:
         for path, img in files:
@@ -237,6 +225,8 @@ def _report_unprocessed(result: JobResult, samples: list[Sample]) -> None:
 
 
 def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -> dict:
+    """scores.csv (when some image has ground truth), the summary JSON, and for a multi-class model
+    with overlays <out>/legend.png (class colours); -> the summary."""
     summary = result.summary()
     if result.rows and any(r["dice"] is not None for r in result.rows):
         with atomic_path(Path(out_dir) / "scores.csv") as tmp:
@@ -247,6 +237,10 @@ def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -
     if summary_json:
         public = {k: summary[k] for k in ("n_images", "mean_dice", "mean_iou", "skipped", "stopped")}
         public.update({k: summary[k] for k in ("mean_dice_original", "mean_iou_original")})
+        public.update(class_summary(result.rows))        # per-class means, for C >= 2 classes only
         with atomic_path(summary_json) as tmp:
             tmp.write_text(json.dumps(public, indent=2))
+    classes = row_classes(result.rows[0]) if result.rows else 1
+    if classes >= 2 and (Path(out_dir) / "overlays").is_dir():
+        write_png(Path(out_dir) / "legend.png", legend(classes))    # the overlay's colour key
     return summary

@@ -5,6 +5,12 @@ A video SOURCE is a video file (VIDEO_SUFFIXES), a camera index (`0`, `1`, ...) 
 yields `(index, frame, Segmentation)` while the next frames decode; `segment_video` adds a
 writer thread that writes the overlay video and per-frame masks (PNG files, or a mask video)
 while the following frames are inferred. Every decoded frame is accounted for in the summary.
+
+Several classes: the overlay video tints and outlines each class in its palette colour (overlay.py);
+per-frame masks are masks/NNNNNN_class<k>.png, one 0/255 PNG per class (as for images), and a mask
+video is one 0/255 video per class, mask_class<k>.mp4 (classes may overlap, so one label-valued
+video could not hold them, and lossy mp4v would blur label values anyway); a frame counts as
+written once all of its files are. The summary adds the mean foreground per class.
 """
 from __future__ import annotations
 
@@ -121,12 +127,18 @@ class VideoSummary:
     fps_source: float = 0.0
     seconds: float = 0.0
     frames_per_s: float = 0.0         # end to end: decode + inference + writing
-    mean_foreground: float = 0.0      # mean fraction of mask pixels over frames
+    mean_foreground: float = 0.0      # mean fraction of mask pixels (of any class) over frames
     outputs: dict = field(default_factory=dict)
+    mean_foreground_per_class: list | None = None    # several classes: per class, in class order
 
 
 def _mask2d(mask: np.ndarray) -> np.ndarray:
     return mask if mask.ndim == 2 else mask.any(axis=-1)
+
+
+def _class_fractions(mask: np.ndarray) -> list[float] | None:
+    """Fraction of the frame each class covers (None for a one-class mask)."""
+    return None if mask.ndim == 2 else [float(f) for f in mask.reshape(-1, mask.shape[2]).mean(axis=0)]
 
 
 class _Writer:
@@ -151,14 +163,19 @@ class _Writer:
         return self.videos[name]
 
     def _write(self, index: int, frame: np.ndarray, mask: np.ndarray) -> None:
-        from .predict_job import overlay
-        m = (mask.astype(np.uint8) * 255)
+        from .overlay import overlay
+        from .predict_job import mask_images
         if self.overlay:
             self._video("overlay", frame.shape).write(overlay(frame, mask))
+        images = mask_images(f"{index:06d}", mask)          # NNNNNN.png, or NNNNNN_class<k>.png
         if self.mask_video:
-            self._video("mask", frame.shape).write(cv2.cvtColor(m, cv2.COLOR_GRAY2BGR))
-        if self.mask_png and not cv2.imwrite(str(self.out_dir / "masks" / f"{index:06d}.png"), m):
-            raise OSError(f"cannot write {self.out_dir / 'masks'}/{index:06d}.png")
+            for k, (_, m) in enumerate(images):
+                video = "mask" if len(images) == 1 else f"mask_class{k}"
+                self._video(video, frame.shape).write(cv2.cvtColor(m, cv2.COLOR_GRAY2BGR))
+        if self.mask_png:
+            for name, m in images:
+                if not cv2.imwrite(str(self.out_dir / "masks" / name), m):
+                    raise OSError(f"cannot write {self.out_dir / 'masks' / name}")
         self.written += 1
 
     def _run(self):
@@ -182,18 +199,19 @@ def segment_video(segmenter, source, out_dir, *, overlay: bool = True, mask_vide
                   mask_png: bool = True, batch_size: int = 1, max_frames: int | None = None,
                   progress=None) -> VideoSummary:
     """Segment every frame of `source`; write out_dir/overlay.mp4, out_dir/masks/NNNNNN.png
-    (and out_dir/mask.mp4 with `mask_video`). Decoding, inference and writing overlap."""
+    (and out_dir/mask.mp4 with `mask_video`; per class for several classes, see the module doc).
+    Decoding, inference and writing overlap."""
     out_dir = Path(out_dir)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True) if mask_png else out_dir.mkdir(parents=True, exist_ok=True)
     fps, declared = source_fps(source)
     summary = VideoSummary(str(source), declared_frames=declared, fps_source=fps)
     writer = _Writer(out_dir, fps, overlay, mask_video, mask_png)
-    t0, fg = time.perf_counter(), []
+    t0, fg, per_class = time.perf_counter(), [], []
     try:
         for index, frame, res in stream(segmenter, source, batch_size, max_frames):
-            mask = _mask2d(res.mask)
-            fg.append(float(mask.mean()))
-            writer.q.put((index, frame, mask))
+            fg.append(float(_mask2d(res.mask).mean()))
+            per_class.append(_class_fractions(res.mask))
+            writer.q.put((index, frame, res.mask))
             summary.frames_decoded += 1
             if progress is not None:
                 progress.update()
@@ -203,6 +221,8 @@ def segment_video(segmenter, source, out_dir, *, overlay: bool = True, mask_vide
     summary.frames_written = writer.written
     summary.frames_per_s = summary.frames_decoded / max(summary.seconds, 1e-9)
     summary.mean_foreground = float(np.mean(fg)) if fg else 0.0
+    if per_class and per_class[0] is not None:
+        summary.mean_foreground_per_class = [float(f) for f in np.mean(per_class, axis=0)]
     summary.outputs = {k: str(out_dir / f"{k}.mp4") for k in writer.videos}
     if mask_png:
         summary.outputs["masks"] = str(out_dir / "masks")

@@ -4,6 +4,10 @@ Writes <out>/masks/<name>.png (0/255; <name>_class<k>.png per class for multi-cl
 and <out>/overlays/<name>.png. Where ground-truth masks exist (official layout: images/,
 masks/0/), also <out>/scores.csv with per-image official Dice/IoU (256x256 network-size masks,
 as the CMUNeXt code computes them) and at original resolution, and prints the means.
+Several classes (per-class mask folders masks/0/ ... masks/<N-1>/, or label images labels/): the
+overlay tints and outlines each class in its own colour (class 0 orange, 1 sky blue, 2 bluish
+green, ...; the key in <out>/legend.png), and scores.csv, the printed lines and --summary-json add
+per-class Dice/IoU (dice_class<k> ...; per_class_dice ...).
 An exported artifact is verified before use (files against manifest.json or its embedded
 hash, then its self-test; --no-verify-load skips this). Unreadable or oversized images
 (--max-pixels) are skipped and reported; a full disk stops the job cleanly.
@@ -25,6 +29,8 @@ from pathlib import Path
 
 from ..data import discover
 from ..imagecheck import DEFAULT_MAX_PIXELS
+from ..metrics import format_class_dice
+from ..predict_scores import row_classes
 from ..progress import Progress
 from .common import cli_main, fail, make_parser
 
@@ -63,7 +69,8 @@ def build_parser():
                    help="do not check the artifact's sha256 and self-test before use (not recommended)")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
     v = p.add_argument_group("video, camera and streams")
-    v.add_argument("--mask-video", action="store_true", help="write <out>/mask.mp4 instead of per-frame PNG masks")
+    v.add_argument("--mask-video", action="store_true",
+                   help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
     v.add_argument("--max-frames", type=int, help="stop after N frames (a camera or stream runs until it ends)")
     return p
 
@@ -103,7 +110,9 @@ def _check_args(args) -> str | None:
 @cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from ..overlay import describe_colors
     from ..predict_job import run_job, write_reports
+    from ..predict_scores import truth_problem
     from ..segmenter import EdgeSegmenter
     from ..video import is_video_source, videos_in
     if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
@@ -128,8 +137,14 @@ def main(argv=None) -> int:
                       for _ in range(args.workers)]
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
+    classes = segmenters[0].backend.num_classes
+    problem = truth_problem(samples, classes)
+    if problem:
+        return fail(PROG, problem)
     info = segmenters[0].describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
+    if classes >= 2 and not args.no_overlay:
+        print(f"overlay colours: {describe_colors(classes)} (key in {Path(args.out) / 'legend.png'})")
     if info.get("fallback"):
         print(f"note: {info['fallback']}")
     if not args.verify:
@@ -140,6 +155,11 @@ def main(argv=None) -> int:
     return _report(args, result, time.perf_counter() - started, write_reports)
 
 
+def _class_dice(row: dict) -> list[float]:
+    """The per-class Dice of a scores row (empty for a one-class model)."""
+    return [row[f"dice_class{k}"] for k in range(row_classes(row))] if row_classes(row) > 1 else []
+
+
 def _report(args, result, elapsed: float, write_reports) -> int:
     try:
         summary = write_reports(result, Path(args.out), args.summary_json)
@@ -148,17 +168,18 @@ def _report(args, result, elapsed: float, write_reports) -> int:
         result.stopped = result.stopped or f"could not write the reports ({exc.strerror or exc})"
     if not args.quiet:
         for row in result.rows:
-            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}" if row["dice"] is not None
-                      else "no ground truth")
+            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}{format_class_dice(_class_dice(row))}"
+                      if row["dice"] is not None else "no ground truth")
             print(f"  {row['name']:<24} {scores}")
     for item in result.skipped:
         print(f"skipped: {item['error']}", file=sys.stderr)
     line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
             f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {args.out}")
     if summary["mean_dice"] is not None:
-        line += (f"\nmean Dice {summary['mean_dice']:.4f}  mean IoU {summary['mean_iou']:.4f} "
-                 f"(official metric, {summary['n_with_masks']} images with masks; at original "
-                 f"resolution Dice {summary['mean_dice_original']:.4f})")
+        line += (f"\nmean Dice {summary['mean_dice']:.4f}{format_class_dice(summary.get('per_class_dice'))}"
+                 f"  mean IoU {summary['mean_iou']:.4f} (official metric, {summary['n_with_masks']} images "
+                 f"with masks; at original resolution Dice {summary['mean_dice_original']:.4f}"
+                 f"{format_class_dice(summary.get('per_class_dice_original'))})")
     print(line)
     if result.stopped:
         print(f"{PROG}: error: stopped early: {result.stopped}; the {summary['n_images']} images "

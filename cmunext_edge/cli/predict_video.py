@@ -1,4 +1,8 @@
-"""The video path of cmunext-predict: video files, a folder of them, a camera or a stream URL."""
+"""The video path of cmunext-predict: video files, a folder of them, a camera or a stream URL.
+
+A multi-class model writes a colour overlay video (one palette colour per class), per-class mask
+PNGs masks/NNNNNN_class<k>.png (or with --mask-video one mask_class<k>.mp4 per class), and
+video_summary.json adds mean_foreground_per_class."""
 from __future__ import annotations
 
 import json
@@ -29,6 +33,13 @@ def _one(segmenter, source: str, out: Path, args) -> dict:
                           mask_png=not args.mask_video, batch_size=args.batch_size, max_frames=args.max_frames,
                           progress=bar)
     summary = {**asdict(s), "model": segmenter.describe()}
+    if s.mean_foreground_per_class is None:          # one class: the summary as it always was
+        summary.pop("mean_foreground_per_class")
+    elif not args.no_overlay:
+        from ..overlay import legend
+        from ..predict_job import write_png
+        write_png(out / "legend.png", legend(len(s.mean_foreground_per_class)))
+        summary["outputs"]["legend"] = str(out / "legend.png")
     (out / "video_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     expected = min(s.declared_frames, args.max_frames) if args.max_frames and s.declared_frames else s.declared_frames
     lost = expected - s.frames_decoded if expected else 0

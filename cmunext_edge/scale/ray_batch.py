@@ -23,6 +23,7 @@ from ..predict_job import JobResult, _process_batch
 from ..preprocess import ImageReadError, load_image, to_bgr_uint8
 
 PARTS = ".parts"
+ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image")     # a Ray Data row (_item)
 
 
 class SegmentActor:
@@ -39,8 +40,8 @@ class SegmentActor:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
         names, errors, decoded = [], [], []
-        for name, image, mask in zip(batch["name"], batch["image"], batch["mask"]):
-            sample = Sample(str(name), Path(str(image)), Path(str(mask)) if mask else None)
+        for values in zip(*(batch[key] for key in ITEM_KEYS)):
+            sample = _sample(dict(zip(ITEM_KEYS, values)))
             try:
                 decoded.append((sample, to_bgr_uint8(load_image(sample.image))))
             except (ImageReadError, OSError, ValueError) as exc:
@@ -119,10 +120,24 @@ def _cpus_per_actor(ray, actors: int) -> float:
     return max(0.01, min(float(ray.cluster_resources().get("CPU", 1)) / actors, node_max))
 
 
+def _item(s: Sample) -> dict:
+    """A Sample as a Ray Data row (its more_masks as a JSON list: multi-class truth survives)."""
+    return {"name": s.name, "image": str(s.image), "mask": str(s.mask) if s.mask else "",
+            "more_masks": json.dumps([str(p) if p else "" for p in s.more_masks]),
+            "label_image": bool(s.label_image)}
+
+
+def _sample(item: dict) -> Sample:
+    """The Sample of a Ray Data row made by `_item`."""
+    more = tuple(Path(p) if p else None for p in json.loads(str(item["more_masks"])))
+    return Sample(str(item["name"]), Path(str(item["image"])), Path(str(item["mask"])) if item["mask"] else None,
+                  more, bool(item["label_image"]))
+
+
 def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write_overlays, threads,
               progress) -> dict[str, str]:
     """One Ray Data pass over `todo` -> {name: error} of the files reported bad."""
-    items = [{"name": s.name, "image": str(s.image), "mask": str(s.mask) if s.mask else ""} for s in todo]
+    items = [_item(s) for s in todo]
     cpus = _cpus_per_actor(ray, actors)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
     # Ray Data restarts a dead actor and retries its batch by default (max_restarts=-1)

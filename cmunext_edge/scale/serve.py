@@ -8,6 +8,8 @@ precision that ran. `?format=png` answers the PNG itself with that JSON in the
 `X-Segmentation` header. Requests are batched per replica (`@serve.batch`); a body over
 `max_bytes` gets 413, an empty or undecodable one 400 with a message. `GET /health` reports the
 artifact, where it runs and the self-test each replica ran at start (503 if it failed).
+A multi-class model: `mask_png` is the union of its classes, and the JSON adds `classes` (per class:
+area in pixels and fraction) and `class_masks_png` (one base64 0/255 PNG per class, class order).
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at run time
 
@@ -53,18 +55,32 @@ def describe_result(seg, where: dict, decode_ms: float, wait_ms: float) -> dict:
     """The JSON part of a /segment answer (without the mask PNG)."""
     mask = seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2)
     t = seg.timings
-    return {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
+    info = {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
             "mask_area_px": int(mask.sum()), "mask_fraction": round(float(mask.mean()), 6),
             "timings_ms": {"decode": round(decode_ms, 3), "queue_and_batch": round(wait_ms, 3),
                            **{k[:-3]: round(v, 3) for k, v in t.items() if k.endswith("_ms")}},
             "batch_size": t.get("batch_size", 1), **where}
+    if seg.mask.ndim == 3:
+        info["classes"] = [{"class": k, "area_px": int(m.sum()), "fraction": round(float(m.mean()), 6)}
+                           for k, m in enumerate(np.moveaxis(seg.mask, 2, 0))]
+    return info
 
 
-def mask_png(seg) -> bytes:
-    ok, buf = cv2.imencode(".png", seg.mask.astype(np.uint8) * 255)
+def _png(mask: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", mask.astype(np.uint8) * 255)
     if not ok:
         raise RuntimeError("could not encode the mask as PNG")
     return buf.tobytes()
+
+
+def mask_png(seg) -> bytes:
+    """The mask as a 0/255 PNG (for several classes, their union)."""
+    return _png(seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2))
+
+
+def class_mask_pngs(seg) -> list[bytes]:
+    """One 0/255 PNG per class, in class order ([] for a one-class model)."""
+    return [] if seg.mask.ndim == 2 else [_png(m) for m in np.moveaxis(seg.mask, 2, 0)]
 
 
 def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: int = 8,
@@ -118,6 +134,7 @@ async def _answer(replica, request, fmt: str, max_bytes: int, fastapi):
         info = describe_result(seg, replica.where, (decoded - started) * 1e3,
                                (time.perf_counter() - decoded) * 1e3 - seg.timings["total_ms"])
         png = mask_png(seg)
+        per_class = [base64.b64encode(p).decode() for p in class_mask_pngs(seg)]
     except RequestError as exc:
         return responses.JSONResponse({"error": str(exc)}, status_code=exc.status)
     except Exception as exc:      # a server-side failure: a message, not a traceback
@@ -125,7 +142,8 @@ async def _answer(replica, request, fmt: str, max_bytes: int, fastapi):
                                       status_code=500)
     if fmt == "png":
         return responses.Response(png, media_type="image/png", headers={"X-Segmentation": json.dumps(info)})
-    return responses.JSONResponse({**info, "mask_png": base64.b64encode(png).decode()})
+    extra = {"class_masks_png": per_class} if per_class else {}
+    return responses.JSONResponse({**info, "mask_png": base64.b64encode(png).decode(), **extra})
 
 
 def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,

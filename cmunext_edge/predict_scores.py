@@ -1,0 +1,91 @@
+"""Scores of cmunext-predict against ground truth, for one class or several.
+
+Per image, the official IoU/Dice (over all of the model's class channels together; for one class the
+official metric itself) at network size (from the logits, truth resized nearest, as the CMUNeXt code
+computes it) and at the image's original resolution. A model with C >= 2 classes adds, per class k,
+the columns `dice_class<k>`, `iou_class<k>`, `dice_original_class<k>`, `iou_original_class<k>` (empty
+for an image without ground truth) and the summary adds the per-class means `per_class_dice`,
+`per_class_iou`, `per_class_dice_original`, `per_class_iou_original` (None without ground truth)
+and `num_classes`. A one-class model's rows and summary are exactly those of before (no per-class
+columns or keys).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import Sample
+from .groundtruth import load_truth
+from .metrics import class_scores, class_scores_from_logits, summarize_scores
+from .preprocess import ImageReadError
+
+SCORES = ("dice", "iou", "dice_original", "iou_original")
+
+
+def class_columns(num_classes: int) -> list[str]:
+    """The per-class columns of a scores row (none for one class)."""
+    if num_classes < 2:
+        return []
+    return [f"{key}_class{k}" for key in SCORES for k in range(num_classes)]
+
+
+def row_classes(row: dict) -> int:
+    """Classes of the model that made `row`, as its columns tell (1 without per-class columns)."""
+    return max(1, sum(1 for key in row if key.startswith("dice_class")))
+
+
+def mask_channels(mask: np.ndarray) -> np.ndarray:
+    """A Segmentation mask (HxW, or HxWxC for several classes) as C x H x W."""
+    return mask[None] if mask.ndim == 2 else np.moveaxis(mask, 2, 0)
+
+
+def score_fields(sample: Sample, seg, size: tuple[int, int]) -> dict:
+    """The score fields of one image's row: None without ground truth. A ground-truth mask whose
+    size differs from the image's raises ImageReadError (the image is then skipped)."""
+    num_classes = seg.logits.shape[0]
+    fields = dict.fromkeys(SCORES + tuple(class_columns(num_classes)))
+    if sample.mask is None:
+        return fields
+    net = class_scores_from_logits(seg.logits, load_truth(sample, num_classes, size))
+    pred, truth = mask_channels(seg.mask), load_truth(sample, num_classes)
+    if truth.shape != pred.shape:
+        raise ImageReadError(f"{sample.mask}: mask size {truth.shape[1:]} differs from image {pred.shape[1:]}")
+    orig = class_scores(pred, truth)
+    fields.update(dice=net["dice"], iou=net["iou"], dice_original=orig["dice"], iou_original=orig["iou"])
+    if num_classes >= 2:
+        for k in range(num_classes):
+            fields.update({f"dice_class{k}": net["class_dice"][k], f"iou_class{k}": net["class_iou"][k],
+                           f"dice_original_class{k}": orig["class_dice"][k],
+                           f"iou_original_class{k}": orig["class_iou"][k]})
+    return fields
+
+
+def _class_rows(rows: list[dict], suffix: str, num_classes: int) -> list[dict]:
+    """Rows in the form `summarize_scores` takes (suffix '' network size, '_original')."""
+    return [{"iou": r[f"iou{suffix}"], "dice": r[f"dice{suffix}"],
+             "class_iou": [r[f"iou{suffix}_class{k}"] for k in range(num_classes)],
+             "class_dice": [r[f"dice{suffix}_class{k}"] for k in range(num_classes)]} for r in rows]
+
+
+def class_summary(rows: list[dict]) -> dict:
+    """Per-class means of scored rows made by a C >= 2 model ({} for one class or no rows)."""
+    num_classes = row_classes(rows[0]) if rows else 1
+    if num_classes < 2:
+        return {}
+    scored = [r for r in rows if r["dice"] is not None]
+    net = summarize_scores(_class_rows(scored, "", num_classes))
+    orig = summarize_scores(_class_rows(scored, "_original", num_classes))
+    return {"num_classes": num_classes, "per_class_dice": net["per_class_dice"],
+            "per_class_iou": net["per_class_iou"], "per_class_dice_original": orig["per_class_dice"],
+            "per_class_iou_original": orig["per_class_iou"]}
+
+
+def truth_problem(samples: list[Sample], num_classes: int) -> str | None:
+    """Why `samples`' ground truth cannot score a `num_classes` model (None if it can): a dataset
+    with fewer class mask folders than the model has classes."""
+    with_truth = next((s for s in samples if s.mask is not None and not s.label_image), None)
+    if with_truth is None or len(with_truth.class_masks) >= num_classes:
+        return None
+    n = len(with_truth.class_masks)
+    return (f"the model has {num_classes} classes but the dataset's ground truth has {n} class mask "
+            f"folder(s) (masks/0/ ... masks/{n - 1}/); give one folder per class, or predict without "
+            f"scores on its images/ folder")
