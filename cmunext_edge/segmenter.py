@@ -29,7 +29,7 @@ from .runtime.registry import open_backend
 @dataclass
 class Segmentation:
     mask: np.ndarray            # HxW bool at the original image size (HxWxC for several classes)
-    probability: np.ndarray     # HxW float32 sigmoid probability at the original size
+    probability: np.ndarray     # HxW float32 sigmoid probability at the original size (HxWxC for several classes)
     logits: np.ndarray          # CxHxW float32 at network size (what the official metric uses)
     timings: dict = field(default_factory=dict)   # preprocess_ms, infer_ms, postprocess_ms, total_ms
     source: str | None = None
