@@ -166,3 +166,21 @@ def test_auto_eval_set_and_report_carry_per_class_dice(three_class):
     three = Measured("b", "onnx", "fp32", "", {"graph": [], "nncf": None, "ort_quant": None, "runtime": {}},
                      per_class_dice=[0.9, 0.8, 0.1])
     assert _row_json(three)["per_class_dice"] == [0.9, 0.8, 0.1]
+
+
+def test_bench_data_records_per_class_dice(three_class, exports, tmp_path, capsys):
+    """cmunext-bench --data on a 3-class set: per-class Dice in the JSON and the Markdown table;
+    the compact terminal table keeps its columns. Same Dice as the export's verification."""
+    from cmunext_edge.bench.report import to_markdown
+    from cmunext_edge.cli.bench import main
+    res = exports[0]["onnx"]
+    j = tmp_path / "b.json"
+    rc = main([str(res.artifact), "--warmup", "1", "--iters", "2", "--batch-sizes", "1", "--streams", "1",
+               "--throughput-time", "0", "--matmul-time", "0.05", "--quiet", "--data", str(three_class["masks"]),
+               "--json", str(j), "--markdown", str(tmp_path / "b.md")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    (row,) = json.loads(j.read_text())["rows"]
+    assert row["n_dice_images"] == 16 and len(row["per_class_dice"]) == 3
+    assert "Dice per class" in (tmp_path / "b.md").read_text() and "Dice per class" not in out
+    assert " / ".join(f"{d:.4f}" for d in row["per_class_dice"]) in to_markdown(json.loads(j.read_text()))
