@@ -1,7 +1,9 @@
 """Device bundles: one folder (and a .tar.gz) to copy to a device and prove the artifact there.
 
 A bundle holds the artifact's files, its preprocessing contract and embedded self-test as
-readable JSON, a few verification images with their ground-truth masks and the logits the
+readable JSON, a few verification images with their ground truth (every class's: one mask per
+class in verify/masks/<k>/, or the label images in verify/labels/; a one-class model keeps the
+single verify/masks/ folder) and the logits the
 artifact gave for them on the export host, a pinned requirements file for the artifact's
 runtime only (numpy, OpenCV and that runtime: no torch), a wheel of this toolkit's core so
 that `cmunext-check` installs without a package index for it, and a README for the device.
@@ -22,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from .artifact_meta import AGREEMENT_THRESHOLDS
-from .data import discover
+from .data import Sample, discover
 from .fileio import sha256_file
-from .metrics import iou_dice
-from .preprocess import load_image, load_mask, to_bgr_uint8
+from .groundtruth import dataset_classes, load_truth
+from .metrics import class_scores
+from .preprocess import ImageReadError, load_image, load_mask, to_bgr_uint8
 from .resources import SAMPLES_DIR
 from .wheel import write_core_wheel
 
@@ -84,31 +87,80 @@ def requirements(runtime_module: str) -> list[str]:
     return [f"{d}=={v}" for d, v in (p for p in pins if p)]
 
 
-def _pick_samples(images, n: int) -> list:
+def _pick_samples(images, n: int, num_classes: int = 1) -> list:
     samples = [s for s in discover(images or SAMPLES_DIR) if s.mask is not None]
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
+    found = dataset_classes(samples)
+    if found < num_classes:
+        raise BundleError(f"{images or SAMPLES_DIR}: the model has {num_classes} classes but these images' "
+                          f"ground truth has {found}; pass --images a dataset with masks/0/ ... "
+                          f"masks/{num_classes - 1}/ or label images")
     step = max(1, len(samples) // n)
     return samples[::step][:n]
 
 
+def _copy_truth(s: Sample, folder: Path, num_classes: int) -> dict:
+    """Copy `s`'s ground truth into the bundle; the row keys that name it: "mask" (one class, as
+    bundles always had), "masks" (one file per class, verify/masks/<k>/) or "labels" (verify/labels/)."""
+    if s.label_image:
+        keys, pairs = None, [(s.mask, f"verify/labels/{s.name}{s.mask.suffix.lower()}")]
+    elif num_classes == 1:
+        keys, pairs = None, [(s.mask, f"verify/masks/{s.name}{s.mask.suffix.lower()}")]
+    else:
+        if any(p is None for p in s.class_masks[:num_classes]):
+            raise BundleError(f"{s.name}: a class mask is missing (every masks/<k>/ needs this image's mask)")
+        pairs = [(p, f"verify/masks/{k}/{s.name}{p.suffix.lower()}") for k, p in enumerate(s.class_masks[:num_classes])]
+        keys = {"masks": [rel for _, rel in pairs]}
+    for src, rel in pairs:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, folder / rel)
+    return keys or {"labels" if s.label_image else "mask": pairs[0][1]}
+
+
+def reference_truth(folder: Path, row: dict, num_classes: int, size) -> np.ndarray:
+    """C x H x W ground truth at network `size` of one bundle reference row (any of its layouts)."""
+    image = folder / row["image"]
+    if "labels" in row:
+        sample = Sample(row["name"], image, folder / row["labels"], label_image=True)
+    elif "masks" in row:
+        paths = [folder / rel for rel in row["masks"]]
+        sample = Sample(row["name"], image, paths[0], tuple(paths[1:]))
+    else:
+        sample = Sample(row["name"], image, folder / row["mask"])
+    return load_truth(sample, num_classes, size)
+
+
+def truth_scores(logits: np.ndarray, truth: np.ndarray) -> dict:
+    """{"dice": official Dice over all classes} of C x H x W logits, plus "class_dice" for C >= 2."""
+    scores = class_scores(logits > 0, truth)
+    return {"dice": scores["dice"], **({"class_dice": scores["class_dice"]} if len(truth) > 1 else {})}
+
+
 def _reference(backend, samples, folder: Path) -> list[dict]:
-    """Copy images and masks, run the host artifact on them, save logits; per-image host figures."""
+    """Copy images and ground truth, run the host artifact on them, save logits; per-image host
+    figures (official Dice over all classes; each class's too for several)."""
     (folder / "verify" / "images").mkdir(parents=True)
-    (folder / "verify" / "masks").mkdir()
+    classes = int(backend.num_classes or 1)
     logits, inputs, rows = [], [], []
     for s in samples:
         img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
-        mask_rel = f"verify/masks/{s.name}{s.mask.suffix.lower()}"
         shutil.copyfile(s.image, folder / img_rel)
-        shutil.copyfile(s.mask, folder / mask_rel)
-        x, target = prepare_reference_image(backend.spec, folder / img_rel, folder / mask_rel)
+        row = {"name": s.name, "image": img_rel, **_copy_truth(s, folder, classes)}
+        x = spec_input(backend.spec, folder / img_rel)
+        try:
+            target = reference_truth(folder, row, classes, backend.spec.size)
+        except (ImageReadError, ValueError) as exc:
+            raise BundleError(f"verification ground truth unusable: {exc}") from None
         out = backend.infer(x)[0]
         logits.append(out)
         inputs.append(x[0])
-        rows.append({"name": s.name, "image": img_rel, "mask": mask_rel,
-                     "host_dice": round(_mean_dice(out, target), 6)})
+        host = truth_scores(out, target)
+        row["host_dice"] = round(host["dice"], 6)
+        if "class_dice" in host:
+            row["host_class_dice"] = [round(d, 6) for d in host["class_dice"]]
+        rows.append(row)
     # the host's input tensors too: the device runs them to judge its runtime apart from its
     # preprocessing (OpenCV's resize differs by a grey level between x86 and ARM builds)
     np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32),
@@ -116,13 +168,14 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
     return rows
 
 
+def spec_input(spec, image: Path) -> np.ndarray:
+    """1 x C x H x W network input of one image file."""
+    return spec.preprocess(to_bgr_uint8(load_image(image)))[None]
+
+
 def prepare_reference_image(spec, image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(1xCxHxW network input for one image file, its ground truth HxW bool at network size)."""
-    return spec.preprocess(to_bgr_uint8(load_image(image)))[None], load_mask(mask, spec.size)
-
-
-def _mean_dice(logits: np.ndarray, target: np.ndarray) -> float:
-    return float(np.mean([iou_dice(c > 0, target)[1] for c in logits]))
+    """(1xCxHxW network input for one image file, its one-class ground truth HxW bool at network size)."""
+    return spec_input(spec, image), load_mask(mask, spec.size)
 
 
 def host_description() -> dict:
@@ -192,7 +245,7 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: s
             if "spec" not in meta or not meta.get("selftest"):
                 raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
                                   "contract or self-test); export it with cmunext-export first")
-            refs = _reference(backend, _pick_samples(images, n_images), folder)
+            refs = _reference(backend, _pick_samples(images, n_images, int(backend.num_classes or 1)), folder)
             ran = backend.describe()
         precision = meta.get("precision", "fp32")
         (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")

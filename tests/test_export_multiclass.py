@@ -3,6 +3,7 @@ OpenVINO FP32 and OpenVINO INT8 (NNCF, calibrated on a 3-class set) and verified
 and per-class ground truth, in both ground-truth layouts; the per-class pass gate; a 3-class model
 on a 1-class dataset is a clear error."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,31 @@ def test_bench_data_records_per_class_dice(three_class, exports, tmp_path, capsy
     assert row["n_dice_images"] == 16 and len(row["per_class_dice"]) == 3
     assert "Dice per class" in (tmp_path / "b.md").read_text() and "Dice per class" not in out
     assert " / ".join(f"{d:.4f}" for d in row["per_class_dice"]) in to_markdown(json.loads(j.read_text()))
+
+
+@pytest.mark.parametrize("layout", ["masks", "labels"])
+def test_bundle_carries_every_class_and_the_check_scores_per_class(three_class, exports, layout, tmp_path,
+                                                                  capsys):
+    from cmunext_edge.bundle import BundleError, make_bundle
+    from cmunext_edge.cli import check as check_cli
+    from cmunext_edge.device_compare import compare as compare_reports
+    art = exports[0]["onnx"].artifact
+    res = make_bundle(art, tmp_path, images=three_class[layout], n_images=2, archive=False)
+    rows = res.manifest["references"]
+    assert len(rows) == 2 and all(len(r["host_class_dice"]) == 3 for r in rows)
+    if layout == "masks":
+        assert all(len(r["masks"]) == 3 and "mask" not in r for r in rows)
+        assert [sorted(p.name for p in (res.folder / "verify" / "masks" / str(k)).iterdir()) for k in range(3)] \
+            == [sorted(Path(r["masks"][0]).name for r in rows)] * 3
+    else:
+        assert all(r["labels"].startswith("verify/labels/") for r in rows)
+    rc = check_cli.main([str(res.folder), "--iters", "2", "--warmup", "1", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((res.folder / "device_report.json").read_text())
+    assert len(report["dice"]["per_class_device"]) == 3
+    assert report["dice"]["per_class_device"] == pytest.approx(report["dice"]["per_class_host"], abs=1e-3)
+    assert len(report["agreement"]["per_class_mask_dice"]) == 3
+    merged = compare_reports([res.folder / "device_report.json"])
+    assert "per class" in merged["markdown"] and len(merged["rows"][0]["per_class_dice"]) == 3
+    with pytest.raises(BundleError, match="model has 3 classes.*has 1"):
+        make_bundle(art, tmp_path / "one", archive=False)
