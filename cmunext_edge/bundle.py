@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from .artifact_meta import AGREEMENT_THRESHOLDS
-from .data import Sample, discover
+from .bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
+from .data import discover
 from .fileio import sha256_file
-from .groundtruth import dataset_classes, load_truth
-from .metrics import class_scores
-from .preprocess import ImageReadError, load_image, load_mask, to_bgr_uint8
+from .groundtruth import dataset_classes
+from .preprocess import ImageReadError
 from .resources import SAMPLES_DIR
 from .wheel import write_core_wheel
 
@@ -92,50 +92,16 @@ def _pick_samples(images, n: int, num_classes: int = 1) -> list:
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
-    found = dataset_classes(samples)
+    try:
+        found = dataset_classes(samples)
+    except ImageReadError as exc:
+        raise BundleError(f"verification ground truth unusable: {exc}") from None
     if found < num_classes:
         raise BundleError(f"{images or SAMPLES_DIR}: the model has {num_classes} classes but these images' "
                           f"ground truth has {found}; pass --images a dataset with masks/0/ ... "
                           f"masks/{num_classes - 1}/ or label images")
     step = max(1, len(samples) // n)
     return samples[::step][:n]
-
-
-def _copy_truth(s: Sample, folder: Path, num_classes: int) -> dict:
-    """Copy `s`'s ground truth into the bundle; the row keys that name it: "mask" (one class, as
-    bundles always had), "masks" (one file per class, verify/masks/<k>/) or "labels" (verify/labels/)."""
-    if s.label_image:
-        keys, pairs = None, [(s.mask, f"verify/labels/{s.name}{s.mask.suffix.lower()}")]
-    elif num_classes == 1:
-        keys, pairs = None, [(s.mask, f"verify/masks/{s.name}{s.mask.suffix.lower()}")]
-    else:
-        if any(p is None for p in s.class_masks[:num_classes]):
-            raise BundleError(f"{s.name}: a class mask is missing (every masks/<k>/ needs this image's mask)")
-        pairs = [(p, f"verify/masks/{k}/{s.name}{p.suffix.lower()}") for k, p in enumerate(s.class_masks[:num_classes])]
-        keys = {"masks": [rel for _, rel in pairs]}
-    for src, rel in pairs:
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, folder / rel)
-    return keys or {"labels" if s.label_image else "mask": pairs[0][1]}
-
-
-def reference_truth(folder: Path, row: dict, num_classes: int, size) -> np.ndarray:
-    """C x H x W ground truth at network `size` of one bundle reference row (any of its layouts)."""
-    image = folder / row["image"]
-    if "labels" in row:
-        sample = Sample(row["name"], image, folder / row["labels"], label_image=True)
-    elif "masks" in row:
-        paths = [folder / rel for rel in row["masks"]]
-        sample = Sample(row["name"], image, paths[0], tuple(paths[1:]))
-    else:
-        sample = Sample(row["name"], image, folder / row["mask"])
-    return load_truth(sample, num_classes, size)
-
-
-def truth_scores(logits: np.ndarray, truth: np.ndarray) -> dict:
-    """{"dice": official Dice over all classes} of C x H x W logits, plus "class_dice" for C >= 2."""
-    scores = class_scores(logits > 0, truth)
-    return {"dice": scores["dice"], **({"class_dice": scores["class_dice"]} if len(truth) > 1 else {})}
 
 
 def _reference(backend, samples, folder: Path) -> list[dict]:
@@ -147,9 +113,9 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
     for s in samples:
         img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
         shutil.copyfile(s.image, folder / img_rel)
-        row = {"name": s.name, "image": img_rel, **_copy_truth(s, folder, classes)}
         x = spec_input(backend.spec, folder / img_rel)
         try:
+            row = {"name": s.name, "image": img_rel, **copy_truth(s, folder, classes)}
             target = reference_truth(folder, row, classes, backend.spec.size)
         except (ImageReadError, ValueError) as exc:
             raise BundleError(f"verification ground truth unusable: {exc}") from None
@@ -166,16 +132,6 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
     np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32),
                         inputs=np.stack(inputs).astype(np.float32))
     return rows
-
-
-def spec_input(spec, image: Path) -> np.ndarray:
-    """1 x C x H x W network input of one image file."""
-    return spec.preprocess(to_bgr_uint8(load_image(image)))[None]
-
-
-def prepare_reference_image(spec, image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(1xCxHxW network input for one image file, its one-class ground truth HxW bool at network size)."""
-    return spec_input(spec, image), load_mask(mask, spec.size)
 
 
 def host_description() -> dict:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .artifact_meta import AGREEMENT_THRESHOLDS, check_selftest
-from .bundle import REFERENCE, BundleError, host_description, read_bundle, reference_truth, spec_input, \
-    truth_scores, verify_files
+from .bundle import REFERENCE, BundleError, host_description, read_bundle, verify_files
+from .bundle_truth import reference_truth, spec_input, truth_scores
 from .metrics import iou_dice
 from .preprocess import PreprocessSpec
 

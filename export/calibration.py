@@ -49,7 +49,10 @@ class CalibrationSet:
 
 def check_classes(samples: list[Sample], num_classes: int, source) -> None:
     """A dataset whose ground truth has fewer classes than the model cannot score it: say so."""
-    found = dataset_classes(samples)
+    try:
+        found = dataset_classes(samples)
+    except ImageReadError as exc:
+        raise CalibrationError(f"calibration/verification ground truth unusable: {exc}") from None
     if found is not None and found < num_classes:
         raise CalibrationError(
             f"{source}: the model has {num_classes} classes but the dataset's ground truth has "
