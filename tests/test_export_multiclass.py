@@ -153,20 +153,29 @@ def test_one_class_figures_are_unchanged():
     old = float(np.mean([mean_dice(o > 0, m[None]) for o, m in zip(out, masks)]))
     assert f["dice_vs_ground_truth"] == pytest.approx(old, abs=1e-12)
     assert compare(out, ref, [m[None] for m in masks], "fp32") == f      # HxW or 1xHxW masks
+    from cmunext_edge.bench.engine import RowResult
+    from cmunext_edge.export.auto import Measured, _row_json
+    assert "per_class_dice" not in _row_json(Measured("a", "onnx", "fp32", "", {}))
+    assert "per_class_dice" not in RowResult("a", "a.onnx").to_dict()
 
 
-def test_auto_eval_set_and_report_carry_per_class_dice(three_class):
-    from cmunext_edge.export.auto import Measured, _row_json, load_eval_set
+def test_auto_eval_set_and_report_carry_per_class_dice(three_class, tmp_path):
+    """`--target auto` on a 3-class model and set: per-class Dice of PyTorch and of every candidate
+    in the report JSON and Markdown; a 1-class evaluation set is a clear error."""
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.export.auto import load_eval_set, run_auto
     spec = load_checkpoint(three_class["checkpoint"]).spec
-    evals = load_eval_set(three_class["labels"], None, spec, 4, num_classes=3)
-    assert [m.shape for m in evals.masks] == [(3, *spec.size)] * 4
     with pytest.raises(CalibrationError, match="model has 3 classes"):
         load_eval_set(SAMPLES, None, spec, 4, num_classes=3)
-    one = Measured("a", "onnx", "fp32", "", {})
-    assert "per_class_dice" not in _row_json(one)
-    three = Measured("b", "onnx", "fp32", "", {"graph": [], "nncf": None, "ort_quant": None, "runtime": {}},
-                     per_class_dice=[0.9, 0.8, 0.1])
-    assert _row_json(three)["per_class_dice"] == [0.9, 0.8, 0.1]
+    rep = run_auto(three_class["checkpoint"], out=tmp_path, data=three_class["labels"], eval_size=4,
+                   candidates=["ort-fp32"], rounds=1, iters=2, throughput_s=0, time_pytorch=False,
+                   log=lambda m: None)
+    (row,) = rep["candidates"]
+    assert len(row["per_class_dice"]) == 3 and len(rep["pytorch_fp32_per_class_dice"]) == 3
+    assert row["per_class_dice"] == pytest.approx(rep["pytorch_fp32_per_class_dice"], abs=1e-3)
+    saved = json.loads((tmp_path / "auto_report.json").read_text())
+    assert saved["candidates"][0]["per_class_dice"] == row["per_class_dice"]
+    assert "Per-class Dice" in (tmp_path / "auto_report.md").read_text()
 
 
 def test_bench_data_records_per_class_dice(three_class, exports, tmp_path, capsys):
