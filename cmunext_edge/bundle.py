@@ -1,7 +1,9 @@
 """Device bundles: one folder (and a .tar.gz) to copy to a device and prove the artifact there.
 
 A bundle holds the artifact's files, its preprocessing contract and embedded self-test as
-readable JSON, a few verification images with their ground-truth masks and the logits the
+readable JSON, a few verification images with their ground truth (every class's: one mask per
+class in verify/masks/<k>/, or the label images in verify/labels/; a one-class model keeps the
+single verify/masks/ folder) and the logits the
 artifact gave for them on the export host, a pinned requirements file for the artifact's
 runtime only (numpy, OpenCV and that runtime: no torch), a wheel of this toolkit's core so
 that `cmunext-check` installs without a package index for it, and a README for the device.
@@ -22,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from .artifact_meta import AGREEMENT_THRESHOLDS
+from .bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
 from .data import discover
 from .fileio import sha256_file
-from .metrics import iou_dice
-from .preprocess import load_image, load_mask, to_bgr_uint8
+from .groundtruth import dataset_classes
+from .preprocess import ImageReadError
 from .resources import SAMPLES_DIR
 from .wheel import write_core_wheel
 
@@ -84,45 +87,51 @@ def requirements(runtime_module: str) -> list[str]:
     return [f"{d}=={v}" for d, v in (p for p in pins if p)]
 
 
-def _pick_samples(images, n: int) -> list:
+def _pick_samples(images, n: int, num_classes: int = 1) -> list:
     samples = [s for s in discover(images or SAMPLES_DIR) if s.mask is not None]
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
+    try:
+        found = dataset_classes(samples)
+    except ImageReadError as exc:
+        raise BundleError(f"verification ground truth unusable: {exc}") from None
+    if found < num_classes:
+        raise BundleError(f"{images or SAMPLES_DIR}: the model has {num_classes} classes but these images' "
+                          f"ground truth has {found}; pass --images a dataset with masks/0/ ... "
+                          f"masks/{num_classes - 1}/ or label images")
     step = max(1, len(samples) // n)
     return samples[::step][:n]
 
 
 def _reference(backend, samples, folder: Path) -> list[dict]:
-    """Copy images and masks, run the host artifact on them, save logits; per-image host figures."""
+    """Copy images and ground truth, run the host artifact on them, save logits; per-image host
+    figures (official Dice over all classes; each class's too for several)."""
     (folder / "verify" / "images").mkdir(parents=True)
-    (folder / "verify" / "masks").mkdir()
+    classes = int(backend.num_classes or 1)
     logits, inputs, rows = [], [], []
     for s in samples:
         img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
-        mask_rel = f"verify/masks/{s.name}{s.mask.suffix.lower()}"
         shutil.copyfile(s.image, folder / img_rel)
-        shutil.copyfile(s.mask, folder / mask_rel)
-        x, target = prepare_reference_image(backend.spec, folder / img_rel, folder / mask_rel)
+        x = spec_input(backend.spec, folder / img_rel)
+        try:
+            row = {"name": s.name, "image": img_rel, **copy_truth(s, folder, classes)}
+            target = reference_truth(folder, row, classes, backend.spec.size)
+        except (ImageReadError, ValueError) as exc:
+            raise BundleError(f"verification ground truth unusable: {exc}") from None
         out = backend.infer(x)[0]
         logits.append(out)
         inputs.append(x[0])
-        rows.append({"name": s.name, "image": img_rel, "mask": mask_rel,
-                     "host_dice": round(_mean_dice(out, target), 6)})
+        host = truth_scores(out, target)
+        row["host_dice"] = round(host["dice"], 6)
+        if "class_dice" in host:
+            row["host_class_dice"] = [round(d, 6) for d in host["class_dice"]]
+        rows.append(row)
     # the host's input tensors too: the device runs them to judge its runtime apart from its
     # preprocessing (OpenCV's resize differs by a grey level between x86 and ARM builds)
     np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32),
                         inputs=np.stack(inputs).astype(np.float32))
     return rows
-
-
-def prepare_reference_image(spec, image: Path, mask: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(1xCxHxW network input for one image file, its ground truth HxW bool at network size)."""
-    return spec.preprocess(to_bgr_uint8(load_image(image)))[None], load_mask(mask, spec.size)
-
-
-def _mean_dice(logits: np.ndarray, target: np.ndarray) -> float:
-    return float(np.mean([iou_dice(c > 0, target)[1] for c in logits]))
 
 
 def host_description() -> dict:
@@ -192,7 +201,7 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: s
             if "spec" not in meta or not meta.get("selftest"):
                 raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
                                   "contract or self-test); export it with cmunext-export first")
-            refs = _reference(backend, _pick_samples(images, n_images), folder)
+            refs = _reference(backend, _pick_samples(images, n_images, int(backend.num_classes or 1)), folder)
             ran = backend.describe()
         precision = meta.get("precision", "fp32")
         (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .artifact_meta import AGREEMENT_THRESHOLDS, check_selftest
-from .bundle import REFERENCE, BundleError, _mean_dice, host_description, read_bundle, \
-    prepare_reference_image, verify_files
+from .bundle import REFERENCE, BundleError, host_description, read_bundle, verify_files
+from .bundle_truth import reference_truth, spec_input, truth_scores
 from .metrics import iou_dice
 from .preprocess import PreprocessSpec
 
@@ -79,7 +79,15 @@ def _agreement(outs, refs) -> dict:
     return {"mask_dice_mean": float(np.mean(agree)), "mask_dice_min": float(np.min(agree)),
             "max_abs_logit_delta": float(max(np.max(np.abs(o - r)) for o, r in zip(outs, refs))),
             "identical_masks": sum(int(np.array_equal(o > 0, r > 0)) for o, r in zip(outs, refs)),
-            "images": len(agree)}
+            "images": len(agree), **_class_agreement(outs, refs)}
+
+
+def _class_agreement(outs, refs) -> dict:
+    """Each class's mean mask Dice agreement, for several classes only (one-class reports unchanged)."""
+    if len(outs[0]) < 2:
+        return {}
+    per = [[iou_dice(a > 0, b > 0)[1] for a, b in zip(o, r)] for o, r in zip(outs, refs)]
+    return {"per_class_mask_dice": [float(v) for v in np.mean(per, axis=0)]}
 
 
 def _references(st: CheckState) -> tuple[list, np.ndarray, np.ndarray]:
@@ -107,13 +115,14 @@ def _step_end_to_end(st: CheckState) -> str | None:
     """Images preprocessed on the device: how its preprocessing differs from the host's, agreement
     end to end (reported) and Dice against ground truth (within the bundle's budget of the host's)."""
     rows, inputs, logits = _references(st)
-    outs, dice, diffs = [], [], []
+    outs, scores, diffs = [], [], []
+    classes, spec = int(st.backend.num_classes or 1), st.backend.spec
     for row, host_x in zip(rows, inputs):
-        x, target = prepare_reference_image(st.backend.spec, st.folder / row["image"], st.folder / row["mask"])
+        x = spec_input(spec, st.folder / row["image"])
         diffs.append(np.abs(x[0] - host_x))
         outs.append(st.backend.infer(x)[0])
-        dice.append(_mean_dice(outs[-1], target))
-    host = [row["host_dice"] for row in rows]
+        scores.append(truth_scores(outs[-1], reference_truth(st.folder, row, classes, spec.size)))
+    dice, host = [s["dice"] for s in scores], [row["host_dice"] for row in rows]
     diff = np.stack(diffs)
     st.report["end_to_end"] = {**_agreement(outs, logits),
                                "input_values_differing": float(np.mean(diff > 0)),
@@ -121,6 +130,9 @@ def _step_end_to_end(st: CheckState) -> str | None:
     budget = st.manifest["thresholds"]["max_dice_drop"]
     d = st.report["dice"] = {"device": float(np.mean(dice)), "host": float(np.mean(host)),
                              "drop": float(np.mean(host) - np.mean(dice)), "max_drop": budget}
+    if classes > 1:          # per class: reported (the budget is on the all-class Dice)
+        d["per_class_device"] = [float(v) for v in np.mean([s["class_dice"] for s in scores], axis=0)]
+        d["per_class_host"] = [float(v) for v in np.mean([row["host_class_dice"] for row in rows], axis=0)]
     if d["drop"] > budget:
         return (f"Dice vs ground truth {d['device']:.4f} is {d['drop']:.4f} below the host's "
                 f"{d['host']:.4f} (budget {budget}) with this device's preprocessing")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ._deps import require
 from .fileio import atomic_path
+from .metrics import format_class_dice
 
 COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "identical masks",
            "max logit delta", "end-to-end agreement", "inputs differing", "Dice (host)", "check")
@@ -37,6 +38,7 @@ def row(rep: dict) -> dict:
             "images": agr.get("images"), "max_logit_delta": agr.get("max_abs_logit_delta"),
             "e2e_agreement": e2e.get("mask_dice_mean"), "inputs_differing": e2e.get("input_values_differing"),
             "dice": dice.get("device"), "host_dice": dice.get("host"), "passed": rep["passed"],
+            **({"per_class_dice": dice["per_class_device"]} if dice.get("per_class_device") else {}),
             "first_failure": rep.get("first_failure")}
 
 
@@ -52,7 +54,8 @@ def _cells(r: dict) -> list[str]:
             _f(r["fps"], ".3g") + ("¹" if emu and r["fps"] is not None else ""), _f(r["agreement"], ".4f"),
             "-" if r["identical_masks"] is None else f"{r['identical_masks']}/{r['images']}",
             _f(r["max_logit_delta"], ".2g"), _f(r["e2e_agreement"], ".4f"),
-            "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})",
+            "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})"
+            + format_class_dice(r.get("per_class_dice")),
             "pass" if r["passed"] else f"FAIL: {r['first_failure']}"]
 
 
@@ -67,7 +70,7 @@ def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check 
                   "device running the host's own input tensors (the runtime alone; gated by the precision's "
                   "floor); end-to-end agreement: the images preprocessed on the device (inputs differing: "
                   "share of input values that differ from the host's preprocessing); Dice: against ground "
-                  "truth, end to end (host's in brackets); ran: device and precision the runtime reported."]
+                  "truth, end to end (host's in brackets; per class for several classes); ran: device and precision the runtime reported."]
     return "\n".join(lines) + "\n"
 
 

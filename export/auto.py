@@ -28,6 +28,7 @@ import numpy as np
 from ..artifact_meta import AGREEMENT_THRESHOLDS
 from ..bench.timing import alternating_rounds, measure_throughput, time_calls, torch_threads
 from ..fileio import atomic_path
+from ..metrics import format_class_dice
 from ..resources import resolve_weights
 from ..runtime.registry import open_backend
 from ..weights import load_checkpoint
@@ -36,20 +37,24 @@ from .verify import compare, reference_logits
 from .verify_data import shipped_model_name
 
 
-def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0):
-    """Evaluation images (with masks) of an official-layout dataset, optionally one split's list
-    (a names file, or a training split.json: its "val" list); `limit` of them drawn with `seed`
-    by the calibration sampler (`data.seeded_sample`)."""
+def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1):
+    """Evaluation images (with C x H x W ground truth of `num_classes` classes) of an official-layout
+    dataset, optionally one split's list (a names file, or a training split.json: its "val" list);
+    `limit` of them drawn with `seed` by the calibration sampler (`data.seeded_sample`). Without
+    data, the bundled samples (one class: no ground truth for a model with several)."""
     from ..data import discover, seeded_sample
-    from .calibration import CalibrationSet, make_calibration_set
+    from ..groundtruth import load_truth
+    from .calibration import CalibrationSet, check_classes, make_calibration_set
     if data is None:
-        return make_calibration_set(None, spec, limit or 64, seed)
-    from ..preprocess import load_image, load_mask, to_bgr_uint8
-    samples = seeded_sample(discover(data, split), limit, seed)
+        return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
+    from ..preprocess import load_image, to_bgr_uint8
+    samples = discover(data, split)
+    check_classes(samples, num_classes, data)
+    samples = seeded_sample(samples, limit, seed)
     if split is not None and str(split).endswith(".json"):
         split = f"{split}:val"
     inputs = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in samples]).astype(np.float32)
-    masks = [load_mask(s.mask, spec.size) if s.mask else None for s in samples]
+    masks = [load_truth(s, num_classes, spec.size) if s.mask else None for s in samples]
     return CalibrationSet(f"{data}" + (f" (split {split})" if split else ""), seed, spec, samples, inputs, masks)
 
 
@@ -81,6 +86,7 @@ class Measured:
     dice: float | None = None
     dice_drop_points: float | None = None
     agreement: float | None = None
+    per_class_dice: list | None = None    # several classes only (report JSON drops it for one)
     device: str | None = None
     export_s: float | None = None
     throughput_setting: str | None = None
@@ -134,7 +140,7 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     weights, out = resolve_weights(weights), Path(opts.out)
     ckpt = load_checkpoint(weights)
     model = ckpt.build()
-    evals = load_eval_set(opts.data, opts.split, ckpt.spec, opts.eval_size)
+    evals = load_eval_set(opts.data, opts.split, ckpt.spec, opts.eval_size, num_classes=ckpt.info.num_classes)
     if opts.data is None and not shipped_model_name(ckpt.sha256):
         log("warning: no evaluation data (--verify-data): Dice and the Dice budget are measured on "
             "the bundled BUSI samples, which are not this model's domain; pass --verify-data your_dataset/")
@@ -143,7 +149,8 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
             "validation split); pass training images as calib for a clean Dice budget")
     reference = reference_logits(model, evals.inputs)
     rows, backends = _build_and_score(weights, opts, evals, reference, out, log)
-    torch_dice = compare(reference, reference, evals.masks, "fp32")["dice_vs_ground_truth"]
+    torch_fig = compare(reference, reference, evals.masks, "fp32")
+    torch_dice = torch_fig["dice_vs_ground_truth"]
     _time_all(rows, backends, evals.inputs[:8], opts, log)
     torch_ms = _time_pytorch(model, evals.inputs[:2], opts.threads) if opts.time_pytorch else None
     winner = select(rows, opts.max_dice_drop, opts.device, agreement_floor=opts.agreement_floor)
@@ -154,12 +161,23 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
               "device": opts.device.upper(), "max_dice_drop_points": opts.max_dice_drop, "threads": opts.threads,
               "agreement_floor": AGREEMENT_THRESHOLDS if opts.agreement_floor else None,
               "eval_set": {"source": evals.source, "n_images": len(evals)}, "pytorch_fp32_dice": torch_dice,
+              **_per_class("pytorch_fp32_per_class_dice", torch_fig.get("per_class_dice_vs_ground_truth")),
               "pytorch_fp32_p50_ms": torch_ms, "winner": winner.name if winner else None,
-              "artifact": str(chosen) if chosen else None, "candidates": [asdict(r) for r in rows],
+              "artifact": str(chosen) if chosen else None, "candidates": [_row_json(r) for r in rows],
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **_machine()}
     from .auto_report import write_report
     report["report_files"] = [str(p) for p in write_report(report, out / "auto_report")]
     return report
+
+
+def _per_class(key: str, values) -> dict:
+    """{key: values} for several classes; nothing for one (single-class reports stay as they were)."""
+    return {key: values} if values is not None else {}
+
+
+def _row_json(row: Measured) -> dict:
+    d = asdict(row)
+    return d if d["per_class_dice"] is not None else {k: v for k, v in d.items() if k != "per_class_dice"}
 
 
 def _machine() -> dict:
@@ -199,9 +217,11 @@ def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, lo
             continue
         fig = compare(logits, reference, evals.masks, cand.precision)
         row.dice, row.agreement, row.device = fig["dice_vs_ground_truth"], fig["mask_dice_agreement"], be.device
+        row.per_class_dice = fig.get("per_class_dice_vs_ground_truth")
         row.dice_drop_points = 100.0 * (fig["dice_vs_ground_truth_pytorch"] - row.dice) if row.dice is not None else None
         backends[cand.name] = be
-        log(f"    Dice {'-' if row.dice is None else format(row.dice, '.4f')}, agreement {row.agreement:.4f}")
+        log(f"    Dice {'-' if row.dice is None else format(row.dice, '.4f') + format_class_dice(row.per_class_dice)}"
+            f", agreement {row.agreement:.4f}")
     return rows, backends
 
 

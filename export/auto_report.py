@@ -31,6 +31,7 @@ def to_markdown(rep: dict) -> str:
                      f"{_f(r['images_per_s'], '.1f')} | {speed} | {_f(r['dice'], '.4f')} | "
                      f"{_f(r['dice_drop_points'], '+.3f')} | {_f(r['agreement'], '.4f')} | "
                      f"{'**' + r['status'] + '**' if r['status'] == 'kept' else r['status']} | {r['reason']} |")
+    lines += _per_class_lines(rep)
     lines += ["", "Candidate settings (graph rewrites, quantization options, stored runtime settings):", ""]
     for r in rep["candidates"]:
         s = r["settings"]
@@ -39,6 +40,17 @@ def to_markdown(rep: dict) -> str:
                      f"{s['runtime'] or '-'}; throughput {r.get('throughput_setting') or '-'}; "
                      f"export {r.get('export_s') or '-'} s")
     return "\n".join(lines) + "\n"
+
+
+def _per_class_lines(rep: dict) -> list[str]:
+    """Per-class Dice against ground truth (several classes only: one-class reports are unchanged)."""
+    rows = [(r["name"], r.get("per_class_dice")) for r in rep["candidates"] if r.get("per_class_dice")]
+    if rep.get("pytorch_fp32_per_class_dice") is None and not rows:
+        return []
+    torch = rep.get("pytorch_fp32_per_class_dice")
+    rows = ([("PyTorch FP32", torch)] if torch else []) + rows
+    return ["", "Per-class Dice vs ground truth (class 0, 1, ...):", ""] + \
+        [f"- {name}: " + " / ".join(f"{d:.4f}" for d in dice) for name, dice in rows]
 
 
 def write_plot(rep: dict, path) -> Path:

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..data import Sample, discover, seeded_sample
 from ..fileio import sha256_file
-from ..preprocess import ImageReadError, PreprocessSpec, load_image, load_mask, to_bgr_uint8
+from ..groundtruth import dataset_classes, load_truth, truth_description
+from ..preprocess import ImageReadError, PreprocessSpec, load_image, to_bgr_uint8
 from ..resources import SAMPLES_DIR
 
 
@@ -30,7 +31,7 @@ class CalibrationSet:
     spec: PreprocessSpec
     samples: list[Sample]
     inputs: np.ndarray                     # N x C x H x W float32
-    masks: list = field(default_factory=list)   # HxW bool at network size, or None per image
+    masks: list = field(default_factory=list)   # C x H x W bool at network size, or None per image
     sha256: str = ""
     plan: object = None                    # verify_data.VerifyPlan when it is a verification set
 
@@ -46,9 +47,24 @@ class CalibrationSet:
                 "files": [s.image.name for s in self.samples]}
 
 
+def check_classes(samples: list[Sample], num_classes: int, source) -> None:
+    """A dataset whose ground truth has fewer classes than the model cannot score it: say so."""
+    try:
+        found = dataset_classes(samples)
+    except ImageReadError as exc:
+        raise CalibrationError(f"calibration/verification ground truth unusable: {exc}") from None
+    if found is not None and found < num_classes:
+        raise CalibrationError(
+            f"{source}: the model has {num_classes} classes but the dataset's ground truth has "
+            f"{found} ({truth_description(next(s for s in samples if s.mask is not None))}); give "
+            f"a dataset with masks/0/ ... masks/{num_classes - 1}/ or label values 1..{num_classes}")
+
+
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int = 64,
-                         seed: int = 0) -> CalibrationSet:
-    """Sample `size` images of `source` (default: the bundled samples) with `seed`."""
+                         seed: int = 0, num_classes: int = 1, truth: bool = True) -> CalibrationSet:
+    """Sample `size` images of `source` (default: the bundled samples) with `seed`; with `truth`,
+    each image's ground truth is loaded as `num_classes` x H x W (groundtruth.load_truth), and a
+    dataset with fewer classes than `num_classes` is a CalibrationError naming both."""
     source = Path(source) if source is not None else SAMPLES_DIR
     try:
         samples = discover(source)
@@ -58,14 +74,16 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         raise CalibrationError(f"{source}: no images found (looked for images/ or image files)")
     if size <= 0:
         raise CalibrationError(f"calibration size must be positive, got {size}")
+    if truth:
+        check_classes(samples, num_classes, source)
     samples = seeded_sample(samples, size, seed)
     digest = hashlib.sha256(f"{spec.to_json()}|seed={seed}".encode())
     inputs, masks = [], []
     for s in samples:
         try:
             inputs.append(spec.preprocess(to_bgr_uint8(load_image(s.image))))
-            masks.append(load_mask(s.mask, spec.size) if s.mask else None)
-        except ImageReadError as exc:
+            masks.append(load_truth(s, num_classes, spec.size) if (truth and s.mask) else None)
+        except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration image unusable: {exc}") from None
         digest.update(f"|{s.name}:{sha256_file(s.image)}".encode())
     return CalibrationSet(str(source), seed, spec, samples, np.stack(inputs).astype(np.float32),

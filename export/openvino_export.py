@@ -61,13 +61,15 @@ def resolved_nncf_options(overrides: dict) -> dict:
 
 
 def dice_validation_fn(compiled_model, items) -> tuple[float, list[float]]:
-    """NNCF accuracy-control metric: mean official Dice of (input, mask) items, per-item list."""
+    """NNCF accuracy-control metric: mean official Dice of (input, C x H x W mask) items, per-item
+    list; each item's Dice is the official one over all its class channels (metrics.class_scores)."""
     import numpy as np
-    from ..metrics import iou_dice
+    from ..metrics import class_scores
     scores = []
     for x, mask in items:
-        logits = compiled_model(x)[0]
-        scores.append(float(iou_dice(np.asarray(logits)[0, 0] > 0, mask)[1]))
+        logits = np.asarray(compiled_model(x)[0])[0]
+        truth = mask if mask.ndim == 3 else mask[None]
+        scores.append(float(class_scores(logits > 0, truth)["dice"]))
     return float(np.mean(scores)), scores
 
 

@@ -34,7 +34,7 @@ from .onnx_export import prepare_model
 from .options import ExportOptions
 from .staging import OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises
 from .targets import BuildContext, ExportTarget, ExportUsageError, check_request, get_target
-from .verify import VerificationError, format_figures, reference_logits, verify_backend
+from .verify import VerificationError, failure_reason, format_figures, reference_logits, verify_backend
 from .verify_data import domain_warning, plan_verification, short_source
 
 
@@ -132,20 +132,26 @@ def _image_sets(job: _Job):
     """(calibration set or None, verification set or None), both seeded samples.
 
     Verification uses --verify-data, else the calibration data, else the bundled samples; on
-    those, a model that is not the shipped BUSI one gets agreement with PyTorch only (verify_data.py)."""
+    those, a model that is not the shipped BUSI one gets agreement with PyTorch only (verify_data.py).
+    Ground truth is loaded per class (the model's classes) where it is used: verification with a
+    meaningful ground truth, and NNCF accuracy control (which scores the calibration images)."""
     o = job.options
+    classes = job.ckpt.info.num_classes
+    plan = plan_verification(o.verify_data, o.calib, job.ckpt.sha256) if o.verify else None
+    reuse = plan is not None and o.verify_data is None
     calib_set = None
     if job.precision == Precision.INT8:
-        calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed)
+        truth = (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None
+        calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth)
         job.log(f"calibration set: {len(calib_set)} images from {calib_set.source} "
                 f"(sha256 {calib_set.sha256[:12]})")
-    if not o.verify:
+    if plan is None:
         return calib_set, None
-    plan = plan_verification(o.verify_data, o.calib, job.ckpt.sha256)
-    if calib_set is not None and o.verify_data is None:
+    if calib_set is not None and reuse:
         verify_set = replace(calib_set)
     else:
-        verify_set = make_calibration_set(plan.source, job.spec, o.verify_size or o.calib_size, o.seed)
+        verify_set = make_calibration_set(plan.source, job.spec, o.verify_size or o.calib_size, o.seed,
+                                          classes, plan.ground_truth)
     if not plan.ground_truth:
         verify_set.masks = [None] * len(verify_set)
     verify_set.plan = plan
@@ -183,8 +189,8 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
             job.log("verification: " + format_figures(figures))
             if not figures["passed"]:
                 raise VerificationError(
-                    f"{job.target.name} {job.precision} artifact disagrees with PyTorch FP32: mask Dice "
-                    f"agreement {figures['mask_dice_agreement']:.4f} < {figures['required_agreement']}; "
+                    f"{job.target.name} {job.precision} artifact disagrees with PyTorch FP32: "
+                    f"{failure_reason(figures)}; "
                     f"nothing was written (use --no-verify to keep it anyway)."
                     + gate_failure_hint(job.target.name, job.precision, job.device, job.options), figures)
         selftest = make_selftest(job.spec, backend.infer(selftest_input(job.spec)), job.precision.value)

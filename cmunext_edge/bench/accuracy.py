@@ -1,7 +1,10 @@
 """Accuracy rows of `cmunext-bench`: official Dice against ground truth, agreement with PyTorch.
 
-Dice/IoU are the official metric (`metrics.iou_dice_from_logits`, class 0) on network-size
-masks from `preprocess.load_mask(path, spec.size)`, averaged over images. Agreement is the
+Dice/IoU are the official metric over all of the model's class channels
+(`metrics.class_scores_from_logits`; for one class, the official metric itself) on network-size
+ground truth from `groundtruth.load_truth(sample, classes, spec.size)`, averaged over images;
+with several classes the row also carries each class's mean Dice (`per_class_dice`). A dataset with
+fewer classes than the model gets no Dice. Agreement is the
 mean mask Dice (classes averaged) between the row's logits > 0 and the PyTorch fp32 logits > 0
 of the source checkpoint, plus the max |delta logit| over all pixels and images. The
 reference logits are computed once per checkpoint and kept in a temporary memory-mapped .npy.
@@ -14,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data import discover
-from ..metrics import iou_dice_from_logits, mean_dice
-from ..preprocess import load_image, load_mask, to_bgr_uint8
+from ..groundtruth import dataset_classes, load_truth
+from ..metrics import class_scores_from_logits, mean_dice, summarize_scores
+from ..preprocess import load_image, to_bgr_uint8
 from ..runtime.registry import open_backend
 
 
@@ -29,15 +33,20 @@ class Evaluator:
         self.latency_bgrs = latency_bgrs
         self.batch = max(1, config.eval_batch)
         self._ref_cache: dict[str, str] = {}   # checkpoint -> .npy path
+        self._classes: int | None = None       # classes of the dataset's ground truth
 
-    def batches(self, spec):
-        """(inputs NCHW, masks or None) chunks: dataset images if given, else latency images."""
+    def batches(self, spec, num_classes: int = 1):
+        """(inputs NCHW, C x H x W masks or None) chunks: dataset images if given, else latency
+        images; no masks when the dataset has fewer classes than `num_classes`."""
+        if self.samples and self._classes is None:
+            self._classes = dataset_classes(self.samples) or 0      # read once (label images)
+        truth = bool(self.samples) and self._classes >= num_classes
         items = self.samples or self.latency_bgrs
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
             if self.samples:
                 x = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in chunk])
-                masks = [load_mask(s.mask, spec.size) if s.mask else None for s in chunk]
+                masks = [load_truth(s, num_classes, spec.size) if truth and s.mask else None for s in chunk]
             else:
                 x, masks = np.stack([spec.preprocess(b) for b in chunk]), [None] * len(chunk)
             yield x, masks
@@ -58,21 +67,24 @@ class Evaluator:
     def evaluate(self, backend, row, ref_path: Path | None) -> None:
         ref = self.reference_logits(ref_path) if ref_path is not None else None
         scores, agree, delta, k = [], [], 0.0, 0
-        for x, masks in self.batches(backend.spec):
+        classes = int(getattr(backend, "num_classes", None) or 1)
+        for x, masks in self.batches(backend.spec, classes):
             logits = backend.infer(x)
             if ref is not None and tuple(ref.shape[1:]) != logits.shape[1:]:
                 ref = None      # different input size or classes than the checkpoint: no agreement
             for lg, m in zip(logits, masks):
                 if m is not None:
-                    scores.append(iou_dice_from_logits(lg[0], m))
+                    scores.append(class_scores_from_logits(lg, m))
                 if ref is not None:
                     r = np.asarray(ref[k])
                     agree.append(mean_dice(lg > 0, r > 0))
                     delta = max(delta, float(np.max(np.abs(lg - r))))
                 k += 1
         if scores:
-            row.iou, row.dice = (float(v) for v in np.mean(np.asarray(scores), axis=0))
-            row.n_dice_images = len(scores)
+            summary = summarize_scores(scores)
+            row.iou, row.dice, row.n_dice_images = summary["mean_iou"], summary["mean_dice"], len(scores)
+            if len(summary["per_class_dice"]) > 1:
+                row.per_class_dice = summary["per_class_dice"]
         if agree:
             row.agreement_dice, row.max_abs_logit_delta = float(np.mean(agree)), delta
             row.n_agreement_images, row.reference = len(agree), str(ref_path)

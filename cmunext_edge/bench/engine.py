@@ -109,6 +109,7 @@ class RowResult:
     dice: float | None = None
     iou: float | None = None
     n_dice_images: int = 0
+    per_class_dice: list | None = None   # several classes only (to_dict leaves it out for one)
     agreement_dice: float | None = None
     max_abs_logit_delta: float | None = None
     n_agreement_images: int = 0
@@ -118,7 +119,8 @@ class RowResult:
     floor_fraction: float | None = None  # 2*MACs / p50 / machine matmul FLOP/s
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        return d if d["per_class_dice"] is not None else {k: v for k, v in d.items() if k != "per_class_dice"}
 
 
 @dataclass

@@ -103,10 +103,19 @@ def _columns(wide: bool = True):
     return tuple((short, by_header[h]) for h, short in COMPACT)
 
 
+# Multi-class runs: each class's Dice, after "Dice", in the wide / Markdown table only (the
+# compact one keeps its width); absent when no row has per-class Dice (one-class tables unchanged).
+PER_CLASS_DICE = ("Dice per class", lambda r: " / ".join(f"{d:.4f}" for d in r["per_class_dice"])
+                  if r.get("per_class_dice") else "-")
+
+
 def table_cells(report, wide: bool = True) -> tuple[list[str], list[list[str]]]:
     rows = _as_dict(report)["rows"]
     ok = [r for r in rows if not r.get("error")]
     cols = _columns(wide)
+    if wide and any(r.get("per_class_dice") for r in ok):
+        at = [h for h, _ in cols].index("Dice") + 1
+        cols = (*cols[:at], PER_CLASS_DICE, *cols[at:])
     return [h for h, _ in cols], [[fn(r) for _, fn in cols] for r in ok]
 
 
