@@ -17,6 +17,7 @@ from ._deps import require
 from .fileio import atomic_path
 from .data import Sample
 from .groundtruth import dataset_classes, load_truth, truth_description
+from .resources import resolve_weights
 from .weights import load_checkpoint
 
 HEAD = ("Conv_1x1.weight", "Conv_1x1.bias")   # the output head: one channel per class
@@ -48,9 +49,14 @@ def class_truth(sample: Sample, classes: int, held: int, size: tuple[int, int]) 
     return load_truth(sample, read, size)[:classes].astype(np.uint8)
 
 
+def _classes(n: int) -> str:
+    return f"{n} class" if n == 1 else f"{n} classes"
+
+
 def load_init(model, path: str, variant: str, classes: int, log) -> None:
-    """Load `--init` into `model`; another class count keeps the model's fresh output head."""
-    ckpt = load_checkpoint(path)
+    """Load `--init` (a checkpoint or a shipped model's name) into `model`; another class count
+    keeps the model's fresh output head."""
+    ckpt = load_checkpoint(resolve_weights(path))
     if ckpt.info.variant != variant:
         raise ValueError(f"--init {path} is a {ckpt.info.variant} checkpoint but this run trains "
                          f"{variant}: choose --variant {ckpt.info.variant}")
@@ -65,7 +71,7 @@ def load_init(model, path: str, variant: str, classes: int, log) -> None:
     if sorted(missing) != sorted(HEAD) or unexpected:
         raise ValueError(f"--init {path}: weights do not fit the model (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
-    log(f"--init: {ckpt.info.num_classes} classes -> {classes} classes: the output head is "
+    log(f"--init: {_classes(ckpt.info.num_classes)} -> {_classes(classes)}: the output head is "
         f"initialised fresh, all other weights loaded")
 
 

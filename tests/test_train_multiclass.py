@@ -17,7 +17,7 @@ from cmunext_edge.checkpoint_info import read_safetensors_header  # noqa: E402
 from cmunext_edge.weights import load_checkpoint  # noqa: E402
 
 FAST = ["--epochs", "1", "--img-size", "64", "--batch-size", "2", "--max-train-images", "4"]
-HEAD = "--init: 1 classes -> 3 classes: the output head is initialised fresh, all other weights loaded"
+HEAD = "--init: 1 class -> 3 classes: the output head is initialised fresh, all other weights loaded"
 
 
 def _history(out):

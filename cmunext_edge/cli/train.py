@@ -12,8 +12,8 @@ from .common import add_debug, cli_main
 EXAMPLE = """examples:
   cmunext-train cmunext_edge/samples/busi --epochs 1 --out runs/try     (the 16 bundled samples: a smoke run)
   cmunext-train your_dataset/ --variant cmunext-s --epochs 90 --out runs/mine
-  cmunext-train your_dataset/ --init models/cmunext-s-busi.safetensors --epochs 5 --lr 0.001 --out runs/finetune
-  cmunext-train your_3class_dataset/ --init models/cmunext-s-busi.safetensors --epochs 30 --out runs/three
+  cmunext-train your_dataset/ --init cmunext-s-busi --epochs 5 --lr 0.001 --out runs/finetune
+  cmunext-train your_3class_dataset/ --init cmunext-s-busi --epochs 30 --out runs/three
   (your_dataset/ holds images/<name>.<ext> and masks/0/<name>.png; the shipped model trained 90
    epochs; run again with the same --out to resume after an interruption: the learning-rate
    schedule is kept as it was unless --epochs, --lr or --batch-size change, which it says)
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2, help="seeded random hold-out")
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")
     p.add_argument("--seed", type=int, default=42, help="split and augmentation seed")
-    p.add_argument("--init", help="checkpoint to fine-tune from (.pth/.safetensors); another class count "
+    p.add_argument("--init", help="checkpoint (.pth/.safetensors) or shipped model name to fine-tune from; another class count "
                                   "loads all but the output head, which starts fresh")
     p.add_argument("--num-classes", type=int, default=0,
                    help="output classes (0 = all the dataset holds: the number of masks/<k>/ folders, "
