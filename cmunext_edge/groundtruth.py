@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from .data import Sample
-from .imagecheck import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
-from .preprocess import ImageReadError, load_mask
+from .imagecheck import DEFAULT_MAX_PIXELS
+from .preprocess import ImageReadError, decode_truth_file, load_mask
 
 
 def dataset_classes(samples: list[Sample]) -> int | None:
@@ -33,14 +33,7 @@ def dataset_classes(samples: list[Sample]) -> int | None:
 
 
 def _read_label(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    try:
-        check_dimensions(path, max_pixels)
-    except ImageSizeError as exc:
-        raise ImageReadError(str(exc)) from None
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.empty(0, np.uint8)
-    label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if label is None:
-        raise ImageReadError(f"{path}: not a readable label image")
+    label = decode_truth_file(path, cv2.IMREAD_UNCHANGED, "label image", max_pixels)
     if label.ndim == 3:
         raise ImageReadError(f"{path}: a label image must be single-channel (pixel value = class), "
                              f"got {label.shape[2]} channels")

@@ -192,18 +192,25 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def load_mask(path, size: tuple[int, int] | None = None,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Ground-truth mask as the official dataset reads it: grayscale, nearest resize, > 127."""
+def decode_truth_file(path, flags: int, what: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A ground-truth image file (mask or label image) decoded with OpenCV `flags`, its size checked
+    from the header first; ImageReadError when it is missing, too large or not decodable."""
     if Path(path).is_file():
         try:
             check_dimensions(path, max_pixels)
         except ImageSizeError as exc:
             raise ImageReadError(str(exc)) from None
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.empty(0, np.uint8)
-    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    if mask is None:
-        raise ImageReadError(f"{path}: not a readable mask")
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: not a readable {what}")
+    return image
+
+
+def load_mask(path, size: tuple[int, int] | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Ground-truth mask as the official dataset reads it: grayscale, nearest resize, > 127."""
+    mask = decode_truth_file(path, cv2.IMREAD_GRAYSCALE, "mask", max_pixels)
     if size is not None:
         mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     return mask.astype(np.float32) / 255.0 > 0.5
