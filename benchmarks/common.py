@@ -42,11 +42,13 @@ def tool(name: str) -> list[str]:
     return [found] if found else [python(), "-m", f"cmunext_edge.cli.{name.split('-')[1]}"]
 
 
-def run(cmd: list[str], log: list[str], capture: bool = False) -> subprocess.CompletedProcess:
-    """Run `cmd` from the repository root, recording it (repo-relative) in `log`."""
+def run(cmd: list[str], log: list[str], capture: bool = False, with_stderr: bool = False) -> subprocess.CompletedProcess:
+    """Run `cmd` from the repository root, recording it (repo-relative) in `log`; `capture` keeps
+    its stdout (and with `with_stderr` its stderr too) in the result."""
     log.append(shlex.join(cmd))
     print("+ " + shlex.join(cmd), flush=True)
-    return subprocess.run(cmd, text=True, cwd=ROOT, stdout=subprocess.PIPE if capture else None)
+    return subprocess.run(cmd, text=True, cwd=ROOT, stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.STDOUT if capture and with_stderr else None)
 
 
 def val_list_file(split: Path | None, path: Path) -> Path | None:
