@@ -27,7 +27,7 @@ from .artifact_meta import AGREEMENT_THRESHOLDS
 from .bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
 from .data import discover
 from .fileio import sha256_file
-from .groundtruth import dataset_classes
+from .groundtruth import classes_problem
 from .preprocess import ImageReadError
 from .resources import SAMPLES_DIR
 from .wheel import write_core_wheel
@@ -93,13 +93,11 @@ def _pick_samples(images, n: int, num_classes: int = 1) -> list:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
     try:
-        found = dataset_classes(samples)
+        problem = classes_problem(samples, num_classes)
     except ImageReadError as exc:
         raise BundleError(f"verification ground truth unusable: {exc}") from None
-    if found < num_classes:
-        raise BundleError(f"{images or SAMPLES_DIR}: the model has {num_classes} classes but these images' "
-                          f"ground truth has {found}; pass --images a dataset with masks/0/ ... "
-                          f"masks/{num_classes - 1}/ or label images")
+    if problem:
+        raise BundleError(f"{images or SAMPLES_DIR}: {problem} (--images)")
     step = max(1, len(samples) // n)
     return samples[::step][:n]
 

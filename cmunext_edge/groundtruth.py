@@ -68,6 +68,27 @@ def load_truth(sample: Sample, num_classes: int, size: tuple[int, int] | None = 
     return np.stack([load_mask(p, size, max_pixels) for p in paths[:num_classes]])
 
 
+def classes_problem(samples: list[Sample], num_classes: int) -> str | None:
+    """Why the ground truth of `samples` cannot score a `num_classes` model: it holds fewer classes
+    (None when it can, or when there is no ground truth). A one-class model reads nothing; label
+    images are read to find their largest value (an unreadable one raises ImageReadError)."""
+    if num_classes <= 1:
+        return None
+    found = dataset_classes(samples)
+    if found is None or found >= num_classes:
+        return None
+    layout = truth_description(next(s for s in samples if s.mask is not None))
+    return (f"the model has {num_classes} classes but the dataset's ground truth has {found} ({layout}); "
+            f"give one with masks/0/ ... masks/{num_classes - 1}/ or label values 1..{num_classes}")
+
+
+def resize_truth(truth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """C x H x W ground truth at another (H, W), nearest: the same as `load_truth(sample, C, size)`
+    (nearest resizing picks the same source pixels before or after thresholding)."""
+    return np.stack([cv2.resize(t.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+                     for t in truth]).astype(bool)
+
+
 def truth_description(sample: Sample) -> str:
     """How `sample`'s ground truth is stored, for messages and manifests."""
     if sample.mask is None:

@@ -31,7 +31,7 @@ from .fileio import atomic_path
 from .imagecheck import DEFAULT_MAX_PIXELS
 from .metrics import mean_scores
 from .overlay import legend, overlay
-from .predict_scores import class_summary, row_classes, score_fields
+from .predict_scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
 from .preprocess import ImageReadError, load_image, to_bgr_uint8
 
 # write errors that stop the whole job (no later image could be written either)
@@ -237,7 +237,7 @@ def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -
     if summary_json:
         public = {k: summary[k] for k in ("n_images", "mean_dice", "mean_iou", "skipped", "stopped")}
         public.update({k: summary[k] for k in ("mean_dice_original", "mean_iou_original")})
-        public.update(class_summary(result.rows))        # per-class means, for C >= 2 classes only
+        public.update({k: summary[k] for k in CLASS_SUMMARY_KEYS if k in summary})   # C >= 2 only
         with atomic_path(summary_json) as tmp:
             tmp.write_text(json.dumps(public, indent=2))
     classes = row_classes(result.rows[0]) if result.rows else 1

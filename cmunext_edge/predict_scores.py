@@ -14,11 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from .data import Sample
-from .groundtruth import load_truth
+from .groundtruth import load_truth, resize_truth
 from .metrics import class_scores, class_scores_from_logits, summarize_scores
 from .preprocess import ImageReadError
 
 SCORES = ("dice", "iou", "dice_original", "iou_original")
+CLASS_SUMMARY_KEYS = ("num_classes", "per_class_dice", "per_class_iou", "per_class_dice_original",
+                      "per_class_iou_original")        # what class_summary adds (C >= 2 only)
 
 
 def class_columns(num_classes: int) -> list[str]:
@@ -38,6 +40,11 @@ def mask_channels(mask: np.ndarray) -> np.ndarray:
     return mask[None] if mask.ndim == 2 else np.moveaxis(mask, 2, 0)
 
 
+def mask_union(mask: np.ndarray) -> np.ndarray:
+    """A Segmentation mask as one HxW mask: itself for one class, the union of several classes."""
+    return mask if mask.ndim == 2 else mask.any(axis=2)
+
+
 def score_fields(sample: Sample, seg, size: tuple[int, int]) -> dict:
     """The score fields of one image's row: None without ground truth. A ground-truth mask whose
     size differs from the image's raises ImageReadError (the image is then skipped)."""
@@ -45,10 +52,10 @@ def score_fields(sample: Sample, seg, size: tuple[int, int]) -> dict:
     fields = dict.fromkeys(SCORES + tuple(class_columns(num_classes)))
     if sample.mask is None:
         return fields
-    net = class_scores_from_logits(seg.logits, load_truth(sample, num_classes, size))
     pred, truth = mask_channels(seg.mask), load_truth(sample, num_classes)
     if truth.shape != pred.shape:
         raise ImageReadError(f"{sample.mask}: mask size {truth.shape[1:]} differs from image {pred.shape[1:]}")
+    net = class_scores_from_logits(seg.logits, resize_truth(truth, size))    # decoded once, both sizes
     orig = class_scores(pred, truth)
     fields.update(dice=net["dice"], iou=net["iou"], dice_original=orig["dice"], iou_original=orig["iou"])
     if num_classes >= 2:
@@ -74,18 +81,5 @@ def class_summary(rows: list[dict]) -> dict:
     scored = [r for r in rows if r["dice"] is not None]
     net = summarize_scores(_class_rows(scored, "", num_classes))
     orig = summarize_scores(_class_rows(scored, "_original", num_classes))
-    return {"num_classes": num_classes, "per_class_dice": net["per_class_dice"],
-            "per_class_iou": net["per_class_iou"], "per_class_dice_original": orig["per_class_dice"],
-            "per_class_iou_original": orig["per_class_iou"]}
-
-
-def truth_problem(samples: list[Sample], num_classes: int) -> str | None:
-    """Why `samples`' ground truth cannot score a `num_classes` model (None if it can): a dataset
-    with fewer class mask folders than the model has classes."""
-    with_truth = next((s for s in samples if s.mask is not None and not s.label_image), None)
-    if with_truth is None or len(with_truth.class_masks) >= num_classes:
-        return None
-    n = len(with_truth.class_masks)
-    return (f"the model has {num_classes} classes but the dataset's ground truth has {n} class mask "
-            f"folder(s) (masks/0/ ... masks/{n - 1}/); give one folder per class, or predict without "
-            f"scores on its images/ folder")
+    return dict(zip(CLASS_SUMMARY_KEYS, (num_classes, net["per_class_dice"], net["per_class_iou"],
+                                         orig["per_class_dice"], orig["per_class_iou"])))

@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .predict_scores import mask_union
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _END = object()
@@ -132,10 +134,6 @@ class VideoSummary:
     mean_foreground_per_class: list | None = None    # several classes: per class, in class order
 
 
-def _mask2d(mask: np.ndarray) -> np.ndarray:
-    return mask if mask.ndim == 2 else mask.any(axis=-1)
-
-
 def _class_fractions(mask: np.ndarray) -> list[float] | None:
     """Fraction of the frame each class covers (None for a one-class mask)."""
     return None if mask.ndim == 2 else [float(f) for f in mask.reshape(-1, mask.shape[2]).mean(axis=0)]
@@ -209,7 +207,7 @@ def segment_video(segmenter, source, out_dir, *, overlay: bool = True, mask_vide
     t0, fg, per_class = time.perf_counter(), [], []
     try:
         for index, frame, res in stream(segmenter, source, batch_size, max_frames):
-            fg.append(float(_mask2d(res.mask).mean()))
+            fg.append(float(mask_union(res.mask).mean()))
             per_class.append(_class_fractions(res.mask))
             writer.q.put((index, frame, res.mask))
             summary.frames_decoded += 1

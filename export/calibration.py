@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data import Sample, discover, seeded_sample
 from ..fileio import sha256_file
-from ..groundtruth import dataset_classes, load_truth, truth_description
+from ..groundtruth import classes_problem, load_truth
 from ..preprocess import ImageReadError, PreprocessSpec, load_image, to_bgr_uint8
 from ..resources import SAMPLES_DIR
 
@@ -50,14 +50,11 @@ class CalibrationSet:
 def check_classes(samples: list[Sample], num_classes: int, source) -> None:
     """A dataset whose ground truth has fewer classes than the model cannot score it: say so."""
     try:
-        found = dataset_classes(samples)
+        problem = classes_problem(samples, num_classes)
     except ImageReadError as exc:
         raise CalibrationError(f"calibration/verification ground truth unusable: {exc}") from None
-    if found is not None and found < num_classes:
-        raise CalibrationError(
-            f"{source}: the model has {num_classes} classes but the dataset's ground truth has "
-            f"{found} ({truth_description(next(s for s in samples if s.mask is not None))}); give "
-            f"a dataset with masks/0/ ... masks/{num_classes - 1}/ or label values 1..{num_classes}")
+    if problem:
+        raise CalibrationError(f"{source}: {problem}")
 
 
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int = 64,

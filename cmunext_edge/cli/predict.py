@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ..overlay import describe_colors
     from ..predict_job import run_job, write_reports
-    from ..predict_scores import truth_problem
+    from ..groundtruth import classes_problem
+    from ..preprocess import ImageReadError
     from ..segmenter import EdgeSegmenter
     from ..video import is_video_source, videos_in
     if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
@@ -138,7 +139,10 @@ def main(argv=None) -> int:
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
     classes = segmenters[0].backend.num_classes
-    problem = truth_problem(samples, classes)
+    try:
+        problem = classes_problem(samples, classes)
+    except ImageReadError:
+        problem = None          # an unreadable label image is skipped and reported with its image
     if problem:
         return fail(PROG, problem)
     info = segmenters[0].describe()

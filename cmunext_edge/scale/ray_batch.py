@@ -13,7 +13,6 @@ cluster: the artifact, the images and `out` must then be on storage every node s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from .._deps import require

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from .._deps import require
+from ..predict_scores import mask_channels, mask_union
 from ..preprocess import ImageReadError, to_bgr_uint8
 
 MAX_BYTES = 20 << 20          # request body limit
@@ -53,7 +54,7 @@ def decode_body(body: bytes, max_bytes: int = MAX_BYTES) -> np.ndarray:
 
 def describe_result(seg, where: dict, decode_ms: float, wait_ms: float) -> dict:
     """The JSON part of a /segment answer (without the mask PNG)."""
-    mask = seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2)
+    mask = mask_union(seg.mask)
     t = seg.timings
     info = {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
             "mask_area_px": int(mask.sum()), "mask_fraction": round(float(mask.mean()), 6),
@@ -62,7 +63,7 @@ def describe_result(seg, where: dict, decode_ms: float, wait_ms: float) -> dict:
             "batch_size": t.get("batch_size", 1), **where}
     if seg.mask.ndim == 3:
         info["classes"] = [{"class": k, "area_px": int(m.sum()), "fraction": round(float(m.mean()), 6)}
-                           for k, m in enumerate(np.moveaxis(seg.mask, 2, 0))]
+                           for k, m in enumerate(mask_channels(seg.mask))]
     return info
 
 
@@ -75,12 +76,12 @@ def _png(mask: np.ndarray) -> bytes:
 
 def mask_png(seg) -> bytes:
     """The mask as a 0/255 PNG (for several classes, their union)."""
-    return _png(seg.mask if seg.mask.ndim == 2 else seg.mask.any(axis=2))
+    return _png(mask_union(seg.mask))
 
 
 def class_mask_pngs(seg) -> list[bytes]:
     """One 0/255 PNG per class, in class order ([] for a one-class model)."""
-    return [] if seg.mask.ndim == 2 else [_png(m) for m in np.moveaxis(seg.mask, 2, 0)]
+    return [] if seg.mask.ndim == 2 else [_png(m) for m in mask_channels(seg.mask)]
 
 
 def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: int = 8,
