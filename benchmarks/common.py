@@ -53,8 +53,8 @@ def run(cmd: list[str], log: list[str], capture: bool = False, with_stderr: bool
 
 def val_list_file(split: Path | None, path: Path) -> Path | None:
     """A names file for `cmunext-bench --split`: a training split.json gives its 'val' list
-    (read by `cmunext_edge.data.read_name_list`), kept beside the results as a record."""
-    from cmunext_edge.data import read_name_list
+    (read by `cmunext_edge.data.discovery.read_name_list`), kept beside the results as a record."""
+    from cmunext_edge.data.discovery import read_name_list
     if split is None or Path(split).suffix != ".json":
         return split
     path.write_text("\n".join(read_name_list(split)) + "\n")

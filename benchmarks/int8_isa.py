@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from cmunext_edge.export.calibration import make_calibration_set
     from cmunext_edge.export.pipeline import export
     from cmunext_edge.resources import SAMPLES_DIR
-    from cmunext_edge.weights import load_checkpoint
+    from cmunext_edge.checkpoints.weights import load_checkpoint
     state = {"overflow_fix": "first_layer"}
     _patch_overflow_fix(state)
     weights = ROOT / "models" / "cmunext-s-busi.safetensors"

@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     from cmunext_edge.export.auto import export_candidate
     from cmunext_edge.export.calibration import make_calibration_set
     from cmunext_edge.runtime.registry import open_backend
-    from cmunext_edge.weights import load_checkpoint
+    from cmunext_edge.checkpoints.weights import load_checkpoint
 
     x = make_calibration_set(args.calib, load_checkpoint(args.weights).spec, 64, 0).inputs[:1]
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,5 @@
 """Multi-class end to end on real images: the 3-class set derived from BUSI (0 benign lesion,
-1 malignant lesion, 2 lesion rim; cmunext_edge/multiclass_sample.py), fine-tuned from the shipped
+1 malignant lesion, 2 lesion rim; cmunext_edge/data/multiclass_sample.py), fine-tuned from the shipped
 1-class model on the shipped model's own training split, exported to ONNX FP32 and OpenVINO INT8
 (calibrated on training images), verified and scored on the held-out split, through the same
 command-line tools a user runs. Writes a Markdown record with every command:
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import ROOT, python, rel, run, tool  # noqa: E402
 from cmunext_edge.capabilities import detect  # noqa: E402
-from cmunext_edge.data import read_name_list  # noqa: E402
-from cmunext_edge.multiclass_sample import CLASSES  # noqa: E402
+from cmunext_edge.data.discovery import read_name_list  # noqa: E402
+from cmunext_edge.data.multiclass_sample import CLASSES  # noqa: E402
 
 
 def subset(full: Path, names: list[str], out: Path) -> Path:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     full = args.work / "data"
     if not (full / "images").is_dir():
-        run([python(), "-c", "from cmunext_edge.multiclass_sample import make_three_class_dataset as m; "
+        run([python(), "-c", "from cmunext_edge.data.multiclass_sample import make_three_class_dataset as m; "
              f"m({rel(full)!r}, 'masks', source={rel(args.data)!r})"], log).check_returncode()
     val_names = read_name_list(args.split)
     all_names = sorted(p.stem for p in (full / "images").iterdir())

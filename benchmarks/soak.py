@@ -28,7 +28,7 @@ def rss_mb() -> float:
 
 def soak(artifact, calls: int = 10_000, every: int = 1_000, on_record=None, **options) -> dict:
     from cmunext_edge.resources import SAMPLES_DIR
-    from cmunext_edge.segmenter import EdgeSegmenter
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
     images = sorted((SAMPLES_DIR / "images").glob("*.png"))
     seg = EdgeSegmenter.from_artifact(artifact, **options)
     records, started = [], time.perf_counter()

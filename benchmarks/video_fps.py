@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from cmunext_edge.capabilities import detect  # noqa: E402
 from cmunext_edge.resources import SAMPLES_DIR  # noqa: E402
-from cmunext_edge.segmenter import EdgeSegmenter  # noqa: E402
-from cmunext_edge.video import segment_video  # noqa: E402
+from cmunext_edge.runtime.segmenter import EdgeSegmenter  # noqa: E402
+from cmunext_edge.predict.video import segment_video  # noqa: E402
 
 SIZES = ((256, 256), (640, 480))
 

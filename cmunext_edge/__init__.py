@@ -5,7 +5,7 @@ tensorrt are imported when a backend or exporter needs them.
 """
 __version__ = "0.1.0"
 
-from .preprocess import PRESETS, PreprocessSpec, get_preset  # noqa: E402
-from .segmenter import EdgeSegmenter, Segmentation  # noqa: E402
+from cmunext_edge.core.preprocess import PRESETS, PreprocessSpec, get_preset  # noqa: E402
+from cmunext_edge.runtime.segmenter import EdgeSegmenter, Segmentation  # noqa: E402
 
 __all__ = ["EdgeSegmenter", "Segmentation", "PreprocessSpec", "PRESETS", "get_preset", "__version__"]

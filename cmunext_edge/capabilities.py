@@ -220,7 +220,7 @@ def detect(cpuinfo: str = "/proc/cpuinfo", environ=None) -> Capabilities:
 def runtime_info() -> dict:
     """OpenVINO's CPU OPTIMIZATION_CAPABILITIES and ONNX Runtime's providers, where installed
     (None where not). Note: OpenVINO reports CPUID, not the ONEDNN_MAX_CPU_ISA limit."""
-    from ._deps import available
+    from cmunext_edge._deps import available
     info = {"openvino": None, "onnxruntime": None}
     if available("openvino"):
         import openvino as ov

@@ -9,9 +9,9 @@ manifest.py are shared by all.
 
 def __getattr__(name):          # keep `import cmunext_edge.export` light; load on first use
     if name in ("export", "ExportResult"):
-        from . import pipeline
+        from cmunext_edge.export import pipeline
         return getattr(pipeline, name)
     if name == "ExportOptions":
-        from .options import ExportOptions
+        from cmunext_edge.export.options import ExportOptions
         return ExportOptions
     raise AttributeError(name)

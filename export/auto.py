@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact_meta import AGREEMENT_THRESHOLDS
-from ..bench.timing import alternating_rounds, measure_throughput, time_calls, torch_threads
-from ..fileio import atomic_path
-from ..metrics import format_class_dice
-from ..resources import resolve_weights
-from ..runtime.registry import open_backend
-from ..weights import load_checkpoint
-from .auto_candidates import CANDIDATES, QUICK, Candidate, candidates_for  # noqa: F401 (API)
-from .verify import compare, reference_logits
-from .verify_data import shipped_model_name
+from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
+from cmunext_edge.bench.timing import (alternating_rounds, measure_throughput, time_calls, torch_threads)
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.core.metrics import format_class_dice
+from cmunext_edge.resources import resolve_weights
+from cmunext_edge.runtime.registry import open_backend
+from cmunext_edge.checkpoints.weights import load_checkpoint
+from cmunext_edge.export.auto_candidates import CANDIDATES, QUICK, Candidate, candidates_for  # noqa: F401 (API)
+from cmunext_edge.export.verify import compare, reference_logits
+from cmunext_edge.export.verify_data import shipped_model_name
 
 
 def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1):
@@ -42,12 +42,12 @@ def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, nu
     dataset, optionally one split's list (a names file, or a training split.json: its "val" list);
     `limit` of them drawn with `seed` by the calibration sampler (`data.seeded_sample`). Without
     data, the bundled samples (one class: no ground truth for a model with several)."""
-    from ..data import discover, seeded_sample
-    from ..groundtruth import load_truth
-    from .calibration import CalibrationSet, check_classes, make_calibration_set
+    from cmunext_edge.data.discovery import discover, seeded_sample
+    from cmunext_edge.data.groundtruth import load_truth
+    from cmunext_edge.export.calibration import CalibrationSet, check_classes, make_calibration_set
     if data is None:
         return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
-    from ..preprocess import load_image, to_bgr_uint8
+    from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
     samples = discover(data, split)
     check_classes(samples, num_classes, data)
     samples = seeded_sample(samples, limit, seed)
@@ -96,7 +96,7 @@ def export_candidate(weights, cand: Candidate, out: Path, calib=None, calib_size
                      threads: int | None = None, budget: float = 0.5, log=None):
     """Export one candidate with the toolkit's `export()` into out/<name>; the one export call
     of auto selection (benchmarks/ov_ab.py builds its variants through it too)."""
-    from .pipeline import export
+    from cmunext_edge.export.pipeline import export
     runtime = {**cand.runtime, **({"threads": threads} if threads else {})}
     nncf = dict(cand.nncf) if cand.nncf else None
     if nncf and nncf.get("max_drop") == "budget":
@@ -165,7 +165,7 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
               "pytorch_fp32_p50_ms": torch_ms, "winner": winner.name if winner else None,
               "artifact": str(chosen) if chosen else None, "candidates": [_row_json(r) for r in rows],
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **_machine()}
-    from .auto_report import write_report
+    from cmunext_edge.export.auto_report import write_report
     report["report_files"] = [str(p) for p in write_report(report, out / "auto_report")]
     return report
 
@@ -182,8 +182,8 @@ def _row_json(row: Measured) -> dict:
 
 def _machine() -> dict:
     """What the figures were measured on, and the per-CPU INT8 recipe the candidates used."""
-    from ..capabilities import detect
-    from .cpu_fit import nncf_overflow_fix, ort_reduce_range
+    from cmunext_edge.capabilities import detect
+    from cmunext_edge.export.cpu_fit import nncf_overflow_fix, ort_reduce_range
     return {"capabilities": detect().as_dict(),
             "int8_recipe": {"nncf_overflow_fix": nncf_overflow_fix(), "ort_reduce_range": ort_reduce_range()}}
 
@@ -230,8 +230,8 @@ def skip_reason(cand: Candidate, calib) -> str | None:
     control measures Dice on the calibration images, so it needs their masks."""
     if not (cand.nncf and cand.nncf.get("max_drop") is not None):
         return None
-    from ..data import discover
-    from ..resources import SAMPLES_DIR
+    from cmunext_edge.data.discovery import discover
+    from cmunext_edge.resources import SAMPLES_DIR
     try:
         has_masks = any(s.mask for s in discover(calib if calib is not None else SAMPLES_DIR))
     except (FileNotFoundError, ValueError):
@@ -328,7 +328,7 @@ def _publish_winner(out: Path, winner) -> Path:
     for f in sorted(entry["files"], key=lambda f: f["name"] == src.name):   # entry file last
         with atomic_path(out / f["name"]) as tmp:
             shutil.copy2(src.parent / f["name"], tmp)
-    from .manifest import write_manifest
+    from cmunext_edge.export.manifest import write_manifest
     write_manifest(out, src.name, {**entry, "auto": {
         "candidate": winner.name, "p50_ms": winner.p50_ms, "images_per_s": winner.images_per_s,
         "dice": winner.dice, "dice_drop_points": winner.dice_drop_points,

@@ -79,7 +79,7 @@ def fits(cand: Candidate, device: str, caps=None) -> bool:
     if device not in cand.devices:
         return False
     if device == "CPU" and cand.precision == "bf16":
-        from ..capabilities import detect
+        from cmunext_edge.capabilities import detect
         return (caps or detect()).bf16_native
     return True
 

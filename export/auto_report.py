@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..fileio import atomic_path
+from cmunext_edge.fileio import atomic_path
 
 
 def _f(v, fmt):
@@ -54,7 +54,7 @@ def _per_class_lines(rep: dict) -> list[str]:
 
 
 def write_plot(rep: dict, path) -> Path:
-    from ..bench.report import new_latency_plot, save_latency_plot
+    from cmunext_edge.bench.report import new_latency_plot, save_latency_plot
     fig, ax = new_latency_plot()
     for i, r in enumerate(rep["candidates"], 1):
         if r["p50_ms"] is None or r["dice"] is None:

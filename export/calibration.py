@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Sample, discover, seeded_sample
-from ..fileio import sha256_file
-from ..groundtruth import classes_problem, load_truth
-from ..preprocess import ImageReadError, PreprocessSpec, load_image, to_bgr_uint8
-from ..resources import SAMPLES_DIR
+from cmunext_edge.data.discovery import Sample, discover, seeded_sample
+from cmunext_edge.fileio import sha256_file
+from cmunext_edge.data.groundtruth import classes_problem, load_truth
+from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, to_bgr_uint8
+from cmunext_edge.resources import SAMPLES_DIR
 
 
 class CalibrationError(ValueError):

@@ -15,7 +15,7 @@
 """
 from __future__ import annotations
 
-from ..capabilities import Capabilities, detect
+from cmunext_edge.capabilities import Capabilities, detect
 
 # NNCF OverflowFix members by the names export options use
 OVERFLOW_FIX = {"enable": "ENABLE", "disable": "DISABLE", "first_layer": "FIRST_LAYER"}
@@ -47,10 +47,10 @@ def int8_settings(target: str, options) -> dict | None:
     """The quantization settings an INT8 export of `target` uses with `options` (ExportOptions),
     per-CPU choices resolved: what the manifest records. None for targets without such settings."""
     if target == "openvino":
-        from .openvino_export import resolved_nncf_options
+        from cmunext_edge.export.openvino_export import resolved_nncf_options
         return {"nncf": resolved_nncf_options(options.nncf or {})}
     if target == "onnxruntime":
-        from .ort_quant import resolved_ort_options
+        from cmunext_edge.export.ort_quant import resolved_ort_options
         return {"ort_quant": resolved_ort_options(options.ort_quant or {}),
                 "calibrate_method": options.calibrate_method or "percentile"}
     return None
@@ -81,7 +81,7 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
         tries.append("NNCF preset mixed (nncf={'preset': 'mixed'})")
         tries.append("--target onnxruntime")
     elif target == "onnxruntime":
-        from .ort_quant import resolved_ort_options
+        from cmunext_edge.export.ort_quant import resolved_ort_options
         if not resolved_ort_options(getattr(options, "ort_quant", None) or {})["reduce_range"]:
             tries.append("reduce_range (ort_quant={'reduce_range': True})")
         tries.append("--target openvino")

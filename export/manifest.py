@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..fileio import atomic_path, sha256_file
-from ..toolchain import toolchain_versions  # noqa: F401 (pipeline imports it from here)
-from .targets import ExportUsageError
+from cmunext_edge.fileio import atomic_path, sha256_file
+from cmunext_edge.toolchain import toolchain_versions  # noqa: F401 (pipeline imports it from here)
+from cmunext_edge.export.targets import ExportUsageError
 
 FORMAT = "cmunext-edge export manifest"
 

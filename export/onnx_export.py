@@ -5,8 +5,8 @@ import copy
 import warnings
 from pathlib import Path
 
-from .._deps import require
-from ..precision import Precision
+from cmunext_edge._deps import require
+from cmunext_edge.core.precision import Precision
 
 INPUT, OUTPUT = "input", "logits"
 # Exact graph rewrites applied to the PyTorch model before tracing (name -> what it does);
@@ -90,7 +90,7 @@ def prepare_model(model, graph: dict | None):
     if unknown:
         raise ValueError(f"unknown graph option(s) {sorted(unknown)}; known: {', '.join(GRAPH_OPTIONS)}")
     if graph.get("fold_bn"):
-        from ..fold import fold_bn_into_next_conv
+        from cmunext_edge.core.fold import fold_bn_into_next_conv
         model = fold_bn_into_next_conv(model)
     if graph.get("dense_groups"):
         model = densify_grouped_convs(model)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._deps import require
-from ..precision import Precision
-from .cpu_fit import AUTO, OVERFLOW_FIX, resolve_overflow_fix
-from .onnx_export import export_onnx
+from cmunext_edge._deps import require
+from cmunext_edge.core.precision import Precision
+from cmunext_edge.export.cpu_fit import AUTO, OVERFLOW_FIX, resolve_overflow_fix
+from cmunext_edge.export.onnx_export import export_onnx
 
 NNCF_DEFAULTS = {"model_type": "transformer", "preset": "performance", "fast_bias_correction": True,
                  "subset_size": None,   # None: the whole calibration set
@@ -64,7 +64,7 @@ def dice_validation_fn(compiled_model, items) -> tuple[float, list[float]]:
     """NNCF accuracy-control metric: mean official Dice of (input, C x H x W mask) items, per-item
     list; each item's Dice is the official one over all its class channels (metrics.class_scores)."""
     import numpy as np
-    from ..metrics import class_scores
+    from cmunext_edge.core.metrics import class_scores
     scores = []
     for x, mask in items:
         logits = np.asarray(compiled_model(x)[0])[0]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..precision import Int8Mode, Precision
-from .targets import ExportUsageError
+from cmunext_edge.core.precision import Int8Mode, Precision
+from cmunext_edge.export.targets import ExportUsageError
 
 
 def _enum(kind, value, what: str):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._deps import require
-from .onnx_export import export_onnx, set_metadata
+from cmunext_edge._deps import require
+from cmunext_edge.export.onnx_export import export_onnx, set_metadata
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # ONNX Runtime quantization knobs `cmunext-export --target auto` explores (ExportOptions.ort_quant):
@@ -26,7 +26,7 @@ ORT_DEFAULTS = {"format": "qdq", "per_channel": True, "reduce_range": None, "op_
 
 def resolved_ort_options(overrides: dict, for_tensorrt: bool = False) -> dict:
     """ORT_DEFAULTS with `overrides` applied and reduce_range decided for this CPU."""
-    from .cpu_fit import ort_reduce_range
+    from cmunext_edge.export.cpu_fit import ort_reduce_range
     opts = {**ORT_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
     if opts["reduce_range"] is None:
         opts["reduce_range"] = False if for_tensorrt else ort_reduce_range()

@@ -19,23 +19,25 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .._deps import MissingDependencyError, available
-from ..artifact_meta import PREFIX, build_metadata, check_selftest, make_selftest, selftest_input
-from ..integrity import HASH_KEY, PLACEHOLDER, VerifyReport, check_embedded, seal
-from ..precision import Precision
-from ..resources import resolve_weights
-from ..runtime.base import BackendError
-from ..runtime.registry import entry_for_path, open_backend
-from ..weights import load_checkpoint
-from .calibration import make_calibration_set
-from .cpu_fit import gate_failure_hint, manifest_fields
-from .manifest import file_entries, read_manifest, toolchain_versions, write_manifest
-from .onnx_export import prepare_model
-from .options import ExportOptions
-from .staging import OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises
-from .targets import BuildContext, ExportTarget, ExportUsageError, check_request, get_target
-from .verify import VerificationError, failure_reason, format_figures, reference_logits, verify_backend
-from .verify_data import domain_warning, plan_verification, short_source
+from cmunext_edge._deps import MissingDependencyError, available
+from cmunext_edge.artifacts.meta import (PREFIX, build_metadata, check_selftest, make_selftest, selftest_input)
+from cmunext_edge.artifacts.integrity import HASH_KEY, PLACEHOLDER, VerifyReport, check_embedded, seal
+from cmunext_edge.core.precision import Precision
+from cmunext_edge.resources import resolve_weights
+from cmunext_edge.runtime.base import BackendError
+from cmunext_edge.runtime.registry import entry_for_path, open_backend
+from cmunext_edge.checkpoints.weights import load_checkpoint
+from cmunext_edge.export.calibration import make_calibration_set
+from cmunext_edge.export.cpu_fit import gate_failure_hint, manifest_fields
+from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
+from cmunext_edge.export.onnx_export import prepare_model
+from cmunext_edge.export.options import ExportOptions
+from cmunext_edge.export.staging import (OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises)
+from cmunext_edge.export.targets import (
+    BuildContext, ExportTarget, ExportUsageError, check_request, get_target)
+from cmunext_edge.export.verify import (
+    VerificationError, failure_reason, format_figures, reference_logits, verify_backend)
+from cmunext_edge.export.verify_data import domain_warning, plan_verification, short_source
 
 
 @dataclass
@@ -277,5 +279,5 @@ def next_commands(artifact: Path, device: str) -> list[str]:
     dev = "" if device == "cpu" else f" --device {device}"
     return [f"cmunext-predict path/to/images --weights {artifact} --out predictions{dev}",
             f"cmunext-bench {artifact}{dev}",
-            f"python -c \"from cmunext_edge.segmenter import EdgeSegmenter; "
+            f"python -c \"from cmunext_edge.runtime.segmenter import EdgeSegmenter; "
             f"print(EdgeSegmenter.from_artifact('{artifact}'{', device=' + repr(device) if dev else ''}).self_test())\""]

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from .._deps import EXTRAS
-from ..precision import Precision
-from ..runtime.tensorrt_backend import INSTALL_HINT as TENSORRT_HINT
+from cmunext_edge._deps import EXTRAS
+from cmunext_edge.core.precision import Precision
+from cmunext_edge.runtime.tensorrt_backend import INSTALL_HINT as TENSORRT_HINT
 
 if TYPE_CHECKING:
-    from .options import ExportOptions
+    from cmunext_edge.export.options import ExportOptions
 
 FP32, FP16, BF16, INT8 = Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8
 # target-specific ExportOptions fields -> what they are for (the help text of the table)

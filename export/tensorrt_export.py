@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..precision import Int8Mode, Precision
-from ..runtime.tensorrt_backend import gpu_info, require_tensorrt, sidecar_path
-from .onnx_export import INPUT, export_onnx
-from .ort_quant import quantize_qdq
+from cmunext_edge.core.precision import Int8Mode, Precision
+from cmunext_edge.runtime.tensorrt_backend import gpu_info, require_tensorrt, sidecar_path
+from cmunext_edge.export.onnx_export import INPUT, export_onnx
+from cmunext_edge.export.ort_quant import quantize_qdq
 
 
 def make_calibrator(trt, calib, cache: Path, method: str = "entropy"):

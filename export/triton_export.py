@@ -25,11 +25,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._deps import require
-from ..artifact_meta import PREFIX, check_selftest, parse_metadata
-from ..fileio import sha256_file
-from .manifest import file_entries, write_manifest
-from .targets import ExportUsageError
+from cmunext_edge._deps import require
+from cmunext_edge.artifacts.meta import PREFIX, check_selftest, parse_metadata
+from cmunext_edge.fileio import sha256_file
+from cmunext_edge.export.manifest import file_entries, write_manifest
+from cmunext_edge.export.targets import ExportUsageError
 
 DEFAULT_MAX_BATCH = 8
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "f32": "TYPE_FP32", "f16": "TYPE_FP16",
@@ -71,7 +71,7 @@ def _onnx_io(path: Path) -> ArtifactIO:
 
 def _openvino_io(path: Path) -> ArtifactIO:
     ov = require("openvino")
-    from ..runtime.openvino_backend import read_rt_metadata
+    from cmunext_edge.runtime.openvino_backend import read_rt_metadata
     model = ov.Core().read_model(str(path))
 
     def tensors(ports):
@@ -85,8 +85,8 @@ def _openvino_io(path: Path) -> ArtifactIO:
 def _tensorrt_io(path: Path) -> ArtifactIO:
     """From the sidecar (reading the plan itself needs TensorRT and its GPU): the engine is built
     from the toolkit's ONNX, so its tensors are that graph's input/logits, FP32 at the boundary."""
-    from ..runtime.tensorrt_backend import sidecar_path
-    from .onnx_export import INPUT, OUTPUT
+    from cmunext_edge.runtime.tensorrt_backend import sidecar_path
+    from cmunext_edge.export.onnx_export import INPUT, OUTPUT
     side = sidecar_path(path)
     if not side.is_file():
         raise FileNotFoundError(f"{path}: missing sidecar {side.name}; export engines with cmunext-export")
@@ -163,8 +163,8 @@ def _model_name(artifact: Path, options) -> str:
 
 def _self_test(entry: Path, io: ArtifactIO, device: str) -> dict | None:
     """Run the copied artifact's embedded self-test where its backend runs here (not TensorRT off-GPU)."""
-    from .._deps import available
-    from ..runtime.registry import entry_for_path, open_backend
+    from cmunext_edge._deps import available
+    from cmunext_edge.runtime.registry import entry_for_path, open_backend
     be = entry_for_path(entry.with_suffix(".engine") if io.kind == "tensorrt" else entry)
     if io.kind == "tensorrt" or not available(be.requires):
         return None
@@ -209,7 +209,7 @@ def _swap_in(staging: Path, final: Path) -> None:
 
 def package(artifact, options, log=print):
     """Write the Triton model repository entry of `artifact` -> pipeline.ExportResult."""
-    from .pipeline import ExportResult
+    from cmunext_edge.export.pipeline import ExportResult
     artifact = Path(artifact)
     io = read_artifact(artifact)
     meta = parse_metadata(io.metadata)
@@ -232,7 +232,7 @@ def package(artifact, options, log=print):
              "sha256": sha256_file(artifact), "kind": io.kind}, "files": file_entries(files),
              "selftest": selftest, "max_batch_size": _max_batch(io, options)}
     manifest = write_manifest(repo, name, entry)
-    from ..precision import Precision
+    from cmunext_edge.core.precision import Precision
     return ExportResult(files[0], files, manifest, "triton", Precision(have), None, selftest or {},
                         [f"tritonserver --model-repository={repo.resolve()}",
                          f"curl localhost:8000/v2/models/{name}/config"])

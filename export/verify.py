@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._deps import require
-from ..artifact_meta import AGREEMENT_THRESHOLDS
-from ..metrics import class_scores, format_class_dice, iou_dice, summarize_scores
-from ..metrics import mean_dice as _mean_dice
-from ..progress import track
+from cmunext_edge._deps import require
+from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
+from cmunext_edge.core.metrics import class_scores, format_class_dice, iou_dice, summarize_scores
+from cmunext_edge.core.metrics import mean_dice as _mean_dice
+from cmunext_edge.progress import track
 
 
 class VerificationError(RuntimeError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..fileio import sha256_file
-from ..resources import SAMPLES_DIR, models_dir
+from cmunext_edge.fileio import sha256_file
+from cmunext_edge.resources import SAMPLES_DIR, models_dir
 
 VERIFY_DATA, CALIBRATION, BUNDLED = "--verify-data", "calibration data (--calib)", "bundled BUSI samples"
 

@@ -45,14 +45,14 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def three_class(trained, tmp_path_factory):
     """A 3-class CMUNeXt-S and the 3-class sets derived from the bundled samples (benign lesion,
-    malignant lesion, lesion rim; cmunext_edge/multiclass_sample.py) in both ground-truth layouts.
+    malignant lesion, lesion rim; cmunext_edge/data/multiclass_sample.py) in both ground-truth layouts.
 
     The checkpoint is the shipped model with its 1-channel head widened to 3 channels (channel 0
     the shipped lesion head, 1 the same shifted by -2 logits, 2 its negation shifted by -4): a
     trained network whose 3 masks differ and are not empty, so reduced precisions can verify."""
     torch = pytest.importorskip("torch")
-    from cmunext_edge.multiclass_sample import make_three_class_dataset
-    from cmunext_edge.weights import load_checkpoint, save_safetensors
+    from cmunext_edge.data.multiclass_sample import make_three_class_dataset
+    from cmunext_edge.checkpoints.weights import load_checkpoint, save_safetensors
 
     root = tmp_path_factory.mktemp("three_class")
     ckpt = load_checkpoint(trained)

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("torch")
 
 from cmunext_edge import bench  # noqa: E402
-from cmunext_edge.bench import (BenchConfig, RowSpec, allowed_batches, artifact_bytes,  # noqa: E402
-                                latency_stats, run_bench, time_calls)
+from cmunext_edge.bench import (
+    BenchConfig, RowSpec, allowed_batches, artifact_bytes, latency_stats, run_bench, time_calls)
 from cmunext_edge.bench.report import format_table, to_markdown, write_plot  # noqa: E402
 from cmunext_edge.cli.bench import expand_rows, main, parse_options  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_alternating_rounds_time_every_function_once_per_round():
 
 def test_latency_images_default_to_the_bundled_samples(tmp_path):
     from cmunext_edge.bench.inputs import load_images
-    from cmunext_edge.data import discover
+    from cmunext_edge.data.discovery import discover
     from cmunext_edge.resources import SAMPLES_DIR
     imgs = load_images(None, 2)
     assert len(imgs) == min(2, len(discover(SAMPLES_DIR))) and imgs[0].dtype == np.uint8

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmunext_edge.bundle import MANIFEST, REFERENCE, file_table, make_bundle, read_bundle, write_manifest
+from cmunext_edge.device.bundle import (
+    MANIFEST, REFERENCE, file_table, make_bundle, read_bundle, write_manifest)
 from cmunext_edge.cli import check as check_cli
-from cmunext_edge.device_compare import compare
+from cmunext_edge.device.compare import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def test_core_wheel_installs_the_check_and_records_its_files(pristine):
         names = set(zf.namelist())
         record = zf.read("cmunext_edge-0.1.0.dist-info/RECORD").decode()
         entry_points = zf.read("cmunext_edge-0.1.0.dist-info/entry_points.txt").decode()
-    assert {"cmunext_edge/cli/check.py", "cmunext_edge/device_check.py", "cmunext_edge/runtime/base.py",
+    assert {"cmunext_edge/cli/check.py", "cmunext_edge/device/check.py", "cmunext_edge/runtime/base.py",
             "cmunext_edge/export/pipeline.py"} <= names
     assert not any(n.endswith(".safetensors") or "__pycache__" in n for n in names)
     assert "cmunext-check = cmunext_edge.cli.check:main" in entry_points

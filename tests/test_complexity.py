@@ -1,11 +1,10 @@
-"""Parameter and MAC counting (cmunext_edge.complexity)."""
+"""Parameter and MAC counting (cmunext_edge.core.complexity)."""
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from cmunext_edge.complexity import (checkpoint_complexity, conv_macs, count_macs,  # noqa: E402
-                                     variant_complexity)
-from cmunext_edge.model import build_model  # noqa: E402
+from cmunext_edge.core.complexity import (checkpoint_complexity, conv_macs, count_macs, variant_complexity)
+from cmunext_edge.core.model import build_model  # noqa: E402
 
 REF_S = "/work/shared/reference/official_cmunext_s_random.pth"
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cmunext_edge.capabilities import detect
-from cmunext_edge.export.auto import AutoOptions, CandidateStatus, Measured, candidates_for, run_auto, select
+from cmunext_edge.export.auto import (AutoOptions, CandidateStatus, Measured, candidates_for, run_auto, select)
 from cmunext_edge.export.onnx_export import prepare_model
-from cmunext_edge.segmenter import EdgeSegmenter
+from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -56,7 +56,7 @@ def test_status_is_an_enum_that_reads_as_its_value():
 def test_eval_images_are_drawn_by_the_calibration_sampler():
     from cmunext_edge.export.auto import load_eval_set
     from cmunext_edge.export.calibration import make_calibration_set
-    from cmunext_edge.preprocess import get_preset
+    from cmunext_edge.core.preprocess import get_preset
     spec = get_preset("official")
     for seed in (0, 1):
         evals = load_eval_set(SAMPLES, None, spec, limit=3, seed=seed)
@@ -88,7 +88,7 @@ def test_candidate_table_per_device():
                                    {"fold_bn": True, "split_groups": True}])
 def test_graph_rewrites_are_exact(weights, graph):
     torch = pytest.importorskip("torch")
-    from cmunext_edge.weights import load_checkpoint
+    from cmunext_edge.checkpoints.weights import load_checkpoint
     model = load_checkpoint(weights).build()
     x = torch.randn(2, 3, 64, 64) * 0.01
     with torch.inference_mode():

@@ -11,7 +11,7 @@ import pytest
 from cmunext_edge.export.calibration import CalibrationError, make_calibration_set
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.export.verify import CLASS_AGREEMENT_MARGIN, compare, format_figures
-from cmunext_edge.weights import load_checkpoint
+from cmunext_edge.checkpoints.weights import load_checkpoint
 
 from conftest import SAMPLES
 
@@ -143,7 +143,7 @@ def test_per_class_gate_fails_one_drifting_class_that_the_mean_hides():
 
 def test_one_class_figures_are_unchanged():
     """One class: no per-class keys, and Dice vs ground truth is the old per-image mean."""
-    from cmunext_edge.metrics import mean_dice
+    from cmunext_edge.core.metrics import mean_dice
     rng = np.random.default_rng(1)
     ref = _logits(rng, c=1)
     out = ref + rng.normal(scale=0.05, size=ref.shape).astype(np.float32)
@@ -199,9 +199,9 @@ def test_bench_data_records_per_class_dice(three_class, exports, tmp_path, capsy
 @pytest.mark.parametrize("layout", ["masks", "labels"])
 def test_bundle_carries_every_class_and_the_check_scores_per_class(three_class, exports, layout, tmp_path,
                                                                   capsys):
-    from cmunext_edge.bundle import BundleError, make_bundle
+    from cmunext_edge.device.bundle import BundleError, make_bundle
     from cmunext_edge.cli import check as check_cli
-    from cmunext_edge.device_compare import compare as compare_reports
+    from cmunext_edge.device.compare import compare as compare_reports
     art = exports[0]["onnx"].artifact
     res = make_bundle(art, tmp_path, images=three_class[layout], n_images=2, archive=False)
     rows = res.manifest["references"]

@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from cmunext_edge.artifact_meta import parse_metadata
+from cmunext_edge.artifacts.meta import parse_metadata
 from cmunext_edge.cli.export import main as export_main
 from cmunext_edge.export import pipeline
 from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.fileio import sha256_file
-from cmunext_edge.segmenter import EdgeSegmenter
+from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

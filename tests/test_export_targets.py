@@ -9,9 +9,10 @@ from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.cli.export import main as export_main
 from cmunext_edge.export.calibration import CalibrationError, make_calibration_set
 from cmunext_edge.export.options import ExportOptions
-from cmunext_edge.export.targets import OPTIONS, TARGETS, ExportUsageError, check_request, get_target, help_table
-from cmunext_edge.precision import Int8Mode, Precision
-from cmunext_edge.preprocess import get_preset
+from cmunext_edge.export.targets import (
+    OPTIONS, TARGETS, ExportUsageError, check_request, get_target, help_table)
+from cmunext_edge.core.precision import Int8Mode, Precision
+from cmunext_edge.core.preprocess import get_preset
 from cmunext_edge.runtime.base import BackendError
 
 

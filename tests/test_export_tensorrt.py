@@ -11,7 +11,7 @@ import pytest
 from cmunext_edge.export import tensorrt_export
 from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.targets import BuildContext, check_request, get_target
-from cmunext_edge.preprocess import get_preset
+from cmunext_edge.core.preprocess import get_preset
 
 
 class _Config:

@@ -12,11 +12,11 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from cmunext_edge.artifact_meta import PREFIX, check_selftest, make_selftest, parse_metadata  # noqa: E402
-from cmunext_edge.checkpoint_info import CheckpointError  # noqa: E402
-from cmunext_edge.imagecheck import header_size  # noqa: E402
-from cmunext_edge.preprocess import ImageReadError, PreprocessSpec, get_preset, load_image  # noqa: E402
-from cmunext_edge.weights import inspect_checkpoint  # noqa: E402
+from cmunext_edge.artifacts.meta import PREFIX, check_selftest, make_selftest, parse_metadata  # noqa: E402
+from cmunext_edge.checkpoints.inspect import CheckpointError  # noqa: E402
+from cmunext_edge.data.image_limits import header_size  # noqa: E402
+from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, get_preset, load_image  # noqa: E402
+from cmunext_edge.checkpoints.weights import inspect_checkpoint  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SEEDS = {fmt: cv2.imencode(fmt, np.random.default_rng(0).integers(0, 255, (21, 34, 3), np.uint8))[1].tobytes()

@@ -16,8 +16,8 @@ from cmunext_edge.cli import bench as bench_cli
 from cmunext_edge.cli import export as export_cli
 from cmunext_edge.cli import info as info_cli
 from cmunext_edge.cli import predict as predict_cli
-from cmunext_edge.imagecheck import ImageSizeError, check_dimensions
-from cmunext_edge.preprocess import ImageReadError, load_image
+from cmunext_edge.data.image_limits import ImageSizeError, check_dimensions
+from cmunext_edge.core.preprocess import ImageReadError, load_image
 from cmunext_edge.resources import SAMPLES_DIR
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "cmunext-s-busi.safetensors"
@@ -110,9 +110,9 @@ def test_broken_symlinks_are_reported(tmp_path, capsys):
 
 
 def test_full_disk_stops_cleanly_and_summary_matches_disk(tmp_path, monkeypatch):
-    from cmunext_edge import predict_job
-    from cmunext_edge.data import discover
-    from cmunext_edge.segmenter import EdgeSegmenter
+    from cmunext_edge.predict import job as predict_job
+    from cmunext_edge.data.discovery import discover
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
     real, calls = predict_job.write_png, []
 
     def filling(path, image):
@@ -153,8 +153,8 @@ def test_read_only_out_is_refused_upfront(tmp_path, capsys):
 # --- checkpoints with other channel / class counts --------------------------------------------
 def test_one_channel_checkpoint_refused_with_reason_and_two_classes_work(tmp_path, capsys):
     pytest.importorskip("torch")
-    from cmunext_edge.model import build_model
-    from cmunext_edge.weights import save_official_pth
+    from cmunext_edge.core.model import build_model
+    from cmunext_edge.checkpoints.weights import save_official_pth
     one = save_official_pth(build_model("cmunext-s", 1, 1), tmp_path / "one.pth")
     rc, _, err = _run(predict_cli.main, [SAMPLE, "--weights", one, "--out", tmp_path / "o1"], capsys)
     assert rc == 2 and "1 input channel" in err
@@ -168,8 +168,8 @@ def test_one_channel_checkpoint_refused_with_reason_and_two_classes_work(tmp_pat
 def test_info_refuses_an_unknown_preprocess_key(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file
-    from cmunext_edge.preprocess import get_preset
-    from cmunext_edge.weights import load_checkpoint
+    from cmunext_edge.core.preprocess import get_preset
+    from cmunext_edge.checkpoints.weights import load_checkpoint
     sd = load_checkpoint(SHIPPED).state_dict
     spec = json.loads(get_preset("official").to_json())
     spec["bogus"] = 1

@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 import pytest
 
-from cmunext_edge.artifact_meta import check_selftest, make_selftest, selftest_input
+from cmunext_edge.artifacts.meta import check_selftest, make_selftest, selftest_input
 from cmunext_edge.cli import bench as bench_cli
 from cmunext_edge.cli import predict as predict_cli
-from cmunext_edge.integrity import IntegrityError, verify_artifact
-from cmunext_edge.preprocess import get_preset
-from cmunext_edge.segmenter import EdgeSegmenter
+from cmunext_edge.artifacts.integrity import IntegrityError, verify_artifact
+from cmunext_edge.core.preprocess import get_preset
+from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from cmunext_edge.metrics import iou_dice, iou_dice_from_logits, mean_scores
+from cmunext_edge.core.metrics import iou_dice, iou_dice_from_logits, mean_scores
 
 
 def official_iou_score(output, target):
@@ -43,7 +43,7 @@ def test_known_values_and_mean():
 
 
 def test_mean_dice_averages_the_classes_of_one_image():
-    from cmunext_edge.metrics import mean_dice
+    from cmunext_edge.core.metrics import mean_dice
     a = np.zeros((2, 4, 4), bool)
     b = a.copy()
     a[0, :2], b[0, :2] = True, True          # class 0 identical

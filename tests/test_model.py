@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmunext_edge.model import VARIANTS, build_model, canonical_variant
-from cmunext_edge.variants import count_params, is_parameter, state_shapes
+from cmunext_edge.core.model import VARIANTS, build_model, canonical_variant
+from cmunext_edge.core.variants import count_params, is_parameter, state_shapes
 
 KEYFILES = {"cmunext-s": "s", "cmunext": "b", "cmunext-l": "l"}
 OFFICIAL_PARAMS_M = {"cmunext-s": 0.418, "cmunext": 3.149, "cmunext-l": 8.287}

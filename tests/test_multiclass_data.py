@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cmunext_edge.data import discover
-from cmunext_edge.groundtruth import dataset_classes, load_truth, truth_description
-from cmunext_edge.metrics import class_scores, format_class_dice, summarize_scores
-from cmunext_edge.multiclass_sample import derived_classes, make_three_class_dataset
-from cmunext_edge.preprocess import ImageReadError
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.groundtruth import dataset_classes, load_truth, truth_description
+from cmunext_edge.core.metrics import class_scores, format_class_dice, summarize_scores
+from cmunext_edge.data.multiclass_sample import derived_classes, make_three_class_dataset
+from cmunext_edge.core.preprocess import ImageReadError
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cmunext_edge.multiclass_sample import make_three_class_dataset
+from cmunext_edge.data.multiclass_sample import make_three_class_dataset
 
 pytest.importorskip("torch")
 
@@ -25,7 +25,7 @@ def trained_three_class(tmp_path_factory, trained):
 
 
 def test_train_one_epoch_three_classes(trained_three_class):
-    from cmunext_edge.weights import inspect_checkpoint
+    from cmunext_edge.checkpoints.weights import inspect_checkpoint
     data, run = trained_three_class
     assert inspect_checkpoint(run / "best.safetensors").info.num_classes == 3
     header = (run / "history.csv").read_text().splitlines()[0].split(",")

@@ -93,11 +93,11 @@ def test_commands_that_need_torch_name_the_extra(tmp_path):
 
 def test_core_modules_import_without_torch_and_model_names_the_extra():
     probe = BLOCKER.split("import importlib")[0] + """
-import cmunext_edge, cmunext_edge.weights, cmunext_edge.complexity, cmunext_edge.runtime.registry
-from cmunext_edge.complexity import variant_complexity
+import cmunext_edge, cmunext_edge.checkpoints.weights, cmunext_edge.core.complexity, cmunext_edge.runtime.registry
+from cmunext_edge.core.complexity import variant_complexity
 assert round(variant_complexity("cmunext-l").mparams, 3) == 8.287
 try:
-    import cmunext_edge.model
+    import cmunext_edge.core.model
 except ImportError as exc:
     print(exc)
 """

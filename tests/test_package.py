@@ -29,7 +29,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_bundled_samples_are_complete():
-    from cmunext_edge.data import discover
+    from cmunext_edge.data.discovery import discover
     from cmunext_edge.resources import SAMPLES_DIR
     samples = discover(SAMPLES_DIR)
     assert 0 < len(samples) <= 16 and all(s.mask is not None for s in samples)

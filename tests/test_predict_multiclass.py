@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from cmunext_edge.cli.predict import main
-from cmunext_edge.data import discover
-from cmunext_edge.groundtruth import load_truth
-from cmunext_edge.metrics import class_scores, format_class_dice
-from cmunext_edge.overlay import ALPHA, PALETTE_RGB, class_color, overlay
-from cmunext_edge.preprocess import load_image, to_bgr_uint8
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.groundtruth import load_truth
+from cmunext_edge.core.metrics import class_scores, format_class_dice
+from cmunext_edge.predict.overlay import ALPHA, PALETTE_RGB, class_color, overlay
+from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
 
 C = 3
 ONE_CLASS_KEYS = {"n_images", "mean_dice", "mean_iou", "skipped", "stopped", "mean_dice_original",
@@ -219,7 +219,7 @@ def test_ray_engine_scores_every_class_like_the_local_job(predicted, three_class
 
 def test_serve_answer_has_per_class_masks(three_class):
     from cmunext_edge.scale.serve import class_mask_pngs, describe_result, mask_png
-    from cmunext_edge.segmenter import EdgeSegmenter
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
     image = sorted((three_class["masks"] / "images").glob("*.png"))[0]
     seg = EdgeSegmenter(three_class["checkpoint"]).segment(image)
     info = describe_result(seg, {}, 0.0, 0.0)

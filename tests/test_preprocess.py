@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cmunext_edge.preprocess import (ImageReadError, PreprocessSpec, get_preset, load_image,
-                                     load_mask, to_bgr_uint8)
+from cmunext_edge.core.preprocess import (
+    ImageReadError, PreprocessSpec, get_preset, load_image, load_mask, to_bgr_uint8)
 
 
 def test_official_preset_reproduces_golden_from_files(reference, busi):

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from cmunext_edge.integrity import IntegrityError
+from cmunext_edge.artifacts.integrity import IntegrityError
 from cmunext_edge.runtime.base import DeviceUnavailableError
 from cmunext_edge.runtime.registry import entry_for_path, list_devices, open_backend
-from cmunext_edge.segmenter import EdgeSegmenter
+from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 pytest.importorskip("onnxruntime")
 ov = pytest.importorskip("openvino")

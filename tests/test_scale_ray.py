@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cmunext_edge.cli.predict import main as predict_main
-from cmunext_edge.data import discover
+from cmunext_edge.data.discovery import discover
 from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.pipeline import export
 
@@ -124,7 +124,7 @@ def test_cli_reports_a_missing_artifact(tmp_path, capsys):
 
 def test_parts_of_another_artifact_are_not_reused(tmp_path):
     from cmunext_edge.scale.ray_batch import _claim, _done
-    from cmunext_edge.data import Sample
+    from cmunext_edge.data.discovery import Sample
     a, b, out = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "out"
     a.write_bytes(b"a")
     b.write_bytes(b"b")

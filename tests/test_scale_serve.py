@@ -12,7 +12,7 @@ import pytest
 
 from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.pipeline import export
-from cmunext_edge.segmenter import EdgeSegmenter
+from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")

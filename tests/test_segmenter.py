@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cmunext_edge.runtime.base import DeviceUnavailableError
-from cmunext_edge.segmenter import EdgeSegmenter
+from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 
 @pytest.fixture(scope="module")

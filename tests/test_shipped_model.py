@@ -4,10 +4,10 @@ import json
 import pytest
 
 from conftest import ROOT
-from cmunext_edge.data import discover
+from cmunext_edge.data.discovery import discover
 from cmunext_edge.fileio import sha256_file
-from cmunext_edge.predict_job import run_job
-from cmunext_edge.segmenter import EdgeSegmenter
+from cmunext_edge.predict.job import run_job
+from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 CARD = ROOT / "models" / "cmunext-s-busi.json"
 

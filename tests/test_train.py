@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmunext_edge.train import TrainConfig, bce_dice_loss, train
-from cmunext_edge.weights import load_checkpoint
+from cmunext_edge.train.recipe import TrainConfig, bce_dice_loss, train
+from cmunext_edge.checkpoints.weights import load_checkpoint
 
 
 def _cfg(busi, out, epochs):
@@ -14,7 +14,7 @@ def _cfg(busi, out, epochs):
 
 
 def test_interrupted_run_resumes_where_it_stopped(busi, tmp_path, monkeypatch):
-    import cmunext_edge.train as train_mod
+    import cmunext_edge.train.recipe as train_mod
     out = tmp_path / "run"
     real_evaluate, calls = train_mod.evaluate, []
 
@@ -41,7 +41,7 @@ def test_interrupted_run_resumes_where_it_stopped(busi, tmp_path, monkeypatch):
     # one class: the single-class outputs as before (no per-class columns or metadata)
     assert (out / "history.csv").read_text().splitlines()[0] == "epoch,loss,val_iou,val_dice,lr,epoch_s"
     assert load_checkpoint(out / "best.safetensors").info.num_classes == 1
-    from cmunext_edge.checkpoint_info import read_safetensors_header
+    from cmunext_edge.checkpoints.inspect import read_safetensors_header
     assert "per_class_dice" not in read_safetensors_header(out / "best.safetensors")[1]
     assert not any("per class" in line for line in logs)
 
@@ -57,7 +57,7 @@ def test_loss_is_the_official_bce_dice():
 
 def test_precision_default_follows_the_hardware():
     from cmunext_edge.capabilities import from_cpuinfo
-    from cmunext_edge.train import resolve_precision
+    from cmunext_edge.train.recipe import resolve_precision
     zen3 = from_cpuinfo("model name: AMD EPYC 7763\nflags: sse2 avx avx2 fma", environ={})
     zen4 = from_cpuinfo("model name: AMD EPYC 9654\nflags: sse2 avx avx2 avx512f avx512_vnni avx512_bf16",
                         environ={})

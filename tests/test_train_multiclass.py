@@ -10,11 +10,11 @@ torch = pytest.importorskip("torch")
 
 from cmunext_edge.cli.info import main as info_main        # noqa: E402
 from cmunext_edge.cli.train import main as train_main      # noqa: E402
-from cmunext_edge.data import discover                     # noqa: E402
-from cmunext_edge.train import TrainConfig, _augment, train  # noqa: E402
-from cmunext_edge.train_state import class_truth, load_init, resolve_classes  # noqa: E402
-from cmunext_edge.checkpoint_info import read_safetensors_header  # noqa: E402
-from cmunext_edge.weights import load_checkpoint  # noqa: E402
+from cmunext_edge.data.discovery import discover                     # noqa: E402
+from cmunext_edge.train.recipe import TrainConfig, _augment, train  # noqa: E402
+from cmunext_edge.train.state import class_truth, load_init, resolve_classes  # noqa: E402
+from cmunext_edge.checkpoints.inspect import read_safetensors_header  # noqa: E402
+from cmunext_edge.checkpoints.weights import load_checkpoint  # noqa: E402
 
 FAST = ["--epochs", "1", "--img-size", "64", "--batch-size", "2", "--max-train-images", "4"]
 HEAD = "--init: 1 class -> 3 classes: the output head is initialised fresh, all other weights loaded"
@@ -89,7 +89,7 @@ def test_fewer_classes_train_the_first_ones(three_class, layout):
 
 
 def test_init_across_class_counts_keeps_the_body_and_refuses_another_variant(trained):
-    from cmunext_edge.model import build_model
+    from cmunext_edge.core.model import build_model
     shipped = load_checkpoint(trained).state_dict
     model, logs = build_model("cmunext-s", num_classes=3), []
     load_init(model, str(trained), "cmunext-s", 3, logs.append)

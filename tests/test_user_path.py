@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmunext_edge.artifact_meta import build_metadata, check_selftest, make_selftest, selftest_input
+from cmunext_edge.artifacts.meta import (build_metadata, check_selftest, make_selftest, selftest_input)
 from cmunext_edge.bench.report import COLUMNS, format_table, honest_dice_axis, verification
 from cmunext_edge.cli.info import main as info_main
 from cmunext_edge.export.verify_data import BUNDLED, CALIBRATION, VERIFY_DATA, plan_verification
 from cmunext_edge.fileio import sha256_file
-from cmunext_edge.preprocess import PreprocessSpec
+from cmunext_edge.core.preprocess import PreprocessSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "cmunext-s-busi.safetensors"
@@ -133,7 +133,7 @@ def test_help_examples_point_at_real_files_and_show_defaults():
 
 def test_resume_with_changed_schedule_says_what_happens():
     pytest.importorskip("torch")
-    from cmunext_edge.train import TrainConfig, schedule_change
+    from cmunext_edge.train.recipe import TrainConfig, schedule_change
     cfg = TrainConfig(data="d", out="o", epochs=20)
     assert schedule_change({"epochs": 20, "lr": 0.01, "batch_size": 8}, cfg, 5, 80) is None
     note = schedule_change({"epochs": 10, "lr": 0.01, "batch_size": 8}, cfg, 5, 80)

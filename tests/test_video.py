@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cmunext_edge.cli.predict import main as predict_main
-from cmunext_edge.video import is_video_source
+from cmunext_edge.predict.video import is_video_source
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = sorted((ROOT / "cmunext_edge" / "samples" / "busi" / "images").glob("*.png"))
@@ -78,7 +78,7 @@ def test_unreadable_video_is_reported(weights, tmp_path, capsys):
 
 
 def test_stream_yields_every_frame_in_order_like_segment(clip, weights):
-    from cmunext_edge.segmenter import EdgeSegmenter
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
     seg = EdgeSegmenter(weights)
     got = list(seg.stream(str(clip), batch_size=4))
     assert [i for i, _, _ in got] == list(range(N))

@@ -3,9 +3,9 @@ import os
 import pytest
 import torch
 
-from cmunext_edge.model import build_model
-from cmunext_edge.weights import (CheckpointError, inspect_checkpoint, load_checkpoint,
-                                  save_official_pth, save_safetensors)
+from cmunext_edge.core.model import build_model
+from cmunext_edge.checkpoints.weights import (
+    CheckpointError, inspect_checkpoint, load_checkpoint, save_official_pth, save_safetensors)
 
 # load_checkpoint reads tensors with torch; inspect_checkpoint reads shapes without torch.
 # Both must accept and refuse the same files with the same messages.

@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from cmunext_edge.bundle import make_bundle
-from cmunext_edge.device_check import run_check, write_report
+from cmunext_edge.device.bundle import make_bundle
+from cmunext_edge.device.check import run_check, write_report
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.export.targets import get_target
 

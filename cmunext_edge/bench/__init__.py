@@ -8,12 +8,12 @@
 - `system`: memory, CPU, versions, matmul FLOP/s;
 - `report`: terminal table, Markdown, JSON, PNG plot.
 """
-from .engine import (BenchConfig, BenchReport, RowResult, RowSpec, add_comparisons, bench_row,
-                     row_label, run_bench, torch_row_threads)
-from .inputs import artifact_bytes, load_images
-from .overhead import check_ort_overhead
-from .timing import (allowed_batches, alternating_rounds, latency_stats, measure_throughput, median_ms,
-                     time_calls, torch_threads)
+from cmunext_edge.bench.engine import (
+    BenchConfig, BenchReport, RowResult, RowSpec, add_comparisons, bench_row, row_label, run_bench, torch_row_threads)
+from cmunext_edge.bench.inputs import artifact_bytes, load_images
+from cmunext_edge.bench.overhead import check_ort_overhead
+from cmunext_edge.bench.timing import (
+    allowed_batches, alternating_rounds, latency_stats, measure_throughput, median_ms, time_calls, torch_threads)
 
 __all__ = ["BenchConfig", "BenchReport", "RowResult", "RowSpec", "add_comparisons", "allowed_batches",
            "alternating_rounds", "artifact_bytes", "bench_row", "check_ort_overhead", "latency_stats",

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import discover
-from ..groundtruth import dataset_classes, load_truth
-from ..metrics import class_scores_from_logits, mean_dice, summarize_scores
-from ..preprocess import load_image, to_bgr_uint8
-from ..runtime.registry import open_backend
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.groundtruth import dataset_classes, load_truth
+from cmunext_edge.core.metrics import class_scores_from_logits, mean_dice, summarize_scores
+from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
+from cmunext_edge.runtime.registry import open_backend
 
 
 class Evaluator:

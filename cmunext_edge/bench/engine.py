@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .._deps import available
-from ..progress import Progress
-from ..runtime.base import DeviceUnavailableError
-from ..runtime.registry import entry_for, open_backend
-from . import system
-from .accuracy import Evaluator
-from .inputs import artifact_bytes, load_images
-from .timing import allowed_batches, latency_stats, measure_throughput, median_ms, time_calls, torch_threads
+from cmunext_edge._deps import available
+from cmunext_edge.progress import Progress
+from cmunext_edge.runtime.base import DeviceUnavailableError
+from cmunext_edge.runtime.registry import entry_for, open_backend
+from cmunext_edge.bench import system
+from cmunext_edge.bench.accuracy import Evaluator
+from cmunext_edge.bench.inputs import artifact_bytes, load_images
+from cmunext_edge.bench.timing import (
+    allowed_batches, latency_stats, measure_throughput, median_ms, time_calls, torch_threads)
 
 CHECKPOINT_SUFFIXES = entry_for("pytorch").suffixes   # the registry row of PyTorch checkpoints
 
@@ -153,7 +154,7 @@ def _source_info(backend, spec: RowSpec) -> tuple[str | None, str | None]:
 def _complexity(backend, variant: str | None):
     if not variant or not available("torch"):     # counting builds the model in PyTorch
         return None
-    from ..complexity import variant_complexity
+    from cmunext_edge.core.complexity import variant_complexity
     _, channels, h, w = backend.input_shape
     if not (isinstance(h, int) and isinstance(w, int)):    # dynamic spatial size: the contract's
         h, w = backend.spec.size
@@ -256,7 +257,7 @@ def _bench_row(spec: RowSpec, config: BenchConfig, bgrs, evaluator: Evaluator, r
 
 def _reference_map(config: BenchConfig) -> dict:
     """source sha256 -> checkpoint path, from --reference and the checkpoints being benchmarked."""
-    from ..fileio import sha256_file
+    from cmunext_edge.fileio import sha256_file
     if not available("torch"):       # an edge box with only its runtime: no PyTorch reference
         return {}
     paths = [config.reference] if config.reference else []

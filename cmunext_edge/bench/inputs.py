@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import discover
-from ..preprocess import load_image, to_bgr_uint8
-from ..resources import SAMPLES_DIR
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
+from cmunext_edge.resources import SAMPLES_DIR
 
 
 def load_images(folder: Path | None, limit: int) -> list[np.ndarray]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._deps import require
-from ..runtime.registry import open_backend
-from .inputs import load_images
-from .timing import latency_stats, time_calls
+from cmunext_edge._deps import require
+from cmunext_edge.runtime.registry import open_backend
+from cmunext_edge.bench.inputs import load_images
+from cmunext_edge.bench.timing import latency_stats, time_calls
 
 
 def check_ort_overhead(path, iters: int = 200, warmup: int = 20, rounds: int = 5, images: Path | None = None,

@@ -6,8 +6,8 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from .._deps import require
-from ..fileio import atomic_path
+from cmunext_edge._deps import require
+from cmunext_edge.fileio import atomic_path
 
 
 def _f(value, fmt: str, scale: float = 1.0) -> str:
@@ -32,7 +32,7 @@ def verification(r, long: bool = False) -> str:
     """Whether a row's artifact is verified: 'yes' (export verification passed and, where the
     bench measured it, agreement with PyTorch meets the export floor of its precision), 'NO' (why
     with `long`), 'ref' for a PyTorch checkpoint, '-' when nothing is known."""
-    from ..artifact_meta import AGREEMENT_THRESHOLDS
+    from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
     art = Path(r.get("artifact") or "")
     if art.suffix in (".pth", ".pt", ".safetensors"):
         return "ref"

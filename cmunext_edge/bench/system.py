@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from ..toolchain import toolchain_versions
+from cmunext_edge.toolchain import toolchain_versions
 
 _STATUS = "/proc/self/status"
 
@@ -111,7 +111,7 @@ def matmul_gflops(seconds: float = 1.0, n: int = 1024) -> tuple[float, str]:
 
 
 def _capabilities() -> dict:
-    from ..capabilities import detect
+    from cmunext_edge.capabilities import detect
     return detect().as_dict()
 
 

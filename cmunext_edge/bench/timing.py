@@ -52,7 +52,7 @@ def torch_threads(n: int | None):
     if not n:
         yield
         return
-    from .._deps import require
+    from cmunext_edge._deps import require
     torch = require("torch")
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))

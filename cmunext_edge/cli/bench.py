@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_debug, cli_main, fail
+from cmunext_edge.cli.common import add_debug, cli_main, fail
 
 EXAMPLE = """examples:
   (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
@@ -51,9 +51,9 @@ def parse_options(text: str) -> dict:
 
 def expand_rows(artifacts, devices, precisions, options: dict, backend: str | None = None):
     """Artifacts x devices (x precisions for checkpoints) -> RowSpecs, '@' options applied."""
-    from ..bench import RowSpec
-    from ..resources import resolve_weights
-    from ..runtime.registry import check_request
+    from cmunext_edge.bench import RowSpec
+    from cmunext_edge.resources import resolve_weights
+    from cmunext_edge.runtime.registry import check_request
     rows = []
     for text in artifacts:
         path, _, extra = text.partition("@")
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_devices_text() -> str:
-    from ..runtime.registry import BACKENDS, list_devices
+    from cmunext_edge.runtime.registry import BACKENDS, list_devices
     found = list_devices()
     lines = [f"{'backend':<14} {'install extra':<14} devices on this machine"]
     for e in BACKENDS:
@@ -129,7 +129,7 @@ def list_devices_text() -> str:
 
 def capabilities_lines() -> list[str]:
     """The capability probe (CPU, ISA, native INT8/BF16/FP16, runtimes) as text lines."""
-    from ..capabilities import detect
+    from cmunext_edge.capabilities import detect
     d = detect().as_dict()
     ov, ort = d.get("openvino"), d.get("onnxruntime")
     return [f"CPU: {d['summary']}",
@@ -139,7 +139,7 @@ def capabilities_lines() -> list[str]:
 
 
 def _ort_overhead(args) -> int:
-    from ..bench import check_ort_overhead
+    from cmunext_edge.bench import check_ort_overhead
     onnx = [a.partition("@")[0] for a in args.artifacts if a.partition("@")[0].endswith(".onnx")]
     if not onnx:
         raise ValueError("--check-ort-overhead needs at least one .onnx ARTIFACT")
@@ -150,7 +150,7 @@ def _ort_overhead(args) -> int:
               f"{r['plain_ort_ms']['p50']:.3f} ms, ratio {r['ratio_p50']:.3f} "
               f"({'within' if r['within_tolerance'] else 'OUTSIDE'} ±{r['tolerance']:.0%})")
     if args.json:
-        from ..bench.report import write_json
+        from cmunext_edge.bench.report import write_json
         write_json({"schema": "cmunext-bench/ort-overhead/1", "checks": results}, args.json)
     return 0
 
@@ -167,12 +167,12 @@ def main(argv=None) -> int:
         return 2
     if args.iters < 1 or args.warmup < 0:
         return fail("cmunext-bench", "--iters must be >= 1 and --warmup >= 0")
-    from ..runtime.base import DeviceUnavailableError
+    from cmunext_edge.runtime.base import DeviceUnavailableError
     try:
         if args.check_ort_overhead:
             return _ort_overhead(args)
-        from ..bench import BenchConfig, run_bench
-        from ..bench.report import format_table, write_json, write_markdown, write_plot
+        from cmunext_edge.bench import BenchConfig, run_bench
+        from cmunext_edge.bench.report import format_table, write_json, write_markdown, write_plot
         options = {}
         for text in args.option:
             options.update(parse_options(text))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from .._deps import MissingDependencyError
-from .common import fail, make_parser
+from cmunext_edge._deps import MissingDependencyError
+from cmunext_edge.cli.common import fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-bundle exports/cmunext-s-busi_fp32.onnx
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
 def run(artifact, **options) -> int:
     """Make the bundle and print where it is and what to run next (shared with cmunext-export --bundle)."""
-    from ..bundle import BundleError, make_bundle
+    from cmunext_edge.device.bundle import BundleError, make_bundle
     try:
         res = make_bundle(artifact, **options)
     except (BundleError, MissingDependencyError, FileNotFoundError, ValueError) as exc:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..bundle import BundleError
-from .common import fail, make_parser
+from cmunext_edge.device.bundle import BundleError
+from cmunext_edge.cli.common import fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-check exports/cmunext-s-busi_fp32.bundle
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.iters < 1 or args.warmup < 0 or (args.images is not None and args.images < 1):
         return fail("cmunext-check", "--iters and --images must be >= 1 and --warmup >= 0")
-    from ..device_check import run_check, write_report
+    from cmunext_edge.device.check import run_check, write_report
     try:
         report = run_check(args.bundle, device=args.device, warmup=args.warmup, iters=args.iters,
                            label=args.label, emulated=args.emulated, max_images=args.images)

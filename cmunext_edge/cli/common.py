@@ -35,9 +35,9 @@ def fail(prog: str, message: str, code: int = EXIT_NOTHING) -> int:
 
 def _expected() -> tuple[type, ...]:
     """Errors whose message is the whole story (no 'unexpected' label)."""
-    from .._deps import MissingDependencyError
-    from ..integrity import IntegrityError
-    from ..runtime.base import BackendError
+    from cmunext_edge._deps import MissingDependencyError
+    from cmunext_edge.artifacts.integrity import IntegrityError
+    from cmunext_edge.runtime.base import BackendError
     return (MissingDependencyError, IntegrityError, BackendError, ValueError, OSError, ImportError)
 
 

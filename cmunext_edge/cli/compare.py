@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import fail, make_parser
+from cmunext_edge.cli.common import fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-compare host/device_report.json pi4/device_report.json orin/device_report.json
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="prefix for .md/.json/.png files")
     p.add_argument("--title", help="table heading")
     args = p.parse_args(argv)
-    from ..device_compare import compare
+    from cmunext_edge.device.compare import compare
     try:
         res = compare(args.reports, args.out, args.title)
     except (OSError, ValueError, KeyError) as exc:

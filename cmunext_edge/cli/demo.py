@@ -21,15 +21,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data import discover
-from ..progress import Progress
-from ..resources import SAMPLES_DIR, resolve_weights
-from .common import add_debug, cli_main
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.progress import Progress
+from cmunext_edge.resources import SAMPLES_DIR, resolve_weights
+from cmunext_edge.cli.common import add_debug, cli_main
 
 
 def segment_samples(out: Path, weights=None) -> dict:
-    from ..predict_job import run_job, write_reports
-    from ..segmenter import EdgeSegmenter
+    from cmunext_edge.predict.job import run_job, write_reports
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
     segmenter = EdgeSegmenter(weights)
     samples = discover(SAMPLES_DIR)
@@ -58,9 +58,9 @@ LOSSY = ("int8", "fp16", "bf16")
 def run_exports(out: Path, weights, exports=DEMO_EXPORTS, export_fn=None) -> list[dict]:
     """Export each (name, target, precision) into out/exports, verified against PyTorch; a
     verification failure is recorded as a rejection with its reason, anything else raises."""
-    from ..export.verify import VerificationError
+    from cmunext_edge.export.verify import VerificationError
     if export_fn is None:
-        from ..export.pipeline import export as export_fn
+        from cmunext_edge.export.pipeline import export as export_fn
     results = []
     for name, target, precision in exports:
         print(f"\n== cmunext-export --target {target} --{precision} --name {name}")
@@ -89,8 +89,8 @@ def report_exports(results: list[dict]) -> int:
 
 
 def export_and_bench(out: Path, weights=None) -> int:
-    from ..capabilities import detect
-    from . import bench
+    from cmunext_edge.capabilities import detect
+    from cmunext_edge.cli import bench
 
     weights = str(resolve_weights(weights))
     print(f"\n== this CPU: {detect().summary()}")

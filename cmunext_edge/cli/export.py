@@ -7,13 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from .._deps import MissingDependencyError
-from ..export.calibration import CalibrationError
-from ..export.targets import ExportUsageError, help_table
-from ..export.verify import VerificationError
-from ..precision import Int8Mode, Precision
-from ..weights import CheckpointError
-from .common import add_debug, cli_main
+from cmunext_edge._deps import MissingDependencyError
+from cmunext_edge.export.calibration import CalibrationError
+from cmunext_edge.export.targets import ExportUsageError, help_table
+from cmunext_edge.export.verify import VerificationError
+from cmunext_edge.core.precision import Int8Mode, Precision
+from cmunext_edge.checkpoints.weights import CheckpointError
+from cmunext_edge.cli.common import add_debug, cli_main
 
 EXAMPLE = """examples:
   (cmunext-s-busi is the shipped model; your_dataset/ stands for your images/ + masks/0/ folder)
@@ -97,8 +97,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.target.lower() == "auto":
         return _auto(args)
-    from ..export.options import ExportOptions
-    from ..export.pipeline import export
+    from cmunext_edge.export.options import ExportOptions
+    from cmunext_edge.export.pipeline import export
     try:
         result = export(args.weights, ExportOptions(**{k: v for k, v in vars(args).items()
                                                        if k in ExportOptions.field_names()}))
@@ -121,13 +121,13 @@ def main(argv=None) -> int:
     for cmd in result.next_commands:
         print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
     if args.bundle:
-        from .bundle import run as make_bundle
+        from cmunext_edge.cli.bundle import run as make_bundle
         return make_bundle(result.artifact, device=args.device or "cpu")
     return 0
 
 
 def _auto(args) -> int:
-    from ..export.auto import run_auto
+    from cmunext_edge.export.auto import run_auto
     try:
         rep = run_auto(args.weights, device=(args.device or "CPU").upper(), max_dice_drop=args.max_dice_drop,
                        out=args.out if args.out != "exports" else "exports/auto", data=args.verify_data,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import cli_main, fail, make_parser
+from cmunext_edge.cli.common import cli_main, fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-info models/cmunext-s-busi.safetensors
@@ -38,13 +38,13 @@ def build_parser():
 @cli_main("cmunext-info")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .._deps import MissingDependencyError
-    from ..artifact_info import is_artifact
+    from cmunext_edge._deps import MissingDependencyError
+    from cmunext_edge.artifacts.info import is_artifact
     if is_artifact(args.path):
         return _artifact(args)
-    from ..complexity import variant_complexity
-    from ..resources import resolve_weights
-    from ..weights import CheckpointError, inspect_checkpoint
+    from cmunext_edge.core.complexity import variant_complexity
+    from cmunext_edge.resources import resolve_weights
+    from cmunext_edge.checkpoints.weights import CheckpointError, inspect_checkpoint
     try:
         ckpt = inspect_checkpoint(resolve_weights(args.path))
         spec = ckpt.spec
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             "input_size": list(spec.size), "macs": cx.macs, "gmacs": round(cx.gmacs, 4),
             "gflops": round(2 * cx.gmacs, 4), "sha256": ckpt.sha256,
             "preprocess": json.loads(spec.to_json())}
-    from ..capabilities import detect
+    from cmunext_edge.capabilities import detect
     if args.json:
         print(json.dumps({**info, "capabilities": detect().as_dict()}, indent=2))
         return 0
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
 
 
 def _artifact(args) -> int:
-    from .._deps import MissingDependencyError
-    from ..artifact_info import describe_artifact, verification_line
+    from cmunext_edge._deps import MissingDependencyError
+    from cmunext_edge.artifacts.info import describe_artifact, verification_line
     try:
         info = describe_artifact(args.path)
     except MissingDependencyError as exc:

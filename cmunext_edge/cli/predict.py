@@ -27,12 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..data import discover
-from ..imagecheck import DEFAULT_MAX_PIXELS
-from ..metrics import format_class_dice
-from ..predict_scores import row_classes
-from ..progress import Progress
-from .common import cli_main, fail, make_parser
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.metrics import format_class_dice
+from cmunext_edge.predict.scores import row_classes
+from cmunext_edge.progress import Progress
+from cmunext_edge.cli.common import cli_main, fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -110,15 +110,15 @@ def _check_args(args) -> str | None:
 @cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..overlay import describe_colors
-    from ..predict_job import run_job, write_reports
-    from ..groundtruth import classes_problem
-    from ..preprocess import ImageReadError
-    from ..segmenter import EdgeSegmenter
-    from ..video import is_video_source, videos_in
+    from cmunext_edge.predict.overlay import describe_colors
+    from cmunext_edge.predict.job import run_job, write_reports
+    from cmunext_edge.data.groundtruth import classes_problem
+    from cmunext_edge.core.preprocess import ImageReadError
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
+    from cmunext_edge.predict.video import is_video_source, videos_in
     if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
                                         and not discover(args.source)):
-        from .predict_video import run_video
+        from cmunext_edge.cli.predict_video import run_video
         return run_video(args)
     try:
         samples = discover(args.source, args.split)
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     if problem:
         return fail(PROG, problem)
     if args.engine == "ray":
-        from ..scale.ray_predict import predict_with_ray
+        from cmunext_edge.scale.ray_predict import predict_with_ray
         return predict_with_ray(args, samples)
     try:
         segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,

@@ -10,22 +10,22 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..progress import Progress
-from .common import fail
+from cmunext_edge.progress import Progress
+from cmunext_edge.cli.common import fail
 
 PROG = "cmunext-predict"
 
 
 def _sources(source: str) -> list[tuple[str, Path | None]]:
     """(source, sub-folder name or None): a folder of videos gets one sub-folder per video."""
-    from ..video import videos_in
+    from cmunext_edge.predict.video import videos_in
     if Path(source).is_dir():
         return [(str(v), Path(v.stem)) for v in videos_in(source)]
     return [(source, None)]
 
 
 def _one(segmenter, source: str, out: Path, args) -> dict:
-    from ..video import segment_video, source_fps
+    from cmunext_edge.predict.video import segment_video, source_fps
     _, declared = source_fps(source)
     total = min(declared, args.max_frames) if declared and args.max_frames else (declared or args.max_frames or 0)
     with Progress(total or 1, f"{Path(source).name or source}", enabled=not args.quiet and total > 0) as bar:
@@ -36,8 +36,8 @@ def _one(segmenter, source: str, out: Path, args) -> dict:
     if s.mean_foreground_per_class is None:          # one class: the summary as it always was
         summary.pop("mean_foreground_per_class")
     elif not args.no_overlay:
-        from ..overlay import legend
-        from ..predict_job import write_png
+        from cmunext_edge.predict.overlay import legend
+        from cmunext_edge.predict.job import write_png
         write_png(out / "legend.png", legend(len(s.mean_foreground_per_class)))
         summary["outputs"]["legend"] = str(out / "legend.png")
     (out / "video_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -51,8 +51,8 @@ def _one(segmenter, source: str, out: Path, args) -> dict:
 
 
 def run_video(args) -> int:
-    from ..segmenter import EdgeSegmenter
-    from ..video import VideoSourceError
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
+    from cmunext_edge.predict.video import VideoSourceError
     if args.batch_size < 1:
         return fail(PROG, "--batch-size must be >= 1")
     if args.split:

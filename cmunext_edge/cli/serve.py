@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from .common import fail, make_parser
+from cmunext_edge.cli.common import fail, make_parser
 
 EXAMPLE = """examples:
   cmunext-serve exports/cmunext-s-busi_fp32_dynamic.onnx --replicas 2 --port 8000
@@ -40,9 +40,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if min(args.replicas, args.max_batch, args.max_bytes) < 1:
         return fail("cmunext-serve", "--replicas, --max-batch and --max-bytes must be >= 1")
-    from .._deps import MissingDependencyError
+    from cmunext_edge._deps import MissingDependencyError
     try:
-        from ..scale import serve
+        from cmunext_edge.scale import serve
         url = serve.start(args.artifact, host=args.host, port=args.port, address=args.address,
                           device=args.device, replicas=args.replicas, max_batch=args.max_batch,
                           batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads)

@@ -5,9 +5,9 @@ import argparse
 import sys
 from dataclasses import fields
 
-from .._deps import MissingDependencyError
-from ..metrics import format_class_dice
-from .common import add_debug, cli_main
+from cmunext_edge._deps import MissingDependencyError
+from cmunext_edge.core.metrics import format_class_dice
+from cmunext_edge.cli.common import add_debug, cli_main
 
 EXAMPLE = """examples:
   cmunext-train cmunext_edge/samples/busi --epochs 1 --out runs/try     (the 16 bundled samples: a smoke run)
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from ..train import TrainConfig, train      # needs torch: not imported for --help
+        from cmunext_edge.train.recipe import TrainConfig, train      # needs torch: not imported for --help
     except MissingDependencyError as exc:
         print(f"cmunext-train: error: {exc}", file=sys.stderr)
         return 2

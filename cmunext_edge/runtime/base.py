@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import PreprocessSpec, get_preset
+from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
 
 
 class BackendError(RuntimeError):

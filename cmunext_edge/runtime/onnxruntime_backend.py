@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._deps import require
-from ..artifact_meta import apply_metadata, parse_metadata, runtime_settings
-from .base import Backend, BackendError
+from cmunext_edge._deps import require
+from cmunext_edge.artifacts.meta import apply_metadata, parse_metadata, runtime_settings
+from cmunext_edge.runtime.base import Backend, BackendError
 
 # device name -> execution provider
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._deps import require
-from ..artifact_meta import KEYS, PREFIX, apply_metadata, runtime_settings
-from .base import Backend, BackendError
+from cmunext_edge._deps import require
+from cmunext_edge.artifacts.meta import KEYS, PREFIX, apply_metadata, runtime_settings
+from cmunext_edge.runtime.base import Backend, BackendError
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -93,7 +93,7 @@ class OpenVINOBackend(Backend):
         wanted = opts.get("inference_precision") or default
         # Where the effective ISA has no native BF16, OpenVINO runs f32 (on a Zen 3 it does so itself;
         # under ONEDNN_MAX_CPU_ISA=AVX2 on a BF16 host it would pick bf16 from CPUID and fail to compile).
-        from ..capabilities import detect
+        from cmunext_edge.capabilities import detect
         fallback = detect().openvino_precision_hint
         if fallback and device == "CPU" and wanted in (None, "bf16", "f16"):
             wanted = fallback

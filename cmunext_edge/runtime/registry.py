@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._deps import MissingDependencyError, available
-from .base import Backend, BackendError
+from cmunext_edge._deps import MissingDependencyError, available
+from cmunext_edge.runtime.base import Backend, BackendError
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def open_backend(path: str | Path, device: str = "cpu", backend: str | None = No
     With `verify` (the default) an exported artifact is checked before it is returned: its files
     against manifest.json or the embedded content hash, then its embedded self-test
     (integrity.py); a mismatch raises integrity.IntegrityError and nothing runs."""
-    from ..integrity import enforce, precheck, verify_loaded
+    from cmunext_edge.artifacts.integrity import enforce, precheck, verify_loaded
     entry, options = check_request(path, device, backend, options)
     if not available(entry.requires):
         raise MissingDependencyError(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._deps import MissingDependencyError, available, require
-from ..artifact_meta import apply_metadata
-from .base import Backend, BackendError, DeviceUnavailableError
+from cmunext_edge._deps import MissingDependencyError, available, require
+from cmunext_edge.artifacts.meta import apply_metadata
+from cmunext_edge.runtime.base import Backend, BackendError, DeviceUnavailableError
 
 INSTALL_HINT = ('TensorRT is not installed. On an x86 machine with an NVIDIA GPU: '
                 'pip install "cmunext-edge[tensorrt]" (the tensorrt wheel); on a Jetson it comes with '

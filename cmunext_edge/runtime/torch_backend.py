@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._deps import require
-from ..weights import load_checkpoint
-from .base import Backend
+from cmunext_edge._deps import require
+from cmunext_edge.checkpoints.weights import load_checkpoint
+from cmunext_edge.runtime.base import Backend
 
 
 class TorchBackend(Backend):

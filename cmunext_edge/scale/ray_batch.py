@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .._deps import require
-from ..data import Sample
-from ..fileio import atomic_path
-from ..predict_job import JobResult, _process_batch
-from ..preprocess import ImageReadError, load_image, to_bgr_uint8
+from cmunext_edge._deps import require
+from cmunext_edge.data.discovery import Sample
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.predict.job import JobResult, _process_batch
+from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
 PARTS = ".parts"
 ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image")     # a Ray Data row (_item)
@@ -29,7 +29,7 @@ class SegmentActor:
     """Ray Data callable class: one EdgeSegmenter per actor, verified once at start-up."""
 
     def __init__(self, artifact, out_dir, device="cpu", write_overlays=True, options=None):
-        from ..segmenter import EdgeSegmenter
+        from cmunext_edge.runtime.segmenter import EdgeSegmenter
         self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, **(options or {}))
         check = self.segmenter.self_test()
         if check.status == "fail":
@@ -79,7 +79,7 @@ def _done(out_dir: Path, samples) -> dict[str, dict]:
 
 def _claim(out_dir: Path, artifact: Path, log) -> None:
     """Parts count only for the artifact that made them: another artifact starts over."""
-    from ..fileio import sha256_file
+    from cmunext_edge.fileio import sha256_file
     stamp, digest = out_dir / PARTS / ".job.json", sha256_file(artifact)
     if stamp.is_file() and json.loads(stamp.read_text()).get("artifact_sha256") != digest:
         if log:
@@ -92,8 +92,8 @@ def _claim(out_dir: Path, artifact: Path, log) -> None:
 
 def _backend_options(artifact, threads: int | None) -> dict:
     """Intra-op threads per actor for the backends that take them (PyTorch follows Ray's OMP_NUM_THREADS)."""
-    from ..resources import resolve_weights
-    from ..runtime.registry import entry_for_path
+    from cmunext_edge.resources import resolve_weights
+    from cmunext_edge.runtime.registry import entry_for_path
     if not threads or entry_for_path(resolve_weights(artifact)).name not in ("onnxruntime", "openvino"):
         return {}
     return {"threads": threads}
@@ -161,7 +161,7 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None
                 threads: int | None = None, num_cpus: int | None = None, attempts: int = 3,
                 progress=None, log=None) -> JobResult:
     """Segment `samples` with `artifact` on Ray Data; rows come back in input order (see module doc)."""
-    from ..resources import resolve_weights
+    from cmunext_edge.resources import resolve_weights
     artifact = Path(resolve_weights(artifact)).resolve()
     if not artifact.is_file():
         raise FileNotFoundError(f"{artifact}: no such artifact")

@@ -6,16 +6,16 @@ import sys
 import time
 from pathlib import Path
 
-from .._deps import MissingDependencyError
-from ..cli.common import fail
-from ..predict_job import write_reports
-from ..progress import Progress
+from cmunext_edge._deps import MissingDependencyError
+from cmunext_edge.cli.common import fail
+from cmunext_edge.predict.job import write_reports
+from cmunext_edge.progress import Progress
 
 PROG = "cmunext-predict"
 
 
 def predict_with_ray(args, samples) -> int:
-    from .ray_batch import run_ray_job
+    from cmunext_edge.scale.ray_batch import run_ray_job
     if args.actors < 1:
         return fail(PROG, "--actors must be >= 1")
     where = f"Ray cluster at {args.address}" if args.address else "a local Ray instance"
@@ -31,5 +31,5 @@ def predict_with_ray(args, samples) -> int:
         return fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
     print("(the time below includes Ray's start-up)")
-    from ..cli.predict import _report          # the same report, summary and exit code as the local job
+    from cmunext_edge.cli.predict import _report          # the same report, summary and exit code as the local job
     return _report(args, result, elapsed, write_reports)

@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._deps import require
-from ..predict_scores import mask_channels, mask_union
-from ..preprocess import ImageReadError, to_bgr_uint8
+from cmunext_edge._deps import require
+from cmunext_edge.predict.scores import mask_channels, mask_union
+from cmunext_edge.core.preprocess import ImageReadError, to_bgr_uint8
 
 MAX_BYTES = 20 << 20          # request body limit
 MAX_PIXELS = 64_000_000       # decoded image limit (a small file can decode to a huge image)
@@ -95,7 +95,7 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
     @serve.ingress(app)
     class Segmenter:
         def __init__(self):
-            from ..segmenter import EdgeSegmenter
+            from cmunext_edge.runtime.segmenter import EdgeSegmenter
             options = {"threads": threads} if threads else {}
             self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, **options)
             self.check = self.segmenter.self_test()
@@ -151,7 +151,7 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str |
           num_cpus: int | None = None, **app_options) -> str:
     """Start (or join) Ray, run the application, wait until it is healthy -> its base URL."""
     ray, serve = require("ray"), require("ray.serve")
-    from ..resources import resolve_weights
+    from cmunext_edge.resources import resolve_weights
     artifact = Path(resolve_weights(artifact)).resolve()
     if not artifact.is_file():
         raise FileNotFoundError(f"{artifact}: no such artifact")

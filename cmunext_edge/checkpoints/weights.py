@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._deps import require
-from .checkpoint_info import (WRAPPER_KEYS, CheckpointError, ModelInfo, Shapes,  # noqa: F401 (API)
-                              detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
-from .fileio import atomic_path, sha256_file
-from .preprocess import PreprocessSpec, get_preset
-from .pth_reader import TensorStub, read_pth
+from cmunext_edge._deps import require
+from cmunext_edge.checkpoints.inspect import (
+    WRAPPER_KEYS, CheckpointError, ModelInfo, Shapes, detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
+from cmunext_edge.fileio import atomic_path, sha256_file
+from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
+from cmunext_edge.checkpoints.pth_reader import TensorStub, read_pth
 
 
 def _sniff(path: Path) -> None:
@@ -97,7 +97,7 @@ class Checkpoint:
 
     def build(self):
         """A CMUNeXt in eval mode with these weights loaded strictly."""
-        from .model import build_model
+        from cmunext_edge.core.model import build_model
         model = build_model(self.info.variant, self.info.in_channels, self.info.num_classes)
         model.load_state_dict(self.state_dict, strict=True)
         return model.eval()

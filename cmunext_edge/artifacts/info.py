@@ -11,9 +11,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ._deps import MissingDependencyError, available, require
-from .artifact_meta import parse_metadata
-from .fileio import sha256_file
+from cmunext_edge._deps import MissingDependencyError, available, require
+from cmunext_edge.artifacts.meta import parse_metadata
+from cmunext_edge.fileio import sha256_file
 
 
 def _onnx(path: Path) -> tuple[dict, list]:

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .preprocess import IMAGE_SUFFIXES
+from cmunext_edge.core.preprocess import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)

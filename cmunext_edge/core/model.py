@@ -6,8 +6,8 @@ Inside blocks the order is conv -> GELU (exact erf) -> BatchNorm, as in the pape
 """
 from __future__ import annotations
 
-from ._deps import require
-from .variants import VARIANT_ALIASES, VARIANTS, VariantSpec, canonical_variant  # noqa: F401 (API)
+from cmunext_edge._deps import require
+from cmunext_edge.core.variants import VARIANT_ALIASES, VARIANTS, VariantSpec, canonical_variant  # noqa: F401 (API)
 
 torch = require("torch")        # this module makes modules: importing it without torch names the extra
 nn = torch.nn

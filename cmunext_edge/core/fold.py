@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 
-from ._deps import require
+from cmunext_edge._deps import require
 
 
 def _foldable_pairs(seq):

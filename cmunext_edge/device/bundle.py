@@ -8,7 +8,7 @@ artifact gave for them on the export host, a pinned requirements file for the ar
 runtime only (numpy, OpenCV and that runtime: no torch), a wheel of this toolkit's core so
 that `cmunext-check` installs without a package index for it, and a README for the device.
 `bundle.json` lists the sha256 of every other file; `bundle.json.sha256` holds its own hash.
-`cmunext-check BUNDLE` (cmunext_edge.device_check) verifies all of it on the device.
+`cmunext-check BUNDLE` (cmunext_edge.device.check) verifies all of it on the device.
 """
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact_meta import AGREEMENT_THRESHOLDS
-from .bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
-from .data import discover
-from .fileio import sha256_file
-from .groundtruth import classes_problem
-from .preprocess import ImageReadError
-from .resources import SAMPLES_DIR
-from .wheel import write_core_wheel
+from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
+from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.fileio import sha256_file
+from cmunext_edge.data.groundtruth import classes_problem
+from cmunext_edge.core.preprocess import ImageReadError
+from cmunext_edge.resources import SAMPLES_DIR
+from cmunext_edge.device.wheel import write_core_wheel
 
 FORMAT = "cmunext-edge device bundle"
 VERSION = 1
@@ -137,7 +137,7 @@ def host_description() -> dict:
     info = {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
             "processor": platform.processor() or None}
     try:
-        from . import capabilities
+        from cmunext_edge import capabilities
         info["capabilities"] = capabilities.detect().as_dict()
     except Exception:      # absent in older toolkits; the report stays useful without it
         pass
@@ -180,8 +180,8 @@ Under emulation (QEMU) the times are not speeds.
 def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: str = "cpu",
                 archive: bool = True) -> BundleResult:
     """Write `<out>/<artifact stem>.bundle/` (+ `.tar.gz`) for `artifact`; see the module docstring."""
-    from . import __version__
-    from .runtime.registry import entry_for_path, open_backend
+    from cmunext_edge import __version__
+    from cmunext_edge.runtime.registry import entry_for_path, open_backend
     artifact = Path(artifact)
     if not artifact.is_file():
         raise BundleError(f"{artifact}: no such artifact")

@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from ._deps import require
-from .variants import canonical_variant, conv_macs_from_shapes, count_params, state_shapes
+from cmunext_edge._deps import require
+from cmunext_edge.core.variants import (canonical_variant, conv_macs_from_shapes, count_params, state_shapes)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def variant_complexity(variant: str, input_hw: tuple[int, int] = (256, 256), in_
 
 def checkpoint_complexity(path, input_hw: tuple[int, int] | None = None) -> Complexity:
     """Complexity of the model in a checkpoint, at its preprocessing size unless given."""
-    from .weights import inspect_checkpoint
+    from cmunext_edge.checkpoints.weights import inspect_checkpoint
 
     ckpt = inspect_checkpoint(path)
     hw = tuple(input_hw or ckpt.spec.size)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._deps import require
-from .fileio import atomic_path
-from .metrics import format_class_dice
+from cmunext_edge._deps import require
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.core.metrics import format_class_dice
 
 COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "identical masks",
            "max logit delta", "end-to-end agreement", "inputs differing", "Dice (host)", "check")

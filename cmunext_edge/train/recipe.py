@@ -33,17 +33,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ._deps import require
-from .capabilities import detect
-from .data import Sample, discover, read_name_list, seeded_split
-from .fileio import atomic_path
-from .metrics import class_scores_from_logits, format_class_dice, summarize_scores
-from .model import build_model, canonical_variant
-from .preprocess import PreprocessSpec, get_preset, load_image, to_bgr_uint8
-from .progress import Progress
-from .train_state import class_truth, load_init, resolve_classes, resume, write_history
-from .train_state import schedule_change  # noqa: F401 (API: the resume note)
-from .weights import save_official_pth, save_safetensors
+from cmunext_edge._deps import require
+from cmunext_edge.capabilities import detect
+from cmunext_edge.data.discovery import Sample, discover, read_name_list, seeded_split
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
+from cmunext_edge.core.model import build_model, canonical_variant
+from cmunext_edge.core.preprocess import PreprocessSpec, get_preset, load_image, to_bgr_uint8
+from cmunext_edge.progress import Progress
+from cmunext_edge.train.state import (class_truth, load_init, resolve_classes, resume, write_history)
+from cmunext_edge.train.state import schedule_change  # noqa: F401 (API: the resume note)
+from cmunext_edge.checkpoints.weights import save_official_pth, save_safetensors
 
 
 @dataclass

@@ -45,7 +45,7 @@ def _record_line(name: str, data: bytes) -> str:
 
 def write_core_wheel(folder) -> Path:
     """Write `<folder>/cmunext_edge-<version>-py3-none-any.whl`; return its path."""
-    from . import __version__
+    from cmunext_edge import __version__
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     info = f"{NAME}-{__version__}.dist-info"
@@ -55,7 +55,7 @@ def write_core_wheel(folder) -> Path:
         "Summary: cmunext-edge core for devices (no exporters' dependencies, no weights)\n"
         "Requires-Python: >=3.10\nRequires-Dist: numpy>=1.24\n"
         "Requires-Dist: opencv-python-headless>=4.8\n").encode()
-    entries[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: cmunext_edge.wheel\n"
+    entries[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: cmunext_edge.device.wheel\n"
                                 b"Root-Is-Purelib: true\nTag: py3-none-any\n")
     entries[f"{info}/entry_points.txt"] = ("[console_scripts]\n" + "".join(
         f"{k} = {v}\n" for k, v in SCRIPTS.items())).encode()

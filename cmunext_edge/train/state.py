@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._deps import require
-from .fileio import atomic_path
-from .data import Sample
-from .groundtruth import dataset_classes, load_truth, truth_description
-from .resources import resolve_weights
-from .weights import load_checkpoint
+from cmunext_edge._deps import require
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.data.discovery import Sample
+from cmunext_edge.data.groundtruth import dataset_classes, load_truth, truth_description
+from cmunext_edge.resources import resolve_weights
+from cmunext_edge.checkpoints.weights import load_checkpoint
 
 HEAD = ("Conv_1x1.weight", "Conv_1x1.bias")   # the output head: one channel per class
 

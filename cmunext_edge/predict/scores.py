@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import Sample
-from .groundtruth import load_truth, resize_truth
-from .metrics import class_scores, class_scores_from_logits, summarize_scores
-from .preprocess import ImageReadError
+from cmunext_edge.data.discovery import Sample
+from cmunext_edge.data.groundtruth import load_truth, resize_truth
+from cmunext_edge.core.metrics import class_scores, class_scores_from_logits, summarize_scores
+from cmunext_edge.core.preprocess import ImageReadError
 
 SCORES = ("dice", "iou", "dice_original", "iou_original")
 CLASS_SUMMARY_KEYS = ("num_classes", "per_class_dice", "per_class_iou", "per_class_dice_original",

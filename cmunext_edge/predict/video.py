@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .predict_scores import mask_union
+from cmunext_edge.predict.scores import mask_union
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -161,8 +161,8 @@ class _Writer:
         return self.videos[name]
 
     def _write(self, index: int, frame: np.ndarray, mask: np.ndarray) -> None:
-        from .overlay import overlay
-        from .predict_job import mask_images
+        from cmunext_edge.predict.overlay import overlay
+        from cmunext_edge.predict.job import mask_images
         if self.overlay:
             self._video("overlay", frame.shape).write(overlay(frame, mask))
         images = mask_images(f"{index:06d}", mask)          # NNNNNN.png, or NNNNNN_class<k>.png

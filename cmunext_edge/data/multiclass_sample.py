@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import discover
-from .preprocess import load_mask
-from .resources import SAMPLES_DIR
+from cmunext_edge.data.discovery import discover
+from cmunext_edge.core.preprocess import load_mask
+from cmunext_edge.resources import SAMPLES_DIR
 
 CLASSES = ("benign lesion", "malignant lesion", "lesion rim")
 LAYOUTS = ("masks", "labels")

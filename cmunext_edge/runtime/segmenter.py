@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .imagecheck import DEFAULT_MAX_PIXELS
-from .preprocess import load_image, to_bgr_uint8
-from .resources import resolve_weights
-from .runtime.registry import open_backend
+from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
+from cmunext_edge.resources import resolve_weights
+from cmunext_edge.runtime.registry import open_backend
 
 
 @dataclass
@@ -75,8 +75,8 @@ class EdgeSegmenter:
     def stream(self, source, batch_size: int = 1, max_frames: int | None = None):
         """Segment a video file, camera index (0, 1, ...) or stream URL frame by frame: a
         generator of (frame index, BGR frame, Segmentation); decoding runs on a background
-        thread while frames are inferred (cmunext_edge.video.stream)."""
-        from .video import stream
+        thread while frames are inferred (cmunext_edge.predict.video.stream)."""
+        from cmunext_edge.predict.video import stream
         return stream(self, source, batch_size=batch_size, max_frames=max_frames)
 
     def describe(self) -> dict:
@@ -88,7 +88,7 @@ class EdgeSegmenter:
         Compares the output for a fixed input with the digest stored at export time (mean mask
         Dice agreement and max pooled-logit delta); status "unavailable" for plain checkpoints.
         """
-        from .artifact_meta import check_selftest
+        from cmunext_edge.artifacts.meta import check_selftest
         with self._lock:
             result = check_selftest(self.backend.metadata.get("selftest"), self.spec, self.backend.infer,
                                     self.backend.precision)

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .variants import VARIANTS, Shapes, state_shapes
+from cmunext_edge.core.variants import VARIANTS, Shapes, state_shapes
 
 MAX_HEADER_BYTES = 100 * 2**20      # the safetensors reference reader's own limit
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")

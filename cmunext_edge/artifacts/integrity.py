@@ -22,8 +22,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifact_meta import PREFIX
-from .fileio import sha256_file
+from cmunext_edge.artifacts.meta import PREFIX
+from cmunext_edge.fileio import sha256_file
 
 HASH_KEY = "content_sha256"
 PLACEHOLDER = "0" * 64
@@ -162,7 +162,7 @@ def precheck(path: str | Path) -> VerifyReport:
 
 def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
     """Finish the checks on a loaded backend: embedded hash (if no manifest) and the self-test."""
-    from .artifact_meta import check_selftest
+    from cmunext_edge.artifacts.meta import check_selftest
     report = report or precheck(backend.path)
     if report.kind == "checkpoint" or report.problems:
         return report
@@ -187,7 +187,7 @@ def enforce(report: VerifyReport) -> VerifyReport:
 def verify_artifact(path: str | Path, device: str = "cpu", **options) -> VerifyReport:
     """Check an artifact's files and run its self-test on `device`; report, never raise for a
     mismatch (a missing runtime or unloadable file still raises its own error)."""
-    from .runtime.registry import open_backend
+    from cmunext_edge.runtime.registry import open_backend
     report = precheck(path)
     if report.problems:
         return report

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import Sample
-from .imagecheck import DEFAULT_MAX_PIXELS
-from .preprocess import ImageReadError, decode_truth_file, load_mask
+from cmunext_edge.data.discovery import Sample
+from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.preprocess import ImageReadError, decode_truth_file, load_mask
 
 
 def dataset_classes(samples: list[Sample]) -> int | None:

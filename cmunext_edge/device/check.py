@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact_meta import AGREEMENT_THRESHOLDS, check_selftest
-from .bundle import REFERENCE, BundleError, host_description, read_bundle, verify_files
-from .bundle_truth import reference_truth, spec_input, truth_scores
-from .metrics import iou_dice
-from .preprocess import PreprocessSpec
+from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS, check_selftest
+from cmunext_edge.device.bundle import (REFERENCE, BundleError, host_description, read_bundle, verify_files)
+from cmunext_edge.device.bundle_truth import reference_truth, spec_input, truth_scores
+from cmunext_edge.core.metrics import iou_dice
+from cmunext_edge.core.preprocess import PreprocessSpec
 
 REPORT_FORMAT = "cmunext-edge device report"
 
@@ -51,7 +51,7 @@ def _step_files(st: CheckState) -> str | None:
 
 
 def _step_contract(st: CheckState) -> str | None:
-    from .runtime.registry import open_backend
+    from cmunext_edge.runtime.registry import open_backend
     bundled = PreprocessSpec.from_json((st.folder / "preprocess.json").read_text())
     st.backend = open_backend(st.folder / st.manifest["artifact"], device=st.device)
     embedded = st.backend.spec

@@ -26,13 +26,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import Sample
-from .fileio import atomic_path
-from .imagecheck import DEFAULT_MAX_PIXELS
-from .metrics import mean_scores
-from .overlay import legend, overlay
-from .predict_scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
-from .preprocess import ImageReadError, load_image, to_bgr_uint8
+from cmunext_edge.data.discovery import Sample
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.metrics import mean_scores
+from cmunext_edge.predict.overlay import legend, overlay
+from cmunext_edge.predict.scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
+from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
 # write errors that stop the whole job (no later image could be written either)
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Sample
-from .groundtruth import load_truth
-from .metrics import class_scores
-from .preprocess import ImageReadError, load_image, to_bgr_uint8
+from cmunext_edge.data.discovery import Sample
+from cmunext_edge.data.groundtruth import load_truth
+from cmunext_edge.core.metrics import class_scores
+from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
 
 def spec_input(spec, image: Path) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Exported artifacts: metadata and self-test, description from files, verified load."""

@@ -1,0 +1,1 @@
+"""Checkpoints: safe loading, inspection without torch, the restricted .pth reader."""

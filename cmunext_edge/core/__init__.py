@@ -1,0 +1,1 @@
+"""The model itself: variants, the torch module, complexity, the preprocessing contract, metrics, precisions."""

@@ -1,0 +1,1 @@
+"""Datasets: image/mask discovery and splits, ground truth, image limits, the derived multi-class set."""

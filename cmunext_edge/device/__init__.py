@@ -1,0 +1,1 @@
+"""On the device: bundles, the device check and the comparison of device reports."""

@@ -1,0 +1,1 @@
+"""Prediction outputs: the batch job, per-image scores, overlays, video."""

@@ -1,0 +1,1 @@
+"""Training: the official recipe and a run's state (classes, resume, history)."""
