@@ -52,6 +52,7 @@ class ExportOptions:
     verify_data: str | Path | None = None  # None: the calibration set
     verify_size: int | None = None        # None: calib_size
     device: str | None = None             # None: the target's default device
+    strict_device: bool = False           # refuse to verify on another device than `device`
     # target-specific (accepted per targets.ExportTarget.options)
     workspace: float | None = None        # TensorRT builder workspace, GiB
     dla_core: int | None = None           # Jetson DLA core

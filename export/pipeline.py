@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.artifacts.meta import (PREFIX, build_metadata, check_selftest, make_selftest, selftest_input)
 from cmunext_edge.artifacts.integrity import HASH_KEY, PLACEHOLDER, VerifyReport, check_embedded, seal
@@ -179,7 +181,12 @@ def _metadata(job: _Job) -> dict:
 def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dict]:
     """Verify the staged artifact against PyTorch (if asked) and digest its self-test output."""
     figures = None
-    with open_backend(entry, device=job.device, verify=False) as backend:
+    with open_backend(entry, device=job.device, strict_device=job.options.strict_device,
+                      verify=False) as backend:
+        if backend.fallback_reason:       # said, not only in the manifest; next commands name what ran
+            job.log(f"note: {backend.fallback_reason}; verifying on {backend.device} "
+                    f"(--strict-device refuses instead)")
+            job.device = backend.device
         if verify_set is not None:
             job.log(f"verifying against PyTorch FP32 on {len(verify_set)} images of "
                     f"{short_source(verify_set.plan)} ...")
@@ -195,7 +202,11 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
                     f"{failure_reason(figures)}; "
                     f"nothing was written (use --no-verify to keep it anyway)."
                     + gate_failure_hint(job.target.name, job.precision, job.device, job.options), figures)
-        selftest = make_selftest(job.spec, backend.infer(selftest_input(job.spec)), job.precision.value)
+        logits = backend.infer(selftest_input(job.spec))
+        if not np.isfinite(np.asarray(logits, dtype=np.float32)).all():
+            raise VerificationError(f"{job.target.name} {job.precision} artifact outputs NaN or infinite "
+                                    f"logits on its self-test input; nothing was written", figures)
+        selftest = make_selftest(job.spec, logits, job.precision.value)
     return figures, selftest
 
 

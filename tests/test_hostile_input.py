@@ -40,7 +40,10 @@ def big_gray_png(path, width, height):
 
 
 def _run(main, argv, capsys):
-    rc = main([str(a) for a in argv])
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:          # argparse: a bad option value is a usage error (exit 2)
+        rc = exc.code
     out = capsys.readouterr()
     assert "Traceback" not in out.err + out.out
     return rc, out.out, out.err

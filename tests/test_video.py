@@ -73,7 +73,8 @@ def test_folder_of_videos_mask_video_and_max_frames(clip, weights, tmp_path):
 def test_unreadable_video_is_reported(weights, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video")
-    assert predict_main([str(bad), "--weights", weights, "--out", str(tmp_path / "o")]) == 1
+    # nothing could be done: exit 2 (the contract), the reason on its own line
+    assert predict_main([str(bad), "--weights", weights, "--out", str(tmp_path / "o")]) == 2
     assert "cannot open" in capsys.readouterr().err
 
 

@@ -4,7 +4,8 @@ Two checks, both on by default for every exported artifact (`open_backend`, `Edg
 every CLI; opt out with `verify=False` / `--no-verify-load`):
 
 1. **Files**: the sha256 of every file of the artifact is compared with the `manifest.json`
-   beside it (written by cmunext-export), *before* the runtime parses anything. Without a
+   beside it (written by cmunext-export), *before* the runtime parses anything. An entry must
+   list every file of the artifact (an empty or partial `"files"` list is refused, never a pass). Without a
    manifest entry, the content hash embedded at export (`cmunext_edge.content_sha256`) is used:
    a sha256 over the artifact's files in which the hash itself is replaced by a fixed
    placeholder of the same length (so the hash can live inside the file it covers).
@@ -111,7 +112,15 @@ def check_manifest(path: str | Path, report: VerifyReport) -> bool:
     if entry is None:
         return False
     report.hash_source = "manifest"
+    listed = {str(item.get("name", "")) for item in entry["files"] if isinstance(item, dict)}
+    unlisted = [f.name for f in artifact_files(path) if f.name not in listed]
+    if unlisted:                   # an entry that leaves out a file of the artifact cannot vouch for it
+        report.problems.append(f"manifest.json does not list {', '.join(unlisted)} (its entry lists "
+                               f"{len(listed)} file(s)): the artifact's files cannot be checked")
     for item in entry["files"]:
+        if not isinstance(item, dict):
+            report.problems.append(f"manifest.json entry has a malformed file item {item!r}")
+            continue
         f = path.parent / str(item.get("name", ""))
         if not f.is_file():
             report.problems.append(f"{f.name} is listed in manifest.json but missing")

@@ -9,6 +9,11 @@ their metadata (variant, channels, classes, preprocessing contract).
 torch is imported only by the functions that make tensors (`load_checkpoint`, the savers);
 `inspect_checkpoint` needs no torch: it reads a .safetensors header, or a .pth with the
 restricted unpickler of `pth_reader`.
+
+Weights are checked at load: a checkpoint holding NaN or infinite values (a diverged training
+run, a damaged file) is refused with CheckpointError naming the first tensor, instead of
+predicting empty masks. Every path that builds a model from weights (prediction, export,
+fine-tuning, serving) loads through `load_checkpoint`, so export refuses it too.
 """
 from __future__ import annotations
 
@@ -144,6 +149,18 @@ def inspect_checkpoint(path: str | Path) -> CheckpointSummary:
     return CheckpointSummary(_detect(path, shapes), spec, path, sha256_file(path), shapes)
 
 
+def check_finite(state_dict: dict, path: str | Path = "weights") -> None:
+    """CheckpointError if any floating-point tensor holds NaN or infinite values."""
+    torch = require("torch")
+    bad = [(name, int((~torch.isfinite(t)).sum())) for name, t in state_dict.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        total = sum(n for _, n in bad)
+        raise CheckpointError(f"{path}: {total} weight value(s) in {len(bad)} tensor(s) are NaN or infinite "
+                              f"(first: {bad[0][0]}); such a model predicts nothing meaningful. Use an "
+                              f"earlier checkpoint or retrain (e.g. with a lower --lr)")
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = _existing_file(path)
     spec = get_preset("official")
@@ -152,7 +169,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         spec = _spec_from(meta)
     else:
         state_dict = unwrap_state_dict(_torch_load(path))
-    return Checkpoint(state_dict, _detect(path, state_dict), spec, path, sha256_file(path))
+    info = _detect(path, state_dict)
+    check_finite(state_dict, path)
+    return Checkpoint(state_dict, info, spec, path, sha256_file(path))
 
 
 def _load_safetensors(path: Path):

@@ -3,8 +3,9 @@
 Each ARTIFACT is benchmarked once per --device (and, for PyTorch checkpoints, once per
 --precision). Options for one artifact only follow an '@': PATH@key=value,key=value
 (e.g. model.pth@precision=bf16,channels_last=1 or model.xml@hint=throughput); they are
-passed to that artifact's backend. Rows that fail are reported and the exit status is 1;
-a device that is missing under --strict-device stops the run with exit status 2.
+passed to that artifact's backend. Rows that fail are reported (also on stderr) and the exit
+status is 1; when every row fails, nothing was measured: exit status 2. A device that is missing,
+or that the artifact's runtime does not know, under --strict-device stops the run with exit status 2.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cmunext_edge.cli.common import add_debug, cli_main, fail
+from cmunext_edge.cli.common import (add_debug, cli_main, csv_of, fail, nonnegative_float, nonnegative_int,
+                                      positive_int)
 
 EXAMPLE = """examples:
   (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
@@ -49,8 +51,10 @@ def parse_options(text: str) -> dict:
     return out
 
 
-def expand_rows(artifacts, devices, precisions, options: dict, backend: str | None = None):
-    """Artifacts x devices (x precisions for checkpoints) -> RowSpecs, '@' options applied."""
+def expand_rows(artifacts, devices, precisions, options: dict, backend: str | None = None,
+                strict_device: bool = False):
+    """Artifacts x devices (x precisions for checkpoints) -> RowSpecs, '@' options applied; with
+    `strict_device` a device the row's runtime does not know is an error here, before any work."""
     from cmunext_edge.bench import RowSpec
     from cmunext_edge.resources import resolve_weights
     from cmunext_edge.runtime.registry import check_request
@@ -64,7 +68,9 @@ def expand_rows(artifacts, devices, precisions, options: dict, backend: str | No
         for device in devices:
             for prec in precs:
                 o = {**opts, **({"precision": prec} if prec else {})}
-                check_request(path, device, backend, o)   # unknown/invalid option or device: error
+                entry, _ = check_request(path, device, backend, o)   # unknown/invalid option or device: error
+                if strict_device:
+                    entry.check_device(device, strict=True)
                 rows.append(RowSpec(Path(path), device, tuple(sorted(o.items())), backend))
     return rows
 
@@ -85,20 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify-load", dest="verify", action="store_false",
                    help="do not check artifacts' sha256 and self-test before benchmarking them")
     g = p.add_argument_group("timing")
-    g.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
-    g.add_argument("--iters", type=int, default=100, help="timed batch-1 calls (default 100)")
-    g.add_argument("--min-time", type=float, default=0.0, help="time batch 1 for at least this many s")
-    g.add_argument("--batch-sizes", type=_csv(int), default=(1, 2, 4, 8, 16),
+    g.add_argument("--warmup", type=nonnegative_int, default=10, help="untimed calls before timing (default 10)")
+    g.add_argument("--iters", type=positive_int, default=100, help="timed batch-1 calls (default 100)")
+    g.add_argument("--min-time", type=nonnegative_float, default=0.0, help="time batch 1 for at least this many s")
+    g.add_argument("--batch-sizes", type=csv_of(positive_int), default=(1, 2, 4, 8, 16),
                    help="throughput batch sizes (a static-batch artifact uses its own)")
-    g.add_argument("--streams", type=_csv(int), default=(1, 2),
+    g.add_argument("--streams", type=csv_of(positive_int), default=(1, 2),
                    help="parallel streams for throughput, each its own backend instance (default 1,2)")
-    g.add_argument("--throughput-time", type=float, default=1.0, help="seconds per throughput cell; 0 skips")
-    g.add_argument("--matmul-time", type=float, default=1.0, help="seconds for the GFLOP/s floor; 0 skips")
+    g.add_argument("--throughput-time", type=nonnegative_float, default=1.0, help="seconds per throughput cell; 0 skips")
+    g.add_argument("--matmul-time", type=nonnegative_float, default=1.0, help="seconds for the GFLOP/s floor; 0 skips")
     g.add_argument("--images", type=Path, help="latency images (default: the bundled BUSI samples)")
     a = p.add_argument_group("accuracy")
     a.add_argument("--data", type=Path, help="official-layout dataset (images/, masks/0/) for Dice")
     a.add_argument("--split", type=Path, help="file of image names to use from --data")
-    a.add_argument("--max-images", type=int, help="use only the first N images of --data")
+    a.add_argument("--max-images", type=positive_int, help="use only the first N images of --data")
     a.add_argument("--reference", type=Path, help="PyTorch source checkpoint for agreement (default: "
                    "the benchmarked checkpoint whose sha256 the artifact's metadata names)")
     o = p.add_argument_group("output")
@@ -165,8 +171,6 @@ def main(argv=None) -> int:
         build_parser().print_usage(sys.stderr)
         print("cmunext-bench: error: give at least one ARTIFACT (or --list-devices)", file=sys.stderr)
         return 2
-    if args.iters < 1 or args.warmup < 0:
-        return fail("cmunext-bench", "--iters must be >= 1 and --warmup >= 0")
     from cmunext_edge.runtime.base import DeviceUnavailableError
     try:
         if args.check_ort_overhead:
@@ -176,7 +180,8 @@ def main(argv=None) -> int:
         options = {}
         for text in args.option:
             options.update(parse_options(text))
-        rows = expand_rows(args.artifacts, args.device, args.precision, options, args.backend)
+        rows = expand_rows(args.artifacts, args.device, args.precision, options, args.backend,
+                           args.strict_device)
         missing = [str(r.artifact) for r in rows if not r.artifact.exists()]
         if missing:
             raise FileNotFoundError(f"no such artifact: {', '.join(sorted(set(missing)))}")
@@ -197,7 +202,12 @@ def main(argv=None) -> int:
     for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
         if path:
             print(f"wrote {writer(report, path)}")
-    return 1 if any(r.error for r in report.rows) else 0
+    failed = [r for r in report.rows if r.error]
+    for r in failed:
+        print(f"cmunext-bench: error: {r.label}: {r.error}", file=sys.stderr)
+    if failed and len(failed) == len(report.rows):
+        return fail("cmunext-bench", f"every row failed ({len(failed)}); nothing was measured")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import sys
 
-from cmunext_edge._deps import MissingDependencyError
-from cmunext_edge.cli.common import fail, make_parser
+from cmunext_edge.cli.common import cli_main, make_parser, positive_int
 
 EXAMPLE = """examples:
   cmunext-bundle exports/cmunext-s-busi_fp32.onnx
   cmunext-bundle exports/cmunext-s-busi_int8.xml --images your_dataset/ --n-images 8 --out bundles
   cmunext-export --weights models/cmunext-s-busi.safetensors --target onnx --bundle   (export, then bundle)
 
-then, on the device: tar xzf NAME.bundle.tar.gz && cd NAME.bundle && (see its README.md)"""
+then, on the device: tar xzf NAME.bundle.tar.gz && cd NAME.bundle && (see its README.md)
+
+exit codes: 0 bundle written; 2 nothing written (usage error, missing or refused artifact,
+unusable verification images); 130/143 interrupted (nothing is left behind)."""
 
 
 def build_parser():
@@ -25,12 +27,14 @@ def build_parser():
     p.add_argument("--out", help="folder for the bundle (default: beside the artifact)")
     p.add_argument("--images", help="verification images with masks (official layout; default: the "
                                     "bundled samples)")
-    p.add_argument("--n-images", type=int, default=4, help="verification images taken (default 4)")
+    p.add_argument("--n-images", type=positive_int, default=4,
+                   help="verification images taken (default 4)")
     p.add_argument("--device", default="cpu", help="device that makes the host reference outputs (default cpu)")
     p.add_argument("--no-archive", dest="archive", action="store_false", help="write the folder only")
     return p
 
 
+@cli_main("cmunext-bundle")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     return run(args.artifact, out=args.out, images=args.images, n_images=args.n_images,
@@ -38,12 +42,11 @@ def main(argv=None) -> int:
 
 
 def run(artifact, **options) -> int:
-    """Make the bundle and print where it is and what to run next (shared with cmunext-export --bundle)."""
-    from cmunext_edge.device.bundle import BundleError, make_bundle
-    try:
-        res = make_bundle(artifact, **options)
-    except (BundleError, MissingDependencyError, FileNotFoundError, ValueError) as exc:
-        return fail("cmunext-bundle", str(exc), 1)
+    """Make the bundle and print where it is and what to run next (shared with cmunext-export --bundle).
+
+    Errors propagate: the caller's cli_main turns them into one line and exit 2 (nothing written)."""
+    from cmunext_edge.device.bundle import make_bundle
+    res = make_bundle(artifact, **options)
     print(f"bundle: {res.folder}" + (f"\narchive: {res.archive}" if res.archive else "")
           + f"\nruntime requirements: {', '.join(res.manifest['requirements'])}"
           f"\nnext, on the device:  cmunext-check {res.folder.name}")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cmunext_edge.device.bundle import BundleError
-from cmunext_edge.cli.common import fail, make_parser
+from cmunext_edge.cli.common import cli_main, fail, make_parser, nonnegative_int, positive_int
 
 EXAMPLE = """examples:
   cmunext-check exports/cmunext-s-busi_fp32.bundle
@@ -24,9 +24,9 @@ def build_parser():
     p = make_parser("cmunext-check", __doc__, EXAMPLE)
     p.add_argument("bundle", help="bundle folder or .bundle.tar.gz (extracted beside it)")
     p.add_argument("--device", default="cpu", help="device to run on (cpu; GPU/NPU/AUTO for OpenVINO; cuda)")
-    p.add_argument("--iters", type=int, default=20, help="timed batch-1 inferences (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed inferences first (default 3)")
-    p.add_argument("--images", type=int, help="use only the first N verification images (slow devices, "
+    p.add_argument("--iters", type=positive_int, default=20, help="timed batch-1 inferences (default 20)")
+    p.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed inferences first (default 3)")
+    p.add_argument("--images", type=positive_int, help="use only the first N verification images (slow devices, "
                                               "emulation; default all)")
     p.add_argument("--label", help="name of this device in reports (default: its CPU and architecture)")
     p.add_argument("--emulated", metavar="NOTE", help="mark the run as emulated (times are not speeds)")
@@ -35,10 +35,9 @@ def build_parser():
     return p
 
 
+@cli_main("cmunext-check")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.iters < 1 or args.warmup < 0 or (args.images is not None and args.images < 1):
-        return fail("cmunext-check", "--iters and --images must be >= 1 and --warmup >= 0")
     from cmunext_edge.device.check import run_check, write_report
     try:
         report = run_check(args.bundle, device=args.device, warmup=args.warmup, iters=args.iters,

@@ -1,18 +1,89 @@
 """Small pieces shared by the command-line tools, and the one exit-code contract.
 
 Every CLI: 0 all done; 1 done, but some inputs failed (each reported); 2 nothing done (usage,
-weights, artifact, environment, or an unexpected error); 130 interrupted (Ctrl-C / SIGTERM).
+weights, artifact, environment, or an unexpected error); 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM: handled like Ctrl-C, the clean-up runs and a message is printed).
 No traceback reaches the user: `--debug` (accepted by every CLI) prints it as well.
+
+Numeric options are validated where they are parsed, by the argparse types below (`positive_int`,
+`nonnegative_int`, `fraction`, ...): a bad value is a usage error (exit 2, one line) before any work.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import math
+import signal
 import sys
+import threading
 import traceback
 
-EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEBUG_HELP = "on an error, also print the Python traceback"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that every clean-up path runs."""
+
+
+# --- argparse types: one place for every numeric option's range --------------------------------
+def _number(cast, low=None, high=None, low_open=False, high_open=False, what="a number"):
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {_range(low, high, low_open, high_open)}")
+        if high is not None and (value > high or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {_range(low, high, low_open, high_open)}")
+        return value
+    parse.__name__ = what          # argparse names the type in some messages
+    return parse
+
+
+def _range(low, high, low_open, high_open) -> str:
+    if high is None:
+        return f"must be {'>' if low_open else '>='} {low}"
+    return f"must lie in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def int_range(low: int | None = None, high: int | None = None):
+    """An argparse type: an integer within [low, high]."""
+    return _number(int, low, high, what="an integer")
+
+
+def float_range(low: float | None = None, high: float | None = None, low_open=False, high_open=False):
+    """An argparse type: a finite number within the range (open ends where asked)."""
+    return _number(float, low, high, low_open, high_open, what="a number")
+
+
+positive_int = int_range(1)                    # counts: batch sizes, workers, images, iterations
+nonnegative_int = int_range(0)                 # warm-up calls, "0 = default" options
+port_number = int_range(0, 65535)
+positive_float = float_range(0.0, low_open=True)
+nonnegative_float = float_range(0.0)
+fraction = float_range(0.0, 1.0, low_open=True, high_open=True)     # strictly between 0 and 1
+
+
+def network_side(text: str) -> int:
+    """An argparse type: a network input side, a positive multiple of 16 (four 2x2 max-pools)."""
+    value = positive_int(text)
+    if value % 16:
+        raise argparse.ArgumentTypeError(f"{text} is not a multiple of 16 (CMUNeXt has four 2x2 max-pools)")
+    return value
+
+
+def csv_of(cast):
+    """An argparse type: a comma list, each item parsed by `cast` (e.g. csv_of(positive_int))."""
+    def parse(text: str):
+        items = tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+        if not items:
+            raise argparse.ArgumentTypeError(f"{text!r} is an empty list")
+        return items
+    return parse
 
 
 def make_parser(prog: str, doc: str, example: str) -> argparse.ArgumentParser:
@@ -48,8 +119,30 @@ def error_message(exc: BaseException) -> str:
             f"traceback and report it)")
 
 
+class sigterm_as_interrupt:
+    """While the CLI runs in the main thread, SIGTERM raises `Terminated` (a KeyboardInterrupt)."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def interrupted_code(exc: BaseException) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
 def cli_main(prog: str):
-    """Decorate a CLI `main(argv) -> int` with the exit-code contract and --debug."""
+    """Decorate a CLI `main(argv) -> int` with the exit-code contract, --debug and SIGTERM handling."""
     def decorate(main):
         @functools.wraps(main)
         def wrapper(argv=None) -> int:
@@ -57,11 +150,13 @@ def cli_main(prog: str):
             debug = "--debug" in argv
             argv = [a for a in argv if a != "--debug"]
             try:
-                return main(argv)
-            except KeyboardInterrupt:
+                with sigterm_as_interrupt():
+                    return main(argv)
+            except KeyboardInterrupt as exc:
                 if debug:
                     traceback.print_exc()
-                return fail(prog, "interrupted", EXIT_INTERRUPTED)
+                what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+                return fail(prog, f"{what}; nothing more was done", interrupted_code(exc))
             except Exception as exc:  # the contract: one clear line, never a traceback
                 if debug:
                     traceback.print_exc()

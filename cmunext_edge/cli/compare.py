@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import sys
 
-from cmunext_edge.cli.common import fail, make_parser
+from cmunext_edge.cli.common import cli_main, make_parser
 
 EXAMPLE = """examples:
   cmunext-compare host/device_report.json pi4/device_report.json orin/device_report.json
   cmunext-compare reports/*.json --out benchmarks/results/devices_arm --title "ARM CPUs (emulated)"
-"""
+
+exit codes: 0 table written; 2 nothing written (a report missing, not JSON or not a cmunext-check
+report; an output that cannot be written)."""
 
 
+@cli_main("cmunext-compare")
 def main(argv=None) -> int:
     p = make_parser("cmunext-compare", __doc__, EXAMPLE)
     p.add_argument("reports", nargs="+", help="device_report.json files written by cmunext-check")
@@ -21,10 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--title", help="table heading")
     args = p.parse_args(argv)
     from cmunext_edge.device.compare import compare
-    try:
-        res = compare(args.reports, args.out, args.title)
-    except (OSError, ValueError, KeyError) as exc:
-        return fail("cmunext-compare", str(exc), 1)
+    res = compare(args.reports, args.out, args.title)
     print(res["markdown"])
     if res["files"]:
         print("written: " + ", ".join(res["files"]))

@@ -13,7 +13,8 @@ from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.checkpoints.weights import CheckpointError
-from cmunext_edge.cli.common import add_debug, cli_main
+from cmunext_edge.cli.common import (add_debug, cli_main, int_range, network_side, nonnegative_float,
+                                      nonnegative_int, positive_float, positive_int)
 
 EXAMPLE = """examples:
   (cmunext-s-busi is the shipped model; your_dataset/ stands for your images/ + masks/0/ folder)
@@ -54,23 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"{flag.upper()} artifact" + (" (calibrated on --calib)" if flag == "int8" else ""))
     p.add_argument("--calib", help="INT8 calibration images: a folder or an official-layout dataset "
                                    "(default: the bundled samples); also the default --verify-data")
-    p.add_argument("--calib-size", type=int, default=64, help="images sampled (seeded) for calibration (default 64)")
-    p.add_argument("--imgsz", type=int, help="square network input size, multiple of 16 (default: the checkpoint's)")
+    p.add_argument("--calib-size", type=positive_int, default=64, help="images sampled (seeded) for calibration (default 64)")
+    p.add_argument("--imgsz", type=network_side, help="square network input size, multiple of 16 (default: the checkpoint's)")
     shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    shape.add_argument("--batch", type=positive_int, default=1, help="static batch size (default 1)")
     shape.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int_range(7, 30), help="ONNX opset (default 17)")
     p.add_argument("--out", default="exports", help="output folder (default exports/)")
     v = p.add_argument_group("verification")
     v.add_argument("--verify-data", help="verification images, with masks/0/ for ground-truth Dice "
                    "(default: --calib when given, else the bundled samples)")
-    v.add_argument("--verify-size", type=int, help="images sampled from --verify-data (default --calib-size)")
+    v.add_argument("--verify-size", type=positive_int, help="images sampled from --verify-data (default --calib-size)")
     v.add_argument("--no-verify", dest="verify", action="store_false", help="keep the artifact without checking it")
-    v.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    v.add_argument("--device", help="device the artifact is verified on (default cpu; cuda for TensorRT)")
+    v.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed (default 0)")
+    v.add_argument("--device", help="device the artifact is verified on (default cpu; cuda for TensorRT); "
+                                    "a device not present falls back to CPU and says so")
+    v.add_argument("--strict-device", action="store_true",
+                   help="fail (exit 2, nothing written) instead of verifying on another device than --device")
     t = p.add_argument_group("TensorRT and quantization")
-    t.add_argument("--workspace", type=float, help="TensorRT builder workspace in GiB")
-    t.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback stays on)")
+    t.add_argument("--workspace", type=positive_float, help="TensorRT builder workspace in GiB")
+    t.add_argument("--dla-core", type=nonnegative_int, help="Jetson DLA core (GPU fallback stays on)")
     t.add_argument("--int8-mode", choices=Int8Mode.names(), help="TensorRT INT8: explicit Q/DQ (default) "
                    "or an implicit calibrator (TensorRT 8.x / JetPack 5)")
     t.add_argument("--calibrator", choices=["entropy", "minmax"], help="TensorRT calibrator (with --int8-mode calibrator)")
@@ -78,11 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QDQ activation calibration for ONNX Runtime / TensorRT Q/DQ INT8 (default percentile)")
     t.add_argument("--name", help="artifact file name without suffix")
     a = p.add_argument_group("--target auto")
-    a.add_argument("--max-dice-drop", type=float, default=0.5,
+    a.add_argument("--max-dice-drop", type=nonnegative_float, default=0.5,
                    help="Dice budget in points below PyTorch FP32 on the same images (0.5 = 0.005; default 0.5)")
     a.add_argument("--split", help="name list or training split.json (its 'val' list) of --verify-data")
     a.add_argument("--candidates", help="comma list of candidate names (default: all for the device)")
-    a.add_argument("--threads", type=int, help="inference threads to measure with and store in the artifact")
+    a.add_argument("--threads", type=positive_int, help="inference threads to measure with and store in the artifact")
     a.add_argument("--no-agreement-floor", dest="agreement_floor", action="store_false",
                    help="select on the Dice budget alone, ignoring the per-precision agreement with "
                         "PyTorch that every verified export needs (FP32 0.999, FP16/BF16 0.99, INT8 0.97)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cmunext_edge.cli.common import cli_main, fail, make_parser
+from cmunext_edge.cli.common import cli_main, fail, make_parser, network_side
 
 EXAMPLE = """examples:
   cmunext-info models/cmunext-s-busi.safetensors
@@ -29,7 +29,7 @@ def build_parser():
     p = make_parser("cmunext-info", __doc__, EXAMPLE)
     p.add_argument("path", help="checkpoint (.pth, .pt, .safetensors), a shipped model name, or an "
                                 "exported artifact (.onnx, .xml, .engine, .plan)")
-    p.add_argument("--size", type=int, nargs="+", metavar="N",
+    p.add_argument("--size", type=network_side, nargs="+", metavar="N",
                    help="input size for MACs: one value (square) or H W (default: the spec's size)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p

@@ -10,9 +10,11 @@ green, ...; the key in <out>/legend.png), and scores.csv, the printed lines and 
 per-class Dice/IoU (dice_class<k> ...; per_class_dice ...).
 An exported artifact is verified before use (files against manifest.json or its embedded
 hash, then its self-test; --no-verify-load skips this). Unreadable or oversized images
-(--max-pixels) are skipped and reported; a full disk stops the job cleanly.
+(--max-pixels) are skipped and reported, and so is every file of the folder that is not read
+(a video beside images, DICOM, GIF, other files); a full disk stops the job cleanly.
 Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
-(usage, output folder, weights, artifact); 130 interrupted.
+(usage, output folder, weights, artifact); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
+both finish the images being written and count exactly the images whose outputs are on disk.
 
 Video: a video file, a folder of videos, a camera index (0) or a stream URL (rtsp://, http://)
 is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png (or
@@ -21,18 +23,17 @@ is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png 
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.discovery import discover, unread_files
 from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.metrics import format_class_dice
 from cmunext_edge.predict.scores import row_classes
 from cmunext_edge.progress import Progress
-from cmunext_edge.cli.common import cli_main, fail, make_parser
+from cmunext_edge.cli.common import cli_main, fail, interrupted_code, make_parser, positive_int
+from cmunext_edge.cli.preflight import check_model, check_outputs
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -53,16 +54,16 @@ def build_parser():
     p.add_argument("--split", help="file of image names (no extension) to use from a dataset")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or an OpenVINO device (GPU, NPU, AUTO)")
     p.add_argument("--strict-device", action="store_true", help="fail instead of falling back to another device")
-    p.add_argument("--batch-size", type=int, default=8, help="images per inference call")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference call")
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="parallel inference requests, one model instance each (default 1)")
     p.add_argument("--no-overlay", action="store_true", help="write masks only")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: Ray Data actors, resumable (needs the [ray] extra; see README)")
     p.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
-    p.add_argument("--actors", type=int, default=1, help="with --engine ray: model actors (default 1)")
+    p.add_argument("--actors", type=positive_int, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help=f"largest image decoded, in pixels, read from the file header before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,}); larger ones are skipped and reported")
     p.add_argument("--no-verify-load", dest="verify", action="store_false",
@@ -71,40 +72,8 @@ def build_parser():
     v = p.add_argument_group("video, camera and streams")
     v.add_argument("--mask-video", action="store_true",
                    help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
-    v.add_argument("--max-frames", type=int, help="stop after N frames (a camera or stream runs until it ends)")
+    v.add_argument("--max-frames", type=positive_int, help="stop after N frames (a camera or stream runs until it ends)")
     return p
-
-
-def _writable_dir(folder: Path, what: str) -> str | None:
-    """None if `folder` is (or can be made) a folder we can write into, else the reason."""
-    if folder.exists() and not folder.is_dir():
-        return f"{what} {folder} exists and is not a folder"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        return f"{what} {folder} is not writable ({exc.strerror or exc})"
-    return None
-
-
-def check_outputs(out: Path, summary_json: Path | None) -> str | None:
-    """Output problems found before any work -> the reason, or None."""
-    problem = _writable_dir(out, "--out")
-    if problem is None and summary_json is not None:
-        if summary_json.is_dir():
-            return f"--summary-json {summary_json} is a folder"
-        problem = _writable_dir(summary_json.parent, "--summary-json folder")
-    return problem
-
-
-def _check_args(args) -> str | None:
-    if args.batch_size < 1 or args.workers < 1:
-        return "--batch-size and --workers must be >= 1"
-    if args.max_pixels < 1:
-        return "--max-pixels must be >= 1"
-    return check_outputs(Path(args.out), args.summary_json)
 
 
 @cli_main(PROG)
@@ -120,18 +89,18 @@ def main(argv=None) -> int:
                                         and not discover(args.source)):
         from cmunext_edge.cli.predict_video import run_video
         return run_video(args)
-    try:
-        samples = discover(args.source, args.split)
-    except (FileNotFoundError, ValueError) as exc:
-        return fail(PROG, str(exc))
+    samples = discover(args.source, args.split)        # errors: one line, exit 2 (cli_main)
+    unread = unread_files(args.source, args.split)
     if not samples:
-        return fail(PROG, f"{args.source}: no images found")
-    problem = _check_args(args)
+        return fail(PROG, f"{args.source}: no images found" + (
+            f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else ""))
+    problem = check_outputs(Path(args.out), args.summary_json)
     if problem:
         return fail(PROG, problem)
     if args.engine == "ray":
+        check_model(args.weights, args.device, args.verify)      # before Ray starts: exit 2, one line
         from cmunext_edge.scale.ray_predict import predict_with_ray
-        return predict_with_ray(args, samples)
+        return predict_with_ray(args, samples, unread)
     try:
         segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
                                     verify=args.verify, max_pixels=args.max_pixels)
@@ -156,7 +125,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
         result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
-    return _report(args, result, time.perf_counter() - started, write_reports)
+    return _report(args, result, time.perf_counter() - started, write_reports, unread)
 
 
 def _class_dice(row: dict) -> list[float]:
@@ -164,7 +133,9 @@ def _class_dice(row: dict) -> list[float]:
     return [row[f"dice_class{k}"] for k in range(row_classes(row))] if row_classes(row) > 1 else []
 
 
-def _report(args, result, elapsed: float, write_reports) -> int:
+def _report(args, result, elapsed: float, write_reports, unread=()) -> int:
+    """Print the rows, every input not processed and the summary; write the reports -> exit code."""
+    result.skipped[:0] = list(unread)         # files of the source the job does not read
     try:
         summary = write_reports(result, Path(args.out), args.summary_json)
     except OSError as exc:
@@ -188,6 +159,8 @@ def _report(args, result, elapsed: float, write_reports) -> int:
     if result.stopped:
         print(f"{PROG}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
               f"counted above have all their outputs on disk, the others none", file=sys.stderr)
+    if getattr(result, "interrupted", None) is not None:
+        return interrupted_code(result.interrupted)
     return 1 if (result.skipped or result.stopped) else 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import fail
+from cmunext_edge.cli.preflight import check_outputs
 
 PROG = "cmunext-predict"
 
@@ -50,24 +51,38 @@ def _one(segmenter, source: str, out: Path, args) -> dict:
     return summary
 
 
+def _unread(source: str) -> list[str]:
+    """Files of a folder of videos that are not videos (each is reported, none is dropped silently)."""
+    from cmunext_edge.data.discovery import VIDEO_SUFFIXES, not_read_reason
+    if not Path(source).is_dir():
+        return []
+    return [f"{p}: not processed: {not_read_reason(p) or 'an image beside videos'}"
+            for p in sorted(Path(source).iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in VIDEO_SUFFIXES]
+
+
 def run_video(args) -> int:
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
-    from cmunext_edge.predict.video import VideoSourceError
-    if args.batch_size < 1:
-        return fail(PROG, "--batch-size must be >= 1")
     if args.split:
         return fail(PROG, "--split applies to image datasets, not to video")
+    problem = check_outputs(Path(args.out), args.summary_json)
+    if problem:                       # before the model loads or a frame is decoded
+        return fail(PROG, problem)
     try:
-        segmenter = EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device)
+        segmenter = EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
+                                  verify=args.verify, max_pixels=args.max_pixels)
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
     info = segmenter.describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
-    missing, done = 0, []
+    unread = _unread(args.source)
+    for line in unread:
+        print(f"skipped: {line}", file=sys.stderr)
+    missing, done = len(unread), []
     for source, sub in _sources(args.source):
         try:
             summary = _one(segmenter, source, Path(args.out) / sub if sub else Path(args.out), args)
-        except (VideoSourceError, OSError) as exc:
+        except (ValueError, OSError) as exc:        # VideoSourceError, a frame over the pixel limit
             print(f"skipped: {exc}", file=sys.stderr)
             missing += 1
             continue
@@ -76,5 +91,5 @@ def run_video(args) -> int:
     if args.summary_json:
         args.summary_json.write_text(json.dumps({"videos": done}, indent=2, default=str) + "\n")
     if not done:
-        return fail(PROG, f"{args.source}: no video could be read", code=1)
+        return fail(PROG, f"{args.source}: no video could be read (each reason is above); nothing was done")
     return 1 if missing else 0

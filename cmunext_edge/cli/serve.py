@@ -11,52 +11,68 @@ import signal
 import sys
 import threading
 
-from cmunext_edge.cli.common import fail, make_parser
+from cmunext_edge.cli.common import (Terminated, cli_main, make_parser, nonnegative_float, port_number,
+                                      positive_int)
+from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
 
 EXAMPLE = """examples:
   cmunext-serve exports/cmunext-s-busi_fp32_dynamic.onnx --replicas 2 --port 8000
   curl --data-binary @scan.png http://127.0.0.1:8000/segment
   curl --data-binary @scan.png "http://127.0.0.1:8000/segment?format=png" -o mask.png
   curl http://127.0.0.1:8000/health
-  cmunext-serve model.onnx --address auto --host 0.0.0.0      (on a running Ray cluster's head)"""
+  cmunext-serve model.onnx --address auto --host 0.0.0.0      (on a running Ray cluster's head)
+
+before Ray starts, the artifact is verified (files and self-test) and the port checked: a
+missing, modified or failing artifact, or a port in use, is one line and exit 2.
+exit codes: 0 stopped cleanly (Ctrl-C, SIGTERM); 2 nothing served; 130/143 interrupted during start-up
+(Ray is shut down)."""
 
 
 def build_parser():
     p = make_parser("cmunext-serve", __doc__, EXAMPLE)
     p.add_argument("artifact", help="exported artifact or checkpoint (or a shipped model name)")
-    p.add_argument("--replicas", type=int, default=1, help="model replicas (default 1)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--replicas", type=positive_int, default=1, help="model replicas (default 1)")
+    p.add_argument("--port", type=port_number, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1; 0.0.0.0 to expose)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray instance)")
     p.add_argument("--device", default="cpu", help="device each replica runs on (default cpu)")
-    p.add_argument("--max-batch", type=int, default=8, help="largest batch a replica forms (default 8)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
-    p.add_argument("--max-bytes", type=int, default=20 << 20, help="request body limit (default 20 MiB)")
-    p.add_argument("--threads", type=int, help="inference threads per replica (ONNX Runtime, OpenVINO)")
+    p.add_argument("--max-batch", type=positive_int, default=8, help="largest batch a replica forms (default 8)")
+    p.add_argument("--batch-wait-ms", type=nonnegative_float, default=5.0,
+                   help="how long a batch waits to fill (default 5)")
+    p.add_argument("--max-bytes", type=positive_int, default=20 << 20, help="request body limit (default 20 MiB)")
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"largest image accepted, in pixels, read from its header before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS:,}, as cmunext-predict); larger ones get 413")
+    p.add_argument("--threads", type=positive_int, help="inference threads per replica (ONNX Runtime, OpenVINO)")
     return p
 
 
+@cli_main("cmunext-serve")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if min(args.replicas, args.max_batch, args.max_bytes) < 1:
-        return fail("cmunext-serve", "--replicas, --max-batch and --max-bytes must be >= 1")
-    from cmunext_edge._deps import MissingDependencyError
+    from cmunext_edge.cli.preflight import check_model, check_port
+    artifact = check_model(args.artifact, args.device)          # before Ray: exit 2, one line
+    check_port(args.host, args.port)
+    from cmunext_edge.scale import serve
     try:
-        from cmunext_edge.scale import serve
-        url = serve.start(args.artifact, host=args.host, port=args.port, address=args.address,
+        url = serve.start(artifact, host=args.host, port=args.port, address=args.address,
                           device=args.device, replicas=args.replicas, max_batch=args.max_batch,
-                          batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads)
-    except (MissingDependencyError, FileNotFoundError) as exc:
-        return fail("cmunext-serve", str(exc), 1)
-    print(f"serving {args.artifact} with {args.replicas} replica(s): POST {url}/segment, GET {url}/health "
-          f"(Ctrl-C stops)", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
+                          batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes,
+                          max_pixels=args.max_pixels, threads=args.threads)
+        print(f"serving {args.artifact} with {args.replicas} replica(s): POST {url}/segment, GET {url}/health "
+              f"(Ctrl-C stops)", flush=True)
+        stopped = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopped.set())    # running: SIGTERM is a clean stop
+        try:
+            stopped.wait()
+        except KeyboardInterrupt:
+            pass
+    except SystemExit as exc:       # Ray's own SIGTERM handler (sys.exit(15)) while it starts
+        if exc.code != signal.SIGTERM:
+            raise
+        raise Terminated("terminated (SIGTERM)") from None
+    finally:                        # also on an error or SIGTERM during start-up: no Ray left behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         serve.stop()
     return 0
 

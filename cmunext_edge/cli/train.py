@@ -7,7 +7,8 @@ from dataclasses import fields
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.cli.common import add_debug, cli_main
+from cmunext_edge.cli.common import (add_debug, cli_main, fraction, network_side, nonnegative_int,
+                                      positive_float, positive_int)
 
 EXAMPLE = """examples:
   cmunext-train cmunext_edge/samples/busi --epochs 1 --out runs/try     (the 16 bundled samples: a smoke run)
@@ -34,16 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 "masks/0/ ... masks/<N-1>/, or labels/ label images); JPEG or PNG")
     p.add_argument("--out", required=True, help="output folder (required); an existing one is resumed")
     p.add_argument("--variant", default="cmunext-s", help="cmunext-s, cmunext (base) or cmunext-l")
-    p.add_argument("--epochs", type=int, default=300, help="epochs (official recipe 300; the shipped model 90)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per step")
-    p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (SGD, poly decay)")
-    p.add_argument("--img-size", type=int, default=256, help="square input size, multiple of 16")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="seeded random hold-out")
+    p.add_argument("--epochs", type=positive_int, default=300, help="epochs (official recipe 300; the shipped model 90)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per step")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="initial learning rate (SGD, poly decay)")
+    p.add_argument("--img-size", type=network_side, default=256, help="square input size, multiple of 16")
+    p.add_argument("--val-fraction", type=fraction, default=0.2, help="seeded random hold-out")
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")
-    p.add_argument("--seed", type=int, default=42, help="split and augmentation seed")
+    p.add_argument("--seed", type=nonnegative_int, default=42, help="split and augmentation seed")
     p.add_argument("--init", help="checkpoint (.pth/.safetensors) or shipped model name to fine-tune from; another class count "
                                   "loads all but the output head, which starts fresh")
-    p.add_argument("--num-classes", type=int, default=0,
+    p.add_argument("--num-classes", type=nonnegative_int, default=0,
                    help="output classes (0 = all the dataset holds: the number of masks/<k>/ folders, "
                         "or the largest labels/ value); fewer trains the first N classes")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep the NCHW memory format (channels-last is usually faster on CPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    p.add_argument("--max-train-images", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--max-train-images", type=nonnegative_int, default=0, help=argparse.SUPPRESS)
     return add_debug(p)
 
 

@@ -10,6 +10,11 @@ Several classes (groundtruth.py reads them):
 - label images: `labels/<name>.png`, one grayscale image per image whose pixel value is the class
   (0 background, k = class k-1, i.e. output channel k-1).
 A dataset has one of the two, not both.
+
+Every input not processed is reported: `unread_files` lists the files of a folder (of `images/`
+in the official layout) that the image job does not read, each with the reason (a video beside
+images, DICOM, GIF, anything else); NOT_READ maps a suffix to its reason (a reader added for a
+format removes its suffix here and adds it to the readable ones).
 """
 from __future__ import annotations
 
@@ -19,6 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmunext_edge.core.preprocess import IMAGE_SUFFIXES
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
+NOT_READ: dict[str, str] = {
+    **dict.fromkeys(VIDEO_SUFFIXES, "a video: not read when a folder holds images (give the video file "
+                                    "itself, or a folder of videos only, as SOURCE)"),
+    ".dcm": "DICOM is not supported by this installation (DICOM support needs the [dicom] extra)",
+    ".dicom": "DICOM is not supported by this installation (DICOM support needs the [dicom] extra)",
+    ".gif": "GIF is not a supported image format (PNG, JPEG, BMP, TIFF, WebP)",
+}
+OTHER_FILE = "not a supported image format (PNG, JPEG, BMP, TIFF, WebP)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,29 @@ def _images_in(folder: Path) -> list[Path]:
     kept, so that it is reported as unreadable instead of silently dropped."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                   and (p.is_file() or (p.is_symlink() and not p.exists())))
+
+
+def not_read_reason(path: Path) -> str | None:
+    """Why a file is not read as an image (None if its suffix is an image suffix)."""
+    suffix = Path(path).suffix.lower()
+    return None if suffix in IMAGE_SUFFIXES else NOT_READ.get(suffix, OTHER_FILE)
+
+
+def unread_files(source: str | Path, split: str | Path | None = None) -> list[dict]:
+    """Files of SOURCE the image job does not read, as {"path", "error"} with the reason.
+
+    A folder: its files (hidden ones and sub-folders aside) without an image suffix; an official
+    layout: those of images/. With a split file the names are chosen on purpose: none reported."""
+    source = Path(source)
+    if split is not None or not source.is_dir():
+        return []
+    folder = source / "images" if is_official_layout(source) else source
+    out = []
+    for p in sorted(folder.iterdir()):
+        reason = not_read_reason(p)
+        if reason and not p.name.startswith(".") and p.is_file():
+            out.append({"path": str(p), "error": f"{p}: not processed: {reason}"})
+    return out
 
 
 def is_official_layout(folder: Path) -> bool:
@@ -90,6 +128,8 @@ def discover(source: str | Path, split: str | Path | None = None) -> list[Sample
     """All samples under SOURCE, sorted by name; masks attached where the layout has them."""
     source = Path(source)
     if source.is_file():
+        if Path(source).suffix.lower() in NOT_READ:
+            raise ValueError(f"{source}: {NOT_READ[source.suffix.lower()]}")
         return [Sample(source.stem, source, None)]
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or folder")

@@ -1,11 +1,17 @@
-"""Image dimensions from the file header, read before anything is decoded (bounded memory).
+"""Image admission: dimensions from the header, checked against ONE pixel limit before decoding.
 
 A 20000x20000 PNG is a few hundred KB on disk and gigabytes once decoded; decoders allocate
-the whole raster first. `check_dimensions` reads width and height from the header of PNG,
-JPEG, BMP, TIFF and WebP files (the formats OpenCV is asked to decode here) and refuses an
-image above `max_pixels` (default DEFAULT_MAX_PIXELS, 40 megapixels: about 120 MB as 8-bit
-BGR, ten times a 4K ultrasound frame). A file whose header is none of these, or whose header
-cannot be parsed, is refused too: its size cannot be known before decoding.
+the whole raster first. `check_dimensions` (a file) and `check_bytes` (an in-memory body, e.g. a
+cmunext-serve request) read width and height from the header of PNG, JPEG, BMP, TIFF and WebP
+data (the formats OpenCV is asked to decode here) and refuse an image above `max_pixels`
+(default DEFAULT_MAX_PIXELS, 40 megapixels: about 120 MB as 8-bit BGR, ten times a 4K
+ultrasound frame). Data whose header is none of these, or whose header cannot be parsed, is
+refused too: its size cannot be known before decoding. `check_pixels(width, height, frames)`
+is the limit itself, for sources that know their size another way (a video's frame size, a
+DICOM header's rows x columns x frames): every reader of the toolkit admits images through it.
+A JPEG's frame header may follow any amount of APP (EXIF, ICC, XMP) data: the reader walks the
+segments by their lengths, reading only each segment's 4-byte header (or 9 bytes of the frame
+header), never the segment bodies.
 """
 from __future__ import annotations
 
@@ -20,27 +26,37 @@ class ImageSizeError(ValueError):
     """An image too large to decode, or whose size cannot be read from its header."""
 
 
+class ImageTooLargeError(ImageSizeError):
+    """An image whose header gives more pixels than the limit (HTTP 413 in cmunext-serve)."""
+
+
 def _png(h: bytes):
     if len(h) >= 24 and h[12:16] == b"IHDR":
         return struct.unpack(">II", h[16:24])
     return None
 
 
-def _jpeg(h: bytes):
+def _jpeg(h: bytes, read_at):
+    """Walk the marker segments (each read at its offset, bodies skipped) to the frame header."""
     i = 2
-    while i + 4 <= len(h):
-        if h[i] != 0xFF:
+    for _ in range(1 << 16):                     # a bound on segments: no endless walk
+        seg = h[i:i + 9] if i + 9 <= len(h) else read_at(i, 9)
+        if len(seg) < 4 or seg[0] != 0xFF:
             return None
-        marker = h[i + 1]
+        marker = seg[1]
         if marker == 0xFF:                       # fill byte
             i += 1
             continue
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:   # markers without a length
             i += 2
             continue
-        (length,) = struct.unpack(">H", h[i + 2:i + 4])
-        if marker in _SOF and i + 9 <= len(h):
-            height, width = struct.unpack(">HH", h[i + 5:i + 9])
+        if marker in (0xD9, 0xDA):               # end of image / start of scan before a frame header
+            return None
+        (length,) = struct.unpack(">H", seg[2:4])
+        if marker in _SOF:
+            if len(seg) < 9:
+                return None
+            height, width = struct.unpack(">HH", seg[5:9])
             return width, height
         if length < 2:
             return None
@@ -100,7 +116,7 @@ def header_size(data: bytes, read_at=None) -> tuple[str, tuple[int, int] | None]
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
             return "PNG", _png(data)
         if data.startswith(b"\xff\xd8"):
-            return "JPEG", _jpeg(data)
+            return "JPEG", _jpeg(data, read_at)
         if data.startswith(b"BM"):
             return "BMP", _bmp(data)
         if data[:4] in (b"II*\x00", b"MM\x00*"):
@@ -110,6 +126,32 @@ def header_size(data: bytes, read_at=None) -> tuple[str, tuple[int, int] | None]
     except struct.error:
         return "damaged", None
     return "unknown", None
+
+
+def check_pixels(width: int, height: int, frames: int = 1, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 what: str = "image") -> None:
+    """The one pixel limit: ImageSizeError if `width` x `height` (x `frames`, for a multi-frame
+    source decoded at once, e.g. a DICOM series) is empty or exceeds `max_pixels` (None: no limit).
+    The message starts with `what` (a path, or "image")."""
+    if width < 1 or height < 1 or frames < 1:
+        raise ImageSizeError(f"{what}: header gives an empty image ({width}x{height}"
+                             + (f"x{frames} frames)" if frames != 1 else ")"))
+    total = width * height * frames
+    if max_pixels is not None and total > max_pixels:
+        size = f"{width}x{height}" + (f"x{frames} frames" if frames != 1 else "")
+        raise ImageTooLargeError(f"{what}: {size} = {total / 1e6:.1f} megapixels exceeds the limit of "
+                             f"{max_pixels / 1e6:g} megapixels (raise it with --max-pixels / "
+                             f"max_pixels=...); not decoded")
+
+
+def _admit(kind: str, size, max_pixels: int | None, what: str) -> tuple[int, int]:
+    if size is None:
+        reason = ("not a readable image: not a supported image format (PNG, JPEG, BMP, TIFF, WebP)"
+                  if kind == "unknown" else
+                  f"not a readable image: {kind} header without a readable image size (damaged or truncated)")
+        raise ImageSizeError(f"{what}: {reason}")
+    check_pixels(size[0], size[1], 1, max_pixels, what)
+    return size
 
 
 def check_dimensions(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -123,16 +165,11 @@ def check_dimensions(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple
             return fh.read(n)
 
         kind, size = header_size(head, read_at)
-    if size is None:
-        what = ("not a readable image: not a supported image format (PNG, JPEG, BMP, TIFF, WebP)"
-                if kind == "unknown" else
-                f"not a readable image: {kind} header without a readable image size (damaged or truncated)")
-        raise ImageSizeError(f"{path}: {what}")
-    width, height = size
-    if width < 1 or height < 1:
-        raise ImageSizeError(f"{path}: {kind} header gives an empty image ({width}x{height})")
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageSizeError(f"{path}: {width}x{height} = {width * height / 1e6:.1f} megapixels exceeds "
-                             f"the limit of {max_pixels / 1e6:g} megapixels (raise it with "
-                             f"--max-pixels / max_pixels=...); not decoded")
-    return width, height
+    return _admit(kind, size, max_pixels, str(path))
+
+
+def check_bytes(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                what: str = "image") -> tuple[int, int]:
+    """`check_dimensions` for an image held in memory (e.g. a request body): nothing is decoded."""
+    kind, size = header_size(bytes(data[:HEADER_BYTES]), lambda off, n: bytes(data[off:off + n]))
+    return _admit(kind, size, max_pixels, what)

@@ -18,8 +18,13 @@ COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "identical
 def load_reports(paths) -> list[dict]:
     reports = []
     for p in paths:
-        data = json.loads(Path(p).read_text())
-        if data.get("format") != "cmunext-edge device report":
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"{p}: no such report")
+        try:
+            data = json.loads(Path(p).read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{p}: not a JSON file ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != "cmunext-edge device report":
             raise ValueError(f"{p}: not a cmunext-check device report")
         data["_source"] = str(p)
         reports.append(data)

@@ -2,7 +2,9 @@
 
 A file that cannot be read is skipped and reported; the rest is processed. Decoding of
 the next batches overlaps with inference (a reader thread), and with several segmenters
-(`--workers`) batches run as parallel requests.
+(`--workers`) batches run as parallel requests. Memory is bounded by batch size and workers, not
+by the folder: the reader waits while `workers` batches are queued, and at most `workers`
+batches are being segmented or written (peak: about (2 x workers + 1) x batch-size images).
 
 Nothing is lost: output names never collide (inputs sharing a name get their extension in it,
 e.g. dup.png -> masks/dup.png.png, dup.jpg -> masks/dup.jpg.png); an image whose outputs could
@@ -11,6 +13,11 @@ input not processed is reported with its reason, so the summary matches what is 
 
 Several classes: masks/<name>_class<k>.png per class, one colour overlay (overlay.py: one palette
 colour per class, key in <out>/legend.png), per-class scores (predict_scores.py).
+
+Accounting is from the disk: at the end, an image counts as segmented only if all of its output
+files exist (others move to the skipped list with the reason). Ctrl-C or SIGTERM (raised as
+KeyboardInterrupt by the CLI) stops handing out batches, lets the ones being written finish, and
+returns the result with `interrupted` set: complete outputs only, every other input reported.
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ class JobResult:
     rows: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     stopped: str | None = None          # why the job stopped early (e.g. disk full)
+    interrupted: BaseException | None = None    # the KeyboardInterrupt (Ctrl-C / SIGTERM) that stopped it
 
     def summary(self) -> dict:
         scored = [r for r in self.rows if r["dice"] is not None]
@@ -76,11 +84,23 @@ def unique_names(samples: list[Sample]) -> list[Sample]:
     return out
 
 
+def mask_file_names(name: str, classes: int) -> list[str]:
+    """The mask files of one image: name.png, or name_class<k>.png per class for several classes."""
+    return [f"{name}.png"] if classes <= 1 else [f"{name}_class{k}.png" for k in range(classes)]
+
+
 def mask_images(name: str, mask: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(file name, 0/255 image) of a mask: one file, or one per class for several classes."""
     if mask.ndim == 2 or mask.shape[2] == 1:
-        return [(f"{name}.png", mask.reshape(mask.shape[:2]).astype(np.uint8) * 255)]
-    return [(f"{name}_class{k}.png", mask[..., k].astype(np.uint8) * 255) for k in range(mask.shape[2])]
+        return [(mask_file_names(name, 1)[0], mask.reshape(mask.shape[:2]).astype(np.uint8) * 255)]
+    names = mask_file_names(name, mask.shape[2])
+    return [(f, mask[..., k].astype(np.uint8) * 255) for k, f in enumerate(names)]
+
+
+def output_files(out_dir: Path, row: dict, write_overlays: bool) -> list[Path]:
+    """Every file the job writes for the image of `row`."""
+    files = [out_dir / "masks" / f for f in mask_file_names(row["name"], row_classes(row))]
+    return files + ([out_dir / "overlays" / f"{row['name']}.png"] if write_overlays else [])
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -123,7 +143,8 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
         try:
             row.update(score_fields(sample, seg, spec.size))
             _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays)
-        except OutputError:
+        except OutputError as exc:        # the images written before it still count
+            exc.rows, exc.skipped = rows, skipped
             raise
         except (ImageReadError, OSError, ValueError) as exc:
             skipped.append({"path": str(sample.image), "error": str(exc)})
@@ -154,16 +175,17 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
             write_overlays: bool = True, progress=None) -> JobResult:
     """Segment `samples` with one segmenter, or several in parallel (one request each).
 
-    A reader thread decodes ahead; each batch goes to whichever segmenter is free, so
+    A reader thread decodes ahead (bounded); each batch goes to whichever segmenter is free, so
     decoding, inference and writing overlap. Rows come back in input order. A full disk stops
-    the job (`result.stopped`); every sample without a row is in `result.skipped` with a reason.
+    the job (`result.stopped`), so does Ctrl-C / SIGTERM (`result.interrupted`); every sample
+    without its outputs on disk is in `result.skipped` with a reason.
     """
     segmenters = list(segmenters) if isinstance(segmenters, (list, tuple)) else [segmenters]
     samples = unique_names(samples)
     out_dir = Path(out_dir)
     result = JobResult()
     lock, stop = threading.Lock(), threading.Event()
-    q: queue.Queue = queue.Queue(maxsize=2 * len(segmenters))
+    q: queue.Queue = queue.Queue(maxsize=len(segmenters))      # decoded batches waiting: bounded
     max_pixels = getattr(segmenters[0], "max_pixels", DEFAULT_MAX_PIXELS)
     reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped, stop, max_pixels),
                               daemon=True)
@@ -179,10 +201,10 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
         try:
             rows, skipped = _process_batch(seg, batch, out_dir, write_overlays)
         except OutputError as exc:
+            rows, skipped = getattr(exc, "rows", []), getattr(exc, "skipped", [])
             with lock:
                 result.stopped = result.stopped or str(exc)
             stop.set()
-            return
         except Exception as exc:  # the batch failed in the backend: its images are reported
             rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
         finally:
@@ -193,8 +215,13 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
             if progress:
                 progress.update(len(batch), postfix=batch[-1][0].name)
 
-    _dispatch(segmenters, q, work, progress, lock, stop)
-    reader.join()
+    try:
+        _dispatch(segmenters, q, work, progress, lock, stop)
+    except KeyboardInterrupt as exc:      # Ctrl-C, or SIGTERM raised as one by the CLI
+        result.interrupted = exc
+        result.stopped = result.stopped or (str(exc) or "interrupted (Ctrl-C)")
+    _finish_reader(reader, q, stop)
+    _account_from_disk(result, out_dir, write_overlays)
     _report_unprocessed(result, samples)
     order = {s.name: i for i, s in enumerate(samples)}
     result.rows.sort(key=lambda r: order.get(r["name"], 0))
@@ -202,19 +229,56 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
 
 
 def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
-    """Hand decoded batches to the pool until the reader is done (draining after a stop)."""
+    """Hand decoded batches to the pool until the reader is done (draining after a stop).
+
+    At most one batch per segmenter is in the pool at a time (a semaphore), so decoded images
+    never pile up in the executor's queue; an interrupt stops handing out batches and waits
+    for the ones being written (their outputs are complete)."""
+    slots = threading.BoundedSemaphore(len(segmenters))
+    futures = []
     with ThreadPoolExecutor(len(segmenters)) as pool:
-        futures = []
-        while (batch := q.get()) is not StopIteration:
-            if batch is None:
-                if progress:
-                    with lock:
-                        progress.update()
-                continue
-            if not stop.is_set():
+        try:
+            while (batch := q.get()) is not StopIteration:
+                if batch is None:
+                    if progress:
+                        with lock:
+                            progress.update()
+                    continue
+                if stop.is_set():
+                    continue
+                slots.acquire()
                 futures.append(pool.submit(work, batch))
-        for f in futures:
-            f.result()
+                futures[-1].add_done_callback(lambda _: slots.release())
+                del batch
+        except BaseException:
+            stop.set()          # batches not yet started do nothing; running ones finish
+            raise
+    for f in futures:
+        f.result()
+
+
+def _finish_reader(reader: threading.Thread, q: queue.Queue, stop: threading.Event) -> None:
+    """Let the reader thread end: after a stop it may wait on a full queue, so drain it."""
+    while reader.is_alive():
+        try:
+            q.get(timeout=0.05)
+        except queue.Empty:
+            pass
+        if not stop.is_set():
+            reader.join(0.05)
+
+
+def _account_from_disk(result: JobResult, out_dir: Path, write_overlays: bool) -> None:
+    """Keep as segmented only the rows whose output files are all on disk; the others are skipped."""
+    kept = []
+    for row in result.rows:
+        missing = [f for f in output_files(out_dir, row, write_overlays) if not f.is_file()]
+        if missing:
+            result.skipped.append({"path": row["image"], "error": f"{row['image']}: outputs not on disk "
+                                                                  f"({missing[0]} is missing)"})
+        else:
+            kept.append(row)
+    result.rows = kept
 
 
 def _report_unprocessed(result: JobResult, samples: list[Sample]) -> None:

@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cmunext_edge.data.discovery import VIDEO_SUFFIXES
+from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS, check_pixels
 from cmunext_edge.predict.scores import mask_union
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _END = object()
 
@@ -48,23 +48,34 @@ def videos_in(folder) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
-def open_capture(source) -> cv2.VideoCapture:
+def open_capture(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> cv2.VideoCapture:
+    """An opened capture whose frame size (as the container or camera declares it) is admitted
+    by the one pixel limit (image_limits.check_pixels); VideoSourceError otherwise."""
     text = str(source)
     cap = cv2.VideoCapture(int(text) if text.isdigit() else text)
     if not cap.isOpened():
         cap.release()
         kind = "camera" if text.isdigit() else "stream" if text.lower().startswith(URL_SCHEMES) else "video file"
         raise VideoSourceError(f"{source}: OpenCV cannot open this {kind}")
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if width and height:              # 0: not declared (some streams); frames are checked as they come
+        try:
+            check_pixels(width, height, 1, max_pixels, f"{source}: frame")
+        except ValueError as exc:
+            cap.release()
+            raise VideoSourceError(str(exc)) from None
     return cap
 
 
-def _decode(cap, out_q: queue.Queue, max_frames: int | None, stop: threading.Event, errors: list):
+def _decode(cap, out_q: queue.Queue, max_frames: int | None, stop: threading.Event, errors: list,
+            max_pixels: int | None = DEFAULT_MAX_PIXELS):
     index = 0
     try:
         while not stop.is_set() and (max_frames is None or index < max_frames):
             ok, frame = cap.read()
             if not ok:
                 break
+            check_pixels(frame.shape[1], frame.shape[0], 1, max_pixels, f"frame {index}")
             out_q.put((index, frame))
             index += 1
     except Exception as exc:             # reported by the consumer, not lost in the thread
@@ -77,11 +88,14 @@ def stream(segmenter, source, batch_size: int = 1, max_frames: int | None = None
     """Yield (frame index, BGR frame, Segmentation) for every frame of `source`, in order.
 
     Decoding runs on a background thread (bounded queue) while frames are inferred, `batch_size`
-    frames per call at most (fewer when no more are decoded yet: a live camera is never held up)."""
-    cap = open_capture(source)
+    frames per call at most (fewer when no more are decoded yet: a live camera is never held up).
+    Frames are admitted by the segmenter's pixel limit (`max_pixels`, image_limits)."""
+    max_pixels = getattr(segmenter, "max_pixels", DEFAULT_MAX_PIXELS)
+    cap = open_capture(source, max_pixels)
     frames: queue.Queue = queue.Queue(maxsize=queue_size)
     stop, errors = threading.Event(), []
-    reader = threading.Thread(target=_decode, args=(cap, frames, max_frames, stop, errors), daemon=True)
+    reader = threading.Thread(target=_decode, args=(cap, frames, max_frames, stop, errors, max_pixels),
+                              daemon=True)
     reader.start()
     try:
         done = False
@@ -113,7 +127,7 @@ def stream(segmenter, source, batch_size: int = 1, max_frames: int | None = None
 
 def source_fps(source) -> tuple[float, int]:
     """(frames per second, frame count) as the container declares them (0 when unknown)."""
-    cap = open_capture(source)
+    cap = open_capture(source, None)
     try:
         return float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     finally:

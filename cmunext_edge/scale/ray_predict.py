@@ -14,10 +14,9 @@ from cmunext_edge.progress import Progress
 PROG = "cmunext-predict"
 
 
-def predict_with_ray(args, samples) -> int:
+def predict_with_ray(args, samples, unread=()) -> int:
+    """Run the job on Ray; `unread` (files of the source not read) is reported with the skipped."""
     from cmunext_edge.scale.ray_batch import run_ray_job
-    if args.actors < 1:
-        return fail(PROG, "--actors must be >= 1")
     where = f"Ray cluster at {args.address}" if args.address else "a local Ray instance"
     print(f"engine: ray ({args.actors} actor{'s' if args.actors > 1 else ''} on {where})")
     started = time.perf_counter()
@@ -32,4 +31,4 @@ def predict_with_ray(args, samples) -> int:
     elapsed = time.perf_counter() - started
     print("(the time below includes Ray's start-up)")
     from cmunext_edge.cli.predict import _report          # the same report, summary and exit code as the local job
-    return _report(args, result, elapsed, write_reports)
+    return _report(args, result, elapsed, write_reports, unread)

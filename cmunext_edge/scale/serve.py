@@ -6,7 +6,9 @@ base64 PNG (0/255), its area in pixels and as a fraction, the timings (decode, p
 infer, postprocess, total in the replica, and the batch it ran in) and the backend, device and
 precision that ran. `?format=png` answers the PNG itself with that JSON in the
 `X-Segmentation` header. Requests are batched per replica (`@serve.batch`); a body over
-`max_bytes` gets 413, an empty or undecodable one 400 with a message. `GET /health` reports the
+`max_bytes` gets 413, an empty or undecodable one 400 with a message; an image whose header
+gives more pixels than the toolkit's one limit (image_limits.DEFAULT_MAX_PIXELS, or `max_pixels`)
+gets 413 before anything is decoded. `GET /health` reports the
 artifact, where it runs and the self-test each replica ran at start (503 if it failed).
 A multi-class model: `mask_png` is the union of its classes, and the JSON adds `classes` (per class:
 area in pixels and fraction) and `class_masks_png` (one base64 0/255 PNG per class, class order).
@@ -15,6 +17,8 @@ area in pixels and fraction) and `class_masks_png` (one base64 0/255 PNG per cla
 
 import base64
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -22,11 +26,11 @@ import cv2
 import numpy as np
 
 from cmunext_edge._deps import require
+from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, ImageTooLargeError, check_bytes
 from cmunext_edge.predict.scores import mask_channels, mask_union
 from cmunext_edge.core.preprocess import ImageReadError, to_bgr_uint8
 
 MAX_BYTES = 20 << 20          # request body limit
-MAX_PIXELS = 64_000_000       # decoded image limit (a small file can decode to a huge image)
 
 
 class RequestError(ValueError):
@@ -35,17 +39,24 @@ class RequestError(ValueError):
         self.status = status
 
 
-def decode_body(body: bytes, max_bytes: int = MAX_BYTES) -> np.ndarray:
-    """Request body -> HxWx3 uint8 BGR, or RequestError with the HTTP status to answer."""
+def decode_body(body: bytes, max_bytes: int = MAX_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Request body -> HxWx3 uint8 BGR, or RequestError with the HTTP status to answer.
+
+    The image is admitted from its header first (image_limits.check_bytes): too many pixels is
+    413, a header without a readable size 400; only then is it decoded."""
     if not body:
         raise RequestError(400, "empty request body: send the image file's bytes (curl --data-binary @scan.png)")
     if len(body) > max_bytes:
         raise RequestError(413, f"request body of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        check_bytes(body, max_pixels, what="header")
+    except ImageTooLargeError as exc:
+        raise RequestError(413, f"image refused before decoding: {exc}") from None
+    except ImageSizeError as exc:
+        raise RequestError(400, f"the {len(body)}-byte body is not a decodable image ({exc})") from None
     img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
-        raise RequestError(400, f"the {len(body)}-byte body is not a decodable image (PNG, JPEG, BMP, TIFF)")
-    if img.shape[0] * img.shape[1] > MAX_PIXELS:
-        raise RequestError(413, f"image of {img.shape[1]}x{img.shape[0]} pixels exceeds {MAX_PIXELS} pixels")
+        raise RequestError(400, f"the {len(body)}-byte body is not a decodable image (PNG, JPEG, BMP, TIFF, WebP)")
     try:
         return to_bgr_uint8(img)
     except ImageReadError as exc:
@@ -85,7 +96,8 @@ def class_mask_pngs(seg) -> list[bytes]:
 
 
 def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: int = 8,
-              batch_wait_ms: float = 5.0, max_bytes: int = MAX_BYTES, threads: int | None = None):
+              batch_wait_ms: float = 5.0, max_bytes: int = MAX_BYTES, threads: int | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """The Ray Serve application (bind()-ed deployment) serving `artifact`."""
     serve = require("ray.serve")
     fastapi = require("fastapi")
@@ -109,7 +121,7 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
 
         @app.post("/segment")
         async def segment(self, request: fastapi.Request, format: str = "json"):
-            return await _answer(self, request, format, max_bytes, fastapi)
+            return await _answer(self, request, format, (max_bytes, max_pixels), fastapi)
 
         @app.get("/health")
         def health(self):
@@ -120,16 +132,17 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
     return Segmenter.bind()
 
 
-async def _answer(replica, request, fmt: str, max_bytes: int, fastapi):
+async def _answer(replica, request, fmt: str, limits: tuple, fastapi):
     """One /segment request: checks, batched inference, the JSON or PNG answer; never a traceback."""
     responses = fastapi.responses
     started = time.perf_counter()
+    max_bytes, max_pixels = limits
     try:
         if fmt not in ("json", "png"):
             raise RequestError(400, f"format must be json or png, not {fmt!r}")
         if int(request.headers.get("content-length") or 0) > max_bytes:
             raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
-        bgr = decode_body(await request.body(), max_bytes)
+        bgr = decode_body(await request.body(), max_bytes, max_pixels)
         decoded = time.perf_counter()
         seg = await replica._segment(bgr)
         info = describe_result(seg, replica.where, (decoded - started) * 1e3,
@@ -157,15 +170,19 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str |
         raise FileNotFoundError(f"{artifact}: no such artifact")
     if not ray.is_initialized():
         kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        previous = signal.getsignal(signal.SIGTERM)
         ray.init(log_to_driver=False, configure_logging=False, **kwargs)
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)     # ray.init installs sys.exit(15): keep the caller's
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(artifact, **app_options), name="cmunext", route_prefix="/")
     return f"http://{host}:{port}"
 
 
 def stop() -> None:
-    """Tear down the Serve application and controller, then the Ray instance this process holds."""
+    """Tear down the Serve application and controller, then the Ray instance this process holds
+    (also one interrupted half-way through `ray.init`: its node processes are killed too)."""
     ray, serve = require("ray"), require("ray.serve")
     if ray.is_initialized():
         serve.shutdown()
-        ray.shutdown()
+    ray.shutdown()

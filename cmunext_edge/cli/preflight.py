@@ -1,0 +1,81 @@
+"""Pre-flight: what a command needs, checked before any runtime, Ray or Serve starts.
+
+One set of checks for every CLI that does heavy set-up (cmunext-predict, --engine ray,
+cmunext-serve): the model is resolved and verified (an artifact's files against its manifest or
+embedded hash and its self-test; a checkpoint read by the safe loader, weights checked finite),
+the HTTP port is free, the output folders are writable. Each check raises (or returns) one line
+naming what is wrong; the CLI's wrapper turns it into exit 2 before anything was started.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+
+class PreflightError(ValueError):
+    """A command cannot start: the message is the whole story (exit 2, nothing done)."""
+
+
+def _writable_dir(folder: Path, what: str) -> str | None:
+    """None if `folder` is (or can be made) a folder we can write into, else the reason."""
+    if folder.exists() and not folder.is_dir():
+        return f"{what} {folder} exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{what} {folder} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def check_outputs(out: Path, summary_json: Path | None = None) -> str | None:
+    """Output problems found before any work -> the reason, or None."""
+    problem = _writable_dir(Path(out), "--out")
+    if problem is None and summary_json is not None:
+        summary_json = Path(summary_json)
+        if summary_json.is_dir():
+            return f"--summary-json {summary_json} is a folder"
+        problem = _writable_dir(summary_json.parent, "--summary-json folder")
+    return problem
+
+
+def check_port(host: str, port: int) -> None:
+    """PreflightError if nothing can listen on host:port (in use, no permission, unknown host)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PreflightError(f"--host {host}: cannot be resolved ({exc.strerror or exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the HTTP server does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise PreflightError(f"--port {port} on {host}: {why}; choose another port") from None
+
+
+def check_model(weights, device: str = "cpu", verify: bool = True) -> Path:
+    """The resolved model file, verified as a load would verify it -> its path.
+
+    An artifact: files against manifest.json / the embedded hash, then its self-test on `device`
+    (IntegrityError names what differs). A checkpoint: read by the safe loader, weights finite."""
+    from cmunext_edge.artifacts.integrity import IntegrityError, is_checkpoint, verify_artifact
+    from cmunext_edge.resources import resolve_weights
+    path = Path(resolve_weights(weights))
+    if not path.is_file():
+        raise FileNotFoundError(f"{weights}: no such model file (a checkpoint, an exported artifact, "
+                                f"or a shipped model's name)")
+    if is_checkpoint(path):
+        from cmunext_edge.checkpoints.weights import load_checkpoint
+        load_checkpoint(path)
+    elif verify:
+        report = verify_artifact(path, device=device)
+        if not report.ok:
+            raise IntegrityError(report.message())
+    return path
