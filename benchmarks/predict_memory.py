@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import re
 import shutil
@@ -64,6 +65,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--weights", default="cmunext-s-busi", help="model (default: the shipped one)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--tag", default="", help="suffix of the record's name, and a note in it (e.g. the code "
+                                          "measured, when PYTHONPATH points at another checkout)")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     work = Path(tempfile.mkdtemp(prefix="predict_memory."))
@@ -88,17 +91,19 @@ def main() -> int:
     record = {"schema": "cmunext-bench/predict-memory/1", "date": datetime.date.today().isoformat(),
               "cpu": cpu_model(), "side": args.side, "batch_size": args.batch_size, "workers": args.workers,
               "command": "benchmarks/predict_memory.py " + " ".join(sys.argv[1:]),
+              "tag": args.tag, "pythonpath": os.environ.get("PYTHONPATH"),
               "runs": runs, "peak_rss_mb_min": best, "peak_rss_mb_max": worst,
               "largest_over_smallest": round(ratio, 3), "within_15_percent": ratio <= 1.15,
               "commands": [c.replace(str(work), "$TMP") for c in log]}
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"predict_memory_{record['date']}"
+    stem = args.out / f"predict_memory_{record['date']}{'_' + args.tag if args.tag else ''}"
     Path(f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"# cmunext-predict peak RSS vs folder size ({record['date']})", "",
              f"CPU: {record['cpu']} (machine shared with other work while measured)",
              f"Images: {args.side}x{args.side} PNG, batch size {args.batch_size}, {args.workers} worker(s); "
              f"peak RSS from /usr/bin/time -v", "",
-             f"Reproduce: `{rel(sys.executable)} {record['command']}`", "",
+             f"Reproduce: `{'PYTHONPATH=' + record['pythonpath'] + ' ' if record['pythonpath'] else ''}"
+             f"{rel(sys.executable)} {record['command']}`", "",
              "| images | round | peak RSS MB | exit |", "|---:|---:|---:|---:|"]
     lines += [f"| {x['images']} | {x['round']} | {x['peak_rss_mb']} | {x['exit']} |" for x in runs]
     lines += ["", f"Largest peak over smallest peak (worst case across rounds): {ratio:.3f} "

@@ -23,7 +23,9 @@ def test_macs_scale_with_input_area(ckpt_s, capsys):
 def test_text_output_and_errors(ckpt_s, tmp_path, capsys):
     assert main([str(ckpt_s)]) == 0
     assert "0.418 M" in capsys.readouterr().out
-    assert main([str(ckpt_s), "--size", "250"]) == 2
+    with pytest.raises(SystemExit) as exc:          # a bad --size is a usage error (argparse type)
+        main([str(ckpt_s), "--size", "250"])
+    assert exc.value.code == 2
     assert "multiple of 16" in capsys.readouterr().err
     assert main([str(tmp_path / "none.pth")]) == 2
 

@@ -70,7 +70,7 @@ def test_flipped_artifact_cli_exit_2_no_traceback(onnx_art, tmp_path, capsys):
     rc = bench_cli.main([str(art), "--iters", "2", "--warmup", "0", "--throughput-time", "0",
                          "--matmul-time", "0", "--quiet"])
     out = capsys.readouterr()
-    assert rc == 1 and "refused" in out.out + out.err
+    assert rc == 2 and "refused" in out.out + out.err        # the only row failed: nothing measured
 
 
 def test_opt_out_loads_a_modified_artifact(onnx_art, tmp_path):

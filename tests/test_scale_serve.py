@@ -97,7 +97,7 @@ def test_health_reports_the_self_test(server):
 def test_cli_refuses_a_missing_artifact_without_starting_ray(tmp_path, capsys):
     from cmunext_edge.cli.serve import main
     assert main([str(tmp_path / "none.onnx"), "--port", "1"]) == 2       # nothing done: exit 2
-    assert "no such model file" in capsys.readouterr().err
+    assert "no such artifact" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:                                  # argparse: a usage error
         main([str(tmp_path / "none.onnx"), "--replicas", "0"])
     assert exc.value.code == 2

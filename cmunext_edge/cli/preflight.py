@@ -69,8 +69,8 @@ def check_model(weights, device: str = "cpu", verify: bool = True) -> Path:
     from cmunext_edge.resources import resolve_weights
     path = Path(resolve_weights(weights))
     if not path.is_file():
-        raise FileNotFoundError(f"{weights}: no such model file (a checkpoint, an exported artifact, "
-                                f"or a shipped model's name)")
+        raise FileNotFoundError(f"{weights}: no such artifact or checkpoint file (give an exported "
+                                f"artifact, a checkpoint, or a shipped model's name)")
     if is_checkpoint(path):
         from cmunext_edge.checkpoints.weights import load_checkpoint
         load_checkpoint(path)

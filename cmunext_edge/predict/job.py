@@ -3,8 +3,9 @@
 A file that cannot be read is skipped and reported; the rest is processed. Decoding of
 the next batches overlaps with inference (a reader thread), and with several segmenters
 (`--workers`) batches run as parallel requests. Memory is bounded by batch size and workers, not
-by the folder: the reader waits while `workers` batches are queued, and at most `workers`
-batches are being segmented or written (peak: about (2 x workers + 1) x batch-size images).
+by the folder: decoded batches hold a budget of `workers + 1` slots (one per worker being
+segmented or written, one being decoded ahead); the reader waits for a free slot before it
+decodes the next batch, so at most (workers + 1) x batch-size decoded images exist at once.
 
 Nothing is lost: output names never collide (inputs sharing a name get their extension in it,
 e.g. dup.png -> masks/dup.png.png, dup.jpg -> masks/dup.jpg.png); an image whose outputs could
@@ -111,13 +112,26 @@ def write_png(path: Path, image: np.ndarray) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
+def _take(slots: threading.Semaphore, stop: threading.Event) -> bool:
+    """Wait for a free slot of the decoded-batch budget (False once the job stops)."""
+    while not stop.is_set():
+        if slots.acquire(timeout=0.1):
+            return True
+    return False
+
+
 def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: threading.Event,
-            max_pixels=DEFAULT_MAX_PIXELS):
-    """Reader thread: decode images (and masks) into batches; bad files go to `skipped`."""
-    batch = []
+            max_pixels=DEFAULT_MAX_PIXELS, slots: threading.Semaphore | None = None):
+    """Reader thread: decode images (and masks) into batches; bad files go to `skipped`.
+
+    Each batch takes a slot of `slots` before its first image is decoded (its consumer gives the
+    slot back when the batch is written), so decoded images never outrun the workers."""
+    slots = slots or threading.Semaphore(1 << 30)
+    batch, held = [], False
     for s in samples:
-        if stop.is_set():
+        if stop.is_set() or (not held and not _take(slots, stop)):
             break
+        held = True
         try:
             batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels))))
         except (ImageReadError, OSError, ValueError) as exc:
@@ -126,9 +140,11 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
             continue
         if len(batch) == batch_size:
             out_q.put(batch)
-            batch = []
+            batch, held = [], False
     if batch:
         out_q.put(batch)
+    elif held:
+        slots.release()
     out_q.put(StopIteration)
 
 
@@ -171,6 +187,45 @@ def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool) ->
         raise
 
 
+class _Worker:
+    """Runs one decoded batch on whichever segmenter is free and records its rows; gives the
+    batch's slot back to the reader when done. A full disk stops the job (`stop`)."""
+
+    def __init__(self, segmenters, result: JobResult, out_dir: Path, write_overlays: bool, progress, slots):
+        self.idle: queue.Queue = queue.Queue()
+        for seg in segmenters:
+            self.idle.put(seg)
+        self.result, self.out_dir, self.write_overlays = result, out_dir, write_overlays
+        self.progress, self.slots = progress, slots
+        self.lock, self.stop = threading.Lock(), threading.Event()
+
+    def __call__(self, batch) -> None:
+        try:
+            if not self.stop.is_set():
+                self._run(batch)
+        finally:
+            self.slots.release()     # the batch is written (or dropped): the reader may decode another
+
+    def _run(self, batch) -> None:
+        seg = self.idle.get()
+        try:
+            rows, skipped = _process_batch(seg, batch, self.out_dir, self.write_overlays)
+        except OutputError as exc:
+            rows, skipped = getattr(exc, "rows", []), getattr(exc, "skipped", [])
+            with self.lock:
+                self.result.stopped = self.result.stopped or str(exc)
+            self.stop.set()
+        except Exception as exc:  # the batch failed in the backend: its images are reported
+            rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
+        finally:
+            self.idle.put(seg)
+        with self.lock:
+            self.result.rows.extend(rows)
+            self.result.skipped.extend(skipped)
+            if self.progress:
+                self.progress.update(len(batch), postfix=batch[-1][0].name)
+
+
 def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 8,
             write_overlays: bool = True, progress=None) -> JobResult:
     """Segment `samples` with one segmenter, or several in parallel (one request each).
@@ -181,46 +236,20 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
     without its outputs on disk is in `result.skipped` with a reason.
     """
     segmenters = list(segmenters) if isinstance(segmenters, (list, tuple)) else [segmenters]
-    samples = unique_names(samples)
-    out_dir = Path(out_dir)
-    result = JobResult()
-    lock, stop = threading.Lock(), threading.Event()
-    q: queue.Queue = queue.Queue(maxsize=len(segmenters))      # decoded batches waiting: bounded
+    samples, out_dir, result = unique_names(samples), Path(out_dir), JobResult()
+    q: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(len(segmenters) + 1)     # decoded batches alive at once: the budget
+    work = _Worker(segmenters, result, out_dir, write_overlays, progress, slots)
     max_pixels = getattr(segmenters[0], "max_pixels", DEFAULT_MAX_PIXELS)
-    reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped, stop, max_pixels),
-                              daemon=True)
+    reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped, work.stop,
+                                                    max_pixels, slots), daemon=True)
     reader.start()
-    idle: queue.Queue = queue.Queue()
-    for seg in segmenters:
-        idle.put(seg)
-
-    def work(batch):
-        if stop.is_set():
-            return
-        seg = idle.get()
-        try:
-            rows, skipped = _process_batch(seg, batch, out_dir, write_overlays)
-        except OutputError as exc:
-            rows, skipped = getattr(exc, "rows", []), getattr(exc, "skipped", [])
-            with lock:
-                result.stopped = result.stopped or str(exc)
-            stop.set()
-        except Exception as exc:  # the batch failed in the backend: its images are reported
-            rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
-        finally:
-            idle.put(seg)
-        with lock:
-            result.rows.extend(rows)
-            result.skipped.extend(skipped)
-            if progress:
-                progress.update(len(batch), postfix=batch[-1][0].name)
-
     try:
-        _dispatch(segmenters, q, work, progress, lock, stop)
+        _dispatch(segmenters, q, work, progress, work.lock, work.stop)
     except KeyboardInterrupt as exc:      # Ctrl-C, or SIGTERM raised as one by the CLI
         result.interrupted = exc
         result.stopped = result.stopped or (str(exc) or "interrupted (Ctrl-C)")
-    _finish_reader(reader, q, stop)
+    reader.join()                         # after a stop it waits for no slot and puts to an unbounded queue
     _account_from_disk(result, out_dir, write_overlays)
     _report_unprocessed(result, samples)
     order = {s.name: i for i, s in enumerate(samples)}
@@ -231,10 +260,9 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
 def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
     """Hand decoded batches to the pool until the reader is done (draining after a stop).
 
-    At most one batch per segmenter is in the pool at a time (a semaphore), so decoded images
-    never pile up in the executor's queue; an interrupt stops handing out batches and waits
-    for the ones being written (their outputs are complete)."""
-    slots = threading.BoundedSemaphore(len(segmenters))
+    How many batches exist at once is the reader's slot budget; a batch dropped after a stop
+    still goes through `work`, which gives its slot back. An interrupt stops handing out
+    batches and waits for the ones being written (their outputs are complete)."""
     futures = []
     with ThreadPoolExecutor(len(segmenters)) as pool:
         try:
@@ -244,28 +272,13 @@ def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
                         with lock:
                             progress.update()
                     continue
-                if stop.is_set():
-                    continue
-                slots.acquire()
                 futures.append(pool.submit(work, batch))
-                futures[-1].add_done_callback(lambda _: slots.release())
                 del batch
         except BaseException:
             stop.set()          # batches not yet started do nothing; running ones finish
             raise
     for f in futures:
         f.result()
-
-
-def _finish_reader(reader: threading.Thread, q: queue.Queue, stop: threading.Event) -> None:
-    """Let the reader thread end: after a stop it may wait on a full queue, so drain it."""
-    while reader.is_alive():
-        try:
-            q.get(timeout=0.05)
-        except queue.Empty:
-            pass
-        if not stop.is_set():
-            reader.join(0.05)
 
 
 def _account_from_disk(result: JobResult, out_dir: Path, write_overlays: bool) -> None:
