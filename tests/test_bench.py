@@ -156,9 +156,11 @@ def test_broken_artifact_is_a_row_error_and_exit_1(ckpt, tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     out = tmp_path / "r.json"
-    assert main([str(bad), *FAST, "--json", str(out)]) == 1
-    row = json.loads(out.read_text())["rows"][0]
-    assert "not a PyTorch checkpoint" in row["error"]
+    assert main([str(bad), str(ckpt), *FAST, "--json", str(out)]) == 1     # one row measured, one failed
+    rows = json.loads(out.read_text())["rows"]
+    assert "not a PyTorch checkpoint" in rows[0]["error"] and not rows[1]["error"]
+    assert main([str(bad), *FAST, "--json", str(out)]) == 2                 # the only row: nothing measured
+    assert "not a PyTorch checkpoint" in json.loads(out.read_text())["rows"][0]["error"]
 
 
 # --- CLI ---------------------------------------------------------------------------------
