@@ -67,9 +67,11 @@ def test_good_image_gives_the_mask_of_the_segmenter(server):
 
 def test_bad_input_gets_4xx_with_a_message(server):
     url, _ = server
+    from test_reliability import _png_bomb          # a real 20000x20000 PNG of ~400 KB
     for data, code, words in [(b"this is not an image", 400, "not a decodable image"),
                               (b"", 400, "empty request body"),
-                              (b"\x89PNG" + bytes(2 << 20), 413, "exceeds the limit")]:
+                              (b"\x89PNG" + bytes(2 << 20), 413, "exceeds the limit"),
+                              (_png_bomb(20000), 413, "refused before decoding")]:
         status, _, body = call(url + "/segment", data)
         assert status == code and words in json.loads(body)["error"], body
         assert b"Traceback" not in body
