@@ -44,6 +44,13 @@ class IntegrityError(RuntimeError):
     """An artifact whose files or self-test do not match what was exported: it is not run."""
 
 
+class SignatureError(IntegrityError):
+    """Refused by the trust policy: unsigned, signed by an untrusted key, or changed after signing."""
+
+
+REFUSED = "refused by the trust policy"
+
+
 @dataclass
 class VerifyReport:
     path: str
@@ -160,7 +167,7 @@ def is_checkpoint(path: str | Path) -> bool:
 def check_trust(path: str | Path, policy, report: VerifyReport) -> VerifyReport:
     """The signature check of the trust policy `policy` (trusted public keys; None: no policy, the
     report only says whether a signature is there). Reads files only, before any runtime does."""
-    from cmunext_edge.artifacts.signing import SignatureError, check_signature, signature_path, signature_status
+    from cmunext_edge.artifacts.signing import check_signature, signature_path, signature_status
     path = Path(path)
     if policy is None:
         report.signature = signature_status(path)
@@ -169,7 +176,7 @@ def check_trust(path: str | Path, policy, report: VerifyReport) -> VerifyReport:
         fingerprint = check_signature(path.parent, [f.name for f in artifact_files(path)],
                                       signature_path(path), policy)
     except SignatureError as exc:
-        report.signature = "refused by the trust policy"
+        report.signature = REFUSED
         report.problems.append(str(exc))
     else:
         report.signature = f"signed by trusted key {fingerprint[:16]}"
@@ -205,7 +212,7 @@ def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
 
 def enforce(report: VerifyReport) -> VerifyReport:
     if not report.ok:
-        raise IntegrityError(report.message())
+        raise (SignatureError if report.signature == REFUSED else IntegrityError)(report.message())
     return report
 
 

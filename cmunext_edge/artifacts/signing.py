@@ -24,19 +24,19 @@ import json
 import os
 from pathlib import Path
 
-from cmunext_edge.artifacts.integrity import IntegrityError
+from cmunext_edge.artifacts.integrity import SignatureError
 from cmunext_edge.fileio import sha256_file
 
 ENV_VAR = "CMUNEXT_TRUSTED_KEYS"
 SIG_SUFFIX = ".sig"
 
 
-class SignatureError(IntegrityError):
-    """Refused by the trust policy: unsigned, signed by an untrusted key, or changed after signing."""
-
-
 class TrustPolicyError(ValueError):
     """A trust policy that cannot be used (a key file missing or not a public key)."""
+
+
+class SigningKeyError(ValueError):
+    """A signing key that is missing or cannot sign."""
 
 
 def signature_path(entry: str | Path) -> Path:
@@ -82,6 +82,21 @@ def trust_policy(trusted_keys=None) -> list[Path] | None:
     return keys
 
 
+def check_signing_key(key) -> None:
+    """A private key that cannot sign raises SigningKeyError before any work is done."""
+    if key is None:
+        return
+    if not Path(key).is_file():
+        raise SigningKeyError(f"--sign-key {key}: no such file")
+    _model_signing()
+    from cryptography.hazmat.primitives import serialization
+    try:
+        serialization.load_pem_private_key(Path(key).read_bytes(), None)
+    except (ValueError, TypeError) as exc:
+        raise SigningKeyError(f"--sign-key {key}: not an unencrypted PEM private key ({exc}); make one "
+                              f"with: cmunext-keys new --out KEYNAME") from None
+
+
 def new_key_pair(private_out: str | Path, public_out: str | Path) -> tuple[Path, Path]:
     """Write a new P-256 private key (PEM, mode 0600) and its public key; refuse to overwrite."""
     _model_signing()
@@ -114,7 +129,7 @@ def sign_files(folder: str | Path, files, key: str | Path, sig: str | Path) -> P
     try:
         config = ms.signing.Config().use_elliptic_key_signer(private_key=Path(key))
     except (ValueError, TypeError, OSError) as exc:
-        raise SignatureError(f"signing key {key}: not a usable EC private key ({exc})") from None
+        raise SigningKeyError(f"signing key {key}: not a usable EC private key ({exc})") from None
     config.set_hashing_config(hashing).sign(folder, tmp)
     os.replace(tmp, sig)
     return sig
