@@ -250,11 +250,13 @@ def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set):
     entry = files[-1]
     figures, selftest = _verify(job, entry, model, verify_set)
     check = _embed_selftest(job, entry, meta, selftest)
-    if job.options.sign_key:
+    record = _manifest_entry(job, files, calib_set, figures, check)
+    if job.options.sign_key:        # published with the files, not listed among them (re-signing stays valid)
         from cmunext_edge.artifacts.signing import sign_artifact
-        files = files[:-1] + [sign_artifact(entry, job.options.sign_key), entry]     # entry file last
-        job.log(f"signed with {job.options.sign_key}: {files[-2].name}")
-    published, manifest = _publish(files, job.out_dir, _manifest_entry(job, files, calib_set, figures, check))
+        sig = sign_artifact(entry, job.options.sign_key)
+        files, record["signature"] = files[:-1] + [sig, entry], sig.name        # entry file last
+        job.log(f"signed with {job.options.sign_key}: {sig.name}")
+    published, manifest = _publish(files, job.out_dir, record)
     return published, manifest, figures, selftest
 
 
