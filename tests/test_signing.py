@@ -199,3 +199,21 @@ def test_export_refuses_an_unusable_sign_key_before_any_work(trained, tmp_path):
     with pytest.raises(ExportUsageError, match="not an unencrypted PEM private key"):
         export(trained, target="onnx", out=tmp_path / "x", sign_key=tmp_path / "bad.pem", log=lambda m: None)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_one_flipped_byte_anywhere_is_refused(signed, keys, kind, tmp_path):
+    """60 seeded offsets spread over every file of the artifact (header, graph, weights, tail)."""
+    import numpy as np
+    entry = _private_copy(signed[kind], tmp_path / "sweep")
+    rng = np.random.default_rng(24)
+    for f in artifact_files(entry):
+        original = f.read_bytes()
+        for offset in sorted(set(rng.integers(0, len(original), 60).tolist()) | {0, len(original) - 1}):
+            data = bytearray(original)
+            data[offset] ^= 1 << int(rng.integers(0, 8))
+            f.write_bytes(bytes(data))
+            report = precheck(entry, [keys["release"][1]])
+            assert not report.ok and f"{f.name} changed after signing" in report.message(), (f.name, offset)
+        f.write_bytes(original)
+    assert precheck(entry, [keys["release"][1]]).ok

@@ -96,18 +96,6 @@ def requirements(runtime_module: str, signed: bool = False) -> list[str]:
     return [f"{d}=={v}" for d, v in (p for p in pins if p)]
 
 
-def write_requirements(folder: Path, top: list[str]) -> Path:
-    """requirements.txt: the top-level pins, then their whole dependency closure pinned as installed
-    here, so that the device installs exactly what the SBOM lists."""
-    from cmunext_edge.device.sbom import canonical, pinned_closure
-    names = {canonical(r.split("==")[0]) for r in top}
-    rest = [f"{n}=={v}" for n, v in pinned_closure([r.split("==")[0] for r in top]) if canonical(n) not in names]
-    path = folder / "requirements.txt"
-    path.write_text("\n".join(top + ["# their dependencies, pinned as on the export host (sbom.cdx.json "
-                                     "lists the same)"] + rest) + "\n")
-    return path
-
-
 def _pick_samples(images, n: int, num_classes: int = 1) -> list:
     samples = [s for s in discover(images or SAMPLES_DIR) if s.mask is not None]
     if not samples:
@@ -227,7 +215,7 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int, device: st
     """Copy, run, pin, describe and (with `sign_key`) sign everything in the bundle -> its manifest."""
     from cmunext_edge import __version__
     from cmunext_edge.artifacts.signing import sign_artifact, sign_files
-    from cmunext_edge.device.sbom import SBOM, write_sbom
+    from cmunext_edge.device.sbom import SBOM, write_requirements, write_sbom
     from cmunext_edge.runtime.registry import open_backend
     copied = []
     for f in artifact_files(artifact):

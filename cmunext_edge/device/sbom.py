@@ -56,6 +56,17 @@ def pinned_closure(roots) -> list[tuple[str, str]]:
     return list(seen.values())
 
 
+def write_requirements(folder: Path, top: list[str]) -> Path:
+    """requirements.txt: the top-level pins, then their whole dependency closure pinned as installed
+    here, so that the device installs exactly what the SBOM lists."""
+    names = {canonical(r.split("==")[0]) for r in top}
+    rest = [f"{n}=={v}" for n, v in pinned_closure([r.split("==")[0] for r in top]) if canonical(n) not in names]
+    path = folder / "requirements.txt"
+    path.write_text("\n".join(top + ["# their dependencies, pinned as on the export host (sbom.cdx.json "
+                                     "lists the same)"] + rest) + "\n")
+    return path
+
+
 def _requirement_components(requirements: Path) -> dict:
     """The CycloneDX tool's SBOM of a requirements file, as JSON."""
     with tempfile.TemporaryDirectory() as tmp:
