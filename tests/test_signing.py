@@ -217,3 +217,23 @@ def test_one_flipped_byte_anywhere_is_refused(signed, keys, kind, tmp_path):
             assert not report.ok and f"{f.name} changed after signing" in report.message(), (f.name, offset)
         f.write_bytes(original)
     assert precheck(entry, [keys["release"][1]]).ok
+
+
+def test_bench_ray_and_serve_refuse_before_anything_runs(signed, keys, tmp_path, capsys):
+    """The trust policy's verdict comes before any timing, Ray worker or Serve replica."""
+    from cmunext_edge.cli import bench as bench_cli
+    from cmunext_edge.cli import serve as serve_cli
+    other = str(keys["other"][1])
+    assert bench_cli.main([str(signed["onnx"]), str(signed["openvino"]), "--trusted-key", str(keys["release"][1]),
+                           "--trusted-key", other, "--iters", "1", "--warmup", "0", "--throughput-time", "0",
+                           "--matmul-time", "0", "--batch-sizes", "1", "--streams", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert bench_cli.main([str(signed["onnx"]), "--trusted-key", other, "--iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not signed by a trusted key" in err
+    rc = predict_cli.main([str(SAMPLES_DIR), "--weights", str(signed["onnx"]), "--out", str(tmp_path / "o"),
+                           "--engine", "ray", "--trusted-key", other])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not signed by a trusted key" in err and "Traceback" not in err
+    assert serve_cli.main([str(signed["onnx"]), "--trusted-key", other]) == 2
+    assert "not signed by a trusted key" in capsys.readouterr().err
