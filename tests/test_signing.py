@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cmunext_edge.artifacts.integrity import IntegrityError, SignatureError, artifact_files, precheck
+from cmunext_edge.artifacts.integrity import SignatureError, artifact_files, precheck
 from cmunext_edge.artifacts.signing import (ENV_VAR, TrustPolicyError, new_key_pair, sign_artifact,
                                             signature_path, trust_policy)
 from cmunext_edge.cli import keys as keys_cli

@@ -136,8 +136,11 @@ def main(argv=None) -> int:
         return fail(PROG, problem)
     if args.engine == "ray":
         from cmunext_edge.scale.ray_predict import predict_with_ray
-        problem = trust_preflight(args.weights, args.trusted_key)
-        return fail(PROG, problem) if problem else predict_with_ray(args, samples)
+        problem, note = trust_preflight(args.weights, args.trusted_key)
+        if problem:
+            return fail(PROG, problem)
+        print(note)
+        return predict_with_ray(args, samples)
     try:
         segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
                                     verify=args.verify, max_pixels=args.max_pixels, trusted_keys=args.trusted_key)
@@ -174,17 +177,16 @@ def signature_note(info: dict) -> str:
     return f"note: signature: {sig} (no trust policy: set --trusted-key or $CMUNEXT_TRUSTED_KEYS to require one)"
 
 
-def trust_preflight(weights, trusted_keys) -> str | None:
-    """The trust policy's verdict on `weights` before any worker starts -> the refusal, or None."""
+def trust_preflight(weights, trusted_keys) -> tuple[str | None, str]:
+    """The trust policy's verdict on `weights` before any worker starts -> (the refusal or None,
+    the signature line to print)."""
     from cmunext_edge.artifacts.integrity import VerifyReport, check_trust
     from cmunext_edge.artifacts.signing import trust_policy
     from cmunext_edge.resources import resolve_weights
-    policy = trust_policy(trusted_keys)
-    if policy is None:
-        return None
     path = resolve_weights(weights)
-    report = check_trust(path, policy, VerifyReport(str(path)))
-    return f"cannot load model: {report.message()}" if report.problems else None
+    report = check_trust(path, trust_policy(trusted_keys), VerifyReport(str(path)))
+    return (f"cannot load model: {report.message()}" if report.problems else None,
+            signature_note({"signature": report.signature}))
 
 
 def _class_dice(row: dict) -> list[float]:

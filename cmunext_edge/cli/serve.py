@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from cmunext_edge._deps import MissingDependencyError
     from cmunext_edge.cli.predict import trust_preflight
     try:
-        problem = trust_preflight(args.artifact, args.trusted_key)
+        problem, note = trust_preflight(args.artifact, args.trusted_key)
     except (ValueError, OSError, ImportError) as exc:         # an unusable key, a missing extra
         problem = str(exc)
     if problem:
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     except (MissingDependencyError, FileNotFoundError) as exc:
         return fail("cmunext-serve", str(exc), 1)
     print(f"serving {args.artifact} with {args.replicas} replica(s): POST {url}/segment, GET {url}/health "
-          f"(Ctrl-C stops)", flush=True)
+          f"(Ctrl-C stops)\n{note}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
