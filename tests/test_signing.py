@@ -237,3 +237,11 @@ def test_bench_ray_and_serve_refuse_before_anything_runs(signed, keys, tmp_path,
     assert rc == 2 and "not signed by a trusted key" in err and "Traceback" not in err
     assert serve_cli.main([str(signed["onnx"]), "--trusted-key", other]) == 2
     assert "not signed by a trusted key" in capsys.readouterr().err
+
+
+def test_triton_packaging_refuses_sign_key(signed, keys, tmp_path):
+    from cmunext_edge.export.pipeline import export
+    from cmunext_edge.export.targets import ExportUsageError
+    with pytest.raises(ExportUsageError, match="--sign-key does not apply to --target triton"):
+        export(signed["onnx"], target="triton", out=tmp_path / "repo", sign_key=keys["release"][0])
+    assert not (tmp_path / "repo").exists()
