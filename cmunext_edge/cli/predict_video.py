@@ -70,11 +70,13 @@ def run_video(args) -> int:
         return fail(PROG, problem)
     try:
         segmenter = EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
-                                  verify=args.verify, max_pixels=args.max_pixels)
+                                  verify=args.verify, max_pixels=args.max_pixels, trusted_keys=args.trusted_key)
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
     info = segmenter.describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
+    from cmunext_edge.cli.predict import signature_note
+    print(signature_note(info))
     unread = _unread(args.source)
     for line in unread:
         print(f"skipped: {line}", file=sys.stderr)

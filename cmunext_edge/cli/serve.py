@@ -10,8 +10,9 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from cmunext_edge.cli.common import (Terminated, cli_main, make_parser, nonnegative_float, port_number,
+from cmunext_edge.cli.common import (Terminated, cli_main, fail, make_parser, nonnegative_float, port_number,
                                       positive_int)
 from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
 
@@ -44,23 +45,31 @@ def build_parser():
                    help=f"largest image accepted, in pixels, read from its header before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,}, as cmunext-predict); larger ones get 413")
     p.add_argument("--threads", type=positive_int, help="inference threads per replica (ONNX Runtime, OpenVINO)")
+    p.add_argument("--trusted-key", action="append", metavar="PUB.pem", help="trust policy: serve the artifact "
+                   "only if it is signed by this public key (checked before Ray starts and in every replica; "
+                   "repeat for several; default $CMUNEXT_TRUSTED_KEYS); exit 2 otherwise")
     return p
 
 
 @cli_main("cmunext-serve")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from cmunext_edge.cli.predict import trust_preflight
     from cmunext_edge.cli.preflight import check_model, check_port
-    artifact = check_model(args.artifact, args.device)          # before Ray: exit 2, one line
+    problem, note = trust_preflight(args.artifact, args.trusted_key)    # before Ray: exit 2, one line
+    if problem:
+        return fail("cmunext-serve", problem)
+    artifact = check_model(args.artifact, args.device)
     check_port(args.host, args.port)
     from cmunext_edge.scale import serve
     try:
         url = serve.start(artifact, host=args.host, port=args.port, address=args.address,
                           device=args.device, replicas=args.replicas, max_batch=args.max_batch,
                           batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes,
-                          max_pixels=args.max_pixels, threads=args.threads)
+                          max_pixels=args.max_pixels, threads=args.threads,
+                          trusted_keys=[str(Path(k).resolve()) for k in args.trusted_key or []] or None)
         print(f"serving {args.artifact} with {args.replicas} replica(s): POST {url}/segment, GET {url}/health "
-              f"(Ctrl-C stops)", flush=True)
+              f"(Ctrl-C stops)\n{note}", flush=True)
         stopped = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())    # running: SIGTERM is a clean stop
         try:
