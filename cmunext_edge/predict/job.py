@@ -28,7 +28,7 @@ import numpy as np
 
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.fileio import atomic_path
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.metrics import mean_scores
 from cmunext_edge.predict.overlay import legend, overlay
 from cmunext_edge.predict.scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
