@@ -52,8 +52,9 @@ def _export_once(weights, tmp_path_factory, folder: str, **options):
 @pytest.fixture(scope="session")
 def onnx_random(ckpt_s, tmp_path_factory):
     """ExportResult of the random-weight CMUNeXt-S reference as a verified FP32 dynamic-batch
-    ONNX (6 calibration/verification images)."""
-    return _export_once(ckpt_s, tmp_path_factory, "onnx_random", target="onnx", dynamic=True, calib_size=6)
+    ONNX, s.onnx (6 calibration/verification images)."""
+    return _export_once(ckpt_s, tmp_path_factory, "onnx_random", target="onnx", dynamic=True, calib_size=6,
+                        name="s")
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.predict.report import report_job
+from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import cli_main, fail, make_parser
 

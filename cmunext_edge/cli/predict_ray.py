@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.cli.common import fail
-from cmunext_edge.predict.report import report_job
+from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
 
 PROG = "cmunext-predict"
