@@ -68,15 +68,25 @@ def test_latency_images_default_to_the_bundled_samples(tmp_path):
         load_images(tmp_path, 2)                     # an empty folder is an error, not a silent fallback
 
 
-def test_no_bench_module_imports_the_engine_and_none_refers_to_shared():
-    """bench/__init__.py's rule: one concern per module, none imports `engine` (import circles and
-    layers of the whole package: test_architecture.py)."""
+def test_bench_package_has_no_import_circle_and_no_shared_path():
+    """bench/__init__.py's rules: no circle inside the package, no module imports `engine`
+    (circles and layers of the whole package: test_architecture.py)."""
     import ast
     pkg = ROOT / "cmunext_edge" / "bench"
-    importers = sorted(path.name for path in pkg.glob("*.py") if path.name != "__init__.py"
-                       for n in ast.walk(ast.parse(path.read_text()))
-                       if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("cmunext_edge.bench.engine"))
-    assert len(list(pkg.glob("*.py"))) > 5 and not importers
+    graph = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 1:
+                deps |= {n.module} if n.module else {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and (n.module or "").startswith("cmunext_edge.bench."):
+                deps.add(n.module.split(".")[2])
+        graph[path.stem] = deps - {"__init__"}
+
+    def reaches(start, goal, seen=()):
+        return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d))) for d in graph.get(start, ()))
+    assert graph["engine"] and not [m for m in graph if m != "__init__" and reaches(m, m)]
+    assert not [m for m, deps in graph.items() if m != "__init__" and "engine" in deps]
     for path in [*pkg.glob("*.py"), ROOT / "cmunext_edge" / "cli" / "bench.py"]:
         assert "../shared" not in path.read_text() and '"shared"' not in path.read_text(), path
 
