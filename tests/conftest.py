@@ -59,9 +59,10 @@ def onnx_random(ckpt_s, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def onnx_trained(trained, tmp_path_factory):
-    """ExportResult of the shipped (trained) CMUNeXt-S as a verified FP32 dynamic-batch ONNX
-    (8 calibration/verification images)."""
-    return _export_once(trained, tmp_path_factory, "onnx_trained", target="onnx", dynamic=True, calib_size=8)
+    """ExportResult of the shipped (trained) CMUNeXt-S as a verified FP32 dynamic-batch ONNX,
+    cmunext-s-busi_fp32.onnx (8 calibration/verification images)."""
+    return _export_once(trained, tmp_path_factory, "onnx_trained", target="onnx", dynamic=True, calib_size=8,
+                        name="cmunext-s-busi_fp32")
 
 
 @pytest.fixture(scope="session")
