@@ -24,7 +24,8 @@ def predict_with_ray(args, samples) -> int:
     try:
         with Progress(len(samples), "segmenting") as bar:
             options = RayJobOptions(address=args.address, actors=args.actors, batch_size=args.batch_size,
-                                    device=args.device, write_overlays=not args.no_overlay)
+                                    device=args.device, write_overlays=not args.no_overlay,
+                                    trusted_keys=args.trusted_key)
             result = run_ray_job(args.weights, samples, Path(args.out), options, progress=bar,
                                  log=lambda m: print(m, file=sys.stderr))
     except (MissingDependencyError, FileNotFoundError, ConnectionError) as exc:

@@ -31,7 +31,7 @@ ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image")     # a Ray D
 class RayJobOptions:
     """How a Ray job runs: where (a cluster `address`, else a local instance of `num_cpus`), how
     many actors with how many intra-op `threads` each (None: the actor's CPU share), batches,
-    device, overlays, and how many passes retry what a failed pass left undone."""
+    device, overlays, how many passes retry what a failed pass left undone, and the trust policy."""
     address: str | None = None
     actors: int = 1
     batch_size: int = 8
@@ -40,6 +40,7 @@ class RayJobOptions:
     threads: int | None = None
     num_cpus: int | None = None
     attempts: int = 3
+    trusted_keys: tuple | list | None = None     # trust policy for the actors (else $CMUNEXT_TRUSTED_KEYS)
 
 
 class SegmentActor:
@@ -150,6 +151,11 @@ def _sample(item: dict) -> Sample:
                   more, bool(item["label_image"]))
 
 
+def _trust(trusted_keys) -> dict:
+    """The trust policy for the actors (absolute key paths; {} leaves $CMUNEXT_TRUSTED_KEYS to them)."""
+    return {"trusted_keys": [str(Path(k).resolve()) for k in trusted_keys]} if trusted_keys else {}
+
+
 def _run_pass(ray, todo, out_dir, artifact, opts: RayJobOptions, progress) -> dict[str, str]:
     """One Ray Data pass over `todo` -> {name: error} of the files reported bad."""
     items = [_item(s) for s in todo]
@@ -162,7 +168,7 @@ def _run_pass(ray, todo, out_dir, artifact, opts: RayJobOptions, progress) -> di
                         num_gpus=1 if opts.device.lower().startswith("cuda") else 0,
                         fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
                                                "device": opts.device, "write_overlays": opts.write_overlays,
-                                               "options": options})
+                                               "options": {**options, **_trust(opts.trusted_keys)}})
     bad = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for name, error in zip(batch["name"], batch["error"]):
