@@ -20,7 +20,7 @@ from cmunext_edge.cli import compare as compare_cli
 from cmunext_edge.cli import predict as predict_cli
 from cmunext_edge.cli import serve as serve_cli
 from cmunext_edge.cli import train as train_cli
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS, ImageTooLargeError, check_dimensions, check_pixels
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageTooLargeError, check_dimensions, check_pixels
 from cmunext_edge.resources import SAMPLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,8 @@ def test_all_nan_safetensors_is_refused(nan_checkpoint, tmp_path):
 
 
 def test_manifest_with_empty_file_list_does_not_turn_the_hash_check_off(onnx_art, tmp_path):
-    from cmunext_edge.artifacts.integrity import IntegrityError, verify_artifact
+    from cmunext_edge.artifacts.integrity import IntegrityError
+    from cmunext_edge.runtime.registry import verify_artifact
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     art = flipped_copy(onnx_art, tmp_path / "m")
     manifest = json.loads((art.parent / "manifest.json").read_text())
@@ -335,7 +336,7 @@ def test_serve_bad_arguments_exit_2(argv, monkeypatch, capsys):
 
 
 def test_predict_engine_ray_refuses_a_flipped_artifact_before_ray(onnx_art, tmp_path, monkeypatch, capsys):
-    from cmunext_edge.scale import ray_predict
+    from cmunext_edge.cli import predict_ray as ray_predict
 
     def started(*a, **k):
         raise AssertionError("Ray was started")

@@ -16,6 +16,8 @@ from pathlib import Path
 from cmunext_edge.cli.common import (add_debug, cli_main, csv_of, fail, nonnegative_float, nonnegative_int,
                                       positive_int)
 
+PROG = "cmunext-bench"
+
 EXAMPLE = """examples:
   (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
   cmunext-bench cmunext-s-busi exports/cmunext-s-busi_fp32.onnx --iters 20
@@ -179,7 +181,7 @@ def _trust(artifacts, trusted_keys) -> str | None:
     return None
 
 
-@cli_main("cmunext-bench")
+@cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_devices:
@@ -187,8 +189,7 @@ def main(argv=None) -> int:
         return 0
     if not args.artifacts:
         build_parser().print_usage(sys.stderr)
-        print("cmunext-bench: error: give at least one ARTIFACT (or --list-devices)", file=sys.stderr)
-        return 2
+        return fail(PROG, "give at least one ARTIFACT (or --list-devices)")
     from cmunext_edge.runtime.base import DeviceUnavailableError
     try:
         if args.check_ort_overhead:
@@ -214,11 +215,9 @@ def main(argv=None) -> int:
                              progress=not args.quiet, verify=args.verify, trusted_keys=args.trusted_key)
         report = run_bench(config)
     except DeviceUnavailableError as exc:
-        print(f"cmunext-bench: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"cmunext-bench: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     print(format_table(report, wide=args.wide))
     for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
         if path:

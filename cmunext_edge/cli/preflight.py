@@ -65,7 +65,9 @@ def check_model(weights, device: str = "cpu", verify: bool = True) -> Path:
 
     An artifact: files against manifest.json / the embedded hash, then its self-test on `device`
     (IntegrityError names what differs). A checkpoint: read by the safe loader, weights finite."""
-    from cmunext_edge.artifacts.integrity import IntegrityError, is_checkpoint, verify_artifact
+    from cmunext_edge.artifacts.errors import IntegrityError
+    from cmunext_edge.artifacts.kinds import is_checkpoint
+    from cmunext_edge.runtime.registry import verify_artifact
     from cmunext_edge.resources import resolve_weights
     path = Path(resolve_weights(weights))
     if not path.is_file():

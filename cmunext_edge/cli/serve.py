@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cmunext_edge.cli.common import (Terminated, cli_main, fail, make_parser, nonnegative_float, port_number,
                                       positive_int)
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 EXAMPLE = """examples:
   cmunext-serve exports/cmunext-s-busi_fp32_dynamic.onnx --replicas 2 --port 8000
@@ -54,9 +54,12 @@ def build_parser():
 @cli_main("cmunext-serve")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from cmunext_edge.cli.predict import trust_preflight
+    from cmunext_edge.cli.common import trust_preflight
     from cmunext_edge.cli.preflight import check_model, check_port
-    problem, note = trust_preflight(args.artifact, args.trusted_key)    # before Ray: exit 2, one line
+    try:                                                       # before Ray: exit 2, one line
+        problem, note = trust_preflight(args.artifact, args.trusted_key)
+    except (ValueError, OSError, ImportError) as exc:         # an unusable key, a missing extra
+        problem = str(exc)
     if problem:
         return fail("cmunext-serve", problem)
     artifact = check_model(args.artifact, args.device)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from cmunext_edge._deps import require
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, ImageTooLargeError, check_bytes
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, ImageTooLargeError, check_bytes
 from cmunext_edge.predict.scores import mask_channels, mask_union
 from cmunext_edge.core.preprocess import ImageReadError, to_bgr_uint8
 
