@@ -53,7 +53,7 @@ def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, nu
     samples = seeded_sample(samples, limit, seed)
     if split is not None and str(split).endswith(".json"):
         split = f"{split}:val"
-    inputs = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in samples]).astype(np.float32)
+    inputs = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image, frame=s.frame))) for s in samples]).astype(np.float32)
     masks = [load_truth(s, num_classes, spec.size) if s.mask else None for s in samples]
     return CalibrationSet(f"{data}" + (f" (split {split})" if split else ""), seed, spec, samples, inputs, masks)
 

@@ -78,7 +78,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
     inputs, masks = [], []
     for s in samples:
         try:
-            inputs.append(spec.preprocess(to_bgr_uint8(load_image(s.image))))
+            inputs.append(spec.preprocess(to_bgr_uint8(load_image(s.image, frame=s.frame))))
             masks.append(load_truth(s, num_classes, spec.size) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration image unusable: {exc}") from None

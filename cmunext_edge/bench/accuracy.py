@@ -45,7 +45,7 @@ class Evaluator:
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
             if self.samples:
-                x = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in chunk])
+                x = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image, frame=s.frame))) for s in chunk])
                 masks = [load_truth(s, num_classes, spec.size) if truth and s.mask else None for s in chunk]
             else:
                 x, masks = np.stack([spec.preprocess(b) for b in chunk]), [None] * len(chunk)

@@ -99,9 +99,9 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
         if stop.is_set():
             break
         try:
-            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels))))
+            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels, frame=s.frame))))
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(s.image), "error": str(exc)})
+            skipped.append({"path": str(s.image), "name": s.name, "error": str(exc)})
             out_q.put(None)   # progress tick for the skipped file
             continue
         if len(batch) == batch_size:
@@ -126,7 +126,7 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
         except OutputError:
             raise
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(sample.image), "error": str(exc)})
+            skipped.append({"path": str(sample.image), "name": sample.name, "error": str(exc)})
         else:
             rows.append(row)
     return rows, skipped
@@ -184,7 +184,8 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
             stop.set()
             return
         except Exception as exc:  # the batch failed in the backend: its images are reported
-            rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
+            rows, skipped = [], [{"path": str(s.image), "name": s.name, "error": f"inference failed: {exc}"}
+                                 for s, _ in batch]
         finally:
             idle.put(seg)
         with lock:
@@ -218,10 +219,11 @@ def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
 
 
 def _report_unprocessed(result: JobResult, samples: list[Sample]) -> None:
-    done = {r["image"] for r in result.rows} | {s["path"] for s in result.skipped}
+    """Every sample (a file, or one frame of a multi-frame DICOM file) has a row or a reason."""
+    done = {r["name"] for r in result.rows} | {s.get("name", s["path"]) for s in result.skipped}
     reason = f"not processed: the job stopped ({result.stopped})" if result.stopped else "not processed"
-    result.skipped.extend({"path": str(s.image), "error": f"{s.image}: {reason}"}
-                          for s in samples if str(s.image) not in done)
+    result.skipped.extend({"path": str(s.image), "name": s.name, "error": f"{s.image}: {reason}"}
+                          for s in samples if s.name not in done)
 
 
 def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -> dict:

@@ -22,7 +22,7 @@ from cmunext_edge.predict.job import JobResult, _process_batch
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
 PARTS = ".parts"
-ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image")     # a Ray Data row (_item)
+ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image", "frame")     # a Ray Data row (_item)
 
 
 class SegmentActor:
@@ -42,7 +42,7 @@ class SegmentActor:
         for values in zip(*(batch[key] for key in ITEM_KEYS)):
             sample = _sample(dict(zip(ITEM_KEYS, values)))
             try:
-                decoded.append((sample, to_bgr_uint8(load_image(sample.image))))
+                decoded.append((sample, to_bgr_uint8(load_image(sample.image, frame=sample.frame))))
             except (ImageReadError, OSError, ValueError) as exc:
                 names.append(sample.name)
                 errors.append(str(exc))
@@ -53,9 +53,8 @@ class SegmentActor:
                     tmp.write_text(json.dumps(row))
                 names.append(row["name"])
                 errors.append("")
-            by_path = {str(s.image): s.name for s, _ in decoded}
             for item in skipped:
-                names.append(by_path.get(item["path"], item["path"]))
+                names.append(item.get("name", item["path"]))
                 errors.append(item["error"])
         return {"name": np.array(names, dtype=object), "error": np.array(errors, dtype=object)}
 
@@ -123,14 +122,15 @@ def _item(s: Sample) -> dict:
     """A Sample as a Ray Data row (its more_masks as a JSON list: multi-class truth survives)."""
     return {"name": s.name, "image": str(s.image), "mask": str(s.mask) if s.mask else "",
             "more_masks": json.dumps([str(p) if p else "" for p in s.more_masks]),
-            "label_image": bool(s.label_image)}
+            "label_image": bool(s.label_image), "frame": -1 if s.frame is None else int(s.frame)}
 
 
 def _sample(item: dict) -> Sample:
     """The Sample of a Ray Data row made by `_item`."""
     more = tuple(Path(p) if p else None for p in json.loads(str(item["more_masks"])))
+    frame = int(item["frame"])
     return Sample(str(item["name"]), Path(str(item["image"])), Path(str(item["mask"])) if item["mask"] else None,
-                  more, bool(item["label_image"]))
+                  more, bool(item["label_image"]), None if frame < 0 else frame)
 
 
 def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write_overlays, threads,
