@@ -14,6 +14,12 @@ hash, then its self-test; --no-verify-load skips this). Unreadable or oversized 
 Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
 (usage, output folder, weights, artifact); 130 interrupted.
 
+DICOM: .dcm/.dicom files (or files with the DICOM preamble), alone or mixed with other images,
+are converted as docs/dicom.md describes (needs the [dicom] extra); a multi-frame object (cine loop)
+gives one mask per frame (<name>_frame0001.png, ...). Each DICOM instance also gets a DICOM
+Segmentation, <out>/seg/<name>.seg.dcm (--dicom-seg series: one per series; off: none), binary or
+fractional (--seg-type), one segment per class (--seg-codes; default: lesion).
+
 Video: a video file, a folder of videos, a camera index (0) or a stream URL (rtsp://, http://)
 is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png (or
 --mask-video: <out>/mask.mp4) with decoding, inference and writing overlapped, and
@@ -46,7 +52,7 @@ PROG = "cmunext-predict"
 
 def build_parser():
     p = make_parser(PROG, __doc__, EXAMPLE)
-    p.add_argument("source", help="image file, folder of images, or official-layout dataset")
+    p.add_argument("source", help="image or DICOM file, folder of images, or official-layout dataset")
     p.add_argument("--weights", default=None,
                    help="checkpoint or exported artifact, or a shipped model name (default: the shipped model)")
     p.add_argument("--out", required=True, help="output folder")
@@ -68,6 +74,16 @@ def build_parser():
     p.add_argument("--no-verify-load", dest="verify", action="store_false",
                    help="do not check the artifact's sha256 and self-test before use (not recommended)")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
+    d = p.add_argument_group("DICOM inputs (the [dicom] extra)")
+    d.add_argument("--dicom-seg", choices=["instance", "series", "off"], default="instance",
+                   help="DICOM SEG output: one per source instance (default), one per series of "
+                        "single-frame instances, or none")
+    d.add_argument("--seg-type", choices=["binary", "fractional"], default="binary",
+                   help="binary: the thresholded masks; fractional: the probabilities (8 bit; also "
+                        "written as <out>/probabilities/*.png)")
+    d.add_argument("--seg-codes", type=Path,
+                   help="JSON list, one entry per class: {label, category: [code value, scheme, meaning], "
+                        "type: [...]} (default: lesion, SNOMED CT)")
     v = p.add_argument_group("video, camera and streams")
     v.add_argument("--mask-video", action="store_true",
                    help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
@@ -111,7 +127,7 @@ def _check_args(args) -> str | None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge.predict.overlay import describe_colors
-    from cmunext_edge.predict.job import run_job, write_reports
+    from cmunext_edge.predict.job import run_job, unique_names, write_reports
     from cmunext_edge.data.groundtruth import classes_problem
     from cmunext_edge.core.preprocess import ImageReadError
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
@@ -121,7 +137,8 @@ def main(argv=None) -> int:
         from cmunext_edge.cli.predict_video import run_video
         return run_video(args)
     try:
-        samples = discover(args.source, args.split)
+        samples = unique_names(discover(args.source, args.split, args.max_pixels))
+        args.seg_options = seg_options(args)
     except (FileNotFoundError, ValueError) as exc:
         return fail(PROG, str(exc))
     if not samples:
@@ -155,8 +172,37 @@ def main(argv=None) -> int:
         print("note: --no-verify-load: the artifact's integrity and self-test were not checked")
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
-        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
+        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar,
+                         write_probabilities=fractional(args))
+    dicom_segs(args, samples, result, info["precision"])
     return _report(args, result, time.perf_counter() - started, write_reports)
+
+
+def seg_options(args):
+    """The DICOM SEG choices of the command line (None: --dicom-seg off)."""
+    if args.dicom_seg == "off":
+        return None
+    from cmunext_edge.predict.dicom_seg import SegOptions, read_codes
+    codes = read_codes(args.seg_codes) if args.seg_codes else ()
+    return SegOptions(per=args.dicom_seg, kind=args.seg_type, codes=codes)
+
+
+def fractional(args) -> bool:
+    return args.seg_options is not None and args.seg_options.kind == "fractional"
+
+
+def dicom_segs(args, samples, result, precision: str | None = None) -> None:
+    """Write the DICOM SEGs of the DICOM inputs; problems join the job's skipped list."""
+    if args.seg_options is None or not any(s.frame is not None for s in samples):
+        return
+    from cmunext_edge.predict.dicom_outputs import write_dicom_segs
+    from cmunext_edge.predict.dicom_seg import algorithm_of
+    written, problems = write_dicom_segs(result.rows, samples, Path(args.out), args.seg_options,
+                                         algorithm_of(args.weights, precision),
+                                         {s.get("name") for s in result.skipped})
+    result.skipped.extend(problems)
+    if written and not args.quiet:
+        print(f"{len(written)} DICOM SEG file(s) in {Path(args.out) / 'seg'}")
 
 
 def _class_dice(row: dict) -> list[float]:

@@ -45,6 +45,9 @@ HANDLERS = {
     "1.2.840.10008.1.2.5": "pylibjpeg-rle",                             # RLE (pydicom decodes it too)
 }
 INSTALL = 'pip install "cmunext-edge[dicom]"'
+# SOP classes with pixel data that are results, not images (e.g. our own SEG output in an input folder)
+NOT_IMAGES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation", "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation",
+              "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose"}
 
 
 class DicomError(ValueError):
@@ -99,6 +102,9 @@ def frame_count(ds) -> int:
 
 def check_header(ds, source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
     """Everything checkable before decoding; -> the number of frames (DicomError otherwise)."""
+    if str(ds.get("SOPClassUID", "")) in NOT_IMAGES:
+        raise DicomError(f"{source}: a DICOM {NOT_IMAGES[str(ds.SOPClassUID)]} (a result, not an image); "
+                         f"not segmented")
     if "PixelData" not in ds:
         what = ds.get("SOPClassUID")
         what = getattr(what, "name", what) or "unknown SOP class"

@@ -126,11 +126,22 @@ def build_seg(sources: list, masks: np.ndarray, options: SegOptions, algorithm: 
         device_serial_number=socket.gethostname()[:64] or "unknown",
         content_label="CMUNEXT", content_description=f"{algorithm.name} {options.kind} segmentation"[:64],
         omit_empty_frames=False)
-    if "PatientOrientation" not in seg and "FrameOfReferenceUID" not in seg:
-        seg.PatientOrientation = sources[0].get("PatientOrientation", "")      # type 2C without one
+    _fill_conditional(seg, sources[0])
     if several:
         _all_frames(seg, refs, pixels, fractional)
     return seg
+
+
+def _fill_conditional(seg, source) -> None:
+    """Type 1C/2C attributes highdicom leaves out when the source lacks a plane orientation or a slice
+    thickness: Patient Orientation (2C, from the source, else empty) and, when the source has it,
+    Slice Thickness in the Pixel Measures."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PatientOrientation" not in seg and "PlaneOrientationSequence" not in shared:
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    measures = shared.get("PixelMeasuresSequence")
+    if measures and "SliceThickness" not in measures[0] and source.get("SliceThickness") is not None:
+        measures[0].SliceThickness = source.SliceThickness
 
 
 def _frame_refs(sources: list) -> list[tuple[str, str, int | None]]:

@@ -28,13 +28,15 @@ ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image", "frame")     
 class SegmentActor:
     """Ray Data callable class: one EdgeSegmenter per actor, verified once at start-up."""
 
-    def __init__(self, artifact, out_dir, device="cpu", write_overlays=True, options=None):
+    def __init__(self, artifact, out_dir, device="cpu", write_overlays=True, options=None,
+                 write_probabilities=False):
         from cmunext_edge.runtime.segmenter import EdgeSegmenter
         self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, **(options or {}))
         check = self.segmenter.self_test()
         if check.status == "fail":
             raise RuntimeError(f"{artifact}: self-test failed on this worker: {check}")
         self.out_dir, self.write_overlays = Path(out_dir), write_overlays
+        self.write_probabilities = write_probabilities
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -47,7 +49,8 @@ class SegmentActor:
                 names.append(sample.name)
                 errors.append(str(exc))
         if decoded:
-            rows, skipped = _process_batch(self.segmenter, decoded, self.out_dir, self.write_overlays)
+            rows, skipped = _process_batch(self.segmenter, decoded, self.out_dir, self.write_overlays,
+                                           self.write_probabilities)
             for row in rows:
                 with atomic_path(part_path(self.out_dir, row["name"])) as tmp:
                     tmp.write_text(json.dumps(row))
@@ -134,7 +137,7 @@ def _sample(item: dict) -> Sample:
 
 
 def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write_overlays, threads,
-              progress) -> dict[str, str]:
+              progress, write_probabilities=False) -> dict[str, str]:
     """One Ray Data pass over `todo` -> {name: error} of the files reported bad."""
     items = [_item(s) for s in todo]
     cpus = _cpus_per_actor(ray, actors)
@@ -145,6 +148,7 @@ def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write
                         num_gpus=1 if device.lower().startswith("cuda") else 0,
                         fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
                                                "device": device, "write_overlays": write_overlays,
+                                               "write_probabilities": write_probabilities,
                                                "options": _backend_options(artifact, threads or max(1, int(cpus)))})
     bad = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -159,7 +163,7 @@ def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write
 def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None = None, actors: int = 1,
                 batch_size: int = 8, device: str = "cpu", write_overlays: bool = True,
                 threads: int | None = None, num_cpus: int | None = None, attempts: int = 3,
-                progress=None, log=None) -> JobResult:
+                progress=None, log=None, write_probabilities: bool = False) -> JobResult:
     """Segment `samples` with `artifact` on Ray Data; rows come back in input order (see module doc)."""
     from cmunext_edge.resources import resolve_weights
     artifact = Path(resolve_weights(artifact)).resolve()
@@ -183,7 +187,7 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None
             try:
                 bad.update(_run_pass(ray, todo, out_dir, artifact, actors=actors, batch_size=batch_size,
                                      device=device, write_overlays=write_overlays, threads=threads,
-                                     progress=progress))
+                                     progress=progress, write_probabilities=write_probabilities))
                 stalled = False
             except Exception as exc:     # a pass Ray gave up on: what finished is kept, the rest rerun
                 failure = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"

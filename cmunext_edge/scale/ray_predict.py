@@ -16,6 +16,7 @@ PROG = "cmunext-predict"
 
 def predict_with_ray(args, samples) -> int:
     from cmunext_edge.scale.ray_batch import run_ray_job
+    from cmunext_edge.cli.predict import dicom_segs, fractional
     if args.actors < 1:
         return fail(PROG, "--actors must be >= 1")
     where = f"Ray cluster at {args.address}" if args.address else "a local Ray instance"
@@ -26,10 +27,11 @@ def predict_with_ray(args, samples) -> int:
             result = run_ray_job(args.weights, samples, Path(args.out), address=args.address,
                                  actors=args.actors, batch_size=args.batch_size, device=args.device,
                                  write_overlays=not args.no_overlay, progress=bar,
-                                 log=lambda m: print(m, file=sys.stderr))
+                                 log=lambda m: print(m, file=sys.stderr), write_probabilities=fractional(args))
     except (MissingDependencyError, FileNotFoundError, ConnectionError) as exc:
         return fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
     print("(the time below includes Ray's start-up)")
     from cmunext_edge.cli.predict import _report          # the same report, summary and exit code as the local job
+    dicom_segs(args, samples, result)
     return _report(args, result, elapsed, write_reports)
