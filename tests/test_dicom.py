@@ -218,3 +218,42 @@ def test_per_series_fractional_seg_with_custom_codes(us, tmp_path):
         assert np.allclose(back[k], prob / 255.0, atol=1e-6)
     ds = pydicom.dcmread(seg)
     assert ds.SegmentationType == "FRACTIONAL" and ds.SegmentSequence[0].SegmentLabel == "mass"
+
+
+# --- datasets: calibration / verification and training read DICOM images too -------------------------
+def test_dicom_dataset_feeds_calibration_and_training(us, tmp_path):
+    from cmunext_edge.core.preprocess import get_preset
+    from cmunext_edge.export.calibration import make_calibration_set
+    from cmunext_edge.train.recipe import _cache
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks" / "0").mkdir(parents=True)
+    for name in ("us_mono", "us_cine"):
+        shutil.copy(us / f"{name}.dcm", root / "images")
+    for name in ("us_mono", "us_cine_frame0001", "us_cine_frame0002", "us_cine_frame0003"):
+        mask = np.zeros((448, 576), np.uint8)
+        mask[100:200, 100:300] = 255
+        cv2.imwrite(str(root / "masks" / "0" / f"{name}.png"), mask)
+    samples = discover(root)
+    assert [s.name for s in samples] == ["us_cine_frame0001", "us_cine_frame0002", "us_cine_frame0003", "us_mono"]
+    assert all(s.mask is not None for s in samples)
+    spec = get_preset("official")
+    calib = make_calibration_set(root, spec, size=10)
+    assert calib.inputs.shape == (4, 3, 256, 256) and all(m is not None for m in calib.masks)
+    assert np.array_equal(calib.inputs[3], spec(us / "png" / "us_mono.png"))
+    images, masks = _cache(samples, spec, 1, 0)
+    assert images.shape == (4, 256, 256, 3) and masks.shape == (4, 1, 256, 256) and masks.any()
+
+
+def test_without_pydicom_each_dicom_file_names_the_extra(us, tmp_path, capsys, monkeypatch):
+    import sys
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(us / "us_mono.dcm", src)
+    shutil.copy(us / "png" / "us_rgb.png", src)
+    monkeypatch.setitem(sys.modules, "pydicom", None)          # import pydicom now fails
+    dicom._cached_header.cache_clear()
+    assert predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet", "--dicom-seg", "off"]) == 1
+    err = capsys.readouterr().err
+    assert 'us_mono.dcm: a DICOM file: pydicom is not installed; install it with: pip install "cmunext-edge[dicom]"' in err
+    assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["us_rgb.png"]

@@ -84,6 +84,7 @@ def _cached_header(path: str, mtime_ns: int, size: int):
 def read_header(path):
     """The dataset of a DICOM file with its pixel data left on disk (cached per file version)."""
     path = Path(path)
+    pydicom()                     # a missing pydicom is MissingDependencyError (naming the extra), not "damaged"
     try:
         st = path.stat()
         return _cached_header(str(path), st.st_mtime_ns, st.st_size)
