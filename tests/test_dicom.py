@@ -153,7 +153,7 @@ def test_bad_files_get_one_line_each_and_the_rest_is_done(us, tmp_path, capsys, 
     rc = predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("skipped:")]
-    assert rc == 1 and len(lines) == 5, err
+    assert rc == 1 and len(lines) == 6, err
     for name, text in [("report.dcm", "without pixel data (Comprehensive SR Storage)"),
                        ("j2k.dcm", "no decoder installed for transfer syntax JPEG 2000 Image Compression; "
                                    "install pylibjpeg-openjpeg"),
@@ -161,6 +161,8 @@ def test_bad_files_get_one_line_each_and_the_rest_is_done(us, tmp_path, capsys, 
                        ("unequal.dcm", "frame 2"),
                        ("huge.dcm", "60000x60000 x 50 frame(s)")]:
         assert sum(name in line and text in line for line in lines) == 1, (name, lines)
+    # the frame of unequal.dcm that decoded has its mask; its SEG is not written, and that is said too
+    assert sum("unequal.dcm: DICOM SEG not written: 1 of 2 frame(s) have no mask" in line for line in lines) == 1
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == [
         "good.png", "plain.png", "unequal_frame0001.png"]
     assert sorted(p.name for p in (tmp_path / "out" / "seg").iterdir()) == ["good.seg.dcm"]

@@ -67,8 +67,8 @@ def _planes(out_dir: Path, name: str, kind: str) -> np.ndarray:
 def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: SegOptions,
                      algorithm: Algorithm, reported=()) -> tuple[list[Path], list[dict]]:
     """One SEG per instance/series of the DICOM samples -> (written files, problems as skipped rows).
-    A source whose missing frames are all in `reported` (names the job already reported) is not
-    reported again."""
+    A source none of whose frames has a mask, all of them in `reported` (names the job already
+    reported), is not reported again; one with some frames missing is (its SEG is not written)."""
     from cmunext_edge.data.dicom import read_header
     out_dir = Path(out_dir)
     done = {r["name"] for r in rows}
@@ -77,7 +77,7 @@ def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: 
         frames = [s for _, ss in members for s in ss]
         missing = [s.name for s in frames if s.name not in done]
         where = str(members[0][0])
-        if missing and set(missing) <= set(reported) and len(members) == 1:
+        if missing and len(missing) == len(frames) and set(missing) <= set(reported) and len(members) == 1:
             continue
         if missing:
             problems.append({"path": where, "name": f"{name}.seg.dcm", "error":
@@ -86,6 +86,10 @@ def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: 
             continue
         path = out_dir / "seg" / f"{name}.seg.dcm"
         try:
+            sizes = {(int(read_header(p).Rows), int(read_header(p).Columns)) for p, _ in members}
+            if len(sizes) > 1:
+                raise ValueError(f"the series holds images of unequal size {sorted(sizes)}: they cannot share "
+                                 f"one SEG (use --dicom-seg instance)")
             masks = np.stack([_planes(out_dir, s.name, options.kind) for s in frames])
             seg = build_seg([read_header(p) for p, _ in members], masks, options, algorithm)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,7 +116,17 @@ def build_seg(sources: list, masks: np.ndarray, options: SegOptions, algorithm: 
     pixels = masks.astype(np.float32) if fractional else masks.astype(bool)
     refs = _frame_refs(sources)
     several = len(refs) > 1 and not any("FrameOfReferenceUID" in s for s in sources)
-    seg = hd.seg.Segmentation(
+    with warnings.catch_warnings():       # highdicom's remarks on the source's values (e.g. a one-part name)
+        warnings.simplefilter("ignore", UserWarning)
+        seg = _segmentation(hd, sources, pixels, several, fractional, segments, options, algorithm, series_number)
+    _fill_conditional(seg, sources[0])
+    if several:
+        _all_frames(seg, refs, pixels, fractional)
+    return seg
+
+
+def _segmentation(hd, sources, pixels, several, fractional, segments, options, algorithm, series_number):
+    return hd.seg.Segmentation(
         source_images=[_single_frame(sources[0])] if several else sources,
         pixel_array=pixels[:1] if several else pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY,
@@ -126,10 +137,6 @@ def build_seg(sources: list, masks: np.ndarray, options: SegOptions, algorithm: 
         device_serial_number=socket.gethostname()[:64] or "unknown",
         content_label="CMUNEXT", content_description=f"{algorithm.name} {options.kind} segmentation"[:64],
         omit_empty_frames=False)
-    _fill_conditional(seg, sources[0])
-    if several:
-        _all_frames(seg, refs, pixels, fractional)
-    return seg
 
 
 def _fill_conditional(seg, source) -> None:
