@@ -25,11 +25,12 @@ EXAMPLE = """examples:
   cmunext-export --weights best.pth --target ort --int8 --calib your_dataset/ --calib-size 32 --out exports
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
   cmunext-export --weights cmunext-s-busi --target auto --candidates ort-fp32,ov-fp32,ov-int8-transformer-dense
-  cmunext-export --weights runs/mine/best.pth --target auto --device CPU --max-dice-drop 0.5 \
-      --verify-data your_dataset/ --split runs/mine/split.json --calib your_dataset/
-  cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
+  cmunext-export --weights runs/mine/best.pth --target auto --device CPU --max-dice-drop 0.5 \\
+      --calib your_train_images/ --verify-data your_dataset/ --split runs/mine/split.json --out exports/auto
       (builds every candidate for the device, measures latency, throughput and Dice, keeps the
-       fastest within the Dice budget and writes auto_report.{md,json,png} beside it)
+       fastest within the Dice budget and writes auto_report.{md,json,png} beside it; calibrate
+       on training images, not on the images the Dice budget is measured on)
+  cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
 
 verification data: --verify-data, else the calibration data (--calib), else the bundled BUSI
 samples; on those, a model other than the shipped BUSI one is checked for agreement with
