@@ -259,3 +259,16 @@ def test_without_pydicom_each_dicom_file_names_the_extra(us, tmp_path, capsys, m
     err = capsys.readouterr().err
     assert 'us_mono.dcm: a DICOM file: pydicom is not installed; install it with: pip install "cmunext-edge[dicom]"' in err
     assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["us_rgb.png"]
+
+
+def test_without_highdicom_the_masks_are_written_and_each_seg_names_the_extra(us, tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "highdicom", None)        # import highdicom now fails
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(us / "us_mono.dcm", src)
+    assert predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert 'us_mono.dcm: DICOM SEG not written (MissingDependencyError: highdicom is not installed; install it ' \
+           'with: pip install "cmunext-edge[dicom]")' in err
+    assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["us_mono.png"]
