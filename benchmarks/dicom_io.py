@@ -24,9 +24,10 @@ from common import python, rel  # noqa: E402
 
 from cmunext_edge.capabilities import detect  # noqa: E402
 from cmunext_edge.core.preprocess import load_image  # noqa: E402
-from cmunext_edge.data import dicom  # noqa: E402
+from cmunext_edge.core import dicom  # noqa: E402
 from cmunext_edge.data.dicom_sample import write_ultrasound_dicoms  # noqa: E402
-from cmunext_edge.predict.dicom_seg import SegOptions, algorithm_of, build_seg  # noqa: E402
+from cmunext_edge.predict.dicom_seg import SegOptions, build_seg  # noqa: E402
+from cmunext_edge.runtime.algorithm import algorithm_of  # noqa: E402
 
 
 def ms(fn, rounds: int, other) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from pydicom.data import get_testdata_file  # noqa: E402
 
 from cmunext_edge.cli.predict import main as predict_main  # noqa: E402
 from cmunext_edge.core.preprocess import ImageReadError, load_image  # noqa: E402
-from cmunext_edge.data import dicom  # noqa: E402
+from cmunext_edge.core import dicom  # noqa: E402
 from cmunext_edge.data.dicom_sample import write_ultrasound_dicoms  # noqa: E402
 from cmunext_edge.data.discovery import discover  # noqa: E402
 from cmunext_edge.predict.dicom_seg import read_back  # noqa: E402

@@ -22,13 +22,13 @@ import cv2
 import numpy as np
 
 from cmunext_edge._deps import MissingDependencyError
-from cmunext_edge.data import dicom
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
+from cmunext_edge.core import dicom
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
 
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
                   "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-# DICOM files (data/dicom.py converts them to the contract; see docs/dicom.md)
+# DICOM files (core/dicom.py converts them to the contract; see docs/dicom.md)
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
@@ -157,7 +157,7 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int | N
     """Decode an image file as the official code sees it (colour, EXIF-rotated), keeping 16 bit.
 
     Its size is read from the header first; above `max_pixels` it is refused, not decoded.
-    A DICOM file (or pydicom Dataset) is converted to BGR uint8 (data/dicom.py); `frame` (0-based)
+    A DICOM file (or pydicom Dataset) is converted to BGR uint8 (core/dicom.py); `frame` (0-based)
     picks a frame of a multi-frame object, which is refused without one."""
     if dicom.is_dataset(path) or (Path(path).is_file() and dicom.is_dicom_file(path)):
         try:

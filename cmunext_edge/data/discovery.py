@@ -14,7 +14,7 @@ A dataset has one of the two, not both.
 DICOM files (.dcm, .dicom, or any file with the DICOM preamble) are images too: a multi-frame object
 becomes one sample per frame, named `<stem>_frame0001`, `<stem>_frame0002`, ... (1-based, as DICOM
 numbers frames), so that every frame gets its mask and is accounted for. A DICOM file whose header
-cannot be used stays one sample, and reading it reports why (data/dicom.py).
+cannot be used stays one sample, and reading it reports why (core/dicom.py).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
-from cmunext_edge.data import dicom
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core import dicom
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from cmunext_edge.predict.dicom_seg import Algorithm, SegOptions, build_seg
 
 def _dicom_sources(samples: list[Sample]) -> dict[Path, list[Sample]]:
     """DICOM source file -> its frame samples in frame order (files refused at discovery excluded)."""
-    from cmunext_edge.data.dicom import is_dicom_file
+    from cmunext_edge.core.dicom import is_dicom_file
     by_path: dict[Path, list[Sample]] = {}
     for s in samples:
         if s.frame is not None and is_dicom_file(s.image):
@@ -31,7 +31,7 @@ def _dicom_sources(samples: list[Sample]) -> dict[Path, list[Sample]]:
 def _groups(sources: dict[Path, list[Sample]], per: str) -> list[tuple[str, list[tuple[Path, list[Sample]]]]]:
     """(output name, [(source file, frames)]) per SEG: one per instance, or one per series of
     single-frame instances (multi-frame instances keep their own SEG)."""
-    from cmunext_edge.data.dicom import read_header
+    from cmunext_edge.core.dicom import read_header
     groups: dict[str, list] = {}
     for path, frames in sources.items():
         key = path.stem
@@ -69,7 +69,7 @@ def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: 
     """One SEG per instance/series of the DICOM samples -> (written files, problems as skipped rows).
     A source none of whose frames has a mask, all of them in `reported` (names the job already
     reported), is not reported again; one with some frames missing is (its SEG is not written)."""
-    from cmunext_edge.data.dicom import read_header
+    from cmunext_edge.core.dicom import read_header
     out_dir = Path(out_dir)
     done = {r["name"] for r in rows}
     written, problems = [], []

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.preprocess import ImageReadError, is_image_source, load_image, to_bgr_uint8
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend
@@ -73,7 +73,7 @@ class EdgeSegmenter:
     def segment_frames(self, dicom, batch_size: int = 8) -> list[Segmentation]:
         """Every frame of a DICOM file or pydicom Dataset (single- or multi-frame), in frame order."""
         from cmunext_edge._deps import MissingDependencyError
-        from cmunext_edge.data.dicom import DicomError, read_frames
+        from cmunext_edge.core.dicom import DicomError, read_frames
         try:
             frames = read_frames(dicom, self.max_pixels)
         except DicomError as exc:

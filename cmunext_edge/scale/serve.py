@@ -171,8 +171,8 @@ async def _answer_dicom(replica, request, kind: str, max_bytes: int, fastapi):
     """One DICOM /segment request: header checks, every frame batched, a SEG back."""
     import asyncio
     from cmunext_edge._deps import MissingDependencyError
-    from cmunext_edge.data.dicom import DicomError, dataset_from_bytes, read_frames
-    from cmunext_edge.predict.dicom_seg import algorithm_of
+    from cmunext_edge.core.dicom import DicomError, dataset_from_bytes, read_frames
+    from cmunext_edge.runtime.algorithm import algorithm_of
     responses = fastapi.responses
     try:
         if kind not in ("binary", "fractional"):

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge._deps import require
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # transfer syntax UID -> the pip packages that decode it (what to install when none is present)
