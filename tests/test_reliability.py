@@ -129,11 +129,14 @@ def test_every_file_not_processed_is_reported(tmp_path, capsys):
     assert summary["n_images"] == 1 and len(summary["skipped"]) == 4
 
 
-def test_a_lone_dicom_file_says_why_it_is_not_read(tmp_path, capsys):
+def test_a_lone_dicom_file_without_the_extra_names_it(tmp_path, capsys, monkeypatch):
+    import sys
     dcm = tmp_path / "x.dcm"
     dcm.write_bytes(b"\x00" * 200)
+    monkeypatch.setitem(sys.modules, "pydicom", None)          # import pydicom now fails
     rc, _, err = run_cli(predict_cli.main, [dcm, "--out", tmp_path / "o"], capsys)
-    assert rc == 2 and "DICOM" in one_error_line(err, "cmunext-predict")
+    line = one_error_line(err, "cmunext-predict")
+    assert rc == 2 and "DICOM" in line and "cmunext-edge[dicom]" in line
 
 
 def jpeg_with_app_segments(path: Path, app_bytes: int) -> Path:

@@ -12,11 +12,17 @@ An exported artifact is verified before use (files against manifest.json or its 
 hash, then its self-test; --no-verify-load skips this); with --trusted-key (or
 $CMUNEXT_TRUSTED_KEYS) it must also be signed by a trusted key, checked before it is read
 (docs/signing.md). Unreadable or oversized images (--max-pixels) are skipped and reported, and
-so is every file of the folder that is not read (a video beside images, DICOM, GIF, other
+so is every file of the folder that is not read (a video beside images, GIF, other
 files); a full disk stops the job cleanly.
 Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
 (usage, output folder, weights, artifact); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
 both finish the images being written and count exactly the images whose outputs are on disk.
+
+DICOM: .dcm/.dicom files (or files with the DICOM preamble), alone or mixed with other images,
+are converted as docs/dicom.md describes (needs the [dicom] extra); a multi-frame object (cine loop)
+gives one mask per frame (<name>_frame0001.png, ...). Each DICOM instance also gets a DICOM
+Segmentation, <out>/seg/<name>.seg.dcm (--dicom-seg series: one per series; off: none), binary or
+fractional (--seg-type), one segment per class (--seg-codes; default: lesion).
 
 Video: a video file, a folder of videos, a camera index (0) or a stream URL (rtsp://, http://)
 is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png (or
@@ -35,6 +41,7 @@ from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import (cli_main, fail, interrupted_code, make_parser, positive_int, signature_note,
                                      trust_preflight)
+from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
 from cmunext_edge.cli.preflight import check_model, check_outputs
 
 EXAMPLE = """examples:
@@ -49,7 +56,7 @@ PROG = "cmunext-predict"
 
 def build_parser():
     p = make_parser(PROG, __doc__, EXAMPLE)
-    p.add_argument("source", help="image file, folder of images, or official-layout dataset")
+    p.add_argument("source", help="image or DICOM file, folder of images, or official-layout dataset")
     p.add_argument("--weights", default=None,
                    help="checkpoint or exported artifact, or a shipped model name (default: the shipped model)")
     p.add_argument("--out", required=True, help="output folder")
@@ -74,6 +81,16 @@ def build_parser():
                    help="trust policy: run the model only if it is signed by this public key (repeat for "
                         "several; default $CMUNEXT_TRUSTED_KEYS); refused otherwise, exit 2")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
+    d = p.add_argument_group("DICOM inputs (the [dicom] extra)")
+    d.add_argument("--dicom-seg", choices=["instance", "series", "off"], default="instance",
+                   help="DICOM SEG output: one per source instance (default), one per series of "
+                        "single-frame instances, or none")
+    d.add_argument("--seg-type", choices=["binary", "fractional"], default="binary",
+                   help="binary: the thresholded masks; fractional: the probabilities (8 bit; also "
+                        "written as <out>/probabilities/*.png)")
+    d.add_argument("--seg-codes", type=Path,
+                   help="JSON list, one entry per class: {label, category: [code value, scheme, meaning], "
+                        "type: [...]} (default: lesion, SNOMED CT)")
     v = p.add_argument_group("video, camera and streams")
     v.add_argument("--mask-video", action="store_true",
                    help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
@@ -85,7 +102,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge.predict.overlay import describe_colors
-    from cmunext_edge.predict.job import run_job
+    from cmunext_edge.predict.job import run_job, unique_names
     from cmunext_edge.data.groundtruth import classes_check
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     from cmunext_edge.predict.video import is_video_source, videos_in
@@ -93,7 +110,8 @@ def main(argv=None) -> int:
                                         and not discover(args.source)):
         from cmunext_edge.cli.predict_video import run_video
         return run_video(args)
-    samples = discover(args.source, args.split)        # errors: one line, exit 2 (cli_main)
+    samples = unique_names(discover(args.source, args.split, args.max_pixels))   # errors: one line, exit 2
+    args.seg_options = seg_options(args)
     unread = unread_files(args.source, args.split)
     if not samples:
         return fail(PROG, f"{args.source}: no images found" + (
@@ -130,7 +148,9 @@ def main(argv=None) -> int:
     print(signature_note(info))
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
-        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
+        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar,
+                         write_probabilities=fractional(args))
+    dicom_segs(args, samples, result, info["precision"])
     return finish(result, args, time.perf_counter() - started, unread)
 
 

@@ -17,6 +17,7 @@ PROG = "cmunext-predict"
 def predict_with_ray(args, samples, unread=()) -> int:
     """Run the job on Ray; `unread` (files of the source not read) is reported with the skipped."""
     from cmunext_edge.scale.ray_batch import RayJobOptions, run_ray_job
+    from cmunext_edge.cli.predict_dicom import dicom_segs, fractional
     where = f"Ray cluster at {args.address}" if args.address else "a local Ray instance"
     print(f"engine: ray ({args.actors} actor{'s' if args.actors > 1 else ''} on {where})")
     started = time.perf_counter()
@@ -24,11 +25,13 @@ def predict_with_ray(args, samples, unread=()) -> int:
         with Progress(len(samples), "segmenting") as bar:
             options = RayJobOptions(address=args.address, actors=args.actors, batch_size=args.batch_size,
                                     device=args.device, write_overlays=not args.no_overlay,
-                                    trusted_keys=args.trusted_key)
+                                    trusted_keys=args.trusted_key,
+                                    write_probabilities=fractional(args))
             result = run_ray_job(args.weights, samples, Path(args.out), options, progress=bar,
                                  log=lambda m: print(m, file=sys.stderr))
     except (MissingDependencyError, FileNotFoundError, ConnectionError) as exc:
         return fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
     print("(the time below includes Ray's start-up)")
+    dicom_segs(args, samples, result)
     return report_job(result, args.out, args.summary_json, elapsed, quiet=args.quiet, prog=PROG, unread=unread)

@@ -94,17 +94,22 @@ def mask_file_names(name: str, classes: int) -> list[str]:
     return [f"{name}.png"] if classes <= 1 else [f"{name}_class{k}.png" for k in range(classes)]
 
 
-def mask_images(name: str, mask: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """(file name, 0/255 image) of a mask: one file, or one per class for several classes."""
+def mask_images(name: str, mask: np.ndarray, scale: bool = True) -> list[tuple[str, np.ndarray]]:
+    """(file name, 0/255 image) of a mask: one file, or one per class for several classes
+    (`scale=False`: the per-class planes as they are, e.g. probabilities)."""
+    def image(plane):
+        return plane.astype(np.uint8) * 255 if scale else plane
     if mask.ndim == 2 or mask.shape[2] == 1:
-        return [(mask_file_names(name, 1)[0], mask.reshape(mask.shape[:2]).astype(np.uint8) * 255)]
+        return [(mask_file_names(name, 1)[0], image(mask.reshape(mask.shape[:2])))]
     names = mask_file_names(name, mask.shape[2])
-    return [(f, mask[..., k].astype(np.uint8) * 255) for k, f in enumerate(names)]
+    return [(f, image(mask[..., k])) for k, f in enumerate(names)]
 
 
-def output_files(out_dir: Path, row: dict, write_overlays: bool) -> list[Path]:
+def output_files(out_dir: Path, row: dict, write_overlays: bool, write_probabilities: bool = False) -> list[Path]:
     """Every file the job writes for the image of `row`."""
-    files = [out_dir / "masks" / f for f in mask_file_names(row["name"], row_classes(row))]
+    names = mask_file_names(row["name"], row_classes(row))
+    files = [out_dir / "masks" / f for f in names]
+    files += [out_dir / "probabilities" / f for f in names] if write_probabilities else []
     return files + ([out_dir / "overlays" / f"{row['name']}.png"] if write_overlays else [])
 
 
@@ -137,9 +142,9 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
             break
         held = True
         try:
-            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels))))
+            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels, frame=s.frame))))
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(s.image), "error": str(exc)})
+            skipped.append({"path": str(s.image), "name": s.name, "error": str(exc)})
             out_q.put(None)   # progress tick for the skipped file
             continue
         if len(batch) == batch_size:
@@ -152,7 +157,7 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
     out_q.put(StopIteration)
 
 
-def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
+def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool, write_probabilities: bool = False):
     """Segment one decoded batch and write its outputs -> (rows, skipped)."""
     rows, skipped, spec = [], [], segmenter.spec
     segs = segmenter.segment_batch([bgr for _, bgr in batch], batch_size=len(batch))
@@ -162,20 +167,25 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
                "infer_ms": round(seg.timings["infer_ms"], 3)}
         try:
             row.update(score_fields(sample, seg, spec.size))
-            _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays)
+            _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays,
+                           seg.probability if write_probabilities else None)
         except OutputError as exc:        # the images written before it still count
             exc.rows, exc.skipped = rows, skipped
             raise
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(sample.image), "error": str(exc)})
+            skipped.append({"path": str(sample.image), "name": sample.name, "error": str(exc)})
         else:
             rows.append(row)
     return rows, skipped
 
 
-def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool) -> None:
-    """All files of one image, or none: a failed write removes those already written."""
+def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool, probability=None) -> None:
+    """All files of one image, or none: a failed write removes those already written.
+    `probability` (for fractional DICOM SEG): probabilities/<name>.png, 8 bit (round(p * 255))."""
     files = [(out_dir / "masks" / f, img) for f, img in mask_images(name, mask)]
+    if probability is not None:
+        files += [(out_dir / "probabilities" / f, np.rint(p.astype(np.float32) * 255).astype(np.uint8))
+                  for f, p in mask_images(name, probability, scale=False)]
     if write_overlays:
         files.append((out_dir / "overlays" / f"{name}.png", overlay(bgr, mask)))
     written = []
@@ -195,12 +205,13 @@ class _Worker:
     """Runs one decoded batch on whichever segmenter is free and records its rows; gives the
     batch's slot back to the reader when done. A full disk stops the job (`stop`)."""
 
-    def __init__(self, segmenters, result: JobResult, out_dir: Path, write_overlays: bool, progress, slots):
+    def __init__(self, segmenters, result: JobResult, out_dir: Path, write_overlays: bool, progress, slots,
+                 write_probabilities: bool = False):
         self.idle: queue.Queue = queue.Queue()
         for seg in segmenters:
             self.idle.put(seg)
         self.result, self.out_dir, self.write_overlays = result, out_dir, write_overlays
-        self.progress, self.slots = progress, slots
+        self.progress, self.slots, self.write_probabilities = progress, slots, write_probabilities
         self.lock, self.stop = threading.Lock(), threading.Event()
 
     def __call__(self, batch) -> None:
@@ -213,14 +224,15 @@ class _Worker:
     def _run(self, batch) -> None:
         seg = self.idle.get()
         try:
-            rows, skipped = _process_batch(seg, batch, self.out_dir, self.write_overlays)
+            rows, skipped = _process_batch(seg, batch, self.out_dir, self.write_overlays, self.write_probabilities)
         except OutputError as exc:
             rows, skipped = getattr(exc, "rows", []), getattr(exc, "skipped", [])
             with self.lock:
                 self.result.stopped = self.result.stopped or str(exc)
             self.stop.set()
         except Exception as exc:  # the batch failed in the backend: its images are reported
-            rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
+            rows, skipped = [], [{"path": str(s.image), "name": s.name, "error": f"inference failed: {exc}"}
+                                 for s, _ in batch]
         finally:
             self.idle.put(seg)
         with self.lock:
@@ -231,7 +243,7 @@ class _Worker:
 
 
 def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 8,
-            write_overlays: bool = True, progress=None) -> JobResult:
+            write_overlays: bool = True, progress=None, write_probabilities: bool = False) -> JobResult:
     """Segment `samples` with one segmenter, or several in parallel (one request each).
 
     A reader thread decodes ahead (bounded); each batch goes to whichever segmenter is free, so
@@ -243,7 +255,7 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
     samples, out_dir, result = unique_names(samples), Path(out_dir), JobResult()
     q: queue.Queue = queue.Queue()
     slots = threading.Semaphore(len(segmenters) + 1)     # decoded batches alive at once: the budget
-    work = _Worker(segmenters, result, out_dir, write_overlays, progress, slots)
+    work = _Worker(segmenters, result, out_dir, write_overlays, progress, slots, write_probabilities)
     max_pixels = getattr(segmenters[0], "max_pixels", DEFAULT_MAX_PIXELS)
     reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped, work.stop,
                                                     max_pixels, slots), daemon=True)
@@ -254,7 +266,7 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
         result.interrupted = exc
         result.stopped = result.stopped or (str(exc) or "interrupted (Ctrl-C)")
     reader.join()                         # after a stop it waits for no slot and puts to an unbounded queue
-    _account_from_disk(result, out_dir, write_overlays)
+    _account_from_disk(result, out_dir, write_overlays, write_probabilities)
     _report_unprocessed(result, samples)
     order = {s.name: i for i, s in enumerate(samples)}
     result.rows.sort(key=lambda r: order.get(r["name"], 0))
@@ -285,13 +297,13 @@ def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
         f.result()
 
 
-def _account_from_disk(result: JobResult, out_dir: Path, write_overlays: bool) -> None:
+def _account_from_disk(result: JobResult, out_dir: Path, write_overlays: bool, write_probabilities: bool = False) -> None:
     """Keep as segmented only the rows whose output files are all on disk; the others are skipped."""
     kept = []
     for row in result.rows:
-        missing = [f for f in output_files(out_dir, row, write_overlays) if not f.is_file()]
+        missing = [f for f in output_files(out_dir, row, write_overlays, write_probabilities) if not f.is_file()]
         if missing:
-            result.skipped.append({"path": row["image"], "error": f"{row['image']}: outputs not on disk "
+            result.skipped.append({"path": row["image"], "name": row["name"], "error": f"{row['image']}: outputs not on disk "
                                                                   f"({missing[0]} is missing)"})
         else:
             kept.append(row)
@@ -299,10 +311,11 @@ def _account_from_disk(result: JobResult, out_dir: Path, write_overlays: bool) -
 
 
 def _report_unprocessed(result: JobResult, samples: list[Sample]) -> None:
-    done = {r["image"] for r in result.rows} | {s["path"] for s in result.skipped}
+    """Every sample (a file, or one frame of a multi-frame DICOM file) has a row or a reason."""
+    done = {r["name"] for r in result.rows} | {s.get("name", s["path"]) for s in result.skipped}
     reason = f"not processed: the job stopped ({result.stopped})" if result.stopped else "not processed"
-    result.skipped.extend({"path": str(s.image), "error": f"{s.image}: {reason}"}
-                          for s in samples if str(s.image) not in done)
+    result.skipped.extend({"path": str(s.image), "name": s.name, "error": f"{s.image}: {reason}"}
+                          for s in samples if s.name not in done)
 
 
 def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -> dict:
