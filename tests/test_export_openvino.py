@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from cmunext_edge.capabilities import detect
+from cmunext_edge.export.openvino_export import FLOAT_LAYERS
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 ov = pytest.importorskip("openvino")
+FAITHFUL_CONV = "/encoder1/block/block.0/block.0.0/fn/fn.0/Conv/WithoutBiases"   # FLOAT_LAYERS["faithful"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = Path(ROOT) / "cmunext_edge" / "samples" / "busi"
 
@@ -30,7 +32,7 @@ def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreemen
     assert v["dice_vs_ground_truth"] is not None
     assert [f.suffix for f in res.files] == [".bin", ".xml"]
     model = ov.Core().read_model(str(res.artifact))
-    assert model.get_rt_info(["model_info", "cmunext_edge.core.precision"]).astype(str) == precision
+    assert model.get_rt_info(["model_info", "cmunext_edge.precision"]).astype(str) == precision
     assert json.loads(model.get_rt_info(["model_info", "cmunext_edge.selftest"]).astype(str))["input_sha256"]
     seg = EdgeSegmenter.from_artifact(res.artifact, device="cpu")
     d = seg.describe()
@@ -47,6 +49,12 @@ def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreemen
         nncf = manifest["int8_settings"]["nncf"]
         assert nncf["model_type"] == "transformer"
         assert nncf["overflow_fix"] == ("enable" if caps.is_x86 else None)
+        # faithful INT8: the recipe's float layers in the manifest, the convolutions that stayed
+        # float (read back from the quantized IR) in the artifact
+        assert nncf["float_layers"] == "faithful"
+        assert nncf["float_layer_patterns"] == list(FLOAT_LAYERS["faithful"])
+        kept = json.loads(model.get_rt_info(["model_info", "cmunext_edge.int8_float_layers"]).astype(str))
+        assert kept == [FAITHFUL_CONV]
     assert seg.self_test().passed
     image = sorted((SAMPLES / "images").iterdir())[0]
     result = seg.segment(str(image))
@@ -58,6 +66,20 @@ def test_openvino_fp16_weights_are_compressed(out):
     if not (fp32.exists() and fp16.exists()):
         pytest.skip("needs the fp32 and fp16 exports of this module")
     assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+
+
+def test_float_layers_are_kept_in_float_and_recorded(trained, tmp_path):
+    """A float-layer list of one's own (here the last convolution) is honoured and recorded; the
+    artifact runs and passes its self-test."""
+    res = export(trained, target="openvino", precision="int8", out=tmp_path, calib_size=4, verify=False,
+                 nncf={"float_layers": [".*/Conv_1x1/.*"]})
+    model = ov.Core().read_model(str(res.artifact))
+    kept = json.loads(model.get_rt_info(["model_info", "cmunext_edge.int8_float_layers"]).astype(str))
+    assert kept == ["/Conv_1x1/Conv/WithoutBiases"]
+    manifest = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
+    assert manifest["int8_settings"]["nncf"]["float_layer_patterns"] == [".*/Conv_1x1/.*"]
+    seg = EdgeSegmenter.from_artifact(res.artifact, device="cpu")
+    assert seg.describe()["precision"] == "int8" and seg.self_test().passed
 
 
 def test_nncf_options_pass_through(trained, tmp_path):
@@ -79,3 +101,15 @@ def test_onnxruntime_int8_qdq(trained, out):
     caps = detect()        # 7-bit weights exactly where x86 INT8 is not native (the recorded ISA)
     assert entry["int8_settings"]["ort_quant"]["reduce_range"] is (caps.is_x86 and not caps.int8_native)
     assert entry["capabilities"]["int8_native"] is caps.int8_native
+    assert {p.key: p.value for p in model.metadata_props}["cmunext_edge.int8_float_layers"] == "[]"
+
+
+def test_onnxruntime_int8_float_layers(trained, tmp_path):
+    """ONNX Runtime INT8 keeps the named float layers unquantized and records them."""
+    onnx = pytest.importorskip("onnx")
+    res = export(trained, target="ort", out=tmp_path, calib_size=4, verify=False,
+                 ort_quant={"float_layers": "faithful"})
+    model = onnx.load(str(res.artifact))
+    kept = json.loads({p.key: p.value for p in model.metadata_props}["cmunext_edge.int8_float_layers"])
+    assert kept == [FAITHFUL_CONV.removesuffix("/WithoutBiases")]
+    assert EdgeSegmenter.from_artifact(res.artifact).self_test().passed
