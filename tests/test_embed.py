@@ -6,7 +6,8 @@ venv's openvino wheel, on real exported artifacts.
 - a flipped byte (manifest or embedded hash) and an edited threshold are refused, exit 2, nothing written;
   with the hash re-sealed, the embedded self-test still names the changed threshold;
 - bad, odd and oversized images are skipped with one line each, never a crash, and the odd formats
-  (16-bit, RGBA, palette, EXIF-rotated PNG, JPEG, BMP) segment like cmunext-predict;
+  (16-bit, RGBA, 4-bit palette, 1-bit, interlaced and EXIF-rotated PNG, JPEG, BMP) segment like
+  cmunext-predict;
 - the C ABI (through ctypes): BGR/RGB/gray/BGRA frames with padded strides give Python's masks and
   probabilities, and bad arguments return a status and a message.
 The library is built once per session (embed/build.sh, incremental in embed/build or
@@ -250,6 +251,17 @@ def _palette_png(gray):
             + _png_chunk(b"PLTE", levels) + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))
 
 
+def _interlaced_png(gray):
+    """An Adam7-interlaced 8-bit gray PNG (OpenCV reads but cannot write one)."""
+    h, w = gray.shape
+    raw = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+        sub = gray[y0::dy, x0::dx]
+        raw += b"".join(b"\0" + row.tobytes() for row in sub) if sub.size else b""
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 1))
+            + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+
+
 def _huge_png_header(width, height):
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
@@ -273,7 +285,10 @@ def test_bad_images_and_sizes_are_skipped_not_crashed(embed_build, artifacts, tm
     cv2.imwrite(str(good / "one_row.png"), small[:1])
     cv2.imwrite(str(good / "tall.png"), cv2.resize(small, (7, 900)))
     (good / "rotated.png").write_bytes(_png_with_exif_orientation(small, 6))
-    (good / "palette4.png").write_bytes(_palette_png(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)))
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    (good / "palette4.png").write_bytes(_palette_png(gray))
+    (good / "interlaced.png").write_bytes(_interlaced_png(gray[:, :-3]))           # odd width: partial passes
+    cv2.imwrite(str(good / "bilevel.png"), (gray > 90).astype(np.uint8) * 255, [cv2.IMWRITE_PNG_BILEVEL, 1])
     data = (good / "rgb8.png").read_bytes()
     (bad / "empty.png").write_bytes(b"")
     (bad / "truncated.png").write_bytes(data[: len(data) // 3])

@@ -171,25 +171,34 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& f, int64_t
             const uint8_t filter = raw[at++];
             const uint8_t* src = &raw[at];
             at += rowbytes;
-            for (size_t i = 0; i < rowbytes; ++i) {
-                int a = i >= static_cast<size_t>(bpp) ? cur[i - bpp] : 0, b = prev[i],
-                    c = i >= static_cast<size_t>(bpp) ? prev[i - bpp] : 0;
-                int pred;
-                switch (filter) {
-                    case 0: pred = 0; break;
-                    case 1: pred = a; break;
-                    case 2: pred = b; break;
-                    case 3: pred = (a + b) >> 1; break;
-                    case 4: {
-                        int pp = a + b - c, pa = std::abs(pp - a), pb = std::abs(pp - b), pc = std::abs(pp - c);
-                        pred = (pa <= pb && pa <= pc) ? a : (pb <= pc ? b : c);
-                        break;
+            const size_t b = static_cast<size_t>(bpp);
+            switch (filter) {
+                case 0: std::memcpy(cur.data(), src, rowbytes); break;
+                case 1:
+                    for (size_t i = 0; i < rowbytes; ++i) cur[i] = static_cast<uint8_t>(src[i] + (i >= b ? cur[i - b] : 0));
+                    break;
+                case 2:
+                    for (size_t i = 0; i < rowbytes; ++i) cur[i] = static_cast<uint8_t>(src[i] + prev[i]);
+                    break;
+                case 3:
+                    for (size_t i = 0; i < rowbytes; ++i)
+                        cur[i] = static_cast<uint8_t>(src[i] + (((i >= b ? cur[i - b] : 0) + prev[i]) >> 1));
+                    break;
+                case 4:
+                    for (size_t i = 0; i < rowbytes; ++i) {
+                        int a = i >= b ? cur[i - b] : 0, up = prev[i], c = i >= b ? prev[i - b] : 0;
+                        int pp = a + up - c, pa = std::abs(pp - a), pb = std::abs(pp - up), pc = std::abs(pp - c);
+                        cur[i] = static_cast<uint8_t>(src[i] + ((pa <= pb && pa <= pc) ? a : (pb <= pc ? up : c)));
                     }
-                    default: throw ImageError(path + ": PNG row filter " + std::to_string(filter) + " is invalid (damaged file)");
-                }
-                cur[i] = static_cast<uint8_t>(src[i] + pred);
+                    break;
+                default: throw ImageError(path + ": PNG row filter " + std::to_string(filter) + " is invalid (damaged file)");
             }
             const size_t y = ps.y0 + r * ps.dy;
+            if (depth == 8 && ctype != 3 && samples == img.channels && !interlace) {   // the common case: copy the row
+                std::memcpy(&img.pixels[y * w * img.channels], cur.data(), pw * img.channels);
+                std::swap(prev, cur);
+                continue;
+            }
             for (size_t k = 0; k < pw; ++k) {
                 const size_t x = ps.x0 + k * ps.dx;
                 uint8_t* out = &img.pixels[(y * w + x) * img.channels];

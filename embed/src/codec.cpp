@@ -1,5 +1,6 @@
 #include "codec.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -161,6 +162,18 @@ struct BitReader {
     int overrun = 0;        // zero bits fed past the end of the input
 
     void refill() {
+        if (count <= 56 && pos + 8 <= size) {   // bulk: as many whole bytes as fit
+            uint64_t word;
+            std::memcpy(&word, data + pos, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            word = __builtin_bswap64(word);
+#endif
+            const int take = (63 - count) >> 3;
+            buf |= (take == 8 ? word : word & ((uint64_t(1) << (8 * take)) - 1)) << count;
+            pos += static_cast<size_t>(take);
+            count += 8 * take;
+            return;
+        }
         while (count <= 56) {
             uint64_t byte = 0;
             if (pos < size) byte = data[pos++];
@@ -272,13 +285,24 @@ const Huffman& fixed_dist() {
     return h;
 }
 
-void inflate_block(BitReader& br, const Huffman& lit, const Huffman& dist, std::vector<uint8_t>& out,
-                   size_t max_output) {
+// Output into a buffer sized once (`cap` = the most the caller accepts); `n` bytes are used.
+struct Out {
+    std::vector<uint8_t> buf;
+    size_t n = 0;
+    size_t cap;
+    explicit Out(size_t max_output) : cap(max_output) { buf.resize(std::min<size_t>(max_output, size_t(1) << 20)); }
+    void reserve_more(size_t extra) {
+        if (n + extra > cap) throw CodecError("deflate: data larger than expected");
+        if (n + extra > buf.size()) buf.resize(std::min(cap, std::max(buf.size() * 2, n + extra)));
+    }
+};
+
+void inflate_block(BitReader& br, const Huffman& lit, const Huffman& dist, Out& out) {
     for (;;) {
         int sym = lit.decode(br);
         if (sym < 256) {
-            if (out.size() >= max_output) throw CodecError("deflate: data larger than expected");
-            out.push_back(static_cast<uint8_t>(sym));
+            out.reserve_more(1);
+            out.buf[out.n++] = static_cast<uint8_t>(sym);
         } else if (sym == 256) {
             return;
         } else {
@@ -288,10 +312,13 @@ void inflate_block(BitReader& br, const Huffman& lit, const Huffman& dist, std::
             int ds = dist.decode(br);
             if (ds >= 30) throw CodecError("deflate: invalid distance code");
             size_t d = kDistBase[ds] + br.bits(kDistExtra[ds]);
-            if (d > out.size()) throw CodecError("deflate: distance reaches before the start");
-            if (out.size() + len > max_output) throw CodecError("deflate: data larger than expected");
-            size_t from = out.size() - d;
-            for (size_t k = 0; k < len; ++k) out.push_back(out[from + k]);
+            if (d > out.n) throw CodecError("deflate: distance reaches before the start");
+            out.reserve_more(len);
+            uint8_t* dst = out.buf.data() + out.n;
+            const uint8_t* src = dst - d;
+            if (d >= len) std::memcpy(dst, src, len);
+            else for (size_t k = 0; k < len; ++k) dst[k] = src[k];   // overlapping: byte by byte
+            out.n += len;
         }
     }
 }
@@ -300,8 +327,7 @@ void inflate_block(BitReader& br, const Huffman& lit, const Huffman& dist, std::
 
 std::vector<uint8_t> inflate_raw(const uint8_t* data, size_t size, size_t max_output, size_t* consumed) {
     BitReader br{data, size};
-    std::vector<uint8_t> out;
-    out.reserve(std::min<size_t>(max_output, size_t(1) << 26));
+    Out out(max_output);
     Huffman lit, dist;
     for (;;) {
         int final = static_cast<int>(br.bits(1));
@@ -311,10 +337,10 @@ std::vector<uint8_t> inflate_raw(const uint8_t* data, size_t size, size_t max_ou
             uint32_t len = br.bits(16);
             uint32_t nlen = br.bits(16);
             if ((len ^ 0xFFFF) != nlen) throw CodecError("deflate: stored block length check failed");
-            if (out.size() + len > max_output) throw CodecError("deflate: data larger than expected");
-            for (uint32_t k = 0; k < len; ++k) out.push_back(static_cast<uint8_t>(br.bits(8)));
+            out.reserve_more(len);
+            for (uint32_t k = 0; k < len; ++k) out.buf[out.n++] = static_cast<uint8_t>(br.bits(8));
         } else if (type == 1) {
-            inflate_block(br, fixed_litlen(), fixed_dist(), out, max_output);
+            inflate_block(br, fixed_litlen(), fixed_dist(), out);
         } else if (type == 2) {
             int hlit = static_cast<int>(br.bits(5)) + 257;
             int hdist = static_cast<int>(br.bits(5)) + 1;
@@ -350,14 +376,15 @@ std::vector<uint8_t> inflate_raw(const uint8_t* data, size_t size, size_t max_ou
             if (lengths[256] == 0) throw CodecError("deflate: no end-of-block code");
             lit.build(lengths, hlit);
             dist.build(lengths + hlit, hdist);
-            inflate_block(br, lit, dist, out, max_output);
+            inflate_block(br, lit, dist, out);
         } else {
             throw CodecError("deflate: invalid block type");
         }
         if (final) break;
     }
     if (consumed) *consumed = br.consumed();
-    return out;
+    out.buf.resize(out.n);
+    return std::move(out.buf);
 }
 
 std::vector<uint8_t> zlib_decompress(const uint8_t* data, size_t size, size_t max_output) {
