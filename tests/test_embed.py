@@ -9,7 +9,8 @@ venv's openvino wheel, on real exported artifacts.
   (16-bit, RGBA, 4-bit palette, 1-bit, interlaced and EXIF-rotated PNG, JPEG, BMP) segment like
   cmunext-predict;
 - the C ABI (through ctypes): BGR/RGB/gray/BGRA frames with padded strides give Python's masks and
-  probabilities, and bad arguments return a status and a message.
+  probabilities and a network input bit-identical to Python's preprocessing; bad arguments return a
+  status and a message.
 The library is built once per session (embed/build.sh, incremental in embed/build or
 $CMUNEXT_EMBED_BUILD_DIR); the three artifacts are exported once, in parallel.
 """
@@ -338,6 +339,8 @@ def _load_c_abi(path):
     lib.cmunext_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
     lib.cmunext_segment.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_size_t,
                                     ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_Timings)]
+    lib.cmunext_preprocess.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_size_t,
+                                       ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
     lib.cmunext_num_classes.argtypes = [ctypes.c_void_p]
     lib.cmunext_describe.argtypes = [ctypes.c_void_p]
     lib.cmunext_describe.restype = ctypes.c_char_p
@@ -384,6 +387,24 @@ def test_c_abi_frames_strides_and_errors(embed_build, artifacts, tmp_path):
                 assert _dice(mask.astype(bool), ref.mask) >= 0.999, (image.name, fmt)
                 assert float(np.abs(prob - ref.probability).max()) < 1e-3, (image.name, fmt)
                 assert t.total_ms >= t.infer_ms > 0
+        # the network input is bit-identical to Python's preprocessing: colour noise of odd sizes in every
+        # layout, rows padded, so resize, channel order, alpha and the extra scale are all exercised
+        rng = np.random.default_rng(0)
+        for h, w in ((97, 451), (700, 333), (1, 1), (256, 256), (512, 512)):
+            bgr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            gray = rng.integers(0, 256, (h, w), dtype=np.uint8)
+            padded = np.zeros((h, w * 4 + 7), np.uint8)
+            padded[:, : w * 4] = cv2.cvtColor(bgr[..., ::-1], cv2.COLOR_BGR2BGRA).reshape(h, -1)   # RGBA
+            cases = [(0, bgr, bgr), (1, np.ascontiguousarray(bgr[..., ::-1]), bgr), (4, padded[:, : w * 4].reshape(h, w, 4), bgr),
+                     (2, gray, np.repeat(gray[..., None], 3, axis=2))]
+            for fmt, frame, as_bgr in cases:
+                tensor = np.full((3, 256, 256), np.nan, np.float32)
+                status = lib.cmunext_preprocess(handle, frame.ctypes.data, w, h, frame.strides[0], fmt,
+                                                tensor.ctypes.data, tensor.size)
+                assert status == 0, lib.cmunext_last_error()
+                assert np.array_equal(tensor, seg.spec.preprocess(as_bgr)), (h, w, fmt)
+        assert lib.cmunext_preprocess(handle, bgr.ctypes.data, w, h, 0, 0, tensor.ctypes.data, 100) == 1
+        assert b"needs 196608" in lib.cmunext_last_error()
         # bad frames: a status and one line, never a crash
         frame = cv2.imread(str(next((SAMPLES / "images").glob("*.png"))))
         h, w = frame.shape[:2]

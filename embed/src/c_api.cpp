@@ -2,6 +2,7 @@
 // a thread-local one-line message.
 #include "cmunext/cmunext.h"
 
+#include <algorithm>
 #include <new>
 #include <string>
 
@@ -95,6 +96,27 @@ cmunext_status cmunext_segment(cmunext_segmenter* seg, const uint8_t* pixels, in
         double t[4];
         seg->seg.segment_into(f, mask, probability, t);
         if (timings) *timings = {t[0], t[1], t[2], t[3]};
+    });
+}
+
+cmunext_status cmunext_preprocess(const cmunext_segmenter* seg, const uint8_t* pixels, int width, int height,
+                                  size_t stride, cmunext_pixel_format format, float* tensor, size_t capacity) {
+    if (!seg) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: handle is NULL");
+    if (static_cast<int>(format) < CMUNEXT_BGR8 || static_cast<int>(format) > CMUNEXT_RGBA8)
+        return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: unknown pixel format " + std::to_string(static_cast<int>(format)));
+    if (!tensor) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: tensor is NULL");
+    cmunext::Frame f;
+    f.data = pixels;
+    f.width = width;
+    f.height = height;
+    f.stride = stride;
+    f.format = static_cast<cmunext::PixelFormat>(format);
+    return guarded([&] {
+        std::vector<float> t = seg->seg.preprocess(f);
+        if (t.size() > capacity)
+            throw cmunext::Error(cmunext::ErrorCode::InvalidArgument, "cmunext_preprocess: tensor holds " +
+                                 std::to_string(capacity) + " floats, the input needs " + std::to_string(t.size()));
+        std::copy(t.begin(), t.end(), tensor);
     });
 }
 

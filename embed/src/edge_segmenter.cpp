@@ -408,6 +408,17 @@ std::string EdgeSegmenter::describe() const {
 
 SelfTestResult EdgeSegmenter::self_test() { return impl_->run_selftest(); }
 
+std::vector<float> EdgeSegmenter::preprocess(const Frame& frame) const {
+    impl_->check_frame(frame);
+    const Contract& c = impl_->contract;
+    const int cn = detail::layout_channels(layout_of(frame.format));
+    std::vector<float> out(static_cast<size_t>(c.in_channels) * impl_->in_plane);
+    detail::preprocess(c, frame.data, frame.width, frame.height,
+                       frame.stride ? frame.stride : static_cast<size_t>(frame.width) * cn, layout_of(frame.format),
+                       out.data());
+    return out;
+}
+
 void EdgeSegmenter::segment_into(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]) {
     auto t0 = std::chrono::steady_clock::now();
     impl_->check_frame(frame);

@@ -80,6 +80,13 @@ CMUNEXT_C_API cmunext_status cmunext_segment(cmunext_segmenter* seg, const uint8
                                              int height, size_t stride, cmunext_pixel_format format,
                                              uint8_t* mask, float* probability, cmunext_timings* timings);
 
+/* The network input the artifact's contract makes of a frame: in_channels x height x width floats
+ * (cmunext_input_size; in_channels is 3 unless the contract says 1) into `tensor`, `capacity`
+ * floats long. For checking a port against the Python preprocessing; segment() does this itself. */
+CMUNEXT_C_API cmunext_status cmunext_preprocess(const cmunext_segmenter* seg, const uint8_t* pixels, int width,
+                                                int height, size_t stride, cmunext_pixel_format format,
+                                                float* tensor, size_t capacity);
+
 CMUNEXT_C_API int cmunext_num_classes(const cmunext_segmenter* seg);
 /* network input size and threshold from the artifact's preprocessing contract */
 CMUNEXT_C_API void cmunext_input_size(const cmunext_segmenter* seg, int* height, int* width);

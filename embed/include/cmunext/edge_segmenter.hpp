@@ -118,6 +118,10 @@ public:
     // of result buffers, for the C ABI and firmware that manages its own memory.
     void segment_into(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4] = nullptr);
 
+    // The network input the contract makes of `frame` (in_channels x net_height x net_width floats,
+    // bit-identical to the Python PreprocessSpec.preprocess of the same pixels): for checking a port.
+    std::vector<float> preprocess(const Frame& frame) const;
+
     // runs the embedded self-test again on this device
     SelfTestResult self_test();
     const ArtifactInfo& info() const;
