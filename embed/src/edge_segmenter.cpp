@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -401,7 +402,14 @@ std::string EdgeSegmenter::describe() const {
     std::string s = i.path + ": " + i.kind + " " + i.precision + " on " + i.device + " (runs " + i.run_precision + "), " +
                     std::to_string(i.net_height) + "x" + std::to_string(i.net_width) + ", " + std::to_string(i.classes) +
                     " class(es), threshold " + Json::parse(std::to_string(i.threshold)).dump();
-    s += i.verified.empty() ? ", NOT verified" : ", verified (" + i.verified + ": " + i.selftest.message.substr(0, 120) + ")";
+    if (i.verified.empty()) {
+        s += ", NOT verified";
+    } else {
+        char dice[32];
+        std::snprintf(dice, sizeof dice, "%.4f", i.selftest.mask_dice);
+        s += ", verified (" + i.verified + " passed: mask Dice agreement " + dice + " with the export" +
+             (i.selftest.exact_mask_match ? ", masks identical)" : ")");
+    }
     if (!i.fallback.empty()) s += "; fallback: " + i.fallback;
     return s;
 }
