@@ -11,7 +11,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cmunext_edge.core.precision import Int8Mode, Precision
-from cmunext_edge.export.targets import ExportUsageError
+
+
+class ExportUsageError(ValueError):
+    """An unknown target, or an option or precision the chosen target does not support."""
 
 
 def _enum(kind, value, what: str):
@@ -63,6 +66,8 @@ class ExportOptions:
     # graph rewrites and stored runtime settings (every target)
     graph: dict | None = None
     runtime: dict | None = None
+    # provenance: private key (PEM) that signs the artifact's files -> <entry>.sig (signing.py)
+    sign_key: str | Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))

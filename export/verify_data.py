@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cmunext_edge.artifacts.kinds import is_checkpoint
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.resources import SAMPLES_DIR, models_dir
 
@@ -35,7 +36,7 @@ def shipped_model_name(sha256: str) -> str | None:
     except FileNotFoundError:
         return None
     for path in sorted(folder.iterdir()):
-        if path.suffix in (".safetensors", ".pth") and sha256_file(path) == sha256:
+        if is_checkpoint(path) and sha256_file(path) == sha256:
             return path.stem
     return None
 

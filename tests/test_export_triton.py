@@ -18,10 +18,11 @@ text_format = pytest.importorskip("google.protobuf.text_format")
 def parse(path):
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
-@pytest.fixture(scope="module")
-def onnx_dynamic(ckpt_s, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    return export(ckpt_s, ExportOptions(target="onnx", out=out, dynamic=True, calib_size=4)).artifact
+@pytest.fixture
+def onnx_dynamic(onnx_random):
+    """The session's FP32 dynamic-batch ONNX of the S reference (conftest)."""
+    return onnx_random.artifact
+
 
 def test_onnx_repository_matches_the_artifact(onnx_dynamic, tmp_path):
     res = export(onnx_dynamic, ExportOptions(target="triton", out=tmp_path / "repo", name="cmunext", batch=4))
@@ -37,9 +38,9 @@ def test_onnx_repository_matches_the_artifact(onnx_dynamic, tmp_path):
     assert cfg.input[0].data_type == mc.TYPE_FP32 and cfg.output[0].data_type == mc.TYPE_FP32
     assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4]
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    spec = json.loads(cfg.parameters["cmunext_edge.core.preprocess"].string_value)
+    spec = json.loads(cfg.parameters["cmunext_edge.preprocess"].string_value)
     assert spec["height"] == 256 and cfg.parameters["cmunext_edge.threshold"].string_value == "0.5"
-    assert cfg.parameters["cmunext_edge.core.precision"].string_value == "fp32"
+    assert cfg.parameters["cmunext_edge.precision"].string_value == "fp32"
     assert res.selftest["passed"] and res.target == "triton"
     entry = json.loads(res.manifest.read_text())["artifacts"]["cmunext"]
     assert {f["name"] for f in entry["files"]} == {"model.onnx", "config.pbtxt"}

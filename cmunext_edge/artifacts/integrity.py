@@ -11,34 +11,32 @@ every CLI; opt out with `verify=False` / `--no-verify-load`):
 2. **Behaviour**: the embedded self-test (artifact_meta.check_selftest) runs once on the loaded
    backend; it covers the whole preprocessing contract, the threshold and the output.
 
+0. **Signature** (only under a trust policy, see signing.py): the artifact's files must carry a
+   valid signature by a trusted key; checked first, also with `verify=False`.
+
 Any mismatch raises IntegrityError naming what differs. Plain checkpoints (.pth/.safetensors)
 have no artifact hash or self-test; they are read by the safe loader and reported "checkpoint".
-`verify_artifact(path) -> VerifyReport` runs both checks and reports instead of raising.
+`runtime.registry.verify_artifact(path) -> VerifyReport` runs both checks and reports instead of
+raising. Which files make up an artifact is artifacts/kinds.py's table.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmunext_edge.artifacts.meta import PREFIX
-from cmunext_edge.fileio import sha256_file
+from cmunext_edge.artifacts.errors import IntegrityError, SignatureError  # noqa: F401 (integrity.* for callers)
+from cmunext_edge.artifacts.kinds import artifact_files, is_checkpoint
+from cmunext_edge.artifacts.manifest import manifest_entry
+from cmunext_edge.artifacts.meta import PREFIX, check_selftest
+from cmunext_edge.artifacts.signing import check_signature, signature_path, signature_status
+from cmunext_edge.fileio import hash_mismatches
 
 HASH_KEY = "content_sha256"
 PLACEHOLDER = "0" * 64
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
-# entry-file suffix -> the companion files that belong to the artifact (entry file first)
-COMPANIONS = {
-    ".onnx": lambda p: [p],
-    ".xml": lambda p: [p, p.with_suffix(".bin")],
-    ".engine": lambda p: [p, p.with_name(p.name + ".json")],
-    ".plan": lambda p: [p, p.with_name(p.name + ".json")],
-}
 
 
-class IntegrityError(RuntimeError):
-    """An artifact whose files or self-test do not match what was exported: it is not run."""
+REFUSED = "refused by the trust policy"
 
 
 @dataclass
@@ -48,6 +46,7 @@ class VerifyReport:
     hash_source: str | None = None         # "manifest", "embedded" or None
     hash_ok: bool | None = None
     selftest: dict | None = None           # SelfTestResult.as_dict()
+    signature: str | None = None           # "signed by trusted key ...", "unsigned", "signed, not checked ..."
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -57,18 +56,15 @@ class VerifyReport:
     def message(self) -> str:
         if self.problems:
             return f"{self.path}: refused: " + "; ".join(self.problems)
+        signed = f"; {self.signature}" if self.signature else ""
         if self.kind == "checkpoint":
-            return f"{self.path}: checkpoint (no artifact hash or self-test to check)"
-        return f"{self.path}: verified (files by {self.hash_source} sha256, self-test passed)"
+            return f"{self.path}: checkpoint (no artifact hash or self-test to check{signed})"
+        return f"{self.path}: verified (files by {self.hash_source} sha256, self-test passed{signed})"
 
     def as_dict(self) -> dict:
         return {"path": self.path, "kind": self.kind, "ok": self.ok, "hash_source": self.hash_source,
-                "hash_ok": self.hash_ok, "selftest": self.selftest, "problems": list(self.problems)}
-
-
-def artifact_files(path: str | Path) -> list[Path]:
-    path = Path(path)
-    return COMPANIONS.get(path.suffix.lower(), lambda p: [p])(path)
+                "hash_ok": self.hash_ok, "selftest": self.selftest, "signature": self.signature,
+                "problems": list(self.problems)}
 
 
 def content_digest(files, embedded: str) -> str:
@@ -93,33 +89,18 @@ def seal(entry: str | Path) -> str:
     return value
 
 
-def _manifest_entry(path: Path) -> dict | None:
-    manifest = path.parent / "manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        entry = json.loads(manifest.read_text()).get("artifacts", {}).get(path.name)
-    except (ValueError, AttributeError, OSError):
-        return None               # a damaged manifest cannot vouch; the embedded hash still can
-    return entry if isinstance(entry, dict) and isinstance(entry.get("files"), list) else None
-
-
 def check_manifest(path: str | Path, report: VerifyReport) -> bool:
     """Compare the files with the manifest beside them; True if a manifest entry was found."""
     path = Path(path)
-    entry = _manifest_entry(path)
-    if entry is None:
-        return False
+    entry = manifest_entry(path)
+    if not isinstance(entry, dict) or not isinstance(entry.get("files"), list):
+        return False                # no entry (or a damaged one): the embedded hash still can vouch
     report.hash_source = "manifest"
-    for item in entry["files"]:
-        f = path.parent / str(item.get("name", ""))
-        if not f.is_file():
-            report.problems.append(f"{f.name} is listed in manifest.json but missing")
-            continue
-        actual = sha256_file(f)
-        if actual != item.get("sha256"):
-            report.problems.append(f"{f.name} sha256 {actual[:16]}... differs from manifest.json "
-                                   f"({str(item.get('sha256'))[:16]}...): the file was modified or damaged")
+    expected = {str(item.get("name", "")): item.get("sha256") for item in entry["files"]}
+    for name, actual, want in hash_mismatches(path.parent, expected):
+        report.problems.append(f"{name} is listed in manifest.json but missing" if actual is None else
+                               f"{name} sha256 {actual[:16]}... differs from manifest.json ({want[:16]}...): "
+                               f"the file was modified or damaged")
     report.hash_ok = not report.problems
     return True
 
@@ -147,22 +128,35 @@ def check_embedded(path: str | Path, metadata: dict, report: VerifyReport) -> No
                                f"export ({str(stored)[:16]}...): the file was modified or damaged")
 
 
-def is_checkpoint(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in CHECKPOINT_SUFFIXES
+def check_trust(path: str | Path, policy, report: VerifyReport) -> VerifyReport:
+    """The signature check of the trust policy `policy` (trusted public keys; None: no policy, the
+    report only says whether a signature is there). Reads files only, before any runtime does."""
+    path = Path(path)
+    if policy is None:
+        report.signature = signature_status(path)
+        return report
+    try:
+        fingerprint = check_signature(path.parent, [f.name for f in artifact_files(path)],
+                                      signature_path(path), policy)
+    except SignatureError as exc:
+        report.signature = REFUSED
+        report.problems.append(str(exc))
+    else:
+        report.signature = f"signed by trusted key {fingerprint[:16]}"
+    return report
 
 
-def precheck(path: str | Path) -> VerifyReport:
-    """File check before the runtime parses anything (manifest only; the embedded hash needs the
-    metadata and is checked by `verify_loaded`)."""
-    report = VerifyReport(str(path), "checkpoint" if is_checkpoint(path) else "artifact")
-    if report.kind == "artifact":
+def precheck(path: str | Path, policy=None) -> VerifyReport:
+    """File checks before the runtime parses anything: the trust policy's signature (if `policy`),
+    then the manifest (the embedded hash needs the metadata and is checked by `verify_loaded`)."""
+    report = check_trust(path, policy, VerifyReport(str(path), "checkpoint" if is_checkpoint(path) else "artifact"))
+    if report.kind == "artifact" and not report.problems:
         check_manifest(path, report)
     return report
 
 
 def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
     """Finish the checks on a loaded backend: embedded hash (if no manifest) and the self-test."""
-    from cmunext_edge.artifacts.meta import check_selftest
     report = report or precheck(backend.path)
     if report.kind == "checkpoint" or report.problems:
         return report
@@ -180,16 +174,5 @@ def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
 
 def enforce(report: VerifyReport) -> VerifyReport:
     if not report.ok:
-        raise IntegrityError(report.message())
+        raise (SignatureError if report.signature == REFUSED else IntegrityError)(report.message())
     return report
-
-
-def verify_artifact(path: str | Path, device: str = "cpu", **options) -> VerifyReport:
-    """Check an artifact's files and run its self-test on `device`; report, never raise for a
-    mismatch (a missing runtime or unloadable file still raises its own error)."""
-    from cmunext_edge.runtime.registry import open_backend
-    report = precheck(path)
-    if report.problems:
-        return report
-    with open_backend(path, device=device, verify=False, **options) as backend:
-        return verify_loaded(backend, report)

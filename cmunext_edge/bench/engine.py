@@ -34,14 +34,14 @@ import numpy as np
 from cmunext_edge._deps import available
 from cmunext_edge.progress import Progress
 from cmunext_edge.runtime.base import DeviceUnavailableError
-from cmunext_edge.runtime.registry import entry_for, open_backend
+from cmunext_edge.artifacts.kinds import is_checkpoint
+from cmunext_edge.runtime.registry import open_backend
 from cmunext_edge.bench import system
 from cmunext_edge.bench.accuracy import Evaluator
 from cmunext_edge.bench.inputs import artifact_bytes, load_images
 from cmunext_edge.bench.timing import (
     allowed_batches, latency_stats, measure_throughput, median_ms, time_calls, torch_threads)
 
-CHECKPOINT_SUFFIXES = entry_for("pytorch").suffixes   # the registry row of PyTorch checkpoints
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class RowSpec:
 
     @property
     def is_checkpoint(self) -> bool:
-        return self.artifact.suffix.lower() in CHECKPOINT_SUFFIXES
+        return is_checkpoint(self.artifact)
 
 
 @dataclass
@@ -81,6 +81,7 @@ class BenchConfig:
     matmul_seconds: float = 1.0      # 0 skips the GFLOP/s measurement
     progress: bool = True
     verify: bool = True              # verified load of each artifact (integrity.py); False skips it
+    trusted_keys: list | None = None  # trust policy (signing.py); None: $CMUNEXT_TRUSTED_KEYS or none
 
 
 @dataclass
@@ -179,7 +180,8 @@ def _open_row(spec: RowSpec, config: BenchConfig, row: RowResult, opened: list):
     """Open the row's backend (timed, added to `opened`) and fill in what it says about itself."""
     t0 = time.perf_counter()
     backend = open_backend(spec.artifact, device=spec.device, backend=spec.backend,
-                           strict_device=config.strict_device, verify=config.verify, **spec.opts)
+                           strict_device=config.strict_device, verify=config.verify,
+                           trusted_keys=config.trusted_keys, **spec.opts)
     opened.append(backend)
     row.load_s = time.perf_counter() - t0
     d = backend.describe()
@@ -213,7 +215,8 @@ def _throughput(row: RowResult, spec: RowSpec, config: BenchConfig, opened: list
     for streams in sorted(set(config.streams)):
         while len(opened) < streams:
             opened.append(open_backend(spec.artifact, device=spec.device, backend=spec.backend,
-                                       strict_device=config.strict_device, verify=config.verify, **spec.opts))
+                                       strict_device=config.strict_device, verify=config.verify,
+                                       trusted_keys=config.trusted_keys, **spec.opts))
         for bs in allowed_batches(backend, config.batch_sizes):
             batch = np.concatenate([xs[i % len(xs)] for i in range(bs)])
             ips = measure_throughput(opened[:streams], batch, config.throughput_time_s)

@@ -13,7 +13,9 @@ from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.checkpoints.weights import CheckpointError
-from cmunext_edge.cli.common import add_debug, cli_main
+from cmunext_edge.cli.common import add_debug, cli_main, fail
+
+PROG = "cmunext-export"
 
 EXAMPLE = """examples:
   (cmunext-s-busi is the shipped model; your_dataset/ stands for your images/ + masks/0/ folder)
@@ -25,11 +27,12 @@ EXAMPLE = """examples:
   cmunext-export --weights best.pth --target ort --int8 --calib your_dataset/ --calib-size 32 --out exports
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
   cmunext-export --weights cmunext-s-busi --target auto --candidates ort-fp32,ov-fp32,ov-int8-transformer-dense
-  cmunext-export --weights runs/mine/best.pth --target auto --device CPU --max-dice-drop 0.5 \
-      --verify-data your_dataset/ --split runs/mine/split.json --calib your_dataset/
-  cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
+  cmunext-export --weights runs/mine/best.pth --target auto --device CPU --max-dice-drop 0.5 \\
+      --calib your_train_images/ --verify-data your_dataset/ --split runs/mine/split.json --out exports/auto
       (builds every candidate for the device, measures latency, throughput and Dice, keeps the
-       fastest within the Dice budget and writes auto_report.{md,json,png} beside it)
+       fastest within the Dice budget and writes auto_report.{md,json,png} beside it; calibrate
+       on training images, not on the images the Dice budget is measured on)
+  cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
 
 verification data: --verify-data, else the calibration data (--calib), else the bundled BUSI
 samples; on those, a model other than the shipped BUSI one is checked for agreement with
@@ -87,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="select on the Dice budget alone, ignoring the per-precision agreement with "
                         "PyTorch that every verified export needs (FP32 0.999, FP16/BF16 0.99, INT8 0.97)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--sign-key", metavar="KEY.pem", help="sign the artifact's files with this private key "
+                   "(-> ARTIFACT.sig beside them; make one with cmunext-keys new; docs/signing.md)")
     p.add_argument("--bundle", action="store_true", help="also write a device bundle (folder + .tar.gz) "
-                   "beside the artifact: see cmunext-bundle --help")
+                   "beside the artifact (signed too with --sign-key): see cmunext-bundle --help")
     return add_debug(p)
 
 
-@cli_main("cmunext-export")
+@cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.target.lower() == "auto":
@@ -103,15 +108,11 @@ def main(argv=None) -> int:
         result = export(args.weights, ExportOptions(**{k: v for k, v in vars(args).items()
                                                        if k in ExportOptions.field_names()}))
     except (ExportUsageError, VerificationError) as exc:
-        print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     except OSError as exc:
-        print(f"cmunext-export: error: could not write the artifact ({exc}); nothing was left behind",
-              file=sys.stderr)
-        return 2
+        return fail(PROG, f"could not write the artifact ({exc}); nothing was left behind")
     if args.json:
         print(json.dumps({"artifact": str(result.artifact), "files": [str(f) for f in result.files],
                           "manifest": str(result.manifest), "target": result.target,
@@ -122,21 +123,23 @@ def main(argv=None) -> int:
         print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
     if args.bundle:
         from cmunext_edge.cli.bundle import run as make_bundle
-        return make_bundle(result.artifact, device=args.device or "cpu")
+        return make_bundle(result.artifact, device=args.device or "cpu", sign_key=args.sign_key)
     return 0
 
 
 def _auto(args) -> int:
     from cmunext_edge.export.auto import run_auto
+    from cmunext_edge.export.pipeline import check_sign_key
     try:
+        check_sign_key(args.sign_key)
         rep = run_auto(args.weights, device=(args.device or "CPU").upper(), max_dice_drop=args.max_dice_drop,
                        out=args.out if args.out != "exports" else "exports/auto", data=args.verify_data,
                        split=args.split, eval_size=args.verify_size, calib=args.calib, calib_size=args.calib_size,
                        candidates=args.candidates.split(",") if args.candidates else None, threads=args.threads,
                        agreement_floor=args.agreement_floor)
-    except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 2
+    except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError,
+            ExportUsageError) as exc:
+        return fail(PROG, str(exc))
     stream = sys.stderr if args.json else sys.stdout
     if args.json:
         print(json.dumps(rep, indent=2))
@@ -144,6 +147,9 @@ def _auto(args) -> int:
     if not rep["winner"]:
         print("cmunext-export: no candidate is within the Dice budget; nothing was chosen", file=sys.stderr)
         return 2
+    if args.sign_key:
+        from cmunext_edge.artifacts.signing import sign_artifact
+        print(f"signed: {sign_artifact(rep['artifact'], args.sign_key)}", file=stream)
     print(f"chosen: {rep['winner']} -> {rep['artifact']}\nreport: {', '.join(rep['report_files'])}\n"
           f"next:\n  cmunext-bench {rep['artifact']}", file=stream)
     return 0

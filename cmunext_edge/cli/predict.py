@@ -9,10 +9,18 @@ overlay tints and outlines each class in its own colour (class 0 orange, 1 sky b
 green, ...; the key in <out>/legend.png), and scores.csv, the printed lines and --summary-json add
 per-class Dice/IoU (dice_class<k> ...; per_class_dice ...).
 An exported artifact is verified before use (files against manifest.json or its embedded
-hash, then its self-test; --no-verify-load skips this). Unreadable or oversized images
+hash, then its self-test; --no-verify-load skips this); with --trusted-key (or
+$CMUNEXT_TRUSTED_KEYS) it must also be signed by a trusted key, checked before it is read
+(docs/signing.md). Unreadable or oversized images
 (--max-pixels) are skipped and reported; a full disk stops the job cleanly.
 Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
 (usage, output folder, weights, artifact); 130 interrupted.
+
+DICOM: .dcm/.dicom files (or files with the DICOM preamble), alone or mixed with other images,
+are converted as docs/dicom.md describes (needs the [dicom] extra); a multi-frame object (cine loop)
+gives one mask per frame (<name>_frame0001.png, ...). Each DICOM instance also gets a DICOM
+Segmentation, <out>/seg/<name>.seg.dcm (--dicom-seg series: one per series; off: none), binary or
+fractional (--seg-type), one segment per class (--seg-codes; default: lesion).
 
 Video: a video file, a folder of videos, a camera index (0) or a stream URL (rtsp://, http://)
 is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png (or
@@ -28,11 +36,11 @@ import time
 from pathlib import Path
 
 from cmunext_edge.data.discovery import discover
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.predict.scores import row_classes
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
-from cmunext_edge.cli.common import cli_main, fail, make_parser
+from cmunext_edge.cli.common import cli_main, fail, make_parser, signature_note, trust_preflight
+from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -46,7 +54,7 @@ PROG = "cmunext-predict"
 
 def build_parser():
     p = make_parser(PROG, __doc__, EXAMPLE)
-    p.add_argument("source", help="image file, folder of images, or official-layout dataset")
+    p.add_argument("source", help="image or DICOM file, folder of images, or official-layout dataset")
     p.add_argument("--weights", default=None,
                    help="checkpoint or exported artifact, or a shipped model name (default: the shipped model)")
     p.add_argument("--out", required=True, help="output folder")
@@ -58,7 +66,7 @@ def build_parser():
                    help="parallel inference requests, one model instance each (default 1)")
     p.add_argument("--no-overlay", action="store_true", help="write masks only")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="ray: Ray Data actors, resumable (needs the [ray] extra; see README)")
+                   help="ray: Ray Data actors, resumable (needs the [ray] extra; see docs/scale-out.md)")
     p.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--actors", type=int, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
@@ -67,7 +75,20 @@ def build_parser():
                         f"(default {DEFAULT_MAX_PIXELS:,}); larger ones are skipped and reported")
     p.add_argument("--no-verify-load", dest="verify", action="store_false",
                    help="do not check the artifact's sha256 and self-test before use (not recommended)")
+    p.add_argument("--trusted-key", action="append", metavar="PUB.pem",
+                   help="trust policy: run the model only if it is signed by this public key (repeat for "
+                        "several; default $CMUNEXT_TRUSTED_KEYS); refused otherwise, exit 2")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
+    d = p.add_argument_group("DICOM inputs (the [dicom] extra)")
+    d.add_argument("--dicom-seg", choices=["instance", "series", "off"], default="instance",
+                   help="DICOM SEG output: one per source instance (default), one per series of "
+                        "single-frame instances, or none")
+    d.add_argument("--seg-type", choices=["binary", "fractional"], default="binary",
+                   help="binary: the thresholded masks; fractional: the probabilities (8 bit; also "
+                        "written as <out>/probabilities/*.png)")
+    d.add_argument("--seg-codes", type=Path,
+                   help="JSON list, one entry per class: {label, category: [code value, scheme, meaning], "
+                        "type: [...]} (default: lesion, SNOMED CT)")
     v = p.add_argument_group("video, camera and streams")
     v.add_argument("--mask-video", action="store_true",
                    help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
@@ -111,9 +132,8 @@ def _check_args(args) -> str | None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge.predict.overlay import describe_colors
-    from cmunext_edge.predict.job import run_job, write_reports
-    from cmunext_edge.data.groundtruth import classes_problem
-    from cmunext_edge.core.preprocess import ImageReadError
+    from cmunext_edge.predict.job import run_job, unique_names
+    from cmunext_edge.data.groundtruth import classes_check
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     from cmunext_edge.predict.video import is_video_source, videos_in
     if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
@@ -121,7 +141,8 @@ def main(argv=None) -> int:
         from cmunext_edge.cli.predict_video import run_video
         return run_video(args)
     try:
-        samples = discover(args.source, args.split)
+        samples = unique_names(discover(args.source, args.split, args.max_pixels))
+        args.seg_options = seg_options(args)
     except (FileNotFoundError, ValueError) as exc:
         return fail(PROG, str(exc))
     if not samples:
@@ -130,20 +151,21 @@ def main(argv=None) -> int:
     if problem:
         return fail(PROG, problem)
     if args.engine == "ray":
-        from cmunext_edge.scale.ray_predict import predict_with_ray
+        from cmunext_edge.cli.predict_ray import predict_with_ray
+        problem, note = trust_preflight(args.weights, args.trusted_key)
+        if problem:
+            return fail(PROG, problem)
+        print(note)
         return predict_with_ray(args, samples)
     try:
         segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
-                                    verify=args.verify, max_pixels=args.max_pixels)
+                                    verify=args.verify, max_pixels=args.max_pixels, trusted_keys=args.trusted_key)
                       for _ in range(args.workers)]
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
     classes = segmenters[0].backend.num_classes
-    try:
-        problem = classes_problem(samples, classes)
-    except ImageReadError:
-        problem = None          # an unreadable label image is skipped and reported with its image
-    if problem:
+    problem = classes_check(samples, classes, args.source, unusable=None)   # an unreadable label image
+    if problem:                                                            # is skipped and reported
         return fail(PROG, problem)
     info = segmenters[0].describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
@@ -153,42 +175,13 @@ def main(argv=None) -> int:
         print(f"note: {info['fallback']}")
     if not args.verify:
         print("note: --no-verify-load: the artifact's integrity and self-test were not checked")
+    print(signature_note(info))
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
-        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
-    return _report(args, result, time.perf_counter() - started, write_reports)
-
-
-def _class_dice(row: dict) -> list[float]:
-    """The per-class Dice of a scores row (empty for a one-class model)."""
-    return [row[f"dice_class{k}"] for k in range(row_classes(row))] if row_classes(row) > 1 else []
-
-
-def _report(args, result, elapsed: float, write_reports) -> int:
-    try:
-        summary = write_reports(result, Path(args.out), args.summary_json)
-    except OSError as exc:
-        summary = result.summary()
-        result.stopped = result.stopped or f"could not write the reports ({exc.strerror or exc})"
-    if not args.quiet:
-        for row in result.rows:
-            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}{format_class_dice(_class_dice(row))}"
-                      if row["dice"] is not None else "no ground truth")
-            print(f"  {row['name']:<24} {scores}")
-    for item in result.skipped:
-        print(f"skipped: {item['error']}", file=sys.stderr)
-    line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
-            f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {args.out}")
-    if summary["mean_dice"] is not None:
-        line += (f"\nmean Dice {summary['mean_dice']:.4f}{format_class_dice(summary.get('per_class_dice'))}"
-                 f"  mean IoU {summary['mean_iou']:.4f} (official metric, {summary['n_with_masks']} images "
-                 f"with masks; at original resolution Dice {summary['mean_dice_original']:.4f}"
-                 f"{format_class_dice(summary.get('per_class_dice_original'))})")
-    print(line)
-    if result.stopped:
-        print(f"{PROG}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
-              f"counted above have all their outputs on disk, the others none", file=sys.stderr)
-    return 1 if (result.skipped or result.stopped) else 0
+        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar,
+                         write_probabilities=fractional(args))
+    dicom_segs(args, samples, result, info["precision"])
+    return report_job(result, args.out, args.summary_json, time.perf_counter() - started, quiet=args.quiet)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 POST the image file's bytes to /segment: the answer is JSON with the mask as a base64 PNG,
 its area, the timings and the precision that ran (?format=png: the PNG, JSON in the
-X-Segmentation header). Requests are batched per replica; bad input gets a 4xx with a message.
+X-Segmentation header). A DICOM body (Content-Type: application/dicom) is answered with a DICOM
+Segmentation of all its frames (the [dicom] extra; docs/dicom.md). Requests are batched per
+replica; bad input gets a 4xx with a message.
 Needs the ray extra: pip install "cmunext-edge[ray]".
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from cmunext_edge.cli.common import fail, make_parser
 
@@ -17,6 +20,7 @@ EXAMPLE = """examples:
   cmunext-serve exports/cmunext-s-busi_fp32_dynamic.onnx --replicas 2 --port 8000
   curl --data-binary @scan.png http://127.0.0.1:8000/segment
   curl --data-binary @scan.png "http://127.0.0.1:8000/segment?format=png" -o mask.png
+  curl -H "Content-Type: application/dicom" --data-binary @us.dcm http://127.0.0.1:8000/segment -o us.seg.dcm
   curl http://127.0.0.1:8000/health
   cmunext-serve model.onnx --address auto --host 0.0.0.0      (on a running Ray cluster's head)"""
 
@@ -33,6 +37,9 @@ def build_parser():
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
     p.add_argument("--max-bytes", type=int, default=20 << 20, help="request body limit (default 20 MiB)")
     p.add_argument("--threads", type=int, help="inference threads per replica (ONNX Runtime, OpenVINO)")
+    p.add_argument("--trusted-key", action="append", metavar="PUB.pem", help="trust policy: serve the artifact "
+                   "only if it is signed by this public key (checked before Ray starts and in every replica; "
+                   "repeat for several; default $CMUNEXT_TRUSTED_KEYS); exit 2 otherwise")
     return p
 
 
@@ -41,15 +48,23 @@ def main(argv=None) -> int:
     if min(args.replicas, args.max_batch, args.max_bytes) < 1:
         return fail("cmunext-serve", "--replicas, --max-batch and --max-bytes must be >= 1")
     from cmunext_edge._deps import MissingDependencyError
+    from cmunext_edge.cli.common import trust_preflight
+    try:
+        problem, note = trust_preflight(args.artifact, args.trusted_key)
+    except (ValueError, OSError, ImportError) as exc:         # an unusable key, a missing extra
+        problem = str(exc)
+    if problem:
+        return fail("cmunext-serve", problem)
     try:
         from cmunext_edge.scale import serve
         url = serve.start(args.artifact, host=args.host, port=args.port, address=args.address,
                           device=args.device, replicas=args.replicas, max_batch=args.max_batch,
-                          batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads)
+                          batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads,
+                          trusted_keys=[str(Path(k).resolve()) for k in args.trusted_key or []] or None)
     except (MissingDependencyError, FileNotFoundError) as exc:
         return fail("cmunext-serve", str(exc), 1)
     print(f"serving {args.artifact} with {args.replicas} replica(s): POST {url}/segment, GET {url}/health "
-          f"(Ctrl-C stops)", flush=True)
+          f"(Ctrl-C stops)\n{note}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:

@@ -10,7 +10,10 @@ not all be written has none left on disk; a full (or read-only) disk stops the j
 input not processed is reported with its reason, so the summary matches what is on disk.
 
 Several classes: masks/<name>_class<k>.png per class, one colour overlay (overlay.py: one palette
-colour per class, key in <out>/legend.png), per-class scores (predict_scores.py).
+colour per class, key in <out>/legend.png), per-class scores (scores.py).
+
+`report_job` is what a finished job says (local and Ray jobs alike): rows, summary, skipped files
+and the exit code.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import csv
 import errno
 import json
 import queue
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -28,8 +32,8 @@ import numpy as np
 
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.fileio import atomic_path
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.core.metrics import mean_scores
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.metrics import format_class_dice, mean_scores
 from cmunext_edge.predict.overlay import legend, overlay
 from cmunext_edge.predict.scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
@@ -76,11 +80,14 @@ def unique_names(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def mask_images(name: str, mask: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """(file name, 0/255 image) of a mask: one file, or one per class for several classes."""
+def mask_images(name: str, mask: np.ndarray, scale: bool = True) -> list[tuple[str, np.ndarray]]:
+    """(file name, 0/255 image) of a mask: one file, or one per class for several classes
+    (`scale=False`: the per-class planes as they are, e.g. probabilities)."""
+    def image(plane):
+        return plane.astype(np.uint8) * 255 if scale else plane
     if mask.ndim == 2 or mask.shape[2] == 1:
-        return [(f"{name}.png", mask.reshape(mask.shape[:2]).astype(np.uint8) * 255)]
-    return [(f"{name}_class{k}.png", mask[..., k].astype(np.uint8) * 255) for k in range(mask.shape[2])]
+        return [(f"{name}.png", image(mask.reshape(mask.shape[:2])))]
+    return [(f"{name}_class{k}.png", image(mask[..., k])) for k in range(mask.shape[2])]
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -99,9 +106,9 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
         if stop.is_set():
             break
         try:
-            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels))))
+            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels, frame=s.frame))))
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(s.image), "error": str(exc)})
+            skipped.append({"path": str(s.image), "name": s.name, "error": str(exc)})
             out_q.put(None)   # progress tick for the skipped file
             continue
         if len(batch) == batch_size:
@@ -112,7 +119,7 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
     out_q.put(StopIteration)
 
 
-def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
+def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool, write_probabilities: bool = False):
     """Segment one decoded batch and write its outputs -> (rows, skipped)."""
     rows, skipped, spec = [], [], segmenter.spec
     segs = segmenter.segment_batch([bgr for _, bgr in batch], batch_size=len(batch))
@@ -122,19 +129,24 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
                "infer_ms": round(seg.timings["infer_ms"], 3)}
         try:
             row.update(score_fields(sample, seg, spec.size))
-            _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays)
+            _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays,
+                           seg.probability if write_probabilities else None)
         except OutputError:
             raise
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(sample.image), "error": str(exc)})
+            skipped.append({"path": str(sample.image), "name": sample.name, "error": str(exc)})
         else:
             rows.append(row)
     return rows, skipped
 
 
-def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool) -> None:
-    """All files of one image, or none: a failed write removes those already written."""
+def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool, probability=None) -> None:
+    """All files of one image, or none: a failed write removes those already written.
+    `probability` (for fractional DICOM SEG): probabilities/<name>.png, 8 bit (round(p * 255))."""
     files = [(out_dir / "masks" / f, img) for f, img in mask_images(name, mask)]
+    if probability is not None:
+        files += [(out_dir / "probabilities" / f, np.rint(p.astype(np.float32) * 255).astype(np.uint8))
+                  for f, p in mask_images(name, probability, scale=False)]
     if write_overlays:
         files.append((out_dir / "overlays" / f"{name}.png", overlay(bgr, mask)))
     written = []
@@ -151,7 +163,7 @@ def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool) ->
 
 
 def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 8,
-            write_overlays: bool = True, progress=None) -> JobResult:
+            write_overlays: bool = True, progress=None, write_probabilities: bool = False) -> JobResult:
     """Segment `samples` with one segmenter, or several in parallel (one request each).
 
     A reader thread decodes ahead; each batch goes to whichever segmenter is free, so
@@ -177,14 +189,15 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
             return
         seg = idle.get()
         try:
-            rows, skipped = _process_batch(seg, batch, out_dir, write_overlays)
+            rows, skipped = _process_batch(seg, batch, out_dir, write_overlays, write_probabilities)
         except OutputError as exc:
             with lock:
                 result.stopped = result.stopped or str(exc)
             stop.set()
             return
         except Exception as exc:  # the batch failed in the backend: its images are reported
-            rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
+            rows, skipped = [], [{"path": str(s.image), "name": s.name, "error": f"inference failed: {exc}"}
+                                 for s, _ in batch]
         finally:
             idle.put(seg)
         with lock:
@@ -218,10 +231,11 @@ def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
 
 
 def _report_unprocessed(result: JobResult, samples: list[Sample]) -> None:
-    done = {r["image"] for r in result.rows} | {s["path"] for s in result.skipped}
+    """Every sample (a file, or one frame of a multi-frame DICOM file) has a row or a reason."""
+    done = {r["name"] for r in result.rows} | {s.get("name", s["path"]) for s in result.skipped}
     reason = f"not processed: the job stopped ({result.stopped})" if result.stopped else "not processed"
-    result.skipped.extend({"path": str(s.image), "error": f"{s.image}: {reason}"}
-                          for s in samples if str(s.image) not in done)
+    result.skipped.extend({"path": str(s.image), "name": s.name, "error": f"{s.image}: {reason}"}
+                          for s in samples if s.name not in done)
 
 
 def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -> dict:
@@ -244,3 +258,38 @@ def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -
     if classes >= 2 and (Path(out_dir) / "overlays").is_dir():
         write_png(Path(out_dir) / "legend.png", legend(classes))    # the overlay's colour key
     return summary
+
+
+def _class_dice(row: dict) -> list[float]:
+    """The per-class Dice of a scores row (empty for a one-class model)."""
+    return [row[f"dice_class{k}"] for k in range(row_classes(row))] if row_classes(row) > 1 else []
+
+
+def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float, *, quiet: bool = False,
+               prog: str = "cmunext-predict") -> int:
+    """Write the reports into `out`, print the rows (unless `quiet`) and the summary; the exit
+    code: 0 all done, 1 when some images were skipped or the job stopped early."""
+    try:
+        summary = write_reports(result, Path(out), summary_json)
+    except OSError as exc:
+        summary = result.summary()
+        result.stopped = result.stopped or f"could not write the reports ({exc.strerror or exc})"
+    if not quiet:
+        for row in result.rows:
+            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}{format_class_dice(_class_dice(row))}"
+                      if row["dice"] is not None else "no ground truth")
+            print(f"  {row['name']:<24} {scores}")
+    for item in result.skipped:
+        print(f"skipped: {item['error']}", file=sys.stderr)
+    line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
+            f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {out}")
+    if summary["mean_dice"] is not None:
+        line += (f"\nmean Dice {summary['mean_dice']:.4f}{format_class_dice(summary.get('per_class_dice'))}"
+                 f"  mean IoU {summary['mean_iou']:.4f} (official metric, {summary['n_with_masks']} images "
+                 f"with masks; at original resolution Dice {summary['mean_dice_original']:.4f}"
+                 f"{format_class_dice(summary.get('per_class_dice_original'))})")
+    print(line)
+    if result.stopped:
+        print(f"{prog}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
+              f"counted above have all their outputs on disk, the others none", file=sys.stderr)
+    return 1 if (result.skipped or result.stopped) else 0

@@ -8,6 +8,9 @@ inference, create one EdgeSegmenter per thread.
 Verified load: an exported artifact is checked before its first inference (its files against
 manifest.json or the embedded content hash, then its embedded self-test; see integrity.py);
 a mismatch raises integrity.IntegrityError. `verify=False` skips this, for those who know why.
+Trust policy: with `trusted_keys=[PUB.pem, ...]` (or $CMUNEXT_TRUSTED_KEYS) the artifact runs only
+if its files carry a valid signature by one of those keys (artifacts/signing.py), checked before the
+runtime reads them; `describe()["signature"]` says what was found ("unsigned" without a policy).
 Image files are measured from their header before decoding and refused above `max_pixels`
 (imagecheck.DEFAULT_MAX_PIXELS by default; None for no limit).
 """
@@ -20,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.preprocess import ImageReadError, is_image_source, load_image, to_bgr_uint8
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend
 
@@ -38,13 +41,15 @@ class Segmentation:
 class EdgeSegmenter:
     def __init__(self, artifact: str | Path | None = None, device: str = "cpu",
                  strict_device: bool = False, verify: bool = True,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, **backend_options):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, trusted_keys=None, **backend_options):
         """`artifact`: a checkpoint, an exported artifact, a shipped model name, or None (default model).
         `verify`: check the artifact's hash and self-test before use; `max_pixels`: largest image
-        file decoded; `backend_options`: as declared for its backend (runtime.registry)."""
+        file decoded; `trusted_keys`: public keys (PEM paths) the artifact must be signed by (default
+        $CMUNEXT_TRUSTED_KEYS; none: no trust policy); `backend_options`: as declared for its backend
+        (runtime.registry)."""
         path = resolve_weights(artifact)
         self.backend = open_backend(path, device=device, strict_device=strict_device, verify=verify,
-                                    **backend_options)
+                                    trusted_keys=trusted_keys, **backend_options)
         self.spec = self.backend.spec
         self.max_pixels = max_pixels
         self.verification = getattr(self.backend, "verification", None)
@@ -61,8 +66,24 @@ class EdgeSegmenter:
 
     # --- public API -----------------------------------------------------------------
     def segment(self, image, channel_order: str = "bgr") -> Segmentation:
-        """One image (path or array; arrays are BGR unless channel_order='rgb')."""
+        """One image (a path, a single-frame pydicom Dataset, or an array; arrays are BGR unless
+        channel_order='rgb'). A multi-frame DICOM object goes through `segment_frames`."""
         return self.segment_batch([image], channel_order=channel_order, batch_size=1)[0]
+
+    def segment_frames(self, dicom, batch_size: int = 8) -> list[Segmentation]:
+        """Every frame of a DICOM file or pydicom Dataset (single- or multi-frame), in frame order."""
+        from cmunext_edge._deps import MissingDependencyError
+        from cmunext_edge.core.dicom import DicomError, read_frames
+        try:
+            frames = read_frames(dicom, self.max_pixels)
+        except DicomError as exc:
+            raise ImageReadError(str(exc)) from None
+        except MissingDependencyError as exc:
+            raise ImageReadError(f"DICOM input: {exc}") from None
+        results = self.segment_batch(frames, batch_size=batch_size)
+        for r in results:
+            r.source = None if not isinstance(dicom, (str, Path)) else str(dicom)
+        return results
 
     def segment_batch(self, images, channel_order: str = "bgr", batch_size: int = 8) -> list[Segmentation]:
         """Several images; they are inferred `batch_size` at a time."""
@@ -109,10 +130,10 @@ class EdgeSegmenter:
         t0 = time.perf_counter()
         bgrs, sources = [], []
         for img in images:
-            is_path = isinstance(img, (str, Path))
+            is_path = is_image_source(img)            # a file path or a pydicom Dataset
             bgrs.append(to_bgr_uint8(load_image(img, self.max_pixels) if is_path else img,
                                      "bgr" if is_path else channel_order))
-            sources.append(str(img) if is_path else None)
+            sources.append(str(img) if isinstance(img, (str, Path)) else None)
         batch = np.stack([self.spec.preprocess(b) for b in bgrs])
         t1 = time.perf_counter()
         with self._lock:

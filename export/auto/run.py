@@ -1,7 +1,7 @@
 """`cmunext-export --target auto`: build every candidate artifact for a device, measure it, keep
 the fastest one within a Dice budget, and report every candidate with why it was kept or not.
 
-Candidates are data (one table, `auto_candidates.CANDIDATES`): backend x precision x quantization options x exact
+Candidates are data (one table, `candidates.CANDIDATES`): backend x precision x quantization options x exact
 graph rewrites x runtime settings. Each is exported by the normal `export()` pipeline (verified,
 self-test embedded, written atomically), with its runtime settings stored in the artifact so that
 `EdgeSegmenter.from_artifact(path)` runs it as it was measured. Then all candidates are opened at
@@ -14,7 +14,6 @@ The budget is the only acceptance criterion (the mask agreement with PyTorch is 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -32,30 +31,11 @@ from cmunext_edge.core.metrics import format_class_dice
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend
 from cmunext_edge.checkpoints.weights import load_checkpoint
-from cmunext_edge.export.auto_candidates import CANDIDATES, QUICK, Candidate, candidates_for  # noqa: F401 (API)
+from cmunext_edge.export.auto.candidates import Candidate, candidates_for
+from cmunext_edge.export.calibration import load_eval_set
+from cmunext_edge.export.manifest import read_manifest, write_manifest
 from cmunext_edge.export.verify import compare, reference_logits
 from cmunext_edge.export.verify_data import shipped_model_name
-
-
-def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1):
-    """Evaluation images (with C x H x W ground truth of `num_classes` classes) of an official-layout
-    dataset, optionally one split's list (a names file, or a training split.json: its "val" list);
-    `limit` of them drawn with `seed` by the calibration sampler (`data.seeded_sample`). Without
-    data, the bundled samples (one class: no ground truth for a model with several)."""
-    from cmunext_edge.data.discovery import discover, seeded_sample
-    from cmunext_edge.data.groundtruth import load_truth
-    from cmunext_edge.export.calibration import CalibrationSet, check_classes, make_calibration_set
-    if data is None:
-        return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
-    from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
-    samples = discover(data, split)
-    check_classes(samples, num_classes, data)
-    samples = seeded_sample(samples, limit, seed)
-    if split is not None and str(split).endswith(".json"):
-        split = f"{split}:val"
-    inputs = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in samples]).astype(np.float32)
-    masks = [load_truth(s, num_classes, spec.size) if s.mask else None for s in samples]
-    return CalibrationSet(f"{data}" + (f" (split {split})" if split else ""), seed, spec, samples, inputs, masks)
 
 
 class CandidateStatus(str, Enum):
@@ -165,7 +145,7 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
               "pytorch_fp32_p50_ms": torch_ms, "winner": winner.name if winner else None,
               "artifact": str(chosen) if chosen else None, "candidates": [_row_json(r) for r in rows],
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **_machine()}
-    from cmunext_edge.export.auto_report import write_report
+    from cmunext_edge.export.auto.report import write_report
     report["report_files"] = [str(p) for p in write_report(report, out / "auto_report")]
     return report
 
@@ -323,12 +303,10 @@ def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0
 def _publish_winner(out: Path, winner) -> Path:
     """Copy the winner's files (and manifest entry) from its candidate folder to `out`."""
     src = Path(winner.artifact)
-    manifest = json.loads((src.parent / "manifest.json").read_text())
-    entry = manifest["artifacts"][src.name]
+    entry = read_manifest(src.parent)["artifacts"][src.name]
     for f in sorted(entry["files"], key=lambda f: f["name"] == src.name):   # entry file last
         with atomic_path(out / f["name"]) as tmp:
             shutil.copy2(src.parent / f["name"], tmp)
-    from cmunext_edge.export.manifest import write_manifest
     write_manifest(out, src.name, {**entry, "auto": {
         "candidate": winner.name, "p50_ms": winner.p50_ms, "images_per_s": winner.images_per_s,
         "dice": winner.dice, "dice_drop_points": winner.dice_drop_points,
