@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
+from cmunext_edge.core.agreement import BAD_IMAGE, GATES, min_images
 from cmunext_edge.bench.timing import (alternating_rounds, measure_throughput, time_calls, torch_threads)
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import format_class_dice
@@ -34,28 +35,53 @@ from cmunext_edge.runtime.registry import open_backend
 from cmunext_edge.checkpoints.weights import load_checkpoint
 from cmunext_edge.export.auto_candidates import CANDIDATES, QUICK, Candidate, candidates_for  # noqa: F401 (API)
 from cmunext_edge.export.verify import compare, reference_logits
-from cmunext_edge.export.verify_data import shipped_model_name
+from cmunext_edge.export.quiet import quiet_toolchains
+from cmunext_edge.export.verify_data import (
+    HELD_OUT, VERIFY_DATA, overlap_warnings, overlaps, plan_verification, shipped_model_name, short_source)
 
 
-def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1):
+def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1,
+                  exclude=()):
     """Evaluation images (with C x H x W ground truth of `num_classes` classes) of an official-layout
     dataset, optionally one split's list (a names file, or a training split.json: its "val" list);
-    `limit` of them drawn with `seed` by the calibration sampler (`data.seeded_sample`). Without
-    data, the bundled samples (one class: no ground truth for a model with several)."""
+    `limit` of them drawn with `seed` by the calibration sampler (`data.seeded_sample`), the names
+    in `exclude` (the calibration images) left out. Without data, the bundled samples (one class:
+    no ground truth for a model with several)."""
     from cmunext_edge.data.discovery import discover, seeded_sample
     from cmunext_edge.data.groundtruth import load_truth
     from cmunext_edge.export.calibration import CalibrationSet, check_classes, make_calibration_set
     if data is None:
         return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
-    from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
-    samples = discover(data, split)
+    samples = [s for s in discover(data, split) if s.name not in set(exclude)]
     check_classes(samples, num_classes, data)
     samples = seeded_sample(samples, limit, seed)
     if split is not None and str(split).endswith(".json"):
         split = f"{split}:val"
-    inputs = np.stack([spec.preprocess(to_bgr_uint8(load_image(s.image))) for s in samples]).astype(np.float32)
+    inputs = np.stack([spec(s.image) for s in samples]).astype(np.float32)
     masks = [load_truth(s, num_classes, spec.size) if s.mask else None for s in samples]
     return CalibrationSet(f"{data}" + (f" (split {split})" if split else ""), seed, spec, samples, inputs, masks)
+
+
+def _eval_plan(weights, ckpt, opts, log):
+    """(data, split, calibration names excluded) of the evaluation images: --verify-data (its
+    --split, or the model's validation list), else a shipped model's held-out images; held out
+    from the calibration images, which a given dataset is warned about overlapping."""
+    from cmunext_edge.data.discovery import discover, seeded_sample
+    from cmunext_edge.resources import SAMPLES_DIR
+    plan = plan_verification(opts.data, opts.calib, ckpt.sha256, opts.split, weights)
+    calib_src = opts.calib if opts.calib is not None else SAMPLES_DIR
+    try:
+        calib_names = [s.name for s in seeded_sample(discover(calib_src), opts.calib_size, 0)]
+    except (FileNotFoundError, ValueError):
+        calib_names = []
+    if plan.origin == HELD_OUT:
+        return plan, plan.source, None, calib_names
+    if plan.origin != VERIFY_DATA:
+        return plan, opts.data, opts.split, ()
+    names = [s.name for s in discover(plan.source, plan.split)]
+    for warning in overlap_warnings(overlaps(names, calib_names, plan), plan, len(names)):
+        log(warning)
+    return plan, plan.source, plan.split, ()
 
 
 class CandidateStatus(str, Enum):
@@ -87,6 +113,14 @@ class Measured:
     dice_drop_points: float | None = None
     agreement: float | None = None
     per_class_dice: list | None = None    # several classes only (report JSON drops it for one)
+    worst: float | None = None            # the worst image's agreement, and which image
+    worst_image: str | None = None
+    n_bad: int | None = None              # images below core.agreement.BAD_IMAGE agreement
+    bad_upper95: float | None = None      # 95% upper bound on the share of such images
+    faithful: bool | None = None          # the precision's agreement gate (mean and tail floors)
+    verified: bool | None = None          # faithful on enough images for the tail claim
+    gate_failure: str | None = None
+    verification: dict | None = field(default=None, repr=False)   # written into the winner's manifest
     device: str | None = None
     export_s: float | None = None
     throughput_setting: str | None = None
@@ -140,13 +174,15 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     weights, out = resolve_weights(weights), Path(opts.out)
     ckpt = load_checkpoint(weights)
     model = ckpt.build()
-    evals = load_eval_set(opts.data, opts.split, ckpt.spec, opts.eval_size, num_classes=ckpt.info.num_classes)
+    plan, data, split, exclude = _eval_plan(weights, ckpt, opts, log)
+    evals = load_eval_set(data, split, ckpt.spec, opts.eval_size, num_classes=ckpt.info.num_classes,
+                          exclude=exclude)
+    evals.plan = plan
     if opts.data is None and not shipped_model_name(ckpt.sha256):
         log("warning: no evaluation data (--verify-data): Dice and the Dice budget are measured on "
             "the bundled BUSI samples, which are not this model's domain; pass --verify-data your_dataset/")
-    if opts.calib is None:
-        log("note: INT8 candidates calibrate on the bundled samples (taken from the shipped model's "
-            "validation split); pass training images as calib for a clean Dice budget")
+    log(f"evaluation: {len(evals)} images of {evals.source}"
+        + (f" (the {len(exclude)} calibration images left out)" if exclude else ""))
     reference = reference_logits(model, evals.inputs)
     rows, backends = _build_and_score(weights, opts, evals, reference, out, log)
     torch_fig = compare(reference, reference, evals.masks, "fp32")
@@ -156,14 +192,18 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     winner = select(rows, opts.max_dice_drop, opts.device, agreement_floor=opts.agreement_floor)
     for be in backends.values():
         be.close()
-    chosen = _publish_winner(out, winner) if winner else None
+    chosen = _publish_winner(out, winner, evals) if winner else None
     report = {"schema": "cmunext-auto/1", "weights": str(weights), "variant": ckpt.info.variant,
               "device": opts.device.upper(), "max_dice_drop_points": opts.max_dice_drop, "threads": opts.threads,
               "agreement_floor": AGREEMENT_THRESHOLDS if opts.agreement_floor else None,
-              "eval_set": {"source": evals.source, "n_images": len(evals)}, "pytorch_fp32_dice": torch_dice,
+              "eval_set": {"source": evals.source, "n_images": len(evals), "origin": plan.origin,
+                           "held_out": plan.held_out, "calibration_excluded": len(exclude)},
+              "gates": {p: {"mean": g.mean, "tail": g.tail, "min_images": min_images(p)} for p, g in GATES.items()},
+              "pytorch_fp32_dice": torch_dice,
               **_per_class("pytorch_fp32_per_class_dice", torch_fig.get("per_class_dice_vs_ground_truth")),
               "pytorch_fp32_p50_ms": torch_ms, "winner": winner.name if winner else None,
-              "artifact": str(chosen) if chosen else None, "candidates": [_row_json(r) for r in rows],
+              "artifact": str(chosen) if chosen else None, "why": selection_note(rows, winner),
+              "candidates": [_row_json(r) for r in rows],
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **_machine()}
     from cmunext_edge.export.auto_report import write_report
     report["report_files"] = [str(p) for p in write_report(report, out / "auto_report")]
@@ -177,6 +217,7 @@ def _per_class(key: str, values) -> dict:
 
 def _row_json(row: Measured) -> dict:
     d = asdict(row)
+    d.pop("verification")
     return d if d["per_class_dice"] is not None else {k: v for k, v in d.items() if k != "per_class_dice"}
 
 
@@ -206,8 +247,9 @@ def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, lo
         log(f"[{len(rows)}] {cand.name}: exporting {cand.target} {cand.precision} ...")
         t0 = time.perf_counter()
         try:
-            result = export_candidate(weights, cand, out / "candidates", opts.calib, opts.calib_size,
-                                      opts.threads, opts.max_dice_drop, quiet)
+            with quiet_toolchains():
+                result = export_candidate(weights, cand, out / "candidates", opts.calib, opts.calib_size,
+                                          opts.threads, opts.max_dice_drop, quiet)
             row.artifact, row.export_s = str(result.artifact), round(time.perf_counter() - t0, 1)
             be = open_backend(result.artifact, device=opts.device.lower())
             logits = np.concatenate([be.infer(x[None]) for x in evals.inputs])
@@ -215,14 +257,28 @@ def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, lo
             row.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             log(f"    failed: {row.reason}")
             continue
-        fig = compare(logits, reference, evals.masks, cand.precision)
+        fig = compare(logits, reference, evals.masks, cand.precision, [s.name for s in evals.samples])
+        _record_gate(row, fig, evals)
         row.dice, row.agreement, row.device = fig["dice_vs_ground_truth"], fig["mask_dice_agreement"], be.device
         row.per_class_dice = fig.get("per_class_dice_vs_ground_truth")
         row.dice_drop_points = 100.0 * (fig["dice_vs_ground_truth_pytorch"] - row.dice) if row.dice is not None else None
         backends[cand.name] = be
         log(f"    Dice {'-' if row.dice is None else format(row.dice, '.4f') + format_class_dice(row.per_class_dice)}"
-            f", agreement {row.agreement:.4f}")
+            f", agreement {row.agreement:.4f}, worst {row.worst:.3f} ({row.worst_image}), {row.n_bad} of "
+            f"{len(evals)} below {BAD_IMAGE} (95% bound {100 * row.bad_upper95:.1f}%)")
     return rows, backends
+
+
+def _record_gate(row: Measured, fig: dict, evals) -> None:
+    """The candidate's agreement record (distribution, bounds, gate) on the evaluation images."""
+    d = fig["distribution"]
+    row.worst, row.worst_image, row.n_bad = d["worst"], str(d["worst_image"]), d["n_bad"]
+    row.bad_upper95, row.faithful, row.verified = d["bad_share_upper95"], fig["passed"], fig["verified"]
+    row.gate_failure = fig["failure"]
+    plan = getattr(evals, "plan", None)
+    row.verification = {**{k: v for k, v in fig.items()}, "source": evals.manifest(),
+                        "data": {**(plan.as_dict() if plan else {}), "label": short_source(plan) if plan else
+                                 evals.source, "overlap": {}}}
 
 
 def skip_reason(cand: Candidate, calib) -> str | None:
@@ -279,11 +335,13 @@ def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0
            agreement_floor: bool = True):
     """Mark every row kept / within budget / rejected with its reason; return the winner or None.
 
-    The winner is the fastest candidate within the budget; candidates within `tie_pct` percent of
-    the fastest p50 are a tie (timing noise), which the smaller Dice drop breaks. With
-    `agreement_floor` (default) a candidate must also agree with PyTorch FP32 as much as any
-    export of its precision must (mask Dice agreement FP32 0.999 / FP16, BF16 0.99 / INT8
-    0.97): a better Dice against ground truth does not excuse masks that differ from the model's."""
+    With `agreement_floor` (default) a candidate must pass its precision's agreement gate on the
+    held-out evaluation images (core.agreement.GATES: the mean floor, FP32 0.999 / FP16, BF16 0.99
+    / INT8 0.97, and the tail floor, at most 3% of images below 0.90 agreement): a better Dice
+    against ground truth does not excuse masks that differ from the model's. Among the faithful
+    candidates within the Dice budget the fastest wins; candidates within `tie_pct` percent of the
+    fastest p50 are a tie (timing noise), which the lower 95% bound on the bad-image share breaks,
+    then the smaller Dice drop."""
     ok = []
     for r in rows:
         if r.status == CandidateStatus.SKIPPED:
@@ -297,31 +355,58 @@ def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0
             r.status, r.reason = CandidateStatus.REJECTED, "no ground truth to measure the Dice drop"
         elif r.dice_drop_points > max_dice_drop + 1e-9:
             r.status, r.reason = CandidateStatus.REJECTED, (f"Dice drop {r.dice_drop_points:.3f} points > budget "
-                                              f"{max_dice_drop:g}")
-        elif agreement_floor and r.agreement is not None and r.agreement < AGREEMENT_THRESHOLDS[r.precision]:
-            r.status, r.reason = CandidateStatus.REJECTED, (f"agreement with PyTorch {r.agreement:.4f} < "
-                                              f"{AGREEMENT_THRESHOLDS[r.precision]} required for {r.precision}")
+                                                            f"{max_dice_drop:g}")
+        elif agreement_floor and _unfaithful(r):
+            r.status, r.reason = CandidateStatus.REJECTED, f"not faithful to PyTorch: {_unfaithful(r)}"
         else:
             ok.append(r)
     if not ok:
         return None
     fastest = min(r.p50_ms for r in ok)
     ties = [r for r in ok if r.p50_ms <= fastest * (1 + tie_pct / 100)]
-    winner = min(ties, key=lambda r: (r.dice_drop_points, r.p50_ms))
+    winner = min(ties, key=lambda r: (r.bad_upper95 if r.bad_upper95 is not None else 1.0,
+                                      r.dice_drop_points, r.p50_ms))
     for r in ok:
         r.status = CandidateStatus.KEPT if r is winner else CandidateStatus.WITHIN_BUDGET
         if r is winner:
-            r.reason = "fastest within the Dice budget" + (
-                f" (tie within {tie_pct:g}% of {fastest:.2f} ms, smallest Dice drop)" if len(ties) > 1 else "")
+            r.reason = "fastest faithful candidate within the Dice budget" + (
+                f" (tie within {tie_pct:g}% of {fastest:.2f} ms: lowest bad-image bound, smallest Dice drop)"
+                if len(ties) > 1 else "")
         elif r in ties:
-            r.reason = f"tie with {winner.name} (within {tie_pct:g}%), larger Dice drop"
+            r.reason = f"tie with {winner.name} (within {tie_pct:g}%), higher bad-image bound or Dice drop"
         else:
             r.reason = f"within budget, {r.p50_ms - winner.p50_ms:+.2f} ms vs {winner.name}"
     return winner
 
 
-def _publish_winner(out: Path, winner) -> Path:
-    """Copy the winner's files (and manifest entry) from its candidate folder to `out`."""
+def _unfaithful(r: Measured) -> str | None:
+    """Why the row fails its agreement gate (None: it passes, or was not scored)."""
+    if r.faithful is None:
+        if r.agreement is not None and r.agreement < AGREEMENT_THRESHOLDS[r.precision]:
+            return f"agreement {r.agreement:.4f} < {AGREEMENT_THRESHOLDS[r.precision]} required for {r.precision}"
+        return None
+    return None if r.faithful else r.gate_failure
+
+
+def selection_note(rows, winner) -> str:
+    """Why the winner was chosen, in a sentence; says so when no INT8 candidate is faithful."""
+    if winner is None:
+        return "no candidate is faithful and within the Dice budget"
+    int8 = [r for r in rows if r.precision == "int8" and r.faithful is not None]
+    note = f"{winner.name}: {winner.reason}"
+    if int8 and not any(r.faithful for r in int8):
+        best = min(int8, key=lambda r: r.n_bad)
+        note += (f"; no INT8 candidate is faithful on the {best.verification['n_images']} held-out images "
+                 f"(fewest bad images: {best.name}, {best.n_bad} below {BAD_IMAGE}, worst {best.worst:.3f}), "
+                 f"so the fastest faithful {winner.precision} candidate is kept")
+    if winner.verified is False:
+        note += f"; NOT verified: {winner.verification.get('claim')}"
+    return note
+
+
+def _publish_winner(out: Path, winner, evals=None) -> Path:
+    """Copy the winner's files (and manifest entry, with its verification on the evaluation
+    images) from its candidate folder to `out`."""
     src = Path(winner.artifact)
     manifest = json.loads((src.parent / "manifest.json").read_text())
     entry = manifest["artifacts"][src.name]
@@ -329,7 +414,10 @@ def _publish_winner(out: Path, winner) -> Path:
         with atomic_path(out / f["name"]) as tmp:
             shutil.copy2(src.parent / f["name"], tmp)
     from cmunext_edge.export.manifest import write_manifest
-    write_manifest(out, src.name, {**entry, "auto": {
+    verification = entry.get("verification") or winner.verification
+    if verification is not None:
+        verification = {**verification, "by": "cmunext-export --target auto (evaluation images)"}
+    write_manifest(out, src.name, {**entry, "verification": verification, "auto": {
         "candidate": winner.name, "p50_ms": winner.p50_ms, "images_per_s": winner.images_per_s,
         "dice": winner.dice, "dice_drop_points": winner.dice_drop_points,
         "mask_dice_agreement": winner.agreement, "report": "auto_report.md"}})

@@ -34,6 +34,7 @@ class CalibrationSet:
     masks: list = field(default_factory=list)   # C x H x W bool at network size, or None per image
     sha256: str = ""
     plan: object = None                    # verify_data.VerifyPlan when it is a verification set
+    overlap: dict = field(default_factory=dict)   # names shared with calibration / training (verification)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -58,15 +59,19 @@ def check_classes(samples: list[Sample], num_classes: int, source) -> None:
 
 
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int = 64,
-                         seed: int = 0, num_classes: int = 1, truth: bool = True) -> CalibrationSet:
+                         seed: int = 0, num_classes: int = 1, truth: bool = True, split=None,
+                         exclude=()) -> CalibrationSet:
     """Sample `size` images of `source` (default: the bundled samples) with `seed`; with `truth`,
     each image's ground truth is loaded as `num_classes` x H x W (groundtruth.load_truth), and a
-    dataset with fewer classes than `num_classes` is a CalibrationError naming both."""
+    dataset with fewer classes than `num_classes` is a CalibrationError naming both. `split`: a
+    names file or split.json ('val') choosing images of an official-layout `source`; `exclude`:
+    names left out (a verification set leaves out the calibration images)."""
     source = Path(source) if source is not None else SAMPLES_DIR
     try:
-        samples = discover(source)
+        samples = discover(source, split)
     except (FileNotFoundError, ValueError) as exc:
         raise CalibrationError(f"calibration/verification source: {exc}") from None
+    samples = [s for s in samples if s.name not in set(exclude)]
     if not samples:
         raise CalibrationError(f"{source}: no images found (looked for images/ or image files)")
     if size <= 0:
@@ -83,5 +88,6 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration image unusable: {exc}") from None
         digest.update(f"|{s.name}:{sha256_file(s.image)}".encode())
-    return CalibrationSet(str(source), seed, spec, samples, np.stack(inputs).astype(np.float32),
+    label = str(source) + (f" (split {split})" if split is not None else "")
+    return CalibrationSet(label, seed, spec, samples, np.stack(inputs).astype(np.float32),
                           masks, digest.hexdigest())

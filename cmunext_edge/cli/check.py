@@ -63,7 +63,8 @@ def summary(report: dict) -> str:
              f"{ran.get('device', '?')} at {ran.get('precision', '?')}"]
     if agr:
         parts.append(f"agreement with host on its inputs {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
-                     f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g})")
+                     f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g}; "
+                     f"{'' if agr.get('verified') else 'NOT verified for the tail: '}{agr.get('claim') or '-'})")
     e2e = report.get("end_to_end")
     if e2e:
         parts.append(f"end to end (device preprocessing, {100 * e2e['input_values_differing']:.1f}% of input "

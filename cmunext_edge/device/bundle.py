@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
+from cmunext_edge.core.agreement import GATES, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
-from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.data.groundtruth import classes_problem
 from cmunext_edge.core.preprocess import ImageReadError
-from cmunext_edge.resources import SAMPLES_DIR
+from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 from cmunext_edge.device.wheel import write_core_wheel
 
 FORMAT = "cmunext-edge device bundle"
@@ -87,8 +88,18 @@ def requirements(runtime_module: str) -> list[str]:
     return [f"{d}=={v}" for d, v in (p for p in pins if p)]
 
 
+def default_images(source_sha256: str | None):
+    """The verification images of a bundle without --images: a shipped model's held-out
+    validation images; any other model has no default (BundleError: --images is required)."""
+    if source_sha256 and shipped_model_name(source_sha256):
+        return HELDOUT_DIR if HELDOUT_DIR.is_dir() else SAMPLES_DIR
+    raise BundleError("this artifact was not exported from a shipped model, so the bundled BUSI "
+                      "breast-ultrasound images are not its domain: give --images with held-out images "
+                      "of the model's own data (official layout: images/, masks/0/)")
+
+
 def _pick_samples(images, n: int, num_classes: int = 1) -> list:
-    samples = [s for s in discover(images or SAMPLES_DIR) if s.mask is not None]
+    samples = [s for s in discover(images) if s.mask is not None]
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
@@ -98,8 +109,7 @@ def _pick_samples(images, n: int, num_classes: int = 1) -> list:
         raise BundleError(f"verification ground truth unusable: {exc}") from None
     if problem:
         raise BundleError(f"{images or SAMPLES_DIR}: {problem} (--images)")
-    step = max(1, len(samples) // n)
-    return samples[::step][:n]
+    return seeded_sample(samples, n, 0)
 
 
 def _reference(backend, samples, folder: Path) -> list[dict]:
@@ -177,9 +187,13 @@ Under emulation (QEMU) the times are not speeds.
 """
 
 
-def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: str = "cpu",
+def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None, device: str = "cpu",
                 archive: bool = True) -> BundleResult:
-    """Write `<out>/<artifact stem>.bundle/` (+ `.tar.gz`) for `artifact`; see the module docstring."""
+    """Write `<out>/<artifact stem>.bundle/` (+ `.tar.gz`) for `artifact`; see the module docstring.
+
+    `n_images` None: as many as the precision's tail claim needs (core.agreement.min_images, 49),
+    or all the images there are when fewer (the device report then states the weaker claim).
+    Without `images`, only a shipped model's artifact has default images (its held-out ones)."""
     from cmunext_edge import __version__
     from cmunext_edge.runtime.registry import entry_for_path, open_backend
     artifact = Path(artifact)
@@ -199,9 +213,11 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: s
             if "spec" not in meta or not meta.get("selftest"):
                 raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
                                   "contract or self-test); export it with cmunext-export first")
-            refs = _reference(backend, _pick_samples(images, n_images, int(backend.num_classes or 1)), folder)
+            precision = meta.get("precision", "fp32")
+            images = images or default_images(meta.get("source_sha256"))
+            n = n_images or min_images(precision if precision in GATES else "int8")
+            refs = _reference(backend, _pick_samples(images, n, int(backend.num_classes or 1)), folder)
             ran = backend.describe()
-        precision = meta.get("precision", "fp32")
         (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
         (folder / "selftest.json").write_text(json.dumps(meta["selftest"], indent=2, sort_keys=True) + "\n")
         reqs = requirements(entry.requires)
@@ -212,6 +228,7 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: s
                     "requirements": reqs, "wheel": wheel, "references": refs,
                     "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
                                    "max_dice_drop": MAX_DICE_DROP},
+                    "images": {"source": str(images), "n": len(refs)},
                     "host": {**host_description(), "ran": ran}}
         (folder / "README.md").write_text(_readme(manifest))
         manifest["files"] = file_table(folder)
