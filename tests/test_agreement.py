@@ -241,3 +241,36 @@ def test_gate_hint_names_only_settings_a_user_can_set():
             assert "={" not in item or "Python: export(" in item
             for flag in (w.strip("().,") for w in item.split() if w.startswith("--")):
                 assert flag in flags, flag
+
+
+# --- device bundles ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped_onnx(trained, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.export.pipeline import export
+    return export(trained, target="onnx", out=tmp_path_factory.mktemp("onnx"), verify_data=SAMPLES,
+                  log=lambda m: None).artifact
+
+
+def test_bundle_carries_enough_images_for_the_tail_claim(shipped_onnx, tmp_path):
+    from cmunext_edge.device.bundle import make_bundle
+    from cmunext_edge.device.check import run_check
+    res = make_bundle(shipped_onnx, tmp_path, archive=False)
+    assert res.manifest["images"] == {"source": str(HELDOUT), "n": min_images("fp32")}
+    rep = run_check(res.folder, iters=2, warmup=1)
+    agr = rep["agreement"]
+    assert rep["passed"] and agr["verified"] and agr["distribution"]["n"] == min_images("fp32")
+    few = make_bundle(shipped_onnx, tmp_path / "few", n_images=5, archive=False)
+    agr = run_check(few.folder, iters=2, warmup=1)["agreement"]
+    assert not agr["verified"] and "only 5 images" in agr["claim"]
+
+
+def test_bundle_of_another_model_needs_its_own_images(ckpt_s, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.device.bundle import BundleError, make_bundle
+    from cmunext_edge.export.pipeline import export
+    art = export(ckpt_s, target="onnx", out=tmp_path, verify=False, log=lambda m: None).artifact
+    with pytest.raises(BundleError, match="not exported from a shipped model.*--images"):
+        make_bundle(art, tmp_path / "b", archive=False)
+    res = make_bundle(art, tmp_path / "b", images=SAMPLES, n_images=2, archive=False)
+    assert res.manifest["images"]["n"] == 2
