@@ -33,7 +33,7 @@ def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreemen
     assert v["dice_vs_ground_truth"] is not None
     assert [f.suffix for f in res.files] == [".bin", ".xml"]
     model = ov.Core().read_model(str(res.artifact))
-    assert model.get_rt_info(["model_info", "cmunext_edge.core.precision"]).astype(str) == precision
+    assert model.get_rt_info(["model_info", "cmunext_edge.precision"]).astype(str) == precision
     assert json.loads(model.get_rt_info(["model_info", "cmunext_edge.selftest"]).astype(str))["input_sha256"]
     seg = EdgeSegmenter.from_artifact(res.artifact, device="cpu")
     d = seg.describe()

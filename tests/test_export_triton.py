@@ -37,9 +37,9 @@ def test_onnx_repository_matches_the_artifact(onnx_dynamic, tmp_path):
     assert cfg.input[0].data_type == mc.TYPE_FP32 and cfg.output[0].data_type == mc.TYPE_FP32
     assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4]
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    spec = json.loads(cfg.parameters["cmunext_edge.core.preprocess"].string_value)
+    spec = json.loads(cfg.parameters["cmunext_edge.preprocess"].string_value)
     assert spec["height"] == 256 and cfg.parameters["cmunext_edge.threshold"].string_value == "0.5"
-    assert cfg.parameters["cmunext_edge.core.precision"].string_value == "fp32"
+    assert cfg.parameters["cmunext_edge.precision"].string_value == "fp32"
     assert res.selftest["passed"] and res.target == "triton"
     entry = json.loads(res.manifest.read_text())["artifacts"]["cmunext"]
     assert {f["name"] for f in entry["files"]} == {"model.onnx", "config.pbtxt"}

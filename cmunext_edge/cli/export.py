@@ -26,10 +26,11 @@ EXAMPLE = """examples:
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
   cmunext-export --weights cmunext-s-busi --target auto --candidates ort-fp32,ov-fp32,ov-int8-transformer-dense
   cmunext-export --weights runs/mine/best.pth --target auto --device CPU --max-dice-drop 0.5 \\
-      --verify-data your_dataset/ --split runs/mine/split.json --calib your_calibration_images/
-  cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
+      --calib your_train_images/ --verify-data your_dataset/ --split runs/mine/split.json --out exports/auto
       (builds every candidate for the device, measures latency, throughput and Dice, keeps the
-       fastest within the Dice budget and writes auto_report.{md,json,png} beside it)
+       fastest within the Dice budget and writes auto_report.{md,json,png} beside it; calibrate
+       on training images, not on the images the Dice budget is measured on)
+  cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
 
 verification data (held out by default): --verify-data (its --split, or the validation list of the
 split.json beside a cmunext-train checkpoint), else a shipped model's own held-out validation

@@ -58,7 +58,7 @@ def build_parser():
                    help="parallel inference requests, one model instance each (default 1)")
     p.add_argument("--no-overlay", action="store_true", help="write masks only")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="ray: Ray Data actors, resumable (needs the [ray] extra; see README)")
+                   help="ray: Ray Data actors, resumable (needs the [ray] extra; see docs/scale-out.md)")
     p.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--actors", type=int, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
