@@ -77,8 +77,9 @@ def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check 
                       "about the real device's speed (correctness only). " + "; ".join(notes)]
     lines += ["", "agreement: mean mask Dice against the export host's outputs for the same artifact, the "
                   "device running the host's own input tensors (the runtime alone; gated by the precision's "
-                  "floor and tail floor); below 0.90: images whose agreement is below 0.90, of those compared, with
-the 95% upper bound on that share ("few": too few images for the precision's tail claim); end-to-end agreement: the images preprocessed on the device (inputs differing: "
+                  "floor and tail floor); below 0.90: images whose agreement is below 0.90, of those compared, "
+                  "with the 95% upper bound on that share ('few': too few images for the precision's tail "
+                  "claim); end-to-end agreement: the images preprocessed on the device (inputs differing: "
                   "share of input values that differ from the host's preprocessing); Dice: against ground "
                   "truth, end to end (host's in brackets; per class for several classes); ran: device and precision the runtime reported."]
     return "\n".join(lines) + "\n"
