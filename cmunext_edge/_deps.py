@@ -9,6 +9,7 @@ EXTRAS = {
     "torch": "torch", "safetensors": "torch", "onnx": "onnx-export", "onnxruntime": "onnxruntime",
     "onnxslim": "onnx-export", "openvino": "openvino", "nncf": "openvino-export", "tensorrt": "tensorrt",
     "matplotlib": "bench", "ray": "ray", "tritonclient": "ray", "fastapi": "ray", "uvicorn": "ray",
+    "model_signing": "sign", "cryptography": "sign", "cyclonedx": "sbom", "cyclonedx_py": "sbom",
 }
 
 

@@ -64,6 +64,8 @@ class ExportOptions:
     # graph rewrites and stored runtime settings (every target)
     graph: dict | None = None
     runtime: dict | None = None
+    # provenance: private key (PEM) that signs the artifact's files -> <entry>.sig (signing.py)
+    sign_key: str | Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))

@@ -5,7 +5,8 @@ loaded through its runtime backend and verified against PyTorch FP32 on real ima
 self-test digest is embedded, and only then are its files moved into place (the entry file
 last) and the manifest updated. Any failure or interruption (SIGINT, and SIGTERM, turned into
 an exception while an export runs) removes the staging folder and whatever was already moved:
-no partial artifact is ever left behind. A staging folder left by a killed process (SIGKILL,
+no partial artifact is ever left behind. With `sign_key`, the files are signed in the staging folder
+once sealed (artifacts/signing.py) and the signature `<entry>.sig` is published with them. A staging folder left by a killed process (SIGKILL,
 power loss) is removed by the next export into the same folder once its owner is gone.
 """
 from __future__ import annotations
@@ -119,9 +120,19 @@ def _check_values(target: ExportTarget, o: ExportOptions) -> str:
     return device
 
 
+def check_sign_key(key) -> None:
+    """A signing key that cannot sign stops the export before any work."""
+    from cmunext_edge.artifacts.signing import SigningKeyError, check_signing_key
+    try:
+        check_signing_key(key)
+    except SigningKeyError as exc:
+        raise ExportUsageError(str(exc)) from None
+
+
 def _plan(weights, options: ExportOptions, log) -> _Job:
     """Check the request against the target table, then load the checkpoint (nothing written)."""
     target = get_target(options.target)
+    check_sign_key(options.sign_key)
     precision = check_request(target, options)
     device = _check_values(target, options)
     read_manifest(options.out)           # a damaged manifest stops the export before any work
@@ -260,7 +271,13 @@ def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set):
     entry = files[-1]
     figures, selftest = _verify(job, entry, model, verify_set)
     check = _embed_selftest(job, entry, meta, selftest)
-    published, manifest = _publish(files, job.out_dir, _manifest_entry(job, files, calib_set, figures, check))
+    record = _manifest_entry(job, files, calib_set, figures, check)
+    if job.options.sign_key:        # published with the files, not listed among them (re-signing stays valid)
+        from cmunext_edge.artifacts.signing import sign_artifact
+        sig = sign_artifact(entry, job.options.sign_key)
+        files, record["signature"] = files[:-1] + [sig, entry], sig.name        # entry file last
+        job.log(f"signed with {job.options.sign_key}: {sig.name}")
+    published, manifest = _publish(files, job.out_dir, record)
     return published, manifest, figures, selftest
 
 
@@ -277,6 +294,9 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     options = replace(options, **fields) if options is not None else ExportOptions(**fields)
     if (target := get_target(options.target)).from_artifact:     # e.g. triton: weights is an artifact
         check_request(target, options)
+        if options.sign_key:
+            raise ExportUsageError(f"--sign-key does not apply to --target {target.name} (it packages an "
+                                   f"existing artifact: sign that one at its export, or with cmunext-keys sign)")
         return target.load_builder()(weights, options, log=log or (lambda msg: print(msg, file=sys.stderr)))
     job = _plan(weights, options, log or (lambda msg: print(msg, file=sys.stderr)))
     calib_set, verify_set = _image_sets(job)

@@ -55,8 +55,11 @@ def _rehash(folder: Path) -> None:
 def test_bundle_holds_artifact_contract_references_and_runtime_only_requirements(pristine):
     folder, manifest = pristine.folder, pristine.manifest
     assert manifest["artifact"] == "artifact/cmunext-s-busi_fp32.onnx" and manifest["backend"] == "onnxruntime"
-    reqs = (folder / "requirements.txt").read_text().split()
-    assert [r.split("==")[0] for r in reqs] == ["numpy", "opencv-python-headless", "onnxruntime"]
+    lines = (folder / "requirements.txt").read_text().splitlines()
+    top = lines[:lines.index(next(line for line in lines if line.startswith("#")))]
+    assert [r.split("==")[0] for r in top] == ["numpy", "opencv-python-headless", "onnxruntime"]
+    reqs = [line for line in lines if not line.startswith("#")]
+    assert all("==" in r for r in reqs) and len(reqs) > len(top)      # the dependencies pinned too
     assert not any("torch" in r or "openvino" in r for r in reqs)
     assert json.loads((folder / "preprocess.json").read_text())["height"] == 256
     assert json.loads((folder / "selftest.json").read_text())["mask_bits"]
@@ -87,8 +90,9 @@ def test_check_passes_on_this_machine_and_writes_the_report(bundle, capsys):
     assert "PASSED (test host)" in out.out
     report = json.loads((bundle / "device_report.json").read_text())
     assert report["passed"] and report["first_failure"] is None
-    assert [c["name"] for c in report["checks"]] == ["files", "preprocessing_contract", "selftest",
-                                                     "host_inputs", "device_preprocessing", "latency"]
+    assert [c["name"] for c in report["checks"]] == ["signature", "files", "sbom", "preprocessing_contract",
+                                                     "selftest", "host_inputs", "device_preprocessing", "latency"]
+    assert report["signature"] == "unsigned" and not report["sbom"]["missing"] and not report["sbom"]["different"]
     assert report["ran"]["precision"] == "fp32" and report["selftest"]["passed"]
     assert report["agreement"]["mask_dice_mean"] >= 0.999 and report["agreement"]["images"] == 3
     assert abs(report["dice"]["device"] - report["dice"]["host"]) < 0.01
@@ -126,7 +130,7 @@ def test_flipped_byte_in_the_artifact_fails_with_one_clear_line(bundle, capsys):
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and "tampered" in lines[0] and "cmunext-s-busi_fp32.onnx sha256 mismatch" in lines[0]
     report = json.loads((bundle / "device_report.json").read_text())
-    assert not report["passed"] and [c["name"] for c in report["checks"]] == ["files"]
+    assert not report["passed"] and [c["name"] for c in report["checks"]] == ["signature", "files"]
 
 
 def test_edited_preprocessing_value_fails_even_when_the_manifest_is_rehashed(bundle, capsys):

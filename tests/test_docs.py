@@ -59,9 +59,19 @@ def _parser_of(target: str) -> argparse.ArgumentParser:
     raise AssertionError(f"{target} returned without parsing its arguments")
 
 
+def _all_options(parser) -> set[str]:
+    """A parser's options, with those of its subcommands (cmunext-keys new/sign/verify)."""
+    found = set()
+    for a in parser._actions:
+        found |= set(a.option_strings)
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                found |= _all_options(sub)
+    return found
+
+
 def cli_options() -> dict[str, set[str]]:
-    return {name: {s for a in _parser_of(target)._actions for s in a.option_strings}
-            for name, target in _scripts().items()}
+    return {name: _all_options(_parser_of(target)) for name, target in _scripts().items()}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ sys.argv = [module] + argv
 sys.exit(importlib.import_module("cmunext_edge.cli." + module).main(argv))
 """
 
-COMMANDS = ("predict", "info", "export", "bench", "train", "bundle", "check", "compare")
+COMMANDS = ("predict", "info", "export", "bench", "train", "bundle", "check", "compare", "keys")
 
 
 def run_without_torch(command: str, *args, cwd=None) -> subprocess.CompletedProcess:

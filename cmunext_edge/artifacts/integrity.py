@@ -11,6 +11,9 @@ every CLI; opt out with `verify=False` / `--no-verify-load`):
 2. **Behaviour**: the embedded self-test (artifact_meta.check_selftest) runs once on the loaded
    backend; it covers the whole preprocessing contract, the threshold and the output.
 
+0. **Signature** (only under a trust policy, see signing.py): the artifact's files must carry a
+   valid signature by a trusted key; checked first, also with `verify=False`.
+
 Any mismatch raises IntegrityError naming what differs. Plain checkpoints (.pth/.safetensors)
 have no artifact hash or self-test; they are read by the safe loader and reported "checkpoint".
 `verify_artifact(path) -> VerifyReport` runs both checks and reports instead of raising.
@@ -41,6 +44,13 @@ class IntegrityError(RuntimeError):
     """An artifact whose files or self-test do not match what was exported: it is not run."""
 
 
+class SignatureError(IntegrityError):
+    """Refused by the trust policy: unsigned, signed by an untrusted key, or changed after signing."""
+
+
+REFUSED = "refused by the trust policy"
+
+
 @dataclass
 class VerifyReport:
     path: str
@@ -48,6 +58,7 @@ class VerifyReport:
     hash_source: str | None = None         # "manifest", "embedded" or None
     hash_ok: bool | None = None
     selftest: dict | None = None           # SelfTestResult.as_dict()
+    signature: str | None = None           # "signed by trusted key ...", "unsigned", "signed, not checked ..."
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -57,13 +68,15 @@ class VerifyReport:
     def message(self) -> str:
         if self.problems:
             return f"{self.path}: refused: " + "; ".join(self.problems)
+        signed = f"; {self.signature}" if self.signature else ""
         if self.kind == "checkpoint":
-            return f"{self.path}: checkpoint (no artifact hash or self-test to check)"
-        return f"{self.path}: verified (files by {self.hash_source} sha256, self-test passed)"
+            return f"{self.path}: checkpoint (no artifact hash or self-test to check{signed})"
+        return f"{self.path}: verified (files by {self.hash_source} sha256, self-test passed{signed})"
 
     def as_dict(self) -> dict:
         return {"path": self.path, "kind": self.kind, "ok": self.ok, "hash_source": self.hash_source,
-                "hash_ok": self.hash_ok, "selftest": self.selftest, "problems": list(self.problems)}
+                "hash_ok": self.hash_ok, "selftest": self.selftest, "signature": self.signature,
+                "problems": list(self.problems)}
 
 
 def artifact_files(path: str | Path) -> list[Path]:
@@ -151,11 +164,30 @@ def is_checkpoint(path: str | Path) -> bool:
     return Path(path).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
-def precheck(path: str | Path) -> VerifyReport:
-    """File check before the runtime parses anything (manifest only; the embedded hash needs the
-    metadata and is checked by `verify_loaded`)."""
-    report = VerifyReport(str(path), "checkpoint" if is_checkpoint(path) else "artifact")
-    if report.kind == "artifact":
+def check_trust(path: str | Path, policy, report: VerifyReport) -> VerifyReport:
+    """The signature check of the trust policy `policy` (trusted public keys; None: no policy, the
+    report only says whether a signature is there). Reads files only, before any runtime does."""
+    from cmunext_edge.artifacts.signing import check_signature, signature_path, signature_status
+    path = Path(path)
+    if policy is None:
+        report.signature = signature_status(path)
+        return report
+    try:
+        fingerprint = check_signature(path.parent, [f.name for f in artifact_files(path)],
+                                      signature_path(path), policy)
+    except SignatureError as exc:
+        report.signature = REFUSED
+        report.problems.append(str(exc))
+    else:
+        report.signature = f"signed by trusted key {fingerprint[:16]}"
+    return report
+
+
+def precheck(path: str | Path, policy=None) -> VerifyReport:
+    """File checks before the runtime parses anything: the trust policy's signature (if `policy`),
+    then the manifest (the embedded hash needs the metadata and is checked by `verify_loaded`)."""
+    report = check_trust(path, policy, VerifyReport(str(path), "checkpoint" if is_checkpoint(path) else "artifact"))
+    if report.kind == "artifact" and not report.problems:
         check_manifest(path, report)
     return report
 
@@ -180,16 +212,18 @@ def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
 
 def enforce(report: VerifyReport) -> VerifyReport:
     if not report.ok:
-        raise IntegrityError(report.message())
+        raise (SignatureError if report.signature == REFUSED else IntegrityError)(report.message())
     return report
 
 
-def verify_artifact(path: str | Path, device: str = "cpu", **options) -> VerifyReport:
-    """Check an artifact's files and run its self-test on `device`; report, never raise for a
-    mismatch (a missing runtime or unloadable file still raises its own error)."""
+def verify_artifact(path: str | Path, device: str = "cpu", trusted_keys=None, **options) -> VerifyReport:
+    """Check an artifact's files (and signature, under a trust policy) and run its self-test on
+    `device`; report, never raise for a mismatch (a missing runtime or unloadable file still raises
+    its own error)."""
+    from cmunext_edge.artifacts.signing import trust_policy
     from cmunext_edge.runtime.registry import open_backend
-    report = precheck(path)
+    report = precheck(path, trust_policy(trusted_keys))
     if report.problems:
         return report
-    with open_backend(path, device=device, verify=False, **options) as backend:
+    with open_backend(path, device=device, verify=False, trusted_keys=trusted_keys, **options) as backend:
         return verify_loaded(backend, report)

@@ -81,6 +81,7 @@ class BenchConfig:
     matmul_seconds: float = 1.0      # 0 skips the GFLOP/s measurement
     progress: bool = True
     verify: bool = True              # verified load of each artifact (integrity.py); False skips it
+    trusted_keys: list | None = None  # trust policy (signing.py); None: $CMUNEXT_TRUSTED_KEYS or none
 
 
 @dataclass
@@ -180,7 +181,8 @@ def _open_row(spec: RowSpec, config: BenchConfig, row: RowResult, opened: list):
     """Open the row's backend (timed, added to `opened`) and fill in what it says about itself."""
     t0 = time.perf_counter()
     backend = open_backend(spec.artifact, device=spec.device, backend=spec.backend,
-                           strict_device=config.strict_device, verify=config.verify, **spec.opts)
+                           strict_device=config.strict_device, verify=config.verify,
+                           trusted_keys=config.trusted_keys, **spec.opts)
     opened.append(backend)
     row.load_s = time.perf_counter() - t0
     d = backend.describe()
@@ -214,7 +216,8 @@ def _throughput(row: RowResult, spec: RowSpec, config: BenchConfig, opened: list
     for streams in sorted(set(config.streams)):
         while len(opened) < streams:
             opened.append(open_backend(spec.artifact, device=spec.device, backend=spec.backend,
-                                       strict_device=config.strict_device, verify=config.verify, **spec.opts))
+                                       strict_device=config.strict_device, verify=config.verify,
+                                       trusted_keys=config.trusted_keys, **spec.opts))
         for bs in allowed_batches(backend, config.batch_sizes):
             batch = np.concatenate([xs[i % len(xs)] for i in range(bs)])
             ips = measure_throughput(opened[:streams], batch, config.throughput_time_s)

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend option for every row (repeatable), e.g. threads=2")
     p.add_argument("--backend", help="force a registry backend instead of choosing by suffix")
     p.add_argument("--strict-device", action="store_true", help="fail (exit 2) instead of falling back")
+    p.add_argument("--trusted-key", action="append", metavar="PUB.pem", help="trust policy: bench only artifacts "
+                   "signed by this public key (repeat for several; default $CMUNEXT_TRUSTED_KEYS); exit 2 otherwise")
     p.add_argument("--no-verify-load", dest="verify", action="store_false",
                    help="do not check artifacts' sha256 and self-test before benchmarking them")
     g = p.add_argument_group("timing")
@@ -155,6 +157,22 @@ def _ort_overhead(args) -> int:
     return 0
 
 
+def _trust(artifacts, trusted_keys) -> str | None:
+    """Under a trust policy, every artifact's signature before anything runs (-> the refusal);
+    without one, one line saying which are unsigned."""
+    from cmunext_edge.artifacts.integrity import VerifyReport, check_trust
+    from cmunext_edge.artifacts.signing import trust_policy
+    policy = trust_policy(trusted_keys)
+    reports = [check_trust(a, policy, VerifyReport(str(a))) for a in artifacts]
+    refused = [r.message() for r in reports if r.problems]
+    if refused:
+        return refused[0]
+    if policy is None:
+        print(f"note: signature: " + "; ".join(f"{Path(r.path).name} {r.signature}" for r in reports)
+              + " (no trust policy: set --trusted-key or $CMUNEXT_TRUSTED_KEYS to require one)", file=sys.stderr)
+    return None
+
+
 @cli_main("cmunext-bench")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -180,12 +198,15 @@ def main(argv=None) -> int:
         missing = [str(r.artifact) for r in rows if not r.artifact.exists()]
         if missing:
             raise FileNotFoundError(f"no such artifact: {', '.join(sorted(set(missing)))}")
+        problem = _trust(sorted({r.artifact for r in rows}), args.trusted_key)
+        if problem:
+            return fail("cmunext-bench", problem)
         config = BenchConfig(rows, warmup=args.warmup, iters=args.iters, min_time_s=args.min_time,
                              batch_sizes=args.batch_sizes, streams=args.streams,
                              throughput_time_s=args.throughput_time, images=args.images, data=args.data,
                              split=args.split, max_images=args.max_images, reference=args.reference,
                              strict_device=args.strict_device, matmul_seconds=args.matmul_time,
-                             progress=not args.quiet, verify=args.verify)
+                             progress=not args.quiet, verify=args.verify, trusted_keys=args.trusted_key)
         report = run_bench(config)
     except DeviceUnavailableError as exc:
         print(f"cmunext-bench: error: {exc}", file=sys.stderr)

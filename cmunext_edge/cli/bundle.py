@@ -2,8 +2,9 @@
 
 The bundle holds the artifact, its preprocessing contract and self-test, verification images
 with the host's reference outputs, pinned requirements for its runtime only (no torch), a wheel
-of the toolkit's core and a README; every file's sha256 is listed in bundle.json. Copy it to the
-device and run `cmunext-check` there."""
+of the toolkit's core, a CycloneDX SBOM (sbom.cdx.json) of what the device installs and of the model,
+and a README; every file's sha256 is listed in bundle.json. With --sign-key the artifact and the
+whole bundle are signed (bundle.sig). Copy it to the device and run `cmunext-check` there."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +15,8 @@ from cmunext_edge.cli.common import fail, make_parser
 EXAMPLE = """examples:
   cmunext-bundle exports/cmunext-s-busi_fp32.onnx
   cmunext-bundle exports/cmunext-s-busi_int8.xml --images your_dataset/ --n-images 8 --out bundles
+  cmunext-bundle exports/cmunext-s-busi_fp32.onnx --sign-key keys/release.pem
+      (on the device: cmunext-check BUNDLE --trusted-key release.pub.pem)
   cmunext-export --weights models/cmunext-s-busi.safetensors --target onnx --bundle   (export, then bundle)
 
 then, on the device: tar xzf NAME.bundle.tar.gz && cd NAME.bundle && (see its README.md)"""
@@ -30,13 +33,15 @@ def build_parser():
                                                 "reports the weaker claim)")
     p.add_argument("--device", default="cpu", help="device that makes the host reference outputs (default cpu)")
     p.add_argument("--no-archive", dest="archive", action="store_false", help="write the folder only")
+    p.add_argument("--sign-key", metavar="KEY.pem", help="sign the artifact and the bundle with this private "
+                   "key (cmunext-keys new makes one; docs/signing.md)")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     return run(args.artifact, out=args.out, images=args.images, n_images=args.n_images,
-               device=args.device, archive=args.archive)
+               device=args.device, archive=args.archive, sign_key=args.sign_key)
 
 
 def run(artifact, **options) -> int:
@@ -44,11 +49,14 @@ def run(artifact, **options) -> int:
     from cmunext_edge.device.bundle import BundleError, make_bundle
     try:
         res = make_bundle(artifact, **options)
-    except (BundleError, MissingDependencyError, FileNotFoundError, ValueError) as exc:
+    except (BundleError, MissingDependencyError, FileNotFoundError, ValueError, RuntimeError) as exc:
         return fail("cmunext-bundle", str(exc), 1)
     print(f"bundle: {res.folder}" + (f"\narchive: {res.archive}" if res.archive else "")
           + f"\nruntime requirements: {', '.join(res.manifest['requirements'])}"
-          f"\nnext, on the device:  cmunext-check {res.folder.name}")
+          + f"\nSBOM: {res.folder / res.manifest['sbom']}"
+          + (f"\nsigned: {res.folder / 'bundle.sig'}" if res.manifest.get("signed") else "")
+          + f"\nnext, on the device:  cmunext-check {res.folder.name}"
+          + (" --trusted-key PUB.pem" if res.manifest.get("signed") else ""))
     return 0
 
 

@@ -2,7 +2,10 @@
 
 Verifies the sha256 of every bundle file and the preprocessing contract, runs the artifact's
 self-test, compares its outputs with the export host's and with ground truth, times a short
-benchmark and writes device_report.json. Needs numpy, OpenCV and the artifact's runtime only."""
+benchmark and writes device_report.json; checks the installed packages against the bundle's SBOM.
+With --trusted-key (or $CMUNEXT_TRUSTED_KEYS) the bundle and its artifact must be signed by a
+trusted key. Needs numpy, OpenCV and the artifact's runtime only (and the `sign` extra for a trust
+policy)."""
 from __future__ import annotations
 
 import sys
@@ -15,9 +18,10 @@ EXAMPLE = """examples:
   cmunext-check exports/cmunext-s-busi_fp32.bundle
   cmunext-check cmunext-s-busi_fp32.bundle.tar.gz --device GPU --iters 50
   cmunext-check bundle/ --iters 2 --warmup 1 --emulated "QEMU user-mode, QEMU_CPU=cortex-a72"
+  cmunext-check cmunext-s-busi_fp32.bundle --trusted-key release.pub.pem
 
 exit codes: 0 every check holds; 1 a check failed (the first failure is printed on one line);
-2 usage error or not a bundle. Under emulation the times are not speeds (say so with --emulated)."""
+2 usage error, not a bundle, or refused by the trust policy (unsigned, another key, changed). Under emulation the times are not speeds (say so with --emulated)."""
 
 
 def build_parser():
@@ -32,6 +36,8 @@ def build_parser():
     p.add_argument("--emulated", metavar="NOTE", help="mark the run as emulated (times are not speeds)")
     p.add_argument("--report", help="where to write the report (default BUNDLE/device_report.json)")
     p.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    p.add_argument("--trusted-key", action="append", metavar="PUB.pem", help="trust policy: the bundle and its "
+                   "artifact must be signed by this key (repeat for several; default $CMUNEXT_TRUSTED_KEYS)")
     return p
 
 
@@ -39,17 +45,21 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.iters < 1 or args.warmup < 0 or (args.images is not None and args.images < 1):
         return fail("cmunext-check", "--iters and --images must be >= 1 and --warmup >= 0")
+    from cmunext_edge.artifacts.signing import TrustPolicyError
     from cmunext_edge.device.check import run_check, write_report
     try:
         report = run_check(args.bundle, device=args.device, warmup=args.warmup, iters=args.iters,
-                           label=args.label, emulated=args.emulated, max_images=args.images)
-    except BundleError as exc:
+                           label=args.label, emulated=args.emulated, max_images=args.images,
+                           trusted_keys=args.trusted_key)
+    except (BundleError, TrustPolicyError, ImportError) as exc:
         return fail("cmunext-check", str(exc))
     path = write_report(report, args.report or Path(report["bundle"]["path"]) / "device_report.json")
     if not args.quiet:
         for c in report["checks"]:
             print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']:<24} {c['message'] if not c['passed'] else ''}")
         print(summary(report))
+    if report.get("refused"):
+        return fail("cmunext-check", report["refused"])
     if not report["passed"]:
         print(f"cmunext-check: FAILED: {report['first_failure']}", file=sys.stderr)
         return 1
@@ -60,7 +70,13 @@ def main(argv=None) -> int:
 def summary(report: dict) -> str:
     ran, agr, dice, lat = (report.get(k) or {} for k in ("ran", "agreement", "dice", "latency_ms"))
     parts = [f"{report['bundle']['backend']} {report['bundle']['precision']} artifact ran on "
-             f"{ran.get('device', '?')} at {ran.get('precision', '?')}"]
+             f"{ran.get('device', '?')} at {ran.get('precision', '?')}", f"bundle {report.get('signature')}"]
+    sb = report.get("sbom")
+    if sb:
+        model = sb.get("model") or {}
+        parts.append(f"SBOM (CycloneDX {sb['spec_version']}): {sb['packages']} packages installed as listed, "
+                     f"{len(sb['extra'])} installed not listed; model {model.get('name')} sha256 "
+                     f"{str(model.get('sha256'))[:12]}, source checkpoint {str(model.get('source_checkpoint_sha256'))[:12]}")
     if agr:
         parts.append(f"agreement with host on its inputs {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
                      f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g}; "

@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "PyTorch that every verified export needs (mean FP32 0.999, FP16/BF16 0.99, INT8 "
                         "0.97; at most 3%% of images below 0.90)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--sign-key", metavar="KEY.pem", help="sign the artifact's files with this private key "
+                   "(-> ARTIFACT.sig beside them; make one with cmunext-keys new; docs/signing.md)")
     p.add_argument("--bundle", action="store_true", help="also write a device bundle (folder + .tar.gz) "
-                   "beside the artifact: see cmunext-bundle --help")
+                   "beside the artifact (signed too with --sign-key): see cmunext-bundle --help")
     return add_debug(p)
 
 
@@ -134,19 +136,22 @@ def main(argv=None) -> int:
         print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
     if args.bundle:
         from cmunext_edge.cli.bundle import run as make_bundle
-        return make_bundle(result.artifact, device=args.device or "cpu")
+        return make_bundle(result.artifact, device=args.device or "cpu", sign_key=args.sign_key)
     return 0
 
 
 def _auto(args) -> int:
     from cmunext_edge.export.auto import run_auto
+    from cmunext_edge.export.pipeline import check_sign_key
     try:
+        check_sign_key(args.sign_key)
         rep = run_auto(args.weights, device=(args.device or "CPU").upper(), max_dice_drop=args.max_dice_drop,
                        out=args.out if args.out != "exports" else "exports/auto", data=args.verify_data,
                        split=args.split, eval_size=args.verify_size, calib=args.calib, calib_size=args.calib_size,
                        candidates=args.candidates.split(",") if args.candidates else None, threads=args.threads,
                        agreement_floor=args.agreement_floor)
-    except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError,
+            ExportUsageError) as exc:
         print(f"cmunext-export: error: {exc}", file=sys.stderr)
         return 2
     stream = sys.stderr if args.json else sys.stdout
@@ -156,6 +161,9 @@ def _auto(args) -> int:
     if not rep["winner"]:
         print("cmunext-export: no candidate is within the Dice budget; nothing was chosen", file=sys.stderr)
         return 2
+    if args.sign_key:
+        from cmunext_edge.artifacts.signing import sign_artifact
+        print(f"signed: {sign_artifact(rep['artifact'], args.sign_key)}", file=stream)
     print(f"chosen: {rep['winner']} -> {rep['artifact']}\nreport: {', '.join(rep['report_files'])}\n"
           f"next:\n  cmunext-bench {rep['artifact']}", file=stream)
     return 0

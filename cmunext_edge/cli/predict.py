@@ -9,7 +9,9 @@ overlay tints and outlines each class in its own colour (class 0 orange, 1 sky b
 green, ...; the key in <out>/legend.png), and scores.csv, the printed lines and --summary-json add
 per-class Dice/IoU (dice_class<k> ...; per_class_dice ...).
 An exported artifact is verified before use (files against manifest.json or its embedded
-hash, then its self-test; --no-verify-load skips this). Unreadable or oversized images
+hash, then its self-test; --no-verify-load skips this); with --trusted-key (or
+$CMUNEXT_TRUSTED_KEYS) it must also be signed by a trusted key, checked before it is read
+(docs/signing.md). Unreadable or oversized images
 (--max-pixels) are skipped and reported; a full disk stops the job cleanly.
 Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
 (usage, output folder, weights, artifact); 130 interrupted.
@@ -67,6 +69,9 @@ def build_parser():
                         f"(default {DEFAULT_MAX_PIXELS:,}); larger ones are skipped and reported")
     p.add_argument("--no-verify-load", dest="verify", action="store_false",
                    help="do not check the artifact's sha256 and self-test before use (not recommended)")
+    p.add_argument("--trusted-key", action="append", metavar="PUB.pem",
+                   help="trust policy: run the model only if it is signed by this public key (repeat for "
+                        "several; default $CMUNEXT_TRUSTED_KEYS); refused otherwise, exit 2")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
     v = p.add_argument_group("video, camera and streams")
     v.add_argument("--mask-video", action="store_true",
@@ -131,10 +136,14 @@ def main(argv=None) -> int:
         return fail(PROG, problem)
     if args.engine == "ray":
         from cmunext_edge.scale.ray_predict import predict_with_ray
+        problem, note = trust_preflight(args.weights, args.trusted_key)
+        if problem:
+            return fail(PROG, problem)
+        print(note)
         return predict_with_ray(args, samples)
     try:
         segmenters = [EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
-                                    verify=args.verify, max_pixels=args.max_pixels)
+                                    verify=args.verify, max_pixels=args.max_pixels, trusted_keys=args.trusted_key)
                       for _ in range(args.workers)]
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
@@ -153,10 +162,31 @@ def main(argv=None) -> int:
         print(f"note: {info['fallback']}")
     if not args.verify:
         print("note: --no-verify-load: the artifact's integrity and self-test were not checked")
+    print(signature_note(info))
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
         result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
     return _report(args, result, time.perf_counter() - started, write_reports)
+
+
+def signature_note(info: dict) -> str:
+    """The one line every CLI prints about the model's signature (describe()["signature"])."""
+    sig = info.get("signature") or "unsigned"
+    if sig.startswith("signed by trusted key"):
+        return f"signature: {sig}"
+    return f"note: signature: {sig} (no trust policy: set --trusted-key or $CMUNEXT_TRUSTED_KEYS to require one)"
+
+
+def trust_preflight(weights, trusted_keys) -> tuple[str | None, str]:
+    """The trust policy's verdict on `weights` before any worker starts -> (the refusal or None,
+    the signature line to print)."""
+    from cmunext_edge.artifacts.integrity import VerifyReport, check_trust
+    from cmunext_edge.artifacts.signing import trust_policy
+    from cmunext_edge.resources import resolve_weights
+    path = resolve_weights(weights)
+    report = check_trust(path, trust_policy(trusted_keys), VerifyReport(str(path)))
+    return (f"cannot load model: {report.message()}" if report.problems else None,
+            signature_note({"signature": report.signature}))
 
 
 def _class_dice(row: dict) -> list[float]:

@@ -58,11 +58,14 @@ def run_video(args) -> int:
     if args.split:
         return fail(PROG, "--split applies to image datasets, not to video")
     try:
-        segmenter = EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device)
+        segmenter = EdgeSegmenter(args.weights, device=args.device, strict_device=args.strict_device,
+                                  trusted_keys=args.trusted_key)
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
     info = segmenter.describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
+    from cmunext_edge.cli.predict import signature_note
+    print(signature_note(info))
     missing, done = 0, []
     for source, sub in _sources(args.source):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from cmunext_edge.cli.common import fail, make_parser
 
@@ -33,6 +34,9 @@ def build_parser():
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
     p.add_argument("--max-bytes", type=int, default=20 << 20, help="request body limit (default 20 MiB)")
     p.add_argument("--threads", type=int, help="inference threads per replica (ONNX Runtime, OpenVINO)")
+    p.add_argument("--trusted-key", action="append", metavar="PUB.pem", help="trust policy: serve the artifact "
+                   "only if it is signed by this public key (checked before Ray starts and in every replica; "
+                   "repeat for several; default $CMUNEXT_TRUSTED_KEYS); exit 2 otherwise")
     return p
 
 
@@ -41,15 +45,23 @@ def main(argv=None) -> int:
     if min(args.replicas, args.max_batch, args.max_bytes) < 1:
         return fail("cmunext-serve", "--replicas, --max-batch and --max-bytes must be >= 1")
     from cmunext_edge._deps import MissingDependencyError
+    from cmunext_edge.cli.predict import trust_preflight
+    try:
+        problem, note = trust_preflight(args.artifact, args.trusted_key)
+    except (ValueError, OSError, ImportError) as exc:         # an unusable key, a missing extra
+        problem = str(exc)
+    if problem:
+        return fail("cmunext-serve", problem)
     try:
         from cmunext_edge.scale import serve
         url = serve.start(args.artifact, host=args.host, port=args.port, address=args.address,
                           device=args.device, replicas=args.replicas, max_batch=args.max_batch,
-                          batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads)
+                          batch_wait_ms=args.batch_wait_ms, max_bytes=args.max_bytes, threads=args.threads,
+                          trusted_keys=[str(Path(k).resolve()) for k in args.trusted_key or []] or None)
     except (MissingDependencyError, FileNotFoundError) as exc:
         return fail("cmunext-serve", str(exc), 1)
     print(f"serving {args.artifact} with {args.replicas} replica(s): POST {url}/segment, GET {url}/health "
-          f"(Ctrl-C stops)", flush=True)
+          f"(Ctrl-C stops)\n{note}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:

@@ -8,6 +8,9 @@ artifact gave for them on the export host, a pinned requirements file for the ar
 runtime only (numpy, OpenCV and that runtime: no torch), a wheel of this toolkit's core so
 that `cmunext-check` installs without a package index for it, and a README for the device.
 `bundle.json` lists the sha256 of every other file; `bundle.json.sha256` holds its own hash.
+`sbom.cdx.json` is the CycloneDX SBOM of what the device installs and of the model (sbom.py); with
+`sign_key`, the artifact copy is signed (artifact/<entry>.sig) and so is the whole bundle
+(`bundle.sig`, over every file), for `cmunext-check --trusted-key` (artifacts/signing.py).
 `cmunext-check BUNDLE` (cmunext_edge.device.check) verifies all of it on the device.
 """
 from __future__ import annotations
@@ -37,6 +40,7 @@ FORMAT = "cmunext-edge device bundle"
 VERSION = 1
 MANIFEST = "bundle.json"
 MANIFEST_HASH = "bundle.json.sha256"
+SIGNATURE = "bundle.sig"
 REFERENCE = "verify/reference.npz"
 MAX_DICE_DROP = 0.02      # Dice (vs ground truth) on the device may be at most this far below the host's
 # artifact suffix -> the files that travel with it (the entry file itself comes last)
@@ -45,6 +49,7 @@ COMPANIONS = {".xml": (".bin",), ".engine": (".json",), ".plan": (".json",)}
 RUNTIME_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
                  "tensorrt": ("tensorrt", "tensorrt-cu12")}
 CORE_DISTS = ("numpy", "opencv-python-headless")
+SIGN_DISTS = ("model-signing", "pyopenssl")     # the device's verifier (the `sign` extra)
 
 
 class BundleError(RuntimeError):
@@ -65,6 +70,8 @@ def artifact_files(artifact: Path) -> list[Path]:
         entry = json.loads(manifest.read_text()).get("artifacts", {}).get(artifact.name)
         if entry:
             files = [artifact.parent / f["name"] for f in entry["files"]]
+            sig = artifact.with_name(artifact.name + ".sig")       # signed later (cmunext-keys sign)
+            files += [sig] if sig.is_file() and sig not in files else []
             return [f for f in files if f.name != artifact.name] + [artifact]
     extra = [artifact.with_suffix(s) for s in COMPANIONS.get(artifact.suffix.lower(), ())]
     missing = [str(f) for f in extra if not f.is_file()]
@@ -82,9 +89,11 @@ def _version(dists) -> tuple[str, str] | None:
     return None
 
 
-def requirements(runtime_module: str) -> list[str]:
-    """Pinned lines for numpy, OpenCV and the one runtime the artifact needs, as on this host."""
+def requirements(runtime_module: str, signed: bool = False) -> list[str]:
+    """Pinned lines for numpy, OpenCV and the one runtime the artifact needs, as on this host
+    (and the signature verifier for a signed bundle)."""
     pins = [_version((d,)) for d in CORE_DISTS] + [_version(RUNTIME_DISTS.get(runtime_module, (runtime_module,)))]
+    pins += [_version((d,)) for d in SIGN_DISTS] if signed else []
     return [f"{d}=={v}" for d, v in (p for p in pins if p)]
 
 
@@ -159,7 +168,7 @@ def file_table(folder: Path) -> dict:
     out = {}
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = f.relative_to(folder).as_posix()
-        if rel not in (MANIFEST, MANIFEST_HASH):
+        if rel not in (MANIFEST, MANIFEST_HASH, SIGNATURE):
             out[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     return out
 
@@ -175,30 +184,32 @@ On the device, from inside this folder:
 
     python3 -m venv .venv && .venv/bin/pip install -r requirements.txt {manifest['wheel']}
     .venv/bin/cmunext-check .            # add --device GPU/NPU/cuda where the runtime offers it
-
+{"    .venv/bin/cmunext-check . --trusted-key RELEASE.pub.pem   # signed bundle: refuse anything else" + chr(10) if manifest.get("signed") else ""}
 `cmunext-check` verifies the sha256 of every file listed in bundle.json, that the preprocessing
 contract (preprocess.json) is the one embedded in the artifact, runs the artifact's self-test,
 runs the export host's input tensors of verify/images (verify/reference.npz) and compares the
 outputs with the host's (mask Dice agreement, max logit delta), then preprocesses the images on
 the device and compares again and with the ground-truth masks (Dice), times a short benchmark and
-writes device_report.json. Exit code 0 only when all of it holds; 1 with one line naming the
+writes device_report.json. It also checks that the installed packages are the ones sbom.cdx.json
+(CycloneDX) lists. Exit code 0 only when all of it holds; 1 with one line naming the
 first failure otherwise. Merge reports of several devices with `cmunext-compare REPORT...`.
 Under emulation (QEMU) the times are not speeds.
 """
 
 
 def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None, device: str = "cpu",
-                archive: bool = True) -> BundleResult:
+                archive: bool = True, sign_key=None) -> BundleResult:
     """Write `<out>/<artifact stem>.bundle/` (+ `.tar.gz`) for `artifact`; see the module docstring.
 
     `n_images` None: as many as the precision's tail claim needs (core.agreement.min_images, 49),
     or all the images there are when fewer (the device report then states the weaker claim).
     Without `images`, only a shipped model's artifact has default images (its held-out ones)."""
-    from cmunext_edge import __version__
-    from cmunext_edge.runtime.registry import entry_for_path, open_backend
+    from cmunext_edge.artifacts.signing import check_signing_key
+    from cmunext_edge.runtime.registry import entry_for_path
     artifact = Path(artifact)
     if not artifact.is_file():
         raise BundleError(f"{artifact}: no such artifact")
+    check_signing_key(sign_key)
     entry = entry_for_path(artifact)
     out = Path(out) if out else artifact.parent
     folder = out / f"{artifact.stem}.bundle"
@@ -206,38 +217,57 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
         shutil.rmtree(folder)
     (folder / "artifact").mkdir(parents=True)
     try:
-        for f in artifact_files(artifact):
-            shutil.copyfile(f, folder / "artifact" / f.name)
-        with open_backend(artifact, device=device) as backend:
-            meta = backend.metadata
-            if "spec" not in meta or not meta.get("selftest"):
-                raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
-                                  "contract or self-test); export it with cmunext-export first")
-            precision = meta.get("precision", "fp32")
-            images = images or default_images(meta.get("source_sha256"))
-            n = n_images or min_images(precision if precision in GATES else "int8")
-            refs = _reference(backend, _pick_samples(images, n, int(backend.num_classes or 1)), folder)
-            ran = backend.describe()
-        (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
-        (folder / "selftest.json").write_text(json.dumps(meta["selftest"], indent=2, sort_keys=True) + "\n")
-        reqs = requirements(entry.requires)
-        (folder / "requirements.txt").write_text("\n".join(reqs) + "\n")
-        wheel = write_core_wheel(folder / "wheels").relative_to(folder).as_posix()
-        manifest = {"format": FORMAT, "version": VERSION, "toolkit_version": __version__,
-                    "artifact": f"artifact/{artifact.name}", "backend": entry.name, "precision": precision,
-                    "requirements": reqs, "wheel": wheel, "references": refs,
-                    "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
-                                   "max_dice_drop": MAX_DICE_DROP},
-                    "images": {"source": str(images), "n": len(refs)},
-                    "host": {**host_description(), "ran": ran}}
-        (folder / "README.md").write_text(_readme(manifest))
-        manifest["files"] = file_table(folder)
-        write_manifest(folder, manifest)
+        manifest = _fill(folder, artifact, entry, images, n_images, device, sign_key)
         tar = _archive(folder) if archive else None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return BundleResult(folder, tar, manifest)
+
+
+def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, device: str, sign_key) -> dict:
+    """Copy, run, pin, describe and (with `sign_key`) sign everything in the bundle -> its manifest."""
+    from cmunext_edge import __version__
+    from cmunext_edge.artifacts.signing import sign_artifact, sign_files
+    from cmunext_edge.device.sbom import SBOM, write_requirements, write_sbom
+    from cmunext_edge.runtime.registry import open_backend
+    copied = []
+    for f in artifact_files(artifact):
+        copied.append(Path(shutil.copyfile(f, folder / "artifact" / f.name)))
+    with open_backend(artifact, device=device) as backend:
+        meta = backend.metadata
+        if "spec" not in meta or not meta.get("selftest"):
+            raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
+                              "contract or self-test); export it with cmunext-export first")
+        precision = meta.get("precision", "fp32")
+        images = images or default_images(meta.get("source_sha256"))
+        n = n_images or min_images(precision if precision in GATES else "int8")
+        refs = _reference(backend, _pick_samples(images, n, int(backend.num_classes or 1)), folder)
+        ran = backend.describe()
+    (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
+    (folder / "selftest.json").write_text(json.dumps(meta["selftest"], indent=2, sort_keys=True) + "\n")
+    reqs = requirements(entry.requires, signed=bool(sign_key))
+    wheel = write_core_wheel(folder / "wheels")
+    model = {"name": artifact.name, "backend": entry.name, "precision": precision,
+             "sha256": sha256_file(artifact), "source_sha256": meta.get("source_sha256"),
+             "files": {f.name: sha256_file(f) for f in copied if not f.name.endswith(".sig")}}
+    write_sbom(folder, write_requirements(folder, reqs), wheel, model)
+    if sign_key:
+        sign_artifact(folder / "artifact" / artifact.name, sign_key)
+    manifest = {"format": FORMAT, "version": VERSION, "toolkit_version": __version__,
+                "artifact": f"artifact/{artifact.name}", "backend": entry.name, "precision": precision,
+                "requirements": reqs, "wheel": wheel.relative_to(folder).as_posix(), "references": refs,
+                "sbom": SBOM, "signed": bool(sign_key),
+                "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
+                               "max_dice_drop": MAX_DICE_DROP},
+                "images": {"source": str(images), "n": len(refs)},
+                "host": {**host_description(), "ran": ran}}
+    (folder / "README.md").write_text(_readme(manifest))
+    manifest["files"] = file_table(folder)
+    write_manifest(folder, manifest)
+    if sign_key:
+        sign_files(folder, [f for f in folder.rglob("*") if f.is_file()], sign_key, folder / SIGNATURE)
+    return manifest
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

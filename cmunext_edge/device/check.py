@@ -1,6 +1,9 @@
 """What `cmunext-check BUNDLE` does on the device, step by step, into device_report.json.
 
-Steps (one table): the sha256 of every bundle file; the preprocessing contract of the bundle
+Steps (one table): under a trust policy (--trusted-key / $CMUNEXT_TRUSTED_KEYS) the bundle's
+signature (bundle.sig over every bundle file) by a trusted key, and the artifact's own signature
+when it loads; the sha256 of every bundle file; the installed packages against the bundle's
+CycloneDX SBOM; the preprocessing contract of the bundle
 against the one embedded in the artifact; the artifact loads on the requested device; its
 embedded self-test; agreement with the export host's outputs when the device runs the host's
 own input tensors (mean mask Dice >= the precision's floor: the runtime alone); the images
@@ -22,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS, check_selftest
-from cmunext_edge.device.bundle import (REFERENCE, BundleError, host_description, read_bundle, verify_files)
+from cmunext_edge.artifacts.integrity import SignatureError
+from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError,
+                                        host_description, read_bundle, verify_files)
 from cmunext_edge.device.bundle_truth import reference_truth, spec_input, truth_scores
 from cmunext_edge.core.agreement import GATES, Comparator, gate
 from cmunext_edge.core.preprocess import PreprocessSpec
@@ -38,8 +43,35 @@ class CheckState:
     warmup: int
     iters: int
     max_images: int | None = None
+    policy: list | None = None          # trusted public keys (signing.trust_policy), None: no policy
     backend: object = None
     report: dict = field(default_factory=dict)
+
+
+def _step_signature(st: CheckState) -> str | None:
+    """Under a trust policy: bundle.sig verifies with a trusted key and covers every listed file."""
+    from cmunext_edge.artifacts.signing import check_signature
+    sig = st.folder / SIGNATURE
+    if st.policy is None:
+        st.report["signature"] = "signed, not checked (no trusted key)" if sig.is_file() else "unsigned"
+        return None
+    required = [MANIFEST, MANIFEST_HASH] + sorted(st.manifest.get("files", {}))
+    fingerprint = check_signature(st.folder, required, sig, st.policy)
+    st.report["signature"] = f"signed by trusted key {fingerprint[:16]}"
+    return None
+
+
+def _step_sbom(st: CheckState) -> str | None:
+    """The installed packages against the bundle's CycloneDX SBOM (every listed one at its version)."""
+    from cmunext_edge.device.sbom import SBOM, check_installed
+    if not (st.folder / SBOM).is_file():
+        return f"no {SBOM} in this bundle: re-make it with this cmunext-bundle"
+    sb = st.report["sbom"] = check_installed(st.folder)
+    if sb["missing"] or sb["different"]:
+        wrong = sb["different"] + [f"{n} not installed" for n in sb["missing"]]
+        return f"installed packages differ from {SBOM}: {', '.join(wrong[:5])}" + (
+            f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else "")
+    return None
 
 
 def _step_files(st: CheckState) -> str | None:
@@ -53,7 +85,7 @@ def _step_files(st: CheckState) -> str | None:
 def _step_contract(st: CheckState) -> str | None:
     from cmunext_edge.runtime.registry import open_backend
     bundled = PreprocessSpec.from_json((st.folder / "preprocess.json").read_text())
-    st.backend = open_backend(st.folder / st.manifest["artifact"], device=st.device)
+    st.backend = open_backend(st.folder / st.manifest["artifact"], device=st.device, trusted_keys=st.policy)
     embedded = st.backend.spec
     if bundled != embedded:
         diff = [k for k in ("height", "width", "channel_order", "interpolation", "mean", "std",
@@ -165,7 +197,8 @@ def _step_latency(st: CheckState) -> str | None:
 
 
 # name -> (step, stops the check when it fails)
-STEPS = (("files", _step_files, True), ("preprocessing_contract", _step_contract, True),
+STEPS = (("signature", _step_signature, True), ("files", _step_files, True), ("sbom", _step_sbom, False),
+         ("preprocessing_contract", _step_contract, True),
          ("selftest", _step_selftest, False), ("host_inputs", _step_runtime, False),
          ("device_preprocessing", _step_end_to_end, False),
          ("latency", _step_latency, False))
@@ -210,12 +243,17 @@ def _cpu_name() -> str:
 
 
 def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, label: str | None = None,
-              emulated: str | None = None, max_images: int | None = None) -> dict:
+              emulated: str | None = None, max_images: int | None = None, trusted_keys=None) -> dict:
     """Run every step on `bundle` (folder or .tar.gz) -> the device report (a dict; see STEPS).
+    `trusted_keys`: the trust policy (default $CMUNEXT_TRUSTED_KEYS); a refusal by it sets
+    report["refused"].
 
-    Raises BundleError only when the bundle cannot be read at all."""
+    Raises BundleError only when the bundle cannot be read at all (TrustPolicyError for a key
+    that cannot be used)."""
+    from cmunext_edge.artifacts.signing import trust_policy
+    policy = trust_policy(trusted_keys)
     folder, manifest = read_bundle(bundle)
-    st = CheckState(folder, manifest, device, warmup, iters, max_images)
+    st = CheckState(folder, manifest, device, warmup, iters, max_images, policy)
     desc = device_description()
     st.report.update({"format": REPORT_FORMAT, "version": 1, "emulated": emulated,
                       "label": label or f"{desc['cpu']} ({desc['machine']})", "device": desc,
@@ -228,6 +266,9 @@ def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, 
             started = time.perf_counter()
             try:
                 problem = step(st)
+            except SignatureError as exc:
+                problem = st.report["refused"] = f"{name}: refused by the trust policy: {exc}"
+                stops = True
             except (BundleError, OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
                 problem, stops = f"{name}: {type(exc).__name__}: {exc}", True
             st.report["checks"].append({"name": name, "passed": problem is None, "message": problem or "ok",

@@ -39,6 +39,7 @@ class Backend(ABC):
         self.num_classes = 1
         self.loaded = False
         self.verification = None        # integrity.VerifyReport, set by a verified open_backend
+        self.signature: str | None = None   # trust-policy result or "unsigned" (open_backend)
 
     # --- public API --------------------------------------------------------------
     def load(self) -> "Backend":
@@ -102,7 +103,8 @@ class Backend(ABC):
         return {"backend": self.name, "device": self.device, "requested_device": self.requested_device,
                 "precision": self.precision, "fallback": self.fallback_reason,
                 "input_shape": list(self.input_shape), "artifact": str(self.path),
-                "verified": self.verification.message() if self.verification else None}
+                "verified": self.verification.message() if self.verification else None,
+                "signature": self.signature}
 
     @abstractmethod
     def _load(self) -> None: ...

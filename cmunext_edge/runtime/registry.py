@@ -121,20 +121,28 @@ def check_request(path: str | Path, device: str = "cpu", backend: str | None = N
 
 
 def open_backend(path: str | Path, device: str = "cpu", backend: str | None = None,
-                 strict_device: bool = False, verify: bool = True, **options) -> Backend:
+                 strict_device: bool = False, verify: bool = True, trusted_keys=None, **options) -> Backend:
     """Load `path` with the backend its suffix (or `backend`) selects.
 
-    With `verify` (the default) an exported artifact is checked before it is returned: its files
-    against manifest.json or the embedded content hash, then its embedded self-test
-    (integrity.py); a mismatch raises integrity.IntegrityError and nothing runs."""
-    from cmunext_edge.artifacts.integrity import enforce, precheck, verify_loaded
+    Under a trust policy (`trusted_keys`, else $CMUNEXT_TRUSTED_KEYS; signing.py) the files must
+    carry a valid signature by a trusted key before the runtime reads them, with or without
+    `verify`. With `verify` (the default) an exported artifact is also checked before it is
+    returned: its files against manifest.json or the embedded content hash, then its embedded
+    self-test (integrity.py); a mismatch raises integrity.IntegrityError and nothing runs."""
+    from cmunext_edge.artifacts.integrity import VerifyReport, check_trust, enforce, precheck, verify_loaded
+    from cmunext_edge.artifacts.signing import SignatureError, trust_policy
     entry, options = check_request(path, device, backend, options)
+    policy = trust_policy(trusted_keys)
+    if policy and options.get("cache_dir"):
+        raise SignatureError(f"{path}: option cache_dir: compiled models in the OpenVINO cache are not covered "
+                             f"by the signature; drop it under a trust policy")
+    report = enforce(precheck(path, policy) if verify else check_trust(path, policy, VerifyReport(str(path))))
     if not available(entry.requires):
         raise MissingDependencyError(
             f"{entry.name} backend needs {entry.requires}; install it with: "
             f"pip install \"cmunext-edge[{entry.extra}]\"")
-    report = enforce(precheck(path)) if verify else None
     loaded = entry.load_class()(path, device=device, strict_device=strict_device, **options).load()
+    loaded.signature = report.signature
     channels = loaded.input_shape[1]
     if isinstance(channels, int) and channels != loaded.spec.in_channels:
         loaded.close()

@@ -8,6 +8,9 @@ inference, create one EdgeSegmenter per thread.
 Verified load: an exported artifact is checked before its first inference (its files against
 manifest.json or the embedded content hash, then its embedded self-test; see integrity.py);
 a mismatch raises integrity.IntegrityError. `verify=False` skips this, for those who know why.
+Trust policy: with `trusted_keys=[PUB.pem, ...]` (or $CMUNEXT_TRUSTED_KEYS) the artifact runs only
+if its files carry a valid signature by one of those keys (artifacts/signing.py), checked before the
+runtime reads them; `describe()["signature"]` says what was found ("unsigned" without a policy).
 Image files are measured from their header before decoding and refused above `max_pixels`
 (imagecheck.DEFAULT_MAX_PIXELS by default; None for no limit).
 """
@@ -38,13 +41,15 @@ class Segmentation:
 class EdgeSegmenter:
     def __init__(self, artifact: str | Path | None = None, device: str = "cpu",
                  strict_device: bool = False, verify: bool = True,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, **backend_options):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, trusted_keys=None, **backend_options):
         """`artifact`: a checkpoint, an exported artifact, a shipped model name, or None (default model).
         `verify`: check the artifact's hash and self-test before use; `max_pixels`: largest image
-        file decoded; `backend_options`: as declared for its backend (runtime.registry)."""
+        file decoded; `trusted_keys`: public keys (PEM paths) the artifact must be signed by (default
+        $CMUNEXT_TRUSTED_KEYS; none: no trust policy); `backend_options`: as declared for its backend
+        (runtime.registry)."""
         path = resolve_weights(artifact)
         self.backend = open_backend(path, device=device, strict_device=strict_device, verify=verify,
-                                    **backend_options)
+                                    trusted_keys=trusted_keys, **backend_options)
         self.spec = self.backend.spec
         self.max_pixels = max_pixels
         self.verification = getattr(self.backend, "verification", None)

@@ -133,8 +133,13 @@ def _sample(item: dict) -> Sample:
                   more, bool(item["label_image"]))
 
 
+def _trust(trusted_keys) -> dict:
+    """The trust policy for the actors (absolute key paths; {} leaves $CMUNEXT_TRUSTED_KEYS to them)."""
+    return {"trusted_keys": [str(Path(k).resolve()) for k in trusted_keys]} if trusted_keys else {}
+
+
 def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write_overlays, threads,
-              progress) -> dict[str, str]:
+              progress, trusted_keys=None) -> dict[str, str]:
     """One Ray Data pass over `todo` -> {name: error} of the files reported bad."""
     items = [_item(s) for s in todo]
     cpus = _cpus_per_actor(ray, actors)
@@ -145,7 +150,8 @@ def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write
                         num_gpus=1 if device.lower().startswith("cuda") else 0,
                         fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
                                                "device": device, "write_overlays": write_overlays,
-                                               "options": _backend_options(artifact, threads or max(1, int(cpus)))})
+                                               "options": {**_backend_options(artifact, threads or max(1, int(cpus))),
+                                                           **_trust(trusted_keys)}})
     bad = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for name, error in zip(batch["name"], batch["error"]):
@@ -159,7 +165,7 @@ def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write
 def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None = None, actors: int = 1,
                 batch_size: int = 8, device: str = "cpu", write_overlays: bool = True,
                 threads: int | None = None, num_cpus: int | None = None, attempts: int = 3,
-                progress=None, log=None) -> JobResult:
+                progress=None, log=None, trusted_keys=None) -> JobResult:
     """Segment `samples` with `artifact` on Ray Data; rows come back in input order (see module doc)."""
     from cmunext_edge.resources import resolve_weights
     artifact = Path(resolve_weights(artifact)).resolve()
@@ -183,7 +189,7 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None
             try:
                 bad.update(_run_pass(ray, todo, out_dir, artifact, actors=actors, batch_size=batch_size,
                                      device=device, write_overlays=write_overlays, threads=threads,
-                                     progress=progress))
+                                     progress=progress, trusted_keys=trusted_keys))
                 stalled = False
             except Exception as exc:     # a pass Ray gave up on: what finished is kept, the rest rerun
                 failure = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"

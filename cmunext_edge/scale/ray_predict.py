@@ -25,7 +25,7 @@ def predict_with_ray(args, samples) -> int:
         with Progress(len(samples), "segmenting") as bar:
             result = run_ray_job(args.weights, samples, Path(args.out), address=args.address,
                                  actors=args.actors, batch_size=args.batch_size, device=args.device,
-                                 write_overlays=not args.no_overlay, progress=bar,
+                                 write_overlays=not args.no_overlay, progress=bar, trusted_keys=args.trusted_key,
                                  log=lambda m: print(m, file=sys.stderr))
     except (MissingDependencyError, FileNotFoundError, ConnectionError) as exc:
         return fail(PROG, str(exc))

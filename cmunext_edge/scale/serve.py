@@ -85,8 +85,10 @@ def class_mask_pngs(seg) -> list[bytes]:
 
 
 def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: int = 8,
-              batch_wait_ms: float = 5.0, max_bytes: int = MAX_BYTES, threads: int | None = None):
-    """The Ray Serve application (bind()-ed deployment) serving `artifact`."""
+              batch_wait_ms: float = 5.0, max_bytes: int = MAX_BYTES, threads: int | None = None,
+              trusted_keys=None):
+    """The Ray Serve application (bind()-ed deployment) serving `artifact` (each replica loads it
+    under the trust policy `trusted_keys`, default $CMUNEXT_TRUSTED_KEYS)."""
     serve = require("ray.serve")
     fastapi = require("fastapi")
     app = fastapi.FastAPI(title="cmunext-edge segmentation")
@@ -97,7 +99,8 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
         def __init__(self):
             from cmunext_edge.runtime.segmenter import EdgeSegmenter
             options = {"threads": threads} if threads else {}
-            self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, **options)
+            self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, trusted_keys=trusted_keys,
+                                                         **options)
             self.check = self.segmenter.self_test()
             info = self.segmenter.describe()
             self.where = {"backend": info["backend"], "device": info["device"], "precision": info["precision"]}

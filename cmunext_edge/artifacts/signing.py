@@ -1,0 +1,190 @@
+"""Signatures and the trust policy: the device runs only files that a trusted key signed.
+
+Format: OpenSSF model signing (`model-signing`, the `sign` extra) with a local elliptic-curve key
+pair (NIST P-256), offline: no certificate, no transparency log. A signature is a Sigstore bundle
+(DSSE envelope over an in-toto statement) that lists the sha256 of each signed file by name; it
+lies beside the files as `<entry file>.sig` (`bundle.sig` for a device bundle).
+
+What is signed is exactly what the runtime reads: the artifact's files (integrity.artifact_files:
+.onnx; .xml + .bin; .engine + .engine.json), which carry the embedded preprocessing contract,
+threshold and self-test. Verification (`check_signature`) runs before any runtime parses a file:
+the signature must verify with one of the trusted public keys, it must cover every required file,
+and every covered file must hash as signed. Anything else raises SignatureError naming what failed.
+
+The trust policy is `trusted_keys=[...]` (EdgeSegmenter, open_backend), `--trusted-key PUB.pem`
+on the CLIs, or CMUNEXT_TRUSTED_KEYS (public-key paths separated by os.pathsep) for firmware apps
+that cannot pass arguments. Without one, nothing is checked and the load reports "unsigned" or
+"signed, not checked".
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from cmunext_edge.artifacts.integrity import SignatureError
+from cmunext_edge.fileio import sha256_file
+
+ENV_VAR = "CMUNEXT_TRUSTED_KEYS"
+SIG_SUFFIX = ".sig"
+
+
+class TrustPolicyError(ValueError):
+    """A trust policy that cannot be used (a key file missing or not a public key)."""
+
+
+class SigningKeyError(ValueError):
+    """A signing key that is missing or cannot sign."""
+
+
+def signature_path(entry: str | Path) -> Path:
+    entry = Path(entry)
+    return entry.with_name(entry.name + SIG_SUFFIX)
+
+
+def _model_signing():
+    from cmunext_edge._deps import require
+    require("cryptography")
+    return require("model_signing")
+
+
+def key_fingerprint(public_pem: bytes) -> str:
+    """sha256 of the public key's PEM (what a model-signing signature names as its key hint)."""
+    return hashlib.sha256(public_pem).hexdigest()
+
+
+def _public_pem(path: Path) -> bytes:
+    _model_signing()
+    from cryptography.hazmat.primitives import serialization
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        raise TrustPolicyError(f"trusted key {path}: not a readable PEM public key ({exc})") from None
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def trust_policy(trusted_keys=None) -> list[Path] | None:
+    """The trusted public keys: `trusted_keys` if given, else $CMUNEXT_TRUSTED_KEYS, else None
+    (no policy). Every key must exist and be a PEM public key (TrustPolicyError otherwise)."""
+    if isinstance(trusted_keys, (str, Path)):
+        trusted_keys = [trusted_keys]
+    keys = [Path(k) for k in (trusted_keys or [])]
+    if not keys and os.environ.get(ENV_VAR, "").strip():
+        keys = [Path(k) for k in os.environ[ENV_VAR].split(os.pathsep) if k.strip()]
+    if not keys:
+        return None
+    for k in keys:
+        if not k.is_file():
+            raise TrustPolicyError(f"trusted key {k}: no such file")
+        _public_pem(k)
+    return keys
+
+
+def check_signing_key(key) -> None:
+    """A private key that cannot sign raises SigningKeyError before any work is done."""
+    if key is None:
+        return
+    if not Path(key).is_file():
+        raise SigningKeyError(f"--sign-key {key}: no such file")
+    _model_signing()
+    from cryptography.hazmat.primitives import serialization
+    try:
+        serialization.load_pem_private_key(Path(key).read_bytes(), None)
+    except (ValueError, TypeError) as exc:
+        raise SigningKeyError(f"--sign-key {key}: not an unencrypted PEM private key ({exc}); make one "
+                              f"with: cmunext-keys new --out KEYNAME") from None
+
+
+def new_key_pair(private_out: str | Path, public_out: str | Path) -> tuple[Path, Path]:
+    """Write a new P-256 private key (PEM, mode 0600) and its public key; refuse to overwrite."""
+    _model_signing()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    private_out, public_out = Path(private_out), Path(public_out)
+    for p in (private_out, public_out):
+        if p.exists():
+            raise FileExistsError(f"{p} exists; not overwritten (a lost private key cannot be recovered)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    fd = os.open(private_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    public_out.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private_out, public_out
+
+
+def sign_files(folder: str | Path, files, key: str | Path, sig: str | Path) -> Path:
+    """Sign exactly `files` (inside `folder`) with the private key at `key`; write the signature to
+    `sig` (atomically). Every other file of the folder is left out of the signature."""
+    ms = _model_signing()
+    folder, sig = Path(folder), Path(sig)
+    names = {Path(f).resolve().relative_to(folder.resolve()).as_posix() for f in files}
+    others = [p.relative_to(folder).as_posix() for p in folder.rglob("*")
+              if p.is_file() and p.relative_to(folder).as_posix() not in names]
+    hashing = ms.hashing.Config().set_ignored_paths(paths=others, ignore_git_paths=False)
+    tmp = sig.with_name(f".{sig.name}.tmp")
+    try:
+        config = ms.signing.Config().use_elliptic_key_signer(private_key=Path(key))
+    except (ValueError, TypeError, OSError) as exc:
+        raise SigningKeyError(f"signing key {key}: not a usable EC private key ({exc})") from None
+    config.set_hashing_config(hashing).sign(folder, tmp)
+    os.replace(tmp, sig)
+    return sig
+
+
+def sign_artifact(entry: str | Path, key: str | Path) -> Path:
+    """Sign the files the runtime reads for the artifact (or checkpoint) at `entry` -> `<entry>.sig`."""
+    from cmunext_edge.artifacts.integrity import artifact_files
+    entry = Path(entry)
+    files = artifact_files(entry)
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise SignatureError(f"{entry}: cannot sign, missing file(s): {', '.join(missing)}")
+    return sign_files(entry.parent, files, key, signature_path(entry))
+
+
+def signed_resources(sig: Path) -> dict[str, str]:
+    """name -> sha256 as listed in the signature (unverified: for naming what differs only)."""
+    try:
+        envelope = json.loads(Path(sig).read_text())["dsseEnvelope"]
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"{Path(sig).name}: not a readable signature ({type(exc).__name__})") from None
+
+
+def check_signature(folder: str | Path, required, sig: str | Path, trusted_keys) -> str:
+    """Verify `sig` over `folder` with one of `trusted_keys`, covering every name in `required`;
+    -> the fingerprint of the key that verified. SignatureError names what failed."""
+    folder, sig = Path(folder), Path(sig)
+    if not sig.is_file():
+        raise SignatureError(f"unsigned: no signature {sig.name} beside it, and a trust policy is set")
+    listed = signed_resources(sig)
+    uncovered = sorted(set(required) - set(listed))
+    if uncovered:
+        raise SignatureError(f"{sig.name} does not cover {', '.join(uncovered)}")
+    ms = _model_signing()
+    mismatch = None
+    for key in trusted_keys:
+        try:
+            ms.verifying.Config().use_elliptic_key_verifier(public_key=Path(key)) \
+                .set_ignore_unsigned_files(True).verify(folder, sig)
+            return key_fingerprint(_public_pem(key))
+        except Exception as exc:       # model-signing raises ValueError / InvalidSignature / others
+            if "Signature mismatch" in str(exc):
+                mismatch = exc
+    if mismatch is not None:
+        changed = [n for n, d in listed.items() if not (folder / n).is_file() or sha256_file(folder / n) != d]
+        what = ", ".join(changed) or "a signed file"
+        raise SignatureError(f"{what} changed after signing (sha256 differs from {sig.name})")
+    names = ", ".join(Path(k).name for k in trusted_keys)
+    raise SignatureError(f"{sig.name} is not signed by a trusted key ({names}): signed by another key, "
+                         f"or the signature was altered")
+
+
+def signature_status(entry: str | Path) -> str:
+    """Without a trust policy: "unsigned", or "signed, not checked (no trusted key)"."""
+    return "signed, not checked (no trusted key)" if signature_path(entry).is_file() else "unsigned"
