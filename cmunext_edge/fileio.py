@@ -43,3 +43,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hash_mismatches(folder: str | Path, expected: dict[str, str]) -> list[tuple[str, str | None, str]]:
+    """The one hash check (manifest entries, device bundles): (relative path, its sha256 or None when
+    missing, the expected sha256) of every file in `expected` that is missing or differs."""
+    out = []
+    for rel, want in expected.items():
+        f = Path(folder) / rel
+        actual = sha256_file(f) if f.is_file() else None
+        if actual != want:
+            out.append((rel, actual, str(want)))
+    return out

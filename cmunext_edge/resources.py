@@ -49,6 +49,6 @@ def shipped_model_name(sha256: str) -> str | None:
     except FileNotFoundError:
         return None
     for path in sorted(folder.iterdir()):
-        if path.suffix in (".safetensors", ".pth") and sha256_file(path) == sha256:
+        if path.suffix.lower() in (".safetensors", ".pth") and sha256_file(path) == sha256:
             return path.stem
     return None

@@ -15,8 +15,8 @@ import numpy as np
 
 from cmunext_edge.data.discovery import Sample, discover, seeded_sample
 from cmunext_edge.fileio import sha256_file
-from cmunext_edge.data.groundtruth import classes_problem, load_truth
-from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, to_bgr_uint8
+from cmunext_edge.data.groundtruth import classes_check, load_truth
+from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec
 from cmunext_edge.resources import SAMPLES_DIR
 
 
@@ -50,22 +50,20 @@ class CalibrationSet:
 
 def check_classes(samples: list[Sample], num_classes: int, source) -> None:
     """A dataset whose ground truth has fewer classes than the model cannot score it: say so."""
-    try:
-        problem = classes_problem(samples, num_classes)
-    except ImageReadError as exc:
-        raise CalibrationError(f"calibration/verification ground truth unusable: {exc}") from None
+    problem = classes_check(samples, num_classes, source, "calibration/verification ground truth")
     if problem:
-        raise CalibrationError(f"{source}: {problem}")
+        raise CalibrationError(problem)
 
 
-def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int = 64,
-                         seed: int = 0, num_classes: int = 1, truth: bool = True, split=None,
-                         exclude=()) -> CalibrationSet:
-    """Sample `size` images of `source` (default: the bundled samples) with `seed`; with `truth`,
-    each image's ground truth is loaded as `num_classes` x H x W (groundtruth.load_truth), and a
-    dataset with fewer classes than `num_classes` is a CalibrationError naming both. `split`: a
-    names file or split.json ('val') choosing images of an official-layout `source`; `exclude`:
-    names left out (a verification set leaves out the calibration images)."""
+def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int | None = 64,
+                         seed: int = 0, num_classes: int = 1, truth: bool = True,
+                         split: str | Path | None = None, exclude=()) -> CalibrationSet:
+    """Sample `size` images (None: all) of `source` (default: the bundled samples) with `seed`,
+    optionally from one split's list (a names file, or a training split.json: its "val" list); with
+    `truth`, each image's ground truth is loaded as `num_classes` x H x W (groundtruth.load_truth),
+    and a dataset with fewer classes than `num_classes` is a CalibrationError naming both.
+    `exclude`: names left out (a verification set leaves out the calibration images). The one
+    loader of calibration, verification and evaluation sets."""
     source = Path(source) if source is not None else SAMPLES_DIR
     try:
         samples = discover(source, split)
@@ -74,7 +72,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
     samples = [s for s in samples if s.name not in set(exclude)]
     if not samples:
         raise CalibrationError(f"{source}: no images found (looked for images/ or image files)")
-    if size <= 0:
+    if size is not None and size <= 0:
         raise CalibrationError(f"calibration size must be positive, got {size}")
     if truth:
         check_classes(samples, num_classes, source)
@@ -83,11 +81,24 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
     inputs, masks = [], []
     for s in samples:
         try:
-            inputs.append(spec.preprocess(to_bgr_uint8(load_image(s.image))))
+            inputs.append(spec(s.image))
             masks.append(load_truth(s, num_classes, spec.size) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration image unusable: {exc}") from None
         digest.update(f"|{s.name}:{sha256_file(s.image)}".encode())
+    if split is not None and str(split).endswith(".json"):
+        split = f"{split}:val"
     label = str(source) + (f" (split {split})" if split is not None else "")
     return CalibrationSet(label, seed, spec, samples, np.stack(inputs).astype(np.float32),
                           masks, digest.hexdigest())
+
+
+def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1,
+                  exclude=()):
+    """Evaluation images of `--target auto` (make_calibration_set): `limit` of an official-layout
+    dataset's (optionally one split's) images with their `num_classes` ground truth, the names in
+    `exclude` (the calibration images) left out; without data, 64 bundled samples (one class: no
+    ground truth for a model with several)."""
+    if data is None:
+        return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
+    return make_calibration_set(data, spec, limit, seed, num_classes, split=split, exclude=exclude)

@@ -4,17 +4,17 @@ updated (atomically) for every export into it.
 
 A manifest that cannot be read (truncated, not JSON, wrong structure) is never silently
 replaced: `read_manifest` raises ManifestError before any work, naming the file and what to do,
-since it is what verified load checks artifacts against."""
+since it is what verified load checks artifacts against. Reading is cmunext_edge.artifacts.manifest's
+(the one reader); this module writes."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from cmunext_edge.artifacts import manifest
 from cmunext_edge.fileio import atomic_path, sha256_file
 from cmunext_edge.toolchain import toolchain_versions  # noqa: F401 (pipeline imports it from here)
 from cmunext_edge.export.targets import ExportUsageError
-
-FORMAT = "cmunext-edge export manifest"
 
 
 class ManifestError(ExportUsageError):
@@ -27,26 +27,17 @@ def file_entries(files) -> list[dict]:
 
 def read_manifest(out_dir: Path) -> dict:
     """out_dir/manifest.json as a dict (a new one if absent); ManifestError if it is damaged."""
-    path = Path(out_dir) / "manifest.json"
-    if not path.exists():
-        return {"format": FORMAT, "version": 1, "artifacts": {}}
     try:
-        data = json.loads(path.read_text())
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        problem = f"not readable JSON ({exc})"
-    else:
-        if isinstance(data, dict) and isinstance(data.get("artifacts"), dict) and all(
-                isinstance(v, dict) for v in data["artifacts"].values()):
-            return data
-        problem = "not a manifest ('artifacts' must map artifact names to entries)"
-    raise ManifestError(f"{path} is damaged: {problem}. It records the sha256 that verified load checks "
-                        f"the artifacts against, so it is not overwritten: restore it, or move it "
-                        f"away (and re-export the artifacts in {path.parent}) before exporting there")
+        return manifest.read_manifest(out_dir)
+    except manifest.ManifestError as exc:
+        raise ManifestError(f"{exc}. It records the sha256 that verified load checks the artifacts "
+                            f"against, so it is not overwritten: restore it, or move it away (and "
+                            f"re-export the artifacts in {Path(out_dir)}) before exporting there") from None
 
 
 def write_manifest(out_dir: Path, artifact: str, entry: dict) -> Path:
     """Add or replace the entry of `artifact` in out_dir/manifest.json."""
-    path = Path(out_dir) / "manifest.json"
+    path = manifest.manifest_path(out_dir)
     data = read_manifest(out_dir)
     data["artifacts"][artifact] = entry
     with atomic_path(path) as tmp:

@@ -11,7 +11,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from cmunext_edge.core.precision import Int8Mode, Precision
-from cmunext_edge.export.targets import ExportUsageError
+
+
+class ExportUsageError(ValueError):
+    """An unknown target, or an option or precision the chosen target does not support."""
 
 
 def _enum(kind, value, what: str):

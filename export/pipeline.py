@@ -29,7 +29,7 @@ from cmunext_edge.runtime.base import BackendError
 from cmunext_edge.runtime.registry import entry_for_path, open_backend
 from cmunext_edge.checkpoints.weights import load_checkpoint
 from cmunext_edge.export.calibration import make_calibration_set
-from cmunext_edge.export.cpu_fit import gate_failure_hint, manifest_fields
+from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
 from cmunext_edge.export.onnx_export import prepare_model
 from cmunext_edge.export.options import ExportOptions

@@ -6,14 +6,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from cmunext_edge._deps import EXTRAS
 from cmunext_edge.core.precision import Precision
+from cmunext_edge.export.options import ExportOptions, ExportUsageError  # noqa: F401 (raised by callers as targets.ExportUsageError)
 from cmunext_edge.runtime.tensorrt_backend import INSTALL_HINT as TENSORRT_HINT
-
-if TYPE_CHECKING:
-    from cmunext_edge.export.options import ExportOptions
 
 FP32, FP16, BF16, INT8 = Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8
 # target-specific ExportOptions fields -> what they are for (the help text of the table)
@@ -24,10 +22,6 @@ OPTIONS = {"calib": "calibration images (INT8)", "dynamic": "dynamic batch", "ba
            "ort_quant": "ONNX Runtime quantization options (INT8)"}
 PYTHON_ONLY = frozenset({"nncf", "ort_quant"})     # dict options without a command-line flag
 SHAPE = frozenset({"dynamic", "batch", "opset"})   # every ONNX-based target takes these
-
-
-class ExportUsageError(ValueError):
-    """An unknown target, or an option or precision the chosen target does not support."""
 
 
 def _flag(option: str) -> str:

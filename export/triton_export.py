@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmunext_edge._deps import require
+from cmunext_edge.artifacts.kinds import kind_named, kind_of
 from cmunext_edge.artifacts.meta import PREFIX, check_selftest, parse_metadata
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.export.manifest import file_entries, write_manifest
@@ -78,7 +79,7 @@ def _openvino_io(path: Path) -> ArtifactIO:
         return [Tensor(p.get_any_name(), _DTYPES[p.get_element_type().get_type_name()],
                        tuple(d.get_length() if d.is_static else None for d in p.get_partial_shape()))
                 for p in ports]
-    return ArtifactIO("openvino", [path, path.with_suffix(".bin")], tensors(model.inputs),
+    return ArtifactIO("openvino", kind_named("openvino").files(path), tensors(model.inputs),
                       tensors(model.outputs), read_rt_metadata(model))
 
 
@@ -99,24 +100,24 @@ def _tensorrt_io(path: Path) -> ArtifactIO:
                       None if "static" in shapes else int(shapes["max"][0]))
 
 
-# artifact suffix -> (reader, Triton platform/backend line, file names in the version folder)
+# artifact kind (artifacts/kinds.py) -> (reader, Triton platform/backend line, file names in the version folder)
 KINDS = {
-    ".onnx": (_onnx_io, 'platform: "onnxruntime_onnx"', ["model.onnx"]),
-    ".xml": (_openvino_io, 'backend: "openvino"', ["model.xml", "model.bin"]),
-    ".engine": (_tensorrt_io, 'platform: "tensorrt_plan"', ["model.plan"]),
-    ".plan": (_tensorrt_io, 'platform: "tensorrt_plan"', ["model.plan"]),
+    "onnx": (_onnx_io, 'platform: "onnxruntime_onnx"', ["model.onnx"]),
+    "openvino": (_openvino_io, 'backend: "openvino"', ["model.xml", "model.bin"]),
+    "tensorrt": (_tensorrt_io, 'platform: "tensorrt_plan"', ["model.plan"]),
 }
 
 
 def read_artifact(path) -> ArtifactIO:
     path = Path(path)
-    if path.suffix.lower() not in KINDS:
+    kind = kind_of(path)
+    if kind is None or kind.name not in KINDS:
         raise ExportUsageError(f"target triton packages an exported artifact (.onnx, .xml, .engine), "
                                f"not {path.name}; export it first, e.g. cmunext-export --weights "
                                f"{path.name} --target onnx --dynamic")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such artifact")
-    return KINDS[path.suffix.lower()][0](path)
+    return KINDS[kind.name][0](path)
 
 
 def _q(text: str) -> str:
@@ -133,7 +134,7 @@ def _tensor_block(tensors, batched: bool) -> str:
 
 def config_text(name: str, io: ArtifactIO, max_batch: int, kind_gpu: bool) -> str:
     """config.pbtxt for the artifact (max_batch 0: no batching, full shapes)."""
-    platform = KINDS[".onnx" if io.kind == "onnx" else ".xml" if io.kind == "openvino" else ".plan"][1]
+    platform = KINDS[io.kind][1]
     batched = max_batch > 0
     lines = [f"name: {_q(name)}", platform, f"max_batch_size: {max_batch}",
              f"input {_tensor_block(io.inputs, batched)}", f"output {_tensor_block(io.outputs, batched)}"]
@@ -164,8 +165,8 @@ def _model_name(artifact: Path, options) -> str:
 def _self_test(entry: Path, io: ArtifactIO, device: str) -> dict | None:
     """Run the copied artifact's embedded self-test where its backend runs here (not TensorRT off-GPU)."""
     from cmunext_edge._deps import available
-    from cmunext_edge.runtime.registry import entry_for_path, open_backend
-    be = entry_for_path(entry.with_suffix(".engine") if io.kind == "tensorrt" else entry)
+    from cmunext_edge.runtime.registry import entry_for, open_backend
+    be = entry_for(kind_named(io.kind).backend)
     if io.kind == "tensorrt" or not available(be.requires):
         return None
     meta = parse_metadata(io.metadata)
@@ -183,7 +184,7 @@ def _stage(repo: Path, name: str, io: ArtifactIO, options) -> tuple[Path, list[P
     version = staging / "1"
     version.mkdir()
     files = []
-    for src, dest_name in zip(io.files, KINDS[io.files[0].suffix.lower()][2]):
+    for src, dest_name in zip(io.files, KINDS[io.kind][2]):
         dest = version / dest_name
         shutil.copyfile(src, dest)
         if sha256_file(dest) != sha256_file(src):

@@ -41,6 +41,29 @@ def trained(tmp_path_factory):
     return copy
 
 
+def _export_once(weights, tmp_path_factory, folder: str, **options):
+    pytest.importorskip("torch"), pytest.importorskip("onnx"), pytest.importorskip("onnxruntime")
+    from cmunext_edge.export.pipeline import export
+    return export(weights, out=tmp_path_factory.mktemp(folder), log=lambda m: None, **options)
+
+
+# Exported artifacts, one export per test session (an export is the slowest step of a test):
+# treat them as read-only and copy an artifact (and its manifest.json) before changing it.
+@pytest.fixture(scope="session")
+def onnx_random(ckpt_s, tmp_path_factory):
+    """ExportResult of the random-weight CMUNeXt-S reference as a verified FP32 dynamic-batch
+    ONNX, s.onnx (6 calibration/verification images)."""
+    return _export_once(ckpt_s, tmp_path_factory, "onnx_random", target="onnx", dynamic=True, calib_size=6,
+                        name="s")
+
+
+@pytest.fixture(scope="session")
+def onnx_trained(trained, tmp_path_factory):
+    """ExportResult of the shipped (trained) CMUNeXt-S as a verified FP32 dynamic-batch ONNX,
+    cmunext-s-busi_fp32.onnx (8 calibration/verification images)."""
+    return _export_once(trained, tmp_path_factory, "onnx_trained", target="onnx", dynamic=True, calib_size=8,
+                        name="cmunext-s-busi_fp32")
+
 
 @pytest.fixture(scope="session")
 def three_class(trained, tmp_path_factory):

@@ -230,7 +230,7 @@ def test_toolchain_noise_is_silenced_only_inside_the_scope():
 def test_gate_hint_names_only_settings_a_user_can_set():
     from cmunext_edge.capabilities import detect
     from cmunext_edge.cli.export import build_parser
-    from cmunext_edge.export.cpu_fit import gate_failure_hint
+    from cmunext_edge.export.int8_recipe import gate_failure_hint
     from cmunext_edge.export.options import ExportOptions
     flags = {o for a in build_parser()._actions for o in a.option_strings}
     for target in ("openvino", "onnxruntime"):

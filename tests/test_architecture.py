@@ -1,6 +1,6 @@
 """The structure rules of ARCHITECTURE.md, checked on the source: no import circles between
-modules at import time, no product module that refers to ../shared, and every module path the
-document names exists."""
+modules (every import counts, those inside functions too), the layer table (LAYERS) holds, no
+product module refers to ../shared, and every module path the document names exists."""
 import ast
 import re
 from pathlib import Path
@@ -30,13 +30,15 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _import_time_edges(mods: dict[str, Path]) -> dict[str, set[str]]:
-    """Imports executed when a module is imported: module level, not inside functions."""
+def _import_edges(mods: dict[str, Path]) -> dict[str, set[str]]:
+    """Every import a module makes, wherever it stands: module level, inside functions, under
+    `if TYPE_CHECKING:`. (Importing a submodule runs its parent package's __init__ first; that
+    implicit step is not an edge: a package may import its own submodules.)"""
     edges = {}
     for name, path in mods.items():
         tree = ast.parse(path.read_text(), str(path))
         targets = set()
-        for node in tree.body:                      # top-level statements only
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom):
@@ -49,9 +51,7 @@ def _import_time_edges(mods: dict[str, Path]) -> dict[str, set[str]]:
     return edges
 
 
-def test_no_import_circles():
-    mods = _modules()
-    edges = _import_time_edges(mods)
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     state, cycles = {}, []
 
     def visit(node, stack):
@@ -63,10 +63,78 @@ def test_no_import_circles():
                 visit(nxt, stack + [nxt])
         state[node] = "done"
 
-    for m in sorted(mods):
+    for m in sorted(edges):
         if m not in state:
             visit(m, [m])
+    return cycles
+
+
+def test_no_import_circles():
+    cycles = _cycles(_import_edges(_modules()))
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+# The layer rules, one table: each part of the package -> the parts it may import (besides
+# itself). "base" is the top-level modules (_version, _deps, fileio, progress, resources,
+# toolchain, capabilities); "package" is cmunext_edge/__init__.py, the public surface. Nothing
+# below cli/ imports cli/ or scale/; core/ imports only base; the device side (device/, runtime/,
+# artifacts/) never imports the exporters (export/) or training (train/).
+BASE = {"base"}
+LAYERS = {
+    "base": set(),
+    "core": BASE,
+    "data": BASE | {"core"},
+    "checkpoints": BASE | {"core"},
+    "artifacts": BASE | {"core"},
+    "predict": BASE | {"core", "data"},
+    "runtime": BASE | {"core", "data", "checkpoints", "artifacts", "predict"},
+    "bench": BASE | {"core", "data", "checkpoints", "artifacts", "runtime"},
+    "train": BASE | {"core", "data", "checkpoints"},
+    "device": BASE | {"core", "data", "artifacts", "runtime", "bench"},
+    "export": BASE | {"core", "data", "checkpoints", "artifacts", "runtime", "bench"},
+    "scale": BASE | {"core", "data", "predict", "runtime"},
+    "cli": BASE | {"core", "data", "checkpoints", "artifacts", "predict", "runtime", "bench", "train",
+                   "device", "export", "scale"},
+    "package": BASE | {"core", "runtime"},
+}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "package"
+    return parts[1] if parts[1] in LAYERS else "base"
+
+
+def test_layer_table_is_a_layering():
+    assert all(allowed <= set(LAYERS) for allowed in LAYERS.values())
+    assert not _cycles({part: set(allowed) for part, allowed in LAYERS.items()}), "the layer table has a circle"
+    assert not any("cli" in allowed or "scale" in allowed for part, allowed in LAYERS.items() if part != "cli")
+
+
+def test_layer_rules():
+    mods = _modules()
+    assert {_part(m) for m in mods} == set(LAYERS), "every part of the package has a row in LAYERS"
+    violations = sorted(f"{a} -> {b}" for a, targets in _import_edges(mods).items() for b in targets
+                        if _part(b) != _part(a) and _part(b) not in LAYERS[_part(a)])
+    assert not violations, "imports against the layer table: " + "; ".join(violations)
+
+
+def test_the_checks_see_imports_inside_functions(tmp_path):
+    """A circle made only by an import inside a function, and a layer violation made the same
+    way, are both found (the checks read every import, not only the module-level ones)."""
+    pkg = tmp_path / "cmunext_edge"
+    (pkg / "core").mkdir(parents=True)
+    (pkg / "cli").mkdir()
+    (pkg / "core" / "a.py").write_text("def f():\n    from cmunext_edge.core.b import g\n")
+    (pkg / "core" / "b.py").write_text("from cmunext_edge.core import a\n"
+                                       "def g():\n    from cmunext_edge.cli.main import run\n")
+    (pkg / "cli" / "main.py").write_text("")
+    mods = {"cmunext_edge.core.a": pkg / "core" / "a.py", "cmunext_edge.core.b": pkg / "core" / "b.py",
+            "cmunext_edge.cli.main": pkg / "cli" / "main.py"}
+    edges = _import_edges(mods)
+    assert _cycles(edges) == [["cmunext_edge.core.a", "cmunext_edge.core.b", "cmunext_edge.core.a"]]
+    assert "cmunext_edge.cli.main" in edges["cmunext_edge.core.b"] and "cli" not in LAYERS["core"]
 
 
 def test_no_product_module_refers_to_shared():

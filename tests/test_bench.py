@@ -15,35 +15,15 @@ from cmunext_edge.bench.report import format_table, to_markdown, write_plot  # n
 from cmunext_edge.cli.bench import expand_rows, main, parse_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-REF_S = ROOT.parent / "shared" / "reference" / "official_cmunext_s_random.pth"
-BUSI = ROOT.parent / "shared" / "data" / "busi-train"
 FAST = ["--warmup", "1", "--iters", "3", "--batch-sizes", "1,2", "--streams", "1",
         "--throughput-time", "0.05", "--matmul-time", "0.05", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def ckpt():
-    if not REF_S.is_file():
-        pytest.skip("../shared/reference is not available")
-    return REF_S
-
-
-@pytest.fixture(scope="module")
-def busi():
-    if not BUSI.is_dir():
-        pytest.skip("../shared/data/busi-train is not available")
-    return BUSI
-
-
-@pytest.fixture(scope="module")
-def onnx_s(ckpt, tmp_path_factory):
-    """A dynamic-batch FP32 ONNX of the S checkpoint, exported (metadata, self-test, manifest: it
-    passes the verified load every backend opened by the bench does)."""
-    pytest.importorskip("torch"), pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from cmunext_edge.export.pipeline import export
-    out = tmp_path_factory.mktemp("onnx")
-    return export(ckpt, target="onnx", dynamic=True, name="s", out=out, calib_size=4, log=lambda m: None).artifact
+@pytest.fixture
+def onnx_s(onnx_random):
+    """The session's FP32 dynamic-batch ONNX of the S checkpoint (conftest: exported once, with
+    metadata, self-test and manifest, so it passes the verified load every bench backend does)."""
+    return onnx_random.artifact
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,6 +69,8 @@ def test_latency_images_default_to_the_bundled_samples(tmp_path):
 
 
 def test_bench_package_has_no_import_circle_and_no_shared_path():
+    """bench/__init__.py's rules: no circle inside the package, no module imports `engine`
+    (circles and layers of the whole package: test_architecture.py)."""
     import ast
     pkg = ROOT / "cmunext_edge" / "bench"
     graph = {}
@@ -104,6 +86,7 @@ def test_bench_package_has_no_import_circle_and_no_shared_path():
     def reaches(start, goal, seen=()):
         return any(d == goal or (d not in seen and reaches(d, goal, (*seen, d))) for d in graph.get(start, ()))
     assert graph["engine"] and not [m for m in graph if m != "__init__" and reaches(m, m)]
+    assert not [m for m, deps in graph.items() if m != "__init__" and "engine" in deps]
     for path in [*pkg.glob("*.py"), ROOT / "cmunext_edge" / "cli" / "bench.py"]:
         assert "../shared" not in path.read_text() and '"shared"' not in path.read_text(), path
 
@@ -130,8 +113,8 @@ def test_row_expansion_and_options():
 
 
 # --- the engine --------------------------------------------------------------------------
-def test_run_bench_checkpoint_rows_with_fallback(ckpt, busi):
-    rows = [RowSpec(ckpt, "cpu", (("precision", "fp32"),)), RowSpec(ckpt, "npu", (("precision", "fp32"),))]
+def test_run_bench_checkpoint_rows_with_fallback(ckpt_s, busi):
+    rows = [RowSpec(ckpt_s, "cpu", (("precision", "fp32"),)), RowSpec(ckpt_s, "npu", (("precision", "fp32"),))]
     cfg = BenchConfig(rows, warmup=1, iters=3, batch_sizes=(1, 2), streams=(1, 2), throughput_time_s=0.05,
                       max_latency_images=2, data=busi, max_images=2, matmul_seconds=0.05, progress=False)
     report = run_bench(cfg)
@@ -152,7 +135,7 @@ def test_run_bench_checkpoint_rows_with_fallback(ckpt, busi):
     assert report.to_dict()["machine"]["matmul_gflops"] > 0
 
 
-def test_broken_artifact_is_a_row_error_and_exit_1(ckpt, tmp_path):
+def test_broken_artifact_is_a_row_error_and_exit_1(ckpt_s, tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     out = tmp_path / "r.json"
@@ -162,21 +145,21 @@ def test_broken_artifact_is_a_row_error_and_exit_1(ckpt, tmp_path):
 
 
 # --- CLI ---------------------------------------------------------------------------------
-def test_cli_end_to_end_writes_json_markdown_plot(ckpt, onnx_s, busi, tmp_path, capsys):
+def test_cli_end_to_end_writes_json_markdown_plot(ckpt_s, onnx_s, busi, tmp_path, capsys):
     j, md, png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
-    rc = main([str(ckpt), str(onnx_s), *FAST, "--data", str(busi), "--max-images", "2",
+    rc = main([str(ckpt_s), str(onnx_s), *FAST, "--data", str(busi), "--max-images", "2",
                "--json", str(j), "--markdown", str(md), "--plot", str(png)])
     assert rc == 0
     data = json.loads(j.read_text())
     torch_row, ort_row = data["rows"]
     assert ort_row["backend"] == "onnxruntime" and ort_row["error"] is None
-    assert ort_row["reference"] == str(ckpt) and ort_row["n_agreement_images"] == 2
+    assert ort_row["reference"] == str(ckpt_s) and ort_row["n_agreement_images"] == 2
     assert ort_row["agreement_dice"] > 0.99 and ort_row["max_abs_logit_delta"] < 1e-2
     assert ort_row["params"] == torch_row["params"] and ort_row["vs_torch_fp32"] > 0
     assert md.read_text().startswith("# cmunext-bench results") and "| configuration |" in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "s.onnx onnxruntime/cpu/fp32" in capsys.readouterr().out
-    assert "s.onnx" in to_markdown(data)
+    assert f"{onnx_s.name} onnxruntime/cpu/fp32" in capsys.readouterr().out
+    assert onnx_s.name in to_markdown(data)
     write_plot(data, tmp_path / "again.png")        # also from a JSON round-trip
 
 
@@ -186,9 +169,9 @@ def test_cli_list_devices(capsys):
     assert "pytorch" in out and "cpu" in out
 
 
-def test_cli_strict_device_missing_fails_clearly(ckpt, capsys):
+def test_cli_strict_device_missing_fails_clearly(ckpt_s, capsys):
     pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has CUDA")
-    rc = main([str(ckpt), "--device", "cuda", "--strict-device", *FAST])
+    rc = main([str(ckpt_s), "--device", "cuda", "--strict-device", *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "cuda" in err and "not available" in err and "strict" in err
 
@@ -204,10 +187,10 @@ def test_check_ort_overhead_records_both_timings(onnx_s):
     assert res["ratio_p50"] > 0 and isinstance(res["within_tolerance"], bool)   # no timing assertion
 
 
-def test_threads_option_sets_torch_threads_for_the_row_only(ckpt):
+def test_threads_option_sets_torch_threads_for_the_row_only(ckpt_s):
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
-    with bench.torch_threads(bench.torch_row_threads(RowSpec(ckpt, options=(("threads", 3),)))):
+    with bench.torch_threads(bench.torch_row_threads(RowSpec(ckpt_s, options=(("threads", 3),)))):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
     assert bench.torch_row_threads(RowSpec(Path("m.onnx"), options=(("threads", 3),))) is None
@@ -223,7 +206,7 @@ def test_cli_check_ort_overhead_writes_json(onnx_s, tmp_path, capsys):
     assert "plain onnxruntime" in capsys.readouterr().out
 
 
-def test_agreement_reference_is_matched_by_source_sha256(ckpt, onnx_s, tmp_path):
+def test_agreement_reference_is_matched_by_source_sha256(ckpt_s, onnx_s, tmp_path):
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(onnx_s))
     foreign = tmp_path / "foreign.onnx"
@@ -234,24 +217,24 @@ def test_agreement_reference_is_matched_by_source_sha256(ckpt, onnx_s, tmp_path)
     bare = tmp_path / "bare.onnx"
     del model.metadata_props[:]                     # no metadata at all: no source recorded
     onnx.save(model, str(bare))
-    rows = [RowSpec(ckpt, options=(("precision", "fp32"),)), RowSpec(foreign), RowSpec(bare)]
+    rows = [RowSpec(ckpt_s, options=(("precision", "fp32"),)), RowSpec(foreign), RowSpec(bare)]
     cfg = BenchConfig(rows, warmup=0, iters=1, throughput_time_s=0, max_latency_images=2,
                       matmul_seconds=0, progress=False, verify=False)   # edited artifacts: opt out
     torch_row, foreign_row, bare_row = run_bench(cfg).rows
     assert torch_row.agreement_dice == 1.0 and torch_row.n_agreement_images == 2
     assert foreign_row.error is None and foreign_row.agreement_dice is None
-    assert bare_row.agreement_dice > 0.99 and bare_row.reference == str(ckpt)
+    assert bare_row.agreement_dice > 0.99 and bare_row.reference == str(ckpt_s)
     assert bare_row.params is None                   # no variant metadata: complexity unknown
 
 
-def test_bench_runs_on_an_edge_box_without_torch(onnx_s, tmp_path):
+def test_bench_runs_on_an_edge_box_without_torch(onnx_s, ckpt_s, tmp_path):
     """Only the artifact's runtime installed: no complexity or agreement, everything else works."""
     import subprocess
     import sys
     out = tmp_path / "nt.json"
     code = ("import sys; sys.modules['torch'] = None\n"      # makes `import torch` fail
             "from cmunext_edge.cli.bench import main\n"
-            f"sys.exit(main([{str(onnx_s)!r}, {str(REF_S)!r}, '--json', {str(out)!r}, "
+            f"sys.exit(main([{str(onnx_s)!r}, {str(ckpt_s)!r}, '--json', {str(out)!r}, "
             + ", ".join(repr(a) for a in FAST) + "]))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1, res.stderr                  # the .pth row cannot run without torch ...
@@ -268,7 +251,10 @@ def test_benchmark_scripts_record_repo_relative_commands(tmp_path, monkeypatch):
     import run_cpu_suite
     assert common.rel(ROOT / "models" / "x.pth") == "models/x.pth"
     assert common.rel(ROOT.parent / "shared" / "data") == "../shared/data"
-    assert not common.python().startswith(str(ROOT)) and not common.tool("cmunext-bench")[0].startswith(str(ROOT))
+    tool = common.tool("cmunext-bench")
+    assert not common.python().startswith(str(ROOT)) and not tool[0].startswith(str(ROOT))
+    if Path(sys.executable).absolute().is_relative_to(ROOT):      # the checkout's own .venv
+        assert not common.python().startswith("/") and not tool[0].startswith("/")
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["a"], "val": ["b", "c"]}))
     args = run_cpu_suite.parse_args(["--split", str(split), "--data", str(ROOT.parent / "shared" / "data"),
@@ -283,6 +269,7 @@ def test_benchmark_scripts_record_repo_relative_commands(tmp_path, monkeypatch):
     assert cmd[cmd.index("--json") + 1] == "benchmarks/results/cpu_x.json"
     assert cmd[cmd.index("--data") + 1] == "../shared/data"
     assert (tmp_path / "cpu_x_split.txt").read_text() == "b\nc\n"      # the split's 'val' list
-    assert not [a for a in cmd if a.startswith("/") and "cpu_x_split" not in a]
+    assert cmd[:len(tool)] == tool          # the interpreter/tool: absolute only where the venv is elsewhere
+    assert not [a for a in cmd[len(tool):] if a.startswith("/") and "cpu_x_split" not in a]
     sys.modules.pop("common", None)
     sys.modules.pop("run_cpu_suite", None)

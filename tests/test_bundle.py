@@ -22,16 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def onnx_artifact(trained, tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    from cmunext_edge.export.pipeline import export
-    out = tmp_path_factory.mktemp("exports")
-    return export(trained, target="onnx", precision="fp32", out=out, calib_size=8, log=lambda m: None).artifact
-
-
-@pytest.fixture(scope="module")
-def pristine(onnx_artifact, tmp_path_factory):
-    return make_bundle(onnx_artifact, tmp_path_factory.mktemp("bundles"), n_images=3)
+def pristine(onnx_trained, tmp_path_factory):
+    return make_bundle(onnx_trained.artifact, tmp_path_factory.mktemp("bundles"), n_images=3)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cmunext_edge.core.complexity import (checkpoint_complexity, conv_macs, count_macs, variant_complexity)
+from cmunext_edge.checkpoints.weights import checkpoint_complexity
+from cmunext_edge.core.complexity import conv_macs, count_macs, variant_complexity
 from cmunext_edge.core.model import build_model  # noqa: E402
 
 REF_S = "/work/shared/reference/official_cmunext_s_random.pth"

@@ -7,8 +7,8 @@ import pytest
 from test_capabilities import GRAVITON3, RPI4, SPR, ZEN3, ZEN4
 
 from cmunext_edge.capabilities import detect, from_cpuinfo
-from cmunext_edge.export import cpu_fit
-from cmunext_edge.export.auto_candidates import candidates_for
+from cmunext_edge.export import cpu_fit, int8_recipe
+from cmunext_edge.export.auto.candidates import candidates_for
 from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.verify import VerificationError
 
@@ -51,37 +51,41 @@ def test_nncf_call_gets_the_overflow_fix(value, member):
     assert kwargs["model_type"] == nncf.ModelType.TRANSFORMER
 
 
-def test_default_nncf_options_follow_this_cpu():
+@pytest.mark.parametrize("cpu, overflow_fix", [("zen3", "enable"), ("zen4", "enable"), ("graviton3", None)])
+def test_default_nncf_options_follow_the_cpu(cpu, overflow_fix, monkeypatch):
     from cmunext_edge.export.openvino_export import resolved_nncf_options
+    monkeypatch.setattr(cpu_fit, "detect", lambda: CPUS[cpu])
     opts = resolved_nncf_options({})
     assert opts["model_type"] == "transformer" and opts["preset"] == "performance"
-    assert opts["overflow_fix"] == cpu_fit.nncf_overflow_fix(detect())
+    assert opts["overflow_fix"] == overflow_fix
     with pytest.raises(ValueError, match="unknown NNCF option"):
         resolved_nncf_options({"overflowfix": "enable"})
 
 
-def test_ort_reduce_range_by_capability_never_for_tensorrt():
+@pytest.mark.parametrize("cpu, reduce_range", [("zen3", True), ("zen4", False), ("rpi4", False)])
+def test_ort_reduce_range_by_capability_never_for_tensorrt(cpu, reduce_range, monkeypatch):
     from cmunext_edge.export.ort_quant import resolved_ort_options
-    assert resolved_ort_options({})["reduce_range"] is cpu_fit.ort_reduce_range(detect())
+    monkeypatch.setattr(cpu_fit, "detect", lambda: CPUS[cpu])
+    assert resolved_ort_options({})["reduce_range"] is reduce_range
     assert resolved_ort_options({"reduce_range": True})["reduce_range"] is True
     assert resolved_ort_options({"reduce_range": False})["reduce_range"] is False
     assert resolved_ort_options({}, for_tensorrt=True)["reduce_range"] is False
 
 
 def test_gate_failure_hint_names_the_cause_and_what_to_try():
-    hint = cpu_fit.gate_failure_hint("openvino", "int8", "cpu", ExportOptions(), caps=CPUS["zen3"])
+    hint = int8_recipe.gate_failure_hint("openvino", "int8", "cpu", ExportOptions(), caps=CPUS["zen3"])
     assert "no VNNI" in hint and "u8 x s8 saturation" in hint
     assert "--target onnxruntime" in hint and "fp32" in hint
     assert "overflow_fix ENABLE" not in hint                      # already the x86 default
     first = ExportOptions(target="openvino", nncf={"overflow_fix": "first_layer"})
-    assert "overflow_fix ENABLE" in cpu_fit.gate_failure_hint("openvino", "int8", "cpu", first, caps=CPUS["zen3"])
-    vnni = cpu_fit.gate_failure_hint("openvino", "int8", "cpu", ExportOptions(), caps=CPUS["zen4"])
+    assert "overflow_fix ENABLE" in int8_recipe.gate_failure_hint("openvino", "int8", "cpu", first, caps=CPUS["zen3"])
+    vnni = int8_recipe.gate_failure_hint("openvino", "int8", "cpu", ExportOptions(), caps=CPUS["zen4"])
     assert "no VNNI" not in vnni and "Try:" in vnni
-    ort = cpu_fit.gate_failure_hint("onnxruntime", "int8", "cpu", ExportOptions(ort_quant={"reduce_range": False}),
-                                    caps=CPUS["zen3"])
+    ort = int8_recipe.gate_failure_hint("onnxruntime", "int8", "cpu", ExportOptions(ort_quant={"reduce_range": False}),
+                                        caps=CPUS["zen3"])
     assert "reduce_range" in ort and "--target openvino" in ort
-    assert cpu_fit.gate_failure_hint("openvino", "fp16", "cpu", caps=CPUS["zen3"]) == ""
-    assert cpu_fit.gate_failure_hint("tensorrt", "int8", "cuda", caps=CPUS["zen3"]) == ""
+    assert int8_recipe.gate_failure_hint("openvino", "fp16", "cpu", caps=CPUS["zen3"]) == ""
+    assert int8_recipe.gate_failure_hint("tensorrt", "int8", "cuda", caps=CPUS["zen3"]) == ""
 
 
 def test_bf16_candidates_only_where_bf16_is_native():
@@ -96,13 +100,18 @@ def test_bf16_candidates_only_where_bf16_is_native():
     assert [c.name for c in explicit] == ["ov-bf16"]
 
 
-def test_manifest_fields_record_the_machine_and_the_int8_recipe():
-    fields = cpu_fit.manifest_fields("openvino", "int8", ExportOptions(target="openvino"))
-    assert fields["capabilities"]["summary"] == detect().summary()
-    assert fields["int8_settings"]["nncf"]["overflow_fix"] == cpu_fit.nncf_overflow_fix()
-    ort = cpu_fit.manifest_fields("onnxruntime", "int8", ExportOptions(target="onnxruntime"))
-    assert ort["int8_settings"]["ort_quant"]["reduce_range"] is cpu_fit.ort_reduce_range()
-    assert "int8_settings" not in cpu_fit.manifest_fields("onnx", "fp32", ExportOptions())
+def test_manifest_fields_record_the_machine_and_the_int8_recipe(monkeypatch):
+    monkeypatch.setattr(cpu_fit, "detect", lambda: CPUS["zen3"])
+    monkeypatch.setattr(int8_recipe, "detect", lambda: CPUS["zen3"])
+    fields = int8_recipe.manifest_fields("openvino", "int8", ExportOptions(target="openvino"))
+    assert fields["capabilities"]["isa"] == "AVX2" and "no VNNI" in fields["capabilities"]["summary"]
+    assert fields["int8_settings"]["nncf"]["overflow_fix"] == "enable"
+    ort = int8_recipe.manifest_fields("onnxruntime", "int8", ExportOptions(target="onnxruntime"))
+    assert ort["int8_settings"]["ort_quant"]["reduce_range"] is True           # zen3: no VNNI
+    monkeypatch.setattr(cpu_fit, "detect", lambda: CPUS["graviton3"])
+    arm = int8_recipe.manifest_fields("onnxruntime", "int8", ExportOptions(target="onnxruntime"))
+    assert arm["int8_settings"]["ort_quant"]["reduce_range"] is False
+    assert "int8_settings" not in int8_recipe.manifest_fields("onnx", "fp32", ExportOptions())
     json.dumps(fields)
 
 

@@ -154,7 +154,7 @@ def test_one_class_figures_are_unchanged():
     assert f["dice_vs_ground_truth"] == pytest.approx(old, abs=1e-12)
     assert compare(out, ref, [m[None] for m in masks], "fp32") == f      # HxW or 1xHxW masks
     from cmunext_edge.bench.engine import RowResult
-    from cmunext_edge.export.auto import Measured, _row_json
+    from cmunext_edge.export.auto.run import Measured, _row_json
     assert "per_class_dice" not in _row_json(Measured("a", "onnx", "fp32", "", {}))
     assert "per_class_dice" not in RowResult("a", "a.onnx").to_dict()
 

@@ -10,7 +10,6 @@ import pytest
 from cmunext_edge.artifacts.meta import parse_metadata
 from cmunext_edge.cli.export import main as export_main
 from cmunext_edge.export import pipeline
-from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
@@ -19,10 +18,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def onnx_fp32(ckpt_s, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    return export(ckpt_s, ExportOptions(target="onnx", out=out, dynamic=True, calib_size=6))
+@pytest.fixture
+def onnx_fp32(onnx_random):
+    """The session's FP32 dynamic-batch ONNX export of the S reference (conftest)."""
+    return onnx_random
 
 
 def test_onnx_fp32_artifact_is_checked_simplified_and_self_describing(onnx_fp32, ckpt_s):

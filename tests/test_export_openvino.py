@@ -15,16 +15,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = Path(ROOT) / "cmunext_edge" / "samples" / "busi"
 
 
-
-
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     return tmp_path_factory.mktemp("exports")
 
 
+@pytest.fixture(scope="module")
+def ov_export(trained, out):
+    """OpenVINO export of the trained model at a precision, made on first use and reused within
+    this module (no test depends on another having run first)."""
+    done = {}
+
+    def get(precision):
+        if precision not in done:
+            done[precision] = export(trained, target="openvino", precision=precision, out=out)
+        return done[precision]
+    return get
+
+
 @pytest.mark.parametrize("precision, min_agreement", [("fp32", 0.999), ("fp16", 0.99), ("int8", 0.97)])
-def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreement):
-    res = export(trained, target="openvino", precision=precision, out=out)
+def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
+    res = ov_export(precision)
     v = res.verification
     # held out by default: the shipped model's 90 validation images, less the INT8 calibration ones
     held = 90 - (len(res_calib_files(res)) if precision == "int8" else 0)
@@ -56,10 +67,8 @@ def test_openvino_export_verifies_and_runs(trained, out, precision, min_agreemen
     assert result.mask.dtype == bool and result.mask.shape == result.probability.shape
 
 
-def test_openvino_fp16_weights_are_compressed(out):
-    fp32, fp16 = out / "cmunext-s-busi_fp32.bin", out / "cmunext-s-busi_fp16.bin"
-    if not (fp32.exists() and fp16.exists()):
-        pytest.skip("needs the fp32 and fp16 exports of this module")
+def test_openvino_fp16_weights_are_compressed(ov_export):
+    fp32, fp16 = (ov_export(p).artifact.with_suffix(".bin") for p in ("fp32", "fp16"))
     assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
 
 

@@ -18,10 +18,11 @@ text_format = pytest.importorskip("google.protobuf.text_format")
 def parse(path):
     return text_format.Parse(path.read_text(), mc.ModelConfig())
 
-@pytest.fixture(scope="module")
-def onnx_dynamic(ckpt_s, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    return export(ckpt_s, ExportOptions(target="onnx", out=out, dynamic=True, calib_size=4)).artifact
+@pytest.fixture
+def onnx_dynamic(onnx_random):
+    """The session's FP32 dynamic-batch ONNX of the S reference (conftest)."""
+    return onnx_random.artifact
+
 
 def test_onnx_repository_matches_the_artifact(onnx_dynamic, tmp_path):
     res = export(onnx_dynamic, ExportOptions(target="triton", out=tmp_path / "repo", name="cmunext", batch=4))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from cmunext_edge.artifacts.meta import PREFIX, check_selftest, make_selftest, parse_metadata  # noqa: E402
 from cmunext_edge.checkpoints.inspect import CheckpointError  # noqa: E402
-from cmunext_edge.data.image_limits import header_size  # noqa: E402
+from cmunext_edge.core.image_limits import header_size  # noqa: E402
 from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, get_preset, load_image  # noqa: E402
 from cmunext_edge.checkpoints.weights import inspect_checkpoint  # noqa: E402
 

@@ -16,7 +16,7 @@ from cmunext_edge.cli import bench as bench_cli
 from cmunext_edge.cli import export as export_cli
 from cmunext_edge.cli import info as info_cli
 from cmunext_edge.cli import predict as predict_cli
-from cmunext_edge.data.image_limits import ImageSizeError, check_dimensions
+from cmunext_edge.core.image_limits import ImageSizeError, check_dimensions
 from cmunext_edge.core.preprocess import ImageReadError, load_image
 from cmunext_edge.resources import SAMPLES_DIR
 

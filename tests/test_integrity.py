@@ -9,7 +9,8 @@ import pytest
 from cmunext_edge.artifacts.meta import check_selftest, make_selftest, selftest_input
 from cmunext_edge.cli import bench as bench_cli
 from cmunext_edge.cli import predict as predict_cli
-from cmunext_edge.artifacts.integrity import IntegrityError, verify_artifact
+from cmunext_edge.artifacts.integrity import IntegrityError
+from cmunext_edge.runtime.registry import verify_artifact
 from cmunext_edge.core.preprocess import get_preset
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
@@ -17,11 +18,10 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 
-@pytest.fixture(scope="module")
-def onnx_art(trained, tmp_path_factory):
-    from cmunext_edge.export.pipeline import export
-    out = tmp_path_factory.mktemp("integrity")
-    return export(trained, target="onnx", out=out, calib_size=4).artifact
+@pytest.fixture
+def onnx_art(onnx_trained):
+    """The session's verified ONNX of the shipped model (conftest): tests change only copies."""
+    return onnx_trained.artifact
 
 
 def _flip(path, offset_fraction=0.5):

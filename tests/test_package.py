@@ -2,6 +2,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -12,14 +14,17 @@ def test_import_needs_no_heavy_dependency():
     assert out.stdout.strip() == "[]"
 
 
-def test_missing_optional_dependency_names_its_extra():
-    from cmunext_edge._deps import MissingDependencyError, require
-    try:
+def test_missing_optional_dependency_names_its_extra(monkeypatch):
+    from cmunext_edge._deps import MissingDependencyError, available, require
+    # as on a machine without TensorRT / nncf, whether or not this one has them
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(MissingDependencyError, match=re.escape('pip install "cmunext-edge[tensorrt]"')):
         require("tensorrt")
-    except MissingDependencyError as exc:
-        assert 'pip install "cmunext-edge[tensorrt]"' in str(exc)
-    else:  # pragma: no cover - only on a machine with TensorRT
-        pass
+    with pytest.raises(MissingDependencyError, match=re.escape('pip install "cmunext-edge[openvino-export]"')):
+        require("nncf")
+    assert not available("tensorrt")
+    assert require("json") is sys.modules["json"] and available("json")
 
 
 def test_ci_runs_the_readme_test_command():

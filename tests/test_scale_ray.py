@@ -13,8 +13,6 @@ import pytest
 
 from cmunext_edge.cli.predict import main as predict_main
 from cmunext_edge.data.discovery import discover
-from cmunext_edge.export.options import ExportOptions
-from cmunext_edge.export.pipeline import export
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("onnxruntime")
@@ -31,10 +29,10 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def onnx_model(trained, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    return export(trained, ExportOptions(target="onnx", out=out, dynamic=True, calib_size=4)).artifact
+@pytest.fixture
+def onnx_model(onnx_trained):
+    """The session's verified dynamic-batch ONNX of the shipped model (conftest)."""
+    return onnx_trained.artifact
 
 
 def masks(folder):

@@ -10,8 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from cmunext_edge.export.options import ExportOptions
-from cmunext_edge.export.pipeline import export
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 ray = pytest.importorskip("ray")
@@ -32,9 +30,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(trained, tmp_path_factory):
-    onnx = export(trained, ExportOptions(target="onnx", out=tmp_path_factory.mktemp("onnx"), dynamic=True,
-                                         calib_size=4)).artifact
+def server(onnx_trained):
+    onnx = onnx_trained.artifact             # the session's verified dynamic-batch ONNX (conftest)
     url = serve.start(onnx, port=free_port(), num_cpus=2, replicas=1, max_batch=4, max_bytes=1 << 20)
     yield url, onnx
     serve.stop()

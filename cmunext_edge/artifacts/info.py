@@ -3,7 +3,8 @@
 ONNX: `metadata_props` (through `onnx`, else ONNX Runtime's model metadata); OpenVINO IR: the
 `rt_info/model_info` block and Parameter shapes of the .xml, parsed as XML (no OpenVINO needed);
 TensorRT: the sidecar `<engine>.json`. The export's verification comes from manifest.json beside
-the artifact, when there is one. One table (READERS) maps suffixes to readers.
+the artifact, when there is one. One table (READERS) maps artifact kinds (artifacts/kinds.py) to
+readers.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError, available, require
+from cmunext_edge.artifacts.kinds import ARTIFACT_SUFFIXES, kind_of, sidecar_entry
+from cmunext_edge.artifacts.manifest import manifest_entry
 from cmunext_edge.artifacts.meta import parse_metadata
 from cmunext_edge.fileio import sha256_file
 
@@ -44,7 +47,7 @@ def _openvino_ir(path: Path) -> tuple[dict, list]:
 
 
 def _tensorrt(path: Path) -> tuple[dict, list]:
-    side = path if path.suffix == ".json" else path.with_name(path.name + ".json")
+    side = kind_of(path).companion_files(path)[0]
     if not side.is_file():
         raise FileNotFoundError(f"{path}: no TensorRT sidecar {side.name} beside it (exported engines carry one)")
     data = json.loads(side.read_text())
@@ -52,44 +55,30 @@ def _tensorrt(path: Path) -> tuple[dict, list]:
             "_gpu": data.get("name") or data.get("gpu", "")}, data.get("shapes") or []
 
 
-READERS = {".onnx": ("ONNX", _onnx), ".xml": ("OpenVINO IR", _openvino_ir),
-           ".engine": ("TensorRT plan", _tensorrt), ".plan": ("TensorRT plan", _tensorrt)}
-ARTIFACT_SUFFIXES = tuple(READERS)
+# artifact kind name -> reader of (flat metadata, input shape)
+READERS = {"onnx": _onnx, "openvino": _openvino_ir, "tensorrt": _tensorrt}
 
 
 def is_artifact(path: str | Path) -> bool:
-    p = Path(path)
-    return p.suffix.lower() in READERS or p.name.endswith((".engine.json", ".plan.json"))
-
-
-def _engine_of(path: Path) -> Path:
-    return path.with_name(path.name[:-len(".json")]) if path.name.endswith((".engine.json", ".plan.json")) else path
-
-
-def manifest_entry(path: Path) -> dict | None:
-    """This artifact's entry in manifest.json beside it, or None."""
-    try:
-        return json.loads((path.parent / "manifest.json").read_text())["artifacts"].get(path.name)
-    except (OSError, ValueError, KeyError, AttributeError):
-        return None
+    """An exported artifact's entry file, or a companion naming it (m.engine.json)."""
+    return sidecar_entry(path).suffix.lower() in ARTIFACT_SUFFIXES
 
 
 def describe_artifact(path: str | Path) -> dict:
     """Format, metadata (variant, classes, precision, preprocessing, runtime settings), input shape,
     files and the export's verification of an exported artifact."""
-    path = _engine_of(Path(path))
-    kind, reader = READERS[path.suffix.lower()]
-    if not path.is_file() and not (kind == "TensorRT plan" and path.with_name(path.name + ".json").is_file()):
+    path = sidecar_entry(Path(path))
+    art = kind_of(path)
+    kind, files = art.label, art.files(path)
+    if not path.is_file() and not (art.name == "tensorrt" and files[1].is_file()):
         raise FileNotFoundError(f"{path}: no such artifact")
-    flat, shape = reader(path)
+    flat, shape = READERS[art.name](path)
     meta = parse_metadata(flat)
     if not meta:
         raise ValueError(f"{path}: a {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
     spec = meta.pop("spec", None)
     selftest = meta.pop("selftest", None)
     entry = manifest_entry(path)
-    files = [path] + ([path.with_suffix(".bin")] if kind == "OpenVINO IR" else []) + \
-        ([path.with_name(path.name + ".json")] if kind == "TensorRT plan" else [])
     return {"path": str(path), "format": kind, "target": meta.get("target"), "precision": meta.get("precision"),
             "variant": meta.get("variant"), "in_channels": meta.get("in_channels"),
             "num_classes": meta.get("num_classes"), "input_shape": shape,

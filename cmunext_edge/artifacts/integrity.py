@@ -16,36 +16,24 @@ every CLI; opt out with `verify=False` / `--no-verify-load`):
 
 Any mismatch raises IntegrityError naming what differs. Plain checkpoints (.pth/.safetensors)
 have no artifact hash or self-test; they are read by the safe loader and reported "checkpoint".
-`verify_artifact(path) -> VerifyReport` runs both checks and reports instead of raising.
+`runtime.registry.verify_artifact(path) -> VerifyReport` runs both checks and reports instead of
+raising. Which files make up an artifact is artifacts/kinds.py's table.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cmunext_edge.artifacts.meta import PREFIX
-from cmunext_edge.fileio import sha256_file
+from cmunext_edge.artifacts.errors import IntegrityError, SignatureError  # noqa: F401 (integrity.* for callers)
+from cmunext_edge.artifacts.kinds import artifact_files, is_checkpoint
+from cmunext_edge.artifacts.manifest import manifest_entry
+from cmunext_edge.artifacts.meta import PREFIX, check_selftest
+from cmunext_edge.artifacts.signing import check_signature, signature_path, signature_status
+from cmunext_edge.fileio import hash_mismatches
 
 HASH_KEY = "content_sha256"
 PLACEHOLDER = "0" * 64
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
-# entry-file suffix -> the companion files that belong to the artifact (entry file first)
-COMPANIONS = {
-    ".onnx": lambda p: [p],
-    ".xml": lambda p: [p, p.with_suffix(".bin")],
-    ".engine": lambda p: [p, p.with_name(p.name + ".json")],
-    ".plan": lambda p: [p, p.with_name(p.name + ".json")],
-}
-
-
-class IntegrityError(RuntimeError):
-    """An artifact whose files or self-test do not match what was exported: it is not run."""
-
-
-class SignatureError(IntegrityError):
-    """Refused by the trust policy: unsigned, signed by an untrusted key, or changed after signing."""
 
 
 REFUSED = "refused by the trust policy"
@@ -79,11 +67,6 @@ class VerifyReport:
                 "problems": list(self.problems)}
 
 
-def artifact_files(path: str | Path) -> list[Path]:
-    path = Path(path)
-    return COMPANIONS.get(path.suffix.lower(), lambda p: [p])(path)
-
-
 def content_digest(files, embedded: str) -> str:
     """sha256 over `files` in order, each with `embedded` (the stored hash) replaced by the placeholder."""
     digest = hashlib.sha256()
@@ -106,33 +89,18 @@ def seal(entry: str | Path) -> str:
     return value
 
 
-def _manifest_entry(path: Path) -> dict | None:
-    manifest = path.parent / "manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        entry = json.loads(manifest.read_text()).get("artifacts", {}).get(path.name)
-    except (ValueError, AttributeError, OSError):
-        return None               # a damaged manifest cannot vouch; the embedded hash still can
-    return entry if isinstance(entry, dict) and isinstance(entry.get("files"), list) else None
-
-
 def check_manifest(path: str | Path, report: VerifyReport) -> bool:
     """Compare the files with the manifest beside them; True if a manifest entry was found."""
     path = Path(path)
-    entry = _manifest_entry(path)
-    if entry is None:
-        return False
+    entry = manifest_entry(path)
+    if not isinstance(entry, dict) or not isinstance(entry.get("files"), list):
+        return False                # no entry (or a damaged one): the embedded hash still can vouch
     report.hash_source = "manifest"
-    for item in entry["files"]:
-        f = path.parent / str(item.get("name", ""))
-        if not f.is_file():
-            report.problems.append(f"{f.name} is listed in manifest.json but missing")
-            continue
-        actual = sha256_file(f)
-        if actual != item.get("sha256"):
-            report.problems.append(f"{f.name} sha256 {actual[:16]}... differs from manifest.json "
-                                   f"({str(item.get('sha256'))[:16]}...): the file was modified or damaged")
+    expected = {str(item.get("name", "")): item.get("sha256") for item in entry["files"]}
+    for name, actual, want in hash_mismatches(path.parent, expected):
+        report.problems.append(f"{name} is listed in manifest.json but missing" if actual is None else
+                               f"{name} sha256 {actual[:16]}... differs from manifest.json ({want[:16]}...): "
+                               f"the file was modified or damaged")
     report.hash_ok = not report.problems
     return True
 
@@ -160,14 +128,9 @@ def check_embedded(path: str | Path, metadata: dict, report: VerifyReport) -> No
                                f"export ({str(stored)[:16]}...): the file was modified or damaged")
 
 
-def is_checkpoint(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in CHECKPOINT_SUFFIXES
-
-
 def check_trust(path: str | Path, policy, report: VerifyReport) -> VerifyReport:
     """The signature check of the trust policy `policy` (trusted public keys; None: no policy, the
     report only says whether a signature is there). Reads files only, before any runtime does."""
-    from cmunext_edge.artifacts.signing import check_signature, signature_path, signature_status
     path = Path(path)
     if policy is None:
         report.signature = signature_status(path)
@@ -194,7 +157,6 @@ def precheck(path: str | Path, policy=None) -> VerifyReport:
 
 def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
     """Finish the checks on a loaded backend: embedded hash (if no manifest) and the self-test."""
-    from cmunext_edge.artifacts.meta import check_selftest
     report = report or precheck(backend.path)
     if report.kind == "checkpoint" or report.problems:
         return report
@@ -214,16 +176,3 @@ def enforce(report: VerifyReport) -> VerifyReport:
     if not report.ok:
         raise (SignatureError if report.signature == REFUSED else IntegrityError)(report.message())
     return report
-
-
-def verify_artifact(path: str | Path, device: str = "cpu", trusted_keys=None, **options) -> VerifyReport:
-    """Check an artifact's files (and signature, under a trust policy) and run its self-test on
-    `device`; report, never raise for a mismatch (a missing runtime or unloadable file still raises
-    its own error)."""
-    from cmunext_edge.artifacts.signing import trust_policy
-    from cmunext_edge.runtime.registry import open_backend
-    report = precheck(path, trust_policy(trusted_keys))
-    if report.problems:
-        return report
-    with open_backend(path, device=device, verify=False, trusted_keys=trusted_keys, **options) as backend:
-        return verify_loaded(backend, report)

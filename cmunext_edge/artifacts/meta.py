@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from cmunext_edge._version import __version__
 from cmunext_edge.core.agreement import GATES
 from cmunext_edge.core.metrics import mean_dice
 from cmunext_edge.core.preprocess import PreprocessSpec
@@ -38,7 +39,6 @@ POOL = 8
 def build_metadata(*, spec: PreprocessSpec, variant: str, in_channels: int, num_classes: int,
                    source_sha256: str, precision: str, target: str, selftest: dict | None = None) -> dict:
     """The flat, prefixed string dict written into an artifact."""
-    from cmunext_edge import __version__
     meta = {"format_version": FORMAT_VERSION, "preprocess": spec.to_json(), "variant": variant,
             "in_channels": str(in_channels), "num_classes": str(num_classes),
             "threshold": repr(float(spec.threshold)), "source_sha256": source_sha256,

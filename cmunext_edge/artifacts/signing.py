@@ -5,7 +5,7 @@ pair (NIST P-256), offline: no certificate, no transparency log. A signature is 
 (DSSE envelope over an in-toto statement) that lists the sha256 of each signed file by name; it
 lies beside the files as `<entry file>.sig` (`bundle.sig` for a device bundle).
 
-What is signed is exactly what the runtime reads: the artifact's files (integrity.artifact_files:
+What is signed is exactly what the runtime reads: the artifact's files (kinds.artifact_files:
 .onnx; .xml + .bin; .engine + .engine.json), which carry the embedded preprocessing contract,
 threshold and self-test. Verification (`check_signature`) runs before any runtime parses a file:
 the signature must verify with one of the trusted public keys, it must cover every required file,
@@ -24,7 +24,8 @@ import json
 import os
 from pathlib import Path
 
-from cmunext_edge.artifacts.integrity import SignatureError
+from cmunext_edge.artifacts.errors import SignatureError
+from cmunext_edge.artifacts.kinds import artifact_files
 from cmunext_edge.fileio import sha256_file
 
 ENV_VAR = "CMUNEXT_TRUSTED_KEYS"
@@ -137,7 +138,6 @@ def sign_files(folder: str | Path, files, key: str | Path, sig: str | Path) -> P
 
 def sign_artifact(entry: str | Path, key: str | Path) -> Path:
     """Sign the files the runtime reads for the artifact (or checkpoint) at `entry` -> `<entry>.sig`."""
-    from cmunext_edge.artifacts.integrity import artifact_files
     entry = Path(entry)
     files = artifact_files(entry)
     missing = [f.name for f in files if not f.is_file()]

@@ -34,14 +34,14 @@ import numpy as np
 from cmunext_edge._deps import available
 from cmunext_edge.progress import Progress
 from cmunext_edge.runtime.base import DeviceUnavailableError
-from cmunext_edge.runtime.registry import entry_for, open_backend
+from cmunext_edge.artifacts.kinds import is_checkpoint
+from cmunext_edge.runtime.registry import open_backend
 from cmunext_edge.bench import system
 from cmunext_edge.bench.accuracy import Evaluator
 from cmunext_edge.bench.inputs import artifact_bytes, load_images
 from cmunext_edge.bench.timing import (
     allowed_batches, latency_stats, measure_throughput, median_ms, time_calls, torch_threads)
 
-CHECKPOINT_SUFFIXES = entry_for("pytorch").suffixes   # the registry row of PyTorch checkpoints
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class RowSpec:
 
     @property
     def is_checkpoint(self) -> bool:
-        return self.artifact.suffix.lower() in CHECKPOINT_SUFFIXES
+        return is_checkpoint(self.artifact)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmunext_edge.artifacts.kinds import artifact_files
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
 from cmunext_edge.resources import SAMPLES_DIR
@@ -27,6 +28,5 @@ def artifact_bytes(path: Path) -> int:
     """Size on disk of an artifact with its companions (OpenVINO .bin, ONNX external data, sidecars)."""
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    companions = {path, path.with_suffix(".bin") if path.suffix == ".xml" else path,
-                  path.with_name(path.name + ".data"), path.with_suffix(".data")}
+    companions = {*artifact_files(path), path.with_name(path.name + ".data"), path.with_suffix(".data")}
     return sum(p.stat().st_size for p in companions if p.is_file())

@@ -7,6 +7,8 @@ import textwrap
 from pathlib import Path
 
 from cmunext_edge._deps import require
+from cmunext_edge.artifacts.kinds import is_checkpoint
+from cmunext_edge.artifacts.manifest import manifest_entry
 from cmunext_edge.fileio import atomic_path
 
 
@@ -34,9 +36,9 @@ def verification(r, long: bool = False) -> str:
     with `long`), 'ref' for a PyTorch checkpoint, '-' when nothing is known."""
     from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
     art = Path(r.get("artifact") or "")
-    if art.suffix in (".pth", ".pt", ".safetensors"):
+    if is_checkpoint(art):
         return "ref"
-    entry = _manifest_entry(art)
+    entry = manifest_entry(art)
     prec = (entry or {}).get("precision") or r.get("precision")
     need = AGREEMENT_THRESHOLDS.get(prec or "", None)
     agree = r.get("agreement_dice")
@@ -56,13 +58,6 @@ def verification(r, long: bool = False) -> str:
             return f"few: {v.get('claim')}" if long else "few"
         return "yes" if v.get("passed") else "NO"
     return "-"
-
-
-def _manifest_entry(artifact: Path) -> dict | None:
-    try:
-        return json.loads((artifact.parent / "manifest.json").read_text())["artifacts"].get(artifact.name)
-    except (OSError, ValueError, KeyError, AttributeError):
-        return None
 
 
 # (header, function of a row dict -> cell text); one table drives terminal and Markdown.

@@ -23,6 +23,7 @@ from pathlib import Path
 from cmunext_edge._deps import require
 from cmunext_edge.checkpoints.inspect import (
     WRAPPER_KEYS, CheckpointError, ModelInfo, Shapes, detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
+from cmunext_edge.core.complexity import Complexity, variant_complexity
 from cmunext_edge.fileio import atomic_path, sha256_file
 from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
 from cmunext_edge.checkpoints.pth_reader import TensorStub, read_pth
@@ -186,3 +187,10 @@ def save_official_pth(model_or_sd, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     return Path(path)
+
+
+def checkpoint_complexity(path, input_hw: tuple[int, int] | None = None) -> Complexity:
+    """Complexity of the model in a checkpoint, at its preprocessing size unless given."""
+    ckpt = inspect_checkpoint(path)
+    hw = tuple(input_hw or ckpt.spec.size)
+    return variant_complexity(ckpt.info.variant, hw, ckpt.info.in_channels, ckpt.info.num_classes)

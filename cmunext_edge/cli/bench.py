@@ -14,6 +14,8 @@ from pathlib import Path
 
 from cmunext_edge.cli.common import add_debug, cli_main, fail
 
+PROG = "cmunext-bench"
+
 EXAMPLE = """examples:
   (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
   cmunext-bench cmunext-s-busi exports/cmunext-s-busi_fp32.onnx --iters 20
@@ -173,7 +175,7 @@ def _trust(artifacts, trusted_keys) -> str | None:
     return None
 
 
-@cli_main("cmunext-bench")
+@cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_devices:
@@ -181,10 +183,9 @@ def main(argv=None) -> int:
         return 0
     if not args.artifacts:
         build_parser().print_usage(sys.stderr)
-        print("cmunext-bench: error: give at least one ARTIFACT (or --list-devices)", file=sys.stderr)
-        return 2
+        return fail(PROG, "give at least one ARTIFACT (or --list-devices)")
     if args.iters < 1 or args.warmup < 0:
-        return fail("cmunext-bench", "--iters must be >= 1 and --warmup >= 0")
+        return fail(PROG, "--iters must be >= 1 and --warmup >= 0")
     from cmunext_edge.runtime.base import DeviceUnavailableError
     try:
         if args.check_ort_overhead:
@@ -209,11 +210,9 @@ def main(argv=None) -> int:
                              progress=not args.quiet, verify=args.verify, trusted_keys=args.trusted_key)
         report = run_bench(config)
     except DeviceUnavailableError as exc:
-        print(f"cmunext-bench: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"cmunext-bench: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     print(format_table(report, wide=args.wide))
     for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
         if path:

@@ -68,3 +68,25 @@ def cli_main(prog: str):
                 return fail(prog, error_message(exc))
         return wrapper
     return decorate
+
+
+def signature_note(info: dict) -> str:
+    """The one line every CLI prints about the model's signature (describe()["signature"])."""
+    sig = info.get("signature") or "unsigned"
+    if sig.startswith("signed by trusted key"):
+        return f"signature: {sig}"
+    return f"note: signature: {sig} (no trust policy: set --trusted-key or $CMUNEXT_TRUSTED_KEYS to require one)"
+
+
+def trust_preflight(weights, trusted_keys) -> tuple[str | None, str]:
+    """The trust policy's verdict on `weights` before any worker starts -> (the refusal or None,
+    the signature line to print)."""
+    from cmunext_edge.artifacts.integrity import VerifyReport, check_trust
+    from cmunext_edge.artifacts.signing import trust_policy
+    from cmunext_edge.resources import resolve_weights
+    path = resolve_weights(weights)
+    report = check_trust(path, trust_policy(trusted_keys), VerifyReport(str(path)))
+    return (f"cannot load model: {report.message()}" if report.problems else None,
+            signature_note({"signature": report.signature}))
+
+

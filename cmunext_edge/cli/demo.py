@@ -24,7 +24,9 @@ from pathlib import Path
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.progress import Progress
 from cmunext_edge.resources import SAMPLES_DIR, resolve_weights
-from cmunext_edge.cli.common import add_debug, cli_main
+from cmunext_edge.cli.common import EXIT_PARTIAL, add_debug, cli_main, fail
+
+PROG = "cmunext-demo"
 
 
 def segment_samples(out: Path, weights=None) -> dict:
@@ -104,7 +106,7 @@ def export_and_bench(out: Path, weights=None) -> int:
     return report_exports(results) or rc
 
 
-@cli_main("cmunext-demo")
+@cli_main(PROG)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cmunext-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,8 +122,7 @@ def main(argv=None) -> int:
     try:
         return export_and_bench(args.out)
     except Exception as exc:          # a real failure: say what, exit 1
-        print(f"cmunext-demo: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return fail(PROG, f"{type(exc).__name__}: {exc}", EXIT_PARTIAL)
 
 
 if __name__ == "__main__":

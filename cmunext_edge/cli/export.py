@@ -13,7 +13,9 @@ from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.checkpoints.weights import CheckpointError
-from cmunext_edge.cli.common import add_debug, cli_main
+from cmunext_edge.cli.common import add_debug, cli_main, fail
+
+PROG = "cmunext-export"
 
 EXAMPLE = """examples:
   (cmunext-s-busi is the shipped model; your_dataset/ stands for your images/ + masks/0/ folder)
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     return add_debug(p)
 
 
-@cli_main("cmunext-export")
+@cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.target.lower() == "auto":
@@ -117,15 +119,11 @@ def main(argv=None) -> int:
         result = export(args.weights, ExportOptions(**{k: v for k, v in vars(args).items()
                                                        if k in ExportOptions.field_names()}))
     except (ExportUsageError, VerificationError) as exc:
-        print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     except OSError as exc:
-        print(f"cmunext-export: error: could not write the artifact ({exc}); nothing was left behind",
-              file=sys.stderr)
-        return 2
+        return fail(PROG, f"could not write the artifact ({exc}); nothing was left behind")
     if args.json:
         print(json.dumps({"artifact": str(result.artifact), "files": [str(f) for f in result.files],
                           "manifest": str(result.manifest), "target": result.target,
@@ -152,8 +150,7 @@ def _auto(args) -> int:
                        agreement_floor=args.agreement_floor)
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError,
             ExportUsageError) as exc:
-        print(f"cmunext-export: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     stream = sys.stderr if args.json else sys.stdout
     if args.json:
         print(json.dumps(rep, indent=2))

@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 
 from cmunext_edge.data.discovery import discover
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.predict.scores import row_classes
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
-from cmunext_edge.cli.common import cli_main, fail, make_parser
+from cmunext_edge.cli.common import cli_main, fail, make_parser, signature_note, trust_preflight
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -116,9 +115,8 @@ def _check_args(args) -> str | None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge.predict.overlay import describe_colors
-    from cmunext_edge.predict.job import run_job, write_reports
-    from cmunext_edge.data.groundtruth import classes_problem
-    from cmunext_edge.core.preprocess import ImageReadError
+    from cmunext_edge.predict.job import run_job
+    from cmunext_edge.data.groundtruth import classes_check
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     from cmunext_edge.predict.video import is_video_source, videos_in
     if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
@@ -135,7 +133,7 @@ def main(argv=None) -> int:
     if problem:
         return fail(PROG, problem)
     if args.engine == "ray":
-        from cmunext_edge.scale.ray_predict import predict_with_ray
+        from cmunext_edge.cli.predict_ray import predict_with_ray
         problem, note = trust_preflight(args.weights, args.trusted_key)
         if problem:
             return fail(PROG, problem)
@@ -148,11 +146,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # every load failure is one clear line, not a traceback
         return fail(PROG, f"cannot load model: {exc}")
     classes = segmenters[0].backend.num_classes
-    try:
-        problem = classes_problem(samples, classes)
-    except ImageReadError:
-        problem = None          # an unreadable label image is skipped and reported with its image
-    if problem:
+    problem = classes_check(samples, classes, args.source, unusable=None)   # an unreadable label image
+    if problem:                                                            # is skipped and reported
         return fail(PROG, problem)
     info = segmenters[0].describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
@@ -166,59 +161,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
         result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
-    return _report(args, result, time.perf_counter() - started, write_reports)
-
-
-def signature_note(info: dict) -> str:
-    """The one line every CLI prints about the model's signature (describe()["signature"])."""
-    sig = info.get("signature") or "unsigned"
-    if sig.startswith("signed by trusted key"):
-        return f"signature: {sig}"
-    return f"note: signature: {sig} (no trust policy: set --trusted-key or $CMUNEXT_TRUSTED_KEYS to require one)"
-
-
-def trust_preflight(weights, trusted_keys) -> tuple[str | None, str]:
-    """The trust policy's verdict on `weights` before any worker starts -> (the refusal or None,
-    the signature line to print)."""
-    from cmunext_edge.artifacts.integrity import VerifyReport, check_trust
-    from cmunext_edge.artifacts.signing import trust_policy
-    from cmunext_edge.resources import resolve_weights
-    path = resolve_weights(weights)
-    report = check_trust(path, trust_policy(trusted_keys), VerifyReport(str(path)))
-    return (f"cannot load model: {report.message()}" if report.problems else None,
-            signature_note({"signature": report.signature}))
-
-
-def _class_dice(row: dict) -> list[float]:
-    """The per-class Dice of a scores row (empty for a one-class model)."""
-    return [row[f"dice_class{k}"] for k in range(row_classes(row))] if row_classes(row) > 1 else []
-
-
-def _report(args, result, elapsed: float, write_reports) -> int:
-    try:
-        summary = write_reports(result, Path(args.out), args.summary_json)
-    except OSError as exc:
-        summary = result.summary()
-        result.stopped = result.stopped or f"could not write the reports ({exc.strerror or exc})"
-    if not args.quiet:
-        for row in result.rows:
-            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}{format_class_dice(_class_dice(row))}"
-                      if row["dice"] is not None else "no ground truth")
-            print(f"  {row['name']:<24} {scores}")
-    for item in result.skipped:
-        print(f"skipped: {item['error']}", file=sys.stderr)
-    line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
-            f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {args.out}")
-    if summary["mean_dice"] is not None:
-        line += (f"\nmean Dice {summary['mean_dice']:.4f}{format_class_dice(summary.get('per_class_dice'))}"
-                 f"  mean IoU {summary['mean_iou']:.4f} (official metric, {summary['n_with_masks']} images "
-                 f"with masks; at original resolution Dice {summary['mean_dice_original']:.4f}"
-                 f"{format_class_dice(summary.get('per_class_dice_original'))})")
-    print(line)
-    if result.stopped:
-        print(f"{PROG}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
-              f"counted above have all their outputs on disk, the others none", file=sys.stderr)
-    return 1 if (result.skipped or result.stopped) else 0
+    return report_job(result, args.out, args.summary_json, time.perf_counter() - started, quiet=args.quiet)
 
 
 if __name__ == "__main__":

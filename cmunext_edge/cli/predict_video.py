@@ -25,13 +25,13 @@ def _sources(source: str) -> list[tuple[str, Path | None]]:
 
 
 def _one(segmenter, source: str, out: Path, args) -> dict:
-    from cmunext_edge.predict.video import segment_video, source_fps
+    from cmunext_edge.predict.video import VideoOptions, segment_video, source_fps
     _, declared = source_fps(source)
     total = min(declared, args.max_frames) if declared and args.max_frames else (declared or args.max_frames or 0)
     with Progress(total or 1, f"{Path(source).name or source}", enabled=not args.quiet and total > 0) as bar:
-        s = segment_video(segmenter, source, out, overlay=not args.no_overlay, mask_video=args.mask_video,
-                          mask_png=not args.mask_video, batch_size=args.batch_size, max_frames=args.max_frames,
-                          progress=bar)
+        options = VideoOptions(overlay=not args.no_overlay, mask_video=args.mask_video,
+                               mask_png=not args.mask_video, batch_size=args.batch_size, max_frames=args.max_frames)
+        s = segment_video(segmenter, source, out, options, progress=bar)
     summary = {**asdict(s), "model": segmenter.describe()}
     if s.mean_foreground_per_class is None:          # one class: the summary as it always was
         summary.pop("mean_foreground_per_class")
@@ -64,7 +64,7 @@ def run_video(args) -> int:
         return fail(PROG, f"cannot load model: {exc}")
     info = segmenter.describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
-    from cmunext_edge.cli.predict import signature_note
+    from cmunext_edge.cli.common import signature_note
     print(signature_note(info))
     missing, done = 0, []
     for source, sub in _sources(args.source):

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     if min(args.replicas, args.max_batch, args.max_bytes) < 1:
         return fail("cmunext-serve", "--replicas, --max-batch and --max-bytes must be >= 1")
     from cmunext_edge._deps import MissingDependencyError
-    from cmunext_edge.cli.predict import trust_preflight
+    from cmunext_edge.cli.common import trust_preflight
     try:
         problem, note = trust_preflight(args.artifact, args.trusted_key)
     except (ValueError, OSError, ImportError) as exc:         # an unusable key, a missing extra

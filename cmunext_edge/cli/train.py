@@ -7,7 +7,9 @@ from dataclasses import fields
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.cli.common import add_debug, cli_main
+from cmunext_edge.cli.common import add_debug, cli_main, fail
+
+PROG = "cmunext-train"
 
 EXAMPLE = """examples:
   cmunext-train cmunext_edge/samples/busi --epochs 1 --out runs/try     (the 16 bundled samples: a smoke run)
@@ -57,21 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     return add_debug(p)
 
 
-@cli_main("cmunext-train")
+@cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from cmunext_edge.train.recipe import TrainConfig, train      # needs torch: not imported for --help
     except MissingDependencyError as exc:
-        print(f"cmunext-train: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     names = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:
         state = train(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"cmunext-train: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc))
     per_class = format_class_dice(state.get("best_per_class_dice"))
     print(f"best val Dice {state['best_dice']:.4f}{per_class} IoU {state['best_iou']:.4f} "
           f"at epoch {state['best_epoch']}")

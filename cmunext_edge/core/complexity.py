@@ -92,12 +92,3 @@ def variant_complexity(variant: str, input_hw: tuple[int, int] = (256, 256), in_
     shapes = state_shapes(variant, in_channels, num_classes)
     macs = conv_macs_from_shapes(shapes, tuple(input_hw))
     return Complexity(variant, count_params(shapes), macs, tuple(input_hw), in_channels, num_classes)
-
-
-def checkpoint_complexity(path, input_hw: tuple[int, int] | None = None) -> Complexity:
-    """Complexity of the model in a checkpoint, at its preprocessing size unless given."""
-    from cmunext_edge.checkpoints.weights import inspect_checkpoint
-
-    ckpt = inspect_checkpoint(path)
-    hw = tuple(input_hw or ckpt.spec.size)
-    return variant_complexity(ckpt.info.variant, hw, ckpt.info.in_channels, ckpt.info.num_classes)

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
 
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
                   "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}

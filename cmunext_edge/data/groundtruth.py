@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from cmunext_edge.data.discovery import Sample
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.preprocess import ImageReadError, decode_truth_file, load_mask
 
 
@@ -80,6 +80,17 @@ def classes_problem(samples: list[Sample], num_classes: int) -> str | None:
     layout = truth_description(next(s for s in samples if s.mask is not None))
     return (f"the model has {num_classes} classes but the dataset's ground truth has {found} ({layout}); "
             f"give one with masks/0/ ... masks/{num_classes - 1}/ or label values 1..{num_classes}")
+
+
+def classes_check(samples: list[Sample], num_classes: int, where, unusable: str | None = "ground truth") -> str | None:
+    """classes_problem as one message naming `where` (None: the ground truth can score the model).
+    An unreadable label image is "<unusable> unusable: ...", or no problem when `unusable` is None
+    (the caller skips and reports that image itself)."""
+    try:
+        problem = classes_problem(samples, num_classes)
+    except ImageReadError as exc:
+        return None if unusable is None else f"{unusable} unusable: {exc}"
+    return f"{where}: {problem}" if problem else None
 
 
 def resize_truth(truth: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -26,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cmunext_edge._version import __version__
+from cmunext_edge.artifacts.kinds import kind_of
+from cmunext_edge.artifacts.manifest import manifest_entry
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
 from cmunext_edge.core.agreement import GATES, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
 from cmunext_edge.data.discovery import discover, seeded_sample
-from cmunext_edge.fileio import sha256_file
-from cmunext_edge.data.groundtruth import classes_problem
+from cmunext_edge.fileio import hash_mismatches, sha256_file
+from cmunext_edge.data.groundtruth import classes_check
 from cmunext_edge.core.preprocess import ImageReadError
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 from cmunext_edge.device.wheel import write_core_wheel
@@ -43,8 +46,6 @@ MANIFEST_HASH = "bundle.json.sha256"
 SIGNATURE = "bundle.sig"
 REFERENCE = "verify/reference.npz"
 MAX_DICE_DROP = 0.02      # Dice (vs ground truth) on the device may be at most this far below the host's
-# artifact suffix -> the files that travel with it (the entry file itself comes last)
-COMPANIONS = {".xml": (".bin",), ".engine": (".json",), ".plan": (".json",)}
 # python module a backend needs -> the distribution that pins it in requirements.txt
 RUNTIME_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "openvino": ("openvino",),
                  "tensorrt": ("tensorrt", "tensorrt-cu12")}
@@ -64,16 +65,15 @@ class BundleResult:
 
 
 def artifact_files(artifact: Path) -> list[Path]:
-    """The artifact's files (companions first, entry file last), from manifest.json or by suffix."""
-    manifest = artifact.parent / "manifest.json"
-    if manifest.is_file():
-        entry = json.loads(manifest.read_text()).get("artifacts", {}).get(artifact.name)
-        if entry:
-            files = [artifact.parent / f["name"] for f in entry["files"]]
-            sig = artifact.with_name(artifact.name + ".sig")       # signed later (cmunext-keys sign)
-            files += [sig] if sig.is_file() and sig not in files else []
-            return [f for f in files if f.name != artifact.name] + [artifact]
-    extra = [artifact.with_suffix(s) for s in COMPANIONS.get(artifact.suffix.lower(), ())]
+    """The artifact's files (companions first, entry file last), from manifest.json or by its kind."""
+    entry = manifest_entry(artifact)
+    if entry:
+        files = [artifact.parent / f["name"] for f in entry["files"]]
+        sig = artifact.with_name(artifact.name + ".sig")       # signed later (cmunext-keys sign)
+        files += [sig] if sig.is_file() and sig not in files else []
+        return [f for f in files if f.name != artifact.name] + [artifact]
+    kind = kind_of(artifact)
+    extra = kind.companion_files(artifact) if kind else []
     missing = [str(f) for f in extra if not f.is_file()]
     if missing:
         raise BundleError(f"{artifact}: companion file(s) missing: {', '.join(missing)}")
@@ -112,12 +112,10 @@ def _pick_samples(images, n: int, num_classes: int = 1) -> list:
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
-    try:
-        problem = classes_problem(samples, num_classes)
-    except ImageReadError as exc:
-        raise BundleError(f"verification ground truth unusable: {exc}") from None
+    problem = classes_check(samples, num_classes, f"{images or SAMPLES_DIR} (--images)",
+                            "verification ground truth")
     if problem:
-        raise BundleError(f"{images or SAMPLES_DIR}: {problem} (--images)")
+        raise BundleError(problem)
     return seeded_sample(samples, n, 0)
 
 
@@ -227,7 +225,6 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
 
 def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, device: str, sign_key) -> dict:
     """Copy, run, pin, describe and (with `sign_key`) sign everything in the bundle -> its manifest."""
-    from cmunext_edge import __version__
     from cmunext_edge.artifacts.signing import sign_artifact, sign_files
     from cmunext_edge.device.sbom import SBOM, write_requirements, write_sbom
     from cmunext_edge.runtime.registry import open_backend
@@ -316,12 +313,10 @@ def verify_files(folder: Path, manifest: dict) -> list[str]:
         problems.append(f"{MANIFEST} was modified (sha256 {got[:12]}, {MANIFEST_HASH} says "
                         f"{(want or 'nothing')[:12]})")
     listed = manifest.get("files", {})
-    for rel, info in sorted(listed.items()):
-        f = folder / rel
-        if not f.is_file():
-            problems.append(f"{rel} is missing")
-        elif (digest := sha256_file(f)) != info["sha256"]:
-            problems.append(f"{rel} sha256 mismatch (expected {info['sha256'][:12]}, got {digest[:12]})")
+    expected = {rel: info["sha256"] for rel, info in sorted(listed.items())}
+    problems += [f"{rel} is missing" if digest is None else
+                 f"{rel} sha256 mismatch (expected {want[:12]}, got {digest[:12]})"
+                 for rel, digest, want in hash_mismatches(folder, expected)]
     extra = [rel for rel in file_table(folder) if rel not in listed and not _is_device_output(rel)]
     problems += [f"{rel} is not part of the bundle" for rel in extra if rel.startswith("artifact/")]
     return problems

@@ -11,12 +11,12 @@ import numpy as np
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.data.groundtruth import load_truth
 from cmunext_edge.core.metrics import class_scores
-from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
+from cmunext_edge.core.preprocess import ImageReadError
 
 
 def spec_input(spec, image: Path) -> np.ndarray:
     """1 x C x H x W network input of one image file."""
-    return spec.preprocess(to_bgr_uint8(load_image(image)))[None]
+    return spec(image)[None]
 
 
 def copy_truth(s: Sample, folder: Path, num_classes: int) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS, check_selftest
+from cmunext_edge.bench.timing import time_calls
 from cmunext_edge.artifacts.integrity import SignatureError
 from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError,
                                         host_description, read_bundle, verify_files)
@@ -181,13 +182,9 @@ def _step_end_to_end(st: CheckState) -> str | None:
 def _step_latency(st: CheckState) -> str | None:
     spec = st.backend.spec
     x = np.zeros((1, spec.in_channels, spec.height, spec.width), np.float32)
-    for _ in range(st.warmup):
-        st.backend.infer(x)
-    ms, start = [], time.perf_counter()
-    for _ in range(max(1, st.iters)):
-        t0 = time.perf_counter()
-        st.backend.infer(x)
-        ms.append((time.perf_counter() - t0) * 1e3)
+    time_calls(st.backend.infer, [x], st.warmup, 0)               # warm-up only
+    start = time.perf_counter()
+    ms = time_calls(st.backend.infer, [x], 0, max(1, st.iters))
     total = time.perf_counter() - start
     p50, p90 = np.percentile(ms, [50, 90])
     st.report["latency_ms"] = {"p50": float(p50), "p90": float(p90), "mean": float(np.mean(ms)),

@@ -92,7 +92,7 @@ def write_sbom(folder: Path, requirements: Path, wheel: Path, model: dict) -> Pa
     from cyclonedx.validation.json import JsonStrictValidator
     from packageurl import PackageURL
 
-    from cmunext_edge import __version__
+    from cmunext_edge._version import __version__
     from cmunext_edge.fileio import sha256_file
     bom = Bom.from_json(_requirement_components(requirements))
     bom.metadata.component = Component(name=f"{model['name']} device bundle", version=__version__,

@@ -13,6 +13,8 @@ import importlib.util
 import zipfile
 from pathlib import Path
 
+from cmunext_edge._version import __version__
+
 NAME = "cmunext_edge"
 DIST = "cmunext-edge"
 # console scripts the wheel declares: the device side only needs these
@@ -45,7 +47,6 @@ def _record_line(name: str, data: bytes) -> str:
 
 def write_core_wheel(folder) -> Path:
     """Write `<folder>/cmunext_edge-<version>-py3-none-any.whl`; return its path."""
-    from cmunext_edge import __version__
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     info = f"{NAME}-{__version__}.dist-info"

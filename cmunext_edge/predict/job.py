@@ -10,7 +10,10 @@ not all be written has none left on disk; a full (or read-only) disk stops the j
 input not processed is reported with its reason, so the summary matches what is on disk.
 
 Several classes: masks/<name>_class<k>.png per class, one colour overlay (overlay.py: one palette
-colour per class, key in <out>/legend.png), per-class scores (predict_scores.py).
+colour per class, key in <out>/legend.png), per-class scores (scores.py).
+
+`report_job` is what a finished job says (local and Ray jobs alike): rows, summary, skipped files
+and the exit code.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import csv
 import errno
 import json
 import queue
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -28,8 +32,8 @@ import numpy as np
 
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.fileio import atomic_path
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.core.metrics import mean_scores
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.metrics import format_class_dice, mean_scores
 from cmunext_edge.predict.overlay import legend, overlay
 from cmunext_edge.predict.scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
@@ -244,3 +248,38 @@ def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -
     if classes >= 2 and (Path(out_dir) / "overlays").is_dir():
         write_png(Path(out_dir) / "legend.png", legend(classes))    # the overlay's colour key
     return summary
+
+
+def _class_dice(row: dict) -> list[float]:
+    """The per-class Dice of a scores row (empty for a one-class model)."""
+    return [row[f"dice_class{k}"] for k in range(row_classes(row))] if row_classes(row) > 1 else []
+
+
+def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float, *, quiet: bool = False,
+               prog: str = "cmunext-predict") -> int:
+    """Write the reports into `out`, print the rows (unless `quiet`) and the summary; the exit
+    code: 0 all done, 1 when some images were skipped or the job stopped early."""
+    try:
+        summary = write_reports(result, Path(out), summary_json)
+    except OSError as exc:
+        summary = result.summary()
+        result.stopped = result.stopped or f"could not write the reports ({exc.strerror or exc})"
+    if not quiet:
+        for row in result.rows:
+            scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}{format_class_dice(_class_dice(row))}"
+                      if row["dice"] is not None else "no ground truth")
+            print(f"  {row['name']:<24} {scores}")
+    for item in result.skipped:
+        print(f"skipped: {item['error']}", file=sys.stderr)
+    line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
+            f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {out}")
+    if summary["mean_dice"] is not None:
+        line += (f"\nmean Dice {summary['mean_dice']:.4f}{format_class_dice(summary.get('per_class_dice'))}"
+                 f"  mean IoU {summary['mean_iou']:.4f} (official metric, {summary['n_with_masks']} images "
+                 f"with masks; at original resolution Dice {summary['mean_dice_original']:.4f}"
+                 f"{format_class_dice(summary.get('per_class_dice_original'))})")
+    print(line)
+    if result.stopped:
+        print(f"{prog}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
+              f"counted above have all their outputs on disk, the others none", file=sys.stderr)
+    return 1 if (result.skipped or result.stopped) else 0

@@ -14,6 +14,7 @@ written once all of its files are. The summary adds the mean foreground per clas
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -139,12 +140,23 @@ def _class_fractions(mask: np.ndarray) -> list[float] | None:
     return None if mask.ndim == 2 else [float(f) for f in mask.reshape(-1, mask.shape[2]).mean(axis=0)]
 
 
+@dataclass(frozen=True)
+class VideoOptions:
+    """What segment_video writes (overlay.mp4, mask.mp4, masks/NNNNNN.png), in batches of
+    `batch_size` frames, stopping after `max_frames` (None: every frame)."""
+    overlay: bool = True
+    mask_video: bool = False
+    mask_png: bool = True
+    batch_size: int = 1
+    max_frames: int | None = None
+
+
 class _Writer:
     """Writes overlay video, mask video and/or mask PNGs on its own thread."""
 
-    def __init__(self, out_dir: Path, fps: float, overlay: bool, mask_video: bool, mask_png: bool):
+    def __init__(self, out_dir: Path, fps: float, opts: VideoOptions):
         self.out_dir, self.fps = out_dir, fps or 25.0
-        self.overlay, self.mask_video, self.mask_png = overlay, mask_video, mask_png
+        self.overlay, self.mask_video, self.mask_png = opts.overlay, opts.mask_video, opts.mask_png
         self.q: queue.Queue = queue.Queue(maxsize=16)
         self.videos: dict = {}
         self.written, self.errors = 0, []
@@ -193,20 +205,20 @@ class _Writer:
             raise self.errors[0]
 
 
-def segment_video(segmenter, source, out_dir, *, overlay: bool = True, mask_video: bool = False,
-                  mask_png: bool = True, batch_size: int = 1, max_frames: int | None = None,
-                  progress=None) -> VideoSummary:
+def segment_video(segmenter, source, out_dir, options: VideoOptions | None = None, *, progress=None,
+                  **overrides) -> VideoSummary:
     """Segment every frame of `source`; write out_dir/overlay.mp4, out_dir/masks/NNNNNN.png
     (and out_dir/mask.mp4 with `mask_video`; per class for several classes, see the module doc).
-    Decoding, inference and writing overlap."""
+    `options` (VideoOptions), or its fields as keywords. Decoding, inference and writing overlap."""
+    opts = dataclasses.replace(options or VideoOptions(), **overrides)
     out_dir = Path(out_dir)
-    (out_dir / "masks").mkdir(parents=True, exist_ok=True) if mask_png else out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks" if opts.mask_png else out_dir).mkdir(parents=True, exist_ok=True)
     fps, declared = source_fps(source)
     summary = VideoSummary(str(source), declared_frames=declared, fps_source=fps)
-    writer = _Writer(out_dir, fps, overlay, mask_video, mask_png)
+    writer = _Writer(out_dir, fps, opts)
     t0, fg, per_class = time.perf_counter(), [], []
     try:
-        for index, frame, res in stream(segmenter, source, batch_size, max_frames):
+        for index, frame, res in stream(segmenter, source, opts.batch_size, opts.max_frames):
             fg.append(float(mask_union(res.mask).mean()))
             per_class.append(_class_fractions(res.mask))
             writer.q.put((index, frame, res.mask))
@@ -222,6 +234,6 @@ def segment_video(segmenter, source, out_dir, *, overlay: bool = True, mask_vide
     if per_class and per_class[0] is not None:
         summary.mean_foreground_per_class = [float(f) for f in np.mean(per_class, axis=0)]
     summary.outputs = {k: str(out_dir / f"{k}.mp4") for k in writer.videos}
-    if mask_png:
+    if opts.mask_png:
         summary.outputs["masks"] = str(out_dir / "masks")
     return summary

@@ -1,5 +1,6 @@
-"""One table from artifact kind to backend class, optional dependency, pip extra, the device
-names it understands and the options it accepts (anything else is an error, never ignored)."""
+"""One table from backend to backend class, optional dependency, pip extra, the device names it
+understands and the options it accepts (anything else is an error, never ignored). Which backend
+a file needs follows from its kind (artifacts/kinds.py)."""
 from __future__ import annotations
 
 import importlib
@@ -8,13 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError, available
+from cmunext_edge.artifacts import kinds
+from cmunext_edge.artifacts.integrity import SignatureError, VerifyReport, check_trust, enforce, precheck, verify_loaded
+from cmunext_edge.artifacts.signing import trust_policy
 from cmunext_edge.runtime.base import Backend, BackendError
 
 
 @dataclass(frozen=True)
 class BackendEntry:
     name: str
-    suffixes: tuple[str, ...]
     target: str          # "module:Class", imported lazily
     requires: str        # python module the backend needs
     extra: str           # pip extra that installs it
@@ -40,6 +43,11 @@ class BackendEntry:
                 raise BackendError(f"{self.name}: unknown option {key!r}; valid options: {valid}")
             out[key] = self.options[key].check(self.name, key, value)
         return out
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """The file suffixes of the artifact kinds this backend loads."""
+        return tuple(s for k in kinds.KINDS if k.backend == self.name for s in k.suffixes)
 
     def load_class(self) -> type[Backend]:
         module, cls = self.target.split(":")
@@ -72,23 +80,23 @@ _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no"
 _THREADS = BackendOption("int", help="inference threads")
 
 BACKENDS: tuple[BackendEntry, ...] = (
-    BackendEntry("pytorch", (".pth", ".pt", ".safetensors"),
+    BackendEntry("pytorch",
                  "cmunext_edge.runtime.torch_backend:TorchBackend", "torch", "torch", ("torch",),
                  r"cpu|cuda(:\d+)?|gpu", "cpu, cuda, cuda:N",
                  {"precision": BackendOption("choice", ("fp32", "fp16", "bf16")),
                   "channels_last": BackendOption("bool"), "threads": _THREADS}),
-    BackendEntry("onnxruntime", (".onnx",),
+    BackendEntry("onnxruntime",
                  "cmunext_edge.runtime.onnxruntime_backend:OnnxRuntimeBackend", "onnxruntime", "onnxruntime",
                  ("ort", "onnx"), r"(cpu|cuda|gpu|tensorrt|trt|openvino|ov)(:\d+)?",
                  "cpu, cuda, tensorrt, openvino", {"threads": _THREADS}),
-    BackendEntry("openvino", (".xml",),
+    BackendEntry("openvino",
                  "cmunext_edge.runtime.openvino_backend:OpenVINOBackend", "openvino", "openvino", ("ov",),
                  r"(cpu|gpu|npu|auto)(\.\d+)?", "cpu, gpu, npu, auto (OpenVINO device names)",
                  {"hint": BackendOption("choice", ("latency", "throughput")), "threads": _THREADS,
                   "num_streams": BackendOption("int"), "cache_dir": BackendOption("str"),
                   "inference_precision": BackendOption("choice", ("f32", "bf16", "f16")),
                   "batch": BackendOption("int")}),
-    BackendEntry("tensorrt", (".engine", ".plan"),
+    BackendEntry("tensorrt",
                  "cmunext_edge.runtime.tensorrt_backend:TensorRTBackend", "tensorrt", "tensorrt", ("trt",),
                  r"cuda(:\d+)?|gpu", "cuda, cuda:N"),
 )
@@ -103,12 +111,11 @@ def entry_for(name: str) -> BackendEntry:
 
 def entry_for_path(path: str | Path) -> BackendEntry:
     path = Path(path)
-    suffix = path.suffix.lower()
-    for e in BACKENDS:
-        if suffix in e.suffixes:
-            return e
-    known = ", ".join(s for e in BACKENDS for s in e.suffixes)
-    raise BackendError(f"{path}: unknown artifact kind {suffix!r}; known suffixes: {known}")
+    kind = kinds.kind_of(path)
+    if kind is None:
+        known = ", ".join(s for e in BACKENDS for s in e.suffixes)
+        raise BackendError(f"{path}: unknown artifact kind {path.suffix.lower()!r}; known suffixes: {known}")
+    return entry_for(kind.backend)
 
 
 def check_request(path: str | Path, device: str = "cpu", backend: str | None = None,
@@ -128,9 +135,7 @@ def open_backend(path: str | Path, device: str = "cpu", backend: str | None = No
     carry a valid signature by a trusted key before the runtime reads them, with or without
     `verify`. With `verify` (the default) an exported artifact is also checked before it is
     returned: its files against manifest.json or the embedded content hash, then its embedded
-    self-test (integrity.py); a mismatch raises integrity.IntegrityError and nothing runs."""
-    from cmunext_edge.artifacts.integrity import VerifyReport, check_trust, enforce, precheck, verify_loaded
-    from cmunext_edge.artifacts.signing import SignatureError, trust_policy
+    self-test (artifacts/integrity.py); a mismatch raises IntegrityError and nothing runs."""
     entry, options = check_request(path, device, backend, options)
     policy = trust_policy(trusted_keys)
     if policy and options.get("cache_dir"):
@@ -157,6 +162,17 @@ def open_backend(path: str | Path, device: str = "cpu", backend: str | None = No
             loaded.close()
             raise
     return loaded
+
+
+def verify_artifact(path: str | Path, device: str = "cpu", trusted_keys=None, **options) -> VerifyReport:
+    """Check an artifact's files (and signature, under a trust policy) and run its self-test on
+    `device`; report, never raise for a mismatch (a missing runtime or unloadable file still raises
+    its own error)."""
+    report = precheck(path, trust_policy(trusted_keys))
+    if report.problems:
+        return report
+    with open_backend(path, device=device, verify=False, trusted_keys=trusted_keys, **options) as backend:
+        return verify_loaded(backend, report)
 
 
 def list_devices() -> dict[str, list[str]]:

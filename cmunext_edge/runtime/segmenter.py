@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmunext_edge.data.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge._deps import MissingDependencyError, available, require
+from cmunext_edge.artifacts.kinds import kind_named
 from cmunext_edge.artifacts.meta import apply_metadata
 from cmunext_edge.runtime.base import Backend, BackendError, DeviceUnavailableError
 
@@ -28,8 +29,8 @@ def require_tensorrt():
 
 
 def sidecar_path(engine: str | Path) -> Path:
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
+    """`<engine>.json`, the companion file artifacts/kinds.py names for a TensorRT plan."""
+    return kind_named("tensorrt").companion_files(engine)[0]
 
 
 def gpu_info(device_index: int = 0) -> dict:

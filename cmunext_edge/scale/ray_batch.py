@@ -12,7 +12,9 @@ cluster: the artifact, the images and `out` must then be on storage every node s
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from cmunext_edge._deps import require
@@ -23,6 +25,22 @@ from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint
 
 PARTS = ".parts"
 ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image")     # a Ray Data row (_item)
+
+
+@dataclass(frozen=True)
+class RayJobOptions:
+    """How a Ray job runs: where (a cluster `address`, else a local instance of `num_cpus`), how
+    many actors with how many intra-op `threads` each (None: the actor's CPU share), batches,
+    device, overlays, how many passes retry what a failed pass left undone, and the trust policy."""
+    address: str | None = None
+    actors: int = 1
+    batch_size: int = 8
+    device: str = "cpu"
+    write_overlays: bool = True
+    threads: int | None = None
+    num_cpus: int | None = None
+    attempts: int = 3
+    trusted_keys: tuple | list | None = None     # trust policy for the actors (else $CMUNEXT_TRUSTED_KEYS)
 
 
 class SegmentActor:
@@ -138,20 +156,19 @@ def _trust(trusted_keys) -> dict:
     return {"trusted_keys": [str(Path(k).resolve()) for k in trusted_keys]} if trusted_keys else {}
 
 
-def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write_overlays, threads,
-              progress, trusted_keys=None) -> dict[str, str]:
+def _run_pass(ray, todo, out_dir, artifact, opts: RayJobOptions, progress) -> dict[str, str]:
     """One Ray Data pass over `todo` -> {name: error} of the files reported bad."""
     items = [_item(s) for s in todo]
-    cpus = _cpus_per_actor(ray, actors)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
+    cpus = _cpus_per_actor(ray, opts.actors)
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * opts.actors)))
     # Ray Data restarts a dead actor and retries its batch by default (max_restarts=-1)
-    ds = ds.map_batches(SegmentActor, batch_size=batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
-                        num_gpus=1 if device.lower().startswith("cuda") else 0,
+    options = _backend_options(artifact, opts.threads or max(1, int(cpus)))
+    ds = ds.map_batches(SegmentActor, batch_size=opts.batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=opts.actors), num_cpus=cpus,
+                        num_gpus=1 if opts.device.lower().startswith("cuda") else 0,
                         fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
-                                               "device": device, "write_overlays": write_overlays,
-                                               "options": {**_backend_options(artifact, threads or max(1, int(cpus))),
-                                                           **_trust(trusted_keys)}})
+                                               "device": opts.device, "write_overlays": opts.write_overlays,
+                                               "options": {**options, **_trust(opts.trusted_keys)}})
     bad = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for name, error in zip(batch["name"], batch["error"]):
@@ -162,12 +179,12 @@ def _run_pass(ray, todo, out_dir, artifact, *, actors, batch_size, device, write
     return bad
 
 
-def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None = None, actors: int = 1,
-                batch_size: int = 8, device: str = "cpu", write_overlays: bool = True,
-                threads: int | None = None, num_cpus: int | None = None, attempts: int = 3,
-                progress=None, log=None, trusted_keys=None) -> JobResult:
-    """Segment `samples` with `artifact` on Ray Data; rows come back in input order (see module doc)."""
+def run_ray_job(artifact, samples: list[Sample], out_dir, options: RayJobOptions | None = None, *,
+                progress=None, log=None, **overrides) -> JobResult:
+    """Segment `samples` with `artifact` on Ray Data; rows come back in input order (see module doc).
+    `options` (RayJobOptions), or its fields as keywords (`batch_size=4`)."""
     from cmunext_edge.resources import resolve_weights
+    opts = dataclasses.replace(options or RayJobOptions(), **overrides)
     artifact = Path(resolve_weights(artifact)).resolve()
     if not artifact.is_file():
         raise FileNotFoundError(f"{artifact}: no such artifact")
@@ -179,17 +196,15 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None
         progress.update(len(done), postfix="already done")
     if log and done:
         log(f"resuming: {len(done)} of {len(samples)} images already done in {out_dir}")
-    ray, started = _start_ray(address, num_cpus)
+    ray, started = _start_ray(opts.address, opts.num_cpus)
     bad, failure = {}, None
     try:
-        for _ in range(attempts):
+        for _ in range(opts.attempts):
             todo = [s for s in samples if s.name not in done and s.name not in bad]
             if not todo:
                 break
             try:
-                bad.update(_run_pass(ray, todo, out_dir, artifact, actors=actors, batch_size=batch_size,
-                                     device=device, write_overlays=write_overlays, threads=threads,
-                                     progress=progress, trusted_keys=trusted_keys))
+                bad.update(_run_pass(ray, todo, out_dir, artifact, opts, progress))
                 stalled = False
             except Exception as exc:     # a pass Ray gave up on: what finished is kept, the rest rerun
                 failure = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
@@ -202,7 +217,7 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, *, address: str | None
     finally:
         if started:
             ray.shutdown()
-    return _collect(samples, done, bad, failure, attempts)
+    return _collect(samples, done, bad, failure, opts.attempts)
 
 
 def _collect(samples, done, bad, failure, attempts) -> JobResult:

@@ -1,6 +1,6 @@
 """The candidates of `cmunext-export --target auto`, as data: one row per backend x precision x
 quantization options x exact graph rewrites x runtime settings, and the devices it is tried on.
-Adding a candidate is adding a row here; `auto.run_auto` exports, measures and selects.
+Adding a candidate is adding a row here; `run.run_auto` exports, measures and selects.
 
 The table follows the CPU (issue 11): BF16 candidates are offered for the CPU only where BF16 is
 native (capabilities.py; elsewhere OpenVINO would run them f32 or fail to compile them), and the

@@ -1,7 +1,7 @@
 """`cmunext-export --target auto`: build every candidate artifact for a device, measure it, keep
 the fastest one within a Dice budget, and report every candidate with why it was kept or not.
 
-Candidates are data (one table, `auto_candidates.CANDIDATES`): backend x precision x quantization options x exact
+Candidates are data (one table, `candidates.CANDIDATES`): backend x precision x quantization options x exact
 graph rewrites x runtime settings. Each is exported by the normal `export()` pipeline (verified,
 self-test embedded, written atomically), with its runtime settings stored in the artifact so that
 `EdgeSegmenter.from_artifact(path)` runs it as it was measured. Then all candidates are opened at
@@ -14,13 +14,11 @@ The budget is the only acceptance criterion (the mask agreement with PyTorch is 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,33 +31,14 @@ from cmunext_edge.core.metrics import format_class_dice
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend
 from cmunext_edge.checkpoints.weights import load_checkpoint
-from cmunext_edge.export.auto_candidates import CANDIDATES, QUICK, Candidate, candidates_for  # noqa: F401 (API)
+from cmunext_edge.export.auto.candidates import Candidate, candidates_for
+from cmunext_edge.export.auto.select import CandidateStatus, Measured, select, selection_note
+from cmunext_edge.export.calibration import load_eval_set
+from cmunext_edge.export.manifest import read_manifest, write_manifest
 from cmunext_edge.export.verify import compare, reference_logits
 from cmunext_edge.export.quiet import quiet_toolchains
 from cmunext_edge.export.verify_data import (
     HELD_OUT, VERIFY_DATA, overlap_warnings, overlaps, plan_verification, shipped_model_name, short_source)
-
-
-def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1,
-                  exclude=()):
-    """Evaluation images (with C x H x W ground truth of `num_classes` classes) of an official-layout
-    dataset, optionally one split's list (a names file, or a training split.json: its "val" list);
-    `limit` of them drawn with `seed` by the calibration sampler (`data.seeded_sample`), the names
-    in `exclude` (the calibration images) left out. Without data, the bundled samples (one class:
-    no ground truth for a model with several)."""
-    from cmunext_edge.data.discovery import discover, seeded_sample
-    from cmunext_edge.data.groundtruth import load_truth
-    from cmunext_edge.export.calibration import CalibrationSet, check_classes, make_calibration_set
-    if data is None:
-        return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
-    samples = [s for s in discover(data, split) if s.name not in set(exclude)]
-    check_classes(samples, num_classes, data)
-    samples = seeded_sample(samples, limit, seed)
-    if split is not None and str(split).endswith(".json"):
-        split = f"{split}:val"
-    inputs = np.stack([spec(s.image) for s in samples]).astype(np.float32)
-    masks = [load_truth(s, num_classes, spec.size) if s.mask else None for s in samples]
-    return CalibrationSet(f"{data}" + (f" (split {split})" if split else ""), seed, spec, samples, inputs, masks)
 
 
 def _eval_plan(weights, ckpt, opts, log):
@@ -82,48 +61,6 @@ def _eval_plan(weights, ckpt, opts, log):
     for warning in overlap_warnings(overlaps(names, calib_names, plan), plan, len(names)):
         log(warning)
     return plan, plan.source, plan.split, ()
-
-
-class CandidateStatus(str, Enum):
-    """What selection decided about a candidate (a str: JSON and reports show the value)."""
-    KEPT = "kept"
-    WITHIN_BUDGET = "within budget"
-    REJECTED = "rejected"
-    SKIPPED = "skipped"               # not built: the inputs it needs are missing (reason says which)
-    ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass
-class Measured:
-    name: str
-    target: str
-    precision: str
-    note: str
-    settings: dict
-    artifact: str | None = None
-    status: CandidateStatus = CandidateStatus.ERROR
-    reason: str = ""
-    latency_ms: list = field(default_factory=list)
-    p50_ms: float | None = None
-    images_per_s: float | None = None
-    dice: float | None = None
-    dice_drop_points: float | None = None
-    agreement: float | None = None
-    per_class_dice: list | None = None    # several classes only (report JSON drops it for one)
-    worst: float | None = None            # the worst image's agreement, and which image
-    worst_image: str | None = None
-    n_bad: int | None = None              # images below core.agreement.BAD_IMAGE agreement
-    bad_upper95: float | None = None      # 95% upper bound on the share of such images
-    faithful: bool | None = None          # the precision's agreement gate (mean and tail floors)
-    verified: bool | None = None          # faithful on enough images for the tail claim
-    gate_failure: str | None = None
-    verification: dict | None = field(default=None, repr=False)   # written into the winner's manifest
-    device: str | None = None
-    export_s: float | None = None
-    throughput_setting: str | None = None
 
 
 def export_candidate(weights, cand: Candidate, out: Path, calib=None, calib_size: int = 64,
@@ -205,7 +142,7 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
               "artifact": str(chosen) if chosen else None, "why": selection_note(rows, winner),
               "candidates": [_row_json(r) for r in rows],
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **_machine()}
-    from cmunext_edge.export.auto_report import write_report
+    from cmunext_edge.export.auto.report import write_report
     report["report_files"] = [str(p) for p in write_report(report, out / "auto_report")]
     return report
 
@@ -331,89 +268,14 @@ def _time_pytorch(model, xs, threads) -> float:
     return float(np.median(ms))
 
 
-def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0,
-           agreement_floor: bool = True):
-    """Mark every row kept / within budget / rejected with its reason; return the winner or None.
-
-    With `agreement_floor` (default) a candidate must pass its precision's agreement gate on the
-    held-out evaluation images (core.agreement.GATES: the mean floor, FP32 0.999 / FP16, BF16 0.99
-    / INT8 0.97, and the tail floor, at most 3% of images below 0.90 agreement): a better Dice
-    against ground truth does not excuse masks that differ from the model's. Among the faithful
-    candidates within the Dice budget the fastest wins; candidates within `tie_pct` percent of the
-    fastest p50 are a tie (timing noise), which the lower 95% bound on the bad-image share breaks,
-    then the smaller Dice drop."""
-    ok = []
-    for r in rows:
-        if r.status == CandidateStatus.SKIPPED:
-            continue
-        if r.p50_ms is None:
-            r.status, r.reason = CandidateStatus.ERROR, r.reason or "not measured"
-            continue
-        if r.device and r.device.split(":")[0].upper() != device.upper() and device.upper() != "CPU":
-            r.status, r.reason = CandidateStatus.REJECTED, f"ran on {r.device}, not on {device}"
-        elif r.dice_drop_points is None:
-            r.status, r.reason = CandidateStatus.REJECTED, "no ground truth to measure the Dice drop"
-        elif r.dice_drop_points > max_dice_drop + 1e-9:
-            r.status, r.reason = CandidateStatus.REJECTED, (f"Dice drop {r.dice_drop_points:.3f} points > budget "
-                                                            f"{max_dice_drop:g}")
-        elif agreement_floor and _unfaithful(r):
-            r.status, r.reason = CandidateStatus.REJECTED, f"not faithful to PyTorch: {_unfaithful(r)}"
-        else:
-            ok.append(r)
-    if not ok:
-        return None
-    fastest = min(r.p50_ms for r in ok)
-    ties = [r for r in ok if r.p50_ms <= fastest * (1 + tie_pct / 100)]
-    winner = min(ties, key=lambda r: (r.bad_upper95 if r.bad_upper95 is not None else 1.0,
-                                      r.dice_drop_points, r.p50_ms))
-    for r in ok:
-        r.status = CandidateStatus.KEPT if r is winner else CandidateStatus.WITHIN_BUDGET
-        if r is winner:
-            r.reason = "fastest faithful candidate within the Dice budget" + (
-                f" (tie within {tie_pct:g}% of {fastest:.2f} ms: lowest bad-image bound, smallest Dice drop)"
-                if len(ties) > 1 else "")
-        elif r in ties:
-            r.reason = f"tie with {winner.name} (within {tie_pct:g}%), higher bad-image bound or Dice drop"
-        else:
-            r.reason = f"within budget, {r.p50_ms - winner.p50_ms:+.2f} ms vs {winner.name}"
-    return winner
-
-
-def _unfaithful(r: Measured) -> str | None:
-    """Why the row fails its agreement gate (None: it passes, or was not scored)."""
-    if r.faithful is None:
-        if r.agreement is not None and r.agreement < AGREEMENT_THRESHOLDS[r.precision]:
-            return f"agreement {r.agreement:.4f} < {AGREEMENT_THRESHOLDS[r.precision]} required for {r.precision}"
-        return None
-    return None if r.faithful else r.gate_failure
-
-
-def selection_note(rows, winner) -> str:
-    """Why the winner was chosen, in a sentence; says so when no INT8 candidate is faithful."""
-    if winner is None:
-        return "no candidate is faithful and within the Dice budget"
-    int8 = [r for r in rows if r.precision == "int8" and r.faithful is not None]
-    note = f"{winner.name}: {winner.reason}"
-    if int8 and not any(r.faithful for r in int8):
-        best = min(int8, key=lambda r: r.n_bad)
-        note += (f"; no INT8 candidate is faithful on the {best.verification['n_images']} held-out images "
-                 f"(fewest bad images: {best.name}, {best.n_bad} below {BAD_IMAGE}, worst {best.worst:.3f}), "
-                 f"so the fastest faithful {winner.precision} candidate is kept")
-    if winner.verified is False:
-        note += f"; NOT verified: {winner.verification.get('claim')}"
-    return note
-
-
 def _publish_winner(out: Path, winner, evals=None) -> Path:
     """Copy the winner's files (and manifest entry, with its verification on the evaluation
     images) from its candidate folder to `out`."""
     src = Path(winner.artifact)
-    manifest = json.loads((src.parent / "manifest.json").read_text())
-    entry = manifest["artifacts"][src.name]
+    entry = read_manifest(src.parent)["artifacts"][src.name]
     for f in sorted(entry["files"], key=lambda f: f["name"] == src.name):   # entry file last
         with atomic_path(out / f["name"]) as tmp:
             shutil.copy2(src.parent / f["name"], tmp)
-    from cmunext_edge.export.manifest import write_manifest
     verification = entry.get("verification") or winner.verification
     if verification is not None:
         verification = {**verification, "by": "cmunext-export --target auto (evaluation images)"}

@@ -1,0 +1,50 @@
+"""manifest.json beside exported artifacts: the one reader. cmunext-export writes it
+(export/manifest.py); verified load, cmunext-info, bundles, the bench report and the auto export
+read an artifact's entry (its files' sha256, precision, verification) through `manifest_entry`.
+
+`read_manifest` is strict (a damaged manifest raises ManifestError: it is what verified load
+checks artifacts against, so an export must not overwrite it); `manifest_entry` is lenient (a
+missing or damaged manifest, or an artifact it does not list, gives None: the embedded content
+hash can still vouch for the files)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+NAME = "manifest.json"
+FORMAT = "cmunext-edge export manifest"
+
+
+class ManifestError(ValueError):
+    """A manifest.json that cannot be read as one."""
+
+
+def manifest_path(folder: str | Path) -> Path:
+    return Path(folder) / NAME
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """folder/manifest.json as a dict (a new, empty one if absent); ManifestError if it is damaged."""
+    path = manifest_path(folder)
+    if not path.exists():
+        return {"format": FORMAT, "version": 1, "artifacts": {}}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        problem = f"not readable JSON ({exc})"
+    else:
+        if isinstance(data, dict) and isinstance(data.get("artifacts"), dict) and all(
+                isinstance(v, dict) for v in data["artifacts"].values()):
+            return data
+        problem = "not a manifest ('artifacts' must map artifact names to entries)"
+    raise ManifestError(f"{path} is damaged: {problem}")
+
+
+def manifest_entry(artifact: str | Path) -> dict | None:
+    """The entry of `artifact` in the manifest.json beside it, or None (no manifest, a damaged one,
+    or one that does not list it)."""
+    artifact = Path(artifact)
+    try:
+        return read_manifest(artifact.parent)["artifacts"].get(artifact.name)
+    except ManifestError:
+        return None
