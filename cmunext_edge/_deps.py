@@ -10,6 +10,7 @@ EXTRAS = {
     "onnxslim": "onnx-export", "openvino": "openvino", "nncf": "openvino-export", "tensorrt": "tensorrt",
     "matplotlib": "bench", "ray": "ray", "tritonclient": "ray", "fastapi": "ray", "uvicorn": "ray",
     "model_signing": "sign", "cryptography": "sign", "cyclonedx": "sbom", "cyclonedx_py": "sbom",
+    "pydicom": "dicom", "highdicom": "dicom",
 }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from cmunext_edge.data.discovery import Sample, discover, seeded_sample
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.data.groundtruth import classes_check, load_truth
-from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec
+from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image
 from cmunext_edge.resources import SAMPLES_DIR
 
 
@@ -81,7 +81,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
     inputs, masks = [], []
     for s in samples:
         try:
-            inputs.append(spec(s.image))
+            inputs.append(spec(load_image(s.image, frame=s.frame)))
             masks.append(load_truth(s, num_classes, spec.size) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration image unusable: {exc}") from None

@@ -135,3 +135,23 @@ def test_parts_of_another_artifact_are_not_reused(tmp_path):
     logs = []
     _claim(out, b, logs.append)
     assert _done(out, samples) == {} and "another artifact" in logs[0]
+
+
+def test_ray_engine_segments_a_dicom_folder_like_the_local_job(local_ray, tmp_path):
+    """DICOM through --engine ray: every frame of the cine loop, the same masks and valid SEGs as the
+    local job, a structured report reported (exit 1) and the rest done."""
+    pytest.importorskip("highdicom")
+    from pydicom.data import get_testdata_file
+    from cmunext_edge.data.dicom_sample import write_ultrasound_dicoms
+    src = tmp_path / "dicom"
+    write_ultrasound_dicoms(src)
+    shutil.rmtree(src / "png")
+    shutil.copy(get_testdata_file("test-SR.dcm"), src / "report.dcm")
+    common = [str(src), "--quiet", "--batch-size", "4"]
+    assert predict_main(common + ["--out", str(tmp_path / "one")]) == 1
+    assert predict_main(common + ["--out", str(tmp_path / "ray"), "--engine", "ray"]) == 1
+    one, par = masks(tmp_path / "one"), masks(tmp_path / "ray")
+    assert len(one) == 7 and one.keys() == par.keys()
+    assert all(np.array_equal(one[k], par[k]) for k in one)
+    segs = sorted(p.name for p in (tmp_path / "ray" / "seg").iterdir())
+    assert segs == sorted(p.name for p in (tmp_path / "one" / "seg").iterdir()) and len(segs) == 5

@@ -96,3 +96,28 @@ def test_cli_refuses_a_missing_artifact_without_starting_ray(tmp_path, capsys):
     assert main([str(tmp_path / "none.onnx"), "--port", "1"]) == 1
     assert "no such artifact" in capsys.readouterr().err
     assert main([str(tmp_path / "none.onnx"), "--replicas", "0"]) == 2
+
+
+def test_dicom_body_is_answered_with_a_seg_of_every_frame(server, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    from pydicom.data import get_testdata_file
+    from cmunext_edge.data.dicom_sample import write_ultrasound_dicoms
+    from cmunext_edge.predict.dicom_seg import read_back
+    url, onnx = server
+    write_ultrasound_dicoms(tmp_path)
+    cine = tmp_path / "us_cine.dcm"
+    req = urllib.request.Request(url + "/segment", data=cine.read_bytes(), method="POST",
+                                 headers={"Content-Type": "application/dicom"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        assert resp.status == 200 and resp.headers["content-type"] == "application/dicom"
+        (tmp_path / "answer.seg.dcm").write_bytes(resp.read())
+    source = pydicom.dcmread(cine, stop_before_pixels=True)
+    back = read_back(tmp_path / "answer.seg.dcm", [source])[..., 0].astype(bool)
+    expected = np.stack([s.mask for s in EdgeSegmenter.from_artifact(onnx).segment_frames(cine)])
+    assert back.shape == (3, 448, 576) and np.array_equal(back, expected)
+    req = urllib.request.Request(url + "/segment", data=open(get_testdata_file("test-SR.dcm"), "rb").read(),
+                                 method="POST", headers={"Content-Type": "application/dicom"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == 400 and b"without pixel data" in err.value.read()

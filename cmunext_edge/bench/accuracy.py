@@ -22,6 +22,7 @@ from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth
 from cmunext_edge.core.agreement import GATES, Comparator, gate
 from cmunext_edge.core.metrics import class_scores_from_logits, summarize_scores
+from cmunext_edge.core.preprocess import load_image
 from cmunext_edge.runtime.registry import open_backend
 
 
@@ -47,7 +48,7 @@ class Evaluator:
         for i in range(0, len(items), self.batch):
             chunk = items[i:i + self.batch]
             if self.samples:
-                x = np.stack([spec(s.image) for s in chunk])
+                x = np.stack([spec(load_image(s.image, frame=s.frame)) for s in chunk])
                 masks = [load_truth(s, num_classes, spec.size) if truth and s.mask else None for s in chunk]
             else:
                 x, masks = np.stack([spec.preprocess(b) for b in chunk]), [None] * len(chunk)

@@ -21,7 +21,7 @@ def load_images(folder: Path | None, limit: int) -> list[np.ndarray]:
     samples = discover(folder)[:limit]
     if not samples:
         raise FileNotFoundError(f"{folder}: no images for latency input (pass a folder with --images)")
-    return [to_bgr_uint8(load_image(s.image)) for s in samples]
+    return [to_bgr_uint8(load_image(s.image, frame=s.frame)) for s in samples]
 
 
 def artifact_bytes(path: Path) -> int:

@@ -16,6 +16,12 @@ $CMUNEXT_TRUSTED_KEYS) it must also be signed by a trusted key, checked before i
 Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
 (usage, output folder, weights, artifact); 130 interrupted.
 
+DICOM: .dcm/.dicom files (or files with the DICOM preamble), alone or mixed with other images,
+are converted as docs/dicom.md describes (needs the [dicom] extra); a multi-frame object (cine loop)
+gives one mask per frame (<name>_frame0001.png, ...). Each DICOM instance also gets a DICOM
+Segmentation, <out>/seg/<name>.seg.dcm (--dicom-seg series: one per series; off: none), binary or
+fractional (--seg-type), one segment per class (--seg-codes; default: lesion).
+
 Video: a video file, a folder of videos, a camera index (0) or a stream URL (rtsp://, http://)
 is read through OpenCV; per video, <out>/overlay.mp4 and <out>/masks/NNNNNN.png (or
 --mask-video: <out>/mask.mp4) with decoding, inference and writing overlapped, and
@@ -34,6 +40,7 @@ from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import cli_main, fail, make_parser, signature_note, trust_preflight
+from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -47,7 +54,7 @@ PROG = "cmunext-predict"
 
 def build_parser():
     p = make_parser(PROG, __doc__, EXAMPLE)
-    p.add_argument("source", help="image file, folder of images, or official-layout dataset")
+    p.add_argument("source", help="image or DICOM file, folder of images, or official-layout dataset")
     p.add_argument("--weights", default=None,
                    help="checkpoint or exported artifact, or a shipped model name (default: the shipped model)")
     p.add_argument("--out", required=True, help="output folder")
@@ -72,6 +79,16 @@ def build_parser():
                    help="trust policy: run the model only if it is signed by this public key (repeat for "
                         "several; default $CMUNEXT_TRUSTED_KEYS); refused otherwise, exit 2")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
+    d = p.add_argument_group("DICOM inputs (the [dicom] extra)")
+    d.add_argument("--dicom-seg", choices=["instance", "series", "off"], default="instance",
+                   help="DICOM SEG output: one per source instance (default), one per series of "
+                        "single-frame instances, or none")
+    d.add_argument("--seg-type", choices=["binary", "fractional"], default="binary",
+                   help="binary: the thresholded masks; fractional: the probabilities (8 bit; also "
+                        "written as <out>/probabilities/*.png)")
+    d.add_argument("--seg-codes", type=Path,
+                   help="JSON list, one entry per class: {label, category: [code value, scheme, meaning], "
+                        "type: [...]} (default: lesion, SNOMED CT)")
     v = p.add_argument_group("video, camera and streams")
     v.add_argument("--mask-video", action="store_true",
                    help="write <out>/mask.mp4 (mask_class<k>.mp4 per class) instead of per-frame PNG masks")
@@ -115,7 +132,7 @@ def _check_args(args) -> str | None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge.predict.overlay import describe_colors
-    from cmunext_edge.predict.job import run_job
+    from cmunext_edge.predict.job import run_job, unique_names
     from cmunext_edge.data.groundtruth import classes_check
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     from cmunext_edge.predict.video import is_video_source, videos_in
@@ -124,7 +141,8 @@ def main(argv=None) -> int:
         from cmunext_edge.cli.predict_video import run_video
         return run_video(args)
     try:
-        samples = discover(args.source, args.split)
+        samples = unique_names(discover(args.source, args.split, args.max_pixels))
+        args.seg_options = seg_options(args)
     except (FileNotFoundError, ValueError) as exc:
         return fail(PROG, str(exc))
     if not samples:
@@ -160,7 +178,9 @@ def main(argv=None) -> int:
     print(signature_note(info))
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:
-        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar)
+        result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar,
+                         write_probabilities=fractional(args))
+    dicom_segs(args, samples, result, info["precision"])
     return report_job(result, args.out, args.summary_json, time.perf_counter() - started, quiet=args.quiet)
 
 

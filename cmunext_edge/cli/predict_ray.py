@@ -16,6 +16,7 @@ PROG = "cmunext-predict"
 
 def predict_with_ray(args, samples) -> int:
     from cmunext_edge.scale.ray_batch import RayJobOptions, run_ray_job
+    from cmunext_edge.cli.predict_dicom import dicom_segs, fractional
     if args.actors < 1:
         return fail(PROG, "--actors must be >= 1")
     where = f"Ray cluster at {args.address}" if args.address else "a local Ray instance"
@@ -25,11 +26,13 @@ def predict_with_ray(args, samples) -> int:
         with Progress(len(samples), "segmenting") as bar:
             options = RayJobOptions(address=args.address, actors=args.actors, batch_size=args.batch_size,
                                     device=args.device, write_overlays=not args.no_overlay,
-                                    trusted_keys=args.trusted_key)
+                                    trusted_keys=args.trusted_key,
+                                    write_probabilities=fractional(args))
             result = run_ray_job(args.weights, samples, Path(args.out), options, progress=bar,
                                  log=lambda m: print(m, file=sys.stderr))
     except (MissingDependencyError, FileNotFoundError, ConnectionError) as exc:
         return fail(PROG, str(exc))
     elapsed = time.perf_counter() - started
     print("(the time below includes Ray's start-up)")
+    dicom_segs(args, samples, result)
     return report_job(result, args.out, args.summary_json, elapsed, quiet=args.quiet, prog=PROG)

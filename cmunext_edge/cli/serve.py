@@ -2,7 +2,9 @@
 
 POST the image file's bytes to /segment: the answer is JSON with the mask as a base64 PNG,
 its area, the timings and the precision that ran (?format=png: the PNG, JSON in the
-X-Segmentation header). Requests are batched per replica; bad input gets a 4xx with a message.
+X-Segmentation header). A DICOM body (Content-Type: application/dicom) is answered with a DICOM
+Segmentation of all its frames (the [dicom] extra; docs/dicom.md). Requests are batched per
+replica; bad input gets a 4xx with a message.
 Needs the ray extra: pip install "cmunext-edge[ray]".
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ EXAMPLE = """examples:
   cmunext-serve exports/cmunext-s-busi_fp32_dynamic.onnx --replicas 2 --port 8000
   curl --data-binary @scan.png http://127.0.0.1:8000/segment
   curl --data-binary @scan.png "http://127.0.0.1:8000/segment?format=png" -o mask.png
+  curl -H "Content-Type: application/dicom" --data-binary @us.dcm http://127.0.0.1:8000/segment -o us.seg.dcm
   curl http://127.0.0.1:8000/health
   cmunext-serve model.onnx --address auto --host 0.0.0.0      (on a running Ray cluster's head)"""
 

@@ -21,11 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cmunext_edge._deps import MissingDependencyError
+from cmunext_edge.core import dicom
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
 
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
                   "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# DICOM files (core/dicom.py converts them to the contract; see docs/dicom.md)
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 class ImageReadError(ValueError):
@@ -94,8 +98,8 @@ class PreprocessSpec:
 
     # --- image -> tensor -------------------------------------------------------
     def __call__(self, image, channel_order: str = "bgr") -> np.ndarray:
-        """One image (path or array) -> CHW float32 network input."""
-        return self.preprocess(to_bgr_uint8(load_image(image) if _is_path(image) else image,
+        """One image (path, pydicom Dataset or array) -> CHW float32 network input."""
+        return self.preprocess(to_bgr_uint8(load_image(image) if is_image_source(image) else image,
                                             channel_order))
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
@@ -144,14 +148,26 @@ def get_preset(name: str) -> PreprocessSpec:
     return PRESETS[name]
 
 
-def _is_path(obj) -> bool:
-    return isinstance(obj, (str, Path))
+def is_image_source(obj) -> bool:
+    """A path or a pydicom Dataset (something `load_image` reads), not an array."""
+    return isinstance(obj, (str, Path)) or dicom.is_dataset(obj)
 
 
-def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int | None = None) -> np.ndarray:
     """Decode an image file as the official code sees it (colour, EXIF-rotated), keeping 16 bit.
 
-    Its size is read from the header first; above `max_pixels` it is refused, not decoded."""
+    Its size is read from the header first; above `max_pixels` it is refused, not decoded.
+    A DICOM file (or pydicom Dataset) is converted to BGR uint8 (core/dicom.py); `frame` (0-based)
+    picks a frame of a multi-frame object, which is refused without one."""
+    if dicom.is_dataset(path) or (Path(path).is_file() and dicom.is_dicom_file(path)):
+        try:
+            return dicom.read_frame(path, frame, max_pixels)
+        except dicom.DicomError as exc:
+            raise ImageReadError(str(exc)) from None
+        except MissingDependencyError as exc:
+            raise ImageReadError(f"{path}: a DICOM file: {exc}") from None
+    if frame not in (None, 0):
+        raise ImageReadError(f"{path}: frame {frame}: only DICOM files have several frames here")
     path = Path(path)
     if not path.is_file():
         what = ("broken symbolic link (its target is missing, or the links form a loop)"

@@ -10,15 +10,23 @@ Several classes (groundtruth.py reads them):
 - label images: `labels/<name>.png`, one grayscale image per image whose pixel value is the class
   (0 background, k = class k-1, i.e. output channel k-1).
 A dataset has one of the two, not both.
+
+DICOM files (.dcm, .dicom, or any file with the DICOM preamble) are images too: a multi-frame object
+becomes one sample per frame, named `<stem>_frame0001`, `<stem>_frame0002`, ... (1-based, as DICOM
+numbers frames), so that every frame gets its mask and is accounted for. A DICOM file whose header
+cannot be used stays one sample, and reading it reports why (core/dicom.py).
 """
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cmunext_edge.core.preprocess import IMAGE_SUFFIXES
+from cmunext_edge._deps import MissingDependencyError
+from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from cmunext_edge.core import dicom
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class Sample:
     mask: Path | None = None                        # class-0 mask (masks/0/) or the label image (labels/)
     more_masks: tuple[Path | None, ...] = ()        # masks/1/, masks/2/, ... of a multi-class dataset
     label_image: bool = False                       # `mask` is a label image (pixel value = class)
+    frame: int | None = None                        # 0-based frame of a multi-frame DICOM object
 
     @property
     def class_masks(self) -> tuple[Path | None, ...]:
@@ -36,10 +45,31 @@ class Sample:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    """Image files by suffix; a broken symbolic link (dangling or a loop) with an image suffix is
-    kept, so that it is reported as unreadable instead of silently dropped."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                  and (p.is_file() or (p.is_symlink() and not p.exists())))
+    """Image files by suffix (DICOM files also by their preamble); a broken symbolic link (dangling
+    or a loop) with an image suffix is kept, so that it is reported as unreadable instead of silently
+    dropped."""
+    def wanted(p: Path) -> bool:
+        if p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES:
+            return p.is_file() or (p.is_symlink() and not p.exists())
+        return not p.suffix and p.is_file() and dicom.is_dicom_file(p)
+    return sorted(p for p in folder.iterdir() if wanted(p))
+
+
+def frame_samples(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Sample]:
+    """The samples of one image file: one per frame for a usable multi-frame DICOM object, else one."""
+    if not dicom.is_dicom_file(path):
+        return [Sample(path.stem, path)]
+    try:
+        frames = dicom.check_header(dicom.read_header(path), path, max_pixels)
+    except (dicom.DicomError, MissingDependencyError):
+        return [Sample(path.stem, path)]          # reading it reports the reason, once per file
+    if frames == 1:
+        return [Sample(path.stem, path, frame=0)]
+    return [Sample(f"{path.stem}_frame{k + 1:04d}", path, frame=k) for k in range(frames)]
+
+
+def _expand(paths: list[Path], max_pixels: int | None) -> list[Sample]:
+    return [s for p in paths for s in frame_samples(p, max_pixels)]
 
 
 def is_official_layout(folder: Path) -> bool:
@@ -70,34 +100,37 @@ def class_mask_folders(dataset: Path) -> list[Path]:
     return [p for _, p in numbered]
 
 
-def _attach_truth(source: Path, images: list[Path]) -> list[Sample]:
-    """Samples with their per-class masks (masks/<k>/) or label images (labels/)."""
+def _attach_truth(source: Path, images: list[Sample]) -> list[Sample]:
+    """Samples with their per-class masks (masks/<k>/) or label images (labels/), found by sample name."""
     folders, labels = class_mask_folders(source), source / "labels"
     if folders and labels.is_dir():
         raise ValueError(f"{source}: has both masks/ and labels/; keep one ground-truth layout")
     if labels.is_dir():
         found = {p.stem: p for p in _images_in(labels)}
-        return [Sample(p.stem, p, found.get(p.stem), label_image=p.stem in found) for p in images]
+        return [replace(s, mask=found.get(s.name), label_image=s.name in found) for s in images]
     per_class = [{p.stem: p for p in _images_in(f)} for f in folders]
     samples = []
-    for p in images:
-        paths = [m.get(p.stem) for m in per_class]
-        samples.append(Sample(p.stem, p, paths[0] if paths else None, tuple(paths[1:])))
+    for s in images:
+        paths = [m.get(s.name) for m in per_class]
+        samples.append(replace(s, mask=paths[0] if paths else None, more_masks=tuple(paths[1:])))
     return samples
 
 
-def discover(source: str | Path, split: str | Path | None = None) -> list[Sample]:
-    """All samples under SOURCE, sorted by name; masks attached where the layout has them."""
+def discover(source: str | Path, split: str | Path | None = None,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Sample]:
+    """All samples under SOURCE, sorted by name; masks attached where the layout has them.
+    `max_pixels` decides which multi-frame DICOM objects are expanded into their frames (one too
+    large stays one sample, refused once when read)."""
     source = Path(source)
     if source.is_file():
-        return [Sample(source.stem, source, None)]
+        return frame_samples(source, max_pixels)
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or folder")
     if not is_official_layout(source):
         if split is not None:
             raise ValueError(f"--split needs an official-layout dataset (images/, masks/0/); {source} is a plain folder")
-        return [Sample(p.stem, p, None) for p in _images_in(source)]
-    samples = _attach_truth(source, _images_in(source / "images"))
+        return _expand(_images_in(source), max_pixels)
+    samples = _attach_truth(source, _expand(_images_in(source / "images"), max_pixels))
     if split is not None:
         wanted = read_name_list(split)
         by_name = {s.name: s for s in samples}

@@ -80,11 +80,14 @@ def unique_names(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def mask_images(name: str, mask: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """(file name, 0/255 image) of a mask: one file, or one per class for several classes."""
+def mask_images(name: str, mask: np.ndarray, scale: bool = True) -> list[tuple[str, np.ndarray]]:
+    """(file name, 0/255 image) of a mask: one file, or one per class for several classes
+    (`scale=False`: the per-class planes as they are, e.g. probabilities)."""
+    def image(plane):
+        return plane.astype(np.uint8) * 255 if scale else plane
     if mask.ndim == 2 or mask.shape[2] == 1:
-        return [(f"{name}.png", mask.reshape(mask.shape[:2]).astype(np.uint8) * 255)]
-    return [(f"{name}_class{k}.png", mask[..., k].astype(np.uint8) * 255) for k in range(mask.shape[2])]
+        return [(f"{name}.png", image(mask.reshape(mask.shape[:2])))]
+    return [(f"{name}_class{k}.png", image(mask[..., k])) for k in range(mask.shape[2])]
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -103,9 +106,9 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
         if stop.is_set():
             break
         try:
-            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels))))
+            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels, frame=s.frame))))
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(s.image), "error": str(exc)})
+            skipped.append({"path": str(s.image), "name": s.name, "error": str(exc)})
             out_q.put(None)   # progress tick for the skipped file
             continue
         if len(batch) == batch_size:
@@ -116,7 +119,7 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
     out_q.put(StopIteration)
 
 
-def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
+def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool, write_probabilities: bool = False):
     """Segment one decoded batch and write its outputs -> (rows, skipped)."""
     rows, skipped, spec = [], [], segmenter.spec
     segs = segmenter.segment_batch([bgr for _, bgr in batch], batch_size=len(batch))
@@ -126,19 +129,24 @@ def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool):
                "infer_ms": round(seg.timings["infer_ms"], 3)}
         try:
             row.update(score_fields(sample, seg, spec.size))
-            _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays)
+            _write_outputs(out_dir, sample.name, seg.mask, bgr, write_overlays,
+                           seg.probability if write_probabilities else None)
         except OutputError:
             raise
         except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(sample.image), "error": str(exc)})
+            skipped.append({"path": str(sample.image), "name": sample.name, "error": str(exc)})
         else:
             rows.append(row)
     return rows, skipped
 
 
-def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool) -> None:
-    """All files of one image, or none: a failed write removes those already written."""
+def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool, probability=None) -> None:
+    """All files of one image, or none: a failed write removes those already written.
+    `probability` (for fractional DICOM SEG): probabilities/<name>.png, 8 bit (round(p * 255))."""
     files = [(out_dir / "masks" / f, img) for f, img in mask_images(name, mask)]
+    if probability is not None:
+        files += [(out_dir / "probabilities" / f, np.rint(p.astype(np.float32) * 255).astype(np.uint8))
+                  for f, p in mask_images(name, probability, scale=False)]
     if write_overlays:
         files.append((out_dir / "overlays" / f"{name}.png", overlay(bgr, mask)))
     written = []
@@ -155,7 +163,7 @@ def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool) ->
 
 
 def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 8,
-            write_overlays: bool = True, progress=None) -> JobResult:
+            write_overlays: bool = True, progress=None, write_probabilities: bool = False) -> JobResult:
     """Segment `samples` with one segmenter, or several in parallel (one request each).
 
     A reader thread decodes ahead; each batch goes to whichever segmenter is free, so
@@ -181,14 +189,15 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
             return
         seg = idle.get()
         try:
-            rows, skipped = _process_batch(seg, batch, out_dir, write_overlays)
+            rows, skipped = _process_batch(seg, batch, out_dir, write_overlays, write_probabilities)
         except OutputError as exc:
             with lock:
                 result.stopped = result.stopped or str(exc)
             stop.set()
             return
         except Exception as exc:  # the batch failed in the backend: its images are reported
-            rows, skipped = [], [{"path": str(s.image), "error": f"inference failed: {exc}"} for s, _ in batch]
+            rows, skipped = [], [{"path": str(s.image), "name": s.name, "error": f"inference failed: {exc}"}
+                                 for s, _ in batch]
         finally:
             idle.put(seg)
         with lock:
@@ -222,10 +231,11 @@ def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
 
 
 def _report_unprocessed(result: JobResult, samples: list[Sample]) -> None:
-    done = {r["image"] for r in result.rows} | {s["path"] for s in result.skipped}
+    """Every sample (a file, or one frame of a multi-frame DICOM file) has a row or a reason."""
+    done = {r["name"] for r in result.rows} | {s.get("name", s["path"]) for s in result.skipped}
     reason = f"not processed: the job stopped ({result.stopped})" if result.stopped else "not processed"
-    result.skipped.extend({"path": str(s.image), "error": f"{s.image}: {reason}"}
-                          for s in samples if str(s.image) not in done)
+    result.skipped.extend({"path": str(s.image), "name": s.name, "error": f"{s.image}: {reason}"}
+                          for s in samples if s.name not in done)
 
 
 def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
+from cmunext_edge.core.preprocess import ImageReadError, is_image_source, load_image, to_bgr_uint8
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend
 
@@ -66,8 +66,24 @@ class EdgeSegmenter:
 
     # --- public API -----------------------------------------------------------------
     def segment(self, image, channel_order: str = "bgr") -> Segmentation:
-        """One image (path or array; arrays are BGR unless channel_order='rgb')."""
+        """One image (a path, a single-frame pydicom Dataset, or an array; arrays are BGR unless
+        channel_order='rgb'). A multi-frame DICOM object goes through `segment_frames`."""
         return self.segment_batch([image], channel_order=channel_order, batch_size=1)[0]
+
+    def segment_frames(self, dicom, batch_size: int = 8) -> list[Segmentation]:
+        """Every frame of a DICOM file or pydicom Dataset (single- or multi-frame), in frame order."""
+        from cmunext_edge._deps import MissingDependencyError
+        from cmunext_edge.core.dicom import DicomError, read_frames
+        try:
+            frames = read_frames(dicom, self.max_pixels)
+        except DicomError as exc:
+            raise ImageReadError(str(exc)) from None
+        except MissingDependencyError as exc:
+            raise ImageReadError(f"DICOM input: {exc}") from None
+        results = self.segment_batch(frames, batch_size=batch_size)
+        for r in results:
+            r.source = None if not isinstance(dicom, (str, Path)) else str(dicom)
+        return results
 
     def segment_batch(self, images, channel_order: str = "bgr", batch_size: int = 8) -> list[Segmentation]:
         """Several images; they are inferred `batch_size` at a time."""
@@ -114,10 +130,10 @@ class EdgeSegmenter:
         t0 = time.perf_counter()
         bgrs, sources = [], []
         for img in images:
-            is_path = isinstance(img, (str, Path))
+            is_path = is_image_source(img)            # a file path or a pydicom Dataset
             bgrs.append(to_bgr_uint8(load_image(img, self.max_pixels) if is_path else img,
                                      "bgr" if is_path else channel_order))
-            sources.append(str(img) if is_path else None)
+            sources.append(str(img) if isinstance(img, (str, Path)) else None)
         batch = np.stack([self.spec.preprocess(b) for b in bgrs])
         t1 = time.perf_counter()
         with self._lock:

@@ -24,14 +24,15 @@ from cmunext_edge.predict.job import JobResult, _process_batch
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
 PARTS = ".parts"
-ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image")     # a Ray Data row (_item)
+ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image", "frame")     # a Ray Data row (_item)
 
 
 @dataclass(frozen=True)
 class RayJobOptions:
     """How a Ray job runs: where (a cluster `address`, else a local instance of `num_cpus`), how
     many actors with how many intra-op `threads` each (None: the actor's CPU share), batches,
-    device, overlays, how many passes retry what a failed pass left undone, and the trust policy."""
+    device, overlays (and probabilities), how many passes retry what a failed pass left undone, and the
+    trust policy."""
     address: str | None = None
     actors: int = 1
     batch_size: int = 8
@@ -41,18 +42,21 @@ class RayJobOptions:
     num_cpus: int | None = None
     attempts: int = 3
     trusted_keys: tuple | list | None = None     # trust policy for the actors (else $CMUNEXT_TRUSTED_KEYS)
+    write_probabilities: bool = False            # probabilities/*.png too (fractional DICOM SEG)
 
 
 class SegmentActor:
     """Ray Data callable class: one EdgeSegmenter per actor, verified once at start-up."""
 
-    def __init__(self, artifact, out_dir, device="cpu", write_overlays=True, options=None):
+    def __init__(self, artifact, out_dir, device="cpu", write_overlays=True, options=None,
+                 write_probabilities=False):
         from cmunext_edge.runtime.segmenter import EdgeSegmenter
         self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, **(options or {}))
         check = self.segmenter.self_test()
         if check.status == "fail":
             raise RuntimeError(f"{artifact}: self-test failed on this worker: {check}")
         self.out_dir, self.write_overlays = Path(out_dir), write_overlays
+        self.write_probabilities = write_probabilities
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -60,20 +64,20 @@ class SegmentActor:
         for values in zip(*(batch[key] for key in ITEM_KEYS)):
             sample = _sample(dict(zip(ITEM_KEYS, values)))
             try:
-                decoded.append((sample, to_bgr_uint8(load_image(sample.image))))
+                decoded.append((sample, to_bgr_uint8(load_image(sample.image, frame=sample.frame))))
             except (ImageReadError, OSError, ValueError) as exc:
                 names.append(sample.name)
                 errors.append(str(exc))
         if decoded:
-            rows, skipped = _process_batch(self.segmenter, decoded, self.out_dir, self.write_overlays)
+            rows, skipped = _process_batch(self.segmenter, decoded, self.out_dir, self.write_overlays,
+                                           self.write_probabilities)
             for row in rows:
                 with atomic_path(part_path(self.out_dir, row["name"])) as tmp:
                     tmp.write_text(json.dumps(row))
                 names.append(row["name"])
                 errors.append("")
-            by_path = {str(s.image): s.name for s, _ in decoded}
             for item in skipped:
-                names.append(by_path.get(item["path"], item["path"]))
+                names.append(item.get("name", item["path"]))
                 errors.append(item["error"])
         return {"name": np.array(names, dtype=object), "error": np.array(errors, dtype=object)}
 
@@ -141,14 +145,15 @@ def _item(s: Sample) -> dict:
     """A Sample as a Ray Data row (its more_masks as a JSON list: multi-class truth survives)."""
     return {"name": s.name, "image": str(s.image), "mask": str(s.mask) if s.mask else "",
             "more_masks": json.dumps([str(p) if p else "" for p in s.more_masks]),
-            "label_image": bool(s.label_image)}
+            "label_image": bool(s.label_image), "frame": -1 if s.frame is None else int(s.frame)}
 
 
 def _sample(item: dict) -> Sample:
     """The Sample of a Ray Data row made by `_item`."""
     more = tuple(Path(p) if p else None for p in json.loads(str(item["more_masks"])))
+    frame = int(item["frame"])
     return Sample(str(item["name"]), Path(str(item["image"])), Path(str(item["mask"])) if item["mask"] else None,
-                  more, bool(item["label_image"]))
+                  more, bool(item["label_image"]), None if frame < 0 else frame)
 
 
 def _trust(trusted_keys) -> dict:
@@ -168,6 +173,7 @@ def _run_pass(ray, todo, out_dir, artifact, opts: RayJobOptions, progress) -> di
                         num_gpus=1 if opts.device.lower().startswith("cuda") else 0,
                         fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
                                                "device": opts.device, "write_overlays": opts.write_overlays,
+                                               "write_probabilities": opts.write_probabilities,
                                                "options": {**options, **_trust(opts.trusted_keys)}})
     bad = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -8,6 +8,9 @@ precision that ran. `?format=png` answers the PNG itself with that JSON in the
 `X-Segmentation` header. Requests are batched per replica (`@serve.batch`); a body over
 `max_bytes` gets 413, an empty or undecodable one 400 with a message. `GET /health` reports the
 artifact, where it runs and the self-test each replica ran at start (503 if it failed).
+A DICOM body (`Content-Type: application/dicom`; single- or multi-frame, the [dicom] extra) is answered
+with a DICOM Segmentation of every frame (`application/dicom`, binary, one segment per class; see
+docs/dicom.md); `?seg=fractional` for probabilities. Its header is checked before any decoding.
 A multi-class model: `mask_png` is the union of its classes, and the JSON adds `classes` (per class:
 area in pixels and fraction) and `class_masks_png` (one base64 0/255 PNG per class, class order).
 """
@@ -101,6 +104,7 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
             options = {"threads": threads} if threads else {}
             self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, trusted_keys=trusted_keys,
                                                          **options)
+            self.artifact, self.algorithm = artifact, None
             self.check = self.segmenter.self_test()
             info = self.segmenter.describe()
             self.where = {"backend": info["backend"], "device": info["device"], "precision": info["precision"]}
@@ -111,7 +115,9 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
             return await asyncio.to_thread(self.segmenter.segment_batch, images, batch_size=len(images))
 
         @app.post("/segment")
-        async def segment(self, request: fastapi.Request, format: str = "json"):
+        async def segment(self, request: fastapi.Request, format: str = "json", seg: str = "binary"):
+            if request.headers.get("content-type", "").split(";")[0].strip() == "application/dicom":
+                return await _answer_dicom(self, request, seg, max_bytes, fastapi)
             return await _answer(self, request, format, max_bytes, fastapi)
 
         @app.get("/health")
@@ -148,6 +154,50 @@ async def _answer(replica, request, fmt: str, max_bytes: int, fastapi):
         return responses.Response(png, media_type="image/png", headers={"X-Segmentation": json.dumps(info)})
     extra = {"class_masks_png": per_class} if per_class else {}
     return responses.JSONResponse({**info, "mask_png": base64.b64encode(png).decode(), **extra})
+
+
+def dicom_seg_bytes(ds, segmentations, algorithm, kind: str = "binary") -> bytes:
+    """The DICOM SEG (bytes) of the per-frame Segmentations of Dataset `ds`."""
+    from io import BytesIO
+    from cmunext_edge.predict.dicom_seg import SegOptions, build_seg
+    planes = [(s.probability if kind == "fractional" else s.mask) for s in segmentations]
+    masks = np.stack([p if p.ndim == 3 else p[..., None] for p in planes])
+    buf = BytesIO()
+    build_seg([ds], masks, SegOptions(kind=kind), algorithm).save_as(buf)
+    return buf.getvalue()
+
+
+async def _answer_dicom(replica, request, kind: str, max_bytes: int, fastapi):
+    """One DICOM /segment request: header checks, every frame batched, a SEG back."""
+    import asyncio
+    from cmunext_edge._deps import MissingDependencyError
+    from cmunext_edge.core.dicom import DicomError, dataset_from_bytes, read_frames
+    from cmunext_edge.runtime.algorithm import algorithm_of
+    responses = fastapi.responses
+    try:
+        if kind not in ("binary", "fractional"):
+            raise RequestError(400, f"seg must be binary or fractional, not {kind!r}")
+        body = await request.body()
+        if not body or len(body) > max_bytes:
+            raise RequestError(413 if body else 400, f"DICOM body of {len(body)} bytes (limit {max_bytes})")
+        try:
+            ds = dataset_from_bytes(body, MAX_PIXELS)
+            frames = read_frames(ds, MAX_PIXELS)
+        except DicomError as exc:
+            raise RequestError(413 if "exceeds the limit" in str(exc) else 400, str(exc)) from None
+        segs = await asyncio.gather(*(replica._segment(f) for f in frames))
+        if getattr(replica, "algorithm", None) is None:
+            replica.algorithm = algorithm_of(replica.artifact, replica.where["precision"])
+        data = dicom_seg_bytes(ds, segs, replica.algorithm, kind)
+    except RequestError as exc:
+        return responses.JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except MissingDependencyError as exc:
+        return responses.JSONResponse({"error": str(exc)}, status_code=501)
+    except Exception as exc:
+        return responses.JSONResponse({"error": f"segmentation failed: {type(exc).__name__}: {exc}"},
+                                      status_code=500)
+    return responses.Response(data, media_type="application/dicom",
+                              headers={"X-Frames": str(len(frames))})
 
 
 def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,

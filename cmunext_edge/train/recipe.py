@@ -74,7 +74,7 @@ def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int)
     """Images as network-size BGR uint8 (N, H, W, 3) and masks as 0/1 uint8 (N, C, H, W), decoded once."""
     images, masks = [], []
     for s in samples:
-        bgr = to_bgr_uint8(load_image(s.image))
+        bgr = to_bgr_uint8(load_image(s.image, frame=s.frame))
         images.append(cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR))
         masks.append(class_truth(s, classes, held, spec.size))
     return np.stack(images), np.stack(masks)

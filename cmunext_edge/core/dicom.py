@@ -1,0 +1,273 @@
+"""DICOM in: a DICOM object's frames converted to the preprocessing contract (HxWx3 uint8 BGR).
+
+pydicom (the `dicom` extra) is imported lazily; so are the decoders of compressed transfer syntaxes
+(pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle, pyjpegls or Pillow, through pydicom).
+
+The conversion, by Photometric Interpretation (one table, `_CONVERT`):
+- MONOCHROME2: 8-bit unsigned data without rescale is used as it is (the same bytes as an 8-bit PNG);
+  anything else (BitsStored > 8, signed, a Rescale Slope/Intercept) goes through the modality LUT
+  (rescale), then the first VOI window of the file (Window Center/Width, linear, DICOM PS3.3
+  C.11.2.1.2.1) to 0..255; without a window, the frame's own min..max is stretched to 0..255.
+- MONOCHROME1: as MONOCHROME2, then inverted (0 is white), so that the image looks as displayed.
+- RGB, YBR_FULL, YBR_FULL_422 (and YBR_RCT/YBR_ICT of JPEG 2000): pydicom's decoders return RGB
+  (YBR is converted with the DICOM equations; planar configuration 1 is interleaved); more than 8
+  bits stored keep their high 8 bits. RGB is then reordered to BGR.
+- PALETTE COLOR: the palette is applied (16-bit entries keep their high byte), then BGR.
+Grayscale ends up replicated to three channels, exactly as a grayscale PNG through `to_bgr_uint8`.
+
+A multi-frame object is a sequence of frames: `frame` is 0-based, and a multi-frame object read
+without one is refused rather than silently reduced to its first frame. Every check that can be made
+from the header runs before any pixel data is decoded: pixel data present, a supported Photometric
+Interpretation, a decoder for the transfer syntax (else the package to install is named), and
+Rows x Columns x Frames against the pixel limit (all frames count: a cine loop is one object).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from cmunext_edge._deps import require
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# transfer syntax UID -> the pip packages that decode it (what to install when none is present)
+HANDLERS = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or Pillow)",          # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (or Pillow)",          # JPEG Extended
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",                      # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",                      # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80": "pyjpegls or pylibjpeg-libjpeg",          # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls or pylibjpeg-libjpeg",          # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg (or Pillow with OpenJPEG)",   # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg (or Pillow with OpenJPEG)",   # JPEG 2000
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",                             # RLE (pydicom decodes it too)
+}
+INSTALL = 'pip install "cmunext-edge[dicom]"'
+# SOP classes with pixel data that are results, not images (e.g. our own SEG output in an input folder)
+NOT_IMAGES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation", "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation",
+              "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose"}
+
+
+class DicomError(ValueError):
+    """A DICOM object that cannot be used as network input (the message starts with its source)."""
+
+
+def is_dicom_file(path) -> bool:
+    """A .dcm/.dicom file, or any file with the DICOM preamble ("DICM" at byte 128)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dataset(obj) -> bool:
+    return type(obj).__name__ in ("Dataset", "FileDataset") and hasattr(obj, "file_meta")
+
+
+def pydicom():
+    return require("pydicom")
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_header(path: str, mtime_ns: int, size: int):
+    # pixel data (and other large values) stay on disk until a frame is decoded
+    return pydicom().dcmread(path, defer_size=4096)
+
+
+def read_header(path):
+    """The dataset of a DICOM file with its pixel data left on disk (cached per file version)."""
+    path = Path(path)
+    pydicom()                     # a missing pydicom is MissingDependencyError (naming the extra), not "damaged"
+    try:
+        st = path.stat()
+        return _cached_header(str(path), st.st_mtime_ns, st.st_size)
+    except OSError as exc:
+        raise DicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:      # pydicom raises InvalidDicomError, EOFError, struct/value errors
+        raise DicomError(f"{path}: not a readable DICOM file (damaged or truncated: {_first_line(exc)})") from None
+
+
+def frame_count(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def check_header(ds, source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
+    """Everything checkable before decoding; -> the number of frames (DicomError otherwise)."""
+    if str(ds.get("SOPClassUID", "")) in NOT_IMAGES:
+        raise DicomError(f"{source}: a DICOM {NOT_IMAGES[str(ds.SOPClassUID)]} (a result, not an image); "
+                         f"not segmented")
+    if "PixelData" not in ds:
+        what = ds.get("SOPClassUID")
+        what = getattr(what, "name", what) or "unknown SOP class"
+        extra = " (float pixel data is not supported)" if ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds) else ""
+        raise DicomError(f"{source}: DICOM object without pixel data ({what}){extra}; nothing to segment")
+    rows, cols, frames = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), frame_count(ds)
+    if rows < 1 or cols < 1:
+        raise DicomError(f"{source}: DICOM header gives an empty image ({cols}x{rows})")
+    if max_pixels is not None and rows * cols * frames > max_pixels:
+        raise DicomError(f"{source}: {cols}x{rows} x {frames} frame(s) = {rows * cols * frames / 1e6:.1f} "
+                         f"megapixels exceeds the limit of {max_pixels / 1e6:g} megapixels (raise it with "
+                         f"--max-pixels / max_pixels=...); not decoded")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in _CONVERT:
+        raise DicomError(f"{source}: Photometric Interpretation {photometric or '(missing)'} is not supported "
+                         f"(supported: {', '.join(_CONVERT)})")
+    _check_decoder(ds, source)
+    return frames
+
+
+def _check_decoder(ds, source) -> None:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid is None or not uid.is_compressed:
+        return
+    from pydicom.pixels import get_decoder
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise DicomError(f"{source}: transfer syntax {uid.name} ({uid}) has no pixel data decoder "
+                         f"in pydicom; not supported") from None
+    if not decoder.is_available:
+        handler = HANDLERS.get(str(uid), "a pydicom pixel data handler for it")
+        raise DicomError(f"{source}: no decoder installed for transfer syntax {uid.name}; install "
+                         f"{handler} ({INSTALL} installs them)")
+
+
+def read_frame(source, frame: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """One frame (0-based) of a DICOM file path or pydicom Dataset -> HxWx3 uint8 BGR."""
+    ds = source if is_dataset(source) else read_header(source)
+    name = _name(source)
+    frames = check_header(ds, name, max_pixels)
+    if frame is None:
+        if frames > 1:
+            raise DicomError(f"{name}: multi-frame DICOM object ({frames} frames): give a frame index "
+                             f"(cmunext-predict and EdgeSegmenter.segment_frames take every frame)")
+        frame = 0
+    if not 0 <= frame < frames:
+        raise DicomError(f"{name}: frame {frame} out of range (the object has {frames} frames)")
+    return frame_to_bgr(ds, _decode(source, ds, frame, name), name)
+
+
+def read_frames(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
+    """Every frame of a DICOM file path or Dataset, in order -> list of HxWx3 uint8 BGR."""
+    ds = source if is_dataset(source) else read_header(source)
+    frames = check_header(ds, _name(source), max_pixels)
+    return [read_frame(source, k, max_pixels) for k in range(frames)]
+
+
+def _decode(source, ds, frame: int, name: str) -> np.ndarray:
+    """Decode one frame (file sources read only that frame's bytes); shape checked against the header."""
+    from pydicom.pixels import pixel_array
+    try:
+        arr = pixel_array(str(source) if not is_dataset(source) else ds, index=frame)
+    except Exception as exc:     # decoders raise ValueError, RuntimeError, EOFError, ...
+        raise DicomError(f"{name}: frame {frame + 1} cannot be decoded (damaged, truncated or of another "
+                         f"size than the header's {ds.Columns}x{ds.Rows}: {_first_line(exc)})") from None
+    if arr.shape[:2] != (int(ds.Rows), int(ds.Columns)):
+        raise DicomError(f"{name}: frame {frame + 1} is {arr.shape[1]}x{arr.shape[0]}, the header says "
+                         f"{ds.Columns}x{ds.Rows} (frames of unequal size)")
+    return arr
+
+
+def frame_to_bgr(ds, arr: np.ndarray, name: str = "DICOM") -> np.ndarray:
+    """A decoded frame -> HxWx3 uint8 BGR, by Photometric Interpretation (module docstring)."""
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric not in _CONVERT:
+        raise DicomError(f"{name}: Photometric Interpretation {photometric} is not supported")
+    out = _CONVERT[photometric](ds, arr)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+def _plain_8bit(ds) -> bool:
+    return (int(ds.get("BitsStored", 8) or 8) <= 8 and int(ds.get("PixelRepresentation", 0) or 0) == 0
+            and float(ds.get("RescaleSlope", 1) or 1) == 1.0 and float(ds.get("RescaleIntercept", 0) or 0) == 0.0)
+
+
+def _first(value) -> float | None:
+    """The first value of a (possibly multi-valued) numeric attribute, or None."""
+    if value is None:
+        return None
+    try:
+        return float(value if isinstance(value, (int, float, str)) else list(value)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def window_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
+    """Modality LUT (rescale), then the first VOI window (linear) or the frame's min..max, to uint8."""
+    from pydicom.pixels import apply_modality_lut
+    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    if center is not None and width is not None and width >= 1:
+        if width == 1:
+            scaled = (values > center - 0.5).astype(np.float64)
+        else:
+            scaled = (values - (center - 0.5)) / (width - 1) + 0.5
+    else:
+        lo, hi = float(values.min()), float(values.max())
+        scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    return np.rint(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _mono2(ds, arr):
+    arr = arr[..., 0] if arr.ndim == 3 else arr
+    return arr.astype(np.uint8) if _plain_8bit(ds) else window_to_uint8(ds, arr)
+
+
+def _mono1(ds, arr):
+    return 255 - _mono2(ds, arr)
+
+
+def _high_byte(arr: np.ndarray, bits: int) -> np.ndarray:
+    if arr.dtype == np.uint8 and bits <= 8:
+        return arr
+    return (arr.astype(np.uint32) >> max(0, bits - 8)).clip(0, 255).astype(np.uint8)
+
+
+def _rgb(ds, arr):
+    return _high_byte(arr, int(ds.get("BitsStored", 8) or 8))[..., ::-1]
+
+
+def _palette(ds, arr):
+    from pydicom.pixels import apply_color_lut
+    rgb = apply_color_lut(arr, ds)
+    return _high_byte(rgb, 8 if rgb.dtype == np.uint8 else 16)[..., ::-1]
+
+
+# Photometric Interpretation -> conversion to uint8 (grayscale HxW or BGR HxWx3)
+_CONVERT = {"MONOCHROME1": _mono1, "MONOCHROME2": _mono2, "RGB": _rgb, "YBR_FULL": _rgb,
+            "YBR_FULL_422": _rgb, "YBR_RCT": _rgb, "YBR_ICT": _rgb, "PALETTE COLOR": _palette}
+
+
+def dataset_from_bytes(body: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """A DICOM object sent as bytes (e.g. an HTTP body) -> its Dataset, header checked."""
+    from io import BytesIO
+    try:
+        ds = pydicom().dcmread(BytesIO(body))
+    except Exception as exc:
+        raise DicomError(f"request body: not a readable DICOM object ({_first_line(exc)})") from None
+    check_header(ds, "request body", max_pixels)
+    return ds
+
+
+def _name(source) -> str:
+    if is_dataset(source):
+        return str(getattr(source, "filename", None) or f"DICOM dataset {source.get('SOPInstanceUID', '')}").strip()
+    return str(source)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+    return text[:200]

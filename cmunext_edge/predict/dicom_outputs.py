@@ -1,0 +1,104 @@
+"""After a batch job (local or Ray): the DICOM SEG of every DICOM input, built from the masks on disk.
+
+The job writes one PNG mask per frame (masks/<name>.png, or <name>_class<k>.png); for a fractional SEG
+also probabilities/<name>.png (round(p * 255): exactly the 8-bit values a FRACTIONAL SEG stores).
+Here the frames of each source instance (or series) are gathered in frame order and written as
+<out>/seg/<name>.seg.dcm. A SEG is written only when every one of its frames has a mask; otherwise
+that source is reported (its PNG masks stay), so every frame is accounted for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cmunext_edge.data.discovery import Sample
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.predict.dicom_seg import Algorithm, SegOptions, build_seg
+
+
+def _dicom_sources(samples: list[Sample]) -> dict[Path, list[Sample]]:
+    """DICOM source file -> its frame samples in frame order (files refused at discovery excluded)."""
+    from cmunext_edge.core.dicom import is_dicom_file
+    by_path: dict[Path, list[Sample]] = {}
+    for s in samples:
+        if s.frame is not None and is_dicom_file(s.image):
+            by_path.setdefault(s.image, []).append(s)
+    return {p: sorted(ss, key=lambda s: s.frame) for p, ss in by_path.items()}
+
+
+def _groups(sources: dict[Path, list[Sample]], per: str) -> list[tuple[str, list[tuple[Path, list[Sample]]]]]:
+    """(output name, [(source file, frames)]) per SEG: one per instance, or one per series of
+    single-frame instances (multi-frame instances keep their own SEG)."""
+    from cmunext_edge.core.dicom import read_header
+    groups: dict[str, list] = {}
+    for path, frames in sources.items():
+        key = path.stem
+        if per == "series" and len(frames) == 1:
+            key = f"series-{read_header(path).get('SeriesInstanceUID', path.stem)}"
+        groups.setdefault(key, []).append((path, frames))
+    if per == "series":
+        for members in groups.values():
+            members.sort(key=lambda m: (int(read_header(m[0]).get("InstanceNumber", 0) or 0), str(m[0])))
+    names, out = set(), []
+    for key, members in groups.items():
+        name, k = key, 2
+        while name.lower() in names:
+            name, k = f"{key}-{k}", k + 1
+        names.add(name.lower())
+        out.append((name, members))
+    return out
+
+
+def _planes(out_dir: Path, name: str, kind: str) -> np.ndarray:
+    """HxWxC mask (bool) or probability (float in [0, 1]) of one frame, read back from the job's PNGs."""
+    folder = out_dir / ("probabilities" if kind == "fractional" else "masks")
+    files = [folder / f"{name}.png"]
+    if not files[0].is_file():
+        files = sorted(folder.glob(f"{name}_class*.png"), key=lambda p: int(p.stem.rsplit("_class", 1)[1]))
+    if not files:
+        raise FileNotFoundError(f"{folder / name}.png: missing")
+    planes = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+    stack = np.stack(planes, axis=-1)
+    return stack.astype(np.float32) / 255.0 if kind == "fractional" else stack > 127
+
+
+def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: SegOptions,
+                     algorithm: Algorithm, reported=()) -> tuple[list[Path], list[dict]]:
+    """One SEG per instance/series of the DICOM samples -> (written files, problems as skipped rows).
+    A source none of whose frames has a mask, all of them in `reported` (names the job already
+    reported), is not reported again; one with some frames missing is (its SEG is not written)."""
+    from cmunext_edge.core.dicom import read_header
+    out_dir = Path(out_dir)
+    done = {r["name"] for r in rows}
+    written, problems = [], []
+    for name, members in _groups(_dicom_sources(samples), options.per):
+        frames = [s for _, ss in members for s in ss]
+        missing = [s.name for s in frames if s.name not in done]
+        where = str(members[0][0])
+        if missing and len(missing) == len(frames) and set(missing) <= set(reported) and len(members) == 1:
+            continue
+        if missing:
+            problems.append({"path": where, "name": f"{name}.seg.dcm", "error":
+                             f"{where}: DICOM SEG not written: {len(missing)} of {len(frames)} frame(s) have no "
+                             f"mask (e.g. {missing[0]}); the masks of the others are in {out_dir / 'masks'}"})
+            continue
+        path = out_dir / "seg" / f"{name}.seg.dcm"
+        try:
+            sizes = {(int(read_header(p).Rows), int(read_header(p).Columns)) for p, _ in members}
+            if len(sizes) > 1:
+                raise ValueError(f"the series holds images of unequal size {sorted(sizes)}: they cannot share "
+                                 f"one SEG (use --dicom-seg instance)")
+            masks = np.stack([_planes(out_dir, s.name, options.kind) for s in frames])
+            seg = build_seg([read_header(p) for p, _ in members], masks, options, algorithm)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                seg.save_as(tmp)
+        except Exception as exc:       # highdicom refuses, highdicom missing, a mask unreadable: reported
+            problems.append({"path": where, "name": f"{name}.seg.dcm",
+                             "error": f"{where}: DICOM SEG not written ({type(exc).__name__}: "
+                                      f"{(str(exc).splitlines() or [''])[0][:200]})"})
+        else:
+            written.append(path)
+    return written, problems

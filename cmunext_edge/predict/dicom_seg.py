@@ -1,0 +1,221 @@
+"""DICOM SEG out (highdicom, the `dicom` extra): the masks of DICOM inputs as Segmentation objects.
+
+One SEG per source instance (`per="instance"`, every frame of a multi-frame object in it), or one per
+series (`per="series"`: the single-frame instances of a series together; a multi-frame instance keeps
+its own SEG). BINARY (the thresholded masks) or FRACTIONAL (the probabilities, 8 bit, PROBABILITY).
+One segment per class, coded (`SegmentCode`; default for every class: category "Morphologically
+Abnormal Structure", type "Lesion", SNOMED CT). Each SEG references its source instances and frames,
+copies their patient, study and frame-of-reference attributes (highdicom does), keeps every frame
+(empty ones too: every source frame is accounted for) and identifies the algorithm: model name,
+variant, artifact sha256, precision and the cmunext-edge version.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cmunext_edge._deps import require
+
+PER = ("instance", "series")
+KINDS = ("binary", "fractional")
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+AI_FAMILY = ("123110", "DCM", "Artificial Intelligence")        # CID 7162 algorithm family
+
+
+@dataclass(frozen=True)
+class SegmentCode:
+    """A segment's label and its coded category and type, each (code value, scheme, meaning)."""
+    label: str
+    category: tuple[str, str, str] = ("49755003", "SCT", "Morphologically Abnormal Structure")
+    type: tuple[str, str, str] = ("52988006", "SCT", "Lesion")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What made the masks, as recorded in each segment's Algorithm Identification."""
+    name: str
+    variant: str
+    sha256: str
+    precision: str = "fp32"
+    version: str = field(default_factory=lambda: __import__("cmunext_edge").__version__)
+
+
+@dataclass(frozen=True)
+class SegOptions:
+    per: str = "instance"
+    kind: str = "binary"
+    codes: tuple[SegmentCode, ...] = ()       # one per class; missing ones get the default (lesion)
+
+    def __post_init__(self):
+        if self.per not in PER or self.kind not in KINDS:
+            raise ValueError(f"SEG per must be one of {PER} and kind one of {KINDS}")
+
+    def code(self, k: int, classes: int) -> SegmentCode:
+        if k < len(self.codes):
+            return self.codes[k]
+        return SegmentCode("lesion" if classes == 1 else f"class {k}")
+
+
+def read_codes(path) -> tuple[SegmentCode, ...]:
+    """Segment codes from JSON: [{"label": "...", "category": [value, scheme, meaning], "type": [...]}, ...]."""
+    try:
+        items = json.loads(Path(path).read_text())
+        codes = tuple(SegmentCode(str(i["label"]), *(tuple(str(v) for v in i[key]) for key in ("category", "type")))
+                      for i in items)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: segment codes must be a JSON list of {{label, category: [value, scheme, "
+                         f"meaning], type: [value, scheme, meaning]}} ({exc})") from None
+    if any(len(c.category) != 3 or len(c.type) != 3 for c in codes):
+        raise ValueError(f"{path}: every category and type needs [code value, coding scheme, code meaning]")
+    return codes
+
+
+def build_seg(sources: list, masks: np.ndarray, options: SegOptions, algorithm: Algorithm,
+              series_number: int = 900):
+    """A highdicom Segmentation of `sources` (Datasets; one multi-frame or several single-frame ones).
+
+    `masks`: (frames, rows, cols, classes), bool (binary) or float in [0, 1] (fractional)."""
+    hd = require("highdicom")
+    classes = masks.shape[3]
+    ident = hd.AlgorithmIdentificationSequence(
+        name=algorithm.name, family=_code(hd, AI_FAMILY),
+        version=algorithm.version[:64], source="cmunext-edge",
+        parameters={"variant": algorithm.variant, "artifact_sha256": algorithm.sha256,
+                    "precision": algorithm.precision})
+    segments = [hd.seg.SegmentDescription(
+        segment_number=k + 1, segment_label=options.code(k, classes).label[:64],
+        segmented_property_category=_code(hd, options.code(k, classes).category),
+        segmented_property_type=_code(hd, options.code(k, classes).type),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=ident)
+        for k in range(classes)]
+    fractional = options.kind == "fractional"
+    pixels = masks.astype(np.float32) if fractional else masks.astype(bool)
+    refs = _frame_refs(sources)
+    several = len(refs) > 1 and not any("FrameOfReferenceUID" in s for s in sources)
+    with warnings.catch_warnings():       # highdicom's remarks on the source's values (e.g. a one-part name)
+        warnings.simplefilter("ignore", UserWarning)
+        seg = _segmentation(hd, sources, pixels, several, fractional, segments, options, algorithm, series_number)
+    _fill_conditional(seg, sources[0])
+    if several:
+        _all_frames(seg, refs, pixels, fractional)
+    return seg
+
+
+def _segmentation(hd, sources, pixels, several, fractional, segments, options, algorithm, series_number):
+    return hd.seg.Segmentation(
+        source_images=[_single_frame(sources[0])] if several else sources,
+        pixel_array=pixels[:1] if several else pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=series_number,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="cmunext-edge",
+        manufacturer_model_name=f"{algorithm.name} ({algorithm.variant})"[:64],
+        software_versions=f"cmunext-edge {algorithm.version}"[:64],
+        device_serial_number=socket.gethostname()[:64] or "unknown",
+        content_label="CMUNEXT", content_description=f"{algorithm.name} {options.kind} segmentation"[:64],
+        omit_empty_frames=False)
+
+
+def _fill_conditional(seg, source) -> None:
+    """Type 1C/2C attributes highdicom leaves out when the source lacks a plane orientation or a slice
+    thickness: Patient Orientation (2C, from the source, else empty) and, when the source has it,
+    Slice Thickness in the Pixel Measures."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PatientOrientation" not in seg and "PlaneOrientationSequence" not in shared:
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    measures = shared.get("PixelMeasuresSequence")
+    if measures and "SliceThickness" not in measures[0] and source.get("SliceThickness") is not None:
+        measures[0].SliceThickness = source.SliceThickness
+
+
+def _frame_refs(sources: list) -> list[tuple[str, str, int | None]]:
+    """(SOP class, SOP instance, frame number or None) of every source frame, in order."""
+    refs = []
+    for s in sources:
+        n = int(s.get("NumberOfFrames", 1) or 1)
+        refs += [(s.SOPClassUID, s.SOPInstanceUID, k + 1 if n > 1 else None) for k in range(n)]
+    return refs
+
+
+def _single_frame(ds):
+    """The header of `ds` as a single-frame Secondary Capture image: what highdicom accepts without a
+    frame of reference. Only its patient/study/series/equipment attributes reach the SEG; every
+    reference to the source is rewritten by `_all_frames` with the source's own SOP class."""
+    from pydicom.dataset import Dataset
+    proxy = Dataset()
+    proxy.file_meta = ds.file_meta
+    for elem in ds:
+        if elem.keyword not in ("PixelData", "NumberOfFrames", "FrameIncrementPointer", "FrameTime", "SOPClassUID"):
+            proxy.add(elem)                 # shared elements: the source header itself is never changed
+    proxy.SOPClassUID = SECONDARY_CAPTURE
+    return proxy
+
+
+def _all_frames(seg, refs, pixels: np.ndarray, fractional: bool) -> None:
+    """Extend highdicom's one-frame SEG to every source frame, for sources without a frame of reference
+    (highdicom 0.28 writes only one frame then): one SEG frame per (segment, source frame), each
+    referencing its source instance and frame, indexed by segment and Temporal Position Index."""
+    import copy
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import pack_bits
+    template = seg.PerFrameFunctionalGroupsSequence[0]
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" in shared:
+        del shared.SegmentIdentificationSequence
+    items, planes = [], []
+    for s in range(pixels.shape[3]):
+        for i, (sop_class, sop_uid, frame_no) in enumerate(refs):
+            item = copy.deepcopy(template)
+            src = item.DerivationImageSequence[0].SourceImageSequence[0]
+            src.ReferencedSOPClassUID, src.ReferencedSOPInstanceUID = sop_class, sop_uid
+            if frame_no is not None:
+                src.ReferencedFrameNumber = frame_no
+            ident = Dataset()
+            ident.ReferencedSegmentNumber = s + 1
+            item.SegmentIdentificationSequence = [ident]
+            content = item.FrameContentSequence[0]
+            content.DimensionIndexValues = [s + 1, i + 1]
+            content.TemporalPositionIndex = i + 1
+            items.append(item)
+            planes.append(pixels[i, :, :, s])
+    seg.PerFrameFunctionalGroupsSequence = items
+    dim = copy.deepcopy(seg.DimensionIndexSequence[0])
+    dim.DimensionIndexPointer, dim.FunctionalGroupPointer = 0x00209128, 0x00209111
+    dim.DimensionDescriptionLabel = "Source Frame"
+    seg.DimensionIndexSequence.append(dim)
+    seg.NumberOfFrames = len(items)
+    stack = np.stack(planes)
+    data = (np.rint(stack * 255).astype(np.uint8).tobytes() if fractional
+            else pack_bits(stack.astype(np.uint8).ravel()))
+    seg.PixelData = data + (b"\0" if len(data) % 2 else b"")
+    instances = {}
+    for sop_class, sop_uid, _ in refs:
+        instances.setdefault(sop_uid, sop_class)
+    refd = []
+    for sop_uid, sop_class in instances.items():
+        ref = Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = sop_class, sop_uid
+        refd.append(ref)
+    seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence = refd
+    seg.SourceImageSequence = copy.deepcopy(refd)
+
+
+def _code(hd, triple):
+    value, scheme, meaning = triple
+    return hd.sr.CodedConcept(value, scheme, meaning)
+
+
+def read_back(path, sources: list) -> np.ndarray:
+    """A written SEG's masks per source frame -> (frames, rows, cols, segments), via highdicom."""
+    hd = require("highdicom")
+    seg = hd.seg.segread(str(path))
+    if len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1:
+        n = int(sources[0].NumberOfFrames)
+        return seg.get_pixels_by_source_frame(sources[0].SOPInstanceUID, list(range(1, n + 1)),
+                                              combine_segments=False, rescale_fractional=True)
+    return seg.get_pixels_by_source_instance([s.SOPInstanceUID for s in sources], combine_segments=False,
+                                             rescale_fractional=True)

@@ -1,0 +1,274 @@
+"""DICOM in and DICOM SEG out, on real files: pydicom's bundled test objects (JPEG baseline, RLE,
+JPEG 2000, YBR, palette, multi-frame, a structured report, a truncated file) and ultrasound objects
+built from the bundled BUSI samples. Every SEG written is checked by dciodvfy (dicom3tools) and read
+back with highdicom."""
+import json
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+pytest.importorskip("highdicom")
+from pydicom.data import get_testdata_file  # noqa: E402
+
+from cmunext_edge.cli.predict import main as predict_main  # noqa: E402
+from cmunext_edge.core.preprocess import ImageReadError, load_image  # noqa: E402
+from cmunext_edge.core import dicom  # noqa: E402
+from cmunext_edge.data.dicom_sample import write_ultrasound_dicoms  # noqa: E402
+from cmunext_edge.data.discovery import discover  # noqa: E402
+from cmunext_edge.predict.dicom_seg import read_back  # noqa: E402
+from cmunext_edge.runtime.segmenter import EdgeSegmenter  # noqa: E402
+
+DCIODVFY = shutil.which("dciodvfy")
+
+
+def bundled(name):
+    return get_testdata_file(name)
+
+
+def dciodvfy_errors(path) -> list[str]:
+    if DCIODVFY is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed; .ci/run installs it")
+    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="module")
+def us(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("us")
+    write_ultrasound_dicoms(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return EdgeSegmenter()
+
+
+# --- conversion ------------------------------------------------------------------------------------
+def test_ybr_jpeg_rle_and_uncompressed_copies_of_one_image_convert_alike():
+    rle = load_image(bundled("SC_rgb_rle.dcm"))                       # RGB, lossless
+    ybr = load_image(bundled("SC_ybr_full_422_uncompressed.dcm"))     # YBR_FULL_422
+    jpeg = load_image(bundled("SC_rgb_jpeg_dcmtk.dcm"))               # JPEG baseline, YBR_FULL
+    assert rle.shape == ybr.shape == jpeg.shape == (100, 100, 3) and rle.dtype == np.uint8
+    assert np.abs(rle.astype(int) - ybr).mean() < 2 and np.abs(rle.astype(int) - jpeg).mean() < 2
+    # BGR order: the test image's top band is red in RGB, so channel 2 (R in BGR) dominates
+    top = rle[:10].reshape(-1, 3).mean(axis=0)
+    assert top[2] > 200 and top[0] < 50
+
+
+def test_16_bit_rgb_keeps_its_high_byte_and_palette_is_applied():
+    assert np.array_equal(load_image(bundled("SC_rgb_rle_16bit.dcm")), load_image(bundled("SC_rgb_rle.dcm")))
+    pal = load_image(bundled("examples_palette.dcm"))
+    ds = pydicom.dcmread(bundled("examples_palette.dcm"))
+    from pydicom.pixels import apply_color_lut
+    expected = (apply_color_lut(ds.pixel_array, ds) >> 8).astype(np.uint8)[..., ::-1]
+    assert np.array_equal(pal, expected) and len(np.unique(pal.reshape(-1, 3), axis=0)) > 10
+
+
+def test_monochrome_windowing_and_monochrome1_inversion():
+    ds = pydicom.dcmread(bundled("CT_small.dcm"))
+    ds.WindowCenter, ds.WindowWidth = 40, 400                     # a soft-tissue window
+    img = load_image(ds)
+    values = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    c, w = float(ds.WindowCenter), float(ds.WindowWidth)
+    expected = np.rint(np.clip((values - (c - 0.5)) / (w - 1) + 0.5, 0, 1) * 255).astype(np.uint8)
+    assert np.array_equal(img[..., 0], expected) and (img[..., 0] == img[..., 2]).all()
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    assert np.array_equal(load_image(ds)[..., 0], 255 - expected)
+    mr = pydicom.dcmread(bundled("MR_small.dcm"))                 # 16 bit without a window: min..max
+    for key in ("WindowCenter", "WindowWidth"):
+        if key in mr:
+            delattr(mr, key)
+    img = load_image(mr)
+    assert img.min() == 0 and img.max() == 255
+
+
+def test_jpeg2000_and_rle_decode_and_multiframe_needs_a_frame():
+    assert load_image(bundled("JPEG2000.dcm")).shape == (1024, 256, 3)
+    assert np.array_equal(load_image(bundled("MR_small_RLE.dcm")), load_image(bundled("MR_small.dcm")))
+    with pytest.raises(ImageReadError, match="multi-frame DICOM object \\(30 frames\\)"):
+        load_image(bundled("examples_ybr_color.dcm"))
+    assert load_image(bundled("examples_ybr_color.dcm"), frame=29).shape == (240, 320, 3)
+
+
+def test_lossless_dicom_gives_the_pixels_and_mask_of_the_png(us, segmenter):
+    for name in ("us_rgb", "us_mono"):
+        assert np.array_equal(load_image(us / f"{name}.dcm"), load_image(us / "png" / f"{name}.png"))
+        a, b = segmenter.segment(us / f"{name}.dcm"), segmenter.segment(us / "png" / f"{name}.png")
+        assert np.array_equal(a.mask, b.mask) and np.array_equal(a.logits, b.logits)
+    ds = pydicom.dcmread(us / "us_mono.dcm")                          # a Dataset in memory
+    assert np.array_equal(segmenter.segment(ds).mask, segmenter.segment(us / "png" / "us_mono.png").mask)
+    frames = segmenter.segment_frames(us / "us_cine.dcm")
+    assert len(frames) == 3
+    for k, seg in enumerate(frames):
+        assert np.array_equal(seg.mask, segmenter.segment(us / "png" / f"us_cine_frame{k + 1:04d}.png").mask)
+
+
+def test_discovery_expands_multiframe_objects_into_frames(us):
+    names = [s.name for s in discover(us)]
+    assert names == ["us_cine_frame0001", "us_cine_frame0002", "us_cine_frame0003", "us_mono",
+                     "us_mono_jpeg", "us_rgb", "us_rgb_jpeg"]
+    assert len(discover(bundled("examples_ybr_color.dcm"))) == 30
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+def _unequal_frames(path):
+    """A 2-frame JPEG baseline object whose second frame is smaller than the header says."""
+    from pydicom.encaps import encapsulate
+    ds = pydicom.dcmread(bundled("examples_ybr_color.dcm"))
+    big = np.zeros((240, 320), np.uint8)
+    small = np.zeros((120, 160), np.uint8)
+    ds.PixelData = encapsulate([cv2.imencode(".jpg", f)[1].tobytes() for f in (big, small)])
+    ds.NumberOfFrames, ds.SamplesPerPixel, ds.PhotometricInterpretation = 2, 1, "MONOCHROME2"
+    del ds.PlanarConfiguration
+    ds.save_as(path)
+
+
+def _enormous(path):
+    """A header claiming 60000 x 60000 x 50 frames, with almost no pixel data."""
+    ds = pydicom.dcmread(bundled("MR_small.dcm"))
+    ds.Rows = ds.Columns = 60000
+    ds.NumberOfFrames = 50
+    ds.save_as(path)
+
+
+def test_bad_files_get_one_line_each_and_the_rest_is_done(us, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    shutil.copy(us / "us_mono.dcm", src / "good.dcm")
+    shutil.copy(us / "png" / "us_rgb.png", src / "plain.png")
+    shutil.copy(bundled("test-SR.dcm"), src / "report.dcm")
+    shutil.copy(bundled("JPEG2000.dcm"), src / "j2k.dcm")
+    (src / "cut.dcm").write_bytes((us / "us_rgb.dcm").read_bytes()[:5000])
+    _unequal_frames(src / "unequal.dcm")
+    _enormous(src / "huge.dcm")
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEG2000
+    monkeypatch.setattr(get_decoder(JPEG2000), "_available", {})       # its handlers "not installed"
+    dicom._cached_header.cache_clear()
+    rc = predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("skipped:")]
+    assert rc == 1 and len(lines) == 6, err
+    for name, text in [("report.dcm", "without pixel data (Comprehensive SR Storage)"),
+                       ("j2k.dcm", "no decoder installed for transfer syntax JPEG 2000 Image Compression; "
+                                   "install pylibjpeg-openjpeg"),
+                       ("cut.dcm", "cannot be decoded (damaged, truncated"),
+                       ("unequal.dcm", "frame 2"),
+                       ("huge.dcm", "60000x60000 x 50 frame(s)")]:
+        assert sum(name in line and text in line for line in lines) == 1, (name, lines)
+    # the frame of unequal.dcm that decoded has its mask; its SEG is not written, and that is said too
+    assert sum("unequal.dcm: DICOM SEG not written: 1 of 2 frame(s) have no mask" in line for line in lines) == 1
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == [
+        "good.png", "plain.png", "unequal_frame0001.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "seg").iterdir()) == ["good.seg.dcm"]
+
+
+# --- cmunext-predict end to end, SEG validated ----------------------------------------------------
+def _png_masks(folder):
+    return {p.stem: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 0 for p in (folder / "masks").iterdir()}
+
+
+def test_busi_dicom_folder_gives_png_masks_and_valid_segs(us, tmp_path):
+    assert predict_main([str(us), "--out", str(tmp_path / "dcm"), "--quiet"]) == 0
+    assert predict_main([str(us / "png"), "--out", str(tmp_path / "png"), "--quiet"]) == 0
+    dcm, png = _png_masks(tmp_path / "dcm"), _png_masks(tmp_path / "png")
+    assert len(dcm) == 7                                      # 4 single-frame objects + 3 cine frames
+    for name in png:                                          # lossless objects: same masks as the PNGs
+        assert np.array_equal(dcm[name], png[name]), name
+    segs = sorted((tmp_path / "dcm" / "seg").iterdir())
+    assert [p.name for p in segs] == [f"{n}.seg.dcm" for n in ("us_cine", "us_mono", "us_mono_jpeg",
+                                                                "us_rgb", "us_rgb_jpeg")]
+    for seg in segs:
+        assert dciodvfy_errors(seg) == [], seg
+        source = pydicom.dcmread(us / seg.name.replace(".seg", ""), stop_before_pixels=True)
+        back = read_back(seg, [source])[..., 0].astype(bool)
+        stem = source.SOPInstanceUID and seg.name[:-len(".seg.dcm")]
+        names = [f"{stem}_frame{k + 1:04d}" for k in range(3)] if stem == "us_cine" else [stem]
+        assert np.array_equal(back, np.stack([dcm[n] for n in names])), seg
+        ds = pydicom.dcmread(seg)
+        assert ds.PatientID == source.PatientID and ds.StudyInstanceUID == source.StudyInstanceUID
+        algo = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+        assert "artifact_sha256" in algo.AlgorithmParameters and algo.AlgorithmName == "cmunext-s-busi"
+        assert ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Lesion"
+
+
+def test_per_series_fractional_seg_with_custom_codes(us, tmp_path):
+    codes = tmp_path / "codes.json"
+    codes.write_text(json.dumps([{"label": "mass", "category": ["49755003", "SCT", "Morphologically Abnormal Structure"],
+                                  "type": ["4147007", "SCT", "Mass"]}]))
+    src = tmp_path / "series"
+    src.mkdir()
+    for name in ("us_rgb", "us_mono", "us_rgb_jpeg", "us_mono_jpeg"):
+        shutil.copy(us / f"{name}.dcm", src)
+    out = tmp_path / "out"
+    assert predict_main([str(src), "--out", str(out), "--quiet", "--dicom-seg", "series",
+                         "--seg-type", "fractional", "--seg-codes", str(codes)]) == 0
+    (seg,) = (out / "seg").iterdir()
+    assert seg.name.startswith("series-") and dciodvfy_errors(seg) == []
+    sources = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in src.iterdir()),
+                     key=lambda d: int(d.InstanceNumber))
+    back = read_back(seg, sources)[..., 0]
+    for k, ds in enumerate(sources):
+        name = [p.stem for p in src.iterdir() if pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+                == ds.SOPInstanceUID][0]
+        prob = cv2.imread(str(out / "probabilities" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        assert np.allclose(back[k], prob / 255.0, atol=1e-6)
+    ds = pydicom.dcmread(seg)
+    assert ds.SegmentationType == "FRACTIONAL" and ds.SegmentSequence[0].SegmentLabel == "mass"
+
+
+# --- datasets: calibration / verification and training read DICOM images too -------------------------
+def test_dicom_dataset_feeds_calibration_and_training(us, tmp_path):
+    from cmunext_edge.core.preprocess import get_preset
+    from cmunext_edge.export.calibration import make_calibration_set
+    from cmunext_edge.train.recipe import _cache
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks" / "0").mkdir(parents=True)
+    for name in ("us_mono", "us_cine"):
+        shutil.copy(us / f"{name}.dcm", root / "images")
+    for name in ("us_mono", "us_cine_frame0001", "us_cine_frame0002", "us_cine_frame0003"):
+        mask = np.zeros((448, 576), np.uint8)
+        mask[100:200, 100:300] = 255
+        cv2.imwrite(str(root / "masks" / "0" / f"{name}.png"), mask)
+    samples = discover(root)
+    assert [s.name for s in samples] == ["us_cine_frame0001", "us_cine_frame0002", "us_cine_frame0003", "us_mono"]
+    assert all(s.mask is not None for s in samples)
+    spec = get_preset("official")
+    calib = make_calibration_set(root, spec, size=10)
+    assert calib.inputs.shape == (4, 3, 256, 256) and all(m is not None for m in calib.masks)
+    assert np.array_equal(calib.inputs[3], spec(us / "png" / "us_mono.png"))
+    images, masks = _cache(samples, spec, 1, 0)
+    assert images.shape == (4, 256, 256, 3) and masks.shape == (4, 1, 256, 256) and masks.any()
+
+
+def test_without_pydicom_each_dicom_file_names_the_extra(us, tmp_path, capsys, monkeypatch):
+    import sys
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(us / "us_mono.dcm", src)
+    shutil.copy(us / "png" / "us_rgb.png", src)
+    monkeypatch.setitem(sys.modules, "pydicom", None)          # import pydicom now fails
+    dicom._cached_header.cache_clear()
+    assert predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet", "--dicom-seg", "off"]) == 1
+    err = capsys.readouterr().err
+    assert 'us_mono.dcm: a DICOM file: pydicom is not installed; install it with: pip install "cmunext-edge[dicom]"' in err
+    assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["us_rgb.png"]
+
+
+def test_without_highdicom_the_masks_are_written_and_each_seg_names_the_extra(us, tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "highdicom", None)        # import highdicom now fails
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(us / "us_mono.dcm", src)
+    assert predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert 'us_mono.dcm: DICOM SEG not written (MissingDependencyError: highdicom is not installed; install it ' \
+           'with: pip install "cmunext-edge[dicom]")' in err
+    assert [p.name for p in (tmp_path / "out" / "masks").iterdir()] == ["us_mono.png"]
