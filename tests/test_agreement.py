@@ -274,3 +274,27 @@ def test_bundle_of_another_model_needs_its_own_images(ckpt_s, tmp_path):
         make_bundle(art, tmp_path / "b", archive=False)
     res = make_bundle(art, tmp_path / "b", images=SAMPLES, n_images=2, archive=False)
     assert res.manifest["images"]["n"] == 2
+
+
+def test_nan_logits_fail_the_gate_and_never_read_as_agreement():
+    rng = np.random.default_rng(3)
+    ref = _logits(60, rng)
+    out = ref.copy()
+    out[5][ref[5] < 0] = np.nan              # NaN only off the mask: thresholded masks still match
+    comp = Comparator()
+    comp.add(out, ref, [f"img{i}" for i in range(60)])
+    s = comp.summary()
+    assert math.isnan(s["max_abs_logit_delta"]) and s["nonfinite_images"] == 1
+    assert s["nonfinite_image_names"] == ["img5"]
+    assert s["mask_dice_agreement"] < 1.0 and s["distribution"]["worst_image"] == "img5"
+    decision = gate(s, "fp32")
+    assert not decision["passed"] and not decision["verified"]
+    assert "1 of 60 images have NaN or infinite logits (first: img5)" in decision["failure"]
+    nan_ref = Comparator()                   # a NaN reference (e.g. NaN weights) fails as well
+    nan_ref.add(ref[:2], np.full_like(ref[:2], np.nan))
+    assert "NaN or infinite" in gate(nan_ref.summary(), "int8")["failure"]
+    clean = Comparator()
+    clean.add(ref, ref)
+    summary = {**clean.summary(), "max_abs_logit_delta": float("nan")}   # a record with a NaN delta
+    assert "max |delta logit| is NaN" in gate(summary, "fp32")["failure"]
+    assert clean.summary()["nonfinite_images"] == 0 and gate(clean.summary(), "fp32")["passed"]

@@ -16,7 +16,9 @@ floor (at most `tail` of the images below BAD_IMAGE) and, for each class of a se
 model, the mean floor minus CLASS_MARGIN. An artifact that passes on fewer images than
 `min_images(precision)` passes but is not *verified*: its tail claim is not supported (the
 smallest n at which a clean result rules out, at 95% confidence, a bad-image rate twice the tail
-floor: 49 images for a 3% floor). numpy only.
+floor: 49 images for a 3% floor). An image whose outputs or reference outputs are not finite
+(NaN, inf) agrees with nothing (0.0 per class) and fails the gate by name; its |delta logit| makes
+`max_abs_logit_delta` NaN rather than hiding it. numpy only.
 """
 from __future__ import annotations
 
@@ -108,17 +110,24 @@ class Comparator:
         self.names: list = []
         self.max_abs_delta = 0.0
         self._abs_sum, self._count, self.identical = 0.0, 0, 0
+        self.nonfinite: list = []                       # names of images with NaN/inf (reference) outputs
 
     def add(self, outputs, references, names=None) -> None:
         """A batch (N x C x H x W) of outputs and the reference outputs for the same inputs."""
         for i, (o, r) in enumerate(zip(outputs, references)):
             o, r = np.asarray(o, np.float32), np.asarray(r, np.float32)
-            self.per_class.append(np.asarray(self.compare(o, r), np.float64))
-            self.names.append(names[i] if names is not None else len(self.names))
+            name = names[i] if names is not None else len(self.names)
+            finite = bool(np.isfinite(o).all() and np.isfinite(r).all())
+            figures = np.asarray(self.compare(o, r), np.float64)
+            self.per_class.append(figures if finite else np.zeros_like(figures))
+            self.names.append(name)
+            if not finite:
+                self.nonfinite.append(name)
             d = np.abs(o - r)
-            self.max_abs_delta = max(self.max_abs_delta, float(d.max()))
+            worst = float(d.max()) if d.size else 0.0
+            self.max_abs_delta = worst if math.isnan(worst) else max(self.max_abs_delta, worst)
             self._abs_sum, self._count = self._abs_sum + float(d.sum()), self._count + d.size
-            self.identical += int(np.array_equal(o > 0, r > 0))
+            self.identical += int(finite and np.array_equal(o > 0, r > 0))
 
     def __len__(self) -> int:
         return len(self.per_class)
@@ -138,7 +147,10 @@ class Comparator:
                "min_mask_dice_agreement": float(per_image.min()), "max_abs_logit_delta": self.max_abs_delta,
                "mean_abs_logit_delta": self._abs_sum / max(1, self._count), "identical_masks": self.identical,
                "distribution": distribution(per_image, self.names),
-               "per_image_agreement": [round(float(v), 5) for v in per_image]}
+               "per_image_agreement": [round(float(v), 5) for v in per_image],
+               "nonfinite_images": len(self.nonfinite)}
+        if self.nonfinite:
+            out["nonfinite_image_names"] = [str(n) for n in self.nonfinite[:10]]
         matrix = np.stack(self.per_class)
         if matrix.shape[1] > 1:
             out["per_class_agreement"] = [float(v) for v in matrix.mean(axis=0)]
@@ -152,10 +164,16 @@ def gate(summary: dict, precision: str) -> dict:
     g, need_n = GATES[str(precision)], min_images(precision)
     dist = summary.get("distribution") or {"n": 0}
     n, reasons = dist["n"], []
+    bad_outputs = summary.get("nonfinite_images") or 0
+    if bad_outputs:
+        first = (summary.get("nonfinite_image_names") or ["?"])[0]
+        reasons.append(f"{bad_outputs} of {n} images have NaN or infinite logits (first: {first})")
+    elif _isnan(summary.get("max_abs_logit_delta")) or _isnan(dist.get("mean")):
+        reasons.append("max |delta logit| is NaN: the outputs are not finite")
     if n == 0:
         reasons.append("no images compared")
     else:
-        if dist["mean"] < g.mean:
+        if not dist["mean"] >= g.mean:          # NaN fails too
             reasons.append(f"mean mask Dice agreement {dist['mean']:.4f} < {g.mean}")
         if dist["bad_share"] > g.tail + 1e-12:
             reasons.append(f"{dist['n_bad']} of {n} images ({100 * dist['bad_share']:.1f}%) below "
@@ -170,6 +188,10 @@ def gate(summary: dict, precision: str) -> dict:
             "min_images": need_n, "passed": passed, "verified": verified,
             "failure": "; ".join(reasons) or None,
             "claim": claim(dist, precision) if n else None}
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def claim(dist: dict, precision: str) -> str:

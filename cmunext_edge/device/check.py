@@ -114,7 +114,10 @@ def _agreement(outs, refs, names=None) -> dict:
     s = comp.summary()
     out = {"mask_dice_mean": s["mask_dice_agreement"], "mask_dice_min": s["min_mask_dice_agreement"],
            "max_abs_logit_delta": s["max_abs_logit_delta"], "identical_masks": s["identical_masks"],
-           "images": s["n_images"], "distribution": s["distribution"]}
+           "images": s["n_images"], "distribution": s["distribution"],
+           "nonfinite_images": s["nonfinite_images"]}
+    if s["nonfinite_images"]:
+        out["nonfinite_image_names"] = s["nonfinite_image_names"]
     if "per_class_agreement" in s:
         out["per_class_mask_dice"] = s["per_class_agreement"]
         out["per_class_distribution"] = s["per_class_distribution"]
@@ -138,10 +141,13 @@ def _step_runtime(st: CheckState) -> str | None:
     judged = st.manifest.get("precision") if st.manifest.get("precision") in GATES else "int8"
     if need < GATES[judged].mean:           # the device ran a lower precision: its floor applies
         judged = next(p for p, g in GATES.items() if g.mean == need)
-    decision = gate({"distribution": agr["distribution"], "per_class_agreement": agr.get("per_class_mask_dice")},
+    decision = gate({"distribution": agr["distribution"], "per_class_agreement": agr.get("per_class_mask_dice"),
+                     **{k: agr.get(k) for k in ("nonfinite_images", "nonfinite_image_names", "max_abs_logit_delta")}},
                     judged)
     agr.update({"tail_floor": decision["tail_floor"], "min_images": decision["min_images"],
                 "verified": decision["verified"], "claim": decision["claim"]})
+    if agr["nonfinite_images"]:
+        return f"outputs disagree with the export host on the host's inputs: {decision['failure']}"
     if agr["mask_dice_mean"] < need:
         return (f"outputs disagree with the export host: mask Dice agreement {agr['mask_dice_mean']:.4f} < "
                 f"{need} on the host's inputs (max logit delta {agr['max_abs_logit_delta']:.3g}, "
