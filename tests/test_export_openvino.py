@@ -30,7 +30,7 @@ def ov_export(trained, out):
 
     def get(precision):
         if precision not in done:
-            done[precision] = export(trained, target="openvino", precision=precision, out=out, calib_size=6)
+            done[precision] = export(trained, target="openvino", precision=precision, out=out)
         return done[precision]
     return get
 
@@ -39,7 +39,10 @@ def ov_export(trained, out):
 def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     res = ov_export(precision)
     v = res.verification
-    assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == 6
+    # held out by default: the shipped model's 90 validation images, less the INT8 calibration ones
+    held = 90 - (len(res_calib_files(res)) if precision == "int8" else 0)
+    assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == held
+    assert v["data"]["origin"] == "held-out validation images" and v["distribution"]["n"] == held
     assert v["dice_vs_ground_truth"] is not None
     assert [f.suffix for f in res.files] == [".bin", ".xml"]
     model = ov.Core().read_model(str(res.artifact))
@@ -53,7 +56,7 @@ def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     if precision == "int8":
         assert d["precision"] == "int8"
         manifest = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
-        assert manifest["calibration"]["size"] == 6 and len(manifest["calibration"]["sha256"]) == 64
+        assert manifest["calibration"]["size"] == 16 and len(manifest["calibration"]["sha256"]) == 64
         # the per-CPU recipe (cpu_fit.py) is the default and is recorded with the machine it ran on
         caps = detect()
         assert manifest["capabilities"]["summary"] == caps.summary()
@@ -97,9 +100,15 @@ def test_nncf_options_pass_through(trained, tmp_path):
     assert res.artifact.exists() and res.verification is None
 
 
+def res_calib_files(res) -> list:
+    """The calibration images an export recorded in its manifest entry."""
+    entry = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
+    return (entry.get("calibration") or {}).get("files") or []
+
+
 def test_onnxruntime_int8_qdq(trained, out):
     onnx = pytest.importorskip("onnx")
-    res = export(trained, target="ort", out=out, calib_size=6)
+    res = export(trained, target="ort", out=out)            # calibrated on the 16 bundled samples
     assert res.precision == "int8" and res.verification["mask_dice_agreement"] >= 0.97
     model = onnx.load(str(res.artifact))
     ops = {n.op_type for n in model.graph.node}
