@@ -80,18 +80,29 @@ cmunext_status cmunext_open(const char* artifact, const cmunext_options* options
     return guarded([&] { *out = new cmunext_segmenter(artifact, o); });
 }
 
-cmunext_status cmunext_segment(cmunext_segmenter* seg, const uint8_t* pixels, int width, int height, size_t stride,
-                               cmunext_pixel_format format, uint8_t* mask, float* probability,
-                               cmunext_timings* timings) {
-    if (!seg) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_segment: handle is NULL");
-    if (static_cast<int>(format) < CMUNEXT_BGR8 || static_cast<int>(format) > CMUNEXT_RGBA8)
-        return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_segment: unknown pixel format " + std::to_string(static_cast<int>(format)));
+namespace {
+bool known_format(cmunext_pixel_format format) {
+    return static_cast<int>(format) >= CMUNEXT_BGR8 && static_cast<int>(format) <= CMUNEXT_RGBA8;
+}
+
+cmunext::Frame make_frame(const uint8_t* pixels, int width, int height, size_t stride, cmunext_pixel_format format) {
     cmunext::Frame f;
     f.data = pixels;
     f.width = width;
     f.height = height;
     f.stride = stride;
     f.format = static_cast<cmunext::PixelFormat>(format);
+    return f;
+}
+}  // namespace
+
+cmunext_status cmunext_segment(cmunext_segmenter* seg, const uint8_t* pixels, int width, int height, size_t stride,
+                               cmunext_pixel_format format, uint8_t* mask, float* probability,
+                               cmunext_timings* timings) {
+    if (!seg) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_segment: handle is NULL");
+    if (!known_format(format))
+        return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_segment: unknown pixel format " + std::to_string(static_cast<int>(format)));
+    const cmunext::Frame f = make_frame(pixels, width, height, stride, format);
     return guarded([&] {
         double t[4];
         seg->seg.segment_into(f, mask, probability, t);
@@ -102,15 +113,10 @@ cmunext_status cmunext_segment(cmunext_segmenter* seg, const uint8_t* pixels, in
 cmunext_status cmunext_preprocess(const cmunext_segmenter* seg, const uint8_t* pixels, int width, int height,
                                   size_t stride, cmunext_pixel_format format, float* tensor, size_t capacity) {
     if (!seg) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: handle is NULL");
-    if (static_cast<int>(format) < CMUNEXT_BGR8 || static_cast<int>(format) > CMUNEXT_RGBA8)
+    if (!known_format(format))
         return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: unknown pixel format " + std::to_string(static_cast<int>(format)));
     if (!tensor) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: tensor is NULL");
-    cmunext::Frame f;
-    f.data = pixels;
-    f.width = width;
-    f.height = height;
-    f.stride = stride;
-    f.format = static_cast<cmunext::PixelFormat>(format);
+    const cmunext::Frame f = make_frame(pixels, width, height, stride, format);
     return guarded([&] {
         std::vector<float> t = seg->seg.preprocess(f);
         if (t.size() > capacity)
