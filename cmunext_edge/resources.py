@@ -6,6 +6,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "cmunext-s-busi"
 SAMPLES_DIR = PACKAGE_DIR / "samples" / "busi"
+# the shipped model's 90 held-out validation images at network size (samples/busi-heldout/README.md)
+HELDOUT_DIR = PACKAGE_DIR / "samples" / "busi-heldout"
 
 
 def models_dir() -> Path:
@@ -37,3 +39,16 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
         return models[str(name_or_path)]
     raise FileNotFoundError(f"{name_or_path!r} is neither a file nor a shipped model "
                             f"(shipped: {', '.join(models) or 'none'})")
+
+
+def shipped_model_name(sha256: str) -> str | None:
+    """The shipped model (models/) whose weights file has this sha256, if any."""
+    from cmunext_edge.fileio import sha256_file
+    try:
+        folder = models_dir()
+    except FileNotFoundError:
+        return None
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in (".safetensors", ".pth") and sha256_file(path) == sha256:
+            return path.stem
+    return None

@@ -34,6 +34,7 @@ class CalibrationSet:
     masks: list = field(default_factory=list)   # C x H x W bool at network size, or None per image
     sha256: str = ""
     plan: object = None                    # verify_data.VerifyPlan when it is a verification set
+    overlap: dict = field(default_factory=dict)   # names shared with calibration / training (verification)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -56,17 +57,19 @@ def check_classes(samples: list[Sample], num_classes: int, source) -> None:
 
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int | None = 64,
                          seed: int = 0, num_classes: int = 1, truth: bool = True,
-                         split: str | Path | None = None) -> CalibrationSet:
+                         split: str | Path | None = None, exclude=()) -> CalibrationSet:
     """Sample `size` images (None: all) of `source` (default: the bundled samples) with `seed`,
     optionally from one split's list (a names file, or a training split.json: its "val" list); with
     `truth`, each image's ground truth is loaded as `num_classes` x H x W (groundtruth.load_truth),
-    and a dataset with fewer classes than `num_classes` is a CalibrationError naming both. The one
+    and a dataset with fewer classes than `num_classes` is a CalibrationError naming both.
+    `exclude`: names left out (a verification set leaves out the calibration images). The one
     loader of calibration, verification and evaluation sets."""
     source = Path(source) if source is not None else SAMPLES_DIR
     try:
         samples = discover(source, split)
     except (FileNotFoundError, ValueError) as exc:
         raise CalibrationError(f"calibration/verification source: {exc}") from None
+    samples = [s for s in samples if s.name not in set(exclude)]
     if not samples:
         raise CalibrationError(f"{source}: no images found (looked for images/ or image files)")
     if size is not None and size <= 0:
@@ -90,10 +93,12 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
                           masks, digest.hexdigest())
 
 
-def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1):
+def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1,
+                  exclude=()):
     """Evaluation images of `--target auto` (make_calibration_set): `limit` of an official-layout
-    dataset's (optionally one split's) images with their `num_classes` ground truth; without data,
-    64 bundled samples (one class: no ground truth for a model with several)."""
+    dataset's (optionally one split's) images with their `num_classes` ground truth, the names in
+    `exclude` (the calibration images) left out; without data, 64 bundled samples (one class: no
+    ground truth for a model with several)."""
     if data is None:
         return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
-    return make_calibration_set(data, spec, limit, seed, num_classes, split=split)
+    return make_calibration_set(data, spec, limit, seed, num_classes, split=split, exclude=exclude)

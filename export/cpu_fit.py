@@ -13,6 +13,13 @@
   (2 x 255 x 64 < 32768), so a VNNI host running a reduce_range model computes what an AVX2 host does.
 - A failed INT8 gate says why when the CPU lacks VNNI, and what to try (int8_recipe.py, which also
   records the resolved recipe in the manifest: it reads the exporters' defaults, this module does not).
+- Faithful INT8 (issue 21, benchmarks/int8_notes.md "Faithful INT8"): NNCF `float_layers` "auto"
+  is the "faithful" list (openvino_export.FLOAT_LAYERS) on every CPU. Measured on AVX2 (Zen 3),
+  where the float layers run f32 and the list takes the held-out gate from failing to passing.
+  Not measured with VNNI/AMX or on ARM: there the float layers run bf16 where BF16 is native
+  (OpenVINO's default for an INT8 IR), and keeping a layer in float removes that layer's
+  quantization error whatever the kernels, so the same list is used; the export's own gate
+  still judges each artifact. `float_layers="none"` gives the previous all-INT8 recipe.
 """
 from __future__ import annotations
 
@@ -27,6 +34,29 @@ def nncf_overflow_fix(caps: Capabilities | None = None) -> str | None:
     """The overflow_fix for this CPU: "enable" on x86, None (NNCF's own default) elsewhere."""
     caps = caps or detect()
     return "enable" if caps.is_x86 else None
+
+
+FAITHFUL = "faithful"
+
+
+def nncf_float_layers(caps: Capabilities | None = None) -> str:
+    """The float-layer recipe for this CPU: "faithful" on every CPU (see the module docstring)."""
+    return FAITHFUL
+
+
+def resolve_float_layers(value, named: dict, caps: Capabilities | None = None):
+    """"auto" -> this CPU's recipe name; a name of `named` (openvino_export.FLOAT_LAYERS) checked;
+    a list of NNCF ignored-scope patterns as given; None/empty -> "none"."""
+    if value == AUTO:
+        return nncf_float_layers(caps)
+    if not value:
+        return "none"
+    if isinstance(value, str):
+        if value.lower() not in named:
+            raise ValueError(f"NNCF float_layers {value!r}; known: auto, {', '.join(named)}, "
+                             f"or a list of node-name patterns")
+        return value.lower()
+    return [str(p) for p in value]
 
 
 def ort_reduce_range(caps: Capabilities | None = None) -> bool:

@@ -40,15 +40,16 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
     tries = []
     if target == "openvino":
         used = resolved_overflow_fix_of(options)
-        if used != "enable":
-            tries.append("NNCF overflow_fix ENABLE (nncf={'overflow_fix': 'enable'})")
-        tries.append("NNCF preset mixed (nncf={'preset': 'mixed'})")
+        tries.append("--target auto (tries several INT8 recipes and keeps the fastest faithful artifact)")
+        if used != "enable":     # Python API only: no command-line option sets NNCF settings
+            tries.append("NNCF overflow_fix ENABLE (Python: export(..., nncf={'overflow_fix': 'enable'}))")
         tries.append("--target onnxruntime")
     elif target == "onnxruntime":
         if not resolved_ort_options(getattr(options, "ort_quant", None) or {})["reduce_range"]:
-            tries.append("reduce_range (ort_quant={'reduce_range': True})")
+            tries.append("reduce_range (Python: export(..., ort_quant={'reduce_range': True}))")
         tries.append("--target openvino")
-    tries += ["more representative calibration images (--calib)", "fp32 (--fp32)"]
+    tries += ["more representative calibration images (--calib)", "--bf16 where the CPU has native BF16",
+              "fp32 (--fp32)"]
     return why + " Try: " + "; ".join(tries) + "."
 
 

@@ -53,7 +53,8 @@ class ExportOptions:
     seed: int = 0
     verify: bool = True
     verify_data: str | Path | None = None  # None: the calibration set
-    verify_size: int | None = None        # None: calib_size
+    verify_size: int | None = None        # None: a held-out list whole (<= 200), else calib_size
+    split: str | Path | None = None       # names file / split.json ('val') choosing --verify-data images
     device: str | None = None             # None: the target's default device
     strict_device: bool = False           # refuse to verify on another device than `device`
     # target-specific (accepted per targets.ExportTarget.options)

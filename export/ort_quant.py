@@ -8,10 +8,14 @@ TensorRT's explicit quantization requires. The result is also the input of Tenso
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cmunext_edge._deps import require
+from cmunext_edge.artifacts.meta import PREFIX
 from cmunext_edge.export.onnx_export import export_onnx, set_metadata
+
+FLOAT_LAYERS_KEY = "int8_float_layers"     # artifact metadata: the convolutions that stayed float
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # ONNX Runtime quantization knobs `cmunext-export --target auto` explores (ExportOptions.ort_quant):
@@ -20,8 +24,11 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # quantize (None: all ONNX Runtime can).
 # max_images caps the calibration images: percentile/entropy calibration keeps every intermediate
 # tensor of every image in memory (CMUNeXt-S, 128 images at 256x256: >23 GB, OOM-killed).
+# float_layers: nodes kept in float (not quantized), as for OpenVINO INT8: a name of
+# openvino_export.FLOAT_LAYERS or a list of node-name patterns (regexes, matched in full against
+# the ONNX node names, e.g. ".*/encoder1/up/conv/conv.0/.*"); None: every node ORT can quantize.
 ORT_DEFAULTS = {"format": "qdq", "per_channel": True, "reduce_range": None, "op_types": None,
-                "max_images": None}
+                "max_images": None, "float_layers": None}
 
 
 def resolved_ort_options(overrides: dict, for_tensorrt: bool = False) -> dict:
@@ -62,13 +69,35 @@ def quantize_qdq(fp32_onnx: Path, out: Path, calib, *, for_tensorrt: bool = Fals
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if for_tensorrt else {"WeightSymmetric": True}
     qdq = str(opts["format"]).lower() == "qdq" or for_tensorrt
     op_types = opts["op_types"] or [op for op in QDQRegistry if op not in exclude_ops]
+    excluded = float_nodes(prepared, opts["float_layers"])
     q.quantize_static(str(prepared), str(out), CalibrationReader(calib, max_images=opts["max_images"]),
                       quant_format=q.QuantFormat.QDQ if qdq else q.QuantFormat.QOperator,
                       per_channel=bool(opts["per_channel"]), reduce_range=bool(opts["reduce_range"]),
                       activation_type=q.QuantType.QInt8 if for_tensorrt else q.QuantType.QUInt8,
                       weight_type=q.QuantType.QInt8, calibrate_method=method, extra_options=extra,
-                      op_types_to_quantize=list(op_types))
+                      op_types_to_quantize=list(op_types), nodes_to_exclude=excluded)
     return out
+
+
+def float_convolutions(model) -> list[str]:
+    """The Conv nodes of a quantized ModelProto whose weights are not dequantized int8 (float)."""
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and producers.get(n.input[1]) != "DequantizeLinear"]
+
+
+def float_nodes(onnx_path: Path, float_layers) -> list[str]:
+    """The ONNX node names that `float_layers` (a FLOAT_LAYERS name or patterns) keeps in float."""
+    import re
+    if not float_layers:
+        return []
+    from cmunext_edge.export.openvino_export import FLOAT_LAYERS, float_layer_patterns
+    if isinstance(float_layers, str) and float_layers not in FLOAT_LAYERS:
+        raise ValueError(f"ort_quant float_layers {float_layers!r}; known: {', '.join(FLOAT_LAYERS)}, "
+                         f"or a list of node-name patterns")
+    patterns = [re.compile(p) for p in float_layer_patterns(float_layers)]
+    graph = require("onnx").load(str(onnx_path), load_external_data=False).graph
+    return [n.name for n in graph.node if any(p.fullmatch(n.name) for p in patterns)]
 
 
 def build(ctx) -> list[Path]:
@@ -79,6 +108,8 @@ def build(ctx) -> list[Path]:
                  calibrate_method=ctx.options.calibrate_method or "percentile", scratch=ctx.scratch(""),
                  **(ctx.options.ort_quant or {}))
     model = onnx.load(str(ctx.scratch("qdq.onnx")))
+    # recorded in the artifact; ctx.metadata is also what the pipeline embeds after verification
+    ctx.metadata[PREFIX + FLOAT_LAYERS_KEY] = json.dumps(float_convolutions(model))
     set_metadata(model, ctx.metadata)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -35,12 +35,15 @@ from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
 from cmunext_edge.export.onnx_export import prepare_model
 from cmunext_edge.export.options import ExportOptions
+from cmunext_edge.export.quiet import quiet_toolchains
 from cmunext_edge.export.staging import (OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises)
 from cmunext_edge.export.targets import (
     BuildContext, ExportTarget, ExportUsageError, check_request, get_target)
 from cmunext_edge.export.verify import (
     VerificationError, failure_reason, format_figures, reference_logits, verify_backend)
-from cmunext_edge.export.verify_data import domain_warning, plan_verification, short_source
+from cmunext_edge.export.verify_data import (
+    CALIBRATION, HELD_OUT, MAX_HELD_OUT, VERIFY_DATA, overlap_warnings, overlaps, plan_verification,
+    plan_warnings, short_source)
 
 
 @dataclass
@@ -146,14 +149,17 @@ def _plan(weights, options: ExportOptions, log) -> _Job:
 def _image_sets(job: _Job):
     """(calibration set or None, verification set or None), both seeded samples.
 
-    Verification uses --verify-data, else the calibration data, else the bundled samples; on
-    those, a model that is not the shipped BUSI one gets agreement with PyTorch only (verify_data.py).
-    Ground truth is loaded per class (the model's classes) where it is used: verification with a
-    meaningful ground truth, and NNCF accuracy control (which scores the calibration images)."""
+    Verification is held out by default (verify_data.py): --verify-data (its --split or the
+    model's validation list), a shipped model's held-out images, the calibration data, the bundled
+    samples. Calibration images are left out of a default verification set; a given one that
+    overlaps them or the training list is warned about. Ground truth is loaded per class where it
+    is used: verification with a meaningful ground truth, and NNCF accuracy control."""
     o = job.options
     classes = job.ckpt.info.num_classes
-    plan = plan_verification(o.verify_data, o.calib, job.ckpt.sha256) if o.verify else None
-    reuse = plan is not None and o.verify_data is None
+    plan = plan_verification(o.verify_data, o.calib, job.ckpt.sha256, o.split, job.weights) if o.verify else None
+    if o.split is not None and (plan is None or plan.origin != VERIFY_DATA):
+        raise ExportUsageError("--split chooses images of --verify-data: give --verify-data DATASET/ with it")
+    reuse = plan is not None and plan.origin == CALIBRATION
     calib_set = None
     if job.precision == Precision.INT8:
         truth = (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None
@@ -161,19 +167,30 @@ def _image_sets(job: _Job):
         job.log(f"calibration set: {len(calib_set)} images from {calib_set.source} "
                 f"(sha256 {calib_set.sha256[:12]})")
     if plan is None:
+        job.log(f"warning: --no-verify: this {job.target.name} {job.precision} artifact is NOT checked against "
+                f"PyTorch; its manifest and cmunext-info say so")
         return calib_set, None
-    if calib_set is not None and reuse:
-        verify_set = replace(calib_set)
-    else:
-        verify_set = make_calibration_set(plan.source, job.spec, o.verify_size or o.calib_size, o.seed,
-                                          classes, plan.ground_truth)
+    verify_set = replace(calib_set) if (calib_set is not None and reuse) else _verify_set(job, plan, calib_set)
     if not plan.ground_truth:
         verify_set.masks = [None] * len(verify_set)
     verify_set.plan = plan
-    if domain_warning(plan):
-        job.log(domain_warning(plan))
+    calib_names = [s.name for s in calib_set.samples] if calib_set is not None and not reuse else []
+    verify_set.overlap = overlaps([s.name for s in verify_set.samples], calib_names, plan)
+    for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
+        job.log(warning)
     job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")
     return calib_set, verify_set
+
+
+def _verify_set(job: _Job, plan, calib_set):
+    """The verification images of `plan`: a held-out list whole (up to MAX_HELD_OUT) without the
+    calibration images when they come from the defaults; otherwise --verify-size (--calib-size)."""
+    o = job.options
+    held = plan.origin == HELD_OUT or plan.split is not None
+    size = o.verify_size or (MAX_HELD_OUT if held else o.calib_size)
+    exclude = [s.name for s in calib_set.samples] if (calib_set is not None and plan.origin == HELD_OUT) else ()
+    return make_calibration_set(plan.source, job.spec, size, o.seed, job.ckpt.info.num_classes,
+                                plan.ground_truth, split=plan.split, exclude=exclude)
 
 
 def _metadata(job: _Job) -> dict:
@@ -202,11 +219,14 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
             job.log(f"verifying against PyTorch FP32 on {len(verify_set)} images of "
                     f"{short_source(verify_set.plan)} ...")
             figures = verify_backend(backend, verify_set.inputs, reference_logits(model, verify_set.inputs),
-                                     verify_set.masks, job.precision)
+                                     verify_set.masks, job.precision, names=[s.name for s in verify_set.samples])
             figures["source"] = verify_set.manifest()
-            figures["data"] = {**verify_set.plan.as_dict(), "label": short_source(verify_set.plan)}
+            figures["data"] = {**verify_set.plan.as_dict(), "label": short_source(verify_set.plan),
+                               "overlap": verify_set.overlap}
             figures["runtime"]["artifact"] = entry.name      # not the staging path
             job.log("verification: " + format_figures(figures))
+            if figures["passed"] and not figures["verified"]:
+                job.log(f"warning: NOT verified: {figures['claim']}")
             if not figures["passed"]:
                 raise VerificationError(
                     f"{job.target.name} {job.precision} artifact disagrees with PyTorch FP32: "
@@ -257,7 +277,8 @@ def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set):
     ctx = BuildContext(prepare_model(model, job.options.graph), job.spec, job.ckpt.info.in_channels,
                        job.precision, staging, job.stem, meta, job.options, calib_set)
     job.log(f"building {job.target.name} {job.precision} ...")
-    files = job.target.load_builder()(ctx)
+    with quiet_toolchains():
+        files = job.target.load_builder()(ctx)
     entry = files[-1]
     figures, selftest = _verify(job, entry, model, verify_set)
     check = _embed_selftest(job, entry, meta, selftest)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from cmunext_edge._deps import require
-from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
-from cmunext_edge.core.metrics import class_scores, format_class_dice, iou_dice, summarize_scores
-from cmunext_edge.core.metrics import mean_dice as _mean_dice
+from cmunext_edge.core.agreement import CLASS_MARGIN, Comparator, gate
+from cmunext_edge.core.metrics import class_scores, format_class_dice, summarize_scores
 from cmunext_edge.progress import track
 
 
@@ -29,17 +28,7 @@ def reference_logits(model, inputs: np.ndarray, batch_size: int = 8) -> np.ndarr
     return np.concatenate(outs)
 
 
-CLASS_AGREEMENT_MARGIN = 0.05
-"""With several classes the gate also needs every single class's mean mask agreement to reach the
-required agreement minus this margin: a mean over classes could otherwise hide one class (often a
-small or thin one) that the artifact segments differently. The margin leaves room for a small
-class, whose Dice moves more per pixel, without letting a class drift far; one class: no change."""
-
-
-def _class_agreement(logits: np.ndarray, reference: np.ndarray) -> list[float]:
-    """Mean over images of each class's official Dice between the two outputs' masks."""
-    per_image = [[iou_dice(a > 0, r > 0)[1] for a, r in zip(lg, rf)] for lg, rf in zip(logits, reference)]
-    return [float(x) for x in np.mean(per_image, axis=0)]
+CLASS_AGREEMENT_MARGIN = CLASS_MARGIN     # kept under its former name
 
 
 def _truth(mask) -> np.ndarray:
@@ -61,50 +50,38 @@ def _truth_figures(logits: np.ndarray, reference: np.ndarray, masks) -> dict:
 
 
 def passes(figures: dict) -> bool:
-    """The gate: mean mask agreement >= required and, for several classes, every class's agreement
-    >= required - CLASS_AGREEMENT_MARGIN."""
-    need = figures["required_agreement"]
-    per_class = figures.get("per_class_agreement") or []
-    return figures["mask_dice_agreement"] >= need and all(a >= need - CLASS_AGREEMENT_MARGIN for a in per_class)
+    """The gate (core.agreement.gate): mean floor, tail floor and, for several classes, every
+    class's agreement >= the floor - CLASS_MARGIN. Passing on too few images for the tail claim
+    still passes; `figures["verified"]` says whether it was verified."""
+    return bool(figures["passed"])
 
 
-def compare(logits: np.ndarray, reference: np.ndarray, masks, precision: str) -> dict:
+def compare(logits: np.ndarray, reference: np.ndarray, masks, precision: str, names=None) -> dict:
     """The verification figures of artifact `logits` against PyTorch `reference` (both NCHW) and
-    against ground truth `masks` (C x H x W, or None per image). Per-class figures
-    (`per_class_agreement`, `per_class_dice_vs_ground_truth[_pytorch]`) only for C >= 2."""
-    agree = [_mean_dice(a > 0, r > 0) for a, r in zip(logits, reference)]
-    need = AGREEMENT_THRESHOLDS[precision]
-    figures = {
-        "n_images": int(len(logits)), "precision": precision,
-        "max_abs_logit_delta": float(np.max(np.abs(logits - reference))),
-        "mean_abs_logit_delta": float(np.mean(np.abs(logits - reference))),
-        "mask_dice_agreement": float(np.mean(agree)), "min_mask_dice_agreement": float(np.min(agree)),
-        "required_agreement": need,
-    }
+    against ground truth `masks` (C x H x W, or None per image): the comparator's summary (n,
+    mean, per-image distribution, 95% bounds; per class for C >= 2), the gate's decision
+    (`passed`, `verified`, `failure`, `claim`) and the ground-truth figures."""
+    comp = Comparator()
+    comp.add(logits, reference, names)
+    figures = {"precision": str(precision), **comp.summary()}
     if logits.shape[1] > 1:
-        figures["per_class_agreement"] = _class_agreement(logits, reference)
-        figures["class_agreement_margin"] = CLASS_AGREEMENT_MARGIN
+        figures["class_agreement_margin"] = CLASS_MARGIN
+    figures.update(gate(figures, precision))
     figures.update(_truth_figures(logits, reference, masks))
-    figures["passed"] = passes(figures)
     return figures
 
 
 def failure_reason(f: dict) -> str:
     """Why `passes(f)` is False, one phrase."""
-    if f["mask_dice_agreement"] < f["required_agreement"]:
-        return f"mask Dice agreement {f['mask_dice_agreement']:.4f} < {f['required_agreement']}"
-    low = [(k, a) for k, a in enumerate(f.get("per_class_agreement") or [])
-           if a < f["required_agreement"] - CLASS_AGREEMENT_MARGIN]
-    return "; ".join(f"class {k} mask Dice agreement {a:.4f} < {f['required_agreement']} - "
-                     f"{CLASS_AGREEMENT_MARGIN} (per-class margin)" for k, a in low)
+    return f.get("failure") or ""
 
 
 def verify_backend(backend, inputs: np.ndarray, reference: np.ndarray, masks, precision: str,
-                   batch_size: int = 8) -> dict:
+                   batch_size: int = 8, names=None) -> dict:
     starts = range(0, len(inputs), batch_size)
     logits = np.concatenate([backend.infer(inputs[i:i + batch_size])
                              for i in track(starts, desc="verify", enabled=len(starts) > 1)])
-    figures = compare(logits, reference, masks, precision)
+    figures = compare(logits, reference, masks, precision, names)
     figures["runtime"] = backend.describe()
     return figures
 
@@ -122,6 +99,16 @@ def format_figures(f: dict) -> str:
     return (f"{f.get('precision', '')} artifact (ran {ran}) vs PyTorch FP32 on {f['n_images']} images{of}: "
             f"mask Dice agreement {f['mask_dice_agreement']:.4f}"
             f"{format_class_dice(f.get('per_class_agreement'))} "
-            f"(min {f['min_mask_dice_agreement']:.4f}, required {f['required_agreement']}), "
+            f"(required {f['required_agreement']}; {_tail(f)}), "
             f"max |delta logit| {f['max_abs_logit_delta']:.4g}{gt}"
             + ("" if gt or not data else "; no ground-truth Dice on these images"))
+
+
+def _tail(f: dict) -> str:
+    """p5, worst and bad images of the per-image distribution, and the 95% bound."""
+    d = f.get("distribution") or {}
+    if not d.get("n"):
+        return "no images"
+    return (f"p5 {d['p5']:.4f}, worst {d['worst']:.4f} ({d['worst_image']}), {d['n_bad']} below "
+            f"{d['bad_below']} (tail floor {100 * f.get('tail_floor', 0):g}%), 95% bound on that share "
+            f"{100 * d['bad_share_upper95']:.1f}%, mean >= {d['mean_lower95']:.4f} (95% bootstrap)")

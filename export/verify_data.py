@@ -1,73 +1,149 @@
 """Which images an export verifies on, and what that verification may claim.
 
-`--verify-data` wins; otherwise the calibration data (`--calib`) when given; otherwise the bundled
-BUSI breast-ultrasound samples. Those samples are the domain of the shipped BUSI model only: for
-any other checkpoint a verification on them reports agreement with PyTorch FP32 alone (no Dice
-against ground truth, which would be meaningless) and warns that they are not the model's domain.
-The plan is recorded in manifest.json (`verification.data`).
+Held out by default: an export never verifies on images that trained or calibrated the model
+when others are known. In order:
+
+1. `--verify-data` (with `--split`, or the `split.json` beside a cmunext-train checkpoint whose
+   validation names the dataset holds: that list of it);
+2. for a shipped model, its own held-out validation images packaged with the toolkit
+   (`samples/busi-heldout`, the 90 of `models/<name>.val.txt`);
+3. the calibration data (`--calib`): not held out for an INT8 model, which says so;
+4. the bundled BUSI samples: the shipped model's domain only; for any other checkpoint
+   the figures are agreement with PyTorch FP32 alone (no Dice against ground truth).
+
+Calibration images are left out of a default verification set (disjoint by name), and a given
+`--verify-data` that overlaps the calibration images or the model's training list is warned
+about. The plan, the training list's source and the overlaps are recorded in manifest.json.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cmunext_edge.artifacts.kinds import is_checkpoint
-from cmunext_edge.fileio import sha256_file
-from cmunext_edge.resources import SAMPLES_DIR, models_dir
+from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, models_dir, shipped_model_name  # noqa: F401 (API)
 
-VERIFY_DATA, CALIBRATION, BUNDLED = "--verify-data", "calibration data (--calib)", "bundled BUSI samples"
+VERIFY_DATA, HELD_OUT = "--verify-data", "held-out validation images"
+CALIBRATION, BUNDLED = "calibration data (--calib)", "bundled BUSI samples"
+MAX_HELD_OUT = 200                 # a held-out list is verified whole up to this many images
 
 
 @dataclass(frozen=True)
 class VerifyPlan:
     source: str                   # folder or file the images come from
-    origin: str                   # VERIFY_DATA, CALIBRATION or BUNDLED
-    ground_truth: bool            # whether Dice against ground-truth masks is reported
+    origin: str                   # VERIFY_DATA, HELD_OUT, CALIBRATION or BUNDLED
+    ground_truth: bool            # whether Dice against ground truth is reported
     note: str                     # what the figures mean, one sentence
+    split: str | None = None      # names file / split.json choosing images of `source`
+    held_out: bool | None = None  # True: known not to be training images; None: unknown
+    training_list: str | None = None   # where the model's training names come from, if known
+    training_names: tuple = field(default=(), repr=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("training_names")
+        return d
 
 
-def shipped_model_name(sha256: str) -> str | None:
-    """The shipped model (models/) whose weights file has this sha256, if any."""
-    try:
-        folder = models_dir()
-    except FileNotFoundError:
-        return None
-    for path in sorted(folder.iterdir()):
-        if is_checkpoint(path) and sha256_file(path) == sha256:
-            return path.stem
+def model_split(weights: Path | None, sha256: str) -> Path | None:
+    """The model's split: `split.json` beside a cmunext-train checkpoint, or a shipped model's
+    `models/<name>.split.json`; None when unknown."""
+    shipped = shipped_model_name(sha256)
+    candidates = ([models_dir() / f"{shipped}.split.json"] if shipped else []) + \
+        ([Path(weights).parent / "split.json"] if weights is not None else [])
+    for path in candidates:
+        if path.is_file():
+            return path
     return None
 
 
-def plan_verification(verify_data, calib, weights_sha256: str) -> VerifyPlan:
-    """Where the verification images come from and whether ground-truth Dice is meaningful there."""
+def _split_lists(path: Path | None) -> tuple[list, list]:
+    if path is None:
+        return [], []
+    try:
+        data = json.loads(path.read_text())
+        return list(data.get("train") or []), list(data.get("val") or [])
+    except (OSError, ValueError, AttributeError):
+        return [], []
+
+
+def _names_in(source) -> set:
+    images = Path(source) / "images"
+    return {p.stem for p in images.iterdir()} if images.is_dir() else set()
+
+
+def plan_verification(verify_data, calib, weights_sha256: str, split=None, weights=None) -> VerifyPlan:
+    """Where the verification images come from and what the figures may claim (module docstring)."""
+    model_split_path = model_split(weights, weights_sha256)
+    train, val = _split_lists(model_split_path)
+    known = {"training_list": str(model_split_path) if train else None, "training_names": tuple(train)}
     if verify_data is not None:
+        if split is None and val and set(val) <= _names_in(verify_data):
+            split = str(model_split_path)
         return VerifyPlan(str(verify_data), VERIFY_DATA, True,
-                          "vs PyTorch FP32 (and ground truth where masks exist) on the given data")
+                          "vs PyTorch FP32 (and ground truth where masks exist) on the given data"
+                          + (f", the validation list of {Path(split).name}" if split else ""),
+                          split=None if split is None else str(split),
+                          held_out=True if split is not None and val else None, **known)
+    shipped = shipped_model_name(weights_sha256)
+    if shipped and HELDOUT_DIR.is_dir():
+        return VerifyPlan(str(HELDOUT_DIR), HELD_OUT, True,
+                          f"vs PyTorch FP32 and ground truth on {shipped}'s held-out validation images "
+                          f"(never trained on; they chose its epoch)", held_out=True, **known)
     if calib is not None:
         return VerifyPlan(str(calib), CALIBRATION, True,
-                          "vs PyTorch FP32 (and ground truth where masks exist) on the calibration data")
-    shipped = shipped_model_name(weights_sha256)
+                          "vs PyTorch FP32 (and ground truth where masks exist) on the calibration data",
+                          held_out=None, **known)
     if shipped:
         return VerifyPlan(str(SAMPLES_DIR), BUNDLED, True,
-                          f"vs PyTorch FP32 and ground truth on the bundled BUSI samples ({shipped}'s domain)")
+                          f"vs PyTorch FP32 and ground truth on the bundled BUSI samples ({shipped}'s domain)",
+                          held_out=True, **known)
     return VerifyPlan(str(SAMPLES_DIR), BUNDLED, False,
                       "agreement with PyTorch FP32 only: the bundled BUSI breast-ultrasound samples are "
-                      "not this model's domain, so no Dice against ground truth is reported")
+                      "not this model's domain, so no Dice against ground truth is reported", **known)
+
+
+def plan_warnings(plan: VerifyPlan, has_split_file: bool = False) -> list[str]:
+    """Warnings printed before verifying: a foreign domain, or data not known to be held out."""
+    out = []
+    if not plan.ground_truth:
+        out.append("warning: no --verify-data (or --calib) given: verifying on the bundled BUSI "
+                   "breast-ultrasound samples, which are not this model's domain. The figures are the "
+                   "agreement with PyTorch FP32 only (no Dice against ground truth); pass "
+                   "--verify-data your_dataset/ to verify on the model's own images.")
+    if plan.origin == CALIBRATION:
+        out.append("warning: verifying on the calibration images (--calib), which are not held out"
+                   + (f"; {plan.training_list} lists the model's validation images: pass --verify-data "
+                      f"DATASET/ to verify on them" if plan.training_list else
+                      "; pass --verify-data with other images of the model's domain"))
+    return out
 
 
 def domain_warning(plan: VerifyPlan) -> str | None:
     """The warning printed when the verification images are not the model's domain."""
-    if plan.ground_truth:
-        return None
-    return ("warning: no --verify-data (or --calib) given: verifying on the bundled BUSI "
-            "breast-ultrasound samples, which are not this model's domain. The figures are the "
-            "agreement with PyTorch FP32 only (no Dice against ground truth); pass "
-            "--verify-data your_dataset/ to verify on the model's own images.")
+    warnings = [w for w in plan_warnings(plan) if "not this model's domain" in w]
+    return warnings[0] if warnings else None
+
+
+def overlaps(verify_names, calib_names, plan: VerifyPlan) -> dict:
+    """Names the verification set shares with the calibration set and with the training list."""
+    v = set(verify_names)
+    return {"calibration": sorted(v & set(calib_names or ())),
+            "training": sorted(v & set(plan.training_names))}
+
+
+def overlap_warnings(shared: dict, plan: VerifyPlan, n: int) -> list[str]:
+    out = []
+    if shared["training"]:
+        out.append(f"warning: {len(shared['training'])} of the {n} verification images are training images "
+                   f"of this model ({plan.training_list}, e.g. {shared['training'][0]!r}): the figures "
+                   f"overstate how the artifact does on new images; use --split with its validation list")
+    if shared["calibration"]:
+        out.append(f"warning: {len(shared['calibration'])} of the {n} verification images also calibrated "
+                   f"the INT8 model (e.g. {shared['calibration'][0]!r}): keep --verify-data and --calib disjoint")
+    return out
 
 
 def short_source(plan: VerifyPlan) -> str:
     """'bundled BUSI samples' or the folder name of the data, for one-line reports."""
-    return plan.origin if plan.origin == BUNDLED else f"{Path(plan.source).name or plan.source} ({plan.origin})"
+    return plan.origin if plan.origin in (BUNDLED, HELD_OUT) else f"{Path(plan.source).name or plan.source} ({plan.origin})"

@@ -87,3 +87,13 @@ def three_class(trained, tmp_path_factory):
     return {"checkpoint": path,
             "masks": make_three_class_dataset(root / "masks_layout", "masks"),
             "labels": make_three_class_dataset(root / "labels_layout", "labels")}
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    """A release key pair and another key pair (the signing tests; needs the [sign] extra)."""
+    pytest.importorskip("model_signing")
+    from cmunext_edge.artifacts.signing import new_key_pair
+    d = tmp_path_factory.mktemp("keys")
+    return {"release": new_key_pair(d / "release.pem", d / "release.pub.pem"),
+            "other": new_key_pair(d / "other.pem", d / "other.pub.pem")}

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from cmunext_edge.artifacts.signing import new_key_pair
 from cmunext_edge.cli import check as check_cli
 from cmunext_edge.device.bundle import file_table, make_bundle, read_bundle, write_manifest
 from cmunext_edge.device.sbom import SBOM, canonical, read_sbom
@@ -18,13 +17,6 @@ from cmunext_edge.device.sbom import SBOM, canonical, read_sbom
 pytest.importorskip("model_signing")
 pytest.importorskip("cyclonedx")
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    return {"release": new_key_pair(d / "release.pem", d / "release.pub.pem"),
-            "other": new_key_pair(d / "other.pem", d / "other.pub.pem")}
 
 
 @pytest.fixture(scope="module")

@@ -100,12 +100,35 @@ def test_bf16_candidates_only_where_bf16_is_native():
     assert [c.name for c in explicit] == ["ov-bf16"]
 
 
+def test_float_layers_resolve_per_cpu_and_by_name():
+    from cmunext_edge.export.openvino_export import FLOAT_LAYERS, resolved_nncf_options
+    for caps in CPUS.values():          # the faithful list on every CPU kind (measured on AVX2)
+        assert cpu_fit.resolve_float_layers("auto", FLOAT_LAYERS, caps) == "faithful"
+    assert cpu_fit.resolve_float_layers("NONE", FLOAT_LAYERS) == "none"
+    assert cpu_fit.resolve_float_layers([], FLOAT_LAYERS) == "none"
+    assert cpu_fit.resolve_float_layers((".*/Conv_1x1/.*",), FLOAT_LAYERS) == [".*/Conv_1x1/.*"]
+    with pytest.raises(ValueError, match="float_layers"):
+        cpu_fit.resolve_float_layers("most", FLOAT_LAYERS)
+    opts = resolved_nncf_options({})
+    assert opts["float_layers"] == "faithful" and opts["float_layer_patterns"] == list(FLOAT_LAYERS["faithful"])
+    assert resolved_nncf_options({"float_layers": "none"})["float_layer_patterns"] == []
+
+
+def test_nncf_ignored_scope_joins_float_layers_and_ignored_names():
+    nncf = pytest.importorskip("nncf")
+    from cmunext_edge.export.openvino_export import FLOAT_LAYERS, _kwargs, resolved_nncf_options
+    scope = _kwargs(nncf, resolved_nncf_options({"ignored_names": [".*Conv_1x1.*"]}))["ignored_scope"]
+    assert scope.patterns == [".*Conv_1x1.*", *FLOAT_LAYERS["faithful"]]
+    assert "ignored_scope" not in _kwargs(nncf, resolved_nncf_options({"float_layers": "none"}))
+
+
 def test_manifest_fields_record_the_machine_and_the_int8_recipe(monkeypatch):
     monkeypatch.setattr(cpu_fit, "detect", lambda: CPUS["zen3"])
     monkeypatch.setattr(int8_recipe, "detect", lambda: CPUS["zen3"])
     fields = int8_recipe.manifest_fields("openvino", "int8", ExportOptions(target="openvino"))
     assert fields["capabilities"]["isa"] == "AVX2" and "no VNNI" in fields["capabilities"]["summary"]
     assert fields["int8_settings"]["nncf"]["overflow_fix"] == "enable"
+    assert fields["int8_settings"]["nncf"]["float_layers"] == "faithful"
     ort = int8_recipe.manifest_fields("onnxruntime", "int8", ExportOptions(target="onnxruntime"))
     assert ort["int8_settings"]["ort_quant"]["reduce_range"] is True           # zen3: no VNNI
     monkeypatch.setattr(cpu_fit, "detect", lambda: CPUS["graviton3"])

@@ -151,3 +151,42 @@ def test_cli_target_auto(weights, tmp_path):
                  "--verify-data", str(SAMPLES), "--verify-size", "4", "--threads", "1", "--out", str(tmp_path)])
     assert code == 0
     assert {"auto_report.md", "auto_report.json", "manifest.json"} <= set(os.listdir(tmp_path))
+
+
+def _gated(name, precision, p50, n_bad, n=60, faithful=None):
+    from cmunext_edge.core.agreement import clopper_pearson_upper
+    r = _row(name, precision, 0.0, p50)
+    r.n_bad, r.bad_upper95, r.worst, r.worst_image = n_bad, clopper_pearson_upper(n_bad, n), 0.5 if n_bad else 1.0, "x"
+    r.faithful = n_bad <= 0.03 * n if faithful is None else faithful
+    r.gate_failure = None if r.faithful else f"{n_bad} of {n} images below 0.9 > tail floor 3%"
+    r.verified = r.faithful
+    r.verification = {"n_images": n, "claim": "c"}
+    return r
+
+
+def test_select_rejects_an_unfaithful_tail_and_says_why_no_int8_is_kept():
+    from cmunext_edge.export.auto import selection_note
+    rows = [_gated("fp32", "fp32", 20.0, 0), _gated("int8-flips", "int8", 4.0, 6)]
+    winner = select(rows, 0.5)
+    assert winner.name == "fp32" and rows[1].status == "rejected" and "tail floor" in rows[1].reason
+    note = selection_note(rows, winner)
+    assert "no INT8 candidate is faithful" in note and "int8-flips, 6 below 0.9" in note
+    # a timing tie goes to the lower bound on the bad-image share
+    tie = [_gated("a", "int8", 5.0, 1), _gated("b", "int8", 5.05, 0)]
+    assert select(tie, 0.5).name == "b"
+
+
+def test_auto_evaluates_on_held_out_images_and_records_the_winners_verification(weights, tmp_path):
+    from cmunext_edge.artifacts.info import describe_artifact, verification_line
+    rep = run_auto(weights, device="CPU", out=tmp_path, candidates=["ort-fp32"], rounds=1, iters=2,
+                   throughput_s=0, time_pytorch=False, threads=1)
+    ev = rep["eval_set"]
+    assert ev["origin"] == "held-out validation images" and ev["held_out"]
+    assert ev["n_images"] == 90 - ev["calibration_excluded"] and ev["calibration_excluded"] == 16
+    row = rep["candidates"][0]
+    assert row["worst_image"] and row["n_bad"] == 0 and row["faithful"] and row["verified"]
+    assert "worst" in (tmp_path / "auto_report.md").read_text()
+    info = describe_artifact(Path(rep["artifact"]))
+    v = info["verification"]
+    assert v["distribution"]["n"] == ev["n_images"] and v["verified"]
+    assert verification_line(v, info["in_manifest"], info["auto"]).startswith("verified")

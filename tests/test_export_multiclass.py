@@ -220,5 +220,8 @@ def test_bundle_carries_every_class_and_the_check_scores_per_class(three_class, 
     assert len(report["agreement"]["per_class_mask_dice"]) == 3
     merged = compare_reports([res.folder / "device_report.json"])
     assert "per class" in merged["markdown"] and len(merged["rows"][0]["per_class_dice"]) == 3
+    from cmunext_edge.resources import SAMPLES_DIR
     with pytest.raises(BundleError, match="model has 3 classes.*has 1"):
-        make_bundle(art, tmp_path / "one", archive=False)
+        make_bundle(art, tmp_path / "one", images=SAMPLES_DIR, archive=False)
+    with pytest.raises(BundleError, match="not its domain: give --images"):
+        make_bundle(art, tmp_path / "none", archive=False)     # a model that is not shipped: no BUSI default

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from cmunext_edge.capabilities import detect
+from cmunext_edge.export.openvino_export import FLOAT_LAYERS
 from cmunext_edge.export.pipeline import export
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 ov = pytest.importorskip("openvino")
+FAITHFUL_CONV = "/encoder1/block/block.0/block.0.0/fn/fn.0/Conv/WithoutBiases"   # FLOAT_LAYERS["faithful"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = Path(ROOT) / "cmunext_edge" / "samples" / "busi"
 
@@ -28,7 +30,7 @@ def ov_export(trained, out):
 
     def get(precision):
         if precision not in done:
-            done[precision] = export(trained, target="openvino", precision=precision, out=out, calib_size=6)
+            done[precision] = export(trained, target="openvino", precision=precision, out=out)
         return done[precision]
     return get
 
@@ -37,7 +39,10 @@ def ov_export(trained, out):
 def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     res = ov_export(precision)
     v = res.verification
-    assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == 6
+    # held out by default: the shipped model's 90 validation images, less the INT8 calibration ones
+    held = 90 - (len(res_calib_files(res)) if precision == "int8" else 0)
+    assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == held
+    assert v["data"]["origin"] == "held-out validation images" and v["distribution"]["n"] == held
     assert v["dice_vs_ground_truth"] is not None
     assert [f.suffix for f in res.files] == [".bin", ".xml"]
     model = ov.Core().read_model(str(res.artifact))
@@ -51,13 +56,19 @@ def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     if precision == "int8":
         assert d["precision"] == "int8"
         manifest = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
-        assert manifest["calibration"]["size"] == 6 and len(manifest["calibration"]["sha256"]) == 64
+        assert manifest["calibration"]["size"] == 16 and len(manifest["calibration"]["sha256"]) == 64
         # the per-CPU recipe (cpu_fit.py) is the default and is recorded with the machine it ran on
         caps = detect()
         assert manifest["capabilities"]["summary"] == caps.summary()
         nncf = manifest["int8_settings"]["nncf"]
         assert nncf["model_type"] == "transformer"
         assert nncf["overflow_fix"] == ("enable" if caps.is_x86 else None)
+        # faithful INT8: the recipe's float layers in the manifest, the convolutions that stayed
+        # float (read back from the quantized IR) in the artifact
+        assert nncf["float_layers"] == "faithful"
+        assert nncf["float_layer_patterns"] == list(FLOAT_LAYERS["faithful"])
+        kept = json.loads(model.get_rt_info(["model_info", "cmunext_edge.int8_float_layers"]).astype(str))
+        assert kept == [FAITHFUL_CONV]
     assert seg.self_test().passed
     image = sorted((SAMPLES / "images").iterdir())[0]
     result = seg.segment(str(image))
@@ -69,15 +80,35 @@ def test_openvino_fp16_weights_are_compressed(ov_export):
     assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
 
 
+def test_float_layers_are_kept_in_float_and_recorded(trained, tmp_path):
+    """A float-layer list of one's own (here the last convolution) is honoured and recorded; the
+    artifact runs and passes its self-test."""
+    res = export(trained, target="openvino", precision="int8", out=tmp_path, calib_size=4, verify=False,
+                 nncf={"float_layers": [".*/Conv_1x1/.*"]})
+    model = ov.Core().read_model(str(res.artifact))
+    kept = json.loads(model.get_rt_info(["model_info", "cmunext_edge.int8_float_layers"]).astype(str))
+    assert kept == ["/Conv_1x1/Conv/WithoutBiases"]
+    manifest = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
+    assert manifest["int8_settings"]["nncf"]["float_layer_patterns"] == [".*/Conv_1x1/.*"]
+    seg = EdgeSegmenter.from_artifact(res.artifact, device="cpu")
+    assert seg.describe()["precision"] == "int8" and seg.self_test().passed
+
+
 def test_nncf_options_pass_through(trained, tmp_path):
     res = export(trained, target="ov", precision="int8", out=tmp_path, calib_size=4, verify=False,
                  nncf={"model_type": None, "preset": "mixed", "fast_bias_correction": True, "subset_size": 4})
     assert res.artifact.exists() and res.verification is None
 
 
+def res_calib_files(res) -> list:
+    """The calibration images an export recorded in its manifest entry."""
+    entry = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
+    return (entry.get("calibration") or {}).get("files") or []
+
+
 def test_onnxruntime_int8_qdq(trained, out):
     onnx = pytest.importorskip("onnx")
-    res = export(trained, target="ort", out=out, calib_size=6)
+    res = export(trained, target="ort", out=out)            # calibrated on the 16 bundled samples
     assert res.precision == "int8" and res.verification["mask_dice_agreement"] >= 0.97
     model = onnx.load(str(res.artifact))
     ops = {n.op_type for n in model.graph.node}
@@ -88,3 +119,15 @@ def test_onnxruntime_int8_qdq(trained, out):
     caps = detect()        # 7-bit weights exactly where x86 INT8 is not native (the recorded ISA)
     assert entry["int8_settings"]["ort_quant"]["reduce_range"] is (caps.is_x86 and not caps.int8_native)
     assert entry["capabilities"]["int8_native"] is caps.int8_native
+    assert {p.key: p.value for p in model.metadata_props}["cmunext_edge.int8_float_layers"] == "[]"
+
+
+def test_onnxruntime_int8_float_layers(trained, tmp_path):
+    """ONNX Runtime INT8 keeps the named float layers unquantized and records them."""
+    onnx = pytest.importorskip("onnx")
+    res = export(trained, target="ort", out=tmp_path, calib_size=4, verify=False,
+                 ort_quant={"float_layers": "faithful"})
+    model = onnx.load(str(res.artifact))
+    kept = json.loads({p.key: p.value for p in model.metadata_props}["cmunext_edge.int8_float_layers"])
+    assert kept == [FAITHFUL_CONV.removesuffix("/WithoutBiases")]
+    assert EdgeSegmenter.from_artifact(res.artifact).self_test().passed

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cmunext_edge.artifacts.integrity import SignatureError, artifact_files, precheck
-from cmunext_edge.artifacts.signing import (ENV_VAR, TrustPolicyError, new_key_pair, sign_artifact,
+from cmunext_edge.artifacts.signing import (ENV_VAR, TrustPolicyError, sign_artifact,
                                             signature_path, trust_policy)
 from cmunext_edge.cli import keys as keys_cli
 from cmunext_edge.cli import predict as predict_cli
@@ -20,13 +20,6 @@ from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 pytest.importorskip("model_signing")
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    d = tmp_path_factory.mktemp("keys")
-    return {"release": new_key_pair(d / "release.pem", d / "release.pub.pem"),
-            "other": new_key_pair(d / "other.pem", d / "other.pub.pem")}
 
 
 def _export(trained, out, key, **options):

@@ -12,7 +12,7 @@ import pytest
 from cmunext_edge.artifacts.meta import (build_metadata, check_selftest, make_selftest, selftest_input)
 from cmunext_edge.bench.report import COLUMNS, format_table, honest_dice_axis, verification
 from cmunext_edge.cli.info import main as info_main
-from cmunext_edge.export.verify_data import BUNDLED, CALIBRATION, VERIFY_DATA, plan_verification
+from cmunext_edge.export.verify_data import BUNDLED, CALIBRATION, HELD_OUT, VERIFY_DATA, plan_verification
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.core.preprocess import PreprocessSpec
 
@@ -22,15 +22,16 @@ SAMPLES = ROOT / "cmunext_edge" / "samples" / "busi"
 
 
 # --- 1. verification data ------------------------------------------------------------------
-def test_verification_plan_prefers_verify_data_then_calib_then_bundled():
+def test_verification_plan_prefers_verify_data_then_held_out_then_calib_then_bundled():
     assert plan_verification("mine/", "calib/", "x" * 64).origin == VERIFY_DATA
     plan = plan_verification(None, "calib/", "x" * 64)
     assert plan.origin == CALIBRATION and plan.source == "calib/" and plan.ground_truth
     foreign = plan_verification(None, None, "0" * 64)
     assert foreign.origin == BUNDLED and not foreign.ground_truth and "not this model's domain" in foreign.note
-    if SHIPPED.is_file():          # the bundled samples are the shipped BUSI model's own domain
-        own = plan_verification(None, None, sha256_file(SHIPPED))
-        assert own.origin == BUNDLED and own.ground_truth and "cmunext-s-busi" in own.note
+    if SHIPPED.is_file():          # the shipped model: its own held-out validation images, even with --calib
+        for calib in (None, "calib/"):
+            own = plan_verification(None, calib, sha256_file(SHIPPED))
+            assert own.origin == HELD_OUT and own.ground_truth and own.held_out and "cmunext-s-busi" in own.note
 
 
 def test_off_domain_export_verifies_on_given_data_with_ground_truth(ckpt_s, tmp_path):

@@ -89,16 +89,24 @@ def describe_artifact(path: str | Path) -> dict:
             "selftest": bool(selftest), "tensorrt": {k[1:]: v for k, v in flat.items() if k.startswith("_")} or None,
             "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files if f.is_file()],
             "sha256": sha256_file(path) if path.is_file() else None,
-            "verification": (entry or {}).get("verification"), "in_manifest": entry is not None}
+            "verification": (entry or {}).get("verification"), "in_manifest": entry is not None,
+            "auto": (entry or {}).get("auto")}
 
 
-def verification_line(v: dict | None, in_manifest: bool) -> str:
+def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = None) -> str:
     if not in_manifest:
         return "unknown (no manifest.json entry beside the artifact)"
     if not v:
-        return "NOT verified at export (--no-verify)"
+        return ("NOT verified: chosen by --target auto without a verification record (see its "
+                f"{auto.get('report', 'auto_report.md')})" if auto else "NOT verified at export (--no-verify)")
     data = (v.get("data") or {}).get("label") or (v.get("source") or {}).get("source", "?")
     gt = v.get("dice_vs_ground_truth")
-    return (f"{'passed' if v.get('passed') else 'FAILED'}: vs PyTorch FP32 on {v['n_images']} images of {data}, "
-            f"mask Dice agreement {v['mask_dice_agreement']:.4f} (required {v['required_agreement']})"
+    status = "FAILED" if not v.get("passed") else \
+        ("passed, NOT verified (too few images)" if v.get("verified") is False else
+         "verified" if v.get("verified") else "passed")
+    d = v.get("distribution") or {}
+    tail = (f", worst {d['worst']:.4f}, {d['n_bad']} below {d['bad_below']} (95% bound on that share "
+            f"{100 * d['bad_share_upper95']:.1f}%)" if d.get("n") else "")
+    return (f"{status}: vs PyTorch FP32 on {v['n_images']} images of {data}, "
+            f"mask Dice agreement {v['mask_dice_agreement']:.4f} (required {v['required_agreement']}){tail}"
             + (f", Dice vs ground truth {gt:.4f}" if gt is not None else ", no ground-truth Dice"))

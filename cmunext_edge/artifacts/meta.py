@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cmunext_edge._version import __version__
+from cmunext_edge.core.agreement import GATES
 from cmunext_edge.core.metrics import mean_dice
 from cmunext_edge.core.preprocess import PreprocessSpec
 
@@ -29,8 +30,9 @@ KEYS = ("format_version", "preprocess", "variant", "in_channels", "num_classes",
         "source_sha256", "toolkit_version", "precision", "target", "selftest", "runtime", "graph",
         "content_sha256")
 FORMAT_VERSION = "1"
-# Minimum mean mask Dice agreement per precision: export verification and self-test.
-AGREEMENT_THRESHOLDS = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99, "int8": 0.97}
+# Minimum mean mask Dice agreement per precision: export verification and self-test. The one
+# table is core.agreement.GATES (mean floor and tail floor per precision).
+AGREEMENT_THRESHOLDS = {p: g.mean for p, g in GATES.items()}
 POOL = 8
 
 

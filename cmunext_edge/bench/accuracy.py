@@ -5,8 +5,10 @@ Dice/IoU are the official metric over all of the model's class channels
 ground truth from `groundtruth.load_truth(sample, classes, spec.size)`, averaged over images;
 with several classes the row also carries each class's mean Dice (`per_class_dice`). A dataset with
 fewer classes than the model gets no Dice. Agreement is the
-mean mask Dice (classes averaged) between the row's logits > 0 and the PyTorch fp32 logits > 0
-of the source checkpoint, plus the max |delta logit| over all pixels and images. The
+one comparator's (core.agreement.Comparator): per-image mask Dice (classes averaged) between the
+row's logits > 0 and the PyTorch fp32 logits > 0 of the source checkpoint, its mean, distribution
+(p5, worst image, images below 0.90, 95% bounds) and the export gate's decision for the row's
+precision (`row.agreement`), plus the max |delta logit| over all pixels and images. The
 reference logits are computed once per checkpoint and kept in a temporary memory-mapped .npy.
 """
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth
-from cmunext_edge.core.metrics import class_scores_from_logits, mean_dice, summarize_scores
+from cmunext_edge.core.agreement import GATES, Comparator, gate
+from cmunext_edge.core.metrics import class_scores_from_logits, summarize_scores
 from cmunext_edge.core.preprocess import load_image
 from cmunext_edge.runtime.registry import open_backend
 
@@ -64,30 +67,34 @@ class Evaluator:
             self._ref_cache[key] = tmp.name
         return np.load(self._ref_cache[key], mmap_mode="r")
 
+    def _names(self, n: int) -> list:
+        return [s.name for s in self.samples[:n]] if self.samples else list(range(n))
+
     def evaluate(self, backend, row, ref_path: Path | None) -> None:
         ref = self.reference_logits(ref_path) if ref_path is not None else None
-        scores, agree, delta, k = [], [], 0.0, 0
+        scores, agree, k = [], Comparator(), 0
         classes = int(getattr(backend, "num_classes", None) or 1)
         for x, masks in self.batches(backend.spec, classes):
             logits = backend.infer(x)
             if ref is not None and tuple(ref.shape[1:]) != logits.shape[1:]:
                 ref = None      # different input size or classes than the checkpoint: no agreement
-            for lg, m in zip(logits, masks):
-                if m is not None:
-                    scores.append(class_scores_from_logits(lg, m))
-                if ref is not None:
-                    r = np.asarray(ref[k])
-                    agree.append(mean_dice(lg > 0, r > 0))
-                    delta = max(delta, float(np.max(np.abs(lg - r))))
-                k += 1
+            scores += [class_scores_from_logits(lg, m) for lg, m in zip(logits, masks) if m is not None]
+            if ref is not None:
+                agree.add(logits, np.asarray(ref[k:k + len(logits)]), self._names(k + len(logits))[k:])
+            k += len(logits)
         if scores:
             summary = summarize_scores(scores)
             row.iou, row.dice, row.n_dice_images = summary["mean_iou"], summary["mean_dice"], len(scores)
             if len(summary["per_class_dice"]) > 1:
                 row.per_class_dice = summary["per_class_dice"]
-        if agree:
-            row.agreement_dice, row.max_abs_logit_delta = float(np.mean(agree)), delta
+        if len(agree):
+            summary = agree.summary()
+            row.agreement_dice, row.max_abs_logit_delta = summary["mask_dice_agreement"], agree.max_abs_delta
             row.n_agreement_images, row.reference = len(agree), str(ref_path)
+            row.agreement = {"distribution": summary["distribution"],
+                             **({"per_class_distribution": summary["per_class_distribution"]}
+                                if "per_class_distribution" in summary else {}),
+                             **(gate(summary, row.precision) if row.precision in GATES else {})}
 
     def cleanup(self) -> None:
         for name in self._ref_cache.values():

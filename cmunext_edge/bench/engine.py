@@ -115,6 +115,7 @@ class RowResult:
     agreement_dice: float | None = None
     max_abs_logit_delta: float | None = None
     n_agreement_images: int = 0
+    agreement: dict | None = None        # distribution, 95% bounds and gate (core.agreement)
     reference: str | None = None
     source_sha256: str | None = None
     vs_torch_fp32: float | None = None   # speedup: PyTorch eager fp32 p50 / this row's p50

@@ -44,13 +44,19 @@ def verification(r, long: bool = False) -> str:
     agree = r.get("agreement_dice")
     if need is not None and agree is not None and agree < need:
         return f"NO: agreement with PyTorch {agree:.4f} < {need} ({prec})" if long else "NO"
+    gate = r.get("agreement") or {}
+    if gate.get("passed") is False:
+        return f"NO: {gate.get('failure')}" if long else "NO"
     if entry is not None and not entry.get("verification"):
         auto = entry.get("auto") or {}
         if auto.get("mask_dice_agreement") is not None and need and auto["mask_dice_agreement"] >= need:
             return "yes (auto)"
         return "NO: exported without verification (--no-verify)" if long else "NO"
     if entry is not None:
-        return "yes" if entry["verification"].get("passed") else "NO"
+        v = entry["verification"]
+        if v.get("passed") and v.get("verified") is False:
+            return f"few: {v.get('claim')}" if long else "few"
+        return "yes" if v.get("passed") else "NO"
     return "-"
 
 

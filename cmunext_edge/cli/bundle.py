@@ -28,10 +28,11 @@ def build_parser():
     p = make_parser("cmunext-bundle", __doc__, EXAMPLE)
     p.add_argument("artifact", help="exported artifact (.onnx, .xml, .engine)")
     p.add_argument("--out", help="folder for the bundle (default: beside the artifact)")
-    p.add_argument("--images", help="verification images with masks (official layout; default: the "
-                                    "bundled samples)")
-    p.add_argument("--n-images", type=positive_int, default=4,
-                   help="verification images taken (default 4)")
+    p.add_argument("--images", help="held-out verification images with masks (official layout); default: "
+                                    "a shipped model's held-out images; required for any other model")
+    p.add_argument("--n-images", type=positive_int, help="verification images taken (default: as many as the "
+                                                         "precision's tail claim needs, 49; fewer: cmunext-check "
+                                                         "reports the weaker claim)")
     p.add_argument("--device", default="cpu", help="device that makes the host reference outputs (default cpu)")
     p.add_argument("--no-archive", dest="archive", action="store_false", help="write the folder only")
     p.add_argument("--sign-key", metavar="KEY.pem", help="sign the artifact and the bundle with this private "

@@ -78,7 +78,8 @@ def summary(report: dict) -> str:
                      f"{str(model.get('sha256'))[:12]}, source checkpoint {str(model.get('source_checkpoint_sha256'))[:12]}")
     if agr:
         parts.append(f"agreement with host on its inputs {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
-                     f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g})")
+                     f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g}; "
+                     f"{'' if agr.get('verified') else 'NOT verified for the tail: '}{agr.get('claim') or '-'})")
     e2e = report.get("end_to_end")
     if e2e:
         parts.append(f"end to end (device preprocessing, {100 * e2e['input_values_differing']:.1f}% of input "

@@ -22,9 +22,9 @@ EXAMPLE = """examples:
   (cmunext-s-busi is the shipped model; your_dataset/ stands for your images/ + masks/0/ folder)
   cmunext-export --weights cmunext-s-busi --target onnx
   cmunext-export --weights models/cmunext-s-busi.safetensors --target openvino --int8 --calib-size 16
-  cmunext-export --weights runs/mine/best.pth --target openvino --int8 --calib your_dataset/
-      (verifies on the calibration data; --verify-data your_dataset/ to verify on other images)
-  cmunext-export --weights runs/mine/best.pth --target onnx --verify-data your_dataset/
+  cmunext-export --weights runs/mine/best.pth --target openvino --int8 --calib your_calibration_images/ \\
+      --verify-data your_dataset/    (its validation images: runs/mine/split.json is read)
+  cmunext-export --weights runs/mine/best.pth --target onnx --verify-data your_dataset/ --split val.txt
   cmunext-export --weights best.pth --target ort --int8 --calib your_dataset/ --calib-size 32 --out exports
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
   cmunext-export --weights cmunext-s-busi --target auto --candidates ort-fp32,ov-fp32,ov-int8-transformer-dense
@@ -35,9 +35,15 @@ EXAMPLE = """examples:
        on training images, not on the images the Dice budget is measured on)
   cmunext-export --weights exports/cmunext-s-busi_fp32.onnx --target triton --out model_repository
 
-verification data: --verify-data, else the calibration data (--calib), else the bundled BUSI
-samples; on those, a model other than the shipped BUSI one is checked for agreement with
-PyTorch FP32 only (no ground-truth Dice) with a warning. manifest.json records which it was.
+verification data (held out by default): --verify-data (its --split, or the validation list of the
+split.json beside a cmunext-train checkpoint), else a shipped model's own held-out validation
+images, else the calibration data (--calib, with a warning: not held out), else the bundled BUSI
+samples (a model other than the shipped BUSI one: agreement with PyTorch FP32 only, no
+ground-truth Dice). Calibration images are left out of a default verification set; overlaps of
+--verify-data with --calib or the training list are warned about. The gate: mean mask agreement
+>= the precision's floor and at most 3% of images below 0.90; passing on fewer images than that
+tail claim needs (49) keeps the artifact but says NOT verified (docs/export.md, "Verification").
+manifest.json records the images, the distribution and the 95% bounds.
 
 exit codes: 0 success; 2 nothing written (usage error, unreadable weights, missing extra, failed
 verification, write error); 130 interrupted (Ctrl-C / SIGTERM: nothing is left behind).
@@ -57,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         prec.add_argument(f"--{flag}", dest="precision", action="store_const", const=flag,
                           help=f"{flag.upper()} artifact" + (" (calibrated on --calib)" if flag == "int8" else ""))
     p.add_argument("--calib", help="INT8 calibration images: a folder or an official-layout dataset "
-                                   "(default: the bundled samples); also the default --verify-data")
+                                   "(default: the bundled samples); verification leaves them out")
     p.add_argument("--calib-size", type=positive_int, default=64, help="images sampled (seeded) for calibration (default 64)")
     p.add_argument("--imgsz", type=network_side, help="square network input size, multiple of 16 (default: the checkpoint's)")
     shape = p.add_mutually_exclusive_group()
@@ -67,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="exports", help="output folder (default exports/)")
     v = p.add_argument_group("verification")
     v.add_argument("--verify-data", help="verification images, with masks/0/ for ground-truth Dice "
-                   "(default: --calib when given, else the bundled samples)")
-    v.add_argument("--verify-size", type=positive_int, help="images sampled from --verify-data (default --calib-size)")
-    v.add_argument("--no-verify", dest="verify", action="store_false", help="keep the artifact without checking it")
+                   "(default: the model's held-out images when known, else --calib, else the bundled samples)")
+    v.add_argument("--verify-size", type=positive_int, help="images sampled from the verification data (default: a "
+                   "held-out list whole, up to 200; otherwise --calib-size)")
+    v.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="keep the artifact without checking it (warns; the manifest says NOT verified)")
     v.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed (default 0)")
     v.add_argument("--device", help="device the artifact is verified on (default cpu; cuda for TensorRT); "
                                     "a device not present falls back to CPU and says so")
@@ -87,12 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument_group("--target auto")
     a.add_argument("--max-dice-drop", type=nonnegative_float, default=0.5,
                    help="Dice budget in points below PyTorch FP32 on the same images (0.5 = 0.005; default 0.5)")
-    a.add_argument("--split", help="name list or training split.json (its 'val' list) of --verify-data")
+    v.add_argument("--split", help="name list or training split.json (its 'val' list) choosing the images of "
+                   "--verify-data (default: the split.json beside a cmunext-train checkpoint when "
+                   "--verify-data holds its validation images)")
     a.add_argument("--candidates", help="comma list of candidate names (default: all for the device)")
     a.add_argument("--threads", type=positive_int, help="inference threads to measure with and store in the artifact")
     a.add_argument("--no-agreement-floor", dest="agreement_floor", action="store_false",
-                   help="select on the Dice budget alone, ignoring the per-precision agreement with "
-                        "PyTorch that every verified export needs (FP32 0.999, FP16/BF16 0.99, INT8 0.97)")
+                   help="select on the Dice budget alone, ignoring the per-precision agreement gate with "
+                        "PyTorch that every verified export needs (mean FP32 0.999, FP16/BF16 0.99, INT8 "
+                        "0.97; at most 3%% of images below 0.90)")
     t.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--sign-key", metavar="KEY.pem", help="sign the artifact's files with this private key "
                    "(-> ARTIFACT.sig beside them; make one with cmunext-keys new; docs/signing.md)")

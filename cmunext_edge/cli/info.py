@@ -103,7 +103,7 @@ def _artifact(args) -> int:
             ("runtime", info["runtime_settings"] or "backend defaults"),
             ("graph", ", ".join(info["graph_rewrites"]) or "as traced"),
             ("self-test", "embedded" if info["selftest"] else "none"),
-            ("verification", verification_line(info["verification"], info["in_manifest"])),
+            ("verification", verification_line(info["verification"], info["in_manifest"], info.get("auto"))),
             ("files", ", ".join(f"{f['name']} ({f['bytes'] / 1e6:.2f} MB)" for f in info["files"])),
             ("source sha256", info["source_sha256"]), ("toolkit", info["toolkit_version"])]
     if info["tensorrt"]:

@@ -30,12 +30,13 @@ from cmunext_edge._version import __version__
 from cmunext_edge.artifacts.kinds import kind_of
 from cmunext_edge.artifacts.manifest import manifest_entry
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
+from cmunext_edge.core.agreement import GATES, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
-from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.fileio import hash_mismatches, sha256_file
 from cmunext_edge.data.groundtruth import classes_check
 from cmunext_edge.core.preprocess import ImageReadError
-from cmunext_edge.resources import SAMPLES_DIR
+from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 from cmunext_edge.device.wheel import write_core_wheel
 
 FORMAT = "cmunext-edge device bundle"
@@ -96,8 +97,18 @@ def requirements(runtime_module: str, signed: bool = False) -> list[str]:
     return [f"{d}=={v}" for d, v in (p for p in pins if p)]
 
 
+def default_images(source_sha256: str | None):
+    """The verification images of a bundle without --images: a shipped model's held-out
+    validation images; any other model has no default (BundleError: --images is required)."""
+    if source_sha256 and shipped_model_name(source_sha256):
+        return HELDOUT_DIR if HELDOUT_DIR.is_dir() else SAMPLES_DIR
+    raise BundleError("this artifact was not exported from a shipped model, so the bundled BUSI "
+                      "breast-ultrasound images are not its domain: give --images with held-out images "
+                      "of the model's own data (official layout: images/, masks/0/)")
+
+
 def _pick_samples(images, n: int, num_classes: int = 1) -> list:
-    samples = [s for s in discover(images or SAMPLES_DIR) if s.mask is not None]
+    samples = [s for s in discover(images) if s.mask is not None]
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
@@ -105,8 +116,7 @@ def _pick_samples(images, n: int, num_classes: int = 1) -> list:
                             "verification ground truth")
     if problem:
         raise BundleError(problem)
-    step = max(1, len(samples) // n)
-    return samples[::step][:n]
+    return seeded_sample(samples, n, 0)
 
 
 def _reference(backend, samples, folder: Path) -> list[dict]:
@@ -185,9 +195,13 @@ Under emulation (QEMU) the times are not speeds.
 """
 
 
-def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: str = "cpu",
+def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None, device: str = "cpu",
                 archive: bool = True, sign_key=None) -> BundleResult:
-    """Write `<out>/<artifact stem>.bundle/` (+ `.tar.gz`) for `artifact`; see the module docstring."""
+    """Write `<out>/<artifact stem>.bundle/` (+ `.tar.gz`) for `artifact`; see the module docstring.
+
+    `n_images` None: as many as the precision's tail claim needs (core.agreement.min_images, 49),
+    or all the images there are when fewer (the device report then states the weaker claim).
+    Without `images`, only a shipped model's artifact has default images (its held-out ones)."""
     from cmunext_edge.artifacts.signing import check_signing_key
     from cmunext_edge.runtime.registry import entry_for_path
     artifact = Path(artifact)
@@ -209,7 +223,7 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int = 4, device: s
     return BundleResult(folder, tar, manifest)
 
 
-def _fill(folder: Path, artifact: Path, entry, images, n_images: int, device: str, sign_key) -> dict:
+def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, device: str, sign_key) -> dict:
     """Copy, run, pin, describe and (with `sign_key`) sign everything in the bundle -> its manifest."""
     from cmunext_edge.artifacts.signing import sign_artifact, sign_files
     from cmunext_edge.device.sbom import SBOM, write_requirements, write_sbom
@@ -222,9 +236,11 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int, device: st
         if "spec" not in meta or not meta.get("selftest"):
             raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
                               "contract or self-test); export it with cmunext-export first")
-        refs = _reference(backend, _pick_samples(images, n_images, int(backend.num_classes or 1)), folder)
+        precision = meta.get("precision", "fp32")
+        images = images or default_images(meta.get("source_sha256"))
+        n = n_images or min_images(precision if precision in GATES else "int8")
+        refs = _reference(backend, _pick_samples(images, n, int(backend.num_classes or 1)), folder)
         ran = backend.describe()
-    precision = meta.get("precision", "fp32")
     (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
     (folder / "selftest.json").write_text(json.dumps(meta["selftest"], indent=2, sort_keys=True) + "\n")
     reqs = requirements(entry.requires, signed=bool(sign_key))
@@ -241,6 +257,7 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int, device: st
                 "sbom": SBOM, "signed": bool(sign_key),
                 "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
                                "max_dice_drop": MAX_DICE_DROP},
+                "images": {"source": str(images), "n": len(refs)},
                 "host": {**host_description(), "ran": ran}}
     (folder / "README.md").write_text(_readme(manifest))
     manifest["files"] = file_table(folder)

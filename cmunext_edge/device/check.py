@@ -30,7 +30,7 @@ from cmunext_edge.artifacts.integrity import SignatureError
 from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError,
                                         host_description, read_bundle, verify_files)
 from cmunext_edge.device.bundle_truth import reference_truth, spec_input, truth_scores
-from cmunext_edge.core.metrics import iou_dice
+from cmunext_edge.core.agreement import GATES, Comparator, gate
 from cmunext_edge.core.preprocess import PreprocessSpec
 
 REPORT_FORMAT = "cmunext-edge device report"
@@ -106,21 +106,22 @@ def _step_selftest(st: CheckState) -> str | None:
     return None if res.passed else str(res)
 
 
-def _agreement(outs, refs) -> dict:
-    """Mask Dice agreement (mean, min), identical masks and max logit delta of outputs vs the host's."""
-    agree = [float(np.mean([iou_dice(a > 0, b > 0)[1] for a, b in zip(o, r)])) for o, r in zip(outs, refs)]
-    return {"mask_dice_mean": float(np.mean(agree)), "mask_dice_min": float(np.min(agree)),
-            "max_abs_logit_delta": float(max(np.max(np.abs(o - r)) for o, r in zip(outs, refs))),
-            "identical_masks": sum(int(np.array_equal(o > 0, r > 0)) for o, r in zip(outs, refs)),
-            "images": len(agree), **_class_agreement(outs, refs)}
-
-
-def _class_agreement(outs, refs) -> dict:
-    """Each class's mean mask Dice agreement, for several classes only (one-class reports unchanged)."""
-    if len(outs[0]) < 2:
-        return {}
-    per = [[iou_dice(a > 0, b > 0)[1] for a, b in zip(o, r)] for o, r in zip(outs, refs)]
-    return {"per_class_mask_dice": [float(v) for v in np.mean(per, axis=0)]}
+def _agreement(outs, refs, names=None) -> dict:
+    """The one comparator (core.agreement) of outputs vs the host's: mean, min, distribution with
+    95% bounds, identical masks, max logit delta; each class's mean for several classes."""
+    comp = Comparator()
+    comp.add(outs, refs, names)
+    s = comp.summary()
+    out = {"mask_dice_mean": s["mask_dice_agreement"], "mask_dice_min": s["min_mask_dice_agreement"],
+           "max_abs_logit_delta": s["max_abs_logit_delta"], "identical_masks": s["identical_masks"],
+           "images": s["n_images"], "distribution": s["distribution"],
+           "nonfinite_images": s["nonfinite_images"]}
+    if s["nonfinite_images"]:
+        out["nonfinite_image_names"] = s["nonfinite_image_names"]
+    if "per_class_agreement" in s:
+        out["per_class_mask_dice"] = s["per_class_agreement"]
+        out["per_class_distribution"] = s["per_class_distribution"]
+    return out
 
 
 def _references(st: CheckState) -> tuple[list, np.ndarray, np.ndarray]:
@@ -132,15 +133,27 @@ def _references(st: CheckState) -> tuple[list, np.ndarray, np.ndarray]:
 def _step_runtime(st: CheckState) -> str | None:
     """The host's own input tensors through the device's runtime: the runtime alone, judged
     against the artifact precision's agreement floor (or the floor of the precision that ran)."""
-    _, inputs, logits = _references(st)
+    rows, inputs, logits = _references(st)
     outs = [st.backend.infer(x[None])[0] for x in inputs]
     thr, ran = st.manifest["thresholds"], st.backend.precision
     need = min(thr["min_agreement"], AGREEMENT_THRESHOLDS.get(ran, thr["min_agreement"]))
-    agr = st.report["agreement"] = {**_agreement(outs, logits), "required": need}
+    agr = st.report["agreement"] = {**_agreement(outs, logits, [r["name"] for r in rows]), "required": need}
+    judged = st.manifest.get("precision") if st.manifest.get("precision") in GATES else "int8"
+    if need < GATES[judged].mean:           # the device ran a lower precision: its floor applies
+        judged = next(p for p, g in GATES.items() if g.mean == need)
+    decision = gate({"distribution": agr["distribution"], "per_class_agreement": agr.get("per_class_mask_dice"),
+                     **{k: agr.get(k) for k in ("nonfinite_images", "nonfinite_image_names", "max_abs_logit_delta")}},
+                    judged)
+    agr.update({"tail_floor": decision["tail_floor"], "min_images": decision["min_images"],
+                "verified": decision["verified"], "claim": decision["claim"]})
+    if agr["nonfinite_images"]:
+        return f"outputs disagree with the export host on the host's inputs: {decision['failure']}"
     if agr["mask_dice_mean"] < need:
         return (f"outputs disagree with the export host: mask Dice agreement {agr['mask_dice_mean']:.4f} < "
                 f"{need} on the host's inputs (max logit delta {agr['max_abs_logit_delta']:.3g}, "
                 f"precision that ran: {ran})")
+    if not decision["passed"]:
+        return f"outputs disagree with the export host on the host's inputs: {decision['failure']}"
     return None
 
 
@@ -157,7 +170,7 @@ def _step_end_to_end(st: CheckState) -> str | None:
         scores.append(truth_scores(outs[-1], reference_truth(st.folder, row, classes, spec.size)))
     dice, host = [s["dice"] for s in scores], [row["host_dice"] for row in rows]
     diff = np.stack(diffs)
-    st.report["end_to_end"] = {**_agreement(outs, logits),
+    st.report["end_to_end"] = {**_agreement(outs, logits, [r["name"] for r in rows]),
                                "input_values_differing": float(np.mean(diff > 0)),
                                "input_max_abs_diff": float(diff.max())}
     budget = st.manifest["thresholds"]["max_dice_drop"]

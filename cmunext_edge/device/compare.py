@@ -11,7 +11,7 @@ from cmunext_edge._deps import require
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import format_class_dice
 
-COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "identical masks",
+COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "below 0.90 (95% bound)", "identical masks",
            "max logit delta", "end-to-end agreement", "inputs differing", "Dice (host)", "check")
 
 
@@ -41,6 +41,7 @@ def row(rep: dict) -> dict:
             "ran_precision": ran.get("precision"), "p50_ms": lat.get("p50"), "fps": fps.get("batch1_loop"),
             "agreement": agr.get("mask_dice_mean"), "identical_masks": agr.get("identical_masks"),
             "images": agr.get("images"), "max_logit_delta": agr.get("max_abs_logit_delta"),
+            "distribution": agr.get("distribution"), "tail_verified": agr.get("verified"),
             "e2e_agreement": e2e.get("mask_dice_mean"), "inputs_differing": e2e.get("input_values_differing"),
             "dice": dice.get("device"), "host_dice": dice.get("host"), "passed": rep["passed"],
             **({"per_class_dice": dice["per_class_device"]} if dice.get("per_class_device") else {}),
@@ -57,11 +58,19 @@ def _cells(r: dict) -> list[str]:
             f"{r['ran_device'] or '-'} {r['ran_precision'] or '-'}",
             _f(r["p50_ms"], ".2f") + ("¹" if emu and r["p50_ms"] is not None else ""),
             _f(r["fps"], ".3g") + ("¹" if emu and r["fps"] is not None else ""), _f(r["agreement"], ".4f"),
+            _tail(r.get("distribution"), r.get("tail_verified")),
             "-" if r["identical_masks"] is None else f"{r['identical_masks']}/{r['images']}",
             _f(r["max_logit_delta"], ".2g"), _f(r["e2e_agreement"], ".4f"),
             "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})"
             + format_class_dice(r.get("per_class_dice")),
             "pass" if r["passed"] else f"FAIL: {r['first_failure']}"]
+
+
+def _tail(d: dict | None, verified) -> str:
+    """'0/49 (5.9%)': images below 0.90 of those compared, the 95% bound; '(few)' when too few for the claim."""
+    if not d or not d.get("n"):
+        return "-"
+    return f"{d['n_bad']}/{d['n']} ({100 * d['bad_share_upper95']:.1f}%)" + ("" if verified else " few")
 
 
 def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check reports)") -> str:
@@ -73,7 +82,9 @@ def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check 
                       "about the real device's speed (correctness only). " + "; ".join(notes)]
     lines += ["", "agreement: mean mask Dice against the export host's outputs for the same artifact, the "
                   "device running the host's own input tensors (the runtime alone; gated by the precision's "
-                  "floor); end-to-end agreement: the images preprocessed on the device (inputs differing: "
+                  "floor and tail floor); below 0.90: images whose agreement is below 0.90, of those compared, "
+                  "with the 95% upper bound on that share ('few': too few images for the precision's tail "
+                  "claim); end-to-end agreement: the images preprocessed on the device (inputs differing: "
                   "share of input values that differ from the host's preprocessing); Dice: against ground "
                   "truth, end to end (host's in brackets; per class for several classes); ran: device and precision the runtime reported."]
     return "\n".join(lines) + "\n"

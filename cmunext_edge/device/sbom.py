@@ -137,7 +137,9 @@ def read_sbom(folder: Path) -> dict:
 def check_installed(folder: Path) -> dict:
     """Compare the SBOM with what is installed here -> {components, model, missing, different, extra}."""
     sbom = read_sbom(folder)
-    installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed = {}
+    for dist in metadata.distributions():      # the first on sys.path wins, as for an import: a copy
+        installed.setdefault(canonical(dist.metadata["Name"]), dist.version)   # vendored later (setuptools/_vendor) does not count
     missing = sorted(n for k, (n, _) in sbom["packages"].items() if k not in installed)
     different = sorted(f"{n} {installed[k]} (SBOM {v})" for k, (n, v) in sbom["packages"].items()
                        if k in installed and installed[k] != v)

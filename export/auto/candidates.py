@@ -6,6 +6,11 @@ The table follows the CPU (issue 11): BF16 candidates are offered for the CPU on
 native (capabilities.py; elsewhere OpenVINO would run them f32 or fail to compile them), and the
 INT8 candidates' recipe per ISA (NNCF overflow_fix, ONNX Runtime reduce_range) is applied by the
 export itself (cpu_fit.py) unless a row sets it.
+
+Faithful INT8 (issue 21): every OpenVINO INT8 row keeps the export's default float layers
+(openvino_export.FLOAT_LAYERS["faithful"], the convolutions whose quantization flips held-out
+masks) unless it sets `float_layers`; the `-allint8` rows pin the earlier recipe (every
+convolution INT8) so that auto selection, and its report, show what the float layers cost and buy.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ def _nncf(model_type=None, preset="mixed", **kw) -> dict:
 
 
 OV_LAT = {"hint": "latency"}
+ALL_INT8 = {"float_layers": "none"}   # every convolution INT8 (the export default keeps a few float)
 ORT_MEM = {"max_images": 8}    # ORT percentile calibration holds every activation in memory
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ort-fp32", ("CPU",), "onnx", "fp32", note="ONNX Runtime FP32"),
@@ -47,9 +53,18 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ov-int8-nncf-default", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(),
               runtime=OV_LAT, note="NNCF defaults (model_type None, preset mixed), overflow_fix per CPU"),
     Candidate("ov-int8-transformer", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(*FAST),
-              runtime=OV_LAT, note="NNCF model_type TRANSFORMER, preset performance"),
+              runtime=OV_LAT, note="NNCF model_type TRANSFORMER, preset performance, faithful float "
+                                   "layers: the `cmunext-export --int8` default"),
+    Candidate("ov-int8-transformer-allint8", ("CPU",), "openvino", "int8", nncf=_nncf(*FAST, **ALL_INT8),
+              runtime=OV_LAT, note="every convolution INT8 (the recipe before issue 21)"),
+    Candidate("ov-int8-transformer-widefloat", ("CPU",), "openvino", "int8",
+              nncf=_nncf(*FAST, float_layers="faithful-wide"), runtime=OV_LAT,
+              note="five convolutions in float (FLOAT_LAYERS['faithful-wide']): more agreement margin"),
     Candidate("ov-int8-transformer-dense", ("CPU", "GPU", "NPU"), "openvino", "int8", DENSE,
               nncf=_nncf(*FAST), runtime=OV_LAT, note="+ BN folding, dense grouped convs (INT8 brgconv)"),
+    Candidate("ov-int8-transformer-dense-allint8", ("CPU",), "openvino", "int8", DENSE,
+              nncf=_nncf(*FAST, **ALL_INT8), runtime=OV_LAT,
+              note="+ BN folding, dense grouped convs, every convolution INT8 (before issue 21)"),
     Candidate("ov-int8-transformer-split", ("CPU", "GPU", "NPU"), "openvino", "int8", SPLIT,
               nncf=_nncf(*FAST), runtime=OV_LAT, note="+ BN folding, grouped convs split per group"),
     Candidate("ov-int8-transformer-dense-biascorr", ("CPU",), "openvino", "int8", DENSE,
@@ -59,7 +74,7 @@ CANDIDATES: tuple[Candidate, ...] = (
               runtime={**OV_LAT, "inference_precision": "f32"}, note="float parts in f32, not bf16"),
     Candidate("ov-int8-transformer-dense-headfloat", ("CPU",), "openvino", "int8", DENSE,
               nncf=_nncf(*FAST, ignored_names=[".*stem/conv/conv.0/.*", ".*Conv_1x1.*"]), runtime=OV_LAT,
-              note="first and last convolution kept in float"),
+              note="first and last convolution kept in float too"),
     Candidate("ov-int8-accuracy-control", ("CPU",), "openvino", "int8", DENSE,
               nncf=_nncf(*FAST, max_drop="budget"), runtime=OV_LAT,
               note="nncf.quantize_with_accuracy_control, Dice on the calibration masks"),

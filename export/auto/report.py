@@ -21,15 +21,22 @@ def to_markdown(rep: dict) -> str:
              f"p50 {_f(rep['pytorch_fp32_p50_ms'], '.1f')} ms (batch 1)",
              f"- Dice budget: {rep['max_dice_drop_points']:g} points (absolute "
              f"{rep['max_dice_drop_points'] / 100:g}) below PyTorch FP32 on the same images",
-             f"- **winner: {rep['winner'] or 'none'}** -> `{rep['artifact']}`", "",
-             "| # | candidate | target | prec | p50 ms | img/s | vs torch | Dice | drop (pts) | agree | "
-             "status | why |", "|" + "---|" * 12]
+             f"- **winner: {rep['winner'] or 'none'}** -> `{rep['artifact']}`",
+             f"- why: {rep.get('why') or '-'}",
+             "- agreement gate per precision (mean floor, at most this share of images below 0.90, images "
+             "needed for that tail claim): " + "; ".join(f"{p} {g['mean']} / {100 * g['tail']:g}% / {g['min_images']}"
+                                                         for p, g in (rep.get("gates") or {}).items()), "",
+             "| # | candidate | target | prec | p50 ms | img/s | vs torch | Dice | drop (pts) | agree | worst "
+             "(image) | < 0.90 | 95% bound | status | why |", "|" + "---|" * 15]
     torch_ms = rep.get("pytorch_fp32_p50_ms")
     for i, r in enumerate(rep["candidates"], 1):
         speed = f"{torch_ms / r['p50_ms']:.1f}x" if torch_ms and r["p50_ms"] else ""
         lines.append(f"| {i} | {r['name']} | {r['target']} | {r['precision']} | {_f(r['p50_ms'], '.2f')} | "
                      f"{_f(r['images_per_s'], '.1f')} | {speed} | {_f(r['dice'], '.4f')} | "
                      f"{_f(r['dice_drop_points'], '+.3f')} | {_f(r['agreement'], '.4f')} | "
+                     f"{_f(r.get('worst'), '.3f')}{' (' + str(r['worst_image']) + ')' if r.get('worst_image') else ''} | "
+                     f"{'' if r.get('n_bad') is None else r['n_bad']} | "
+                     f"{'' if r.get('bad_upper95') is None else format(100 * r['bad_upper95'], '.1f') + '%'} | "
                      f"{'**' + r['status'] + '**' if r['status'] == 'kept' else r['status']} | {r['reason']} |")
     lines += _per_class_lines(rep)
     lines += ["", "Candidate settings (graph rewrites, quantization options, stored runtime settings):", ""]

@@ -18,13 +18,13 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
+from cmunext_edge.core.agreement import BAD_IMAGE, GATES, min_images
 from cmunext_edge.bench.timing import (alternating_rounds, measure_throughput, time_calls, torch_threads)
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import format_class_dice
@@ -32,44 +32,35 @@ from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend
 from cmunext_edge.checkpoints.weights import load_checkpoint
 from cmunext_edge.export.auto.candidates import Candidate, candidates_for
+from cmunext_edge.export.auto.select import CandidateStatus, Measured, select, selection_note
 from cmunext_edge.export.calibration import load_eval_set
 from cmunext_edge.export.manifest import read_manifest, write_manifest
 from cmunext_edge.export.verify import compare, reference_logits
-from cmunext_edge.export.verify_data import shipped_model_name
+from cmunext_edge.export.quiet import quiet_toolchains
+from cmunext_edge.export.verify_data import (
+    HELD_OUT, VERIFY_DATA, overlap_warnings, overlaps, plan_verification, shipped_model_name, short_source)
 
 
-class CandidateStatus(str, Enum):
-    """What selection decided about a candidate (a str: JSON and reports show the value)."""
-    KEPT = "kept"
-    WITHIN_BUDGET = "within budget"
-    REJECTED = "rejected"
-    SKIPPED = "skipped"               # not built: the inputs it needs are missing (reason says which)
-    ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass
-class Measured:
-    name: str
-    target: str
-    precision: str
-    note: str
-    settings: dict
-    artifact: str | None = None
-    status: CandidateStatus = CandidateStatus.ERROR
-    reason: str = ""
-    latency_ms: list = field(default_factory=list)
-    p50_ms: float | None = None
-    images_per_s: float | None = None
-    dice: float | None = None
-    dice_drop_points: float | None = None
-    agreement: float | None = None
-    per_class_dice: list | None = None    # several classes only (report JSON drops it for one)
-    device: str | None = None
-    export_s: float | None = None
-    throughput_setting: str | None = None
+def _eval_plan(weights, ckpt, opts, log):
+    """(data, split, calibration names excluded) of the evaluation images: --verify-data (its
+    --split, or the model's validation list), else a shipped model's held-out images; held out
+    from the calibration images, which a given dataset is warned about overlapping."""
+    from cmunext_edge.data.discovery import discover, seeded_sample
+    from cmunext_edge.resources import SAMPLES_DIR
+    plan = plan_verification(opts.data, opts.calib, ckpt.sha256, opts.split, weights)
+    calib_src = opts.calib if opts.calib is not None else SAMPLES_DIR
+    try:
+        calib_names = [s.name for s in seeded_sample(discover(calib_src), opts.calib_size, 0)]
+    except (FileNotFoundError, ValueError):
+        calib_names = []
+    if plan.origin == HELD_OUT:
+        return plan, plan.source, None, calib_names
+    if plan.origin != VERIFY_DATA:
+        return plan, opts.data, opts.split, ()
+    names = [s.name for s in discover(plan.source, plan.split)]
+    for warning in overlap_warnings(overlaps(names, calib_names, plan), plan, len(names)):
+        log(warning)
+    return plan, plan.source, plan.split, ()
 
 
 def export_candidate(weights, cand: Candidate, out: Path, calib=None, calib_size: int = 64,
@@ -120,13 +111,15 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     weights, out = resolve_weights(weights), Path(opts.out)
     ckpt = load_checkpoint(weights)
     model = ckpt.build()
-    evals = load_eval_set(opts.data, opts.split, ckpt.spec, opts.eval_size, num_classes=ckpt.info.num_classes)
+    plan, data, split, exclude = _eval_plan(weights, ckpt, opts, log)
+    evals = load_eval_set(data, split, ckpt.spec, opts.eval_size, num_classes=ckpt.info.num_classes,
+                          exclude=exclude)
+    evals.plan = plan
     if opts.data is None and not shipped_model_name(ckpt.sha256):
         log("warning: no evaluation data (--verify-data): Dice and the Dice budget are measured on "
             "the bundled BUSI samples, which are not this model's domain; pass --verify-data your_dataset/")
-    if opts.calib is None:
-        log("note: INT8 candidates calibrate on the bundled samples (taken from the shipped model's "
-            "validation split); pass training images as calib for a clean Dice budget")
+    log(f"evaluation: {len(evals)} images of {evals.source}"
+        + (f" (the {len(exclude)} calibration images left out)" if exclude else ""))
     reference = reference_logits(model, evals.inputs)
     rows, backends = _build_and_score(weights, opts, evals, reference, out, log)
     torch_fig = compare(reference, reference, evals.masks, "fp32")
@@ -136,14 +129,18 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     winner = select(rows, opts.max_dice_drop, opts.device, agreement_floor=opts.agreement_floor)
     for be in backends.values():
         be.close()
-    chosen = _publish_winner(out, winner) if winner else None
+    chosen = _publish_winner(out, winner, evals) if winner else None
     report = {"schema": "cmunext-auto/1", "weights": str(weights), "variant": ckpt.info.variant,
               "device": opts.device.upper(), "max_dice_drop_points": opts.max_dice_drop, "threads": opts.threads,
               "agreement_floor": AGREEMENT_THRESHOLDS if opts.agreement_floor else None,
-              "eval_set": {"source": evals.source, "n_images": len(evals)}, "pytorch_fp32_dice": torch_dice,
+              "eval_set": {"source": evals.source, "n_images": len(evals), "origin": plan.origin,
+                           "held_out": plan.held_out, "calibration_excluded": len(exclude)},
+              "gates": {p: {"mean": g.mean, "tail": g.tail, "min_images": min_images(p)} for p, g in GATES.items()},
+              "pytorch_fp32_dice": torch_dice,
               **_per_class("pytorch_fp32_per_class_dice", torch_fig.get("per_class_dice_vs_ground_truth")),
               "pytorch_fp32_p50_ms": torch_ms, "winner": winner.name if winner else None,
-              "artifact": str(chosen) if chosen else None, "candidates": [_row_json(r) for r in rows],
+              "artifact": str(chosen) if chosen else None, "why": selection_note(rows, winner),
+              "candidates": [_row_json(r) for r in rows],
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), **_machine()}
     from cmunext_edge.export.auto.report import write_report
     report["report_files"] = [str(p) for p in write_report(report, out / "auto_report")]
@@ -157,6 +154,7 @@ def _per_class(key: str, values) -> dict:
 
 def _row_json(row: Measured) -> dict:
     d = asdict(row)
+    d.pop("verification")
     return d if d["per_class_dice"] is not None else {k: v for k, v in d.items() if k != "per_class_dice"}
 
 
@@ -186,8 +184,9 @@ def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, lo
         log(f"[{len(rows)}] {cand.name}: exporting {cand.target} {cand.precision} ...")
         t0 = time.perf_counter()
         try:
-            result = export_candidate(weights, cand, out / "candidates", opts.calib, opts.calib_size,
-                                      opts.threads, opts.max_dice_drop, quiet)
+            with quiet_toolchains():
+                result = export_candidate(weights, cand, out / "candidates", opts.calib, opts.calib_size,
+                                          opts.threads, opts.max_dice_drop, quiet)
             row.artifact, row.export_s = str(result.artifact), round(time.perf_counter() - t0, 1)
             be = open_backend(result.artifact, device=opts.device.lower())
             logits = np.concatenate([be.infer(x[None]) for x in evals.inputs])
@@ -195,14 +194,28 @@ def _build_and_score(weights, opts: AutoOptions, evals, reference, out: Path, lo
             row.reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             log(f"    failed: {row.reason}")
             continue
-        fig = compare(logits, reference, evals.masks, cand.precision)
+        fig = compare(logits, reference, evals.masks, cand.precision, [s.name for s in evals.samples])
+        _record_gate(row, fig, evals)
         row.dice, row.agreement, row.device = fig["dice_vs_ground_truth"], fig["mask_dice_agreement"], be.device
         row.per_class_dice = fig.get("per_class_dice_vs_ground_truth")
         row.dice_drop_points = 100.0 * (fig["dice_vs_ground_truth_pytorch"] - row.dice) if row.dice is not None else None
         backends[cand.name] = be
         log(f"    Dice {'-' if row.dice is None else format(row.dice, '.4f') + format_class_dice(row.per_class_dice)}"
-            f", agreement {row.agreement:.4f}")
+            f", agreement {row.agreement:.4f}, worst {row.worst:.3f} ({row.worst_image}), {row.n_bad} of "
+            f"{len(evals)} below {BAD_IMAGE} (95% bound {100 * row.bad_upper95:.1f}%)")
     return rows, backends
+
+
+def _record_gate(row: Measured, fig: dict, evals) -> None:
+    """The candidate's agreement record (distribution, bounds, gate) on the evaluation images."""
+    d = fig["distribution"]
+    row.worst, row.worst_image, row.n_bad = d["worst"], str(d["worst_image"]), d["n_bad"]
+    row.bad_upper95, row.faithful, row.verified = d["bad_share_upper95"], fig["passed"], fig["verified"]
+    row.gate_failure = fig["failure"]
+    plan = getattr(evals, "plan", None)
+    row.verification = {**{k: v for k, v in fig.items()}, "source": evals.manifest(),
+                        "data": {**(plan.as_dict() if plan else {}), "label": short_source(plan) if plan else
+                                 evals.source, "overlap": {}}}
 
 
 def skip_reason(cand: Candidate, calib) -> str | None:
@@ -255,59 +268,18 @@ def _time_pytorch(model, xs, threads) -> float:
     return float(np.median(ms))
 
 
-def select(rows, max_dice_drop: float, device: str = "CPU", tie_pct: float = 2.0,
-           agreement_floor: bool = True):
-    """Mark every row kept / within budget / rejected with its reason; return the winner or None.
-
-    The winner is the fastest candidate within the budget; candidates within `tie_pct` percent of
-    the fastest p50 are a tie (timing noise), which the smaller Dice drop breaks. With
-    `agreement_floor` (default) a candidate must also agree with PyTorch FP32 as much as any
-    export of its precision must (mask Dice agreement FP32 0.999 / FP16, BF16 0.99 / INT8
-    0.97): a better Dice against ground truth does not excuse masks that differ from the model's."""
-    ok = []
-    for r in rows:
-        if r.status == CandidateStatus.SKIPPED:
-            continue
-        if r.p50_ms is None:
-            r.status, r.reason = CandidateStatus.ERROR, r.reason or "not measured"
-            continue
-        if r.device and r.device.split(":")[0].upper() != device.upper() and device.upper() != "CPU":
-            r.status, r.reason = CandidateStatus.REJECTED, f"ran on {r.device}, not on {device}"
-        elif r.dice_drop_points is None:
-            r.status, r.reason = CandidateStatus.REJECTED, "no ground truth to measure the Dice drop"
-        elif r.dice_drop_points > max_dice_drop + 1e-9:
-            r.status, r.reason = CandidateStatus.REJECTED, (f"Dice drop {r.dice_drop_points:.3f} points > budget "
-                                              f"{max_dice_drop:g}")
-        elif agreement_floor and r.agreement is not None and r.agreement < AGREEMENT_THRESHOLDS[r.precision]:
-            r.status, r.reason = CandidateStatus.REJECTED, (f"agreement with PyTorch {r.agreement:.4f} < "
-                                              f"{AGREEMENT_THRESHOLDS[r.precision]} required for {r.precision}")
-        else:
-            ok.append(r)
-    if not ok:
-        return None
-    fastest = min(r.p50_ms for r in ok)
-    ties = [r for r in ok if r.p50_ms <= fastest * (1 + tie_pct / 100)]
-    winner = min(ties, key=lambda r: (r.dice_drop_points, r.p50_ms))
-    for r in ok:
-        r.status = CandidateStatus.KEPT if r is winner else CandidateStatus.WITHIN_BUDGET
-        if r is winner:
-            r.reason = "fastest within the Dice budget" + (
-                f" (tie within {tie_pct:g}% of {fastest:.2f} ms, smallest Dice drop)" if len(ties) > 1 else "")
-        elif r in ties:
-            r.reason = f"tie with {winner.name} (within {tie_pct:g}%), larger Dice drop"
-        else:
-            r.reason = f"within budget, {r.p50_ms - winner.p50_ms:+.2f} ms vs {winner.name}"
-    return winner
-
-
-def _publish_winner(out: Path, winner) -> Path:
-    """Copy the winner's files (and manifest entry) from its candidate folder to `out`."""
+def _publish_winner(out: Path, winner, evals=None) -> Path:
+    """Copy the winner's files (and manifest entry, with its verification on the evaluation
+    images) from its candidate folder to `out`."""
     src = Path(winner.artifact)
     entry = read_manifest(src.parent)["artifacts"][src.name]
     for f in sorted(entry["files"], key=lambda f: f["name"] == src.name):   # entry file last
         with atomic_path(out / f["name"]) as tmp:
             shutil.copy2(src.parent / f["name"], tmp)
-    write_manifest(out, src.name, {**entry, "auto": {
+    verification = entry.get("verification") or winner.verification
+    if verification is not None:
+        verification = {**verification, "by": "cmunext-export --target auto (evaluation images)"}
+    write_manifest(out, src.name, {**entry, "verification": verification, "auto": {
         "candidate": winner.name, "p50_ms": winner.p50_ms, "images_per_s": winner.images_per_s,
         "dice": winner.dice, "dice_drop_points": winner.dice_drop_points,
         "mask_dice_agreement": winner.agreement, "report": "auto_report.md"}})

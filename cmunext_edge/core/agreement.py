@@ -1,0 +1,205 @@
+"""Agreement of an artifact's outputs with reference outputs: the one comparator of the toolkit.
+
+In the spirit of Polygraphy's `Comparator`: outputs and reference outputs are fed in pairs
+(`Comparator.add`), a pluggable compare function turns each pair into per-class figures
+(default: the official Dice between the two thresholded masks, per class), and `summary()`
+gives the statistics every agreement record carries (export manifest, auto report, bench,
+device report): n, mean, the per-image distribution (p5, worst and which image, count below
+BAD_IMAGE) and two 95% bounds:
+
+- `bad_share_upper95`: the exact one-sided Clopper-Pearson upper bound on the share of images
+  below BAD_IMAGE (with 0 bad images in n it is 1 - 0.05 ** (1 / n): 17% for n = 16);
+- `mean_lower95`: a seeded bootstrap lower bound on the mean (2000 resamples, 5th percentile).
+
+`gate(summary, precision)` applies the per-precision table `GATES`: the mean floor, the tail
+floor (at most `tail` of the images below BAD_IMAGE) and, for each class of a several-class
+model, the mean floor minus CLASS_MARGIN. An artifact that passes on fewer images than
+`min_images(precision)` passes but is not *verified*: its tail claim is not supported (the
+smallest n at which a clean result rules out, at 95% confidence, a bad-image rate twice the tail
+floor: 49 images for a 3% floor). An image whose outputs or reference outputs are not finite
+(NaN, inf) agrees with nothing (0.0 per class) and fails the gate by name; its |delta logit| makes
+`max_abs_logit_delta` NaN rather than hiding it. numpy only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cmunext_edge.core.metrics import iou_dice
+
+BAD_IMAGE = 0.90          # an image whose mask agreement is below this is a "bad" (flipped) image
+CONFIDENCE = 0.95
+CLASS_MARGIN = 0.05
+"""With several classes each class's mean agreement must reach the mean floor minus this margin:
+a mean over classes could otherwise hide one class (often a small or thin one) that differs."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    mean: float               # floor on the mean per-image mask agreement
+    tail: float               # at most this share of the images below BAD_IMAGE
+
+
+GATES = {"fp32": Gate(0.999, 0.03), "fp16": Gate(0.99, 0.03), "bf16": Gate(0.99, 0.03),
+         "int8": Gate(0.97, 0.03)}
+
+
+def clopper_pearson_upper(k: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """Exact one-sided upper bound on a binomial rate after k events in n trials."""
+    if n <= 0:
+        return 1.0
+    if k >= n:
+        return 1.0
+    alpha = 1.0 - confidence
+    if k == 0:
+        return 1.0 - alpha ** (1.0 / n)
+
+    def cdf(p: float) -> float:     # P(X <= k | n, p)
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+    lo, hi = k / n, 1.0
+    for _ in range(60):             # cdf falls as p rises: bisect cdf(p) = alpha
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
+def min_images(precision: str, confidence: float = CONFIDENCE) -> int:
+    """The fewest images whose clean result (no bad image) rules out, at `confidence`, a bad-image
+    rate twice the precision's tail floor: what "enough images for the tail claim" means."""
+    tail = GATES[str(precision)].tail
+    return math.ceil(math.log(1 - confidence) / math.log(1 - 2 * tail))
+
+
+def bootstrap_lower(values: np.ndarray, confidence: float = CONFIDENCE, resamples: int = 2000,
+                    seed: int = 0) -> float:
+    """Seeded bootstrap one-sided lower bound on the mean of `values`."""
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return float(values.mean()) if len(values) else float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
+    return float(np.quantile(values[idx].mean(axis=1), 1 - confidence))
+
+
+def distribution(values, names=None) -> dict:
+    """n, mean, p5, worst (and which image), bad images and the two 95% bounds of per-image figures."""
+    v = np.asarray(values, np.float64)
+    if not len(v):
+        return {"n": 0}
+    worst = int(np.argmin(v))
+    bad = int(np.sum(v < BAD_IMAGE))
+    return {"n": int(len(v)), "mean": float(v.mean()), "p5": float(np.percentile(v, 5)),
+            "worst": float(v[worst]), "worst_image": names[worst] if names else worst,
+            "bad_below": BAD_IMAGE, "n_bad": bad, "bad_share": bad / len(v),
+            "bad_share_upper95": clopper_pearson_upper(bad, len(v)), "mean_lower95": bootstrap_lower(v)}
+
+
+def mask_dice(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Default compare function: the official Dice between the two thresholded masks, per class
+    (C x H x W logits -> C values)."""
+    return np.array([iou_dice(a > 0, r > 0)[1] for a, r in zip(output, reference)])
+
+
+class Comparator:
+    """Collects per-image agreement of outputs with reference outputs; see the module docstring."""
+
+    def __init__(self, compare=mask_dice):
+        self.compare = compare
+        self.per_class: list[np.ndarray] = []          # one C-vector per image
+        self.names: list = []
+        self.max_abs_delta = 0.0
+        self._abs_sum, self._count, self.identical = 0.0, 0, 0
+        self.nonfinite: list = []                       # names of images with NaN/inf (reference) outputs
+
+    def add(self, outputs, references, names=None) -> None:
+        """A batch (N x C x H x W) of outputs and the reference outputs for the same inputs."""
+        for i, (o, r) in enumerate(zip(outputs, references)):
+            o, r = np.asarray(o, np.float32), np.asarray(r, np.float32)
+            name = names[i] if names is not None else len(self.names)
+            finite = bool(np.isfinite(o).all() and np.isfinite(r).all())
+            figures = np.asarray(self.compare(o, r), np.float64)
+            self.per_class.append(figures if finite else np.zeros_like(figures))
+            self.names.append(name)
+            if not finite:
+                self.nonfinite.append(name)
+            d = np.abs(o - r)
+            worst = float(d.max()) if d.size else 0.0
+            self.max_abs_delta = worst if math.isnan(worst) else max(self.max_abs_delta, worst)
+            self._abs_sum, self._count = self._abs_sum + float(d.sum()), self._count + d.size
+            self.identical += int(finite and np.array_equal(o > 0, r > 0))
+
+    def __len__(self) -> int:
+        return len(self.per_class)
+
+    @property
+    def per_image(self) -> np.ndarray:
+        """Each image's agreement (its classes averaged)."""
+        return np.array([c.mean() for c in self.per_class])
+
+    def summary(self) -> dict:
+        """The agreement record: the legacy keys (mask_dice_agreement = mean, min_...) beside the
+        distribution; for several classes each class's mean and distribution too."""
+        if not self.per_class:
+            return {"n_images": 0}
+        per_image = self.per_image
+        out = {"n_images": len(per_image), "mask_dice_agreement": float(per_image.mean()),
+               "min_mask_dice_agreement": float(per_image.min()), "max_abs_logit_delta": self.max_abs_delta,
+               "mean_abs_logit_delta": self._abs_sum / max(1, self._count), "identical_masks": self.identical,
+               "distribution": distribution(per_image, self.names),
+               "per_image_agreement": [round(float(v), 5) for v in per_image],
+               "nonfinite_images": len(self.nonfinite)}
+        if self.nonfinite:
+            out["nonfinite_image_names"] = [str(n) for n in self.nonfinite[:10]]
+        matrix = np.stack(self.per_class)
+        if matrix.shape[1] > 1:
+            out["per_class_agreement"] = [float(v) for v in matrix.mean(axis=0)]
+            out["per_class_distribution"] = [distribution(matrix[:, k], self.names) for k in range(matrix.shape[1])]
+        return out
+
+
+def gate(summary: dict, precision: str) -> dict:
+    """The gate's decision on an agreement summary: passed (mean, tail and per-class floors hold),
+    verified (passed on enough images for the tail claim), the reasons and the figures it used."""
+    g, need_n = GATES[str(precision)], min_images(precision)
+    dist = summary.get("distribution") or {"n": 0}
+    n, reasons = dist["n"], []
+    bad_outputs = summary.get("nonfinite_images") or 0
+    if bad_outputs:
+        first = (summary.get("nonfinite_image_names") or ["?"])[0]
+        reasons.append(f"{bad_outputs} of {n} images have NaN or infinite logits (first: {first})")
+    elif _isnan(summary.get("max_abs_logit_delta")) or _isnan(dist.get("mean")):
+        reasons.append("max |delta logit| is NaN: the outputs are not finite")
+    if n == 0:
+        reasons.append("no images compared")
+    else:
+        if not dist["mean"] >= g.mean:          # NaN fails too
+            reasons.append(f"mean mask Dice agreement {dist['mean']:.4f} < {g.mean}")
+        if dist["bad_share"] > g.tail + 1e-12:
+            reasons.append(f"{dist['n_bad']} of {n} images ({100 * dist['bad_share']:.1f}%) below "
+                           f"{BAD_IMAGE} agreement > tail floor {100 * g.tail:g}% (worst "
+                           f"{dist['worst']:.3f}: {dist['worst_image']})")
+        for k, a in enumerate(summary.get("per_class_agreement") or []):
+            if a < g.mean - CLASS_MARGIN:
+                reasons.append(f"class {k} mask Dice agreement {a:.4f} < {g.mean} - {CLASS_MARGIN} (per-class margin)")
+    passed = not reasons
+    verified = passed and n >= need_n
+    return {"required_agreement": g.mean, "tail_floor": g.tail, "bad_below": BAD_IMAGE,
+            "min_images": need_n, "passed": passed, "verified": verified,
+            "failure": "; ".join(reasons) or None,
+            "claim": claim(dist, precision) if n else None}
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def claim(dist: dict, precision: str) -> str:
+    """What the figures support, one sentence."""
+    need_n = min_images(precision)
+    bound = f"at most {100 * dist['bad_share_upper95']:.1f}% of such images below {BAD_IMAGE} (95% bound)"
+    if dist["n"] >= need_n:
+        return f"{bound}, from {dist['n']} images"
+    return (f"only {dist['n']} images: {bound}, too few for the {precision} tail claim "
+            f"(<= {100 * GATES[str(precision)].tail:g}% below {BAD_IMAGE}); give --verify-data at least "
+            f"{need_n} held-out images")

@@ -1,0 +1,227 @@
+// cmunext_segment ARTIFACT IMAGE... --out DIR
+//
+// Segments images with a verified CMUNeXt artifact through the C++ library and writes
+// DIR/masks/<stem>.png (0/255 at the image's size; <stem>_class<k>.png per class for several
+// classes), printing per-image times. IMAGE may be a file or a folder (its images, or the images/
+// folder of an official-layout dataset), as for cmunext-predict.
+// Exit codes (as cmunext-predict): 0 all done; 1 done but some inputs skipped; 2 nothing done
+// (usage, output folder, artifact refused or unusable).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cmunext/edge_segmenter.hpp"
+#include "image_io.hpp"
+
+namespace fs = std::filesystem;
+using cmunext::example::Image;
+using cmunext::example::ImageError;
+
+namespace {
+
+const char* kUsage =
+    "usage: cmunext_segment ARTIFACT IMAGE... --out DIR [--device CPU|GPU|NPU|AUTO] [--strict-device]\n"
+    "                       [--threads N] [--max-pixels N] [--no-verify-load] [--times-json FILE] [--quiet]\n"
+    "       cmunext_segment --version\n"
+    "\n"
+    "Segments images with a verified CMUNeXt artifact (.xml OpenVINO IR or .onnx) through the C++\n"
+    "library: DIR/masks/<stem>.png, 0/255 at the image's size (<stem>_class<k>.png per class).\n"
+    "IMAGE: a file, or a folder of images (or an official-layout dataset with images/).\n"
+    "The artifact is verified before use: its files against manifest.json or its embedded hash,\n"
+    "then its embedded self-test (--no-verify-load skips this; not recommended).\n"
+    "Exit codes: 0 all done; 1 done but some inputs skipped; 2 nothing done.\n";
+
+int usage_error(const std::string& msg) {
+    std::fprintf(stderr, "cmunext_segment: error: %s\n%s", msg.c_str(), kUsage);
+    return 2;
+}
+
+bool is_image_name(const fs::path& p) {
+    std::string s = p.extension().string();
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    for (const char* e : {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
+        if (s == e) return true;
+    return false;
+}
+
+std::vector<std::string> expand(const std::string& arg) {
+    fs::path p(arg);
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) return {arg};
+    if (fs::is_directory(p / "images", ec)) p /= "images";
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(p, ec))
+        if (e.is_regular_file(ec) && is_image_name(e.path())) out.push_back(e.path().string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::string json_escape(const std::string& s) {
+    std::string o;
+    for (char c : s) {
+        if (c == '"' || c == '\\') { o += '\\'; o += c; }
+        else if (static_cast<unsigned char>(c) < 0x20) { char b[8]; std::snprintf(b, sizeof b, "\\u%04x", c); o += b; }
+        else o += c;
+    }
+    return o;
+}
+
+double ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const auto t_start = std::chrono::steady_clock::now();
+    std::vector<std::string> positional;
+    std::string out_dir, times_json;
+    cmunext::Options options;
+    bool quiet = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        auto value = [&](const char* name) -> std::string {
+            if (i + 1 >= argc) throw std::invalid_argument(std::string(name) + " needs a value");
+            return argv[++i];
+        };
+        try {
+            if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); return 0; }
+            else if (a == "--version") {
+                std::printf("cmunext_segment %s (image formats: %s)\n", cmunext::version(),
+                            cmunext::example::supported_formats().c_str());
+                return 0;
+            }
+            else if (a == "--out") out_dir = value("--out");
+            else if (a == "--device") options.device = value("--device");
+            else if (a == "--strict-device") options.strict_device = true;
+            else if (a == "--no-verify-load") options.verify = false;
+            else if (a == "--quiet") quiet = true;
+            else if (a == "--times-json") times_json = value("--times-json");
+            else if (a == "--threads" || a == "--max-pixels") {
+                std::string v = value(a.c_str());
+                char* end = nullptr;
+                long long n = std::strtoll(v.c_str(), &end, 10);
+                if (v.empty() || *end || n < 0 || (a == "--threads" && n > 1024))
+                    return usage_error(a + " must be a non-negative integer, got '" + v + "'");
+                if (a == "--threads") options.threads = static_cast<int>(n);
+                else options.max_pixels = n;
+            }
+            else if (a.size() > 1 && a[0] == '-' && a != "-") return usage_error("unknown option " + a);
+            else positional.push_back(a);
+        } catch (const std::invalid_argument& e) {
+            return usage_error(e.what());
+        }
+    }
+    if (positional.size() < 2) return usage_error("need an ARTIFACT and at least one IMAGE");
+    if (out_dir.empty()) return usage_error("--out DIR is required");
+
+    std::vector<std::string> images;
+    for (size_t i = 1; i < positional.size(); ++i) {
+        std::vector<std::string> e = expand(positional[i]);
+        images.insert(images.end(), e.begin(), e.end());
+    }
+    if (images.empty()) return usage_error("no images found in the given folder(s)");
+
+    const auto t_load = std::chrono::steady_clock::now();
+    std::unique_ptr<cmunext::EdgeSegmenter> seg;
+    try {
+        seg.reset(new cmunext::EdgeSegmenter(positional[0], options));
+    } catch (const cmunext::Error& e) {
+        std::fprintf(stderr, "cmunext_segment: error: %s\n", e.what());
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cmunext_segment: error: %s: %s\n", positional[0].c_str(), e.what());
+        return 2;
+    }
+    const double load_ms = ms(t_load, std::chrono::steady_clock::now());
+    if (!quiet) std::printf("artifact: %s\nloaded and verified in %.1f ms\n", seg->describe().c_str(), load_ms);
+    if (!options.verify) std::fprintf(stderr, "cmunext_segment: warning: --no-verify-load: the artifact was NOT checked\n");
+
+    const fs::path masks = fs::path(out_dir) / "masks";
+    std::error_code ec;
+    fs::create_directories(masks, ec);
+    if (ec || !fs::is_directory(masks)) {
+        std::fprintf(stderr, "cmunext_segment: error: cannot create output folder %s (%s)\n", masks.string().c_str(),
+                     ec ? ec.message().c_str() : "not a folder");
+        return 2;
+    }
+
+    const int classes = seg->info().classes;
+    int done = 0, skipped = 0;
+    double sum_total = 0;
+    std::string rows;
+    for (const std::string& path : images) {
+        const auto t0 = std::chrono::steady_clock::now();
+        try {
+            Image img = cmunext::example::read_image(path, options.max_pixels);
+            const auto t1 = std::chrono::steady_clock::now();
+            cmunext::Frame f;
+            f.data = img.pixels.data();
+            f.width = img.width;
+            f.height = img.height;
+            f.stride = static_cast<size_t>(img.width) * img.channels;
+            f.format = img.channels == 1 ? cmunext::PixelFormat::GRAY8 : cmunext::PixelFormat::RGB8;
+            const size_t n = static_cast<size_t>(img.width) * img.height;
+            std::vector<uint8_t> mask(n * classes);
+            double t[4];
+            seg->segment_into(f, mask.data(), nullptr, t);
+            const auto t2 = std::chrono::steady_clock::now();
+            const std::string stem = fs::path(path).stem().string();
+            size_t fg = 0;
+            std::vector<uint8_t> plane(n);
+            for (int k = 0; k < classes; ++k) {
+                for (size_t i = 0; i < n; ++i) {
+                    plane[i] = mask[i * classes + k] ? 255 : 0;
+                    fg += mask[i * classes + k];
+                }
+                const std::string name = classes == 1 ? stem + ".png" : stem + "_class" + std::to_string(k) + ".png";
+                cmunext::example::write_png_gray((masks / name).string(), plane.data(), img.width, img.height);
+            }
+            const auto t3 = std::chrono::steady_clock::now();
+            const double decode = ms(t0, t1), write = ms(t2, t3), total = ms(t0, t3);
+            sum_total += total;
+            ++done;
+            if (!quiet)
+                std::printf("%s: %dx%d, foreground %.2f%%, %.1f ms (decode %.1f, preprocess %.1f, infer %.1f, "
+                            "postprocess %.1f, write %.1f)\n",
+                            fs::path(path).filename().string().c_str(), img.width, img.height,
+                            100.0 * fg / (static_cast<double>(n) * classes), total, decode, t[0], t[1], t[2], write);
+            char row[512];
+            std::snprintf(row, sizeof row,
+                          "%s{\"image\": \"%s\", \"width\": %d, \"height\": %d, \"total_ms\": %.3f, \"decode_ms\": %.3f, "
+                          "\"preprocess_ms\": %.3f, \"infer_ms\": %.3f, \"postprocess_ms\": %.3f, \"write_ms\": %.3f}",
+                          rows.empty() ? "" : ", ", json_escape(path).c_str(), img.width, img.height, total, decode, t[0],
+                          t[1], t[2], write);
+            rows += row;
+        } catch (const ImageError& e) {
+            ++skipped;
+            std::fprintf(stderr, "skipped %s\n", e.what());
+        } catch (const cmunext::Error& e) {
+            ++skipped;
+            std::fprintf(stderr, "skipped %s: %s\n", path.c_str(), e.what());
+        } catch (const std::exception& e) {
+            ++skipped;
+            std::fprintf(stderr, "skipped %s: %s\n", path.c_str(), e.what());
+        }
+    }
+    const double wall = ms(t_start, std::chrono::steady_clock::now());
+    std::printf("%d image(s) segmented, %d skipped; mean %.1f ms/image end to end (decode + segment + write); "
+                "load + verify %.1f ms; wall %.1f ms; masks in %s\n",
+                done, skipped, done ? sum_total / done : 0.0, load_ms, wall, masks.string().c_str());
+    if (!times_json.empty()) {
+        std::ofstream o(times_json);
+        o << "{\"artifact\": \"" << json_escape(positional[0]) << "\", \"describe\": \"" << json_escape(seg->describe())
+          << "\", \"load_ms\": " << load_ms << ", \"wall_ms\": " << wall << ", \"n_images\": " << done
+          << ", \"skipped\": " << skipped << ", \"images\": [" << rows << "]}\n";
+        if (!o) std::fprintf(stderr, "cmunext_segment: warning: cannot write %s\n", times_json.c_str());
+    }
+    return skipped ? 1 : 0;
+}

@@ -1,0 +1,137 @@
+// cmunext::EdgeSegmenter: an exported CMUNeXt artifact (.xml OpenVINO IR or .onnx), checked and
+// run with OpenVINO's C++ runtime, the same contract and checks as the Python class
+// cmunext_edge.EdgeSegmenter.
+//
+//   cmunext::EdgeSegmenter seg("exports/cmunext-s-busi_fp32.xml");   // verified before use
+//   cmunext::Frame f{pixels, width, height, stride, cmunext::PixelFormat::BGR8};
+//   cmunext::Segmentation r = seg.segment(f);   // r.mask: height x width (x classes), 0/1
+//
+// Verified load (on unless Options::verify is false): the artifact's files are compared with the
+// sha256 in manifest.json beside it (or, without a manifest entry, with the content hash embedded
+// at export); then the self-test embedded at export runs on the device and must agree with the
+// output recorded at export. Any mismatch throws cmunext::Error with code IntegrityError and the
+// artifact never runs.
+//
+// Threads: segment() and segment_batch() may be called from several threads at once. Pre- and
+// post-processing run in the calling thread; inference is serialised per EdgeSegmenter (one
+// OpenVINO infer request). For parallel inference create one EdgeSegmenter per thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(_WIN32)
+#define CMUNEXT_API __declspec(dllexport)
+#else
+#define CMUNEXT_API __attribute__((visibility("default")))
+#endif
+
+namespace cmunext {
+
+enum class ErrorCode {
+    InvalidArgument = 1,   // a bad frame, option or path
+    Io = 2,                // a file that cannot be read
+    Integrity = 3,         // hash or self-test mismatch: the artifact was refused
+    Unsupported = 4,       // an artifact kind or contract this runtime does not implement
+    Runtime = 5,           // OpenVINO could not read, compile or run the model
+};
+
+class CMUNEXT_API Error : public std::runtime_error {
+public:
+    Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+    ErrorCode code() const noexcept { return code_; }
+private:
+    ErrorCode code_;
+};
+
+enum class PixelFormat { BGR8, RGB8, GRAY8, BGRA8, RGBA8 };
+
+// A decoded frame in memory: `height` rows of `width` pixels, rows `stride` bytes apart
+// (stride >= width * channels). The library never keeps the pointer after a call returns.
+struct Frame {
+    const uint8_t* data = nullptr;
+    int width = 0;
+    int height = 0;
+    size_t stride = 0;          // 0: tightly packed rows
+    PixelFormat format = PixelFormat::BGR8;
+};
+
+struct Options {
+    std::string device = "CPU";     // OpenVINO device: CPU, GPU, NPU, AUTO (a missing one falls back to CPU)
+    bool strict_device = false;     // refuse instead of falling back
+    bool verify = true;             // file hashes + embedded self-test before first use
+    int threads = 0;                // INFERENCE_NUM_THREADS (0: the artifact's stored setting or OpenVINO's)
+    std::string cache_dir;          // OpenVINO compiled-model cache
+    int64_t max_pixels = 40000000;  // largest frame accepted (width * height); 0 for no limit
+};
+
+struct Segmentation {
+    int width = 0, height = 0, classes = 1;
+    std::vector<uint8_t> mask;         // height x width x classes, 1 = foreground (probability > threshold)
+    std::vector<float> probability;    // height x width x classes, sigmoid probability at the frame's size
+    std::vector<float> logits;         // classes x net_height x net_width (network size)
+    double preprocess_ms = 0, infer_ms = 0, postprocess_ms = 0, total_ms = 0;
+};
+
+struct SelfTestResult {
+    std::string status;                // "pass", "fail" or "unavailable"
+    std::string message;
+    double mask_dice = -1;             // mean over classes, against the mask recorded at export
+    double max_pooled_logit_delta = -1;
+    bool exact_mask_match = false;
+    double min_agreement = -1;
+    bool passed() const { return status == "pass"; }
+};
+
+struct ArtifactInfo {
+    std::string path;
+    std::string kind;                  // "openvino-ir" or "onnx"
+    std::string precision;             // artifact precision (metadata)
+    std::string run_precision;         // what actually runs (e.g. fp32, int8)
+    std::string device;                // device that runs it
+    std::string fallback;              // why it runs elsewhere than asked ("" if it does not)
+    std::string contract_json;         // the preprocessing contract, JSON as embedded
+    double threshold = 0.5;
+    int net_height = 0, net_width = 0, in_channels = 3, classes = 1;
+    std::string variant, toolkit_version, source_sha256;
+    std::string verified;              // "" when not verified, else how ("manifest" or "embedded" sha256 + self-test)
+    SelfTestResult selftest;           // result of the verified load's self-test
+};
+
+class CMUNEXT_API EdgeSegmenter {
+public:
+    explicit EdgeSegmenter(const std::string& artifact, const Options& options = Options());
+    ~EdgeSegmenter();
+    EdgeSegmenter(EdgeSegmenter&&) noexcept;
+    EdgeSegmenter& operator=(EdgeSegmenter&&) noexcept;
+    EdgeSegmenter(const EdgeSegmenter&) = delete;
+    EdgeSegmenter& operator=(const EdgeSegmenter&) = delete;
+
+    Segmentation segment(const Frame& frame);
+    // frames inferred `batch_size` at a time (a static-batch artifact is split or padded)
+    std::vector<Segmentation> segment_batch(const std::vector<Frame>& frames, int batch_size = 8);
+    // Fills caller-owned buffers (width*height*classes each, either may be null): no allocation
+    // of result buffers, for the C ABI and firmware that manages its own memory.
+    void segment_into(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4] = nullptr);
+
+    // The network input the contract makes of `frame` (in_channels x net_height x net_width floats,
+    // bit-identical to the Python PreprocessSpec.preprocess of the same pixels): for checking a port.
+    std::vector<float> preprocess(const Frame& frame) const;
+
+    // runs the embedded self-test again on this device
+    SelfTestResult self_test();
+    const ArtifactInfo& info() const;
+    std::string describe() const;       // one line: artifact, device, precision, verification
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+CMUNEXT_API const char* version();
+
+}  // namespace cmunext

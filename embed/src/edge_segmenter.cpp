@@ -1,0 +1,504 @@
+#include "cmunext/edge_segmenter.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <mutex>
+
+#include <openvino/openvino.hpp>
+
+#include "contract.hpp"
+#include "integrity.hpp"
+#include "json.hpp"
+#include "selftest.hpp"
+
+#ifndef CMUNEXT_VERSION
+#define CMUNEXT_VERSION "0.0.0"
+#endif
+
+namespace cmunext {
+
+using detail::Contract;
+using detail::Json;
+
+const char* version() { return CMUNEXT_VERSION; }
+
+namespace {
+
+const char* const kPrefix = "cmunext_edge.";
+const char* const kMetaKeys[] = {"format_version", "preprocess", "variant", "in_channels", "num_classes", "threshold",
+                                 "source_sha256", "toolkit_version", "precision", "target", "selftest", "runtime",
+                                 "graph", "content_sha256"};
+constexpr int kMaxSide = 1 << 16;
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string upper(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    return s;
+}
+
+// the cmunext_edge.* metadata: rt_info["model_info"] (IR) or rt_info["framework"] (ONNX metadata_props)
+std::map<std::string, std::string> read_metadata(const std::shared_ptr<ov::Model>& model) {
+    std::map<std::string, std::string> out;
+    for (const char* section : {"model_info", "framework"}) {
+        for (const char* key : kMetaKeys) {
+            const std::string full = std::string(kPrefix) + key;
+            if (out.count(key)) continue;
+            try {
+                if (model->has_rt_info(section, full)) out[key] = model->get_rt_info<ov::Any>(section, full).as<std::string>();
+            } catch (const std::exception&) {
+                // a section that is not a map: nothing of ours there
+            }
+        }
+    }
+    return out;
+}
+
+int parse_int(const std::string& s, const char* what) {
+    char* end = nullptr;
+    long v = std::strtol(s.c_str(), &end, 10);
+    if (s.empty() || *end || v < 1 || v > 4096)
+        throw Error(ErrorCode::Unsupported, std::string("artifact metadata ") + what + " '" + s + "' is not a valid count");
+    return static_cast<int>(v);
+}
+
+detail::Layout layout_of(PixelFormat f) {
+    switch (f) {
+        case PixelFormat::BGR8: return detail::Layout::BGR;
+        case PixelFormat::RGB8: return detail::Layout::RGB;
+        case PixelFormat::GRAY8: return detail::Layout::GRAY;
+        case PixelFormat::BGRA8: return detail::Layout::BGRA;
+        case PixelFormat::RGBA8: return detail::Layout::RGBA;
+    }
+    throw Error(ErrorCode::InvalidArgument, "unknown pixel format " + std::to_string(static_cast<int>(f)));
+}
+
+}  // namespace
+
+struct EdgeSegmenter::Impl {
+    Options options;
+    ArtifactInfo info;
+    Contract contract;
+    std::map<std::string, std::string> meta;
+    Json selftest_json;
+    bool has_selftest = false;
+    std::vector<detail::ArtifactFile> files;   // kept: the model may reference the weights in place
+    ov::Core core;
+    ov::CompiledModel compiled;
+    ov::InferRequest request;
+    std::mutex infer_lock;
+    int static_batch = 0;                      // 0: dynamic batch
+    size_t in_plane = 0, out_plane = 0;
+
+    void open(const std::string& path);
+    void check_frame(const Frame& f) const;
+    std::vector<float> infer(const std::vector<float>& batch, int n);   // n x C x H x W -> n x K x H x W
+    SelfTestResult run_selftest();
+};
+
+void EdgeSegmenter::Impl::open(const std::string& path) {
+    info.path = path;
+    const std::string suffix = detail::suffix_lower(path);
+    if (suffix == ".xml") info.kind = "openvino-ir";
+    else if (suffix == ".onnx") info.kind = "onnx";
+    else if (suffix == ".engine" || suffix == ".plan")
+        throw Error(ErrorCode::Unsupported, path + ": TensorRT engines run with TensorRT, not this OpenVINO runtime; "
+                                                   "export an .onnx or OpenVINO .xml artifact for it");
+    else
+        throw Error(ErrorCode::Unsupported, path + ": unknown artifact kind '" + suffix + "'; known: .xml (OpenVINO IR), .onnx");
+
+    // 1. files, read once; with a manifest entry they are checked before anything parses them
+    files = detail::read_artifact(path);
+    std::vector<std::string> problems;
+    std::string hash_source;
+    if (options.verify) {
+        if (detail::check_manifest(path, files, problems)) hash_source = "manifest";
+        if (!problems.empty()) {
+            std::string msg = path + ": refused: ";
+            for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
+            throw Error(ErrorCode::Integrity, msg);
+        }
+    }
+
+    // 2. parse (from the bytes already checked)
+    std::shared_ptr<ov::Model> model;
+    try {
+        const detail::ArtifactFile& main = files[0];
+        if (info.kind == "openvino-ir") {
+            const detail::ArtifactFile& bin = files[1];
+            ov::Tensor weights(ov::element::u8, ov::Shape{bin.bytes.size()},
+                               const_cast<char*>(bin.bytes.data()));
+            model = core.read_model(main.bytes, weights);
+        } else {
+            model = core.read_model(main.bytes, ov::Tensor());
+        }
+    } catch (const std::exception& e) {
+        std::string what = e.what();
+        if (what.size() > 400) what = what.substr(0, 400) + "...";
+        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot read this model (" + what + ")");
+    }
+    meta = read_metadata(model);
+
+    // 3. the contract and threshold the export embedded (the official preset when none)
+    try {
+        contract = meta.count("preprocess") ? Contract::from_json(meta["preprocess"]) : Contract();
+        if (!meta.count("preprocess")) contract.name = "official";
+    } catch (const std::invalid_argument& e) {
+        throw Error(ErrorCode::Unsupported, path + ": " + e.what());
+    }
+    if (meta.count("format_version") && meta["format_version"] != "1")
+        throw Error(ErrorCode::Unsupported, path + ": artifact metadata format_version " + meta["format_version"] +
+                                                   "; this runtime reads format 1");
+    info.contract_json = meta.count("preprocess") ? meta["preprocess"] : contract.to_json().dump();
+    info.threshold = contract.threshold;
+    info.net_height = contract.height;
+    info.net_width = contract.width;
+    info.in_channels = contract.in_channels;
+    info.classes = meta.count("num_classes") ? parse_int(meta["num_classes"], "num_classes") : 1;
+    info.precision = meta.count("precision") ? meta["precision"] : "fp32";
+    info.variant = meta.count("variant") ? meta["variant"] : "";
+    info.toolkit_version = meta.count("toolkit_version") ? meta["toolkit_version"] : "";
+    info.source_sha256 = meta.count("source_sha256") ? meta["source_sha256"] : "";
+    if (meta.count("selftest")) {
+        try {
+            selftest_json = Json::parse(meta["selftest"]);
+            has_selftest = true;
+        } catch (const detail::JsonError&) {
+            // a self-test that cannot be parsed is damaged: kept as a string, reported by the check
+            selftest_json = Json::parse("\"unparseable\"");
+            has_selftest = true;
+        }
+    }
+
+    // 4. embedded hash when the manifest did not vouch
+    if (options.verify && hash_source.empty()) {
+        detail::check_embedded(meta.count("content_sha256") ? meta["content_sha256"] : "", files, problems);
+        if (!problems.empty()) throw Error(ErrorCode::Integrity, path + ": refused: " + problems[0]);
+        hash_source = "embedded";
+    }
+    // 5. shapes: N x in_channels x H x W in, N x classes x H x W out
+    const ov::PartialShape in_shape = model->input(0).get_partial_shape();
+    if (in_shape.rank().is_dynamic() || in_shape.rank().get_length() != 4)
+        throw Error(ErrorCode::Unsupported, path + ": the network input is not N x C x H x W");
+    auto static_or = [](const ov::Dimension& d, int64_t want) { return d.is_dynamic() || d.get_length() == want; };
+    if (!static_or(in_shape[1], contract.in_channels))
+        throw Error(ErrorCode::Unsupported, path + ": the network takes " + in_shape[1].to_string() +
+                                                   " input channel(s) but its preprocessing contract gives " +
+                                                   std::to_string(contract.in_channels));
+    if (!static_or(in_shape[2], contract.height) || !static_or(in_shape[3], contract.width))
+        throw Error(ErrorCode::Unsupported, path + ": the network input " + in_shape.to_string() +
+                                                   " does not match the contract's " + std::to_string(contract.height) +
+                                                   "x" + std::to_string(contract.width));
+
+    // 6. device (a missing one falls back to CPU, reported) and compile options
+    std::string device = upper(options.device.empty() ? "CPU" : options.device);
+    const std::string family = device.substr(0, device.find('.'));
+    if (family != "CPU" && family != "GPU" && family != "NPU" && family != "AUTO")
+        throw Error(ErrorCode::InvalidArgument, "openvino: unknown device '" + options.device + "'; use one of cpu, gpu, npu, auto");
+    std::vector<std::string> present = core.get_available_devices();
+    if (device != "AUTO" && std::none_of(present.begin(), present.end(), [&](const std::string& d) {
+            return d == device || d.substr(0, d.find('.')) == device;
+        })) {
+        std::string avail;
+        for (const auto& d : present) avail += (avail.empty() ? "" : ", ") + d;
+        std::string reason = "OpenVINO sees no " + device + " (available: " + avail + ")";
+        if (options.strict_device)
+            throw Error(ErrorCode::Runtime, "openvino: device '" + options.device + "' is not available (" + reason +
+                                                "); strict_device forbids falling back");
+        info.fallback = "requested " + options.device + ", ran on CPU: " + reason;
+        device = "CPU";
+    }
+    if (in_shape[0].is_dynamic() && device == "NPU") {   // the NPU compiles static shapes only
+        model->reshape(ov::PartialShape{1, contract.in_channels, contract.height, contract.width});
+    }
+    const ov::PartialShape shape_now = model->input(0).get_partial_shape();
+    static_batch = shape_now[0].is_static() ? static_cast<int>(shape_now[0].get_length()) : 0;
+
+    Json runtime;
+    if (meta.count("runtime")) {
+        try {
+            runtime = Json::parse(meta["runtime"]);
+        } catch (const detail::JsonError&) {
+        }
+    }
+    ov::AnyMap config;
+    if (const Json* h = runtime.find("hint"); h && h->is_string()) {
+        if (h->as_string() == "latency") config.emplace(ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY));
+        if (h->as_string() == "throughput") config.emplace(ov::hint::performance_mode(ov::hint::PerformanceMode::THROUGHPUT));
+    }
+    int threads = options.threads;
+    if (!threads)
+        if (const Json* t = runtime.find("threads"); t && t->is_number() && t->as_number() >= 1) threads = static_cast<int>(t->as_number());
+    if (threads > 0 && device == "CPU") config.emplace(ov::inference_num_threads(threads));
+    if (const Json* s = runtime.find("num_streams"); s && s->is_number() && s->as_number() >= 1)
+        config.emplace(ov::num_streams(static_cast<int>(s->as_number())));
+    if (!options.cache_dir.empty()) config.emplace(ov::cache_dir(options.cache_dir));
+    // An FP32 (BF16) artifact asks for f32 (bf16) inference; FP16 and INT8 artifacts run at the
+    // device's choice, except on x86 CPUs without native BF16, where f32 is asked for (as the
+    // Python backend does).
+    std::string wanted;
+    if (info.precision == "fp32") wanted = "f32";
+    else if (info.precision == "bf16") wanted = "bf16";
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+    if (device == "CPU" && (wanted.empty() || wanted == "bf16")) {
+        bool bf16 = false;
+        try {
+            for (const auto& cap : core.get_property("CPU", ov::device::capabilities)) bf16 = bf16 || cap == "BF16";
+        } catch (const std::exception&) {
+        }
+        if (!bf16) wanted = "f32";
+    }
+#endif
+    if (!wanted.empty() && (device == "CPU" || device == "GPU"))
+        config.emplace(ov::hint::inference_precision(wanted == "f32" ? ov::element::f32 : ov::element::bf16));
+    try {
+        compiled = core.compile_model(model, device, config);
+        request = compiled.create_infer_request();
+    } catch (const std::exception& e) {
+        std::string what = e.what();
+        if (what.size() > 400) what = what.substr(0, 400) + "...";
+        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot compile it for " + device + " (" + what + ")");
+    }
+    info.device = device;
+    if (device == "AUTO") {
+        try {
+            std::string devs;
+            for (const auto& d : compiled.get_property(ov::execution_devices)) devs += (devs.empty() ? "" : ",") + d;
+            info.device = "AUTO:" + devs;
+        } catch (const std::exception&) {
+        }
+    }
+    std::string run = info.precision;
+    try {
+        ov::element::Type t = compiled.get_property(ov::hint::inference_precision);
+        run = t == ov::element::f32 ? "fp32" : t == ov::element::bf16 ? "bf16" : t == ov::element::f16 ? "fp16" : t.get_type_name();
+    } catch (const std::exception&) {
+    }
+    info.run_precision = info.precision == "int8" ? "int8" : run;
+
+    const ov::PartialShape out_shape = compiled.output(0).get_partial_shape();
+    if (out_shape.rank().is_dynamic() || out_shape.rank().get_length() != 4 || out_shape[1].is_dynamic() ||
+        !static_or(out_shape[2], contract.height) || !static_or(out_shape[3], contract.width))
+        throw Error(ErrorCode::Unsupported, path + ": the network output " + out_shape.to_string() +
+                                                   " is not N x classes x " + std::to_string(contract.height) + " x " +
+                                                   std::to_string(contract.width));
+    const int out_classes = static_cast<int>(out_shape[1].get_length());
+    if (meta.count("num_classes") && out_classes != info.classes)
+        throw Error(ErrorCode::Unsupported, path + ": the network has " + std::to_string(out_classes) +
+                                                   " output channel(s) but its metadata says num_classes " +
+                                                   std::to_string(info.classes));
+    info.classes = out_classes;
+    in_plane = static_cast<size_t>(contract.height) * contract.width;
+    out_plane = in_plane;
+
+    // 7. the embedded self-test, before the first inference
+    if (options.verify) {
+        SelfTestResult st = run_selftest();
+        info.selftest = st;
+        if (!st.passed()) throw Error(ErrorCode::Integrity, path + ": refused: " + st.message);
+        // the threshold key must say what the contract says (the self-test covers the contract;
+        // Python reads the contract's threshold and ignores this key)
+        if (meta.count("threshold")) {
+            char* end = nullptr;
+            double t = std::strtod(meta["threshold"].c_str(), &end);
+            if (*end || t != contract.threshold)
+                throw Error(ErrorCode::Integrity, path + ": refused: threshold " + meta["threshold"] +
+                                                      " in the metadata differs from the contract's " +
+                                                      Json::parse(std::to_string(contract.threshold)).dump());
+        }
+        info.verified = hash_source + " sha256 + self-test";
+    }
+}
+
+std::vector<float> EdgeSegmenter::Impl::infer(const std::vector<float>& batch, int n) {
+    const size_t in_size = static_cast<size_t>(contract.in_channels) * in_plane;
+    const size_t out_size = static_cast<size_t>(info.classes) * out_plane;
+    std::vector<float> out(static_cast<size_t>(n) * out_size);
+    const int chunk = static_batch > 0 ? static_batch : n;
+    std::vector<float> padded;
+    std::lock_guard<std::mutex> lock(infer_lock);
+    for (int start = 0; start < n; start += chunk) {
+        const int take = std::min(chunk, n - start);
+        const float* src = batch.data() + static_cast<size_t>(start) * in_size;
+        if (take < chunk) {   // a static batch: pad with zeros, drop the padding's outputs
+            padded.assign(static_cast<size_t>(chunk) * in_size, 0.0f);
+            std::memcpy(padded.data(), src, sizeof(float) * take * in_size);
+            src = padded.data();
+        }
+        try {
+            ov::Tensor input(ov::element::f32,
+                             ov::Shape{static_cast<size_t>(chunk), static_cast<size_t>(contract.in_channels),
+                                       static_cast<size_t>(contract.height), static_cast<size_t>(contract.width)},
+                             const_cast<float*>(src));
+            request.set_input_tensor(input);
+            request.infer();
+            ov::Tensor output = request.get_output_tensor();
+            if (output.get_size() < static_cast<size_t>(take) * out_size)
+                throw Error(ErrorCode::Runtime, info.path + ": the network returned " + std::to_string(output.get_size()) +
+                                                    " values, expected " + std::to_string(take * out_size));
+            float* dst = out.data() + static_cast<size_t>(start) * out_size;
+            if (output.get_element_type() == ov::element::f32) {
+                std::memcpy(dst, output.data<const float>(), sizeof(float) * take * out_size);
+            } else if (output.get_element_type() == ov::element::f16) {
+                const ov::float16* p = output.data<const ov::float16>();
+                for (size_t i = 0; i < static_cast<size_t>(take) * out_size; ++i) dst[i] = static_cast<float>(p[i]);
+            } else {
+                throw Error(ErrorCode::Unsupported, info.path + ": output element type " +
+                                                        output.get_element_type().get_type_name() + " is not float");
+            }
+        } catch (const Error&) {
+            throw;
+        } catch (const std::exception& e) {
+            throw Error(ErrorCode::Runtime, info.path + ": inference failed (" + std::string(e.what()).substr(0, 400) + ")");
+        }
+    }
+    return out;
+}
+
+SelfTestResult EdgeSegmenter::Impl::run_selftest() {
+    auto run = [this](const std::vector<float>& x) { return infer(x, 1); };
+    return detail::check_selftest(has_selftest ? &selftest_json : nullptr, contract, run, info.run_precision);
+}
+
+void EdgeSegmenter::Impl::check_frame(const Frame& f) const {
+    if (!f.data) throw Error(ErrorCode::InvalidArgument, "frame has no pixel data (null pointer)");
+    if (f.width <= 0 || f.height <= 0 || f.width > kMaxSide || f.height > kMaxSide)
+        throw Error(ErrorCode::InvalidArgument, "frame size " + std::to_string(f.width) + "x" + std::to_string(f.height) +
+                                                    " is invalid (each side must be 1.." + std::to_string(kMaxSide) + ")");
+    const int cn = detail::layout_channels(layout_of(f.format));
+    const size_t row = static_cast<size_t>(f.width) * cn;
+    if (f.stride != 0 && f.stride < row)
+        throw Error(ErrorCode::InvalidArgument, "frame stride " + std::to_string(f.stride) +
+                                                    " bytes is smaller than width x channels = " + std::to_string(row));
+    const int64_t pixels = static_cast<int64_t>(f.width) * f.height;
+    if (options.max_pixels > 0 && pixels > options.max_pixels)
+        throw Error(ErrorCode::InvalidArgument, "frame of " + std::to_string(f.width) + "x" + std::to_string(f.height) +
+                                                    " = " + std::to_string(pixels) + " pixels exceeds max_pixels " +
+                                                    std::to_string(options.max_pixels));
+}
+
+// ---------------------------------------------------------------------------------------------
+EdgeSegmenter::EdgeSegmenter(const std::string& artifact, const Options& options) : impl_(new Impl) {
+    impl_->options = options;
+    if (artifact.empty()) throw Error(ErrorCode::InvalidArgument, "no artifact path given");
+    impl_->open(artifact);
+}
+
+EdgeSegmenter::~EdgeSegmenter() = default;
+EdgeSegmenter::EdgeSegmenter(EdgeSegmenter&&) noexcept = default;
+EdgeSegmenter& EdgeSegmenter::operator=(EdgeSegmenter&&) noexcept = default;
+
+const ArtifactInfo& EdgeSegmenter::info() const { return impl_->info; }
+
+std::string EdgeSegmenter::describe() const {
+    const ArtifactInfo& i = impl_->info;
+    std::string s = i.path + ": " + i.kind + " " + i.precision + " on " + i.device + " (runs " + i.run_precision + "), " +
+                    std::to_string(i.net_height) + "x" + std::to_string(i.net_width) + ", " + std::to_string(i.classes) +
+                    " class(es), threshold " + Json::parse(std::to_string(i.threshold)).dump();
+    if (i.verified.empty()) {
+        s += ", NOT verified";
+    } else {
+        char dice[32];
+        std::snprintf(dice, sizeof dice, "%.4f", i.selftest.mask_dice);
+        s += ", verified (" + i.verified + " passed: mask Dice agreement " + dice + " with the export" +
+             (i.selftest.exact_mask_match ? ", masks identical)" : ")");
+    }
+    if (!i.fallback.empty()) s += "; fallback: " + i.fallback;
+    return s;
+}
+
+SelfTestResult EdgeSegmenter::self_test() { return impl_->run_selftest(); }
+
+std::vector<float> EdgeSegmenter::preprocess(const Frame& frame) const {
+    impl_->check_frame(frame);
+    const Contract& c = impl_->contract;
+    const int cn = detail::layout_channels(layout_of(frame.format));
+    std::vector<float> out(static_cast<size_t>(c.in_channels) * impl_->in_plane);
+    detail::preprocess(c, frame.data, frame.width, frame.height,
+                       frame.stride ? frame.stride : static_cast<size_t>(frame.width) * cn, layout_of(frame.format),
+                       out.data());
+    return out;
+}
+
+void EdgeSegmenter::segment_into(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]) {
+    auto t0 = std::chrono::steady_clock::now();
+    impl_->check_frame(frame);
+    const Contract& c = impl_->contract;
+    const int cn = detail::layout_channels(layout_of(frame.format));
+    const size_t stride = frame.stride ? frame.stride : static_cast<size_t>(frame.width) * cn;
+    std::vector<float> input(static_cast<size_t>(c.in_channels) * impl_->in_plane);
+    detail::preprocess(c, frame.data, frame.width, frame.height, stride, layout_of(frame.format), input.data());
+    double pre = ms_since(t0);
+    auto t1 = std::chrono::steady_clock::now();
+    std::vector<float> logits = impl_->infer(input, 1);
+    double inf = ms_since(t1);
+    auto t2 = std::chrono::steady_clock::now();
+    if (mask || probability)
+        detail::postprocess(c, logits.data(), impl_->info.classes, frame.width, frame.height, probability, mask);
+    double post = ms_since(t2);
+    if (timings_ms) {
+        timings_ms[0] = pre;
+        timings_ms[1] = inf;
+        timings_ms[2] = post;
+        timings_ms[3] = ms_since(t0);
+    }
+}
+
+Segmentation EdgeSegmenter::segment(const Frame& frame) { return segment_batch({frame}, 1)[0]; }
+
+std::vector<Segmentation> EdgeSegmenter::segment_batch(const std::vector<Frame>& frames, int batch_size) {
+    if (batch_size < 1) throw Error(ErrorCode::InvalidArgument, "batch_size must be >= 1");
+    std::vector<Segmentation> results;
+    results.reserve(frames.size());
+    const Contract& c = impl_->contract;
+    const size_t in_size = static_cast<size_t>(c.in_channels) * impl_->in_plane;
+    const size_t out_size = static_cast<size_t>(impl_->info.classes) * impl_->out_plane;
+    for (size_t start = 0; start < frames.size(); start += batch_size) {
+        const size_t n = std::min(frames.size() - start, static_cast<size_t>(batch_size));
+        auto t0 = std::chrono::steady_clock::now();
+        for (size_t i = 0; i < n; ++i) impl_->check_frame(frames[start + i]);
+        std::vector<float> batch(n * in_size);
+        for (size_t i = 0; i < n; ++i) {
+            const Frame& f = frames[start + i];
+            const int cn = detail::layout_channels(layout_of(f.format));
+            const size_t stride = f.stride ? f.stride : static_cast<size_t>(f.width) * cn;
+            detail::preprocess(c, f.data, f.width, f.height, stride, layout_of(f.format), batch.data() + i * in_size);
+        }
+        double pre = ms_since(t0);
+        auto t1 = std::chrono::steady_clock::now();
+        std::vector<float> logits = impl_->infer(batch, static_cast<int>(n));
+        double inf = ms_since(t1);
+        auto t2 = std::chrono::steady_clock::now();
+        const size_t first = results.size();
+        for (size_t i = 0; i < n; ++i) {
+            const Frame& f = frames[start + i];
+            Segmentation r;
+            r.width = f.width;
+            r.height = f.height;
+            r.classes = impl_->info.classes;
+            r.logits.assign(logits.begin() + i * out_size, logits.begin() + (i + 1) * out_size);
+            const size_t px = static_cast<size_t>(f.width) * f.height * r.classes;
+            r.mask.resize(px);
+            r.probability.resize(px);
+            detail::postprocess(c, r.logits.data(), r.classes, f.width, f.height, r.probability.data(), r.mask.data());
+            results.push_back(std::move(r));
+        }
+        double post = ms_since(t2);
+        for (size_t i = first; i < results.size(); ++i) {   // per-image share of the chunk's time
+            results[i].preprocess_ms = pre / n;
+            results[i].infer_ms = inf / n;
+            results[i].postprocess_ms = post / n;
+            results[i].total_ms = (pre + inf + post) / n;
+        }
+    }
+    return results;
+}
+
+}  // namespace cmunext

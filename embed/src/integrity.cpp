@@ -1,0 +1,163 @@
+#include "integrity.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "cmunext/edge_segmenter.hpp"
+#include "codec.hpp"
+#include "json.hpp"
+
+namespace cmunext::detail {
+
+namespace {
+const std::string kPlaceholder(64, '0');
+
+bool read_file(const std::string& path, std::string& out, std::string& why) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+        why = std::strerror(errno);
+        return false;
+    }
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    if (f.bad()) {
+        why = "read error";
+        return false;
+    }
+    out = ss.str();
+    return true;
+}
+
+std::string with_suffix(const std::string& path, const std::string& suffix) {
+    size_t slash = path.find_last_of('/');
+    size_t dot = path.find_last_of('.');
+    if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return path + suffix;
+    return path.substr(0, dot) + suffix;
+}
+
+std::string replace_all(const std::string& data, const std::string& from, const std::string& to) {
+    std::string out;
+    out.reserve(data.size());
+    size_t pos = 0;
+    for (;;) {
+        size_t hit = data.find(from, pos);
+        if (hit == std::string::npos) break;
+        out.append(data, pos, hit - pos);
+        out += to;
+        pos = hit + from.size();
+    }
+    out.append(data, pos, std::string::npos);
+    return out;
+}
+}  // namespace
+
+std::string file_name(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string parent_dir(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return path.substr(0, slash);
+}
+
+std::string suffix_lower(const std::string& path) {
+    std::string name = file_name(path);
+    size_t dot = name.find_last_of('.');
+    if (dot == std::string::npos) return "";
+    std::string s = name.substr(dot);
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    return s;
+}
+
+std::vector<ArtifactFile> read_artifact(const std::string& entry) {
+    std::vector<std::string> paths = {entry};
+    if (suffix_lower(entry) == ".xml") paths.push_back(with_suffix(entry, ".bin"));
+    std::vector<ArtifactFile> files;
+    for (const std::string& p : paths) {
+        ArtifactFile f{p, file_name(p), {}};
+        std::string why;
+        if (!read_file(p, f.bytes, why))
+            throw Error(ErrorCode::Io, p + ": cannot read (" + why + ")" +
+                                       (p == entry ? "" : ": it belongs to the artifact " + entry));
+        files.push_back(std::move(f));
+    }
+    return files;
+}
+
+bool check_manifest(const std::string& entry, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems) {
+    const std::string dir = parent_dir(entry);
+    std::string text, why;
+    if (!read_file(dir + "/manifest.json", text, why)) return false;
+    Json manifest;
+    try {
+        manifest = Json::parse(text);
+    } catch (const JsonError&) {
+        return false;   // a damaged manifest cannot vouch; the embedded hash still can
+    }
+    const Json* artifacts = manifest.find("artifacts");
+    const Json* item = artifacts ? artifacts->find(file_name(entry)) : nullptr;
+    const Json* listed = item ? item->find("files") : nullptr;
+    if (!listed || !listed->is_array()) return false;
+    std::vector<std::string> covered;
+    for (const Json& f : listed->as_array()) {
+        const Json* name = f.find("name");
+        const Json* sha = f.find("sha256");
+        if (!name || !name->is_string()) {
+            problems.push_back("manifest.json has an entry for " + file_name(entry) + " with a file that has no name");
+            continue;
+        }
+        const std::string& n = name->as_string();
+        if (n.empty() || n == "." || n == ".." || n.find('/') != std::string::npos || n.find('\\') != std::string::npos) {
+            problems.push_back("manifest.json lists '" + n + "', which is not a file beside the artifact");
+            continue;
+        }
+        covered.push_back(n);
+        std::string actual;
+        auto loaded = std::find_if(files.begin(), files.end(), [&](const ArtifactFile& a) { return a.name == n; });
+        if (loaded != files.end()) {
+            actual = sha256_hex(loaded->bytes.data(), loaded->bytes.size());
+        } else {
+            std::string bytes;
+            if (!read_file(dir + "/" + n, bytes, why)) {
+                problems.push_back(n + " is listed in manifest.json but missing");
+                continue;
+            }
+            actual = sha256_hex(bytes.data(), bytes.size());
+        }
+        const std::string want = sha && sha->is_string() ? sha->as_string() : "None";
+        if (actual != want)
+            problems.push_back(n + " sha256 " + actual.substr(0, 16) + "... differs from manifest.json (" +
+                               want.substr(0, 16) + "...): the file was modified or damaged");
+    }
+    for (const ArtifactFile& f : files)
+        if (std::find(covered.begin(), covered.end(), f.name) == covered.end())
+            problems.push_back("manifest.json's entry for " + file_name(entry) + " does not list " + f.name +
+                               ": it cannot vouch for it");
+    return true;
+}
+
+void check_embedded(const std::string& stored, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems) {
+    if (stored.size() != 64) {
+        problems.push_back("no manifest.json entry beside it and no embedded content hash: its integrity cannot be "
+                           "checked (re-export it, or open it with verification off if you know why)");
+        return;
+    }
+    Sha256 h;
+    for (const ArtifactFile& f : files) {
+        std::string data = replace_all(f.bytes, stored, kPlaceholder);
+        h.update(data.data(), data.size());
+    }
+    std::string actual = h.hexdigest();
+    if (actual != stored)
+        problems.push_back("content sha256 " + actual.substr(0, 16) + "... differs from the hash embedded at export (" +
+                           stored.substr(0, 16) + "...): the file was modified or damaged");
+}
+
+}  // namespace cmunext::detail

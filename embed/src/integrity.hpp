@@ -1,0 +1,33 @@
+// File checks of verified load (cmunext_edge integrity): every file of the artifact against the
+// sha256 in manifest.json beside it, or, without a manifest entry, against the content hash
+// embedded at export (a sha256 over the files in which the hash itself is replaced by 64 zeros).
+// The bytes checked are the bytes the runtime then parses: each file is read once.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace cmunext::detail {
+
+struct ArtifactFile {
+    std::string path;   // as opened
+    std::string name;   // file name
+    std::string bytes;
+};
+
+// The entry file and its companions (.xml -> .xml, .bin; .onnx -> .onnx), read into memory.
+// Throws cmunext::Error (Io) for a missing or unreadable file.
+std::vector<ArtifactFile> read_artifact(const std::string& entry);
+
+std::string file_name(const std::string& path);
+std::string parent_dir(const std::string& path);
+std::string suffix_lower(const std::string& path);
+
+// manifest.json beside the entry: false when it has no usable entry for this artifact (then the
+// embedded hash decides); true when it has one, with every mismatch appended to `problems`.
+bool check_manifest(const std::string& entry, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems);
+
+// the embedded content hash; appends to `problems` on a mismatch or when there is none
+void check_embedded(const std::string& stored, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems);
+
+}  // namespace cmunext::detail

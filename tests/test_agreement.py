@@ -1,0 +1,300 @@
+"""Issue 21: the one agreement comparator, its statistics and the gate (mean floor, tail floor,
+enough images for the tail claim); held-out verification by default; overlap warnings; the
+manifest records. Real exports of the shipped model on real images."""
+import io
+import json
+import logging
+import math
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmunext_edge.core.agreement import (BAD_IMAGE, GATES, Comparator, clopper_pearson_upper, gate,
+                                         min_images)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "cmunext_edge" / "samples" / "busi"
+HELDOUT = ROOT / "cmunext_edge" / "samples" / "busi-heldout"
+VAL = ROOT / "models" / "cmunext-s-busi.val.txt"
+SPLIT = ROOT / "models" / "cmunext-s-busi.split.json"
+
+
+# --- statistics ------------------------------------------------------------------------------
+def _binom_cdf(k, n, p):
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+@pytest.mark.parametrize("k,n", [(0, 16), (0, 90), (2, 90), (1, 45), (5, 200)])
+def test_clopper_pearson_upper_bound_is_exact(k, n):
+    bound = clopper_pearson_upper(k, n)
+    assert abs(_binom_cdf(k, n, bound) - 0.05) < 1e-6          # the definition of the one-sided bound
+    if k == 0:
+        assert bound == pytest.approx(1 - 0.05 ** (1 / n))
+    assert clopper_pearson_upper(k + 1, n) > bound > k / n
+
+
+def test_enough_images_rules_out_twice_the_tail_floor():
+    for precision, g in GATES.items():
+        n = min_images(precision)
+        assert clopper_pearson_upper(0, n) <= 2 * g.tail < clopper_pearson_upper(0, n - 1)
+    assert clopper_pearson_upper(0, 16) > 0.17               # the issue's 16 bundled samples
+
+
+def _logits(n, rng, size=32):
+    """n one-class logit maps: a bright disc (positive) on a negative background."""
+    yy, xx = np.mgrid[:size, :size]
+    out = []
+    for _ in range(n):
+        cy, cx, r = rng.integers(10, 22, 2).tolist() + [int(rng.integers(5, 9))]
+        out.append(np.where((yy - cy) ** 2 + (xx - cx) ** 2 < r * r, 3.0, -3.0)[None])
+    return np.stack(out).astype(np.float32)
+
+
+def _erode_to(logit: np.ndarray, below: float) -> np.ndarray:
+    """A copy of a one-class logit map with the top rows of its mask removed until its mask Dice
+    with the original first drops below `below` (a partial flip, as INT8 near the threshold does)."""
+    from cmunext_edge.core.metrics import iou_dice
+    out = logit.copy()
+    for row in range(out.shape[1]):
+        out[0, row][out[0, row] > 0] = -3.0
+        if iou_dice(out > 0, logit > 0)[1] < below:
+            return out
+    raise AssertionError("no mask to erode")
+
+
+def test_tail_floor_fails_an_artifact_whose_mean_passes():
+    rng = np.random.default_rng(0)
+    ref = _logits(100, rng)
+    out = ref.copy()
+    for i in (3, 17, 41, 60, 88):            # five images partly flipped: agreement just below 0.90
+        out[i] = _erode_to(ref[i], BAD_IMAGE)
+    comp = Comparator()
+    comp.add(out, ref, [f"img{i}" for i in range(100)])
+    s = comp.summary()
+    d = s["distribution"]
+    assert d["n"] == 100 and d["n_bad"] == 5 and d["worst"] < BAD_IMAGE
+    assert d["worst_image"] in ("img3", "img17", "img41", "img60", "img88")
+    assert d["bad_share_upper95"] == pytest.approx(clopper_pearson_upper(5, 100))
+    assert d["worst"] <= d["p5"] <= 1.0 and d["mean_lower95"] <= d["mean"]
+    assert s["mask_dice_agreement"] == pytest.approx(np.mean(comp.per_image))
+    assert s["mask_dice_agreement"] >= GATES["int8"].mean
+    decision = gate(s, "int8")              # the mean floor holds; the tail floor fails it
+    assert not decision["passed"] and "mean" not in decision["failure"]
+    assert "5 of 100 images (5.0%) below 0.9" in decision["failure"] and "tail floor 3%" in decision["failure"]
+    only3 = ref.copy()
+    only3[[3, 17, 41]] = out[[3, 17, 41]]
+    three = Comparator()
+    three.add(only3, ref)
+    assert gate(three.summary(), "int8")["passed"]          # 3 of 100 bad: within the 3% floor
+    clean = Comparator()
+    clean.add(ref, ref)
+    assert gate(clean.summary(), "int8")["verified"]
+
+
+def test_too_few_images_pass_but_are_not_verified():
+    rng = np.random.default_rng(1)
+    ref = _logits(16, rng)
+    comp = Comparator()
+    comp.add(ref, ref)
+    decision = gate(comp.summary(), "int8")
+    assert decision["passed"] and not decision["verified"]
+    assert "only 16 images" in decision["claim"] and f"at least {min_images('int8')}" in decision["claim"]
+
+
+def test_per_class_statistics_for_several_classes():
+    rng = np.random.default_rng(2)
+    ref = np.concatenate([_logits(50, rng), _logits(50, rng)], axis=1)       # 2 classes
+    out = ref.copy()
+    out[:4, 1] *= -1                                                          # class 1 flips on 4
+    comp = Comparator()
+    comp.add(out, ref)
+    s = comp.summary()
+    assert len(s["per_class_distribution"]) == 2
+    assert s["per_class_distribution"][0]["n_bad"] == 0 and s["per_class_distribution"][1]["n_bad"] == 4
+    assert s["per_class_agreement"][1] < s["per_class_agreement"][0] == 1.0
+
+
+# --- held out by default -----------------------------------------------------------------------
+def test_packaged_heldout_images_are_the_shipped_models_validation_images():
+    from cmunext_edge.data.discovery import discover, read_name_list
+    names = {s.name for s in discover(HELDOUT)}
+    split = json.loads(SPLIT.read_text())
+    assert names == set(read_name_list(VAL)) == set(split["val"]) and len(names) == 90
+    assert not names & set(split["train"])
+    bundled = {s.name for s in discover(SAMPLES)}
+    assert bundled <= names                    # the 16 bundled samples are validation images too
+
+
+def test_heldout_images_give_the_tensors_of_the_originals(busi):
+    from cmunext_edge.checkpoints.weights import load_checkpoint
+    from cmunext_edge.data.discovery import discover
+    from cmunext_edge.data.groundtruth import load_truth
+    spec = load_checkpoint(ROOT / "models" / "cmunext-s-busi.safetensors").spec
+    stored = {s.name: s for s in discover(HELDOUT)}
+    for s in [s for s in discover(busi) if s.name in stored][::15]:
+        assert np.array_equal(spec(stored[s.name].image), spec(s.image))
+        assert np.array_equal(load_truth(stored[s.name], 1, spec.size), load_truth(s, 1, spec.size))
+
+
+def _plan_sets(weights, **options):
+    """The calibration and verification sets an export would use, and its log (nothing built)."""
+    from cmunext_edge.export.options import ExportOptions
+    from cmunext_edge.export.pipeline import _image_sets, _plan
+    logs = []
+    job = _plan(weights, ExportOptions(**options), logs.append)
+    calib, verify = _image_sets(job)
+    return calib, verify, logs
+
+
+def test_default_int8_verification_is_held_out_and_disjoint_from_calibration(trained, tmp_path):
+    pytest.importorskip("nncf")
+    calib, verify, logs = _plan_sets(trained, target="openvino", precision="int8", out=tmp_path)
+    calib_names = {s.name for s in calib.samples}
+    verify_names = {s.name for s in verify.samples}
+    assert calib_names == {s.name for s in __import__("cmunext_edge.data.discovery", fromlist=["x"]).discover(SAMPLES)}
+    assert not calib_names & verify_names and len(verify_names) == 90 - len(calib_names)
+    assert verify.plan.origin == "held-out validation images" and verify.plan.held_out
+    assert verify.overlap == {"calibration": [], "training": []}
+    assert not any(m.startswith("warning") for m in logs)
+
+
+def test_overlapping_verify_data_is_warned_about(trained, busi, tmp_path):
+    pytest.importorskip("nncf")
+    _, verify, logs = _plan_sets(trained, target="openvino", precision="int8", out=tmp_path, calib=SAMPLES,
+                                 verify_data=SAMPLES, calib_size=4, verify_size=6)
+    assert verify.overlap["calibration"] and any("also calibrated the INT8 model" in m for m in logs)
+    _, verify, logs = _plan_sets(trained, target="onnx", out=tmp_path, verify_data=busi, split=None,
+                                 verify_size=5)
+    # the shipped model's split is known: --verify-data holding its validation images uses that list
+    assert verify.plan.split == str(SPLIT) and {s.name for s in verify.samples} <= set(json.loads(SPLIT.read_text())["val"])
+    names_file = tmp_path / "some.txt"
+    train_names = json.loads(SPLIT.read_text())["train"][:3]
+    names_file.write_text("\n".join(train_names) + "\n")
+    _, verify, logs = _plan_sets(trained, target="onnx", out=tmp_path, verify_data=busi, split=names_file)
+    assert [s.name for s in verify.samples] == sorted(train_names) or len(verify) == 3
+    assert verify.overlap["training"] and any("are training images of this model" in m for m in logs)
+
+
+def test_split_needs_verify_data(trained, tmp_path):
+    from cmunext_edge.export.targets import ExportUsageError
+    with pytest.raises(ExportUsageError, match="--split chooses images of --verify-data"):
+        _plan_sets(trained, target="onnx", out=tmp_path, split=VAL)
+
+
+# --- real exports: manifest records ------------------------------------------------------------
+def test_export_on_few_images_is_not_called_verified(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.artifacts.info import describe_artifact, verification_line
+    from cmunext_edge.export.pipeline import export
+    logs = []
+    res = export(trained, target="onnx", out=tmp_path, verify_data=SAMPLES, log=logs.append)
+    v = res.verification
+    assert v["passed"] and not v["verified"] and v["n_images"] == 16
+    assert any(m.startswith("warning: NOT verified: only 16 images") for m in logs)
+    entry = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
+    d = entry["verification"]["distribution"]
+    assert d["n"] == 16 and d["bad_share_upper95"] == pytest.approx(1 - 0.05 ** (1 / 16))
+    assert {"p5", "worst", "worst_image", "n_bad", "mean_lower95"} <= set(d)
+    info = describe_artifact(res.artifact)
+    assert "NOT verified (too few images)" in verification_line(info["verification"], info["in_manifest"])
+
+
+def test_no_verify_export_warns(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.export.pipeline import export
+    logs = []
+    res = export(trained, target="onnx", out=tmp_path, verify=False, log=logs.append)
+    assert res.verification is None and any(m.startswith("warning: --no-verify") for m in logs)
+
+
+# --- quiet toolchains, hints -------------------------------------------------------------------
+def test_toolchain_noise_is_silenced_only_inside_the_scope():
+    from cmunext_edge.export.quiet import quiet_toolchains
+    err = io.StringIO()
+    root_handlers = list(logging.getLogger().handlers)
+    with redirect_stderr(err):
+        with quiet_toolchains():
+            for h in logging.getLogger().handlers:
+                if isinstance(h, logging.StreamHandler):
+                    h.setStream(err)
+            logging.warning("Axis 1 is out-of-range for weight 'w' with rank 1")
+            logging.getLogger("nncf").info("INFO: statistics collection")
+            logging.warning("something else")
+    text = err.getvalue()
+    assert "out-of-range" not in text and "statistics collection" not in text and "something else" in text
+    assert logging.getLogger().handlers == root_handlers and not logging.getLogger().filters
+
+
+def test_gate_hint_names_only_settings_a_user_can_set():
+    from cmunext_edge.capabilities import detect
+    from cmunext_edge.cli.export import build_parser
+    from cmunext_edge.export.int8_recipe import gate_failure_hint
+    from cmunext_edge.export.options import ExportOptions
+    flags = {o for a in build_parser()._actions for o in a.option_strings}
+    for target in ("openvino", "onnxruntime"):
+        hint = gate_failure_hint(target, "int8", "cpu", ExportOptions(nncf={"overflow_fix": "first_layer"}),
+                                 caps=detect())
+        assert "preset" not in hint
+        for item in hint.split("Try:")[1].split(";"):
+            assert "={" not in item or "Python: export(" in item
+            for flag in (w.strip("().,") for w in item.split() if w.startswith("--")):
+                assert flag in flags, flag
+
+
+# --- device bundles ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped_onnx(trained, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.export.pipeline import export
+    return export(trained, target="onnx", out=tmp_path_factory.mktemp("onnx"), verify_data=SAMPLES,
+                  log=lambda m: None).artifact
+
+
+def test_bundle_carries_enough_images_for_the_tail_claim(shipped_onnx, tmp_path):
+    from cmunext_edge.device.bundle import make_bundle
+    from cmunext_edge.device.check import run_check
+    res = make_bundle(shipped_onnx, tmp_path, archive=False)
+    assert res.manifest["images"] == {"source": str(HELDOUT), "n": min_images("fp32")}
+    rep = run_check(res.folder, iters=2, warmup=1)
+    agr = rep["agreement"]
+    assert rep["passed"] and agr["verified"] and agr["distribution"]["n"] == min_images("fp32")
+    few = make_bundle(shipped_onnx, tmp_path / "few", n_images=5, archive=False)
+    agr = run_check(few.folder, iters=2, warmup=1)["agreement"]
+    assert not agr["verified"] and "only 5 images" in agr["claim"]
+
+
+def test_bundle_of_another_model_needs_its_own_images(ckpt_s, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cmunext_edge.device.bundle import BundleError, make_bundle
+    from cmunext_edge.export.pipeline import export
+    art = export(ckpt_s, target="onnx", out=tmp_path, verify=False, log=lambda m: None).artifact
+    with pytest.raises(BundleError, match="not exported from a shipped model.*--images"):
+        make_bundle(art, tmp_path / "b", archive=False)
+    res = make_bundle(art, tmp_path / "b", images=SAMPLES, n_images=2, archive=False)
+    assert res.manifest["images"]["n"] == 2
+
+
+def test_nan_logits_fail_the_gate_and_never_read_as_agreement():
+    rng = np.random.default_rng(3)
+    ref = _logits(60, rng)
+    out = ref.copy()
+    out[5][ref[5] < 0] = np.nan              # NaN only off the mask: thresholded masks still match
+    comp = Comparator()
+    comp.add(out, ref, [f"img{i}" for i in range(60)])
+    s = comp.summary()
+    assert math.isnan(s["max_abs_logit_delta"]) and s["nonfinite_images"] == 1
+    assert s["nonfinite_image_names"] == ["img5"]
+    assert s["mask_dice_agreement"] < 1.0 and s["distribution"]["worst_image"] == "img5"
+    decision = gate(s, "fp32")
+    assert not decision["passed"] and not decision["verified"]
+    assert "1 of 60 images have NaN or infinite logits (first: img5)" in decision["failure"]
+    nan_ref = Comparator()                   # a NaN reference (e.g. NaN weights) fails as well
+    nan_ref.add(ref[:2], np.full_like(ref[:2], np.nan))
+    assert "NaN or infinite" in gate(nan_ref.summary(), "int8")["failure"]
+    clean = Comparator()
+    clean.add(ref, ref)
+    summary = {**clean.summary(), "max_abs_logit_delta": float("nan")}   # a record with a NaN delta
+    assert "max |delta logit| is NaN" in gate(summary, "fp32")["failure"]
+    assert clean.summary()["nonfinite_images"] == 0 and gate(clean.summary(), "fp32")["passed"]
