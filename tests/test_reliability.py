@@ -196,15 +196,38 @@ def test_read_ahead_is_bounded_by_batch_size_and_workers(tmp_path, monkeypatch, 
     counter = {"decoded": 0, "done": 0, "peak": 0}
     real_load = job.load_image
 
-    def counting_load(path, max_pixels):
+    def counting_load(path, max_pixels, **kw):
         counter["decoded"] += 1
-        return real_load(path, max_pixels)
+        return real_load(path, max_pixels, **kw)
     monkeypatch.setattr(job, "load_image", counting_load)
     segs = [_CountingSegmenter(EdgeSegmenter(SHIPPED), counter) for _ in range(workers)]
     result = job.run_job(segs, discover(src), tmp_path / "out", batch_size=2, write_overlays=False)
     assert len(result.rows) == 60 and not result.skipped
     # (workers + 1) batches of 2 at most (+1: an image counted as it starts decoding), not ~60
     assert counter["peak"] <= (workers + 1) * 2 + 1, counter
+
+
+def test_a_reader_that_fails_unexpectedly_stops_the_job_instead_of_hanging(tmp_path, monkeypatch):
+    from cmunext_edge.data.discovery import discover
+    from cmunext_edge.predict import job
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
+    src = tmp_path / "few"
+    src.mkdir()
+    for k in range(5):
+        shutil.copy(SAMPLE, src / f"img{k}.png")
+    real_load, calls = job.load_image, []
+
+    def failing_load(path, max_pixels, **kw):
+        calls.append(path)
+        if len(calls) == 4:
+            raise RuntimeError("decoder bug")
+        return real_load(path, max_pixels, **kw)
+    monkeypatch.setattr(job, "load_image", failing_load)
+    result = job.run_job(EdgeSegmenter(SHIPPED), discover(src), tmp_path / "out", batch_size=2,
+                         write_overlays=False)
+    assert "reading the inputs failed (RuntimeError: decoder bug)" in result.stopped
+    assert len(result.rows) == 2                              # the batch handed over before the failure
+    assert len(result.rows) + len(result.skipped) == 5        # every image accounted for
 
 
 # --- faults and accounting ------------------------------------------------------------------------

@@ -130,31 +130,38 @@ def _take(slots: threading.Semaphore, stop: threading.Event) -> bool:
 
 
 def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: threading.Event,
-            max_pixels=DEFAULT_MAX_PIXELS, slots: threading.Semaphore | None = None):
+            max_pixels=DEFAULT_MAX_PIXELS, slots: threading.Semaphore | None = None, errors: list | None = None):
     """Reader thread: decode images (and masks) into batches; bad files go to `skipped`.
 
     Each batch takes a slot of `slots` before its first image is decoded (its consumer gives the
-    slot back when the batch is written), so decoded images never outrun the workers."""
+    slot back when the batch is written), so decoded images never outrun the workers. An
+    unexpected error ends the reader: it goes to `errors` and the queue is still closed
+    (StopIteration), so the dispatcher never waits on a dead reader."""
     slots = slots or threading.Semaphore(1 << 30)
     batch, held = [], False
-    for s in samples:
-        if stop.is_set() or (not held and not _take(slots, stop)):
-            break
-        held = True
-        try:
-            batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels, frame=s.frame))))
-        except (ImageReadError, OSError, ValueError) as exc:
-            skipped.append({"path": str(s.image), "name": s.name, "error": str(exc)})
-            out_q.put(None)   # progress tick for the skipped file
-            continue
-        if len(batch) == batch_size:
+    try:
+        for s in samples:
+            if stop.is_set() or (not held and not _take(slots, stop)):
+                break
+            held = True
+            try:
+                batch.append((s, to_bgr_uint8(load_image(s.image, max_pixels, frame=s.frame))))
+            except (ImageReadError, OSError, ValueError) as exc:
+                skipped.append({"path": str(s.image), "name": s.name, "error": str(exc)})
+                out_q.put(None)   # progress tick for the skipped file
+                continue
+            if len(batch) == batch_size:
+                out_q.put(batch)
+                batch, held = [], False
+        if batch:
             out_q.put(batch)
-            batch, held = [], False
-    if batch:
-        out_q.put(batch)
-    elif held:
-        slots.release()
-    out_q.put(StopIteration)
+        elif held:
+            slots.release()
+    except Exception as exc:      # reported by run_job (the job stops), not lost in the thread
+        if errors is not None:
+            errors.append(exc)
+    finally:
+        out_q.put(StopIteration)
 
 
 def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool, write_probabilities: bool = False):
@@ -257,8 +264,9 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
     slots = threading.Semaphore(len(segmenters) + 1)     # decoded batches alive at once: the budget
     work = _Worker(segmenters, result, out_dir, write_overlays, progress, slots, write_probabilities)
     max_pixels = getattr(segmenters[0], "max_pixels", DEFAULT_MAX_PIXELS)
+    read_errors: list = []
     reader = threading.Thread(target=_decode, args=(samples, batch_size, q, result.skipped, work.stop,
-                                                    max_pixels, slots), daemon=True)
+                                                    max_pixels, slots, read_errors), daemon=True)
     reader.start()
     try:
         _dispatch(segmenters, q, work, progress, work.lock, work.stop)
@@ -266,6 +274,9 @@ def run_job(segmenters, samples: list[Sample], out_dir: Path, batch_size: int = 
         result.interrupted = exc
         result.stopped = result.stopped or (str(exc) or "interrupted (Ctrl-C)")
     reader.join()                         # after a stop it waits for no slot and puts to an unbounded queue
+    if read_errors:                       # the images it had not handed over are reported below
+        exc = read_errors[0]
+        result.stopped = result.stopped or f"reading the inputs failed ({type(exc).__name__}: {exc})"
     _account_from_disk(result, out_dir, write_overlays, write_probabilities)
     _report_unprocessed(result, samples)
     order = {s.name: i for i, s in enumerate(samples)}
