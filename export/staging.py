@@ -21,6 +21,7 @@ OWNER_FILE = "owner.pid"
 
 class ExportInterrupted(KeyboardInterrupt):
     """SIGTERM during an export (raised like Ctrl-C, so that every cleanup runs)."""
+    signum = signal.SIGTERM      # what stopped it: a CLI exits 143 for it, as for any SIGTERM
 
 
 class sigterm_raises:

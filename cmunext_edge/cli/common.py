@@ -137,8 +137,14 @@ class sigterm_as_interrupt:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+def by_sigterm(exc: BaseException) -> bool:
+    """An interrupt that SIGTERM raised: the CLI's own (`Terminated`) or a library's handler that
+    names the signal (`signum`, e.g. an export's staging clean-up)."""
+    return isinstance(exc, Terminated) or getattr(exc, "signum", None) == signal.SIGTERM
+
+
 def interrupted_code(exc: BaseException) -> int:
-    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    return EXIT_TERMINATED if by_sigterm(exc) else EXIT_INTERRUPTED
 
 
 def cli_main(prog: str):
@@ -155,7 +161,7 @@ def cli_main(prog: str):
             except KeyboardInterrupt as exc:
                 if debug:
                     traceback.print_exc()
-                what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+                what = "terminated (SIGTERM)" if by_sigterm(exc) else "interrupted"
                 return fail(prog, f"{what}; nothing more was done", interrupted_code(exc))
             except Exception as exc:  # the contract: one clear line, never a traceback
                 if debug:

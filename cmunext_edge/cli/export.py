@@ -46,7 +46,7 @@ tail claim needs (49) keeps the artifact but says NOT verified (docs/export.md, 
 manifest.json records the images, the distribution and the 95% bounds.
 
 exit codes: 0 success; 2 nothing written (usage error, unreadable weights, missing extra, failed
-verification, write error); 130 interrupted (Ctrl-C / SIGTERM: nothing is left behind).
+verification, write error); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing is left behind.
 
 """ + help_table()
 
