@@ -97,3 +97,21 @@ def test_self_test_detects_a_wrong_result_and_reports_missing_self_test(artifact
     assert not result.passed and result.status == "fail" and "FAILED" in result.message
     plain = EdgeSegmenter.from_checkpoint(ckpt_s).self_test()
     assert plain.status == "unavailable" and not plain
+
+
+def test_pytorch_fold_bn_is_exact_and_cuda_graphs_fall_back_visibly_without_cuda(trained, busi):
+    """fold_bn changes the arithmetic order only (logits within float rounding, the same masks);
+    cuda_graphs on a machine without CUDA says so and runs the model as is."""
+    torch = pytest.importorskip("torch")
+    from cmunext_edge.core.preprocess import load_image
+    plain = open_backend(trained, backend="pytorch").load()
+    x = np.stack([plain.spec(load_image(p)) for p in sorted((busi / "images").iterdir())[:4]])
+    folded = open_backend(trained, backend="pytorch", fold_bn=True).load()
+    a, b = plain.infer(x), folded.infer(x)
+    assert np.abs(a - b).max() < 1e-3 and np.array_equal(a > 0, b > 0)
+    assert folded.fallback_reason is None
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the graph path is measured by benchmarks/gpu/run_gpu.py")
+    graphed = open_backend(trained, backend="pytorch", cuda_graphs=True).load()
+    assert "cuda_graphs needs a CUDA device" in graphed.fallback_reason
+    assert np.array_equal(graphed.infer(x), a)

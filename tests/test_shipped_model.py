@@ -35,3 +35,36 @@ def test_validation_figures_of_the_card_reproduce(card, busi, tmp_path):
     assert abs(summary["mean_dice"] - card["val_dice"]) < 1e-4
     assert abs(summary["mean_iou"] - card["val_iou"]) < 1e-4
     assert summary["mean_dice"] >= 0.70
+
+
+BASE_CARD = ROOT / "models" / "cmunext-base-busi.json"
+
+
+def test_base_model_is_selectable_by_name_and_shares_the_default_models_split(tmp_path):
+    """cmunext-base-busi (issue 26) loads by name, its weights are the card's, and it was validated on
+    the same 90 images as the default model, which are the bundled held-out images (so verification
+    of its exports on them is held out too)."""
+    from cmunext_edge.checkpoints.weights import load_checkpoint, save_official_pth
+    from cmunext_edge.resources import HELDOUT_DIR, resolve_weights
+    card = json.loads(BASE_CARD.read_text())
+    seg = EdgeSegmenter("cmunext-base-busi")
+    assert seg.describe()["artifact"].endswith("cmunext-base-busi.safetensors")
+    assert seg.backend.metadata["sha256"] == card["sha256_safetensors"]
+    assert seg.backend.metadata["variant"] == "cmunext"
+    split = json.loads((ROOT / "models" / "cmunext-base-busi.split.json").read_text())
+    val = [n for n in (ROOT / "models" / "cmunext-s-busi.val.txt").read_text().split("\n") if n]
+    assert sorted(split["val"]) == sorted(val) and len(split["train"]) == card["n_train"]
+    assert sorted(p.stem for p in (HELDOUT_DIR / "images").iterdir()) == sorted(val)
+    # the model card's one-line conversion to the official .pth format works
+    ckpt = load_checkpoint(resolve_weights("cmunext-base-busi"))
+    pth = save_official_pth(ckpt.state_dict, tmp_path / "cmunext-base-busi.pth")
+    assert load_checkpoint(pth).info.variant == "cmunext"
+
+
+def test_base_validation_figures_of_the_card_reproduce(busi, tmp_path):
+    card = json.loads(BASE_CARD.read_text())
+    samples = discover(busi, ROOT / "models" / "cmunext-s-busi.val.txt")
+    assert len(samples) == card["n_val"] == 90
+    summary = run_job(EdgeSegmenter("cmunext-base-busi"), samples, tmp_path, write_overlays=False).summary()
+    assert abs(summary["mean_dice"] - card["val_dice"]) < 1e-4
+    assert abs(summary["mean_iou"] - card["val_iou"]) < 1e-4

@@ -77,3 +77,27 @@ def test_first_epoch_logs_step_time_and_estimate(busi, tmp_path):
     estimates = [line for line in logs if line.startswith("measured step time")]
     assert len(estimates) == 1 and "for the 2 epoch(s) left" in estimates[0]
     assert state["epoch"] == 2
+
+
+def test_device_resident_batches_equal_the_host_batches():
+    """The accelerator path (training set kept on the device, augmented and normalised there)
+    draws the same augmentations from the same generator and gives the same values as the host
+    path, bit for bit; run here on CPU tensors, which take the same torch code as CUDA ones."""
+    from types import SimpleNamespace
+    from cmunext_edge.core.preprocess import get_preset
+    from cmunext_edge.train.recipe import _device_batch, _host_batch
+    gen = np.random.default_rng(7)
+    images = gen.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    masks = gen.integers(0, 2, (12, 2, 32, 32), dtype=np.uint8)
+    run = SimpleNamespace(train=(images, masks), spec=get_preset("official").with_size(32),
+                          device=torch.device("cpu"),
+                          device_train=(torch.from_numpy(images), torch.from_numpy(masks)))
+    idx = np.arange(12)
+    for seed in range(6):         # 72 samples: every rotation/flip combination is drawn
+        xh, yh = _host_batch(run, np.random.default_rng(seed), idx)
+        xd, yd = _device_batch(run, np.random.default_rng(seed), idx)
+        assert xh.shape == xd.shape == (12, 3, 32, 32) and yh.shape == yd.shape == (12, 2, 32, 32)
+        assert torch.equal(xh, xd) and torch.equal(yh, yd)
+        assert not torch.equal(xh, torch.from_numpy(
+            np.stack([get_preset("official").with_size(32).normalize(i) for i in images])
+            .transpose(0, 3, 1, 2)))      # and the augmentation did change something

@@ -1,4 +1,10 @@
-"""PyTorch backend: checkpoints (.pth/.pt/.safetensors) on CPU or CUDA, fp32/fp16/bf16."""
+"""PyTorch backend: checkpoints (.pth/.pt/.safetensors) on CPU or CUDA, fp32/fp16/bf16.
+
+Options: `channels_last`; `fold_bn` (core/fold.py: exact, one pass less per folded BatchNorm);
+`cuda_graphs` (CUDA only: the first call of each input shape captures the forward pass into a
+CUDA graph, and later calls of that shape copy the input into its static buffer and replay it,
+which removes the per-layer launch cost that dominates batch 1; on the CPU the option is
+reported as a fallback and ignored)."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,9 +43,19 @@ class TorchBackend(Backend):
             precision = "fp32"
         self.precision = precision
         self.dtype = getattr(torch, self._DTYPES[precision])
-        self.model = ckpt.build().to(device=device, dtype=self.dtype)
+        model = ckpt.build()
+        if self.options.get("fold_bn"):
+            from cmunext_edge.core.fold import fold_bn_into_next_conv
+            model = fold_bn_into_next_conv(model)
+        self.model = model.to(device=device, dtype=self.dtype)
         if self.options.get("channels_last"):
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.graphs: dict | None = None
+        if self.options.get("cuda_graphs"):
+            if device.startswith("cuda"):
+                self.graphs = {}
+            else:
+                self.fallback_reason = "cuda_graphs needs a CUDA device: ran without graphs"
 
     def _fallback_precision(self, actual: str, reason: str) -> None:
         self.fallback_reason = f"requested precision {self.options.get('precision')}, ran {actual}: {reason}"
@@ -50,10 +66,33 @@ class TorchBackend(Backend):
             x = torch.from_numpy(batch).to(self.device, dtype=self.dtype)
             if self.options.get("channels_last"):
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.model(x).float().cpu().numpy()
+            if self.graphs is None:
+                return self.model(x).float().cpu().numpy()
+            graph, static_in, static_out = self._graph(tuple(x.shape), x)
+            static_in.copy_(x)
+            graph.replay()
+            return static_out.float().cpu().numpy()
+
+    def _graph(self, shape: tuple, example):
+        """The captured (graph, input buffer, output buffer) for one input shape (warm-up on a
+        side stream first, as torch.cuda.graphs documents)."""
+        if shape not in self.graphs:
+            torch = self.torch
+            static_in = example.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.model(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.model(static_in)
+            self.graphs[shape] = (graph, static_in, static_out)
+        return self.graphs[shape]
 
     def _close(self) -> None:
-        self.model = None
+        self.model, self.graphs = None, None
 
     @classmethod
     def list_devices(cls) -> list[str]:

@@ -10,7 +10,9 @@ size once, and the rotations/flips are applied to the resized image (the officia
 flips first, then resizes; for 90-degree rotations and flips the two orders agree up to
 interpolation rounding). Precision: `auto` (the default) trains in bf16 autocast only where the
 hardware runs bf16 natively (capabilities.py), else fp32. The first epoch logs its measured step
-time and an estimate for the whole run.
+time and an estimate for the whole run. On an accelerator (`device="cuda"`) the cached training set
+is kept on the device and augmented and normalised there (the same random draws and values as
+on the host: tests/test_train.py), so a step copies nothing from the host.
 
 Several classes (train_state.py): ground truth in per-class mask folders (masks/0/ ... masks/<N-1>/)
 or label images (labels/) trains one output channel per class (default: every class the dataset
@@ -85,16 +87,49 @@ def _normalise(spec: PreprocessSpec, batch_bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(spec.normalize(batch_bgr).transpose(0, 3, 1, 2))
 
 
-def _augment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray):
-    """albumentations RandomRotate90 then Flip (horizontal, vertical or both), p=0.5 each, of an
-    H x W x 3 image and its C x H x W masks alike (the masks' H and W are axes 1 and 2)."""
+def _normalise_on_device(torch, spec: PreprocessSpec, batch_bgr):
+    """_normalise for a (N,H,W,3) uint8 tensor, in float32 with the same operations in the same
+    order as PreprocessSpec.normalize (so the same values, on any device)."""
+    mean = torch.tensor(np.asarray(spec.mean, np.float32) * np.float32(spec.max_pixel_value),
+                        device=batch_bgr.device)
+    inv_std = torch.tensor(np.float32(1.0) / (np.asarray(spec.std, np.float32)
+                                              * np.float32(spec.max_pixel_value)), device=batch_bgr.device)
+    out = (batch_bgr.float() - mean) * inv_std
+    if spec.extra_scale != 1.0:
+        out = out / torch.tensor(np.float32(1.0 / spec.extra_scale), device=batch_bgr.device)
+    return out.permute(0, 3, 1, 2)
+
+
+def _augment_plan(rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
+    """albumentations RandomRotate90 then Flip (horizontal, vertical or both), p=0.5 each: the
+    quarter turns k and the flipped axes (of an H x W image) of one sample, drawn from `rng`."""
+    k, axes = 0, ()
     if rng.random() < 0.5:
         k = int(rng.integers(0, 4))
-        img, mask = np.rot90(img, k, axes=(0, 1)), np.rot90(mask, k, axes=(1, 2))
     if rng.random() < 0.5:
         code = int(rng.integers(-1, 2))  # -1 both, 0 vertical, 1 horizontal
         axes = {-1: (0, 1), 0: (0,), 1: (1,)}[code]
+    return k, axes
+
+
+def _augment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray):
+    """One sample's augmentation (_augment_plan) applied to an H x W x 3 image and its C x H x W
+    masks alike (the masks' H and W are axes 1 and 2)."""
+    k, axes = _augment_plan(rng)
+    if k:
+        img, mask = np.rot90(img, k, axes=(0, 1)), np.rot90(mask, k, axes=(1, 2))
+    if axes:
         img, mask = np.flip(img, axes), np.flip(mask, tuple(a + 1 for a in axes))
+    return img, mask
+
+
+def _augment_on_device(torch, rng: np.random.Generator, img, mask):
+    """_augment for device-resident tensors: the same draws from `rng`, the same pixels."""
+    k, axes = _augment_plan(rng)
+    if k:
+        img, mask = torch.rot90(img, k, dims=(0, 1)), torch.rot90(mask, k, dims=(1, 2))
+    if axes:
+        img, mask = torch.flip(img, axes), torch.flip(mask, tuple(a + 1 for a in axes))
     return img, mask
 
 
@@ -171,6 +206,7 @@ class _Run:
     steps_per_epoch: int
     total_steps: int
     num_classes: int
+    device_train: tuple | None = None   # the training set as device tensors (off the CPU)
 
 
 def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple, int]:
@@ -208,17 +244,39 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
     log(f"precision {precision} ({why}); threads {torch.get_num_threads()}")
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     steps = int(np.ceil(len(train_set[0]) / cfg.batch_size))
+    device_train = None
+    if device.type != "cpu":      # keep the training set on the accelerator: no per-step copies
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+        device_train = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in train_set)
+        log(f"training set on {device} ({sum(a.nbytes for a in train_set) / 2**20:.0f} MiB)")
     return _Run(model, opt, spec, device, memory_format, amp_dtype, train_set, val_set, steps,
-                steps * cfg.epochs, classes)
+                steps * cfg.epochs, classes, device_train)
 
 
-def _step(cfg: TrainConfig, run: _Run, rng, idx, it: int) -> float:
-    """One SGD step on the images `idx` at global iteration `it` (poly learning rate)."""
+def _host_batch(run: _Run, rng, idx):
+    """(x, y) of the images `idx`: augmented and normalised on the host, then moved to the device."""
     torch = require("torch")
     images, masks = run.train
     pairs = [_augment(rng, images[i], masks[i]) for i in idx]
     x = torch.from_numpy(_normalise(run.spec, np.stack([p[0] for p in pairs]))).to(run.device)
     y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32)).to(run.device)
+    return x, y
+
+
+def _device_batch(run: _Run, rng, idx):
+    """_host_batch's (x, y) built from the device-resident copy of the training set (no host
+    work or transfer per step): the same augmentation draws and the same values."""
+    torch = require("torch")
+    images, masks = run.device_train
+    pairs = [_augment_on_device(torch, rng, images[int(i)], masks[int(i)]) for i in idx]
+    x = _normalise_on_device(torch, run.spec, torch.stack([p[0] for p in pairs]))
+    return x, torch.stack([p[1] for p in pairs]).float()
+
+
+def _step(cfg: TrainConfig, run: _Run, rng, idx, it: int) -> float:
+    """One SGD step on the images `idx` at global iteration `it` (poly learning rate)."""
+    torch = require("torch")
+    x, y = (_device_batch if run.device_train is not None else _host_batch)(run, rng, idx)
     x = x.contiguous(memory_format=run.memory_format)
     for group in run.opt.param_groups:
         group["lr"] = cfg.lr * (1 - it / run.total_steps) ** cfg.poly_power
