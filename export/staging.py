@@ -25,7 +25,11 @@ class ExportInterrupted(KeyboardInterrupt):
 
 
 class sigterm_raises:
-    """While an export runs in the main thread, SIGTERM raises ExportInterrupted (cleanup runs)."""
+    """While the block runs in the main thread, SIGTERM raises `error()` (by default
+    ExportInterrupted, so that an export's cleanup runs); the previous handler comes back after."""
+
+    def __init__(self, error=lambda: ExportInterrupted("export interrupted by SIGTERM; nothing was written")):
+        self.error = error
 
     def __enter__(self):
         self.previous = None
@@ -33,9 +37,8 @@ class sigterm_raises:
             self.previous = signal.signal(signal.SIGTERM, self._raise)
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise ExportInterrupted("export interrupted by SIGTERM; nothing was written")
+    def _raise(self, signum, frame):
+        raise self.error()
 
     def __exit__(self, *exc):
         if self.previous is not None:

@@ -15,7 +15,6 @@ import functools
 import math
 import signal
 import sys
-import threading
 import traceback
 
 EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -119,22 +118,10 @@ def error_message(exc: BaseException) -> str:
             f"traceback and report it)")
 
 
-class sigterm_as_interrupt:
+def sigterm_as_interrupt():
     """While the CLI runs in the main thread, SIGTERM raises `Terminated` (a KeyboardInterrupt)."""
-
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise Terminated("terminated (SIGTERM)")
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+    from cmunext_edge.export.staging import sigterm_raises
+    return sigterm_raises(lambda: Terminated("terminated (SIGTERM)"))
 
 
 def by_sigterm(exc: BaseException) -> bool:

@@ -112,25 +112,21 @@ def _augment_plan(rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
     return k, axes
 
 
+def _apply_plan(lib, plan: tuple[int, tuple[int, ...]], img, mask):
+    """An _augment_plan applied to an H x W x 3 image and its C x H x W masks alike (the masks' H
+    and W are axes 1 and 2), with `lib` numpy (arrays) or torch (tensors on any device): both
+    spell rot90(a, k, axes) and flip(a, axes) the same way, so both paths give the same pixels."""
+    k, axes = plan
+    if k:
+        img, mask = lib.rot90(img, k, (0, 1)), lib.rot90(mask, k, (1, 2))
+    if axes:
+        img, mask = lib.flip(img, axes), lib.flip(mask, tuple(a + 1 for a in axes))
+    return img, mask
+
+
 def _augment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray):
-    """One sample's augmentation (_augment_plan) applied to an H x W x 3 image and its C x H x W
-    masks alike (the masks' H and W are axes 1 and 2)."""
-    k, axes = _augment_plan(rng)
-    if k:
-        img, mask = np.rot90(img, k, axes=(0, 1)), np.rot90(mask, k, axes=(1, 2))
-    if axes:
-        img, mask = np.flip(img, axes), np.flip(mask, tuple(a + 1 for a in axes))
-    return img, mask
-
-
-def _augment_on_device(torch, rng: np.random.Generator, img, mask):
-    """_augment for device-resident tensors: the same draws from `rng`, the same pixels."""
-    k, axes = _augment_plan(rng)
-    if k:
-        img, mask = torch.rot90(img, k, dims=(0, 1)), torch.rot90(mask, k, dims=(1, 2))
-    if axes:
-        img, mask = torch.flip(img, axes), torch.flip(mask, tuple(a + 1 for a in axes))
-    return img, mask
+    """One sample's augmentation, drawn from `rng` and applied on the host."""
+    return _apply_plan(np, _augment_plan(rng), img, mask)
 
 
 def bce_dice_loss(logits, target):
@@ -268,7 +264,7 @@ def _device_batch(run: _Run, rng, idx):
     work or transfer per step): the same augmentation draws and the same values."""
     torch = require("torch")
     images, masks = run.device_train
-    pairs = [_augment_on_device(torch, rng, images[int(i)], masks[int(i)]) for i in idx]
+    pairs = [_apply_plan(torch, _augment_plan(rng), images[int(i)], masks[int(i)]) for i in idx]
     x = _normalise_on_device(torch, run.spec, torch.stack([p[0] for p in pairs]))
     return x, torch.stack([p[1] for p in pairs]).float()
 
