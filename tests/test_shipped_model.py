@@ -61,6 +61,7 @@ def test_base_model_is_selectable_by_name_and_shares_the_default_models_split(tm
     assert load_checkpoint(pth).info.variant == "cmunext"
 
 
+@pytest.mark.slow          # 90 images through CMUNeXt base: ~40 s on 2 cores (the S card's test stays in)
 def test_base_validation_figures_of_the_card_reproduce(busi, tmp_path):
     card = json.loads(BASE_CARD.read_text())
     samples = discover(busi, ROOT / "models" / "cmunext-s-busi.val.txt")
