@@ -80,18 +80,18 @@ def test_first_epoch_logs_step_time_and_estimate(busi, tmp_path):
 
 
 def test_device_resident_batches_equal_the_host_batches():
-    """The accelerator path (training set kept on the device, augmented and normalised there)
+    """The accelerator path (training set normalised once, kept on the device and augmented there)
     draws the same augmentations from the same generator and gives the same values as the host
     path, bit for bit; run here on CPU tensors, which take the same torch code as CUDA ones."""
     from types import SimpleNamespace
     from cmunext_edge.core.preprocess import get_preset
-    from cmunext_edge.train.recipe import _device_batch, _host_batch
+    from cmunext_edge.train.recipe import _device_batch, _host_batch, _to_device
     gen = np.random.default_rng(7)
     images = gen.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     masks = gen.integers(0, 2, (12, 2, 32, 32), dtype=np.uint8)
-    run = SimpleNamespace(train=(images, masks), spec=get_preset("official").with_size(32),
-                          device=torch.device("cpu"),
-                          device_train=(torch.from_numpy(images), torch.from_numpy(masks)))
+    spec = get_preset("official").with_size(32)
+    run = SimpleNamespace(train=(images, masks), spec=spec, device=torch.device("cpu"),
+                          device_train=_to_device(torch, spec, (images, masks), torch.device("cpu")))
     idx = np.arange(12)
     for seed in range(6):         # 72 samples: every rotation/flip combination is drawn
         xh, yh = _host_batch(run, np.random.default_rng(seed), idx)

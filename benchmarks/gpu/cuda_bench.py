@@ -32,7 +32,6 @@ import torch
 from cmunext_edge.checkpoints.weights import load_checkpoint
 from cmunext_edge.core.agreement import Comparator, gate
 from cmunext_edge.core.complexity import count_macs
-from cmunext_edge.core.fold import fold_bn_into_next_conv
 from cmunext_edge.core.metrics import iou_dice
 from cmunext_edge.core.preprocess import load_image
 from cmunext_edge.resources import HELDOUT_DIR
@@ -96,9 +95,11 @@ def copy_bandwidth(device) -> float:
     return bw
 
 
-def build(path, dtype, device):
-    model = fold_bn_into_next_conv(load_checkpoint(path).build().eval())
-    return model.to(device=device, dtype=dtype).to(memory_format=torch.channels_last)
+def build(path, precision: str, device: str):
+    """The network the product's PyTorch backend runs with channels_last and fold_bn (as the
+    cmunext-bench rows below): BatchNorms folded, cast to `precision`, channels-last."""
+    return open_backend(path, backend="pytorch", device=device, precision=precision,
+                        channels_last=True, fold_bn=True).load().model
 
 
 def event_times(fn, n: int) -> list[float]:
@@ -134,7 +135,7 @@ def device_rows(path, precision, max_batch: int, budget_s: float) -> dict:
     to max_batch, no larger batch started after budget_s seconds)."""
     deadline = time.time() + budget_s
     dev = torch.device("cuda")
-    model = build(path, DTYPES[precision], dev)
+    model = build(path, precision, "cuda")
     row = {}
     with torch.inference_mode():
         x1 = torch.randn(1, 3, 256, 256, device=dev, dtype=DTYPES[precision]).contiguous(
@@ -236,7 +237,7 @@ def main() -> None:
         ck = load_checkpoint(path)
         entry = {"variant": ck.info.variant, "sha256": ck.sha256,
                  "gmacs": count_macs(ck.build()) / 1e9, "bytes": {}}
-        fp32_bytes = count_bytes(build(path, torch.float32, torch.device("cpu")),
+        fp32_bytes = count_bytes(build(path, "fp32", "cpu"),
                                  torch.zeros(1, 3, 256, 256).contiguous(memory_format=torch.channels_last))
         for prec in precisions:     # the same tensors at the precision's element size
             size = torch.tensor([], dtype=DTYPES[prec]).element_size()

@@ -55,7 +55,8 @@ class TorchBackend(Backend):
             if device.startswith("cuda"):
                 self.graphs = {}
             else:
-                self.fallback_reason = "cuda_graphs needs a CUDA device: ran without graphs"
+                self.fallback_reason = "; ".join(filter(None, (           # keep a precision fallback's reason
+                    self.fallback_reason, "cuda_graphs needs a CUDA device: ran without graphs")))
 
     def _fallback_precision(self, actual: str, reason: str) -> None:
         self.fallback_reason = f"requested precision {self.options.get('precision')}, ran {actual}: {reason}"

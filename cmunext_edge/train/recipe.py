@@ -11,7 +11,7 @@ flips first, then resizes; for 90-degree rotations and flips the two orders agre
 interpolation rounding). Precision: `auto` (the default) trains in bf16 autocast only where the
 hardware runs bf16 natively (capabilities.py), else fp32. The first epoch logs its measured step
 time and an estimate for the whole run. On an accelerator (`device="cuda"`) the cached training set
-is kept on the device and augmented and normalised there (the same random draws and values as
+is normalised once, kept on the device and augmented there (the same random draws and values as
 on the host: tests/test_train.py), so a step copies nothing from the host.
 
 Several classes (train_state.py): ground truth in per-class mask folders (masks/0/ ... masks/<N-1>/)
@@ -87,17 +87,13 @@ def _normalise(spec: PreprocessSpec, batch_bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(spec.normalize(batch_bgr).transpose(0, 3, 1, 2))
 
 
-def _normalise_on_device(torch, spec: PreprocessSpec, batch_bgr):
-    """_normalise for a (N,H,W,3) uint8 tensor, in float32 with the same operations in the same
-    order as PreprocessSpec.normalize (so the same values, on any device)."""
-    mean = torch.tensor(np.asarray(spec.mean, np.float32) * np.float32(spec.max_pixel_value),
-                        device=batch_bgr.device)
-    inv_std = torch.tensor(np.float32(1.0) / (np.asarray(spec.std, np.float32)
-                                              * np.float32(spec.max_pixel_value)), device=batch_bgr.device)
-    out = (batch_bgr.float() - mean) * inv_std
-    if spec.extra_scale != 1.0:
-        out = out / torch.tensor(np.float32(1.0 / spec.extra_scale), device=batch_bgr.device)
-    return out.permute(0, 3, 1, 2)
+def _to_device(torch, spec: PreprocessSpec, train_set: tuple, device) -> tuple:
+    """The cached training set as device tensors, normalised once here (spec.normalize): quarter
+    turns and flips only move pixels, so normalising before augmenting gives the values the host
+    path gets by normalising after, and a step does no arithmetic on the images."""
+    images, masks = train_set
+    return (torch.from_numpy(np.ascontiguousarray(spec.normalize(images))).to(device),
+            torch.from_numpy(np.ascontiguousarray(masks)).to(device))
 
 
 def _augment_plan(rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
@@ -243,8 +239,9 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
     device_train = None
     if device.type != "cpu":      # keep the training set on the accelerator: no per-step copies
         torch.backends.cudnn.benchmark = device.type == "cuda"
-        device_train = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in train_set)
-        log(f"training set on {device} ({sum(a.nbytes for a in train_set) / 2**20:.0f} MiB)")
+        device_train = _to_device(torch, spec, train_set, device)
+        mib = sum(t.numel() * t.element_size() for t in device_train) / 2**20
+        log(f"training set on {device}, normalised ({mib:.0f} MiB)")
     return _Run(model, opt, spec, device, memory_format, amp_dtype, train_set, val_set, steps,
                 steps * cfg.epochs, classes, device_train)
 
@@ -260,13 +257,12 @@ def _host_batch(run: _Run, rng, idx):
 
 
 def _device_batch(run: _Run, rng, idx):
-    """_host_batch's (x, y) built from the device-resident copy of the training set (no host
-    work or transfer per step): the same augmentation draws and the same values."""
+    """_host_batch's (x, y) built from the device-resident, normalised training set (_to_device;
+    no host work or transfer per step): the same augmentation draws and the same values."""
     torch = require("torch")
     images, masks = run.device_train
     pairs = [_apply_plan(torch, _augment_plan(rng), images[int(i)], masks[int(i)]) for i in idx]
-    x = _normalise_on_device(torch, run.spec, torch.stack([p[0] for p in pairs]))
-    return x, torch.stack([p[1] for p in pairs]).float()
+    return torch.stack([p[0] for p in pairs]).permute(0, 3, 1, 2), torch.stack([p[1] for p in pairs]).float()
 
 
 def _step(cfg: TrainConfig, run: _Run, rng, idx, it: int) -> float:
