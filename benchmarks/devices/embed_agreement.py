@@ -1,0 +1,123 @@
+"""Agreement of the C++ EdgeSegmenter's masks on emulated ARM (arm_embed.sh) with `cmunext-predict`
+on this host, for the same artifact and images: per-image official Dice between the 0/255 masks at
+the image's size, with n, mean, p5, worst, images below 0.90 and the 95% bounds
+(cmunext_edge.core.agreement.distribution), judged against the precision's mean floor. Emulated
+times are printed as what they are (QEMU user mode), never as speeds.
+
+    .venv/bin/python benchmarks/devices/embed_agreement.py --out benchmarks/results/embed_arm_<date>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from cmunext_edge.core.agreement import GATES, distribution  # noqa: E402
+from cmunext_edge.core.metrics import iou_dice  # noqa: E402
+
+WORK = Path(os.environ.get("CMUNEXT_DEVICE_WORK", Path.home() / ".cache" / "cmunext-edge" / "devices"))
+
+
+def runs(summary: Path) -> list[dict]:
+    """The arm_embed.sh runs, latest per (cpu, artifact): rc, cpu, artifact, entry, images."""
+    latest = {}
+    for line in summary.read_text().splitlines():
+        row = dict(kv.split("=", 1) for kv in line.split())
+        latest[(row["cpu"], row["artifact"])] = row
+    return list(latest.values())
+
+
+def host_masks(artifact: str, entry: str, images: Path) -> Path:
+    """cmunext-predict's masks on this host for the artifact (made once per artifact and images)."""
+    out = WORK / "embed" / "host-predict" / f"{artifact}-{images.name}"
+    if not (out / "masks").is_dir():
+        subprocess.run([sys.executable, "-m", "cmunext_edge.cli.predict", str(images), "--weights",
+                        str(WORK / "exports" / artifact / entry), "--out", str(out), "--quiet"], check=True)
+    return out / "masks"
+
+
+def agreement(arm: Path, host: Path) -> tuple[dict, list[str]]:
+    scores, names, problems = [], [], []
+    for ref in sorted(host.glob("*.png")):
+        got = cv2.imread(str(arm / ref.name), cv2.IMREAD_UNCHANGED)
+        want = cv2.imread(str(ref), cv2.IMREAD_UNCHANGED)
+        if got is None or got.shape != want.shape:
+            problems.append(f"{ref.name}: {'missing' if got is None else f'shape {got.shape} != {want.shape}'}")
+            scores.append(0.0)
+        else:
+            scores.append(iou_dice(got > 127, want > 127)[1])
+        names.append(ref.stem)
+    return distribution(scores, names), problems
+
+
+def precision_of(artifact: str) -> str:
+    return artifact.split("-")[-1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="record path without suffix (.md and .json are written)")
+    args = p.parse_args(argv)
+    rows = []
+    for run in sorted(runs(WORK / "embed" / "summary.txt"), key=lambda r: (r["artifact"], r["cpu"])):
+        arm = WORK / "embed" / run["cpu"] / run["artifact"]
+        row = {"cpu": run["cpu"], "artifact": run["artifact"], "entry": run["entry"], "exit": int(run["rc"])}
+        times = arm / "times.json"
+        if times.is_file():
+            row["emulated_times"] = json.loads(times.read_text())
+        if row["exit"] == 0:
+            host = host_masks(run["artifact"], run["entry"], Path(run["images"]))
+            row["agreement"], row["problems"] = agreement(arm / "masks", host)
+            row["floor"] = GATES[precision_of(run["artifact"])].mean
+            row["passed"] = row["agreement"]["mean"] >= row["floor"] and not row["problems"]
+        else:
+            row["log_tail"] = (arm / "run.log").read_text()[-600:] if (arm / "run.log").is_file() else ""
+        rows.append(row)
+    record = {"date": time.strftime("%Y-%m-%d"), "host": "x86_64 " + platform_cpu(), "rows": rows}
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    out.with_suffix(".md").write_text(markdown(record))
+    print(markdown(record))
+    return 0 if rows and all(r.get("passed") for r in rows) else 1
+
+
+def platform_cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def markdown(record: dict) -> str:
+    lines = [f"# C++ EdgeSegmenter on emulated ARM vs cmunext-predict on the host ({record['date']})", "",
+             f"Host: {record['host']}. The arm64 build ran inside a Debian bookworm root under QEMU user mode "
+             "(benchmarks/devices/arm_embed.sh); **emulated times are not speeds**. Agreement: per-image official "
+             "Dice between the C++ mask on the emulated CPU and `cmunext-predict`'s mask on the host, same artifact "
+             "and images, at the image's size.", "",
+             "| artifact | emulated CPU | exit | n | mean | p5 | worst (image) | below 0.90 | floor | passed |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    for r in record["rows"]:
+        a = r.get("agreement")
+        if a:
+            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | {a['n']} | {a['mean']:.4f} | "
+                         f"{a['p5']:.4f} | {a['worst']:.4f} ({a['worst_image']}) | {a['n_bad']} | {r['floor']} | "
+                         f"{r['passed']} |")
+        else:
+            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | - | - | - | - | - | - | False |")
+    problems = [f"- {r['artifact']} on {r['cpu']}: {p}" for r in record["rows"] for p in r.get("problems", [])]
+    failures = [f"- {r['artifact']} on {r['cpu']} (exit {r['exit']}): `{r['log_tail'].strip()[-300:]}`"
+                for r in record["rows"] if "log_tail" in r]
+    return "\n".join(lines + ([""] + problems if problems else []) + ([""] + failures if failures else [])) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
