@@ -72,7 +72,7 @@ setup_python() {
   [ -d /etc/xdg/pip ] && mkdir -p "$ROOT/etc/xdg" && cp -r /etc/xdg/pip "$ROOT/etc/xdg/"
   [ -f "$HOME/.config/pip/pip.conf" ] && mkdir -p "$ROOT/root/.config/pip" && cp "$HOME/.config/pip/pip.conf" "$ROOT/root/.config/pip/"
   local reqs
-  reqs=$(cat "$WORK"/bundles/*.bundle/requirements.txt | sort -u | tr '\n' ' ')
+  reqs=$(sed 's/#.*//' "$WORK"/bundles/*.bundle/requirements.txt | awk NF | sort -u | tr '\n' ' ')   # comments dropped
   if ! in_root "$VENV/bin/python" -c 'import numpy, cv2' 2>/dev/null; then
     log "creating $VENV in the root (fresh, no torch)"
     in_root python3 -m venv "$VENV"
