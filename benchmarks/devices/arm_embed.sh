@@ -9,13 +9,15 @@
 #     benchmarks/devices/arm_embed.sh
 #     .venv/bin/python benchmarks/devices/embed_agreement.py --out benchmarks/results/embed_arm_<date>
 # Environment (beside arm_root.sh's CMUNEXT_ARM_ROOT, CMUNEXT_DEVICE_WORK, CMUNEXT_ARM_CPUS):
-#   CMUNEXT_EMBED_ARTIFACTS  names under $WORK/exports (default "ort-fp32 ov-fp32 ov-fp16 ov-int8")
-#   CMUNEXT_EMBED_IMAGES     host folder of images (default the bundled samples, cmunext_edge/samples/busi)
+#   CMUNEXT_EMBED_ARTIFACTS  names under $WORK/exports (default "ort-fp32 ov-fp32 ov-fp16 ov-int8";
+#                            "none": build only)
+#   CMUNEXT_EMBED_SKIP_BUILD=1  reuse the build in the root
+#   CMUNEXT_EMBED_IMAGES     host folder of images (default the bundled samples, cmunext_edge/samples/busi/images)
 # Masks land in $WORK/embed/<cpu>/<artifact>/masks, logs beside them, the build log in $WORK/embed.
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/arm_root.sh"
 ARTIFACTS=${CMUNEXT_EMBED_ARTIFACTS:-"ort-fp32 ov-fp32 ov-fp16 ov-int8"}
-IMAGES_DIR=$(cd "${CMUNEXT_EMBED_IMAGES:-$REPO/cmunext_edge/samples/busi}" && pwd)
+IMAGES_DIR=$(cd "${CMUNEXT_EMBED_IMAGES:-$REPO/cmunext_edge/samples/busi/images}" && pwd)
 OUT=$WORK/embed
 
 [ "$(id -u)" = 0 ] || { echo "arm_embed: needs root (chroot, mount)" >&2; exit 2; }
@@ -38,20 +40,20 @@ build_embed() {
 
 run_embed() {
   rm -rf "$ROOT/opt/embed-images" && cp -r "$IMAGES_DIR" "$ROOT/opt/embed-images"
-  local imgs; imgs=$(cd "$ROOT/opt/embed-images" && ls | sort | sed 's|^|/opt/embed-images/|' | tr '\n' ' ')
+  local imgs=() f   # BUSI names hold spaces: an array, never word splitting
+  for f in "$ROOT"/opt/embed-images/*; do imgs+=("/opt/embed-images/${f##*/}"); done
   for name in $ARTIFACTS; do
     local src="$WORK/exports/$name" entry
-    entry=$(cd "$src" && ls *.xml *.onnx 2>/dev/null | head -1)
+    entry=$(cd "$src" && ls -- *.xml *.onnx 2>/dev/null | head -1 || true)   # one of the two globs is empty
     [ -n "$entry" ] || { log "$name: no .xml or .onnx in $src (make_bundles.py first)"; continue; }
     rm -rf "$ROOT/opt/embed-art/$name" && mkdir -p "$ROOT/opt/embed-art" && cp -r "$src" "$ROOT/opt/embed-art/$name"
     for cpu in $CPUS; do
       fake_cpuinfo "$cpu"
       local dst="$OUT/$cpu/$name"; rm -rf "$dst" "$ROOT/opt/embed-out"; mkdir -p "$dst"
-      log "$cpu: cmunext_segment $name/$entry on $(echo $imgs | wc -w) images (emulated; times are not speeds)"
+      log "$cpu: cmunext_segment $name/$entry on ${#imgs[@]} images (emulated; times are not speeds)"
       set +e
-      # shellcheck disable=SC2086
       timeout "$TIMEOUT" chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root LANG=C.UTF-8 QEMU_CPU="$cpu" \
-        /opt/embed-build/cmunext_segment "/opt/embed-art/$name/$entry" $imgs --out /opt/embed-out \
+        /opt/embed-build/cmunext_segment "/opt/embed-art/$name/$entry" "${imgs[@]}" --out /opt/embed-out \
         --times-json /opt/embed-out/times.json > "$dst/run.log" 2>&1
       local rc=$?
       set -e
@@ -63,7 +65,7 @@ run_embed() {
 
 build_root
 mount_root
-setup_python
-build_embed
-run_embed
+in_root "$VENV/bin/python" -c 'import openvino' 2>/dev/null || setup_python
+[ "${CMUNEXT_EMBED_SKIP_BUILD:-0}" = 1 ] && [ -x "$ROOT/opt/embed-build/cmunext_segment" ] || build_embed
+[ "$ARTIFACTS" = none ] || run_embed
 log "masks in $OUT; agreement: .venv/bin/python benchmarks/devices/embed_agreement.py --out benchmarks/results/embed_arm_<date>"

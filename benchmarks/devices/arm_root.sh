@@ -34,8 +34,9 @@ mount_root() {
     MOUNTED+=("$ROOT/$d")
   done
 }
-cleanup() {
-  umount "$ROOT/proc/cpuinfo" 2>/dev/null || true
+CPUINFO_MOUNTED=0
+cleanup() {   # only what this run mounted: another run may be using the root
+  [ "$CPUINFO_MOUNTED" = 1 ] && { umount "$ROOT/proc/cpuinfo" 2>/dev/null || true; }
   for ((i=${#MOUNTED[@]}-1; i>=0; i--)); do umount "${MOUNTED[i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -49,6 +50,7 @@ fake_cpuinfo() {   # $1: QEMU cpu name -> bind-mount an ARM /proc/cpuinfo (onnxr
   done
   umount "$ROOT/proc/cpuinfo" 2>/dev/null || true
   mount --bind "$f" "$ROOT/proc/cpuinfo"
+  CPUINFO_MOUNTED=1
 }
 
 in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"; }
