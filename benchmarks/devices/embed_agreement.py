@@ -46,7 +46,7 @@ def host_masks(artifact: str, entry: str, images: Path) -> Path:
 
 
 def agreement(arm: Path, host: Path) -> tuple[dict, list[str]]:
-    scores, names, problems = [], [], []
+    scores, names, problems, identical = [], [], [], 0
     for ref in sorted(host.glob("*.png")):
         got = cv2.imread(str(arm / ref.name), cv2.IMREAD_UNCHANGED)
         want = cv2.imread(str(ref), cv2.IMREAD_UNCHANGED)
@@ -55,8 +55,9 @@ def agreement(arm: Path, host: Path) -> tuple[dict, list[str]]:
             scores.append(0.0)
         else:
             scores.append(iou_dice(got > 127, want > 127)[1])
+            identical += int(np.array_equal(got, want))
         names.append(ref.stem)
-    return distribution(scores, names), problems
+    return {**distribution(scores, names), "n_identical": identical}, problems
 
 
 def precision_of(artifact: str) -> str:
@@ -103,16 +104,16 @@ def markdown(record: dict) -> str:
              "(benchmarks/devices/arm_embed.sh); **emulated times are not speeds**. Agreement: per-image official "
              "Dice between the C++ mask on the emulated CPU and `cmunext-predict`'s mask on the host, same artifact "
              "and images, at the image's size.", "",
-             "| artifact | emulated CPU | exit | n | mean | p5 | worst (image) | below 0.90 | floor | passed |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+             "| artifact | emulated CPU | exit | n | identical masks | mean | p5 | worst (image) | below 0.90 | floor | passed |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in record["rows"]:
         a = r.get("agreement")
         if a:
-            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | {a['n']} | {a['mean']:.4f} | "
+            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | {a['n']} | {a['n_identical']} | {a['mean']:.4f} | "
                          f"{a['p5']:.4f} | {a['worst']:.4f} ({a['worst_image']}) | {a['n_bad']} | {r['floor']} | "
                          f"{r['passed']} |")
         else:
-            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | - | - | - | - | - | - | False |")
+            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | - | - | - | - | - | - | - | False |")
     problems = [f"- {r['artifact']} on {r['cpu']}: {p}" for r in record["rows"] for p in r.get("problems", [])]
     failures = [f"- {r['artifact']} on {r['cpu']} (exit {r['exit']}): `{r['log_tail'].strip()[-300:]}`"
                 for r in record["rows"] if "log_tail" in r]
