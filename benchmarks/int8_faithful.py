@@ -314,10 +314,10 @@ def search_key(a) -> tuple:
     return (int((per_image(m) < GATE_BAD).sum()), short, -float(m.mean()))
 
 
-def search(bypass: Bypass, X, ref, log, max_float: int | None = None) -> dict:
+def search(bypass: Bypass, X, ref, log, max_float: int | None = None, pool: int | None = None) -> dict:
     """Single-layer scan, greedy forward selection until the gate holds (at most `max_float`
-    convolutions), backward pruning. When the gate is not reached, the best set found is kept and
-    said so."""
+    convolutions; with `pool`, each step tries only the `pool` convolutions best on their own in
+    the scan), backward pruning. When the gate is not reached, the best set found is kept and said so."""
     def score(units):
         return agreement(run_ir(None, X, bypass.model(units)), ref)
 
@@ -330,10 +330,14 @@ def search(bypass: Bypass, X, ref, log, max_float: int | None = None) -> dict:
     log(f"    every convolution float on A: {line(stats(every))}")
     log(f"    ({len(bypass.units)} convolutions; single-layer scan {time.perf_counter() - t0:.0f} s; "
         f"at most {cap} kept float)")
+    ranked = sorted(bypass.units, key=lambda u: search_key(single[u]))
+    candidates = ranked[:pool] if pool else bypass.units
+    if pool:
+        log(f"    greedy pool: the {len(candidates)} convolutions best on their own")
     chosen, cur, steps = [], base, []
     best_seen = (search_key(base), [], base)
-    while not gate_ok(cur) and len(chosen) < cap:
-        trials = {u: (single[u] if not chosen else score(chosen + [u])) for u in bypass.units if u not in chosen}
+    while not gate_ok(cur) and len(chosen) < min(cap, len(candidates)):
+        trials = {u: (single[u] if not chosen else score(chosen + [u])) for u in candidates if u not in chosen}
         best = min(trials, key=lambda u: search_key(trials[u]))
         chosen.append(best)
         cur = trials[best]
@@ -353,6 +357,7 @@ def search(bypass: Bypass, X, ref, log, max_float: int | None = None) -> dict:
             steps.append({"drop": unit, **stats(cur)})
             log(f"    - {unit}: {line(stats(cur))}")
     return {"units": bypass.units, "base_A": stats(base), "every_float_A": stats(every), "max_float": cap,
+            "pool": candidates if pool else None,
             "single_A": {u: stats(a) for u, a in single.items()}, "steps": steps,
             "chosen": chosen, "chosen_A": stats(cur), "gate_holds_on_A": gate_ok(cur),
             "seconds": time.perf_counter() - t0}
@@ -502,6 +507,9 @@ def main(argv=None) -> None:
     p.add_argument("--max-float", type=int, default=12,
                    help="the greedy search keeps at most this many convolutions float (0: no cap); when "
                         "the gate is not reached on A, the best set found is confirmed and reported")
+    p.add_argument("--search-pool", type=int, default=0,
+                   help="greedy steps try only the N convolutions best on their own in the single-layer scan "
+                        "(0: all, the default; a cheaper search, not the full greedy)")
     p.add_argument("--stages", default="recipes,search,evidence,timing,ort")
     p.add_argument("--product-default", action=argparse.BooleanOptionalAction, default=True,
                    help="also export with the product's default INT8 options (no nncf overrides)")
@@ -562,7 +570,7 @@ def main(argv=None) -> None:
         if "search" in stages:
             log("  search on half A (quantizers of one convolution removed at a time):")
             found = search(Bypass(current, fp32_onnx), data.X[data.half["A"]], data.ref[data.half["A"]], log,
-                           args.max_float)
+                           args.max_float, args.search_pool)
             g["search"] = found
             pats = [module_pattern(u) for u in found["chosen"]]
             g["found_patterns"] = pats
