@@ -7,9 +7,15 @@ epoch selection) sorted by name and cut into two fixed halves, A = even position
 The float layers are chosen on half A only; half B and all of them are reported.
 
 Agreement = per-image Dice between the artifact's thresholded mask and PyTorch FP32's at the
-network size (export/verify.py's `mask_dice_agreement` per image). Gate (issue 21): mean >= 0.97
-AND at most 3% of the images below 0.90; each figure comes with n, mean, p5, worst, the count
-below 0.90 and the exact one-sided 95% (Clopper-Pearson) upper bound on the bad-image rate.
+network size, per class, by the product's Comparator (cmunext_edge/core/agreement.py; an image's
+agreement is its classes' mean, as export/verify.py's `mask_dice_agreement`). Gate: the product's
+INT8 gate (core/agreement.py `gate`): mean >= 0.97 AND at most 3% of the images below 0.90, and
+with several classes each class's mean >= 0.97 - CLASS_MARGIN; each figure comes with n, mean,
+p5, worst, the count below 0.90 and the exact one-sided 95% (Clopper-Pearson) upper bound on the
+bad-image rate, overall and (several classes) per class. Several-class models: `--weights` of
+the checkpoint, `--data` of its dataset (masks/0..N-1), the same split; the greedy search then
+also minimises the classes' shortfall below their floor (`search_key`) and stops at
+`--max-float` convolutions, reporting the best set when the gate is not reached.
 
 Stages (all by default; cached in --work, so a rerun only redoes what is missing):
   recipes      export FP32 ONNX / IR and the current INT8 recipe per graph (the toolkit's own
@@ -17,9 +23,10 @@ Stages (all by default; cached in --work, so a rerun only redoes what is missing
   search       per-layer sensitivity on half A: the current INT8 IR with one convolution's
                quantizers removed (its input FakeQuantize and int8 weights replaced by the FP32
                ones: what NNCF's ignored_scope does, checked equal below), single-layer scan,
-               greedy forward selection (fewest images < 0.90, then highest mean) until the gate
-               holds on A, then backward pruning; confirmed by a real export with those layers in
-               NNCF's ignored scope (`--float-layers` adds named candidates to confirm)
+               greedy forward selection (fewest images < 0.90, then the classes' shortfall,
+               then highest mean) until the gate holds on A (at most --max-float), then
+               backward pruning; confirmed by a real export with those layers in NNCF's ignored
+               scope (`--float-layers` adds named candidates to confirm)
   evidence     where the flips are (mask boundary band vs whole components that appear / vanish),
                how far FP32 logits are from the threshold, and FP32's own agreement with itself
                under +-1 grey level of input noise, next to each INT8 figure
@@ -48,50 +55,84 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, python, rel, train_calibration_folder  # noqa: E402
 
-GATE_MEAN, GATE_BAD, GATE_BAD_RATE = 0.97, 0.90, 0.03
+sys.path.insert(0, str(ROOT))
+from cmunext_edge.core.agreement import (BAD_IMAGE, CLASS_MARGIN, GATES, Comparator, distribution,  # noqa: E402
+                                         gate)
+
+PRECISION = "int8"                        # the product's INT8 gate (core/agreement.py GATES)
+GATE_BAD = BAD_IMAGE
 ALL_INT8 = {"float_layers": "none"}       # the INT8 recipe before issue 21: every convolution INT8
 GRAPHS = {"plain": None, "dense": {"fold_bn": True, "dense_groups": True}}
 CONV_TYPES = ("Convolution", "GroupConvolution")
 
 
-# ---------------------------------------------------------------- statistics
-def upper95(k: int, n: int, conf: float = 0.95) -> float:
-    """Exact one-sided Clopper-Pearson upper bound on a rate with k events in n (bisection)."""
-    from math import comb
-    if k >= n:
-        return 1.0
+# ---------------------------------------------------------------- statistics (the product's, core/agreement.py)
+def agreement(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-image, per-class agreement (N x C): the product's Comparator with its default compare
+    function (Dice of the thresholded masks per class; an image with non-finite logits agrees 0)."""
+    comp = Comparator()
+    comp.add(out, ref)
+    return np.stack(comp.per_class)
 
-    def cdf(p):   # P(X <= k | n, p)
-        return sum(comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) > 1 - conf else (lo, mid)
-    return hi
+
+def _matrix(agree) -> np.ndarray:
+    a = np.asarray(agree, np.float64)
+    return a[:, None] if a.ndim == 1 else a
+
+
+def per_image(agree) -> np.ndarray:
+    """Each image's agreement (its classes averaged), as the gate counts images."""
+    return _matrix(agree).mean(axis=1)
+
+
+def per_image_record(names, agree) -> dict:
+    """{"per_image": {name: agreement}} and, for several classes, {"per_image_class": {name: [...]}}."""
+    m = _matrix(agree)
+    out = {"per_image": dict(zip(names, map(float, m.mean(axis=1))))}
+    if m.shape[1] > 1:
+        out["per_image_class"] = {n: [float(v) for v in row] for n, row in zip(names, m)}
+    return out
+
+
+def _fields(d: dict) -> dict:
+    return {"n": d["n"], "mean": d["mean"], "p5": d["p5"], "worst": d["worst"], "n_below_0.90": d["n_bad"],
+            "frac_below_0.90": d["bad_share"], "upper95_bad_rate": d["bad_share_upper95"],
+            "mean_lower95": d["mean_lower95"]}
 
 
 def stats(agree, names=None) -> dict:
-    a = np.asarray(agree, np.float64)
-    bad = int((a < GATE_BAD).sum())
-    out = {"n": int(a.size), "mean": float(a.mean()), "p5": float(np.percentile(a, 5)),
-           "worst": float(a.min()), "n_below_0.90": bad, "frac_below_0.90": bad / a.size,
-           "upper95_bad_rate": upper95(bad, a.size),
-           "passes_gate": bool(a.mean() >= GATE_MEAN and bad / a.size <= GATE_BAD_RATE)}
+    """n, mean, p5, worst, images below 0.90 and the 95% Clopper-Pearson bound (core distribution)
+    and the product's INT8 gate decision (mean and tail floors, and for several classes each
+    class's mean >= the floor - CLASS_MARGIN), with each class's figures when there are several."""
+    m = _matrix(agree)
+    a = m.mean(axis=1)
+    names = list(names) if names is not None else None
+    dist = distribution(a, names)
+    summary = {"distribution": dist}
+    if m.shape[1] > 1:
+        summary["per_class_agreement"] = [float(v) for v in m.mean(axis=0)]
+    decision = gate(summary, PRECISION)
+    out = {**_fields(dist), "passes_gate": decision["passed"], "gate_failure": decision["failure"]}
     if names is not None:
-        out["worst_image"] = names[int(a.argmin())]
+        out["worst_image"] = dist["worst_image"]
         out["images_below_0.90"] = [names[i] for i in np.flatnonzero(a < GATE_BAD)]
+    if m.shape[1] > 1:
+        out["per_class"] = []
+        for k in range(m.shape[1]):
+            d = distribution(m[:, k], names)
+            out["per_class"].append({**_fields(d), **({"worst_image": d["worst_image"]} if names else {})})
     return out
 
 
 def line(s: dict) -> str:
-    return (f"n {s['n']}, mean {s['mean']:.4f}, p5 {s['p5']:.4f}, worst {s['worst']:.4f}, "
-            f"{s['n_below_0.90']} below 0.90 (95% upper bound {100 * s['upper95_bad_rate']:.1f}%)"
-            + ("" if s["passes_gate"] else " FAIL"))
-
-
-def agreement(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    from cmunext_edge.core.metrics import mean_dice
-    return np.array([mean_dice(o > 0, r > 0) for o, r in zip(out, ref)])
+    text = (f"n {s['n']}, mean {s['mean']:.4f}, p5 {s['p5']:.4f}, worst {s['worst']:.4f}, "
+            f"{s['n_below_0.90']} below 0.90 (95% upper bound {100 * s['upper95_bad_rate']:.1f}%)")
+    if "per_class" not in s:
+        return text + ("" if s["passes_gate"] else " FAIL")
+    classes = "; ".join(f"class {k} {c['mean']:.4f} / p5 {c['p5']:.4f} / worst {c['worst']:.4f} / "
+                        f"{c['n_below_0.90']} < 0.90 ({100 * c['upper95_bad_rate']:.1f}%)"
+                        for k, c in enumerate(s["per_class"]))
+    return text + ("" if s["passes_gate"] else " FAIL") + f"\n        per class: {classes}"
 
 
 def spearman(x, y) -> float:
@@ -259,46 +300,97 @@ class Bypass:
 
 
 def gate_ok(a) -> bool:
-    return a.mean() >= GATE_MEAN and (a < GATE_BAD).mean() <= GATE_BAD_RATE
+    """The product's INT8 gate (core/agreement.py) on per-image (per-class) agreement."""
+    return stats(a)["passes_gate"]
 
 
-def search(bypass: Bypass, X, ref, log) -> dict:
-    """Single-layer scan, greedy forward selection until the gate holds, backward pruning."""
+def gate_ok_margin(a, margin: float = 0.0) -> bool:
+    """The product's gate and, with `margin`, its mean floor (and each class's floor) raised by it:
+    a search target with headroom for images the search did not see."""
+    if not gate_ok(a):
+        return False
+    m, floor = _matrix(a), GATES[PRECISION].mean + margin
+    return bool(m.mean() >= floor and (m.shape[1] == 1 or (m.mean(axis=0) >= floor - CLASS_MARGIN).all()))
+
+
+def search_key(a) -> tuple:
+    """What the greedy minimises: images below 0.90 first, then (several classes) how far the
+    class means fall short of the gate's per-class floor, then the higher mean. With one class the
+    middle term is 0: the 1-class search is unchanged."""
+    m = _matrix(a)
+    floor = GATES[PRECISION].mean - CLASS_MARGIN
+    short = float(np.clip(floor - m.mean(axis=0), 0, None).sum()) if m.shape[1] > 1 else 0.0
+    return (int((per_image(m) < GATE_BAD).sum()), short, -float(m.mean()))
+
+
+def search(bypass: Bypass, X, ref, log, max_float: int | None = None, pool: int | None = None,
+           margin: float = 0.0) -> dict:
+    """Single-layer scan, greedy forward selection until the gate holds (at most `max_float`
+    convolutions; with `pool`, each step tries only the `pool` convolutions best on their own in
+    the scan), backward pruning. When the gate is not reached, the best set found is kept and said so."""
     def score(units):
         return agreement(run_ir(None, X, bypass.model(units)), ref)
 
-    def key(a):                       # fewer images below 0.90 first, then the higher mean
-        return (int((a < GATE_BAD).sum()), -float(a.mean()))
-
+    cap = len(bypass.units) if not max_float else min(max_float, len(bypass.units))
+    t0 = time.perf_counter()
     base = score([])
     single = {u: score([u]) for u in bypass.units}
     log(f"    current recipe on A: {line(stats(base))}")
-    log(f"    every convolution float on A: {line(stats(score(bypass.units)))}")
+    every = score(bypass.units)
+    log(f"    every convolution float on A: {line(stats(every))}")
+    log(f"    ({len(bypass.units)} convolutions; single-layer scan {time.perf_counter() - t0:.0f} s; "
+        f"at most {cap} kept float)")
+    ranked = sorted(bypass.units, key=lambda u: search_key(single[u]))
+    candidates = ranked[:pool] if pool else bypass.units
+    if pool:
+        log(f"    greedy pool: the {len(candidates)} convolutions best on their own")
     chosen, cur, steps = [], base, []
-    while not gate_ok(cur) and len(chosen) < len(bypass.units):
-        trials = {u: (single[u] if not chosen else score(chosen + [u])) for u in bypass.units if u not in chosen}
-        best = min(trials, key=lambda u: key(trials[u]))
+    best_seen = (search_key(base), [], base)
+    def target(a):
+        return gate_ok_margin(a, margin)
+    if margin:
+        log(f"    search target: the gate with its mean floors raised by {margin}")
+    while not target(cur) and len(chosen) < min(cap, len(candidates)):
+        trials = {u: (single[u] if not chosen else score(chosen + [u])) for u in candidates if u not in chosen}
+        best = min(trials, key=lambda u: search_key(trials[u]))
         chosen.append(best)
         cur = trials[best]
+        if search_key(cur) < best_seen[0]:
+            best_seen = (search_key(cur), list(chosen), cur)
         steps.append({"add": best, **stats(cur)})
-        log(f"    + {best}: {line(stats(cur))}")
+        log(f"    + {best}: {line(stats(cur))} ({time.perf_counter() - t0:.0f} s)")
+    reached = target(cur)
+    if not reached:                     # keep the best prefix of the greedy path, not its last step
+        chosen, cur = best_seen[1], best_seen[2]
+        log(f"    {'gate' if not margin else 'target'} NOT reached on A with up to {cap} float convolutions; "
+            f"best: {len(chosen)} float, "
+            f"{line(stats(cur))}")
     for unit in list(chosen):           # backward pruning: drop what the gate does not need
         rest = [u for u in chosen if u != unit]
-        if rest and gate_ok(a := score(rest)):
+        if reached and rest and target(a := score(rest)):
             chosen, cur = rest, a
             steps.append({"drop": unit, **stats(cur)})
             log(f"    - {unit}: {line(stats(cur))}")
-    return {"units": bypass.units, "base_A": stats(base),
+    return {"units": bypass.units, "base_A": stats(base), "every_float_A": stats(every), "max_float": cap,
+            "pool": candidates if pool else None,
             "single_A": {u: stats(a) for u, a in single.items()}, "steps": steps,
-            "chosen": chosen, "chosen_A": stats(cur), "gate_holds_on_A": gate_ok(cur)}
+            "chosen": chosen, "chosen_A": stats(cur), "gate_holds_on_A": gate_ok(cur), "margin": margin,
+            "target_holds_on_A": target(cur),
+            "seconds": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------- evidence
 def flip_location(out: np.ndarray, ref: np.ndarray, band_px: int = 2) -> dict:
-    """Where one image's flipped pixels lie: within `band_px` of the FP32 mask boundary, in whole
-    connected components that appear (artifact only) or vanish (FP32 only), or elsewhere."""
+    """Where one image's flipped pixels lie (summed over its classes): within `band_px` of the FP32
+    mask boundary, in whole connected components that appear (artifact only) or vanish (FP32
+    only), or elsewhere."""
+    per = [_flip_location_class(o, r, band_px) for o, r in zip(out, ref)]
+    return {k: int(sum(p[k] for p in per)) for k in per[0]}
+
+
+def _flip_location_class(out: np.ndarray, ref: np.ndarray, band_px: int) -> dict:
     import cv2
-    a, r = out[0] > 0, ref[0] > 0
+    a, r = out > 0, ref > 0
     flip = a ^ r
     k = np.ones((2 * band_px + 1, 2 * band_px + 1), np.uint8)
     r8 = r.astype(np.uint8)
@@ -324,15 +416,16 @@ def flip_location(out: np.ndarray, ref: np.ndarray, band_px: int = 2) -> dict:
 
 
 def margins(out: np.ndarray, ref: np.ndarray) -> dict:
-    """How far FP32 logits are from the threshold (logit 0), overall and on flipped pixels."""
-    r = ref[0]
-    flip = (out[0] > 0) ^ (r > 0)
+    """How far FP32 logits are from the threshold (logit 0), overall and on flipped pixels (all
+    classes' pixels together)."""
+    r = ref
+    flip = (out > 0) ^ (r > 0)
     absr = np.abs(r)
     d = {f"frac_abs_logit_lt_{m}": float((absr < m).mean()) for m in (0.5, 1.0, 2.0)}
     d["median_abs_logit_flipped"] = float(np.median(absr[flip])) if flip.any() else None
     d["frac_flipped_within_1"] = float((absr[flip] < 1.0).mean()) if flip.any() else None
-    d["mean_abs_delta"] = float(np.abs(out[0] - r).mean())
-    d["mean_abs_delta_flipped"] = float(np.abs(out[0] - r)[flip].mean()) if flip.any() else None
+    d["mean_abs_delta"] = float(np.abs(out - r).mean())
+    d["mean_abs_delta_flipped"] = float(np.abs(out - r)[flip].mean()) if flip.any() else None
     return d
 
 
@@ -346,15 +439,17 @@ def evidence(data: Data, outputs: dict, noise_draws: int, log) -> dict:
         noise.append(agreement(noisy, ref))
         log(f"  FP32 vs itself, +-1 grey level noise draw {k}: {line(stats(noise[-1]))} "
             f"({time.perf_counter() - t0:.0f} s)")
-    noise = np.stack(noise)
-    noise_worst = noise.min(0)
+    noise = np.stack(noise)                   # draws x images (x classes)
+    worst_draw = np.stack([per_image(x) for x in noise]).argmin(0)
+    noise_worst = noise[worst_draw, np.arange(noise.shape[1])]    # each image's worst draw
     res = {"noise": {"draws": noise_draws, "per_draw": [data.report(a) for a in noise],
                      "worst_over_draws": data.report(noise_worst),
-                     "per_image_worst": dict(zip(data.names, map(float, noise_worst)))},
+                     "per_image_worst": per_image_record(data.names, noise_worst)["per_image"]},
            "recipes": {}}
-    near1 = np.array([(np.abs(r[0]) < 1.0).mean() for r in ref])
+    near1 = np.array([(np.abs(r) < 1.0).mean() for r in ref])
+    noise_worst = per_image(noise_worst)
     for label, out in outputs.items():
-        a = agreement(out, ref)
+        a = per_image(agreement(out, ref))
         loc = [flip_location(o, r) for o, r in zip(out, ref)]
         mar = [margins(o, r) for o, r in zip(out, ref)]
         tot = {k: int(sum(x[k] for x in loc)) for k in ("flipped", "boundary", "appear", "vanish", "other",
@@ -425,6 +520,15 @@ def main(argv=None) -> None:
     p.add_argument("--float-layers", action="append", default=[], metavar="LABEL=PATTERN,PATTERN",
                    help="an extra named float-layer list (NNCF ignored-scope patterns) to confirm on "
                         "every graph, e.g. product=.*/encoder1/up/conv/conv.0/.*")
+    p.add_argument("--max-float", type=int, default=12,
+                   help="the greedy search keeps at most this many convolutions float (0: no cap); when "
+                        "the gate is not reached on A, the best set found is confirmed and reported")
+    p.add_argument("--search-pool", type=int, default=0,
+                   help="greedy steps try only the N convolutions best on their own in the single-layer scan "
+                        "(0: all, the default; a cheaper search, not the full greedy)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="search until the gate holds on A with its mean floors raised by this much "
+                        "(0: the gate itself, the default)")
     p.add_argument("--stages", default="recipes,search,evidence,timing,ort")
     p.add_argument("--product-default", action=argparse.BooleanOptionalAction, default=True,
                    help="also export with the product's default INT8 options (no nncf overrides)")
@@ -457,6 +561,10 @@ def main(argv=None) -> None:
     n_a, n_b = len(data.half["A"]), len(data.half["B"])
     log(f"data: {len(data.names)} validation images of {rel(args.split)} (A {n_a} even / B {n_b} odd by "
         f"sorted name); calibration: {args.calib_size} of {len(list((calib / 'images').iterdir()))} training images")
+    g = GATES[PRECISION]
+    log(f"model: {rel(args.weights)}, {data.ckpt.info.num_classes} class(es); gate (core/agreement.py, {PRECISION}): "
+        f"mean >= {g.mean}, at most {100 * g.tail:g}% of images below {BAD_IMAGE}"
+        + (f", each class's mean >= {g.mean} - {CLASS_MARGIN}" if data.ckpt.info.num_classes > 1 else ""))
     record = {"command": command, "cpu": _cpu_name(), "capabilities": cpu.as_dict(), "halves": {
         "A": [data.names[i] for i in data.half["A"]], "B": [data.names[i] for i in data.half["B"]]},
         "calib_size": args.calib_size, "seed": args.seed, "graphs": {}}
@@ -480,11 +588,12 @@ def main(argv=None) -> None:
                                                               "openvino", "int8", graph, calib=calib)
         if "search" in stages:
             log("  search on half A (quantizers of one convolution removed at a time):")
-            found = search(Bypass(current, fp32_onnx), data.X[data.half["A"]], data.ref[data.half["A"]], log)
+            found = search(Bypass(current, fp32_onnx), data.X[data.half["A"]], data.ref[data.half["A"]], log,
+                           args.max_float, args.search_pool, args.margin)
             g["search"] = found
             pats = [module_pattern(u) for u in found["chosen"]]
             g["found_patterns"] = pats
-            log(f"  found: {pats}")
+            log(f"  found{'' if found['target_holds_on_A'] else ' (target NOT reached on A: the best set)'}: {pats}")
             recipes["int8_found"] = export_artifact(args, work, f"{gname}_int8_found_{_digest(pats)}", "openvino",
                                                     "int8", graph, nncf={"float_layers": pats}, calib=calib)
         for label, pats in extra.items():
@@ -497,7 +606,7 @@ def main(argv=None) -> None:
             rep = data.report(agree)
             fl = float_conv_layers(path) if "int8" in label else None
             g["recipes"][label] = {"artifact": rel(path), "ran": ran, "float_convolutions": fl, **rep,
-                                   "per_image": dict(zip(data.names, map(float, agree)))}
+                                   **per_image_record(data.names, agree)}
             log(f"  {label} [{ran}]" + (f", float convolutions {fl}" if fl is not None else ""))
             for h in ("A", "B", "all"):
                 log(f"    {h:3s} {line(rep[h])}")
@@ -561,7 +670,7 @@ def demo_stage(args, work: Path, data: Data, log) -> dict:
         names = [data.names[i] for i in unseen]
         out[label] = {"artifact": rel(path), "ran": ran, "float_convolutions": float_conv_layers(path),
                       **data.report(agree), "not_calibration": stats(agree[unseen], names),
-                      "per_image": dict(zip(data.names, map(float, agree)))}
+                      **per_image_record(data.names, agree)}
         log(f"  {label} [{ran}], float convolutions {out[label]['float_convolutions']}")
         for h in ("A", "B", "all"):
             log(f"    {h:3s} {line(out[label][h])}")
@@ -592,7 +701,7 @@ def ort_stage(args, work: Path, data: Data, record: dict, extra: dict, log) -> d
         agree = agreement(logits, data.ref)
         kept = json.loads(_onnx_meta(path).get("cmunext_edge.int8_float_layers", "null"))
         out[label] = {"artifact": rel(path), "ran": ran, "float_layers": nodes, "float_convolutions": kept,
-                      **data.report(agree), "per_image": dict(zip(data.names, map(float, agree)))}
+                      **data.report(agree), **per_image_record(data.names, agree)}
         log(f"  {label} [{ran}], float convolutions {kept}")
         for h in ("A", "B", "all"):
             log(f"    {h:3s} {line(out[label][h])}")

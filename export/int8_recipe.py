@@ -41,6 +41,8 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
     if target == "openvino":
         used = resolved_overflow_fix_of(options)
         tries.append("--target auto (tries several INT8 recipes and keeps the fastest faithful artifact)")
+        tries.append("more convolutions in float: --int8-float-layers faithful-wide, or the set "
+                     "benchmarks/int8_faithful.py finds for this model")
         if used != "enable":     # Python API only: no command-line option sets NNCF settings
             tries.append("NNCF overflow_fix ENABLE (Python: export(..., nncf={'overflow_fix': 'enable'}))")
         tries.append("--target onnxruntime")

@@ -75,7 +75,7 @@ def test_ort_reduce_range_by_capability_never_for_tensorrt(cpu, reduce_range, mo
 def test_gate_failure_hint_names_the_cause_and_what_to_try():
     hint = int8_recipe.gate_failure_hint("openvino", "int8", "cpu", ExportOptions(), caps=CPUS["zen3"])
     assert "no VNNI" in hint and "u8 x s8 saturation" in hint
-    assert "--target onnxruntime" in hint and "fp32" in hint
+    assert "--target onnxruntime" in hint and "fp32" in hint and "--int8-float-layers" in hint
     assert "overflow_fix ENABLE" not in hint                      # already the x86 default
     first = ExportOptions(target="openvino", nncf={"overflow_fix": "first_layer"})
     assert "overflow_fix ENABLE" in int8_recipe.gate_failure_hint("openvino", "int8", "cpu", first, caps=CPUS["zen3"])

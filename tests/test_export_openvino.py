@@ -131,3 +131,26 @@ def test_onnxruntime_int8_float_layers(trained, tmp_path):
     kept = json.loads({p.key: p.value for p in model.metadata_props}["cmunext_edge.int8_float_layers"])
     assert kept == [FAITHFUL_CONV.removesuffix("/WithoutBiases")]
     assert EdgeSegmenter.from_artifact(res.artifact).self_test().passed
+
+
+def test_cli_int8_float_layers_are_kept_in_float_and_recorded(trained, tmp_path):
+    """`cmunext-export --int8-float-layers PATTERNS` (a float set found by benchmarks/int8_faithful.py
+    for a model of one's own) reaches NNCF's ignored scope without Python and is recorded; a name of
+    FLOAT_LAYERS is taken too; another target or precision is a usage error (exit 2)."""
+    from cmunext_edge.cli.export import main
+    pats = ".*/Conv_1x1/.*,.*/encoder1/up/conv/conv.0/.*"
+    assert main(["--weights", str(trained), "--target", "openvino", "--int8", "--calib-size", "4", "--no-verify",
+                 "--int8-float-layers", pats, "--out", str(tmp_path / "a"), "--name", "m"]) == 0
+    artifact = tmp_path / "a" / "m.xml"
+    kept = json.loads(ov.Core().read_model(str(artifact)).get_rt_info(
+        ["model_info", "cmunext_edge.int8_float_layers"]).astype(str))
+    assert sorted(kept) == ["/Conv_1x1/Conv/WithoutBiases", "/encoder1/up/conv/conv.0/Conv/WithoutBiases"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())["artifacts"]["m.xml"]
+    assert manifest["int8_settings"]["nncf"]["float_layer_patterns"] == pats.split(",")
+    assert main(["--weights", str(trained), "--target", "openvino", "--int8", "--calib-size", "4", "--no-verify",
+                 "--int8-float-layers", "NONE", "--out", str(tmp_path / "b"), "--name", "m"]) == 0
+    b = json.loads((tmp_path / "b" / "manifest.json").read_text())["artifacts"]["m.xml"]["int8_settings"]["nncf"]
+    assert b["float_layers"] == "none" and b["float_layer_patterns"] == []
+    assert main(["--weights", str(trained), "--target", "ort", "--int8", "--int8-float-layers", "none",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()

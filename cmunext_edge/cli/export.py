@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.export.calibration import CalibrationError
+from cmunext_edge.export.openvino_export import FLOAT_LAYERS
 from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--calibrator", choices=["entropy", "minmax"], help="TensorRT calibrator (with --int8-mode calibrator)")
     t.add_argument("--calibrate-method", choices=["percentile", "minmax", "entropy"],
                    help="QDQ activation calibration for ONNX Runtime / TensorRT Q/DQ INT8 (default percentile)")
+    t.add_argument("--int8-float-layers", metavar="NAME|PATTERNS",
+                   help="OpenVINO INT8: convolutions kept in float (NNCF ignored scope), recorded in the "
+                        f"artifact (int8_float_layers): a named list ({', '.join(FLOAT_LAYERS)}; default "
+                        "faithful) or comma-separated node-name patterns, e.g. a set found by "
+                        "benchmarks/int8_faithful.py for your model")
     t.add_argument("--name", help="artifact file name without suffix")
     a = p.add_argument_group("--target auto")
     a.add_argument("--max-dice-drop", type=nonnegative_float, default=0.5,
@@ -120,8 +126,10 @@ def main(argv=None) -> int:
     from cmunext_edge.export.options import ExportOptions
     from cmunext_edge.export.pipeline import export
     try:
-        result = export(args.weights, ExportOptions(**{k: v for k, v in vars(args).items()
-                                                       if k in ExportOptions.field_names()}))
+        fields = {k: v for k, v in vars(args).items() if k in ExportOptions.field_names()}
+        if args.int8_float_layers is not None:
+            fields["nncf"] = {"float_layers": int8_float_layers(args)}
+        result = export(args.weights, ExportOptions(**fields))
     except (ExportUsageError, VerificationError) as exc:
         return fail(PROG, str(exc))
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
@@ -140,6 +148,21 @@ def main(argv=None) -> int:
         from cmunext_edge.cli.bundle import run as make_bundle
         return make_bundle(result.artifact, device=args.device or "cpu", sign_key=args.sign_key)
     return 0
+
+
+def int8_float_layers(args):
+    """--int8-float-layers as openvino_export's `float_layers`: a FLOAT_LAYERS name, or a list of
+    node-name patterns; only for an OpenVINO INT8 export."""
+    from cmunext_edge.export.targets import get_target
+    if get_target(args.target).name != "openvino" or args.precision != "int8":
+        raise ExportUsageError("--int8-float-layers is for OpenVINO INT8 (--target openvino --int8)")
+    value = args.int8_float_layers.strip()
+    if value.lower() in FLOAT_LAYERS:
+        return value.lower()
+    patterns = [x.strip() for x in value.split(",") if x.strip()]
+    if not patterns:
+        raise ExportUsageError(f"--int8-float-layers {value!r}: a name ({', '.join(FLOAT_LAYERS)}) or patterns")
+    return patterns
 
 
 def _auto(args) -> int:
