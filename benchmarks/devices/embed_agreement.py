@@ -114,10 +114,20 @@ def markdown(record: dict) -> str:
                          f"{r['passed']} |")
         else:
             lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | - | - | - | - | - | - | - | False |")
+    lines += ["", "What each emulated load reported (`describe()`: integrity and self-test before the first image):", ""]
+    lines += [f"- {r['artifact']} on {r['cpu']}: `{r['emulated_times']['describe'].split(': ', 1)[-1]}`"
+              for r in record["rows"] if "describe" in r.get("emulated_times", {})]
     problems = [f"- {r['artifact']} on {r['cpu']}: {p}" for r in record["rows"] for p in r.get("problems", [])]
     failures = [f"- {r['artifact']} on {r['cpu']} (exit {r['exit']}): `{r['log_tail'].strip()[-300:]}`"
                 for r in record["rows"] if "log_tail" in r]
-    return "\n".join(lines + ([""] + problems if problems else []) + ([""] + failures if failures else [])) + "\n"
+    arts = " ".join(sorted({r["artifact"] for r in record["rows"]}))
+    commands = ["", "Commands (repository root, as root):", "", "```",
+                ".venv/bin/python benchmarks/devices/make_bundles.py   # the artifacts (and bundles)",
+                f'CMUNEXT_EMBED_ARTIFACTS="{arts}" benchmarks/devices/arm_embed.sh',
+                ".venv/bin/python benchmarks/devices/embed_agreement.py --out benchmarks/results/embed_arm_<date>",
+                "```"]
+    return "\n".join(lines + ([""] + problems if problems else []) + ([""] + failures if failures else [])
+                     + commands) + "\n"
 
 
 if __name__ == "__main__":
