@@ -127,12 +127,13 @@ def stats(agree, names=None) -> dict:
 def line(s: dict) -> str:
     text = (f"n {s['n']}, mean {s['mean']:.4f}, p5 {s['p5']:.4f}, worst {s['worst']:.4f}, "
             f"{s['n_below_0.90']} below 0.90 (95% upper bound {100 * s['upper95_bad_rate']:.1f}%)")
+    text += "" if s["passes_gate"] else " FAIL"
     if "per_class" not in s:
-        return text + ("" if s["passes_gate"] else " FAIL")
+        return text
     classes = "; ".join(f"class {k} {c['mean']:.4f} / p5 {c['p5']:.4f} / worst {c['worst']:.4f} / "
                         f"{c['n_below_0.90']} < 0.90 ({100 * c['upper95_bad_rate']:.1f}%)"
                         for k, c in enumerate(s["per_class"]))
-    return text + ("" if s["passes_gate"] else " FAIL") + f"\n        per class: {classes}"
+    return text + f"\n        per class: {classes}"
 
 
 def spearman(x, y) -> float:
