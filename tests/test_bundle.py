@@ -98,6 +98,36 @@ def test_check_can_use_fewer_images(bundle, capsys):
     assert report["agreement"]["images"] == 1 and report["end_to_end"]["images"] == 1
 
 
+@pytest.mark.parametrize("step, desc, after", [("host_inputs", "host inputs", 2),
+                                               ("device_preprocessing", "device preprocessing", 1)])
+def test_sigterm_mid_check_writes_a_partial_report_never_a_pass(bundle, capsys, monkeypatch, step, desc, after):
+    """A check stopped by SIGTERM (e.g. `timeout` on a slow, emulated device) exits 143 and keeps
+    what it measured: the steps done and the images of the interrupted step that finished."""
+    from cmunext_edge.cli.common import Terminated
+    from cmunext_edge.progress import Progress
+    update = Progress.update
+
+    def stop_after(self, n=1, postfix=None):
+        update(self, n, postfix)
+        if self.desc == desc and self.n == after:
+            raise Terminated("terminated (SIGTERM)")
+    monkeypatch.setattr(Progress, "update", stop_after)
+    rc = check_cli.main([str(bundle), "--iters", "1", "--warmup", "0", "--progress"])
+    err = capsys.readouterr().err
+    assert rc == 143, err
+    assert f"interrupted during {step}; partial report:" in err and "PASSED" not in err
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert report["interrupted"]["step"] == step and not report["passed"]
+    assert [c["name"] for c in report["checks"]][-1] == ("selftest" if step == "host_inputs" else "host_inputs")
+    key = "agreement" if step == "host_inputs" else "end_to_end"
+    part = report[key]
+    assert part["interrupted"] and not part["verified"]
+    assert part["images"] == after and part["images_planned"] == 3 and part["mask_dice_mean"] >= 0.999
+    if step == "device_preprocessing":      # the finished step keeps its full record and the Dice its images
+        assert report["agreement"]["images"] == 3 and "interrupted" not in report["agreement"]
+        assert report["dice"]["device"] > 0 and "latency_ms" not in report
+
+
 def test_check_runs_where_torch_cannot_be_imported(bundle):
     from test_no_torch import run_without_torch
     done = run_without_torch("check", bundle, "--iters", "1", "--images", "1")
@@ -197,13 +227,16 @@ def test_compare_merges_reports_into_one_table(bundle, tmp_path, capsys):
     host = json.loads((bundle / "device_report.json").read_text())
     emulated = {**host, "label": "Cortex-A72", "emulated": "QEMU user mode, QEMU_CPU=cortex-a72",
                 "passed": False, "first_failure": "self-test FAILED: made up for the table"}
+    cut = {**host, "label": "Neoverse-N1", "passed": False, "first_failure": None,
+           "interrupted": {"step": "host_inputs", "seconds": 3600.0}}
     paths = []
-    for name, rep in (("host", host), ("arm", emulated)):
+    for name, rep in (("host", host), ("arm", emulated), ("cut", cut)):
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(rep))
     res = compare(paths, tmp_path / "devices")
     md = res["markdown"]
-    assert md.count("cmunext-s-busi_fp32.onnx (onnxruntime fp32)") == 2
+    assert md.count("cmunext-s-busi_fp32.onnx (onnxruntime fp32)") == 3
+    assert "interrupted during host_inputs (partial)" in md
     assert "Cortex-A72 *(emulated)*" in md
     assert "emulated: measured under instruction-set emulation" in md and "FAIL: self-test FAILED" in md
     assert json.loads((tmp_path / "devices.json").read_text())["rows"][0]["ran_precision"] == "fp32"

@@ -21,7 +21,10 @@ EXAMPLE = """examples:
   cmunext-check cmunext-s-busi_fp32.bundle --trusted-key release.pub.pem
 
 exit codes: 0 every check holds; 1 a check failed (the first failure is printed on one line);
-2 usage error, not a bundle, or refused by the trust policy (unsigned, another key, changed). Under emulation the times are not speeds (say so with --emulated)."""
+2 usage error, not a bundle, or refused by the trust policy (unsigned, another key, changed);
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. by `timeout`): the report is still written,
+marked "interrupted", with the steps done and the images of the interrupted step that finished
+(never called passed or verified). Under emulation the times are not speeds (say so with --emulated)."""
 
 
 def build_parser():
@@ -36,6 +39,8 @@ def build_parser():
     p.add_argument("--emulated", metavar="NOTE", help="mark the run as emulated (times are not speeds)")
     p.add_argument("--report", help="where to write the report (default BUNDLE/device_report.json)")
     p.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    p.add_argument("--progress", action="store_true", help="per-image progress with ETA on stderr (slow "
+                   "devices, emulation; a line about every 10%% in logs)")
     p.add_argument("--trusted-key", action="append", metavar="PUB.pem", help="trust policy: the bundle and its "
                    "artifact must be signed by this key (repeat for several; default $CMUNEXT_TRUSTED_KEYS)")
     return p
@@ -49,10 +54,17 @@ def main(argv=None) -> int:
     try:
         report = run_check(args.bundle, device=args.device, warmup=args.warmup, iters=args.iters,
                            label=args.label, emulated=args.emulated, max_images=args.images,
-                           trusted_keys=args.trusted_key)
+                           trusted_keys=args.trusted_key, progress=args.progress and not args.quiet)
     except (BundleError, TrustPolicyError, ImportError) as exc:
         return fail("cmunext-check", str(exc))
-    path = write_report(report, args.report or Path(report["bundle"]["path"]) / "device_report.json")
+    except KeyboardInterrupt as exc:        # the partial report first; the exit code stays 130/143
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            path = write_report(partial, _report_path(args, partial))
+            print(f"cmunext-check: interrupted during {partial['interrupted']['step']}; partial report: {path}"
+                  f"\n  {summary(partial)}", file=sys.stderr)
+        raise
+    path = write_report(report, _report_path(args, report))
     if not args.quiet:
         for c in report["checks"]:
             print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']:<24} {c['message'] if not c['passed'] else ''}")
@@ -66,6 +78,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def _report_path(args, report: dict) -> Path:
+    return Path(args.report) if args.report else Path(report["bundle"]["path"]) / "device_report.json"
+
+
 def summary(report: dict) -> str:
     ran, agr, dice, lat = (report.get(k) or {} for k in ("ran", "agreement", "dice", "latency_ms"))
     parts = [f"{report['bundle']['backend']} {report['bundle']['precision']} artifact ran on "
@@ -77,13 +93,15 @@ def summary(report: dict) -> str:
                      f"{len(sb['extra'])} installed not listed; model {model.get('name')} sha256 "
                      f"{str(model.get('sha256'))[:12]}, source checkpoint {str(model.get('source_checkpoint_sha256'))[:12]}")
     if agr:
-        parts.append(f"agreement with host on its inputs {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
+        done = f" (interrupted: {agr['images']} of {agr['images_planned']} images)" if agr.get("interrupted") else ""
+        parts.append(f"agreement with host on its inputs{done} {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
                      f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g}; "
                      f"{'' if agr.get('verified') else 'NOT verified for the tail: '}{agr.get('claim') or '-'})")
     e2e = report.get("end_to_end")
     if e2e:
+        done = f"; interrupted: {e2e['images']} of {e2e['images_planned']} images" if e2e.get("interrupted") else ""
         parts.append(f"end to end (device preprocessing, {100 * e2e['input_values_differing']:.1f}% of input "
-                     f"values differ from the host's) {e2e['mask_dice_mean']:.4f}")
+                     f"values differ from the host's{done}) {e2e['mask_dice_mean']:.4f}")
     if dice:
         parts.append(f"Dice {dice['device']:.4f} (host {dice['host']:.4f})")
     if lat:

@@ -45,6 +45,7 @@ class CheckState:
     iters: int
     max_images: int | None = None
     policy: list | None = None          # trusted public keys (signing.trust_policy), None: no policy
+    progress: bool = False              # per-image progress with ETA on stderr (slow devices, emulation)
     backend: object = None
     report: dict = field(default_factory=dict)
 
@@ -130,14 +131,34 @@ def _references(st: CheckState) -> tuple[list, np.ndarray, np.ndarray]:
     return st.manifest["references"][:n], ref["inputs"][:n], ref["logits"][:n]
 
 
-def _step_runtime(st: CheckState) -> str | None:
-    """The host's own input tensors through the device's runtime: the runtime alone, judged
-    against the artifact precision's agreement floor (or the floor of the precision that ran)."""
-    rows, inputs, logits = _references(st)
-    outs = [st.backend.infer(x[None])[0] for x in inputs]
+def _each(st: CheckState, items, desc: str, fn, on_partial) -> list:
+    """fn(item) for each item, with progress under --progress; interrupted (Ctrl-C, SIGTERM),
+    `on_partial(results so far)` records what was done before the interrupt goes on."""
+    from cmunext_edge.progress import Progress
+    done = []
+    try:
+        with Progress(len(items), desc, enabled=st.progress) as bar:
+            for item in items:
+                done.append(fn(item))
+                bar.update()
+    except KeyboardInterrupt:
+        if done:
+            on_partial(done)
+        raise
+    return done
+
+
+def _interrupted(record: dict, planned: int) -> None:
+    record.update({"interrupted": True, "verified": False, "images_planned": planned})
+
+
+def _judge_runtime(st: CheckState, outs, rows, logits) -> dict:
+    """The agreement record of `outs` (the first len(outs) images) with the host's logits, and the
+    gate's decision for the artifact's precision (or the lower precision that ran)."""
     thr, ran = st.manifest["thresholds"], st.backend.precision
     need = min(thr["min_agreement"], AGREEMENT_THRESHOLDS.get(ran, thr["min_agreement"]))
-    agr = st.report["agreement"] = {**_agreement(outs, logits, [r["name"] for r in rows]), "required": need}
+    k = len(outs)
+    agr = {**_agreement(outs, logits[:k], [r["name"] for r in rows[:k]]), "required": need}
     judged = st.manifest.get("precision") if st.manifest.get("precision") in GATES else "int8"
     if need < GATES[judged].mean:           # the device ran a lower precision: its floor applies
         judged = next(p for p, g in GATES.items() if g.mean == need)
@@ -145,13 +166,29 @@ def _step_runtime(st: CheckState) -> str | None:
                      **{k: agr.get(k) for k in ("nonfinite_images", "nonfinite_image_names", "max_abs_logit_delta")}},
                     judged)
     agr.update({"tail_floor": decision["tail_floor"], "min_images": decision["min_images"],
-                "verified": decision["verified"], "claim": decision["claim"]})
+                "verified": decision["verified"], "claim": decision["claim"], "_decision": decision})
+    return agr
+
+
+def _step_runtime(st: CheckState) -> str | None:
+    """The host's own input tensors through the device's runtime: the runtime alone, judged
+    against the artifact precision's agreement floor (or the floor of the precision that ran)."""
+    rows, inputs, logits = _references(st)
+
+    def partial(outs):
+        st.report["agreement"] = _judge_runtime(st, outs, rows, logits)
+        _interrupted(st.report["agreement"], len(rows))
+        st.report["agreement"].pop("_decision")
+
+    outs = _each(st, list(inputs), "host inputs", lambda x: st.backend.infer(x[None])[0], partial)
+    agr = st.report["agreement"] = _judge_runtime(st, outs, rows, logits)
+    decision, need = agr.pop("_decision"), agr["required"]
     if agr["nonfinite_images"]:
         return f"outputs disagree with the export host on the host's inputs: {decision['failure']}"
     if agr["mask_dice_mean"] < need:
         return (f"outputs disagree with the export host: mask Dice agreement {agr['mask_dice_mean']:.4f} < "
                 f"{need} on the host's inputs (max logit delta {agr['max_abs_logit_delta']:.3g}, "
-                f"precision that ran: {ran})")
+                f"precision that ran: {st.backend.precision})")
     if not decision["passed"]:
         return f"outputs disagree with the export host on the host's inputs: {decision['failure']}"
     return None
@@ -161,28 +198,42 @@ def _step_end_to_end(st: CheckState) -> str | None:
     """Images preprocessed on the device: how its preprocessing differs from the host's, agreement
     end to end (reported) and Dice against ground truth (within the bundle's budget of the host's)."""
     rows, inputs, logits = _references(st)
-    outs, scores, diffs = [], [], []
     classes, spec = int(st.backend.num_classes or 1), st.backend.spec
-    for row, host_x in zip(rows, inputs):
+
+    def one(pair):
+        row, host_x = pair
         x = spec_input(spec, st.folder / row["image"])
-        diffs.append(np.abs(x[0] - host_x))
-        outs.append(st.backend.infer(x)[0])
-        scores.append(truth_scores(outs[-1], reference_truth(st.folder, row, classes, spec.size)))
-    dice, host = [s["dice"] for s in scores], [row["host_dice"] for row in rows]
-    diff = np.stack(diffs)
-    st.report["end_to_end"] = {**_agreement(outs, logits, [r["name"] for r in rows]),
+        out = st.backend.infer(x)[0]
+        return out, truth_scores(out, reference_truth(st.folder, row, classes, spec.size)), np.abs(x[0] - host_x)
+
+    def partial(done):
+        _end_to_end_record(st, done, rows, logits)
+        _interrupted(st.report["end_to_end"], len(rows))
+
+    d = _end_to_end_record(st, _each(st, list(zip(rows, inputs)), "device preprocessing", one, partial),
+                           rows, logits)
+    if d["drop"] > d["max_drop"]:
+        return (f"Dice vs ground truth {d['device']:.4f} is {d['drop']:.4f} below the host's "
+                f"{d['host']:.4f} (budget {d['max_drop']}) with this device's preprocessing")
+    return None
+
+
+def _end_to_end_record(st: CheckState, done: list, rows: list, logits) -> dict:
+    """report["end_to_end"] and report["dice"] from (output, truth scores, input |diff|) per image
+    (the first len(done) images) -> the Dice record."""
+    k, outs = len(done), [o for o, _, _ in done]
+    scores, diff = [s for _, s, _ in done], np.stack([d for _, _, d in done])
+    st.report["end_to_end"] = {**_agreement(outs, logits[:k], [r["name"] for r in rows[:k]]),
                                "input_values_differing": float(np.mean(diff > 0)),
                                "input_max_abs_diff": float(diff.max())}
-    budget = st.manifest["thresholds"]["max_dice_drop"]
+    dice, host = [s["dice"] for s in scores], [row["host_dice"] for row in rows[:k]]
     d = st.report["dice"] = {"device": float(np.mean(dice)), "host": float(np.mean(host)),
-                             "drop": float(np.mean(host) - np.mean(dice)), "max_drop": budget}
-    if classes > 1:          # per class: reported (the budget is on the all-class Dice)
+                             "drop": float(np.mean(host) - np.mean(dice)),
+                             "max_drop": st.manifest["thresholds"]["max_dice_drop"]}
+    if int(st.backend.num_classes or 1) > 1:     # per class: reported (the budget is on the all-class Dice)
         d["per_class_device"] = [float(v) for v in np.mean([s["class_dice"] for s in scores], axis=0)]
-        d["per_class_host"] = [float(v) for v in np.mean([row["host_class_dice"] for row in rows], axis=0)]
-    if d["drop"] > budget:
-        return (f"Dice vs ground truth {d['device']:.4f} is {d['drop']:.4f} below the host's "
-                f"{d['host']:.4f} (budget {budget}) with this device's preprocessing")
-    return None
+        d["per_class_host"] = [float(v) for v in np.mean([row["host_class_dice"] for row in rows[:k]], axis=0)]
+    return d
 
 
 def _step_latency(st: CheckState) -> str | None:
@@ -246,17 +297,21 @@ def _cpu_name() -> str:
 
 
 def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, label: str | None = None,
-              emulated: str | None = None, max_images: int | None = None, trusted_keys=None) -> dict:
+              emulated: str | None = None, max_images: int | None = None, trusted_keys=None,
+              progress: bool = False) -> dict:
     """Run every step on `bundle` (folder or .tar.gz) -> the device report (a dict; see STEPS).
     `trusted_keys`: the trust policy (default $CMUNEXT_TRUSTED_KEYS); a refusal by it sets
-    report["refused"].
+    report["refused"]. `progress`: per-image progress with ETA on stderr.
 
     Raises BundleError only when the bundle cannot be read at all (TrustPolicyError for a key
-    that cannot be used)."""
+    that cannot be used). Interrupted (Ctrl-C; SIGTERM where the caller turns it into a
+    KeyboardInterrupt, as the CLI does), the KeyboardInterrupt goes on with `.report`: the partial
+    report (report["interrupted"] names the step; the steps done and the images of the interrupted
+    one that finished are recorded, never called verified or passed)."""
     from cmunext_edge.artifacts.signing import trust_policy
     policy = trust_policy(trusted_keys)
     folder, manifest = read_bundle(bundle)
-    st = CheckState(folder, manifest, device, warmup, iters, max_images, policy)
+    st = CheckState(folder, manifest, device, warmup, iters, max_images, policy, progress)
     desc = device_description()
     st.report.update({"format": REPORT_FORMAT, "version": 1, "emulated": emulated,
                       "label": label or f"{desc['cpu']} ({desc['machine']})", "device": desc,
@@ -269,6 +324,11 @@ def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, 
             started = time.perf_counter()
             try:
                 problem = step(st)
+            except KeyboardInterrupt as exc:
+                st.report["interrupted"] = {"step": name, "seconds": round(time.perf_counter() - started, 2)}
+                _finish(st.report)
+                exc.report = st.report
+                raise
             except SignatureError as exc:
                 problem = st.report["refused"] = f"{name}: refused by the trust policy: {exc}"
                 stops = True
@@ -281,10 +341,14 @@ def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, 
     finally:
         if st.backend is not None:
             st.backend.close()
-    failed = [c for c in st.report["checks"] if not c["passed"]]
-    st.report["passed"] = not failed and len(st.report["checks"]) == len(STEPS)
-    st.report["first_failure"] = failed[0]["message"] if failed else None
-    return st.report
+    return _finish(st.report)
+
+
+def _finish(report: dict) -> dict:
+    failed = [c for c in report["checks"] if not c["passed"]]
+    report["passed"] = not failed and len(report["checks"]) == len(STEPS) and "interrupted" not in report
+    report["first_failure"] = failed[0]["message"] if failed else None
+    return report
 
 
 def write_report(report: dict, path) -> Path:

@@ -45,7 +45,7 @@ def row(rep: dict) -> dict:
             "e2e_agreement": e2e.get("mask_dice_mean"), "inputs_differing": e2e.get("input_values_differing"),
             "dice": dice.get("device"), "host_dice": dice.get("host"), "passed": rep["passed"],
             **({"per_class_dice": dice["per_class_device"]} if dice.get("per_class_device") else {}),
-            "first_failure": rep.get("first_failure")}
+            "first_failure": rep.get("first_failure"), "interrupted": (rep.get("interrupted") or {}).get("step")}
 
 
 def _f(v, fmt):
@@ -63,7 +63,15 @@ def _cells(r: dict) -> list[str]:
             _f(r["max_logit_delta"], ".2g"), _f(r["e2e_agreement"], ".4f"),
             "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})"
             + format_class_dice(r.get("per_class_dice")),
-            "pass" if r["passed"] else f"FAIL: {r['first_failure']}"]
+            _verdict(r)]
+
+
+def _verdict(r: dict) -> str:
+    if r["passed"]:
+        return "pass"
+    if r["first_failure"]:
+        return f"FAIL: {r['first_failure']}"
+    return f"interrupted during {r['interrupted']} (partial)" if r.get("interrupted") else "FAIL"
 
 
 def _tail(d: dict | None, verified) -> str:
