@@ -115,3 +115,27 @@ def test_pytorch_fold_bn_is_exact_and_cuda_graphs_fall_back_visibly_without_cuda
     graphed = open_backend(trained, backend="pytorch", cuda_graphs=True).load()
     assert "cuda_graphs needs a CUDA device" in graphed.fallback_reason
     assert np.array_equal(graphed.infer(x), a)
+
+
+@pytest.mark.parametrize("cpu, precision, expected", [
+    ("neoverse-n1", "int8", "f32"),     # ARM with FP16 arithmetic: OpenVINO would run the float parts at f16
+    ("neoverse-n1", "fp16", None),      # an FP16 IR runs at the device's choice (f16 there)
+    ("neoverse-n1", "fp32", "f32"),
+    ("zen3", "int8", "f32"),            # x86 without native BF16: f32 (OpenVINO's own choice there too)
+    ("zen4", "int8", None),             # x86 with native BF16: OpenVINO's choice (bf16 float parts)
+    ("zen4", "fp32", "f32")])
+def test_openvino_inference_precision_per_cpu_kind(monkeypatch, cpu, precision, expected):
+    """What an IR asks OpenVINO's CPU plugin for, per CPU kind: an INT8 IR on ARM runs its float parts
+    at f32, the precision its x86 export host verified (f16 cost agreement on an emulated Neoverse-N1)."""
+    import cmunext_edge.capabilities as capabilities
+    from cmunext_edge.runtime.openvino_backend import OpenVINOBackend
+    from test_capabilities import ZEN3, ZEN4
+    n1 = ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid atomics fphp asimdhp "
+          "asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n")
+    caps = capabilities.from_cpuinfo({"neoverse-n1": n1, "zen3": ZEN3, "zen4": ZEN4}[cpu], environ={})
+    assert caps.is_x86 == (cpu != "neoverse-n1")
+    monkeypatch.setattr(capabilities, "detect", lambda: caps)
+    config = OpenVINOBackend._compile_config({}, {"precision": precision}, "CPU")
+    assert config.get("INFERENCE_PRECISION_HINT") == expected
+    explicit = OpenVINOBackend._compile_config({"inference_precision": "f16"}, {"precision": precision}, "CPU")
+    assert explicit["INFERENCE_PRECISION_HINT"] == ("f32" if cpu == "zen3" else "f16")  # asked for: kept where it runs

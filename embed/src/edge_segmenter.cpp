@@ -241,11 +241,15 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         config.emplace(ov::num_streams(static_cast<int>(s->as_number())));
     if (!options.cache_dir.empty()) config.emplace(ov::cache_dir(options.cache_dir));
     // An FP32 (BF16) artifact asks for f32 (bf16) inference; FP16 and INT8 artifacts run at the
-    // device's choice, except on x86 CPUs without native BF16, where f32 is asked for (as the
-    // Python backend does).
+    // device's choice, except on x86 CPUs without native BF16, where f32 is asked for, and INT8
+    // artifacts on other (ARM) CPUs, whose float parts OpenVINO would run at f16, a precision no
+    // x86 export host verified (as the Python backend does).
     std::string wanted;
     if (info.precision == "fp32") wanted = "f32";
     else if (info.precision == "bf16") wanted = "bf16";
+#if !(defined(__x86_64__) || defined(_M_X64) || defined(__i386__))
+    if (info.precision == "int8" && device == "CPU") wanted = "f32";
+#endif
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
     if (device == "CPU" && (wanted.empty() || wanted == "bf16")) {
         bool bf16 = false;
