@@ -27,9 +27,10 @@ run_matrix() {
   local IMAGES_ARG=(); [ "$IMAGES" = all ] || IMAGES_ARG=(--images "$IMAGES")
   local names=${CMUNEXT_ARM_BUNDLES:-$(cd "$WORK/bundles" && ls -d *.bundle | sed 's/\.bundle$//')}
   local qemu; qemu=$(qemu-aarch64-static --version | head -1)
-  local PROGRESS=()   # per-image progress with ETA in the logs (bundles made by this version's wheel)
-  in_root "$VENV/bin/cmunext-check" --help 2>/dev/null | grep -q -- --progress && PROGRESS=(--progress)
   for name in $names; do      # bundle by bundle, both CPUs each: the first results cover every CPU
+    install_wheel "$WORK/bundles/$name.bundle"
+    local PROGRESS=()   # per-image progress with ETA in the logs (bundles made by this version's wheel)
+    in_root "$VENV/bin/cmunext-check" --help 2>/dev/null | grep -q -- --progress && PROGRESS=(--progress)
     for cpu in $CPUS; do
       fake_cpuinfo "$cpu"
       mkdir -p "$WORK/reports/$cpu" "$ROOT/opt/bundles/$cpu"

@@ -81,8 +81,13 @@ setup_python() {
   fi
   log "pip install (aarch64 wheels): $reqs"
   in_root "$VENV/bin/pip" install -q --disable-pip-version-check $reqs
-  local wheel; wheel=$(ls "$WORK"/bundles/*.bundle/wheels/*.whl | head -1)
-  cp "$wheel" "$ROOT/tmp/" && in_root "$VENV/bin/pip" install -q --force-reinstall --no-deps "/tmp/$(basename "$wheel")"
+  install_wheel "$(ls -d "$WORK"/bundles/*.bundle | head -1)"
   in_root "$VENV/bin/python" -c 'import torch' 2>/dev/null && { echo "arm_matrix: torch present in $VENV" >&2; exit 1; } || true
+}
+
+install_wheel() {   # $1: a bundle folder -> its own cmunext-edge wheel in the venv (bundles made at
+  local wheel       # different commits carry different code: each check runs its bundle's wheel)
+  wheel=$(ls "$1"/wheels/*.whl | head -1)
+  cp "$wheel" "$ROOT/tmp/" && in_root "$VENV/bin/pip" install -q --force-reinstall --no-deps "/tmp/$(basename "$wheel")"
 }
 
