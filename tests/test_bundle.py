@@ -237,6 +237,11 @@ def test_compare_merges_reports_into_one_table(bundle, tmp_path, capsys):
     md = res["markdown"]
     assert md.count("cmunext-s-busi_fp32.onnx (onnxruntime fp32)") == 3
     assert "interrupted during host_inputs (partial)" in md
+    assert "0/3 (63.2%) few" in md                      # 3 images: too few for the tail claim
+    from cmunext_edge.device.compare import _tail
+    failed = {"n": 49, "n_bad": 1, "bad_share_upper95": 0.0932}
+    assert _tail(failed, False, 49) == "1/49 (9.3%)"     # enough images, gate failed: not "few"
+    assert _tail(failed, True, 49) == "1/49 (9.3%)" and _tail({**failed, "n": 20}, False, 49).endswith(" few")
     assert "Cortex-A72 *(emulated)*" in md
     assert "emulated: measured under instruction-set emulation" in md and "FAIL: self-test FAILED" in md
     assert json.loads((tmp_path / "devices.json").read_text())["rows"][0]["ran_precision"] == "fp32"

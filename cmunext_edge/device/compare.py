@@ -42,6 +42,7 @@ def row(rep: dict) -> dict:
             "agreement": agr.get("mask_dice_mean"), "identical_masks": agr.get("identical_masks"),
             "images": agr.get("images"), "max_logit_delta": agr.get("max_abs_logit_delta"),
             "distribution": agr.get("distribution"), "tail_verified": agr.get("verified"),
+            "min_images": agr.get("min_images"),
             "e2e_agreement": e2e.get("mask_dice_mean"), "inputs_differing": e2e.get("input_values_differing"),
             "dice": dice.get("device"), "host_dice": dice.get("host"), "passed": rep["passed"],
             **({"per_class_dice": dice["per_class_device"]} if dice.get("per_class_device") else {}),
@@ -58,7 +59,7 @@ def _cells(r: dict) -> list[str]:
             f"{r['ran_device'] or '-'} {r['ran_precision'] or '-'}",
             _f(r["p50_ms"], ".2f") + ("¹" if emu and r["p50_ms"] is not None else ""),
             _f(r["fps"], ".3g") + ("¹" if emu and r["fps"] is not None else ""), _f(r["agreement"], ".4f"),
-            _tail(r.get("distribution"), r.get("tail_verified")),
+            _tail(r.get("distribution"), r.get("tail_verified"), r.get("min_images")),
             "-" if r["identical_masks"] is None else f"{r['identical_masks']}/{r['images']}",
             _f(r["max_logit_delta"], ".2g"), _f(r["e2e_agreement"], ".4f"),
             "-" if r["inputs_differing"] is None else f"{100 * r['inputs_differing']:.1f}%", f"{_f(r['dice'], '.4f')} ({_f(r['host_dice'], '.4f')})"
@@ -74,11 +75,13 @@ def _verdict(r: dict) -> str:
     return f"interrupted during {r['interrupted']} (partial)" if r.get("interrupted") else "FAIL"
 
 
-def _tail(d: dict | None, verified) -> str:
-    """'0/49 (5.9%)': images below 0.90 of those compared, the 95% bound; '(few)' when too few for the claim."""
+def _tail(d: dict | None, verified, min_images: int | None = None) -> str:
+    """'0/49 (5.9%)': images below 0.90 of those compared, the 95% bound; 'few' when too few for the
+    claim (a gate that failed on enough images says so in the check column, not here)."""
     if not d or not d.get("n"):
         return "-"
-    return f"{d['n_bad']}/{d['n']} ({100 * d['bad_share_upper95']:.1f}%)" + ("" if verified else " few")
+    few = not verified and (min_images is None or d["n"] < min_images)
+    return f"{d['n_bad']}/{d['n']} ({100 * d['bad_share_upper95']:.1f}%)" + (" few" if few else "")
 
 
 def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check reports)") -> str:
