@@ -279,3 +279,16 @@ def test_arm_matrix_when_its_root_is_cached(pristine, tmp_path):
     subprocess.run([str(ROOT / "benchmarks/devices/arm_matrix.sh")], env=env, check=True, timeout=3600)
     summary = (work / "reports" / "summary.txt").read_text().split("\n")
     assert sum(line.startswith("rc=0 ") for line in summary) == 2, summary
+
+
+def test_bundle_never_verifies_on_the_artifacts_calibration_images_when_others_exist():
+    """Issue 21: verification images disjoint from calibration; the INT8 artifact's manifest names
+    its calibration images and the bundle leaves them out (all of them when nothing else is there)."""
+    from cmunext_edge.device.bundle import _pick_samples
+    from cmunext_edge.resources import SAMPLES_DIR
+    every = _pick_samples(SAMPLES_DIR, 16)
+    calib = [s.image.name for s in every[:5]]
+    picked = _pick_samples(SAMPLES_DIR, 16, exclude=calib)
+    assert len(every) == 16 and len(picked) == 11
+    assert not {s.image.name for s in picked} & set(calib)
+    assert len(_pick_samples(SAMPLES_DIR, 16, exclude=[s.image.name for s in every])) == 16

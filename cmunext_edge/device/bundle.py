@@ -107,11 +107,15 @@ def default_images(source_sha256: str | None):
                       "of the model's own data (official layout: images/, masks/0/)")
 
 
-def _pick_samples(images, n: int, num_classes: int = 1) -> list:
+def _pick_samples(images, n: int, num_classes: int = 1, exclude=()) -> list:
+    """`n` seeded images with masks of `images`, never one named in `exclude` (the artifact's
+    INT8 calibration images) when others are there."""
     samples = [s for s in discover(images) if s.mask is not None]
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
+    held = [s for s in samples if s.image.name not in set(exclude)]
+    samples = held or samples
     problem = classes_check(samples, num_classes, f"{images or SAMPLES_DIR} (--images)",
                             "verification ground truth")
     if problem:
@@ -239,7 +243,9 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
         precision = meta.get("precision", "fp32")
         images = images or default_images(meta.get("source_sha256"))
         n = n_images or min_images(precision if precision in GATES else "int8")
-        refs = _reference(backend, _pick_samples(images, n, int(backend.num_classes or 1)), folder)
+        calib = ((manifest_entry(artifact) or {}).get("calibration") or {}).get("files") or []
+        picked = _pick_samples(images, n, int(backend.num_classes or 1), exclude=calib)
+        refs = _reference(backend, picked, folder)
         ran = backend.describe()
     (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
     (folder / "selftest.json").write_text(json.dumps(meta["selftest"], indent=2, sort_keys=True) + "\n")
@@ -257,7 +263,8 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
                 "sbom": SBOM, "signed": bool(sign_key),
                 "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
                                "max_dice_drop": MAX_DICE_DROP},
-                "images": {"source": str(images), "n": len(refs)},
+                "images": {"source": str(images), "n": len(refs), "artifact_calibration_images": len(calib),
+                           "calibration_overlap": len({r["name"] for r in refs} & {Path(c).stem for c in calib})},
                 "host": {**host_description(), "ran": ran}}
     (folder / "README.md").write_text(_readme(manifest))
     manifest["files"] = file_table(folder)
