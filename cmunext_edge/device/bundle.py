@@ -114,8 +114,8 @@ def _pick_samples(images, n: int, num_classes: int = 1, exclude=()) -> list:
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
-    held = [s for s in samples if s.image.name not in set(exclude)]
-    samples = held or samples
+    exclude = set(exclude)
+    samples = [s for s in samples if s.image.name not in exclude] or samples
     problem = classes_check(samples, num_classes, f"{images or SAMPLES_DIR} (--images)",
                             "verification ground truth")
     if problem:
@@ -243,7 +243,7 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
         precision = meta.get("precision", "fp32")
         images = images or default_images(meta.get("source_sha256"))
         n = n_images or min_images(precision if precision in GATES else "int8")
-        calib = ((manifest_entry(artifact) or {}).get("calibration") or {}).get("files") or []
+        calib = set(((manifest_entry(artifact) or {}).get("calibration") or {}).get("files") or [])
         picked = _pick_samples(images, n, int(backend.num_classes or 1), exclude=calib)
         refs = _reference(backend, picked, folder)
         ran = backend.describe()

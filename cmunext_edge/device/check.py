@@ -152,9 +152,9 @@ def _interrupted(record: dict, planned: int) -> None:
     record.update({"interrupted": True, "verified": False, "images_planned": planned})
 
 
-def _judge_runtime(st: CheckState, outs, rows, logits) -> dict:
-    """The agreement record of `outs` (the first len(outs) images) with the host's logits, and the
-    gate's decision for the artifact's precision (or the lower precision that ran)."""
+def _judge_runtime(st: CheckState, outs, rows, logits) -> tuple[dict, dict]:
+    """(the agreement record of `outs` (the first len(outs) images) with the host's logits, the
+    gate's decision for the artifact's precision or the lower precision that ran)."""
     thr, ran = st.manifest["thresholds"], st.backend.precision
     need = min(thr["min_agreement"], AGREEMENT_THRESHOLDS.get(ran, thr["min_agreement"]))
     k = len(outs)
@@ -166,8 +166,8 @@ def _judge_runtime(st: CheckState, outs, rows, logits) -> dict:
                      **{k: agr.get(k) for k in ("nonfinite_images", "nonfinite_image_names", "max_abs_logit_delta")}},
                     judged)
     agr.update({"tail_floor": decision["tail_floor"], "min_images": decision["min_images"],
-                "verified": decision["verified"], "claim": decision["claim"], "_decision": decision})
-    return agr
+                "verified": decision["verified"], "claim": decision["claim"]})
+    return agr, decision
 
 
 def _step_runtime(st: CheckState) -> str | None:
@@ -176,13 +176,12 @@ def _step_runtime(st: CheckState) -> str | None:
     rows, inputs, logits = _references(st)
 
     def partial(outs):
-        st.report["agreement"] = _judge_runtime(st, outs, rows, logits)
+        st.report["agreement"] = _judge_runtime(st, outs, rows, logits)[0]
         _interrupted(st.report["agreement"], len(rows))
-        st.report["agreement"].pop("_decision")
 
     outs = _each(st, list(inputs), "host inputs", lambda x: st.backend.infer(x[None])[0], partial)
-    agr = st.report["agreement"] = _judge_runtime(st, outs, rows, logits)
-    decision, need = agr.pop("_decision"), agr["required"]
+    agr, decision = _judge_runtime(st, outs, rows, logits)
+    st.report["agreement"], need = agr, agr["required"]
     if agr["nonfinite_images"]:
         return f"outputs disagree with the export host on the host's inputs: {decision['failure']}"
     if agr["mask_dice_mean"] < need:
