@@ -16,8 +16,8 @@
 - Faithful INT8 (issue 21, benchmarks/int8_notes.md "Faithful INT8"): NNCF `float_layers` "auto"
   is the "faithful" list (openvino_export.FLOAT_LAYERS) on every CPU. Measured on AVX2 (Zen 3),
   where the float layers run f32 and the list takes the held-out gate from failing to passing.
-  Not measured with VNNI/AMX or on ARM: there the float layers run bf16 where BF16 is native
-  (OpenVINO's default for an INT8 IR), and keeping a layer in float removes that layer's
+  Not measured with VNNI/AMX: the float layers run f32 there too (the OpenVINO backend asks for
+  f32 float parts on every CPU; OpenVINO's own default would be bf16), and keeping a layer in float removes that layer's
   quantization error whatever the kernels, so the same list is used; the export's own gate
   still judges each artifact. `float_layers="none"` gives the previous all-INT8 recipe.
 """

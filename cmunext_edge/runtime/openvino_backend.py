@@ -89,14 +89,15 @@ class OpenVINOBackend(Backend):
         if opts.get("cache_dir"):
             config["CACHE_DIR"] = str(opts["cache_dir"])
         # An FP32 (BF16) artifact asks for f32 (bf16) inference: CPUs with bf16 units would otherwise
-        # silently run bf16. FP16 IRs run at the device's own default, reported below; so do INT8
-        # IRs, except on ARM CPUs: there OpenVINO runs an INT8 IR's float parts at f16 where the core
-        # has FP16 arithmetic, which no x86 export host verified (emulated Neoverse-N1, 49 held-out
-        # images: agreement 0.9688, one image lost, against 0.9948 at f32 on a Cortex-A72).
+        # silently run bf16. An INT8 IR's float parts (the layers left unquantized, the dequantized
+        # outputs) run at f32 on every CPU, the precision its held-out gate measured: OpenVINO would
+        # pick f16 on ARM cores with FP16 arithmetic (emulated Neoverse-N1, 49 held-out images:
+        # agreement 0.9688, one lesion lost, against 0.9948 at f32) and bf16 on x86 with native BF16
+        # (never verified). FP16 IRs run at the device's own default, reported below.
         from cmunext_edge.capabilities import detect
         caps, precision = detect(), meta.get("precision", "fp32")
         default = {"fp32": "f32", "bf16": "bf16"}.get(precision)
-        if precision == "int8" and device == "CPU" and not caps.is_x86:
+        if precision == "int8" and device == "CPU":
             default = "f32"
         wanted = opts.get("inference_precision") or default
         # Where the effective ISA has no native BF16, OpenVINO runs f32 (on a Zen 3 it does so itself;

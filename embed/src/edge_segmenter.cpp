@@ -240,16 +240,14 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     if (const Json* s = runtime.find("num_streams"); s && s->is_number() && s->as_number() >= 1)
         config.emplace(ov::num_streams(static_cast<int>(s->as_number())));
     if (!options.cache_dir.empty()) config.emplace(ov::cache_dir(options.cache_dir));
-    // An FP32 (BF16) artifact asks for f32 (bf16) inference; FP16 and INT8 artifacts run at the
-    // device's choice, except on x86 CPUs without native BF16, where f32 is asked for, and INT8
-    // artifacts on other (ARM) CPUs, whose float parts OpenVINO would run at f16, a precision no
-    // x86 export host verified (as the Python backend does).
+    // An FP32 (BF16) artifact asks for f32 (bf16) inference, and an INT8 artifact's float parts run
+    // at f32 on every CPU, the precision its held-out gate measured (OpenVINO would pick f16 on ARM
+    // cores with FP16 arithmetic and bf16 on x86 with native BF16), as the Python backend does.
+    // FP16 artifacts run at the device's choice, except on x86 CPUs without native BF16 (f32).
     std::string wanted;
     if (info.precision == "fp32") wanted = "f32";
     else if (info.precision == "bf16") wanted = "bf16";
-#if !(defined(__x86_64__) || defined(_M_X64) || defined(__i386__))
-    if (info.precision == "int8" && device == "CPU") wanted = "f32";
-#endif
+    else if (info.precision == "int8" && device == "CPU") wanted = "f32";
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
     if (device == "CPU" && (wanted.empty() || wanted == "bf16")) {
         bool bf16 = false;

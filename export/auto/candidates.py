@@ -70,8 +70,9 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ov-int8-transformer-dense-biascorr", ("CPU",), "openvino", "int8", DENSE,
               nncf=_nncf(*FAST, fast_bias_correction=False), runtime=OV_LAT,
               note="+ full bias correction instead of fast"),
-    Candidate("ov-int8-transformer-dense-f32", ("CPU",), "openvino", "int8", DENSE, nncf=_nncf(*FAST),
-              runtime={**OV_LAT, "inference_precision": "f32"}, note="float parts in f32, not bf16"),
+    Candidate("ov-int8-transformer-dense-bf16", ("CPU",), "openvino", "int8", DENSE, nncf=_nncf(*FAST),
+              runtime={**OV_LAT, "inference_precision": "bf16"},
+              note="float parts in bf16 (the default runs them f32; BF16-native CPUs only)"),
     Candidate("ov-int8-transformer-dense-headfloat", ("CPU",), "openvino", "int8", DENSE,
               nncf=_nncf(*FAST, ignored_names=[".*stem/conv/conv.0/.*", ".*Conv_1x1.*"]), runtime=OV_LAT,
               note="first and last convolution kept in float too"),
@@ -90,10 +91,11 @@ QUICK = ("ort-fp32", "ov-bf16", "ov-int8-transformer-dense")    # tests and smok
 
 def fits(cand: Candidate, device: str, caps=None) -> bool:
     """Whether `cand` belongs in the default list for `device` on this CPU (`caps`: a
-    capabilities.Capabilities, default detect()): BF16 on the CPU only where it is native."""
+    capabilities.Capabilities, default detect()): BF16 on the CPU (a BF16 artifact, or an INT8
+    one whose float parts run bf16) only where it is native."""
     if device not in cand.devices:
         return False
-    if device == "CPU" and cand.precision == "bf16":
+    if device == "CPU" and "bf16" in (cand.precision, cand.runtime.get("inference_precision")):
         from cmunext_edge.capabilities import detect
         return (caps or detect()).bf16_native
     return True
