@@ -149,6 +149,8 @@ def test_masks_agree_with_cmunext_predict(embed_build, artifacts, kind, tmp_path
     r = _segment(embed_build, art, SAMPLES, tmp_path / "cpp")
     assert r.returncode == 0, r.stderr
     assert "verified (manifest sha256 + self-test passed: mask Dice agreement" in r.stdout
+    if kind == "int8-ir":      # float layers at f32 on every CPU (OpenVINO's own pick: f16 on ARM, bf16 on BF16 x86)
+        assert "(runs int8, float layers fp32)" in r.stdout, r.stdout[:400]
     timed = [line for line in r.stdout.splitlines() if line.endswith(")") and " ms (decode " in line]
     assert len(timed) == 16                                       # one timed line per bundled sample
     p = _predict(art, SAMPLES, tmp_path / "py")

@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cmunext_edge.artifacts.manifest import manifest_entry  # noqa: E402
 from cmunext_edge.capabilities import detect  # noqa: E402
 from cmunext_edge.core.agreement import GATES, distribution  # noqa: E402
 from make_bundles import MATRIX  # noqa: E402  (artifact name -> (target, precision))
@@ -48,6 +49,14 @@ def host_masks(artifact: str, entry: str, images: Path) -> Path:
     return out / "masks"
 
 
+def image_set(artifact: str, entry: str, images: Path) -> dict:
+    """Which images a run used and how many of them calibrated the artifact (its manifest entry)."""
+    calib = ((manifest_entry(WORK / "exports" / artifact / entry) or {}).get("calibration") or {}).get("files") or []
+    stems = {f.stem for f in images.iterdir() if f.is_file()}
+    return {"folder": str(images.relative_to(ROOT)) if images.is_relative_to(ROOT) else str(images),
+            "n": len(stems), "calibrated_the_artifact": len(stems & {Path(c).stem for c in calib})}
+
+
 def agreement(arm: Path, host: Path) -> tuple[dict, list[str]]:
     scores, names, problems, identical = [], [], [], 0
     for ref in sorted(host.glob("*.png")):
@@ -66,11 +75,15 @@ def agreement(arm: Path, host: Path) -> tuple[dict, list[str]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="record path without suffix (.md and .json are written)")
+    p.add_argument("--artifacts", nargs="+", metavar="NAME", help="only these artifacts' runs (default: all)")
     args = p.parse_args(argv)
     rows = []
     for run in sorted(runs(WORK / "embed" / "summary.txt"), key=lambda r: (r["artifact"], r["cpu"])):
+        if args.artifacts and run["artifact"] not in args.artifacts:
+            continue
         arm = WORK / "embed" / run["cpu"] / run["artifact"]
-        row = {"cpu": run["cpu"], "artifact": run["artifact"], "entry": run["entry"], "exit": int(run["rc"])}
+        row = {"cpu": run["cpu"], "artifact": run["artifact"], "entry": run["entry"], "exit": int(run["rc"]),
+               "images": image_set(run["artifact"], run["entry"], Path(run["images"]))}
         times = arm / "times.json"
         if times.is_file():
             row["emulated_times"] = json.loads(times.read_text())
@@ -95,19 +108,22 @@ def markdown(record: dict) -> str:
              f"Host: {record['host']}. The arm64 build ran inside a Debian bookworm root under QEMU user mode "
              "(benchmarks/devices/arm_embed.sh); **emulated times are not speeds**. Agreement: per-image official "
              "Dice between the C++ mask on the emulated CPU and `cmunext-predict`'s mask on the host, same artifact "
-             "and images, at the image's size. Images: the 16 bundled samples (held out from the shipped model's "
-             "training, but make_bundles.py calibrates its INT8 artifacts on them: the INT8 rows are on calibration "
-             "images; 16 images say nothing about the tail).", "",
-             "| artifact | emulated CPU | exit | n | identical masks | mean | p5 | worst (image) | below 0.90 | floor | passed |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "and images, at the image's size. Images (column): `cmunext_edge/samples/busi` holds the 16 bundled "
+             "samples, `busi-heldout` 49 of the shipped model's 90 validation images; both are held out from its "
+             "training, and make_bundles.py calibrates its INT8 artifacts on the 16 bundled samples ('calibrated': "
+             "how many of a row's images calibrated its artifact). 16 images say nothing about the tail.", "",
+             "| artifact | emulated CPU | images (calibrated) | exit | n | identical masks | mean | p5 | worst (image) "
+             "| below 0.90 (95% bound) | floor | passed |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in record["rows"]:
-        a = r.get("agreement")
+        a, im = r.get("agreement"), r["images"]
+        head = f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {im['folder']} ({im['calibrated_the_artifact']}) | {r['exit']}"
         if a:
-            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | {a['n']} | {a['n_identical']} | {a['mean']:.4f} | "
-                         f"{a['p5']:.4f} | {a['worst']:.4f} ({a['worst_image']}) | {a['n_bad']} | {r['floor']} | "
-                         f"{r['passed']} |")
+            lines.append(f"{head} | {a['n']} | {a['n_identical']} | {a['mean']:.4f} | {a['p5']:.4f} | "
+                         f"{a['worst']:.4f} ({a['worst_image']}) | {a['n_bad']} ({a['bad_share_upper95']:.1%}) | "
+                         f"{r['floor']} | {r['passed']} |")
         else:
-            lines.append(f"| {r['artifact']} ({r['entry']}) | {r['cpu']} | {r['exit']} | - | - | - | - | - | - | - | False |")
+            lines.append(f"{head} | - | - | - | - | - | - | - | False |")
     lines += ["", "What each emulated load reported (`describe()`: integrity and self-test before the first image):", ""]
     lines += [f"- {r['artifact']} on {r['cpu']}: `{r['emulated_times']['describe'].split(': ', 1)[-1]}`"
               for r in record["rows"] if "describe" in r.get("emulated_times", {})]
@@ -117,8 +133,10 @@ def markdown(record: dict) -> str:
     arts = " ".join(sorted({r["artifact"] for r in record["rows"]}))
     commands = ["", "Commands (repository root, as root):", "", "```",
                 ".venv/bin/python benchmarks/devices/make_bundles.py   # the artifacts (and bundles)",
-                f'CMUNEXT_EMBED_ARTIFACTS="{arts}" benchmarks/devices/arm_embed.sh',
-                ".venv/bin/python benchmarks/devices/embed_agreement.py --out benchmarks/results/embed_arm_<date>",
+                *[f'CMUNEXT_EMBED_ARTIFACTS="{arts}" CMUNEXT_EMBED_IMAGES={folder} benchmarks/devices/arm_embed.sh'
+                  for folder in sorted({r["images"]["folder"] for r in record["rows"]})],
+                f".venv/bin/python benchmarks/devices/embed_agreement.py --artifacts {arts} "
+                "--out benchmarks/results/embed_arm_<date>",
                 "```"]
     return "\n".join(lines + ([""] + problems if problems else []) + ([""] + failures if failures else [])
                      + commands) + "\n"

@@ -277,12 +277,13 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         } catch (const std::exception&) {
         }
     }
-    std::string run = info.precision;
     try {
         ov::element::Type t = compiled.get_property(ov::hint::inference_precision);
-        run = t == ov::element::f32 ? "fp32" : t == ov::element::bf16 ? "bf16" : t == ov::element::f16 ? "fp16" : t.get_type_name();
+        info.float_precision = t == ov::element::f32 ? "fp32" : t == ov::element::bf16 ? "bf16"
+                             : t == ov::element::f16 ? "fp16" : t.get_type_name();
     } catch (const std::exception&) {
     }
+    const std::string run = info.float_precision.empty() ? info.precision : info.float_precision;
     info.run_precision = info.precision == "int8" ? "int8" : run;
 
     const ov::PartialShape out_shape = compiled.output(0).get_partial_shape();
@@ -401,7 +402,8 @@ const ArtifactInfo& EdgeSegmenter::info() const { return impl_->info; }
 
 std::string EdgeSegmenter::describe() const {
     const ArtifactInfo& i = impl_->info;
-    std::string s = i.path + ": " + i.kind + " " + i.precision + " on " + i.device + " (runs " + i.run_precision + "), " +
+    std::string s = i.path + ": " + i.kind + " " + i.precision + " on " + i.device + " (runs " + i.run_precision +
+                    (i.precision == "int8" && !i.float_precision.empty() ? ", float layers " + i.float_precision : "") + "), " +
                     std::to_string(i.net_height) + "x" + std::to_string(i.net_width) + ", " + std::to_string(i.classes) +
                     " class(es), threshold " + Json::parse(std::to_string(i.threshold)).dump();
     if (i.verified.empty()) {

@@ -92,6 +92,8 @@ struct ArtifactInfo {
     std::string kind;                  // "openvino-ir" or "onnx"
     std::string precision;             // artifact precision (metadata)
     std::string run_precision;         // what actually runs (e.g. fp32, int8)
+    std::string float_precision;       // OpenVINO's inference precision, read back: what the float
+                                       // layers run at (an INT8 IR's too); "" if the plugin hides it
     std::string device;                // device that runs it
     std::string fallback;              // why it runs elsewhere than asked ("" if it does not)
     std::string contract_json;         // the preprocessing contract, JSON as embedded
