@@ -42,7 +42,7 @@ def runs(summary: Path) -> list[dict]:
 
 def host_masks(artifact: str, entry: str, images: Path) -> Path:
     """cmunext-predict's masks on this host for the artifact (made once per artifact and images)."""
-    out = WORK / "embed" / "host-predict" / f"{artifact}-{images.name}"
+    out = WORK / "embed" / "host-predict" / f"{artifact}-{images.parent.name}-{images.name}"   # busi/images != busi-heldout/images
     if not (out / "masks").is_dir():
         subprocess.run([sys.executable, "-m", "cmunext_edge.cli.predict", str(images), "--weights",
                         str(WORK / "exports" / artifact / entry), "--out", str(out), "--quiet"], check=True)
