@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cmunext_edge.artifacts.manifest import manifest_entry  # noqa: E402
+from cmunext_edge.artifacts.manifest import calibration_files  # noqa: E402
 from cmunext_edge.capabilities import detect  # noqa: E402
 from cmunext_edge.core.agreement import GATES, distribution  # noqa: E402
 from make_bundles import MATRIX  # noqa: E402  (artifact name -> (target, precision))
@@ -51,7 +51,7 @@ def host_masks(artifact: str, entry: str, images: Path) -> Path:
 
 def image_set(artifact: str, entry: str, images: Path) -> dict:
     """Which images a run used and how many of them calibrated the artifact (its manifest entry)."""
-    calib = ((manifest_entry(WORK / "exports" / artifact / entry) or {}).get("calibration") or {}).get("files") or []
+    calib = calibration_files(WORK / "exports" / artifact / entry)
     stems = {f.stem for f in images.iterdir() if f.is_file()}
     return {"folder": str(images.relative_to(ROOT)) if images.is_relative_to(ROOT) else str(images),
             "n": len(stems), "calibrated_the_artifact": len(stems & {Path(c).stem for c in calib})}
@@ -109,7 +109,7 @@ def markdown(record: dict) -> str:
              "(benchmarks/devices/arm_embed.sh); **emulated times are not speeds**. Agreement: per-image official "
              "Dice between the C++ mask on the emulated CPU and `cmunext-predict`'s mask on the host, same artifact "
              "and images, at the image's size. Images (column): `cmunext_edge/samples/busi` holds the 16 bundled "
-             "samples, `busi-heldout` 49 of the shipped model's 90 validation images; both are held out from its "
+             "samples, `busi-heldout` all 90 of the shipped model's validation images; both are held out from its "
              "training, and make_bundles.py calibrates its INT8 artifacts on the 16 bundled samples ('calibrated': "
              "how many of a row's images calibrated its artifact). 16 images say nothing about the tail.", "",
              "| artifact | emulated CPU | images (calibrated) | exit | n | identical masks | mean | p5 | worst (image) "

@@ -50,6 +50,11 @@ def manifest_entry(artifact: str | Path) -> dict | None:
         return None
 
 
+def calibration_files(artifact: str | Path) -> list[str]:
+    """The images that calibrated `artifact` (INT8), as its manifest entry records them; [] if none."""
+    return ((manifest_entry(artifact) or {}).get("calibration") or {}).get("files") or []
+
+
 def entry_hashes(entry: dict) -> tuple[dict[str, str], list[str]]:
     """An entry's files as {name: sha256}, and a problem line for each malformed file item."""
     expected, problems = {}, []

@@ -28,7 +28,7 @@ import numpy as np
 
 from cmunext_edge._version import __version__
 from cmunext_edge.artifacts.kinds import kind_of
-from cmunext_edge.artifacts.manifest import manifest_entry
+from cmunext_edge.artifacts.manifest import calibration_files, manifest_entry
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
 from cmunext_edge.core.agreement import GATES, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
@@ -243,7 +243,7 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
         precision = meta.get("precision", "fp32")
         images = images or default_images(meta.get("source_sha256"))
         n = n_images or min_images(precision if precision in GATES else "int8")
-        calib = set(((manifest_entry(artifact) or {}).get("calibration") or {}).get("files") or [])
+        calib = set(calibration_files(artifact))
         picked = _pick_samples(images, n, int(backend.num_classes or 1), exclude=calib)
         refs = _reference(backend, picked, folder)
         ran = backend.describe()
