@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cmunext_edge.artifacts.manifest import calibration_files
 from cmunext_edge.capabilities import detect
 from cmunext_edge.export.openvino_export import FLOAT_LAYERS
 from cmunext_edge.export.pipeline import export
@@ -40,7 +41,7 @@ def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     res = ov_export(precision)
     v = res.verification
     # held out by default: the shipped model's 90 validation images, less the INT8 calibration ones
-    held = 90 - (len(res_calib_files(res)) if precision == "int8" else 0)
+    held = 90 - (len(calibration_files(res.artifact)) if precision == "int8" else 0)
     assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == held
     assert v["data"]["origin"] == "held-out validation images" and v["distribution"]["n"] == held
     assert v["dice_vs_ground_truth"] is not None
@@ -98,12 +99,6 @@ def test_nncf_options_pass_through(trained, tmp_path):
     res = export(trained, target="ov", precision="int8", out=tmp_path, calib_size=4, verify=False,
                  nncf={"model_type": None, "preset": "mixed", "fast_bias_correction": True, "subset_size": 4})
     assert res.artifact.exists() and res.verification is None
-
-
-def res_calib_files(res) -> list:
-    """The calibration images an export recorded in its manifest entry."""
-    entry = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
-    return (entry.get("calibration") or {}).get("files") or []
 
 
 def test_onnxruntime_int8_qdq(trained, out):

@@ -46,6 +46,19 @@ def test_interrupted_run_resumes_where_it_stopped(busi, tmp_path, monkeypatch):
     assert not any("per class" in line for line in logs)
 
 
+def test_same_seed_repeats_a_run_and_another_seed_does_not(busi, tmp_path):
+    """--seed fixes the split, the augmentation and the fresh weights: two runs give the same model."""
+    def weights(name, seed):
+        torch.manual_seed(len(name))          # whatever the caller did to torch's global generator
+        cfg = _cfg(busi, tmp_path / name, 1)
+        cfg.seed = seed
+        train(cfg, log=lambda *_: None)
+        return load_checkpoint(tmp_path / name / "best.safetensors").state_dict
+    a, b, c = weights("a", 7), weights("bb", 7), weights("ccc", 8)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_loss_is_the_official_bce_dice():
     logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])
     target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])

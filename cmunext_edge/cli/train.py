@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=network_side, default=256, help="square input size, multiple of 16")
     p.add_argument("--val-fraction", type=fraction, default=0.2, help="seeded random hold-out")
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")
-    p.add_argument("--seed", type=nonnegative_int, default=42, help="split and augmentation seed")
+    p.add_argument("--seed", type=nonnegative_int, default=42,
+                   help="seed of the split, the augmentation and the fresh weights (the same seed repeats a "
+                        "run on the same machine)")
     p.add_argument("--init", help="checkpoint (.pth/.safetensors) or shipped model name to fine-tune from; another class count "
                                   "loads all but the output head, which starts fresh")
     p.add_argument("--num-classes", type=nonnegative_int, default=0,
