@@ -52,7 +52,9 @@ def test_same_seed_repeats_a_run_and_another_seed_does_not(busi, tmp_path):
         torch.manual_seed(len(name))          # whatever the caller did to torch's global generator
         cfg = _cfg(busi, tmp_path / name, 1)
         cfg.seed = seed
+        before = torch.get_rng_state()
         train(cfg, log=lambda *_: None)
+        assert torch.equal(torch.get_rng_state(), before)     # the caller's generator is untouched
         return load_checkpoint(tmp_path / name / "best.safetensors").state_dict
     a, b, c = weights("a", 7), weights("bb", 7), weights("ccc", 8)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -195,9 +195,9 @@ def _check_selftest(selftest: dict, spec: PreprocessSpec, run, precision: str | 
     mask = logits[0] > cut
     expected = _expected_mask(selftest, mask.shape)
     dice = mean_dice(mask, expected)
-    # float64: a recorded value beyond float32's range (a corrupted digest) is a large delta, not an overflow
-    recorded = np.asarray(selftest["pooled_logits"], np.float64)
-    delta = float(np.max(np.abs(_pool(logits).astype(np.float64) - recorded)))
+    # recorded values read as float64 (the difference follows): a value beyond float32's range (a corrupted
+    # digest) is a large delta, not an overflow
+    delta = float(np.max(np.abs(_pool(logits) - np.asarray(selftest["pooled_logits"], np.float64))))
     exact = hashlib.sha256(np.packbits(mask).tobytes()).hexdigest() == selftest["mask_sha256"]
     need = float(selftest.get("min_agreement", 0.97))
     if precision in AGREEMENT_THRESHOLDS and precision != selftest.get("precision"):

@@ -225,8 +225,9 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
     train_set, val_set, classes = _load_data(cfg, out, spec, log)
     device = torch.device(cfg.device)
     variant = canonical_variant(cfg.variant)
-    torch.manual_seed(cfg.seed)     # the fresh weights (all, or the new head with --init): --seed repeats a run
-    model = build_model(variant, num_classes=classes)
+    with torch.random.fork_rng(devices=[]):     # the caller's generator is left as it was
+        torch.manual_seed(cfg.seed)     # the fresh weights (all, or the new head with --init): --seed repeats a run
+        model = build_model(variant, num_classes=classes)
     if cfg.init:
         load_init(model, cfg.init, variant, classes, log)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
