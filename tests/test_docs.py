@@ -215,3 +215,49 @@ def test_checker_catches_wrong_options(options):
     named = {m.option: m.commands for m in found}
     assert named["--out"] == named["--weights"] == ("cmunext-predict",) and named["--max-batch"] == ("cmunext-serve",)
     assert "--data-binary" not in named and "--model-repository" not in named   # curl's, tritonserver's
+
+
+def table_problems(text: str, where: str) -> list[str]:
+    """Markdown table rows whose cell count differs from their header's (a merged or split row)."""
+    found, width, fence = [], None, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        row = line.strip()
+        if fence or not (row.startswith("|") and row.endswith("|")):
+            width = None
+            continue
+        cells = len(re.sub(r"`[^`]*`", "x", row.replace("\\|", "x")).strip("|").split("|"))
+        if width is None:
+            width = cells
+        elif cells != width:
+            found.append(f"{where}:{number}: {cells} cells in a table of {width}")
+    return found
+
+
+def link_problems(text: str, folder: Path, where: str) -> list[str]:
+    """Relative links ([text](path) or path#anchor), read from `folder`, that name no file."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        for target in re.findall(r"\]\(([^)\s]+)\)", line):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not (folder / target.split("#", 1)[0]).exists():
+                found.append(f"{where}:{number}: {target} does not exist")
+    return found
+
+
+def test_docs_tables_and_links_are_well_formed():
+    pages = [*doc_pages(), ROOT / "ARCHITECTURE.md", ROOT / "benchmarks" / "README.md",
+             *sorted((ROOT / "models").glob("*.md"))]
+    bad = [p for page in pages for where in [str(page.relative_to(ROOT))]
+           for p in table_problems(page.read_text(), where) + link_problems(page.read_text(), page.parent, where)]
+    assert not bad, "\n".join(bad)
+
+
+def test_table_and_link_checks_catch_what_they_claim(tmp_path):
+    merged = "| a | b |\n|---|---|\n| `x|y` | 1 |\n| c | d | e |\n\n| one |\n|---|\n"
+    assert table_problems(merged, "p") == ["p:4: 3 cells in a table of 2"]
+    (tmp_path / "p.md").write_text("")
+    text = "[ok](p.md#top) [web](https://x.org) [here](#a)\n[gone](docs/none.md)"
+    assert link_problems(text, tmp_path, "p") == ["p:2: docs/none.md does not exist"]
