@@ -198,6 +198,32 @@ def test_busi_dicom_folder_gives_png_masks_and_valid_segs(us, tmp_path):
         assert ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Lesion"
 
 
+def test_pixel_spacing_without_slice_thickness_reads_back(us, tmp_path):
+    """A 2-D source with Pixel Spacing but no Slice Thickness or frame of reference (pydicom's own
+    RGB secondary captures are such): its SEG passes dciodvfy and highdicom reads it back."""
+    src = tmp_path / "spaced"
+    src.mkdir()
+    ds = pydicom.dcmread(us / "us_mono.dcm")
+    ds.PixelSpacing = [0.1, 0.1]
+    ds.save_as(src / "spaced.dcm")
+    shutil.copy(bundled("SC_rgb_rle.dcm"), src / "sc_rgb_rle.dcm")
+    assert predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    for name in ("spaced", "sc_rgb_rle"):
+        seg = tmp_path / "out" / "seg" / f"{name}.seg.dcm"
+        assert dciodvfy_errors(seg) == [], name
+        source = pydicom.dcmread(src / f"{name}.dcm", stop_before_pixels=True)
+        mask = cv2.imread(str(tmp_path / "out" / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        assert np.array_equal(read_back(seg, [source])[0, ..., 0].astype(bool), mask), name
+
+
+def test_a_header_cut_short_reads_as_damaged(us, tmp_path):
+    cut = tmp_path / "hdrcut.dcm"
+    cut.write_bytes((us / "us_mono.dcm").read_bytes()[:300])
+    dicom._cached_header.cache_clear()
+    with pytest.raises(dicom.DicomError, match="damaged or truncated"):
+        dicom.check_header(dicom.read_header(cut), cut)
+
+
 def test_per_series_fractional_seg_with_custom_codes(us, tmp_path):
     codes = tmp_path / "codes.json"
     codes.write_text(json.dumps([{"label": "mass", "category": ["49755003", "SCT", "Morphologically Abnormal Structure"],

@@ -59,6 +59,15 @@ def test_oversized_image_is_refused_from_its_header(tmp_path):
     assert load_image(big_gray_png(tmp_path / "ok.png", 64, 48)).shape == (48, 64, 3)
 
 
+def test_a_count_just_over_the_limit_never_reads_equal_to_it():
+    from cmunext_edge.core.image_limits import ImageTooLargeError, check_pixels
+    for size, limit, says in [((320, 240, 3), 200_000, "0.23 megapixels exceeds the limit of 0.2 megapixels"),
+                              ((40001, 1000, 1), 40_000_000, "40.001 megapixels exceeds the limit of 40 megapixels"),
+                              ((8000, 6000, 1), 40_000_000, "48.0 megapixels exceeds the limit of 40.0 megapixels")]:
+        with pytest.raises(ImageTooLargeError, match=says):
+            check_pixels(*size, max_pixels=limit)
+
+
 @pytest.mark.parametrize("fmt", [".png", ".jpg", ".bmp", ".tif", ".webp"])
 def test_header_sizes_match_the_decoder(tmp_path, fmt):
     img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)

@@ -122,8 +122,24 @@ def test_segmenter_trust_policy_by_argument_and_environment(signed, keys, tmp_pa
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing.pub.pem"))
     with pytest.raises(TrustPolicyError, match="no such file"):
         trust_policy()
+    for naming_nothing in (":", " : "):                          # set, but no key: never "no policy"
+        monkeypatch.setenv(ENV_VAR, naming_nothing)
+        with pytest.raises(TrustPolicyError, match="names no public key file"):
+            trust_policy()
     monkeypatch.delenv(ENV_VAR)
     assert trust_policy() is None
+
+
+def test_a_symlinked_file_is_refused_naming_the_link(signed, keys, tmp_path):
+    """model-signing checks regular files only: a link is refused, and the message says it is a link
+    (not "another key"); the same files copied pass."""
+    entry = _private_copy(signed["onnx"], tmp_path / "copy")
+    assert precheck(entry, [keys["release"][1]]).ok
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / entry.name).symlink_to(entry)
+    shutil.copyfile(signature_path(entry), signature_path(linked / entry.name))
+    _refused(linked / entry.name, keys["release"][1], f"{entry.name} in {linked} is a symbolic link")
 
 
 def test_without_a_policy_behaviour_stays_and_unsigned_is_reported(signed, tmp_path, monkeypatch):

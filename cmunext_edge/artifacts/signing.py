@@ -74,6 +74,8 @@ def trust_policy(trusted_keys=None) -> list[Path] | None:
     keys = [Path(k) for k in (trusted_keys or [])]
     if not keys and os.environ.get(ENV_VAR, "").strip():
         keys = [Path(k) for k in os.environ[ENV_VAR].split(os.pathsep) if k.strip()]
+        if not keys:                     # set but naming no key: a broken policy, never no policy
+            raise TrustPolicyError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} names no public key file")
     if not keys:
         return None
     for k in keys:
@@ -162,6 +164,10 @@ def check_signature(folder: str | Path, required, sig: str | Path, trusted_keys)
     folder, sig = Path(folder), Path(sig)
     if not sig.is_file():
         raise SignatureError(f"unsigned: no signature {sig.name} beside it, and a trust policy is set")
+    links = sorted(n for n in {*required, sig.name} if (folder / n).is_symlink())
+    if links:                            # model-signing refuses links: say so instead of "another key"
+        raise SignatureError(f"{', '.join(links)} in {folder} is a symbolic link: a signature is checked "
+                             f"over regular files only; point at the folder the files really lie in")
     listed = signed_resources(sig)
     uncovered = sorted(set(required) - set(listed))
     if uncovered:

@@ -111,6 +111,9 @@ def check_header(ds, source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int
     if str(ds.get("SOPClassUID", "")) in NOT_IMAGES:
         raise DicomError(f"{source}: a DICOM {NOT_IMAGES[str(ds.SOPClassUID)]} (a result, not an image); "
                          f"not segmented")
+    if "PixelData" not in ds and "SOPClassUID" not in ds:   # type 1 in every IOD: the header stops short
+        raise DicomError(f"{source}: not a readable DICOM file (damaged or truncated: no SOP Class UID "
+                         f"and no pixel data)")
     if "PixelData" not in ds:
         what = ds.get("SOPClassUID")
         what = getattr(what, "name", what) or "unknown SOP class"

@@ -139,9 +139,18 @@ def check_pixels(width: int, height: int, frames: int = 1, max_pixels: int | Non
     total = width * height * frames
     if max_pixels is not None and total > max_pixels:
         size = f"{width}x{height}" + (f"x{frames} frames" if frames != 1 else "")
-        raise ImageTooLargeError(f"{what}: {size} = {total / 1e6:.1f} megapixels exceeds the limit of "
-                             f"{max_pixels / 1e6:g} megapixels (raise it with --max-pixels / "
-                             f"max_pixels=...); not decoded")
+        got, limit = _megapixels(total, max_pixels)
+        raise ImageTooLargeError(f"{what}: {size} = {got} megapixels exceeds the limit of {limit} megapixels "
+                                 f"(raise it with --max-pixels / max_pixels=...); not decoded")
+
+
+def _megapixels(total: int, limit: int) -> tuple[str, str]:
+    """Both counts in megapixels, with enough digits that a count over the limit never reads equal to it."""
+    for digits in (1, 3, 6):
+        got, lim = f"{total / 1e6:.{digits}f}", f"{limit / 1e6:.{digits}f}"
+        if got != lim:
+            break
+    return got.rstrip("0").rstrip(".") if digits > 1 else got, lim.rstrip("0").rstrip(".") if digits > 1 else lim
 
 
 def _admit(kind: str, size, max_pixels: int | None, what: str) -> tuple[int, int]:

@@ -123,13 +123,18 @@ def _segmentation(hd, sources, pixels, several, fractional, segments, options, a
 def _fill_conditional(seg, source) -> None:
     """Type 1C/2C attributes highdicom leaves out when the source lacks a plane orientation or a slice
     thickness: Patient Orientation (2C, from the source, else empty) and, when the source has it,
-    Slice Thickness in the Pixel Measures."""
+    Slice Thickness in the Pixel Measures. A source with Pixel Spacing but neither a slice thickness
+    nor a frame of reference (a 2-D ultrasound or secondary capture image) gets no Pixel Measures:
+    the SEG is not spatially registered then (it maps by referenced frame; the spacing stays in the
+    source it references), and highdicom 0.28 cannot read a Pixel Measures without Slice Thickness."""
     shared = seg.SharedFunctionalGroupsSequence[0]
     if "PatientOrientation" not in seg and "PlaneOrientationSequence" not in shared:
         seg.PatientOrientation = source.get("PatientOrientation", "")
     measures = shared.get("PixelMeasuresSequence")
     if measures and "SliceThickness" not in measures[0] and source.get("SliceThickness") is not None:
         measures[0].SliceThickness = source.SliceThickness
+    if measures and "SliceThickness" not in measures[0] and "FrameOfReferenceUID" not in seg:
+        del shared.PixelMeasuresSequence
 
 
 def _frame_refs(sources: list) -> list[tuple[str, str, int | None]]:
