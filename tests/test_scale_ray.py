@@ -137,9 +137,10 @@ def test_parts_of_another_artifact_are_not_reused(tmp_path):
     assert _done(out, samples) == {} and "another artifact" in logs[0]
 
 
-def test_ray_engine_segments_a_dicom_folder_like_the_local_job(local_ray, tmp_path):
+def test_ray_engine_segments_a_dicom_folder_like_the_local_job(local_ray, tmp_path, capsys):
     """DICOM through --engine ray: every frame of the cine loop, the same masks and valid SEGs as the
-    local job, a structured report reported (exit 1) and the rest done."""
+    local job, a structured report and a truncated file reported once each, as by the local job
+    (exit 1), and the rest done."""
     pytest.importorskip("highdicom")
     from pydicom.data import get_testdata_file
     from cmunext_edge.data.dicom_sample import write_ultrasound_dicoms
@@ -147,9 +148,16 @@ def test_ray_engine_segments_a_dicom_folder_like_the_local_job(local_ray, tmp_pa
     write_ultrasound_dicoms(src)
     shutil.rmtree(src / "png")
     shutil.copy(get_testdata_file("test-SR.dcm"), src / "report.dcm")
+    shutil.copy(src / "us_rgb.dcm", tmp_path / "us_rgb.dcm")
+    (src / "cut.dcm").write_bytes((tmp_path / "us_rgb.dcm").read_bytes()[:5000])   # pixel data cut short
     common = [str(src), "--quiet", "--batch-size", "4"]
-    assert predict_main(common + ["--out", str(tmp_path / "one")]) == 1
-    assert predict_main(common + ["--out", str(tmp_path / "ray"), "--engine", "ray"]) == 1
+    reported = {}
+    for engine in ("one", "ray"):
+        capsys.readouterr()
+        assert predict_main(common + ["--out", str(tmp_path / engine)] + ["--engine", "ray"] * (engine == "ray")) == 1
+        reported[engine] = sorted(line.split(":", 2)[1].strip() for line in capsys.readouterr().err.splitlines()
+                                  if line.startswith("skipped:"))
+    assert reported["one"] == reported["ray"] == [str(src / "cut.dcm"), str(src / "report.dcm")], reported
     one, par = masks(tmp_path / "one"), masks(tmp_path / "ray")
     assert len(one) == 7 and one.keys() == par.keys()
     assert all(np.array_equal(one[k], par[k]) for k in one)

@@ -233,5 +233,5 @@ def _collect(samples, done, bad, failure, attempts) -> JobResult:
             result.rows.append(done[s.name])
         else:
             error = bad.get(s.name) or f"{s.image}: not processed after {attempts} attempts ({failure})"
-            result.skipped.append({"path": str(s.image), "error": error})
+            result.skipped.append({"path": str(s.image), "name": s.name, "error": error})
     return result
