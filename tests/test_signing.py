@@ -193,6 +193,8 @@ def test_keys_cli_makes_signs_and_verifies(signed, tmp_path, capsys):
     assert keys_cli.main(["new", "--out", str(tmp_path / "k")]) == 0
     assert oct((tmp_path / "k.pem").stat().st_mode & 0o777) == "0o600"
     assert keys_cli.main(["new", "--out", str(tmp_path / "k")]) == 2            # never overwrites a key
+    assert keys_cli.main(["new", "--out", str(tmp_path / "keys" / "release")]) == 0   # as docs/signing.md: keys/ made
+    assert (tmp_path / "keys" / "release.pub.pem").is_file()
     entry = _private_copy(signed["openvino"], tmp_path / "ov")
     assert keys_cli.main(["sign", str(entry), "--key", str(tmp_path / "k.pem")]) == 0
     assert keys_cli.main(["verify", str(entry), "--trusted-key", str(tmp_path / "k.pub.pem")]) == 0

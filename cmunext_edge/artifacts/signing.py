@@ -110,6 +110,8 @@ def new_key_pair(private_out: str | Path, public_out: str | Path) -> tuple[Path,
         if p.exists():
             raise FileExistsError(f"{p} exists; not overwritten (a lost private key cannot be recovered)")
     key = ec.generate_private_key(ec.SECP256R1())
+    for p in {private_out.parent, public_out.parent}:
+        p.mkdir(parents=True, exist_ok=True)
     fd = os.open(private_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help=".pth/.pt/.safetensors checkpoint (official format accepted); "
                                                      "for --target triton an exported .onnx/.xml/.engine")
-    p.add_argument("--target", required=True, help="onnx, openvino (ov), onnxruntime (ort), tensorrt (trt), "
-                                                   "or auto (fastest verified candidate for --device)")
+    p.add_argument("--target", required=True, help="onnx, openvino (ov), onnxruntime (ort), tensorrt (trt), triton "
+                                                   "(a Triton model repository), or auto (fastest verified "
+                                                   "candidate for --device)")
     prec = p.add_mutually_exclusive_group()
     for flag in Precision.names():
         prec.add_argument(f"--{flag}", dest="precision", action="store_const", const=flag,

@@ -17,7 +17,8 @@ EXAMPLE = """examples:
   cmunext-train your_dataset/ --variant cmunext-s --epochs 90 --out runs/mine
   cmunext-train your_dataset/ --init cmunext-s-busi --epochs 5 --lr 0.001 --out runs/finetune
   cmunext-train your_3class_dataset/ --init cmunext-s-busi --epochs 30 --out runs/three
-  (your_dataset/ holds images/<name>.<ext> and masks/0/<name>.png; the shipped model trained 90
+  (your_dataset/ holds images/<name>.<ext> and masks/0/<name>.<ext>, PNG or JPEG, matched by name
+   (keep masks lossless: PNG); the shipped model trained 90
    epochs; run again with the same --out to resume after an interruption: the learning-rate
    schedule is kept as it was unless --epochs, --lr or --batch-size change, which it says)
   (several classes, one output channel each, in either of two layouts: per-class mask folders
@@ -27,7 +28,13 @@ EXAMPLE = """examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Examples kept as written, every option's default shown."""
+    """Examples kept as written, every valued option's default shown (not that of a required option
+    or an on/off flag, whose "default" is the setting it turns off)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
