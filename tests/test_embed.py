@@ -440,3 +440,74 @@ def test_c_abi_frames_strides_and_errors(embed_build, artifacts, tmp_path):
     gray.tofile(tmp_path / "frame.raw")
     r = _run([embed_build["c_minimal"], art, gray.shape[1], gray.shape[0], tmp_path / "frame.raw"])
     assert r.returncode == 0 and "foreground" in r.stdout and "verified" in r.stdout, r.stderr
+
+
+# --- trust policy (issue 24 in C/C++) -------------------------------------------------------------
+class _Options(ctypes.Structure):
+    _fields_ = [("device", ctypes.c_char_p), ("strict_device", ctypes.c_int), ("verify", ctypes.c_int),
+                ("threads", ctypes.c_int), ("cache_dir", ctypes.c_char_p), ("max_pixels", ctypes.c_int64),
+                ("trusted_keys", ctypes.c_char_p)]
+
+
+@pytest.fixture(scope="module")
+def signing_keys(tmp_path_factory):
+    pytest.importorskip("model_signing", reason="signing needs the [sign] extra")
+    from cmunext_edge.artifacts.signing import new_key_pair
+    root = tmp_path_factory.mktemp("embed_keys")
+    return {name: new_key_pair(root / f"{name}.pem", root / f"{name}.pub.pem") for name in ("release", "other")}
+
+
+@pytest.mark.parametrize("kind", ["fp32-onnx", "fp16-ir"])
+def test_trust_policy_refuses_what_python_refuses(embed_build, artifacts, signing_keys, kind, tmp_path):
+    """--trusted-key / CMUNEXT_TRUSTED_KEYS / the C ABI's trusted_keys: the signed artifact runs; another
+    key, no signature, a flipped byte in any signed file and a policy naming no key are refused (exit 2,
+    one line), with the same verdict as Python's precheck, also with --no-verify-load."""
+    if "signatures: checked" not in _run([embed_build["exe"], "--version"]).stdout:
+        pytest.skip("embed/ was built without OpenSSL (libssl-dev): it refuses any trust policy")
+    from cmunext_edge.artifacts.integrity import artifact_files, precheck
+    from cmunext_edge.artifacts.signing import sign_artifact, signature_path
+    release, other = signing_keys["release"][1], signing_keys["other"][1]
+    art = _copy(_artifact(artifacts, kind), tmp_path / "signed")
+    sign_artifact(art, signing_keys["release"][0])
+    image = sorted((SAMPLES / "images").glob("*.png"))[0]
+
+    def run(entry, *extra, env=None):
+        r = subprocess.run([str(embed_build["exe"]), str(entry), str(image), "--out", str(tmp_path / "out"), *extra],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+        python_ok = precheck(entry, [release]).ok if "--trusted-key" in extra and str(release) in extra else None
+        return r, python_ok
+
+    r, py = run(art, "--trusted-key", str(release))
+    assert r.returncode == 0 and py is True, r.stderr
+    assert "signed by trusted key" in r.stdout
+    r, _ = run(art)
+    assert r.returncode == 0 and "; signed, not checked (no trusted key)" in r.stdout
+    cases = {"another key": (art, ["--trusted-key", str(other)], None, "not signed by a trusted key"),
+             "environment, another key": (art, [], {"CMUNEXT_TRUSTED_KEYS": str(other)}, "not signed by a trusted key"),
+             "environment naming no key": (art, [], {"CMUNEXT_TRUSTED_KEYS": ":"}, "names no public key file")}
+    unsigned = _copy(art, tmp_path / "unsigned")
+    cases["unsigned"] = (unsigned, ["--trusted-key", str(release)], None, "unsigned: no signature")
+    for f in artifact_files(art):
+        changed = _copy(art, tmp_path / f"flip-{f.name}")
+        shutil.copy(signature_path(art), signature_path(changed))
+        _flip(changed.parent / f.name)
+        cases[f"{f.name} flipped"] = (changed, ["--trusted-key", str(release), "--no-verify-load"], None,
+                                      f"{f.name} changed after signing")
+    for name, (entry, extra, env, says) in cases.items():
+        r, py = run(entry, *extra, env=env)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and len(err.splitlines()) == 1 and says in err, (name, r.returncode, err)
+        assert py in (None, False), name                          # Python refuses it too
+
+    lib = _load_c_abi(embed_build["lib"])
+    opts = _Options()
+    lib.cmunext_default_options(ctypes.byref(opts))
+    assert opts.trusted_keys is None
+    for keys, status in ((release, 0), (other, 3), (f"{other}:{release}", 0)):
+        opts.trusted_keys = str(keys).encode()
+        handle = ctypes.c_void_p()
+        got = lib.cmunext_open(str(art).encode(), ctypes.byref(opts), ctypes.byref(handle))
+        assert got == status, (keys, got, lib.cmunext_last_error())
+        if got == 0:
+            assert b"signed by trusted key" in lib.cmunext_describe(handle)
+            lib.cmunext_close(handle)

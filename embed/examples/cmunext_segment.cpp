@@ -29,7 +29,8 @@ namespace {
 
 const char* kUsage =
     "usage: cmunext_segment ARTIFACT IMAGE... --out DIR [--device CPU|GPU|NPU|AUTO] [--strict-device]\n"
-    "                       [--threads N] [--max-pixels N] [--no-verify-load] [--times-json FILE] [--quiet]\n"
+    "                       [--threads N] [--max-pixels N] [--no-verify-load] [--trusted-key PUB.pem]...\n"
+    "                       [--times-json FILE] [--quiet]\n"
     "       cmunext_segment --version\n"
     "\n"
     "Segments images with a verified CMUNeXt artifact (.xml OpenVINO IR or .onnx) through the C++\n"
@@ -37,6 +38,8 @@ const char* kUsage =
     "IMAGE: a file, or a folder of images (or an official-layout dataset with images/).\n"
     "The artifact is verified before use: its files against manifest.json or its embedded hash,\n"
     "then its embedded self-test (--no-verify-load skips this; not recommended).\n"
+    "With --trusted-key (repeatable) or CMUNEXT_TRUSTED_KEYS (paths separated by ':'), it runs only\n"
+    "if <ARTIFACT>.sig is a signature by one of those keys over every file it reads (docs/signing.md).\n"
     "Exit codes: 0 all done; 1 done but some inputs skipped; 2 nothing done.\n";
 
 int usage_error(const std::string& msg) {
@@ -95,14 +98,16 @@ int main(int argc, char** argv) {
         try {
             if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); return 0; }
             else if (a == "--version") {
-                std::printf("cmunext_segment %s (image formats: %s)\n", cmunext::version(),
-                            cmunext::example::supported_formats().c_str());
+                std::printf("cmunext_segment %s (image formats: %s; signatures: %s)\n", cmunext::version(),
+                            cmunext::example::supported_formats().c_str(),
+                            cmunext::signatures_supported() ? "checked (OpenSSL)" : "not supported (built without OpenSSL)");
                 return 0;
             }
             else if (a == "--out") out_dir = value("--out");
             else if (a == "--device") options.device = value("--device");
             else if (a == "--strict-device") options.strict_device = true;
             else if (a == "--no-verify-load") options.verify = false;
+            else if (a == "--trusted-key") options.trusted_keys.push_back(value("--trusted-key"));
             else if (a == "--quiet") quiet = true;
             else if (a == "--times-json") times_json = value("--times-json");
             else if (a == "--threads" || a == "--max-pixels") {

@@ -60,6 +60,7 @@ void cmunext_default_options(cmunext_options* o) {
     o->threads = 0;
     o->cache_dir = nullptr;
     o->max_pixels = 40000000;
+    o->trusted_keys = nullptr;
 }
 
 cmunext_status cmunext_open(const char* artifact, const cmunext_options* options, cmunext_segmenter** out) {
@@ -76,6 +77,16 @@ cmunext_status cmunext_open(const char* artifact, const cmunext_options* options
         if (options->cache_dir) o.cache_dir = options->cache_dir;
         if (options->max_pixels < 0) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_open: max_pixels must be >= 0");
         o.max_pixels = options->max_pixels;
+        if (options->trusted_keys) {            // ':'-separated, as $CMUNEXT_TRUSTED_KEYS
+            std::string keys = options->trusted_keys;
+            for (size_t start = 0, end; start <= keys.size(); start = end + 1) {
+                end = keys.find(':', start);
+                if (end == std::string::npos) end = keys.size();
+                if (end > start) o.trusted_keys.push_back(keys.substr(start, end - start));
+            }
+            if (o.trusted_keys.empty())
+                return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_open: trusted_keys names no public key file");
+        }
     }
     return guarded([&] { *out = new cmunext_segmenter(artifact, o); });
 }

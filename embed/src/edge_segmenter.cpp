@@ -15,6 +15,7 @@
 #include "integrity.hpp"
 #include "json.hpp"
 #include "selftest.hpp"
+#include "signature.hpp"
 
 #ifndef CMUNEXT_VERSION
 #define CMUNEXT_VERSION "0.0.0"
@@ -26,6 +27,7 @@ using detail::Contract;
 using detail::Json;
 
 const char* version() { return CMUNEXT_VERSION; }
+bool signatures_supported() { return detail::signatures_supported(); }
 
 namespace {
 
@@ -116,6 +118,13 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
 
     // 1. files, read once; with a manifest entry they are checked before anything parses them
     files = detail::read_artifact(path);
+    const std::vector<std::string> policy = detail::trust_policy(options.trusted_keys);
+    try {
+        info.signature = policy.empty() ? detail::signature_status(path) : detail::check_signature(path, files, policy);
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::Integrity) throw;
+        throw Error(ErrorCode::Integrity, path + ": refused by the trust policy: " + e.what());
+    }
     std::vector<std::string> problems;
     std::string hash_source;
     if (options.verify) {
@@ -414,6 +423,7 @@ std::string EdgeSegmenter::describe() const {
         s += ", verified (" + i.verified + " passed: mask Dice agreement " + dice + " with the export" +
              (i.selftest.exact_mask_match ? ", masks identical)" : ")");
     }
+    s += "; " + i.signature;
     if (!i.fallback.empty()) s += "; fallback: " + i.fallback;
     return s;
 }

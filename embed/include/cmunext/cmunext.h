@@ -56,6 +56,9 @@ typedef struct {
     int threads;           /* 0: the artifact's stored setting, else OpenVINO's default */
     const char* cache_dir; /* OpenVINO compiled-model cache, or NULL */
     int64_t max_pixels;    /* largest frame (width*height); 0: no limit; default 40000000 */
+    const char* trusted_keys; /* trust policy: PEM public-key paths separated by ':' that must have signed
+                                 <artifact>.sig; NULL: $CMUNEXT_TRUSTED_KEYS, else no policy. A refusal is
+                                 CMUNEXT_E_INTEGRITY; a build without OpenSSL gives CMUNEXT_E_UNSUPPORTED */
 } cmunext_options;
 
 typedef struct {
@@ -64,7 +67,7 @@ typedef struct {
 
 typedef struct cmunext_segmenter cmunext_segmenter;
 
-/* defaults: device CPU, verify on, threads 0, max_pixels 40000000 */
+/* defaults: device CPU, verify on, threads 0, max_pixels 40000000, trusted_keys NULL */
 CMUNEXT_C_API void cmunext_default_options(cmunext_options* options);
 
 /* Opens, verifies (unless options->verify == 0) and compiles an artifact (.xml or .onnx).

@@ -6,6 +6,9 @@
 //   cmunext::Frame f{pixels, width, height, stride, cmunext::PixelFormat::BGR8};
 //   cmunext::Segmentation r = seg.segment(f);   // r.mask: height x width (x classes), 0/1
 //
+// Trust policy (Options::trusted_keys or $CMUNEXT_TRUSTED_KEYS): before anything else the signature
+// beside the artifact must verify with a trusted key and vouch for every file (ErrorCode::Integrity
+// otherwise), as in Python (docs/signing.md).
 // Verified load (on unless Options::verify is false): the artifact's files are compared with the
 // sha256 in manifest.json beside it (or, without a manifest entry, with the content hash embedded
 // at export); then the self-test embedded at export runs on the device and must agree with the
@@ -67,6 +70,11 @@ struct Options {
     int threads = 0;                // INFERENCE_NUM_THREADS (0: the artifact's stored setting or OpenVINO's)
     std::string cache_dir;          // OpenVINO compiled-model cache
     int64_t max_pixels = 40000000;  // largest frame accepted (width * height); 0 for no limit
+    // Trust policy: PEM public keys (P-256/384/521) whose signature `<artifact>.sig` must vouch for
+    // every file before anything parses it (also with verify off). Empty: $CMUNEXT_TRUSTED_KEYS
+    // (paths separated by ':'), else no policy. Needs a build with OpenSSL; one without refuses
+    // any policy (ErrorCode::Unsupported) rather than ignore it.
+    std::vector<std::string> trusted_keys;
 };
 
 struct Segmentation {
@@ -101,6 +109,7 @@ struct ArtifactInfo {
     int net_height = 0, net_width = 0, in_channels = 3, classes = 1;
     std::string variant, toolkit_version, source_sha256;
     std::string verified;              // "" when not verified, else how ("manifest" or "embedded" sha256 + self-test)
+    std::string signature;             // "signed by trusted key <fingerprint>", "unsigned" or "signed, not checked (no trusted key)"
     SelfTestResult selftest;           // result of the verified load's self-test
 };
 
@@ -135,5 +144,7 @@ private:
 };
 
 CMUNEXT_API const char* version();
+// whether this build checks signatures (built with OpenSSL): a trust policy needs it
+CMUNEXT_API bool signatures_supported();
 
 }  // namespace cmunext

@@ -1,0 +1,32 @@
+// The trust policy of verified load (cmunext_edge.artifacts.signing): with trusted public keys,
+// an artifact runs only when `<entry>.sig` (an OpenSSF model-signing signature: a Sigstore bundle
+// whose DSSE envelope signs an in-toto statement listing each signed file's sha256) verifies with
+// one of the keys (ECDSA over the DSSE pre-authentication encoding), covers every file the
+// runtime reads, and every file it lists hashes as signed. Checked on the bytes read once by
+// read_artifact, before OpenVINO parses anything. Needs OpenSSL (libcrypto) at build time; a
+// build without it refuses any trust policy instead of ignoring it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "integrity.hpp"
+
+namespace cmunext::detail {
+
+// The trusted keys: `given` if not empty, else $CMUNEXT_TRUSTED_KEYS (paths separated by ':'),
+// else none (no policy). A variable set but naming no key, or a key file that is missing, throws
+// cmunext::Error (InvalidArgument).
+std::vector<std::string> trust_policy(const std::vector<std::string>& given);
+
+// Without a policy: "unsigned" or "signed, not checked (no trusted key)".
+std::string signature_status(const std::string& entry);
+
+// Under a policy: "signed by trusted key <sha256 of its PEM, 16 hex>"; any failure throws
+// cmunext::Error (Integrity, or Unsupported for a build without OpenSSL) naming what failed.
+std::string check_signature(const std::string& entry, const std::vector<ArtifactFile>& files,
+                            const std::vector<std::string>& keys);
+
+bool signatures_supported();
+
+}  // namespace cmunext::detail
