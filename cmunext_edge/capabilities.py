@@ -27,6 +27,12 @@ from functools import lru_cache
 from pathlib import Path
 
 # Named features -> the cpuinfo flags that provide them (any one suffices).
+# The most inference threads, workers or actors any option accepts: far above any CPU this runs on,
+# low enough that a typo (threads=99999) is refused instead of exhausting memory before any work.
+MAX_THREADS = 1024
+# The largest batch any option accepts: 1024 inputs of 256x256x3 float32 are about 0.8 GB.
+MAX_BATCH = 1024
+
 FEATURES = {
     "avx2": ("avx2",), "avx512f": ("avx512f",), "avx512_vnni": ("avx512_vnni",),
     "avx_vnni": ("avx_vnni",), "avx512_bf16": ("avx512_bf16",), "avx512_fp16": ("avx512_fp16",),

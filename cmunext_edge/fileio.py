@@ -17,6 +17,11 @@ def atomic_path(final: str | Path, suffix: str | None = None):
     the temporary file or folder is removed and nothing appears at `final`.
     """
     final = Path(final)
+    if final.exists() and not (final.is_file() or final.is_dir()):
+        # a device, FIFO or socket (e.g. --summary-json /dev/null): renaming over it would replace the
+        # node itself (as root, /dev/null becomes a regular file for the whole system)
+        raise FileExistsError(f"{final} exists and is not a regular file (a device, FIFO or socket); "
+                                f"not replaced: write to a file")
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=suffix or final.suffix,
                                dir=final.parent)

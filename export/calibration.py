@@ -84,7 +84,9 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
             inputs.append(spec(load_image(s.image, frame=s.frame)))
             masks.append(load_truth(s, num_classes, spec.size) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
-            raise CalibrationError(f"calibration image unusable: {exc}") from None
+            where = "" if str(s.image) in str(exc) else f"{s.image}: "
+            raise CalibrationError(f"calibration/verification image unusable: {where}{exc} (remove or fix it: "
+                                   f"a set that an export's gate relies on is never silently shrunk)") from None
         digest.update(f"|{s.name}:{sha256_file(s.image)}".encode())
     if split is not None and str(split).endswith(".json"):
         split = f"{split}:val"

@@ -72,7 +72,13 @@ def describe_artifact(path: str | Path) -> dict:
     kind, files = art.label, art.files(path)
     if not path.is_file() and not (art.name == "tensorrt" and files[1].is_file()):
         raise FileNotFoundError(f"{path}: no such artifact")
-    flat, shape = READERS[art.name](path)
+    try:
+        flat, shape = READERS[art.name](path)
+    except (OSError, MissingDependencyError):
+        raise
+    except Exception as exc:      # protobuf DecodeError, XML ParseError, JSON errors: a damaged file
+        first = (str(exc).strip().splitlines() or ["damaged or truncated"])[0][:160]
+        raise ValueError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {first})") from None
     meta = parse_metadata(flat)
     if not meta:
         raise ValueError(f"{path}: a {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
@@ -90,7 +96,18 @@ def describe_artifact(path: str | Path) -> dict:
             "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files if f.is_file()],
             "sha256": sha256_file(path) if path.is_file() else None,
             "verification": (entry or {}).get("verification"), "in_manifest": entry is not None,
-            "auto": (entry or {}).get("auto")}
+            "auto": (entry or {}).get("auto"), "files_check": _files_check(path, entry)}
+
+
+def _files_check(path: Path, entry: dict | None) -> dict:
+    """The files against manifest.json, as a load checks them first (the embedded hash and the
+    self-test need the runtime: a load or cmunext-bench runs them)."""
+    if entry is None:
+        return {"ok": None, "message": "no manifest entry: the load checks the embedded content hash"}
+    from cmunext_edge.artifacts.integrity import precheck
+    report = precheck(path)
+    return {"ok": not report.problems, "message": "sha256 of every file matches manifest.json" if not report.problems
+            else report.message()}
 
 
 def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = None) -> str:

@@ -22,8 +22,27 @@ from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth
 from cmunext_edge.core.agreement import GATES, Comparator, gate
 from cmunext_edge.core.metrics import class_scores_from_logits, summarize_scores
-from cmunext_edge.core.preprocess import load_image
+from cmunext_edge.core.preprocess import ImageReadError, load_image
 from cmunext_edge.runtime.registry import open_backend
+
+
+def _readable(samples: list) -> list:
+    """The samples whose image and mask decode; each other one is reported on stderr and left out
+    (the rows say how many images they were scored on), so one bad file never stops the bench."""
+    import sys
+    kept = []
+    for s in samples:
+        try:
+            load_image(s.image, frame=s.frame)
+            if s.mask:
+                load_truth(s, 1, (16, 16))
+            kept.append(s)
+        except (ImageReadError, ValueError, OSError) as exc:
+            print(f"cmunext-bench: skipped evaluation image: {exc if str(s.image) in str(exc) else f'{s.image}: {exc}'}",
+                  file=sys.stderr)
+    if samples and not kept:
+        raise ValueError(f"--data: none of its {len(samples)} images could be read")
+    return kept
 
 
 class Evaluator:
@@ -32,7 +51,7 @@ class Evaluator:
     def __init__(self, config, latency_bgrs: list[np.ndarray]):
         self.samples = []
         if config.data is not None:
-            self.samples = discover(config.data, config.split)[:config.max_images or None]
+            self.samples = _readable(discover(config.data, config.split)[:config.max_images or None])
         self.latency_bgrs = latency_bgrs
         self.batch = max(1, config.eval_batch)
         self._ref_cache: dict[str, str] = {}   # checkpoint -> .npy path

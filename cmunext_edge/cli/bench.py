@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cmunext_edge.cli.common import (add_debug, cli_main, csv_of, fail, nonnegative_float, nonnegative_int,
-                                      positive_int)
+from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, csv_of, fail, nonnegative_float,
+                                      nonnegative_int, positive_int, thread_count)
 
 PROG = "cmunext-bench"
 
@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=nonnegative_int, default=10, help="untimed calls before timing (default 10)")
     g.add_argument("--iters", type=positive_int, default=100, help="timed batch-1 calls (default 100)")
     g.add_argument("--min-time", type=nonnegative_float, default=0.0, help="time batch 1 for at least this many s")
-    g.add_argument("--batch-sizes", type=csv_of(positive_int), default=(1, 2, 4, 8, 16),
+    g.add_argument("--batch-sizes", type=csv_of(batch_size), default=(1, 2, 4, 8, 16),
                    help="throughput batch sizes (a static-batch artifact uses its own)")
-    g.add_argument("--streams", type=csv_of(positive_int), default=(1, 2),
+    g.add_argument("--streams", type=csv_of(thread_count), default=(1, 2),
                    help="parallel streams for throughput, each its own backend instance (default 1,2)")
     g.add_argument("--throughput-time", type=nonnegative_float, default=1.0, help="seconds per throughput cell; 0 skips")
     g.add_argument("--matmul-time", type=nonnegative_float, default=1.0, help="seconds for the GFLOP/s floor; 0 skips")
@@ -190,7 +190,12 @@ def main(argv=None) -> int:
     if not args.artifacts:
         build_parser().print_usage(sys.stderr)
         return fail(PROG, "give at least one ARTIFACT (or --list-devices)")
+    from cmunext_edge.cli.preflight import check_output_file
     from cmunext_edge.runtime.base import DeviceUnavailableError
+    for option, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+        problem = check_output_file(path, option)
+        if problem:
+            return fail(PROG, problem)
     try:
         if args.check_ort_overhead:
             return _ort_overhead(args)

@@ -17,6 +17,8 @@ import signal
 import sys
 import traceback
 
+from cmunext_edge.capabilities import MAX_BATCH, MAX_THREADS
+
 EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEBUG_HELP = "on an error, also print the Python traceback"
 
@@ -59,9 +61,13 @@ def float_range(low: float | None = None, high: float | None = None, low_open=Fa
     return _number(float, low, high, low_open, high_open, what="a number")
 
 
-positive_int = int_range(1)                    # counts: batch sizes, workers, images, iterations
+positive_int = int_range(1)                    # counts: images, iterations
 nonnegative_int = int_range(0)                 # warm-up calls, "0 = default" options
 port_number = int_range(0, 65535)
+thread_count = int_range(1, MAX_THREADS)       # threads, workers, actors, replicas, streams
+threads_or_default = int_range(0, MAX_THREADS)  # 0 = the runtime's default
+batch_size = int_range(1, MAX_BATCH)
+seed = int_range(0, 2**32 - 1)                 # what numpy's and torch's generators take from every caller
 positive_float = float_range(0.0, low_open=True)
 nonnegative_float = float_range(0.0)
 fraction = float_range(0.0, 1.0, low_open=True, high_open=True)     # strictly between 0 and 1
@@ -107,14 +113,20 @@ def _expected() -> tuple[type, ...]:
     """Errors whose message is the whole story (no 'unexpected' label)."""
     from cmunext_edge._deps import MissingDependencyError
     from cmunext_edge.artifacts.integrity import IntegrityError
+    from cmunext_edge.device.bundle import BundleError
     from cmunext_edge.runtime.base import BackendError
-    return (MissingDependencyError, IntegrityError, BackendError, ValueError, OSError, ImportError)
+    import tarfile
+    return (MissingDependencyError, IntegrityError, BackendError, BundleError, tarfile.TarError, ValueError,
+            OSError, ImportError, EOFError)
 
 
 def error_message(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return f"a file ends too early: damaged or truncated input{f' ({exc})' if str(exc) else ''}"
     if isinstance(exc, _expected()):
-        return str(exc) or type(exc).__name__
-    return (f"unexpected {type(exc).__name__}: {exc} (nothing was done; rerun with --debug for the "
+        return (str(exc) or type(exc).__name__).strip().splitlines()[0]
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (f"unexpected {type(exc).__name__}: {first} (nothing was done; rerun with --debug for the "
             f"traceback and report it)")
 
 

@@ -15,7 +15,7 @@ from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.checkpoints.weights import CheckpointError
 from cmunext_edge.cli.common import (add_debug, cli_main, fail, int_range, network_side, nonnegative_float,
-                                      nonnegative_int, positive_float, positive_int)
+                                      nonnegative_int, positive_float, positive_int, seed, thread_count)
 
 PROG = "cmunext-export"
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "held-out list whole, up to 200; otherwise --calib-size)")
     v.add_argument("--no-verify", dest="verify", action="store_false",
                    help="keep the artifact without checking it (warns; the manifest says NOT verified)")
-    v.add_argument("--seed", type=nonnegative_int, default=0, help="sampling seed (default 0)")
+    v.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
     v.add_argument("--device", help="device the artifact is verified on (default cpu; cuda for TensorRT); "
                                     "a device not present falls back to CPU and says so")
     v.add_argument("--strict-device", action="store_true",
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--verify-data (default: the split.json beside a cmunext-train checkpoint when "
                    "--verify-data holds its validation images)")
     a.add_argument("--candidates", help="comma list of candidate names (default: all for the device)")
-    a.add_argument("--threads", type=positive_int, help="inference threads to measure with and store in the artifact")
+    a.add_argument("--threads", type=thread_count, help="inference threads to measure with and store in the artifact")
     a.add_argument("--no-agreement-floor", dest="agreement_floor", action="store_false",
                    help="select on the Dice budget alone, ignoring the per-precision agreement gate with "
                         "PyTorch that every verified export needs (mean FP32 0.999, FP16/BF16 0.99, INT8 "
@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from cmunext_edge.cli.preflight import check_outputs
+    problem = check_outputs(args.out)                  # before any work: a long export never ends refused
+    if problem:
+        return fail(PROG, problem)
     if args.target.lower() == "auto":
         return _auto(args)
     from cmunext_edge.export.options import ExportOptions

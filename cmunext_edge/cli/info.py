@@ -2,7 +2,8 @@
 
 For an artifact (.onnx, OpenVINO .xml, TensorRT .engine/.plan with its sidecar .json) it prints
 the format, precision, variant, classes, input shape, preprocessing, stored runtime settings and
-the export's verification (from manifest.json beside it); no torch needed.
+the export's verification (from manifest.json beside it) and whether its files still match that
+manifest (exit 1 when they do not); no torch needed.
 For a checkpoint it prints the variant (detected from tensor shapes), input channels, classes, parameters,
 multiply-accumulates at an input size, the preprocessing contract and the file's sha256.
 
@@ -89,7 +90,7 @@ def _artifact(args) -> int:
         return fail("cmunext-info", str(exc))
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-        return 0
+        return _files_code(info)
     pre = info["preprocess"] or {}
     size = pre.get("size") or [pre.get("height"), pre.get("width")]
     rows = [("path", info["path"]), ("format", f"{info['format']} ({info['target']} target)"),
@@ -105,10 +106,20 @@ def _artifact(args) -> int:
             ("self-test", "embedded" if info["selftest"] else "none"),
             ("verification", verification_line(info["verification"], info["in_manifest"], info.get("auto"))),
             ("files", ", ".join(f"{f['name']} ({f['bytes'] / 1e6:.2f} MB)" for f in info["files"])),
+            ("files check", ("MODIFIED OR DAMAGED: " if info["files_check"]["ok"] is False else "")
+             + info["files_check"]["message"]),
             ("source sha256", info["source_sha256"]), ("toolkit", info["toolkit_version"])]
     if info["tensorrt"]:
         rows.append(("tensorrt", info["tensorrt"]))
     print("\n".join(f"{k:<14}{v}" for k, v in rows))
+    return _files_code(info)
+
+
+def _files_code(info: dict) -> int:
+    """1 when the files no longer match their manifest (described, but not what was exported)."""
+    if info["files_check"]["ok"] is False:
+        print(f"cmunext-info: error: {info['files_check']['message']}", file=sys.stderr)
+        return 1
     return 0
 
 

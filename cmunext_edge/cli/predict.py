@@ -39,8 +39,8 @@ from cmunext_edge.data.discovery import discover, unread_files
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
-from cmunext_edge.cli.common import (cli_main, fail, interrupted_code, make_parser, positive_int, signature_note,
-                                     trust_preflight)
+from cmunext_edge.cli.common import (batch_size, cli_main, fail, interrupted_code, make_parser, positive_int,
+                                     signature_note, thread_count, trust_preflight)
 from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
 from cmunext_edge.cli.preflight import check_model, check_outputs
 
@@ -63,14 +63,14 @@ def build_parser():
     p.add_argument("--split", help="file of image names (no extension) to use from a dataset")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or an OpenVINO device (GPU, NPU, AUTO)")
     p.add_argument("--strict-device", action="store_true", help="fail instead of falling back to another device")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference call")
-    p.add_argument("--workers", type=positive_int, default=1,
+    p.add_argument("--batch-size", type=batch_size, default=8, help="images per inference call")
+    p.add_argument("--workers", type=thread_count, default=1,
                    help="parallel inference requests, one model instance each (default 1)")
     p.add_argument("--no-overlay", action="store_true", help="write masks only")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: Ray Data actors, resumable (needs the [ray] extra; see docs/scale-out.md)")
     p.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
-    p.add_argument("--actors", type=positive_int, default=1, help="with --engine ray: model actors (default 1)")
+    p.add_argument("--actors", type=thread_count, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
     p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help=f"largest image decoded, in pixels, read from the file header before decoding "
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     if not samples:
         return fail(PROG, f"{args.source}: no images found" + (
             f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else ""))
-    problem = check_outputs(Path(args.out), args.summary_json)
+    problem = check_outputs(args.out, args.summary_json)
     if problem:
         return fail(PROG, problem)
     if args.engine == "ray":

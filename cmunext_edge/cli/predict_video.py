@@ -65,7 +65,7 @@ def run_video(args) -> int:
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     if args.split:
         return fail(PROG, "--split applies to image datasets, not to video")
-    problem = check_outputs(Path(args.out), args.summary_json)
+    problem = check_outputs(args.out, args.summary_json)
     if problem:                       # before the model loads or a frame is decoded
         return fail(PROG, problem)
     try:

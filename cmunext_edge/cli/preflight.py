@@ -20,12 +20,18 @@ class PreflightError(ValueError):
 
 
 def _writable_dir(folder: Path, what: str) -> str | None:
-    """None if `folder` is (or can be made) a folder we can write into, else the reason."""
+    """None if `folder` is, or could be made, a folder we can write into, else the reason. A folder
+    that does not exist yet is not made here (a refused job leaves nothing behind): its nearest
+    existing ancestor must be a writable folder."""
     if folder.exists() and not folder.is_dir():
         return f"{what} {folder} exists and is not a folder"
+    probe_in = folder
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        return f"{what} {folder} cannot be made: {probe_in} is not a folder"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=probe_in)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -33,15 +39,27 @@ def _writable_dir(folder: Path, what: str) -> str | None:
     return None
 
 
-def check_outputs(out: Path, summary_json: Path | None = None) -> str | None:
-    """Output problems found before any work -> the reason, or None."""
-    problem = _writable_dir(Path(out), "--out")
-    if problem is None and summary_json is not None:
-        summary_json = Path(summary_json)
-        if summary_json.is_dir():
-            return f"--summary-json {summary_json} is a folder"
-        problem = _writable_dir(summary_json.parent, "--summary-json folder")
-    return problem
+def check_output_file(path, option: str) -> str | None:
+    """None if a report file can be written at `path` (a new or regular file in a writable folder),
+    else the reason: checked before any work, so a long run never ends in a refused write."""
+    if path is None:
+        return None
+    path = Path(path)
+    if str(path).strip() == "":
+        return f"{option} is empty"
+    if path.is_dir():
+        return f"{option} {path} is a folder"
+    if path.exists() and not path.is_file():
+        return f"{option} {path} exists and is not a regular file (a device, FIFO or socket)"
+    return _writable_dir(path.parent, f"{option} folder")
+
+
+def check_outputs(out: str | Path, summary_json: Path | None = None) -> str | None:
+    """Output problems found before any work -> the reason, or None. `out` as given (an empty
+    string is refused: Path("") would be the current folder)."""
+    if str(out).strip() == "":
+        return "--out is empty: give an output folder"
+    return _writable_dir(Path(out), "--out") or check_output_file(summary_json, "--summary-json")
 
 
 def check_port(host: str, port: int) -> None:

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from cmunext_edge.cli.common import (Terminated, cli_main, fail, make_parser, nonnegative_float, port_number,
-                                      positive_int)
+                                      positive_int, batch_size, thread_count)
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 EXAMPLE = """examples:
@@ -35,19 +35,19 @@ exit codes: 0 stopped cleanly (Ctrl-C, SIGTERM); 2 nothing served; 130/143 inter
 def build_parser():
     p = make_parser("cmunext-serve", __doc__, EXAMPLE)
     p.add_argument("artifact", help="exported artifact or checkpoint (or a shipped model name)")
-    p.add_argument("--replicas", type=positive_int, default=1, help="model replicas (default 1)")
+    p.add_argument("--replicas", type=thread_count, default=1, help="model replicas (default 1)")
     p.add_argument("--port", type=port_number, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1; 0.0.0.0 to expose)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray instance)")
     p.add_argument("--device", default="cpu", help="device each replica runs on (default cpu)")
-    p.add_argument("--max-batch", type=positive_int, default=8, help="largest batch a replica forms (default 8)")
+    p.add_argument("--max-batch", type=batch_size, default=8, help="largest batch a replica forms (default 8)")
     p.add_argument("--batch-wait-ms", type=nonnegative_float, default=5.0,
                    help="how long a batch waits to fill (default 5)")
     p.add_argument("--max-bytes", type=positive_int, default=20 << 20, help="request body limit (default 20 MiB)")
     p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help=f"largest image accepted, in pixels, read from its header before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,}, as cmunext-predict); larger ones get 413")
-    p.add_argument("--threads", type=positive_int, help="inference threads per replica (ONNX Runtime, OpenVINO)")
+    p.add_argument("--threads", type=thread_count, help="inference threads per replica (ONNX Runtime, OpenVINO)")
     p.add_argument("--trusted-key", action="append", metavar="PUB.pem", help="trust policy: serve the artifact "
                    "only if it is signed by this public key (checked before Ray starts and in every replica; "
                    "repeat for several; default $CMUNEXT_TRUSTED_KEYS); exit 2 otherwise")

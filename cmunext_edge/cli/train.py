@@ -7,8 +7,8 @@ from dataclasses import fields
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.cli.common import (add_debug, cli_main, fail, fraction, network_side, nonnegative_int,
-                                      positive_float, positive_int)
+from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, fail, fraction, network_side,
+                                      nonnegative_int, positive_float, positive_int, seed, threads_or_default)
 
 PROG = "cmunext-train"
 
@@ -45,12 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (required); an existing one is resumed")
     p.add_argument("--variant", default="cmunext-s", help="cmunext-s, cmunext (base) or cmunext-l")
     p.add_argument("--epochs", type=positive_int, default=300, help="epochs (official recipe 300; the shipped model 90)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images per step")
+    p.add_argument("--batch-size", type=batch_size, default=8, help="images per step")
     p.add_argument("--lr", type=positive_float, default=0.01, help="initial learning rate (SGD, poly decay)")
     p.add_argument("--img-size", type=network_side, default=256, help="square input size, multiple of 16")
     p.add_argument("--val-fraction", type=fraction, default=0.2, help="seeded random hold-out")
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")
-    p.add_argument("--seed", type=nonnegative_int, default=42,
+    p.add_argument("--seed", type=seed, default=42,
                    help="seed of the split, the augmentation and the fresh weights (the same seed repeats a "
                         "run on the same machine)")
     p.add_argument("--init", help="checkpoint (.pth/.safetensors) or shipped model name to fine-tune from; another class count "
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep the NCHW memory format (channels-last is usually faster on CPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=threads_or_default, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--max-train-images", type=nonnegative_int, default=0, help=argparse.SUPPRESS)
     return add_debug(p)
 

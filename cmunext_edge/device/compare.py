@@ -31,6 +31,15 @@ def load_reports(paths) -> list[dict]:
     return reports
 
 
+def _checked_row(rep: dict) -> dict:
+    """row(), with a report that lacks what cmunext-check writes named as such (one line)."""
+    try:
+        return row(rep)
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise ValueError(f"{rep.get('_source')}: an incomplete or edited device report ({type(exc).__name__}: "
+                         f"{exc}); compare the reports cmunext-check wrote") from None
+
+
 def row(rep: dict) -> dict:
     """The compared figures of one report (None where the check stopped before them)."""
     b, ran = rep["bundle"], rep.get("ran") or {}
@@ -128,7 +137,7 @@ def write_plot(rows: list[dict], path) -> Path:
 
 def compare(paths, out_prefix=None, title: str | None = None) -> dict:
     """Merge reports -> {"rows": [...], "markdown": str, "files": [...]}; writes files when out_prefix."""
-    rows = [row(r) for r in load_reports(paths)]
+    rows = [_checked_row(r) for r in load_reports(paths)]
     md = to_markdown(rows, title) if title else to_markdown(rows)
     files = []
     if out_prefix:

@@ -373,7 +373,8 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
                       if row["dice"] is not None else "no ground truth")
             print(f"  {row['name']:<24} {scores}")
     for item in result.skipped:
-        print(f"skipped: {item['error']}", file=sys.stderr)
+        error, path = item["error"], item.get("path", "")
+        print(f"skipped: {error if not path or path in error else f'{path}: {error}'}", file=sys.stderr)
     line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
             f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {out}")
     if summary["mean_dice"] is not None:

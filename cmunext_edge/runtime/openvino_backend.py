@@ -12,6 +12,8 @@ INFERENCE_PRECISION_HINT (e.g. bf16 on CPUs with AMX) and reported.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cmunext_edge._deps import require
@@ -33,6 +35,28 @@ def read_rt_metadata(model) -> dict:
     return out
 
 
+def _check_ir(path) -> None:
+    """An .xml that is not an OpenVINO IR (root <net>) is refused here: OpenVINO would try every
+    frontend on it (the TensorFlow one prints parser errors to stderr) before giving up."""
+    import xml.etree.ElementTree as ET
+    path = Path(path)
+    try:
+        root_tag = next(ET.iterparse(str(path), events=("start",)))[1].tag
+    except (ET.ParseError, StopIteration) as exc:
+        raise BackendError(f"{path}: not an OpenVINO IR (XML: {exc or 'empty file'})") from None
+    if root_tag != "net":
+        raise BackendError(f"{path}: not an OpenVINO IR (root element <{root_tag}>, expected <net>)")
+    if not path.with_suffix(".bin").is_file():
+        raise BackendError(f"{path}: its weights {path.with_suffix('.bin').name} are missing beside it")
+
+
+def _reason(exc: Exception) -> str:
+    """OpenVINO's exception text without its source-location lines, on one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines()
+             if ln.strip() and not ln.strip().startswith("Exception from src/") and ln.strip() != ")"]
+    return " ".join(lines)[:300] or type(exc).__name__
+
+
 class OpenVINOBackend(Backend):
     name = "openvino"
 
@@ -40,10 +64,11 @@ class OpenVINOBackend(Backend):
         ov = require("openvino")
         core = ov.Core()
         device = self._resolve_device(core)
+        _check_ir(self.path)
         try:
             model = core.read_model(str(self.path))
         except Exception as exc:
-            raise BackendError(f"{self.path}: OpenVINO cannot read this IR ({exc})") from None
+            raise BackendError(f"{self.path}: OpenVINO cannot read this IR ({_reason(exc)})") from None
         meta = apply_metadata(self, read_rt_metadata(model))
         self._fix_input_shape(model, device)
         opts = {**runtime_settings(meta), **{k: v for k, v in self.options.items() if v is not None}}

@@ -12,6 +12,7 @@ from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.artifacts import kinds
 from cmunext_edge.artifacts.integrity import SignatureError, VerifyReport, check_trust, enforce, precheck, verify_loaded
 from cmunext_edge.artifacts.signing import trust_policy
+from cmunext_edge.capabilities import MAX_THREADS
 from cmunext_edge.runtime.base import Backend, BackendError
 
 
@@ -56,28 +57,30 @@ class BackendEntry:
 
 @dataclass(frozen=True)
 class BackendOption:
-    kind: str                        # "int" (>= 1), "bool", "str" or "choice"
+    kind: str                        # "int" (>= 1, <= high), "bool", "str" or "choice"
     choices: tuple[str, ...] = ()
     help: str = ""
+    high: int | None = None          # "int": the largest value accepted
 
     def check(self, backend: str, key: str, value):
         if value is None:
             return None
         if self.kind == "choice" and str(value).lower() in self.choices:
             return str(value).lower()
-        if self.kind == "int" and str(value).strip().isdigit() and int(value) >= 1:
+        if self.kind == "int" and str(value).strip().isdigit() and 1 <= int(value) <= (self.high or int(value)):
             return int(value)
         if self.kind == "bool" and str(value).lower() in _BOOLS:
             return _BOOLS[str(value).lower()]
         if self.kind == "str" and str(value):
             return str(value)
-        expected = {"choice": f"one of {', '.join(self.choices)}", "int": "an integer >= 1",
+        expected = {"choice": f"one of {', '.join(self.choices)}",
+                    "int": f"an integer in [1, {self.high}]" if self.high else "an integer >= 1",
                     "bool": "0/1 or true/false", "str": "a non-empty string"}[self.kind]
         raise BackendError(f"{backend}: invalid value {value!r} for option {key!r}: expected {expected}")
 
 
 _BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-_THREADS = BackendOption("int", help="inference threads")
+_THREADS = BackendOption("int", help="inference threads", high=MAX_THREADS)
 
 BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry("pytorch",

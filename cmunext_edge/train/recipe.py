@@ -201,20 +201,20 @@ class _Run:
     device_train: tuple | None = None   # the training set as device tensors (off the CPU)
 
 
-def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple, int]:
-    """(train set, validation set, classes): images and C x H x W masks of the split's samples."""
+def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple, int, dict]:
+    """(train set, validation set, classes, split): images and C x H x W masks of the split's samples
+    (the split is written by _setup once everything before training has worked)."""
     samples = discover(cfg.data)
     classes, held = resolve_classes(cfg.num_classes, samples, log, cfg.data)
     split_path = out / "split.json"
     split = json.loads(split_path.read_text()) if split_path.exists() else make_split(cfg)
-    split_path.write_text(json.dumps(split, indent=1))
     by_name = {s.name: s for s in samples}
     t0 = time.perf_counter()
     train_set = _cache([by_name[n] for n in split["train"]], spec, classes, held)
     val_set = _cache([by_name[n] for n in split["val"]], spec, classes, held)
     log(f"data: {len(train_set[0])} train / {len(val_set[0])} val images cached in "
         f"{time.perf_counter() - t0:.1f}s" + (f"; {classes} classes" if classes > 1 else ""))
-    return train_set, val_set, classes
+    return train_set, val_set, classes, split
 
 
 def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
@@ -222,7 +222,7 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = get_preset("official").with_size(cfg.img_size)
-    train_set, val_set, classes = _load_data(cfg, out, spec, log)
+    train_set, val_set, classes, split = _load_data(cfg, out, spec, log)
     device = torch.device(cfg.device)
     variant = canonical_variant(cfg.variant)
     with torch.random.fork_rng(devices=[]):     # the caller's generator is left as it was
@@ -230,6 +230,8 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
         model = build_model(variant, num_classes=classes)
     if cfg.init:
         load_init(model, cfg.init, variant, classes, log)
+    out.mkdir(parents=True, exist_ok=True)      # a run refused before this point leaves nothing behind
+    (out / "split.json").write_text(json.dumps(split, indent=1))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -351,7 +353,6 @@ def _end_epoch(cfg: TrainConfig, run: _Run, out: Path, state: dict, epoch: int, 
 
 def train(cfg: TrainConfig, log=print) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     run = _setup(cfg, out, log)
     state = resume(cfg, run.model, run.opt, run.num_classes, len(run.train[0]), out / "last.pt", log)
     first = state["epoch"]

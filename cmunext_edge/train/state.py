@@ -80,7 +80,7 @@ def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log) -> dict
     state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "history": [], "elapsed_s": 0.0}
     if not last.exists():
         return state
-    ckpt = require("torch").load(last, map_location="cpu", weights_only=True)
+    ckpt = _read_resume_state(last)
     saved = int(ckpt["model"][HEAD[0]].shape[0])
     if saved != classes:
         asked = f"--num-classes {cfg.num_classes}" if cfg.num_classes else "the dataset's classes"
@@ -95,6 +95,24 @@ def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log) -> dict
     if note:
         log(note)
     return state
+
+
+def _read_resume_state(last: Path) -> dict:
+    """last.pt through torch's weights-only unpickler (no code runs); anything it refuses or cannot
+    read is one line naming the file, never torch's advice to turn that protection off."""
+    torch = require("torch")
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) and HEAD[0] in ckpt["model"]
+                and "optimizer" in ckpt and "state" in ckpt):
+            raise ValueError("not a cmunext-train resume state")
+        return ckpt
+    except Exception as exc:      # UnpicklingError (refused code), EOFError, RuntimeError (damaged zip), ...
+        import pickle
+        why = ("refused to unpickle: it holds code or objects beyond tensors" if isinstance(exc, pickle.UnpicklingError)
+               else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or ['damaged or truncated'])[0][:160]}")
+        raise ValueError(f"{last}: cannot resume from it ({why}); it was not loaded "
+                         f"(nothing in it ran); move it away to start this run afresh, or use another --out") from None
 
 
 def _poly_lr(lr: float, epochs: int, batch_size: int, n_train: int, epoch: int, power: float) -> float:

@@ -1,0 +1,167 @@
+"""Reliability, round three: what a hostile-input audit of the issue-22 work still broke, as tests.
+
+Upper bounds on counts (a typo like threads=99999 exhausted memory before any work), report files
+that never replace a device or FIFO, output paths checked before a long run, one line (never
+"unexpected ..., report it") for damaged inputs of info/compare/bundle/check and for a damaged
+resume state, skipped lines that name their file, and one bad evaluation image that no longer
+stops a bench."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cmunext_edge.cli import bench as bench_cli
+from cmunext_edge.cli import bundle as bundle_cli
+from cmunext_edge.cli import check as check_cli
+from cmunext_edge.cli import compare as compare_cli
+from cmunext_edge.cli import info as info_cli
+from cmunext_edge.cli import predict as predict_cli
+from cmunext_edge.cli import train as train_cli
+from cmunext_edge.fileio import atomic_path
+from cmunext_edge.resources import SAMPLES_DIR
+
+from test_reliability import one_error_line, onnx_art, run_cli  # noqa: F401  (onnx_art: a fixture)
+
+SAMPLES = sorted((SAMPLES_DIR / "images").glob("*.png"))
+
+
+@pytest.mark.parametrize("main,argv,says", [
+    (bench_cli.main, ["cmunext-s-busi@threads=99999"], "expected an integer in [1, 1024]"),
+    (predict_cli.main, [SAMPLES_DIR, "--out", "o", "--workers", "100000"], "must lie in [1, 1024]"),
+    (predict_cli.main, [SAMPLES_DIR, "--out", "o", "--batch-size", "1000000"], "must lie in [1, 1024]"),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--seed", str(10 ** 23)], "must lie in [0, 4294967295]"),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--threads", "5000"], "must lie in [0, 1024]"),
+])
+def test_counts_have_an_upper_bound(main, argv, says, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(main, argv, capsys)
+    assert rc == 2 and says in err, err
+    assert list(tmp_path.iterdir()) == []                       # nothing written, no split.json
+
+
+def test_a_report_never_replaces_a_device_or_fifo(tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match="not a regular file"):
+        with atomic_path(fifo) as tmp:
+            tmp.write_text("{}")
+    rc, _, err = run_cli(predict_cli.main, [SAMPLES[0], "--out", tmp_path / "o", "--summary-json", fifo], capsys)
+    assert rc == 2 and "exists and is not a regular file" in one_error_line(err, "cmunext-predict")
+    assert fifo.is_fifo() and not (tmp_path / "o").exists()     # refused before anything, folder not made
+
+
+def test_output_paths_are_checked_before_the_work(tmp_path, capsys, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(bench_cli.main, ["cmunext-s-busi", "--json", afile / "r.json"], capsys)
+    assert rc == 2 and "--json folder" in one_error_line(err, "cmunext-bench") and "p50" not in out
+    rc, _, err = run_cli(predict_cli.main, [SAMPLES[0], "--out", ""], capsys)
+    assert rc == 2 and "--out is empty" in err
+    from cmunext_edge.cli import export as export_cli
+    rc, _, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "onnx", "--out", afile], capsys)
+    assert rc == 2 and "exists and is not a folder" in one_error_line(err, "cmunext-export")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_damaged_or_hostile_resume_state_is_one_line_and_never_runs(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name, write in (("evil", lambda p: torch.save({"model": Evil()}, p)), ("empty", lambda p: p.write_bytes(b"")),
+                        ("cut", lambda p: p.write_bytes(b"PK\x03\x04" + bytes(200)))):
+        out = tmp_path / name
+        out.mkdir()
+        write(out / "last.pt")
+        rc, _, err = run_cli(train_cli.main, [SAMPLES_DIR, "--out", out, "--epochs", "1"], capsys)
+        line = one_error_line(err, "cmunext-train")
+        assert rc == 2 and "cannot resume from it" in line and "unexpected" not in line, err
+        assert "weights_only" not in err                             # never torch's advice to turn safety off
+    assert not marker.exists()
+    fresh = tmp_path / "fresh"                                       # the hostile file as --init: nothing made
+    rc, _, err = run_cli(train_cli.main, [SAMPLES_DIR, "--out", fresh, "--epochs", "1", "--init",
+                                          tmp_path / "evil" / "last.pt"], capsys)
+    assert rc == 2 and "refused to unpickle" in one_error_line(err, "cmunext-train") and not fresh.exists()
+    assert not marker.exists()
+
+
+def test_info_names_a_damaged_file_and_a_modified_artifact(onnx_art, tmp_path, capsys):
+    garbage = tmp_path / "g.onnx"
+    garbage.write_bytes(b"garbage")
+    bad_xml = tmp_path / "b.xml"
+    bad_xml.write_text("<xml")
+    for path, says in ((garbage, "not a readable ONNX file"), (bad_xml, "not a readable OpenVINO IR file")):
+        rc, _, err = run_cli(info_cli.main, [path], capsys)
+        assert rc == 2 and says in one_error_line(err, "cmunext-info") and "unexpected" not in err
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in (onnx_art, onnx_art.parent / "manifest.json"):
+        shutil.copy(f, copy / f.name)
+    assert run_cli(info_cli.main, [copy / onnx_art.name], capsys)[0] == 0
+    data = bytearray((copy / onnx_art.name).read_bytes())
+    data[len(data) // 2] ^= 1
+    (copy / onnx_art.name).write_bytes(bytes(data))
+    rc, out, err = run_cli(info_cli.main, [copy / onnx_art.name], capsys)
+    assert rc == 1 and "MODIFIED OR DAMAGED" in out and "manifest.json" in one_error_line(err, "cmunext-info")
+
+
+def test_a_garbage_ir_is_one_line_without_openvino_frontend_noise(tmp_path):
+    pytest.importorskip("openvino")
+    (tmp_path / "m.xml").write_text("<xml")
+    r = subprocess.run([sys.executable, "-m", "cmunext_edge.cli.predict", str(SAMPLES[0]), "--out",
+                        str(tmp_path / "o"), "--weights", str(tmp_path / "m.xml"), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "not an OpenVINO IR" in r.stderr and "tensorflow" not in r.stderr.lower()
+
+
+def test_compare_bundle_and_check_name_user_errors_as_such(tmp_path, capsys):
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({"format": "cmunext-edge device report", "label": "x"}))
+    rc, _, err = run_cli(compare_cli.main, [edited], capsys)
+    assert rc == 2 and "incomplete or edited device report" in one_error_line(err, "cmunext-compare")
+    rc, _, err = run_cli(bundle_cli.main, [tmp_path / "missing.onnx"], capsys)
+    assert rc == 2 and "unexpected" not in one_error_line(err, "cmunext-bundle")
+    archive = tmp_path / "cut.bundle.tar.gz"
+    with tarfile.open(tmp_path / "full.tar.gz", "w:gz") as tar:
+        for p in SAMPLES[:4]:
+            tar.add(p, arcname=f"b/{p.name}")
+    archive.write_bytes((tmp_path / "full.tar.gz").read_bytes()[:2000])
+    rc, _, err = run_cli(check_cli.main, [archive], capsys)
+    assert rc == 2 and "unexpected" not in one_error_line(err, "cmunext-check"), err
+
+
+def test_a_skipped_line_names_its_file(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(SAMPLES[0], src / "good.png")
+    cv2.imwrite(str(src / "float.tiff"), np.full((40, 40), 0.5, np.float32))
+    rc, _, err = run_cli(predict_cli.main, [src, "--out", tmp_path / "o", "--quiet"], capsys)
+    skipped = [ln for ln in err.splitlines() if ln.startswith("skipped:")]
+    assert rc == 1 and len(skipped) == 1 and str(src / "float.tiff") in skipped[0], err
+
+
+def test_one_bad_evaluation_image_does_not_stop_the_bench(tmp_path, capsys):
+    data = tmp_path / "ds"
+    (data / "images").mkdir(parents=True)
+    (data / "masks" / "0").mkdir(parents=True)
+    for p in SAMPLES[:2]:
+        shutil.copy(p, data / "images" / p.name)
+        shutil.copy(SAMPLES_DIR / "masks" / "0" / p.name, data / "masks" / "0" / p.name)
+    (data / "images" / "junk.png").write_bytes(b"junk")
+    rc, out, err = run_cli(bench_cli.main, ["cmunext-s-busi", "--iters", "1", "--warmup", "0", "--batch-sizes", "1",
+                                            "--throughput-time", "0", "--matmul-time", "0", "--data", data,
+                                            "--json", tmp_path / "r.json", "--quiet"], capsys)
+    assert rc == 0 and f"skipped evaluation image: {data / 'images' / 'junk.png'}" in err, err
+    assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["dice"] is not None
