@@ -165,3 +165,18 @@ def test_one_bad_evaluation_image_does_not_stop_the_bench(tmp_path, capsys):
                                             "--json", tmp_path / "r.json", "--quiet"], capsys)
     assert rc == 0 and f"skipped evaluation image: {data / 'images' / 'junk.png'}" in err, err
     assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["dice"] is not None
+
+
+def test_a_manifest_never_makes_the_loader_read_another_path(onnx_art, tmp_path):
+    from cmunext_edge.artifacts.integrity import precheck
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for f in (onnx_art, onnx_art.parent / "manifest.json"):
+        shutil.copy(f, copy / f.name)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for name in ("/etc/passwd", "../m/" + onnx_art.name):
+        manifest["artifacts"][onnx_art.name]["files"].append({"name": name, "sha256": "0" * 64})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    report = precheck(copy / onnx_art.name)
+    assert not report.ok and "'/etc/passwd', which is not a file beside the artifact" in report.message()
+    assert "'../m/" in report.message()

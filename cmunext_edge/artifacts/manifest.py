@@ -59,8 +59,11 @@ def entry_hashes(entry: dict) -> tuple[dict[str, str], list[str]]:
     """An entry's files as {name: sha256}, and a problem line for each malformed file item."""
     expected, problems = {}, []
     for item in entry.get("files") or []:
-        if isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"]:
-            expected[item["name"]] = str(item.get("sha256"))
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name and name not in (".", "..") and "/" not in name and "\\" not in name:
+            expected[name] = str(item.get("sha256"))
+        elif isinstance(name, str) and name:   # an artifact's files lie beside it: never read another path
+            problems.append(f"manifest.json lists {name!r}, which is not a file beside the artifact")
         else:
             problems.append(f"manifest.json entry has a malformed file item {item!r}")
     return expected, problems
