@@ -321,6 +321,11 @@ def test_bad_images_and_sizes_are_skipped_not_crashed(embed_build, artifacts, tm
     assert len(names) == len([f for f in bad.iterdir() if f.name in {g.name for g in good.iterdir()}])
     mean, worst = _agreement(tmp_path / "cpp" / "masks", tmp_path / "py" / "masks", names)
     assert worst >= 0.99 and mean >= 0.999, (mean, worst)
+    only_bad = tmp_path / "only_bad"                                 # none segmented: nothing done, in both
+    only_bad.mkdir()
+    shutil.copy(bad / "empty.png", only_bad / "empty.png")
+    for r in (_segment(embed_build, art, only_bad, tmp_path / "cpp2"), _predict(art, only_bad, tmp_path / "py2")):
+        assert r.returncode == 2 and "nothing was done" in r.stderr and "empty.png" in r.stderr, r.stderr
     rotated = cv2.imread(str(tmp_path / "cpp" / "masks" / "rotated.png"), cv2.IMREAD_UNCHANGED)
     assert rotated.shape == (300, 217)                               # EXIF orientation 6 applied, as OpenCV does
     # unusable arguments: exit 2 with one line, nothing done

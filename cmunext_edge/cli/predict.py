@@ -15,7 +15,7 @@ $CMUNEXT_TRUSTED_KEYS) it must also be signed by a trusted key, checked before i
 so is every file of the folder that is not read (a video beside images, GIF, other
 files); a full disk stops the job cleanly.
 Exit codes: 0 all done; 1 done but some inputs skipped or the job stopped; 2 nothing done
-(usage, output folder, weights, artifact); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
+(usage, output folder, weights, artifact, or no input could be segmented); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
 both finish the images being written and count exactly the images whose outputs are on disk.
 
 DICOM: .dcm/.dicom files (or files with the DICOM preamble), alone or mixed with other images,

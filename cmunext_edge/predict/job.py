@@ -360,7 +360,8 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
                prog: str = "cmunext-predict", unread=()) -> int:
     """Write the reports into `out`, print the rows (unless `quiet`), every input not processed
     (`unread`: files of the source the job does not read, then the skipped) and the summary; the
-    exit code: 0 all done, 1 when some inputs were skipped or unread or the job stopped early."""
+    exit code: 0 all done, 1 when some inputs were skipped or unread or the job stopped early, 2 when
+    none was segmented (nothing was done)."""
     result.skipped[:0] = list(unread)
     try:
         summary = write_reports(result, Path(out), summary_json)
@@ -386,4 +387,8 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
     if result.stopped:
         print(f"{prog}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
               f"counted above have all their outputs on disk, the others none", file=sys.stderr)
+    if not result.rows and (result.skipped or result.stopped):
+        print(f"{prog}: error: no input could be segmented (each is reported above); nothing was done",
+              file=sys.stderr)
+        return 2
     return 1 if (result.skipped or result.stopped) else 0

@@ -5,7 +5,7 @@
 // classes), printing per-image times. IMAGE may be a file or a folder (its images, or the images/
 // folder of an official-layout dataset), as for cmunext-predict.
 // Exit codes (as cmunext-predict): 0 all done; 1 done but some inputs skipped; 2 nothing done
-// (usage, output folder, artifact refused or unusable).
+// (usage, output folder, artifact refused or unusable, or no image could be segmented).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -227,6 +227,11 @@ int main(int argc, char** argv) {
           << "\", \"load_ms\": " << load_ms << ", \"wall_ms\": " << wall << ", \"n_images\": " << done
           << ", \"skipped\": " << skipped << ", \"images\": [" << rows << "]}\n";
         if (!o) std::fprintf(stderr, "cmunext_segment: warning: cannot write %s\n", times_json.c_str());
+    }
+    if (done == 0 && skipped > 0) {
+        std::fprintf(stderr, "cmunext_segment: error: no image could be segmented (each is reported above); "
+                             "nothing was done\n");
+        return 2;
     }
     return skipped ? 1 : 0;
 }
