@@ -16,7 +16,7 @@ import numpy as np
 from cmunext_edge.data.discovery import Sample, discover, seeded_sample
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.data.groundtruth import classes_check, load_truth
-from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image
+from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, naming
 from cmunext_edge.resources import SAMPLES_DIR
 
 
@@ -84,8 +84,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
             inputs.append(spec(load_image(s.image, frame=s.frame)))
             masks.append(load_truth(s, num_classes, spec.size) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
-            where = "" if str(s.image) in str(exc) else f"{s.image}: "
-            raise CalibrationError(f"calibration/verification image unusable: {where}{exc} (remove or fix it: "
+            raise CalibrationError(f"calibration/verification image unusable: {naming(s.image, exc)} (remove or fix it: "
                                    f"a set that an export's gate relies on is never silently shrunk)") from None
         digest.update(f"|{s.name}:{sha256_file(s.image)}".encode())
     if split is not None and str(split).endswith(".json"):

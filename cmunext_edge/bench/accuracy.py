@@ -22,7 +22,7 @@ from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth
 from cmunext_edge.core.agreement import GATES, Comparator, gate
 from cmunext_edge.core.metrics import class_scores_from_logits, summarize_scores
-from cmunext_edge.core.preprocess import ImageReadError, load_image
+from cmunext_edge.core.preprocess import ImageReadError, load_image, naming
 from cmunext_edge.runtime.registry import open_backend
 
 
@@ -38,8 +38,7 @@ def _readable(samples: list) -> list:
                 load_truth(s, 1, (16, 16))
             kept.append(s)
         except (ImageReadError, ValueError, OSError) as exc:
-            print(f"cmunext-bench: skipped evaluation image: {exc if str(s.image) in str(exc) else f'{s.image}: {exc}'}",
-                  file=sys.stderr)
+            print(f"cmunext-bench: skipped evaluation image: {naming(s.image, exc)}", file=sys.stderr)
     if samples and not kept:
         raise ValueError(f"--data: none of its {len(samples)} images could be read")
     return kept

@@ -117,7 +117,7 @@ def _expected() -> tuple[type, ...]:
     from cmunext_edge.runtime.base import BackendError
     import tarfile
     return (MissingDependencyError, IntegrityError, BackendError, BundleError, tarfile.TarError, ValueError,
-            OSError, ImportError, EOFError)
+            OSError, ImportError)
 
 
 def error_message(exc: BaseException) -> str:

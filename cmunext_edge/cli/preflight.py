@@ -44,9 +44,9 @@ def check_output_file(path, option: str) -> str | None:
     else the reason: checked before any work, so a long run never ends in a refused write."""
     if path is None:
         return None
-    path = Path(path)
-    if str(path).strip() == "":
+    if str(path).strip() == "":          # before Path(): Path("") is the current folder
         return f"{option} is empty"
+    path = Path(path)
     if path.is_dir():
         return f"{option} {path} is a folder"
     if path.exists() and not path.is_file():

@@ -147,10 +147,12 @@ def check_pixels(width: int, height: int, frames: int = 1, max_pixels: int | Non
 def _megapixels(total: int, limit: int) -> tuple[str, str]:
     """Both counts in megapixels, with enough digits that a count over the limit never reads equal to it."""
     for digits in (1, 3, 6):
-        got, lim = f"{total / 1e6:.{digits}f}", f"{limit / 1e6:.{digits}f}"
+        got, lim = (f"{n / 1e6:.{digits}f}" for n in (total, limit))
         if got != lim:
             break
-    return got.rstrip("0").rstrip(".") if digits > 1 else got, lim.rstrip("0").rstrip(".") if digits > 1 else lim
+    if digits > 1:                        # the extra digits only, without trailing zeros
+        got, lim = (t.rstrip("0").rstrip(".") for t in (got, lim))
+    return got, lim
 
 
 def _admit(kind: str, size, max_pixels: int | None, what: str) -> tuple[int, int]:

@@ -36,6 +36,13 @@ class ImageReadError(ValueError):
     """An image file or array that cannot be used as network input."""
 
 
+def naming(path, error) -> str:
+    """The text of `error`, prefixed with `path` unless it names it already (every reported input
+    names its file, also when the error came from an array check that never saw the path)."""
+    text = str(error)
+    return text if str(path) in text else f"{path}: {text}"
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Everything needed to turn an image into network input and logits into a mask."""

@@ -44,7 +44,7 @@ from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.metrics import format_class_dice, mean_scores
 from cmunext_edge.predict.overlay import legend, overlay
 from cmunext_edge.predict.scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
-from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
+from cmunext_edge.core.preprocess import ImageReadError, load_image, naming, to_bgr_uint8
 
 # write errors that stop the whole job (no later image could be written either)
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -374,8 +374,8 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
                       if row["dice"] is not None else "no ground truth")
             print(f"  {row['name']:<24} {scores}")
     for item in result.skipped:
-        error, path = item["error"], item.get("path", "")
-        print(f"skipped: {error if not path or path in error else f'{path}: {error}'}", file=sys.stderr)
+        print(f"skipped: {naming(item['path'], item['error']) if item.get('path') else item['error']}",
+              file=sys.stderr)
     line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
             f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {out}")
     if summary["mean_dice"] is not None:

@@ -41,7 +41,8 @@ def _check_ir(path) -> None:
     import xml.etree.ElementTree as ET
     path = Path(path)
     try:
-        root_tag = next(ET.iterparse(str(path), events=("start",)))[1].tag
+        with open(path, "rb") as f:      # the first element is enough: the file is closed at once
+            root_tag = next(ET.iterparse(f, events=("start",)))[1].tag
     except (ET.ParseError, StopIteration) as exc:
         raise BackendError(f"{path}: not an OpenVINO IR (XML: {exc or 'empty file'})") from None
     if root_tag != "net":

@@ -9,6 +9,7 @@ every tensor but the output head (Conv_1x1), which starts fresh.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,6 @@ def _read_resume_state(last: Path) -> dict:
             raise ValueError("not a cmunext-train resume state")
         return ckpt
     except Exception as exc:      # UnpicklingError (refused code), EOFError, RuntimeError (damaged zip), ...
-        import pickle
         why = ("refused to unpickle: it holds code or objects beyond tensors" if isinstance(exc, pickle.UnpicklingError)
                else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or ['damaged or truncated'])[0][:160]}")
         raise ValueError(f"{last}: cannot resume from it ({why}); it was not loaded "

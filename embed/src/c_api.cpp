@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cmunext/edge_segmenter.hpp"
+#include "signature.hpp"
 
 struct cmunext_segmenter {
     cmunext::EdgeSegmenter seg;
@@ -78,12 +79,7 @@ cmunext_status cmunext_open(const char* artifact, const cmunext_options* options
         if (options->max_pixels < 0) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_open: max_pixels must be >= 0");
         o.max_pixels = options->max_pixels;
         if (options->trusted_keys) {            // ':'-separated, as $CMUNEXT_TRUSTED_KEYS
-            std::string keys = options->trusted_keys;
-            for (size_t start = 0, end; start <= keys.size(); start = end + 1) {
-                end = keys.find(':', start);
-                if (end == std::string::npos) end = keys.size();
-                if (end > start) o.trusted_keys.push_back(keys.substr(start, end - start));
-            }
+            o.trusted_keys = cmunext::detail::split_key_list(options->trusted_keys);
             if (o.trusted_keys.empty())
                 return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_open: trusted_keys names no public key file");
         }

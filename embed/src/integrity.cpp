@@ -15,6 +15,7 @@ namespace cmunext::detail {
 
 namespace {
 const std::string kPlaceholder(64, '0');
+}  // namespace
 
 bool read_file(const std::string& path, std::string& out, std::string& why) {
     std::ifstream f(path, std::ios::binary);
@@ -32,6 +33,7 @@ bool read_file(const std::string& path, std::string& out, std::string& why) {
     return true;
 }
 
+namespace {
 std::string with_suffix(const std::string& path, const std::string& suffix) {
     size_t slash = path.find_last_of('/');
     size_t dot = path.find_last_of('.');

@@ -19,6 +19,9 @@ struct ArtifactFile {
 // Throws cmunext::Error (Io) for a missing or unreadable file.
 std::vector<ArtifactFile> read_artifact(const std::string& entry);
 
+// the whole file into `out`; false with the reason in `why` when it cannot be read
+bool read_file(const std::string& path, std::string& out, std::string& why);
+
 std::string file_name(const std::string& path);
 std::string parent_dir(const std::string& path);
 std::string suffix_lower(const std::string& path);

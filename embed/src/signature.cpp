@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 
 #include "cmunext/edge_segmenter.hpp"
@@ -33,12 +32,8 @@ bool is_file(const std::string& path) {
 const char* kPayloadType = "application/vnd.in-toto+json";
 
 bool read_all(const std::string& path, std::string& out) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) return false;
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    out = ss.str();
-    return !f.bad();
+    std::string why;
+    return read_file(path, out, why);
 }
 
 bool is_symlink(const std::string& path) {
@@ -140,6 +135,17 @@ bool signatures_supported() {
 #endif
 }
 
+std::vector<std::string> split_key_list(const std::string& list) {
+    std::vector<std::string> keys;
+    std::stringstream ss(list);
+    for (std::string k; std::getline(ss, k, ':');) {
+        k.erase(0, k.find_first_not_of(" \t"));
+        k.erase(k.find_last_not_of(" \t") + 1);
+        if (!k.empty()) keys.push_back(k);
+    }
+    return keys;
+}
+
 std::vector<std::string> trust_policy(const std::vector<std::string>& given) {
     std::vector<std::string> keys;
     for (const std::string& k : given)
@@ -147,12 +153,7 @@ std::vector<std::string> trust_policy(const std::vector<std::string>& given) {
     const char* env = std::getenv(kEnvVar);
     std::string value = env ? env : "";
     if (keys.empty() && value.find_first_not_of(" \t") != std::string::npos) {
-        std::stringstream ss(value);
-        for (std::string k; std::getline(ss, k, ':');) {
-            k.erase(0, k.find_first_not_of(" \t"));
-            k.erase(k.find_last_not_of(" \t") + 1);
-            if (!k.empty()) keys.push_back(k);
-        }
+        keys = split_key_list(value);
         if (keys.empty())
             throw Error(ErrorCode::InvalidArgument, std::string(kEnvVar) + "='" + value + "' names no public key file");
     }

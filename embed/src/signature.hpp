@@ -14,6 +14,9 @@
 
 namespace cmunext::detail {
 
+// "a.pem:b.pem" -> its non-empty paths (the format of $CMUNEXT_TRUSTED_KEYS and the C option).
+std::vector<std::string> split_key_list(const std::string& list);
+
 // The trusted keys: `given` if not empty, else $CMUNEXT_TRUSTED_KEYS (paths separated by ':'),
 // else none (no policy). A variable set but naming no key, or a key file that is missing, throws
 // cmunext::Error (InvalidArgument).
