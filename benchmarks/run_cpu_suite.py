@@ -179,6 +179,11 @@ def ort_overhead(args, artifacts: list[str], base: Path, log: list) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for name in ("data", "split"):
+        path = getattr(args, name)
+        if path is not None and not path.exists():
+            print(f"run_cpu_suite.py: error: --{name} {path}: no such file or folder", file=sys.stderr)
+            return 2
     from cmunext_edge.resources import resolve_weights
     weights = resolve_weights(args.weights).resolve()
     stamp = dt.date.today().isoformat() + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else "")
