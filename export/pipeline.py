@@ -272,7 +272,7 @@ def _manifest_entry(job: _Job, files, calib_set, figures, check) -> dict:
             **manifest_fields(job.target.name, job.precision, o)}
 
 
-def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set):
+def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set, before_publish):
     meta = _metadata(job)
     ctx = BuildContext(prepare_model(model, job.options.graph), job.spec, job.ckpt.info.in_channels,
                        job.precision, staging, job.stem, meta, job.options, calib_set)
@@ -288,6 +288,7 @@ def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set):
         sig = sign_artifact(entry, job.options.sign_key)
         files, record["signature"] = files[:-1] + [sig, entry], sig.name        # entry file last
         job.log(f"signed with {job.options.sign_key}: {sig.name}")
+    before_publish()               # a SIGTERM whose exception a callback dropped still stops it here
     published, manifest = _publish(files, job.out_dir, record)
     return published, manifest, figures, selftest
 
@@ -314,12 +315,12 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     model = job.ckpt.build()                  # the reference: verification compares against it
     job.out_dir.mkdir(parents=True, exist_ok=True)
     clear_stale_staging(job.out_dir, job.log)
-    with sigterm_raises():
+    with sigterm_raises() as sigterm:
         staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=STAGING_SUFFIX, dir=job.out_dir))
         try:
             (staging / OWNER_FILE).write_text(str(os.getpid()))
             published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set,
-                                                                        verify_set)
+                                                                        verify_set, sigterm.check)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     artifact = published[-1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,23 +27,47 @@ class ExportInterrupted(KeyboardInterrupt):
 
 class sigterm_raises:
     """While the block runs in the main thread, SIGTERM raises `error()` (by default
-    ExportInterrupted, so that an export's cleanup runs); the previous handler comes back after."""
+    ExportInterrupted, so that an export's cleanup runs); the previous handler comes back after.
 
-    def __init__(self, error=lambda: ExportInterrupted("export interrupted by SIGTERM; nothing was written")):
+    Python runs a signal handler between any two bytecodes, also inside a weakref callback or a
+    `__del__`, where the exception it raises is printed ("Exception ignored in ...") and dropped:
+    `check()` raises it again for a SIGTERM that arrived, so a step that must not happen after
+    one (an export publishing its files) calls it first; with `reraise_at_exit` the block's end
+    does too (a CLI run then ends as terminated, after its work)."""
+
+    def __init__(self, error=lambda: ExportInterrupted("export interrupted by SIGTERM; nothing was written"),
+                 reraise_at_exit: bool = False):
         self.error = error
+        self.received = False
+        self.reraise_at_exit = reraise_at_exit
 
     def __enter__(self):
         self.previous = None
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGTERM, self._raise)
+            self.unraisable, sys.unraisablehook = sys.unraisablehook, self._dropped
         return self
 
     def _raise(self, signum, frame):
+        self.received = True
         raise self.error()
 
-    def __exit__(self, *exc):
+    def _dropped(self, unraisable) -> None:
+        """Our own dropped SIGTERM exception is not printed as a traceback (check() raises it again)."""
+        if not (self.received and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            self.unraisable(unraisable)
+
+    def check(self) -> None:
+        """Raise `error()` if a SIGTERM arrived in the block, even one whose exception was dropped."""
+        if self.received:
+            raise self.error()
+
+    def __exit__(self, exc_type, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
+            sys.unraisablehook = self.unraisable
+        if self.reraise_at_exit and exc_type is None:
+            self.check()
 
 
 def _owner_alive(staging: Path) -> bool:

@@ -64,6 +64,10 @@ def is_artifact(path: str | Path) -> bool:
     return sidecar_entry(path).suffix.lower() in ARTIFACT_SUFFIXES
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" else "a"
+
+
 def describe_artifact(path: str | Path) -> dict:
     """Format, metadata (variant, classes, precision, preprocessing, runtime settings), input shape,
     files and the export's verification of an exported artifact."""
@@ -72,6 +76,8 @@ def describe_artifact(path: str | Path) -> dict:
     kind, files = art.label, art.files(path)
     if not path.is_file() and not (art.name == "tensorrt" and files[1].is_file()):
         raise FileNotFoundError(f"{path}: no such artifact")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path}: an empty file (0 bytes), not a readable {kind} artifact")
     try:
         flat, shape = READERS[art.name](path)
     except (OSError, MissingDependencyError):
@@ -81,7 +87,7 @@ def describe_artifact(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {first})") from None
     meta = parse_metadata(flat)
     if not meta:
-        raise ValueError(f"{path}: a {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
+        raise ValueError(f"{path}: {_article(kind)} {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
     spec = meta.pop("spec", None)
     selftest = meta.pop("selftest", None)
     entry = manifest_entry(path)

@@ -176,7 +176,7 @@ def _trust(artifacts, trusted_keys) -> str | None:
     if refused:
         return refused[0]
     if policy is None:
-        print(f"note: signature: " + "; ".join(f"{Path(r.path).name} {r.signature}" for r in reports)
+        print("note: signature: " + "; ".join(f"{Path(r.path).name} {r.signature}" for r in reports)
               + " (no trust policy: set --trusted-key or $CMUNEXT_TRUSTED_KEYS to require one)", file=sys.stderr)
     return None
 

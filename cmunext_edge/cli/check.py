@@ -84,7 +84,8 @@ def _report_path(args, report: dict) -> Path:
 
 def summary(report: dict) -> str:
     ran, agr, dice, lat = (report.get(k) or {} for k in ("ran", "agreement", "dice", "latency_ms"))
-    parts = [f"{report['bundle']['backend']} {report['bundle']['precision']} artifact ran on "
+    b = report["bundle"]
+    parts = [f"{b['backend'] or '(no backend named)'} {b['precision'] or '(no precision named)'} artifact ran on "
              f"{ran.get('device', '?')} at {ran.get('precision', '?')}", f"bundle {report.get('signature')}"]
     sb = report.get("sbom")
     if sb:

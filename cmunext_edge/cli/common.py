@@ -133,7 +133,7 @@ def error_message(exc: BaseException) -> str:
 def sigterm_as_interrupt():
     """While the CLI runs in the main thread, SIGTERM raises `Terminated` (a KeyboardInterrupt)."""
     from cmunext_edge.export.staging import sigterm_raises
-    return sigterm_raises(lambda: Terminated("terminated (SIGTERM)"))
+    return sigterm_raises(lambda: Terminated("terminated (SIGTERM)"), reraise_at_exit=True)
 
 
 def by_sigterm(exc: BaseException) -> bool:

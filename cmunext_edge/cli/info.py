@@ -31,7 +31,7 @@ def build_parser():
     p.add_argument("path", help="checkpoint (.pth, .pt, .safetensors), a shipped model name, or an "
                                 "exported artifact (.onnx, .xml, .engine, .plan)")
     p.add_argument("--size", type=network_side, nargs="+", metavar="N",
-                   help="input size for MACs: one value (square) or H W (default: the spec's size)")
+                   help="checkpoints only: input size for MACs, one value (square) or H W (default: the spec's size)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p
 
@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     from cmunext_edge._deps import MissingDependencyError
     from cmunext_edge.artifacts.info import is_artifact
     if is_artifact(args.path):
+        if args.size:
+            return fail("cmunext-info", "--size applies to checkpoints: an exported artifact's input size is "
+                        "fixed at export (cmunext-info shows its input shape)")
         return _artifact(args)
     from cmunext_edge.core.complexity import variant_complexity
     from cmunext_edge.resources import resolve_weights

@@ -175,19 +175,24 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int | N
             raise ImageReadError(f"{path}: a DICOM file: {exc}") from None
     if frame not in (None, 0):
         raise ImageReadError(f"{path}: frame {frame}: only DICOM files have several frames here")
+    if str(path) == "":
+        raise ImageReadError("an empty string is not an image path")
     path = Path(path)
     if not path.is_file():
-        what = ("broken symbolic link (its target is missing, or the links form a loop)"
-                if path.is_symlink() else "no such file")
+        what = ("broken symbolic link (its target is missing, or the links form a loop)" if path.is_symlink()
+                else "a folder, not an image file (cmunext-predict takes folders)" if path.is_dir()
+                else "not a regular file" if path.exists() else "no such file")
         raise ImageReadError(f"{path}: {what}")
     try:
-        check_dimensions(path, max_pixels)
+        width, height = check_dimensions(path, max_pixels)
     except ImageSizeError as exc:
         raise ImageReadError(str(exc)) from None
     data = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
     if img is None:
-        raise ImageReadError(f"{path}: not a readable image (empty, truncated or unknown format)")
+        raise ImageReadError(f"{path}: not a readable image: its header gives {width}x{height}, but its pixels "
+                             "could not be decoded (truncated data, or a pixel format OpenCV does not read, "
+                             "e.g. floating-point TIFF)")
     return img
 
 
@@ -201,14 +206,14 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ImageReadError(f"image arrays must be uint8 or uint16, got {image.dtype}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ImageReadError(f"image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageReadError(f"empty image of shape {image.shape}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ImageReadError(f"image array must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ImageReadError(f"empty image of shape {image.shape}")
     image = image[..., :3]
     if channel_order == "rgb":
         image = image[..., ::-1]

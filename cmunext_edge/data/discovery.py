@@ -120,13 +120,23 @@ def is_official_layout(folder: Path) -> bool:
 def read_name_list(path: str | Path) -> list[str]:
     """Names from a text file (one per line, '#' comments) or a training split.json ('val' list)."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"split file {path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"split file {path}: not readable as {'JSON' if path.suffix == '.json' else 'text'} "
+                         f"({exc})") from None
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
         if not isinstance(data, dict) or not isinstance(data.get("val"), list):
-            raise ValueError(f"{path}: a split JSON needs a 'val' list of names")
-        return [str(n) for n in data["val"]]
-    names = [line.strip() for line in path.read_text().splitlines()]
-    return [n for n in names if n and not n.startswith("#")]
+            raise ValueError(f"split file {path}: a split JSON needs a 'val' list of names")
+        names = [str(n) for n in data["val"]]
+    else:
+        names = [n for n in (line.strip() for line in text.splitlines()) if n and not n.startswith("#")]
+    if not names:
+        raise ValueError(f"split file {path}: names no image")
+    return names
 
 
 def class_mask_folders(dataset: Path) -> list[Path]:

@@ -288,26 +288,83 @@ def _archive(folder: Path) -> Path:
 
 
 def read_bundle(folder) -> tuple[Path, dict]:
-    """(folder, manifest) of a bundle folder or .tar.gz (extracted beside it); BundleError if unreadable."""
+    """(folder, manifest) of a bundle folder or .tar.gz (extracted beside it); BundleError if unreadable.
+    An archive is checked member by member before anything is extracted, and extracted into a
+    temporary folder whose manifest is read before it takes its place, so a refused or damaged
+    archive leaves nothing beside it."""
     folder = Path(folder)
+    if not folder.exists():
+        raise BundleError(f"{folder}: no such bundle folder or .tar.gz")
     if folder.is_file() and folder.name.endswith(".tar.gz"):
-        with tarfile.open(folder) as tf:
-            names = {m.name.split("/")[0] for m in tf.getmembers()}
-            if len(names) != 1:
-                raise BundleError(f"{folder}: a bundle archive holds exactly one folder")
-            tf.extractall(folder.parent, filter="data")
-        folder = folder.parent / names.pop()
+        return _extract_archive(folder)
+    return folder, _read_manifest(folder)
+
+
+def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.is_file():
         raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
-    text = path.read_text()
     try:
-        manifest = json.loads(text)
-    except ValueError as exc:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: damaged ({exc})") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: not a cmunext-edge device bundle")
-    return folder, manifest
+    return manifest
+
+
+def _extract_archive(tar: Path) -> tuple[Path, dict]:
+    """Extract a bundle archive beside it -> (its folder, manifest); files already there are replaced."""
+    import tempfile
+    import zlib
+    try:
+        with tarfile.open(tar, "r:gz") as tf:
+            members = tf.getmembers()
+            top = _archive_folder(tar, members)
+            staging = Path(tempfile.mkdtemp(prefix=f".{top}.extracting-", dir=tar.parent))
+            try:
+                tf.extractall(staging, filter="data")
+                try:
+                    manifest = _read_manifest(staging / top)
+                except BundleError as exc:      # named as the archive's, not the staging folder's
+                    raise BundleError(f"{tar}: {str(exc).split(': ', 1)[-1]}") from None
+                _move_into(staging / top, tar.parent / top)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise BundleError(f"{tar}: not a readable bundle archive (damaged, truncated or not a .tar.gz: "
+                          f"{exc or type(exc).__name__})") from None
+    return tar.parent / top, manifest
+
+
+def _archive_folder(tar: Path, members) -> str:
+    """The one folder a bundle archive holds; BundleError for anything else in it (absolute or '..'
+    names, links, devices), before a byte is extracted."""
+    for m in members:
+        parts = Path(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not parts:
+            raise BundleError(f"{tar}: not a bundle archive: member {m.name!r} points outside its folder")
+        if not (m.isfile() or m.isdir()):
+            raise BundleError(f"{tar}: not a bundle archive: member {m.name!r} is a link or special file "
+                              "(bundles hold plain files only)")
+    tops = {Path(m.name).parts[0] for m in members}
+    if len(tops) != 1:
+        raise BundleError(f"{tar}: a bundle archive holds exactly one folder, this one holds {len(tops)} entries")
+    return tops.pop()
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    """Move the extracted tree `src` onto `dst`, file by file (a check's earlier outputs in `dst` stay)."""
+    if not dst.exists():
+        src.rename(dst)
+        return
+    for item in src.rglob("*"):
+        target = dst / item.relative_to(src)
+        if item.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            item.replace(target)
 
 
 def verify_files(folder: Path, manifest: dict) -> list[str]:

@@ -31,13 +31,38 @@ def load_reports(paths) -> list[dict]:
     return reports
 
 
+# the type each compared figure has in a report cmunext-check wrote (None: the check stopped before it)
+_NUMBER = (int, float)
+FIELD_TYPES = {"device": str, "passed": bool, "p50_ms": _NUMBER, "fps": _NUMBER, "agreement": _NUMBER,
+               "identical_masks": int, "images": int, "max_logit_delta": _NUMBER, "e2e_agreement": _NUMBER,
+               "inputs_differing": _NUMBER, "dice": _NUMBER, "host_dice": _NUMBER, "distribution": dict,
+               "min_images": int}
+_REQUIRED = ("device", "passed")
+
+
 def _checked_row(rep: dict) -> dict:
-    """row(), with a report that lacks what cmunext-check writes named as such (one line)."""
+    """row(), with a report that lacks what cmunext-check writes, or holds a value of the wrong type,
+    named as such (one line) rather than shown as if it had passed."""
     try:
-        return row(rep)
+        r = row(rep)
     except (KeyError, AttributeError, TypeError) as exc:
         raise ValueError(f"{rep.get('_source')}: an incomplete or edited device report ({type(exc).__name__}: "
                          f"{exc}); compare the reports cmunext-check wrote") from None
+    for key, kind in FIELD_TYPES.items():
+        value = r[key]
+        if (value is None and key not in _REQUIRED) or (
+                isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)):
+            continue
+        raise ValueError(f"{rep.get('_source')}: an edited device report: {key} is {value!r}, not "
+                         f"{'a number' if kind is _NUMBER else kind.__name__}; compare the reports cmunext-check wrote")
+    checks = rep.get("checks")
+    held = (isinstance(checks, list) and bool(checks) and all(isinstance(c, dict) and c.get("passed") is True
+                                                               for c in checks) and not rep.get("interrupted"))
+    if r["passed"] and (not held or r["agreement"] is None):
+        raise ValueError(f"{rep.get('_source')}: an edited device report: it says passed, but "
+                         f"{'its checks do not all hold' if not held else 'it holds no agreement figure'}; "
+                         "compare the reports cmunext-check wrote")
+    return r
 
 
 def row(rep: dict) -> dict:

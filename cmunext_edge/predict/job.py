@@ -377,7 +377,8 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
         print(f"skipped: {naming(item['path'], item['error']) if item.get('path') else item['error']}",
               file=sys.stderr)
     line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
-            f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end); outputs in {out}")
+            f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end)"
+            + (f"; outputs in {out}" if Path(out).is_dir() else "; nothing written"))
     if summary["mean_dice"] is not None:
         line += (f"\nmean Dice {summary['mean_dice']:.4f}{format_class_dice(summary.get('per_class_dice'))}"
                  f"  mean IoU {summary['mean_iou']:.4f} (official metric, {summary['n_with_masks']} images "

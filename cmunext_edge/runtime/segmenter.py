@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmunext_edge.capabilities import MAX_BATCH
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.preprocess import ImageReadError, is_image_source, load_image, to_bgr_uint8
 from cmunext_edge.resources import resolve_weights
@@ -47,11 +48,12 @@ class EdgeSegmenter:
         file decoded; `trusted_keys`: public keys (PEM paths) the artifact must be signed by (default
         $CMUNEXT_TRUSTED_KEYS; none: no trust policy); `backend_options`: as declared for its backend
         (runtime.registry)."""
+        self.max_pixels = _checked_max_pixels(max_pixels)
         path = resolve_weights(artifact)
         self.backend = open_backend(path, device=device, strict_device=strict_device, verify=verify,
                                     trusted_keys=trusted_keys, **backend_options)
         self.spec = self.backend.spec
-        self.max_pixels = max_pixels
+        self._closed = False
         self.verification = getattr(self.backend, "verification", None)
         self._lock = threading.Lock()
 
@@ -86,9 +88,13 @@ class EdgeSegmenter:
         return results
 
     def segment_batch(self, images, channel_order: str = "bgr", batch_size: int = 8) -> list[Segmentation]:
-        """Several images; they are inferred `batch_size` at a time."""
+        """Several images (a sequence of paths, Datasets or arrays, or an NxHxWxC array); they are
+        inferred `batch_size` at a time."""
+        images = _image_list(images)
+        _check_call(batch_size, channel_order)
+        if self._closed:
+            raise RuntimeError("this EdgeSegmenter was closed: create a new one")
         results = []
-        images = list(images)
         for start in range(0, len(images), batch_size):
             results += self._segment_chunk(images[start:start + batch_size], channel_order)
         return results
@@ -117,6 +123,7 @@ class EdgeSegmenter:
         return result
 
     def close(self) -> None:
+        self._closed = True
         self.backend.close()
 
     def __enter__(self):
@@ -150,3 +157,39 @@ class EdgeSegmenter:
                          "postprocess_ms": (t3 - t2) * 1e3 / n, "total_ms": (t3 - t0) * 1e3 / n,
                          "batch_size": n}
         return results
+
+
+def _checked_max_pixels(max_pixels):
+    """None (no limit) or a positive pixel count; anything else is a ValueError naming it."""
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive whole number of pixels or None (no limit), "
+                         f"got {max_pixels!r}")
+    return int(max_pixels)
+
+
+def _check_call(batch_size, channel_order) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
+    if channel_order not in ("bgr", "rgb"):
+        raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+
+
+def _image_list(images) -> list:
+    """segment_batch's input as a list of images. One image (a path, a Dataset or a single HxW(xC)
+    array) is refused rather than split into characters or pixel rows."""
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise ValueError(f"segment_batch takes a sequence of images or an NxHxWxC array, got an array "
+                             f"of shape {images.shape}: for one image call segment(), for a stack of gray "
+                             "images pass a list or add a channel axis")
+        return list(images)
+    if isinstance(images, (str, bytes, Path)) or is_image_source(images):
+        raise ValueError(f"segment_batch takes a sequence of images, got one ({images!r:.80}): "
+                         "call segment() for one image")
+    try:
+        return list(images)
+    except TypeError:
+        raise ValueError(f"segment_batch takes a sequence of images, got {type(images).__name__}") from None

@@ -141,6 +141,14 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
     return Segmenter.bind()
 
 
+def _declared_length(headers) -> int:
+    """The body size a request declares (0 when it declares none); 400 when it is not a number."""
+    value = headers.get("content-length") or "0"
+    if not value.strip().isdigit():
+        raise RequestError(400, f"Content-Length {value[:40]!r} is not a number of bytes")
+    return int(value)
+
+
 async def _answer(replica, request, fmt: str, limits: tuple, fastapi):
     """One /segment request: checks, batched inference, the JSON or PNG answer; never a traceback."""
     responses = fastapi.responses
@@ -149,7 +157,7 @@ async def _answer(replica, request, fmt: str, limits: tuple, fastapi):
     try:
         if fmt not in ("json", "png"):
             raise RequestError(400, f"format must be json or png, not {fmt!r}")
-        if int(request.headers.get("content-length") or 0) > max_bytes:
+        if _declared_length(request.headers) > max_bytes:
             raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
         bgr = decode_body(await request.body(), max_bytes, max_pixels)
         decoded = time.perf_counter()
@@ -192,6 +200,8 @@ async def _answer_dicom(replica, request, kind: str, limits: tuple, fastapi):
     try:
         if kind not in ("binary", "fractional"):
             raise RequestError(400, f"seg must be binary or fractional, not {kind!r}")
+        if _declared_length(request.headers) > max_bytes:
+            raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
         body = await request.body()
         if not body or len(body) > max_bytes:
             raise RequestError(413 if body else 400, f"DICOM body of {len(body)} bytes (limit {max_bytes})")
