@@ -158,7 +158,7 @@ def test_bad_files_get_one_line_each_and_the_rest_is_done(us, tmp_path, capsys, 
     for name, text in [("report.dcm", "without pixel data (Comprehensive SR Storage)"),
                        ("j2k.dcm", "no decoder installed for transfer syntax JPEG 2000 Image Compression; "
                                    "install pylibjpeg-openjpeg"),
-                       ("cut.dcm", "cannot be decoded (damaged, truncated"),
+                       ("cut.dcm", "(truncated)"),
                        ("unequal.dcm", "frame 2"),
                        ("huge.dcm", "60000x60000x50 frames")]:
         assert sum(name in line and text in line for line in lines) == 1, (name, lines)

@@ -12,14 +12,17 @@ The conversion, by Photometric Interpretation (one table, `_CONVERT`):
 - RGB, YBR_FULL, YBR_FULL_422 (and YBR_RCT/YBR_ICT of JPEG 2000): pydicom's decoders return RGB
   (YBR is converted with the DICOM equations; planar configuration 1 is interleaved); more than 8
   bits stored keep their high 8 bits. RGB is then reordered to BGR.
-- PALETTE COLOR: the palette is applied (16-bit entries keep their high byte), then BGR.
+- PALETTE COLOR: the palette is applied (16-bit entries keep their high byte, unless every entry lies
+  in 0..255: then they are 8-bit values, a common writer's quirk), then BGR.
 Grayscale ends up replicated to three channels, exactly as a grayscale PNG through `to_bgr_uint8`.
 
 A multi-frame object is a sequence of frames: `frame` is 0-based, and a multi-frame object read
 without one is refused rather than silently reduced to its first frame. Every check that can be made
 from the header runs before any pixel data is decoded: pixel data present, a supported Photometric
-Interpretation, a decoder for the transfer syntax (else the package to install is named), and
-Rows x Columns x Frames against the pixel limit (all frames count: a cine loop is one object).
+Interpretation, a decoder for the transfer syntax (else the package to install is named),
+Rows x Columns x Frames against the pixel limit (all frames count: a cine loop is one object), and
+the Image Pixel module's consistency (`_pixel_module_problem`). A compressed frame's own size is read
+from its codestream before it is decoded; a decoder's warning refuses the frame.
 """
 from __future__ import annotations
 
@@ -83,7 +86,10 @@ def pydicom():
 @functools.lru_cache(maxsize=16)
 def _cached_header(path: str, mtime_ns: int, size: int):
     # pixel data (and other large values) stay on disk until a frame is decoded
-    return pydicom().dcmread(path, defer_size=4096)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # remarks on a leniently read header, not naming it
+        return pydicom().dcmread(path, defer_size=4096)
 
 
 def read_header(path):
@@ -96,6 +102,10 @@ def read_header(path):
     except OSError as exc:
         raise DicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:      # pydicom raises InvalidDicomError, EOFError, struct/value errors
+        if type(exc).__name__ == "InvalidDicomError":
+            raise DicomError(f"{path}: not a DICOM Part 10 file (no 'DICM' prefix and file meta header: a bare "
+                             f"dataset, or not DICOM at all); re-save it as a DICOM file, e.g. with dcmtk's "
+                             f"dcmconv") from None
         raise DicomError(f"{path}: not a readable DICOM file (damaged or truncated: {_first_line(exc)})") from None
 
 
@@ -111,6 +121,10 @@ def check_header(ds, source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int
     if str(ds.get("SOPClassUID", "")) in NOT_IMAGES:
         raise DicomError(f"{source}: a DICOM {NOT_IMAGES[str(ds.SOPClassUID)]} (a result, not an image); "
                          f"not segmented")
+    media = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("MediaStorageSOPClassUID")
+    if str(media or "") == "1.2.840.10008.1.3.10":
+        raise DicomError(f"{source}: a DICOMDIR (the index of a DICOM medium, not an image): give the image "
+                         f"files it lists")
     if "PixelData" not in ds and "SOPClassUID" not in ds:   # type 1 in every IOD: the header stops short
         raise DicomError(f"{source}: not a readable DICOM file (damaged or truncated: no SOP Class UID "
                          f"and no pixel data)")
@@ -130,13 +144,55 @@ def check_header(ds, source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int
     if photometric not in _CONVERT:
         raise DicomError(f"{source}: Photometric Interpretation {photometric or '(missing)'} is not supported "
                          f"(supported: {', '.join(_CONVERT)})")
+    problem = _pixel_module_problem(ds, photometric, rows, cols, frames)
+    if problem:
+        raise DicomError(f"{source}: {problem}")
     _check_decoder(ds, source)
     return frames
 
 
-def _check_decoder(ds, source) -> None:
+def _pixel_module_problem(ds, photometric: str, rows: int, cols: int, frames: int) -> str | None:
+    """What in the Image Pixel module makes the frames unusable, read from the header alone."""
+    allocated, stored = int(ds.get("BitsAllocated", 8) or 8), int(ds.get("BitsStored", 8) or 8)
+    if stored > allocated or stored < 1:
+        return f"invalid header: Bits Stored {stored} with Bits Allocated {allocated}"
+    slope = ds.get("RescaleSlope")
+    if slope is not None and _first(slope) == 0:
+        return "Rescale Slope 0 maps every pixel to one value; nothing to segment"
+    if photometric == "PALETTE COLOR" and not all(f"{c}PaletteColorLookupTableDescriptor" in ds
+                                                  for c in ("Red", "Green", "Blue")):
+        return "PALETTE COLOR without its colour lookup tables (Red/Green/Blue descriptors)"
+    if _transfer_syntax(ds) is None or not _transfer_syntax(ds).is_compressed:
+        if photometric == "YBR_FULL_422" and cols % 2:
+            return f"YBR_FULL_422 with an odd number of columns ({cols}): 4:2:2 data needs an even number"
+        samples = 2 if photometric == "YBR_FULL_422" else int(ds.get("SamplesPerPixel", 1) or 1)   # 4:2:2: Y Y Cb Cr
+        need = (rows * cols * samples * allocated * frames + 7) // 8
+        have = _value_length(ds, "PixelData")
+        if have is not None and have < need:
+            return (f"pixel data holds {have} bytes, the header's {cols}x{rows}x{frames} frame(s) need {need} "
+                    f"(truncated)")
+    return None
+
+
+def _transfer_syntax(ds):
     meta = getattr(ds, "file_meta", None)
-    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def _value_length(ds, keyword: str) -> int | None:
+    """The length in bytes of an element's value, without reading a deferred value from disk."""
+    elem = ds.get_item(keyword)
+    if elem is None:
+        return None
+    length = getattr(elem, "length", None)          # a raw (deferred) element
+    if length is not None and length != 0xFFFFFFFF:
+        return int(length)
+    value = getattr(elem, "value", None)
+    return len(value) if isinstance(value, (bytes, bytearray)) else None
+
+
+def _check_decoder(ds, source) -> None:
+    uid = _transfer_syntax(ds)
     if uid is None or not uid.is_compressed:
         return
     from pydicom.pixels import get_decoder
@@ -174,17 +230,77 @@ def read_frames(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[np.
 
 
 def _decode(source, ds, frame: int, name: str) -> np.ndarray:
-    """Decode one frame (file sources read only that frame's bytes); shape checked against the header."""
+    """Decode one frame (file sources read only that frame's bytes); shape checked against the header,
+    a compressed frame's own size before it is decoded (a small header over a huge codestream would
+    otherwise allocate the huge image). A decoder's warning (e.g. RLE segments that do not add up)
+    refuses the frame: its pixels may be wrong."""
+    import warnings
     from pydicom.pixels import pixel_array
-    try:
-        arr = pixel_array(str(source) if not is_dataset(source) else ds, index=frame)
-    except Exception as exc:     # decoders raise ValueError, RuntimeError, EOFError, ...
-        raise DicomError(f"{name}: frame {frame + 1} cannot be decoded (damaged, truncated or of another "
-                         f"size than the header's {ds.Columns}x{ds.Rows}: {_first_line(exc)})") from None
+    uid = _transfer_syntax(ds)
+    if uid is not None and uid.is_compressed and not uid.is_deflated:
+        _check_codestream(source, ds, frame, name)
+    whole = is_dataset(source) or (uid is not None and uid.is_deflated)   # a deflated stream is read whole
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                arr = pixel_array(ds if is_dataset(source) else _full(source) if whole else str(source), index=frame)
+            except Exception:
+                if whole:
+                    raise
+                caught.clear()
+                # reading one frame from the file can fail where reading the object does (e.g. an
+                # encapsulated value without its item tags); its size was checked above
+                arr = pixel_array(_full(source), index=frame)
+        except Exception as exc:     # decoders raise ValueError, RuntimeError, EOFError, ...
+            raise DicomError(f"{name}: frame {frame + 1} cannot be decoded (damaged, truncated or of another "
+                             f"size than the header's {ds.Columns}x{ds.Rows}: {_first_line(exc)})") from None
+    decoder_warnings = [w for w in caught if "pydicom" in (w.filename or "")]
+    if decoder_warnings:
+        raise DicomError(f"{name}: frame {frame + 1}: the decoder warned that its data is not what the header "
+                         f"describes ({_first_line(decoder_warnings[0].message)}); not used, as its pixels may be wrong")
     if arr.shape[:2] != (int(ds.Rows), int(ds.Columns)):
         raise DicomError(f"{name}: frame {frame + 1} is {arr.shape[1]}x{arr.shape[0]}, the header says "
                          f"{ds.Columns}x{ds.Rows} (frames of unequal size)")
     return arr
+
+
+def _full(path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # remarks on a leniently read header
+        return pydicom().dcmread(str(path))
+
+
+def _check_codestream(source, ds, frame: int, name: str) -> None:
+    """A JPEG / JPEG-LS / JPEG 2000 frame's own size (from its codestream header) against Rows x Columns."""
+    from pydicom.encaps import get_frame
+    frames = frame_count(ds)
+    try:
+        elem = ds.get_item("PixelData")
+        if is_dataset(source) or getattr(elem, "value", None) is not None:     # the value is in memory
+            data = get_frame(ds.PixelData, frame, number_of_frames=frames)
+        else:                                      # deferred: only this frame's fragments are read
+            with open(source, "rb") as fh:
+                fh.seek(elem.value_tell)
+                data = get_frame(fh, frame, number_of_frames=frames)
+    except Exception as exc:
+        raise DicomError(f"{name}: frame {frame + 1}: its compressed data cannot be found (damaged or truncated: "
+                         f"{_first_line(exc)})") from None
+    size = codestream_size(data[:65536] if len(data) > 65536 else data)
+    if size is not None and size != (int(ds.Columns), int(ds.Rows)):
+        raise DicomError(f"{name}: frame {frame + 1}: its compressed image is {size[0]}x{size[1]}, the header says "
+                         f"{ds.Columns}x{ds.Rows}; not decoded")
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG, JPEG-LS or JPEG 2000 codestream from its header; None if unknown."""
+    from cmunext_edge.core.image_limits import header_size
+    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 24:       # J2K: SOC, SIZ: Xsiz, Ysiz, XOsiz, YOsiz
+        xsiz, ysiz, xo, yo = (int.from_bytes(data[i:i + 4], "big") for i in (8, 12, 16, 20))
+        return xsiz - xo, ysiz - yo
+    kind, size = header_size(data)
+    return size if kind == "JPEG" else None
 
 
 def frame_to_bgr(ds, arr: np.ndarray, name: str = "DICOM") -> np.ndarray:
@@ -250,8 +366,21 @@ def _rgb(ds, arr):
 
 def _palette(ds, arr):
     from pydicom.pixels import apply_color_lut
-    rgb = apply_color_lut(arr, ds)
-    return _high_byte(rgb, 8 if rgb.dtype == np.uint8 else 16)[..., ::-1]
+    try:
+        rgb = apply_color_lut(arr, ds)
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise DicomError(f"{_name(ds)}: PALETTE COLOR lookup tables cannot be applied ({_first_line(exc)})") from None
+    bits = 8 if rgb.dtype == np.uint8 or _palette_entries_8bit(ds) else 16
+    return _high_byte(rgb, bits)[..., ::-1]
+
+
+def _palette_entries_8bit(ds) -> bool:
+    """16-bit palette entries that all lie in 0..255: a common writer's quirk (8-bit values in a 16-bit
+    table). Read as 16-bit values they would make the image black; they are taken as 8-bit, as viewers do."""
+    tables = [ds.get(f"{c}PaletteColorLookupTableData") for c in ("Red", "Green", "Blue")]
+    if any(t is None for t in tables):
+        return False
+    return all(np.frombuffer(bytes(t)[: len(t) // 2 * 2], "<u2").max(initial=0) <= 255 for t in tables)
 
 
 # Photometric Interpretation -> conversion to uint8 (grayscale HxW or BGR HxWx3)
@@ -276,6 +405,12 @@ def _name(source) -> str:
     return str(source)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).splitlines() or [""])[0] or type(exc).__name__
-    return text[:200]
+def _first_line(exc) -> str:
+    """The reason in an exception's (or warning's) text: its first line, or, when that only announces
+    what follows ("...: "), the first line after it; pydicom's API hint about force=True left out."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    text = text.replace(" Use force=True to force reading.", "").replace(" - use force=True to force reading", "")
+    return text[:240]

@@ -65,21 +65,35 @@ def _images_in(folder: Path) -> list[Path]:
     def wanted(p: Path) -> bool:
         if p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES:
             return p.is_file() or (p.is_symlink() and not p.exists())
-        return not p.suffix and p.is_file() and dicom.is_dicom_file(p)
+        return _dicom_by_preamble(p)
     return sorted(p for p in folder.iterdir() if wanted(p))
+
+
+def _dicom_by_preamble(path: Path) -> bool:
+    """A file without an image suffix that is DICOM by its preamble (UID-named files such as
+    '1.2.826.0.1.3680043.8.498.1', 'scan.IMA', or none at all)."""
+    return path.suffix.lower() not in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file() \
+        and dicom.is_dicom_file(path)
+
+
+def sample_name(path: Path) -> str:
+    """A sample's name: the file's stem, or its whole name when its suffix is not an image or DICOM
+    suffix (UID-named DICOM files of one series differ only in what the stem would drop)."""
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES else path.name
 
 
 def frame_samples(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Sample]:
     """The samples of one image file: one per frame for a usable multi-frame DICOM object, else one."""
+    name = sample_name(path)
     if not dicom.is_dicom_file(path):
-        return [Sample(path.stem, path)]
+        return [Sample(name, path)]
     try:
         frames = dicom.check_header(dicom.read_header(path), path, max_pixels)
     except (dicom.DicomError, MissingDependencyError):
-        return [Sample(path.stem, path)]          # reading it reports the reason, once per file
+        return [Sample(name, path)]          # reading it reports the reason, once per file
     if frames == 1:
-        return [Sample(path.stem, path, frame=0)]
-    return [Sample(f"{path.stem}_frame{k + 1:04d}", path, frame=k) for k in range(frames)]
+        return [Sample(name, path, frame=0)]
+    return [Sample(f"{name}_frame{k + 1:04d}", path, frame=k) for k in range(frames)]
 
 
 def _expand(paths: list[Path], max_pixels: int | None) -> list[Sample]:
@@ -91,7 +105,7 @@ def not_read_reason(path: Path) -> str | None:
     extensionless file with the DICOM preamble: those are read, and a failure is reported then)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES + DICOM_SUFFIXES or (not suffix and path.is_file() and dicom.is_dicom_file(path)):
+    if suffix in IMAGE_SUFFIXES + DICOM_SUFFIXES or _dicom_by_preamble(path):
         return None
     return NOT_READ.get(suffix, OTHER_FILE)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cmunext_edge.data.discovery import Sample
+from cmunext_edge.data.discovery import Sample, sample_name
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.predict.dicom_seg import Algorithm, SegOptions, build_seg
 
@@ -32,20 +32,21 @@ def _groups(sources: dict[Path, list[Sample]], per: str) -> list[tuple[str, list
     """(output name, [(source file, frames)]) per SEG: one per instance, or one per series of
     single-frame instances (multi-frame instances keep their own SEG)."""
     from cmunext_edge.core.dicom import read_header
-    groups: dict[str, list] = {}
+    groups: dict[tuple, tuple[str, list]] = {}
     for path, frames in sources.items():
-        key = path.stem
+        key, base = ("instance", path), sample_name(path)     # one SEG per file, whatever its stem
         if per == "series" and len(frames) == 1:
-            key = f"series-{read_header(path).get('SeriesInstanceUID', path.stem)}"
-        groups.setdefault(key, []).append((path, frames))
+            uid = read_header(path).get("SeriesInstanceUID", path.stem)
+            key, base = ("series", str(uid)), f"series-{uid}"
+        groups.setdefault(key, (base, []))[1].append((path, frames))
     if per == "series":
-        for members in groups.values():
+        for _, members in groups.values():
             members.sort(key=lambda m: (int(read_header(m[0]).get("InstanceNumber", 0) or 0), str(m[0])))
     names, out = set(), []
-    for key, members in groups.items():
-        name, k = key, 2
+    for base, members in groups.values():
+        name, k = base, 2
         while name.lower() in names:
-            name, k = f"{key}-{k}", k + 1
+            name, k = f"{base}-{k}", k + 1
         names.add(name.lower())
         out.append((name, members))
     return out

@@ -95,15 +95,82 @@ def build_seg(sources: list, masks: np.ndarray, options: SegOptions, algorithm: 
         for k in range(classes)]
     fractional = options.kind == "fractional"
     pixels = masks.astype(np.float32) if fractional else masks.astype(bool)
+    _check_sources(sources)
     refs = _frame_refs(sources)
-    several = len(refs) > 1 and not any("FrameOfReferenceUID" in s for s in sources)
+    registered = all(_registered(s) for s in sources)
+    # highdicom's own path needs a frame of reference, planes and a thickness for several frames or a
+    # FoR; without them the SEG maps by referenced frame (_all_frames)
+    several = not registered and (len(refs) > 1 or any(s.get("FrameOfReferenceUID") or _multi_frame_class(
+        s.SOPClassUID) for s in sources))
+    if not registered:
+        sources = [_unregistered(s) for s in sources]
     with warnings.catch_warnings():       # highdicom's remarks on the source's values (e.g. a one-part name)
         warnings.simplefilter("ignore", UserWarning)
         seg = _segmentation(hd, sources, pixels, several, fractional, segments, options, algorithm, series_number)
     _fill_conditional(seg, sources[0])
     if several:
         _all_frames(seg, refs, pixels, fractional)
+    _declare_charset(seg)
     return seg
+
+
+# SOP classes whose instances hold several frames (a ReferencedFrameNumber is allowed for them)
+_MULTI_FRAME_WORDS = ("Multi-frame", "Enhanced", "Video", "X-Ray Angiographic", "X-Ray Radiofluoroscopic",
+                      "Nuclear Medicine", "Whole Slide", "Breast Tomosynthesis", "Photoacoustic")
+
+
+def _multi_frame_class(sop_class) -> bool:
+    name = getattr(sop_class, "name", "") or ""
+    return any(word in name for word in _MULTI_FRAME_WORDS)
+
+
+def _check_sources(sources: list) -> None:
+    """What a valid SEG cannot do without: the UIDs it references (Type 1), and frames it can name."""
+    for s in sources:
+        missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not s.get(k)]
+        if missing:
+            raise ValueError(f"the source lacks {', '.join(missing)} (Type 1): a SEG cannot reference it")
+        if int(s.get("NumberOfFrames", 1) or 1) > 1 and not _multi_frame_class(s.SOPClassUID):
+            raise ValueError(f"the source holds {s.NumberOfFrames} frames under the single-frame SOP class "
+                             f"{getattr(s.SOPClassUID, 'name', s.SOPClassUID)}: a SEG cannot reference its frames")
+
+
+def _registered(ds) -> bool:
+    """A source highdicom can segment in its frame of reference: a FoR, a slice thickness, and planes
+    (Image Position/Orientation of a single-frame image, or an enhanced object's functional groups)."""
+    if not ds.get("FrameOfReferenceUID") or ds.get("SliceThickness") in (None, ""):
+        return False
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or _multi_frame_class(ds.SOPClassUID):
+        return "PerFrameFunctionalGroupsSequence" in ds and "SharedFunctionalGroupsSequence" in ds
+    return "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+
+
+_SPATIAL = ("FrameOfReferenceUID", "PositionReferenceIndicator", "ImagePositionPatient", "ImageOrientationPatient",
+            "SliceLocation")
+
+
+def _unregistered(ds):
+    """A shallow copy of `ds` without its frame of reference (the SEG then maps by referenced frame; the
+    geometry stays in the source it references), with an empty Patient ID where it had none (Type 2)."""
+    from pydicom.dataset import Dataset
+    proxy = Dataset()
+    proxy.file_meta = getattr(ds, "file_meta", Dataset())
+    for elem in ds:
+        if elem.keyword not in _SPATIAL:
+            proxy.add(elem)
+    if "PatientID" not in proxy:
+        proxy.PatientID = ""
+    return proxy
+
+
+def _declare_charset(seg) -> None:
+    """A source without Specific Character Set whose names hold non-ASCII text (commonly Latin-1): the
+    SEG declares ISO_IR 100 so that what it copies is valid in its own repertoire."""
+    if "SpecificCharacterSet" in seg:
+        return
+    text_vrs = ("PN", "LO", "SH", "ST", "LT", "UT")
+    if any(e.VR in text_vrs and any(ord(c) > 127 for c in str(e.value)) for e in seg if e.tag.group != 0x7FE0):
+        seg.SpecificCharacterSet = "ISO_IR 100"
 
 
 def _segmentation(hd, sources, pixels, several, fractional, segments, options, algorithm, series_number):
@@ -138,11 +205,13 @@ def _fill_conditional(seg, source) -> None:
 
 
 def _frame_refs(sources: list) -> list[tuple[str, str, int | None]]:
-    """(SOP class, SOP instance, frame number or None) of every source frame, in order."""
+    """(SOP class, SOP instance, frame number or None) of every source frame, in order; frame numbers
+    for every instance of a multi-frame SOP class (one frame too), none for single-frame classes."""
     refs = []
     for s in sources:
-        n = int(s.get("NumberOfFrames", 1) or 1)
-        refs += [(s.SOPClassUID, s.SOPInstanceUID, k + 1 if n > 1 else None) for k in range(n)]
+        n = max(1, int(s.get("NumberOfFrames", 1) or 1))
+        numbered = n > 1 or _multi_frame_class(s.SOPClassUID)
+        refs += [(s.SOPClassUID, s.SOPInstanceUID, k + 1 if numbered else None) for k in range(n)]
     return refs
 
 

@@ -1,0 +1,188 @@
+"""DICOM, round two: what a hostile-input audit of the DICOM path broke, as tests.
+
+Invalid SEGs (a frame of reference without a slice thickness, a cine loop with one, a one-frame
+US multi-frame object, no Patient ID, Latin-1 names without a character set), silent wrong pixels
+(Rescale Slope 0, odd-width YBR_FULL_422, a corrupted RLE stream, 16-bit palette entries holding
+8-bit values), a small header over a huge codestream decoded before it was refused, a truncated
+multi-frame file reported once per frame, UID-named files ignored in folders, and two files with
+one stem sharing one SEG."""
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+pytest.importorskip("highdicom")
+from pydicom.encaps import encapsulate  # noqa: E402
+from pydicom.uid import JPEGBaseline8Bit, RLELossless, generate_uid  # noqa: E402
+
+from cmunext_edge.cli.predict import main as predict_main  # noqa: E402
+from cmunext_edge.core import dicom  # noqa: E402
+from cmunext_edge.data.dicom_sample import write_ultrasound_dicoms  # noqa: E402
+from cmunext_edge.predict.dicom_seg import read_back  # noqa: E402
+
+from test_reliability import run_cli  # noqa: E402
+
+DCIODVFY = shutil.which("dciodvfy")
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+@pytest.fixture(scope="module")
+def us(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("us_audit")
+    write_ultrasound_dicoms(folder)
+    return folder
+
+
+def _mono(us, **changes):
+    ds = pydicom.dcmread(us / "us_mono.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for key, value in changes.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    return ds
+
+
+def _save(ds, path):
+    ds.save_as(path, enforce_file_format=True)
+    dicom._cached_header.cache_clear()
+    return path
+
+
+def _refused(path, says):
+    with pytest.raises(dicom.DicomError, match=says):
+        dicom.read_frames(path)
+
+
+@pytest.mark.parametrize("changes,says", [
+    ({"RescaleSlope": 0, "RescaleIntercept": 0}, "Rescale Slope 0 maps every pixel to one value"),
+    ({"BitsStored": 12, "HighBit": 11}, "invalid header: Bits Stored 12 with Bits Allocated 8"),
+    ({"PhotometricInterpretation": "PALETTE COLOR"}, "PALETTE COLOR without its colour lookup tables"),
+])
+def test_headers_that_would_give_wrong_pixels_are_refused(us, tmp_path, changes, says):
+    _refused(_save(_mono(us, **changes), tmp_path / "x.dcm"), says)
+
+
+def test_odd_width_ybr_422_is_refused(us, tmp_path):
+    ds = _mono(us)
+    rows, cols = 8, 7
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PlanarConfiguration = rows, cols, 3, 0
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PixelData = bytes(rows * (cols + 1) * 2)
+    _refused(_save(ds, tmp_path / "ybr.dcm"), "odd number of columns")
+
+
+def test_a_truncated_multiframe_file_is_one_line_not_one_per_frame(us, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    ds = _mono(us, SOPClassUID=US_MULTIFRAME, NumberOfFrames=100, FrameIncrementPointer=0x00181063, FrameTime=33)
+    ds.file_meta.MediaStorageSOPClassUID = US_MULTIFRAME
+    _save(ds, src / "cut_cine.dcm")
+    shutil.copy(us / "us_mono.dcm", src / "good.dcm")
+    rc, _, err = run_cli(predict_main, [src, "--out", tmp_path / "o", "--quiet"], capsys)
+    skipped = [ln for ln in err.splitlines() if ln.startswith("skipped:")]
+    assert rc == 1 and len(skipped) == 1 and "(truncated)" in skipped[0], err
+
+
+def test_a_small_header_over_a_huge_codestream_is_refused_before_decoding(us, tmp_path):
+    ds = _mono(us)
+    ds.Rows = ds.Columns = 64
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((3000, 2000), np.uint8))
+    ds.PixelData = encapsulate([jpeg.tobytes()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    _refused(_save(ds, tmp_path / "bomb.dcm"), "its compressed image is 2000x3000, the header says 64x64; not decoded")
+    assert dicom.codestream_size(jpeg.tobytes()) == (2000, 3000)
+
+
+def test_a_corrupted_rle_stream_is_refused_and_an_intact_one_decodes(us, tmp_path):
+    ds = _mono(us)
+    ds.compress(RLELossless)
+    good = dicom.read_frames(_save(ds, tmp_path / "ok.dcm"))[0]
+    assert np.array_equal(good[..., 0], pydicom.dcmread(us / "us_mono.dcm").pixel_array)
+    data = bytearray(ds.PixelData)
+    data[-200:-100] = b"\xff" * 100
+    ds.PixelData = bytes(data)
+    _refused(_save(ds, tmp_path / "bad.dcm"), "the decoder warned|cannot be decoded")
+
+
+def test_16_bit_palette_entries_holding_8_bit_values_are_read_as_8_bit(us, tmp_path):
+    ds = _mono(us, PhotometricInterpretation="PALETTE COLOR")
+    for c in ("Red", "Green", "Blue"):
+        ds.add_new(f"{c}PaletteColorLookupTableDescriptor", "US", [256, 0, 16])
+        setattr(ds, f"{c}PaletteColorLookupTableData", np.arange(256, dtype="<u2").tobytes())
+    frame = dicom.read_frames(_save(ds, tmp_path / "pal.dcm"))[0]
+    assert np.array_equal(frame[..., 0], pydicom.dcmread(us / "us_mono.dcm").pixel_array)   # identity table
+
+
+def test_dicomdir_and_bare_datasets_say_what_they_are(us, tmp_path):
+    from pydicom.fileset import FileSet
+    fs = FileSet()
+    fs.add(us / "us_mono.dcm")
+    fs.write(tmp_path / "media")
+    with pytest.raises(dicom.DicomError, match="a DICOMDIR"):
+        dicom.check_header(dicom.read_header(tmp_path / "media" / "DICOMDIR"), "DICOMDIR")
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes((us / "us_mono.dcm").read_bytes()[132:])       # no preamble, no 'DICM'
+    with pytest.raises(dicom.DicomError, match="not a DICOM Part 10 file") as exc:
+        dicom.read_header(bare)
+    assert "force=True" not in str(exc.value)
+
+
+def _seg_sources(us, folder):
+    cine = pydicom.dcmread(us / "us_cine.dcm")
+    cine.FrameOfReferenceUID, cine.PositionReferenceIndicator = generate_uid(), ""
+    one = _mono(us, SOPClassUID=US_MULTIFRAME, NumberOfFrames=1, FrameIncrementPointer=0x00181063, FrameTime=33)
+    one.file_meta.MediaStorageSOPClassUID = US_MULTIFRAME
+    latin = _mono(us, SpecificCharacterSet=None)
+    latin.PatientName = "M\xfcller^J\xfcrgen"
+    sources = {"for_spacing": _mono(us, FrameOfReferenceUID=generate_uid(), PositionReferenceIndicator="",
+                                    PixelSpacing=[0.1, 0.1]),
+               "cine_for": cine, "usmf_1frame": one, "no_patient_id": _mono(us, PatientID=None), "latin1": latin}
+    return {name: _save(ds, folder / f"{name}.dcm") for name, ds in sources.items()}
+
+
+def test_every_seg_is_valid_for_sources_highdicom_alone_got_wrong(us, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    paths = _seg_sources(us, src)
+    ds = _mono(us, StudyInstanceUID=None)
+    _save(ds, src / "no_study.dcm")
+    rc = predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 1                                                   # the source without a study UID: reported
+    for name, path in paths.items():
+        seg = tmp_path / "out" / "seg" / f"{name}.seg.dcm"
+        assert seg.is_file(), name
+        if DCIODVFY:
+            out = subprocess.run([DCIODVFY, str(seg)], capture_output=True, text=True)
+            assert [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")] == [], name
+        source = pydicom.dcmread(path, stop_before_pixels=True)
+        frames = int(source.get("NumberOfFrames", 1) or 1)
+        masks = read_back(seg, [source])
+        names = [f"{name}_frame{k + 1:04d}" for k in range(frames)] if frames > 1 else [name]
+        for k, mask_name in enumerate(names):
+            png = cv2.imread(str(tmp_path / "out" / "masks" / f"{mask_name}.png"), cv2.IMREAD_GRAYSCALE) > 0
+            assert np.array_equal(masks[k, ..., 0].astype(bool), png), (name, k)
+    assert not (tmp_path / "out" / "seg" / "no_study.seg.dcm").exists()
+
+
+def test_uid_named_files_are_read_and_same_stem_files_get_their_own_seg(us, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(us / "us_mono.dcm", src / "1.2.826.0.1.3680043.8.498.1")
+    _save(_mono(us), src / "1.2.826.0.1.3680043.8.498.2")
+    shutil.copy(us / "us_mono.dcm", src / "y.dcm")
+    _save(_mono(us), src / "y.dicom")
+    assert predict_main([str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    segs = sorted(p.name for p in (tmp_path / "out" / "seg").glob("*.seg.dcm"))
+    assert len(segs) == 4 and "1.2.826.0.1.3680043.8.498.1.seg.dcm" in segs, segs
+    referenced = set()
+    for seg in (tmp_path / "out" / "seg").glob("*.seg.dcm"):
+        instances = pydicom.dcmread(seg).ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        assert len(instances) == 1                                   # one source instance per SEG
+        referenced.add(instances[0].ReferencedSOPInstanceUID)
+    assert len(referenced) == 3    # two copies of us_mono share a SOP Instance UID; the other two are new
