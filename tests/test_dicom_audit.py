@@ -186,3 +186,11 @@ def test_uid_named_files_are_read_and_same_stem_files_get_their_own_seg(us, tmp_
         assert len(instances) == 1                                   # one source instance per SEG
         referenced.add(instances[0].ReferencedSOPInstanceUID)
     assert len(referenced) == 3    # two copies of us_mono share a SOP Instance UID; the other two are new
+
+
+def test_a_dataset_without_file_meta_says_what_is_missing(us):
+    from cmunext_edge.core.preprocess import ImageReadError, to_bgr_uint8
+    ds = pydicom.dcmread(us / "us_mono.dcm")
+    del ds.file_meta
+    with pytest.raises(ImageReadError, match="Dataset without file_meta"):
+        to_bgr_uint8(ds)

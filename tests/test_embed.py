@@ -516,3 +516,36 @@ def test_trust_policy_refuses_what_python_refuses(embed_build, artifacts, signin
         if got == 0:
             assert b"signed by trusted key" in lib.cmunext_describe(handle)
             lib.cmunext_close(handle)
+
+
+# --- what a firmware developer's mistakes met (C/C++ audit, round two) ------------------------------
+def test_c_abi_refuses_impossible_strides_non_files_and_unimplemented_contracts(embed_build, artifacts, tmp_path):
+    """A negative stride cast to size_t read outside the frame; a folder or FIFO as the artifact gave a
+    5-line OpenVINO error or blocked for ever; a contract the C++ runtime cannot resize with was
+    accepted at open and failed every frame (and escaped the C++ API as std::invalid_argument)."""
+    lib = _load_c_abi(embed_build["lib"])
+    art = _artifact(artifacts, "fp32-onnx")
+    handle = ctypes.c_void_p()
+    assert lib.cmunext_open(str(art).encode(), None, ctypes.byref(handle)) == 0, lib.cmunext_last_error()
+    try:
+        frame = np.zeros((48, 64, 3), np.uint8)
+        mask = np.zeros((48, 64), np.uint8)
+        for stride in (2 ** 64 - 192, 2 ** 64 - 1, 1 << 62):
+            status = lib.cmunext_segment(handle, frame.ctypes.data, 64, 48, stride, 0, mask.ctypes.data, None, None)
+            assert status == 1 and b"is impossible for 48 rows" in lib.cmunext_last_error(), stride
+    finally:
+        lib.cmunext_close(handle)
+    folder = tmp_path / "dir.onnx"
+    folder.mkdir()
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    for path, says in ((folder, b"a folder, not a file"), (fifo, b"not a regular file")):
+        bad = ctypes.c_void_p()
+        assert lib.cmunext_open(str(path).encode(), None, ctypes.byref(bad)) == 2 and not bad.value
+        assert says in lib.cmunext_last_error() and b"\n" not in lib.cmunext_last_error()
+    ir = _copy(_artifact(artifacts, "fp16-ir"), tmp_path / "cubic", manifest=False)
+    ir.write_text(ir.read_text().replace("interpolation&quot;: &quot;linear&quot;", "interpolation&quot;: &quot;cubic&quot;"))
+    opts = _Options(b"CPU", 0, 0, 0, None, 40_000_000, None)          # verify off: the contract is still checked
+    bad = ctypes.c_void_p()
+    assert lib.cmunext_open(str(ir).encode(), ctypes.byref(opts), ctypes.byref(bad)) == 4 and not bad.value
+    assert b"resizes with 'cubic'" in lib.cmunext_last_error()

@@ -199,6 +199,9 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int | N
 def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
     """Any supported array -> HxWx3 uint8 BGR (see the module docstring for the rules)."""
     if not isinstance(image, np.ndarray):
+        if type(image).__name__ in ("Dataset", "FileDataset"):       # a Dataset without file_meta
+            raise ImageReadError("a pydicom Dataset without file_meta: its transfer syntax is unknown; set "
+                                 "ds.file_meta (pynetdicom: ds.file_meta = event.file_meta)")
         raise ImageReadError(f"expected an image path or a numpy array, got {type(image).__name__}")
     if channel_order not in ("bgr", "rgb"):
         raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -150,8 +152,9 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         }
     } catch (const std::exception& e) {
         std::string what = e.what();
+        for (char& ch : what) if (ch == '\n' || ch == '\r') ch = ' ';     // one line
         if (what.size() > 400) what = what.substr(0, 400) + "...";
-        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot read this model (" + what + ")");
+        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot read this model (damaged or not a model: " + what + ")");
     }
     meta = read_metadata(model);
 
@@ -162,6 +165,9 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     } catch (const std::invalid_argument& e) {
         throw Error(ErrorCode::Unsupported, path + ": " + e.what());
     }
+    if (contract.interpolation != "linear" && contract.interpolation != "nearest")   // refused here, not per frame
+        throw Error(ErrorCode::Unsupported, path + ": its preprocessing contract resizes with '" + contract.interpolation +
+                                                "', which this C++ runtime does not implement (linear and nearest)");
     if (meta.count("format_version") && meta["format_version"] != "1")
         throw Error(ErrorCode::Unsupported, path + ": artifact metadata format_version " + meta["format_version"] +
                                                    "; this runtime reads format 1");
@@ -389,6 +395,10 @@ void EdgeSegmenter::Impl::check_frame(const Frame& f) const {
     if (f.stride != 0 && f.stride < row)
         throw Error(ErrorCode::InvalidArgument, "frame stride " + std::to_string(f.stride) +
                                                     " bytes is smaller than width x channels = " + std::to_string(row));
+    const size_t max_stride = (static_cast<size_t>(PTRDIFF_MAX) - row) / static_cast<size_t>(f.height);
+    if (f.stride > max_stride)    // (height - 1) x stride + row would wrap: no real buffer has that layout
+        throw Error(ErrorCode::InvalidArgument, "frame stride " + std::to_string(f.stride) + " bytes is impossible for " +
+                                                    std::to_string(f.height) + " rows (a negative stride passed as size_t?)");
     const int64_t pixels = static_cast<int64_t>(f.width) * f.height;
     if (options.max_pixels > 0 && pixels > options.max_pixels)
         throw Error(ErrorCode::InvalidArgument, "frame of " + std::to_string(f.width) + "x" + std::to_string(f.height) +
@@ -397,20 +407,46 @@ void EdgeSegmenter::Impl::check_frame(const Frame& f) const {
 }
 
 // ---------------------------------------------------------------------------------------------
+namespace {
+// Whatever a runtime library throws (OpenVINO's ov::Exception, std::invalid_argument, std::bad_alloc)
+// leaves the C++ API as a cmunext::Error, so `catch (const cmunext::Error&)` is enough for callers.
+template <class F>
+auto as_error(const std::string& where, F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::invalid_argument& e) {
+        throw Error(ErrorCode::Unsupported, where + ": " + e.what());
+    } catch (const std::exception& e) {
+        std::string what = e.what();
+        for (char& ch : what) if (ch == '\n' || ch == '\r') ch = ' ';
+        throw Error(ErrorCode::Runtime, where + ": " + what.substr(0, 400));
+    }
+}
+}  // namespace
+
+EdgeSegmenter::Impl& EdgeSegmenter::impl() const {
+    if (!impl_) throw Error(ErrorCode::InvalidArgument, "this EdgeSegmenter was moved from: use the one it was moved to");
+    return *impl_;
+}
+
 EdgeSegmenter::EdgeSegmenter(const std::string& artifact, const Options& options) : impl_(new Impl) {
+    if (options.threads < 0) throw Error(ErrorCode::InvalidArgument, "threads must be >= 0 (0: the artifact's setting)");
+    if (options.max_pixels < 0) throw Error(ErrorCode::InvalidArgument, "max_pixels must be >= 0 (0: no limit)");
     impl_->options = options;
     if (artifact.empty()) throw Error(ErrorCode::InvalidArgument, "no artifact path given");
-    impl_->open(artifact);
+    as_error(artifact, [&] { impl_->open(artifact); });
 }
 
 EdgeSegmenter::~EdgeSegmenter() = default;
 EdgeSegmenter::EdgeSegmenter(EdgeSegmenter&&) noexcept = default;
 EdgeSegmenter& EdgeSegmenter::operator=(EdgeSegmenter&&) noexcept = default;
 
-const ArtifactInfo& EdgeSegmenter::info() const { return impl_->info; }
+const ArtifactInfo& EdgeSegmenter::info() const { return impl().info; }
 
 std::string EdgeSegmenter::describe() const {
-    const ArtifactInfo& i = impl_->info;
+    const ArtifactInfo& i = impl().info;
     std::string s = i.path + ": " + i.kind + " " + i.precision + " on " + i.device + " (runs " + i.run_precision +
                     (i.precision == "int8" && !i.float_precision.empty() ? ", float layers " + i.float_precision : "") + "), " +
                     std::to_string(i.net_height) + "x" + std::to_string(i.net_width) + ", " + std::to_string(i.classes) +
@@ -428,10 +464,12 @@ std::string EdgeSegmenter::describe() const {
     return s;
 }
 
-SelfTestResult EdgeSegmenter::self_test() { return impl_->run_selftest(); }
+SelfTestResult EdgeSegmenter::self_test() {
+    return as_error(impl().info.path, [&] { return impl().run_selftest(); });
+}
 
 std::vector<float> EdgeSegmenter::preprocess(const Frame& frame) const {
-    impl_->check_frame(frame);
+    impl().check_frame(frame);
     const Contract& c = impl_->contract;
     const int cn = detail::layout_channels(layout_of(frame.format));
     std::vector<float> out(static_cast<size_t>(c.in_channels) * impl_->in_plane);
@@ -442,6 +480,10 @@ std::vector<float> EdgeSegmenter::preprocess(const Frame& frame) const {
 }
 
 void EdgeSegmenter::segment_into(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]) {
+    as_error(impl().info.path, [&] { segment_into_unguarded(frame, mask, probability, timings_ms); });
+}
+
+void EdgeSegmenter::segment_into_unguarded(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]) {
     auto t0 = std::chrono::steady_clock::now();
     impl_->check_frame(frame);
     const Contract& c = impl_->contract;
@@ -468,6 +510,10 @@ void EdgeSegmenter::segment_into(const Frame& frame, uint8_t* mask, float* proba
 Segmentation EdgeSegmenter::segment(const Frame& frame) { return segment_batch({frame}, 1)[0]; }
 
 std::vector<Segmentation> EdgeSegmenter::segment_batch(const std::vector<Frame>& frames, int batch_size) {
+    return as_error(impl().info.path, [&] { return segment_batch_unguarded(frames, batch_size); });
+}
+
+std::vector<Segmentation> EdgeSegmenter::segment_batch_unguarded(const std::vector<Frame>& frames, int batch_size) {
     if (batch_size < 1) throw Error(ErrorCode::InvalidArgument, "batch_size must be >= 1");
     std::vector<Segmentation> results;
     results.reserve(frames.size());

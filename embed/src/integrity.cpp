@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -18,6 +19,12 @@ const std::string kPlaceholder(64, '0');
 }  // namespace
 
 bool read_file(const std::string& path, std::string& out, std::string& why) {
+    std::error_code ec;   // a folder reads as 0 bytes, a FIFO blocks, /dev/zero never ends: regular files only
+    const std::filesystem::file_status st = std::filesystem::status(path, ec);
+    if (!ec && std::filesystem::exists(st) && !std::filesystem::is_regular_file(st)) {
+        why = std::filesystem::is_directory(st) ? "a folder, not a file" : "not a regular file (a device, FIFO or socket)";
+        return false;
+    }
     std::ifstream f(path, std::ios::binary);
     if (!f) {
         why = std::strerror(errno);

@@ -117,6 +117,7 @@ class CMUNEXT_API EdgeSegmenter {
 public:
     explicit EdgeSegmenter(const std::string& artifact, const Options& options = Options());
     ~EdgeSegmenter();
+    // A moved-from EdgeSegmenter holds nothing: its calls throw cmunext::Error (InvalidArgument).
     EdgeSegmenter(EdgeSegmenter&&) noexcept;
     EdgeSegmenter& operator=(EdgeSegmenter&&) noexcept;
     EdgeSegmenter(const EdgeSegmenter&) = delete;
@@ -141,6 +142,9 @@ public:
 private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
+    Impl& impl() const;     // impl_, or Error for a moved-from object
+    void segment_into_unguarded(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]);
+    std::vector<Segmentation> segment_batch_unguarded(const std::vector<Frame>& frames, int batch_size);
 };
 
 CMUNEXT_API const char* version();
