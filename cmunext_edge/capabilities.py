@@ -32,6 +32,12 @@ from pathlib import Path
 MAX_THREADS = 1024
 # The largest batch any option accepts: 1024 inputs of 256x256x3 float32 are about 0.8 GB.
 MAX_BATCH = 1024
+# the largest square network input side an export or training accepts (a typo like 25600 ran out of
+# memory in OpenCV before any message)
+MAX_SIDE = 4096
+# the largest count (epochs, iterations, images) and number of seconds an option accepts
+MAX_COUNT = 10_000_000
+MAX_SECONDS = 86_400.0
 
 FEATURES = {
     "avx2": ("avx2",), "avx512f": ("avx512f",), "avx512_vnni": ("avx512_vnni",),

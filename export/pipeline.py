@@ -36,6 +36,7 @@ from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain
 from cmunext_edge.export.onnx_export import prepare_model
 from cmunext_edge.export.options import ExportOptions
 from cmunext_edge.export.quiet import quiet_toolchains
+from cmunext_edge.capabilities import MAX_BATCH, MAX_COUNT, MAX_SIDE
 from cmunext_edge.export.staging import (OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises)
 from cmunext_edge.export.targets import (
     BuildContext, ExportTarget, ExportUsageError, check_request, get_target)
@@ -108,12 +109,16 @@ def _publish(files: list[Path], out_dir: Path, manifest_entry: dict) -> tuple[li
 
 def _check_values(target: ExportTarget, o: ExportOptions) -> str:
     """Numbers and the device, checked before any work -> the device to verify on."""
-    for name, value in (("batch", o.batch), ("calib_size", o.calib_size), ("verify_size", o.verify_size)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ExportUsageError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-    if o.imgsz is not None and (not isinstance(o.imgsz, int) or o.imgsz < 16 or o.imgsz % 16):
-        raise ExportUsageError(f"--imgsz must be a positive multiple of 16 (CMUNeXt has four 2x2 "
-                               f"max-pools), got {o.imgsz!r}")
+    for name, value, high in (("batch", o.batch, MAX_BATCH), ("calib_size", o.calib_size, MAX_COUNT),
+                              ("verify_size", o.verify_size, MAX_COUNT)):
+        if value is not None and (not isinstance(value, int) or not 1 <= value <= high):
+            raise ExportUsageError(f"--{name.replace('_', '-')} must be an integer in [1, {high}], got {value!r}")
+    if o.imgsz is not None and (not isinstance(o.imgsz, int) or not 16 <= o.imgsz <= MAX_SIDE or o.imgsz % 16):
+        raise ExportUsageError(f"--imgsz must be a multiple of 16 (CMUNeXt has four 2x2 max-pools) in "
+                               f"[16, {MAX_SIDE}], got {o.imgsz!r}")
+    if o.name is not None and (not o.name.strip() or o.name != Path(o.name).name or o.name.startswith(".")):
+        raise ExportUsageError(f"--name must be a plain file name without a folder or a leading dot, got {o.name!r} "
+                               f"(the folder is --out)")
     device = o.device or target.default_device
     try:
         entry_for_path("artifact" + target.suffix).check_device(device, strict=True)

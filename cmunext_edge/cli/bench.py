@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, csv_of, fail, nonnegative_float,
+from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, csv_of, fail, seconds,
                                       nonnegative_int, positive_int, thread_count)
 
 PROG = "cmunext-bench"
@@ -97,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("timing")
     g.add_argument("--warmup", type=nonnegative_int, default=10, help="untimed calls before timing (default 10)")
     g.add_argument("--iters", type=positive_int, default=100, help="timed batch-1 calls (default 100)")
-    g.add_argument("--min-time", type=nonnegative_float, default=0.0, help="time batch 1 for at least this many s")
+    g.add_argument("--min-time", type=seconds, default=0.0, help="time batch 1 for at least this many s")
     g.add_argument("--batch-sizes", type=csv_of(batch_size), default=(1, 2, 4, 8, 16),
                    help="throughput batch sizes (a static-batch artifact uses its own)")
     g.add_argument("--streams", type=csv_of(thread_count), default=(1, 2),
                    help="parallel streams for throughput, each its own backend instance (default 1,2)")
-    g.add_argument("--throughput-time", type=nonnegative_float, default=1.0, help="seconds per throughput cell; 0 skips")
-    g.add_argument("--matmul-time", type=nonnegative_float, default=1.0, help="seconds for the GFLOP/s floor; 0 skips")
+    g.add_argument("--throughput-time", type=seconds, default=1.0, help="seconds per throughput cell; 0 skips")
+    g.add_argument("--matmul-time", type=seconds, default=1.0, help="seconds for the GFLOP/s floor; 0 skips")
     g.add_argument("--images", type=Path, help="latency images (default: the bundled BUSI samples)")
     a = p.add_argument_group("accuracy")
     a.add_argument("--data", type=Path, help="official-layout dataset (images/, masks/0/) for Dice")
@@ -181,6 +181,16 @@ def _trust(artifacts, trusted_keys) -> str | None:
     return None
 
 
+def _input_files(rows) -> list[Path]:
+    """Every file the rows read: artifacts with their companions, manifests and signatures."""
+    from cmunext_edge.artifacts.kinds import artifact_files
+    files = set()
+    for r in rows:
+        files.update(artifact_files(r.artifact))
+        files.update({r.artifact.parent / "manifest.json", r.artifact.with_name(r.artifact.name + ".sig")})
+    return sorted(files)
+
+
 @cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -190,7 +200,7 @@ def main(argv=None) -> int:
     if not args.artifacts:
         build_parser().print_usage(sys.stderr)
         return fail(PROG, "give at least one ARTIFACT (or --list-devices)")
-    from cmunext_edge.cli.preflight import check_output_file
+    from cmunext_edge.cli.preflight import check_distinct_outputs, check_output_file
     from cmunext_edge.runtime.base import DeviceUnavailableError
     for option, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
         problem = check_output_file(path, option)
@@ -209,6 +219,10 @@ def main(argv=None) -> int:
         missing = [str(r.artifact) for r in rows if not r.artifact.exists()]
         if missing:
             raise FileNotFoundError(f"no such artifact: {', '.join(sorted(set(missing)))}")
+        problem = check_distinct_outputs((("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)),
+                                         _input_files(rows))
+        if problem:
+            return fail(PROG, problem)
         problem = _trust(sorted({r.artifact for r in rows}), args.trusted_key)
         if problem:
             return fail("cmunext-bench", problem)

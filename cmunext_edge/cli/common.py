@@ -17,7 +17,7 @@ import signal
 import sys
 import traceback
 
-from cmunext_edge.capabilities import MAX_BATCH, MAX_THREADS
+from cmunext_edge.capabilities import MAX_BATCH, MAX_COUNT, MAX_SECONDS, MAX_SIDE, MAX_THREADS
 
 EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEBUG_HELP = "on an error, also print the Python traceback"
@@ -61,8 +61,8 @@ def float_range(low: float | None = None, high: float | None = None, low_open=Fa
     return _number(float, low, high, low_open, high_open, what="a number")
 
 
-positive_int = int_range(1)                    # counts: images, iterations
-nonnegative_int = int_range(0)                 # warm-up calls, "0 = default" options
+positive_int = int_range(1, MAX_COUNT)         # counts: images, iterations, epochs
+nonnegative_int = int_range(0, MAX_COUNT)      # warm-up calls, "0 = default" options
 port_number = int_range(0, 65535)
 thread_count = int_range(1, MAX_THREADS)       # threads, workers, actors, replicas, streams
 threads_or_default = int_range(0, MAX_THREADS)  # 0 = the runtime's default
@@ -70,15 +70,24 @@ batch_size = int_range(1, MAX_BATCH)
 seed = int_range(0, 2**32 - 1)                 # what numpy's and torch's generators take from every caller
 positive_float = float_range(0.0, low_open=True)
 nonnegative_float = float_range(0.0)
+seconds = float_range(0.0, MAX_SECONDS)        # durations (a day at most)
+learning_rate = float_range(0.0, 10.0, low_open=True)
 fraction = float_range(0.0, 1.0, low_open=True, high_open=True)     # strictly between 0 and 1
 
 
 def network_side(text: str) -> int:
     """An argparse type: a network input side, a positive multiple of 16 (four 2x2 max-pools)."""
-    value = positive_int(text)
+    value = int_range(16, MAX_SIDE)(text)
     if value % 16:
         raise argparse.ArgumentTypeError(f"{text} is not a multiple of 16 (CMUNeXt has four 2x2 max-pools)")
     return value
+
+
+def output_path(text: str) -> str:
+    """An argparse type: an output path, not empty (Path("") would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a path")
+    return text
 
 
 def csv_of(cast):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from cmunext_edge.cli.common import cli_main, make_parser
+from cmunext_edge.cli.common import cli_main, make_parser, output_path
 
 EXAMPLE = """examples:
   cmunext-compare host/device_report.json pi4/device_report.json orin/device_report.json
@@ -20,7 +20,7 @@ report; an output that cannot be written)."""
 def main(argv=None) -> int:
     p = make_parser("cmunext-compare", __doc__, EXAMPLE)
     p.add_argument("reports", nargs="+", help="device_report.json files written by cmunext-check")
-    p.add_argument("--out", help="prefix for .md/.json/.png files")
+    p.add_argument("--out", type=output_path, help="prefix for .md/.json/.png files")
     p.add_argument("--title", help="table heading")
     args = p.parse_args(argv)
     from cmunext_edge.device.compare import compare

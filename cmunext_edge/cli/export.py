@@ -14,7 +14,7 @@ from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.checkpoints.weights import CheckpointError
-from cmunext_edge.cli.common import (add_debug, cli_main, fail, int_range, network_side, nonnegative_float,
+from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, fail, int_range, network_side, nonnegative_float, output_path,
                                       nonnegative_int, positive_float, positive_int, seed, thread_count)
 
 PROG = "cmunext-export"
@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-size", type=positive_int, default=64, help="images sampled (seeded) for calibration (default 64)")
     p.add_argument("--imgsz", type=network_side, help="square network input size, multiple of 16 (default: the checkpoint's)")
     shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--batch", type=positive_int, default=1, help="static batch size (default 1)")
+    shape.add_argument("--batch", type=batch_size, default=1, help="static batch size (default 1)")
     shape.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
     p.add_argument("--opset", type=int_range(7, 30), help="ONNX opset (default 17)")
-    p.add_argument("--out", default="exports", help="output folder (default exports/)")
+    p.add_argument("--out", default="exports", type=output_path, help="output folder (default exports/)")
     v = p.add_argument_group("verification")
     v.add_argument("--verify-data", help="verification images, with masks/0/ for ground-truth Dice "
                    "(default: the model's held-out images when known, else --calib, else the bundled samples)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cmunext_edge.cli.common import cli_main, fail, make_parser
+from cmunext_edge.cli.common import cli_main, fail, make_parser, output_path
 
 PROG = "cmunext-keys"
 EXAMPLE = """examples:
@@ -23,7 +23,7 @@ def build_parser():
     p = make_parser(PROG, __doc__, EXAMPLE)
     sub = p.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new", help="write a new P-256 key pair: OUT.pem (private, mode 0600) and OUT.pub.pem")
-    new.add_argument("--out", required=True, help="path prefix of the key files")
+    new.add_argument("--out", required=True, type=output_path, help="path prefix of the key files")
     sign = sub.add_parser("sign", help="sign the files an artifact's runtime reads -> ARTIFACT.sig")
     sign.add_argument("artifact", help="exported artifact (.onnx, .xml, .engine) or checkpoint")
     sign.add_argument("--key", required=True, help="private key (PEM)")

@@ -54,6 +54,23 @@ def check_output_file(path, option: str) -> str | None:
     return _writable_dir(path.parent, f"{option} folder")
 
 
+def check_distinct_outputs(outputs, inputs) -> str | None:
+    """None if no report file (option, path) names an input file or another report's file, else the
+    reason: `--json model.onnx` replaced the model it measured, with exit 0."""
+    protected = {Path(p).resolve(): Path(p) for p in inputs}
+    seen: dict[Path, str] = {}
+    for option, path in outputs:
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in protected:
+            return f"{option} {path} is an input of this run ({protected[key].name}): it would be overwritten"
+        if key in seen:
+            return f"{option} and {seen[key]} name the same file {path}"
+        seen[key] = option
+    return None
+
+
 def check_outputs(out: str | Path, summary_json: Path | None = None) -> str | None:
     """Output problems found before any work -> the reason, or None. `out` as given (an empty
     string is refused: Path("") would be the current folder)."""

@@ -7,8 +7,8 @@ from dataclasses import fields
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, fail, fraction, network_side,
-                                      nonnegative_int, positive_float, positive_int, seed, threads_or_default)
+from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, fail, fraction, network_side, output_path,
+                                      nonnegative_int, learning_rate, positive_int, seed, threads_or_default)
 
 PROG = "cmunext-train"
 
@@ -42,11 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=_Formatter)
     p.add_argument("data", help="official-layout dataset folder: images/ and masks/0/ (several classes: "
                                 "masks/0/ ... masks/<N-1>/, or labels/ label images); JPEG or PNG")
-    p.add_argument("--out", required=True, help="output folder (required); an existing one is resumed")
+    p.add_argument("--out", required=True, type=output_path, help="output folder (required); an existing one is resumed")
     p.add_argument("--variant", default="cmunext-s", help="cmunext-s, cmunext (base) or cmunext-l")
     p.add_argument("--epochs", type=positive_int, default=300, help="epochs (official recipe 300; the shipped model 90)")
     p.add_argument("--batch-size", type=batch_size, default=8, help="images per step")
-    p.add_argument("--lr", type=positive_float, default=0.01, help="initial learning rate (SGD, poly decay)")
+    p.add_argument("--lr", type=learning_rate, default=0.01, help="initial learning rate (SGD, poly decay)")
     p.add_argument("--img-size", type=network_side, default=256, help="square input size, multiple of 16")
     p.add_argument("--val-fraction", type=fraction, default=0.2, help="seeded random hold-out")
     p.add_argument("--val-list", help="file of validation names (instead of a random split)")

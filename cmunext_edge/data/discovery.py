@@ -25,6 +25,7 @@ format removes its suffix here and adds it to the readable ones, as DICOM did).
 from __future__ import annotations
 
 import json
+from collections import Counter
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -150,6 +151,11 @@ def read_name_list(path: str | Path) -> list[str]:
         names = [n for n in (line.strip() for line in text.splitlines()) if n and not n.startswith("#")]
     if not names:
         raise ValueError(f"split file {path}: names no image")
+    counts = Counter(names)
+    repeated = sorted(n for n, k in counts.items() if k > 1)
+    if repeated:      # a name listed 49 times is one image: counted 49 times it would fake a tail claim
+        raise ValueError(f"split file {path}: names {len(repeated)} image(s) more than once (e.g. {repeated[0]!r} "
+                         f"{counts[repeated[0]]} times); list each image once")
     return names
 
 

@@ -149,16 +149,21 @@ def _declared_length(headers) -> int:
     return int(value)
 
 
+def _check_request(request, name: str, value: str, allowed: tuple, max_bytes: int) -> None:
+    """A query choice and the declared body size, before the body is read (400 / 413)."""
+    if value not in allowed:
+        raise RequestError(400, f"{name} must be {' or '.join(allowed)}, not {value!r}")
+    if _declared_length(request.headers) > max_bytes:
+        raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
+
+
 async def _answer(replica, request, fmt: str, limits: tuple, fastapi):
     """One /segment request: checks, batched inference, the JSON or PNG answer; never a traceback."""
     responses = fastapi.responses
     started = time.perf_counter()
     max_bytes, max_pixels = limits
     try:
-        if fmt not in ("json", "png"):
-            raise RequestError(400, f"format must be json or png, not {fmt!r}")
-        if _declared_length(request.headers) > max_bytes:
-            raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
+        _check_request(request, "format", fmt, ("json", "png"), max_bytes)
         bgr = decode_body(await request.body(), max_bytes, max_pixels)
         decoded = time.perf_counter()
         seg = await replica._segment(bgr)
@@ -198,10 +203,7 @@ async def _answer_dicom(replica, request, kind: str, limits: tuple, fastapi):
     responses = fastapi.responses
     max_bytes, max_pixels = limits
     try:
-        if kind not in ("binary", "fractional"):
-            raise RequestError(400, f"seg must be binary or fractional, not {kind!r}")
-        if _declared_length(request.headers) > max_bytes:
-            raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
+        _check_request(request, "seg", kind, ("binary", "fractional"), max_bytes)
         body = await request.body()
         if not body or len(body) > max_bytes:
             raise RequestError(413 if body else 400, f"DICOM body of {len(body)} bytes (limit {max_bytes})")

@@ -136,11 +136,15 @@ def bce_dice_loss(logits, target):
     return 0.5 * bce + (1 - dice.mean())
 
 
-def make_split(cfg: TrainConfig) -> dict:
-    samples = [s for s in discover(cfg.data) if s.mask is not None]
+def make_split(cfg: TrainConfig, log=print) -> dict:
+    found = discover(cfg.data)
+    samples = [s for s in found if s.mask is not None]
     if not samples:
         raise ValueError(f"{cfg.data}: no image/mask pairs found (expected images/ and masks/0/, "
                          f"masks/0/ ... masks/<N-1>/ or labels/)")
+    unpaired = [s.name for s in found if s.mask is None]
+    if unpaired:
+        log(f"warning: {len(unpaired)} image(s) of {cfg.data} have no mask and are not used (e.g. {unpaired[0]!r})")
     names = [s.name for s in samples]
     if cfg.val_list:
         val = read_name_list(cfg.val_list)
@@ -152,7 +156,11 @@ def make_split(cfg: TrainConfig) -> dict:
         train, val = seeded_split(names, cfg.val_fraction, cfg.seed)
     if cfg.max_train_images:
         train = train[: cfg.max_train_images]
-    return {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "train": train, "val": sorted(val)}
+    if not train:
+        raise ValueError(f"{cfg.data}: the validation split takes all {len(names)} image/mask pairs; none is left "
+                         f"to train on (lower --val-fraction or shorten --val-list)")
+    return {"seed": cfg.seed, "val_fraction": None if cfg.val_list else cfg.val_fraction,
+            **({"val_list": str(cfg.val_list)} if cfg.val_list else {}), "train": train, "val": sorted(val)}
 
 
 def evaluate(model, images, masks, spec, device, batch_size: int = 16) -> dict:
@@ -207,7 +215,7 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     samples = discover(cfg.data)
     classes, held = resolve_classes(cfg.num_classes, samples, log, cfg.data)
     split_path = out / "split.json"
-    split = json.loads(split_path.read_text()) if split_path.exists() else make_split(cfg)
+    split = json.loads(split_path.read_text()) if split_path.exists() else make_split(cfg, log)
     by_name = {s.name: s for s in samples}
     t0 = time.perf_counter()
     train_set = _cache([by_name[n] for n in split["train"]], spec, classes, held)
@@ -217,13 +225,24 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     return train_set, val_set, classes, split
 
 
+def _train_device(torch, name: str):
+    """--device as a torch.device: cpu, or cuda[:N] where PyTorch sees that GPU (ValueError otherwise)."""
+    kind, _, index = str(name).partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise ValueError(f"--device must be cpu or cuda (cuda:N for a GPU), got {name!r}")
+    if kind == "cuda" and (not torch.cuda.is_available() or int(index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: PyTorch sees no such CUDA device here (torch {torch.__version__}, "
+                         f"{torch.cuda.device_count()} GPU(s)); train with --device cpu")
+    return torch.device(name)
+
+
 def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
     torch = require("torch")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = _train_device(torch, cfg.device)
     spec = get_preset("official").with_size(cfg.img_size)
     train_set, val_set, classes, split = _load_data(cfg, out, spec, log)
-    device = torch.device(cfg.device)
     variant = canonical_variant(cfg.variant)
     with torch.random.fork_rng(devices=[]):     # the caller's generator is left as it was
         torch.manual_seed(cfg.seed)     # the fresh weights (all, or the new head with --init): --seed repeats a run
@@ -353,6 +372,11 @@ def _end_epoch(cfg: TrainConfig, run: _Run, out: Path, state: dict, epoch: int, 
 
 def train(cfg: TrainConfig, log=print) -> dict:
     out = Path(cfg.out)
+    data = Path(cfg.data).resolve()
+    inside = [d for d in (data / "images", data / "masks", data / "labels") if out.resolve().is_relative_to(d)]
+    if inside:
+        raise ValueError(f"--out {out} lies inside the dataset's {inside[0].name}/ folder: checkpoints would mix "
+                         f"with its images; give a folder outside {data}")
     run = _setup(cfg, out, log)
     state = resume(cfg, run.model, run.opt, run.num_classes, len(run.train[0]), out / "last.pt", log)
     first = state["epoch"]

@@ -1,0 +1,123 @@
+"""Reliability, round five: what a user's mistakes with train, bench, export, keys and bundle broke.
+
+A bench report written over the model it measured (exit 0), a split file listing one image 49
+times that made an export 'verified' on 49 images, options without an upper bound (a batch of
+100000 was killed at 22 GB, --lr 1e30 wrote NaN weights with exit 0), an empty --out that wrote
+into the current folder, --name ../x, --device cuda without CUDA as an 'unexpected' error."""
+import json
+import shutil
+
+import pytest
+
+from cmunext_edge.cli import bench as bench_cli
+from cmunext_edge.cli import bundle as bundle_cli
+from cmunext_edge.cli import compare as compare_cli
+from cmunext_edge.cli import export as export_cli
+from cmunext_edge.cli import keys as keys_cli
+from cmunext_edge.cli import predict as predict_cli
+from cmunext_edge.cli import train as train_cli
+from cmunext_edge.resources import SAMPLES_DIR
+
+from test_reliability import one_error_line, onnx_art, run_cli  # noqa: F401  (onnx_art: a fixture)
+
+
+def test_bench_never_writes_a_report_over_its_inputs(onnx_art, tmp_path, capsys):
+    art = tmp_path / "m" / onnx_art.name
+    art.parent.mkdir()
+    for f in (onnx_art, onnx_art.parent / "manifest.json"):
+        shutil.copy(f, art.parent / f.name)
+    before = art.read_bytes()
+    for outputs, says in ((["--json", art], "is an input of this run"),
+                          (["--markdown", art.parent / "manifest.json"], "is an input of this run"),
+                          (["--json", tmp_path / "r", "--markdown", tmp_path / "r"], "name the same file")):
+        rc, _, err = run_cli(bench_cli.main, [art, "--iters", "1", "--warmup", "0", *outputs], capsys)
+        assert rc == 2 and says in one_error_line(err, "cmunext-bench"), err
+    assert art.read_bytes() == before and not (tmp_path / "r").exists()
+
+
+def test_a_split_file_naming_an_image_twice_is_refused(tmp_path, capsys):
+    split = tmp_path / "val.txt"
+    split.write_text("benign (100)\n" * 49)
+    rc, _, err = run_cli(predict_cli.main, [SAMPLES_DIR, "--split", split, "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and "more than once (e.g. 'benign (100)' 49 times)" in one_error_line(err, "cmunext-predict")
+
+
+@pytest.mark.parametrize("main,argv", [
+    (export_cli.main, ["--weights", "cmunext-s-busi", "--batch", "100000"]),
+    (export_cli.main, ["--weights", "cmunext-s-busi", "--imgsz", "25600"]),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--lr", "1e30"]),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--epochs", str(10 ** 20)]),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--img-size", "8192"]),
+    (bench_cli.main, ["cmunext-s-busi", "--min-time", "1e308"]),
+])
+def test_options_have_upper_bounds(main, argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(main, argv, capsys)
+    assert rc == 2 and "out of range" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("main,argv", [
+    (train_cli.main, [SAMPLES_DIR, "--out", ""]),
+    (keys_cli.main, ["new", "--out", " "]),
+    (export_cli.main, ["--weights", "cmunext-s-busi", "--out", ""]),
+    (compare_cli.main, ["x.json", "--out", ""]),
+])
+def test_an_empty_out_is_refused_not_the_current_folder(main, argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(main, argv, capsys)
+    assert rc == 2 and "--out: is empty: give a path" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_bundle_out_is_refused(onnx_art, tmp_path, capsys):
+    rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", ""], capsys)
+    assert rc == 2 and "--out: is empty" in err, err
+
+
+def test_export_name_must_be_a_plain_file_name(tmp_path, capsys):
+    rc, _, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "onnx", "--name", "../x",
+                                           "--out", tmp_path / "out"], capsys)
+    assert rc == 2 and "--name must be a plain file name" in one_error_line(err, "cmunext-export"), err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("device,says", [("tpu", "--device must be cpu or cuda"),
+                                         ("cuda:x", "--device must be cpu or cuda"),
+                                         ("cuda:99", "PyTorch sees no such CUDA device")])
+def test_train_device_is_checked_before_anything_is_written(device, says, tmp_path, capsys):
+    pytest.importorskip("torch")
+    rc, _, err = run_cli(train_cli.main, [SAMPLES_DIR, "--out", tmp_path / "run", "--device", device,
+                                          "--epochs", "1"], capsys)
+    assert rc == 2 and says in one_error_line(err, "cmunext-train"), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_out_inside_the_dataset_images_is_refused(tmp_path, capsys):
+    pytest.importorskip("torch")
+    data = tmp_path / "ds"
+    shutil.copytree(SAMPLES_DIR, data)
+    before = sorted(p.name for p in (data / "images").iterdir())
+    rc, _, err = run_cli(train_cli.main, [data, "--out", data / "images" / "run", "--epochs", "1"], capsys)
+    assert rc == 2 and "lies inside the dataset's images/ folder" in one_error_line(err, "cmunext-train"), err
+    assert sorted(p.name for p in (data / "images").iterdir()) == before
+
+
+def test_the_split_records_what_chose_it_and_names_unpaired_images(tmp_path):
+    pytest.importorskip("torch")
+    from cmunext_edge.train.recipe import TrainConfig, make_split
+    data = tmp_path / "ds"
+    shutil.copytree(SAMPLES_DIR, data)
+    unpaired = data / "images" / "unpaired.png"
+    shutil.copy(next((data / "images").glob("*.png")), unpaired)
+    names = sorted(p.stem for p in (data / "masks" / "0").glob("*.png"))
+    val = tmp_path / "val.txt"
+    val.write_text("\n".join(names[:4]))
+    said = []
+    split = make_split(TrainConfig(data=str(data), out=str(tmp_path / "r"), val_list=str(val)), said.append)
+    assert split["val_fraction"] is None and split["val_list"] == str(val) and split["val"] == names[:4]
+    assert any("1 image(s)" in line and "'unpaired'" in line for line in said), said
+    val.write_text("\n".join(names))
+    with pytest.raises(ValueError, match="none is left to train on"):
+        make_split(TrainConfig(data=str(data), out=str(tmp_path / "r"), val_list=str(val)), said.append)
+    json.dumps(split)                                                    # what split.json holds
