@@ -42,31 +42,25 @@ def test_a_split_file_naming_an_image_twice_is_refused(tmp_path, capsys):
     assert rc == 2 and "more than once (e.g. 'benign (100)' 49 times)" in one_error_line(err, "cmunext-predict")
 
 
-@pytest.mark.parametrize("main,argv", [
-    (export_cli.main, ["--weights", "cmunext-s-busi", "--batch", "100000"]),
-    (export_cli.main, ["--weights", "cmunext-s-busi", "--imgsz", "25600"]),
-    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--lr", "1e30"]),
-    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--epochs", str(10 ** 20)]),
-    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--img-size", "8192"]),
-    (bench_cli.main, ["cmunext-s-busi", "--min-time", "1e308"]),
-])
-def test_options_have_upper_bounds(main, argv, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    rc, _, err = run_cli(main, argv, capsys)
-    assert rc == 2 and "out of range" in err, err
-    assert list(tmp_path.iterdir()) == []
+BOUND, EMPTY = "out of range", "--out: is empty: give a path"
 
 
-@pytest.mark.parametrize("main,argv", [
-    (train_cli.main, [SAMPLES_DIR, "--out", ""]),
-    (keys_cli.main, ["new", "--out", " "]),
-    (export_cli.main, ["--weights", "cmunext-s-busi", "--out", ""]),
-    (compare_cli.main, ["x.json", "--out", ""]),
+@pytest.mark.parametrize("main,argv,says", [
+    (export_cli.main, ["--weights", "cmunext-s-busi", "--batch", "100000"], BOUND),
+    (export_cli.main, ["--weights", "cmunext-s-busi", "--imgsz", "25600"], BOUND),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--lr", "1e30"], BOUND),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--epochs", str(10 ** 20)], BOUND),
+    (train_cli.main, [SAMPLES_DIR, "--out", "t", "--img-size", "8192"], BOUND),
+    (bench_cli.main, ["cmunext-s-busi", "--min-time", "1e308"], BOUND),
+    (train_cli.main, [SAMPLES_DIR, "--out", ""], EMPTY),           # an empty --out was the current folder
+    (keys_cli.main, ["new", "--out", " "], EMPTY),
+    (export_cli.main, ["--weights", "cmunext-s-busi", "--out", ""], EMPTY),
+    (compare_cli.main, ["x.json", "--out", ""], EMPTY),
 ])
-def test_an_empty_out_is_refused_not_the_current_folder(main, argv, tmp_path, capsys, monkeypatch):
+def test_options_have_upper_bounds_and_out_is_never_empty(main, argv, says, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, _, err = run_cli(main, argv, capsys)
-    assert rc == 2 and "--out: is empty: give a path" in err, err
+    assert rc == 2 and says in err, err
     assert list(tmp_path.iterdir()) == []
 
 
