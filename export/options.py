@@ -12,6 +12,10 @@ from pathlib import Path
 
 from cmunext_edge.core.precision import Int8Mode, Precision
 
+# ONNX opsets an export accepts: below 11 bilinear upsampling exports wrongly (opset 9-10: agreement
+# 0.89) or not at all (7-8); above 23 torch 2.13's exporter refuses (measured 2026-12-05)
+OPSETS = (11, 23)
+
 
 class ExportUsageError(ValueError):
     """An unknown target, or an option or precision the chosen target does not support."""
@@ -46,7 +50,7 @@ class ExportOptions:
     imgsz: int | None = None              # square input size (None: the checkpoint's)
     batch: int = 1
     dynamic: bool = False
-    opset: int | None = None              # None: 17
+    opset: int | None = None              # None: 17; OPSETS bounds it
     # calibration and verification images
     calib: str | Path | None = None       # None: the bundled samples
     calib_size: int = 64

@@ -34,7 +34,7 @@ from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
 from cmunext_edge.export.onnx_export import prepare_model
-from cmunext_edge.export.options import ExportOptions
+from cmunext_edge.export.options import OPSETS, ExportOptions
 from cmunext_edge.export.quiet import quiet_toolchains
 from cmunext_edge.capabilities import MAX_BATCH, MAX_COUNT, MAX_SIDE
 from cmunext_edge.export.staging import (OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises)
@@ -116,6 +116,8 @@ def _check_values(target: ExportTarget, o: ExportOptions) -> str:
     if o.imgsz is not None and (not isinstance(o.imgsz, int) or not 16 <= o.imgsz <= MAX_SIDE or o.imgsz % 16):
         raise ExportUsageError(f"--imgsz must be a multiple of 16 (CMUNeXt has four 2x2 max-pools) in "
                                f"[16, {MAX_SIDE}], got {o.imgsz!r}")
+    if o.opset is not None and (not isinstance(o.opset, int) or not OPSETS[0] <= o.opset <= OPSETS[1]):
+        raise ExportUsageError(f"--opset must be an integer in [{OPSETS[0]}, {OPSETS[1]}], got {o.opset!r}")
     if o.name is not None and (not o.name.strip() or o.name != Path(o.name).name or o.name.startswith(".")):
         raise ExportUsageError(f"--name must be a plain file name without a folder or a leading dot, got {o.name!r} "
                                f"(the folder is --out)")

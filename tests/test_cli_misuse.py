@@ -48,6 +48,8 @@ BOUND, EMPTY = "out of range", "--out: is empty: give a path"
 @pytest.mark.parametrize("main,argv,says", [
     (export_cli.main, ["--weights", "cmunext-s-busi", "--batch", "100000"], BOUND),
     (export_cli.main, ["--weights", "cmunext-s-busi", "--imgsz", "25600"], BOUND),
+    (export_cli.main, ["--weights", "cmunext-s-busi", "--opset", "7"], BOUND),     # was 'unexpected'
+    (predict_cli.main, [SAMPLES_DIR, "--out", "o", "--max-pixels", str(2 ** 41)], BOUND),
     (train_cli.main, [SAMPLES_DIR, "--out", "t", "--lr", "1e30"], BOUND),
     (train_cli.main, [SAMPLES_DIR, "--out", "t", "--epochs", str(10 ** 20)], BOUND),
     (train_cli.main, [SAMPLES_DIR, "--out", "t", "--img-size", "8192"], BOUND),

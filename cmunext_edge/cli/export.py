@@ -10,6 +10,7 @@ from pathlib import Path
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.export.calibration import CalibrationError
 from cmunext_edge.export.openvino_export import FLOAT_LAYERS
+from cmunext_edge.export.options import OPSETS
 from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--batch", type=batch_size, default=1, help="static batch size (default 1)")
     shape.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
-    p.add_argument("--opset", type=int_range(7, 30), help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int_range(*OPSETS), help=f"ONNX opset, {OPSETS[0]}-{OPSETS[1]} (default 17)")
     p.add_argument("--out", default="exports", type=output_path, help="output folder (default exports/)")
     v = p.add_argument_group("verification")
     v.add_argument("--verify-data", help="verification images, with masks/0/ for ground-truth Dice "

@@ -39,7 +39,7 @@ from cmunext_edge.data.discovery import discover, unread_files
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
-from cmunext_edge.cli.common import (batch_size, cli_main, fail, interrupted_code, make_parser, positive_int,
+from cmunext_edge.cli.common import (batch_size, cli_main, fail, interrupted_code, make_parser, positive_int, size_limit,
                                      signature_note, thread_count, trust_preflight)
 from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
 from cmunext_edge.cli.preflight import check_model, check_outputs
@@ -72,7 +72,7 @@ def build_parser():
     p.add_argument("--address", help="with --engine ray: join this Ray cluster (default: start a local one)")
     p.add_argument("--actors", type=thread_count, default=1, help="with --engine ray: model actors (default 1)")
     p.add_argument("--summary-json", type=Path, help="write {n_images, mean_dice, mean_iou, skipped} here")
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=size_limit, default=DEFAULT_MAX_PIXELS,
                    help=f"largest image decoded, in pixels, read from the file header before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,}); larger ones are skipped and reported")
     p.add_argument("--no-verify-load", dest="verify", action="store_false",

@@ -14,8 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
-from cmunext_edge.cli.common import (Terminated, cli_main, fail, make_parser, nonnegative_float, port_number,
-                                      positive_int, batch_size, thread_count)
+from cmunext_edge.cli.common import (Terminated, batch_size, cli_main, fail, make_parser, nonnegative_float,
+                                      port_number, size_limit, thread_count)
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 EXAMPLE = """examples:
@@ -43,8 +43,8 @@ def build_parser():
     p.add_argument("--max-batch", type=batch_size, default=8, help="largest batch a replica forms (default 8)")
     p.add_argument("--batch-wait-ms", type=nonnegative_float, default=5.0,
                    help="how long a batch waits to fill (default 5)")
-    p.add_argument("--max-bytes", type=positive_int, default=20 << 20, help="request body limit (default 20 MiB)")
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-bytes", type=size_limit, default=20 << 20, help="request body limit (default 20 MiB)")
+    p.add_argument("--max-pixels", type=size_limit, default=DEFAULT_MAX_PIXELS,
                    help=f"largest image accepted, in pixels, read from its header before decoding "
                         f"(default {DEFAULT_MAX_PIXELS:,}, as cmunext-predict); larger ones get 413")
     p.add_argument("--threads", type=thread_count, help="inference threads per replica (ONNX Runtime, OpenVINO)")
