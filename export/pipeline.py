@@ -109,15 +109,13 @@ def _publish(files: list[Path], out_dir: Path, manifest_entry: dict) -> tuple[li
 
 def _check_values(target: ExportTarget, o: ExportOptions) -> str:
     """Numbers and the device, checked before any work -> the device to verify on."""
-    for name, value, high in (("batch", o.batch, MAX_BATCH), ("calib_size", o.calib_size, MAX_COUNT),
-                              ("verify_size", o.verify_size, MAX_COUNT)):
-        if value is not None and (not isinstance(value, int) or not 1 <= value <= high):
-            raise ExportUsageError(f"--{name.replace('_', '-')} must be an integer in [1, {high}], got {value!r}")
+    for name, value, low, high in (("batch", o.batch, 1, MAX_BATCH), ("calib_size", o.calib_size, 1, MAX_COUNT),
+                                   ("verify_size", o.verify_size, 1, MAX_COUNT), ("opset", o.opset, *OPSETS)):
+        if value is not None and (not isinstance(value, int) or not low <= value <= high):
+            raise ExportUsageError(f"--{name.replace('_', '-')} must be an integer in [{low}, {high}], got {value!r}")
     if o.imgsz is not None and (not isinstance(o.imgsz, int) or not 16 <= o.imgsz <= MAX_SIDE or o.imgsz % 16):
         raise ExportUsageError(f"--imgsz must be a multiple of 16 (CMUNeXt has four 2x2 max-pools) in "
                                f"[16, {MAX_SIDE}], got {o.imgsz!r}")
-    if o.opset is not None and (not isinstance(o.opset, int) or not OPSETS[0] <= o.opset <= OPSETS[1]):
-        raise ExportUsageError(f"--opset must be an integer in [{OPSETS[0]}, {OPSETS[1]}], got {o.opset!r}")
     if o.name is not None and (not o.name.strip() or o.name != Path(o.name).name or o.name.startswith(".")):
         raise ExportUsageError(f"--name must be a plain file name without a folder or a leading dot, got {o.name!r} "
                                f"(the folder is --out)")

@@ -184,10 +184,12 @@ def _trust(artifacts, trusted_keys) -> str | None:
 def _input_files(rows) -> list[Path]:
     """Every file the rows read: artifacts with their companions, manifests and signatures."""
     from cmunext_edge.artifacts.kinds import artifact_files
+    from cmunext_edge.artifacts.manifest import manifest_path
+    from cmunext_edge.artifacts.signing import signature_path
     files = set()
     for r in rows:
         files.update(artifact_files(r.artifact))
-        files.update({r.artifact.parent / "manifest.json", r.artifact.with_name(r.artifact.name + ".sig")})
+        files.update({manifest_path(r.artifact.parent), signature_path(r.artifact)})
     return sorted(files)
 
 

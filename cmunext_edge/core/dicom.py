@@ -83,13 +83,29 @@ def pydicom():
     return require("pydicom")
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_header(path: str, mtime_ns: int, size: int):
-    # pixel data (and other large values) stay on disk until a frame is decoded
+def _dcmread(path: str, **kwargs):
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)      # remarks on a leniently read header, not naming it
-        return pydicom().dcmread(path, defer_size=4096)
+        return pydicom().dcmread(path, **kwargs)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_header(path: str, mtime_ns: int, size: int):
+    # pixel data (and other large values) stay on disk until a frame is decoded
+    return _dcmread(path, defer_size=4096)
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_object(path: str, mtime_ns: int, size: int):
+    # the whole object, for files whose frames cannot be read one by one (deflated, or an encapsulated
+    # value pydicom cannot index): read once for all its frames (its size was checked from the header)
+    return _dcmread(path)
+
+
+def _full(path):
+    st = Path(path).stat()
+    return _cached_object(str(path), st.st_mtime_ns, st.st_size)
 
 
 def read_header(path):
@@ -121,8 +137,7 @@ def check_header(ds, source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int
     if str(ds.get("SOPClassUID", "")) in NOT_IMAGES:
         raise DicomError(f"{source}: a DICOM {NOT_IMAGES[str(ds.SOPClassUID)]} (a result, not an image); "
                          f"not segmented")
-    media = getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("MediaStorageSOPClassUID")
-    if str(media or "") == "1.2.840.10008.1.3.10":
+    if str(_file_meta(ds, "MediaStorageSOPClassUID") or "") == "1.2.840.10008.1.3.10":
         raise DicomError(f"{source}: a DICOMDIR (the index of a DICOM medium, not an image): give the image "
                          f"files it lists")
     if "PixelData" not in ds and "SOPClassUID" not in ds:   # type 1 in every IOD: the header stops short
@@ -162,7 +177,8 @@ def _pixel_module_problem(ds, photometric: str, rows: int, cols: int, frames: in
     if photometric == "PALETTE COLOR" and not all(f"{c}PaletteColorLookupTableDescriptor" in ds
                                                   for c in ("Red", "Green", "Blue")):
         return "PALETTE COLOR without its colour lookup tables (Red/Green/Blue descriptors)"
-    if _transfer_syntax(ds) is None or not _transfer_syntax(ds).is_compressed:
+    uid = _transfer_syntax(ds)
+    if uid is None or not uid.is_compressed:
         if photometric == "YBR_FULL_422" and cols % 2:
             return f"YBR_FULL_422 with an odd number of columns ({cols}): 4:2:2 data needs an even number"
         samples = 2 if photometric == "YBR_FULL_422" else int(ds.get("SamplesPerPixel", 1) or 1)   # 4:2:2: Y Y Cb Cr
@@ -174,9 +190,13 @@ def _pixel_module_problem(ds, photometric: str, rows: int, cols: int, frames: in
     return None
 
 
-def _transfer_syntax(ds):
+def _file_meta(ds, keyword: str):
     meta = getattr(ds, "file_meta", None)
-    return meta.get("TransferSyntaxUID") if meta is not None else None
+    return meta.get(keyword) if meta is not None else None
+
+
+def _transfer_syntax(ds):
+    return _file_meta(ds, "TransferSyntaxUID")
 
 
 def _value_length(ds, keyword: str) -> int | None:
@@ -239,14 +259,17 @@ def _decode(source, ds, frame: int, name: str) -> np.ndarray:
     uid = _transfer_syntax(ds)
     if uid is not None and uid.is_compressed and not uid.is_deflated:
         _check_codestream(source, ds, frame, name)
-    whole = is_dataset(source) or (uid is not None and uid.is_deflated)   # a deflated stream is read whole
+    if is_dataset(source):
+        target = ds
+    else:                                      # a deflated stream is read whole
+        target = _full(source) if uid is not None and uid.is_deflated else str(source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             try:
-                arr = pixel_array(ds if is_dataset(source) else _full(source) if whole else str(source), index=frame)
+                arr = pixel_array(target, index=frame)
             except Exception:
-                if whole:
+                if not isinstance(target, str):
                     raise
                 caught.clear()
                 # reading one frame from the file can fail where reading the object does (e.g. an
@@ -265,13 +288,6 @@ def _decode(source, ds, frame: int, name: str) -> np.ndarray:
     return arr
 
 
-def _full(path):
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)      # remarks on a leniently read header
-        return pydicom().dcmread(str(path))
-
-
 def _check_codestream(source, ds, frame: int, name: str) -> None:
     """A JPEG / JPEG-LS / JPEG 2000 frame's own size (from its codestream header) against Rows x Columns."""
     from pydicom.encaps import get_frame
@@ -287,7 +303,7 @@ def _check_codestream(source, ds, frame: int, name: str) -> None:
     except Exception as exc:
         raise DicomError(f"{name}: frame {frame + 1}: its compressed data cannot be found (damaged or truncated: "
                          f"{_first_line(exc)})") from None
-    size = codestream_size(data[:65536] if len(data) > 65536 else data)
+    size = codestream_size(data[:65536])
     if size is not None and size != (int(ds.Columns), int(ds.Rows)):
         raise DicomError(f"{name}: frame {frame + 1}: its compressed image is {size[0]}x{size[1]}, the header says "
                          f"{ds.Columns}x{ds.Rows}; not decoded")

@@ -50,8 +50,9 @@ def _checked_row(rep: dict) -> dict:
                          f"{exc}); compare the reports cmunext-check wrote") from None
     for key, kind in FIELD_TYPES.items():
         value = r[key]
-        if (value is None and key not in _REQUIRED) or (
-                isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)):
+        # bool is an int to Python, but a report's "passed": 1 or "images": true was edited
+        if (value is None and key not in _REQUIRED) or (isinstance(value, kind) and
+                                                         (kind is bool or not isinstance(value, bool))):
             continue
         raise ValueError(f"{rep.get('_source')}: an edited device report: {key} is {value!r}, not "
                          f"{'a number' if kind is _NUMBER else kind.__name__}; compare the reports cmunext-check wrote")

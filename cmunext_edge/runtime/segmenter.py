@@ -159,19 +159,22 @@ class EdgeSegmenter:
         return results
 
 
+def _whole_number(value, low: int, high: float = float("inf")) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and low <= value <= high
+
+
 def _checked_max_pixels(max_pixels):
     """None (no limit) or a positive pixel count; anything else is a ValueError naming it."""
     if max_pixels is None:
         return None
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+    if not _whole_number(max_pixels, 1):
         raise ValueError(f"max_pixels must be a positive whole number of pixels or None (no limit), "
                          f"got {max_pixels!r}")
     return int(max_pixels)
 
 
 def _check_call(batch_size, channel_order) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or not 1 <= batch_size <= MAX_BATCH:
+    if not _whole_number(batch_size, 1, MAX_BATCH):
         raise ValueError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
     if channel_order not in ("bgr", "rgb"):
         raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")

@@ -136,8 +136,9 @@ def bce_dice_loss(logits, target):
     return 0.5 * bce + (1 - dice.mean())
 
 
-def make_split(cfg: TrainConfig, log=print) -> dict:
-    found = discover(cfg.data)
+def make_split(cfg: TrainConfig, log=print, found=None) -> dict:
+    """The train/validation split of `found` (default: the samples of cfg.data)."""
+    found = discover(cfg.data) if found is None else found
     samples = [s for s in found if s.mask is not None]
     if not samples:
         raise ValueError(f"{cfg.data}: no image/mask pairs found (expected images/ and masks/0/, "
@@ -215,7 +216,7 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     samples = discover(cfg.data)
     classes, held = resolve_classes(cfg.num_classes, samples, log, cfg.data)
     split_path = out / "split.json"
-    split = json.loads(split_path.read_text()) if split_path.exists() else make_split(cfg, log)
+    split = json.loads(split_path.read_text()) if split_path.exists() else make_split(cfg, log, samples)
     by_name = {s.name: s for s in samples}
     t0 = time.perf_counter()
     train_set = _cache([by_name[n] for n in split["train"]], spec, classes, held)

@@ -291,12 +291,17 @@ int layout_channels(Layout l) {
     }
 }
 
+std::string resize_problem(const Contract& c) {
+    if (c.interpolation == "linear" || c.interpolation == "nearest") return "";
+    return "its preprocessing contract resizes with '" + c.interpolation +
+           "', which this C++ runtime does not implement (linear and nearest)";
+}
+
 namespace {
 void resize_u8(const Contract& c, const uint8_t* src, int sw, int sh, size_t sstride, int cn, uint8_t* dst) {
     if (c.interpolation == "linear") resize_linear_u8(src, sw, sh, sstride, cn, dst, c.width, c.height);
     else if (c.interpolation == "nearest") resize_nearest_u8(src, sw, sh, sstride, cn, dst, c.width, c.height);
-    else throw std::invalid_argument("interpolation '" + c.interpolation +
-                                     "' is not implemented by the C++ runtime (linear and nearest are)");
+    else throw std::invalid_argument(resize_problem(c));
 }
 }  // namespace
 

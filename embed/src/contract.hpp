@@ -50,6 +50,9 @@ void normalize(const Contract& c, const uint8_t* hwc, float* chw);
 void resize_linear_u8(const uint8_t* src, int sw, int sh, size_t sstride, int cn, uint8_t* dst, int dw, int dh);
 // cv::resize INTER_NEAREST for 8-bit data
 void resize_nearest_u8(const uint8_t* src, int sw, int sh, size_t sstride, int cn, uint8_t* dst, int dw, int dh);
+// Whether `preprocess` implements the contract's resize ("linear", "nearest"); "" when it does, else
+// the reason (EdgeSegmenter refuses such an artifact at open)
+std::string resize_problem(const Contract& c);
 // cv::resize INTER_LINEAR for float32 data with `cn` interleaved channels
 void resize_linear_f32(const float* src, int sw, int sh, int cn, float* dst, int dw, int dh);
 

@@ -43,6 +43,12 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A runtime library's message as one line of at most 400 characters (OpenVINO's span several lines)
+std::string one_line(std::string what) {
+    for (char& ch : what) if (ch == '\n' || ch == '\r') ch = ' ';
+    return what.size() > 400 ? what.substr(0, 400) + "..." : what;
+}
+
 std::string upper(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
     return s;
@@ -151,10 +157,8 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
             model = core.read_model(main.bytes, ov::Tensor());
         }
     } catch (const std::exception& e) {
-        std::string what = e.what();
-        for (char& ch : what) if (ch == '\n' || ch == '\r') ch = ' ';     // one line
-        if (what.size() > 400) what = what.substr(0, 400) + "...";
-        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot read this model (damaged or not a model: " + what + ")");
+        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot read this model (damaged or not a model: " +
+                                            one_line(e.what()) + ")");
     }
     meta = read_metadata(model);
 
@@ -165,9 +169,8 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     } catch (const std::invalid_argument& e) {
         throw Error(ErrorCode::Unsupported, path + ": " + e.what());
     }
-    if (contract.interpolation != "linear" && contract.interpolation != "nearest")   // refused here, not per frame
-        throw Error(ErrorCode::Unsupported, path + ": its preprocessing contract resizes with '" + contract.interpolation +
-                                                "', which this C++ runtime does not implement (linear and nearest)");
+    if (const std::string problem = detail::resize_problem(contract); !problem.empty())   // here, not per frame
+        throw Error(ErrorCode::Unsupported, path + ": " + problem);
     if (meta.count("format_version") && meta["format_version"] != "1")
         throw Error(ErrorCode::Unsupported, path + ": artifact metadata format_version " + meta["format_version"] +
                                                    "; this runtime reads format 1");
@@ -419,9 +422,7 @@ auto as_error(const std::string& where, F&& f) -> decltype(f()) {
     } catch (const std::invalid_argument& e) {
         throw Error(ErrorCode::Unsupported, where + ": " + e.what());
     } catch (const std::exception& e) {
-        std::string what = e.what();
-        for (char& ch : what) if (ch == '\n' || ch == '\r') ch = ' ';
-        throw Error(ErrorCode::Runtime, where + ": " + what.substr(0, 400));
+        throw Error(ErrorCode::Runtime, where + ": " + one_line(e.what()));
     }
 }
 }  // namespace
