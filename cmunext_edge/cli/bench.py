@@ -181,15 +181,24 @@ def _trust(artifacts, trusted_keys) -> str | None:
     return None
 
 
-def _input_files(rows) -> list[Path]:
-    """Every file the rows read: artifacts with their companions, manifests and signatures."""
+def _input_files(rows, args) -> list[Path]:
+    """Every file the run reads: artifacts with their companions, manifests and signatures, the
+    reference checkpoint and the --data / --images files (a folder that cannot be read is refused
+    later, by the bench itself)."""
     from cmunext_edge.artifacts.kinds import artifact_files
     from cmunext_edge.artifacts.manifest import manifest_path
     from cmunext_edge.artifacts.signing import signature_path
-    files = set()
+    from cmunext_edge.cli.preflight import sample_files
+    from cmunext_edge.data.discovery import discover
+    files = {Path(p) for p in (args.reference, args.split) if p}
     for r in rows:
         files.update(artifact_files(r.artifact))
         files.update({manifest_path(r.artifact.parent), signature_path(r.artifact)})
+    for folder, split in ((args.data, args.split), (args.images, None)):
+        try:
+            files.update(sample_files(discover(folder, split)) if folder else ())
+        except (ValueError, OSError):
+            pass
     return sorted(files)
 
 
@@ -222,7 +231,7 @@ def main(argv=None) -> int:
         if missing:
             raise FileNotFoundError(f"no such artifact: {', '.join(sorted(set(missing)))}")
         problem = check_distinct_outputs((("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)),
-                                         _input_files(rows))
+                                         _input_files(rows, args))
         if problem:
             return fail(PROG, problem)
         problem = _trust(sorted({r.artifact for r in rows}), args.trusted_key)

@@ -42,7 +42,7 @@ from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import (batch_size, cli_main, fail, interrupted_code, make_parser, positive_int, size_limit,
                                      signature_note, thread_count, trust_preflight)
 from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
-from cmunext_edge.cli.preflight import check_model, check_outputs
+from cmunext_edge.cli.preflight import check_model, check_outputs, input_files
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     if not samples:
         return fail(PROG, f"{args.source}: no images found" + (
             f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else ""))
-    problem = check_outputs(args.out, args.summary_json)
+    problem = check_outputs(args.out, args.summary_json, input_files(args.weights, args.split, samples))
     if problem:
         return fail(PROG, problem)
     if args.engine == "ray":

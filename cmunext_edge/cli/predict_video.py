@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import fail
-from cmunext_edge.cli.preflight import check_outputs
+from cmunext_edge.cli.preflight import check_outputs, input_files
 
 PROG = "cmunext-predict"
 
@@ -65,7 +65,10 @@ def run_video(args) -> int:
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     if args.split:
         return fail(PROG, "--split applies to image datasets, not to video")
-    problem = check_outputs(args.out, args.summary_json)
+    sources = _sources(args.source)
+    videos = [Path(src) for src, _ in sources if Path(src).is_file()]
+    out_dirs = [Path(args.out) / sub if sub else Path(args.out) for _, sub in sources]
+    problem = check_outputs(args.out, args.summary_json, input_files(args.weights) + videos, out_dirs)
     if problem:                       # before the model loads or a frame is decoded
         return fail(PROG, problem)
     try:
@@ -81,7 +84,7 @@ def run_video(args) -> int:
     for line in unread:
         print(f"skipped: {line}", file=sys.stderr)
     missing, done = len(unread), []
-    for source, sub in _sources(args.source):
+    for source, sub in sources:
         try:
             summary = _one(segmenter, source, Path(args.out) / sub if sub else Path(args.out), args)
         except (ValueError, OSError) as exc:        # VideoSourceError, a frame over the pixel limit

@@ -12,7 +12,13 @@ import errno
 import os
 import socket
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
+
+# What cmunext-predict writes under --out (images: predict/job.py and predict/dicom_outputs.py;
+# video: predict/video.py and cli/predict_video.py), as paths relative to --out.
+WRITTEN_UNDER_OUT = ("masks/*", "overlays/*", "probabilities/*", "seg/*", "scores.csv", "legend.png",
+                     "video_summary.json", "overlay.mp4", "mask.mp4", "mask_class*.mp4")
 
 
 class PreflightError(ValueError):
@@ -57,12 +63,12 @@ def check_output_file(path, option: str) -> str | None:
 def check_distinct_outputs(outputs, inputs) -> str | None:
     """None if no report file (option, path) names an input file or another report's file, else the
     reason: `--json model.onnx` replaced the model it measured, with exit 0."""
-    protected = {Path(p).resolve(): Path(p) for p in inputs}
+    protected = {_real(p): Path(p) for p in inputs}
     seen: dict[Path, str] = {}
     for option, path in outputs:
         if path is None:
             continue
-        key = Path(path).resolve()
+        key = _real(path)
         if key in protected:
             return f"{option} {path} is an input of this run ({protected[key].name}): it would be overwritten"
         if key in seen:
@@ -71,12 +77,66 @@ def check_distinct_outputs(outputs, inputs) -> str | None:
     return None
 
 
-def check_outputs(out: str | Path, summary_json: Path | None = None) -> str | None:
+def check_outputs(out: str | Path, summary_json: Path | None = None, inputs=(), out_dirs=None) -> str | None:
     """Output problems found before any work -> the reason, or None. `out` as given (an empty
-    string is refused: Path("") would be the current folder)."""
+    string is refused: Path("") would be the current folder); `inputs`: the files the run reads,
+    none of which an output may replace (`out_dirs`: the folders outputs go to, default `out`)."""
     if str(out).strip() == "":
         return "--out is empty: give an output folder"
-    return _writable_dir(Path(out), "--out") or check_output_file(summary_json, "--summary-json")
+    return (_writable_dir(Path(out), "--out") or check_output_file(summary_json, "--summary-json")
+            or _inputs_kept(out_dirs or [out], summary_json, inputs))
+
+
+def _written_there(path: Path, out_dirs: list[Path]) -> str | None:
+    """`path` relative to the output folder where a predict run would write it, else None."""
+    for folder in out_dirs:
+        if path.is_relative_to(folder):
+            rel = path.relative_to(folder).as_posix()
+            if any(fnmatch(rel, pattern) for pattern in WRITTEN_UNDER_OUT):
+                return rel
+    return None
+
+
+def _real(path) -> Path:
+    """`path` with its links resolved; a link loop (RuntimeError before Python 3.13) stays as given."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(path).absolute()
+
+
+def _inputs_kept(out_dirs, summary_json, inputs) -> str | None:
+    """None if no output replaces an input or another output, else the reason: `--summary-json
+    image.png` replaced the image it segmented, with exit 0."""
+    folders = [_real(d) for d in out_dirs]
+    summary = _real(summary_json) if summary_json else None
+    if summary is not None and _written_there(summary, folders):
+        return (f"--summary-json {summary_json} is an output the run writes under --out "
+                f"({_written_there(summary, folders)}): choose another file")
+    for given in inputs:
+        path = _real(given)
+        if path == summary:
+            return f"--summary-json {summary_json} is an input of this run ({given}): it would be overwritten"
+        if _written_there(path, folders):
+            return (f"--out: the run would write over {given}, one of its inputs (it writes "
+                    f"{', '.join(WRITTEN_UNDER_OUT)} under --out); choose another --out")
+    return None
+
+
+def input_files(weights, split=None, samples=()) -> list[Path]:
+    """Every file the run reads: the model (a file, or a shipped model's), the split and each
+    sample's image and ground truth; none may be replaced by an output."""
+    from cmunext_edge.resources import resolve_weights
+    try:
+        files = [Path(resolve_weights(weights))]
+    except (ValueError, FileNotFoundError):      # an unknown name: refused when the model loads
+        files = []
+    return files + ([Path(split)] if split else []) + sample_files(samples)
+
+
+def sample_files(samples) -> list[Path]:
+    """Each sample's image and ground-truth files."""
+    return [f for s in samples for f in (s.image, s.mask, *s.more_masks) if f is not None]
 
 
 def check_port(host: str, port: int) -> None:
