@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cmunext_edge._deps import require
+from cmunext_edge.capabilities import MAX_SIDE
 from cmunext_edge.checkpoints.inspect import (
     WRAPPER_KEYS, CheckpointError, ModelInfo, Shapes, detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
 from cmunext_edge.core.complexity import Complexity, variant_complexity
@@ -132,6 +133,18 @@ def _spec_from(meta: dict) -> PreprocessSpec:
     return PreprocessSpec.from_json(meta["preprocess"]) if "preprocess" in meta else get_preset("official")
 
 
+def _pth_spec(path: Path) -> PreprocessSpec:
+    """A .pth holds weights only: the official preprocessing, at the input size of the cmunext-train
+    run it came from when the split.json beside it records one (a run trained at 320 x 320 is
+    exported and run at 320, not at the official 256)."""
+    spec = get_preset("official")
+    try:
+        size = json.loads((path.parent / "split.json").read_text()).get("img_size")
+    except (OSError, ValueError, AttributeError):
+        return spec
+    return spec.with_size(size) if isinstance(size, int) and 16 <= size <= MAX_SIDE and size % 16 == 0 else spec
+
+
 def _detect(path: Path, state_dict: dict) -> ModelInfo:
     try:
         return detect_model_info(state_dict)
@@ -146,7 +159,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointSummary:
         shapes, meta = read_safetensors_header(path)
         spec = _spec_from(meta)
     else:
-        shapes, spec = _pth_shapes(path), get_preset("official")
+        shapes, spec = _pth_shapes(path), _pth_spec(path)
     return CheckpointSummary(_detect(path, shapes), spec, path, sha256_file(path), shapes)
 
 
@@ -164,12 +177,11 @@ def check_finite(state_dict: dict, path: str | Path = "weights") -> None:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = _existing_file(path)
-    spec = get_preset("official")
     if path.suffix == ".safetensors":
         state_dict, meta = _load_safetensors(path)
         spec = _spec_from(meta)
     else:
-        state_dict = unwrap_state_dict(_torch_load(path))
+        state_dict, spec = unwrap_state_dict(_torch_load(path)), _pth_spec(path)
     info = _detect(path, state_dict)
     check_finite(state_dict, path)
     return Checkpoint(state_dict, info, spec, path, sha256_file(path))

@@ -19,8 +19,10 @@ EXAMPLE = """examples:
   cmunext-train your_3class_dataset/ --init cmunext-s-busi --epochs 30 --out runs/three
   (your_dataset/ holds images/<name>.<ext> and masks/0/<name>.<ext>, PNG or JPEG, matched by name
    (keep masks lossless: PNG); the shipped model trained 90
-   epochs; run again with the same --out to resume after an interruption: the learning-rate
-   schedule is kept as it was unless --epochs, --lr or --batch-size change, which it says)
+   epochs; run again with the same --out to resume after an interruption, with the same --variant,
+   --img-size, --seed and split options (others are refused): the learning-rate schedule is kept
+   as it was unless --epochs, --lr or --batch-size change, which it says; an unreadable image is
+   skipped, named, listed in split.json, and the run exits 1)
   (several classes, one output channel each, in either of two layouts: per-class mask folders
    masks/0/, masks/1/, ... masks/<N-1>/ (the official layout), or label images labels/<name>.png
    whose pixel value is the class (0 background, k = class k-1); --num-classes defaults to the
@@ -85,6 +87,10 @@ def main(argv=None) -> int:
     per_class = format_class_dice(state.get("best_per_class_dice"))
     print(f"best val Dice {state['best_dice']:.4f}{per_class} IoU {state['best_iou']:.4f} "
           f"at epoch {state['best_epoch']}")
+    if state.get("skipped"):         # trained, but not on every image: exit 1, each named above
+        print(f"{PROG}: {len(state['skipped'])} image(s) could not be read and were left out "
+              f"(listed in {cfg.out}/split.json)", file=sys.stderr)
+        return 1
     return 0
 
 

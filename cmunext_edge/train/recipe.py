@@ -41,9 +41,10 @@ from cmunext_edge.data.discovery import Sample, discover, read_name_list, seeded
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
 from cmunext_edge.core.model import build_model, canonical_variant
-from cmunext_edge.core.preprocess import PreprocessSpec, get_preset, load_image, to_bgr_uint8
+from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, get_preset, load_image, naming, to_bgr_uint8
 from cmunext_edge.progress import Progress
-from cmunext_edge.train.state import (class_truth, load_init, resolve_classes, resume, write_history)
+from cmunext_edge.train.state import (check_resume_settings, class_truth, load_init, read_split, resolve_classes,
+                                      resume, write_history)
 from cmunext_edge.train.state import schedule_change  # noqa: F401 (API: the resume note)
 from cmunext_edge.checkpoints.weights import save_official_pth, save_safetensors
 
@@ -72,14 +73,23 @@ class TrainConfig:
     max_train_images: int = 0         # 0 = all (small values for smoke tests)
 
 
-def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int):
-    """Images as network-size BGR uint8 (N, H, W, 3) and masks as 0/1 uint8 (N, C, H, W), decoded once."""
-    images, masks = [], []
+def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int, skipped: dict):
+    """Images as network-size BGR uint8 (N, H, W, 3) and masks as 0/1 uint8 (N, C, H, W), decoded
+    once, and the names kept. An image or mask that cannot be read is left out and recorded in
+    `skipped` (name -> reason): one bad file never stops a run."""
+    images, masks, kept = [], [], []
     for s in samples:
-        bgr = to_bgr_uint8(load_image(s.image, frame=s.frame))
+        try:
+            bgr = to_bgr_uint8(load_image(s.image, frame=s.frame))
+            truth = class_truth(s, classes, held, spec.size)
+        except (ImageReadError, ValueError, OSError) as exc:
+            skipped[s.name] = naming(s.image, exc)
+            continue
         images.append(cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR))
-        masks.append(class_truth(s, classes, held, spec.size))
-    return np.stack(images), np.stack(masks)
+        masks.append(truth)
+        kept.append(s.name)
+    empty = (np.zeros((0, spec.height, spec.width, 3), np.uint8), np.zeros((0, classes, *spec.size), np.uint8))
+    return (np.stack(images), np.stack(masks)) if images else empty, kept
 
 
 def _normalise(spec: PreprocessSpec, batch_bgr: np.ndarray) -> np.ndarray:
@@ -161,7 +171,8 @@ def make_split(cfg: TrainConfig, log=print, found=None) -> dict:
         raise ValueError(f"{cfg.data}: the validation split takes all {len(names)} image/mask pairs; none is left "
                          f"to train on (lower --val-fraction or shorten --val-list)")
     return {"seed": cfg.seed, "val_fraction": None if cfg.val_list else cfg.val_fraction,
-            **({"val_list": str(cfg.val_list)} if cfg.val_list else {}), "train": train, "val": sorted(val)}
+            **({"val_list": str(cfg.val_list)} if cfg.val_list else {}), "variant": canonical_variant(cfg.variant),
+            "img_size": cfg.img_size, "train": train, "val": sorted(val)}
 
 
 def evaluate(model, images, masks, spec, device, batch_size: int = 16) -> dict:
@@ -208,19 +219,36 @@ class _Run:
     total_steps: int
     num_classes: int
     device_train: tuple | None = None   # the training set as device tensors (off the CPU)
+    skipped: dict | None = None         # unreadable images left out (name -> reason)
 
 
 def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple, int, dict]:
     """(train set, validation set, classes, split): images and C x H x W masks of the split's samples
-    (the split is written by _setup once everything before training has worked)."""
+    (the split is written by _setup once everything before training has worked). Unreadable images
+    are left out of both sets, each reported, and listed in the split's "skipped"."""
     samples = discover(cfg.data)
     classes, held = resolve_classes(cfg.num_classes, samples, log, cfg.data)
     split_path = out / "split.json"
-    split = json.loads(split_path.read_text()) if split_path.exists() else make_split(cfg, log, samples)
+    split = read_split(split_path) if split_path.exists() else make_split(cfg, log, samples)
     by_name = {s.name: s for s in samples}
+    lost = [n for n in split["train"] + split["val"] if n not in by_name]
+    if lost:
+        raise ValueError(f"{split_path}: {len(lost)} of its images are no longer in {cfg.data} (e.g. {lost[0]!r}); "
+                         f"resume with the dataset it was made from, or start a new run with another --out")
     t0 = time.perf_counter()
-    train_set = _cache([by_name[n] for n in split["train"]], spec, classes, held)
-    val_set = _cache([by_name[n] for n in split["val"]], spec, classes, held)
+    skipped = dict(split.get("skipped", {}))
+    train_set, split["train"] = _cache([by_name[n] for n in split["train"]], spec, classes, held, skipped)
+    val_set, split["val"] = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
+    for name in sorted(set(skipped) - set(split.get("skipped", {}))):
+        log(f"skipped: {skipped[name]}")
+    if skipped:
+        split["skipped"] = skipped
+        log(f"warning: {len(skipped)} image(s) could not be read and are left out of training and validation "
+            f"(listed in {split_path} under \"skipped\")")
+    for part, got in (("training", train_set), ("validation", val_set)):
+        if not len(got[0]):
+            raise ValueError(f"{cfg.data}: no readable image is left in the {part} split "
+                             f"({len(skipped)} could not be read; each is named above)")
     log(f"data: {len(train_set[0])} train / {len(val_set[0])} val images cached in "
         f"{time.perf_counter() - t0:.1f}s" + (f"; {classes} classes" if classes > 1 else ""))
     return train_set, val_set, classes, split
@@ -267,7 +295,7 @@ def _setup(cfg: TrainConfig, out: Path, log) -> _Run:
         mib = sum(t.numel() * t.element_size() for t in device_train) / 2**20
         log(f"training set on {device}, normalised ({mib:.0f} MiB)")
     return _Run(model, opt, spec, device, memory_format, amp_dtype, train_set, val_set, steps,
-                steps * cfg.epochs, classes, device_train)
+                steps * cfg.epochs, classes, device_train, split.get("skipped", {}))
 
 
 def _host_batch(run: _Run, rng, idx):
@@ -378,6 +406,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if inside:
         raise ValueError(f"--out {out} lies inside the dataset's {inside[0].name}/ folder: checkpoints would mix "
                          f"with its images; give a folder outside {data}")
+    check_resume_settings(cfg, out)
     run = _setup(cfg, out, log)
     state = resume(cfg, run.model, run.opt, run.num_classes, len(run.train[0]), out / "last.pt", log)
     first = state["epoch"]
@@ -389,5 +418,5 @@ def train(cfg: TrainConfig, log=print) -> dict:
             f"Dice {row['val_dice']:.4f}{format_class_dice(row['per_class_dice'])} "
             f"({row['epoch_s']:.1f}s; best Dice "
             f"{state['best_dice']:.4f} @ {state['best_epoch']})")
-    return state
+    return {**state, "skipped": run.skipped}
 

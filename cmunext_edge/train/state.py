@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge._deps import require
+from cmunext_edge.core.variants import canonical_variant
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth, truth_description
@@ -96,6 +97,52 @@ def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log) -> dict
     if note:
         log(note)
     return state
+
+
+# What a run is: a resumed run keeps them (its split.json, weights and optimizer were made with them).
+RUN_SETTINGS = ("variant", "img_size", "seed", "val_fraction", "val_list")   # not --init: a resumed run
+# takes its weights from last.pt, so --init may be left out when resuming
+
+
+def check_resume_settings(cfg, out: Path) -> None:
+    """ValueError naming every setting of `cfg` that differs from the run already in `out` (its
+    split.json, its last.pt's configuration): a changed --seed or --val-fraction was silently
+    ignored (the saved split was reused), a changed --img-size silently trained on at another
+    size, another --variant failed with "unexpected". Nothing is written before this check."""
+    saved = {}
+    if (out / "split.json").exists():
+        saved.update({k: v for k, v in read_split(out / "split.json").items() if k in RUN_SETTINGS})
+    if (out / "last.pt").exists():
+        config = json.loads(_read_resume_state(out / "last.pt").get("config") or "{}")
+        saved.update({k: config[k] for k in RUN_SETTINGS if k in config})
+    if not saved:
+        return
+    asked = {k: getattr(cfg, k) for k in RUN_SETTINGS}
+    if saved.get("val_list") or asked["val_list"]:        # a list decides the split, not the fraction
+        saved.pop("val_fraction", None)
+    asked["variant"] = canonical_variant(asked["variant"])
+    saved["variant"] = canonical_variant(saved.get("variant") or asked["variant"])
+    changed = [k for k in RUN_SETTINGS if k in saved and saved[k] != asked[k]]
+    if changed:
+        raise ValueError(f"--out {out} holds a run started with {_settings(saved, changed)}, not "
+                         f"{_settings(asked, changed)}: resume with the same settings (they decide the "
+                         f"split and the model), or start a new run with another --out")
+
+
+def _settings(values: dict, keys: list[str]) -> str:
+    return ", ".join(f"--{k.replace('_', '-')} {values.get(k)}" if values.get(k) is not None
+                     else f"no --{k.replace('_', '-')}" for k in keys)
+
+
+def read_split(path: Path) -> dict:
+    """A cmunext-train split.json (ValueError naming the file if it is not one)."""
+    try:
+        split = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable split file ({exc}); move it away to start afresh") from None
+    if not (isinstance(split, dict) and isinstance(split.get("train"), list) and isinstance(split.get("val"), list)):
+        raise ValueError(f"{path}: not a cmunext-train split (no train and val lists); move it away to start afresh")
+    return split
 
 
 def _read_resume_state(last: Path) -> dict:

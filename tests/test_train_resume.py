@@ -1,0 +1,102 @@
+"""Reliability, round six (training): a resumed run keeps the settings that define it, one unreadable
+image never stops a run, and a run's best.pth is exported at the size it trained at.
+
+Before: resuming with another --seed or --val-fraction silently reused the old split, another
+--img-size silently went on training at the new size, another --variant failed with "unexpected";
+one truncated image stopped the whole run; a best.pth trained at 64 x 64 was exported at 256."""
+import json
+import shutil
+
+import pytest
+
+from cmunext_edge.cli import train as train_cli
+from cmunext_edge.resources import SAMPLES_DIR
+
+from test_reliability import one_error_line, run_cli
+
+torch = pytest.importorskip("torch")
+
+from cmunext_edge.checkpoints.weights import inspect_checkpoint, load_checkpoint  # noqa: E402
+from cmunext_edge.train.recipe import TrainConfig, train  # noqa: E402
+
+
+def _cfg(data, out, **kw):
+    return TrainConfig(**{"data": str(data), "out": str(out), "epochs": 1, "batch_size": 4, "img_size": 64,
+                          "val_fraction": 0.25, "max_train_images": 4, **kw})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    data = tmp_path_factory.mktemp("ds") / "busi"
+    shutil.copytree(SAMPLES_DIR, data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    train(_cfg(dataset, out), log=lambda *_: None)
+    return out
+
+
+@pytest.mark.parametrize("change,says", [
+    ({"seed": 7}, "started with --seed 42, not --seed 7"),
+    ({"val_fraction": 0.5}, "started with --val-fraction 0.25, not --val-fraction 0.5"),
+    ({"img_size": 96}, "started with --img-size 64, not --img-size 96"),
+    ({"variant": "cmunext"}, "started with --variant cmunext-s, not --variant cmunext"),
+])
+def test_resume_with_other_run_settings_is_refused_and_touches_nothing(dataset, run, change, says):
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(ValueError, match="resume with the same settings") as err:
+        train(_cfg(dataset, run, epochs=2, **change), log=lambda *_: None)
+    assert says in str(err.value)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_refusal_is_one_line_exit_2(dataset, run, capsys):
+    rc, _, err = run_cli(train_cli.main, [dataset, "--out", run, "--epochs", "2", "--img-size", "64",
+                                          "--val-fraction", "0.25", "--seed", "3"], capsys)
+    assert rc == 2 and "--seed 42, not --seed 3" in one_error_line(err, "cmunext-train"), err
+
+
+def test_settings_that_do_not_define_the_run_may_change_on_resume(dataset, run, tmp_path):
+    out = tmp_path / "r"
+    shutil.copytree(run, out)
+    logs = []
+    state = train(_cfg(dataset, out, epochs=2, lr=0.005, threads=1), log=logs.append)
+    assert state["epoch"] == 2 and any("--lr 0.01 -> 0.005" in line for line in logs), logs
+
+
+def test_a_runs_best_pth_keeps_its_training_size(run, tmp_path):
+    split = json.loads((run / "split.json").read_text())
+    assert split["img_size"] == 64 and split["variant"] == "cmunext-s"
+    assert load_checkpoint(run / "best.pth").spec.size == (64, 64)
+    assert inspect_checkpoint(run / "best.pth").spec.size == (64, 64)
+    alone = tmp_path / "best.pth"                        # without its split.json: the official 256
+    shutil.copy(run / "best.pth", alone)
+    assert load_checkpoint(alone).spec.size == (256, 256)
+
+
+def test_an_unreadable_image_is_skipped_reported_and_recorded(dataset, tmp_path, capsys):
+    data = tmp_path / "ds"
+    shutil.copytree(dataset, data)
+    bad = sorted((data / "images").glob("*.png"))[0]
+    bad.write_bytes(bad.read_bytes()[:200])                     # truncated
+    out = tmp_path / "r"
+    rc, printed, err = run_cli(train_cli.main, [data, "--out", out, "--epochs", "1", "--img-size", "64",
+                                                "--batch-size", "4", "--val-fraction", "0.25"], capsys)
+    assert rc == 1 and f"skipped: {bad}" in printed and "1 image(s) could not be read" in err, (printed, err)
+    split = json.loads((out / "split.json").read_text())
+    assert list(split["skipped"]) == [bad.stem] and bad.stem not in split["train"] + split["val"]
+    assert len(split["train"]) + len(split["val"]) == 15 and (out / "best.pth").is_file()
+
+
+def test_a_split_naming_images_no_longer_in_the_dataset_is_one_line(dataset, run, tmp_path, capsys):
+    data, out = tmp_path / "ds", tmp_path / "r"
+    shutil.copytree(dataset, data)
+    shutil.copytree(run, out)
+    gone = json.loads((out / "split.json").read_text())["train"][0]
+    (data / "images" / f"{gone}.png").unlink()
+    rc, _, err = run_cli(train_cli.main, [data, "--out", out, "--epochs", "2", "--img-size", "64",
+                                          "--val-fraction", "0.25"], capsys)
+    assert rc == 2 and "no longer in" in one_error_line(err, "cmunext-train"), err
