@@ -160,11 +160,16 @@ def test_one_bad_evaluation_image_does_not_stop_the_bench(tmp_path, capsys):
         shutil.copy(p, data / "images" / p.name)
         shutil.copy(SAMPLES_DIR / "masks" / "0" / p.name, data / "masks" / "0" / p.name)
     (data / "images" / "junk.png").write_bytes(b"junk")
+    shutil.copy(SAMPLES[2], data / "images" / "unpaired.png")                  # an image without a mask
     rc, out, err = run_cli(bench_cli.main, ["cmunext-s-busi", "--iters", "1", "--warmup", "0", "--batch-sizes", "1",
                                             "--throughput-time", "0", "--matmul-time", "0", "--data", data,
                                             "--json", tmp_path / "r.json", "--quiet"], capsys)
-    assert rc == 0 and f"skipped evaluation image: {data / 'images' / 'junk.png'}" in err, err
-    assert json.loads((tmp_path / "r.json").read_text())["rows"][0]["dice"] is not None
+    # measured, but not on every input: exit 1, the file named, the report says what was left out
+    assert rc == 1 and f"skipped evaluation image: {data / 'images' / 'junk.png'}" in err, err
+    assert "1 of the 3 --data images have no mask (e.g. 'unpaired')" in err, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["rows"][0]["dice"] is not None and report["rows"][0]["n_dice_images"] == 2
+    assert report["rows"][0]["n_agreement_images"] == 3 and "junk.png" in report["skipped"][0]
 
 
 def test_a_manifest_never_makes_the_loader_read_another_path(onnx_art, tmp_path):
@@ -180,3 +185,17 @@ def test_a_manifest_never_makes_the_loader_read_another_path(onnx_art, tmp_path)
     report = precheck(copy / onnx_art.name)
     assert not report.ok and "'/etc/passwd', which is not a file beside the artifact" in report.message()
     assert "'../m/" in report.message()
+
+
+def test_one_bad_latency_image_does_not_stop_the_bench(tmp_path, capsys):
+    images = tmp_path / "lat"
+    images.mkdir()
+    shutil.copy(SAMPLES[0], images / SAMPLES[0].name)
+    (images / "junk.png").write_bytes(b"junk")
+    rc, out, err = run_cli(bench_cli.main, ["cmunext-s-busi", "--iters", "1", "--warmup", "0", "--batch-sizes", "1",
+                                            "--throughput-time", "0", "--matmul-time", "0", "--images", images,
+                                            "--quiet"], capsys)
+    assert rc == 1 and f"skipped latency image: {images / 'junk.png'}" in err and "ms" in out, (out, err)
+    (images / SAMPLES[0].name).unlink()
+    rc, out, err = run_cli(bench_cli.main, ["cmunext-s-busi", "--iters", "1", "--images", images, "--quiet"], capsys)
+    assert rc == 2 and "none of its 1 latency images could be read" in err, err

@@ -13,11 +13,13 @@ reference logits are computed once per checkpoint and kept in a temporary memory
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from cmunext_edge.bench.inputs import report_skipped
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth
 from cmunext_edge.core.agreement import GATES, Comparator, gate
@@ -26,10 +28,11 @@ from cmunext_edge.core.preprocess import ImageReadError, load_image, naming
 from cmunext_edge.runtime.registry import open_backend
 
 
-def _readable(samples: list) -> list:
-    """The samples whose image and mask decode; each other one is reported on stderr and left out
-    (the rows say how many images they were scored on), so one bad file never stops the bench."""
-    import sys
+def _readable(samples: list, skipped: list) -> list:
+    """The samples whose image and mask decode; each other one is reported on stderr, added to
+    `skipped` and left out (the rows say how many images they were scored on; the exit code is 1),
+    so one bad file never stops the bench. Images without a mask are scored for agreement only,
+    which is said once."""
     kept = []
     for s in samples:
         try:
@@ -38,9 +41,13 @@ def _readable(samples: list) -> list:
                 load_truth(s, 1, (16, 16))
             kept.append(s)
         except (ImageReadError, ValueError, OSError) as exc:
-            print(f"cmunext-bench: skipped evaluation image: {naming(s.image, exc)}", file=sys.stderr)
+            report_skipped("evaluation image", naming(s.image, exc), skipped)
     if samples and not kept:
         raise ValueError(f"--data: none of its {len(samples)} images could be read")
+    unpaired = [s.name for s in kept if s.mask is None]
+    if unpaired and len(unpaired) < len(kept):
+        print(f"note: {len(unpaired)} of the {len(kept)} --data images have no mask (e.g. {unpaired[0]!r}): "
+              f"they count for agreement with PyTorch, not for Dice", file=sys.stderr)
     return kept
 
 
@@ -48,9 +55,9 @@ class Evaluator:
     """Official Dice against masks and agreement with the PyTorch fp32 reference, per image."""
 
     def __init__(self, config, latency_bgrs: list[np.ndarray]):
-        self.samples = []
+        self.samples, self.skipped = [], []
         if config.data is not None:
-            self.samples = _readable(discover(config.data, config.split)[:config.max_images or None])
+            self.samples = _readable(discover(config.data, config.split)[:config.max_images or None], self.skipped)
         self.latency_bgrs = latency_bgrs
         self.batch = max(1, config.eval_batch)
         self._ref_cache: dict[str, str] = {}   # checkpoint -> .npy path

@@ -131,10 +131,11 @@ class BenchReport:
     machine: dict
     config: dict
     rows: list[RowResult]
+    skipped: list[str] = field(default_factory=list)    # inputs left out (unreadable), each with its reason
 
     def to_dict(self) -> dict:
         return {"schema": "cmunext-bench/1", "machine": self.machine, "config": self.config,
-                "rows": [r.to_dict() for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows], **({"skipped": self.skipped} if self.skipped else {})}
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -302,7 +303,8 @@ def run_bench(config: BenchConfig) -> BenchReport:
         bar.update(0, postfix="measuring matmul GFLOP/s")
         machine = system.machine_info(config.matmul_seconds)
         bar.update(postfix="preparing images")
-        bgrs = load_images(config.images, config.max_latency_images)
+        skipped: list[str] = []
+        bgrs = load_images(config.images, config.max_latency_images, skipped)
         evaluator, refs = Evaluator(config, bgrs), _reference_map(config)
         rows = []
         try:
@@ -316,4 +318,4 @@ def run_bench(config: BenchConfig) -> BenchReport:
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.items()}
     cfg["latency_images"] = len(bgrs)
     cfg["eval_images"] = "data" if evaluator.samples else "latency images"
-    return BenchReport(machine, cfg, rows)
+    return BenchReport(machine, cfg, rows, skipped + evaluator.skipped)

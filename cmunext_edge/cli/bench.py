@@ -4,7 +4,8 @@ Each ARTIFACT is benchmarked once per --device (and, for PyTorch checkpoints, on
 --precision). Options for one artifact only follow an '@': PATH@key=value,key=value
 (e.g. model.pth@precision=bf16,channels_last=1 or model.xml@hint=throughput); they are
 passed to that artifact's backend. Rows that fail are reported (also on stderr) and the exit
-status is 1; when every row fails, nothing was measured: exit status 2. A device that is missing,
+status is 1, as it is when an image of --images or --data cannot be read (it is left out, named);
+when every row fails, nothing was measured and no report is written: exit status 2. A device that is missing,
 or that the artifact's runtime does not know, under --strict-device stops the run with exit status 2.
 """
 from __future__ import annotations
@@ -248,16 +249,19 @@ def main(argv=None) -> int:
         return fail(PROG, str(exc))
     except (ValueError, FileNotFoundError, ImportError) as exc:
         return fail(PROG, str(exc))
+    failed = [r for r in report.rows if r.error]
+    for r in failed:
+        print(f"cmunext-bench: error: {r.label}: {r.error}", file=sys.stderr)
+    if failed and len(failed) == len(report.rows):     # nothing measured: no report files either
+        return fail("cmunext-bench", f"every row failed ({len(failed)}); nothing was measured, no report written")
     print(format_table(report, wide=args.wide))
     for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
         if path:
             print(f"wrote {writer(report, path)}")
-    failed = [r for r in report.rows if r.error]
-    for r in failed:
-        print(f"cmunext-bench: error: {r.label}: {r.error}", file=sys.stderr)
-    if failed and len(failed) == len(report.rows):
-        return fail("cmunext-bench", f"every row failed ({len(failed)}); nothing was measured")
-    return 1 if failed else 0
+    if report.skipped:
+        print(f"cmunext-bench: {len(report.skipped)} input image(s) could not be read and were left out "
+              f"(each named above)", file=sys.stderr)
+    return 1 if failed or report.skipped else 0
 
 
 if __name__ == "__main__":
