@@ -286,9 +286,24 @@ def test_bundle_never_verifies_on_the_artifacts_calibration_images_when_others_e
     its calibration images and the bundle leaves them out (all of them when nothing else is there)."""
     from cmunext_edge.device.bundle import _pick_samples
     from cmunext_edge.resources import SAMPLES_DIR
-    every = _pick_samples(SAMPLES_DIR, 16)
+    every, unpaired = _pick_samples(SAMPLES_DIR, 16)
     calib = [s.image.name for s in every[:5]]
-    picked = _pick_samples(SAMPLES_DIR, 16, exclude=calib)
-    assert len(every) == 16 and len(picked) == 11
+    picked, _ = _pick_samples(SAMPLES_DIR, 16, exclude=calib)
+    assert len(every) == 16 and len(picked) == 11 and unpaired == 0
     assert not {s.image.name for s in picked} & set(calib)
-    assert len(_pick_samples(SAMPLES_DIR, 16, exclude=[s.image.name for s in every])) == 16
+    assert len(_pick_samples(SAMPLES_DIR, 16, exclude=[s.image.name for s in every])[0]) == 16
+
+
+def test_bundle_says_which_verification_images_it_used_and_left_out(onnx_trained, tmp_path, capsys):
+    """Images without a mask were dropped silently: the bundle now counts and prints them."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    from cmunext_edge.resources import SAMPLES_DIR
+    data = tmp_path / "ds"
+    shutil.copytree(SAMPLES_DIR, data)
+    shutil.copy(next((data / "images").glob("*.png")), data / "images" / "no_mask.png")
+    assert bundle_cli.main([str(onnx_trained.artifact), "--images", str(data), "--n-images", "4", "--out", str(tmp_path / "b"),
+                            "--no-archive"]) == 0
+    out = capsys.readouterr().out
+    assert f"verification images: 4 of {data}; 1 without a mask not used" in out, out
+    manifest = json.loads(next((tmp_path / "b").glob("*.bundle/bundle.json")).read_text())
+    assert manifest["images"]["without_mask_not_used"] == 1 and manifest["images"]["n"] == 4

@@ -53,6 +53,11 @@ def run(artifact, **options) -> int:
     Errors propagate: the caller's cli_main turns them into one line and exit 2 (nothing written)."""
     from cmunext_edge.device.bundle import make_bundle
     res = make_bundle(artifact, **options)
+    used = res.manifest["images"]
+    print(f"verification images: {used['n']} of {used['source']}"
+          + (f"; {used['without_mask_not_used']} without a mask not used" if used.get("without_mask_not_used") else "")
+          + (f"; warning: {used['calibration_overlap']} of them calibrated the artifact (no other images "
+             f"with masks were there), so its tail claim is weaker" if used.get("calibration_overlap") else ""))
     print(f"bundle: {res.folder}" + (f"\narchive: {res.archive}" if res.archive else "")
           + f"\nruntime requirements: {', '.join(res.manifest['requirements'])}"
           + f"\nSBOM: {res.folder / res.manifest['sbom']}"

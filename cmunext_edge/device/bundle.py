@@ -107,10 +107,11 @@ def default_images(source_sha256: str | None):
                       "of the model's own data (official layout: images/, masks/0/)")
 
 
-def _pick_samples(images, n: int, num_classes: int = 1, exclude=()) -> list:
-    """`n` seeded images with masks of `images`, never one named in `exclude` (the artifact's
-    INT8 calibration images) when others are there."""
-    samples = [s for s in discover(images) if s.mask is not None]
+def _pick_samples(images, n: int, num_classes: int = 1, exclude=()) -> tuple[list, int]:
+    """(`n` seeded images with masks of `images`, never one named in `exclude` (the artifact's
+    INT8 calibration images) when others are there; how many images had no mask and were not used)."""
+    found = discover(images)
+    samples = [s for s in found if s.mask is not None]
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
@@ -120,7 +121,7 @@ def _pick_samples(images, n: int, num_classes: int = 1, exclude=()) -> list:
                             "verification ground truth")
     if problem:
         raise BundleError(problem)
-    return seeded_sample(samples, n, 0)
+    return seeded_sample(samples, n, 0), len(found) - len(samples)
 
 
 def _reference(backend, samples, folder: Path) -> list[dict]:
@@ -244,7 +245,7 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
         images = images or default_images(meta.get("source_sha256"))
         n = n_images or min_images(precision if precision in GATES else "int8")
         calib = set(calibration_files(artifact))
-        picked = _pick_samples(images, n, int(backend.num_classes or 1), exclude=calib)
+        picked, unpaired = _pick_samples(images, n, int(backend.num_classes or 1), exclude=calib)
         refs = _reference(backend, picked, folder)
         ran = backend.describe()
     (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
@@ -263,7 +264,8 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
                 "sbom": SBOM, "signed": bool(sign_key),
                 "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
                                "max_dice_drop": MAX_DICE_DROP},
-                "images": {"source": str(images), "n": len(refs), "artifact_calibration_images": len(calib),
+                "images": {"source": str(images), "n": len(refs), "without_mask_not_used": unpaired,
+                           "artifact_calibration_images": len(calib),
                            "calibration_overlap": len({r["name"] for r in refs} & {Path(c).stem for c in calib})},
                 "host": {**host_description(), "ran": ran}}
     (folder / "README.md").write_text(_readme(manifest))
