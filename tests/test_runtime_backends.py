@@ -140,3 +140,14 @@ def test_openvino_inference_precision_per_cpu_kind(monkeypatch, cpu, precision, 
     assert config.get("INFERENCE_PRECISION_HINT") == expected
     explicit = OpenVINOBackend._compile_config({"inference_precision": "f16"}, {"precision": precision}, "CPU")
     assert explicit["INFERENCE_PRECISION_HINT"] == ("f32" if cpu == "zen3" else "f16")  # asked for: kept where it runs
+
+
+@pytest.mark.parametrize("device,expected", [("GPU", "f32"), ("GPU.1", "f32"), ("gpu.0", "f32"), ("NPU", None)])
+def test_an_indexed_openvino_device_gets_its_familys_settings(device, expected):
+    """GPU.1 (OpenVINO's name for a second GPU) lost the FP32 artifact's f32 precision hint that GPU
+    gets: the settings compared the whole name with "GPU"."""
+    from cmunext_edge.runtime.openvino_backend import OpenVINOBackend, device_family
+    config = OpenVINOBackend._compile_config({"threads": 2}, {"precision": "fp32"}, device)
+    assert config.get("INFERENCE_PRECISION_HINT") == expected and "INFERENCE_NUM_THREADS" not in config
+    assert device_family("gpu.1") == "GPU" and device_family("AUTO") == "AUTO"
+    assert OpenVINOBackend._compile_config({"threads": 2}, {"precision": "fp32"}, "CPU")["INFERENCE_NUM_THREADS"] == 2

@@ -21,6 +21,13 @@ from cmunext_edge.artifacts.meta import KEYS, PREFIX, apply_metadata, runtime_se
 from cmunext_edge.runtime.base import Backend, BackendError
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+
+
+def device_family(device: str) -> str:
+    """OpenVINO's device family of a device name: GPU.1 -> GPU, CPU -> CPU."""
+    return device.upper().split(".")[0]
+
+
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 _PRECISION = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
@@ -84,11 +91,11 @@ class OpenVINOBackend(Backend):
     def _resolve_device(self, core) -> str:
         """The requested device in OpenVINO's spelling; a missing one falls back to CPU (reported)."""
         device = self.requested_device.upper()
-        if device.split(".")[0] not in DEVICES:
+        if device_family(device) not in DEVICES:
             raise BackendError(f"openvino: unknown device {self.requested_device!r}; use one of "
                                f"{', '.join(d.lower() for d in DEVICES)}")
         present = core.available_devices
-        if device != "AUTO" and not any(d == device or d.split(".")[0] == device for d in present):
+        if device != "AUTO" and not any(d == device or device_family(d) == device for d in present):
             self._fallback("CPU", f"OpenVINO sees no {device} (available: {', '.join(present)})")
             device = "CPU"
         return device
@@ -96,7 +103,7 @@ class OpenVINOBackend(Backend):
     def _fix_input_shape(self, model, device: str) -> None:
         """Make a dynamic batch static where asked (`batch`) or needed (the NPU); record the shape."""
         shape = model.input(0).get_partial_shape()
-        batch = self.options.get("batch") or (1 if device == "NPU" else None)
+        batch = self.options.get("batch") or (1 if device_family(device) == "NPU" else None)
         if shape[0].is_dynamic and batch:   # the NPU compiles static shapes only
             model.reshape([int(batch)] + [d.get_length() for d in list(shape)[1:]])
             shape = model.input(0).get_partial_shape()
@@ -104,8 +111,9 @@ class OpenVINOBackend(Backend):
 
     @staticmethod
     def _compile_config(opts: dict, meta: dict, device: str) -> dict:
-        """OpenVINO properties from the runtime options (artifact settings overridden by explicit ones)."""
-        config = {}
+        """OpenVINO properties from the runtime options (artifact settings overridden by explicit ones);
+        an indexed device (GPU.1) gets its family's (GPU's) settings."""
+        config, device = {}, device_family(device)
         if opts.get("hint"):
             config["PERFORMANCE_HINT"] = HINTS[opts["hint"]]
         if opts.get("threads") and device == "CPU":

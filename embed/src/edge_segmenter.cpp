@@ -233,7 +233,8 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         info.fallback = "requested " + options.device + ", ran on CPU: " + reason;
         device = "CPU";
     }
-    if (in_shape[0].is_dynamic() && device == "NPU") {   // the NPU compiles static shapes only
+    const std::string kind = device.substr(0, device.find('.'));   // GPU.1 gets GPU's settings
+    if (in_shape[0].is_dynamic() && kind == "NPU") {   // the NPU compiles static shapes only
         model->reshape(ov::PartialShape{1, contract.in_channels, contract.height, contract.width});
     }
     const ov::PartialShape shape_now = model->input(0).get_partial_shape();
@@ -254,7 +255,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     int threads = options.threads;
     if (!threads)
         if (const Json* t = runtime.find("threads"); t && t->is_number() && t->as_number() >= 1) threads = static_cast<int>(t->as_number());
-    if (threads > 0 && device == "CPU") config.emplace(ov::inference_num_threads(threads));
+    if (threads > 0 && kind == "CPU") config.emplace(ov::inference_num_threads(threads));
     if (const Json* s = runtime.find("num_streams"); s && s->is_number() && s->as_number() >= 1)
         config.emplace(ov::num_streams(static_cast<int>(s->as_number())));
     if (!options.cache_dir.empty()) config.emplace(ov::cache_dir(options.cache_dir));
@@ -265,9 +266,9 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     std::string wanted;
     if (info.precision == "fp32") wanted = "f32";
     else if (info.precision == "bf16") wanted = "bf16";
-    else if (info.precision == "int8" && device == "CPU") wanted = "f32";
+    else if (info.precision == "int8" && kind == "CPU") wanted = "f32";
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-    if (device == "CPU" && (wanted.empty() || wanted == "bf16")) {
+    if (kind == "CPU" && (wanted.empty() || wanted == "bf16")) {
         bool bf16 = false;
         try {
             for (const auto& cap : core.get_property("CPU", ov::device::capabilities)) bf16 = bf16 || cap == "BF16";
@@ -276,7 +277,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         if (!bf16) wanted = "f32";
     }
 #endif
-    if (!wanted.empty() && (device == "CPU" || device == "GPU"))
+    if (!wanted.empty() && (kind == "CPU" || kind == "GPU"))
         config.emplace(ov::hint::inference_precision(wanted == "f32" ? ov::element::f32 : ov::element::bf16));
     try {
         compiled = core.compile_model(model, device, config);
