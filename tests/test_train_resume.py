@@ -63,8 +63,9 @@ def test_settings_that_do_not_define_the_run_may_change_on_resume(dataset, run, 
     out = tmp_path / "r"
     shutil.copytree(run, out)
     logs = []
-    state = train(_cfg(dataset, out, epochs=2, lr=0.005, threads=1), log=logs.append)
+    state = train(_cfg(dataset, out, epochs=2, lr=0.005, threads=1, init="cmunext-s-busi"), log=logs.append)
     assert state["epoch"] == 2 and any("--lr 0.01 -> 0.005" in line for line in logs), logs
+    assert any("--init cmunext-s-busi is not used: the run resumes with the weights of" in line for line in logs)
 
 
 def test_a_runs_best_pth_keeps_its_training_size(run, tmp_path):

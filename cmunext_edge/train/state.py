@@ -93,9 +93,12 @@ def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log) -> dict
     state = json.loads(ckpt["state"])
     log(f"resuming from {last}: {state['epoch']} of {cfg.epochs} epochs done, "
         f"best val IoU {state['best_iou']:.4f} at epoch {state['best_epoch']}")
-    note = schedule_change(json.loads(ckpt.get("config") or "{}"), cfg, state["epoch"], n_train)
+    saved_cfg = json.loads(ckpt.get("config") or "{}")
+    note = schedule_change(saved_cfg, cfg, state["epoch"], n_train)
     if note:
         log(note)
+    if cfg.init and cfg.init != saved_cfg.get("init"):
+        log(f"note: --init {cfg.init} is not used: the run resumes with the weights of {last}")
     return state
 
 
