@@ -81,8 +81,9 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
     inputs, masks = [], []
     for s in samples:
         try:
-            inputs.append(spec(load_image(s.image, frame=s.frame)))
-            masks.append(load_truth(s, num_classes, spec.size) if (truth and s.mask) else None)
+            image = load_image(s.image, frame=s.frame)
+            inputs.append(spec(image))
+            masks.append(load_truth(s, num_classes, spec.size, image_hw=image.shape[:2]) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration/verification image unusable: {naming(s.image, exc)} (remove or fix it: "
                                    f"a set that an export's gate relies on is never silently shrunk)") from None

@@ -125,7 +125,7 @@ def test_one_class_outputs_are_unchanged(trained, tmp_path):
     assert rc == 0 and set(summary) == ONE_CLASS_KEYS
     rows = _rows(out)
     assert list(rows[0]) == ["name", "image", "height", "width", "mask_fraction", "infer_ms", "dice", "iou",
-                             "dice_original", "iou_original"]
+                             "dice_original", "iou_original", "truth_problem"]   # the last: why no Dice
     name = rows[0]["name"]
     mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) > 127
     bgr = to_bgr_uint8(load_image(rows[0]["image"]))

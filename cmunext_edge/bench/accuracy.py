@@ -36,9 +36,9 @@ def _readable(samples: list, skipped: list) -> list:
     kept = []
     for s in samples:
         try:
-            load_image(s.image, frame=s.frame)
+            image = load_image(s.image, frame=s.frame)
             if s.mask:
-                load_truth(s, 1, (16, 16))
+                load_truth(s, 1, (16, 16), image_hw=image.shape[:2])
             kept.append(s)
         except (ImageReadError, ValueError, OSError) as exc:
             report_skipped("evaluation image", naming(s.image, exc), skipped)

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from cmunext_edge.data.discovery import discover, unread_files
+from cmunext_edge.data.discovery import discover, truth_notes, unread_files
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     problem = check_outputs(args.out, args.summary_json, input_files(args.weights, args.split, samples))
     if problem:
         return fail(PROG, problem)
+    for note in ([] if args.split else truth_notes(args.source, samples)):
+        print(f"note: {note}")
     if args.engine == "ray":
         from cmunext_edge.cli.predict_ray import predict_with_ray
         problem, note = trust_preflight(args.weights, args.trusted_key)

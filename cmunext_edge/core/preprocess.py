@@ -187,12 +187,28 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS, frame: int | N
         width, height = check_dimensions(path, max_pixels)
     except ImageSizeError as exc:
         raise ImageReadError(str(exc)) from None
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    img = decode_image_bytes(np.fromfile(str(path), dtype=np.uint8))
     if img is None:
         raise ImageReadError(f"{path}: not a readable image: its header gives {width}x{height}, but its pixels "
                              "could not be decoded (truncated data, or a pixel format OpenCV does not read, "
                              "e.g. floating-point TIFF)")
+    return img
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_image_bytes(data: np.ndarray) -> np.ndarray | None:
+    """An encoded image (uint8 buffer) decoded as `cv2.imread` decodes it in the official code (colour,
+    EXIF-rotated, 8 bit), except that a 16-bit PNG keeps its 16 bits: reduced to 8 bit by its high
+    byte later (to_bgr_uint8), which is what cv2.imread does for PNG. Other 16-bit formats (TIFF)
+    are decoded to 8 bit by OpenCV itself, which rounds there instead of keeping the high byte
+    (6450 of 27000 values of a 16-bit TIFF differed by one grey level). None if not decodable."""
+    if not data.size:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is not None and img.dtype != np.uint8 and bytes(data[:8]) != PNG_SIGNATURE:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return img
 
 
@@ -240,8 +256,39 @@ def decode_truth_file(path, flags: int, what: str, max_pixels: int | None = DEFA
 
 def load_mask(path, size: tuple[int, int] | None = None,
               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Ground-truth mask as the official dataset reads it: grayscale, nearest resize, > 127."""
+    """Ground-truth mask as the official dataset reads it: grayscale, nearest resize, > 127. A mask
+    that this reading would make empty although it marks something (0/1 values, a colour or palette
+    mask, a 16-bit 0/1 mask, foreground only in the alpha channel) is an ImageReadError saying how
+    to fix it: read as the official code reads it, it would silently score (or train) as background."""
     mask = decode_truth_file(path, cv2.IMREAD_GRAYSCALE, "mask", max_pixels)
+    if int(mask.max()) <= 127:
+        _check_mask_encoding(path, int(mask.max()))
     if size is not None:
         mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     return mask.astype(np.float32) / 255.0 > 0.5
+
+
+MASK_RULE = "masks mark foreground with values above 127 (0/255), as the official code reads them"
+
+
+def _check_mask_encoding(path, top: int) -> None:
+    """ImageReadError if a mask whose grey values are all <= 127 (`top` the largest) still marks
+    something in the file: values 1..127 (0/1 masks, colour or palette masks), 16-bit low values,
+    or foreground drawn only in the alpha channel. An all-black mask is a valid empty mask."""
+    raw = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        return
+    colour = raw.ndim == 3 and raw.shape[2] >= 3 and not (
+        np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2]))
+    if top > 0:
+        fix = ("a colour or palette mask: save the foreground white (255) on black" if colour
+               else "a 0/1 (or 0/k) mask: multiply it by 255")
+        raise ImageReadError(f"{path}: mask values are 0..{top}, none above 127, so it would be read as empty "
+                             f"({MASK_RULE}); {fix}")
+    grey = raw[..., :3] if raw.ndim == 3 else raw
+    if raw.dtype != np.uint8 and int(grey.max()) > 0:
+        raise ImageReadError(f"{path}: a {raw.dtype.itemsize * 8}-bit mask with values 0..{int(grey.max())}: read "
+                             f"as 8 bit (its high byte) it is empty ({MASK_RULE}); save it as 8-bit 0/255")
+    if raw.ndim == 3 and raw.shape[2] == 4 and raw[..., 3].min() != raw[..., 3].max():
+        raise ImageReadError(f"{path}: the foreground is drawn only in the alpha channel, which masks are not "
+                             f"read from ({MASK_RULE}); save it as white (255) on black without alpha")

@@ -64,6 +64,8 @@ def _images_in(folder: Path) -> list[Path]:
     or a loop) with an image suffix is kept, so that it is reported as unreadable instead of silently
     dropped."""
     def wanted(p: Path) -> bool:
+        if p.name.startswith("."):          # hidden files (macOS ._name AppleDouble, .DS_Store) are not inputs
+            return False
         if p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES:
             return p.is_file() or (p.is_symlink() and not p.exists())
         return _dicom_by_preamble(p)
@@ -171,20 +173,67 @@ def class_mask_folders(dataset: Path) -> list[Path]:
     return [p for _, p in numbered]
 
 
+def _by_name(files: list[Path], what: str) -> dict[str, Path]:
+    """{name: file} of ground truth or images matched by name (the file name without its suffix);
+    two files with one name cannot be told apart: ValueError naming both (one was taken silently)."""
+    found: dict[str, Path] = {}
+    for p in files:
+        if p.stem in found:
+            raise ValueError(f"{found[p.stem]} and {p.name} are both {what} {p.stem!r}: ground truth is "
+                             f"matched to images by name, so keep one (or rename one)")
+        found[p.stem] = p
+    return found
+
+
 def _attach_truth(source: Path, images: list[Sample]) -> list[Sample]:
     """Samples with their per-class masks (masks/<k>/) or label images (labels/), found by sample name."""
     folders, labels = class_mask_folders(source), source / "labels"
     if folders and labels.is_dir():
         raise ValueError(f"{source}: has both masks/ and labels/; keep one ground-truth layout")
+    seen: dict[str, Path] = {}
+    for s in images:
+        if seen.setdefault(s.name, s.image) != s.image:
+            raise ValueError(f"{seen[s.name]} and {s.image.name} are both images named {s.name!r}: ground truth "
+                             f"is matched to images by name, so one would be scored against the other's mask; "
+                             f"rename one")
     if labels.is_dir():
-        found = {p.stem: p for p in _images_in(labels)}
+        found = _by_name(_images_in(labels), "label images of")
         return [replace(s, mask=found.get(s.name), label_image=s.name in found) for s in images]
-    per_class = [{p.stem: p for p in _images_in(f)} for f in folders]
+    per_class = [_by_name(_images_in(f), "masks of") for f in folders]
     samples = []
     for s in images:
         paths = [m.get(s.name) for m in per_class]
         samples.append(replace(s, mask=paths[0] if paths else None, more_masks=tuple(paths[1:])))
     return samples
+
+
+def truth_notes(source: str | Path, samples: list[Sample]) -> list[str]:
+    """What looks wrong with an official-layout dataset's ground truth, as notes (none for a plain
+    folder): masks directly in masks/ (not masks/0/), BUSI's original `<name>_mask` file names, an
+    empty mask folder, masks that match no image. Each would otherwise give "no ground truth"
+    without a word."""
+    source = Path(source)
+    masks = source / "masks"
+    if not is_official_layout(source) or not masks.is_dir():
+        return []
+    notes = []
+    loose = _images_in(masks)
+    if loose:
+        notes.append(f"{masks} holds {len(loose)} mask file(s) directly (e.g. {loose[0].name!r}); the official "
+                     f"layout keeps one class's masks in {masks / '0'}/: move them there")
+    names = {s.name for s in samples}
+    for folder in class_mask_folders(source):
+        files = _images_in(folder)
+        orphans = [p for p in files if p.stem not in names]
+        if not files:
+            notes.append(f"{folder} is empty: no ground truth")
+        elif len(orphans) == len(files) and all(p.stem.endswith("_mask") for p in files):
+            notes.append(f"{folder}: mask names end in '_mask' (BUSI's original naming, e.g. {files[0].name!r}); "
+                         f"masks are matched by name: name each mask as its image ({files[0].stem[:-5]!r})")
+        elif orphans:
+            notes.append(f"{folder}: {len(orphans)} mask(s) match no image in images/ (e.g. {orphans[0].name!r}) "
+                         f"and are not used")
+    return notes
 
 
 def discover(source: str | Path, split: str | Path | None = None,

@@ -37,12 +37,26 @@ def _read_label(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.n
     if label.ndim == 3:
         raise ImageReadError(f"{path}: a label image must be single-channel (pixel value = class), "
                              f"got {label.shape[2]} channels")
+    if int(label.max()) == 255 and not np.isin(label, (0, 255), invert=True).any():
+        raise ImageReadError(f"{path}: a label image holds class numbers (0 background, k for class k-1), but this "
+                             f"one holds only 0 and 255, which would make 255 classes: a binary mask? put binary "
+                             f"masks in masks/0/ instead of labels/")
     return label
 
 
+def check_truth_size(path, truth_hw, image_hw) -> None:
+    """ImageReadError when ground truth is not the size of its image (`image_hw` None: not checked):
+    a mask of another size is most often the mask of another image, and every tool refuses it alike
+    (predict scores nothing for that image, training leaves it out, an export's set names it)."""
+    if image_hw is not None and tuple(truth_hw) != tuple(image_hw[:2]):
+        raise ImageReadError(f"{path}: mask size {truth_hw[1]}x{truth_hw[0]} differs from its image's "
+                             f"{image_hw[1]}x{image_hw[0]} (W x H): is it the mask of this image?")
+
+
 def load_truth(sample: Sample, num_classes: int, size: tuple[int, int] | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """(num_classes, H, W) bool ground truth of `sample`, resized (nearest) to `size` (H, W) if given.
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """(num_classes, H, W) bool ground truth of `sample`, resized (nearest) to `size` (H, W) if given;
+    with `image_hw` (the image's H, W), ground truth of another size is an ImageReadError.
 
     A model with fewer classes than the dataset is scored on its first `num_classes` classes; one
     with more is an error, as is a missing class mask or a label value above `num_classes`."""
@@ -50,6 +64,7 @@ def load_truth(sample: Sample, num_classes: int, size: tuple[int, int] | None = 
         raise ValueError(f"{sample.name}: no ground truth")
     if sample.label_image:
         label = _read_label(sample.mask, max_pixels)
+        check_truth_size(sample.mask, label.shape[:2], image_hw)
         if size is not None:
             label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
         top = int(label.max())
@@ -65,7 +80,13 @@ def load_truth(sample: Sample, num_classes: int, size: tuple[int, int] | None = 
     if missing:
         raise ImageReadError(f"{sample.name}: no mask in masks/{missing[0]}/ (every class folder needs "
                              f"a mask for every image; an empty mask is all black)")
-    return np.stack([load_mask(p, size, max_pixels) for p in paths[:num_classes]])
+    if image_hw is None:
+        return np.stack([load_mask(p, size, max_pixels) for p in paths[:num_classes]])
+    masks = [load_mask(p, None, max_pixels) for p in paths[:num_classes]]
+    for p, m in zip(paths, masks):
+        check_truth_size(p, m.shape, image_hw)
+    truth = np.stack(masks)
+    return resize_truth(truth, size) if size is not None else truth
 
 
 def classes_problem(samples: list[Sample], num_classes: int) -> str | None:

@@ -68,7 +68,12 @@ class JobResult:
         return {"n_images": len(self.rows), "n_with_masks": len(scored),
                 "mean_dice": net["mean_dice"], "mean_iou": net["mean_iou"],
                 "mean_dice_original": orig["mean_dice"], "mean_iou_original": orig["mean_iou"],
-                "skipped": self.skipped, "stopped": self.stopped, **class_summary(self.rows)}
+                "skipped": self.skipped, "stopped": self.stopped, "truth_not_used": self.truth_not_used(),
+                **class_summary(self.rows)}
+
+    def truth_not_used(self) -> list[dict]:
+        """Images segmented whose ground truth could not be used, each with the reason."""
+        return [{"name": r["name"], "error": r["truth_problem"]} for r in self.rows if r.get("truth_problem")]
 
 
 def unique_names(samples: list[Sample]) -> list[Sample]:
@@ -341,6 +346,7 @@ def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -
                 writer.writerows(result.rows)
     if summary_json:
         public = {k: summary[k] for k in ("n_images", "mean_dice", "mean_iou", "skipped", "stopped")}
+        public.update({"truth_not_used": summary["truth_not_used"]} if summary["truth_not_used"] else {})
         public.update({k: summary[k] for k in ("mean_dice_original", "mean_iou_original")})
         public.update({k: summary[k] for k in CLASS_SUMMARY_KEYS if k in summary})   # C >= 2 only
         with atomic_path(summary_json) as tmp:
@@ -371,11 +377,14 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
     if not quiet:
         for row in result.rows:
             scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}{format_class_dice(_class_dice(row))}"
-                      if row["dice"] is not None else "no ground truth")
+                      if row["dice"] is not None else
+                      "ground truth not used (below)" if row.get("truth_problem") else "no ground truth")
             print(f"  {row['name']:<24} {scores}")
     for item in result.skipped:
         print(f"skipped: {naming(item['path'], item['error']) if item.get('path') else item['error']}",
               file=sys.stderr)
+    for item in summary["truth_not_used"]:
+        print(f"ground truth not used: {item['error']} (the image was segmented)", file=sys.stderr)
     line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
             f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end)"
             + (f"; outputs in {out}" if Path(out).is_dir() else "; nothing written"))
@@ -392,4 +401,4 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
         print(f"{prog}: error: no input could be segmented (each is reported above); nothing was done",
               file=sys.stderr)
         return 2
-    return 1 if (result.skipped or result.stopped) else 0
+    return 1 if (result.skipped or result.stopped or summary["truth_not_used"]) else 0

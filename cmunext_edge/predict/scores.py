@@ -16,7 +16,7 @@ import numpy as np
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.data.groundtruth import load_truth, resize_truth
 from cmunext_edge.core.metrics import class_scores, class_scores_from_logits, summarize_scores
-from cmunext_edge.core.preprocess import ImageReadError
+from cmunext_edge.core.preprocess import ImageReadError, naming
 
 SCORES = ("dice", "iou", "dice_original", "iou_original")
 CLASS_SUMMARY_KEYS = ("num_classes", "per_class_dice", "per_class_iou", "per_class_dice_original",
@@ -46,15 +46,22 @@ def mask_union(mask: np.ndarray) -> np.ndarray:
 
 
 def score_fields(sample: Sample, seg, size: tuple[int, int]) -> dict:
-    """The score fields of one image's row: None without ground truth. A ground-truth mask whose
-    size differs from the image's raises ImageReadError (the image is then skipped)."""
+    """The score fields of one image's row: None without ground truth. Ground truth that cannot be
+    used (unreadable, misencoded, or of another size than the image) leaves the scores None and
+    says why in `truth_problem`: the image itself is segmented all the same."""
     num_classes = seg.logits.shape[0]
-    fields = dict.fromkeys(SCORES + tuple(class_columns(num_classes)))
+    fields = dict.fromkeys(SCORES + tuple(class_columns(num_classes)) + ("truth_problem",))
     if sample.mask is None:
         return fields
-    pred, truth = mask_channels(seg.mask), load_truth(sample, num_classes)
-    if truth.shape != pred.shape:
-        raise ImageReadError(f"{sample.mask}: mask size {truth.shape[1:]} differs from image {pred.shape[1:]}")
+    pred = mask_channels(seg.mask)
+    try:
+        truth = load_truth(sample, num_classes)
+        if truth.shape != pred.shape:
+            raise ImageReadError(f"{sample.mask}: mask size {truth.shape[:0:-1]} (W x H) differs from the image's "
+                                 f"{pred.shape[:0:-1]}: is it the mask of this image?")
+    except (ImageReadError, ValueError, OSError) as exc:
+        fields["truth_problem"] = naming(sample.mask, exc)
+        return fields
     net = class_scores_from_logits(seg.logits, resize_truth(truth, size))    # decoded once, both sizes
     orig = class_scores(pred, truth)
     fields.update(dice=net["dice"], iou=net["iou"], dice_original=orig["dice"], iou_original=orig["iou"])

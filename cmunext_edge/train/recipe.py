@@ -37,7 +37,7 @@ import numpy as np
 
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
-from cmunext_edge.data.discovery import Sample, discover, read_name_list, seeded_split
+from cmunext_edge.data.discovery import Sample, discover, read_name_list, seeded_split, truth_notes
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
 from cmunext_edge.core.model import build_model, canonical_variant
@@ -81,7 +81,7 @@ def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int,
     for s in samples:
         try:
             bgr = to_bgr_uint8(load_image(s.image, frame=s.frame))
-            truth = class_truth(s, classes, held, spec.size)
+            truth = class_truth(s, classes, held, spec.size, image_hw=bgr.shape[:2])
         except (ImageReadError, ValueError, OSError) as exc:
             skipped[s.name] = naming(s.image, exc)
             continue
@@ -150,9 +150,12 @@ def make_split(cfg: TrainConfig, log=print, found=None) -> dict:
     """The train/validation split of `found` (default: the samples of cfg.data)."""
     found = discover(cfg.data) if found is None else found
     samples = [s for s in found if s.mask is not None]
+    notes = truth_notes(cfg.data, found)
     if not samples:
         raise ValueError(f"{cfg.data}: no image/mask pairs found (expected images/ and masks/0/, "
-                         f"masks/0/ ... masks/<N-1>/ or labels/)")
+                         f"masks/0/ ... masks/<N-1>/ or labels/)" + "".join(f"; {n}" for n in notes))
+    for note in notes:
+        log(f"note: {note}")
     unpaired = [s.name for s in found if s.mask is None]
     if unpaired:
         log(f"warning: {len(unpaired)} image(s) of {cfg.data} have no mask and are not used (e.g. {unpaired[0]!r})")

@@ -17,7 +17,7 @@ import numpy as np
 from cmunext_edge._deps import require
 from cmunext_edge.core.variants import canonical_variant
 from cmunext_edge.fileio import atomic_path
-from cmunext_edge.data.discovery import Sample
+from cmunext_edge.data.discovery import Sample, truth_notes
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth, truth_description
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.checkpoints.weights import load_checkpoint
@@ -30,7 +30,7 @@ def resolve_classes(requested: int, samples: list[Sample], log, data: str = "dat
     held = dataset_classes(samples)
     if held is None:
         raise ValueError(f"{data}: no image/mask pairs found (expected images/ and masks/0/, "
-                         f"masks/0/ ... masks/<N-1>/ or labels/)")
+                         f"masks/0/ ... masks/<N-1>/ or labels/)" + "".join(f"; {n}" for n in truth_notes(data, samples)))
     layout = truth_description(next(s for s in samples if s.mask is not None))
     if requested < 0:
         raise ValueError(f"--num-classes must be 1 or more (0 = from the dataset), got {requested}")
@@ -44,11 +44,12 @@ def resolve_classes(requested: int, samples: list[Sample], log, data: str = "dat
     return classes, held
 
 
-def class_truth(sample: Sample, classes: int, held: int, size: tuple[int, int]) -> np.ndarray:
+def class_truth(sample: Sample, classes: int, held: int, size: tuple[int, int], image_hw=None) -> np.ndarray:
     """(classes, H, W) 0/1 uint8 ground truth: the first `classes` of the sample's classes (a label
-    image is read with all `held` classes, then cut, so that higher label values are left out)."""
+    image is read with all `held` classes, then cut, so that higher label values are left out);
+    ground truth of another size than `image_hw` (the image's) is an ImageReadError."""
     read = held if sample.label_image else classes
-    return load_truth(sample, read, size)[:classes].astype(np.uint8)
+    return load_truth(sample, read, size, image_hw=image_hw)[:classes].astype(np.uint8)
 
 
 def _classes(n: int) -> str:
