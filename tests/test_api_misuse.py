@@ -96,6 +96,33 @@ def test_a_closed_segmenter_says_so(onnx_art):
     s.close()
     with pytest.raises(RuntimeError, match="was closed"):
         s.segment(cv2.imread(str(IMAGE)))
+    with pytest.raises(RuntimeError, match="was closed"):     # was "call load() before infer()"
+        s.self_test()
+    assert s.describe()["closed"] is True
+
+
+def test_close_from_another_thread_lets_the_running_inference_finish(onnx_art):
+    """close() during a segment_batch on another thread broke it with "'NoneType' object has no
+    attribute 'run'": close now waits for the running inference, and later chunks say "was closed"."""
+    import threading
+    s = EdgeSegmenter(onnx_art)
+    image, outcome = cv2.imread(str(IMAGE)), {}
+    started = threading.Event()
+    real_infer = s.backend.infer
+
+    def infer_then_close(batch):           # the real inference, with close() called from a thread meanwhile
+        started.set()
+        closer.start()
+        out = real_infer(batch)
+        outcome["closed_during"] = s._closed
+        return out
+    closer = threading.Thread(target=s.close)
+    s.backend.infer = infer_then_close
+    first = s.segment_batch([image], batch_size=1)
+    closer.join()
+    assert started.is_set() and first[0].mask.any() and outcome["closed_during"] is False
+    with pytest.raises(RuntimeError, match="was closed"):
+        s.segment_batch([image, image], batch_size=1)
 
 
 def _edited_report(tmp_path, **changes) -> Path:

@@ -92,8 +92,7 @@ class EdgeSegmenter:
         inferred `batch_size` at a time."""
         images = _image_list(images)
         _check_call(batch_size, channel_order)
-        if self._closed:
-            raise RuntimeError("this EdgeSegmenter was closed: create a new one")
+        self._check_open()
         results = []
         for start in range(0, len(images), batch_size):
             results += self._segment_chunk(images[start:start + batch_size], channel_order)
@@ -107,7 +106,12 @@ class EdgeSegmenter:
         return stream(self, source, batch_size=batch_size, max_frames=max_frames)
 
     def describe(self) -> dict:
-        return self.backend.describe()
+        """What runs (backend, device, precision, artifact, fallback, ...); `closed` once closed."""
+        return {**self.backend.describe(), **({"closed": True} if self._closed else {})}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this EdgeSegmenter was closed: create a new one")
 
     def self_test(self):
         """Run the artifact's embedded self-test on this device -> SelfTestResult (bool: passed).
@@ -117,14 +121,18 @@ class EdgeSegmenter:
         """
         from cmunext_edge.artifacts.meta import check_selftest
         with self._lock:
+            self._check_open()
             result = check_selftest(self.backend.metadata.get("selftest"), self.spec, self.backend.infer,
                                     self.backend.precision)
         result.device, result.precision = self.backend.device, self.backend.precision
         return result
 
     def close(self) -> None:
-        self._closed = True
-        self.backend.close()
+        """Release the runtime; an inference running on another thread finishes first (the lock),
+        and every later call is refused with "was closed"."""
+        with self._lock:
+            self._closed = True
+            self.backend.close()
 
     def __enter__(self):
         return self
@@ -144,6 +152,7 @@ class EdgeSegmenter:
         batch = np.stack([self.spec.preprocess(b) for b in bgrs])
         t1 = time.perf_counter()
         with self._lock:
+            self._check_open()          # closed by another thread while this one preprocessed
             logits = self.backend.infer(batch)
         t2 = time.perf_counter()
         results = []
