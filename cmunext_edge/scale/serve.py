@@ -5,12 +5,15 @@
 base64 PNG (0/255), its area in pixels and as a fraction, the timings (decode, preprocess,
 infer, postprocess, total in the replica, and the batch it ran in) and the backend, device and
 precision that ran. `?format=png` answers the PNG itself with that JSON in the
-`X-Segmentation` header. Requests are batched per replica (`@serve.batch`); a body over
-`max_bytes` gets 413, an empty or undecodable one 400 with a message; an image whose header
-gives more pixels than the toolkit's one limit (image_limits.DEFAULT_MAX_PIXELS, or `max_pixels`)
-gets 413 before anything is decoded. `GET /health` reports the
+`X-Segmentation` header. Requests are batched per replica (`@serve.batch`). The body is read as a
+stream: one over `max_bytes` gets 413 as soon as it passes the limit (chunked uploads too, never
+read whole), one that does not arrive within `body_timeout_s` gets 408 and frees its place; an
+empty or undecodable one 400 with a message; an image whose header gives more pixels than the
+toolkit's one limit (image_limits.DEFAULT_MAX_PIXELS, or `max_pixels`) gets 413 before anything is
+decoded. Every error, 404 and 405 included, is JSON `{"error": ...}`. `GET /health` reports the
 artifact, where it runs and the self-test each replica ran at start (503 if it failed).
-A DICOM body (`Content-Type: application/dicom`; single- or multi-frame, the [dicom] extra) is answered
+A DICOM body (`Content-Type: application/dicom`, any case, parameters allowed; single- or
+multi-frame, the [dicom] extra) is answered
 with a DICOM Segmentation of every frame (`application/dicom`, binary, one segment per class; see
 docs/dicom.md); `?seg=fractional` for probabilities. Its header is checked before any decoding.
 A multi-class model: `mask_png` is the union of its classes, and the JSON adds `classes` (per class:
@@ -24,6 +27,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -34,6 +38,9 @@ from cmunext_edge.predict.scores import mask_channels, mask_union
 from cmunext_edge.core.preprocess import ImageReadError, to_bgr_uint8
 
 MAX_BYTES = 20 << 20          # request body limit
+BODY_TIMEOUT_S = 10.0         # the whole body must arrive within this time of the request (else 408)
+READING_SLOTS = 32            # requests a replica may hold reading their body, beyond its inference places
+QUERY_CHOICES = {"format": ("json", "png"), "seg": ("binary", "fractional")}   # documented, for every body
 
 
 class RequestError(ValueError):
@@ -57,9 +64,18 @@ def decode_body(body: bytes, max_bytes: int = MAX_BYTES, max_pixels: int | None 
         raise RequestError(413, f"image refused before decoding: {exc}") from None
     except ImageSizeError as exc:
         raise RequestError(400, f"the {len(body)}-byte body is not a decodable image ({exc})") from None
-    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if img is None:
-        raise RequestError(400, f"the {len(body)}-byte body is not a decodable image (PNG, JPEG, BMP, TIFF, WebP)")
+    data = np.frombuffer(body, np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None:     # OpenCV cannot convert some sample formats to colour (a 1-channel float TIFF): which?
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if img is None or img.dtype in (np.uint8, np.uint16):
+            raise RequestError(400, f"the {len(body)}-byte body is not a decodable image "
+                                    f"(PNG, JPEG, BMP, TIFF, WebP)")
+    if img.dtype not in (np.uint8, np.uint16):     # e.g. a float TIFF: say so in terms of the file
+        kind = {"f": "floating-point", "i": "signed integer"}.get(img.dtype.kind, img.dtype.kind)
+        raise RequestError(400, f"the uploaded image's sample format ({img.dtype.itemsize * 8}-bit {kind}) is not "
+                                f"supported: send an image with 8- or 16-bit unsigned integer samples "
+                                f"(e.g. an 8- or 16-bit PNG or TIFF)")
     try:
         return to_bgr_uint8(img)
     except ImageReadError as exc:
@@ -100,18 +116,27 @@ def class_mask_pngs(seg) -> list[bytes]:
 
 def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: int = 8,
               batch_wait_ms: float = 5.0, max_bytes: int = MAX_BYTES, threads: int | None = None,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS, trusted_keys=None):
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, trusted_keys=None,
+              body_timeout_s: float = BODY_TIMEOUT_S):
     """The Ray Serve application (bind()-ed deployment) serving `artifact` (each replica loads it
     under the trust policy `trusted_keys`, default $CMUNEXT_TRUSTED_KEYS; bodies are admitted by
-    `max_bytes` and, from their header, `max_pixels`)."""
+    `max_bytes`, `body_timeout_s` and, from their header, `max_pixels`).
+
+    Ray Serve's proxy gives a request its replica place as soon as the headers arrive; the body
+    follows. So a replica takes READING_SLOTS requests beyond its 4 x `max_batch` inference places,
+    reads each body with a deadline, and only then lets it wait for an inference place: a client
+    that stalls its upload holds a reading place for `body_timeout_s` at most (then 408)."""
     serve = require("ray.serve")
     fastapi = require("fastapi")
     app = fastapi.FastAPI(title="cmunext-edge segmentation")
+    _json_errors(app, fastapi)
+    limits = Limits(max_bytes, max_pixels, body_timeout_s)
 
-    @serve.deployment(num_replicas=replicas, max_ongoing_requests=4 * max_batch)
+    @serve.deployment(num_replicas=replicas, max_ongoing_requests=4 * max_batch + READING_SLOTS)
     @serve.ingress(app)
     class Segmenter:
         def __init__(self):
+            import asyncio
             from cmunext_edge.runtime.segmenter import EdgeSegmenter
             options = {"threads": threads} if threads else {}
             self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, trusted_keys=trusted_keys,
@@ -120,6 +145,7 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
             self.check = self.segmenter.self_test()
             info = self.segmenter.describe()
             self.where = {"backend": info["backend"], "device": info["device"], "precision": info["precision"]}
+            self.places = asyncio.Semaphore(4 * max_batch)      # decoded images waiting for or in a batch
 
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=batch_wait_ms / 1e3)
         async def _segment(self, images: list) -> list:
@@ -128,9 +154,7 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
 
         @app.post("/segment")
         async def segment(self, request: fastapi.Request, format: str = "json", seg: str = "binary"):
-            if request.headers.get("content-type", "").split(";")[0].strip() == "application/dicom":
-                return await _answer_dicom(self, request, seg, (max_bytes, max_pixels), fastapi)
-            return await _answer(self, request, format, (max_bytes, max_pixels), fastapi)
+            return await _answer(self, request, {"format": format, "seg": seg}, limits, fastapi)
 
         @app.get("/health")
         def health(self):
@@ -141,43 +165,131 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
     return Segmenter.bind()
 
 
-def _declared_length(headers) -> int:
-    """The body size a request declares (0 when it declares none); 400 when it is not a number."""
-    value = headers.get("content-length") or "0"
+class Limits(NamedTuple):
+    max_bytes: int
+    max_pixels: int | None
+    body_timeout_s: float
+
+
+ENDPOINTS = "POST /segment, GET /health"
+
+
+def _json_errors(app, fastapi) -> None:
+    """404, 405 and request-validation errors as `{"error": ...}` like every other answer (FastAPI's
+    default is `{"detail": ...}`)."""
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc):
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message = f"no such endpoint: {where} (endpoints: {ENDPOINTS})"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"method {request.method} is not allowed on {request.url.path} (allowed: {allowed}; " \
+                      f"endpoints: {ENDPOINTS})"
+        else:
+            message = str(exc.detail)
+        return fastapi.responses.JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(fastapi.exceptions.RequestValidationError)
+    async def validation_error(request, exc):
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
+        return fastapi.responses.JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+
+def is_dicom(content_type: str | None) -> bool:
+    """Whether a Content-Type names DICOM (media types are case-insensitive; parameters ignored)."""
+    return (content_type or "").split(";")[0].strip().lower() == "application/dicom"
+
+
+def check_query(params: dict) -> None:
+    """Each documented query parameter must have one of its values, whatever the body (400)."""
+    for name, allowed in QUERY_CHOICES.items():
+        if name in params and params[name] not in allowed:
+            raise RequestError(400, f"query parameter {name!r} must be {' or '.join(allowed)}, "
+                                    f"not {params[name][:40]!r}")
+
+
+def _declared_length(headers) -> int | None:
+    """The body size a request declares (None when it declares none); 400 when it is not a number."""
+    value = headers.get("content-length")
+    if value is None:
+        return None
     if not value.strip().isdigit():
         raise RequestError(400, f"Content-Length {value[:40]!r} is not a number of bytes")
     return int(value)
 
 
-def _check_request(request, name: str, value: str, allowed: tuple, max_bytes: int) -> None:
-    """A query choice and the declared body size, before the body is read (400 / 413)."""
-    if value not in allowed:
-        raise RequestError(400, f"{name} must be {' or '.join(allowed)}, not {value!r}")
-    if _declared_length(request.headers) > max_bytes:
-        raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes")
+async def read_body(request, max_bytes: int, timeout_s: float) -> bytes:
+    """The request body, read as a stream: 413 as soon as it passes `max_bytes` (a declared
+    Content-Length over it before reading anything; a chunked body is never read whole), 408 when
+    it has not all arrived within `timeout_s`."""
+    import asyncio
+    from starlette.requests import ClientDisconnect
+    declared = _declared_length(request.headers)
+    if declared is not None and declared > max_bytes:
+        raise RequestError(413, f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    chunks, received = [], [0]
 
+    async def read():
+        async for chunk in request.stream():
+            received[0] += len(chunk)
+            if received[0] > max_bytes:
+                raise RequestError(413, f"request body exceeds the limit of {max_bytes} bytes "
+                                        f"(reading stopped at {received[0]} bytes)")
+            chunks.append(chunk)
 
-async def _answer(replica, request, fmt: str, limits: tuple, fastapi):
-    """One /segment request: checks, batched inference, the JSON or PNG answer; never a traceback."""
-    responses = fastapi.responses
-    started = time.perf_counter()
-    max_bytes, max_pixels = limits
     try:
-        _check_request(request, "format", fmt, ("json", "png"), max_bytes)
-        bgr = decode_body(await request.body(), max_bytes, max_pixels)
-        decoded = time.perf_counter()
-        seg = await replica._segment(bgr)
-        info = describe_result(seg, replica.where, (decoded - started) * 1e3,
-                               (time.perf_counter() - decoded) * 1e3 - seg.timings["total_ms"])
-        png = mask_png(seg)
-        per_class = [base64.b64encode(p).decode() for p in class_mask_pngs(seg)]
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        of = f" of {declared}" if declared is not None else ""
+        raise RequestError(408, f"the request body did not arrive within {timeout_s:g} s ({received[0]}{of} "
+                                f"bytes received; cmunext-serve --body-timeout)") from None
+    except ClientDisconnect:
+        raise RequestError(400, f"the client disconnected after {received[0]} bytes of the body") from None
+    return b"".join(chunks)
+
+
+def _error(responses, status: int, message: str):
+    # 408/413: the rest of the body was not read, so the connection cannot carry another request
+    headers = {"Connection": "close"} if status in (408, 413) else None
+    return responses.JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _answer(replica, request, params: dict, limits: Limits, fastapi):
+    """One /segment request: query and header checks, the body read (streamed, with a deadline),
+    then an inference place, batched inference and the JSON, PNG or DICOM SEG answer; never a
+    traceback."""
+    from cmunext_edge._deps import MissingDependencyError
+    responses = fastapi.responses
+    try:
+        check_query(params)
+        dicom = is_dicom(request.headers.get("content-type"))
+        body = await read_body(request, limits.max_bytes, limits.body_timeout_s)
+        async with replica.places:
+            if dicom:
+                return await _answer_dicom(replica, body, params["seg"], limits, responses)
+            return await _answer_image(replica, body, params["format"], limits, responses)
     except RequestError as exc:
-        return responses.JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return _error(responses, exc.status, str(exc))
+    except MissingDependencyError as exc:
+        return _error(responses, 501, str(exc))
     except Exception as exc:      # a server-side failure: a message, not a traceback
-        return responses.JSONResponse({"error": f"segmentation failed: {type(exc).__name__}: {exc}"},
-                                      status_code=500)
+        return _error(responses, 500, f"segmentation failed: {type(exc).__name__}: {exc}")
+
+
+async def _answer_image(replica, body: bytes, fmt: str, limits: Limits, responses):
+    started = time.perf_counter()
+    bgr = decode_body(body, limits.max_bytes, limits.max_pixels)
+    decoded = time.perf_counter()
+    seg = await replica._segment(bgr)
+    info = describe_result(seg, replica.where, (decoded - started) * 1e3,
+                           (time.perf_counter() - decoded) * 1e3 - seg.timings["total_ms"])
+    png = mask_png(seg)
     if fmt == "png":
         return responses.Response(png, media_type="image/png", headers={"X-Segmentation": json.dumps(info)})
+    per_class = [base64.b64encode(p).decode() for p in class_mask_pngs(seg)]
     extra = {"class_masks_png": per_class} if per_class else {}
     return responses.JSONResponse({**info, "mask_png": base64.b64encode(png).decode(), **extra})
 
@@ -193,40 +305,27 @@ def dicom_seg_bytes(ds, segmentations, algorithm, kind: str = "binary") -> bytes
     return buf.getvalue()
 
 
-async def _answer_dicom(replica, request, kind: str, limits: tuple, fastapi):
-    """One DICOM /segment request: header checks (too many pixels: 413 before decoding), every
-    frame batched, a SEG back."""
+async def _answer_dicom(replica, body: bytes, kind: str, limits: Limits, responses):
+    """One DICOM body: header checks (too many pixels: 413 before decoding), every frame batched,
+    a SEG back."""
     import asyncio
-    from cmunext_edge._deps import MissingDependencyError
     from cmunext_edge.core.dicom import DicomError, dataset_from_bytes, read_frames
     from cmunext_edge.runtime.algorithm import algorithm_of
-    responses = fastapi.responses
-    max_bytes, max_pixels = limits
+    if not body:
+        raise RequestError(400, "empty request body: send the DICOM file's bytes "
+                                "(curl -H 'Content-Type: application/dicom' --data-binary @us.dcm)")
     try:
-        _check_request(request, "seg", kind, ("binary", "fractional"), max_bytes)
-        body = await request.body()
-        if not body or len(body) > max_bytes:
-            raise RequestError(413 if body else 400, f"DICOM body of {len(body)} bytes (limit {max_bytes})")
-        try:
-            ds = dataset_from_bytes(body, max_pixels)
-            frames = read_frames(ds, max_pixels)
-        except ImageTooLargeError as exc:          # the one pixel limit (image_limits.check_pixels)
-            raise RequestError(413, f"DICOM refused before decoding: {exc}") from None
-        except DicomError as exc:
-            raise RequestError(400, str(exc)) from None
-        segs = await asyncio.gather(*(replica._segment(f) for f in frames))
-        if getattr(replica, "algorithm", None) is None:
-            replica.algorithm = algorithm_of(replica.artifact, replica.where["precision"])
-        data = dicom_seg_bytes(ds, segs, replica.algorithm, kind)
-    except RequestError as exc:
-        return responses.JSONResponse({"error": str(exc)}, status_code=exc.status)
-    except MissingDependencyError as exc:
-        return responses.JSONResponse({"error": str(exc)}, status_code=501)
-    except Exception as exc:
-        return responses.JSONResponse({"error": f"segmentation failed: {type(exc).__name__}: {exc}"},
-                                      status_code=500)
-    return responses.Response(data, media_type="application/dicom",
-                              headers={"X-Frames": str(len(frames))})
+        ds = dataset_from_bytes(body, limits.max_pixels)
+        frames = read_frames(ds, limits.max_pixels)
+    except ImageTooLargeError as exc:          # the one pixel limit (image_limits.check_pixels)
+        raise RequestError(413, f"DICOM refused before decoding: {exc}") from None
+    except DicomError as exc:
+        raise RequestError(400, str(exc)) from None
+    segs = await asyncio.gather(*(replica._segment(f) for f in frames))
+    if getattr(replica, "algorithm", None) is None:
+        replica.algorithm = algorithm_of(replica.artifact, replica.where["precision"])
+    data = dicom_seg_bytes(ds, segs, replica.algorithm, kind)
+    return responses.Response(data, media_type="application/dicom", headers={"X-Frames": str(len(frames))})
 
 
 def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
@@ -237,6 +336,9 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str |
     artifact = Path(resolve_weights(artifact)).resolve()
     if not artifact.is_file():
         raise FileNotFoundError(f"{artifact}: no such artifact")
+    if port == 0:       # Serve's proxy would pick a port it does not report back: refuse, do not guess
+        raise ValueError("port 0 (a random port) is not supported: Ray Serve does not report the port "
+                         "it picks; give a free port, e.g. 8000")
     if not ray.is_initialized():
         kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
         previous = signal.getsignal(signal.SIGTERM)
