@@ -78,13 +78,7 @@ def describe_artifact(path: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: no such artifact")
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"{path}: an empty file (0 bytes), not a readable {kind} artifact")
-    try:
-        flat, shape = READERS[art.name](path)
-    except (OSError, MissingDependencyError):
-        raise
-    except Exception as exc:      # protobuf DecodeError, XML ParseError, JSON errors: a damaged file
-        first = (str(exc).strip().splitlines() or ["damaged or truncated"])[0][:160]
-        raise ValueError(f"{path}: not a readable {kind} file ({type(exc).__name__}: {first})") from None
+    flat, shape = _read(path)
     meta = parse_metadata(flat)
     if not meta:
         raise ValueError(f"{path}: {_article(kind)} {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
@@ -102,18 +96,37 @@ def describe_artifact(path: str | Path) -> dict:
             "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files if f.is_file()],
             "sha256": sha256_file(path) if path.is_file() else None,
             "verification": (entry or {}).get("verification"), "in_manifest": entry is not None,
-            "auto": (entry or {}).get("auto"), "files_check": _files_check(path, entry)}
+            "auto": (entry or {}).get("auto"), "files_check": files_check(path, flat)}
 
 
-def _files_check(path: Path, entry: dict | None) -> dict:
-    """The files against manifest.json, as a load checks them first (the embedded hash and the
-    self-test need the runtime: a load or cmunext-bench runs them)."""
-    if entry is None:
-        return {"ok": None, "message": "no manifest entry: the load checks the embedded content hash"}
-    from cmunext_edge.artifacts.integrity import precheck
-    report = precheck(path)
-    return {"ok": not report.problems, "message": "sha256 of every file matches manifest.json" if not report.problems
-            else report.message()}
+def _read(path: Path) -> tuple[dict, list]:
+    """(flat metadata, input shape) of the artifact at `path`; ValueError for a damaged file."""
+    kind = kind_of(path)
+    try:
+        return READERS[kind.name](path)
+    except (OSError, MissingDependencyError):
+        raise
+    except Exception as exc:      # protobuf DecodeError, XML ParseError, JSON errors: a damaged file
+        first = (str(exc).strip().splitlines() or ["damaged or truncated"])[0][:160]
+        raise ValueError(f"{path}: not a readable {kind.label} file ({type(exc).__name__}: {first})") from None
+
+
+def files_check(path: str | Path, flat: dict | None = None) -> dict:
+    """The artifact's files as a load checks them before the runtime parses anything (the same
+    code, artifacts/integrity.py): against manifest.json beside them, else against the content hash
+    embedded at export (read from `flat`, the artifact's metadata, when given). -> {"ok": bool,
+    "source": "manifest" | "embedded" | None, "message": str}. The self-test needs the runtime: a
+    load or cmunext-bench runs it."""
+    from cmunext_edge.artifacts.integrity import VerifyReport, check_embedded, check_manifest
+    path = sidecar_entry(Path(path))
+    report = VerifyReport(str(path))
+    if not check_manifest(path, report):
+        check_embedded(path, _read(path)[0] if flat is None else flat, report)
+    if report.problems:
+        return {"ok": False, "source": report.hash_source, "message": f"{path}: " + "; ".join(report.problems)}
+    return {"ok": True, "source": report.hash_source,
+            "message": "sha256 of every file matches manifest.json" if report.hash_source == "manifest" else
+            "no manifest.json entry; the files match the content hash embedded at export"}
 
 
 def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = None) -> str:

@@ -79,45 +79,86 @@ def trust_policy(trusted_keys=None) -> list[Path] | None:
     if not keys:
         return None
     for k in keys:
+        if k.is_dir():
+            raise TrustPolicyError(f"trusted key {k}: a folder, not a public key file (give the .pub.pem file)")
         if not k.is_file():
             raise TrustPolicyError(f"trusted key {k}: no such file")
         _public_pem(k)
     return keys
 
 
-def check_signing_key(key) -> None:
+def check_signing_key(key, option: str = "--sign-key") -> None:
     """A private key that cannot sign raises SigningKeyError before any work is done."""
     if key is None:
         return
+    if Path(key).is_dir():
+        raise SigningKeyError(f"{option} {key}: a folder, not a private key file (give the .pem file)")
     if not Path(key).is_file():
-        raise SigningKeyError(f"--sign-key {key}: no such file")
+        raise SigningKeyError(f"{option} {key}: no such file")
     _model_signing()
     from cryptography.hazmat.primitives import serialization
     try:
         serialization.load_pem_private_key(Path(key).read_bytes(), None)
     except (ValueError, TypeError) as exc:
-        raise SigningKeyError(f"--sign-key {key}: not an unencrypted PEM private key ({exc}); make one "
+        raise SigningKeyError(f"{option} {key}: not an unencrypted PEM private key ({exc}); make one "
                               f"with: cmunext-keys new --out KEYNAME") from None
 
 
+class KeyWriteError(OSError):
+    """A key file that cannot be written; nothing of the pair is left behind."""
+
+
+class KeyExistsError(KeyWriteError, FileExistsError):
+    """A key file (or a link) is already where a new key would go: never overwritten."""
+
+
+def _write_new(path: Path, data: bytes, mode: int, what: str) -> None:
+    """Write `data` to a file that does not exist yet (O_EXCL: never over a file; O_NOFOLLOW: never
+    through a symbolic link, dangling or not); KeyWriteError names the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyWriteError(f"{path}: cannot write the {what}: its folder cannot be made "
+                            f"({exc.strerror or exc})") from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    except FileExistsError:
+        raise KeyExistsError(f"{path} exists{' (a symbolic link)' if path.is_symlink() else ''}; not "
+                            f"overwritten (a lost private key cannot be recovered)") from None
+    except OSError as exc:
+        raise KeyWriteError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise KeyWriteError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from None
+
+
 def new_key_pair(private_out: str | Path, public_out: str | Path) -> tuple[Path, Path]:
-    """Write a new P-256 private key (PEM, mode 0600) and its public key; refuse to overwrite."""
+    """Write a new P-256 private key (PEM, mode 0600) and its public key, both or neither: each is
+    created exclusively (never over a file, never through a symbolic link), and the private key is
+    removed again when the public key cannot be written. KeyWriteError (an OSError) names the path."""
     _model_signing()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     private_out, public_out = Path(private_out), Path(public_out)
     for p in (private_out, public_out):
-        if p.exists():
-            raise FileExistsError(f"{p} exists; not overwritten (a lost private key cannot be recovered)")
+        if os.path.lexists(p):
+            raise KeyExistsError(f"{p} exists{' (a symbolic link)' if p.is_symlink() else ''}; not "
+                                f"overwritten (a lost private key cannot be recovered)")
     key = ec.generate_private_key(ec.SECP256R1())
-    for p in {private_out.parent, public_out.parent}:
-        p.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    public_out.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write_new(private_out, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()), 0o600, "private key")
+    try:
+        _write_new(public_out, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                             serialization.PublicFormat.SubjectPublicKeyInfo),
+                   0o644, "public key")
+    except BaseException as exc:
+        private_out.unlink(missing_ok=True)
+        if isinstance(exc, KeyWriteError):
+            raise type(exc)(f"{exc}; the private key {private_out} was removed again: nothing written") from None
+        raise
     return private_out, public_out
 
 

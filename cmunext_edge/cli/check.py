@@ -29,7 +29,8 @@ marked "interrupted", with the steps done and the images of the interrupted step
 
 def build_parser():
     p = make_parser("cmunext-check", __doc__, EXAMPLE)
-    p.add_argument("bundle", help="bundle folder or .bundle.tar.gz (extracted beside it)")
+    p.add_argument("bundle", help="bundle folder or .bundle.tar.gz (checked in a new staging folder, then "
+                                  "kept beside it under its folder name, or NAME-2, ... when that exists)")
     p.add_argument("--device", default="cpu", help="device to run on (cpu; GPU/NPU/AUTO for OpenVINO; cuda)")
     p.add_argument("--iters", type=positive_int, default=20, help="timed batch-1 inferences (default 20)")
     p.add_argument("--warmup", type=nonnegative_int, default=3, help="untimed inferences first (default 3)")
@@ -37,7 +38,8 @@ def build_parser():
                                               "emulation; default all)")
     p.add_argument("--label", help="name of this device in reports (default: its CPU and architecture)")
     p.add_argument("--emulated", metavar="NOTE", help="mark the run as emulated (times are not speeds)")
-    p.add_argument("--report", help="where to write the report (default BUNDLE/device_report.json)")
+    p.add_argument("--report", help="where to write the report (default BUNDLE/device_report.json; never a "
+                                    "file of the bundle, an archive or a trusted key: checked before the check runs)")
     p.add_argument("--quiet", action="store_true", help="print only the verdict line")
     p.add_argument("--progress", action="store_true", help="per-image progress with ETA on stderr (slow "
                    "devices, emulation; a line about every 10%% in logs)")
@@ -51,6 +53,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge.artifacts.signing import TrustPolicyError
     from cmunext_edge.device.check import run_check, write_report
+    problem = check_report(args)
+    if problem:
+        return fail("cmunext-check", problem)
     try:
         report = run_check(args.bundle, device=args.device, warmup=args.warmup, iters=args.iters,
                            label=args.label, emulated=args.emulated, max_images=args.images,
@@ -59,16 +64,20 @@ def main(argv=None) -> int:
         return fail("cmunext-check", str(exc))
     except KeyboardInterrupt as exc:        # the partial report first; the exit code stays 130/143
         partial = getattr(exc, "report", None)
-        if partial is not None:
+        if partial is not None and _report_path(args, partial) is not None:
             path = write_report(partial, _report_path(args, partial))
             print(f"cmunext-check: interrupted during {partial['interrupted']['step']}; partial report: {path}"
                   f"\n  {summary(partial)}", file=sys.stderr)
         raise
-    path = write_report(report, _report_path(args, report))
+    path = _report_path(args, report)
+    if path is not None:          # None: an archive refused by the trust policy (nothing kept)
+        path = write_report(report, path)
     if not args.quiet:
         for c in report["checks"]:
             print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']:<24} {c['message'] if not c['passed'] else ''}")
         print(summary(report))
+        if report["bundle"].get("archive") and report["bundle"].get("path"):
+            print(f"extracted: {report['bundle']['archive']} -> {report['bundle']['path']}")
     if report.get("refused"):
         return fail("cmunext-check", report["refused"])
     if not report["passed"]:
@@ -78,8 +87,38 @@ def main(argv=None) -> int:
     return 0
 
 
-def _report_path(args, report: dict) -> Path:
-    return Path(args.report) if args.report else Path(report["bundle"]["path"]) / "device_report.json"
+def _report_path(args, report: dict) -> Path | None:
+    if args.report is not None:
+        return Path(args.report)
+    folder = report["bundle"].get("path")
+    return Path(folder) / "device_report.json" if folder else None
+
+
+def check_report(args) -> str | None:
+    """Why --report cannot be written, before the check runs (an empty value, a folder, a folder
+    that cannot be made), or why it would replace what the check reads: a file of the bundle
+    (bundle.json, its .sha256, bundle.sig, any file bundle.json lists, anything under artifact/),
+    the archive, or a trusted key. None when it can be written."""
+    import os
+    from cmunext_edge.artifacts.signing import ENV_VAR
+    from cmunext_edge.cli.preflight import check_distinct_outputs, check_output_file
+    from cmunext_edge.device.check import bundle_inputs, is_archive
+    if args.report is None:
+        return None
+    problem = check_output_file(args.report, "--report")
+    if problem:
+        return problem
+    keys = args.trusted_key or [k for k in os.environ.get(ENV_VAR, "").split(os.pathsep) if k.strip()]
+    problem = check_distinct_outputs([("--report", args.report)], [*bundle_inputs(args.bundle), *keys])
+    if problem:
+        return problem.replace("is an input of this run", "is a file this check reads")
+    bundle = Path(args.bundle)
+    if bundle.is_dir() and not is_archive(bundle):
+        report = Path(args.report).resolve()
+        if report.is_relative_to((bundle / "artifact").resolve()):
+            return (f"--report {args.report} lies in the bundle's artifact/ folder (a file there that the "
+                    f"bundle does not list fails the check); write it elsewhere")
+    return None
 
 
 def summary(report: dict) -> str:

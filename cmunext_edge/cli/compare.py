@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import sys
 
-from cmunext_edge.cli.common import cli_main, make_parser, output_path
+from cmunext_edge.cli.common import cli_main, fail, make_parser, output_path
 
 EXAMPLE = """examples:
   cmunext-compare host/device_report.json pi4/device_report.json orin/device_report.json
   cmunext-compare reports/*.json --out benchmarks/results/devices_arm --title "ARM CPUs (emulated)"
 
+A report given twice (the same file, or a copy) is shown once, with a note; a figure that is not
+a number (NaN) is shown as '-' (null in PREFIX.json) and the row is not a pass.
+
 exit codes: 0 table written; 2 nothing written (a report missing, not JSON or not a cmunext-check
-report; an output that cannot be written)."""
+report; an output that cannot be written, or one that would replace a report it reads: checked
+before anything is read)."""
 
 
 @cli_main("cmunext-compare")
@@ -23,8 +27,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=output_path, help="prefix for .md/.json/.png files")
     p.add_argument("--title", help="table heading")
     args = p.parse_args(argv)
-    from cmunext_edge.device.compare import compare
+    from cmunext_edge.cli.preflight import check_distinct_outputs, check_output_file
+    from cmunext_edge.device.compare import compare, output_files
+    if args.out:
+        outputs = [("--out", f) for f in output_files(args.out)]
+        problem = next((why for option, f in outputs if (why := check_output_file(f, option))), None) \
+            or check_distinct_outputs(outputs, args.reports)
+        if problem:
+            return fail("cmunext-compare", problem)
     res = compare(args.reports, args.out, args.title)
+    for note in res["notes"]:
+        print(f"cmunext-compare: note: {note}", file=sys.stderr)
     print(res["markdown"])
     if res["files"]:
         print("written: " + ", ".join(res["files"]))

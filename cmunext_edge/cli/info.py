@@ -3,9 +3,12 @@
 For an artifact (.onnx, OpenVINO .xml, TensorRT .engine/.plan with its sidecar .json) it prints
 the format, precision, variant, classes, input shape, preprocessing, stored runtime settings and
 the export's verification (from manifest.json beside it) and whether its files still match that
-manifest (exit 1 when they do not); no torch needed.
+manifest, or without a manifest entry the content hash embedded at export (exit 1 when they do
+not: a load refuses such an artifact); no torch needed.
 For a checkpoint it prints the variant (detected from tensor shapes), input channels, classes, parameters,
-multiply-accumulates at an input size, the preprocessing contract and the file's sha256.
+multiply-accumulates at an input size, the preprocessing contract and the file's sha256, and checks
+that every weight is finite (exit 1 when one is NaN or infinite: every other tool refuses it; a
+.safetensors file is checked without torch, a .pth/.pt when torch is installed).
 
 How MACs are counted: one multiply-accumulate per weight use in every Conv2d
 (out_channels x H_out x W_out x in_channels/groups x kH x kW, per image, computed
@@ -41,6 +44,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge._deps import MissingDependencyError
     from cmunext_edge.artifacts.info import is_artifact
+    not_read = what_else(args.path)
+    if not_read:
+        return fail("cmunext-info", not_read)
     if is_artifact(args.path):
         if args.size:
             return fail("cmunext-info", "--size applies to checkpoints: an exported artifact's input size is "
@@ -66,10 +72,12 @@ def main(argv=None) -> int:
             "input_size": list(spec.size), "macs": cx.macs, "gmacs": round(cx.gmacs, 4),
             "gflops": round(2 * cx.gmacs, 4), "sha256": ckpt.sha256,
             "preprocess": json.loads(spec.to_json())}
+    finite, problem = weights_finite(ckpt.path)
+    info.update({"weights_finite": finite, "weights_problem": problem})
     from cmunext_edge.capabilities import detect
     if args.json:
         print(json.dumps({**info, "capabilities": detect().as_dict()}, indent=2))
-        return 0
+        return _weights_code(info)
     print(f"path          {info['path']}\nvariant       {info['variant']}\n"
           f"in_channels   {info['in_channels']}\nclasses       {info['num_classes']}\n"
           f"parameters    {info['params']:,} ({info['params_m']:.3f} M)\n"
@@ -78,8 +86,131 @@ def main(argv=None) -> int:
           f"preprocess    {spec.channel_order.upper()}, {spec.interpolation} resize to "
           f"{spec.height}x{spec.width}, mean {spec.mean}, std {spec.std}, extra scale "
           f"{spec.extra_scale:.6g}, threshold {spec.threshold}\nsha256        {info['sha256']}\n"
+          f"weights       {_weights_line(finite, problem)}\n"
           f"this CPU      {detect().summary()}")
+    return _weights_code(info)
+
+
+def _weights_line(finite: bool | None, problem: str | None) -> str:
+    if finite:
+        return "every value finite"
+    return f"NOT FINITE: {problem}" if finite is False else f"not checked ({problem})"
+
+
+def _weights_code(info: dict) -> int:
+    """1 when a weight is NaN or infinite (described, but every other tool refuses to load it)."""
+    if info["weights_finite"] is False:
+        print(f"cmunext-info: error: {info['weights_problem']}", file=sys.stderr)
+        return 1
     return 0
+
+
+FLOAT_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
+
+
+def weights_finite(path) -> tuple[bool | None, str | None]:
+    """(True, None) when every floating-point weight is finite, (False, why) when one is NaN or
+    infinite (the message of checkpoints.weights.check_finite, which every loading tool applies),
+    (None, why) when it could not be checked here. A .safetensors file is read with numpy (no
+    torch); a .pth/.pt needs torch (the safe loader, weights_only)."""
+    from pathlib import Path
+    from cmunext_edge._deps import available
+    from cmunext_edge.checkpoints.inspect import CheckpointError
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            bad = _safetensors_nonfinite(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return None, f"weights unreadable: {exc}"
+        if not bad:
+            return True, None
+        total = sum(n for _, n in bad)
+        return False, (f"{path}: {total} weight value(s) in {len(bad)} tensor(s) are NaN or infinite "
+                       f"(first: {bad[0][0]}); such a model predicts nothing meaningful, and every other "
+                       f"tool refuses to load it. Use an earlier checkpoint or retrain (e.g. with a lower --lr)")
+    if not available("torch"):
+        return None, "reading a .pth's weights needs torch: pip install \"cmunext-edge[torch]\""
+    from cmunext_edge.checkpoints.weights import load_checkpoint
+    try:
+        load_checkpoint(path)
+    except CheckpointError as exc:
+        if "NaN or infinite" in str(exc):
+            return False, str(exc)
+        return None, str(exc)
+    return True, None
+
+
+def _safetensors_nonfinite(path) -> list[tuple[str, int]]:
+    """[(tensor name, count of NaN/inf values)] of a .safetensors file, read with numpy alone."""
+    import struct
+    import numpy as np
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length))
+        base = 8 + length
+        bad = []
+        for name, entry in header.items():
+            if name == "__metadata__" or entry["dtype"] not in (*FLOAT_DTYPES, "BF16"):
+                continue
+            start, end = (int(v) for v in entry["data_offsets"])
+            fh.seek(base + start)
+            raw = fh.read(end - start)
+            if len(raw) != end - start:
+                raise ValueError(f"tensor {name} runs past the end of the file")
+            if entry["dtype"] == "BF16":        # no numpy bfloat16: all exponent bits set = NaN or inf
+                n = int(np.count_nonzero((np.frombuffer(raw, "<u2") & 0x7F80) == 0x7F80))
+            else:
+                n = int(np.count_nonzero(~np.isfinite(np.frombuffer(raw, FLOAT_DTYPES[entry["dtype"]]))))
+            if n:
+                bad.append((name, n))
+    return bad
+
+
+READS = ("a checkpoint (.pth, .pt, .safetensors) or an exported artifact (.onnx, .xml, .engine, .plan), "
+         "one file")
+
+
+def what_else(given: str) -> str | None:
+    """The reason (one line) when `given` is something cmunext-info does not read, naming what it
+    is and what to give instead: a folder, a device bundle (folder or archive), an OpenVINO .bin,
+    a manifest, signature or report. None: read it as a checkpoint or artifact."""
+    from pathlib import Path
+    path = Path(given)
+    name = path.name.lower()
+    if path.is_dir():
+        manifest = path / "bundle.json"
+        if manifest.is_file():
+            try:
+                entry = json.loads(manifest.read_text()).get("artifact")
+            except (OSError, ValueError, AttributeError):
+                entry = None
+            inside = f"; cmunext-info {path / entry} describes its artifact" if isinstance(entry, str) else ""
+            return (f"{path} is a device bundle folder: cmunext-check {path} checks it on the device"
+                    f"{inside} (cmunext-info reads {READS})")
+        return f"{path} is a folder; cmunext-info reads {READS}"
+    from cmunext_edge.artifacts.info import is_artifact
+    if not path.is_file() or is_artifact(path):
+        return None
+    if name.endswith((".tar.gz", ".tgz")):
+        what = "a device bundle archive" if ".bundle." in name else "a .tar.gz archive"
+        return (f"{path} is {what}, not a model file: cmunext-check {path} checks a bundle on the device "
+                f"(cmunext-info reads {READS})")
+    if path.suffix.lower() == ".bin":
+        xml = path.with_suffix(".xml")
+        beside = "" if xml.is_file() else " (not found beside it)"
+        return (f"{path} is the weights file of an OpenVINO IR (or another binary file); cmunext-info reads "
+                f"the IR's .xml: cmunext-info {xml}{beside}")
+    if path.suffix.lower() == ".sig":
+        return f"{path} is a signature; cmunext-keys verify checks it (cmunext-info reads {READS})"
+    if name == "manifest.json":
+        return f"{path} is an export manifest; cmunext-info reads the artifact beside it ({READS})"
+    if name == "bundle.json":
+        return f"{path} is a device bundle's manifest: cmunext-check {path.parent} checks that bundle"
+    if name.endswith(".json") and "device_report" in name:
+        return f"{path} is a cmunext-check device report: cmunext-compare reads it"
+    if name.endswith(".json"):
+        return f"{path} is a JSON file, not a model; cmunext-info reads {READS}"
+    return None
 
 
 def _artifact(args) -> int:

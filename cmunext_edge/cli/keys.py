@@ -16,7 +16,12 @@ EXAMPLE = """examples:
   cmunext-keys verify exports/cmunext-s-busi_fp32.xml --trusted-key keys/release.pub.pem
   cmunext-export --weights cmunext-s-busi --target onnx --sign-key keys/release.pem  (sign at export)
 
-exit codes: 0 done / signature valid; 2 usage error, key problem, or signature refused."""
+`new` writes both key files or neither (never over a file or through a link). `sign` first checks
+the artifact's files against its manifest.json (or the content hash embedded at export) and refuses
+a modified or damaged artifact.
+
+exit codes: 0 done / signature valid; 2 usage error, key problem, artifact modified (sign), or
+signature refused."""
 
 
 def build_parser():
@@ -44,9 +49,15 @@ def main(argv=None) -> int:
               f"(fingerprint {signing.key_fingerprint(public.read_bytes())[:16]}; copy it to devices)")
         return 0
     artifact = Path(args.artifact)
+    if artifact.is_dir():
+        return fail(PROG, f"{artifact}: a folder; give the artifact's entry file (.onnx, .xml, .engine) or a checkpoint")
     if not artifact.is_file():
         return fail(PROG, f"{artifact}: no such file")
     if args.command == "sign":
+        signing.check_signing_key(args.key, "--key")
+        problem = _not_intact(artifact)
+        if problem:
+            return fail(PROG, problem)
         print(f"signed: {signing.sign_artifact(artifact, args.key)}")
         return 0
     from cmunext_edge.artifacts.integrity import VerifyReport, check_trust
@@ -55,6 +66,19 @@ def main(argv=None) -> int:
         return fail(PROG, f"{artifact}: refused: {report.problems[0]}")
     print(f"{artifact}: {report.signature}")
     return 0
+
+
+def _not_intact(artifact: Path) -> str | None:
+    """Why an exported artifact must not be signed (its files no longer match its manifest.json
+    entry, or without one the content hash embedded at export: a signature would vouch for a
+    modified or damaged file), else None. A checkpoint carries no hash to check."""
+    from cmunext_edge.artifacts.info import files_check, is_artifact
+    if not is_artifact(artifact):
+        return None
+    check = files_check(artifact)
+    if check["ok"]:
+        return None
+    return f"refused to sign: {check['message']}"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ preprocessed on the device (how far its OpenCV differs from the host's, end-to-e
 Dice against ground truth within the bundle's budget of the host's); a short latency benchmark. Integrity and contract failures stop the
 check before anything runs; later failures are all recorded. Needs numpy, OpenCV and the
 artifact's runtime only (no torch).
+
+A bundle archive is checked in a staging folder made new beside it (stage_archive), never
+extracted over existing files: refused by the trust policy it leaves nothing; otherwise the
+checked folder takes a name that did not exist (publish: NAME.bundle, else NAME.bundle-2, ...).
 """
 from __future__ import annotations
 
@@ -309,16 +313,19 @@ def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, 
     one that finished are recorded, never called verified or passed)."""
     from cmunext_edge.artifacts.signing import trust_policy
     policy = trust_policy(trusted_keys)
-    folder, manifest = read_bundle(bundle)
+    staging = None
+    if is_archive(bundle):             # extracted into a new staging folder, checked there
+        staging, folder, manifest = stage_archive(Path(bundle))
+    else:
+        folder, manifest = read_bundle(bundle)
     st = CheckState(folder, manifest, device, warmup, iters, max_images, policy, progress)
-    desc = device_description()
-    st.report.update({"format": REPORT_FORMAT, "version": 1, "emulated": emulated,
-                      "label": label or f"{desc['cpu']} ({desc['machine']})", "device": desc,
-                      "bundle": {"path": str(folder), "artifact": manifest.get("artifact"),
-                                 "backend": manifest.get("backend"), "precision": manifest.get("precision"),
-                                 "host": {k: manifest.get("host", {}).get(k) for k in ("machine", "ran")}},
-                      "checks": []})
+    st.report.update({"format": REPORT_FORMAT, "version": 1, "emulated": emulated, "checks": []})
     try:
+        st.report["bundle"] = {"path": str(folder), "artifact": manifest.get("artifact"),
+                               "backend": manifest.get("backend"), "precision": manifest.get("precision"),
+                               "host": {k: manifest.get("host", {}).get(k) for k in ("machine", "ran")}}
+        desc = device_description()
+        st.report.update({"label": label or f"{desc['cpu']} ({desc['machine']})", "device": desc})
         for name, step, stops in STEPS:
             started = time.perf_counter()
             try:
@@ -340,7 +347,85 @@ def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, 
     finally:
         if st.backend is not None:
             st.backend.close()
+            st.backend = None
+        if staging is not None:
+            _settle(st, staging, Path(bundle))
     return _finish(st.report)
+
+
+def is_archive(bundle) -> bool:
+    return Path(bundle).is_file() and Path(bundle).name.endswith(".tar.gz")
+
+
+def stage_archive(tar: Path) -> tuple[Path, Path, dict]:
+    """(staging folder, the bundle folder in it, its manifest) of a bundle archive: every member
+    vetted before a byte is extracted (bundle._archive_folder: no absolute or '..' names, no links),
+    then extracted into a staging folder made new beside the archive. Nothing outside the staging
+    folder is written; BundleError (staging removed) when the archive is not a readable bundle."""
+    import shutil
+    import tarfile
+    import tempfile
+    import zlib
+    from cmunext_edge.device.bundle import _archive_folder, _read_manifest
+    try:
+        with tarfile.open(tar, "r:gz") as tf:
+            members = tf.getmembers()
+            top = _archive_folder(tar, members)
+            staging = Path(tempfile.mkdtemp(prefix=f".{top}.checking-", dir=tar.parent))
+            try:
+                tf.extractall(staging, filter="data")
+                try:
+                    manifest = _read_manifest(staging / top)
+                except BundleError as exc:      # named as the archive's, not the staging folder's
+                    raise BundleError(f"{tar}: {str(exc).split(': ', 1)[-1]}") from None
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise BundleError(f"{tar}: not a readable bundle archive (damaged, truncated or not a .tar.gz: "
+                          f"{exc or type(exc).__name__})") from None
+    return staging, staging / top, manifest
+
+
+def publish(folder: Path, parent: Path) -> Path:
+    """Move the checked bundle folder `folder` to `parent`/<its name>, or <its name>-2, -3, ... when
+    that exists: a name that did not exist, so no file already there is ever replaced."""
+    for n in range(1, 1000):
+        target = parent / (folder.name if n == 1 else f"{folder.name}-{n}")
+        try:
+            target.mkdir()          # claims the name (fails on any file, folder or link there)
+        except FileExistsError:
+            continue
+        try:
+            folder.rename(target)   # onto the empty folder just made
+        except OSError:
+            target.rmdir()
+            raise
+        return target
+    raise BundleError(f"{parent}: no free name for the extracted bundle {folder.name} (999 taken)")
+
+
+def _settle(st: CheckState, staging: Path, tar: Path) -> None:
+    """After checking an archive in its staging folder: a bundle refused by the trust policy leaves
+    nothing; any other (passed, failed or interrupted) is kept with its report under a new name
+    beside the archive (report["bundle"]["path"]), and the report's messages name that folder, not
+    the staging one."""
+    import shutil
+    checks = st.report.get("checks") or []
+    staged, final = str(st.folder), None
+    try:
+        if not st.report.get("refused"):
+            final = publish(st.folder, tar.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    st.folder = final
+    shown = str(final) if final else f"{tar} (not extracted: refused)"
+    st.report.setdefault("bundle", {}).update({"path": str(final) if final else None, "archive": str(tar)})
+    for c in checks:
+        c["message"] = c["message"].replace(staged, shown)
+    for key in ("refused", "first_failure"):
+        if isinstance(st.report.get(key), str):
+            st.report[key] = st.report[key].replace(staged, shown)
 
 
 def _finish(report: dict) -> dict:
@@ -351,6 +436,26 @@ def _finish(report: dict) -> dict:
 
 
 def write_report(report: dict, path) -> Path:
+    """Write the report atomically (a missing folder is made; the caller checked `path` first)."""
+    from cmunext_edge.fileio import atomic_path
     path = Path(path)
-    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+def bundle_inputs(bundle) -> list[Path]:
+    """The files a check of `bundle` reads, which its report must never replace: the archive; or
+    the folder's bundle.json, its .sha256, bundle.sig and every file bundle.json lists (an
+    unreadable bundle.json: the first three; the check then refuses the bundle)."""
+    from cmunext_edge.device.bundle import _read_manifest
+    bundle = Path(bundle)
+    if is_archive(bundle) or not bundle.is_dir():
+        return [bundle]
+    files = [bundle / MANIFEST, bundle / MANIFEST_HASH, bundle / SIGNATURE]
+    try:
+        listed = _read_manifest(bundle).get("files") or {}
+    except BundleError:
+        return files
+    return files + [bundle / rel for rel in listed if isinstance(rel, str)]

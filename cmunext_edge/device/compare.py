@@ -4,7 +4,9 @@ with the export host, Dice against ground truth, and whether every check held. E
 are marked: their times are not speeds."""
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 
 from cmunext_edge._deps import require
@@ -15,20 +17,54 @@ COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "below 0.9
            "max logit delta", "end-to-end agreement", "inputs differing", "Dice (host)", "check")
 
 
-def load_reports(paths) -> list[dict]:
-    reports = []
+def load_reports(paths, notes: list | None = None) -> list[dict]:
+    """The reports at `paths`, each once: a report given twice (the same file, or another file with
+    the same content) is read once and named in `notes` (it would be two identical rows)."""
+    reports, seen = [], {}
     for p in paths:
+        if Path(p).is_dir():
+            raise IsADirectoryError(f"{p}: a folder, not a report (give its device_report.json)")
         if not Path(p).is_file():
             raise FileNotFoundError(f"{p}: no such report")
+        raw = Path(p).read_bytes()
+        key = hashlib.sha256(raw).hexdigest()
+        if key in seen:
+            same = "given twice" if _real(p) == _real(seen[key]) else f"the same report as {seen[key]}"
+            if notes is not None:
+                notes.append(f"{p}: {same}; shown once")
+            continue
         try:
-            data = json.loads(Path(p).read_text())
+            data = json.loads(raw.decode())
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{p}: not a JSON file ({exc})") from None
         if not isinstance(data, dict) or data.get("format") != "cmunext-edge device report":
             raise ValueError(f"{p}: not a cmunext-check device report")
         data["_source"] = str(p)
+        seen[key] = str(p)
         reports.append(data)
     return reports
+
+
+def _real(path) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(path).absolute()
+
+
+def finite(value):
+    """`value` with every NaN or infinite float replaced by None (valid JSON; shown as '-')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def _nonfinite(value) -> bool:
+    return finite(value) != value if isinstance(value, (float, dict, list, tuple)) else False
 
 
 # the type each compared figure has in a report cmunext-check wrote (None: the check stopped before it)
@@ -48,6 +84,13 @@ def _checked_row(rep: dict) -> dict:
     except (KeyError, AttributeError, TypeError) as exc:
         raise ValueError(f"{rep.get('_source')}: an incomplete or edited device report ({type(exc).__name__}: "
                          f"{exc}); compare the reports cmunext-check wrote") from None
+    # a figure that is not a number (NaN, inf) is no figure: shown as '-', null in the JSON, never a pass
+    bad = [k for k, v in r.items() if _nonfinite(v)]
+    if bad:
+        r = finite(r)
+        r["passed"] = False
+        r["first_failure"] = (f"{', '.join(bad)} not a finite number (NaN or infinite)"
+                              + (f"; {r['first_failure']}" if r.get("first_failure") else ""))
     for key, kind in FIELD_TYPES.items():
         value = r[key]
         # bool is an int to Python, but a report's "passed": 1 or "images": true was edited
@@ -119,10 +162,15 @@ def _tail(d: dict | None, verified, min_images: int | None = None) -> str:
     return f"{d['n_bad']}/{d['n']} ({100 * d['bad_share_upper95']:.1f}%)" + (" few" if few else "")
 
 
+def _one_line(text) -> str:
+    """`text` fit for one Markdown table cell or line: line breaks become spaces, '|' is '/'."""
+    return " ".join(str(text).splitlines()).replace("|", "/")
+
+
 def to_markdown(rows: list[dict], title: str = "Devices compared (cmunext-check reports)") -> str:
-    lines = [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in _cells(r)) + " |" for r in rows]
-    notes = sorted({f"{r['device']}: {r['emulated']}" for r in rows if r["emulated"]})
+    lines = [f"## {_one_line(title)}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_one_line(c) for c in _cells(r)) + " |" for r in rows]
+    notes = sorted({_one_line(f"{r['device']}: {r['emulated']}") for r in rows if r["emulated"]})
     if notes:
         lines += ["", "¹ emulated: measured under instruction-set emulation, so the time says nothing "
                       "about the real device's speed (correctness only). " + "; ".join(notes)]
@@ -161,20 +209,33 @@ def write_plot(rows: list[dict], path) -> Path:
     return Path(path)
 
 
+OUTPUT_SUFFIXES = (".md", ".json", ".png")
+
+
+def output_files(out_prefix) -> list[Path]:
+    """The files `compare(..., out_prefix)` writes: PREFIX.md, PREFIX.json, PREFIX.png."""
+    out = Path(out_prefix)
+    return [out.with_name(out.name + suffix) for suffix in OUTPUT_SUFFIXES]
+
+
 def compare(paths, out_prefix=None, title: str | None = None) -> dict:
-    """Merge reports -> {"rows": [...], "markdown": str, "files": [...]}; writes files when out_prefix."""
-    rows = [_checked_row(r) for r in load_reports(paths)]
+    """Merge reports -> {"rows": [...], "markdown": str, "files": [...], "notes": [...]}; writes files
+    when out_prefix (the caller checks first that none of them is a report it reads: cli/compare.py).
+    A report given twice is shown once and named in "notes"; NaN/inf figures are null and no pass."""
+    notes: list[str] = []
+    rows = [_checked_row(r) for r in load_reports(paths, notes)]
     md = to_markdown(rows, title) if title else to_markdown(rows)
     files = []
     if out_prefix:
-        out = Path(out_prefix)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for suffix, text in ((".md", md), (".json", json.dumps({"rows": rows}, indent=2) + "\n")):
-            with atomic_path(out.with_name(out.name + suffix)) as tmp:
+        md_path, json_path, png_path = output_files(out_prefix)
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        for path, text in ((md_path, md), (json_path, json.dumps({"rows": finite(rows)}, indent=2,
+                                                                 allow_nan=False) + "\n")):
+            with atomic_path(path) as tmp:
                 tmp.write_text(text)
-            files.append(str(out.with_name(out.name + suffix)))
+            files.append(str(path))
         try:
-            files.append(str(write_plot(rows, out.with_name(out.name + ".png"))))
+            files.append(str(write_plot(rows, png_path)))
         except ImportError as exc:
             files.append(f"(no plot: {exc})")
-    return {"rows": rows, "markdown": md, "files": files}
+    return {"rows": rows, "markdown": md, "files": files, "notes": notes}
