@@ -157,3 +157,5 @@ def test_16bit_tiff_is_read_as_the_official_cv2_imread_reads_it(tmp_path):
     for name in ("a.tiff", "a.png"):
         cv2.imwrite(str(tmp_path / name), img16)
         assert np.array_equal(to_bgr_uint8(load_image(tmp_path / name)), cv2.imread(str(tmp_path / name))), name
+        from cmunext_edge.scale.serve import decode_body               # an HTTP body: the same pixels
+        assert np.array_equal(decode_body((tmp_path / name).read_bytes()), cv2.imread(str(tmp_path / name))), name

@@ -35,7 +35,7 @@ import numpy as np
 from cmunext_edge._deps import require
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, ImageTooLargeError, check_bytes
 from cmunext_edge.predict.scores import mask_channels, mask_union
-from cmunext_edge.core.preprocess import ImageReadError, to_bgr_uint8
+from cmunext_edge.core.preprocess import ImageReadError, decode_image_bytes, to_bgr_uint8
 
 MAX_BYTES = 20 << 20          # request body limit
 BODY_TIMEOUT_S = 10.0         # the whole body must arrive within this time of the request (else 408)
@@ -76,6 +76,8 @@ def decode_body(body: bytes, max_bytes: int = MAX_BYTES, max_pixels: int | None 
         raise RequestError(400, f"the uploaded image's sample format ({img.dtype.itemsize * 8}-bit {kind}) is not "
                                 f"supported: send an image with 8- or 16-bit unsigned integer samples "
                                 f"(e.g. an 8- or 16-bit PNG or TIFF)")
+    if img.dtype == np.uint16:    # decoded as the batch job decodes files: a 16-bit TIFF as cv2.imread rounds it
+        img = decode_image_bytes(data)
     try:
         return to_bgr_uint8(img)
     except ImageReadError as exc:
