@@ -269,6 +269,20 @@ def test_an_archive_checked_twice_goes_to_a_new_folder_each_time(bundle_made, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([archive.name, name, f"{name}-2"])
 
 
+def test_read_bundle_of_an_archive_never_merges_into_an_existing_folder(bundle_made, tmp_path):
+    """The API's read_bundle merged an archive over a folder of the same name (files replaced):
+    it now stages and publishes like cmunext-check does."""
+    from cmunext_edge.device.bundle import read_bundle
+    archive = Path(shutil.copy(bundle_made.archive, tmp_path / bundle_made.archive.name))
+    mine = tmp_path / bundle_made.folder.name
+    mine.mkdir()
+    (mine / "bundle.json").write_text("mine")
+    folder, manifest = read_bundle(archive)
+    assert folder == tmp_path / f"{mine.name}-2" and manifest["format"] == "cmunext-edge device bundle"
+    assert (mine / "bundle.json").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["bundle.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]        # no staging folder left
+
+
 # 6. keys new: both files or neither, never through a link
 
 def test_keys_new_refuses_a_dangling_link_and_writes_nothing(tmp_path, capsys):

@@ -290,15 +290,20 @@ def _archive(folder: Path) -> Path:
 
 
 def read_bundle(folder) -> tuple[Path, dict]:
-    """(folder, manifest) of a bundle folder or .tar.gz (extracted beside it); BundleError if unreadable.
-    An archive is checked member by member before anything is extracted, and extracted into a
-    temporary folder whose manifest is read before it takes its place, so a refused or damaged
-    archive leaves nothing beside it."""
+    """(folder, manifest) of a bundle folder or .tar.gz; BundleError if unreadable. An archive is
+    checked member by member before anything is extracted, extracted into a new staging folder
+    whose manifest is read there, then takes a name beside the archive that did not exist
+    (NAME.bundle, else NAME.bundle-2, ...): a refused or damaged archive leaves nothing, and no
+    file already there is ever replaced."""
     folder = Path(folder)
     if not folder.exists():
         raise BundleError(f"{folder}: no such bundle folder or .tar.gz")
-    if folder.is_file() and folder.name.endswith(".tar.gz"):
-        return _extract_archive(folder)
+    if is_archive(folder):
+        staging, inner, manifest = stage_archive(folder)
+        try:
+            return publish(inner, folder.parent), manifest
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder, _read_manifest(folder)
 
 
@@ -313,30 +318,6 @@ def _read_manifest(folder: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: not a cmunext-edge device bundle")
     return manifest
-
-
-def _extract_archive(tar: Path) -> tuple[Path, dict]:
-    """Extract a bundle archive beside it -> (its folder, manifest); files already there are replaced."""
-    import tempfile
-    import zlib
-    try:
-        with tarfile.open(tar, "r:gz") as tf:
-            members = tf.getmembers()
-            top = _archive_folder(tar, members)
-            staging = Path(tempfile.mkdtemp(prefix=f".{top}.extracting-", dir=tar.parent))
-            try:
-                tf.extractall(staging, filter="data")
-                try:
-                    manifest = _read_manifest(staging / top)
-                except BundleError as exc:      # named as the archive's, not the staging folder's
-                    raise BundleError(f"{tar}: {str(exc).split(': ', 1)[-1]}") from None
-                _move_into(staging / top, tar.parent / top)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise BundleError(f"{tar}: not a readable bundle archive (damaged, truncated or not a .tar.gz: "
-                          f"{exc or type(exc).__name__})") from None
-    return tar.parent / top, manifest
 
 
 def _archive_folder(tar: Path, members) -> str:
@@ -355,18 +336,53 @@ def _archive_folder(tar: Path, members) -> str:
     return tops.pop()
 
 
-def _move_into(src: Path, dst: Path) -> None:
-    """Move the extracted tree `src` onto `dst`, file by file (a check's earlier outputs in `dst` stay)."""
-    if not dst.exists():
-        src.rename(dst)
-        return
-    for item in src.rglob("*"):
-        target = dst / item.relative_to(src)
-        if item.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            item.replace(target)
+def is_archive(bundle) -> bool:
+    return Path(bundle).is_file() and Path(bundle).name.endswith(".tar.gz")
+
+
+def stage_archive(tar: Path) -> tuple[Path, Path, dict]:
+    """(staging folder, the bundle folder in it, its manifest) of a bundle archive: every member
+    vetted before a byte is extracted (bundle._archive_folder: no absolute or '..' names, no links),
+    then extracted into a staging folder made new beside the archive. Nothing outside the staging
+    folder is written; BundleError (staging removed) when the archive is not a readable bundle."""
+    import tempfile
+    import zlib
+    try:
+        with tarfile.open(tar, "r:gz") as tf:
+            members = tf.getmembers()
+            top = _archive_folder(tar, members)
+            staging = Path(tempfile.mkdtemp(prefix=f".{top}.checking-", dir=tar.parent))
+            try:
+                tf.extractall(staging, filter="data")
+                try:
+                    manifest = _read_manifest(staging / top)
+                except BundleError as exc:      # named as the archive's, not the staging folder's
+                    raise BundleError(f"{tar}: {str(exc).split(': ', 1)[-1]}") from None
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise BundleError(f"{tar}: not a readable bundle archive (damaged, truncated or not a .tar.gz: "
+                          f"{exc or type(exc).__name__})") from None
+    return staging, staging / top, manifest
+
+
+def publish(folder: Path, parent: Path) -> Path:
+    """Move the checked bundle folder `folder` to `parent`/<its name>, or <its name>-2, -3, ... when
+    that exists: a name that did not exist, so no file already there is ever replaced."""
+    for n in range(1, 1000):
+        target = parent / (folder.name if n == 1 else f"{folder.name}-{n}")
+        try:
+            target.mkdir()          # claims the name (fails on any file, folder or link there)
+        except FileExistsError:
+            continue
+        try:
+            folder.rename(target)   # onto the empty folder just made
+        except OSError:
+            target.rmdir()
+            raise
+        return target
+    raise BundleError(f"{parent}: no free name for the extracted bundle {folder.name} (999 taken)")
 
 
 def verify_files(folder: Path, manifest: dict) -> list[str]:

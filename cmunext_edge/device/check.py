@@ -32,7 +32,8 @@ from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS, check_selftest
 from cmunext_edge.bench.timing import time_calls
 from cmunext_edge.artifacts.integrity import SignatureError
 from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError,
-                                        host_description, read_bundle, verify_files)
+                                        host_description, is_archive, publish, read_bundle, stage_archive,
+                                        verify_files)
 from cmunext_edge.device.bundle_truth import reference_truth, spec_input, truth_scores
 from cmunext_edge.core.agreement import GATES, Comparator, gate
 from cmunext_edge.core.preprocess import PreprocessSpec
@@ -351,58 +352,6 @@ def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, 
         if staging is not None:
             _settle(st, staging, Path(bundle))
     return _finish(st.report)
-
-
-def is_archive(bundle) -> bool:
-    return Path(bundle).is_file() and Path(bundle).name.endswith(".tar.gz")
-
-
-def stage_archive(tar: Path) -> tuple[Path, Path, dict]:
-    """(staging folder, the bundle folder in it, its manifest) of a bundle archive: every member
-    vetted before a byte is extracted (bundle._archive_folder: no absolute or '..' names, no links),
-    then extracted into a staging folder made new beside the archive. Nothing outside the staging
-    folder is written; BundleError (staging removed) when the archive is not a readable bundle."""
-    import shutil
-    import tarfile
-    import tempfile
-    import zlib
-    from cmunext_edge.device.bundle import _archive_folder, _read_manifest
-    try:
-        with tarfile.open(tar, "r:gz") as tf:
-            members = tf.getmembers()
-            top = _archive_folder(tar, members)
-            staging = Path(tempfile.mkdtemp(prefix=f".{top}.checking-", dir=tar.parent))
-            try:
-                tf.extractall(staging, filter="data")
-                try:
-                    manifest = _read_manifest(staging / top)
-                except BundleError as exc:      # named as the archive's, not the staging folder's
-                    raise BundleError(f"{tar}: {str(exc).split(': ', 1)[-1]}") from None
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise BundleError(f"{tar}: not a readable bundle archive (damaged, truncated or not a .tar.gz: "
-                          f"{exc or type(exc).__name__})") from None
-    return staging, staging / top, manifest
-
-
-def publish(folder: Path, parent: Path) -> Path:
-    """Move the checked bundle folder `folder` to `parent`/<its name>, or <its name>-2, -3, ... when
-    that exists: a name that did not exist, so no file already there is ever replaced."""
-    for n in range(1, 1000):
-        target = parent / (folder.name if n == 1 else f"{folder.name}-{n}")
-        try:
-            target.mkdir()          # claims the name (fails on any file, folder or link there)
-        except FileExistsError:
-            continue
-        try:
-            folder.rename(target)   # onto the empty folder just made
-        except OSError:
-            target.rmdir()
-            raise
-        return target
-    raise BundleError(f"{parent}: no free name for the extracted bundle {folder.name} (999 taken)")
 
 
 def _settle(st: CheckState, staging: Path, tar: Path) -> None:
