@@ -60,3 +60,11 @@ def hash_mismatches(folder: str | Path, expected: dict[str, str]) -> list[tuple[
         if actual != want:
             out.append((rel, actual, str(want)))
     return out
+
+
+def real_path(path) -> Path:
+    """`path` with its links resolved; a link loop (RuntimeError before Python 3.13) stays as given."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(path).absolute()

@@ -15,6 +15,8 @@ import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
 
+from cmunext_edge.fileio import real_path
+
 # What cmunext-predict writes under --out (images: predict/job.py and predict/dicom_outputs.py;
 # video: predict/video.py and cli/predict_video.py), as paths relative to --out.
 WRITTEN_UNDER_OUT = ("masks/*", "overlays/*", "probabilities/*", "seg/*", "scores.csv", "legend.png",
@@ -63,12 +65,12 @@ def check_output_file(path, option: str) -> str | None:
 def check_distinct_outputs(outputs, inputs) -> str | None:
     """None if no report file (option, path) names an input file or another report's file, else the
     reason: `--json model.onnx` replaced the model it measured, with exit 0."""
-    protected = {_real(p): Path(p) for p in inputs}
+    protected = {real_path(p): Path(p) for p in inputs}
     seen: dict[Path, str] = {}
     for option, path in outputs:
         if path is None:
             continue
-        key = _real(path)
+        key = real_path(path)
         if key in protected:
             return f"{option} {path} is an input of this run ({protected[key].name}): it would be overwritten"
         if key in seen:
@@ -97,24 +99,16 @@ def _written_there(path: Path, out_dirs: list[Path]) -> str | None:
     return None
 
 
-def _real(path) -> Path:
-    """`path` with its links resolved; a link loop (RuntimeError before Python 3.13) stays as given."""
-    try:
-        return Path(path).resolve()
-    except (OSError, RuntimeError):
-        return Path(path).absolute()
-
-
 def _inputs_kept(out_dirs, summary_json, inputs) -> str | None:
     """None if no output replaces an input or another output, else the reason: `--summary-json
     image.png` replaced the image it segmented, with exit 0."""
-    folders = [_real(d) for d in out_dirs]
-    summary = _real(summary_json) if summary_json else None
+    folders = [real_path(d) for d in out_dirs]
+    summary = real_path(summary_json) if summary_json else None
     if summary is not None and _written_there(summary, folders):
         return (f"--summary-json {summary_json} is an output the run writes under --out "
                 f"({_written_there(summary, folders)}): choose another file")
     for given in inputs:
-        path = _real(given)
+        path = real_path(given)
         if path == summary:
             return f"--summary-json {summary_json} is an input of this run ({given}): it would be overwritten"
         if _written_there(path, folders):

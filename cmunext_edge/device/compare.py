@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from cmunext_edge._deps import require
-from cmunext_edge.fileio import atomic_path
+from cmunext_edge.fileio import atomic_path, real_path
 from cmunext_edge.core.metrics import format_class_dice
 
 COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "below 0.90 (95% bound)", "identical masks",
@@ -29,7 +29,7 @@ def load_reports(paths, notes: list | None = None) -> list[dict]:
         raw = Path(p).read_bytes()
         key = hashlib.sha256(raw).hexdigest()
         if key in seen:
-            same = "given twice" if _real(p) == _real(seen[key]) else f"the same report as {seen[key]}"
+            same = "given twice" if real_path(p) == real_path(seen[key]) else f"the same report as {seen[key]}"
             if notes is not None:
                 notes.append(f"{p}: {same}; shown once")
             continue
@@ -43,13 +43,6 @@ def load_reports(paths, notes: list | None = None) -> list[dict]:
         seen[key] = str(p)
         reports.append(data)
     return reports
-
-
-def _real(path) -> Path:
-    try:
-        return Path(path).resolve()
-    except (OSError, RuntimeError):
-        return Path(path).absolute()
 
 
 def finite(value):
