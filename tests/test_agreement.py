@@ -256,7 +256,7 @@ def test_bundle_carries_enough_images_for_the_tail_claim(shipped_onnx, tmp_path)
     from cmunext_edge.device.bundle import make_bundle
     from cmunext_edge.device.check import run_check
     res = make_bundle(shipped_onnx, tmp_path, archive=False)
-    assert res.manifest["images"] == {"source": str(HELDOUT), "n": min_images("fp32"),
+    assert res.manifest["images"] == {"source": str(HELDOUT), "n": min_images("fp32"), "without_mask_not_used": 0,
                                       "artifact_calibration_images": 0, "calibration_overlap": 0}
     rep = run_check(res.folder, iters=2, warmup=1)
     agr = rep["agreement"]
