@@ -25,6 +25,7 @@ import numpy as np
 from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.artifacts.meta import (PREFIX, build_metadata, check_selftest, make_selftest, selftest_input)
 from cmunext_edge.artifacts.integrity import HASH_KEY, PLACEHOLDER, VerifyReport, check_embedded, seal
+from cmunext_edge.artifacts.signing import signature_path
 from cmunext_edge.core.precision import Precision
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.base import BackendError
@@ -120,10 +121,16 @@ def _check_values(target: ExportTarget, o: ExportOptions) -> str:
         raise ExportUsageError(f"--name must be a plain file name without a folder or a leading dot, got {o.name!r} "
                                f"(the folder is --out)")
     device = o.device or target.default_device
+    entry = entry_for_path("artifact" + target.suffix)
     try:
-        entry_for_path("artifact" + target.suffix).check_device(device, strict=True)
+        entry.check_device(device, strict=True)
     except BackendError as exc:
         raise ExportUsageError(f"--device: {exc}") from None
+    if o.strict_device and available(entry.requires):     # before any build: INT8 calibrates for minutes
+        present = [d.lower() for d in entry.load_class().list_devices()]
+        if str(device).lower() not in present and str(device).lower().split(".")[0] not in present:
+            raise ExportUsageError(f"--device {device} is not available to {entry.name} here (it sees: "
+                                   f"{', '.join(present) or 'none'}); --strict-device refuses to verify elsewhere")
     return device
 
 
@@ -141,6 +148,9 @@ def _plan(weights, options: ExportOptions, log) -> _Job:
     target = get_target(options.target)
     check_sign_key(options.sign_key)
     precision = check_request(target, options)
+    if precision == Precision.INT8 and options.batch > 1:
+        raise ExportUsageError(f"--batch {options.batch} with --int8: calibration runs one image at a time, so an "
+                               f"INT8 artifact is exported with batch 1 or --dynamic (any batch at run time)")
     device = _check_values(target, options)
     read_manifest(options.out)           # a damaged manifest stops the export before any work
     _check_dependencies(target, precision)
@@ -162,7 +172,10 @@ def _image_sets(job: _Job):
     o = job.options
     classes = job.ckpt.info.num_classes
     plan = plan_verification(o.verify_data, o.calib, job.ckpt.sha256, o.split, job.weights) if o.verify else None
-    if o.split is not None and (plan is None or plan.origin != VERIFY_DATA):
+    if o.split is not None and plan is None:
+        raise ExportUsageError("--split chooses the verification images, and --no-verify skips verification: "
+                               "drop one of them")
+    if o.split is not None and plan.origin != VERIFY_DATA:
         raise ExportUsageError("--split chooses images of --verify-data: give --verify-data DATASET/ with it")
     reuse = plan is not None and plan.origin == CALIBRATION
     calib_set = None
@@ -229,7 +242,14 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
             figures["data"] = {**verify_set.plan.as_dict(), "label": short_source(verify_set.plan),
                                "overlap": verify_set.overlap}
             figures["runtime"]["artifact"] = entry.name      # not the staging path
+            not_held_out(figures, verify_set, job.precision)
             job.log("verification: " + format_figures(figures))
+            ran = figures["runtime"].get("precision")
+            if figures["passed"] and ran and ran != job.precision.value and job.precision != Precision.INT8:
+                figures["ran_at"] = (f"ran at {ran} on this {backend.device} (not {job.precision.value}): verified as "
+                                     f"it runs here; where it runs at {job.precision.value}, check it there "
+                                     f"(cmunext-bundle + cmunext-check, or cmunext-bench --data)")
+                job.log(f"note: {figures['ran_at']}")
             if figures["passed"] and not figures["verified"]:
                 job.log(f"warning: NOT verified: {figures['claim']}")
             if not figures["passed"]:
@@ -244,6 +264,26 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
                                     f"logits on its self-test input; nothing was written", figures)
         selftest = make_selftest(job.spec, logits, job.precision.value)
     return figures, selftest
+
+
+def not_held_out(figures: dict, verify_set, precision: Precision) -> None:
+    """A verification on images that trained or calibrated the model passes as it did, but is not
+    *verified*: the held-out gate's claim is about images nobody has seen (figures updated)."""
+    plan, shared = verify_set.plan, verify_set.overlap
+    why = []
+    if shared["training"]:
+        why.append(f"{len(shared['training'])} of its {len(verify_set)} images trained the model "
+                   f"({plan.training_list})")
+    if shared["calibration"] or (plan.origin == CALIBRATION and precision == Precision.INT8):
+        n = len(shared["calibration"]) or len(verify_set)
+        why.append(f"{n} of its {len(verify_set)} images calibrated the INT8 model")
+    if not why:
+        return
+    figures["data"]["held_out"] = False
+    if figures["passed"]:
+        figures.update(verified=False, unverified="not held out",
+                       claim=f"not held out: {'; '.join(why)}; verify on other images of the model's domain "
+                             f"(--verify-data, with --split naming its validation images)")
 
 
 def _embed_selftest(job: _Job, entry: Path, meta: dict, selftest: dict):
@@ -295,6 +335,11 @@ def _build_and_publish(job: _Job, staging: Path, model, calib_set, verify_set, b
         job.log(f"signed with {job.options.sign_key}: {sig.name}")
     before_publish()               # a SIGTERM whose exception a callback dropped still stops it here
     published, manifest = _publish(files, job.out_dir, record)
+    stale = signature_path(published[-1])
+    if not job.options.sign_key and stale.exists():      # it signed the files this export replaced
+        stale.unlink()
+        job.log(f"note: removed {stale.name}: it signed the artifact this export replaced (sign the new "
+                f"one with --sign-key, or cmunext-keys sign)")
     return published, manifest, figures, selftest
 
 
@@ -318,19 +363,37 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     job = _plan(weights, options, log or (lambda msg: print(msg, file=sys.stderr)))
     calib_set, verify_set = _image_sets(job)
     model = job.ckpt.build()                  # the reference: verification compares against it
+    made = _missing_folders(job.out_dir)
     job.out_dir.mkdir(parents=True, exist_ok=True)
     clear_stale_staging(job.out_dir, job.log)
-    with sigterm_raises() as sigterm:
-        staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=STAGING_SUFFIX, dir=job.out_dir))
-        try:
-            (staging / OWNER_FILE).write_text(str(os.getpid()))
-            published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set,
-                                                                        verify_set, sigterm.check)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with sigterm_raises() as sigterm:
+            staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=STAGING_SUFFIX, dir=job.out_dir))
+            try:
+                (staging / OWNER_FILE).write_text(str(os.getpid()))
+                published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set,
+                                                                            verify_set, sigterm.check)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        for folder in made:                   # the folders this export made, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     artifact = published[-1]
     return ExportResult(artifact, published, manifest, job.target.name, job.precision, figures, selftest,
                         next_commands(artifact, job.device))
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def next_commands(artifact: Path, device: str) -> list[str]:

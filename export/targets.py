@@ -28,6 +28,11 @@ def _flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
+def _cli_flag(option: str) -> str:
+    """The command-line face of an option (NNCF's options: --int8-float-layers)."""
+    return "--int8-float-layers" if option == "nncf" else "(Python: ort_quant=)" if option == "ort_quant" else _flag(option)
+
+
 def _load(ref: str):
     module, attr = ref.split(":")
     return getattr(importlib.import_module(module), attr)
@@ -126,7 +131,7 @@ def check_request(target: ExportTarget, options: ExportOptions) -> Precision:
     for opt in used:
         if opt not in target.options:
             raise ExportUsageError(f"target {target.name} does not take {_flag(opt)} ({OPTIONS[opt]}); "
-                                   f"its options: " + ", ".join(_flag(o) for o in sorted(target.options)))
+                                   f"its options: " + ", ".join(_cli_flag(o) for o in sorted(target.options)))
         if opt in target.int8_options and precision != INT8:
             raise ExportUsageError(f"{_flag(opt)} only applies to INT8 exports "
                                    f"(use --verify-data to choose verification images)")

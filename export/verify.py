@@ -40,7 +40,7 @@ def _truth_figures(logits: np.ndarray, reference: np.ndarray, masks) -> dict:
     """Official Dice (all channels together) against ground truth, of the artifact and of PyTorch,
     and for several classes each class's Dice; None where no image has ground truth."""
     gt = [(i, _truth(m)) for i, m in enumerate(masks or []) if m is not None]
-    out = {}
+    out = {"n_ground_truth": len(gt)}
     for key, out_logits in (("dice_vs_ground_truth", logits), ("dice_vs_ground_truth_pytorch", reference)):
         scores = summarize_scores(class_scores(out_logits[i] > 0, m) for i, m in gt) if gt else None
         out[key] = scores["mean_dice"] if scores else None
@@ -89,7 +89,9 @@ def verify_backend(backend, inputs: np.ndarray, reference: np.ndarray, masks, pr
 def format_figures(f: dict) -> str:
     """One line that says what was measured against: PyTorch FP32 on N images of which data."""
     gt = "" if f.get("dice_vs_ground_truth") is None else \
-        (f"; Dice vs ground truth {f['dice_vs_ground_truth']:.4f}"
+        ("; Dice vs ground truth"
+         + (f" ({f['n_ground_truth']} images with masks)" if f.get("n_ground_truth", f["n_images"]) != f["n_images"] else "")
+         + f" {f['dice_vs_ground_truth']:.4f}"
          f"{format_class_dice(f.get('per_class_dice_vs_ground_truth'))} "
          f"(PyTorch {f['dice_vs_ground_truth_pytorch']:.4f}"
          f"{format_class_dice(f.get('per_class_dice_vs_ground_truth_pytorch'))})")

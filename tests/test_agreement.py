@@ -93,6 +93,27 @@ def test_tail_floor_fails_an_artifact_whose_mean_passes():
     assert gate(clean.summary(), "int8")["verified"]
 
 
+def test_a_bound_wider_than_the_tail_claim_passes_but_is_not_verified():
+    """1 flipped image in 74 (the shipped INT8 IR's record): 1.4% below 0.90 passes the 3% floor,
+    but the 95% bound, 6.3%, is above the 6% a verified tail claim means: not verified."""
+    rng = np.random.default_rng(2)
+    ref = _logits(74, rng)
+    out = ref.copy()
+    out[5] = _erode_to(ref[5], BAD_IMAGE)
+    one = Comparator()
+    one.add(out, ref)
+    decision = gate(one.summary(), "int8")
+    assert decision["passed"] and not decision["verified"]
+    assert "1 of 74 images below 0.9" in decision["claim"] and "6.3%" in decision["claim"]
+    assert "above the 6%" in decision["claim"]
+    ref150 = _logits(150, rng)                           # 1 bad image among 150: bound 3.1%, verified
+    out150 = ref150.copy()
+    out150[5] = _erode_to(ref150[5], BAD_IMAGE)
+    more = Comparator()
+    more.add(out150, ref150)
+    assert gate(more.summary(), "int8")["verified"]
+
+
 def test_too_few_images_pass_but_are_not_verified():
     rng = np.random.default_rng(1)
     ref = _logits(16, rng)

@@ -196,9 +196,10 @@ def test_info_reads_a_tensorrt_sidecar(tmp_path, capsys):
                           source_sha256="a" * 64, precision="fp16", target="tensorrt")
     (tmp_path / "m_fp16.engine.json").write_text(json.dumps(
         {"tensorrt_version": "10.3", "precision": "fp16", "shapes": {"min": [1, 3, 256, 256]}, "metadata": meta}))
-    assert info_main([str(engine), "--json"]) == 0
+    assert info_main([str(engine), "--json"]) == 1       # described, but a load would refuse it: exit 1
     d = json.loads(capsys.readouterr().out)
     assert d["format"] == "TensorRT plan" and d["precision"] == "fp16" and d["tensorrt"]["tensorrt_version"] == "10.3"
+    assert d["files_check"]["ok"] is False and "integrity cannot be checked" in d["files_check"]["message"]
     assert info_main([str(tmp_path / "none.onnx")]) == 2
 
 

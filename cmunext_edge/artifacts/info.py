@@ -138,7 +138,7 @@ def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = Non
     data = (v.get("data") or {}).get("label") or (v.get("source") or {}).get("source", "?")
     gt = v.get("dice_vs_ground_truth")
     status = "FAILED" if not v.get("passed") else \
-        ("passed, NOT verified (too few images)" if v.get("verified") is False else
+        (f"passed, NOT verified ({v.get('unverified') or 'too few images'})" if v.get("verified") is False else
          "verified" if v.get("verified") else "passed")
     d = v.get("distribution") or {}
     tail = (f", worst {d['worst']:.4f}, {d['n_bad']} below {d['bad_below']} (95% bound on that share "

@@ -55,7 +55,8 @@ def verification(r, long: bool = False) -> str:
     if entry is not None:
         v = entry["verification"]
         if v.get("passed") and v.get("verified") is False:
-            return f"few: {v.get('claim')}" if long else "few"
+            short = "few" if (v.get("unverified") or "too few images") == "too few images" else "not verified"
+            return f"{short}: {v.get('claim')}" if long else short
         return "yes" if v.get("passed") else "NO"
     return "-"
 

@@ -3,6 +3,7 @@ Runtime INT8, TensorRT), with its preprocessing contract, a self-test and manife
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -120,22 +121,60 @@ def build_parser() -> argparse.ArgumentParser:
     return add_debug(p)
 
 
+# Options that only some targets use, so that none is silently ignored: (options, targets that
+# take them, what to say). Options are argparse dests; "precision" is --fp32/--fp16/--bf16/--int8.
+AUTO_ONLY = ("max_dice_drop", "candidates", "threads", "agreement_floor")
+BUILT_ONLY = ("precision", "imgsz", "batch", "dynamic", "name", "opset", "bundle", "workspace", "dla_core",
+              "int8_mode", "calibrator", "calibrate_method", "int8_float_layers")
+VERIFYING = ("calib", "verify_data", "split", "verify_size", "imgsz", "opset", "dynamic", "bundle")
+TARGET_ONLY_OPTIONS = (
+    (AUTO_ONLY, {"auto"}, "applies to --target auto only"),
+    (("verify",), {"onnx", "openvino", "onnxruntime", "tensorrt", "triton"},
+     "does not apply to --target auto (it verifies every candidate: that is how it chooses)"),
+    (BUILT_ONLY, {"onnx", "openvino", "onnxruntime", "tensorrt", "triton"},
+     "does not apply to --target auto (it chooses the precision, shape and names of its candidates; "
+     "export the winner's kind again with that option if you need it)"),
+    (VERIFYING, {"onnx", "openvino", "onnxruntime", "tensorrt", "auto"},
+     "does not apply to --target triton (it packages an exported artifact as it is)"),
+)
+
+
+def unused_option(args, parser) -> str | None:
+    """The first option given that the target would ignore, as a refusal (None: all apply)."""
+    from cmunext_edge.export.targets import get_target
+    target = "auto" if args.target.lower() == "auto" else get_target(args.target).name
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    flags["precision"] = f"--{args.precision}" if args.precision else "--fp32"
+    for options, targets, why in TARGET_ONLY_OPTIONS:
+        for dest in options:
+            if target not in targets and getattr(args, dest, None) != parser.get_default(dest):
+                return f"{flags[dest]} {why}"
+    return None
+
+
 @cli_main(PROG)
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from cmunext_edge.cli.preflight import check_outputs
-    problem = check_outputs(args.out)                  # before any work: a long export never ends refused
+    problem = check_outputs(args.out) or unused_option(args, parser)   # before any work: a long export
+    if problem:                                                          # never ends refused
+        return fail(PROG, problem)
+    problem = bundle_problem(args)
     if problem:
         return fail(PROG, problem)
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     if args.target.lower() == "auto":
-        return _auto(args)
+        with quiet_stdout:              # with --json, stdout carries the JSON alone
+            return _auto(args)
     from cmunext_edge.export.options import ExportOptions
     from cmunext_edge.export.pipeline import export
     try:
         fields = {k: v for k, v in vars(args).items() if k in ExportOptions.field_names()}
         if args.int8_float_layers is not None:
             fields["nncf"] = {"float_layers": int8_float_layers(args)}
-        result = export(args.weights, ExportOptions(**fields))
+        with quiet_stdout:              # toolchains (ONNX Runtime's calibration, NNCF) print there
+            result = export(args.weights, ExportOptions(**fields))
     except (ExportUsageError, VerificationError) as exc:
         return fail(PROG, str(exc))
     except (MissingDependencyError, CalibrationError, CheckpointError, FileNotFoundError, ValueError) as exc:
@@ -152,8 +191,28 @@ def main(argv=None) -> int:
         print("  " + cmd, file=sys.stderr if args.json else sys.stdout)
     if args.bundle:
         from cmunext_edge.cli.bundle import run as make_bundle
-        return make_bundle(result.artifact, device=args.device or "cpu", sign_key=args.sign_key)
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            return make_bundle(result.artifact, device=args.device or "cpu", sign_key=args.sign_key)
     return 0
+
+
+def bundle_problem(args) -> str | None:
+    """--bundle needs held-out verification images with masks, which only a shipped model has by
+    default (cmunext-bundle --images for any other): refused before the export, not after it."""
+    if not args.bundle:
+        return None
+    from cmunext_edge.fileio import sha256_file
+    from cmunext_edge.resources import resolve_weights, shipped_model_name
+    try:
+        weights = resolve_weights(args.weights)
+        shipped = weights.is_file() and shipped_model_name(sha256_file(weights))
+    except (FileNotFoundError, ValueError, OSError):
+        return None                       # the export names what is wrong with --weights
+    if shipped:
+        return None
+    return (f"--bundle: {args.weights} is not a shipped model, so there are no default held-out images to put in "
+            f"its device bundle; export without --bundle, then run: cmunext-bundle ARTIFACT --images "
+            f"YOUR_HELD_OUT_DATASET/ (images/ and masks/0/ the model never trained on)")
 
 
 def int8_float_layers(args):

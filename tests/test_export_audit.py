@@ -1,0 +1,117 @@
+"""Reliability, round six (export): what an audit of cmunext-export's option combinations found.
+
+Verified on images that trained or calibrated the model (a --split of training names was even
+recorded as held out); INT8 with --batch 2 failed as "unexpected"; --bundle for a user's model
+exited 2 after publishing the artifact; options the target ignores were silently ignored; a
+re-export left the previous artifact's signature beside it (then refused as "changed after
+signing"); --json stdout was not JSON for INT8; a refused export left its empty --out folder;
+--strict-device was checked only after the build."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cmunext_edge.cli import export as export_cli
+from cmunext_edge.resources import models_dir
+
+from test_reliability import one_error_line, run_cli
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--target", "auto", "--fp16"], "--fp16 does not apply to --target auto"),
+    (["--target", "auto", "--imgsz", "320"], "--imgsz does not apply to --target auto"),
+    (["--target", "auto", "--no-verify"], "it verifies every candidate"),
+    (["--target", "onnx", "--threads", "2"], "--threads applies to --target auto only"),
+    (["--target", "ov", "--candidates", "ov-fp32"], "--candidates applies to --target auto only"),
+    (["--target", "ort", "--int8", "--batch", "2"], "calibration runs one image at a time"),
+    (["--target", "onnx", "--no-verify", "--split", "x.txt"], "--no-verify skips verification"),
+    (["--target", "ov", "--device", "NPU", "--strict-device"], "--strict-device refuses to verify elsewhere"),
+])
+def test_options_the_request_cannot_honour_are_refused_before_any_work(argv, says, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    rc, _, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", *argv, "--out", tmp_path / "o"], capsys)
+    assert rc == 2 and says in one_error_line(err, "cmunext-export"), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_triton_refuses_options_it_would_ignore(onnx_trained, tmp_path, capsys):
+    rc, _, err = run_cli(export_cli.main, ["--weights", onnx_trained.artifact, "--target", "triton", "--imgsz", "320",
+                                           "--out", tmp_path / "repo"], capsys)
+    assert rc == 2 and "--imgsz does not apply to --target triton" in one_error_line(err, "cmunext-export")
+
+
+def test_bundle_of_a_users_model_is_refused_before_the_export(tmp_path, capsys):
+    own = tmp_path / "run" / "best.pth"
+    own.parent.mkdir()
+    from cmunext_edge.checkpoints.weights import load_checkpoint, save_official_pth
+    sd = load_checkpoint(models_dir() / "cmunext-s-busi.safetensors").state_dict
+    sd["Conv_1x1.bias"] = sd["Conv_1x1.bias"] * 1.0001                 # not the shipped weights any more
+    save_official_pth(sd, own)
+    rc, _, err = run_cli(export_cli.main, ["--weights", own, "--target", "onnx", "--bundle", "--out", tmp_path / "o"],
+                         capsys)
+    assert rc == 2 and "cmunext-bundle ARTIFACT --images" in one_error_line(err, "cmunext-export")
+    assert not (tmp_path / "o").exists()
+
+
+def test_verification_on_training_images_is_not_verified(busi, tmp_path, capsys):
+    train = json.loads((models_dir() / "cmunext-s-busi.split.json").read_text())["train"][:60]
+    names = tmp_path / "train60.txt"
+    names.write_text("\n".join(train))
+    rc, out, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "onnx", "--verify-data", busi,
+                                             "--split", names, "--out", tmp_path / "o"], capsys)
+    assert rc == 0 and "NOT verified: not held out: 60 of its 60 images trained the model" in err, err
+    entry = next(iter(json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"].values()))
+    v = entry["verification"]
+    assert v["passed"] and v["verified"] is False and v["unverified"] == "not held out"
+    assert v["data"]["held_out"] is False and len(v["data"]["overlap"]["training"]) == 60
+
+
+def test_a_refused_export_removes_the_out_folder_it_made(tmp_path):
+    from cmunext_edge.export.pipeline import export
+
+    def interrupt_at_build(message):
+        if message.startswith("building"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        export("cmunext-s-busi", target="onnx", out=tmp_path / "new" / "deep", log=interrupt_at_build)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()                                   # a folder that was there stays
+    with pytest.raises(KeyboardInterrupt):
+        export("cmunext-s-busi", target="onnx", out=tmp_path / "kept", log=interrupt_at_build)
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_a_re_export_without_a_key_removes_the_old_signature(keys, tmp_path, capsys):
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
+    out = tmp_path / "o"
+    base = ["--weights", "cmunext-s-busi", "--target", "onnx", "--out", out, "--verify-size", "8"]
+    assert run_cli(export_cli.main, [*base, "--sign-key", keys["release"][0]], capsys)[0] == 0
+    art = out / "cmunext-s-busi_fp32.onnx"
+    assert (out / f"{art.name}.sig").is_file()
+    rc, _, err = run_cli(export_cli.main, [*base, "--opset", "18"], capsys)       # other bytes, same name
+    assert rc == 0 and f"removed {art.name}.sig" in err, err
+    assert not (out / f"{art.name}.sig").exists()
+    EdgeSegmenter(art).close()                                   # loads: nothing stale beside it
+
+
+def test_json_stdout_is_json_alone_for_an_int8_export(tmp_path):
+    pytest.importorskip("onnxruntime")
+    r = subprocess.run([sys.executable, "-m", "cmunext_edge.cli.export", "--weights", "cmunext-s-busi", "--target",
+                        "ort", "--int8", "--calib-size", "8", "--no-verify", "--json", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["precision"] == "int8"          # ONNX Runtime's calibration lines went to stderr
+    assert "Collecting tensor data" in r.stderr
+
+
+def test_the_verification_line_counts_the_images_with_masks():
+    from cmunext_edge.export.verify import format_figures
+    f = {"precision": "fp32", "n_images": 60, "n_ground_truth": 30, "mask_dice_agreement": 1.0,
+         "required_agreement": 0.999, "max_abs_logit_delta": 0.0, "dice_vs_ground_truth": 0.8,
+         "dice_vs_ground_truth_pytorch": 0.8, "distribution": {}, "runtime": {"precision": "fp32"}}
+    assert "Dice vs ground truth (30 images with masks) 0.8000" in format_figures(f)
+
