@@ -329,17 +329,13 @@ def test_serve_answers_413_for_a_dicom_over_the_pixel_limit(us):
     import asyncio
     pytest.importorskip("fastapi")
     import fastapi
-    from cmunext_edge.scale.serve import _answer_dicom
-
-    class Request:
-        headers = {"content-type": "application/dicom"}
-
-        async def body(self):
-            return (us / "us_cine.dcm").read_bytes()
+    from cmunext_edge.scale.serve import Limits, RequestError, _answer_dicom
 
     class Replica:
         async def _segment(self, frame):
             raise AssertionError("a frame was decoded and segmented")
 
-    answer = asyncio.run(_answer_dicom(Replica(), Request(), "binary", (1 << 30, 1000), fastapi))
-    assert answer.status_code == 413 and b"refused before decoding" in answer.body
+    body = (us / "us_cine.dcm").read_bytes()        # the body as read_body streamed it
+    with pytest.raises(RequestError, match="refused before decoding") as exc:
+        asyncio.run(_answer_dicom(Replica(), body, "binary", Limits(1 << 30, 1000, 10.0), fastapi))
+    assert exc.value.status == 413
