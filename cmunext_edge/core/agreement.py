@@ -184,7 +184,7 @@ def gate(summary: dict, precision: str) -> dict:
             if a < g.mean - CLASS_MARGIN:
                 reasons.append(f"class {k} mask Dice agreement {a:.4f} < {g.mean} - {CLASS_MARGIN} (per-class margin)")
     passed = not reasons
-    verified = passed and n >= need_n and dist["bad_share_upper95"] <= 2 * g.tail + 1e-12
+    verified = passed and tail_claim_holds(dist, precision)
     unverified = None if verified or not passed else (
         "too few images" if n < need_n else "95% bound above the tail claim")
     return {"required_agreement": g.mean, "tail_floor": g.tail, "bad_below": BAD_IMAGE,
@@ -197,16 +197,22 @@ def _isnan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def tail_claim_holds(dist: dict, precision: str) -> bool:
+    """Whether the figures support the precision's tail claim: enough images, and the 95% bound on
+    the bad-image share at most twice the tail floor."""
+    return dist["n"] >= min_images(precision) and dist["bad_share_upper95"] <= 2 * GATES[str(precision)].tail + 1e-12
+
+
 def claim(dist: dict, precision: str) -> str:
     """What the figures support, one sentence."""
     need_n, tail = min_images(precision), GATES[str(precision)].tail
     bound = f"at most {100 * dist['bad_share_upper95']:.1f}% of such images below {BAD_IMAGE} (95% bound)"
-    if dist["n"] >= need_n and dist["bad_share_upper95"] <= 2 * tail + 1e-12:
+    if tail_claim_holds(dist, precision):
         return f"{bound}, from {dist['n']} images"
     if dist["n"] >= need_n:
         return (f"{dist['n_bad']} of {dist['n']} images below {BAD_IMAGE}: {bound}, above the {100 * 2 * tail:g}% "
                 f"the {precision} tail claim needs (twice its {100 * tail:g}% floor); more held-out images "
                 f"(--verify-data) would narrow it")
     return (f"only {dist['n']} images: {bound}, too few for the {precision} tail claim "
-            f"(<= {100 * GATES[str(precision)].tail:g}% below {BAD_IMAGE}); give --verify-data at least "
+            f"(<= {100 * tail:g}% below {BAD_IMAGE}); give --verify-data at least "
             f"{need_n} held-out images")

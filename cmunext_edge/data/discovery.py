@@ -173,16 +173,20 @@ def class_mask_folders(dataset: Path) -> list[Path]:
     return [p for _, p in numbered]
 
 
-def _by_name(files: list[Path], what: str) -> dict[str, Path]:
-    """{name: file} of ground truth or images matched by name (the file name without its suffix);
-    two files with one name cannot be told apart: ValueError naming both (one was taken silently)."""
+def _by_name(named, what: str) -> dict[str, Path]:
+    """{name: file} of (name, file) pairs matched by name (images by sample name, ground truth by
+    file stem); two files with one name cannot be told apart: ValueError naming both (one was
+    scored against the other's mask, or one mask taken silently)."""
     found: dict[str, Path] = {}
-    for p in files:
-        if p.stem in found:
-            raise ValueError(f"{found[p.stem]} and {p.name} are both {what} {p.stem!r}: ground truth is "
+    for name, p in named:
+        if found.setdefault(name, p) != p:
+            raise ValueError(f"{found[name]} and {p.name} are both {what} {name!r}: ground truth is "
                              f"matched to images by name, so keep one (or rename one)")
-        found[p.stem] = p
     return found
+
+
+def _stems(files: list[Path]):
+    return ((p.stem, p) for p in files)
 
 
 def _attach_truth(source: Path, images: list[Sample]) -> list[Sample]:
@@ -190,16 +194,11 @@ def _attach_truth(source: Path, images: list[Sample]) -> list[Sample]:
     folders, labels = class_mask_folders(source), source / "labels"
     if folders and labels.is_dir():
         raise ValueError(f"{source}: has both masks/ and labels/; keep one ground-truth layout")
-    seen: dict[str, Path] = {}
-    for s in images:
-        if seen.setdefault(s.name, s.image) != s.image:
-            raise ValueError(f"{seen[s.name]} and {s.image.name} are both images named {s.name!r}: ground truth "
-                             f"is matched to images by name, so one would be scored against the other's mask; "
-                             f"rename one")
+    _by_name(((s.name, s.image) for s in images), "images named")
     if labels.is_dir():
-        found = _by_name(_images_in(labels), "label images of")
+        found = _by_name(_stems(_images_in(labels)), "label images of")
         return [replace(s, mask=found.get(s.name), label_image=s.name in found) for s in images]
-    per_class = [_by_name(_images_in(f), "masks of") for f in folders]
+    per_class = [_by_name(_stems(_images_in(f)), "masks of") for f in folders]
     samples = []
     for s in images:
         paths = [m.get(s.name) for m in per_class]

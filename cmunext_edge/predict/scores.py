@@ -55,10 +55,7 @@ def score_fields(sample: Sample, seg, size: tuple[int, int]) -> dict:
         return fields
     pred = mask_channels(seg.mask)
     try:
-        truth = load_truth(sample, num_classes)
-        if truth.shape != pred.shape:
-            raise ImageReadError(f"{sample.mask}: mask size {truth.shape[:0:-1]} (W x H) differs from the image's "
-                                 f"{pred.shape[:0:-1]}: is it the mask of this image?")
+        truth = load_truth(sample, num_classes, image_hw=pred.shape[1:])
     except (ImageReadError, ValueError, OSError) as exc:
         fields["truth_problem"] = naming(sample.mask, exc)
         return fields

@@ -409,9 +409,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if inside:
         raise ValueError(f"--out {out} lies inside the dataset's {inside[0].name}/ folder: checkpoints would mix "
                          f"with its images; give a folder outside {data}")
-    check_resume_settings(cfg, out)
+    saved = check_resume_settings(cfg, out)          # last.pt, read once
     run = _setup(cfg, out, log)
-    state = resume(cfg, run.model, run.opt, run.num_classes, len(run.train[0]), out / "last.pt", log)
+    state = resume(cfg, run.model, run.opt, run.num_classes, len(run.train[0]), out / "last.pt", log, saved)
     first = state["epoch"]
     for epoch in range(first, cfg.epochs):
         t_epoch = time.perf_counter()

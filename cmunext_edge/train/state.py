@@ -78,12 +78,13 @@ def load_init(model, path: str, variant: str, classes: int, log) -> None:
         f"initialised fresh, all other weights loaded")
 
 
-def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log) -> dict:
-    """The state of a run resumed from `last` (model and optimizer loaded), or a fresh state."""
+def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log, ckpt: dict | None = None) -> dict:
+    """The state of a run resumed from `last` (model and optimizer loaded; `ckpt`: last.pt as
+    check_resume_settings read it), or a fresh state."""
     state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "history": [], "elapsed_s": 0.0}
     if not last.exists():
         return state
-    ckpt = _read_resume_state(last)
+    ckpt = ckpt or _read_resume_state(last)
     saved = int(ckpt["model"][HEAD[0]].shape[0])
     if saved != classes:
         asked = f"--num-classes {cfg.num_classes}" if cfg.num_classes else "the dataset's classes"
@@ -108,19 +109,21 @@ RUN_SETTINGS = ("variant", "img_size", "seed", "val_fraction", "val_list")   # n
 # takes its weights from last.pt, so --init may be left out when resuming
 
 
-def check_resume_settings(cfg, out: Path) -> None:
+def check_resume_settings(cfg, out: Path) -> dict | None:
     """ValueError naming every setting of `cfg` that differs from the run already in `out` (its
     split.json, its last.pt's configuration): a changed --seed or --val-fraction was silently
     ignored (the saved split was reused), a changed --img-size silently trained on at another
-    size, another --variant failed with "unexpected". Nothing is written before this check."""
-    saved = {}
+    size, another --variant failed with "unexpected". Nothing is written before this check.
+    -> last.pt as read (for resume), or None when there is none."""
+    saved, ckpt = {}, None
     if (out / "split.json").exists():
         saved.update({k: v for k, v in read_split(out / "split.json").items() if k in RUN_SETTINGS})
     if (out / "last.pt").exists():
-        config = json.loads(_read_resume_state(out / "last.pt").get("config") or "{}")
+        ckpt = _read_resume_state(out / "last.pt")
+        config = json.loads(ckpt.get("config") or "{}")
         saved.update({k: config[k] for k in RUN_SETTINGS if k in config})
     if not saved:
-        return
+        return ckpt
     asked = {k: getattr(cfg, k) for k in RUN_SETTINGS}
     if saved.get("val_list") or asked["val_list"]:        # a list decides the split, not the fraction
         saved.pop("val_fraction", None)
@@ -131,6 +134,7 @@ def check_resume_settings(cfg, out: Path) -> None:
         raise ValueError(f"--out {out} holds a run started with {_settings(saved, changed)}, not "
                          f"{_settings(asked, changed)}: resume with the same settings (they decide the "
                          f"split and the model), or start a new run with another --out")
+    return ckpt
 
 
 def _settings(values: dict, keys: list[str]) -> str:
