@@ -8,6 +8,15 @@ DEFAULT_MODEL = "cmunext-s-busi"
 SAMPLES_DIR = PACKAGE_DIR / "samples" / "busi"
 # the shipped model's 90 held-out validation images at network size (samples/busi-heldout/README.md)
 HELDOUT_DIR = PACKAGE_DIR / "samples" / "busi-heldout"
+# 64 of its training images at network size, the default INT8 calibration set (samples/busi-calib/README.md)
+CALIB_DIR = PACKAGE_DIR / "samples" / "busi-calib"
+
+
+def default_calibration_dir() -> Path:
+    """The calibration images used when none are given: the shipped model's training images
+    (CALIB_DIR), which leave every held-out image to verification; the bundled samples where
+    an installation lacks them."""
+    return CALIB_DIR if CALIB_DIR.is_dir() else SAMPLES_DIR
 
 
 def models_dir() -> Path:

@@ -17,7 +17,7 @@ from cmunext_edge.data.discovery import Sample, discover, seeded_sample
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.data.groundtruth import classes_check, load_truth
 from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, naming
-from cmunext_edge.resources import SAMPLES_DIR
+from cmunext_edge.resources import SAMPLES_DIR, default_calibration_dir
 
 
 class CalibrationError(ValueError):
@@ -58,13 +58,13 @@ def check_classes(samples: list[Sample], num_classes: int, source) -> None:
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int | None = 64,
                          seed: int = 0, num_classes: int = 1, truth: bool = True,
                          split: str | Path | None = None, exclude=()) -> CalibrationSet:
-    """Sample `size` images (None: all) of `source` (default: the bundled samples) with `seed`,
+    """Sample `size` images (None: all) of `source` (default: resources.default_calibration_dir()) with `seed`,
     optionally from one split's list (a names file, or a training split.json: its "val" list); with
     `truth`, each image's ground truth is loaded as `num_classes` x H x W (groundtruth.load_truth),
     and a dataset with fewer classes than `num_classes` is a CalibrationError naming both.
     `exclude`: names left out (a verification set leaves out the calibration images). The one
     loader of calibration, verification and evaluation sets."""
-    source = Path(source) if source is not None else SAMPLES_DIR
+    source = Path(source) if source is not None else default_calibration_dir()
     try:
         samples = discover(source, split)
     except (FileNotFoundError, ValueError) as exc:
@@ -102,5 +102,5 @@ def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, nu
     `exclude` (the calibration images) left out; without data, 64 bundled samples (one class: no
     ground truth for a model with several)."""
     if data is None:
-        return make_calibration_set(None, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
+        return make_calibration_set(SAMPLES_DIR, spec, limit or 64, seed, num_classes, truth=num_classes == 1)
     return make_calibration_set(data, spec, limit, seed, num_classes, split=split, exclude=exclude)

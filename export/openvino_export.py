@@ -31,8 +31,9 @@ from cmunext_edge.export.onnx_export import export_onnx
 # NNCF ignored-scope patterns (module paths of CMUNeXt convolutions, as ONNX/OpenVINO name them)
 # kept in float by each named INT8 recipe. "faithful": the fewest that hold the held-out gate
 # (mean agreement >= 0.97, <= 3% of images below 0.90) for the shipped CMUNeXt-S on an AVX2 CPU,
-# graph without rewrites (what `cmunext-export --int8` builds); with the fold_bn + dense_groups
-# rewrites no short list was found (benchmarks/int8_notes.md, "Faithful INT8").
+# graph without rewrites (what `cmunext-export --int8` builds); "faithful-wide", the default
+# (cpu_fit.nncf_float_layers), holds it with margin on AVX2 and AVX-512 VNNI; with the fold_bn +
+# dense_groups rewrites no short list was found (benchmarks/int8_notes.md, "Faithful INT8").
 FLOAT_LAYERS = {
     # the first encoder block's 3x3 depthwise convolution (full resolution, 8 channels): alone it
     # takes the plain graph from 4 to 1 of 90 held-out images below 0.90 agreement (AVX2)

@@ -52,7 +52,7 @@ class ExportOptions:
     dynamic: bool = False
     opset: int | None = None              # None: 17; OPSETS bounds it
     # calibration and verification images
-    calib: str | Path | None = None       # None: the bundled samples
+    calib: str | Path | None = None       # None: resources.default_calibration_dir()
     calib_size: int = 64
     seed: int = 0
     verify: bool = True

@@ -148,13 +148,16 @@ def test_packaged_heldout_images_are_the_shipped_models_validation_images():
     assert bundled <= names                    # the 16 bundled samples are validation images too
 
 
-def test_heldout_images_give_the_tensors_of_the_originals(busi):
+@pytest.mark.parametrize("folder", ["busi-heldout", "busi-calib"])
+def test_packaged_images_give_the_tensors_of_the_originals(busi, folder):
+    """The held-out (verification) and calibration images, stored at network size, preprocess to
+    exactly the originals' tensors and ground truth."""
     from cmunext_edge.checkpoints.weights import load_checkpoint
     from cmunext_edge.data.discovery import discover
     from cmunext_edge.data.groundtruth import load_truth
     spec = load_checkpoint(ROOT / "models" / "cmunext-s-busi.safetensors").spec
-    stored = {s.name: s for s in discover(HELDOUT)}
-    for s in [s for s in discover(busi) if s.name in stored][::15]:
+    stored = {s.name: s for s in discover(HELDOUT.parent / folder)}
+    for s in [s for s in discover(busi) if s.name in stored][::11]:
         assert np.array_equal(spec(stored[s.name].image), spec(s.image))
         assert np.array_equal(load_truth(stored[s.name], 1, spec.size), load_truth(s, 1, spec.size))
 
@@ -174,8 +177,12 @@ def test_default_int8_verification_is_held_out_and_disjoint_from_calibration(tra
     calib, verify, logs = _plan_sets(trained, target="openvino", precision="int8", out=tmp_path)
     calib_names = {s.name for s in calib.samples}
     verify_names = {s.name for s in verify.samples}
-    assert calib_names == {s.name for s in __import__("cmunext_edge.data.discovery", fromlist=["x"]).discover(SAMPLES)}
-    assert not calib_names & verify_names and len(verify_names) == 90 - len(calib_names)
+    from cmunext_edge.data.discovery import discover
+    from cmunext_edge.resources import CALIB_DIR
+    # the default calibration images: 64 of the shipped model's training images, so all 90 held-out verify
+    assert calib_names == {s.name for s in discover(CALIB_DIR)} and len(calib_names) == 64
+    assert calib_names <= set(json.loads(SPLIT.read_text())["train"])
+    assert not calib_names & verify_names and len(verify_names) == 90
     assert verify.plan.origin == "held-out validation images" and verify.plan.held_out
     assert verify.overlap == {"calibration": [], "training": []}
     assert not any(m.startswith("warning") for m in logs)

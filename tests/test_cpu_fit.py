@@ -103,15 +103,17 @@ def test_bf16_candidates_only_where_bf16_is_native():
 
 def test_float_layers_resolve_per_cpu_and_by_name():
     from cmunext_edge.export.openvino_export import FLOAT_LAYERS, resolved_nncf_options
-    for caps in CPUS.values():          # the faithful list on every CPU kind (measured on AVX2)
-        assert cpu_fit.resolve_float_layers("auto", FLOAT_LAYERS, caps) == "faithful"
+    for caps in CPUS.values():          # the five-layer list on every CPU kind (AVX2 and AVX-512 VNNI measured)
+        assert cpu_fit.resolve_float_layers("auto", FLOAT_LAYERS, caps) == "faithful-wide"
+    assert cpu_fit.resolve_float_layers("Faithful", FLOAT_LAYERS) == "faithful"
     assert cpu_fit.resolve_float_layers("NONE", FLOAT_LAYERS) == "none"
     assert cpu_fit.resolve_float_layers([], FLOAT_LAYERS) == "none"
     assert cpu_fit.resolve_float_layers((".*/Conv_1x1/.*",), FLOAT_LAYERS) == [".*/Conv_1x1/.*"]
     with pytest.raises(ValueError, match="float_layers"):
         cpu_fit.resolve_float_layers("most", FLOAT_LAYERS)
     opts = resolved_nncf_options({})
-    assert opts["float_layers"] == "faithful" and opts["float_layer_patterns"] == list(FLOAT_LAYERS["faithful"])
+    assert opts["float_layers"] == "faithful-wide"
+    assert opts["float_layer_patterns"] == list(FLOAT_LAYERS["faithful-wide"])
     assert resolved_nncf_options({"float_layers": "none"})["float_layer_patterns"] == []
 
 
@@ -119,7 +121,7 @@ def test_nncf_ignored_scope_joins_float_layers_and_ignored_names():
     nncf = pytest.importorskip("nncf")
     from cmunext_edge.export.openvino_export import FLOAT_LAYERS, _kwargs, resolved_nncf_options
     scope = _kwargs(nncf, resolved_nncf_options({"ignored_names": [".*Conv_1x1.*"]}))["ignored_scope"]
-    assert scope.patterns == [".*Conv_1x1.*", *FLOAT_LAYERS["faithful"]]
+    assert scope.patterns == [".*Conv_1x1.*", *FLOAT_LAYERS["faithful-wide"]]
     assert "ignored_scope" not in _kwargs(nncf, resolved_nncf_options({"float_layers": "none"}))
 
 
@@ -129,7 +131,7 @@ def test_manifest_fields_record_the_machine_and_the_int8_recipe(monkeypatch):
     fields = int8_recipe.manifest_fields("openvino", "int8", ExportOptions(target="openvino"))
     assert fields["capabilities"]["isa"] == "AVX2" and "no VNNI" in fields["capabilities"]["summary"]
     assert fields["int8_settings"]["nncf"]["overflow_fix"] == "enable"
-    assert fields["int8_settings"]["nncf"]["float_layers"] == "faithful"
+    assert fields["int8_settings"]["nncf"]["float_layers"] == "faithful-wide"
     ort = int8_recipe.manifest_fields("onnxruntime", "int8", ExportOptions(target="onnxruntime"))
     assert ort["int8_settings"]["ort_quant"]["reduce_range"] is True           # zen3: no VNNI
     monkeypatch.setattr(cpu_fit, "detect", lambda: CPUS["graviton3"])

@@ -10,10 +10,15 @@ from cmunext_edge.artifacts.manifest import calibration_files
 from cmunext_edge.capabilities import detect
 from cmunext_edge.export.openvino_export import FLOAT_LAYERS
 from cmunext_edge.export.pipeline import export
+from cmunext_edge.resources import CALIB_DIR, HELDOUT_DIR
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 ov = pytest.importorskip("openvino")
 FAITHFUL_CONV = "/encoder1/block/block.0/block.0.0/fn/fn.0/Conv/WithoutBiases"   # FLOAT_LAYERS["faithful"]
+# FLOAT_LAYERS["faithful-wide"] (the default): those five convolutions, as the quantized IR names them
+WIDE_CONVS = [FAITHFUL_CONV] + [f"/{m}/Conv/WithoutBiases" for m in (
+    "encoder1/up/conv/conv.0", "encoder2/block/block.0/block.0.4", "encoder3/block/block.0/block.0.1",
+    "encoder4/up/conv/conv.0")]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = Path(ROOT) / "cmunext_edge" / "samples" / "busi"
 
@@ -40,8 +45,12 @@ def ov_export(trained, out):
 def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     res = ov_export(precision)
     v = res.verification
-    # held out by default: the shipped model's 90 validation images, less the INT8 calibration ones
-    held = 90 - (len(calibration_files(res.artifact)) if precision == "int8" else 0)
+    # held out by default: the shipped model's 90 validation images, less any INT8 calibration ones;
+    # the default calibration images are 64 of its training images, so all 90 verify
+    calib = {Path(f).stem for f in calibration_files(res.artifact)} if precision == "int8" else set()
+    held = 90 - len(calib & {p.stem for p in (HELDOUT_DIR / "images").iterdir()})
+    if precision == "int8":
+        assert calib and calib <= {p.stem for p in (CALIB_DIR / "images").iterdir()} and held == 90
     assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == held
     assert v["data"]["origin"] == "held-out validation images" and v["distribution"]["n"] == held
     assert v["dice_vs_ground_truth"] is not None
@@ -57,7 +66,7 @@ def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     if precision == "int8":
         assert d["precision"] == "int8"
         manifest = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
-        assert manifest["calibration"]["size"] == 16 and len(manifest["calibration"]["sha256"]) == 64
+        assert manifest["calibration"]["size"] == 64 and len(manifest["calibration"]["sha256"]) == 64
         # the per-CPU recipe (cpu_fit.py) is the default and is recorded with the machine it ran on
         caps = detect()
         assert manifest["capabilities"]["summary"] == caps.summary()
@@ -66,10 +75,10 @@ def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
         assert nncf["overflow_fix"] == ("enable" if caps.is_x86 else None)
         # faithful INT8: the recipe's float layers in the manifest, the convolutions that stayed
         # float (read back from the quantized IR) in the artifact
-        assert nncf["float_layers"] == "faithful"
-        assert nncf["float_layer_patterns"] == list(FLOAT_LAYERS["faithful"])
+        assert nncf["float_layers"] == "faithful-wide"
+        assert nncf["float_layer_patterns"] == list(FLOAT_LAYERS["faithful-wide"])
         kept = json.loads(model.get_rt_info(["model_info", "cmunext_edge.int8_float_layers"]).astype(str))
-        assert kept == [FAITHFUL_CONV]
+        assert kept == WIDE_CONVS
     assert seg.self_test().passed
     image = sorted((SAMPLES / "images").iterdir())[0]
     result = seg.segment(str(image))
@@ -103,7 +112,7 @@ def test_nncf_options_pass_through(trained, tmp_path):
 
 def test_onnxruntime_int8_qdq(trained, out):
     onnx = pytest.importorskip("onnx")
-    res = export(trained, target="ort", out=out)            # calibrated on the 16 bundled samples
+    res = export(trained, target="ort", out=out)            # the first 16 default calibration images
     assert res.precision == "int8" and res.verification["mask_dice_agreement"] >= 0.97
     model = onnx.load(str(res.artifact))
     ops = {n.op_type for n in model.graph.node}

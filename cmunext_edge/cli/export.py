@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         prec.add_argument(f"--{flag}", dest="precision", action="store_const", const=flag,
                           help=f"{flag.upper()} artifact" + (" (calibrated on --calib)" if flag == "int8" else ""))
     p.add_argument("--calib", help="INT8 calibration images: a folder or an official-layout dataset "
-                                   "(default: the bundled samples); verification leaves them out")
+                                   "(default: 64 of the shipped model's training images, cmunext_edge/samples/busi-calib); "
+                                   "verification leaves them out")
     p.add_argument("--calib-size", type=positive_int, default=64, help="images sampled (seeded) for calibration (default 64)")
     p.add_argument("--imgsz", type=network_side, help="square network input size, multiple of 16 (default: the checkpoint's)")
     shape = p.add_mutually_exclusive_group()
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--int8-float-layers", metavar="NAME|PATTERNS",
                    help="OpenVINO INT8: convolutions kept in float (NNCF ignored scope), recorded in the "
                         f"artifact (int8_float_layers): a named list ({', '.join(FLOAT_LAYERS)}; default "
-                        "faithful) or comma-separated node-name patterns, e.g. a set found by "
+                        "faithful-wide) or comma-separated node-name patterns, e.g. a set found by "
                         "benchmarks/int8_faithful.py for your model")
     t.add_argument("--name", help="artifact file name without suffix")
     a = p.add_argument_group("--target auto")

@@ -8,9 +8,10 @@ INT8 candidates' recipe per ISA (NNCF overflow_fix, ONNX Runtime reduce_range) i
 export itself (cpu_fit.py) unless a row sets it.
 
 Faithful INT8 (issue 21): every OpenVINO INT8 row keeps the export's default float layers
-(openvino_export.FLOAT_LAYERS["faithful"], the convolutions whose quantization flips held-out
-masks) unless it sets `float_layers`; the `-allint8` rows pin the earlier recipe (every
-convolution INT8) so that auto selection, and its report, show what the float layers cost and buy.
+(openvino_export.FLOAT_LAYERS["faithful-wide"], the convolutions whose quantization flips held-out
+masks) unless it sets `float_layers`; the `-onefloat` row pins the one-layer list and the
+`-allint8` rows the earlier recipe (every convolution INT8), so that auto selection, and its
+report, show what the float layers cost and buy.
 """
 from __future__ import annotations
 
@@ -53,13 +54,13 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ov-int8-nncf-default", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(),
               runtime=OV_LAT, note="NNCF defaults (model_type None, preset mixed), overflow_fix per CPU"),
     Candidate("ov-int8-transformer", ("CPU", "GPU", "NPU"), "openvino", "int8", nncf=_nncf(*FAST),
-              runtime=OV_LAT, note="NNCF model_type TRANSFORMER, preset performance, faithful float "
-                                   "layers: the `cmunext-export --int8` default"),
+              runtime=OV_LAT, note="NNCF model_type TRANSFORMER, preset performance, five convolutions in "
+                                   "float (faithful-wide): the `cmunext-export --int8` default"),
     Candidate("ov-int8-transformer-allint8", ("CPU",), "openvino", "int8", nncf=_nncf(*FAST, **ALL_INT8),
               runtime=OV_LAT, note="every convolution INT8 (the recipe before issue 21)"),
-    Candidate("ov-int8-transformer-widefloat", ("CPU",), "openvino", "int8",
-              nncf=_nncf(*FAST, float_layers="faithful-wide"), runtime=OV_LAT,
-              note="five convolutions in float (FLOAT_LAYERS['faithful-wide']): more agreement margin"),
+    Candidate("ov-int8-transformer-onefloat", ("CPU",), "openvino", "int8",
+              nncf=_nncf(*FAST, float_layers="faithful"), runtime=OV_LAT,
+              note="one convolution in float (FLOAT_LAYERS['faithful']): faster, less agreement margin"),
     Candidate("ov-int8-transformer-dense", ("CPU", "GPU", "NPU"), "openvino", "int8", DENSE,
               nncf=_nncf(*FAST), runtime=OV_LAT, note="+ BN folding, dense grouped convs (INT8 brgconv)"),
     Candidate("ov-int8-transformer-dense-allint8", ("CPU",), "openvino", "int8", DENSE,

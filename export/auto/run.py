@@ -46,15 +46,16 @@ def _eval_plan(weights, ckpt, opts, log):
     --split, or the model's validation list), else a shipped model's held-out images; held out
     from the calibration images, which a given dataset is warned about overlapping."""
     from cmunext_edge.data.discovery import discover, seeded_sample
-    from cmunext_edge.resources import SAMPLES_DIR
+    from cmunext_edge.resources import default_calibration_dir
     plan = plan_verification(opts.data, opts.calib, ckpt.sha256, opts.split, weights)
-    calib_src = opts.calib if opts.calib is not None else SAMPLES_DIR
+    calib_src = opts.calib if opts.calib is not None else default_calibration_dir()
     try:
         calib_names = [s.name for s in seeded_sample(discover(calib_src), opts.calib_size, 0)]
     except (FileNotFoundError, ValueError):
         calib_names = []
-    if plan.origin == HELD_OUT:
-        return plan, plan.source, None, calib_names
+    if plan.origin == HELD_OUT:       # the calibration images among the held-out ones (default: none)
+        held = {s.name for s in discover(plan.source)}
+        return plan, plan.source, None, [n for n in calib_names if n in held]
     if plan.origin != VERIFY_DATA:
         return plan, opts.data, opts.split, ()
     names = [s.name for s in discover(plan.source, plan.split)]
@@ -90,7 +91,7 @@ class AutoOptions:
     data: str | Path | None = None    # evaluation dataset (official layout); None: the bundled samples
     split: str | Path | None = None   # names file or training split.json ("val" list)
     eval_size: int | None = None
-    calib: str | Path | None = None   # INT8 calibration images; None: the bundled samples
+    calib: str | Path | None = None   # INT8 calibration images; None: resources.default_calibration_dir()
     calib_size: int = 64
     candidates: tuple | list | None = None   # names; None: every candidate for the device
     threads: int | None = None
@@ -224,9 +225,9 @@ def skip_reason(cand: Candidate, calib) -> str | None:
     if not (cand.nncf and cand.nncf.get("max_drop") is not None):
         return None
     from cmunext_edge.data.discovery import discover
-    from cmunext_edge.resources import SAMPLES_DIR
+    from cmunext_edge.resources import default_calibration_dir
     try:
-        has_masks = any(s.mask for s in discover(calib if calib is not None else SAMPLES_DIR))
+        has_masks = any(s.mask for s in discover(calib if calib is not None else default_calibration_dir()))
     except (FileNotFoundError, ValueError):
         return None                   # export() reports the unusable source itself
     return None if has_masks else (f"needs calibration images with masks (an official-layout "
