@@ -91,7 +91,7 @@ def test_gate_failure_hint_names_the_cause_and_what_to_try():
 def test_bf16_candidates_only_where_bf16_is_native():
     def names(caps):
         return {c.name for c in candidates_for("CPU", caps=caps)}
-    bf16_rows = {"ov-bf16", "ov-bf16-fold", "ov-int8-transformer-dense-bf16"}   # the last: INT8, bf16 float parts
+    bf16_rows = {"ov-bf16", "ov-bf16-fold", "ov-int8-transformer-bf16", "ov-int8-transformer-dense-bf16"}   # the last two: INT8, bf16 float parts
     assert bf16_rows <= names(CPUS["zen4"])
     for caps in (CPUS["zen3"], ZEN4_AS_AVX2):
         got = names(caps)

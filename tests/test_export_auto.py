@@ -171,9 +171,25 @@ def test_select_rejects_an_unfaithful_tail_and_says_why_no_int8_is_kept():
     assert winner.name == "fp32" and rows[1].status == "rejected" and "tail floor" in rows[1].reason
     note = selection_note(rows, winner)
     assert "no INT8 candidate is faithful" in note and "int8-flips, 6 below 0.9" in note
-    # a timing tie goes to the lower bound on the bad-image share
-    tie = [_gated("a", "int8", 5.0, 1), _gated("b", "int8", 5.05, 0)]
+    # a timing tie (within 5%) goes to the lower bound on the bad-image share
+    tie = [_gated("a", "int8", 5.0, 1), _gated("b", "int8", 5.2, 0)]
     assert select(tie, 0.5).name == "b"
+    assert select([_gated("a", "int8", 5.0, 1), _gated("b", "int8", 5.5, 0)], 0.5).name == "a"
+
+
+def test_select_prefers_a_verified_candidate_to_a_faster_one_that_only_passed():
+    fast = _gated("int8-1bad-of-60", "int8", 4.0, 1)       # passes (1.7% <= 3%), bound 8.9%: not verified
+    fast.verified = False
+    slow = _gated("bf16", "bf16", 6.0, 0)                  # 0 of 60: bound 4.9%, verified
+    rows = [fast, slow]
+    assert select(rows, 0.5).name == "bf16"
+    assert "not verified" in fast.reason and fast.status == "within budget"
+    assert "fastest verified candidate" in slow.reason
+    # when nothing is verified (too few held-out images), the fastest faithful one still wins
+    none_verified = [_gated("a", "int8", 4.0, 0, n=20), _gated("b", "fp32", 9.0, 0, n=20)]
+    for r in none_verified:
+        r.verified = False
+    assert select(none_verified, 0.5).name == "a"
 
 
 def test_auto_evaluates_on_held_out_images_and_records_the_winners_verification(weights, tmp_path):

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data", type=Path, help="official-layout dataset (images/, masks/0/) for Dice")
     a.add_argument("--split", type=Path, help="file of image names to use from --data")
     a.add_argument("--max-images", type=positive_int, help="use only the first N images of --data")
-    a.add_argument("--reference", type=Path, help="PyTorch source checkpoint for agreement (default: "
+    a.add_argument("--reference", help="PyTorch source checkpoint (or a shipped model's name) for agreement (default: "
                    "the benchmarked checkpoint whose sha256 the artifact's metadata names)")
     o = p.add_argument_group("output")
     o.add_argument("--wide", action="store_true", help="print every column (default: the key columns, "
@@ -182,6 +182,21 @@ def _trust(artifacts, trusted_keys) -> str | None:
     return None
 
 
+def _reference_checkpoint(text) -> Path:
+    """--reference as a checkpoint file: a shipped model's name becomes its file; anything that is
+    not a PyTorch checkpoint file is refused before any row runs (ValueError)."""
+    from cmunext_edge.artifacts.kinds import is_checkpoint
+    from cmunext_edge.resources import resolve_weights
+    try:
+        path = resolve_weights(str(text))
+    except FileNotFoundError as exc:
+        raise ValueError(f"--reference: {exc}") from None
+    if not path.is_file() or not is_checkpoint(path):
+        raise ValueError(f"--reference {path}: not a PyTorch checkpoint file (.pth, .pt, .safetensors) "
+                         f"or a shipped model's name")
+    return path
+
+
 def _input_files(rows, args) -> list[Path]:
     """Every file the run reads: artifacts with their companions, manifests and signatures, the
     reference checkpoint and the --data / --images files (a folder that cannot be read is refused
@@ -231,6 +246,8 @@ def main(argv=None) -> int:
         missing = [str(r.artifact) for r in rows if not r.artifact.exists()]
         if missing:
             raise FileNotFoundError(f"no such artifact: {', '.join(sorted(set(missing)))}")
+        if args.reference is not None:       # a shipped model's name, or a checkpoint file
+            args.reference = _reference_checkpoint(args.reference)
         problem = check_distinct_outputs((("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)),
                                          _input_files(rows, args))
         if problem:

@@ -58,6 +58,10 @@ CANDIDATES: tuple[Candidate, ...] = (
                                    "float (faithful-wide): the `cmunext-export --int8` default"),
     Candidate("ov-int8-transformer-allint8", ("CPU",), "openvino", "int8", nncf=_nncf(*FAST, **ALL_INT8),
               runtime=OV_LAT, note="every convolution INT8 (the recipe before issue 21)"),
+    Candidate("ov-int8-transformer-bf16", ("CPU",), "openvino", "int8", nncf=_nncf(*FAST),
+              runtime={**OV_LAT, "inference_precision": "bf16"},
+              note="the default INT8 recipe with its float layers in bf16 (BF16-native CPUs only; "
+                   "elsewhere they run f32)"),
     Candidate("ov-int8-transformer-onefloat", ("CPU",), "openvino", "int8",
               nncf=_nncf(*FAST, float_layers="faithful"), runtime=OV_LAT,
               note="one convolution in float (FLOAT_LAYERS['faithful']): faster, less agreement margin"),
