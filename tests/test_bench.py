@@ -276,3 +276,18 @@ def test_benchmark_scripts_record_repo_relative_commands(tmp_path, monkeypatch):
     assert not [a for a in cmd[len(tool):] if a.startswith("/") and "cpu_x_split" not in a]
     sys.modules.pop("common", None)
     sys.modules.pop("run_cpu_suite", None)
+
+
+def test_reference_is_a_checkpoint_or_a_shipped_models_name(capsys, tmp_path):
+    """--reference accepts a shipped model's name like the positional ARTIFACT does; anything that
+    is not a PyTorch checkpoint is refused (exit 2, one line) before any row runs."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    for ref, says in (("no-such-model", "neither a file nor a shipped model"),
+                      (str(readme), "not a PyTorch checkpoint file")):
+        rc = main(["cmunext-s-busi", "--reference", ref, "--iters", "1", "--throughput-time", "0",
+                   "--matmul-time", "0", "--quiet", "--json", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and "Traceback" not in err
+        assert not (tmp_path / "r.json").exists()
+    from cmunext_edge.cli.bench import _reference_checkpoint
+    assert _reference_checkpoint("cmunext-s-busi").name == "cmunext-s-busi.safetensors"

@@ -207,3 +207,7 @@ def test_auto_evaluates_on_held_out_images_and_records_the_winners_verification(
     v = info["verification"]
     assert v["distribution"]["n"] == ev["n_images"] and v["verified"]
     assert verification_line(v, info["in_manifest"], info["auto"]).startswith("verified")
+    # the candidate's own artifact carries the same record (cmunext-bench / cmunext-info judge it by it)
+    cand = describe_artifact(tmp_path / "candidates" / "ort-fp32" / "ort-fp32.onnx")
+    assert cand["verification"]["distribution"]["n"] == 90 and cand["verification"]["verified"]
+    assert cand["auto"]["candidate"] == "ort-fp32" and cand["auto"]["status"] == "kept"

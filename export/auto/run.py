@@ -130,6 +130,7 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     winner = select(rows, opts.max_dice_drop, opts.device, agreement_floor=opts.agreement_floor)
     for be in backends.values():
         be.close()
+    _record_candidates(rows)
     chosen = _publish_winner(out, winner, evals) if winner else None
     report = {"schema": "cmunext-auto/1", "weights": str(weights), "variant": ckpt.info.variant,
               "device": opts.device.upper(), "max_dice_drop_points": opts.max_dice_drop, "threads": opts.threads,
@@ -269,6 +270,27 @@ def _time_pytorch(model, xs, threads) -> float:
     return float(np.median(ms))
 
 
+def _auto_entry(row) -> dict:
+    return {"candidate": row.name, "status": str(row.status), "p50_ms": row.p50_ms,
+            "images_per_s": row.images_per_s, "dice": row.dice, "dice_drop_points": row.dice_drop_points,
+            "mask_dice_agreement": row.agreement, "report": "auto_report.md"}
+
+
+def _record_candidates(rows) -> None:
+    """Each measured candidate's manifest entry gets its agreement record on the evaluation images
+    (it was exported without one), so that cmunext-info and cmunext-bench judge a candidate
+    artifact by what auto measured instead of calling it unverified."""
+    for r in rows:
+        if not (r.artifact and r.verification):
+            continue
+        src = Path(r.artifact)
+        entry = read_manifest(src.parent)["artifacts"].get(src.name)
+        if entry is not None and entry.get("verification") is None:
+            write_manifest(src.parent, src.name, {
+                **entry, "verification": {**r.verification, "by": "cmunext-export --target auto (evaluation images)"},
+                "auto": _auto_entry(r)})
+
+
 def _publish_winner(out: Path, winner, evals=None) -> Path:
     """Copy the winner's files (and manifest entry, with its verification on the evaluation
     images) from its candidate folder to `out`."""
@@ -280,8 +302,5 @@ def _publish_winner(out: Path, winner, evals=None) -> Path:
     verification = entry.get("verification") or winner.verification
     if verification is not None:
         verification = {**verification, "by": "cmunext-export --target auto (evaluation images)"}
-    write_manifest(out, src.name, {**entry, "verification": verification, "auto": {
-        "candidate": winner.name, "p50_ms": winner.p50_ms, "images_per_s": winner.images_per_s,
-        "dice": winner.dice, "dice_drop_points": winner.dice_drop_points,
-        "mask_dice_agreement": winner.agreement, "report": "auto_report.md"}})
+    write_manifest(out, src.name, {**entry, "verification": verification, "auto": _auto_entry(winner)})
     return out / src.name
