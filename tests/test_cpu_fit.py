@@ -70,6 +70,10 @@ def test_ort_reduce_range_by_capability_never_for_tensorrt(cpu, reduce_range, mo
     assert resolved_ort_options({"reduce_range": True})["reduce_range"] is True
     assert resolved_ort_options({"reduce_range": False})["reduce_range"] is False
     assert resolved_ort_options({}, for_tensorrt=True)["reduce_range"] is False
+    # float layers: the OpenVINO default for ONNX Runtime, none for TensorRT Q/DQ (not measured there)
+    assert resolved_ort_options({})["float_layers"] == "faithful-wide"
+    assert resolved_ort_options({}, for_tensorrt=True)["float_layers"] is None
+    assert resolved_ort_options({"float_layers": "none"})["float_layers"] == "none"
 
 
 def test_gate_failure_hint_names_the_cause_and_what_to_try():

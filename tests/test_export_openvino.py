@@ -123,7 +123,10 @@ def test_onnxruntime_int8_qdq(trained, out):
     caps = detect()        # 7-bit weights exactly where x86 INT8 is not native (the recorded ISA)
     assert entry["int8_settings"]["ort_quant"]["reduce_range"] is (caps.is_x86 and not caps.int8_native)
     assert entry["capabilities"]["int8_native"] is caps.int8_native
-    assert {p.key: p.value for p in model.metadata_props}["cmunext_edge.int8_float_layers"] == "[]"
+    # the default float layers (faithful-wide) stay float here too, as ONNX names them
+    kept = json.loads({p.key: p.value for p in model.metadata_props}["cmunext_edge.int8_float_layers"])
+    assert sorted(kept) == sorted(c.removesuffix("/WithoutBiases") for c in WIDE_CONVS)
+    assert entry["int8_settings"]["ort_quant"]["float_layers"] == "faithful-wide"
 
 
 def test_onnxruntime_int8_float_layers(trained, tmp_path):
