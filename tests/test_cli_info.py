@@ -35,3 +35,16 @@ def test_help_shows_example_and_mac_convention(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "example" in out and "How MACs are counted" in out
+
+
+def test_a_file_of_no_known_kind_says_what_info_reads(tmp_path, capsys):
+    """A file with a suffix no artifact kind has is still tried as a checkpoint (one may be saved
+    under any name); the refusal then names the suffixes cmunext-info reads."""
+    odd, bare = tmp_path / "model.foo", tmp_path / "model"
+    for p in (odd, bare):
+        p.write_bytes(b"not a model\n")
+    assert main([str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert "not a PyTorch checkpoint" in err and "'.foo' is no kind" in err and ".safetensors" in err
+    assert main([str(bare)]) == 2
+    assert "no kind" not in capsys.readouterr().err

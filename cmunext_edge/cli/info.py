@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from cmunext_edge.cli.common import cli_main, fail, make_parser, network_side
 
@@ -37,6 +38,16 @@ def build_parser():
                    help="checkpoints only: input size for MACs, one value (square) or H W (default: the spec's size)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     return p
+
+
+def _suffix_hint(path) -> str:
+    """For a file whose suffix no kind has: what cmunext-info reads (it still tried it as a
+    checkpoint, which may be saved under any name)."""
+    from cmunext_edge.artifacts.kinds import SUFFIXES, kind_of
+    suffix = Path(str(path)).suffix
+    if not suffix or kind_of(path) is not None:
+        return ""
+    return f"; {suffix!r} is no kind cmunext-info knows: it reads {', '.join(SUFFIXES)}"
 
 
 @cli_main("cmunext-info")
@@ -63,7 +74,7 @@ def main(argv=None) -> int:
                 return fail("cmunext-info", "--size takes one value or two (H W)")
             spec = spec.with_size(args.size[0], args.size[-1])
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        return fail("cmunext-info", str(exc))
+        return fail("cmunext-info", str(exc) + _suffix_hint(args.path))
     except MissingDependencyError as exc:     # a .pth needs torch to unpickle
         return fail("cmunext-info", str(exc))
     cx = variant_complexity(ckpt.info.variant, spec.size, ckpt.info.in_channels, ckpt.info.num_classes)
