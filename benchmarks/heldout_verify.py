@@ -83,7 +83,8 @@ def main() -> int:
     ckpt = load_checkpoint(resolve_weights("cmunext-s-busi"))
     spec, model = ckpt.spec, ckpt.build()
     calib = {s.name for s in discover(default_calibration_dir())}
-    held = [s for s in discover(HELDOUT_DIR) if s.name not in calib]
+    every_held = discover(HELDOUT_DIR)
+    held = [s for s in every_held if s.name not in calib]
     names = [s.name for s in held]
     half_a = set(random.Random(args.seed).sample(names, len(names) // 2))
     idx = {"A": [i for i, n in enumerate(names) if n in half_a], "B": [i for i, n in enumerate(names) if n not in half_a]}
@@ -101,8 +102,7 @@ def main() -> int:
         for half, ids in idx.items():
             f = compare(logits[ids], ref[ids], [masks[i] for i in ids], precision, [names[i] for i in ids])
             halves.append((f"{name} on half {half}", f))
-    n_calib_held = sum(1 for s in discover(HELDOUT_DIR) if s.name in calib)
-    text = record(lines, halves, len(held), len(calib), n_calib_held, args, time.time() - t0)
+    text = record(lines, halves, len(held), len(calib), len(every_held) - len(held), args, time.time() - t0)
     if args.record:
         Path(args.record).write_text(text)
     print(text)

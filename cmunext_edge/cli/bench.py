@@ -191,7 +191,9 @@ def _reference_checkpoint(text) -> Path:
         path = resolve_weights(str(text))
     except FileNotFoundError as exc:
         raise ValueError(f"--reference: {exc}") from None
-    if not path.is_file() or not is_checkpoint(path):
+    if not path.is_file():
+        raise ValueError(f"--reference {path}: no such file")
+    if not is_checkpoint(path):
         raise ValueError(f"--reference {path}: not a PyTorch checkpoint file (.pth, .pt, .safetensors) "
                          f"or a shipped model's name")
     return path

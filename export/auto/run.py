@@ -131,7 +131,7 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     for be in backends.values():
         be.close()
     _record_candidates(rows)
-    chosen = _publish_winner(out, winner, evals) if winner else None
+    chosen = _publish_winner(out, winner) if winner else None
     report = {"schema": "cmunext-auto/1", "weights": str(weights), "variant": ckpt.info.variant,
               "device": opts.device.upper(), "max_dice_drop_points": opts.max_dice_drop, "threads": opts.threads,
               "agreement_floor": AGREEMENT_THRESHOLDS if opts.agreement_floor else None,
@@ -291,16 +291,13 @@ def _record_candidates(rows) -> None:
                 "auto": _auto_entry(r)})
 
 
-def _publish_winner(out: Path, winner, evals=None) -> Path:
-    """Copy the winner's files (and manifest entry, with its verification on the evaluation
-    images) from its candidate folder to `out`."""
+def _publish_winner(out: Path, winner) -> Path:
+    """Copy the winner's files and manifest entry (which _record_candidates gave its verification
+    on the evaluation images) from its candidate folder to `out`."""
     src = Path(winner.artifact)
     entry = read_manifest(src.parent)["artifacts"][src.name]
     for f in sorted(entry["files"], key=lambda f: f["name"] == src.name):   # entry file last
         with atomic_path(out / f["name"]) as tmp:
             shutil.copy2(src.parent / f["name"], tmp)
-    verification = entry.get("verification") or winner.verification
-    if verification is not None:
-        verification = {**verification, "by": "cmunext-export --target auto (evaluation images)"}
-    write_manifest(out, src.name, {**entry, "verification": verification, "auto": _auto_entry(winner)})
+    write_manifest(out, src.name, {**entry, "auto": _auto_entry(winner)})
     return out / src.name
