@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <iterator>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -52,6 +54,19 @@ std::string one_line(std::string what) {
 std::string upper(std::string s) {
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
     return s;
+}
+
+// ONEDNN_MAX_CPU_ISA at a level without AVX-512 BF16 takes BF16 from oneDNN while OpenVINO's CPU
+// capabilities (CPUID) still list it, and a bf16 compile then fails: such a limit means "no native
+// BF16", as capabilities.py's ONEDNN_LEVELS say for the Python backend.
+bool isa_limit_excludes_bf16() {
+    const char* limit = std::getenv("ONEDNN_MAX_CPU_ISA");
+    if (!limit || !*limit) return false;
+    static const char* const kWithoutBf16[] = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2",
+                                               "AVX512_CORE", "AVX512_CORE_VNNI"};
+    const std::string level = upper(limit);
+    return std::any_of(std::begin(kWithoutBf16), std::end(kWithoutBf16),
+                       [&](const char* l) { return level == l; });
 }
 
 // the cmunext_edge.* metadata: rt_info["model_info"] (IR) or rt_info["framework"] (ONNX metadata_props)
@@ -274,7 +289,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
             for (const auto& cap : core.get_property("CPU", ov::device::capabilities)) bf16 = bf16 || cap == "BF16";
         } catch (const std::exception&) {
         }
-        if (!bf16) wanted = "f32";
+        if (!bf16 || isa_limit_excludes_bf16()) wanted = "f32";
     }
 #endif
     if (!wanted.empty() && (kind == "CPU" || kind == "GPU"))
