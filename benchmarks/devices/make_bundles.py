@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="cmunext-s-busi", help="shipped model name or checkpoint")
     p.add_argument("--only", help="comma list of " + ", ".join(MATRIX))
-    p.add_argument("--calib", help="INT8 calibration images (default: the bundled samples)")
+    p.add_argument("--calib", help="INT8 calibration images (default: the export's, 64 of the shipped model's training images)")
     p.add_argument("--label", default=None, help="label of this machine in the reports")
     p.add_argument("--reuse-exports", action="store_true", help="bundle the artifacts already exported there")
     args = p.parse_args(argv)
