@@ -4,7 +4,7 @@ and why a failed agreement gate may have failed here and what to try."""
 from __future__ import annotations
 
 from cmunext_edge.capabilities import Capabilities, detect
-from cmunext_edge.export.cpu_fit import AUTO, resolve_overflow_fix
+from cmunext_edge.export.cpu_fit import AUTO, FAITHFUL, resolve_overflow_fix
 from cmunext_edge.export.openvino_export import resolved_nncf_options
 from cmunext_edge.export.ort_quant import resolved_ort_options
 
@@ -41,8 +41,7 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
     if target == "openvino":
         used = resolved_overflow_fix_of(options)
         tries.append("--target auto (tries several INT8 recipes and keeps the fastest faithful artifact)")
-        tries.append("more convolutions in float: --int8-float-layers faithful-wide, or the set "
-                     "benchmarks/int8_faithful.py finds for this model")
+        tries.append(_more_float_layers(options))
         if used != "enable":     # Python API only: no command-line option sets NNCF settings
             tries.append("NNCF overflow_fix ENABLE (Python: export(..., nncf={'overflow_fix': 'enable'}))")
         tries.append("--target onnxruntime")
@@ -53,6 +52,15 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
     tries += ["more representative calibration images (--calib)", "--bf16 where the CPU has native BF16",
               "fp32 (--fp32)"]
     return why + " Try: " + "; ".join(tries) + "."
+
+
+def _more_float_layers(options) -> str:
+    """What to try for float layers, from the set this export used (the default is faithful-wide)."""
+    used = resolved_nncf_options((getattr(options, "nncf", None) or {}) if options is not None else {})["float_layers"]
+    found = "the set benchmarks/int8_faithful.py finds for this model (--int8-float-layers PATTERNS)"
+    if used == FAITHFUL:
+        return f"more convolutions in float than the default five ({FAITHFUL}): {found}"
+    return f"more convolutions in float: --int8-float-layers {FAITHFUL} (the default), or {found}"
 
 
 def resolved_overflow_fix_of(options) -> str | None:

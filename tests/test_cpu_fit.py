@@ -81,6 +81,10 @@ def test_gate_failure_hint_names_the_cause_and_what_to_try():
     assert "no VNNI" in hint and "u8 x s8 saturation" in hint
     assert "--target onnxruntime" in hint and "fp32" in hint and "--int8-float-layers" in hint
     assert "overflow_fix ENABLE" not in hint                      # already the x86 default
+    assert "than the default five (faithful-wide)" in hint        # the default already keeps five float
+    one = ExportOptions(target="openvino", nncf={"float_layers": "faithful"})
+    assert "--int8-float-layers faithful-wide (the default)" in int8_recipe.gate_failure_hint(
+        "openvino", "int8", "cpu", one, caps=CPUS["zen3"])
     first = ExportOptions(target="openvino", nncf={"overflow_fix": "first_layer"})
     assert "overflow_fix ENABLE" in int8_recipe.gate_failure_hint("openvino", "int8", "cpu", first, caps=CPUS["zen3"])
     vnni = int8_recipe.gate_failure_hint("openvino", "int8", "cpu", ExportOptions(), caps=CPUS["zen4"])
