@@ -42,10 +42,15 @@ def runs(summary: Path) -> list[dict]:
 
 def host_masks(artifact: str, entry: str, images: Path) -> Path:
     """cmunext-predict's masks on this host for the artifact (made once per artifact and images)."""
-    out = WORK / "embed" / "host-predict" / f"{artifact}-{images.parent.name}-{images.name}"   # busi/images != busi-heldout/images
+    return predict_masks(str(WORK / "exports" / artifact / entry), artifact, images)
+
+
+def predict_masks(weights: str, label: str, images: Path) -> Path:
+    """cmunext-predict's masks on this host for `weights` (an artifact, or a checkpoint: PyTorch)."""
+    out = WORK / "embed" / "host-predict" / f"{label}-{images.parent.name}-{images.name}"   # busi/images != busi-heldout/images
     if not (out / "masks").is_dir():
         subprocess.run([sys.executable, "-m", "cmunext_edge.cli.predict", str(images), "--weights",
-                        str(WORK / "exports" / artifact / entry), "--out", str(out), "--quiet"], check=True)
+                        weights, "--out", str(out), "--quiet"], check=True)
     return out / "masks"
 
 
@@ -76,6 +81,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="record path without suffix (.md and .json are written)")
     p.add_argument("--artifacts", nargs="+", metavar="NAME", help="only these artifacts' runs (default: all)")
+    p.add_argument("--versus-pytorch", metavar="CHECKPOINT", help="also compare the ARM masks and the host "
+                   "artifact's with PyTorch FP32 of this checkpoint (e.g. cmunext-s-busi): what the export gate "
+                   "measured on the host, at the image's size")
     args = p.parse_args(argv)
     rows = []
     for run in sorted(runs(WORK / "embed" / "summary.txt"), key=lambda r: (r["artifact"], r["cpu"])):
@@ -92,15 +100,26 @@ def main(argv=None) -> int:
             row["agreement"], row["problems"] = agreement(arm / "masks", host)
             row["floor"] = GATES[MATRIX[run["artifact"]][1]].mean
             row["passed"] = row["agreement"]["mean"] >= row["floor"] and not row["problems"]
+            if args.versus_pytorch:
+                torch_masks = predict_masks(args.versus_pytorch, "pytorch-" + Path(args.versus_pytorch).stem,
+                                            Path(run["images"]))
+                row["arm_vs_pytorch"] = agreement(arm / "masks", torch_masks)[0]
+                row["host_vs_pytorch"] = agreement(host, torch_masks)[0]
         else:
             row["log_tail"] = (arm / "run.log").read_text()[-600:] if (arm / "run.log").is_file() else ""
         rows.append(row)
-    record = {"date": time.strftime("%Y-%m-%d"), "host": detect().summary(), "rows": rows}
+    record = {"date": time.strftime("%Y-%m-%d"), "host": detect().summary(), "rows": rows,
+              "versus_pytorch": args.versus_pytorch}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     out.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
     return 0 if rows and all(r.get("passed") for r in rows) else 1
+
+
+def _dist(a: dict) -> str:
+    return (f"{a['mean']:.4f} / {a['p5']:.4f} / {a['worst']:.4f} ({a['worst_image']}) / {a['n_bad']} "
+            f"({a['bad_share_upper95']:.1%})")
 
 
 def markdown(record: dict) -> str:
@@ -125,6 +144,14 @@ def markdown(record: dict) -> str:
                          f"{r['floor']} | {r['passed']} |")
         else:
             lines.append(f"{head} | - | - | - | - | - | - | - | False |")
+    versus = [r for r in record["rows"] if "arm_vs_pytorch" in r]
+    if versus:
+        lines += ["", "Against PyTorch FP32 (`--versus-pytorch`: cmunext-predict of the checkpoint on the host, same "
+                  "images, at the image's size; what the export gate measures):", "",
+                  "| artifact | emulated CPU | ARM vs PyTorch: mean / p5 / worst (image) / below 0.90 (95% bound) "
+                  "| host artifact vs PyTorch: same |", "|---|---|---|---|"]
+        lines += [f"| {r['artifact']} | {r['cpu']} | {_dist(r['arm_vs_pytorch'])} | {_dist(r['host_vs_pytorch'])} |"
+                  for r in versus]
     lines += ["", "What each emulated load reported (`describe()`: integrity and self-test before the first image):", ""]
     lines += [f"- {r['artifact']} on {r['cpu']}: `{r['emulated_times']['describe'].split(': ', 1)[-1]}`"
               for r in record["rows"] if "describe" in r.get("emulated_times", {})]
@@ -137,7 +164,7 @@ def markdown(record: dict) -> str:
                 *[f'CMUNEXT_EMBED_ARTIFACTS="{arts}" CMUNEXT_EMBED_IMAGES={folder} benchmarks/devices/arm_embed.sh'
                   for folder in sorted({r["images"]["folder"] for r in record["rows"]})],
                 f".venv/bin/python benchmarks/devices/embed_agreement.py --artifacts {arts} "
-                "--out benchmarks/results/embed_arm_<date>",
+                + (f"--versus-pytorch {record['versus_pytorch']} " if record.get("versus_pytorch") else "") + "--out benchmarks/results/embed_arm_<date>",
                 "```"]
     return "\n".join(lines + ([""] + problems if problems else []) + ([""] + failures if failures else [])
                      + commands) + "\n"
