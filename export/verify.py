@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmunext_edge._deps import require
-from cmunext_edge.core.agreement import CLASS_MARGIN, Comparator, gate
+from cmunext_edge.core.agreement import CLASS_MARGIN, NEAR_MISS_LOGIT, Comparator, gate
 from cmunext_edge.core.metrics import class_scores, format_class_dice, summarize_scores
 from cmunext_edge.progress import track
 
@@ -103,7 +103,18 @@ def format_figures(f: dict) -> str:
             f"{format_class_dice(f.get('per_class_agreement'))} "
             f"(required {f['required_agreement']}; {_tail(f)}), "
             f"max |delta logit| {f['max_abs_logit_delta']:.4g}{gt}"
-            + ("" if gt or not data else "; no ground-truth Dice on these images"))
+            + ("" if gt or not data else "; no ground-truth Dice on these images") + _near_misses(f))
+
+
+def _near_misses(f: dict) -> str:
+    """Empty masks that the artifact nearly filled (core/agreement.py: informational, not gated)."""
+    misses = f.get("near_misses") or []
+    if not misses:
+        return ""
+    shown = ", ".join(f"{m['image']}" + (f" class {m['class']}" if f.get("per_class_agreement") else "")
+                      + f" {m['max_logit']:+.3f} (PyTorch {m['reference_max_logit']:+.2f})" for m in misses[:3])
+    return (f"; {f['n_near_misses']} near miss(es): both masks empty but the artifact's largest logit within "
+            f"{NEAR_MISS_LOGIT} of the threshold ({shown}); another CPU's arithmetic may draw a region there")
 
 
 def _tail(f: dict) -> str:

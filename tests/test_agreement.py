@@ -327,3 +327,28 @@ def test_nan_logits_fail_the_gate_and_never_read_as_agreement():
     summary = {**clean.summary(), "max_abs_logit_delta": float("nan")}   # a record with a NaN delta
     assert "max |delta logit| is NaN" in gate(summary, "fp32")["failure"]
     assert clean.summary()["nonfinite_images"] == 0 and gate(clean.summary(), "fp32")["passed"]
+
+
+def test_near_misses_are_reported_but_do_not_gate():
+    """Both masks empty but the artifact's largest logit just under the threshold (the benign (304)
+    case on emulated ARM): reported as a near miss with both logits; a far-off empty pair or a
+    real disagreement is not one, and the gate's decision is unchanged."""
+    from export.verify import compare, format_figures
+    ref = np.full((3, 1, 8, 8), -3.0, np.float32)
+    out = ref.copy()
+    out[0, 0, 2, 2] = -0.006                 # near miss: masks agree (both empty)
+    out[1, 0, 2, 2] = -1.0                   # farther than NEAR_MISS_LOGIT: nothing to report
+    comp = Comparator()
+    comp.add(out, ref, ["near", "far", "same"])
+    s = comp.summary()
+    assert s["mask_dice_agreement"] == 1.0 and s["n_near_misses"] == 1
+    assert s["near_misses"] == [{"image": "near", "class": 0, "max_logit": -0.006, "reference_max_logit": -3.0}]
+    assert gate(s, "int8")["passed"] == gate({**s, "n_near_misses": 0, "near_misses": []}, "int8")["passed"]
+    drawn = out.copy()
+    drawn[0, 0, 2, 2] = 0.5                  # a drawn pixel is a disagreement, not a near miss
+    other = Comparator()
+    other.add(drawn, ref, ["near", "far", "same"])
+    assert other.summary()["n_near_misses"] == 0 and other.summary()["distribution"]["n_bad"] == 1
+    line = format_figures(compare(out, ref, None, "int8", ["near", "far", "same"]))
+    assert "1 near miss(es)" in line and "near -0.006 (PyTorch -3.00)" in line
+    assert "near miss" not in format_figures(compare(ref, ref, None, "int8", ["a", "b", "c"]))

@@ -19,7 +19,13 @@ tail claim is supported: the 95% upper bound on its bad-image rate is at most tw
 floor); with bad images it takes more (1 bad image in 74: bound 6.3%, not verified). Fewer, or a
 wider bound, passes but is not verified. An image whose outputs or reference outputs are not finite
 (NaN, inf) agrees with nothing (0.0 per class) and fails the gate by name; its |delta logit| makes
-`max_abs_logit_delta` NaN rather than hiding it. numpy only.
+`max_abs_logit_delta` NaN rather than hiding it.
+
+Near misses (informational, not gated): a class whose two masks are both empty but whose artifact
+logits come within NEAR_MISS_LOGIT of the threshold (logit 0). Mask agreement calls it a perfect
+match, yet another runtime's arithmetic can tip it into a whole false region: the shipped model's
+default INT8 IR on benign (304) (PyTorch's largest logit -1.20, the x86 IR's -0.006) drew a blob
+on emulated ARM (benchmarks/results/devices_arm_int8default_2026-12-05.md). numpy only.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from cmunext_edge.core.metrics import iou_dice
 
 BAD_IMAGE = 0.90          # an image whose mask agreement is below this is a "bad" (flipped) image
 CONFIDENCE = 0.95
+NEAR_MISS_LOGIT = 0.25    # both masks empty, artifact's largest logit above -this: a near miss
 CLASS_MARGIN = 0.05
 """With several classes each class's mean agreement must reach the mean floor minus this margin:
 a mean over classes could otherwise hide one class (often a small or thin one) that differs."""
@@ -102,6 +109,17 @@ def mask_dice(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.array([iou_dice(a > 0, r > 0)[1] for a, r in zip(output, reference)])
 
 
+def near_misses(output: np.ndarray, reference: np.ndarray, name) -> list[dict]:
+    """The classes (C x H x W logits) whose two masks are both empty while the output's largest
+    logit lies within NEAR_MISS_LOGIT of the threshold: one per class, with both largest logits."""
+    found = []
+    for k, (o, r) in enumerate(zip(output, reference)):
+        if o.size and not (o > 0).any() and not (r > 0).any() and o.max() > -NEAR_MISS_LOGIT:
+            found.append({"image": str(name), "class": k, "max_logit": round(float(o.max()), 4),
+                          "reference_max_logit": round(float(r.max()), 4)})
+    return found
+
+
 class Comparator:
     """Collects per-image agreement of outputs with reference outputs; see the module docstring."""
 
@@ -112,6 +130,7 @@ class Comparator:
         self.max_abs_delta = 0.0
         self._abs_sum, self._count, self.identical = 0.0, 0, 0
         self.nonfinite: list = []                       # names of images with NaN/inf (reference) outputs
+        self.near_misses: list[dict] = []               # empty masks, artifact logits near the threshold
 
     def add(self, outputs, references, names=None) -> None:
         """A batch (N x C x H x W) of outputs and the reference outputs for the same inputs."""
@@ -129,6 +148,8 @@ class Comparator:
             self.max_abs_delta = worst if math.isnan(worst) else max(self.max_abs_delta, worst)
             self._abs_sum, self._count = self._abs_sum + float(d.sum()), self._count + d.size
             self.identical += int(finite and np.array_equal(o > 0, r > 0))
+            if finite:
+                self.near_misses += near_misses(o, r, name)
 
     def __len__(self) -> int:
         return len(self.per_class)
@@ -150,6 +171,9 @@ class Comparator:
                "distribution": distribution(per_image, self.names),
                "per_image_agreement": [round(float(v), 5) for v in per_image],
                "nonfinite_images": len(self.nonfinite)}
+        out["n_near_misses"] = len(self.near_misses)
+        if self.near_misses:
+            out["near_misses"] = sorted(self.near_misses, key=lambda m: -m["max_logit"])[:10]
         if self.nonfinite:
             out["nonfinite_image_names"] = [str(n) for n in self.nonfinite[:10]]
         matrix = np.stack(self.per_class)
