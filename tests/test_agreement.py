@@ -352,3 +352,12 @@ def test_near_misses_are_reported_but_do_not_gate():
     line = format_figures(compare(out, ref, None, "int8", ["near", "far", "same"]))
     assert "1 near miss(es)" in line and "near -0.006 (PyTorch -3.00)" in line
     assert "near miss" not in format_figures(compare(ref, ref, None, "int8", ["a", "b", "c"]))
+    from cmunext_edge.cli.check import summary as check_line          # the device check says it too
+    from cmunext_edge.device.check import _agreement
+    agr = _agreement(out, ref, ["near", "far", "same"])
+    assert agr["n_near_misses"] == 1 and agr["near_misses"][0]["image"] == "near"
+    report = {"bundle": {"backend": "openvino", "precision": "int8"}, "signature": "unsigned",
+              "agreement": {**agr, "verified": False, "claim": "few images"}}
+    assert "1 near miss(es): both masks empty, device's largest logit within 0.25 of the threshold " \
+           "(first: near -0.006)" in check_line(report)
+    assert "near miss" not in check_line({**report, "agreement": {**_agreement(ref, ref), "claim": "-"}})

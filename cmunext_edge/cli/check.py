@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cmunext_edge.core.agreement import NEAR_MISS_LOGIT
 from cmunext_edge.device.bundle import BundleError
 from cmunext_edge.cli.common import cli_main, fail, make_parser, nonnegative_int, positive_int
 
@@ -137,6 +138,10 @@ def summary(report: dict) -> str:
         parts.append(f"agreement with host on its inputs{done} {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
                      f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g}; "
                      f"{'' if agr.get('verified') else 'NOT verified for the tail: '}{agr.get('claim') or '-'})")
+        if agr.get("n_near_misses"):
+            first = agr["near_misses"][0]
+            parts.append(f"{agr['n_near_misses']} near miss(es): both masks empty, device's largest logit within "
+                         f"{NEAR_MISS_LOGIT} of the threshold (first: {first['image']} {first['max_logit']:+.3f})")
     e2e = report.get("end_to_end")
     if e2e:
         done = f"; interrupted: {e2e['images']} of {e2e['images_planned']} images" if e2e.get("interrupted") else ""

@@ -121,7 +121,9 @@ def _agreement(outs, refs, names=None) -> dict:
     out = {"mask_dice_mean": s["mask_dice_agreement"], "mask_dice_min": s["min_mask_dice_agreement"],
            "max_abs_logit_delta": s["max_abs_logit_delta"], "identical_masks": s["identical_masks"],
            "images": s["n_images"], "distribution": s["distribution"],
-           "nonfinite_images": s["nonfinite_images"]}
+           "nonfinite_images": s["nonfinite_images"], "n_near_misses": s["n_near_misses"]}
+    if s["n_near_misses"]:
+        out["near_misses"] = s["near_misses"]       # empty masks the device nearly filled (not gated)
     if s["nonfinite_images"]:
         out["nonfinite_image_names"] = s["nonfinite_image_names"]
     if "per_class_agreement" in s:
