@@ -25,12 +25,10 @@ SMALL, SPECK = 200, 50     # px at 256x256
 
 
 def class_rows(ref: np.ndarray, out: np.ndarray) -> list[list[tuple[float, int, int]]]:
-    """Per image, per class: (Dice of the thresholded masks, FP32 px, artifact px)."""
-    rows = []
-    for r, o in zip(ref > 0, out > 0):
-        rows.append([(float((2 * (a & b).sum() + 1e-5) / (a.sum() + b.sum() + 1e-5)), int(a.sum()), int(b.sum()))
-                     for a, b in zip(r, o)])
-    return rows
+    """Per image, per class: (the product's mask agreement, FP32 px, artifact px)."""
+    from cmunext_edge.core.agreement import mask_dice
+    return [[(float(d), int((rc > 0).sum()), int((oc > 0).sum())) for d, rc, oc in zip(mask_dice(o, r), r, o)]
+            for r, o in zip(ref, out)]
 
 
 def main(argv=None) -> int:
@@ -43,10 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     from cmunext_edge.checkpoints.weights import load_checkpoint
-    from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
     names = sorted(json.loads(args.split.read_text())["val"])
     spec = load_checkpoint(args.weights).spec
-    X = np.stack([spec.preprocess(to_bgr_uint8(load_image(args.data / "images" / f"{n}.png"))) for n in names])
+    X = np.stack([spec(args.data / "images" / f"{n}.png") for n in names])
     ref = np.load(args.work / "ref_fp32.npy")
     lines = [f"command: {' '.join(sys.argv)}", f"{len(names)} validation images of {args.split}", ""]
     for label in args.labels.split(","):

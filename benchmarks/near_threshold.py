@@ -26,7 +26,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     from cmunext_edge.checkpoints.weights import load_checkpoint
-    from cmunext_edge.core.preprocess import load_image, to_bgr_uint8
     from cmunext_edge.export.verify import reference_logits
     from cmunext_edge.runtime.registry import open_backend
     ckpt = load_checkpoint(args.weights)
@@ -34,7 +33,7 @@ def main(argv=None) -> int:
     with open_backend(args.artifact, device="cpu", verify=False) as backend:
         ran = f"{backend.name} {backend.precision} (inference precision {getattr(backend, 'inference_precision', None)})"
         for f in sorted(q for q in args.images.iterdir() if q.is_file()):
-            x = ckpt.spec.preprocess(to_bgr_uint8(load_image(f)))[None].astype(np.float32)
+            x = ckpt.spec(f)[None].astype(np.float32)
             ref, out = reference_logits(model, x)[0, 0], backend.infer(x)[0, 0]
             rows.append((f.stem, float(ref.max()), float(out.max()), int((ref > 0).sum()), int((out > 0).sum())))
     empty = sorted((r for r in rows if r[3] == 0), key=lambda r: -r[2])

@@ -56,13 +56,17 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
 
 def _more_float_layers(options) -> str:
     """What to try for float layers, from the set this export used (the default is faithful-wide)."""
-    used = resolved_nncf_options((getattr(options, "nncf", None) or {}) if options is not None else {})["float_layers"]
+    used = resolved_nncf_options(_nncf_overrides(options))["float_layers"]
     found = "the set benchmarks/int8_faithful.py finds for this model (--int8-float-layers PATTERNS)"
     if used == FAITHFUL:
         return f"more convolutions in float than the default five ({FAITHFUL}): {found}"
     return f"more convolutions in float: --int8-float-layers {FAITHFUL} (the default), or {found}"
 
 
+def _nncf_overrides(options) -> dict:
+    """The NNCF settings an ExportOptions (or None) asks for."""
+    return (getattr(options, "nncf", None) or {}) if options is not None else {}
+
+
 def resolved_overflow_fix_of(options) -> str | None:
-    nncf = (getattr(options, "nncf", None) or {}) if options is not None else {}
-    return resolve_overflow_fix(nncf.get("overflow_fix") or AUTO)
+    return resolve_overflow_fix(_nncf_overrides(options).get("overflow_fix") or AUTO)
