@@ -79,6 +79,10 @@ def test_bench_marks_unverified_rows(tmp_path):
     assert verification(_row("b", 1.0, 0.6, tmp_path / "ok.onnx")) == "yes"
     assert verification(_row("b", 1.0, 0.6, tmp_path / "ok.onnx", agree=0.98)) == "NO"   # < fp32 floor
     assert verification(_row("c", 1.0, 0.6, tmp_path / "w.safetensors")) == "ref"
+    # an FP32 artifact run at bf16 (OpenVINO's default where BF16 is native) meets the bf16 floor
+    assert verification(_row("b", 1.0, 0.6, tmp_path / "ok.onnx", "bf16", agree=0.9985)) == "yes"
+    low = verification(_row("b", 1.0, 0.6, tmp_path / "ok.onnx", "bf16", agree=0.985), long=True)
+    assert low.startswith("NO") and "0.99 (bf16, as run; exported fp32)" in low
     text = format_table(_report([_row("m_int8.xml openvino/cpu/int8", 1.0, 0.6, art, "int8")]), width=200)
     assert "UNVERIFIED m_int8.xml" in text
 

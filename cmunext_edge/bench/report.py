@@ -39,11 +39,16 @@ def verification(r, long: bool = False) -> str:
     if is_checkpoint(art):
         return "ref"
     entry = manifest_entry(art)
-    prec = (entry or {}).get("precision") or r.get("precision")
+    # The floor is that of the precision the row ran at: an FP32 IR compiled with
+    # inference_precision=bf16 (OpenVINO's own default on CPUs with native BF16) is judged
+    # against the bf16 floor, as its own gate in the row was, not against fp32's.
+    exported = (entry or {}).get("precision")
+    prec = r.get("precision") or exported
     need = AGREEMENT_THRESHOLDS.get(prec or "", None)
     agree = r.get("agreement_dice")
     if need is not None and agree is not None and agree < need:
-        return f"NO: agreement with PyTorch {agree:.4f} < {need} ({prec})" if long else "NO"
+        ran = f"{prec}, as run; exported {exported}" if exported and exported != prec else prec
+        return f"NO: agreement with PyTorch {agree:.4f} < {need} ({ran})" if long else "NO"
     gate = r.get("agreement") or {}
     if gate.get("passed") is False:
         return f"NO: {gate.get('failure')}" if long else "NO"
