@@ -129,6 +129,26 @@ def test_every_file_not_processed_is_reported(tmp_path, capsys):
     assert summary["n_images"] == 1 and len(summary["skipped"]) == 4
 
 
+def test_a_sub_folder_holding_images_is_named_not_silently_left_out(tmp_path, capsys):
+    src = tmp_path / "study"
+    (src / "png").mkdir(parents=True)
+    (src / ".cache").mkdir()
+    (src / "empty").mkdir()
+    shutil.copy(SAMPLE, src / "scan.png")
+    shutil.copy(SAMPLE, src / "png" / "inner.png")
+    shutil.copy(SAMPLE, src / ".cache" / "hidden.png")
+    out = tmp_path / "out"
+    rc, printed, err = run_cli(predict_cli.main, [src, "--out", out, "--summary-json", out / "s.json", "--quiet"],
+                               capsys)
+    assert rc == 0 and json.loads((out / "s.json").read_text())["n_images"] == 1   # a note, not a failure
+    notes = [ln for ln in (printed + err).splitlines() if "sub-folder" in ln]
+    assert len(notes) == 1 and "png" in notes[0] and "1 image file(s), not read" in notes[0], notes
+    (src / "scan.png").unlink()                      # only the sub-folder holds images: say where they are
+    rc, _, err = run_cli(predict_cli.main, [src, "--out", tmp_path / "out2", "--quiet"], capsys)
+    line = one_error_line(err, "cmunext-predict")
+    assert rc == 2 and "no images found" in line and "sub-folder" in line and "png" in line
+
+
 def test_a_lone_dicom_file_without_the_extra_names_it(tmp_path, capsys, monkeypatch):
     import sys
     dcm = tmp_path / "x.dcm"

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from cmunext_edge.data.discovery import discover, truth_notes, unread_files
+from cmunext_edge.data.discovery import discover, subfolder_notes, truth_notes, unread_files
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
@@ -113,13 +113,15 @@ def main(argv=None) -> int:
     samples = unique_names(discover(args.source, args.split, args.max_pixels))   # errors: one line, exit 2
     args.seg_options = seg_options(args)
     unread = unread_files(args.source, args.split)
+    subfolders = subfolder_notes(args.source, args.split)
     if not samples:
         return fail(PROG, f"{args.source}: no images found" + (
-            f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else ""))
+            f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else "")
+            + (f"; {subfolders[0]}" if subfolders else ""))
     problem = check_outputs(args.out, args.summary_json, input_files(args.weights, args.split, samples))
     if problem:
         return fail(PROG, problem)
-    for note in ([] if args.split else truth_notes(args.source, samples)):
+    for note in ([] if args.split else truth_notes(args.source, samples)) + subfolders:
         print(f"note: {note}")
     if args.engine == "ray":
         from cmunext_edge.cli.predict_ray import predict_with_ray

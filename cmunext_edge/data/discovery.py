@@ -19,7 +19,8 @@ extra each one is reported naming the extra (a lone DICOM SOURCE is refused with
 
 Every input not processed is reported: `unread_files` lists the files of a folder (of `images/`
 in the official layout) that the image job does not read, each with the reason (a video beside
-images, GIF, anything else); NOT_READ maps a suffix to its reason (a reader added for a
+images, GIF, anything else); `subfolder_notes` names sub-folders holding images (a folder is read
+one level deep); NOT_READ maps a suffix to its reason (a reader added for a
 format removes its suffix here and adds it to the readable ones, as DICOM did).
 """
 from __future__ import annotations
@@ -128,6 +129,25 @@ def unread_files(source: str | Path, split: str | Path | None = None) -> list[di
         if reason and not p.name.startswith(".") and p.is_file():
             out.append({"path": str(p), "error": f"{p}: not processed: {reason}"})
     return out
+
+
+def subfolder_notes(source: str | Path, split: str | Path | None = None) -> list[str]:
+    """Sub-folders of a plain SOURCE folder that hold images, as notes: the job reads one folder
+    level, so their images are not inputs, but a user who pointed at a study folder should hear of
+    them instead of finding them silently left out (hidden folders aside)."""
+    source = Path(source)
+    if split is not None or not source.is_dir() or is_official_layout(source):
+        return []
+    notes = []
+    for sub in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            n = len(_images_in(sub))
+        except OSError:                     # an unreadable sub-folder: not ours to report further
+            continue
+        if n:
+            notes.append(f"sub-folder {sub} holds {n} image file(s), not read: a folder is read one level "
+                         f"deep; give {sub} as its own input to segment them")
+    return notes
 
 
 def is_official_layout(folder: Path) -> bool:
