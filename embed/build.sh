@@ -6,7 +6,8 @@
 #   exe=$(embed/build.sh) && "$exe" model.xml cmunext_edge/samples/busi --out out/embed
 #
 # Python: $PYTHON if set, else the active virtual environment ($VIRTUAL_ENV), else the
-# repository's .venv, else python3 on PATH. Build folder: $BUILD_DIR (default embed/build).
+# repository's .venv, else python3 on PATH. Build folder: $BUILD_DIR (default embed/build);
+# parallel jobs: $JOBS (default: the core count).
 # `embed/build.sh --install DIR` also installs a self-contained DIR/{bin,lib,include}
 # (program, library and the OpenVINO runtime libraries a CPU device needs).
 set -euo pipefail
