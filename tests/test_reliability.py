@@ -129,6 +129,22 @@ def test_every_file_not_processed_is_reported(tmp_path, capsys):
     assert summary["n_images"] == 1 and len(summary["skipped"]) == 4
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_is_named_not_opened(tmp_path, capsys):
+    import os
+    src = tmp_path / "with_fifo"
+    src.mkdir()
+    shutil.copy(SAMPLE, src / "scan.png")
+    os.mkfifo(src / "pipe.png")                      # opening it would block the job forever
+    out = tmp_path / "out"
+    rc, _, err = run_cli(predict_cli.main, [src, "--out", out, "--summary-json", out / "s.json", "--quiet"], capsys)
+    assert rc == 1 and any("pipe.png" in ln and "not a regular file" in ln for ln in err.splitlines()), err
+    assert json.loads((out / "s.json").read_text())["n_images"] == 1
+    rc, _, err = run_cli(predict_cli.main, [src / "pipe.png", "--out", tmp_path / "o2"], capsys)
+    line = one_error_line(err, "cmunext-predict")
+    assert rc == 2 and "not a regular file" in line and not (tmp_path / "o2").exists()
+
+
 def test_a_sub_folder_holding_images_is_named_not_silently_left_out(tmp_path, capsys):
     src = tmp_path / "study"
     (src / "png").mkdir(parents=True)
@@ -322,6 +338,55 @@ def test_video_into_a_read_only_mount_is_refused_before_work(tmp_path, tmpfs, ca
     ro = tmpfs("ro", "ro,size=1m")
     rc, _, err = run_cli(predict_cli.main, [clip, "--out", ro / "o"], capsys)
     assert rc == 2 and "--out" in one_error_line(err, "cmunext-predict") and "not writable" in err
+
+
+def _clip(path: Path, frames: int, size=(320, 240)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    base = cv2.resize(cv2.imread(str(SAMPLE)), size)
+    noise = np.random.default_rng(1).integers(0, 256, base.shape, dtype=np.uint8)
+    for k in range(frames):                       # noisy frames: the overlay video does not compress away
+        writer.write(cv2.addWeighted(base, 0.5, np.roll(noise, 7 * k, axis=1), 0.5, 0))
+    writer.release()
+    return path
+
+
+def test_video_onto_a_full_disk_accounts_for_what_is_on_it(tmp_path, tmpfs, capsys):
+    clip = _clip(tmp_path / "long.mp4", 60)
+    out = tmpfs("tiny", "size=300k") / "v"
+    rc, _, err = run_cli(predict_cli.main, [clip, "--out", out, "--weights", "cmunext-s-busi"], capsys)
+    assert rc == 1 and "nothing was done" not in err and "Traceback" not in err, err
+    skipped = [ln for ln in err.splitlines() if ln.startswith("skipped:")]
+    assert skipped and all(str(out) in ln for ln in skipped), skipped     # each line names its file
+    assert not list(out.glob(".*part*")) and not list(out.glob("masks/.*"))   # no half-written file
+    for video in out.glob("*.mp4"):                # a published video holds all of its frames
+        assert cv2.VideoCapture(str(video)).isOpened()
+    summary_file = out / "video_summary.json"
+    if summary_file.exists():                      # when the disk left room for it, it matches the disk
+        summary = json.loads(summary_file.read_text())
+        assert summary["frames_written"] <= len(list(out.glob("masks/*.png")))
+        assert ("overlay" in summary["outputs"]) == (out / "overlay.mp4").exists()
+        assert summary["problems"] or summary["stopped"] or summary["incomplete"]
+
+
+def test_sigterm_mid_video_writes_its_summary(tmp_path):
+    import signal
+    import time
+    clip = _clip(tmp_path / "long.mp4", 400)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "cmunext_edge.cli.predict", str(clip), "--out", str(out),
+                             "--weights", "cmunext-s-busi", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and len(list(out.glob("masks/*.png"))) < 5:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err and "SIGTERM" in err, err
+    summary = json.loads((out / "video_summary.json").read_text())
+    masks = len(list(out.glob("masks/*.png")))
+    assert 5 <= summary["frames_written"] == masks < 400
+    from cmunext_edge.predict.video import video_frame_count
+    assert video_frame_count(out / "overlay.mp4") == masks and not list(out.glob(".*"))
 
 
 def test_sigterm_mid_predict_is_handled_like_ctrl_c(tmp_path):

@@ -26,29 +26,59 @@ def _sources(source: str) -> list[tuple[str, Path | None]]:
 
 
 def _one(segmenter, source: str, out: Path, args) -> dict:
+    """Segment one video -> its summary record (written to out/video_summary.json). Ctrl-C/SIGTERM:
+    the record of what was written is written too and attached to the re-raised interrupt."""
     from cmunext_edge.predict.video import VideoOptions, segment_video, source_fps
     _, declared = source_fps(source)
     total = min(declared, args.max_frames) if declared and args.max_frames else (declared or args.max_frames or 0)
     with Progress(total or 1, f"{Path(source).name or source}", enabled=not args.quiet and total > 0) as bar:
         options = VideoOptions(overlay=not args.no_overlay, mask_video=args.mask_video,
                                mask_png=not args.mask_video, batch_size=args.batch_size, max_frames=args.max_frames)
-        s = segment_video(segmenter, source, out, options, progress=bar)
+        try:
+            s = segment_video(segmenter, source, out, options, progress=bar)
+        except KeyboardInterrupt as exc:
+            if getattr(exc, "video_summary", None) is not None:
+                exc.video_record = _record(segmenter, exc.video_summary, out, args)
+            raise
+    return _record(segmenter, s, out, args)
+
+
+def _write_json(path: Path, data) -> str | None:
+    """`data` as JSON at `path`, atomically -> None, or why it could not be written (naming it)."""
+    from cmunext_edge.fileio import atomic_path
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
+
+
+def _record(segmenter, s, out: Path, args) -> dict:
+    """A video's summary record from what is on disk; `problems` names what was not written."""
     summary = {**asdict(s), "model": segmenter.describe()}
+    problems = ([s.stopped] if s.stopped else []) + list(s.incomplete.values())
     if s.mean_foreground_per_class is None:          # one class: the summary as it always was
         summary.pop("mean_foreground_per_class")
     elif not args.no_overlay:
         from cmunext_edge.predict.overlay import legend
         from cmunext_edge.predict.job import write_png
-        write_png(out / "legend.png", legend(len(s.mean_foreground_per_class)))
-        summary["outputs"]["legend"] = str(out / "legend.png")
-    (out / "video_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        try:
+            write_png(out / "legend.png", legend(len(s.mean_foreground_per_class)))
+            summary["outputs"]["legend"] = str(out / "legend.png")
+        except OSError as exc:
+            problems.append(f"cannot write {out / 'legend.png'}: {exc.strerror or exc}")
     expected = min(s.declared_frames, args.max_frames) if args.max_frames and s.declared_frames else s.declared_frames
     lost = expected - s.frames_decoded if expected else 0
-    print(f"{source}: {s.frames_decoded} frames decoded, {s.frames_written} written"
-          + (f" (container declares {s.declared_frames})" if s.declared_frames else "")
-          + f" in {s.seconds:.1f}s = {s.frames_per_s:.1f} frames/s end to end; outputs in {out}")
     summary["missing_frames"] = max(lost, 0) + (s.frames_decoded - s.frames_written)
-    return summary
+    summary["problems"] = problems
+    problem = _write_json(out / "video_summary.json", summary)
+    problems = problems + ([problem] if problem else [])
+    print(f"{s.source}: {s.frames_decoded} frames decoded, {s.frames_written} written"
+          + (f" (container declares {s.declared_frames})" if s.declared_frames else "")
+          + f" in {s.seconds:.1f}s = {s.frames_per_s:.1f} frames/s end to end; outputs in {out}"
+          + (f"; NOT written: {len(problems)} problem(s), each below" if problems else ""))
+    return {**summary, "problems": problems}
 
 
 def _unread(source: str) -> list[str]:
@@ -84,17 +114,28 @@ def run_video(args) -> int:
     for line in unread:
         print(f"skipped: {line}", file=sys.stderr)
     missing, done = len(unread), []
-    for source, sub in sources:
-        try:
-            summary = _one(segmenter, source, Path(args.out) / sub if sub else Path(args.out), args)
-        except (ValueError, OSError) as exc:        # VideoSourceError, a frame over the pixel limit
-            print(f"skipped: {exc}", file=sys.stderr)
-            missing += 1
-            continue
-        missing += summary["missing_frames"] > 0
-        done.append(summary)
-    if args.summary_json:
-        args.summary_json.write_text(json.dumps({"videos": done}, indent=2, default=str) + "\n")
+    try:
+        for source, sub in sources:
+            try:
+                summary = _one(segmenter, source, Path(args.out) / sub if sub else Path(args.out), args)
+            except KeyboardInterrupt as exc:        # what was written is accounted for, then 130/143
+                if getattr(exc, "video_record", None) is not None:
+                    done.append(exc.video_record)
+                raise
+            except (ValueError, OSError) as exc:    # VideoSourceError, a frame over the pixel limit
+                print(f"skipped: {exc}", file=sys.stderr)
+                missing += 1
+                continue
+            for problem in summary["problems"]:
+                print(f"skipped: {problem}", file=sys.stderr)
+            missing += summary["missing_frames"] > 0 or bool(summary["problems"])
+            done.append(summary)
+    finally:
+        if args.summary_json:
+            problem = _write_json(Path(args.summary_json), {"videos": done})
+            if problem:
+                print(f"skipped: {problem}", file=sys.stderr)
+                missing += 1
     if not done:
         return fail(PROG, f"{args.source}: no video could be read (each reason is above); nothing was done")
     return 1 if missing else 0

@@ -37,6 +37,7 @@ from cmunext_edge.core import dicom
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
+SPECIAL_FILE = "not a regular file (a FIFO, socket or device): not read"
 NOT_READ: dict[str, str] = {
     **dict.fromkeys(VIDEO_SUFFIXES, "a video: not read when a folder holds images (give the video file "
                                     "itself, or a folder of videos only, as SOURCE)"),
@@ -125,8 +126,10 @@ def unread_files(source: str | Path, split: str | Path | None = None) -> list[di
     folder = source / "images" if is_official_layout(source) else source
     out = []
     for p in sorted(folder.iterdir()):
-        reason = not_read_reason(p)
-        if reason and not p.name.startswith(".") and p.is_file():
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        reason = not_read_reason(p) if p.is_file() else SPECIAL_FILE if p.exists() else None
+        if reason:
             out.append({"path": str(p), "error": f"{p}: not processed: {reason}"})
     return out
 
@@ -270,6 +273,8 @@ def discover(source: str | Path, split: str | Path | None = None,
         if source.suffix.lower() in NOT_READ:
             raise ValueError(f"{source}: {NOT_READ[source.suffix.lower()]}")
         return frame_samples(source, max_pixels)
+    if source.exists() and not source.is_dir():         # a FIFO, socket or device (e.g. /dev/zero)
+        raise ValueError(f"{source}: {SPECIAL_FILE}; give an image file or a folder")
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or folder")
     if not is_official_layout(source):

@@ -15,6 +15,7 @@ written once all of its files are. The summary adds the mean foreground per clas
 from __future__ import annotations
 
 import dataclasses
+import os
 import queue
 import threading
 import time
@@ -147,6 +148,8 @@ class VideoSummary:
     mean_foreground: float = 0.0      # mean fraction of mask pixels (of any class) over frames
     outputs: dict = field(default_factory=dict)
     mean_foreground_per_class: list | None = None    # several classes: per class, in class order
+    stopped: str | None = None        # why writing stopped before the end (e.g. the disk is full)
+    incomplete: dict = field(default_factory=dict)   # video name -> why it is not on disk
 
 
 def _class_fractions(mask: np.ndarray) -> list[float] | None:
@@ -165,41 +168,68 @@ class VideoOptions:
     max_frames: int | None = None
 
 
+def video_frame_count(path: Path) -> int:
+    """Frames a written video file holds, as its container says (0: not readable, e.g. an mp4
+    cut short by a full disk, which has no index)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
 class _Writer:
-    """Writes overlay video, mask video and/or mask PNGs on its own thread."""
+    """Writes overlay video, mask video and/or mask PNGs on its own thread.
+
+    A video is written under a hidden temporary name and renamed into place at `close` only when
+    it holds every frame written to it (OpenCV's writer does not report a full disk: the file is
+    read back instead); mask PNGs are written atomically. A write error stops the writer: it is
+    kept in `errors` and the frames written before it stay accounted for."""
 
     def __init__(self, out_dir: Path, fps: float, opts: VideoOptions):
         self.out_dir, self.fps = out_dir, fps or 25.0
         self.overlay, self.mask_video, self.mask_png = opts.overlay, opts.mask_video, opts.mask_png
         self.q: queue.Queue = queue.Queue(maxsize=16)
         self.videos: dict = {}
+        self.video_frames: dict = {}
+        self.incomplete: dict = {}
         self.written, self.errors = 0, []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _part(self, name: str) -> Path:
+        return self.out_dir / f".{name}.part.mp4"
+
     def _video(self, name: str, shape) -> cv2.VideoWriter:
         if name not in self.videos:
             path = self.out_dir / f"{name}.mp4"
-            w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (shape[1], shape[0]))
+            w = cv2.VideoWriter(str(self._part(name)), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (shape[1], shape[0]))
             if not w.isOpened():
                 raise VideoSourceError(f"{path}: OpenCV cannot write an mp4v video here")
-            self.videos[name] = w
+            self.videos[name], self.video_frames[name] = w, 0
         return self.videos[name]
+
+    def _add(self, name: str, shape, image: np.ndarray) -> None:
+        self._video(name, shape).write(image)
+        self.video_frames[name] += 1
 
     def _write(self, index: int, frame: np.ndarray, mask: np.ndarray) -> None:
         from cmunext_edge.predict.overlay import overlay
-        from cmunext_edge.predict.job import mask_images
+        from cmunext_edge.predict.job import mask_images, write_png
         if self.overlay:
-            self._video("overlay", frame.shape).write(overlay(frame, mask))
+            self._add("overlay", frame.shape, overlay(frame, mask))
         images = mask_images(f"{index:06d}", mask)          # NNNNNN.png, or NNNNNN_class<k>.png
         if self.mask_video:
             for k, (_, m) in enumerate(images):
                 video = "mask" if len(images) == 1 else f"mask_class{k}"
-                self._video(video, frame.shape).write(cv2.cvtColor(m, cv2.COLOR_GRAY2BGR))
+                self._add(video, frame.shape, cv2.cvtColor(m, cv2.COLOR_GRAY2BGR))
         if self.mask_png:
             for name, m in images:
-                if not cv2.imwrite(str(self.out_dir / "masks" / name), m):
-                    raise OSError(f"cannot write {self.out_dir / 'masks' / name}")
+                path = self.out_dir / "masks" / name
+                try:
+                    write_png(path, m)
+                except OSError as exc:                   # name the file (a full disk's error does not)
+                    raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
         self.written += 1
 
     def _run(self):
@@ -211,12 +241,20 @@ class _Writer:
                     self.errors.append(exc)
 
     def close(self) -> None:
+        """Finish writing what was queued, then publish each complete video; drop the others."""
         self.q.put(_END)
         self.thread.join()
-        for w in self.videos.values():
+        for name, w in self.videos.items():
             w.release()
-        if self.errors:
-            raise self.errors[0]
+            part, final = self._part(name), self.out_dir / f"{name}.mp4"
+            held = video_frame_count(part) if part.is_file() else 0
+            if held == self.video_frames[name] and held:
+                os.replace(part, final)
+                continue
+            part.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)                # a previous run's video would pass for this one's
+            self.incomplete[name] = (f"{final}: not written (the file held {held} of its "
+                                     f"{self.video_frames[name]} frames: disk full or not writable?)")
 
 
 def segment_video(segmenter, source, out_dir, options: VideoOptions | None = None, *, progress=None,
@@ -233,21 +271,40 @@ def segment_video(segmenter, source, out_dir, options: VideoOptions | None = Non
     t0, fg, per_class = time.perf_counter(), [], []
     try:
         for index, frame, res in stream(segmenter, source, opts.batch_size, opts.max_frames):
+            if writer.errors:            # e.g. the disk is full: stop decoding what cannot be written
+                break
             fg.append(float(mask_union(res.mask).mean()))
             per_class.append(_class_fractions(res.mask))
             writer.q.put((index, frame, res.mask))
             summary.frames_decoded += 1
             if progress is not None:
                 progress.update()
-    finally:
+    except KeyboardInterrupt as exc:     # Ctrl-C/SIGTERM: finish what was queued, then re-raise
         writer.close()
+        exc.video_summary = _finish(summary, writer, out_dir, opts, t0, fg, per_class)
+        raise
+    except BaseException:
+        writer.close()
+        raise
+    writer.close()
+    return _finish(summary, writer, out_dir, opts, t0, fg, per_class)
+
+
+def _finish(summary: VideoSummary, writer: _Writer, out_dir: Path, opts: VideoOptions, t0: float,
+            fg: list, per_class: list) -> VideoSummary:
+    """Fill the summary from what the writer put on disk: `outputs` names only complete files,
+    `frames_written` counts the frames all of whose files among them are on disk, `incomplete`
+    names each video that was dropped and `stopped` the write error that ended the run."""
     summary.seconds = time.perf_counter() - t0
     summary.frames_written = writer.written
+    summary.incomplete = dict(writer.incomplete)
+    if writer.errors:
+        summary.stopped = str(writer.errors[0])
     summary.frames_per_s = summary.frames_decoded / max(summary.seconds, 1e-9)
     summary.mean_foreground = float(np.mean(fg)) if fg else 0.0
     if per_class and per_class[0] is not None:
         summary.mean_foreground_per_class = [float(f) for f in np.mean(per_class, axis=0)]
-    summary.outputs = {k: str(out_dir / f"{k}.mp4") for k in writer.videos}
+    summary.outputs = {k: str(out_dir / f"{k}.mp4") for k in writer.videos if k not in writer.incomplete}
     if opts.mask_png:
         summary.outputs["masks"] = str(out_dir / "masks")
     return summary
