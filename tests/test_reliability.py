@@ -145,6 +145,23 @@ def test_a_fifo_is_named_not_opened(tmp_path, capsys):
     assert rc == 2 and "not a regular file" in line and not (tmp_path / "o2").exists()
 
 
+def test_engine_ray_without_ray_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "ray", None)              # import ray now fails, installed or not
+    out = tmp_path / "out"
+    rc, printed, err = run_cli(predict_cli.main, [SAMPLE, "--engine", "ray", "--out", out], capsys)
+    line = one_error_line(err, "cmunext-predict")
+    assert rc == 2 and "cmunext-edge[ray]" in line and not out.exists() and "engine: ray" not in printed
+
+
+@pytest.mark.parametrize("name", ["m.onnx", "m.xml", "m.safetensors"])
+def test_a_folder_named_like_a_model_is_named_as_a_folder(tmp_path, capsys, name):
+    (tmp_path / name).mkdir()
+    rc, _, err = run_cli(predict_cli.main, [SAMPLE, "--weights", tmp_path / name, "--out", tmp_path / "o"], capsys)
+    line = one_error_line(err, "cmunext-predict")
+    assert rc == 2 and "a folder, not a model file" in line and not (tmp_path / "o").exists(), line
+
+
 def test_a_sub_folder_holding_images_is_named_not_silently_left_out(tmp_path, capsys):
     src = tmp_path / "study"
     (src / "png").mkdir(parents=True)

@@ -162,6 +162,18 @@ def test_compare_writes_null_for_nan_and_never_calls_it_a_pass(tmp_path, capsys)
     assert "FAIL: agreement not a finite number" in line and "| pass |" not in line
 
 
+@pytest.mark.parametrize("edit", [{"n": 5}, {"n": "5", "n_bad": 0, "bad_share_upper95": 0.4},
+                                  {"n": 5, "n_bad": 0, "bad_share_upper95": "x"}])
+def test_compare_names_an_edited_distribution_as_such(tmp_path, capsys, edit):
+    rep = _report()
+    rep["agreement"]["distribution"] = edit
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(rep))
+    rc, _, err = run_cli(compare_cli.main, [path], capsys)
+    line = one_error_line(err, "cmunext-compare")
+    assert rc == 2 and "unexpected" not in line and "edited device report" in line and str(path) in line, line
+
+
 def test_compare_keeps_the_table_whole_with_a_newline_or_bar_in_a_label(tmp_path, capsys):
     rep = _report()
     rep["label"] = "evil\n| injected | row |\nmore"

@@ -35,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from cmunext_edge._deps import available
 from cmunext_edge.data.discovery import discover, subfolder_notes, truth_notes, unread_files
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
         return fail(PROG, f"{args.source}: no images found" + (
             f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else "")
             + (f"; {subfolders[0]}" if subfolders else ""))
+    if args.engine == "ray" and not available("ray"):   # before anything is written or printed
+        return fail(PROG, 'ray is not installed (--engine ray); install it with: pip install "cmunext-edge[ray]"')
     problem = check_outputs(args.out, args.summary_json, input_files(args.weights, args.split, samples))
     if problem:
         return fail(PROG, problem)

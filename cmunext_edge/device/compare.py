@@ -67,6 +67,15 @@ FIELD_TYPES = {"device": str, "passed": bool, "p50_ms": _NUMBER, "fps": _NUMBER,
                "inputs_differing": _NUMBER, "dice": _NUMBER, "host_dice": _NUMBER, "distribution": dict,
                "min_images": int}
 _REQUIRED = ("device", "passed")
+# the figures of an agreement distribution that the table shows (core/agreement.distribution)
+DISTRIBUTION_TYPES = {"n": int, "n_bad": int, "bad_share_upper95": _NUMBER}
+
+
+def _type_problem(key: str, value, kind) -> str | None:
+    """Why `value` is not of `kind` (bool is an int to Python, but "images": true was edited)."""
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return None
+    return f"{key} is {value!r}, not {'a number' if kind is _NUMBER else kind.__name__}"
 
 
 def _checked_row(rep: dict) -> dict:
@@ -84,14 +93,20 @@ def _checked_row(rep: dict) -> dict:
         r["passed"] = False
         r["first_failure"] = (f"{', '.join(bad)} not a finite number (NaN or infinite)"
                               + (f"; {r['first_failure']}" if r.get("first_failure") else ""))
-    for key, kind in FIELD_TYPES.items():
-        value = r[key]
-        # bool is an int to Python, but a report's "passed": 1 or "images": true was edited
-        if (value is None and key not in _REQUIRED) or (isinstance(value, kind) and
-                                                         (kind is bool or not isinstance(value, bool))):
-            continue
-        raise ValueError(f"{rep.get('_source')}: an edited device report: {key} is {value!r}, not "
-                         f"{'a number' if kind is _NUMBER else kind.__name__}; compare the reports cmunext-check wrote")
+    dist = r["distribution"] if isinstance(r["distribution"], dict) else {}
+    problems = [_type_problem(key, r[key], kind) for key, kind in FIELD_TYPES.items()
+                if r[key] is not None or key in _REQUIRED]
+    problems += [_type_problem(f"distribution.{key}", dist.get(key), kind) for key, kind in DISTRIBUTION_TYPES.items()
+                 if dist and dist.get("n")]
+    problem = next((p for p in problems if p), None)
+    if problem is None:
+        try:                      # the row as the table shows it: any other edit is named here, not later
+            _cells(r)
+        except (KeyError, TypeError, ValueError) as exc:
+            problem = f"it cannot be shown ({type(exc).__name__}: {exc})"
+    if problem:
+        raise ValueError(f"{rep.get('_source')}: an edited device report: {problem}; compare the reports "
+                         "cmunext-check wrote")
     checks = rep.get("checks")
     held = (isinstance(checks, list) and bool(checks) and all(isinstance(c, dict) and c.get("passed") is True
                                                                for c in checks) and not rep.get("interrupted"))

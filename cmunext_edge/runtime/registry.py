@@ -127,6 +127,9 @@ def check_request(path: str | Path, device: str = "cpu", backend: str | None = N
                   options: dict | None = None) -> tuple[BackendEntry, dict]:
     """The registry row for `path` (or `backend`), with `device` and `options` checked against it
     (BackendError naming the valid ones otherwise); nothing is loaded."""
+    if Path(path).exists() and not Path(path).is_file():   # a runtime would say "protobuf parsing failed"
+        what = "a folder" if Path(path).is_dir() else "not a regular file (a FIFO, socket or device)"
+        raise BackendError(f"{path}: {what}, not a model file; give the artifact or checkpoint file itself")
     entry = entry_for(backend) if backend else entry_for_path(path)
     entry.check_device(device)
     return entry, entry.check_options(options or {})
