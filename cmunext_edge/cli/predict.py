@@ -119,8 +119,6 @@ def main(argv=None) -> int:
         return fail(PROG, f"{args.source}: no images found" + (
             f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else "")
             + (f"; {subfolders[0]}" if subfolders else ""))
-    if args.engine == "ray" and not available("ray"):   # before anything is written or printed
-        return fail(PROG, 'ray is not installed (--engine ray); install it with: pip install "cmunext-edge[ray]"')
     problem = check_outputs(args.out, args.summary_json, input_files(args.weights, args.split, samples))
     if problem:
         return fail(PROG, problem)
@@ -132,6 +130,8 @@ def main(argv=None) -> int:
         if problem:
             return fail(PROG, problem)
         check_model(args.weights, args.device, args.verify)      # before Ray starts: exit 2, one line
+        if not available("ray"):                                 # before anything is written
+            return fail(PROG, 'ray is not installed (--engine ray); install it with: pip install "cmunext-edge[ray]"')
         print(note)
         return predict_with_ray(args, samples, unread)
     try:
