@@ -162,6 +162,20 @@ def test_a_folder_named_like_a_model_is_named_as_a_folder(tmp_path, capsys, name
     assert rc == 2 and "a folder, not a model file" in line and not (tmp_path / "o").exists(), line
 
 
+def test_the_pages_after_the_first_of_a_multi_page_tiff_are_reported(tmp_path, capsys):
+    src = tmp_path / "tiffs"
+    src.mkdir()
+    img = cv2.imread(str(SAMPLE))
+    assert cv2.imwritemulti(str(src / "multi.tiff"), [img, img[::-1], img[:, ::-1]])
+    cv2.imwrite(str(src / "one.tiff"), img)
+    out = tmp_path / "out"
+    rc, _, err = run_cli(predict_cli.main, [src, "--out", out, "--summary-json", out / "s.json", "--quiet"], capsys)
+    skipped = [ln for ln in err.splitlines() if ln.startswith("skipped:")]
+    assert rc == 1 and len(skipped) == 1 and "multi.tiff: pages 2-3 of 3 not processed" in skipped[0], err
+    summary = json.loads((out / "s.json").read_text())
+    assert summary["n_images"] == 2 and len(summary["skipped"]) == 1
+
+
 def test_a_sub_folder_holding_images_is_named_not_silently_left_out(tmp_path, capsys):
     src = tmp_path / "study"
     (src / "png").mkdir(parents=True)

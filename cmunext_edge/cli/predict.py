@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from cmunext_edge._deps import available
-from cmunext_edge.data.discovery import discover, subfolder_notes, truth_notes, unread_files
+from cmunext_edge.data.discovery import discover, subfolder_notes, truth_notes, unread_files, unread_pages
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         return run_video(args)
     samples = unique_names(discover(args.source, args.split, args.max_pixels))   # errors: one line, exit 2
     args.seg_options = seg_options(args)
-    unread = unread_files(args.source, args.split)
+    unread = unread_files(args.source, args.split) + unread_pages(samples)
     subfolders = subfolder_notes(args.source, args.split)
     if not samples:
         return fail(PROG, f"{args.source}: no images found" + (

@@ -31,6 +31,8 @@ import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
+
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from cmunext_edge.core import dicom
@@ -151,6 +153,34 @@ def subfolder_notes(source: str | Path, split: str | Path | None = None) -> list
             notes.append(f"sub-folder {sub} holds {n} image file(s), not read: a folder is read one level "
                          f"deep; give {sub} as its own input to segment them")
     return notes
+
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def tiff_pages(path: Path) -> int:
+    """How many pages (images) a TIFF file holds, from its directories (1 when it cannot tell:
+    reading the file reports that). OpenCV's own log lines are silenced meanwhile."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return max(1, int(cv2.imcount(str(path))))
+    except cv2.error:
+        return 1
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def unread_pages(samples: list[Sample]) -> list[dict]:
+    """Pages after the first of multi-page TIFF files, as {"path", "error"}: an image file is read
+    as its first image (a multi-frame DICOM object is the one multi-frame image format), so the
+    others are inputs not processed, and reported."""
+    out = []
+    for s in samples:
+        if s.image.suffix.lower() in TIFF_SUFFIXES and s.image.is_file() and (n := tiff_pages(s.image)) > 1:
+            out.append({"path": str(s.image), "error": f"{s.image}: pages 2-{n} of {n} not processed: a TIFF is "
+                                                       f"read as its first page; save each page as its own file"})
+    return out
 
 
 def is_official_layout(folder: Path) -> bool:
