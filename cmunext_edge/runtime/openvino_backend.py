@@ -131,30 +131,36 @@ class OpenVINOBackend(Backend):
         # artifact that stores inference_precision=bf16, auto's ov-int8-transformer-bf16, asks for
         # it). FP16 IRs run at the device's own default, reported below.
         from cmunext_edge.capabilities import detect
-        caps, precision = detect(), meta.get("precision", "fp32")
+        # AUTO's CPU part gets exactly what the CPU device gets (an FP32 IR under AUTO would otherwise
+        # run bf16 on a CPU with native BF16 and fail its own self-test).
+        caps, precision, on_cpu = detect(), meta.get("precision", "fp32"), device in ("CPU", "AUTO")
         default = {"fp32": "f32", "bf16": "bf16"}.get(precision)
-        if precision == "int8" and device == "CPU":
+        if precision == "int8" and on_cpu:
             default = "f32"
         wanted = opts.get("inference_precision") or default
         # Where the effective ISA has no native BF16, OpenVINO runs f32 (on a Zen 3 it does so itself;
         # under ONEDNN_MAX_CPU_ISA=AVX2 on a BF16 host it would pick bf16 from CPUID and fail to compile).
         fallback = caps.openvino_precision_hint
-        if fallback and device == "CPU" and wanted in (None, "bf16", "f16"):
+        if fallback and on_cpu and wanted in (None, "bf16", "f16"):
             wanted = fallback
         if wanted and device in ("CPU", "GPU"):
             config["INFERENCE_PRECISION_HINT"] = wanted
-        if fallback and device == "AUTO":         # AUTO's CPU part gets the same fallback
-            config["DEVICE_PROPERTIES"] = {"CPU": {"INFERENCE_PRECISION_HINT": fallback}}
+        if wanted and device == "AUTO":
+            config["DEVICE_PROPERTIES"] = {"CPU": {"INFERENCE_PRECISION_HINT": wanted}}
         return config
 
     def _read_back(self, device: str, artifact_precision: str) -> None:
         """Record the device and precision the compiled model actually runs."""
         self.device = device
-        if device == "AUTO":
-            self.device = "AUTO:" + ",".join(self.compiled.get_property("EXECUTION_DEVICES"))
         try:
-            hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        except Exception:      # AUTO and some plugins do not expose it
+            if device == "AUTO":          # AUTO exposes each execution device's properties instead
+                ran = self.compiled.get_property("EXECUTION_DEVICES")
+                self.device = "AUTO:" + ",".join(ran)
+                hint = self.compiled.get_property("DEVICE_PROPERTIES")[ran[0]]["INFERENCE_PRECISION_HINT"]
+            else:
+                hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            hint = hint.get_type_name()
+        except Exception:      # some plugins do not expose it
             hint = None
         self.inference_precision = _PRECISION.get(hint, hint)
         self.precision = ("int8" if artifact_precision == "int8"
