@@ -160,6 +160,14 @@ def test_masks_agree_with_cmunext_predict(embed_build, artifacts, kind, tmp_path
     assert mean >= FLOORS[kind], f"{kind}: C++ vs cmunext-predict mean mask Dice {mean:.5f} (worst {worst:.5f})"
 
 
+@pytest.mark.parametrize("kind, runs", [("fp32-onnx", "(runs fp32)"), ("int8-ir", "(runs int8, float layers fp32)")])
+def test_auto_device_runs_the_cpu_precision(embed_build, artifacts, kind, runs, tmp_path):
+    # AUTO's CPU part gets the CPU device's precision: an FP32 artifact under AUTO ran bf16 on a CPU
+    # with native BF16 and was refused by its own self-test; INT8 float layers ran bf16 unreported
+    r = _segment(embed_build, _artifact(artifacts, kind), SAMPLES, tmp_path / "auto", "--device", "AUTO")
+    assert r.returncode == 0 and "on AUTO:CPU" in r.stdout and runs in r.stdout, (r.stdout[:400], r.stderr)
+
+
 # --- refused artifacts --------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["onnx+manifest", "onnx-embedded-hash", "ir-bin+manifest", "ir-bin-embedded-hash"])
 def test_flipped_byte_is_refused_before_anything_runs(embed_build, artifacts, case, tmp_path):

@@ -278,12 +278,15 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     // at f32 on every CPU, the precision its held-out gate measured (OpenVINO would pick f16 on ARM
     // cores with FP16 arithmetic and bf16 on x86 with native BF16), as the Python backend does.
     // FP16 artifacts run at the device's choice, except on x86 CPUs without native BF16 (f32).
+    // AUTO's CPU part gets exactly what the CPU device gets (an FP32 IR under AUTO would otherwise
+    // run bf16 on a CPU with native BF16 and fail its own self-test).
+    const bool on_cpu = kind == "CPU" || kind == "AUTO";
     std::string wanted;
     if (info.precision == "fp32") wanted = "f32";
     else if (info.precision == "bf16") wanted = "bf16";
-    else if (info.precision == "int8" && kind == "CPU") wanted = "f32";
+    else if (info.precision == "int8" && on_cpu) wanted = "f32";
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
-    if (kind == "CPU" && (wanted.empty() || wanted == "bf16")) {
+    if (on_cpu && (wanted.empty() || wanted == "bf16")) {
         bool bf16 = false;
         try {
             for (const auto& cap : core.get_property("CPU", ov::device::capabilities)) bf16 = bf16 || cap == "BF16";
@@ -292,8 +295,11 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         if (!bf16 || isa_limit_excludes_bf16()) wanted = "f32";
     }
 #endif
-    if (!wanted.empty() && (kind == "CPU" || kind == "GPU"))
-        config.emplace(ov::hint::inference_precision(wanted == "f32" ? ov::element::f32 : ov::element::bf16));
+    if (!wanted.empty()) {
+        const ov::element::Type hint = wanted == "f32" ? ov::element::f32 : ov::element::bf16;
+        if (kind == "CPU" || kind == "GPU") config.emplace(ov::hint::inference_precision(hint));
+        if (kind == "AUTO") config.emplace(ov::device::properties("CPU", ov::hint::inference_precision(hint)));
+    }
     try {
         compiled = core.compile_model(model, device, config);
         request = compiled.create_infer_request();
@@ -303,16 +309,23 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot compile it for " + device + " (" + what + ")");
     }
     info.device = device;
+    std::string first_device;
     if (device == "AUTO") {
         try {
             std::string devs;
-            for (const auto& d : compiled.get_property(ov::execution_devices)) devs += (devs.empty() ? "" : ",") + d;
+            for (const auto& d : compiled.get_property(ov::execution_devices)) {
+                devs += (devs.empty() ? "" : ",") + d;
+                if (first_device.empty()) first_device = d;
+            }
             info.device = "AUTO:" + devs;
         } catch (const std::exception&) {
         }
     }
-    try {
-        ov::element::Type t = compiled.get_property(ov::hint::inference_precision);
+    try {   // AUTO exposes each execution device's properties instead
+        ov::element::Type t = device != "AUTO" ? compiled.get_property(ov::hint::inference_precision)
+                              : compiled.get_property(ov::device::properties.name()).as<ov::AnyMap>()
+                                    .at(first_device).as<ov::AnyMap>()
+                                    .at(ov::hint::inference_precision.name()).as<ov::element::Type>();
         info.float_precision = t == ov::element::f32 ? "fp32" : t == ov::element::bf16 ? "bf16"
                              : t == ov::element::f16 ? "fp16" : t.get_type_name();
     } catch (const std::exception&) {
