@@ -168,6 +168,32 @@ def test_auto_device_runs_the_cpu_precision(embed_build, artifacts, kind, runs, 
     assert r.returncode == 0 and "on AUTO:CPU" in r.stdout and runs in r.stdout, (r.stdout[:400], r.stderr)
 
 
+def test_every_input_is_accounted_for_and_no_mask_overwrites_another(embed_build, artifacts, tmp_path):
+    import os
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    img = cv2.imread(str(sorted((SAMPLES / "images").glob("*.png"))[0]))
+    for name in ("grey.png", "grey.jpg", "photo.bmp", "solo.png", "sub/inner.png"):
+        cv2.imwrite(str(src / name), img)
+    (src / "notes.txt").write_text("not an image")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(src / "pipe.png")
+    (tmp_path / "empty").mkdir()
+    art = _artifact(artifacts, "fp32-onnx")
+    r = _segment(embed_build, art, src, tmp_path / "cpp", "--quiet", "--times-json", tmp_path / "none" / "t.json")
+    skipped = [ln for ln in r.stderr.splitlines() if ln.startswith("skipped ")]
+    assert r.returncode == 1 and any("notes.txt" in ln for ln in skipped), r.stderr
+    assert any("pipe.png" in ln and "not a regular file" in ln for ln in skipped) or not hasattr(os, "mkfifo")
+    assert "sub-folder" in r.stdout and "cannot write --times-json" in r.stderr
+    # names as cmunext-predict gives them: a shared stem keeps the file's extension
+    p = _predict(art, src, tmp_path / "py")
+    cpp = sorted(x.name for x in (tmp_path / "cpp" / "masks").glob("*.png"))
+    assert cpp == sorted(x.name for x in (tmp_path / "py" / "masks").glob("*.png")) == \
+        ["grey.jpg.png", "grey.png.png", "photo.png", "solo.png"], (cpp, p.stderr)
+    r = _segment(embed_build, art, tmp_path / "empty", tmp_path / "o2")
+    assert r.returncode == 2 and "no images found" in r.stderr
+
+
 # --- refused artifacts --------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["onnx+manifest", "onnx-embedded-hash", "ir-bin+manifest", "ir-bin-embedded-hash"])
 def test_flipped_byte_is_refused_before_anything_runs(embed_build, artifacts, case, tmp_path):

@@ -112,6 +112,22 @@ def test_edited_preprocessing_or_threshold_fails_the_self_test_naming_it(onnx_ar
     assert "numpy/OpenCV" not in result.message
 
 
+def test_a_threshold_key_that_disagrees_with_the_contract_is_refused(onnx_art, tmp_path):
+    # the key edited and manifest.json re-hashed to match (what a careless "fix" would do): the
+    # self-test passes (the contract is intact), but the two thresholds disagree, as C++ refuses too
+    import hashlib
+    art = _copy(onnx_art, tmp_path / "t")
+    _edit_metadata(art, "threshold", lambda _: "0.9")
+    manifest = json.loads((art.parent / "manifest.json").read_text())
+    for f in manifest["artifacts"][art.name]["files"]:
+        if f["name"] == art.name:
+            f["sha256"], f["bytes"] = hashlib.sha256(art.read_bytes()).hexdigest(), art.stat().st_size
+    (art.parent / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="threshold 0.9 in the metadata differs from the contract's 0.5"):
+        EdgeSegmenter.from_artifact(art)
+    assert EdgeSegmenter.from_artifact(art, verify=False).backend.spec.threshold == 0.5
+
+
 def _digest():
     spec = get_preset("official")
     rng = np.random.default_rng(1)

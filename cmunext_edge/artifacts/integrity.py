@@ -175,7 +175,20 @@ def verify_loaded(backend, report: VerifyReport | None = None) -> VerifyReport:
     report.selftest = result.as_dict()
     if not result.passed:
         report.problems.append(result.message)
+        return report
+    # the self-test covers the contract (threshold included); the metadata's separate threshold key
+    # must say the same, or the file was edited (the C++ library refuses it in the same order)
+    recorded, spec = backend.metadata.get("threshold"), backend.metadata.get("spec")
+    if recorded is not None and spec is not None and _number(recorded) != float(spec.threshold):
+        report.problems.append(f"threshold {recorded} in the metadata differs from the contract's {spec.threshold}")
     return report
+
+
+def _number(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def enforce(report: VerifyReport) -> VerifyReport:

@@ -2,7 +2,8 @@
 //
 // Segments images with a verified CMUNeXt artifact through the C++ library and writes
 // DIR/masks/<stem>.png (0/255 at the image's size; <stem>_class<k>.png per class for several
-// classes), printing per-image times. IMAGE may be a file or a folder (its images, or the images/
+// classes; inputs sharing a stem get their whole file name, as in cmunext-predict), printing
+// per-image times. IMAGE may be a file or a folder (its images, or the images/
 // folder of an official-layout dataset), as for cmunext-predict.
 // Exit codes (as cmunext-predict): 0 all done; 1 done but some inputs skipped; 2 nothing done
 // (usage, output folder, artifact refused or unusable, or no image could be segmented).
@@ -34,7 +35,8 @@ const char* kUsage =
     "       cmunext_segment --version\n"
     "\n"
     "Segments images with a verified CMUNeXt artifact (.xml OpenVINO IR or .onnx) through the C++\n"
-    "library: DIR/masks/<stem>.png, 0/255 at the image's size (<stem>_class<k>.png per class).\n"
+    "library: DIR/masks/<stem>.png, 0/255 at the image's size (<stem>_class<k>.png per class;\n"
+    "inputs sharing a stem: <name.ext>.png). Files of a folder that are not read are reported.\n"
     "IMAGE: a file, or a folder of images (or an official-layout dataset with images/).\n"
     "The artifact is verified before use: its files against manifest.json or its embedded hash,\n"
     "then its embedded self-test (--no-verify-load skips this; not recommended).\n"
@@ -55,15 +57,60 @@ bool is_image_name(const fs::path& p) {
     return false;
 }
 
-std::vector<std::string> expand(const std::string& arg) {
+// The images of one IMAGE argument. Every other entry of a folder is accounted for, as in
+// cmunext-predict: a file that is not read goes to `unread` (reported, exit 1), a sub-folder holding
+// images to `notes` (a folder is read one level deep); hidden entries are not inputs. A folder
+// without images is itself unread.
+std::vector<std::string> expand(const std::string& arg, std::vector<std::string>& unread,
+                                std::vector<std::string>& notes) {
     fs::path p(arg);
     std::error_code ec;
     if (!fs::is_directory(p, ec)) return {arg};
     if (fs::is_directory(p / "images", ec)) p /= "images";
     std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(p, ec))
-        if (e.is_regular_file(ec) && is_image_name(e.path())) out.push_back(e.path().string());
-    std::sort(out.begin(), out.end());
+    std::vector<std::string> entries;
+    for (const auto& e : fs::directory_iterator(p, ec)) entries.push_back(e.path().string());
+    std::sort(entries.begin(), entries.end());
+    for (const std::string& name : entries) {
+        const fs::path e(name);
+        if (e.filename().string().rfind('.', 0) == 0) continue;
+        if (fs::is_directory(e, ec)) {
+            size_t n = 0;
+            for (const auto& f : fs::directory_iterator(e, ec)) n += f.is_regular_file(ec) && is_image_name(f.path());
+            if (n)
+                notes.push_back("sub-folder " + name + " holds " + std::to_string(n) +
+                                " image file(s), not read: a folder is read one level deep; give it as its own input");
+        } else if (!fs::is_regular_file(e, ec)) {
+            unread.push_back(name + ": not processed: not a regular file (a FIFO, socket or device)");
+        } else if (is_image_name(e)) {
+            out.push_back(name);
+        } else {
+            unread.push_back(name + ": not processed: not a supported image format");
+        }
+    }
+    if (out.empty()) unread.push_back(arg + ": no images found in this folder");
+    return out;
+}
+
+// The mask name of each input (without ".png"), as cmunext-predict names them: the file's stem, or,
+// for a stem several inputs share (case-insensitively), the whole file name, then a counter.
+std::vector<std::string> output_names(const std::vector<std::string>& images) {
+    auto lower = [](std::string s) {
+        std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        return s;
+    };
+    std::vector<std::string> stems, out;
+    for (const std::string& p : images) stems.push_back(fs::path(p).stem().string());
+    std::vector<std::string> taken;
+    for (size_t i = 0; i < images.size(); ++i) {
+        const size_t same = std::count_if(stems.begin(), stems.end(), [&](const std::string& t) { return lower(t) == lower(stems[i]); });
+        std::string name = same == 1 ? stems[i] : fs::path(images[i]).filename().string();
+        const std::string base = name;
+        for (int k = 2; std::find(taken.begin(), taken.end(), lower(name)) != taken.end(); ++k)
+            name = base + "-" + std::to_string(k);
+        taken.push_back(lower(name));
+        out.push_back(name);
+    }
     return out;
 }
 
@@ -128,12 +175,17 @@ int main(int argc, char** argv) {
     if (positional.size() < 2) return usage_error("need an ARTIFACT and at least one IMAGE");
     if (out_dir.empty()) return usage_error("--out DIR is required");
 
-    std::vector<std::string> images;
+    std::vector<std::string> images, unread, notes;
     for (size_t i = 1; i < positional.size(); ++i) {
-        std::vector<std::string> e = expand(positional[i]);
+        std::vector<std::string> e = expand(positional[i], unread, notes);
         images.insert(images.end(), e.begin(), e.end());
     }
-    if (images.empty()) return usage_error("no images found in the given folder(s)");
+    if (images.empty()) {
+        std::fprintf(stderr, "cmunext_segment: error: no images found (%s)%s\n", unread.empty() ? "" : unread[0].c_str(),
+                     notes.empty() ? "" : ("; " + notes[0]).c_str());
+        return 2;
+    }
+    const std::vector<std::string> names = output_names(images);
 
     const auto t_load = std::chrono::steady_clock::now();
     std::unique_ptr<cmunext::EdgeSegmenter> seg;
@@ -159,11 +211,14 @@ int main(int argc, char** argv) {
         return 2;
     }
 
+    for (const std::string& note : notes) std::printf("note: %s\n", note.c_str());
+    for (const std::string& line : unread) std::fprintf(stderr, "skipped %s\n", line.c_str());
     const int classes = seg->info().classes;
-    int done = 0, skipped = 0;
+    int done = 0, skipped = static_cast<int>(unread.size());
     double sum_total = 0;
     std::string rows;
-    for (const std::string& path : images) {
+    for (size_t idx = 0; idx < images.size(); ++idx) {
+        const std::string& path = images[idx];
         const auto t0 = std::chrono::steady_clock::now();
         try {
             Image img = cmunext::example::read_image(path, options.max_pixels);
@@ -179,7 +234,7 @@ int main(int argc, char** argv) {
             double t[4];
             seg->segment_into(f, mask.data(), nullptr, t);
             const auto t2 = std::chrono::steady_clock::now();
-            const std::string stem = fs::path(path).stem().string();
+            const std::string& stem = names[idx];
             size_t fg = 0;
             std::vector<uint8_t> plane(n);
             for (int k = 0; k < classes; ++k) {
@@ -226,7 +281,11 @@ int main(int argc, char** argv) {
         o << "{\"artifact\": \"" << json_escape(positional[0]) << "\", \"describe\": \"" << json_escape(seg->describe())
           << "\", \"load_ms\": " << load_ms << ", \"wall_ms\": " << wall << ", \"n_images\": " << done
           << ", \"skipped\": " << skipped << ", \"images\": [" << rows << "]}\n";
-        if (!o) std::fprintf(stderr, "cmunext_segment: warning: cannot write %s\n", times_json.c_str());
+        o.close();
+        if (!o) {      // a requested output that is missing: not "all done"
+            std::fprintf(stderr, "cmunext_segment: error: cannot write --times-json %s\n", times_json.c_str());
+            ++skipped;
+        }
     }
     if (done == 0 && skipped > 0) {
         std::fprintf(stderr, "cmunext_segment: error: no image could be segmented (each is reported above); "

@@ -354,7 +354,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         info.selftest = st;
         if (!st.passed()) throw Error(ErrorCode::Integrity, path + ": refused: " + st.message);
         // the threshold key must say what the contract says (the self-test covers the contract;
-        // Python reads the contract's threshold and ignores this key)
+        // Python's verified load refuses the same, in the same order)
         if (meta.count("threshold")) {
             char* end = nullptr;
             double t = std::strtod(meta["threshold"].c_str(), &end);
