@@ -1,6 +1,6 @@
 """manifest.json beside the artifacts: per artifact its files' sha256, toolchain versions,
 precision, calibration set hash and verification figures. One manifest per output folder,
-updated (atomically) for every export into it.
+updated (atomically, under a lock on the folder) for every export into it.
 
 A manifest that cannot be read (truncated, not JSON, wrong structure) is never silently
 replaced: `read_manifest` raises ManifestError before any work, naming the file and what to do,
@@ -8,7 +8,9 @@ since it is what verified load checks artifacts against. Reading is cmunext_edge
 (the one reader); this module writes."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 from cmunext_edge.artifacts import manifest
@@ -35,11 +37,31 @@ def read_manifest(out_dir: Path) -> dict:
                             f"re-export the artifacts in {Path(out_dir)}) before exporting there") from None
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive lock on `folder` (flock on the folder itself: no lock file is left beside the
+    artifacts) while its manifest is read, changed and written, so that exports running at once
+    into one folder do not lose each other's entries. Without flock (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)                       # closing releases the lock
+
+
 def write_manifest(out_dir: Path, artifact: str, entry: dict) -> Path:
-    """Add or replace the entry of `artifact` in out_dir/manifest.json."""
+    """Add or replace the entry of `artifact` in out_dir/manifest.json (read, changed and written
+    under a lock on the folder)."""
     path = manifest.manifest_path(out_dir)
-    data = read_manifest(out_dir)
-    data["artifacts"][artifact] = entry
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with _folder_lock(Path(out_dir)):
+        data = read_manifest(out_dir)
+        data["artifacts"][artifact] = entry
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path

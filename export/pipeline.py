@@ -92,19 +92,37 @@ def _stem(weights: Path, precision: str, imgsz: int, default_size: int, batch: i
     return stem + ("_dynamic" if dynamic else f"_b{batch}" if batch > 1 else "")
 
 
+def _keep_aside(final: Path, backup: Path) -> Path:
+    """A copy of `final` in `backup` (a hard link where the filesystem allows: no bytes copied)."""
+    backup.mkdir(exist_ok=True)
+    kept = backup / final.name
+    try:
+        os.link(final, kept)
+    except OSError:
+        shutil.copy2(final, kept)
+    return kept
+
+
 def _publish(files: list[Path], out_dir: Path, manifest_entry: dict) -> tuple[list[Path], Path]:
     """Move staged files into out_dir in order (entry file last), then record them in the
-    manifest; undo the moves if either step fails."""
-    moved = []
+    manifest; if either step fails, undo the moves and put back the artifact of the same name
+    that was there before (kept aside in the staging folder), so a failed re-export leaves the
+    previous artifact as it was. Each file is replaced atomically: a reader sees old or new."""
+    backup = files[-1].parent / ".previous"
+    moved, kept = [], []
     try:
         for f in files:
             final = out_dir / f.name
+            if final.is_file():
+                kept.append((_keep_aside(final, backup), final))
             os.replace(f, final)
             moved.append(final)
         return moved, write_manifest(out_dir, files[-1].name, manifest_entry)
     except BaseException:
         for f in moved:
             f.unlink(missing_ok=True)
+        for copy, final in kept:
+            os.replace(copy, final)
         raise
 
 

@@ -4,11 +4,13 @@ An export builds inside `<out>/.<stem>.XXXX.staging` (owner.pid inside names its
 While an export runs in the main thread, SIGTERM raises ExportInterrupted (a KeyboardInterrupt),
 so every `finally` runs and the folder is removed. A folder left by a process that was killed
 outright (SIGKILL, power loss) is removed by the next export into the same folder once its
-process is gone (a folder without owner.pid is kept for an hour: it may be starting).
+process is gone. Only folders named as an export names them and holding its owner.pid are removed
+(one without owner.pid only when empty and an hour old): a user's own folder is never touched.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sys
@@ -70,11 +72,12 @@ class sigterm_raises:
             self.check()
 
 
+# what tempfile.mkdtemp(prefix=".<stem>.", suffix=STAGING_SUFFIX) makes: 8 random name characters
+_OURS = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(STAGING_SUFFIX) + "$")
+
+
 def _owner_alive(staging: Path) -> bool:
-    try:
-        pid = int((staging / OWNER_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return time.time() - staging.stat().st_mtime < 3600   # no owner yet: young ones are kept
+    pid = int((staging / OWNER_FILE).read_text().strip())
     if pid == os.getpid():
         return True
     try:
@@ -86,11 +89,25 @@ def _owner_alive(staging: Path) -> bool:
     return True
 
 
+def _stale(staging: Path) -> bool:
+    """An export's staging folder whose process is gone. Only folders named as an export names them
+    and holding its owner.pid qualify: a user's own `.something.staging` folder is never touched.
+    One without owner.pid (its process died right after creating it) is removed only when empty."""
+    if not (_OURS.match(staging.name) and staging.is_dir() and not staging.is_symlink()):
+        return False
+    try:
+        return not _owner_alive(staging)
+    except (OSError, ValueError):
+        if time.time() - staging.stat().st_mtime >= 3600 and not any(staging.iterdir()):
+            return True                                   # empty and an hour old: nothing to lose
+        return False
+
+
 def clear_stale_staging(out_dir: Path, log=None) -> list[Path]:
     """Remove staging folders in `out_dir` whose exporting process is gone; -> those removed."""
     removed = []
     for staging in Path(out_dir).glob(".*" + STAGING_SUFFIX):
-        if staging.is_dir() and not _owner_alive(staging):
+        if _stale(staging):
             shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
             if log:

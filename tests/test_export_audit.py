@@ -85,6 +85,22 @@ def test_a_refused_export_removes_the_out_folder_it_made(tmp_path):
     assert (tmp_path / "kept").is_dir()
 
 
+def test_a_re_export_that_fails_to_publish_leaves_the_previous_artifact(tmp_path, monkeypatch):
+    from cmunext_edge.export import pipeline
+    out = tmp_path / "o"
+    first = pipeline.export("cmunext-s-busi", target="onnx", out=out, verify_size=8)
+    art, manifest = first.artifact, out / "manifest.json"
+    before = {p.name: p.read_bytes() for p in (art, manifest)}
+
+    def manifest_fails(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pipeline, "write_manifest", manifest_fails)       # after the new file replaced the old
+    with pytest.raises(OSError):
+        pipeline.export("cmunext-s-busi", target="onnx", out=out, verify_size=8, opset=18)   # other bytes, same name
+    assert {p.name: p.read_bytes() for p in (art, manifest)} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)                      # no staging left
+
+
 def test_a_re_export_without_a_key_removes_the_old_signature(keys, tmp_path, capsys):
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     out = tmp_path / "o"

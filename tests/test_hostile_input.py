@@ -247,16 +247,43 @@ def test_damaged_manifest_is_refused_and_kept(tmp_path, capsys, content):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
 
+def test_exports_at_once_into_one_folder_keep_every_manifest_entry(tmp_path):
+    import subprocess
+    import sys
+    script = ("import sys; from pathlib import Path; from cmunext_edge.export.manifest import write_manifest\n"
+              "for i in range(60):\n"
+              "    write_manifest(Path(sys.argv[1]), f'{sys.argv[2]}{i}.onnx', {'files': [], 'n': i})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), tag]) for tag in "ab"]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    entries = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
+    assert len(entries) == 120 and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
 def test_stale_staging_is_cleared(tmp_path):
     from cmunext_edge.export.staging import OWNER_FILE, clear_stale_staging
-    dead = tmp_path / ".m_fp32.abc.staging"
-    dead.mkdir()
+    import tempfile
+    import time
+
+    def staging(stem):                                 # named as an export names its staging folders
+        return Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".staging", dir=tmp_path))
+    dead = staging("m_fp32")
     (dead / OWNER_FILE).write_text("999999999")        # no such process
-    live = tmp_path / ".m_fp32.def.staging"
-    live.mkdir()
+    live = staging("m_fp32")
     (live / OWNER_FILE).write_text(str(os.getpid()))
-    assert clear_stale_staging(tmp_path) == [dead]
-    assert live.is_dir() and not dead.exists()
+    empty, unowned = staging("m_int8"), staging("m_int8")      # a process killed before owner.pid
+    (unowned / "model.onnx").write_bytes(b"x")
+    users = tmp_path / ".my-results.staging"           # a user's own folder, however old, is never ours
+    users.mkdir()
+    (users / "notes.txt").write_text("precious")
+    mimic = tmp_path / ".my-results.abcdefgh.staging"  # named like ours but without owner.pid, not empty
+    mimic.mkdir()
+    (mimic / "notes.txt").write_text("precious")
+    old = time.time() - 7200
+    for folder in (users, mimic, empty, unowned):
+        os.utime(folder, (old, old))
+    assert sorted(clear_stale_staging(tmp_path)) == sorted([dead, empty])
+    assert live.is_dir() and not dead.exists() and not empty.exists() and unowned.is_dir()
+    assert (users / "notes.txt").read_text() == (mimic / "notes.txt").read_text() == "precious"
 
 
 def test_sigterm_during_export_leaves_nothing(tmp_path):
