@@ -117,3 +117,15 @@ def test_the_split_records_what_chose_it_and_names_unpaired_images(tmp_path):
     with pytest.raises(ValueError, match="none is left to train on"):
         make_split(TrainConfig(data=str(data), out=str(tmp_path / "r"), val_list=str(val)), said.append)
     json.dumps(split)                                                    # what split.json holds
+
+
+@pytest.mark.parametrize("cli", ["predict", "export", "bench", "bundle", "check", "compare", "serve", "train", "info",
+                                 "keys", "demo"])
+def test_a_usage_error_is_one_line_without_the_usage_block(cli, capsys):
+    import importlib
+    main = importlib.import_module(f"cmunext_edge.cli.{cli}").main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--no-such-option"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith(f"cmunext-{cli}: error:") and f"cmunext-{cli} --help" in err

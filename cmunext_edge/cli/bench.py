@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, csv_of, fail, seconds,
+from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, csv_of, fail, seconds,
                                       nonnegative_int, positive_int, thread_count)
 
 PROG = "cmunext-bench"
@@ -79,7 +79,7 @@ def expand_rows(artifacts, devices, precisions, options: dict, backend: str | No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cmunext-bench", description=__doc__, epilog=EXAMPLE,
+    p = Parser(prog="cmunext-bench", description=__doc__, epilog=EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifacts", nargs="*", metavar="ARTIFACT[@key=value,...]",
                    help="checkpoints (.pth/.safetensors, or a shipped model's name) and exported artifacts")

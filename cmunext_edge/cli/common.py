@@ -101,9 +101,16 @@ def csv_of(cast):
     return parse
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse held to the exit-code contract's one line: a usage error prints
+    `prog: error: ... (see prog --help)` and exits 2, without the usage block above it."""
+
+    def error(self, message):
+        self.exit(EXIT_NOTHING, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser(prog: str, doc: str, example: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=doc, epilog=example,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=prog, description=doc, epilog=example, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_debug(p)
     return p
 

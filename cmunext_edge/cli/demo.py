@@ -25,7 +25,7 @@ from pathlib import Path
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.progress import Progress
 from cmunext_edge.resources import SAMPLES_DIR, resolve_weights
-from cmunext_edge.cli.common import EXIT_PARTIAL, add_debug, cli_main, fail
+from cmunext_edge.cli.common import Parser, EXIT_PARTIAL, add_debug, cli_main, fail
 
 PROG = "cmunext-demo"
 
@@ -109,7 +109,7 @@ def export_and_bench(out: Path, weights=None) -> int:
 
 @cli_main(PROG)
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="cmunext-demo", description=__doc__,
+    parser = Parser(prog="cmunext-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--skip-export", action="store_true", help="only segment the samples")

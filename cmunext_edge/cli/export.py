@@ -16,7 +16,7 @@ from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.checkpoints.weights import CheckpointError
-from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, fail, int_range, network_side, nonnegative_float, output_path,
+from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, fail, int_range, network_side, nonnegative_float, output_path,
                                       nonnegative_int, positive_float, positive_int, seed, thread_count)
 
 PROG = "cmunext-export"
@@ -57,7 +57,7 @@ verification, write error); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cmunext-export", description=__doc__, epilog=EXAMPLE,
+    p = Parser(prog="cmunext-export", description=__doc__, epilog=EXAMPLE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help=".pth/.pt/.safetensors checkpoint (official format accepted); "
                                                      "for --target triton an exported .onnx/.xml/.engine")

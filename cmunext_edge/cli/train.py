@@ -7,7 +7,7 @@ from dataclasses import fields
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.cli.common import (add_debug, batch_size, cli_main, fail, fraction, network_side, output_path,
+from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, fail, fraction, network_side, output_path,
                                       nonnegative_int, learning_rate, positive_int, seed, threads_or_default)
 
 PROG = "cmunext-train"
@@ -40,7 +40,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cmunext-train", description=__doc__, epilog=EXAMPLE,
+    p = Parser(prog="cmunext-train", description=__doc__, epilog=EXAMPLE,
                                 formatter_class=_Formatter)
     p.add_argument("data", help="official-layout dataset folder: images/ and masks/0/ (several classes: "
                                 "masks/0/ ... masks/<N-1>/, or labels/ label images); JPEG or PNG")

@@ -44,8 +44,8 @@ const char* kUsage =
     "if <ARTIFACT>.sig is a signature by one of those keys over every file it reads (docs/signing.md).\n"
     "Exit codes: 0 all done; 1 done but some inputs skipped; 2 nothing done.\n";
 
-int usage_error(const std::string& msg) {
-    std::fprintf(stderr, "cmunext_segment: error: %s\n%s", msg.c_str(), kUsage);
+int usage_error(const std::string& msg) {   // one line, as the Python CLIs: the usage is under --help
+    std::fprintf(stderr, "cmunext_segment: error: %s (see cmunext_segment --help)\n", msg.c_str());
     return 2;
 }
 
