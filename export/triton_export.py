@@ -117,6 +117,10 @@ def read_artifact(path) -> ArtifactIO:
                                f"{path.name} --target onnx --dynamic")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such artifact")
+    from cmunext_edge.artifacts.kinds import artifact_files
+    missing = [f.name for f in artifact_files(path) if not f.is_file()]
+    if missing:        # OpenVINO would say only "Exception from src/inference/src/cpp/core.cpp"
+        raise FileNotFoundError(f"{path}: {', '.join(missing)} missing beside it (an artifact's files travel together)")
     return KINDS[kind.name][0](path)
 
 
@@ -213,6 +217,9 @@ def package(artifact, options, log=print):
     from cmunext_edge.export.pipeline import ExportResult
     artifact = Path(artifact)
     io = read_artifact(artifact)
+    if options.verify:          # the user's files checked as a load checks them, before anything is written
+        from cmunext_edge.artifacts.integrity import enforce, precheck
+        enforce(precheck(artifact))
     meta = parse_metadata(io.metadata)
     have = meta.get("precision", "fp32")
     if options.precision is not None and options.precision.value != have:
@@ -220,14 +227,20 @@ def package(artifact, options, log=print):
                                f"{have}, not {options.precision.value} (export that precision first)")
     name = _model_name(artifact, options)
     repo = Path(options.out)
+    made = not repo.exists()
     repo.mkdir(parents=True, exist_ok=True)
-    staging, files = _stage(repo, name, io, options)
     try:
-        selftest = _self_test(files[0], io, options.device or "cpu") if options.verify else None
-        log(f"self-test of the packaged model: {selftest['message'] if selftest else 'not run here'}")
-        _swap_in(staging, repo / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging, files = _stage(repo, name, io, options)
+        try:
+            selftest = _self_test(files[0], io, options.device or "cpu") if options.verify else None
+            log(f"self-test of the packaged model: {selftest['message'] if selftest else 'not run here'}")
+            _swap_in(staging, repo / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        if made and not any(repo.iterdir()):       # a refused packaging leaves no empty --out behind
+            repo.rmdir()
+        raise
     files = [repo / name / f.relative_to(staging) for f in files]
     entry = {"target": "triton", "precision": have, "source": {"path": str(artifact),
              "sha256": sha256_file(artifact), "kind": io.kind}, "files": file_entries(files),

@@ -82,3 +82,23 @@ def test_refusals(onnx_dynamic, ckpt_s, tmp_path):
     with pytest.raises(ExportUsageError, match="does not take --dynamic"):
         export(onnx_dynamic, ExportOptions(target="triton", out=tmp_path, dynamic=True))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_damaged_or_incomplete_artifact_is_refused_naming_the_users_file(onnx_dynamic, trained, tmp_path):
+    import shutil
+    from cmunext_edge.artifacts.integrity import IntegrityError
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for f in (onnx_dynamic, onnx_dynamic.parent / "manifest.json"):
+        shutil.copy(f, edited / f.name)
+    data = bytearray((edited / onnx_dynamic.name).read_bytes())
+    data[len(data) // 2] ^= 1
+    (edited / onnx_dynamic.name).write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=str(edited / onnx_dynamic.name)):
+        export(edited / onnx_dynamic.name, ExportOptions(target="triton", out=tmp_path / "repo"))
+    ir = export(trained, ExportOptions(target="openvino", out=tmp_path / "ir", verify_size=8)).artifact
+    ir.with_suffix(".bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"\.bin missing beside it"):
+        export(ir, ExportOptions(target="triton", out=tmp_path / "repo"))
+    assert not (tmp_path / "repo").exists()                 # nothing written, not even an empty --out
+

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,7 +77,10 @@ def _unpickling(path: Path):
 def _torch_load(path: Path):
     torch = require("torch")
     _sniff(path)
-    with _unpickling(path):
+    with _unpickling(path), warnings.catch_warnings():
+        # torch warns about the pickle protocol of a legacy file on the way to refusing or reading it;
+        # the refusal (or the weights) is the whole story
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
