@@ -48,3 +48,31 @@ def test_a_file_of_no_known_kind_says_what_info_reads(tmp_path, capsys):
     assert "not a PyTorch checkpoint" in err and "'.foo' is no kind" in err and ".safetensors" in err
     assert main([str(bare)]) == 2
     assert "no kind" not in capsys.readouterr().err
+
+
+def test_a_truncated_checkpoint_is_an_error_as_every_other_tool_says(tmp_path, capsys):
+    from cmunext_edge.resources import models_dir
+    shipped = models_dir() / "cmunext-s-busi.safetensors"
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(shipped.read_bytes()[:500_000])
+    rc = main([str(cut)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "UNREADABLE" in out and "past the end of the file" in err
+
+
+def test_a_verification_record_that_contradicts_itself_is_not_believed(onnx_trained, tmp_path, capsys):
+    import shutil
+    from cmunext_edge.bench.report import verification
+    art = tmp_path / onnx_trained.artifact.name
+    shutil.copy(onnx_trained.artifact, art)
+    manifest = json.loads((onnx_trained.artifact.parent / "manifest.json").read_text())
+    assert main([str(onnx_trained.artifact)]) == 0                      # the genuine record
+    record = manifest["artifacts"][art.name]["verification"]
+    record["mask_dice_agreement"] = 0.31                                  # edited; the files still match
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    rc = main([str(art)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "NOT TRUSTED" in out and "0.31" in err
+    row = {"artifact": str(art), "precision": record["precision"], "agreement_dice": None}
+    assert verification(row).startswith("NO") and "contradicts itself" in verification(row, long=True)

@@ -135,6 +135,10 @@ def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = Non
     if not v:
         return ("NOT verified: chosen by --target auto without a verification record (see its "
                 f"{auto.get('report', 'auto_report.md')})" if auto else "NOT verified at export (--no-verify)")
+    from cmunext_edge.core.agreement import record_inconsistency
+    edited = record_inconsistency(v)
+    if edited:
+        return f"NOT TRUSTED: the verification record in manifest.json contradicts itself ({edited}); edited?"
     data = (v.get("data") or {}).get("label") or (v.get("source") or {}).get("source", "?")
     gt = v.get("dice_vs_ground_truth")
     status = "FAILED" if not v.get("passed") else \

@@ -52,6 +52,10 @@ def verification(r, long: bool = False) -> str:
     gate = r.get("agreement") or {}
     if gate.get("passed") is False:
         return f"NO: {gate.get('failure')}" if long else "NO"
+    from cmunext_edge.core.agreement import record_inconsistency
+    edited = record_inconsistency((entry or {}).get("verification"))
+    if edited:
+        return f"NO: manifest.json's verification record contradicts itself ({edited})" if long else "NO"
     if entry is not None and not entry.get("verification"):
         auto = entry.get("auto") or {}
         if auto.get("mask_dice_agreement") is not None and need and auto["mask_dice_agreement"] >= need:

@@ -102,16 +102,23 @@ def main(argv=None) -> int:
     return _weights_code(info)
 
 
+UNREADABLE = "weights unreadable"
+
+
 def _weights_line(finite: bool | None, problem: str | None) -> str:
     if finite:
         return "every value finite"
+    if str(problem).startswith(UNREADABLE):
+        return f"UNREADABLE: {problem[len(UNREADABLE) + 2:]}"
     return f"NOT FINITE: {problem}" if finite is False else f"not checked ({problem})"
 
 
 def _weights_code(info: dict) -> int:
-    """1 when a weight is NaN or infinite (described, but every other tool refuses to load it)."""
-    if info["weights_finite"] is False:
-        print(f"cmunext-info: error: {info['weights_problem']}", file=sys.stderr)
+    """1 when a weight is NaN or infinite, or the weights cannot be read (a truncated file):
+    described, but every other tool refuses to load it."""
+    problem = info["weights_problem"]
+    if info["weights_finite"] is False or str(problem).startswith(UNREADABLE):
+        print(f"cmunext-info: error: {problem}", file=sys.stderr)
         return 1
     return 0
 
@@ -132,7 +139,7 @@ def weights_finite(path) -> tuple[bool | None, str | None]:
         try:
             bad = _safetensors_nonfinite(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            return None, f"weights unreadable: {exc}"
+            return None, f"{UNREADABLE}: {exc}"
         if not bad:
             return True, None
         total = sum(n for _, n in bad)
@@ -261,9 +268,16 @@ def _artifact(args) -> int:
 
 
 def _files_code(info: dict) -> int:
-    """1 when the files no longer match their manifest (described, but not what was exported)."""
+    """1 when the files no longer match their manifest (described, but not what was exported), or
+    when the manifest's verification record contradicts itself (edited: not believed)."""
+    from cmunext_edge.core.agreement import record_inconsistency
     if info["files_check"]["ok"] is False:
         print(f"cmunext-info: error: {info['files_check']['message']}", file=sys.stderr)
+        return 1
+    edited = record_inconsistency(info.get("verification"))
+    if edited:
+        print(f"cmunext-info: error: {info['path']}: the verification record in manifest.json contradicts "
+              f"itself ({edited}); edited?", file=sys.stderr)
         return 1
     return 0
 

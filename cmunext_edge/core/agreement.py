@@ -217,6 +217,35 @@ def gate(summary: dict, precision: str) -> dict:
             "claim": claim(dist, precision) if n else None}
 
 
+def record_inconsistency(record: dict | None) -> str | None:
+    """Why a stored verification record (manifest.json) contradicts itself, or None: its per-image
+    figures must give its distribution, its mean its distribution's mean, and its passed/verified
+    what the gate decides from those figures. manifest.json is not signed, so an edited record
+    ("verified" beside an agreement of 0.31) is named rather than believed."""
+    if not record or str(record.get("precision")) not in GATES:
+        return None
+    try:
+        dist = record.get("distribution")
+        if not dist:
+            return "it has no per-image distribution" if record.get("passed") else None
+        per_image = record.get("per_image_agreement")
+        if per_image:
+            again = distribution(np.asarray(per_image, np.float64), None)
+            for key, tol in (("n", 0), ("n_bad", 0), ("mean", 1e-4), ("bad_share_upper95", 1e-6)):
+                if abs(float(again[key]) - float(dist[key])) > tol:
+                    return f"its distribution's {key} {dist[key]} is not that of its per-image figures ({again[key]})"
+        if abs(float(record["mask_dice_agreement"]) - float(dist["mean"])) > 1e-4:
+            return (f"its agreement {record['mask_dice_agreement']} is not its distribution's mean "
+                    f"{float(dist['mean']):.4f}")
+        decided = gate(record, record["precision"])
+        for key in ("passed", "verified"):
+            if record.get(key) and not decided[key]:
+                return f"it says {key}, but its figures do not ({decided['failure'] or decided['unverified']})"
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return f"it cannot be read ({type(exc).__name__}: {exc})"
+    return None
+
+
 def _isnan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
