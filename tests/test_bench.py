@@ -291,3 +291,25 @@ def test_reference_is_a_checkpoint_or_a_shipped_models_name(capsys, tmp_path):
         assert not (tmp_path / "r.json").exists()
     from cmunext_edge.cli.bench import _reference_checkpoint
     assert _reference_checkpoint("cmunext-s-busi").name == "cmunext-s-busi.safetensors"
+
+
+def test_rows_of_two_files_with_one_name_are_told_apart_and_an_unwritable_report_is_named(onnx_trained, tmp_path,
+                                                                                            capsys, monkeypatch):
+    import shutil
+    from cmunext_edge.bench import report
+    from cmunext_edge.cli import bench as bench_cli
+    copy = tmp_path / "dup" / onnx_trained.artifact.name
+    copy.parent.mkdir()
+    for f in (onnx_trained.artifact, onnx_trained.artifact.parent / "manifest.json"):
+        shutil.copy(f, copy.parent / f.name)
+
+    def disk_full(*_):             # the folder passed the pre-flight; the disk fills while the bench runs
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(report, "write_markdown", disk_full)
+    rc = bench_cli.main([str(onnx_trained.artifact), str(copy), "--iters", "2", "--warmup", "0",
+                         "--throughput-time", "0", "--matmul-time", "0", "--quiet", "--wide",
+                         "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    out, err = capsys.readouterr()
+    labels = [r["label"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]]
+    assert len(set(labels)) == 2 and any(lbl.startswith(f"dup/{copy.name}") for lbl in labels), labels
+    assert rc == 1 and f"cannot write {tmp_path / 'r.md'}: No space left on device" in err, err

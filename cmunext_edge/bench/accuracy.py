@@ -48,6 +48,9 @@ def _readable(samples: list, skipped: list) -> list:
     if unpaired and len(unpaired) < len(kept):
         print(f"note: {len(unpaired)} of the {len(kept)} --data images have no mask (e.g. {unpaired[0]!r}): "
               f"they count for agreement with PyTorch, not for Dice", file=sys.stderr)
+    elif unpaired:
+        print(f"note: none of the {len(kept)} --data images has a mask (official layout: masks/0/<name>.png): "
+              f"Dice against ground truth is not measured, only agreement with PyTorch", file=sys.stderr)
     return kept
 
 

@@ -147,6 +147,19 @@ def row_label(spec: RowSpec, backend=None) -> str:
     return f"{spec.artifact.name} {name}/{spec.device}/{prec}" + (f" [{extra}]" if extra else "")
 
 
+def distinct_labels(rows: list) -> None:
+    """Rows of different files with one name (dup/m.xml beside m.xml) get their folder in the label
+    (then the whole path), so no two rows of the table, Markdown or plot read alike."""
+    rest = {id(r): r.label[len(Path(r.artifact).name):] for r in rows if r.label.startswith(Path(r.artifact).name)}
+    for attempt in (lambda a: f"{a.parent.name}/{a.name}", str):
+        seen: dict[str, set] = {}
+        for r in rows:
+            seen.setdefault(r.label, set()).add(str(r.artifact))
+        for r in rows:
+            if len(seen[r.label]) > 1 and id(r) in rest:
+                r.label = attempt(Path(r.artifact)) + rest[id(r)]
+
+
 def _source_info(backend, spec: RowSpec) -> tuple[str | None, str | None]:
     meta = backend.metadata or {}
     if spec.is_checkpoint:
@@ -313,6 +326,7 @@ def run_bench(config: BenchConfig) -> BenchReport:
                 bar.n = 4 * len(rows) + 1
         finally:
             evaluator.cleanup()
+    distinct_labels(rows)
     add_comparisons(rows, machine.get("matmul_gflops"))
     cfg = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "rows"}
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.items()}

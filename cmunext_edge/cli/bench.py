@@ -4,7 +4,8 @@ Each ARTIFACT is benchmarked once per --device (and, for PyTorch checkpoints, on
 --precision). Options for one artifact only follow an '@': PATH@key=value,key=value
 (e.g. model.pth@precision=bf16,channels_last=1 or model.xml@hint=throughput); they are
 passed to that artifact's backend. Rows that fail are reported (also on stderr) and the exit
-status is 1, as it is when an image of --images or --data cannot be read (it is left out, named);
+status is 1, as it is when an image of --images or --data cannot be read (it is left out, named)
+or a --json/--markdown/--plot file cannot be written (named; the table is printed);
 when every row fails, nothing was measured and no report is written: exit status 2. A device that is missing,
 or that the artifact's runtime does not know, under --strict-device stops the run with exit status 2.
 """
@@ -274,13 +275,18 @@ def main(argv=None) -> int:
     if failed and len(failed) == len(report.rows):     # nothing measured: no report files either
         return fail("cmunext-bench", f"every row failed ({len(failed)}); nothing was measured, no report written")
     print(format_table(report, wide=args.wide))
+    unwritten = 0
     for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):
         if path:
-            print(f"wrote {writer(report, path)}")
+            try:
+                print(f"wrote {writer(report, path)}")
+            except OSError as exc:       # the table above stands; the file is named, none half-written
+                print(f"cmunext-bench: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+                unwritten += 1
     if report.skipped:
         print(f"cmunext-bench: {len(report.skipped)} input image(s) could not be read and were left out "
               f"(each named above)", file=sys.stderr)
-    return 1 if failed or report.skipped else 0
+    return 1 if failed or report.skipped or unwritten else 0
 
 
 if __name__ == "__main__":
