@@ -12,8 +12,9 @@ when others are known. In order:
    the figures are agreement with PyTorch FP32 alone (no Dice against ground truth).
 
 Calibration images are left out of a default verification set (disjoint by name), and a given
-`--verify-data` that overlaps the calibration images or the model's training list is warned
-about. The plan, the training list's source and the overlaps are recorded in manifest.json.
+`--verify-data` that overlaps the calibration images or the model's training list (by name, or
+by pixel fingerprint: a renamed copy is the same image, data/fingerprint.py) is warned about and
+not called verified. The plan, the training list's source and the overlaps are recorded in manifest.json.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, models_dir, shipped_model_name  # noqa: F401 (API)
 
 VERIFY_DATA, HELD_OUT = "--verify-data", "held-out validation images"
@@ -38,10 +40,12 @@ class VerifyPlan:
     held_out: bool | None = None  # True: known not to be training images; None: unknown
     training_list: str | None = None   # where the model's training names come from, if known
     training_names: tuple = field(default=(), repr=False)
+    training_fingerprints: tuple = field(default=(), repr=False)   # their pixels (data/fingerprint.py)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("training_names")
+        d.pop("training_fingerprints")
         return d
 
 
@@ -57,14 +61,16 @@ def model_split(weights: Path | None, sha256: str) -> Path | None:
     return None
 
 
-def _split_lists(path: Path | None) -> tuple[list, list]:
+def _split_lists(path: Path | None) -> tuple[list, list, list]:
+    """(training names, validation names, training image fingerprints) of a split.json."""
     if path is None:
-        return [], []
+        return [], [], []
     try:
         data = json.loads(path.read_text())
-        return list(data.get("train") or []), list(data.get("val") or [])
-    except (OSError, ValueError, AttributeError):
-        return [], []
+        return (list(data.get("train") or []), list(data.get("val") or []),
+                [str(f) for f in data.get(FINGERPRINTS_KEY) or []])
+    except (OSError, ValueError, AttributeError, TypeError):
+        return [], [], []
 
 
 def _names_in(source) -> set:
@@ -75,8 +81,9 @@ def _names_in(source) -> set:
 def plan_verification(verify_data, calib, weights_sha256: str, split=None, weights=None) -> VerifyPlan:
     """Where the verification images come from and what the figures may claim (module docstring)."""
     model_split_path = model_split(weights, weights_sha256)
-    train, val = _split_lists(model_split_path)
-    known = {"training_list": str(model_split_path) if train else None, "training_names": tuple(train)}
+    train, val, prints = _split_lists(model_split_path)
+    known = {"training_list": str(model_split_path) if train else None, "training_names": tuple(train),
+             "training_fingerprints": tuple(prints)}
     if verify_data is not None:
         if split is None and val and set(val) <= _names_in(verify_data):
             split = str(model_split_path)
@@ -125,11 +132,18 @@ def domain_warning(plan: VerifyPlan) -> str | None:
     return warnings[0] if warnings else None
 
 
-def overlaps(verify_names, calib_names, plan: VerifyPlan) -> dict:
-    """Names the verification set shares with the calibration set and with the training list."""
+def overlaps(verify_names, calib_names, plan: VerifyPlan, verify_prints: dict | None = None,
+             calib_prints: dict | None = None) -> dict:
+    """The verification images that are also calibration images or training images of the model:
+    by name, and by pixel fingerprint where known ({name: fingerprint}, data/fingerprint.py), so
+    that a renamed copy is found too."""
     v = set(verify_names)
-    return {"calibration": sorted(v & set(calib_names or ())),
-            "training": sorted(v & set(plan.training_names))}
+    calibration, training = v & set(calib_names or ()), v & set(plan.training_names)
+    if verify_prints:
+        seen_calib, seen_train = set((calib_prints or {}).values()), set(plan.training_fingerprints)
+        calibration |= {n for n, f in verify_prints.items() if f in seen_calib}
+        training |= {n for n, f in verify_prints.items() if f in seen_train}
+    return {"calibration": sorted(calibration), "training": sorted(training)}
 
 
 def overlap_warnings(shared: dict, plan: VerifyPlan, n: int) -> list[str]:

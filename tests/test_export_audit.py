@@ -70,6 +70,29 @@ def test_verification_on_training_images_is_not_verified(busi, tmp_path, capsys)
     assert v["data"]["held_out"] is False and len(v["data"]["overlap"]["training"]) == 60
 
 
+def test_renamed_training_or_calibration_images_are_not_taken_for_held_out_ones(busi, tmp_path, capsys):
+    import shutil
+    from cmunext_edge.resources import SAMPLES_DIR
+    train = json.loads((models_dir() / "cmunext-s-busi.split.json").read_text())["train"][:12]
+    renamed = tmp_path / "renamed"
+    for sub in ("images", "masks/0"):
+        (renamed / sub).mkdir(parents=True)
+        for k, name in enumerate(train):          # the same pixels under new names
+            shutil.copy(busi / sub / f"{name}.png", renamed / sub / f"scan{k:03d}.png")
+    rc, _, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "onnx", "--verify-data", renamed,
+                                           "--out", tmp_path / "o"], capsys)
+    assert rc == 0 and "12 of its 12 images trained the model" in err, err
+    calib = tmp_path / "calib_renamed"
+    for sub in ("images", "masks/0"):
+        (calib / sub).mkdir(parents=True)
+        for p in sorted((SAMPLES_DIR / sub).glob("*.png")):
+            shutil.copy(p, calib / sub / f"c_{p.name}")
+    rc, _, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "ort", "--int8", "--calib",
+                                           SAMPLES_DIR, "--verify-data", calib, "--out", tmp_path / "o2"], capsys)
+    assert "16 of the 16 verification images also calibrated the INT8 model" in err, err
+    assert "calibrated the INT8 model" in err and ("NOT verified" in err or rc == 2), err
+
+
 def test_a_refused_export_removes_the_out_folder_it_made(tmp_path):
     from cmunext_edge.export.pipeline import export
 

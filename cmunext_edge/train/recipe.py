@@ -38,6 +38,7 @@ import numpy as np
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
 from cmunext_edge.data.discovery import Sample, discover, read_name_list, seeded_split, truth_notes
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, pixel_fingerprint
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
 from cmunext_edge.core.model import build_model, canonical_variant
@@ -75,9 +76,9 @@ class TrainConfig:
 
 def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int, skipped: dict):
     """Images as network-size BGR uint8 (N, H, W, 3) and masks as 0/1 uint8 (N, C, H, W), decoded
-    once, and the names kept. An image or mask that cannot be read is left out and recorded in
+    once, the names kept and their pixel fingerprints (data/fingerprint.py). An image or mask that cannot be read is left out and recorded in
     `skipped` (name -> reason): one bad file never stops a run."""
-    images, masks, kept = [], [], []
+    images, masks, kept, prints = [], [], [], []
     for s in samples:
         try:
             bgr = to_bgr_uint8(load_image(s.image, frame=s.frame))
@@ -88,8 +89,9 @@ def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int,
         images.append(cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR))
         masks.append(truth)
         kept.append(s.name)
+        prints.append(pixel_fingerprint(bgr))
     empty = (np.zeros((0, spec.height, spec.width, 3), np.uint8), np.zeros((0, classes, *spec.size), np.uint8))
-    return (np.stack(images), np.stack(masks)) if images else empty, kept
+    return (np.stack(images), np.stack(masks)) if images else empty, kept, prints
 
 
 def _normalise(spec: PreprocessSpec, batch_bgr: np.ndarray) -> np.ndarray:
@@ -240,8 +242,9 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
                          f"resume with the dataset it was made from, or start a new run with another --out")
     t0 = time.perf_counter()
     skipped = dict(split.get("skipped", {}))
-    train_set, split["train"] = _cache([by_name[n] for n in split["train"]], spec, classes, held, skipped)
-    val_set, split["val"] = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
+    train_set, split["train"], prints = _cache([by_name[n] for n in split["train"]], spec, classes, held, skipped)
+    val_set, split["val"], _ = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
+    split[FINGERPRINTS_KEY] = sorted(set(prints))   # an export knows a renamed training image by these
     for name in sorted(set(skipped) - set(split.get("skipped", {}))):
         log(f"skipped: {skipped[name]}")
     if skipped:
