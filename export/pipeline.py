@@ -177,6 +177,8 @@ def _plan(weights, options: ExportOptions, log) -> _Job:
     ckpt = load_checkpoint(weights)
     spec = ckpt.spec.with_size(options.imgsz) if options.imgsz else ckpt.spec
     stem = options.name or _stem(weights, precision, spec.height, ckpt.spec.height, options.batch, options.dynamic)
+    if stem.lower().endswith(target.suffix.lower()):       # --name model.onnx: model.onnx, not model.onnx.onnx
+        stem = stem[:-len(target.suffix)]
     return _Job(options, target, precision, weights, ckpt, spec, device, stem, log)
 
 

@@ -93,6 +93,13 @@ def test_renamed_training_or_calibration_images_are_not_taken_for_held_out_ones(
     assert "calibrated the INT8 model" in err and ("NOT verified" in err or rc == 2), err
 
 
+def test_a_name_given_with_the_targets_suffix_is_not_doubled(tmp_path):
+    from cmunext_edge.export.pipeline import export
+    res = export("cmunext-s-busi", target="onnx", out=tmp_path, name="model.onnx", verify_size=8)
+    assert res.artifact.name == "model.onnx" and "model.onnx" in json.loads((tmp_path / "manifest.json").read_text())[
+        "artifacts"]
+
+
 def test_a_refused_export_removes_the_out_folder_it_made(tmp_path):
     from cmunext_edge.export.pipeline import export
 

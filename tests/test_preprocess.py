@@ -80,3 +80,10 @@ def test_postprocess_resizes_probability_then_thresholds():
     assert prob.shape == mask.shape == (100, 300)
     assert mask[:, :140].sum() == 0 and mask[:, 160:].all()
     assert np.array_equal(mask, prob > spec.threshold)
+
+
+def test_a_big_endian_uint16_array_is_read_as_uint16():
+    import numpy as np
+    from cmunext_edge.core.preprocess import to_bgr_uint8
+    a = (np.arange(12).reshape(3, 4) * 5000).astype(np.uint16)
+    assert np.array_equal(to_bgr_uint8(a.astype(">u2")), to_bgr_uint8(a))

@@ -127,7 +127,9 @@ class CheckpointSummary:
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: " + ("a folder, not a checkpoint file" if path.is_dir() else
+                                             "not a regular file (a FIFO, socket or device)" if path.exists()
+                                             else "no such file"))
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
     return path

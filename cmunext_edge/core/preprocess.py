@@ -221,10 +221,10 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
         raise ImageReadError(f"expected an image path or a numpy array, got {type(image).__name__}")
     if channel_order not in ("bgr", "rgb"):
         raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+    if image.dtype.kind == "u" and image.dtype.itemsize == 2:      # uint16 in either byte order ('>u2' too)
+        image = (image.astype(np.uint16) >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ImageReadError(f"image arrays must be uint8 or uint16, got {image.dtype}")
+        raise ImageReadError(f"image arrays must be uint8 or uint16, got {image.dtype} ({image.dtype.str})")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise ImageReadError(f"image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
