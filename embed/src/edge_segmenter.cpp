@@ -1,6 +1,7 @@
 #include "cmunext/edge_segmenter.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -130,6 +131,9 @@ struct EdgeSegmenter::Impl {
 
 void EdgeSegmenter::Impl::open(const std::string& path) {
     info.path = path;
+    std::error_code fs_error;
+    if (std::filesystem::is_directory(path, fs_error))
+        throw Error(ErrorCode::InvalidArgument, path + ": a folder, not an artifact file; give the .xml or .onnx inside it");
     const std::string suffix = detail::suffix_lower(path);
     if (suffix == ".xml") info.kind = "openvino-ir";
     else if (suffix == ".onnx") info.kind = "onnx";
