@@ -129,3 +129,14 @@ def test_a_usage_error_is_one_line_without_the_usage_block(cli, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, err
     assert err.startswith(f"cmunext-{cli}: error:") and f"cmunext-{cli} --help" in err
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path):
+    import subprocess
+    import sys
+    info = subprocess.Popen([sys.executable, "-m", "cmunext_edge.cli.info", "cmunext-s-busi", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    info.stdout.read(20)
+    info.stdout.close()                                  # `| head -c 20`
+    err = info.stderr.read().decode()
+    assert info.wait(timeout=120) in (0, 141) and "Broken pipe" not in err and "Traceback" not in err, err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import signal
 import sys
 import traceback
@@ -20,6 +21,7 @@ import traceback
 from cmunext_edge.capabilities import MAX_BATCH, MAX_COUNT, MAX_SECONDS, MAX_SIDE, MAX_THREADS
 
 EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_BROKEN_PIPE = 141          # 128 + SIGPIPE, as a shell reports a reader that left (| head)
 DEBUG_HELP = "on an error, also print the Python traceback"
 
 
@@ -179,6 +181,12 @@ def cli_main(prog: str):
                     traceback.print_exc()
                 what = "terminated (SIGTERM)" if by_sigterm(exc) else "interrupted"
                 return fail(prog, f"{what}; nothing more was done", interrupted_code(exc))
+            except BrokenPipeError:   # `cmunext-info --json | head`: the reader left early; say nothing,
+                try:                  # and keep Python's exit-time flush from saying it either
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                except (OSError, ValueError):
+                    pass
+                return EXIT_BROKEN_PIPE
             except Exception as exc:  # the contract: one clear line, never a traceback
                 if debug:
                     traceback.print_exc()
