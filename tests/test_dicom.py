@@ -271,7 +271,7 @@ def test_dicom_dataset_feeds_calibration_and_training(us, tmp_path):
     assert calib.inputs.shape == (4, 3, 256, 256) and all(m is not None for m in calib.masks)
     assert np.array_equal(calib.inputs[3], spec(us / "png" / "us_mono.png"))
     skipped = {}
-    (images, masks), kept = _cache(samples, spec, 1, 0, skipped)
+    (images, masks), kept, _ = _cache(samples, spec, 1, 0, skipped)
     assert images.shape == (4, 256, 256, 3) and masks.shape == (4, 1, 256, 256) and masks.any()
     assert kept == [s.name for s in samples] and not skipped
 
