@@ -132,8 +132,8 @@ struct EdgeSegmenter::Impl {
 void EdgeSegmenter::Impl::open(const std::string& path) {
     info.path = path;
     std::error_code fs_error;
-    if (std::filesystem::is_directory(path, fs_error))
-        throw Error(ErrorCode::InvalidArgument, path + ": a folder, not an artifact file; give the .xml or .onnx inside it");
+    if (std::filesystem::is_directory(path, fs_error))   // named before its suffix is judged (as the file reader does)
+        throw Error(ErrorCode::Io, path + ": a folder, not a file; give the .xml or .onnx artifact inside it");
     const std::string suffix = detail::suffix_lower(path);
     if (suffix == ".xml") info.kind = "openvino-ir";
     else if (suffix == ".onnx") info.kind = "onnx";
