@@ -68,3 +68,16 @@ def real_path(path) -> Path:
         return Path(path).resolve()
     except (OSError, RuntimeError):
         return Path(path).absolute()
+
+
+SPECIAL_FILE = "not a regular file (a FIFO, socket or device)"
+
+
+def not_a_file(path) -> str | None:
+    """What `path` is when it exists but is not a regular file ("a folder", SPECIAL_FILE), else None:
+    the one test before a path given as a file is opened (a FIFO would block, a folder reads as
+    nothing, and a runtime's own message about either is "parsing failed")."""
+    path = Path(path)
+    if not path.exists() or path.is_file():
+        return None
+    return "a folder" if path.is_dir() else SPECIAL_FILE

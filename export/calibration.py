@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.data.discovery import Sample, discover, seeded_sample
+from cmunext_edge.data.fingerprint import pixel_fingerprint
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.data.groundtruth import classes_check, load_truth
-from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, naming
+from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, naming, to_bgr_uint8
 from cmunext_edge.resources import SAMPLES_DIR, default_calibration_dir
 
 
@@ -35,6 +36,7 @@ class CalibrationSet:
     sha256: str = ""
     plan: object = None                    # verify_data.VerifyPlan when it is a verification set
     overlap: dict = field(default_factory=dict)   # names shared with calibration / training (verification)
+    fingerprints: dict = field(default_factory=dict)   # name -> pixel fingerprint (data/fingerprint.py)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -78,11 +80,13 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         check_classes(samples, num_classes, source)
     samples = seeded_sample(samples, size, seed)
     digest = hashlib.sha256(f"{spec.to_json()}|seed={seed}".encode())
-    inputs, masks = [], []
+    inputs, masks, prints = [], [], {}
     for s in samples:
         try:
             image = load_image(s.image, frame=s.frame)
-            inputs.append(spec(image))
+            bgr = to_bgr_uint8(image)
+            inputs.append(spec.preprocess(bgr))
+            prints[s.name] = pixel_fingerprint(bgr)     # decoded once: a renamed copy is known by these
             masks.append(load_truth(s, num_classes, spec.size, image_hw=image.shape[:2]) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration/verification image unusable: {naming(s.image, exc)} (remove or fix it: "
@@ -92,7 +96,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         split = f"{split}:val"
     label = str(source) + (f" (split {split})" if split is not None else "")
     return CalibrationSet(label, seed, spec, samples, np.stack(inputs).astype(np.float32),
-                          masks, digest.hexdigest())
+                          masks, digest.hexdigest(), fingerprints=prints)
 
 
 def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1,

@@ -31,7 +31,6 @@ from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.base import BackendError
 from cmunext_edge.runtime.registry import entry_for_path, open_backend
 from cmunext_edge.checkpoints.weights import load_checkpoint
-from cmunext_edge.data.fingerprint import sample_fingerprints
 from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
@@ -214,10 +213,8 @@ def _image_sets(job: _Job):
         verify_set.masks = [None] * len(verify_set)
     verify_set.plan = plan
     calib_names = [s.name for s in calib_set.samples] if calib_set is not None and not reuse else []
-    compare_pixels = bool(calib_names or plan.training_fingerprints)     # renamed copies count too
-    verify_set.overlap = overlaps([s.name for s in verify_set.samples], calib_names, plan,
-                                  sample_fingerprints(verify_set.samples) if compare_pixels else None,
-                                  sample_fingerprints(calib_set.samples) if calib_names else None)
+    verify_set.overlap = overlaps([s.name for s in verify_set.samples], calib_names, plan,   # renamed copies too
+                                  verify_set.fingerprints, calib_set.fingerprints if calib_names else None)
     for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
         job.log(warning)
     job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")

@@ -31,7 +31,7 @@ from cmunext_edge.capabilities import MAX_SIDE
 from cmunext_edge.checkpoints.inspect import (
     WRAPPER_KEYS, CheckpointError, ModelInfo, Shapes, detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
 from cmunext_edge.core.complexity import Complexity, variant_complexity
-from cmunext_edge.fileio import atomic_path, sha256_file
+from cmunext_edge.fileio import atomic_path, not_a_file, sha256_file
 from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
 from cmunext_edge.checkpoints.pth_reader import TensorStub, read_pth
 
@@ -127,9 +127,8 @@ class CheckpointSummary:
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: " + ("a folder, not a checkpoint file" if path.is_dir() else
-                                             "not a regular file (a FIFO, socket or device)" if path.exists()
-                                             else "no such file"))
+        what = not_a_file(path)
+        raise CheckpointError(f"{path}: " + (f"{what}, not a checkpoint file" if what else "no such file"))
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
     return path

@@ -83,8 +83,8 @@ def main(argv=None) -> int:
             "input_size": list(spec.size), "macs": cx.macs, "gmacs": round(cx.gmacs, 4),
             "gflops": round(2 * cx.gmacs, 4), "sha256": ckpt.sha256,
             "preprocess": json.loads(spec.to_json())}
-    finite, problem = weights_finite(ckpt.path)
-    info.update({"weights_finite": finite, "weights_problem": problem})
+    finite, problem, readable = weights_finite(ckpt.path)
+    info.update({"weights_finite": finite, "weights_readable": readable, "weights_problem": problem})
     from cmunext_edge.capabilities import detect
     if args.json:
         print(json.dumps({**info, "capabilities": detect().as_dict()}, indent=2))
@@ -97,28 +97,24 @@ def main(argv=None) -> int:
           f"preprocess    {spec.channel_order.upper()}, {spec.interpolation} resize to "
           f"{spec.height}x{spec.width}, mean {spec.mean}, std {spec.std}, extra scale "
           f"{spec.extra_scale:.6g}, threshold {spec.threshold}\nsha256        {info['sha256']}\n"
-          f"weights       {_weights_line(finite, problem)}\n"
+          f"weights       {_weights_line(finite, problem, readable)}\n"
           f"this CPU      {detect().summary()}")
     return _weights_code(info)
 
 
-UNREADABLE = "weights unreadable"
-
-
-def _weights_line(finite: bool | None, problem: str | None) -> str:
+def _weights_line(finite: bool | None, problem: str | None, readable: bool) -> str:
     if finite:
         return "every value finite"
-    if str(problem).startswith(UNREADABLE):
-        return f"UNREADABLE: {problem[len(UNREADABLE) + 2:]}"
+    if not readable:
+        return f"UNREADABLE: {problem}"
     return f"NOT FINITE: {problem}" if finite is False else f"not checked ({problem})"
 
 
 def _weights_code(info: dict) -> int:
     """1 when a weight is NaN or infinite, or the weights cannot be read (a truncated file):
     described, but every other tool refuses to load it."""
-    problem = info["weights_problem"]
-    if info["weights_finite"] is False or str(problem).startswith(UNREADABLE):
-        print(f"cmunext-info: error: {problem}", file=sys.stderr)
+    if info["weights_finite"] is False or not info["weights_readable"]:
+        print(f"cmunext-info: error: {info['weights_problem']}", file=sys.stderr)
         return 1
     return 0
 
@@ -126,11 +122,13 @@ def _weights_code(info: dict) -> int:
 FLOAT_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
 
 
-def weights_finite(path) -> tuple[bool | None, str | None]:
-    """(True, None) when every floating-point weight is finite, (False, why) when one is NaN or
-    infinite (the message of checkpoints.weights.check_finite, which every loading tool applies),
-    (None, why) when it could not be checked here. A .safetensors file is read with numpy (no
-    torch); a .pth/.pt needs torch (the safe loader, weights_only)."""
+def weights_finite(path) -> tuple[bool | None, str | None, bool]:
+    """(finite, why, readable): (True, None, True) when every floating-point weight is finite,
+    (False, why, True) when one is NaN or infinite (the message of checkpoints.weights.check_finite,
+    which every loading tool applies), (None, why, False) when the weights cannot be read (a
+    truncated file: every loading tool refuses it too), (None, why, True) when they could not be
+    checked here. A .safetensors file is read with numpy (no torch); a .pth/.pt needs torch (the
+    safe loader, weights_only)."""
     from pathlib import Path
     from cmunext_edge._deps import available
     from cmunext_edge.checkpoints.inspect import CheckpointError
@@ -139,23 +137,23 @@ def weights_finite(path) -> tuple[bool | None, str | None]:
         try:
             bad = _safetensors_nonfinite(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            return None, f"{UNREADABLE}: {exc}"
+            return None, f"{path}: weights unreadable: {exc}", False
         if not bad:
-            return True, None
+            return True, None, True
         total = sum(n for _, n in bad)
         return False, (f"{path}: {total} weight value(s) in {len(bad)} tensor(s) are NaN or infinite "
                        f"(first: {bad[0][0]}); such a model predicts nothing meaningful, and every other "
-                       f"tool refuses to load it. Use an earlier checkpoint or retrain (e.g. with a lower --lr)")
+                       f"tool refuses to load it. Use an earlier checkpoint or retrain (e.g. with a lower --lr)"), True
     if not available("torch"):
-        return None, "reading a .pth's weights needs torch: pip install \"cmunext-edge[torch]\""
+        return None, "reading a .pth's weights needs torch: pip install \"cmunext-edge[torch]\"", True
     from cmunext_edge.checkpoints.weights import load_checkpoint
     try:
         load_checkpoint(path)
     except CheckpointError as exc:
         if "NaN or infinite" in str(exc):
-            return False, str(exc)
-        return None, str(exc)
-    return True, None
+            return False, str(exc), True
+        return None, str(exc), False
+    return True, None, True
 
 
 def _safetensors_nonfinite(path) -> list[tuple[str, int]]:

@@ -37,9 +37,9 @@ from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from cmunext_edge.core import dicom
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
+from cmunext_edge.fileio import SPECIAL_FILE, not_a_file
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
-SPECIAL_FILE = "not a regular file (a FIFO, socket or device): not read"
 NOT_READ: dict[str, str] = {
     **dict.fromkeys(VIDEO_SUFFIXES, "a video: not read when a folder holds images (give the video file "
                                     "itself, or a folder of videos only, as SOURCE)"),
@@ -130,7 +130,7 @@ def unread_files(source: str | Path, split: str | Path | None = None) -> list[di
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.is_dir():
             continue
-        reason = not_read_reason(p) if p.is_file() else SPECIAL_FILE if p.exists() else None
+        reason = not_read_reason(p) if p.is_file() else f"{SPECIAL_FILE}: not read" if p.exists() else None
         if reason:
             out.append({"path": str(p), "error": f"{p}: not processed: {reason}"})
     return out
@@ -303,8 +303,8 @@ def discover(source: str | Path, split: str | Path | None = None,
         if source.suffix.lower() in NOT_READ:
             raise ValueError(f"{source}: {NOT_READ[source.suffix.lower()]}")
         return frame_samples(source, max_pixels)
-    if source.exists() and not source.is_dir():         # a FIFO, socket or device (e.g. /dev/zero)
-        raise ValueError(f"{source}: {SPECIAL_FILE}; give an image file or a folder")
+    if not_a_file(source) == SPECIAL_FILE:               # a FIFO, socket or device (e.g. /dev/zero)
+        raise ValueError(f"{source}: {SPECIAL_FILE}: not read; give an image file or a folder")
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or folder")
     if not is_official_layout(source):

@@ -268,7 +268,7 @@ def segment_video(segmenter, source, out_dir, options: VideoOptions | None = Non
     fps, declared = source_fps(source)
     summary = VideoSummary(str(source), declared_frames=declared, fps_source=fps)
     writer = _Writer(out_dir, fps, opts)
-    t0, fg, per_class = time.perf_counter(), [], []
+    t0, fg, per_class, interrupt = time.perf_counter(), [], [], None
     try:
         for index, frame, res in stream(segmenter, source, opts.batch_size, opts.max_frames):
             if writer.errors:            # e.g. the disk is full: stop decoding what cannot be written
@@ -280,14 +280,14 @@ def segment_video(segmenter, source, out_dir, options: VideoOptions | None = Non
             if progress is not None:
                 progress.update()
     except KeyboardInterrupt as exc:     # Ctrl-C/SIGTERM: finish what was queued, then re-raise
+        interrupt = exc
+    finally:
         writer.close()
-        exc.video_summary = _finish(summary, writer, out_dir, opts, t0, fg, per_class)
-        raise
-    except BaseException:
-        writer.close()
-        raise
-    writer.close()
-    return _finish(summary, writer, out_dir, opts, t0, fg, per_class)
+    summary = _finish(summary, writer, out_dir, opts, t0, fg, per_class)
+    if interrupt is not None:            # the caller accounts for what was written, then exits 130/143
+        interrupt.video_summary = summary
+        raise interrupt
+    return summary
 
 
 def _finish(summary: VideoSummary, writer: _Writer, out_dir: Path, opts: VideoOptions, t0: float,

@@ -13,6 +13,7 @@ from cmunext_edge.artifacts import kinds
 from cmunext_edge.artifacts.integrity import SignatureError, VerifyReport, check_trust, enforce, precheck, verify_loaded
 from cmunext_edge.artifacts.signing import trust_policy
 from cmunext_edge.capabilities import MAX_THREADS
+from cmunext_edge.fileio import not_a_file
 from cmunext_edge.runtime.base import Backend, BackendError
 
 
@@ -127,8 +128,8 @@ def check_request(path: str | Path, device: str = "cpu", backend: str | None = N
                   options: dict | None = None) -> tuple[BackendEntry, dict]:
     """The registry row for `path` (or `backend`), with `device` and `options` checked against it
     (BackendError naming the valid ones otherwise); nothing is loaded."""
-    if Path(path).exists() and not Path(path).is_file():   # a runtime would say "protobuf parsing failed"
-        what = "a folder" if Path(path).is_dir() else "not a regular file (a FIFO, socket or device)"
+    what = not_a_file(path)               # a runtime would say "protobuf parsing failed"
+    if what:
         raise BackendError(f"{path}: {what}, not a model file; give the artifact or checkpoint file itself")
     entry = entry_for(backend) if backend else entry_for_path(path)
     entry.check_device(device)

@@ -76,8 +76,9 @@ class TrainConfig:
 
 def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int, skipped: dict):
     """Images as network-size BGR uint8 (N, H, W, 3) and masks as 0/1 uint8 (N, C, H, W), decoded
-    once, the names kept and their pixel fingerprints (data/fingerprint.py). An image or mask that cannot be read is left out and recorded in
-    `skipped` (name -> reason): one bad file never stops a run."""
+    once, the names kept and their pixel fingerprints (data/fingerprint.py). An image or mask that
+    cannot be read is left out and recorded in `skipped` (name -> reason): one bad file never stops
+    a run."""
     images, masks, kept, prints = [], [], [], []
     for s in samples:
         try:

@@ -15,7 +15,9 @@
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -99,16 +101,16 @@ std::vector<std::string> output_names(const std::vector<std::string>& images) {
         std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
         return s;
     };
-    std::vector<std::string> stems, out;
-    for (const std::string& p : images) stems.push_back(fs::path(p).stem().string());
-    std::vector<std::string> taken;
-    for (size_t i = 0; i < images.size(); ++i) {
-        const size_t same = std::count_if(stems.begin(), stems.end(), [&](const std::string& t) { return lower(t) == lower(stems[i]); });
-        std::string name = same == 1 ? stems[i] : fs::path(images[i]).filename().string();
+    std::map<std::string, int> count;
+    for (const std::string& p : images) ++count[lower(fs::path(p).stem().string())];
+    std::set<std::string> taken;
+    std::vector<std::string> out;
+    for (const std::string& p : images) {
+        const std::string stem = fs::path(p).stem().string();
+        std::string name = count[lower(stem)] == 1 ? stem : fs::path(p).filename().string();
         const std::string base = name;
-        for (int k = 2; std::find(taken.begin(), taken.end(), lower(name)) != taken.end(); ++k)
-            name = base + "-" + std::to_string(k);
-        taken.push_back(lower(name));
+        for (int k = 2; taken.count(lower(name)); ++k) name = base + "-" + std::to_string(k);
+        taken.insert(lower(name));
         out.push_back(name);
     }
     return out;
