@@ -81,3 +81,35 @@ def not_a_file(path) -> str | None:
     if not path.exists() or path.is_file():
         return None
     return "a folder" if path.is_dir() else SPECIAL_FILE
+
+
+def require_file(path, what: str = "artifact") -> Path:
+    """`path` when it is a regular file, else FileNotFoundError in one line: "<path>: a folder, not
+    an artifact file" (or a device, FIFO or socket), or "<path>: no such artifact"."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    kind = not_a_file(path)
+    raise FileNotFoundError(f"{path}: {kind}, not {'an' if what[0] in 'aeiou' else 'a'} {what} file" if kind
+                            else f"{path}: no such {what}")
+
+
+def writable_folder_problem(folder: str | Path, what: str) -> str | None:
+    """None if `folder` is, or could be made, a folder we can write into, else the reason. A folder
+    that does not exist yet is not made here (a refused job leaves nothing behind): its nearest
+    existing ancestor must be a writable folder."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        return f"{what} {folder} exists and is not a folder"
+    probe_in = folder
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        return f"{what} {folder} cannot be made: {probe_in} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=probe_in)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{what} {folder} is not writable ({exc.strerror or exc})"
+    return None

@@ -10,6 +10,13 @@ SAMPLES_DIR = PACKAGE_DIR / "samples" / "busi"
 HELDOUT_DIR = PACKAGE_DIR / "samples" / "busi-heldout"
 # 64 of its training images at network size, the default INT8 calibration set (samples/busi-calib/README.md)
 CALIB_DIR = PACKAGE_DIR / "samples" / "busi-calib"
+# a checkpoint's file suffixes, lower case (the "checkpoint" row of artifacts/kinds.py reads them
+# here); a suffix is compared case-blind everywhere: M.SAFETENSORS is a safetensors file
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def is_safetensors(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".safetensors"
 
 
 def default_calibration_dir() -> Path:
@@ -58,6 +65,6 @@ def shipped_model_name(sha256: str) -> str | None:
     except FileNotFoundError:
         return None
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in (".safetensors", ".pth") and sha256_file(path) == sha256:
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES and sha256_file(path) == sha256:
             return path.stem
     return None

@@ -8,10 +8,10 @@ manifest.py are shared by all.
 
 
 def __getattr__(name):          # keep `import cmunext_edge.export` light; load on first use
-    if name in ("export", "ExportResult"):
+    if name == "export":
         from cmunext_edge.export import pipeline
         return getattr(pipeline, name)
-    if name == "ExportOptions":
-        from cmunext_edge.export.options import ExportOptions
-        return ExportOptions
+    if name in ("ExportOptions", "ExportResult"):
+        from cmunext_edge.export import options
+        return getattr(options, name)
     raise AttributeError(name)

@@ -16,7 +16,7 @@ from pathlib import Path
 from cmunext_edge.artifacts import manifest
 from cmunext_edge.fileio import atomic_path, sha256_file
 from cmunext_edge.toolchain import toolchain_versions  # noqa: F401 (pipeline imports it from here)
-from cmunext_edge.export.targets import ExportUsageError
+from cmunext_edge.export.options import ExportUsageError
 
 
 class ManifestError(ExportUsageError):

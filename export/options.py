@@ -1,4 +1,6 @@
-"""ExportOptions: every choice of one export, in one frozen object.
+"""ExportOptions: every choice of one export, in one frozen object; ExportResult: what it made;
+ExportUsageError: a request the targets cannot do. (The types the target table, the pipeline and
+every builder share: this module imports none of them.)
 
 `export(weights, ExportOptions(target="openvino", precision="int8", calib="data/"))`, or the same
 fields as keywords: `export(weights, target="openvino", precision="int8", calib="data/")`.
@@ -7,7 +9,7 @@ target table's business (targets.py); this module only holds and normalises the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cmunext_edge.core.precision import Int8Mode, Precision
@@ -19,6 +21,18 @@ OPSETS = (11, 23)
 
 class ExportUsageError(ValueError):
     """An unknown target, or an option or precision the chosen target does not support."""
+
+
+@dataclass
+class ExportResult:
+    artifact: Path
+    files: list[Path]
+    manifest: Path
+    target: str
+    precision: Precision
+    verification: dict | None
+    selftest: dict
+    next_commands: list[str] = field(default_factory=list)
 
 
 def _enum(kind, value, what: str):

@@ -35,7 +35,7 @@ from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
 from cmunext_edge.export.onnx_export import prepare_model
-from cmunext_edge.export.options import OPSETS, ExportOptions
+from cmunext_edge.export.options import OPSETS, ExportOptions, ExportResult
 from cmunext_edge.export.quiet import quiet_toolchains
 from cmunext_edge.capabilities import MAX_BATCH, MAX_COUNT, MAX_SIDE
 from cmunext_edge.export.staging import (OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises)
@@ -46,18 +46,6 @@ from cmunext_edge.export.verify import (
 from cmunext_edge.export.verify_data import (
     CALIBRATION, HELD_OUT, MAX_HELD_OUT, VERIFY_DATA, overlap_warnings, overlaps, plan_verification,
     plan_warnings, short_source)
-
-
-@dataclass
-class ExportResult:
-    artifact: Path
-    files: list[Path]
-    manifest: Path
-    target: str
-    precision: Precision
-    verification: dict | None
-    selftest: dict
-    next_commands: list[str] = field(default_factory=list)
 
 
 @dataclass

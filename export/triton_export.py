@@ -28,9 +28,9 @@ from pathlib import Path
 from cmunext_edge._deps import require
 from cmunext_edge.artifacts.kinds import kind_named, kind_of
 from cmunext_edge.artifacts.meta import PREFIX, check_selftest, parse_metadata
-from cmunext_edge.fileio import sha256_file
+from cmunext_edge.fileio import require_file, sha256_file
 from cmunext_edge.export.manifest import file_entries, write_manifest
-from cmunext_edge.export.targets import ExportUsageError
+from cmunext_edge.export.options import ExportResult, ExportUsageError
 
 DEFAULT_MAX_BATCH = 8
 _DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "f32": "TYPE_FP32", "f16": "TYPE_FP16",
@@ -115,8 +115,7 @@ def read_artifact(path) -> ArtifactIO:
         raise ExportUsageError(f"target triton packages an exported artifact (.onnx, .xml, .engine), "
                                f"not {path.name}; export it first, e.g. cmunext-export --weights "
                                f"{path.name} --target onnx --dynamic")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such artifact")
+    require_file(path)
     from cmunext_edge.artifacts.kinds import artifact_files
     missing = [f.name for f in artifact_files(path) if not f.is_file()]
     if missing:        # OpenVINO would say only "Exception from src/inference/src/cpp/core.cpp"
@@ -213,8 +212,7 @@ def _swap_in(staging: Path, final: Path) -> None:
 
 
 def package(artifact, options, log=print):
-    """Write the Triton model repository entry of `artifact` -> pipeline.ExportResult."""
-    from cmunext_edge.export.pipeline import ExportResult
+    """Write the Triton model repository entry of `artifact` -> ExportResult."""
     artifact = Path(artifact)
     io = read_artifact(artifact)
     if options.verify:          # the user's files checked as a load checks them, before anything is written

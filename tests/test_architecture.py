@@ -30,15 +30,35 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+# a dotted module path in a string: what importlib.import_module / __import__ and the dispatch
+# tables ("cmunext_edge.runtime.openvino_backend:OpenVINOBackend") import by name
+_MODULE_REF = re.compile(r"(cmunext_edge(?:\.\w+)*)(?::\w+)?")
+_IMPORT_CALLS = {"import_module", "__import__"}
+
+
+def _string_imports(node: ast.AST) -> set[str]:
+    """Modules imported by name: the literal argument of importlib.import_module(...) or
+    __import__(...), and every "module:attribute" string (a dispatch table's entry)."""
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in _IMPORT_CALLS:
+        return {str(node.args[0].value)}
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
+        match = _MODULE_REF.fullmatch(node.value)
+        return {match.group(1)} if match else set()
+    return set()
+
+
 def _import_edges(mods: dict[str, Path]) -> dict[str, set[str]]:
     """Every import a module makes, wherever it stands: module level, inside functions, under
-    `if TYPE_CHECKING:`. (Importing a submodule runs its parent package's __init__ first; that
-    implicit step is not an edge: a package may import its own submodules.)"""
+    `if TYPE_CHECKING:`, and by name (importlib.import_module, __import__, "module:attr" dispatch
+    entries). (Importing a submodule runs its parent package's __init__ first; that implicit step
+    is not an edge: a package may import its own submodules.)"""
     edges = {}
     for name, path in mods.items():
         tree = ast.parse(path.read_text(), str(path))
         targets = set()
         for node in ast.walk(tree):
+            targets |= _string_imports(node)
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom):
@@ -135,6 +155,22 @@ def test_the_checks_see_imports_inside_functions(tmp_path):
     edges = _import_edges(mods)
     assert _cycles(edges) == [["cmunext_edge.core.a", "cmunext_edge.core.b", "cmunext_edge.core.a"]]
     assert "cmunext_edge.cli.main" in edges["cmunext_edge.core.b"] and "cli" not in LAYERS["core"]
+
+
+def test_the_checks_see_imports_by_name(tmp_path):
+    """importlib.import_module("..."), __import__("...") and a "module:attr" dispatch entry are
+    imports too: a layer violation written that way is found."""
+    pkg = tmp_path / "cmunext_edge"
+    (pkg / "core").mkdir(parents=True)
+    (pkg / "cli").mkdir()
+    (pkg / "cli" / "main.py").write_text("")
+    (pkg / "core" / "a.py").write_text('import importlib\ndef f():\n    importlib.import_module("cmunext_edge.cli.main")\n')
+    (pkg / "core" / "b.py").write_text('def f():\n    return __import__("cmunext_edge.cli.main")\n')
+    (pkg / "core" / "c.py").write_text('TABLE = {"x": "cmunext_edge.cli.main:run"}\n')
+    mods = {f"cmunext_edge.core.{m}": pkg / "core" / f"{m}.py" for m in "abc"}
+    mods["cmunext_edge.cli.main"] = pkg / "cli" / "main.py"
+    edges = _import_edges(mods)
+    assert all("cmunext_edge.cli.main" in edges[f"cmunext_edge.core.{m}"] for m in "abc"), edges
 
 
 def test_no_product_module_refers_to_shared():

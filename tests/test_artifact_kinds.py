@@ -53,6 +53,20 @@ def test_checkpoint_suffixes_include_pt():
     assert set(kinds.ARTIFACT_SUFFIXES) == {".onnx", ".xml", ".engine", ".plan"}
 
 
+def test_an_upper_case_suffix_is_the_same_file_kind(tmp_path):
+    """M.SAFETENSORS is read as safetensors (header and tensors, no torch pickle path), by the
+    loaders, cmunext-info's weights check and the shipped-model lookup alike."""
+    from cmunext_edge.checkpoints.weights import inspect_checkpoint, load_checkpoint
+    from cmunext_edge.cli.info import weights_finite
+    from cmunext_edge.resources import models_dir, shipped_model_name
+    upper = tmp_path / "M.SAFETENSORS"
+    upper.write_bytes((models_dir() / "cmunext-s-busi.safetensors").read_bytes())
+    summary = inspect_checkpoint(upper)
+    assert summary.info.variant == "cmunext-s" and load_checkpoint(upper).info == summary.info
+    assert weights_finite(upper) == (True, None, True)
+    assert shipped_model_name(summary.sha256) == "cmunext-s-busi"
+
+
 def test_manifest_reader_is_strict_for_writers_and_lenient_for_readers(tmp_path):
     assert read_manifest(tmp_path)["artifacts"] == {} and manifest_entry(tmp_path / "m.onnx") is None
     (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"m.onnx": {"files": []}}}))

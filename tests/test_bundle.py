@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def test_core_wheel_installs_the_check_and_records_its_files(pristine):
     assert {"cmunext_edge/cli/check.py", "cmunext_edge/device/check.py", "cmunext_edge/runtime/base.py",
             "cmunext_edge/export/pipeline.py"} <= names
     assert not any(n.endswith(".safetensors") or "__pycache__" in n for n in names)
-    assert "cmunext-check = cmunext_edge.cli.check:main" in entry_points
+    declared = dict(line.split(" = ") for line in entry_points.splitlines()[1:])
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert "cmunext-check" in declared and all(project[k] == v for k, v in declared.items()), declared
     assert len(record.strip().splitlines()) == len(names)
 
 

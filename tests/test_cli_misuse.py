@@ -139,3 +139,50 @@ def test_a_reader_that_leaves_early_is_not_an_error(tmp_path):
     info.stdout.close()                                  # the reader is gone before anything is printed
     err = info.stderr.read().decode()
     assert info.wait(timeout=120) == 141 and "Broken pipe" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("main,argv,says", [
+    (train_cli.main, [SAMPLES_DIR, "--out", "a_file", "--epochs", "1"], "--out a_file exists and is not a folder"),
+    (train_cli.main, [SAMPLES_DIR, "--out", "a_file/run", "--epochs", "1"], "a_file is not a folder"),
+    (train_cli.main, [SAMPLES_DIR, "--out", "run", "--init", "a_file", "--epochs", "1"], "--init: a_file: not a PyTorch checkpoint"),
+    (bench_cli.main, [], "give at least one ARTIFACT"),
+    (bench_cli.main, ["cmunext-s-busi", "--data", "nowhere"], "--data nowhere: no such file or folder"),
+    (keys_cli.main, ["new", "--out", "."], "is a folder; --out is the key files' path prefix"),
+    (keys_cli.main, ["--frob"], "unrecognized arguments: --frob"),     # was "required: command"
+    (keys_cli.main, [], "give a command: new, sign or verify"),
+])
+def test_outputs_and_inputs_are_checked_before_any_work(main, argv, says, tmp_path, capsys, monkeypatch):
+    """A train run that cached its data, a demo that segmented all samples, a bench that prepared
+    its images: each before refusing an --out that is a file or a missing --data/--init. Now one
+    line and exit 2 before anything is read or written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder, not a checkpoint\n")
+    rc, out, err = run_cli(main, argv, capsys)
+    prog = main.__module__.rsplit(".", 1)[1]
+    assert rc == 2 and says in one_error_line(err, f"cmunext-{prog}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and out == ""
+
+
+def test_demo_refuses_an_out_it_cannot_write_before_segmenting(tmp_path, capsys):
+    from cmunext_edge.cli import demo as demo_cli
+    (tmp_path / "a_file").write_text("")
+    rc, out, err = run_cli(demo_cli.main, ["--out", tmp_path / "a_file" / "demo", "--skip-export"], capsys)
+    assert rc == 2 and "is not a folder" in one_error_line(err, "cmunext-demo") and out == "", (out, err)
+
+
+def test_a_failed_bundle_keeps_the_previous_one_and_leaves_nothing_new(onnx_art, tmp_path, capsys):
+    """The previous bundle of the same artifact was deleted before the new one was made, so a
+    failing run lost it; an --out the run had made stayed behind empty. Now the new bundle is made
+    aside and swapped in only when whole."""
+    rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", tmp_path / "b", "--n-images", "2", "--no-archive"], capsys)
+    assert rc == 0, err
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    for argv, says in (([onnx_art, "--out", tmp_path / "b", "--images", tmp_path / "none"], "no such file or folder"),
+                       ([onnx_art, "--out", tmp_path / "new" / "deeper", "--images", tmp_path / "none"], "no such file"),
+                       ([onnx_art.parent, "--out", tmp_path / "b"], "a folder, not an artifact file"),
+                       ([onnx_art, "--out", tmp_path / "b" / f"{onnx_art.stem}.bundle" / "bundle.json" / "x"], "cannot be made")):
+        rc, _, err = run_cli(bundle_cli.main, argv, capsys)
+        assert rc == 2 and says in one_error_line(err, "cmunext-bundle"), err
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert after == before and not (tmp_path / "new").exists()
+    assert [p.name for p in (tmp_path / "b").iterdir()] == [f"{onnx_art.stem}.bundle"]

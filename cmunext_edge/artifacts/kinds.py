@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmunext_edge.resources import CHECKPOINT_SUFFIXES
+
 # how the files of a kind are hashed: an exported artifact by manifest.json beside it, else by the
 # content hash embedded at export; a checkpoint is read by the safe loader and carries no hash
 HASHED_BY_MANIFEST_OR_EMBEDDED = "manifest.json entry, else the embedded content_sha256"
@@ -46,11 +48,10 @@ KINDS: tuple[ArtifactKind, ...] = (
                  HASHED_BY_MANIFEST_OR_EMBEDDED, "rt_info/model_info of the .xml"),
     ArtifactKind("tensorrt", "TensorRT plan", (".engine", ".plan"), "tensorrt", ("{name}.json",),
                  HASHED_BY_MANIFEST_OR_EMBEDDED, "the sidecar <engine>.json"),
-    ArtifactKind("checkpoint", "PyTorch checkpoint", (".pth", ".pt", ".safetensors"), "pytorch", (),
+    ArtifactKind("checkpoint", "PyTorch checkpoint", CHECKPOINT_SUFFIXES, "pytorch", (),
                  NOT_HASHED, "the safetensors header (none in a .pth)"),
 )
 _BY_SUFFIX = {s: k for k in KINDS for s in k.suffixes}
-CHECKPOINT_SUFFIXES = next(k for k in KINDS if k.name == "checkpoint").suffixes
 ARTIFACT_SUFFIXES = tuple(s for k in KINDS if k.exported for s in k.suffixes)
 SUFFIXES = tuple(_BY_SUFFIX)
 

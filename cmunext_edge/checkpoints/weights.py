@@ -29,10 +29,11 @@ from pathlib import Path
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import MAX_SIDE
 from cmunext_edge.checkpoints.inspect import (
-    WRAPPER_KEYS, CheckpointError, ModelInfo, Shapes, detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
+    CheckpointError, ModelInfo, Shapes, detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
 from cmunext_edge.core.complexity import Complexity, variant_complexity
 from cmunext_edge.fileio import atomic_path, not_a_file, sha256_file
 from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
+from cmunext_edge.resources import is_safetensors
 from cmunext_edge.checkpoints.pth_reader import TensorStub, read_pth
 
 
@@ -157,14 +158,19 @@ def _detect(path: Path, state_dict: dict) -> ModelInfo:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
+def _read_weights(path: Path, shapes_only: bool) -> tuple[dict, PreprocessSpec]:
+    """(name -> tensor, or name -> shape with `shapes_only`: no torch needed; the preprocessing
+    contract) of a checkpoint file: a .safetensors by its header, a .pth/.pt by the safe loader."""
+    if is_safetensors(path):
+        found, meta = (read_safetensors_header if shapes_only else _load_safetensors)(path)
+        return found, _spec_from(meta)
+    return (_pth_shapes(path) if shapes_only else unwrap_state_dict(_torch_load(path))), _pth_spec(path)
+
+
 def inspect_checkpoint(path: str | Path) -> CheckpointSummary:
     """Variant, channels, classes, preprocessing and shapes, from shapes alone: no torch needed."""
     path = _existing_file(path)
-    if path.suffix == ".safetensors":
-        shapes, meta = read_safetensors_header(path)
-        spec = _spec_from(meta)
-    else:
-        shapes, spec = _pth_shapes(path), _pth_spec(path)
+    shapes, spec = _read_weights(path, shapes_only=True)
     return CheckpointSummary(_detect(path, shapes), spec, path, sha256_file(path), shapes)
 
 
@@ -182,11 +188,7 @@ def check_finite(state_dict: dict, path: str | Path = "weights") -> None:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = _existing_file(path)
-    if path.suffix == ".safetensors":
-        state_dict, meta = _load_safetensors(path)
-        spec = _spec_from(meta)
-    else:
-        state_dict, spec = unwrap_state_dict(_torch_load(path)), _pth_spec(path)
+    state_dict, spec = _read_weights(path, shapes_only=False)
     info = _detect(path, state_dict)
     check_finite(state_dict, path)
     return Checkpoint(state_dict, info, spec, path, sha256_file(path))

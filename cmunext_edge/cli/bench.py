@@ -152,7 +152,8 @@ def capabilities_lines() -> list[str]:
 
 def _ort_overhead(args) -> int:
     from cmunext_edge.bench import check_ort_overhead
-    onnx = [a.partition("@")[0] for a in args.artifacts if a.partition("@")[0].endswith(".onnx")]
+    from cmunext_edge.artifacts.kinds import kind_of
+    onnx = [p for p in (a.partition("@")[0] for a in args.artifacts) if getattr(kind_of(p), "name", None) == "onnx"]
     if not onnx:
         raise ValueError("--check-ort-overhead needs at least one .onnx ARTIFACT")
     results = [check_ort_overhead(p, iters=max(args.iters, 20), warmup=args.warmup, images=args.images)
@@ -228,8 +229,11 @@ def main(argv=None) -> int:
         print(list_devices_text())
         return 0
     if not args.artifacts:
-        build_parser().print_usage(sys.stderr)
-        return fail(PROG, "give at least one ARTIFACT (or --list-devices)")
+        return fail(PROG, "give at least one ARTIFACT (or --list-devices) (see cmunext-bench --help)")
+    missing = [f"{option} {path}" for option, path in (("--images", args.images), ("--data", args.data),
+                                                       ("--split", args.split)) if path and not path.exists()]
+    if missing:                       # before any model loads or image is read
+        return fail(PROG, f"{', '.join(missing)}: no such file or folder")
     from cmunext_edge.cli.preflight import check_distinct_outputs, check_output_file
     from cmunext_edge.runtime.base import DeviceUnavailableError
     for option, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):

@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 
 from cmunext_edge.data.discovery import discover
+from cmunext_edge.fileio import writable_folder_problem
 from cmunext_edge.progress import Progress
 from cmunext_edge.resources import SAMPLES_DIR, resolve_weights
-from cmunext_edge.cli.common import Parser, EXIT_PARTIAL, add_debug, cli_main, fail
+from cmunext_edge.cli.common import Parser, EXIT_PARTIAL, add_debug, cli_main, fail, output_path
 
 PROG = "cmunext-demo"
 
@@ -111,10 +112,14 @@ def export_and_bench(out: Path, weights=None) -> int:
 def main(argv=None) -> int:
     parser = Parser(prog="cmunext-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("out/demo"))
+    parser.add_argument("--out", type=output_path, default="out/demo", help="output folder (default out/demo)")
     parser.add_argument("--skip-export", action="store_true", help="only segment the samples")
     add_debug(parser)
     args = parser.parse_args(argv)
+    problem = writable_folder_problem(args.out, "--out")
+    if problem:                       # before the first sample: a long run never ends in a refused write
+        return fail(PROG, problem)
+    args.out = Path(args.out)
     summary = segment_samples(args.out)
     if summary["skipped"]:
         return 1

@@ -21,7 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-from cmunext_edge.cli.common import cli_main, fail, make_parser, network_side
+from cmunext_edge.cli.common import EXIT_PARTIAL, cli_main, fail, make_parser, network_side
+
+PROG = "cmunext-info"
 
 EXAMPLE = """examples:
   cmunext-info models/cmunext-s-busi.safetensors
@@ -31,7 +33,7 @@ EXAMPLE = """examples:
 
 
 def build_parser():
-    p = make_parser("cmunext-info", __doc__, EXAMPLE)
+    p = make_parser(PROG, __doc__, EXAMPLE)
     p.add_argument("path", help="checkpoint (.pth, .pt, .safetensors), a shipped model name, or an "
                                 "exported artifact (.onnx, .xml, .engine, .plan)")
     p.add_argument("--size", type=network_side, nargs="+", metavar="N",
@@ -50,17 +52,17 @@ def _suffix_hint(path) -> str:
     return f"; {suffix!r} is no kind cmunext-info knows: it reads {', '.join(SUFFIXES)}"
 
 
-@cli_main("cmunext-info")
+@cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from cmunext_edge._deps import MissingDependencyError
     from cmunext_edge.artifacts.info import is_artifact
     not_read = what_else(args.path)
     if not_read:
-        return fail("cmunext-info", not_read)
+        return fail(PROG, not_read)
     if is_artifact(args.path):
         if args.size:
-            return fail("cmunext-info", "--size applies to checkpoints: an exported artifact's input size is "
+            return fail(PROG, "--size applies to checkpoints: an exported artifact's input size is "
                         "fixed at export (cmunext-info shows its input shape)")
         return _artifact(args)
     from cmunext_edge.core.complexity import variant_complexity
@@ -71,12 +73,12 @@ def main(argv=None) -> int:
         spec = ckpt.spec
         if args.size:
             if len(args.size) > 2:
-                return fail("cmunext-info", "--size takes one value or two (H W)")
+                return fail(PROG, "--size takes one value or two (H W)")
             spec = spec.with_size(args.size[0], args.size[-1])
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        return fail("cmunext-info", str(exc) + _suffix_hint(args.path))
+        return fail(PROG, str(exc) + _suffix_hint(args.path))
     except MissingDependencyError as exc:     # a .pth needs torch to unpickle
-        return fail("cmunext-info", str(exc))
+        return fail(PROG, str(exc))
     cx = variant_complexity(ckpt.info.variant, spec.size, ckpt.info.in_channels, ckpt.info.num_classes)
     info = {"path": str(ckpt.path), "variant": ckpt.info.variant, "in_channels": ckpt.info.in_channels,
             "num_classes": ckpt.info.num_classes, "params": cx.params, "params_m": round(cx.mparams, 3),
@@ -132,8 +134,9 @@ def weights_finite(path) -> tuple[bool | None, str | None, bool]:
     from pathlib import Path
     from cmunext_edge._deps import available
     from cmunext_edge.checkpoints.inspect import CheckpointError
+    from cmunext_edge.resources import is_safetensors
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if is_safetensors(path):
         try:
             bad = _safetensors_nonfinite(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -235,9 +238,9 @@ def _artifact(args) -> int:
     try:
         info = describe_artifact(args.path)
     except MissingDependencyError as exc:
-        return fail("cmunext-info", str(exc), code=1)
+        return fail(PROG, str(exc), code=1)
     except (OSError, ValueError) as exc:
-        return fail("cmunext-info", str(exc))
+        return fail(PROG, str(exc))
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return _files_code(info)
@@ -271,14 +274,10 @@ def _files_code(info: dict) -> int:
     when the manifest's verification record contradicts itself (edited: not believed)."""
     from cmunext_edge.core.agreement import record_inconsistency
     if info["files_check"]["ok"] is False:
-        print(f"cmunext-info: error: {info['files_check']['message']}", file=sys.stderr)
-        return 1
+        return fail(PROG, info["files_check"]["message"], EXIT_PARTIAL)
     edited = record_inconsistency(info.get("verification"))
-    if edited:
-        print(f"cmunext-info: error: {info['path']}: the verification record in manifest.json contradicts "
-              f"itself ({edited}); edited?", file=sys.stderr)
-        return 1
-    return 0
+    return fail(PROG, f"{info['path']}: the verification record in manifest.json contradicts itself "
+                      f"({edited}); edited?", EXIT_PARTIAL) if edited else 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ signature refused."""
 
 def build_parser():
     p = make_parser(PROG, __doc__, EXAMPLE)
-    sub = p.add_subparsers(dest="command", required=True)
+    # not required=True: argparse would then answer "--frob" with "the following arguments are
+    # required: command" instead of naming the unknown option; main() asks for the command
+    sub = p.add_subparsers(dest="command", metavar="{new,sign,verify}")
     new = sub.add_parser("new", help="write a new P-256 key pair: OUT.pem (private, mode 0600) and OUT.pub.pem")
     new.add_argument("--out", required=True, type=output_path, help="path prefix of the key files")
     sign = sub.add_parser("sign", help="sign the files an artifact's runtime reads -> ARTIFACT.sig")
@@ -41,9 +43,16 @@ def build_parser():
 
 @cli_main(PROG)
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("give a command: new, sign or verify")
     from cmunext_edge.artifacts import signing
     if args.command == "new":
+        if Path(args.out).is_dir():
+            return fail(PROG, f"--out {args.out} is a folder; --out is the key files' path prefix: --out "
+                              f"{Path(args.out) / 'release'} writes {Path(args.out) / 'release.pem'} and "
+                              f"{Path(args.out) / 'release.pub.pem'}")
         private, public = signing.new_key_pair(f"{args.out}.pem", f"{args.out}.pub.pem")
         print(f"private key: {private} (keep it on the build machine)\npublic key:  {public} "
               f"(fingerprint {signing.key_fingerprint(public.read_bytes())[:16]}; copy it to devices)")

@@ -9,13 +9,11 @@ naming what is wrong; the CLI's wrapper turns it into exit 2 before anything was
 from __future__ import annotations
 
 import errno
-import os
 import socket
-import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
 
-from cmunext_edge.fileio import real_path
+from cmunext_edge.fileio import not_a_file, real_path, writable_folder_problem
 
 # What cmunext-predict writes under --out (images: predict/job.py and predict/dicom_outputs.py;
 # video: predict/video.py and cli/predict_video.py), as paths relative to --out.
@@ -25,26 +23,6 @@ WRITTEN_UNDER_OUT = ("masks/*", "overlays/*", "probabilities/*", "seg/*", "score
 
 class PreflightError(ValueError):
     """A command cannot start: the message is the whole story (exit 2, nothing done)."""
-
-
-def _writable_dir(folder: Path, what: str) -> str | None:
-    """None if `folder` is, or could be made, a folder we can write into, else the reason. A folder
-    that does not exist yet is not made here (a refused job leaves nothing behind): its nearest
-    existing ancestor must be a writable folder."""
-    if folder.exists() and not folder.is_dir():
-        return f"{what} {folder} exists and is not a folder"
-    probe_in = folder
-    while not probe_in.exists():
-        probe_in = probe_in.parent
-    if not probe_in.is_dir():
-        return f"{what} {folder} cannot be made: {probe_in} is not a folder"
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=probe_in)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        return f"{what} {folder} is not writable ({exc.strerror or exc})"
-    return None
 
 
 def check_output_file(path, option: str) -> str | None:
@@ -59,7 +37,7 @@ def check_output_file(path, option: str) -> str | None:
         return f"{option} {path} is a folder"
     if path.exists() and not path.is_file():
         return f"{option} {path} exists and is not a regular file (a device, FIFO or socket)"
-    return _writable_dir(path.parent, f"{option} folder")
+    return writable_folder_problem(path.parent, f"{option} folder")
 
 
 def check_distinct_outputs(outputs, inputs) -> str | None:
@@ -85,7 +63,7 @@ def check_outputs(out: str | Path, summary_json: Path | None = None, inputs=(), 
     none of which an output may replace (`out_dirs`: the folders outputs go to, default `out`)."""
     if str(out).strip() == "":
         return "--out is empty: give an output folder"
-    return (_writable_dir(Path(out), "--out") or check_output_file(summary_json, "--summary-json")
+    return (writable_folder_problem(Path(out), "--out") or check_output_file(summary_json, "--summary-json")
             or _inputs_kept(out_dirs or [out], summary_json, inputs))
 
 
@@ -160,8 +138,9 @@ def check_model(weights, device: str = "cpu", verify: bool = True) -> Path:
     from cmunext_edge.resources import resolve_weights
     path = Path(resolve_weights(weights))
     if not path.is_file():
-        raise FileNotFoundError(f"{weights}: no such artifact or checkpoint file (give an exported "
-                                f"artifact, a checkpoint, or a shipped model's name)")
+        what = not_a_file(path)
+        raise FileNotFoundError(f"{weights}: {what + ', not a model file' if what else 'no such artifact or checkpoint file'} "
+                                f"(give an exported artifact, a checkpoint, or a shipped model's name)")
     if is_checkpoint(path):
         from cmunext_edge.checkpoints.weights import load_checkpoint
         load_checkpoint(path)

@@ -71,9 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     return add_debug(p)
 
 
+def _preflight(args) -> str | None:
+    """What stops the run before any image is read (the reason, one line), else None: --out
+    not a writable folder, --init not a readable checkpoint (its header only)."""
+    from cmunext_edge.fileio import writable_folder_problem
+    problem = writable_folder_problem(args.out, "--out")
+    if problem or not args.init:
+        return problem
+    from cmunext_edge.checkpoints.inspect import CheckpointError
+    from cmunext_edge.checkpoints.weights import inspect_checkpoint
+    from cmunext_edge.resources import resolve_weights
+    try:
+        inspect_checkpoint(resolve_weights(args.init))
+    except (CheckpointError, ValueError, OSError) as exc:
+        return f"--init: {exc}"
+    return None
+
+
 @cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    problem = _preflight(args)
+    if problem:
+        return fail(PROG, problem)
     try:
         from cmunext_edge.train.recipe import TrainConfig, train      # needs torch: not imported for --help
     except MissingDependencyError as exc:

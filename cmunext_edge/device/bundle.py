@@ -15,12 +15,15 @@ that `cmunext-check` installs without a package index for it, and a README for t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
 from cmunext_edge.core.agreement import GATES, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
 from cmunext_edge.data.discovery import discover, seeded_sample
-from cmunext_edge.fileio import hash_mismatches, sha256_file
+from cmunext_edge.fileio import hash_mismatches, require_file, sha256_file, writable_folder_problem
 from cmunext_edge.data.groundtruth import classes_check
 from cmunext_edge.core.preprocess import ImageReadError
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
@@ -210,22 +213,51 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
     from cmunext_edge.artifacts.signing import check_signing_key
     from cmunext_edge.runtime.registry import entry_for_path
     artifact = Path(artifact)
-    if not artifact.is_file():
-        raise BundleError(f"{artifact}: no such artifact")
+    try:
+        require_file(artifact)
+    except FileNotFoundError as exc:
+        raise BundleError(f"{exc} (give the exported .onnx, .xml or .engine)") from None
     check_signing_key(sign_key)
     entry = entry_for_path(artifact)
     out = Path(out) if out else artifact.parent
-    folder = out / f"{artifact.stem}.bundle"
-    if folder.exists():
-        shutil.rmtree(folder)
-    (folder / "artifact").mkdir(parents=True)
+    problem = writable_folder_problem(out, "--out")
+    if problem:
+        raise BundleError(problem)
+    made = [f for f in (out, *out.parents) if not f.exists()]      # made here: removed again on failure
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{artifact.stem}.bundle.staging-", dir=out))
+    done = False
     try:
-        manifest = _fill(folder, artifact, entry, images, n_images, device, sign_key)
-        tar = _archive(folder) if archive else None
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+        work = staging / f"{artifact.stem}.bundle"
+        (work / "artifact").mkdir(parents=True)
+        manifest = _fill(work, artifact, entry, images, n_images, device, sign_key)
+        tar = _archive(work) if archive else None
+        folder = _swap_in(work, out / work.name, staging)
+        if tar is not None:
+            os.replace(tar, out / tar.name)
+            tar = out / tar.name
+        done = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder_made in made if not done else ():
+            with contextlib.suppress(OSError):
+                folder_made.rmdir()          # only if still empty
     return BundleResult(folder, tar, manifest)
+
+
+def _swap_in(work: Path, final: Path, staging: Path) -> Path:
+    """Put the finished bundle folder `work` at `final`; a bundle already there is replaced only now
+    (a failed bundling leaves it as it was), and put back if the move fails."""
+    previous = staging / "previous"
+    if final.exists():
+        final.rename(previous)
+    try:
+        work.rename(final)
+    except OSError:
+        if previous.exists():
+            previous.rename(final)
+        raise
+    return final
 
 
 def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, device: str, sign_key) -> dict:
@@ -389,7 +421,7 @@ def verify_files(folder: Path, manifest: dict) -> list[str]:
     """Problems with the bundle's files (empty list: every sha256 matches, nothing missing or added)."""
     problems = []
     hash_file = folder / MANIFEST_HASH
-    got = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    got = sha256_file(folder / MANIFEST)
     want = hash_file.read_text().split()[0] if hash_file.is_file() else None
     if want != got:
         problems.append(f"{MANIFEST} was modified (sha256 {got[:12]}, {MANIFEST_HASH} says "

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS, check_selftest
-from cmunext_edge.bench.timing import time_calls
+from cmunext_edge.bench.timing import latency_stats, time_calls
 from cmunext_edge.artifacts.integrity import SignatureError
 from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError,
                                         host_description, is_archive, publish, read_bundle, stage_archive,
@@ -249,10 +249,9 @@ def _step_latency(st: CheckState) -> str | None:
     start = time.perf_counter()
     ms = time_calls(st.backend.infer, [x], 0, max(1, st.iters))
     total = time.perf_counter() - start
-    p50, p90 = np.percentile(ms, [50, 90])
-    st.report["latency_ms"] = {"p50": float(p50), "p90": float(p90), "mean": float(np.mean(ms)),
-                               "min": float(np.min(ms)), "n": len(ms), "warmup": st.warmup}
-    st.report["fps"] = {"batch1_p50": float(1e3 / p50), "batch1_loop": float(len(ms) / total)}
+    stats = latency_stats(ms)
+    st.report["latency_ms"] = {**stats, "warmup": st.warmup}
+    st.report["fps"] = {"batch1_p50": 1e3 / stats["p50"], "batch1_loop": float(len(ms) / total)}
     return None
 
 

@@ -17,11 +17,9 @@ from cmunext_edge._version import __version__
 
 NAME = "cmunext_edge"
 DIST = "cmunext-edge"
-# console scripts the wheel declares: the device side only needs these
-SCRIPTS = {"cmunext-check": "cmunext_edge.cli.check:main",
-           "cmunext-compare": "cmunext_edge.cli.compare:main",
-           "cmunext-predict": "cmunext_edge.cli.predict:main",
-           "cmunext-info": "cmunext_edge.cli.info:main"}
+# console scripts the wheel declares (the device side only needs these): cmunext-NAME runs
+# cmunext_edge.cli.NAME:main, as pyproject.toml's [project.scripts] says (tests/test_bundle.py)
+SCRIPTS = ("check", "compare", "predict", "info")
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)     # reproducible archive: same code, same sha256
 
 
@@ -59,7 +57,7 @@ def write_core_wheel(folder) -> Path:
     entries[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: cmunext_edge.device.wheel\n"
                                 b"Root-Is-Purelib: true\nTag: py3-none-any\n")
     entries[f"{info}/entry_points.txt"] = ("[console_scripts]\n" + "".join(
-        f"{k} = {v}\n" for k, v in SCRIPTS.items())).encode()
+        f"cmunext-{s} = {NAME}.cli.{s}:main\n" for s in SCRIPTS)).encode()
     record = [_record_line(k, v) for k, v in entries.items()] + [f"{info}/RECORD,,"]
     entries[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     path = folder / f"{NAME}-{__version__}-py3-none-any.whl"

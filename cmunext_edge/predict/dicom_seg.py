@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import socket
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cmunext_edge._deps import require
+from cmunext_edge._version import __version__
 
 PER = ("instance", "series")
 KINDS = ("binary", "fractional")
@@ -42,7 +43,7 @@ class Algorithm:
     variant: str
     sha256: str
     precision: str = "fp32"
-    version: str = field(default_factory=lambda: __import__("cmunext_edge").__version__)
+    version: str = __version__
 
 
 @dataclass(frozen=True)

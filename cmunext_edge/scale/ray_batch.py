@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cmunext_edge._deps import require
 from cmunext_edge.data.discovery import Sample
-from cmunext_edge.fileio import atomic_path
+from cmunext_edge.fileio import atomic_path, require_file
 from cmunext_edge.predict.job import JobResult, _process_batch
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
@@ -192,8 +192,7 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, options: RayJobOptions
     from cmunext_edge.resources import resolve_weights
     opts = dataclasses.replace(options or RayJobOptions(), **overrides)
     artifact = Path(resolve_weights(artifact)).resolve()
-    if not artifact.is_file():
-        raise FileNotFoundError(f"{artifact}: no such artifact")
+    require_file(artifact)
     out_dir = Path(out_dir).resolve()
     (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
     _claim(out_dir, artifact, log)

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from cmunext_edge._deps import require
+from cmunext_edge.fileio import require_file
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, ImageTooLargeError, check_bytes
 from cmunext_edge.predict.scores import mask_channels, mask_union
 from cmunext_edge.core.preprocess import ImageReadError, decode_image_bytes, to_bgr_uint8
@@ -336,8 +337,7 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str |
     ray, serve = require("ray"), require("ray.serve")
     from cmunext_edge.resources import resolve_weights
     artifact = Path(resolve_weights(artifact)).resolve()
-    if not artifact.is_file():
-        raise FileNotFoundError(f"{artifact}: no such artifact")
+    require_file(artifact)
     if port == 0:       # Serve's proxy would pick a port it does not report back: refuse, do not guess
         raise ValueError("port 0 (a random port) is not supported: Ray Serve does not report the port "
                          "it picks; give a free port, e.g. 8000")
