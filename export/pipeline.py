@@ -251,7 +251,8 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
             figures["data"] = {**verify_set.plan.as_dict(), "label": short_source(verify_set.plan),
                                "overlap": verify_set.overlap}
             figures["runtime"]["artifact"] = entry.name      # not the staging path
-            not_held_out(figures, verify_set, job.precision)
+            not_held_out(figures, verify_set.plan, verify_set.overlap, len(verify_set),
+                         all_calibrated=verify_set.plan.origin == CALIBRATION and job.precision == Precision.INT8)
             job.log("verification: " + format_figures(figures))
             ran = figures["runtime"].get("precision")
             if figures["passed"] and ran and ran != job.precision.value and job.precision != Precision.INT8:
@@ -275,17 +276,18 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
     return figures, selftest
 
 
-def not_held_out(figures: dict, verify_set, precision: Precision) -> None:
+def not_held_out(figures: dict, plan, shared: dict, n_images: int, all_calibrated: bool = False) -> None:
     """A verification on images that trained or calibrated the model passes as it did, but is not
-    *verified*: the held-out gate's claim is about images nobody has seen (figures updated)."""
-    plan, shared = verify_set.plan, verify_set.overlap
+    *verified*: the held-out gate's claim is about images nobody has seen (figures updated).
+    `shared`: verify_data.overlaps() (the calibration names only where they calibrated this
+    artifact: an INT8 one); `all_calibrated`: the verification set is the calibration set."""
     why = []
     if shared["training"]:
-        why.append(f"{len(shared['training'])} of its {len(verify_set)} images trained the model "
+        why.append(f"{len(shared['training'])} of its {n_images} images trained the model "
                    f"({plan.training_list})")
-    if shared["calibration"] or (plan.origin == CALIBRATION and precision == Precision.INT8):
-        n = len(shared["calibration"]) or len(verify_set)
-        why.append(f"{n} of its {len(verify_set)} images calibrated the INT8 model")
+    if shared["calibration"] or all_calibrated:
+        n = len(shared["calibration"]) or n_images
+        why.append(f"{n} of its {n_images} images calibrated the INT8 model")
     if not why:
         return
     figures["data"]["held_out"] = False

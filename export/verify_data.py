@@ -18,12 +18,11 @@ not called verified. The plan, the training list's source and the overlaps are r
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY
-from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, models_dir, shipped_model_name  # noqa: F401 (API)
+from cmunext_edge.data.model_split import model_split, split_lists
+from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 
 VERIFY_DATA, HELD_OUT = "--verify-data", "held-out validation images"
 CALIBRATION, BUNDLED = "calibration data (--calib)", "bundled BUSI samples"
@@ -49,30 +48,6 @@ class VerifyPlan:
         return d
 
 
-def model_split(weights: Path | None, sha256: str) -> Path | None:
-    """The model's split: `split.json` beside a cmunext-train checkpoint, or a shipped model's
-    `models/<name>.split.json`; None when unknown."""
-    shipped = shipped_model_name(sha256)
-    candidates = ([models_dir() / f"{shipped}.split.json"] if shipped else []) + \
-        ([Path(weights).parent / "split.json"] if weights is not None else [])
-    for path in candidates:
-        if path.is_file():
-            return path
-    return None
-
-
-def _split_lists(path: Path | None) -> tuple[list, list, list]:
-    """(training names, validation names, training image fingerprints) of a split.json."""
-    if path is None:
-        return [], [], []
-    try:
-        data = json.loads(path.read_text())
-        return (list(data.get("train") or []), list(data.get("val") or []),
-                [str(f) for f in data.get(FINGERPRINTS_KEY) or []])
-    except (OSError, ValueError, AttributeError, TypeError):
-        return [], [], []
-
-
 def _names_in(source) -> set:
     images = Path(source) / "images"
     return {p.stem for p in images.iterdir()} if images.is_dir() else set()
@@ -81,7 +56,7 @@ def _names_in(source) -> set:
 def plan_verification(verify_data, calib, weights_sha256: str, split=None, weights=None) -> VerifyPlan:
     """Where the verification images come from and what the figures may claim (module docstring)."""
     model_split_path = model_split(weights, weights_sha256)
-    train, val, prints = _split_lists(model_split_path)
+    train, val, prints = split_lists(model_split_path)
     known = {"training_list": str(model_split_path) if train else None, "training_names": tuple(train),
              "training_fingerprints": tuple(prints)}
     if verify_data is not None:
@@ -118,6 +93,10 @@ def plan_warnings(plan: VerifyPlan, has_split_file: bool = False) -> list[str]:
                    "breast-ultrasound samples, which are not this model's domain. The figures are the "
                    "agreement with PyTorch FP32 only (no Dice against ground truth); pass "
                    "--verify-data your_dataset/ to verify on the model's own images.")
+    if plan.origin == VERIFY_DATA and not plan.training_list:
+        out.append("note: the model's training images are not known (no split.json beside the checkpoint, "
+                   "not a shipped model): --verify-data cannot be checked for training images; make sure "
+                   "it holds images the model never trained on")
     if plan.origin == CALIBRATION:
         out.append("warning: verifying on the calibration images (--calib), which are not held out"
                    + (f"; {plan.training_list} lists the model's validation images: pass --verify-data "

@@ -285,13 +285,64 @@ def test_bundle_carries_enough_images_for_the_tail_claim(shipped_onnx, tmp_path)
     from cmunext_edge.device.check import run_check
     res = make_bundle(shipped_onnx, tmp_path, archive=False)
     assert res.manifest["images"] == {"source": str(HELDOUT), "n": min_images("fp32"), "without_mask_not_used": 0,
-                                      "artifact_calibration_images": 0, "calibration_overlap": 0}
+                                      "artifact_calibration_images": 0, "calibration_overlap": 0,
+                                      "calibration_not_used": 0, "training_not_used": 0, "training_overlap": 0,
+                                      "training_list": str(SPLIT)}
     rep = run_check(res.folder, iters=2, warmup=1)
     agr = rep["agreement"]
     assert rep["passed"] and agr["verified"] and agr["distribution"]["n"] == min_images("fp32")
     few = make_bundle(shipped_onnx, tmp_path / "few", n_images=5, archive=False)
     agr = run_check(few.folder, iters=2, warmup=1)["agreement"]
     assert not agr["verified"] and "only 5 images" in agr["claim"]
+
+
+def _dataset(folder: Path, images: dict) -> Path:
+    """An official-layout dataset at `folder` of {new name: (image, mask)}."""
+    import shutil
+    for sub in ("images", "masks/0"):
+        (folder / sub).mkdir(parents=True)
+    for name, (image, mask) in images.items():
+        shutil.copy(image, folder / "images" / f"{name}.png")
+        shutil.copy(mask, folder / "masks" / "0" / f"{name}.png")
+    return folder
+
+
+def test_bundle_leaves_out_the_models_training_images_and_check_says_when_it_could_not(shipped_onnx, busi, tmp_path, capsys):
+    """`cmunext-bundle --images` of a dataset holding the model's training images took them (38 of
+    49) and cmunext-check called the artifact verified on them. Now training images (by name, or
+    renamed: by pixel fingerprint) are left out and counted; with nothing else there they are used,
+    and the check says the figures are not held out."""
+    from cmunext_edge.cli.bundle import images_line
+    from cmunext_edge.device.bundle import make_bundle
+    from cmunext_edge.device.check import run_check
+    train = json.loads(SPLIT.read_text())["train"][:3]
+    trained = {f"copy_{k}": (busi / "images" / f"{n}.png", busi / "masks" / "0" / f"{n}.png") for k, n in enumerate(train)}
+    held = {p.stem: (p, SAMPLES / "masks" / "0" / p.name) for p in sorted((SAMPLES / "images").glob("*.png"))[:3]}
+    mixed = _dataset(tmp_path / "mixed", {**trained, **held})
+    res = make_bundle(shipped_onnx, tmp_path / "b1", images=mixed, n_images=6, archive=False)
+    used = res.manifest["images"]
+    assert used["n"] == 3 and used["training_not_used"] == 3 and used["training_overlap"] == 0, used
+    assert used["without_mask_not_used"] == 0 and sorted(r["name"] for r in res.manifest["references"]) == sorted(held)
+    assert "3 training image(s) of the model" in images_line(used) and "warning" not in images_line(used)
+    only = _dataset(tmp_path / "only", trained)
+    res = make_bundle(shipped_onnx, tmp_path / "b2", images=only, archive=False)
+    assert res.manifest["images"]["training_overlap"] == 3 and "not held out" in images_line(res.manifest["images"])
+    agr = run_check(res.folder, iters=1, warmup=0)["agreement"]
+    assert agr["verified"] is False and agr["claim"].startswith("not held out: 3 of its 3 images trained the model")
+
+
+def test_the_claim_names_how_many_images_a_bad_one_needs_and_how_to_give_them():
+    """'give --verify-data at least 49' was said after a bad image too (78 are needed then), and
+    by cmunext-check, which has no --verify-data."""
+    from cmunext_edge.core.agreement import distribution, images_needed
+    assert [images_needed(k, "int8") for k in (0, 1, 2)] == [49, 78, 103]
+    for k in (1, 2):
+        assert clopper_pearson_upper(k, images_needed(k, "int8")) <= 0.06 < clopper_pearson_upper(k, images_needed(k, "int8") - 1)
+    one_bad = distribution(np.r_[np.ones(44), 0.5])
+    said = gate({"distribution": one_bad}, "int8")["claim"]
+    assert "give --verify-data at least 78 held-out images" in said and "49 would do with none" in said, said
+    said = gate({"distribution": one_bad}, "int8", more_images="a re-bundle (cmunext-bundle --n-images N)")["claim"]
+    assert "give a re-bundle (cmunext-bundle --n-images N) at least 78" in said and "--verify-data" not in said
 
 
 def test_bundle_of_another_model_needs_its_own_images(ckpt_s, tmp_path):
@@ -361,3 +412,18 @@ def test_near_misses_are_reported_but_do_not_gate():
     assert "1 near miss(es): both masks empty, device's largest logit within 0.25 of the threshold " \
            "(first: near -0.006)" in check_line(report)
     assert "near miss" not in check_line({**report, "agreement": {**_agreement(ref, ref), "claim": "-"}})
+
+
+def test_bench_agreement_on_training_images_is_not_called_verified(shipped_onnx, busi, tmp_path, capsys):
+    """cmunext-bench --data of (renamed) training images recorded agreement.verified True. Now the
+    row's claim says the images are not held out, from the reference model's split.json."""
+    from cmunext_edge.cli import bench as bench_cli
+    train = json.loads(SPLIT.read_text())["train"][:3]
+    data = _dataset(tmp_path / "trainren", {f"copy_{k}": (busi / "images" / f"{n}.png", busi / "masks" / "0" / f"{n}.png")
+                                            for k, n in enumerate(train)})
+    assert bench_cli.main([str(shipped_onnx), "--data", str(data), "--reference", "cmunext-s-busi", "--iters", "1", "--warmup", "0",
+                           "--throughput-time", "0", "--json", str(tmp_path / "b.json")]) == 0
+    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
+    assert row["agreement"]["verified"] is False and row["agreement"]["claim"].startswith(
+        "not held out: 3 of its 3 images trained the model"), row["agreement"]
+    capsys.readouterr()

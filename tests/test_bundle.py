@@ -289,12 +289,14 @@ def test_bundle_never_verifies_on_the_artifacts_calibration_images_when_others_e
     its calibration images and the bundle leaves them out (all of them when nothing else is there)."""
     from cmunext_edge.device.bundle import _pick_samples
     from cmunext_edge.resources import SAMPLES_DIR
-    every, unpaired = _pick_samples(SAMPLES_DIR, 16)
+    every, used = _pick_samples(SAMPLES_DIR, 16)
     calib = [s.image.name for s in every[:5]]
-    picked, _ = _pick_samples(SAMPLES_DIR, 16, exclude=calib)
-    assert len(every) == 16 and len(picked) == 11 and unpaired == 0
+    picked, left = _pick_samples(SAMPLES_DIR, 16, calibration=calib)
+    assert len(every) == 16 and len(picked) == 11 and used["without_mask_not_used"] == 0
+    assert left["calibration_not_used"] == 5 and left["without_mask_not_used"] == 0 and left["calibration_overlap"] == 0
     assert not {s.image.name for s in picked} & set(calib)
-    assert len(_pick_samples(SAMPLES_DIR, 16, exclude=[s.image.name for s in every])[0]) == 16
+    picked, left = _pick_samples(SAMPLES_DIR, 16, calibration=[s.image.name for s in every])
+    assert len(picked) == 16 and left["calibration_overlap"] == 16 and left["calibration_not_used"] == 0
 
 
 def test_bundle_says_which_verification_images_it_used_and_left_out(onnx_trained, tmp_path, capsys):

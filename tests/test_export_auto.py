@@ -211,3 +211,21 @@ def test_auto_evaluates_on_held_out_images_and_records_the_winners_verification(
     cand = describe_artifact(tmp_path / "candidates" / "ort-fp32" / "ort-fp32.onnx")
     assert cand["verification"]["distribution"]["n"] == 90 and cand["verification"]["verified"]
     assert cand["auto"]["candidate"] == "ort-fp32" and cand["auto"]["status"] == "kept"
+
+
+def test_auto_does_not_call_an_int8_candidate_verified_on_its_calibration_images(weights, tmp_path):
+    """--verify-data overlapping --calib: auto warned, then recorded the INT8 winner as verified,
+    held out, with an empty overlap. Now each candidate's record names the images that calibrated
+    it (INT8 only) and is not held out; a float candidate is not affected."""
+    said = []
+    rep = run_auto(weights, AutoOptions(out=tmp_path, max_dice_drop=100.0, candidates=["ort-fp32", "ov-int8-transformer-dense"],
+                                        log=said.append, **FAST))
+    assert any("also calibrated the INT8 model" in s for s in said), said
+    rows = {r["name"]: r for r in rep["candidates"]}
+    int8 = json.loads((tmp_path / "candidates" / "ov-int8-transformer-dense" / "manifest.json").read_text())
+    record = next(iter(int8["artifacts"].values()))["verification"]
+    assert record["data"]["held_out"] is False and len(record["data"]["overlap"]["calibration"]) == 6, record["data"]
+    assert record["verified"] is False and record["unverified"] == "not held out" and "calibrated" in record["claim"]
+    assert rows["ov-int8-transformer-dense"]["verified"] is False
+    fp32 = json.loads((tmp_path / "candidates" / "ort-fp32" / "manifest.json").read_text())
+    assert next(iter(fp32["artifacts"].values()))["verification"]["data"]["overlap"]["calibration"] == []

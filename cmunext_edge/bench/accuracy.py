@@ -65,6 +65,7 @@ class Evaluator:
         self.batch = max(1, config.eval_batch)
         self._ref_cache: dict[str, str] = {}   # checkpoint -> .npy path
         self._classes: int | None = None       # classes of the dataset's ground truth
+        self._trained: dict = {}               # checkpoint -> (its training images among samples, split.json)
 
     def batches(self, spec, num_classes: int = 1):
         """(inputs NCHW, C x H x W masks or None) chunks: dataset images if given, else latency
@@ -122,7 +123,27 @@ class Evaluator:
             row.agreement = {"distribution": summary["distribution"],
                              **({"per_class_distribution": summary["per_class_distribution"]}
                                 if "per_class_distribution" in summary else {}),
-                             **(gate(summary, row.precision) if row.precision in GATES else {})}
+                             **(gate(summary, row.precision, "--data") if row.precision in GATES else {})}
+            seen = self._not_held_out(ref_path, row)
+            if seen and row.agreement.get("passed"):        # the claim is about images nobody trained on
+                row.agreement.update(verified=False, unverified="not held out",
+                                     claim=f"not held out: {seen}; give --data with held-out images")
+
+    def _not_held_out(self, ref_path: Path, row) -> str | None:
+        """Why the agreement images are not held out: some trained the reference model (its
+        split.json, by name and pixel fingerprint) or calibrated the row's INT8 artifact; None."""
+        from cmunext_edge.artifacts.manifest import calibration_files
+        from cmunext_edge.data.model_split import model_split, training_images
+        from cmunext_edge.fileio import sha256_file
+        if ref_path not in self._trained:
+            split = model_split(ref_path, sha256_file(ref_path))
+            self._trained[ref_path] = (training_images(self.samples, split), split)
+        trained, split = self._trained[ref_path]
+        calib = set(calibration_files(row.artifact)) if row.precision == "int8" else set()
+        calibrated = {s.name for s in self.samples if s.image.name in calib}
+        why = ([f"{len(trained)} of its {len(self.samples)} images trained the model ({split})"] if trained else []) + \
+              ([f"{len(calibrated)} calibrated the artifact"] if calibrated else [])
+        return "; ".join(why) or None
 
     def cleanup(self) -> None:
         for name in self._ref_cache.values():

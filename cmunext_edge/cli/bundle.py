@@ -47,17 +47,28 @@ def main(argv=None) -> int:
                device=args.device, archive=args.archive, sign_key=args.sign_key)
 
 
+def images_line(used: dict) -> str:
+    """What the bundle verifies on, what it left out and why, and a warning when, for want of
+    other images, some trained or calibrated the model (cmunext-check then does not call it verified)."""
+    left = [f"{used[key]} {why} not used" for key, why in (
+        ("without_mask_not_used", "without a mask"),
+        ("training_not_used", f"training image(s) of the model ({used.get('training_list')})"),
+        ("calibration_not_used", "calibration image(s) of the artifact")) if used.get(key)]
+    overlap = [f"{used[key]} of them {what}" for key, what in (("training_overlap", "trained the model"),
+                                                               ("calibration_overlap", "calibrated the artifact"))
+               if used.get(key)]
+    return (f"verification images: {used['n']} of {used['source']}" + "".join(f"; {x}" for x in left)
+            + (f"; warning: {' and '.join(overlap)} (no other images with masks were there): not held out, "
+               f"so cmunext-check will not call it verified; give --images with held-out images" if overlap else ""))
+
+
 def run(artifact, **options) -> int:
     """Make the bundle and print where it is and what to run next (shared with cmunext-export --bundle).
 
     Errors propagate: the caller's cli_main turns them into one line and exit 2 (nothing written)."""
     from cmunext_edge.device.bundle import make_bundle
     res = make_bundle(artifact, **options)
-    used = res.manifest["images"]
-    print(f"verification images: {used['n']} of {used['source']}"
-          + (f"; {used['without_mask_not_used']} without a mask not used" if used.get("without_mask_not_used") else "")
-          + (f"; warning: {used['calibration_overlap']} of them calibrated the artifact (no other images "
-             f"with masks were there), so its tail claim is weaker" if used.get("calibration_overlap") else ""))
+    print(images_line(res.manifest["images"]))
     print(f"bundle: {res.folder}" + (f"\narchive: {res.archive}" if res.archive else "")
           + f"\nruntime requirements: {', '.join(res.manifest['requirements'])}"
           + f"\nSBOM: {res.folder / res.manifest['sbom']}"

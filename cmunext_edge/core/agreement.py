@@ -64,8 +64,10 @@ def clopper_pearson_upper(k: int, n: int, confidence: float = CONFIDENCE) -> flo
     if k == 0:
         return 1.0 - alpha ** (1.0 / n)
 
-    def cdf(p: float) -> float:     # P(X <= k | n, p)
-        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+    def cdf(p: float) -> float:     # P(X <= k | n, p), in log space (no overflow for large n)
+        log_n = math.lgamma(n + 1)
+        return sum(math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+                            + (n - i) * math.log1p(-p)) for i in range(k + 1))
     lo, hi = k / n, 1.0
     for _ in range(60):             # cdf falls as p rises: bisect cdf(p) = alpha
         mid = (lo + hi) / 2
@@ -78,6 +80,25 @@ def min_images(precision: str, confidence: float = CONFIDENCE) -> int:
     rate twice the precision's tail floor: what "enough images for the tail claim" means."""
     tail = GATES[str(precision)].tail
     return math.ceil(math.log(1 - confidence) / math.log(1 - 2 * tail))
+
+
+def images_needed(n_bad: int, precision: str, confidence: float = CONFIDENCE) -> int:
+    """The fewest images with `n_bad` bad ones (none more) whose 95% bound on the bad-image share
+    reaches the precision's tail claim (twice its floor): min_images for a clean result, more for
+    each bad image (1 bad: 78, 2: 103 at the 3% floor)."""
+    limit, low = 2 * GATES[str(precision)].tail, min_images(precision, confidence)
+
+    def enough(n: int) -> bool:
+        return clopper_pearson_upper(n_bad, n, confidence) <= limit + 1e-12
+    if enough(low):
+        return low
+    high = 2 * low
+    while not enough(high):         # the bound falls as n grows: double, then bisect
+        low, high = high, 2 * high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high
 
 
 def bootstrap_lower(values: np.ndarray, confidence: float = CONFIDENCE, resamples: int = 2000,
@@ -183,9 +204,10 @@ class Comparator:
         return out
 
 
-def gate(summary: dict, precision: str) -> dict:
+def gate(summary: dict, precision: str, more_images: str = "--verify-data") -> dict:
     """The gate's decision on an agreement summary: passed (mean, tail and per-class floors hold),
-    verified (passed on enough images for the tail claim), the reasons and the figures it used."""
+    verified (passed on enough images for the tail claim), the reasons and the figures it used.
+    `more_images`: how the user gives more images, for the claim's advice (export: --verify-data)."""
     g, need_n = GATES[str(precision)], min_images(precision)
     dist = summary.get("distribution") or {"n": 0}
     n, reasons = dist["n"], []
@@ -214,7 +236,7 @@ def gate(summary: dict, precision: str) -> dict:
     return {"required_agreement": g.mean, "tail_floor": g.tail, "bad_below": BAD_IMAGE,
             "min_images": need_n, "passed": passed, "verified": verified, "unverified": unverified,
             "failure": "; ".join(reasons) or None,
-            "claim": claim(dist, precision) if n else None}
+            "claim": claim(dist, precision, more_images) if n else None}
 
 
 def record_inconsistency(record: dict | None) -> str | None:
@@ -256,16 +278,17 @@ def tail_claim_holds(dist: dict, precision: str) -> bool:
     return dist["n"] >= min_images(precision) and dist["bad_share_upper95"] <= 2 * GATES[str(precision)].tail + 1e-12
 
 
-def claim(dist: dict, precision: str) -> str:
-    """What the figures support, one sentence."""
-    need_n, tail = min_images(precision), GATES[str(precision)].tail
+def claim(dist: dict, precision: str, more_images: str = "--verify-data") -> str:
+    """What the figures support, one sentence; `more_images` names how to give more images."""
+    need_n, tail = images_needed(dist["n_bad"], precision), GATES[str(precision)].tail
     bound = f"at most {100 * dist['bad_share_upper95']:.1f}% of such images below {BAD_IMAGE} (95% bound)"
     if tail_claim_holds(dist, precision):
         return f"{bound}, from {dist['n']} images"
-    if dist["n"] >= need_n:
+    if dist["n"] >= min_images(precision):
         return (f"{dist['n_bad']} of {dist['n']} images below {BAD_IMAGE}: {bound}, above the {100 * 2 * tail:g}% "
                 f"the {precision} tail claim needs (twice its {100 * tail:g}% floor); more held-out images "
-                f"(--verify-data) would narrow it")
+                f"({more_images}: {need_n} with no further bad one) would narrow it")
     return (f"only {dist['n']} images: {bound}, too few for the {precision} tail claim "
-            f"(<= {100 * tail:g}% below {BAD_IMAGE}); give --verify-data at least "
-            f"{need_n} held-out images")
+            f"(<= {100 * tail:g}% below {BAD_IMAGE}); give {more_images} at least "
+            f"{need_n} held-out images" + (f" ({dist['n_bad']} bad image(s) seen: {min_images(precision)} "
+                                           f"would do with none)" if dist["n_bad"] else ""))

@@ -36,6 +36,7 @@ from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
 from cmunext_edge.core.agreement import GATES, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
 from cmunext_edge.data.discovery import discover, seeded_sample
+from cmunext_edge.data.model_split import model_split, training_images
 from cmunext_edge.fileio import hash_mismatches, require_file, sha256_file, writable_folder_problem
 from cmunext_edge.data.groundtruth import classes_check
 from cmunext_edge.core.preprocess import ImageReadError
@@ -110,21 +111,37 @@ def default_images(source_sha256: str | None):
                       "of the model's own data (official layout: images/, masks/0/)")
 
 
-def _pick_samples(images, n: int, num_classes: int = 1, exclude=()) -> tuple[list, int]:
-    """(`n` seeded images with masks of `images`, never one named in `exclude` (the artifact's
-    INT8 calibration images) when others are there; how many images had no mask and were not used)."""
+def _pick_samples(images, n: int, num_classes: int = 1, calibration=(), split=None) -> tuple[list, dict]:
+    """(`n` seeded images with masks of `images`, what was used and left out): never an image that
+    calibrated the artifact (`calibration`: file names) or trained its model (`split`: the model's
+    split.json, by name and by pixel fingerprint) when others are there; if none are, the overlap
+    is counted (and cmunext-check does not call the artifact verified)."""
     found = discover(images)
     samples = [s for s in found if s.mask is not None]
     if not samples:
         raise BundleError(f"{images}: verification images need ground-truth masks "
                           "(official layout images/ and masks/0/)")
-    exclude = set(exclude)
-    samples = [s for s in samples if s.image.name not in exclude] or samples
-    problem = classes_check(samples, num_classes, f"{images or SAMPLES_DIR} (--images)",
-                            "verification ground truth")
+    calib = {s.name for s in samples if s.image.name in set(calibration)}
+    trained = training_images(samples, split)
+    pool = [s for s in samples if s.name not in calib | trained] or samples
+    problem = classes_check(pool, num_classes, f"{images or SAMPLES_DIR} (--images)", "verification ground truth")
     if problem:
         raise BundleError(problem)
-    return seeded_sample(samples, n, 0), len(found) - len(samples)
+    picked = seeded_sample(pool, n, 0)
+    names = {s.name for s in picked}
+    return picked, {"without_mask_not_used": len(found) - len(samples),
+                    "calibration_not_used": len(calib - names), "training_not_used": len(trained - names),
+                    "calibration_overlap": len(calib & names), "training_overlap": len(trained & names),
+                    "training_list": str(split) if split else None}
+
+
+def _model_split(artifact: Path, meta: dict) -> Path | None:
+    """The split.json of the artifact's model: the one its export recorded (verification.data.
+    training_list), else a shipped model's; None when unknown."""
+    recorded = (((manifest_entry(artifact) or {}).get("verification") or {}).get("data") or {}).get("training_list")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    return model_split(None, meta.get("source_sha256"))
 
 
 def _reference(backend, samples, folder: Path) -> list[dict]:
@@ -276,8 +293,8 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
         precision = meta.get("precision", "fp32")
         images = images or default_images(meta.get("source_sha256"))
         n = n_images or min_images(precision if precision in GATES else "int8")
-        calib = set(calibration_files(artifact))
-        picked, unpaired = _pick_samples(images, n, int(backend.num_classes or 1), exclude=calib)
+        calib = calibration_files(artifact)
+        picked, used = _pick_samples(images, n, int(backend.num_classes or 1), calib, _model_split(artifact, meta))
         refs = _reference(backend, picked, folder)
         ran = backend.describe()
     (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
@@ -296,9 +313,7 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
                 "sbom": SBOM, "signed": bool(sign_key),
                 "thresholds": {"min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97),
                                "max_dice_drop": MAX_DICE_DROP},
-                "images": {"source": str(images), "n": len(refs), "without_mask_not_used": unpaired,
-                           "artifact_calibration_images": len(calib),
-                           "calibration_overlap": len({r["name"] for r in refs} & {Path(c).stem for c in calib})},
+                "images": {"source": str(images), "n": len(refs), "artifact_calibration_images": len(calib), **used},
                 "host": {**host_description(), "ran": ran}}
     (folder / "README.md").write_text(_readme(manifest))
     manifest["files"] = file_table(folder)

@@ -171,10 +171,22 @@ def _judge_runtime(st: CheckState, outs, rows, logits) -> tuple[dict, dict]:
         judged = next(p for p, g in GATES.items() if g.mean == need)
     decision = gate({"distribution": agr["distribution"], "per_class_agreement": agr.get("per_class_mask_dice"),
                      **{k: agr.get(k) for k in ("nonfinite_images", "nonfinite_image_names", "max_abs_logit_delta")}},
-                    judged)
+                    judged, more_images="a re-bundle (cmunext-bundle --images DATASET --n-images N)")
     agr.update({"tail_floor": decision["tail_floor"], "min_images": decision["min_images"],
                 "verified": decision["verified"], "claim": decision["claim"]})
+    seen = _not_held_out(st.manifest.get("images") or {})
+    if seen and decision["passed"]:           # images the model trained or calibrated on: no tail claim
+        agr.update(verified=False, claim=f"not held out: {seen}; re-bundle with held-out images (cmunext-bundle --images)")
+        decision = {**decision, "verified": False, "claim": agr["claim"]}
     return agr, decision
+
+
+def _not_held_out(images: dict) -> str | None:
+    """Why the bundle's verification images are not held out (bundle.json `images`), or None."""
+    why = [f"{images[key]} of its {images.get('n')} images {what}" for key, what in (
+        ("training_overlap", "trained the model"), ("calibration_overlap", "calibrated the artifact"))
+        if images.get(key)]
+    return "; ".join(why) or None
 
 
 def _step_runtime(st: CheckState) -> str | None:

@@ -35,6 +35,7 @@ from cmunext_edge.export.auto.candidates import Candidate, candidates_for
 from cmunext_edge.export.auto.select import CandidateStatus, Measured, select, selection_note
 from cmunext_edge.export.calibration import load_eval_set
 from cmunext_edge.export.manifest import read_manifest, write_manifest
+from cmunext_edge.export.pipeline import not_held_out
 from cmunext_edge.export.verify import compare, reference_logits
 from cmunext_edge.export.quiet import quiet_toolchains
 from cmunext_edge.export.verify_data import (
@@ -58,10 +59,26 @@ def _eval_plan(weights, ckpt, opts, log):
         return plan, plan.source, None, [n for n in calib_names if n in held]
     if plan.origin != VERIFY_DATA:
         return plan, opts.data, opts.split, ()
-    names = [s.name for s in discover(plan.source, plan.split)]
-    for warning in overlap_warnings(overlaps(names, calib_names, plan), plan, len(names)):
-        log(warning)
     return plan, plan.source, plan.split, ()
+
+
+def _eval_overlap(evals, plan, opts, log) -> dict:
+    """The evaluation images that are training images of the model or calibration images of its
+    INT8 candidates, by name and by pixel fingerprint (a renamed copy too), as an export finds
+    them (verify_data.overlaps); each kind is warned about once."""
+    from cmunext_edge.data.discovery import discover, seeded_sample
+    from cmunext_edge.data.fingerprint import sample_fingerprints
+    from cmunext_edge.resources import default_calibration_dir
+    calib_src = opts.calib if opts.calib is not None else default_calibration_dir()
+    try:
+        calib = seeded_sample(discover(calib_src), opts.calib_size, 0)
+    except (FileNotFoundError, ValueError):
+        calib = []
+    shared = overlaps([s.name for s in evals.samples], [s.name for s in calib], plan, evals.fingerprints,
+                      sample_fingerprints(calib))
+    for warning in overlap_warnings(shared, plan, len(evals)):
+        log(warning + " (INT8 candidates)" if "calibrated" in warning else warning)
+    return shared
 
 
 def export_candidate(weights, cand: Candidate, out: Path, calib=None, calib_size: int = 64,
@@ -116,6 +133,7 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     evals = load_eval_set(data, split, ckpt.spec, opts.eval_size, num_classes=ckpt.info.num_classes,
                           exclude=exclude)
     evals.plan = plan
+    evals.overlap = _eval_overlap(evals, plan, opts, log)
     if opts.data is None and not shipped_model_name(ckpt.sha256):
         log("warning: no evaluation data (--verify-data): Dice and the Dice budget are measured on "
             "the bundled BUSI samples, which are not this model's domain; pass --verify-data your_dataset/")
@@ -215,9 +233,15 @@ def _record_gate(row: Measured, fig: dict, evals) -> None:
     row.bad_upper95, row.faithful, row.verified = d["bad_share_upper95"], fig["passed"], fig["verified"]
     row.gate_failure = fig["failure"]
     plan = getattr(evals, "plan", None)
+    shared = {"training": [], "calibration": [], **(evals.overlap or {})}
+    if row.precision != "int8":                  # calibration images calibrated only the INT8 candidates
+        shared["calibration"] = []
     row.verification = {**{k: v for k, v in fig.items()}, "source": evals.manifest(),
                         "data": {**(plan.as_dict() if plan else {}), "label": short_source(plan) if plan else
-                                 evals.source, "overlap": {}}}
+                                 evals.source, "overlap": shared}}
+    if plan is not None:
+        not_held_out(row.verification, plan, shared, len(evals))
+        row.verified = row.verification["verified"]
 
 
 def skip_reason(cand: Candidate, calib) -> str | None:

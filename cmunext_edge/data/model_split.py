@@ -1,0 +1,48 @@
+"""A model's own split (split.json): which images trained it and which validated it.
+
+cmunext-train writes split.json beside its checkpoint (the training and validation names and the
+training images' pixel fingerprints, data/fingerprint.py); a shipped model carries
+models/<name>.split.json. An export verifies on the validation images; a device bundle picks its
+verification images outside the training images."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY
+from cmunext_edge.resources import models_dir, shipped_model_name
+
+
+def model_split(weights: str | Path | None, sha256: str | None) -> Path | None:
+    """The model's split: a shipped model's `models/<name>.split.json`, else `split.json` beside a
+    cmunext-train checkpoint `weights`; None when unknown."""
+    shipped = shipped_model_name(sha256) if sha256 else None
+    candidates = ([models_dir() / f"{shipped}.split.json"] if shipped else []) + \
+        ([Path(weights).parent / "split.json"] if weights is not None else [])
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def split_lists(path: str | Path | None) -> tuple[list, list, list]:
+    """(training names, validation names, training image fingerprints) of a split.json; empty
+    lists when there is none or it cannot be read."""
+    if path is None:
+        return [], [], []
+    try:
+        data = json.loads(Path(path).read_text())
+        return (list(data.get("train") or []), list(data.get("val") or []),
+                [str(f) for f in data.get(FINGERPRINTS_KEY) or []])
+    except (OSError, ValueError, AttributeError, TypeError):
+        return [], [], []
+
+
+def training_images(samples, split: str | Path | None) -> set:
+    """The names of `samples` that trained the model of `split` (its split.json): by name, and by
+    pixel fingerprint where it records them (a renamed copy of a training image)."""
+    from cmunext_edge.data.fingerprint import sample_fingerprints
+    train, _, prints = split_lists(split)
+    trained = {s.name for s in samples if s.name in set(train)}
+    if prints:
+        prints = set(prints)
+        rest = [s for s in samples if s.name not in trained]
+        trained |= {name for name, f in sample_fingerprints(rest).items() if f in prints}
+    return trained
