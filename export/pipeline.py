@@ -289,6 +289,8 @@ def not_held_out(figures: dict, plan, shared: dict, n_images: int, all_calibrate
         n = len(shared["calibration"]) or n_images
         why.append(f"{n} of its {n_images} images calibrated the INT8 model")
     if not why:
+        if plan.training_list:          # checked against the model's training list: none of them
+            figures["data"]["held_out"] = True
         return
     figures["data"]["held_out"] = False
     if figures["passed"]:

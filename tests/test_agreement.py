@@ -427,3 +427,12 @@ def test_bench_agreement_on_training_images_is_not_called_verified(shipped_onnx,
     assert row["agreement"]["verified"] is False and row["agreement"]["claim"].startswith(
         "not held out: 3 of its 3 images trained the model"), row["agreement"]
     capsys.readouterr()
+
+
+def test_verify_data_checked_against_the_training_list_is_recorded_held_out(shipped_onnx):
+    """--verify-data without --split was recorded held_out null even when the model's training
+    list was known and none of the images was in it (by name or fingerprint): now true."""
+    from cmunext_edge.artifacts.manifest import manifest_entry
+    data = manifest_entry(shipped_onnx)["verification"]["data"]
+    assert data["training_list"] and data["overlap"] == {"calibration": [], "training": []}
+    assert data["held_out"] is True
