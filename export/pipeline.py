@@ -291,6 +291,12 @@ def not_held_out(figures: dict, plan, shared: dict, n_images: int, all_calibrate
     if not why:
         if plan.training_list:          # checked against the model's training list: none of them
             figures["data"]["held_out"] = True
+        elif plan.held_out is None and figures["passed"]:   # nothing to check against: no claim on new images
+            figures.update(verified=False, unverified="held-out status unknown",
+                           claim="held-out status unknown: the model's training images are not known (no "
+                                 "split.json beside the checkpoint); name images it never trained on with "
+                                 "--verify-data DATASET/ --split NAMES.txt, or keep the split.json cmunext-train "
+                                 "wrote beside it")
         return
     figures["data"]["held_out"] = False
     if figures["passed"]:
@@ -316,11 +322,20 @@ def _embed_selftest(job: _Job, entry: Path, meta: dict, selftest: dict):
     return check
 
 
+def _split_of(job: _Job) -> str | None:
+    """The model's split.json (absolute), recorded so that a bundle made later, from anywhere,
+    leaves the model's training images out of its verification images."""
+    from cmunext_edge.data.model_split import model_split
+    found = model_split(job.weights, job.ckpt.sha256)
+    return str(found.resolve()) if found else None
+
+
 def _manifest_entry(job: _Job, files, calib_set, figures, check) -> dict:
     o, info = job.options, job.ckpt.info
     int8 = job.precision == Precision.INT8
     return {"target": job.target.name, "precision": job.precision.value, "files": file_entries(files),
-            "source": {"path": str(job.weights), "sha256": job.ckpt.sha256, "variant": info.variant},
+            "source": {"path": str(job.weights), "sha256": job.ckpt.sha256, "variant": info.variant,
+                       "split": _split_of(job)},
             "input_shape": [None if o.dynamic else o.batch, info.in_channels, job.spec.height, job.spec.width],
             "preprocess": job.spec.to_json(), "toolchain": toolchain_versions(),
             "graph": o.graph_rewrites(), "runtime": o.runtime or {},

@@ -57,7 +57,7 @@ def plan_verification(verify_data, calib, weights_sha256: str, split=None, weigh
     """Where the verification images come from and what the figures may claim (module docstring)."""
     model_split_path = model_split(weights, weights_sha256)
     train, val, prints = split_lists(model_split_path)
-    known = {"training_list": str(model_split_path) if train else None, "training_names": tuple(train),
+    known = {"training_list": str(model_split_path.resolve()) if train else None, "training_names": tuple(train),
              "training_fingerprints": tuple(prints)}
     if verify_data is not None:
         if split is None and val and set(val) <= _names_in(verify_data):
@@ -66,7 +66,7 @@ def plan_verification(verify_data, calib, weights_sha256: str, split=None, weigh
                           "vs PyTorch FP32 (and ground truth where masks exist) on the given data"
                           + (f", the validation list of {Path(split).name}" if split else ""),
                           split=None if split is None else str(split),
-                          held_out=True if split is not None and val else None, **known)
+                          held_out=True if split is not None else None, **known)
     shipped = shipped_model_name(weights_sha256)
     if shipped and HELDOUT_DIR.is_dir():
         return VerifyPlan(str(HELDOUT_DIR), HELD_OUT, True,

@@ -186,3 +186,47 @@ def test_a_failed_bundle_keeps_the_previous_one_and_leaves_nothing_new(onnx_art,
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
     assert after == before and not (tmp_path / "new").exists()
     assert [p.name for p in (tmp_path / "b").iterdir()] == [f"{onnx_art.stem}.bundle"]
+
+
+def test_a_failed_publish_puts_the_previous_bundle_and_archive_back(tmp_path):
+    """The new folder was swapped in before the archive moved; a failing archive move left the new
+    folder in place and the old bundle deleted. Now every move is undone."""
+    from cmunext_edge.device.bundle import _publish
+    final = tmp_path / "m.bundle"
+    final.mkdir()
+    (final / "bundle.json").write_text("old")
+    (tmp_path / "m.bundle.tar.gz").write_text("old archive")
+    staging = tmp_path / ".m.bundle.staging-x"
+    (staging / "m.bundle").mkdir(parents=True)
+    (staging / "m.bundle" / "bundle.json").write_text("new")
+    with pytest.raises(FileNotFoundError):           # the new archive is missing: its move fails
+        _publish(staging / "m.bundle", staging / "m.bundle.tar.gz", final, staging)
+    assert (final / "bundle.json").read_text() == "old"
+    assert (tmp_path / "m.bundle.tar.gz").read_text() == "old archive"
+
+
+def test_bundle_never_replaces_what_is_not_a_bundle_and_clears_its_own_stale_staging(onnx_art, tmp_path, capsys):
+    """A file named like the bundle was silently replaced (exit 0); a SIGKILLed bundling's staging
+    folder stayed for good; --no-archive left the previous bundle's archive, which no longer matched."""
+    import subprocess
+    import sys
+    out, name = tmp_path / "b", f"{onnx_art.stem}.bundle"
+    out.mkdir()
+    (out / name).write_text("precious")
+    rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", out, "--n-images", "2"], capsys)
+    assert rc == 2 and "is not a bundle" in one_error_line(err, "cmunext-bundle") and (out / name).read_text() == "precious"
+    (out / name).unlink()
+    (out / f"{name}.tar.gz").mkdir()
+    rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", out, "--n-images", "2"], capsys)
+    assert rc == 2 and "is not a file: not replaced" in one_error_line(err, "cmunext-bundle")
+    (out / f"{name}.tar.gz").rmdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale, foreign = out / f".{name}.staging-dead", out / f".{name}.staging-mine"
+    for folder in (stale, foreign):
+        (folder / "x").mkdir(parents=True)
+    (stale / "owner.pid").write_text(gone.stdout)      # a process that has exited
+    rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", out, "--n-images", "2"], capsys)
+    assert rc == 0 and not stale.exists() and foreign.exists() and (out / f"{name}.tar.gz").is_file(), err
+    rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", out, "--n-images", "3", "--no-archive"], capsys)
+    assert rc == 0 and not (out / f"{name}.tar.gz").exists(), err
+    assert sorted(p.name for p in out.iterdir()) == sorted([name, foreign.name])

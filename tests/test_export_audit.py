@@ -161,3 +161,75 @@ def test_the_verification_line_counts_the_images_with_masks():
          "dice_vs_ground_truth_pytorch": 0.8, "distribution": {}, "runtime": {"precision": "fp32"}}
     assert "Dice vs ground truth (30 images with masks) 0.8000" in format_figures(f)
 
+
+
+def _own_dataset(busi, folder, n_inherited: int = 6):
+    """A user's dataset: `n_inherited` of the shipped model's training images, renamed, and the 16
+    bundled (held-out) samples, official layout."""
+    import shutil
+    from cmunext_edge.resources import SAMPLES_DIR
+    for sub in ("images", "masks/0"):
+        (folder / sub).mkdir(parents=True)
+    train = json.loads((models_dir() / "cmunext-s-busi.split.json").read_text())["train"][:n_inherited]
+    for k, name in enumerate(train):
+        shutil.copy(busi / "images" / f"{name}.png", folder / "images" / f"case_{k:02d}.png")
+        shutil.copy(busi / "masks" / "0" / f"{name}.png", folder / "masks" / "0" / f"case_{k:02d}.png")
+    for image in (SAMPLES_DIR / "images").glob("*.png"):
+        shutil.copy(image, folder / "images" / image.name)
+        shutil.copy(SAMPLES_DIR / "masks" / "0" / image.name, folder / "masks" / "0" / image.name)
+    return folder
+
+
+def test_a_fine_tune_inherits_its_init_models_training_images(busi, tmp_path, capsys, monkeypatch):
+    """A model fine-tuned with --init cmunext-s-busi had seen the shipped model's training images
+    too, but its split.json knew only its own: an export verified on 'validation' images that had
+    trained the init model, recorded held out. Now split.json records the init model and its
+    training fingerprints, training names the validation images among them, and an export, a
+    bundle made from another folder and a --no-verify artifact's bundle all leave them out."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    from cmunext_edge.cli import train as train_cli
+    data = _own_dataset(busi, tmp_path / "data")
+    run = tmp_path / "run"
+    rc, out, err = run_cli(train_cli.main, [data, "--init", "cmunext-s-busi", "--epochs", "1", "--val-fraction", "0.5",
+                                            "--batch-size", "4", "--out", run], capsys)
+    assert rc == 0, err
+    split = json.loads((run / "split.json").read_text())
+    shipped = json.loads((models_dir() / "cmunext-s-busi.split.json").read_text())
+    assert split["init"]["split"] == str((models_dir() / "cmunext-s-busi.split.json").resolve())
+    assert set(shipped["train_fingerprints"]) <= set(split["train_fingerprints"])
+    inherited_val = sorted(n for n in split["val"] if n.startswith("case_"))
+    assert inherited_val, split["val"]                 # seed 42 puts three of them in validation
+    assert f"{len(inherited_val)} of the {len(split['val'])} validation images trained the --init model" in out + err
+    rc, out, err = run_cli(export_cli.main, ["--weights", run / "best.pth", "--target", "onnx", "--verify-data", data,
+                                             "--out", tmp_path / "o"], capsys)
+    assert rc == 0, err
+    entry = next(iter(json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"].values()))
+    assert entry["verification"]["data"]["overlap"]["training"] == inherited_val
+    assert entry["source"]["split"] == str((run / "split.json").resolve())
+    monkeypatch.chdir(tmp_path / "o")            # bundled from elsewhere: the recorded split is absolute
+    rc, out, err = run_cli(bundle_cli.main, [next((tmp_path / "o").glob("*.onnx")), "--images", data, "--out",
+                                             tmp_path / "b", "--no-archive"], capsys)
+    trained = len(split["train"]) + len(inherited_val)        # its own training images and the init model's
+    assert rc == 0 and f"{trained} training image(s) of the model" in out, out + err
+    refs = json.loads(next((tmp_path / "b").glob("*.bundle/bundle.json")).read_text())["references"]
+    assert sorted(r["name"] for r in refs) == sorted(set(split["val"]) - set(inherited_val))
+    rc, _, err = run_cli(export_cli.main, ["--weights", run / "best.pth", "--target", "onnx", "--no-verify",
+                                           "--out", tmp_path / "o2"], capsys)     # no verification record:
+    entry = next(iter(json.loads((tmp_path / "o2" / "manifest.json").read_text())["artifacts"].values()))
+    assert rc == 0 and entry["source"]["split"] == str((run / "split.json").resolve())   # a bundle still finds it
+
+
+def test_a_checkpoint_whose_training_images_are_unknown_is_not_called_verified(ckpt_s, tmp_path, capsys):
+    """No split.json beside the checkpoint: the export could not know whether --verify-data had
+    trained the model, yet called it verified. Now: passed, 'held-out status unknown'; a --split the
+    user names is their statement that those images are held out."""
+    from cmunext_edge.resources import SAMPLES_DIR
+    for extra, unverified, held_out in (([], "held-out status unknown", None),
+                                        (["--split", SAMPLES_DIR / "samples.txt"], "too few images", True)):
+        out_dir = tmp_path / ("o" + str(len(extra)))
+        rc, _, err = run_cli(export_cli.main, ["--weights", ckpt_s, "--target", "onnx", "--verify-data", SAMPLES_DIR,
+                                               *extra, "--out", out_dir], capsys)
+        assert rc == 0, err
+        v = next(iter(json.loads((out_dir / "manifest.json").read_text())["artifacts"].values()))["verification"]
+        assert v["passed"] and v["verified"] is False and v["unverified"] == unverified, v["claim"]
+        assert v["data"]["held_out"] is held_out

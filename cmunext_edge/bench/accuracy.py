@@ -126,12 +126,13 @@ class Evaluator:
                              **(gate(summary, row.precision, "--data") if row.precision in GATES else {})}
             seen = self._not_held_out(ref_path, row)
             if seen and row.agreement.get("passed"):        # the claim is about images nobody trained on
-                row.agreement.update(verified=False, unverified="not held out",
-                                     claim=f"not held out: {seen}; give --data with held-out images")
+                row.agreement.update(verified=False, unverified=seen.split(":")[0],
+                                     claim=f"{seen}; give --data with held-out images")
 
     def _not_held_out(self, ref_path: Path, row) -> str | None:
-        """Why the agreement images are not held out: some trained the reference model (its
-        split.json, by name and pixel fingerprint) or calibrated the row's INT8 artifact; None."""
+        """Why the agreement images are not (known to be) held out: some trained the reference model
+        (its split.json, by name and pixel fingerprint) or calibrated the row's INT8 artifact, or the
+        reference's training images are not known; None when they are held out."""
         from cmunext_edge.artifacts.manifest import calibration_files
         from cmunext_edge.data.model_split import model_split, training_images
         from cmunext_edge.fileio import sha256_file
@@ -143,7 +144,10 @@ class Evaluator:
         calibrated = {s.name for s in self.samples if s.image.name in calib}
         why = ([f"{len(trained)} of its {len(self.samples)} images trained the model ({split})"] if trained else []) + \
               ([f"{len(calibrated)} calibrated the artifact"] if calibrated else [])
-        return "; ".join(why) or None
+        if why:
+            return "not held out: " + "; ".join(why)
+        return None if split else ("held-out status unknown: the reference model's training images are not "
+                                   "known (no split.json beside it)")
 
     def cleanup(self) -> None:
         for name in self._ref_cache.values():

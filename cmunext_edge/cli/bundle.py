@@ -57,9 +57,12 @@ def images_line(used: dict) -> str:
     overlap = [f"{used[key]} of them {what}" for key, what in (("training_overlap", "trained the model"),
                                                                ("calibration_overlap", "calibrated the artifact"))
                if used.get(key)]
+    unknown = "training_list" in used and used["training_list"] is None
     return (f"verification images: {used['n']} of {used['source']}" + "".join(f"; {x}" for x in left)
             + (f"; warning: {' and '.join(overlap)} (no other images with masks were there): not held out, "
-               f"so cmunext-check will not call it verified; give --images with held-out images" if overlap else ""))
+               f"so cmunext-check will not call it verified; give --images with held-out images" if overlap else "")
+            + ("; note: the model's training images are not known (no split.json recorded at export or beside "
+               "its checkpoint), so cmunext-check cannot call it verified" if unknown and not overlap else ""))
 
 
 def run(artifact, **options) -> int:

@@ -47,6 +47,7 @@ FORMAT = "cmunext-edge device bundle"
 VERSION = 1
 MANIFEST = "bundle.json"
 MANIFEST_HASH = "bundle.json.sha256"
+OWNER_FILE = "owner.pid"             # in a bundle's staging folder: the process making it
 SIGNATURE = "bundle.sig"
 REFERENCE = "verify/reference.npz"
 MAX_DICE_DROP = 0.02      # Dice (vs ground truth) on the device may be at most this far below the host's
@@ -136,11 +137,16 @@ def _pick_samples(images, n: int, num_classes: int = 1, calibration=(), split=No
 
 
 def _model_split(artifact: Path, meta: dict) -> Path | None:
-    """The split.json of the artifact's model: the one its export recorded (verification.data.
-    training_list), else a shipped model's; None when unknown."""
-    recorded = (((manifest_entry(artifact) or {}).get("verification") or {}).get("data") or {}).get("training_list")
-    if recorded and Path(recorded).is_file():
-        return Path(recorded)
+    """The split.json of the artifact's model: the one its export recorded (source.split, or
+    verification.data.training_list; a relative path read from the artifact's folder too), else a
+    shipped model's; None when unknown."""
+    entry = manifest_entry(artifact) or {}
+    recorded = [(entry.get("source") or {}).get("split"),
+                ((entry.get("verification") or {}).get("data") or {}).get("training_list")]
+    for path in (Path(r) for r in recorded if isinstance(r, str) and r):
+        for candidate in (path, artifact.parent / path):
+            if candidate.is_file():
+                return candidate
     return model_split(None, meta.get("source_sha256"))
 
 
@@ -237,44 +243,83 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
     check_signing_key(sign_key)
     entry = entry_for_path(artifact)
     out = Path(out) if out else artifact.parent
-    problem = writable_folder_problem(out, "--out")
+    final = out / f"{artifact.stem}.bundle"
+    problem = writable_folder_problem(out, "--out") or _not_replaceable(final, final.with_name(final.name + ".tar.gz"))
     if problem:
         raise BundleError(problem)
     made = [f for f in (out, *out.parents) if not f.exists()]      # made here: removed again on failure
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{artifact.stem}.bundle.staging-", dir=out))
+    _clear_stale_staging(out, final.name)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=out))
+    (staging / OWNER_FILE).write_text(f"{os.getpid()}\n")
     done = False
     try:
-        work = staging / f"{artifact.stem}.bundle"
+        work = staging / final.name
         (work / "artifact").mkdir(parents=True)
         manifest = _fill(work, artifact, entry, images, n_images, device, sign_key)
         tar = _archive(work) if archive else None
-        folder = _swap_in(work, out / work.name, staging)
-        if tar is not None:
-            os.replace(tar, out / tar.name)
-            tar = out / tar.name
+        _publish(work, tar, final, staging)
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         for folder_made in made if not done else ():
             with contextlib.suppress(OSError):
                 folder_made.rmdir()          # only if still empty
-    return BundleResult(folder, tar, manifest)
+    return BundleResult(final, final.with_name(final.name + ".tar.gz") if archive else None, manifest)
 
 
-def _swap_in(work: Path, final: Path, staging: Path) -> Path:
-    """Put the finished bundle folder `work` at `final`; a bundle already there is replaced only now
-    (a failed bundling leaves it as it was), and put back if the move fails."""
-    previous = staging / "previous"
-    if final.exists():
-        final.rename(previous)
+def _not_replaceable(final: Path, final_tar: Path) -> str | None:
+    """Why the bundle's folder or archive name is taken by something a bundle must not replace (a
+    file, or a folder that is not a bundle; a folder or special file at the archive's name), else
+    None: checked before any work."""
+    if final.exists() and not (final.is_dir() and (final / MANIFEST).is_file()):
+        return f"{final} exists and is not a bundle (no {MANIFEST} in it): not replaced; move it or choose another --out"
+    if final_tar.exists() and not final_tar.is_file():
+        return f"{final_tar} exists and is not a file: not replaced; move it or choose another --out"
+    return None
+
+
+def _publish(work: Path, tar: Path | None, final: Path, staging: Path) -> None:
+    """Move the finished bundle folder (and archive) into place. What was there under those names
+    (the previous bundle; with --no-archive, its archive, which would no longer match) goes into
+    `staging` only now; if any move fails, every move is undone: a failed run leaves it all as it was."""
+    final_tar = final.with_name(final.name + ".tar.gz")
+    undo = []                                            # (path now, where it goes back; None: remove)
     try:
-        work.rename(final)
-    except OSError:
-        if previous.exists():
-            previous.rename(final)
+        for new, dest in ((work, final), (tar, final_tar)):
+            if dest.exists() or dest.is_symlink():
+                kept = staging / f"previous-{dest.name}"
+                dest.rename(kept)
+                undo.append((kept, dest))
+            if new is not None:
+                new.rename(dest)
+                undo.append((dest, None))
+    except BaseException:
+        for now, back in reversed(undo):
+            if back is not None:
+                now.rename(back)
+            elif now.is_dir():
+                shutil.rmtree(now, ignore_errors=True)
+            else:
+                now.unlink(missing_ok=True)
         raise
-    return final
+
+
+def _clear_stale_staging(out: Path, name: str) -> None:
+    """Remove the staging folders a killed bundling of `name` left in `out` (SIGKILL, power loss):
+    only folders named as make_bundle names them whose owner.pid process is gone."""
+    for folder in out.glob(f".{name}.staging-*"):
+        try:
+            pid = int((folder / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue                                     # not ours, or still being made: left alone
+        try:
+            os.kill(pid, 0)
+            continue                                     # its process is alive: another bundling
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, device: str, sign_key) -> dict:

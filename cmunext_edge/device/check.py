@@ -176,17 +176,23 @@ def _judge_runtime(st: CheckState, outs, rows, logits) -> tuple[dict, dict]:
                 "verified": decision["verified"], "claim": decision["claim"]})
     seen = _not_held_out(st.manifest.get("images") or {})
     if seen and decision["passed"]:           # images the model trained or calibrated on: no tail claim
-        agr.update(verified=False, claim=f"not held out: {seen}; re-bundle with held-out images (cmunext-bundle --images)")
+        agr.update(verified=False, claim=f"{seen}; re-bundle with held-out images (cmunext-bundle --images)")
         decision = {**decision, "verified": False, "claim": agr["claim"]}
     return agr, decision
 
 
 def _not_held_out(images: dict) -> str | None:
-    """Why the bundle's verification images are not held out (bundle.json `images`), or None."""
+    """Why the bundle's verification images are not (known to be) held out (bundle.json
+    `images`), or None. A bundle that names no training list ("training_list": null) was made
+    for a model whose training images were not known."""
     why = [f"{images[key]} of its {images.get('n')} images {what}" for key, what in (
         ("training_overlap", "trained the model"), ("calibration_overlap", "calibrated the artifact"))
         if images.get(key)]
-    return "; ".join(why) or None
+    if why:
+        return "not held out: " + "; ".join(why)
+    if "training_list" in images and images["training_list"] is None:
+        return "held-out status unknown: the model's training images were not known when it was bundled (no split.json)"
+    return None
 
 
 def _step_runtime(st: CheckState) -> str | None:

@@ -228,6 +228,31 @@ class _Run:
     skipped: dict | None = None         # unreadable images left out (name -> reason)
 
 
+def _inherited(cfg: TrainConfig, split: dict, val_prints: list, log) -> set:
+    """The training-image fingerprints of the --init model (its split.json, or a shipped model's):
+    its weights saw those images too, so an export must not take them for held-out ones. Recorded
+    in split["init"]; the validation images among them are named (they overstate validation Dice)."""
+    if not cfg.init:
+        return set()
+    from cmunext_edge.data.model_split import model_split, split_lists
+    from cmunext_edge.fileio import sha256_file
+    from cmunext_edge.resources import resolve_weights
+    weights = Path(resolve_weights(cfg.init))
+    sha = sha256_file(weights)
+    found = model_split(weights, sha)
+    inherited = set(split_lists(found)[2])
+    split["init"] = {"weights": str(cfg.init), "sha256": sha, "split": str(found.resolve()) if found else None,
+                     "inherited_train_fingerprints": len(inherited)}
+    if found is None:
+        log(f"warning: --init {cfg.init}: its training images are not known (no split.json beside it): an "
+            f"export cannot tell them from held-out images")
+    seen = sum(f in inherited for f in val_prints)
+    if seen:
+        log(f"warning: {seen} of the {len(val_prints)} validation images trained the --init model ({found}): "
+            f"validation Dice overstates how the model does on new images, and exports will not verify on them")
+    return inherited
+
+
 def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple, int, dict]:
     """(train set, validation set, classes, split): images and C x H x W masks of the split's samples
     (the split is written by _setup once everything before training has worked). Unreadable images
@@ -244,8 +269,8 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     t0 = time.perf_counter()
     skipped = dict(split.get("skipped", {}))
     train_set, split["train"], prints = _cache([by_name[n] for n in split["train"]], spec, classes, held, skipped)
-    val_set, split["val"], _ = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
-    split[FINGERPRINTS_KEY] = sorted(set(prints))   # an export knows a renamed training image by these
+    val_set, split["val"], val_prints = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
+    split[FINGERPRINTS_KEY] = sorted(set(prints) | _inherited(cfg, split, val_prints, log))
     for name in sorted(set(skipped) - set(split.get("skipped", {}))):
         log(f"skipped: {skipped[name]}")
     if skipped:
