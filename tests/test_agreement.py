@@ -426,7 +426,7 @@ def test_bench_agreement_on_training_images_is_not_called_verified(shipped_onnx,
     row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
     assert row["agreement"]["verified"] is False and row["agreement"]["claim"].startswith(
         "not held out: 3 of its 3 images trained the model"), row["agreement"]
-    capsys.readouterr()
+    assert "AGREEMENT DATA: not held out: 3 of its 3 images trained the model" in capsys.readouterr().out
 
 
 def test_verify_data_checked_against_the_training_list_is_recorded_held_out(shipped_onnx):

@@ -230,3 +230,17 @@ def test_bundle_never_replaces_what_is_not_a_bundle_and_clears_its_own_stale_sta
     rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", out, "--n-images", "3", "--no-archive"], capsys)
     assert rc == 0 and not (out / f"{name}.tar.gz").exists(), err
     assert sorted(p.name for p in out.iterdir()) == sorted([name, foreign.name])
+
+
+def test_predict_says_when_its_artifact_was_not_verified_at_export(onnx_art, tmp_path, capsys):
+    """describe()["verified"] is the load checks; an artifact exported with --no-verify ran with
+    no word that PyTorch agreement was never checked. Now describe() carries the export's record
+    and cmunext-predict notes an unverified one."""
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
+    with EdgeSegmenter.from_artifact(onnx_art) as seg:
+        info = seg.describe()
+    assert info["verified"] and info["export_verification"] == "NOT verified at export (--no-verify)"
+    assert EdgeSegmenter().describe()["export_verification"] is None          # a checkpoint: no export
+    rc, out, err = run_cli(predict_cli.main, [SAMPLES_DIR / "images" / "benign (100).png", "--weights", onnx_art,
+                                              "--out", tmp_path / "o"], capsys)
+    assert rc == 0 and "note: export verification: NOT verified at export (--no-verify)" in out, out + err

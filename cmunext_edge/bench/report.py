@@ -146,6 +146,10 @@ def notes(report) -> list[str]:
             out.append(f"ERROR {r['label']}: {r['error']}")
         if verification(r).startswith("NO"):
             out.append(f"UNVERIFIED {r['label']}: {verification(r, long=True)}")
+    held = {(r.get("agreement") or {}).get("claim") for r in d["rows"]
+            if (r.get("agreement") or {}).get("unverified") in ("not held out", "held-out status unknown")}
+    out += [f"AGREEMENT DATA: {claim} (this run's agreement figures are not a claim about new images)"
+            for claim in sorted(held)]
     out.append("latency: batch 1, Backend.infer only; pre/post per image (decode excluded); "
                "RSS: peak of the process while loading + batch-1 runs / added by this row; "
                "MACs: Conv2d only, per image")
