@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -113,3 +115,77 @@ def writable_folder_problem(folder: str | Path, what: str) -> str | None:
     except OSError as exc:
         return f"{what} {folder} is not writable ({exc.strerror or exc})"
     return None
+
+
+# Staging folders: an export or a bundle is built in `<out>/.<stem>.XXXXXXXX.staging` (owner.pid
+# inside names its process) and published from there; one a killed process left (SIGKILL, power
+# loss) is removed by the next export or bundle into that folder once its process is gone.
+STAGING_SUFFIX = ".staging"
+OWNER_FILE = "owner.pid"
+# what tempfile.mkdtemp(prefix=".<stem>.", suffix=STAGING_SUFFIX) makes: 8 random name characters
+_OURS = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(STAGING_SUFFIX) + "$")
+
+
+def new_staging(out_dir: Path, stem: str) -> Path:
+    """A new staging folder in `out_dir` for `stem`, owned by this process (owner.pid)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=STAGING_SUFFIX, dir=out_dir))
+    (staging / OWNER_FILE).write_text(str(os.getpid()))
+    return staging
+
+
+def _owner_alive(staging: Path) -> bool:
+    pid = int((staging / OWNER_FILE).read_text().strip())
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(staging: Path) -> bool:
+    """A staging folder whose process is gone. Only folders named as new_staging names them and
+    holding its owner.pid qualify: a user's own `.something.staging` folder is never touched.
+    One without owner.pid (its process died right after creating it) is removed only when empty."""
+    if not (_OURS.match(staging.name) and staging.is_dir() and not staging.is_symlink()):
+        return False
+    try:
+        return not _owner_alive(staging)
+    except (OSError, ValueError):
+        if time.time() - staging.stat().st_mtime >= 3600 and not any(staging.iterdir()):
+            return True                                   # empty and an hour old: nothing to lose
+        return False
+
+
+def clear_stale_staging(out_dir: Path, log=None) -> list[Path]:
+    """Remove staging folders in `out_dir` whose process is gone; -> those removed."""
+    removed = []
+    for staging in Path(out_dir).glob(".*" + STAGING_SUFFIX):
+        if _stale(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+            if log:
+                log(f"removed stale staging folder {staging.name} (its process is gone)")
+    return removed
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first (what a run that
+    makes `folder` removes again, if still empty, when it fails)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty(folders) -> None:
+    """Remove each of `folders` (deepest first) while it is empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.artifacts.meta import (PREFIX, build_metadata, check_selftest, make_selftest, selftest_input)
 from cmunext_edge.artifacts.integrity import HASH_KEY, PLACEHOLDER, VerifyReport, check_embedded, seal
 from cmunext_edge.artifacts.signing import signature_path
+from cmunext_edge.core.agreement import NOT_HELD_OUT, held_out_finding, withdraw_verified
 from cmunext_edge.core.precision import Precision
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.base import BackendError
@@ -38,7 +38,8 @@ from cmunext_edge.export.onnx_export import prepare_model
 from cmunext_edge.export.options import OPSETS, ExportOptions, ExportResult
 from cmunext_edge.export.quiet import quiet_toolchains
 from cmunext_edge.capabilities import MAX_BATCH, MAX_COUNT, MAX_SIDE
-from cmunext_edge.export.staging import (OWNER_FILE, STAGING_SUFFIX, clear_stale_staging, sigterm_raises)
+from cmunext_edge.export.staging import sigterm_raises
+from cmunext_edge.fileio import clear_stale_staging, missing_folders, new_staging, remove_empty
 from cmunext_edge.export.targets import (
     BuildContext, ExportTarget, ExportUsageError, check_request, get_target)
 from cmunext_edge.export.verify import (
@@ -277,32 +278,24 @@ def _verify(job: _Job, entry: Path, model, verify_set) -> tuple[dict | None, dic
 
 
 def not_held_out(figures: dict, plan, shared: dict, n_images: int, all_calibrated: bool = False) -> None:
-    """A verification on images that trained or calibrated the model passes as it did, but is not
-    *verified*: the held-out gate's claim is about images nobody has seen (figures updated).
-    `shared`: verify_data.overlaps() (the calibration names only where they calibrated this
-    artifact: an INT8 one); `all_calibrated`: the verification set is the calibration set."""
-    why = []
-    if shared["training"]:
-        why.append(f"{len(shared['training'])} of its {n_images} images trained the model "
-                   f"({plan.training_list})")
-    if shared["calibration"] or all_calibrated:
-        n = len(shared["calibration"]) or n_images
-        why.append(f"{n} of its {n_images} images calibrated the INT8 model")
-    if not why:
+    """A verification on images that trained or calibrated the model, or of a model whose training
+    images are not known, passes as it did but is not *verified* (core.agreement.withdraw_verified);
+    `data.held_out` says which. `shared`: verify_data.overlaps() (the calibration names only where
+    they calibrated this artifact: an INT8 one); `all_calibrated`: the verification set is the
+    calibration set."""
+    calibrated = n_images if all_calibrated and not shared["calibration"] else len(shared["calibration"])
+    finding = held_out_finding(n_images, len(shared["training"]), calibrated,
+                               bool(plan.training_list) or plan.held_out is not None, plan.training_list)
+    if finding is None:
         if plan.training_list:          # checked against the model's training list: none of them
             figures["data"]["held_out"] = True
-        elif plan.held_out is None and figures["passed"]:   # nothing to check against: no claim on new images
-            figures.update(verified=False, unverified="held-out status unknown",
-                           claim="held-out status unknown: the model's training images are not known (no "
-                                 "split.json beside the checkpoint); name images it never trained on with "
-                                 "--verify-data DATASET/ --split NAMES.txt, or keep the split.json cmunext-train "
-                                 "wrote beside it")
         return
-    figures["data"]["held_out"] = False
-    if figures["passed"]:
-        figures.update(verified=False, unverified="not held out",
-                       claim=f"not held out: {'; '.join(why)}; verify on other images of the model's domain "
-                             f"(--verify-data, with --split naming its validation images)")
+    if finding[0] == NOT_HELD_OUT:
+        figures["data"]["held_out"] = False
+    withdraw_verified(figures, finding, "verify on other images of the model's domain (--verify-data, with --split "
+                                        "naming its validation images)" if finding[0] == NOT_HELD_OUT else
+                      "name images it never trained on with --verify-data DATASET/ --split NAMES.txt, or keep "
+                      "the split.json cmunext-train wrote beside the checkpoint")
 
 
 def _embed_selftest(job: _Job, entry: Path, meta: dict, selftest: dict):
@@ -391,37 +384,23 @@ def export(weights, options: ExportOptions | None = None, *, log=None, **fields)
     job = _plan(weights, options, log or (lambda msg: print(msg, file=sys.stderr)))
     calib_set, verify_set = _image_sets(job)
     model = job.ckpt.build()                  # the reference: verification compares against it
-    made = _missing_folders(job.out_dir)
+    made = missing_folders(job.out_dir)
     job.out_dir.mkdir(parents=True, exist_ok=True)
     clear_stale_staging(job.out_dir, job.log)
     try:
         with sigterm_raises() as sigterm:
-            staging = Path(tempfile.mkdtemp(prefix=f".{job.stem}.", suffix=STAGING_SUFFIX, dir=job.out_dir))
+            staging = new_staging(job.out_dir, job.stem)
             try:
-                (staging / OWNER_FILE).write_text(str(os.getpid()))
                 published, manifest, figures, selftest = _build_and_publish(job, staging, model, calib_set,
                                                                             verify_set, sigterm.check)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
-        for folder in made:                   # the folders this export made, if still empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        remove_empty(made)                    # the folders this export made, if still empty
         raise
     artifact = published[-1]
     return ExportResult(artifact, published, manifest, job.target.name, job.precision, figures, selftest,
                         next_commands(artifact, job.device))
-
-
-def _missing_folders(folder: Path) -> list[Path]:
-    """`folder` and those of its parents that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
 
 
 def next_commands(artifact: Path, device: str) -> list[str]:

@@ -9,17 +9,12 @@ process is gone. Only folders named as an export names them and holding its owne
 """
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import signal
 import sys
 import threading
-import time
-from pathlib import Path
 
-STAGING_SUFFIX = ".staging"
-OWNER_FILE = "owner.pid"
+# the staging folders themselves (naming, owner.pid, clearing stale ones) are fileio's: bundles use them too
+from cmunext_edge.fileio import OWNER_FILE, STAGING_SUFFIX, clear_stale_staging  # noqa: F401
 
 
 class ExportInterrupted(KeyboardInterrupt):
@@ -70,46 +65,3 @@ class sigterm_raises:
             sys.unraisablehook = self.unraisable
         if self.reraise_at_exit and exc_type is None:
             self.check()
-
-
-# what tempfile.mkdtemp(prefix=".<stem>.", suffix=STAGING_SUFFIX) makes: 8 random name characters
-_OURS = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(STAGING_SUFFIX) + "$")
-
-
-def _owner_alive(staging: Path) -> bool:
-    pid = int((staging / OWNER_FILE).read_text().strip())
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stale(staging: Path) -> bool:
-    """An export's staging folder whose process is gone. Only folders named as an export names them
-    and holding its owner.pid qualify: a user's own `.something.staging` folder is never touched.
-    One without owner.pid (its process died right after creating it) is removed only when empty."""
-    if not (_OURS.match(staging.name) and staging.is_dir() and not staging.is_symlink()):
-        return False
-    try:
-        return not _owner_alive(staging)
-    except (OSError, ValueError):
-        if time.time() - staging.stat().st_mtime >= 3600 and not any(staging.iterdir()):
-            return True                                   # empty and an hour old: nothing to lose
-        return False
-
-
-def clear_stale_staging(out_dir: Path, log=None) -> list[Path]:
-    """Remove staging folders in `out_dir` whose exporting process is gone; -> those removed."""
-    removed = []
-    for staging in Path(out_dir).glob(".*" + STAGING_SUFFIX):
-        if _stale(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-            removed.append(staging)
-            if log:
-                log(f"removed stale staging folder {staging.name} (its export process is gone)")
-    return removed

@@ -221,7 +221,7 @@ def test_bundle_never_replaces_what_is_not_a_bundle_and_clears_its_own_stale_sta
     assert rc == 2 and "is not a file: not replaced" in one_error_line(err, "cmunext-bundle")
     (out / f"{name}.tar.gz").rmdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale, foreign = out / f".{name}.staging-dead", out / f".{name}.staging-mine"
+    stale, foreign = out / f".{name}.deadbeef.staging", out / f".{name}.staging-mine"   # ours / the user's
     for folder in (stale, foreign):
         (folder / "x").mkdir(parents=True)
     (stale / "owner.pid").write_text(gone.stdout)      # a process that has exited

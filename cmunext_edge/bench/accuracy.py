@@ -22,7 +22,7 @@ import numpy as np
 from cmunext_edge.bench.inputs import report_skipped
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth
-from cmunext_edge.core.agreement import GATES, Comparator, gate
+from cmunext_edge.core.agreement import GATES, Comparator, gate, held_out_finding, withdraw_verified
 from cmunext_edge.core.metrics import class_scores_from_logits, summarize_scores
 from cmunext_edge.core.preprocess import ImageReadError, load_image, naming
 from cmunext_edge.runtime.registry import open_backend
@@ -124,15 +124,12 @@ class Evaluator:
                              **({"per_class_distribution": summary["per_class_distribution"]}
                                 if "per_class_distribution" in summary else {}),
                              **(gate(summary, row.precision, "--data") if row.precision in GATES else {})}
-            seen = self._not_held_out(ref_path, row)
-            if seen and row.agreement.get("passed"):        # the claim is about images nobody trained on
-                row.agreement.update(verified=False, unverified=seen.split(":")[0],
-                                     claim=f"{seen}; give --data with held-out images")
+            withdraw_verified(row.agreement, self._held_out_finding(ref_path, row), "give --data with held-out images")
 
-    def _not_held_out(self, ref_path: Path, row) -> str | None:
-        """Why the agreement images are not (known to be) held out: some trained the reference model
+    def _held_out_finding(self, ref_path: Path, row):
+        """core.agreement.held_out_finding for the agreement images: some trained the reference model
         (its split.json, by name and pixel fingerprint) or calibrated the row's INT8 artifact, or the
-        reference's training images are not known; None when they are held out."""
+        reference's training images are not known."""
         from cmunext_edge.artifacts.manifest import calibration_files
         from cmunext_edge.data.model_split import model_split, training_images
         from cmunext_edge.fileio import sha256_file
@@ -141,13 +138,8 @@ class Evaluator:
             self._trained[ref_path] = (training_images(self.samples, split), split)
         trained, split = self._trained[ref_path]
         calib = set(calibration_files(row.artifact)) if row.precision == "int8" else set()
-        calibrated = {s.name for s in self.samples if s.image.name in calib}
-        why = ([f"{len(trained)} of its {len(self.samples)} images trained the model ({split})"] if trained else []) + \
-              ([f"{len(calibrated)} calibrated the artifact"] if calibrated else [])
-        if why:
-            return "not held out: " + "; ".join(why)
-        return None if split else ("held-out status unknown: the reference model's training images are not "
-                                   "known (no split.json beside it)")
+        calibrated = sum(s.image.name in calib for s in self.samples)
+        return held_out_finding(len(self.samples), len(trained), calibrated, split is not None, split)
 
     def cleanup(self) -> None:
         for name in self._ref_cache.values():

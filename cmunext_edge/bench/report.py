@@ -9,6 +9,7 @@ from pathlib import Path
 from cmunext_edge._deps import require
 from cmunext_edge.artifacts.kinds import is_checkpoint
 from cmunext_edge.artifacts.manifest import manifest_entry
+from cmunext_edge.core.agreement import HELD_OUT_UNKNOWN, NOT_HELD_OUT
 from cmunext_edge.fileio import atomic_path
 
 
@@ -147,7 +148,7 @@ def notes(report) -> list[str]:
         if verification(r).startswith("NO"):
             out.append(f"UNVERIFIED {r['label']}: {verification(r, long=True)}")
     held = {(r.get("agreement") or {}).get("claim") for r in d["rows"]
-            if (r.get("agreement") or {}).get("unverified") in ("not held out", "held-out status unknown")}
+            if (r.get("agreement") or {}).get("unverified") in (NOT_HELD_OUT, HELD_OUT_UNKNOWN)}
     out += [f"AGREEMENT DATA: {claim} (this run's agreement figures are not a claim about new images)"
             for claim in sorted(held)]
     out.append("latency: batch 1, Backend.infer only; pre/post per image (decode excluded); "

@@ -48,21 +48,17 @@ def main(argv=None) -> int:
 
 
 def images_line(used: dict) -> str:
-    """What the bundle verifies on, what it left out and why, and a warning when, for want of
-    other images, some trained or calibrated the model (cmunext-check then does not call it verified)."""
+    """What the bundle verifies on, what it left out and why, and a warning when its images are not
+    (known to be) held out: cmunext-check then does not call the artifact verified."""
+    from cmunext_edge.device.bundle import held_out_of
     left = [f"{used[key]} {why} not used" for key, why in (
         ("without_mask_not_used", "without a mask"),
         ("training_not_used", f"training image(s) of the model ({used.get('training_list')})"),
         ("calibration_not_used", "calibration image(s) of the artifact")) if used.get(key)]
-    overlap = [f"{used[key]} of them {what}" for key, what in (("training_overlap", "trained the model"),
-                                                               ("calibration_overlap", "calibrated the artifact"))
-               if used.get(key)]
-    unknown = "training_list" in used and used["training_list"] is None
+    finding = held_out_of(used)        # no other images were there, or the model's training images are unknown
     return (f"verification images: {used['n']} of {used['source']}" + "".join(f"; {x}" for x in left)
-            + (f"; warning: {' and '.join(overlap)} (no other images with masks were there): not held out, "
-               f"so cmunext-check will not call it verified; give --images with held-out images" if overlap else "")
-            + ("; note: the model's training images are not known (no split.json recorded at export or beside "
-               "its checkpoint), so cmunext-check cannot call it verified" if unknown and not overlap else ""))
+            + (f"; warning: {finding[0]}: {finding[1]}: cmunext-check will not call it verified (give --images "
+               f"with held-out images of the model)" if finding else ""))
 
 
 def run(artifact, **options) -> int:

@@ -152,9 +152,9 @@ def main(argv=None) -> int:
         print(f"note: {info['fallback']}")
     if not args.verify:
         print("note: --no-verify-load: the artifact's integrity and self-test were not checked")
-    export_check = info.get("export_verification") or ""
+    export_check = info.get("export_verification")
     if export_check and not export_check.startswith("verified"):
-        print(f"note: export verification: {export_check.split(': vs PyTorch')[0]} (cmunext-info {info['artifact']})")
+        print(f"note: export verification: {export_check}")
     print(signature_note(info))
     started = time.perf_counter()
     with Progress(len(samples), "segmenting") as bar:

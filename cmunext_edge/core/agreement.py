@@ -239,6 +239,32 @@ def gate(summary: dict, precision: str, more_images: str = "--verify-data") -> d
             "claim": claim(dist, precision, more_images) if n else None}
 
 
+NOT_HELD_OUT, HELD_OUT_UNKNOWN = "not held out", "held-out status unknown"
+
+
+def held_out_finding(n_images: int, trained: int = 0, calibrated: int = 0, training_known: bool = True,
+                     training_list=None) -> tuple[str, str] | None:
+    """(reason, why) when the images a record was measured on are not held out from the model
+    (`trained` of them trained it, `calibrated` calibrated its INT8 artifact) or cannot be known to
+    be (its training images are not known); None when they are held out. One wording for export
+    verification, --target auto, cmunext-bench and cmunext-check."""
+    why = ([f"{trained} of its {n_images} images trained the model" + (f" ({training_list})" if training_list else "")]
+           if trained else []) + ([f"{calibrated} of its {n_images} images calibrated the INT8 model"] if calibrated else [])
+    if why:
+        return NOT_HELD_OUT, "; ".join(why)
+    if not training_known:
+        return HELD_OUT_UNKNOWN, "the model's training images are not known (no split.json beside its checkpoint)"
+    return None
+
+
+def withdraw_verified(record: dict, finding: tuple[str, str] | None, advice: str) -> None:
+    """A passed record measured on images that are not (known to be) held out keeps its figures and
+    its pass, but not the verified claim: that claim is about images the model has never seen."""
+    if finding and record.get("passed"):
+        reason, why = finding
+        record.update(verified=False, unverified=reason, claim=f"{reason}: {why}; {advice}")
+
+
 def record_inconsistency(record: dict | None) -> str | None:
     """Why a stored verification record (manifest.json) contradicts itself, or None: its per-image
     figures must give its distribution, its mean its distribution's mean, and its passed/verified

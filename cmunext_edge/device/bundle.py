@@ -15,15 +15,12 @@ that `cmunext-check` installs without a package index for it, and a README for t
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +30,12 @@ from cmunext_edge._version import __version__
 from cmunext_edge.artifacts.kinds import kind_of
 from cmunext_edge.artifacts.manifest import calibration_files, manifest_entry
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
-from cmunext_edge.core.agreement import GATES, min_images
+from cmunext_edge.core.agreement import GATES, held_out_finding, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
 from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.data.model_split import model_split, training_images
-from cmunext_edge.fileio import hash_mismatches, require_file, sha256_file, writable_folder_problem
+from cmunext_edge.fileio import (clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
+                                 require_file, sha256_file, writable_folder_problem)
 from cmunext_edge.data.groundtruth import classes_check
 from cmunext_edge.core.preprocess import ImageReadError
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
@@ -47,7 +45,6 @@ FORMAT = "cmunext-edge device bundle"
 VERSION = 1
 MANIFEST = "bundle.json"
 MANIFEST_HASH = "bundle.json.sha256"
-OWNER_FILE = "owner.pid"             # in a bundle's staging folder: the process making it
 SIGNATURE = "bundle.sig"
 REFERENCE = "verify/reference.npz"
 MAX_DICE_DROP = 0.02      # Dice (vs ground truth) on the device may be at most this far below the host's
@@ -136,18 +133,24 @@ def _pick_samples(images, n: int, num_classes: int = 1, calibration=(), split=No
                     "training_list": str(split) if split else None}
 
 
+def held_out_of(images: dict) -> tuple[str, str] | None:
+    """core.agreement.held_out_finding for a bundle's verification images (bundle.json `images`):
+    some trained the model or calibrated the artifact (no other images were there), or the model's
+    training images were not known when it was bundled ("training_list": null; a bundle made
+    before that key existed is not judged)."""
+    return held_out_finding(images.get("n") or 0, images.get("training_overlap") or 0,
+                            images.get("calibration_overlap") or 0,
+                            images.get("training_list", "") is not None, images.get("training_list"))
+
+
 def _model_split(artifact: Path, meta: dict) -> Path | None:
     """The split.json of the artifact's model: the one its export recorded (source.split, or
-    verification.data.training_list; a relative path read from the artifact's folder too), else a
-    shipped model's; None when unknown."""
+    verification.data.training_list), else a shipped model's; None when unknown."""
     entry = manifest_entry(artifact) or {}
     recorded = [(entry.get("source") or {}).get("split"),
                 ((entry.get("verification") or {}).get("data") or {}).get("training_list")]
-    for path in (Path(r) for r in recorded if isinstance(r, str) and r):
-        for candidate in (path, artifact.parent / path):
-            if candidate.is_file():
-                return candidate
-    return model_split(None, meta.get("source_sha256"))
+    found = [Path(r) for r in recorded if isinstance(r, str) and r and Path(r).is_file()]
+    return found[0] if found else model_split(None, meta.get("source_sha256"))
 
 
 def _reference(backend, samples, folder: Path) -> list[dict]:
@@ -247,11 +250,10 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
     problem = writable_folder_problem(out, "--out") or _not_replaceable(final, final.with_name(final.name + ".tar.gz"))
     if problem:
         raise BundleError(problem)
-    made = [f for f in (out, *out.parents) if not f.exists()]      # made here: removed again on failure
+    made = missing_folders(out)                                   # made here: removed again on failure
     out.mkdir(parents=True, exist_ok=True)
-    _clear_stale_staging(out, final.name)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=out))
-    (staging / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    clear_stale_staging(out)
+    staging = new_staging(out, final.name)
     done = False
     try:
         work = staging / final.name
@@ -262,9 +264,8 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
         done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        for folder_made in made if not done else ():
-            with contextlib.suppress(OSError):
-                folder_made.rmdir()          # only if still empty
+        if not done:
+            remove_empty(made)
     return BundleResult(final, final.with_name(final.name + ".tar.gz") if archive else None, manifest)
 
 
@@ -303,23 +304,6 @@ def _publish(work: Path, tar: Path | None, final: Path, staging: Path) -> None:
             else:
                 now.unlink(missing_ok=True)
         raise
-
-
-def _clear_stale_staging(out: Path, name: str) -> None:
-    """Remove the staging folders a killed bundling of `name` left in `out` (SIGKILL, power loss):
-    only folders named as make_bundle names them whose owner.pid process is gone."""
-    for folder in out.glob(f".{name}.staging-*"):
-        try:
-            pid = int((folder / OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            continue                                     # not ours, or still being made: left alone
-        try:
-            os.kill(pid, 0)
-            continue                                     # its process is alive: another bundling
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:
-            continue
 
 
 def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, device: str, sign_key) -> dict:

@@ -32,10 +32,10 @@ from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS, check_selftest
 from cmunext_edge.bench.timing import latency_stats, time_calls
 from cmunext_edge.artifacts.integrity import SignatureError
 from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError,
-                                        host_description, is_archive, publish, read_bundle, stage_archive,
-                                        verify_files)
+                                        held_out_of, host_description, is_archive, publish, read_bundle,
+                                        stage_archive, verify_files)
 from cmunext_edge.device.bundle_truth import reference_truth, spec_input, truth_scores
-from cmunext_edge.core.agreement import GATES, Comparator, gate
+from cmunext_edge.core.agreement import GATES, Comparator, gate, withdraw_verified
 from cmunext_edge.core.preprocess import PreprocessSpec
 
 REPORT_FORMAT = "cmunext-edge device report"
@@ -172,27 +172,11 @@ def _judge_runtime(st: CheckState, outs, rows, logits) -> tuple[dict, dict]:
     decision = gate({"distribution": agr["distribution"], "per_class_agreement": agr.get("per_class_mask_dice"),
                      **{k: agr.get(k) for k in ("nonfinite_images", "nonfinite_image_names", "max_abs_logit_delta")}},
                     judged, more_images="a re-bundle (cmunext-bundle --images DATASET --n-images N)")
+    withdraw_verified(decision, held_out_of(st.manifest.get("images") or {}),
+                      "re-bundle with held-out images (cmunext-bundle --images)")
     agr.update({"tail_floor": decision["tail_floor"], "min_images": decision["min_images"],
                 "verified": decision["verified"], "claim": decision["claim"]})
-    seen = _not_held_out(st.manifest.get("images") or {})
-    if seen and decision["passed"]:           # images the model trained or calibrated on: no tail claim
-        agr.update(verified=False, claim=f"{seen}; re-bundle with held-out images (cmunext-bundle --images)")
-        decision = {**decision, "verified": False, "claim": agr["claim"]}
     return agr, decision
-
-
-def _not_held_out(images: dict) -> str | None:
-    """Why the bundle's verification images are not (known to be) held out (bundle.json
-    `images`), or None. A bundle that names no training list ("training_list": null) was made
-    for a model whose training images were not known."""
-    why = [f"{images[key]} of its {images.get('n')} images {what}" for key, what in (
-        ("training_overlap", "trained the model"), ("calibration_overlap", "calibrated the artifact"))
-        if images.get(key)]
-    if why:
-        return "not held out: " + "; ".join(why)
-    if "training_list" in images and images["training_list"] is None:
-        return "held-out status unknown: the model's training images were not known when it was bundled (no split.json)"
-    return None
 
 
 def _step_runtime(st: CheckState) -> str | None:

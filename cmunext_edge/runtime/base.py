@@ -104,19 +104,7 @@ class Backend(ABC):
                 "precision": self.precision, "fallback": self.fallback_reason,
                 "input_shape": list(self.input_shape), "artifact": str(self.path),
                 "verified": self.verification.message() if self.verification else None,
-                "export_verification": self._export_verification(), "signature": self.signature}
-
-    def _export_verification(self) -> str | None:
-        """How the export verified this artifact against PyTorch (manifest.json, as cmunext-info
-        says it), apart from the load checks in "verified"; None for a checkpoint."""
-        from cmunext_edge.artifacts.info import verification_line
-        from cmunext_edge.artifacts.kinds import kind_of
-        from cmunext_edge.artifacts.manifest import manifest_entry
-        kind = kind_of(self.path)
-        if kind is None or not kind.exported:
-            return None
-        entry = manifest_entry(self.path)
-        return verification_line((entry or {}).get("verification"), entry is not None, (entry or {}).get("auto"))
+                "signature": self.signature}
 
     @abstractmethod
     def _load(self) -> None: ...

@@ -16,6 +16,8 @@ Image files are measured from their header before decoding and refused above `ma
 """
 from __future__ import annotations
 
+import functools
+
 import threading
 import time
 from dataclasses import dataclass, field
@@ -106,8 +108,23 @@ class EdgeSegmenter:
         return stream(self, source, batch_size=batch_size, max_frames=max_frames)
 
     def describe(self) -> dict:
-        """What runs (backend, device, precision, artifact, fallback, ...); `closed` once closed."""
-        return {**self.backend.describe(), **({"closed": True} if self._closed else {})}
+        """What runs (backend, device, precision, artifact, fallback, ...); "verified": the load
+        checks; "export_verification": how the export verified the artifact against PyTorch (as
+        cmunext-info says it; None for a checkpoint); `closed` once closed."""
+        return {**self.backend.describe(), "export_verification": self._export_verification,
+                **({"closed": True} if self._closed else {})}
+
+    @functools.cached_property
+    def _export_verification(self) -> str | None:
+        """The export's verification record (manifest.json beside the artifact), read once."""
+        from cmunext_edge.artifacts.info import verification_line
+        from cmunext_edge.artifacts.kinds import kind_of
+        from cmunext_edge.artifacts.manifest import manifest_entry
+        kind = kind_of(self.backend.path)
+        if kind is None or not kind.exported:
+            return None
+        entry = manifest_entry(self.backend.path)
+        return verification_line((entry or {}).get("verification"), entry is not None, (entry or {}).get("auto"))
 
     def _check_open(self) -> None:
         if self._closed:
