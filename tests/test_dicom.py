@@ -339,3 +339,36 @@ def test_serve_answers_413_for_a_dicom_over_the_pixel_limit(us):
     with pytest.raises(RequestError, match="refused before decoding") as exc:
         asyncio.run(_answer_dicom(Replica(), body, "binary", Limits(1 << 30, 1000, 10.0), fastapi))
     assert exc.value.status == 413
+
+
+def test_serve_refuses_a_dicom_no_seg_can_reference_before_inference():
+    """A 2-frame Secondary Capture (frames a SEG cannot reference): 422, nothing segmented."""
+    import asyncio
+    pytest.importorskip("fastapi")
+    import fastapi
+    from cmunext_edge.scale.serve import Limits, RequestError, _answer_dicom
+
+    class Replica:
+        async def _segment(self, frame):
+            raise AssertionError("a frame was segmented")
+
+    body = Path(bundled("SC_rgb_rle_2frame.dcm")).read_bytes()
+    with pytest.raises(RequestError, match="no DICOM SEG can answer it: the source holds 2 frames") as exc:
+        asyncio.run(_answer_dicom(Replica(), body, "binary", Limits(1 << 30, 1 << 30, 10.0), fastapi))
+    assert exc.value.status == 422
+
+
+def test_serve_query_parameters_must_fit_the_body_and_dicom_needs_its_content_type(us):
+    from cmunext_edge.scale.serve import RequestError, check_query, decode_body
+    assert check_query({"format": None, "seg": None}, dicom=True) == {"format": "json", "seg": "binary"}
+    assert check_query({"format": "png", "seg": None}, dicom=False)["format"] == "png"
+    assert check_query({"format": None, "seg": "fractional"}, dicom=True)["seg"] == "fractional"
+    for params, is_dcm, says in (({"format": "png"}, True, "'format' applies to an image body"),
+                                 ({"seg": "binary"}, False, "'seg' applies to a DICOM body"),
+                                 ({"seg": "bogus"}, True, "must be binary or fractional")):
+        with pytest.raises(RequestError, match=says) as exc:
+            check_query(params, dicom=is_dcm)
+        assert exc.value.status == 400
+    with pytest.raises(RequestError, match="Content-Type: application/dicom") as exc:
+        decode_body((us / "us_mono.dcm").read_bytes())
+    assert exc.value.status == 400

@@ -7,6 +7,7 @@ US multi-frame object, no Patient ID, Latin-1 names without a character set), si
 multi-frame file reported once per frame, UID-named files ignored in folders, and two files with
 one stem sharing one SEG."""
 import shutil
+from pathlib import Path
 import subprocess
 
 import cv2
@@ -65,6 +66,27 @@ def _refused(path, says):
 ])
 def test_headers_that_would_give_wrong_pixels_are_refused(us, tmp_path, changes, says):
     _refused(_save(_mono(us, **changes), tmp_path / "x.dcm"), says)
+
+
+def test_a_rescale_slope_that_is_not_a_number_is_named(us, tmp_path):
+    path = _save(_mono(us, RescaleSlope="9.9", RescaleIntercept="0"), tmp_path / "x.dcm")
+    data = path.read_bytes()
+    assert data.count(b"9.9 ") == 1                       # pydicom will not write a bad DS: edit the file
+    path.write_bytes(data.replace(b"9.9 ", b"abc "))
+    dicom._cached_header.cache_clear()
+    _refused(path, "invalid header: RescaleSlope 'abc' is not a number")
+
+
+def test_htj2k_without_its_decoder_names_the_package(us, monkeypatch):
+    import pydicom.pixels
+    ds = _mono(us)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"         # HTJ2K lossless
+
+    class Unavailable:
+        is_available = False
+    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Unavailable())
+    with pytest.raises(dicom.DicomError, match="install pylibjpeg-openjpeg"):
+        dicom._check_decoder(ds, "htj2k.dcm")
 
 
 def test_odd_width_ybr_422_is_refused(us, tmp_path):
@@ -133,6 +155,13 @@ def test_dicomdir_and_bare_datasets_say_what_they_are(us, tmp_path):
     assert "force=True" not in str(exc.value)
 
 
+# Type 2 patient/study attributes an anonymiser removes: the SEG is still written, with them empty
+ANONYMISED = dict.fromkeys(("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                            "StudyID", "AccessionNumber", "ReferringPhysicianName"))
+PLACED = {"FrameOfReferenceUID": generate_uid(), "PositionReferenceIndicator": "", "SliceThickness": 1,
+          "ImagePositionPatient": [0, 0, 0], "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [0.1, 0.1]}
+
+
 def _seg_sources(us, folder):
     cine = pydicom.dcmread(us / "us_cine.dcm")
     cine.FrameOfReferenceUID, cine.PositionReferenceIndicator = generate_uid(), ""
@@ -142,7 +171,8 @@ def _seg_sources(us, folder):
     latin.PatientName = "M\xfcller^J\xfcrgen"
     sources = {"for_spacing": _mono(us, FrameOfReferenceUID=generate_uid(), PositionReferenceIndicator="",
                                     PixelSpacing=[0.1, 0.1]),
-               "cine_for": cine, "usmf_1frame": one, "no_patient_id": _mono(us, PatientID=None), "latin1": latin}
+               "cine_for": cine, "usmf_1frame": one, "no_patient_id": _mono(us, PatientID=None), "latin1": latin,
+               "anonymised": _mono(us, **ANONYMISED), "anonymised_placed": _mono(us, **ANONYMISED, **PLACED)}
     return {name: _save(ds, folder / f"{name}.dcm") for name, ds in sources.items()}
 
 
@@ -168,6 +198,10 @@ def test_every_seg_is_valid_for_sources_highdicom_alone_got_wrong(us, tmp_path):
             png = cv2.imread(str(tmp_path / "out" / "masks" / f"{mask_name}.png"), cv2.IMREAD_GRAYSCALE) > 0
             assert np.array_equal(masks[k, ..., 0].astype(bool), png), (name, k)
     assert not (tmp_path / "out" / "seg" / "no_study.seg.dcm").exists()
+    for name in ("anonymised", "anonymised_placed"):
+        seg = pydicom.dcmread(tmp_path / "out" / "seg" / f"{name}.seg.dcm", stop_before_pixels=True)
+        assert all(seg.get(k) in ("", None) for k in ANONYMISED), name      # present (Type 2) and empty
+        assert "PatientBirthDate" in seg and "AccessionNumber" in seg, name
 
 
 def test_uid_named_files_are_read_and_same_stem_files_get_their_own_seg(us, tmp_path):
@@ -194,3 +228,35 @@ def test_a_dataset_without_file_meta_says_what_is_missing(us):
     del ds.file_meta
     with pytest.raises(ImageReadError, match="Dataset without file_meta"):
         to_bgr_uint8(ds)
+
+
+def test_series_segs_split_by_image_size(us, tmp_path):
+    """--dicom-seg series over a series whose images differ in size: one SEG per size, every image in one."""
+    src = tmp_path / "in"
+    src.mkdir()
+    small = _mono(us, InstanceNumber=2)
+    small.PixelData = small.pixel_array[:64, :80].tobytes()
+    small.Rows, small.Columns = 64, 80
+    _save(_mono(us, InstanceNumber=1), src / "big.dcm")
+    _save(small, src / "small.dcm")
+    out = tmp_path / "out"
+    assert predict_main([str(src), "--out", str(out), "--quiet", "--dicom-seg", "series"]) == 0
+    segs = sorted((out / "seg").iterdir())
+    uid = pydicom.dcmread(src / "big.dcm", stop_before_pixels=True).SeriesInstanceUID
+    assert [p.name for p in segs] == [f"series-{uid}-2.seg.dcm", f"series-{uid}.seg.dcm"]
+    big = _mono(us)
+    sizes = sorted((int(s.Rows), int(s.Columns)) for s in map(pydicom.dcmread, segs))
+    assert sizes == sorted([(64, 80), (int(big.Rows), int(big.Columns))])
+
+
+def test_training_split_keeps_a_cine_loops_frames_together(us):
+    from cmunext_edge.data.discovery import Sample, seeded_split, source_split
+    singles = [Sample(f"img{k:02d}", Path(f"img{k:02d}.png")) for k in range(20)]
+    cine = [Sample(f"loop_frame{k + 1:04d}", Path("loop.dcm"), frame=k) for k in range(6)]
+    names = [s.name for s in singles]
+    assert source_split(singles, 0.2, 41) == seeded_split(names, 0.2, 41)      # no multi-frame: unchanged
+    for seed in range(8):
+        train, val = source_split(singles + cine, 0.2, seed)
+        frames = {s.name for s in cine}
+        assert frames <= set(train) or frames <= set(val), seed
+        assert sorted(train + val) == sorted(names + list(frames))

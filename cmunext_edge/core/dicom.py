@@ -45,6 +45,9 @@ HANDLERS = {
     "1.2.840.10008.1.2.4.81": "pyjpegls or pylibjpeg-libjpeg",          # JPEG-LS near-lossless
     "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg (or Pillow with OpenJPEG)",   # JPEG 2000 lossless
     "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg (or Pillow with OpenJPEG)",   # JPEG 2000
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",                    # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",                    # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",                    # HTJ2K
     "1.2.840.10008.1.2.5": "pylibjpeg-rle",                             # RLE (pydicom decodes it too)
 }
 INSTALL = 'pip install "cmunext-edge[dicom]"'
@@ -171,6 +174,10 @@ def _pixel_module_problem(ds, photometric: str, rows: int, cols: int, frames: in
     allocated, stored = int(ds.get("BitsAllocated", 8) or 8), int(ds.get("BitsStored", 8) or 8)
     if stored > allocated or stored < 1:
         return f"invalid header: Bits Stored {stored} with Bits Allocated {allocated}"
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        value = ds.get(keyword)
+        if value not in (None, "") and _first(value) is None:
+            return f"invalid header: {keyword} {str(value)[:40]!r} is not a number"
     slope = ds.get("RescaleSlope")
     if slope is not None and _first(slope) == 0:
         return "Rescale Slope 0 maps every pixel to one value; nothing to segment"
@@ -411,6 +418,7 @@ def dataset_from_bytes(body: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         ds = pydicom().dcmread(BytesIO(body))
     except Exception as exc:
         raise DicomError(f"request body: not a readable DICOM object ({_first_line(exc)})") from None
+    ds.filename = "request body"          # what every later message names (read from memory, never reopened)
     check_header(ds, "request body", max_pixels)
     return ds
 

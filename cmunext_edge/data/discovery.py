@@ -341,3 +341,17 @@ def seeded_split(names: list[str], val_fraction: float, seed: int) -> tuple[list
     random.Random(seed).shuffle(ordered)
     n_val = max(1, round(len(ordered) * val_fraction))
     return sorted(ordered[n_val:]), sorted(ordered[:n_val])
+
+
+def source_split(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """seeded_split over source files, not frames: the frames of one multi-frame DICOM object (a cine
+    loop's near-identical neighbours) all go to one side, so validation never scores a frame whose
+    neighbour trained the model. Single images are their own group (the split of a dataset without
+    multi-frame objects is seeded_split's); the fraction counts sources."""
+    groups: dict[str, list[str]] = {}
+    first: dict[Path, str] = {}
+    for s in sorted(samples, key=lambda s: (s.name, s.frame or 0)):
+        key = s.name if s.frame is None else first.setdefault(s.image, s.name)
+        groups.setdefault(key, []).append(s.name)
+    train, val = seeded_split(list(groups), val_fraction, seed)
+    return (sorted(n for k in train for n in groups[k]), sorted(n for k in val for n in groups[k]))

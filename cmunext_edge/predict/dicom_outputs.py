@@ -30,14 +30,16 @@ def _dicom_sources(samples: list[Sample]) -> dict[Path, list[Sample]]:
 
 def _groups(sources: dict[Path, list[Sample]], per: str) -> list[tuple[str, list[tuple[Path, list[Sample]]]]]:
     """(output name, [(source file, frames)]) per SEG: one per instance, or one per series of
-    single-frame instances (multi-frame instances keep their own SEG)."""
+    single-frame instances (multi-frame instances keep their own SEG). A series whose images differ
+    in size gets one SEG per size (series-<uid>, series-<uid>-2, ...): a SEG's frames share one size."""
     from cmunext_edge.core.dicom import read_header
     groups: dict[tuple, tuple[str, list]] = {}
     for path, frames in sources.items():
         key, base = ("instance", path), sample_name(path)     # one SEG per file, whatever its stem
         if per == "series" and len(frames) == 1:
-            uid = read_header(path).get("SeriesInstanceUID", path.stem)
-            key, base = ("series", str(uid)), f"series-{uid}"
+            header = read_header(path)
+            uid = header.get("SeriesInstanceUID", path.stem)
+            key, base = ("series", str(uid), int(header.Rows), int(header.Columns)), f"series-{uid}"
         groups.setdefault(key, (base, []))[1].append((path, frames))
     if per == "series":
         for _, members in groups.values():
@@ -87,10 +89,6 @@ def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: 
             continue
         path = out_dir / "seg" / f"{name}.seg.dcm"
         try:
-            sizes = {(int(read_header(p).Rows), int(read_header(p).Columns)) for p, _ in members}
-            if len(sizes) > 1:
-                raise ValueError(f"the series holds images of unequal size {sorted(sizes)}: they cannot share "
-                                 f"one SEG (use --dicom-seg instance)")
             masks = np.stack([_planes(out_dir, s.name, options.kind) for s in frames])
             seg = build_seg([read_header(p) for p, _ in members], masks, options, algorithm)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,10 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 AI_FAMILY = ("123110", "DCM", "Artificial Intelligence")        # CID 7162 algorithm family
 
 
+class SegSourceError(ValueError):
+    """A source a DICOM SEG cannot reference (a fault of the input, not of the toolkit)."""
+
+
 @dataclass(frozen=True)
 class SegmentCode:
     """A segment's label and its coded category and type, each (code value, scheme, meaning)."""
@@ -96,15 +100,14 @@ def build_seg(sources: list, masks: np.ndarray, options: SegOptions, algorithm: 
         for k in range(classes)]
     fractional = options.kind == "fractional"
     pixels = masks.astype(np.float32) if fractional else masks.astype(bool)
-    _check_sources(sources)
+    check_sources(sources)
     refs = _frame_refs(sources)
     registered = all(_registered(s) for s in sources)
     # highdicom's own path needs a frame of reference, planes and a thickness for several frames or a
     # FoR; without them the SEG maps by referenced frame (_all_frames)
     several = not registered and (len(refs) > 1 or any(s.get("FrameOfReferenceUID") or _multi_frame_class(
         s.SOPClassUID) for s in sources))
-    if not registered:
-        sources = [_unregistered(s) for s in sources]
+    sources = [_unregistered(s) if not registered else _with_type2(s) for s in sources]
     with warnings.catch_warnings():       # highdicom's remarks on the source's values (e.g. a one-part name)
         warnings.simplefilter("ignore", UserWarning)
         seg = _segmentation(hd, sources, pixels, several, fractional, segments, options, algorithm, series_number)
@@ -125,14 +128,15 @@ def _multi_frame_class(sop_class) -> bool:
     return any(word in name for word in _MULTI_FRAME_WORDS)
 
 
-def _check_sources(sources: list) -> None:
-    """What a valid SEG cannot do without: the UIDs it references (Type 1), and frames it can name."""
+def check_sources(sources: list) -> None:
+    """What a valid SEG cannot do without: the UIDs it references (Type 1), and frames it can name
+    (SegSourceError otherwise; checkable before any inference)."""
     for s in sources:
         missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not s.get(k)]
         if missing:
-            raise ValueError(f"the source lacks {', '.join(missing)} (Type 1): a SEG cannot reference it")
+            raise SegSourceError(f"the source lacks {', '.join(missing)} (Type 1): a SEG cannot reference it")
         if int(s.get("NumberOfFrames", 1) or 1) > 1 and not _multi_frame_class(s.SOPClassUID):
-            raise ValueError(f"the source holds {s.NumberOfFrames} frames under the single-frame SOP class "
+            raise SegSourceError(f"the source holds {s.NumberOfFrames} frames under the single-frame SOP class "
                              f"{getattr(s.SOPClassUID, 'name', s.SOPClassUID)}: a SEG cannot reference its frames")
 
 
@@ -150,18 +154,36 @@ _SPATIAL = ("FrameOfReferenceUID", "PositionReferenceIndicator", "ImagePositionP
             "SliceLocation")
 
 
-def _unregistered(ds):
-    """A shallow copy of `ds` without its frame of reference (the SEG then maps by referenced frame; the
-    geometry stays in the source it references), with an empty Patient ID where it had none (Type 2)."""
+# Type 2 attributes of the Patient and General Study modules that the SEG copies from its source
+# (highdicom reads each one): often removed by anonymisation, so an absent one is copied as empty
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def _proxy(ds, leave_out=()):
+    """A shallow copy of `ds` without the `leave_out` keywords, with every Type 2 attribute the SEG
+    copies present (empty where the source has none); the source itself is never changed."""
     from pydicom.dataset import Dataset
     proxy = Dataset()
     proxy.file_meta = getattr(ds, "file_meta", Dataset())
     for elem in ds:
-        if elem.keyword not in _SPATIAL:
+        if elem.keyword not in leave_out:
             proxy.add(elem)
-    if "PatientID" not in proxy:
-        proxy.PatientID = ""
+    for keyword in _TYPE2_COPIED:
+        if keyword not in proxy:
+            setattr(proxy, keyword, "")
     return proxy
+
+
+def _with_type2(ds):
+    """`ds` itself when it has every Type 2 attribute the SEG copies, else a proxy that has them."""
+    return ds if all(k in ds for k in _TYPE2_COPIED) else _proxy(ds)
+
+
+def _unregistered(ds):
+    """A proxy of `ds` without its frame of reference (the SEG then maps by referenced frame; the
+    geometry stays in the source it references)."""
+    return _proxy(ds, _SPATIAL)
 
 
 def _declare_charset(seg) -> None:
@@ -220,12 +242,7 @@ def _single_frame(ds):
     """The header of `ds` as a single-frame Secondary Capture image: what highdicom accepts without a
     frame of reference. Only its patient/study/series/equipment attributes reach the SEG; every
     reference to the source is rewritten by `_all_frames` with the source's own SOP class."""
-    from pydicom.dataset import Dataset
-    proxy = Dataset()
-    proxy.file_meta = ds.file_meta
-    for elem in ds:
-        if elem.keyword not in ("PixelData", "NumberOfFrames", "FrameIncrementPointer", "FrameTime", "SOPClassUID"):
-            proxy.add(elem)                 # shared elements: the source header itself is never changed
+    proxy = _proxy(ds, ("PixelData", "NumberOfFrames", "FrameIncrementPointer", "FrameTime", "SOPClassUID"))
     proxy.SOPClassUID = SECONDARY_CAPTURE
     return proxy
 

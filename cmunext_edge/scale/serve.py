@@ -42,6 +42,8 @@ MAX_BYTES = 20 << 20          # request body limit
 BODY_TIMEOUT_S = 10.0         # the whole body must arrive within this time of the request (else 408)
 READING_SLOTS = 32            # requests a replica may hold reading their body, beyond its inference places
 QUERY_CHOICES = {"format": ("json", "png"), "seg": ("binary", "fractional")}   # documented, for every body
+QUERY_DEFAULTS = {"format": "json", "seg": "binary"}
+QUERY_FOR_DICOM = {"format": False, "seg": True}      # which body each parameter shapes the answer of
 
 
 class RequestError(ValueError):
@@ -59,6 +61,9 @@ def decode_body(body: bytes, max_bytes: int = MAX_BYTES, max_pixels: int | None 
         raise RequestError(400, "empty request body: send the image file's bytes (curl --data-binary @scan.png)")
     if len(body) > max_bytes:
         raise RequestError(413, f"request body of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+    if body[128:132] == b"DICM":
+        raise RequestError(400, "the body is a DICOM file: send it with Content-Type: application/dicom "
+                                "(answered with a DICOM SEG)")
     try:
         check_bytes(body, max_pixels, what="header")
     except ImageTooLargeError as exc:
@@ -156,7 +161,7 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
             return await asyncio.to_thread(self.segmenter.segment_batch, images, batch_size=len(images))
 
         @app.post("/segment")
-        async def segment(self, request: fastapi.Request, format: str = "json", seg: str = "binary"):
+        async def segment(self, request: fastapi.Request, format: str | None = None, seg: str | None = None):
             return await _answer(self, request, {"format": format, "seg": seg}, limits, fastapi)
 
         @app.get("/health")
@@ -206,12 +211,21 @@ def is_dicom(content_type: str | None) -> bool:
     return (content_type or "").split(";")[0].strip().lower() == "application/dicom"
 
 
-def check_query(params: dict) -> None:
-    """Each documented query parameter must have one of its values, whatever the body (400)."""
+def check_query(params: dict, dicom: bool) -> dict:
+    """The query parameters given (None: not given) -> every parameter with its value or default.
+    Each must have one of its values, whatever the body, and shape the answer to this body (400)."""
     for name, allowed in QUERY_CHOICES.items():
-        if name in params and params[name] not in allowed:
+        if params.get(name) is not None and params[name] not in allowed:
             raise RequestError(400, f"query parameter {name!r} must be {' or '.join(allowed)}, "
                                     f"not {params[name][:40]!r}")
+    for name, for_dicom in QUERY_FOR_DICOM.items():
+        if params.get(name) is not None and for_dicom != dicom:
+            raise RequestError(400, f"query parameter {name!r} applies to "
+                                    + ("a DICOM body (Content-Type: application/dicom), which is answered with a "
+                                       "DICOM SEG" if for_dicom else
+                                       "an image body; a DICOM body is answered with a DICOM SEG (?seg=binary or "
+                                       "fractional)"))
+    return {name: params.get(name) or default for name, default in QUERY_DEFAULTS.items()}
 
 
 def _declared_length(headers) -> int | None:
@@ -267,8 +281,8 @@ async def _answer(replica, request, params: dict, limits: Limits, fastapi):
     from cmunext_edge._deps import MissingDependencyError
     responses = fastapi.responses
     try:
-        check_query(params)
         dicom = is_dicom(request.headers.get("content-type"))
+        params = check_query(params, dicom)
         body = await read_body(request, limits.max_bytes, limits.body_timeout_s)
         async with replica.places:
             if dicom:
@@ -313,15 +327,19 @@ async def _answer_dicom(replica, body: bytes, kind: str, limits: Limits, respons
     a SEG back."""
     import asyncio
     from cmunext_edge.core.dicom import DicomError, dataset_from_bytes, read_frames
+    from cmunext_edge.predict.dicom_seg import SegSourceError, check_sources
     from cmunext_edge.runtime.algorithm import algorithm_of
     if not body:
         raise RequestError(400, "empty request body: send the DICOM file's bytes "
                                 "(curl -H 'Content-Type: application/dicom' --data-binary @us.dcm)")
     try:
         ds = dataset_from_bytes(body, limits.max_pixels)
+        check_sources([ds])                     # a SEG must be able to reference it: known before inference
         frames = read_frames(ds, limits.max_pixels)
     except ImageTooLargeError as exc:          # the one pixel limit (image_limits.check_pixels)
         raise RequestError(413, f"DICOM refused before decoding: {exc}") from None
+    except SegSourceError as exc:
+        raise RequestError(422, f"request body: no DICOM SEG can answer it: {exc}") from None
     except DicomError as exc:
         raise RequestError(400, str(exc)) from None
     segs = await asyncio.gather(*(replica._segment(f) for f in frames))

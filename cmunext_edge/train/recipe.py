@@ -37,7 +37,7 @@ import numpy as np
 
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
-from cmunext_edge.data.discovery import Sample, discover, read_name_list, seeded_split, truth_notes
+from cmunext_edge.data.discovery import Sample, discover, read_name_list, source_split, truth_notes
 from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, pixel_fingerprint
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
@@ -149,6 +149,18 @@ def bce_dice_loss(logits, target):
     return 0.5 * bce + (1 - dice.mean())
 
 
+def _warn_split_sources(samples: list[Sample], val: set, val_list, log) -> None:
+    """A --val-list that puts some frames of a multi-frame object in validation and others in training."""
+    sides: dict[Path, set] = {}
+    for s in samples:
+        if s.frame is not None:
+            sides.setdefault(s.image, set()).add(s.name in val)
+    split = sorted(str(p) for p, both in sides.items() if len(both) == 2)
+    if split:
+        log(f"warning: {val_list} splits the frames of {len(split)} multi-frame object(s) between training and "
+            f"validation (e.g. {split[0]}): neighbouring frames are near copies, so the validation Dice is optimistic")
+
+
 def make_split(cfg: TrainConfig, log=print, found=None) -> dict:
     """The train/validation split of `found` (default: the samples of cfg.data)."""
     found = discover(cfg.data) if found is None else found
@@ -169,8 +181,9 @@ def make_split(cfg: TrainConfig, log=print, found=None) -> dict:
         if missing:
             raise ValueError(f"{cfg.val_list}: names without an image/mask pair: {missing[:3]}")
         train = sorted(set(names) - set(val))
+        _warn_split_sources(samples, set(val), cfg.val_list, log)
     else:
-        train, val = seeded_split(names, cfg.val_fraction, cfg.seed)
+        train, val = source_split(samples, cfg.val_fraction, cfg.seed)
     if cfg.max_train_images:
         train = train[: cfg.max_train_images]
     if not train:
