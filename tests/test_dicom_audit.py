@@ -260,3 +260,9 @@ def test_training_split_keeps_a_cine_loops_frames_together(us):
         frames = {s.name for s in cine}
         assert frames <= set(train) or frames <= set(val), seed
         assert sorted(train + val) == sorted(names + list(frames))
+
+
+def test_an_empty_dcm_file_says_it_is_empty(tmp_path):
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    with pytest.raises(dicom.DicomError, match="empty.dcm: empty file"):
+        dicom.read_header(tmp_path / "empty.dcm")

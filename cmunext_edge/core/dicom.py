@@ -117,7 +117,11 @@ def read_header(path):
     pydicom()                     # a missing pydicom is MissingDependencyError (naming the extra), not "damaged"
     try:
         st = path.stat()
+        if st.st_size == 0:
+            raise DicomError(f"{path}: empty file (0 bytes)")
         return _cached_header(str(path), st.st_mtime_ns, st.st_size)
+    except DicomError:
+        raise
     except OSError as exc:
         raise DicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:      # pydicom raises InvalidDicomError, EOFError, struct/value errors
