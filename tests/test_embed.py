@@ -219,6 +219,20 @@ def _edit_threshold(path, value):
     onnx.save(model, str(path))
 
 
+def _edit_contract_everywhere(path, **changes):
+    """Edit the contract and the self-test's copy of it alike (what passes the contract comparison)."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "cmunext_edge.preprocess":
+            prop.value = json.dumps({**json.loads(prop.value), **changes}, sort_keys=True)
+        if prop.key == "cmunext_edge.selftest":
+            st = json.loads(prop.value)
+            st["preprocess"] = json.dumps({**json.loads(st["preprocess"]), **changes}, sort_keys=True)
+            prop.value = json.dumps(st)
+    onnx.save(model, str(path))
+
+
 def _reseal(path):
     """Recompute the embedded content hash after an edit (what a tool that 'fixes' the file would do)."""
     data = path.read_bytes()
@@ -267,6 +281,19 @@ def test_edited_threshold_is_refused(embed_build, artifacts, tmp_path):
 
 
 # --- bad images and sizes -----------------------------------------------------------------------
+@pytest.mark.parametrize("changes", [{"channel_order": "rgb"}, {"interpolation": "nearest"}])
+def test_channel_order_or_resize_changed_everywhere_is_refused(embed_build, artifacts, changes, tmp_path):
+    """The self-test input is gray at network size: the contract probe is what shows these edits."""
+    resealed = _copy(_artifact(artifacts, "fp32-onnx"), tmp_path / "r", manifest=False)
+    _edit_contract_everywhere(resealed, **changes)
+    _reseal(resealed)
+    says = "self-test FAILED: the preprocessing does not resize or order channels as at export"
+    r = _segment(embed_build, resealed, SAMPLES, tmp_path / "out")
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    with pytest.raises(Exception, match=says):
+        EdgeSegmenter.from_artifact(resealed)
+
+
 def _png_with_exif_orientation(img, orientation):
     data = cv2.imencode(".png", img)[1].tobytes()
     tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x0112, 3, 1, orientation) + b"\0\0\0\0"

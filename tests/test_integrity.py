@@ -11,7 +11,7 @@ from cmunext_edge.cli import bench as bench_cli
 from cmunext_edge.cli import predict as predict_cli
 from cmunext_edge.artifacts.integrity import IntegrityError
 from cmunext_edge.runtime.registry import verify_artifact
-from cmunext_edge.core.preprocess import get_preset
+from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 pytest.importorskip("onnxruntime")
@@ -144,9 +144,26 @@ def test_threshold_change_fails_the_self_test():
     assert not res.passed and "threshold 0.9" in res.message
 
 
+@pytest.mark.parametrize("field, value", [("channel_order", "rgb"), ("interpolation", "nearest"),
+                                          ("interpolation", "area"), ("interpolation", "cubic")])
+def test_channel_order_or_resize_edited_in_the_selftest_copy_too_fails(field, value):
+    """The self-test input is gray at network size; the contract probe shows these edits, even when the
+    self-test's own copy of the contract was edited alike. A digest made before the probe existed
+    (no contract_probe) is still checked as before."""
+    spec, logits, st = _digest()
+    edited = PreprocessSpec.from_json({**json.loads(spec.to_json()), field: value})
+    st_edited = {**st, "preprocess": edited.to_json()}
+    res = check_selftest(st_edited, edited, lambda x: logits)
+    assert not res.passed and "does not resize or order channels as at export" in res.message
+    legacy = {k: v for k, v in st_edited.items() if k != "contract_probe"}
+    assert check_selftest(legacy, edited, lambda x: logits).passed
+
+
 @pytest.mark.parametrize("damage", [lambda st: st.pop("mask_bits"), lambda st: st.update(mask_bits="@@notb64"),
                                     lambda st: st.update(mask_bits="AAAA"), lambda st: st.pop("seed"),
-                                    lambda st: st.update(pooled_logits="x")])
+                                    lambda st: st.update(pooled_logits="x"),
+                                    lambda st: st.update(contract_probe=[1.0, "x"]),
+                                    lambda st: st.update(contract_probe={"a": 1})])
 def test_damaged_selftest_digest_is_a_failure_not_an_exception(damage):
     spec, logits, st = _digest()
     damage(st)

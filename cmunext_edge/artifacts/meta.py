@@ -98,6 +98,41 @@ def selftest_input(spec: PreprocessSpec, seed: int = 0) -> np.ndarray:
     return spec.preprocess(bgr)[None]
 
 
+# The self-test input is gray and already at network size, so channel order and the resize do not
+# change it. A fixed colour probe, rows upscaled ~4x and columns downscaled ~2.5x, makes them show:
+# per channel, its mean and its squared row/column gradients, each relative to the channel's variance
+# (scale-free). An edit of channel order or interpolation moves a statistic by >= 0.08; a +-1 grey-level
+# difference in the resize (OpenCV on another CPU) by < 0.001.
+PROBE_TOLERANCE = 0.01
+
+
+def contract_probe_image(spec: PreprocessSpec) -> np.ndarray:
+    """The probe: HxWx3 uint8 BGR, integer patterns (no RNG, no float), different in each channel."""
+    h, w = spec.height // 4 + 3, spec.width * 5 // 2 + 7
+    yy, xx = np.mgrid[0:h, 0:w]
+    planes = [(xx * 7 + yy * 29) % 256, ((xx // 3) * 37 + yy * 11) % 256, ((xx * yy) // 5 + 60) % 256]
+    return np.stack(planes, axis=-1).astype(np.uint8)
+
+
+def contract_probe(spec: PreprocessSpec) -> list[float]:
+    """Per input channel: mean / std, mean squared column step / variance, mean squared row step / variance,
+    of the probe preprocessed by `spec`."""
+    stats = []
+    for plane in spec.preprocess(contract_probe_image(spec)).astype(np.float64):
+        var = max(float(plane.var()), 1e-30)
+        stats += [float(plane.mean()) / var ** 0.5, float(np.mean(np.diff(plane, axis=1) ** 2)) / var,
+                  float(np.mean(np.diff(plane, axis=0) ** 2)) / var]
+    return stats
+
+
+def _probe_difference(recorded, spec: PreprocessSpec) -> float:
+    now = contract_probe(spec)
+    if not isinstance(recorded, list) or len(recorded) != len(now) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in recorded):
+        raise ValueError(f"contract_probe must be a list of {len(now)} numbers")
+    return max(abs(a - float(b)) for a, b in zip(now, recorded))
+
+
 def _threshold_logit(spec: PreprocessSpec) -> float:
     """The logit at which the sigmoid probability crosses the spec's threshold."""
     t = float(spec.threshold)
@@ -118,7 +153,8 @@ def make_selftest(spec: PreprocessSpec, logits: np.ndarray, precision: str, seed
             "pooled_logits": np.round(_pool(logits), 4).tolist(), "precision": precision,
             "mask_bits": base64.b64encode(zlib.compress(np.packbits(mask).tobytes(), 9)).decode(),
             "mask_sha256": hashlib.sha256(np.packbits(mask).tobytes()).hexdigest(),
-            "min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97), "reference": reference}
+            "min_agreement": AGREEMENT_THRESHOLDS.get(precision, 0.97), "reference": reference,
+            "contract_probe": [round(v, 6) for v in contract_probe(spec)]}
 
 
 @dataclass
@@ -186,6 +222,12 @@ def _check_selftest(selftest: dict, spec: PreprocessSpec, run, precision: str | 
         if differs:
             return SelfTestResult("fail", "self-test FAILED: the artifact's preprocessing contract was "
                                   "changed after export: " + ", ".join(differs))
+    if "contract_probe" in selftest:          # artifacts exported before 2026-12-06 have none
+        moved = _probe_difference(selftest["contract_probe"], spec)
+        if not moved <= PROBE_TOLERANCE:
+            return SelfTestResult("fail", f"self-test FAILED: the preprocessing does not resize or order "
+                                  f"channels as at export (a statistic of the contract probe moved by {moved:.3g}, "
+                                  f"tolerance {PROBE_TOLERANCE}): the contract was changed after export")
     x = selftest_input(spec, int(selftest["seed"]))
     if hashlib.sha256(x.tobytes()).hexdigest() != selftest["input_sha256"]:
         return SelfTestResult("fail", "self-test input could not be regenerated identically on this "

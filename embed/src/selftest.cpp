@@ -1,5 +1,6 @@
 #include "selftest.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -10,6 +11,7 @@ namespace cmunext::detail {
 
 namespace {
 constexpr int kPool = 8;
+constexpr double kProbeTolerance = 0.01;   // artifact_meta.PROBE_TOLERANCE
 
 struct Damaged : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -68,6 +70,43 @@ std::vector<float> selftest_input(const Contract& c, uint64_t seed) {
     return x;
 }
 
+std::vector<double> contract_probe(const Contract& c) {
+    const int h = c.height / 4 + 3, w = c.width * 5 / 2 + 7;
+    std::vector<uint8_t> bgr(static_cast<size_t>(h) * w * 3);
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) {
+            uint8_t* p = &bgr[(static_cast<size_t>(y) * w + x) * 3];
+            p[0] = static_cast<uint8_t>((x * 7 + y * 29) % 256);
+            p[1] = static_cast<uint8_t>(((x / 3) * 37 + y * 11) % 256);
+            p[2] = static_cast<uint8_t>(((x * y) / 5 + 60) % 256);
+        }
+    const size_t plane = static_cast<size_t>(c.height) * c.width;
+    std::vector<float> t(static_cast<size_t>(c.in_channels) * plane);
+    preprocess(c, bgr.data(), w, h, static_cast<size_t>(w) * 3, Layout::BGR, t.data());
+    std::vector<double> stats;
+    for (int k = 0; k < c.in_channels; ++k) {
+        const float* v = &t[k * plane];
+        double sum = 0.0;
+        for (size_t i = 0; i < plane; ++i) sum += v[i];
+        const double mean = sum / static_cast<double>(plane);
+        double sq = 0.0, dx = 0.0, dy = 0.0;
+        for (size_t i = 0; i < plane; ++i) sq += (v[i] - mean) * (v[i] - mean);
+        for (int y = 0; y < c.height; ++y)
+            for (int x = 0; x < c.width; ++x) {
+                const double here = v[static_cast<size_t>(y) * c.width + x];
+                if (x + 1 < c.width) dx += (v[static_cast<size_t>(y) * c.width + x + 1] - here) *
+                                           (v[static_cast<size_t>(y) * c.width + x + 1] - here);
+                if (y + 1 < c.height) dy += (v[static_cast<size_t>(y + 1) * c.width + x] - here) *
+                                            (v[static_cast<size_t>(y + 1) * c.width + x] - here);
+            }
+        const double var = std::max(sq / static_cast<double>(plane), 1e-30);
+        stats.push_back(mean / std::sqrt(var));
+        stats.push_back(dx / (static_cast<double>(c.height) * (c.width - 1)) / var);
+        stats.push_back(dy / (static_cast<double>(c.height - 1) * c.width) / var);
+    }
+    return stats;
+}
+
 namespace {
 std::vector<uint8_t> packbits(const std::vector<uint8_t>& bits) {
     std::vector<uint8_t> out((bits.size() + 7) / 8, 0);
@@ -96,6 +135,24 @@ SelfTestResult check(const Json& st, const Contract& c,
             r.status = "fail";
             r.message = "self-test FAILED: the artifact's preprocessing contract was changed after export: ";
             for (size_t i = 0; i < differs.size(); ++i) r.message += (i ? ", " : "") + differs[i];
+            return r;
+        }
+    }
+    if (const Json* probe = st.find("contract_probe")) {   // artifacts exported before 2026-12-06 have none
+        const std::vector<double> now = contract_probe(c);
+        const std::string bad = "ValueError: contract_probe must be a list of " + std::to_string(now.size()) + " numbers";
+        if (!probe->is_array() || probe->as_array().size() != now.size()) throw Damaged(bad);
+        double moved = 0.0;
+        for (size_t i = 0; i < now.size(); ++i) {
+            const Json& v = probe->as_array()[i];
+            if (!v.is_number()) throw Damaged(bad);
+            moved = std::max(moved, std::fabs(now[i] - v.as_number()));
+        }
+        if (!(moved <= kProbeTolerance)) {
+            r.status = "fail";
+            r.message = "self-test FAILED: the preprocessing does not resize or order channels as at export (a "
+                        "statistic of the contract probe moved by " + fmt("%.3g", moved) +
+                        ", tolerance 0.01): the contract was changed after export";
             return r;
         }
     }

@@ -22,6 +22,11 @@ double agreement_threshold(const std::string& precision, bool* known = nullptr);
 // speckle, preprocessed by the contract (artifact_meta.selftest_input).
 std::vector<float> selftest_input(const Contract& c, uint64_t seed);
 
+// Per input channel, statistics of a fixed colour probe preprocessed by `c` (mean / std and squared
+// column / row steps / variance): what shows a changed channel order or resize
+// (artifact_meta.contract_probe; compared within 0.01).
+std::vector<double> contract_probe(const Contract& c);
+
 // Runs `run` (1 x C x H x W input -> 1 x K x H x W logits) on the embedded input and compares with
 // the digest; `selftest` null = the artifact has none ("unavailable"). `precision`: what actually
 // runs (a lower precision than the artifact's lowers the agreement needed to that precision's).
