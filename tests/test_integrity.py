@@ -193,3 +193,11 @@ def test_openvino_bin_flip_is_refused(trained, tmp_path):
         _flip(folder / res.artifact.with_suffix(".bin").name)
         with pytest.raises(IntegrityError, match="differs"):
             EdgeSegmenter.from_artifact(folder / res.artifact.name)
+
+
+def test_a_metadata_format_this_runtime_does_not_read_is_refused():
+    """As the C++ library does: format_version other than 1 is refused, not read as format 1."""
+    from cmunext_edge.artifacts.meta import FORMAT_VERSION, PREFIX, parse_metadata
+    assert parse_metadata({PREFIX + "format_version": FORMAT_VERSION})["format_version"] == "1"
+    with pytest.raises(ValueError, match="format_version '2'; this runtime reads format 1"):
+        parse_metadata({PREFIX + "format_version": "2"})

@@ -65,6 +65,9 @@ def runtime_settings(meta: dict) -> dict:
 def parse_metadata(flat: dict) -> dict:
     """Prefixed flat dict (extra keys ignored) -> {key: value} with `spec` and `selftest` decoded."""
     meta = {k[len(PREFIX):]: str(v) for k, v in flat.items() if k.startswith(PREFIX)}
+    if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise ValueError(f"artifact metadata format_version {meta['format_version'][:20]!r}; this runtime reads "
+                         f"format {FORMAT_VERSION} (upgrade cmunext-edge, or re-export with this version)")
     if "preprocess" in meta:
         meta["spec"] = PreprocessSpec.from_json(meta["preprocess"])
     if "selftest" in meta:
