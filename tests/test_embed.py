@@ -610,3 +610,19 @@ def test_c_abi_refuses_impossible_strides_non_files_and_unimplemented_contracts(
     bad = ctypes.c_void_p()
     assert lib.cmunext_open(str(ir).encode(), ctypes.byref(opts), ctypes.byref(bad)) == 4 and not bad.value
     assert b"resizes with 'cubic'" in lib.cmunext_last_error()
+
+
+def test_out_is_checked_before_the_artifact_loads_and_file_bytes_are_printable(embed_build, artifacts, tmp_path):
+    art = _artifact(artifacts, "fp32-onnx")
+    (tmp_path / "afile").write_text("x")
+    r = _segment(embed_build, art, SAMPLES, tmp_path / "afile" / "out")
+    assert r.returncode == 2 and "loaded and verified" not in r.stdout
+    assert r.stderr.strip().splitlines() == [f"cmunext_segment: error: --out {tmp_path / 'afile' / 'out'}: "
+                                             f"{tmp_path / 'afile'} is not a folder"]
+    bad = tmp_path / "img" / "badchunk.png"
+    bad.parent.mkdir()
+    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 0, 0, 0, 0)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + struct.pack(">I", 3) + b"ID\x1bT" + b"abc"
+                    + b"\0\0\0\0")
+    r = _segment(embed_build, art, bad.parent, tmp_path / "out")
+    assert r.returncode == 2 and "PNG chunk ID\\x1bT has a bad CRC" in r.stderr and "\x1b" not in r.stderr

@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "cmunext/edge_segmenter.hpp"
 #include "image_io.hpp"
 
@@ -116,6 +118,20 @@ std::vector<std::string> output_names(const std::vector<std::string>& images) {
     return out;
 }
 
+// Why `out` cannot hold the outputs, read before the artifact is loaded ("" when it can): its nearest
+// existing folder must be a folder this process may write. Nothing is created here.
+std::string out_problem(const fs::path& out) {
+    std::error_code ec;
+    fs::path p = fs::absolute(out, ec);
+    while (!p.empty() && !fs::exists(p, ec)) {
+        if (p == p.parent_path()) break;
+        p = p.parent_path();
+    }
+    if (!fs::is_directory(p, ec)) return p.string() + " is not a folder";
+    if (access(p.c_str(), W_OK | X_OK) != 0) return p.string() + " is not writable";
+    return "";
+}
+
 std::string json_escape(const std::string& s) {
     std::string o;
     for (char c : s) {
@@ -190,6 +206,10 @@ int main(int argc, char** argv) {
         return 2;
     }
     const std::vector<std::string> names = output_names(images);
+    if (const std::string problem = out_problem(out_dir); !problem.empty()) {
+        std::fprintf(stderr, "cmunext_segment: error: --out %s: %s\n", out_dir.c_str(), problem.c_str());
+        return 2;
+    }
 
     const auto t_load = std::chrono::steady_clock::now();
     std::unique_ptr<cmunext::EdgeSegmenter> seg;

@@ -27,6 +27,21 @@ uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1
 uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24); }
 uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 
+// bytes from a file, for a message: printable ASCII as is, anything else as \xNN (no control bytes reach a terminal)
+std::string printable(const uint8_t* p, size_t n) {
+    std::string out;
+    for (size_t i = 0; i < n; ++i) {
+        if (p[i] >= 0x20 && p[i] < 0x7f) {
+            out += static_cast<char>(p[i]);
+        } else {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", p[i]);
+            out += buf;
+        }
+    }
+    return out;
+}
+
 void check_size(const std::string& path, int64_t w, int64_t h, int64_t max_pixels) {
     if (w < 1 || h < 1) throw ImageError(path + ": image header says " + std::to_string(w) + "x" + std::to_string(h) + " (empty)");
     if (w > 65536 || h > 65536 || (max_pixels > 0 && w * h > max_pixels))
@@ -98,7 +113,7 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& f, int64_t
         const uint8_t* data = &f[pos + 8];
         const bool critical = !(type[0] & 0x20);
         if (critical && detail::crc32(type, len + 4) != be32(&f[pos + 8 + len]))
-            throw ImageError(path + ": PNG chunk " + std::string(reinterpret_cast<const char*>(type), 4) + " has a bad CRC (damaged file)");
+            throw ImageError(path + ": PNG chunk " + printable(type, 4) + " has a bad CRC (damaged file)");
         std::string t(reinterpret_cast<const char*>(type), 4);
         if (!seen_ihdr && t != "IHDR") throw ImageError(path + ": PNG does not start with IHDR");
         if (t == "IHDR") {
