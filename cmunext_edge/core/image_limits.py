@@ -140,8 +140,9 @@ def check_pixels(width: int, height: int, frames: int = 1, max_pixels: int | Non
     if max_pixels is not None and total > max_pixels:
         size = f"{width}x{height}" + (f"x{frames} frames" if frames != 1 else "")
         got, limit = _megapixels(total, max_pixels)
+        every = "; every frame counts, as its masks are held together" if frames != 1 else ""
         raise ImageTooLargeError(f"{what}: {size} = {got} megapixels exceeds the limit of {limit} megapixels "
-                                 f"(raise it with --max-pixels / max_pixels=...); not decoded")
+                                 f"(raise it with --max-pixels / max_pixels=...{every}); not decoded")
 
 
 def _megapixels(total: int, limit: int) -> tuple[str, str]:
