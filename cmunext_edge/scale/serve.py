@@ -15,7 +15,10 @@ artifact, where it runs and the self-test each replica ran at start (503 if it f
 A DICOM body (`Content-Type: application/dicom`, any case, parameters allowed; single- or
 multi-frame, the [dicom] extra) is answered
 with a DICOM Segmentation of every frame (`application/dicom`, binary, one segment per class; see
-docs/dicom.md); `?seg=fractional` for probabilities. Its header is checked before any decoding.
+docs/dicom.md); `?seg=fractional` for probabilities. Its header is checked before any decoding, and
+one no SEG can reference (e.g. several frames under a single-frame SOP class) gets 422 before
+inference. A query parameter that does not apply to the body (`format` with DICOM, `seg` with an
+image) is 400, as is a DICOM file sent without its Content-Type.
 A multi-class model: `mask_png` is the union of its classes, and the JSON adds `classes` (per class:
 area in pixels and fraction) and `class_masks_png` (one base64 0/255 PNG per class, class order).
 """
