@@ -1,6 +1,7 @@
-"""Add the pixel fingerprints of a shipped model's training images to its split.json
-("train_fingerprints", data/fingerprint.py), so that an export recognises a renamed training image
-given as --verify-data. cmunext-train records them itself; the shipped models' splits predate that.
+"""Add the fingerprints of a shipped model's training images to its split.json ("train_fingerprints",
+exact, and "train_lookalikes", near copies; data/fingerprint.py), so that an export recognises a renamed
+or near copy of a training image given as --verify-data. cmunext-train records them itself; the shipped
+models' splits predate that.
 
     .venv/bin/python benchmarks/add_train_fingerprints.py ../shared/data/busi-train \
         models/cmunext-s-busi.split.json models/cmunext-base-busi.split.json
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cmunext_edge.data.discovery import discover
-from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, sample_fingerprints
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, sample_fingerprints, split_parts
 
 
 def main(dataset: str, *splits: str) -> int:
@@ -25,9 +26,10 @@ def main(dataset: str, *splits: str) -> int:
         if len(prints) != len(split["train"]):
             print(f"{path}: {len(split['train']) - len(prints)} training images could not be read")
             return 1
-        split[FINGERPRINTS_KEY] = sorted(set(prints.values()))
+        split[FINGERPRINTS_KEY], split[LOOKALIKES_KEY] = split_parts(prints.values())
         path.write_text(json.dumps(split, indent=1) + "\n")
-        print(f"{path}: {len(split[FINGERPRINTS_KEY])} fingerprints of {len(split['train'])} training images")
+        print(f"{path}: {len(split[FINGERPRINTS_KEY])} fingerprints and {len(split[LOOKALIKES_KEY])} look-alike "
+              f"hashes of {len(split['train'])} training images")
     return 0
 
 

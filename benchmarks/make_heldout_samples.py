@@ -1,10 +1,11 @@
 """Write the shipped model's image sets at the network size, from ../shared/data/busi-train:
 
-- cmunext_edge/samples/busi-heldout/: its 90 held-out validation images (models/cmunext-s-busi.val.txt),
-  the default export verification set;
+- cmunext_edge/samples/busi-heldout/: its held-out validation images (models/cmunext-s-busi.val.txt)
+  that are not near copies of its training images (data/fingerprint.py: 64 of the 90; BUSI holds
+  several copies of some scans), the default export verification set;
 - cmunext_edge/samples/busi-calib/: 64 of its 362 training images (the product's seeded sampler,
   seed 0, over the split's "train" list), the default INT8 calibration set. Calibrating on training
-  images leaves all 90 held-out images to verification (benchmarks/int8_notes.md, "Calibration on
+  images leaves all held-out images to verification (benchmarks/int8_notes.md, "Calibration on
   training images").
 
 Each image is stored as the official preprocessing resizes it (grayscale, INTER_LINEAR to
@@ -19,6 +20,7 @@ against ground truth at 256 x 256 are unchanged. This script checks both for eve
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from cmunext_edge.checkpoints.weights import load_checkpoint      # noqa: E402
 from cmunext_edge.data.discovery import discover, read_name_list, seeded_sample  # noqa: E402
 from cmunext_edge.data.groundtruth import load_truth              # noqa: E402
+from cmunext_edge.data.model_split import training_images        # noqa: E402
 from cmunext_edge.core.preprocess import load_image, to_bgr_uint8  # noqa: E402
 
 SAMPLES = ROOT / "cmunext_edge" / "samples"
@@ -38,10 +41,13 @@ SPLIT = ROOT / "models" / "cmunext-s-busi.split.json"
 CALIB_SIZE, CALIB_SEED = 64, 0
 README_HELDOUT = """# Held-out BUSI validation images of the shipped model
 
-The {n} images of `models/cmunext-s-busi.val.txt`: the validation part of the shipped model's
-split (`models/cmunext-s-busi.split.json`). The model never trained on them, but they chose its
-epoch (best validation Dice), so they are held out from training, not entirely unseen. INT8
-calibration of the shipped model uses 64 of its training images (`../busi-calib`), so all 90 stay
+{n} of the {n_val} images of `models/cmunext-s-busi.val.txt`, the validation part of the shipped model's
+split (`models/cmunext-s-busi.split.json`). The other {n_near} are near copies of its training images
+(the same scan with or without calipers, or cropped a few pixels differently; BUSI holds several
+copies of some scans): their look-alike hashes lie within 6 of 64 bits of a training image's
+(`cmunext_edge/data/fingerprint.py`), so they are left out. The model never trained on these {n}, but
+they chose its epoch (best validation Dice), so they are held out from training, not entirely unseen.
+INT8 calibration of the shipped model uses 64 of its training images (`../busi-calib`), so all {n} stay
 for verification; a `--calib` folder that shares images with these is left out of verification,
 so verification and calibration stay disjoint.
 
@@ -62,7 +68,7 @@ README_CALIB = """# INT8 calibration images of the shipped model
 {n} of the 362 training images of the shipped model's split (`models/cmunext-s-busi.split.json`,
 "train"), drawn by the product's seeded sampler (seed {seed}): the default `--calib` of
 `cmunext-export --int8` and of `--target auto`. The model trained on them; they only set the INT8
-quantization ranges. Calibrating on training images leaves all 90 held-out validation images
+quantization ranges. Calibrating on training images leaves all held-out validation images
 (`../busi-heldout`) to verification. Masks are stored for NNCF accuracy control, which scores Dice
 on the calibration images.
 
@@ -106,14 +112,24 @@ def calibration_names(src: Path) -> list[str]:
     return [s.name for s in seeded_sample([s for s in discover(src) if s.name in train], CALIB_SIZE, CALIB_SEED)]
 
 
+def heldout_names(src: Path) -> tuple[list[str], list[str]]:
+    """(validation names that are not near copies of training images, those that are)."""
+    val = read_name_list(ROOT / "models" / "cmunext-s-busi.val.txt")
+    near = training_images([s for s in discover(src) if s.name in set(val)], SPLIT)
+    return [n for n in val if n not in near], sorted(near)
+
+
 def main(src: Path) -> int:
     spec = load_checkpoint(ROOT / "models" / "cmunext-s-busi.safetensors").spec
-    sets = (("busi-heldout", read_name_list(ROOT / "models" / "cmunext-s-busi.val.txt"), README_HELDOUT),
-            ("busi-calib", calibration_names(src), README_CALIB))
+    held, near = heldout_names(src)
+    sets = (("busi-heldout", held, README_HELDOUT), ("busi-calib", calibration_names(src), README_CALIB))
     for folder, names, readme in sets:
         out = SAMPLES / folder
+        shutil.rmtree(out / "images", ignore_errors=True)
+        shutil.rmtree(out / "masks", ignore_errors=True)
         size = write_set(src, names, out, spec)
-        (out / "README.md").write_text(readme.format(n=len(names), size_kb=round(size / 1024), seed=CALIB_SEED))
+        (out / "README.md").write_text(readme.format(n=len(names), size_kb=round(size / 1024), seed=CALIB_SEED,
+                                                     n_val=len(held) + len(near), n_near=len(near)))
         print(f"{len(names)} images + masks, {size / 1024:.0f} KiB, identical tensors and ground truth at "
               f"{spec.height} x {spec.width}: {out.relative_to(ROOT)}")
     return 0

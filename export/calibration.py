@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge.data.discovery import Sample, discover, seeded_sample
-from cmunext_edge.data.fingerprint import pixel_fingerprint
+from cmunext_edge.data.fingerprint import image_fingerprint
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.data.groundtruth import classes_check, load_truth
 from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, naming, to_bgr_uint8
@@ -86,7 +86,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
             image = load_image(s.image, frame=s.frame)
             bgr = to_bgr_uint8(image)
             inputs.append(spec.preprocess(bgr))
-            prints[s.name] = pixel_fingerprint(bgr)     # decoded once: a renamed copy is known by these
+            prints[s.name] = image_fingerprint(bgr)     # decoded once: renamed and near copies are known by these
             masks.append(load_truth(s, num_classes, spec.size, image_hw=image.shape[:2]) if (truth and s.mask) else None)
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration/verification image unusable: {naming(s.image, exc)} (remove or fix it: "

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cmunext_edge.data.model_split import model_split, split_lists
+from cmunext_edge.data.fingerprint import Seen
+from cmunext_edge.data.model_split import model_split, split_lists, split_seen
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 
 VERIFY_DATA, HELD_OUT = "--verify-data", "held-out validation images"
@@ -40,11 +41,13 @@ class VerifyPlan:
     training_list: str | None = None   # where the model's training names come from, if known
     training_names: tuple = field(default=(), repr=False)
     training_fingerprints: tuple = field(default=(), repr=False)   # their pixels (data/fingerprint.py)
+    training_lookalikes: tuple = field(default=(), repr=False)     # their look-alike hashes (near copies)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("training_names")
         d.pop("training_fingerprints")
+        d.pop("training_lookalikes")
         return d
 
 
@@ -56,9 +59,11 @@ def _names_in(source) -> set:
 def plan_verification(verify_data, calib, weights_sha256: str, split=None, weights=None) -> VerifyPlan:
     """Where the verification images come from and what the figures may claim (module docstring)."""
     model_split_path = model_split(weights, weights_sha256)
-    train, val, prints = split_lists(model_split_path)
+    train, val, _ = split_lists(model_split_path)
+    seen = split_seen(model_split_path)
     known = {"training_list": str(model_split_path.resolve()) if train else None, "training_names": tuple(train),
-             "training_fingerprints": tuple(prints)}
+             "training_fingerprints": tuple(sorted(seen.exact)),
+             "training_lookalikes": tuple(f"{h:016x}" for h in seen.lookalikes)}
     if verify_data is not None:
         if split is None and val and set(val) <= _names_in(verify_data):
             split = str(model_split_path)
@@ -114,14 +119,15 @@ def domain_warning(plan: VerifyPlan) -> str | None:
 def overlaps(verify_names, calib_names, plan: VerifyPlan, verify_prints: dict | None = None,
              calib_prints: dict | None = None) -> dict:
     """The verification images that are also calibration images or training images of the model:
-    by name, and by pixel fingerprint where known ({name: fingerprint}, data/fingerprint.py), so
-    that a renamed copy is found too."""
+    by name, and by fingerprint where known ({name: fingerprint}, data/fingerprint.py), so that a
+    renamed copy and a near copy (resized, re-encoded, cropped a little) are found too."""
     v = set(verify_names)
     calibration, training = v & set(calib_names or ()), v & set(plan.training_names)
     if verify_prints:
-        seen_calib, seen_train = set((calib_prints or {}).values()), set(plan.training_fingerprints)
-        calibration |= {n for n, f in verify_prints.items() if f in seen_calib}
-        training |= {n for n, f in verify_prints.items() if f in seen_train}
+        seen_calib = Seen.of((calib_prints or {}).values())
+        seen_train = Seen(plan.training_fingerprints, plan.training_lookalikes)
+        calibration |= {n for n, f in verify_prints.items() if seen_calib.holds(f)}
+        training |= {n for n, f in verify_prints.items() if seen_train.holds(f)}
     return {"calibration": sorted(calibration), "training": sorted(training)}
 
 
@@ -129,11 +135,11 @@ def overlap_warnings(shared: dict, plan: VerifyPlan, n: int) -> list[str]:
     out = []
     if shared["training"]:
         out.append(f"warning: {len(shared['training'])} of the {n} verification images are training images "
-                   f"of this model ({plan.training_list}, e.g. {shared['training'][0]!r}): the figures "
+                   f"of this model or near copies of them ({plan.training_list}, e.g. {shared['training'][0]!r}): the figures "
                    f"overstate how the artifact does on new images; use --split with its validation list")
     if shared["calibration"]:
         out.append(f"warning: {len(shared['calibration'])} of the {n} verification images also calibrated "
-                   f"the INT8 model (e.g. {shared['calibration'][0]!r}): keep --verify-data and --calib disjoint")
+                   f"the INT8 model (or are near copies of its calibration images) (e.g. {shared['calibration'][0]!r}): keep --verify-data and --calib disjoint")
     return out
 
 

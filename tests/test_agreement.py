@@ -140,12 +140,18 @@ def test_per_class_statistics_for_several_classes():
 # --- held out by default -----------------------------------------------------------------------
 def test_packaged_heldout_images_are_the_shipped_models_validation_images():
     from cmunext_edge.data.discovery import discover, read_name_list
+    from cmunext_edge.data.model_split import training_images
     names = {s.name for s in discover(HELDOUT)}
     split = json.loads(SPLIT.read_text())
-    assert names == set(read_name_list(VAL)) == set(split["val"]) and len(names) == 90
+    val = set(read_name_list(VAL))
+    assert val == set(split["val"]) and len(val) == 90 and names < val and len(names) == 64
     assert not names & set(split["train"])
+    # the 26 validation images left out are near copies of training images; the 64 are not
+    busi = ROOT.parent / "shared" / "data" / "busi-train"
+    left_out = [s for s in discover(busi) if s.name in val - names]
+    assert training_images(left_out, SPLIT) == val - names and not training_images(discover(HELDOUT), SPLIT)
     bundled = {s.name for s in discover(SAMPLES)}
-    assert bundled <= names                    # the 16 bundled samples are validation images too
+    assert bundled <= val                      # the 16 bundled samples are validation images too
 
 
 @pytest.mark.parametrize("folder", ["busi-heldout", "busi-calib"])
@@ -179,10 +185,10 @@ def test_default_int8_verification_is_held_out_and_disjoint_from_calibration(tra
     verify_names = {s.name for s in verify.samples}
     from cmunext_edge.data.discovery import discover
     from cmunext_edge.resources import CALIB_DIR
-    # the default calibration images: 64 of the shipped model's training images, so all 90 held-out verify
+    # the default calibration images: 64 of the shipped model's training images, so all 64 held-out verify
     assert calib_names == {s.name for s in discover(CALIB_DIR)} and len(calib_names) == 64
     assert calib_names <= set(json.loads(SPLIT.read_text())["train"])
-    assert not calib_names & verify_names and len(verify_names) == 90
+    assert not calib_names & verify_names and len(verify_names) == 64
     assert verify.plan.origin == "held-out validation images" and verify.plan.held_out
     assert verify.overlap == {"calibration": [], "training": []}
     assert not any(m.startswith("warning") for m in logs)
@@ -436,3 +442,31 @@ def test_verify_data_checked_against_the_training_list_is_recorded_held_out(ship
     data = manifest_entry(shipped_onnx)["verification"]["data"]
     assert data["training_list"] and data["overlap"] == {"calibration": [], "training": []}
     assert data["held_out"] is True
+
+
+def test_a_resized_jpeg_copy_of_a_training_image_counts_as_seen(tmp_path):
+    """A near copy (half size, JPEG q50, renamed) of a training image is a training image for every
+    held-out judgment; a held-out image is not; distinct BUSI scans stay apart."""
+    import cv2
+    from cmunext_edge.data.discovery import discover
+    from cmunext_edge.data.fingerprint import NEAR_COPY_BITS, Seen, image_fingerprint, lookalike_hash
+    from cmunext_edge.data.model_split import training_images
+    from cmunext_edge.export.verify_data import overlaps, plan_verification
+    from cmunext_edge.fileio import sha256_file
+    from cmunext_edge.resources import resolve_weights
+    busi = ROOT.parent / "shared" / "data" / "busi-train" / "images"
+    split = json.loads(SPLIT.read_text())
+    train = cv2.imread(str(busi / f"{split['train'][0]}.png"))
+    held = cv2.imread(str(HELDOUT / "images" / sorted(p.name for p in (HELDOUT / "images").iterdir())[0]))
+    (tmp_path / "images").mkdir()
+    copy = cv2.resize(train, (train.shape[1] // 2, train.shape[0] // 2))
+    cv2.imwrite(str(tmp_path / "images" / "renamed.jpg"), copy, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    cv2.imwrite(str(tmp_path / "images" / "fresh.png"), held)
+    assert training_images(discover(tmp_path), SPLIT) == {"renamed"}
+    plan = plan_verification(tmp_path, None, sha256_file(resolve_weights("cmunext-s-busi")))
+    prints = {"renamed": image_fingerprint(cv2.imread(str(tmp_path / "images" / "renamed.jpg"))),
+              "fresh": image_fingerprint(held)}
+    assert overlaps(["renamed", "fresh"], [], plan, prints) == {"calibration": [], "training": ["renamed"]}
+    assert Seen.of([image_fingerprint(train)]).holds(prints["renamed"])
+    other = cv2.imread(str(busi / f"{split['train'][1]}.png"))
+    assert (int(lookalike_hash(train), 16) ^ int(lookalike_hash(other), 16)).bit_count() > NEAR_COPY_BITS

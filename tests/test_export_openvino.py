@@ -45,12 +45,13 @@ def ov_export(trained, out):
 def test_openvino_export_verifies_and_runs(ov_export, precision, min_agreement):
     res = ov_export(precision)
     v = res.verification
-    # held out by default: the shipped model's 90 validation images, less any INT8 calibration ones;
-    # the default calibration images are 64 of its training images, so all 90 verify
+    # held out by default: the shipped model's 64 validation images that are not near copies of its
+    # training images, less any INT8 calibration ones; the default calibration images are 64 of its
+    # training images, so all 64 verify
     calib = {Path(f).stem for f in calibration_files(res.artifact)} if precision == "int8" else set()
-    held = 90 - len(calib & {p.stem for p in (HELDOUT_DIR / "images").iterdir()})
+    held = 64 - len(calib & {p.stem for p in (HELDOUT_DIR / "images").iterdir()})
     if precision == "int8":
-        assert calib and calib <= {p.stem for p in (CALIB_DIR / "images").iterdir()} and held == 90
+        assert calib and calib <= {p.stem for p in (CALIB_DIR / "images").iterdir()} and held == 64
     assert v["passed"] and v["mask_dice_agreement"] >= min_agreement and v["n_images"] == held
     assert v["data"]["origin"] == "held-out validation images" and v["distribution"]["n"] == held
     assert v["dice_vs_ground_truth"] is not None
@@ -111,8 +112,22 @@ def test_nncf_options_pass_through(trained, tmp_path):
 
 
 def test_onnxruntime_int8_qdq(trained, out):
+    """Where x86 INT8 is not native (AVX2, no VNNI) the recipe uses 7-bit weights (reduce_range), and
+    on the 64 held-out images that artifact sits at the tail floor: on this project's Zen 4 with the ISA
+    lowered to AVX2, 2 of 64 images fall below 0.9 (3.1% > 3%) and the gate refuses it, writing nothing.
+    That refusal is checked for what it must be; a pass is checked in full."""
     onnx = pytest.importorskip("onnx")
-    res = export(trained, target="ort", out=out)            # the first 16 default calibration images
+    from cmunext_edge.export.verify import VerificationError
+    caps = detect()
+    try:
+        res = export(trained, target="ort", out=out)        # the first 16 default calibration images
+    except VerificationError as exc:
+        assert caps.is_x86 and not caps.int8_native, f"refused where INT8 is native: {exc}"
+        assert "below 0.9 agreement > tail floor 3%" in str(exc) and "nothing was written" in str(exc)
+        manifest = Path(out) / "manifest.json"
+        listed = json.loads(manifest.read_text())["artifacts"] if manifest.exists() else {}
+        assert not list(Path(out).glob("*.onnx")) and not [k for k in listed if k.endswith(".onnx")]
+        return
     assert res.precision == "int8" and res.verification["mask_dice_agreement"] >= 0.97
     model = onnx.load(str(res.artifact))
     ops = {n.op_type for n in model.graph.node}
@@ -120,7 +135,7 @@ def test_onnxruntime_int8_qdq(trained, out):
     seg = EdgeSegmenter.from_artifact(res.artifact)
     assert seg.describe()["precision"] == "int8" and seg.self_test().passed
     entry = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]
-    caps = detect()        # 7-bit weights exactly where x86 INT8 is not native (the recorded ISA)
+    # 7-bit weights exactly where x86 INT8 is not native (the recorded ISA)
     assert entry["int8_settings"]["ort_quant"]["reduce_range"] is (caps.is_x86 and not caps.int8_native)
     assert entry["capabilities"]["int8_native"] is caps.int8_native
     # the default float layers (faithful-wide) stay float here too, as ONNX names them

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen
 from cmunext_edge.resources import models_dir, shipped_model_name
 
 
@@ -35,14 +35,26 @@ def split_lists(path: str | Path | None) -> tuple[list, list, list]:
         return [], [], []
 
 
+def split_seen(path: str | Path | None) -> Seen:
+    """The training images of a split.json as fingerprints (exact and look-alike; empty when unknown)."""
+    _, _, prints = split_lists(path)
+    if path is None:
+        return Seen()
+    try:
+        looks = json.loads(Path(path).read_text()).get(LOOKALIKES_KEY) or []
+        return Seen(prints, [str(h) for h in looks])
+    except (OSError, ValueError, AttributeError, TypeError):
+        return Seen(prints)
+
+
 def training_images(samples, split: str | Path | None) -> set:
     """The names of `samples` that trained the model of `split` (its split.json): by name, and by
-    pixel fingerprint where it records them (a renamed copy of a training image)."""
+    fingerprint where it records them (a renamed copy, or a near copy, of a training image)."""
     from cmunext_edge.data.fingerprint import sample_fingerprints
-    train, _, prints = split_lists(split)
+    train = split_lists(split)[0]
     trained = {s.name for s in samples if s.name in set(train)}
-    if prints:
-        prints = set(prints)
+    seen = split_seen(split)
+    if seen:
         rest = [s for s in samples if s.name not in trained]
-        trained |= {name for name, f in sample_fingerprints(rest).items() if f in prints}
+        trained |= {name for name, f in sample_fingerprints(rest).items() if seen.holds(f)}
     return trained

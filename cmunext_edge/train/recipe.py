@@ -38,7 +38,7 @@ import numpy as np
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
 from cmunext_edge.data.discovery import Sample, discover, read_name_list, source_split, truth_notes
-from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, pixel_fingerprint
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen, image_fingerprint, split_parts
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
 from cmunext_edge.core.model import build_model, canonical_variant
@@ -90,7 +90,7 @@ def _cache(samples: list[Sample], spec: PreprocessSpec, classes: int, held: int,
         images.append(cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR))
         masks.append(truth)
         kept.append(s.name)
-        prints.append(pixel_fingerprint(bgr))
+        prints.append(image_fingerprint(bgr))
     empty = (np.zeros((0, spec.height, spec.width, 3), np.uint8), np.zeros((0, classes, *spec.size), np.uint8))
     return (np.stack(images), np.stack(masks)) if images else empty, kept, prints
 
@@ -241,25 +241,25 @@ class _Run:
     skipped: dict | None = None         # unreadable images left out (name -> reason)
 
 
-def _inherited(cfg: TrainConfig, split: dict, val_prints: list, log) -> set:
+def _inherited(cfg: TrainConfig, split: dict, val_prints: list, log) -> Seen:
     """The training-image fingerprints of the --init model (its split.json, or a shipped model's):
     its weights saw those images too, so an export must not take them for held-out ones. Recorded
     in split["init"]; the validation images among them are named (they overstate validation Dice)."""
     if not cfg.init:
-        return set()
-    from cmunext_edge.data.model_split import model_split, split_lists
+        return Seen()
+    from cmunext_edge.data.model_split import model_split, split_seen
     from cmunext_edge.fileio import sha256_file
     from cmunext_edge.resources import resolve_weights
     weights = Path(resolve_weights(cfg.init))
     sha = sha256_file(weights)
     found = model_split(weights, sha)
-    inherited = set(split_lists(found)[2])
+    inherited = split_seen(found)
     split["init"] = {"weights": str(cfg.init), "sha256": sha, "split": str(found.resolve()) if found else None,
-                     "inherited_train_fingerprints": len(inherited)}
+                     "inherited_train_fingerprints": len(inherited.exact)}
     if found is None:
         log(f"warning: --init {cfg.init}: its training images are not known (no split.json beside it): an "
             f"export cannot tell them from held-out images")
-    seen = sum(f in inherited for f in val_prints)
+    seen = sum(inherited.holds(f) for f in val_prints)
     if seen:
         log(f"warning: {seen} of the {len(val_prints)} validation images trained the --init model ({found}): "
             f"validation Dice overstates how the model does on new images, and exports will not verify on them")
@@ -283,7 +283,10 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     skipped = dict(split.get("skipped", {}))
     train_set, split["train"], prints = _cache([by_name[n] for n in split["train"]], spec, classes, held, skipped)
     val_set, split["val"], val_prints = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
-    split[FINGERPRINTS_KEY] = sorted(set(prints) | _inherited(cfg, split, val_prints, log))
+    inherited = _inherited(cfg, split, val_prints, log)
+    exact, looks = split_parts(prints)
+    split[FINGERPRINTS_KEY] = sorted(set(exact) | inherited.exact)
+    split[LOOKALIKES_KEY] = sorted(set(looks) | {f"{h:016x}" for h in inherited.lookalikes})
     for name in sorted(set(skipped) - set(split.get("skipped", {}))):
         log(f"skipped: {skipped[name]}")
     if skipped:
