@@ -6,7 +6,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "cmunext-s-busi"
 SAMPLES_DIR = PACKAGE_DIR / "samples" / "busi"
-# the shipped model's 90 held-out validation images at network size (samples/busi-heldout/README.md)
+# the 64 of the shipped model's 90 validation images that are not near copies of training images,
+# at network size (samples/busi-heldout/README.md)
 HELDOUT_DIR = PACKAGE_DIR / "samples" / "busi-heldout"
 # 64 of its training images at network size, the default INT8 calibration set (samples/busi-calib/README.md)
 CALIB_DIR = PACKAGE_DIR / "samples" / "busi-calib"

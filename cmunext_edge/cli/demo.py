@@ -6,7 +6,7 @@
    masks and overlays to <out>/predict and prints per-image and mean Dice (official metric).
 2. Exports the shipped model for this machine (ONNX FP32 for ONNX Runtime, OpenVINO INT8
    calibrated on 64 of the model's training images, samples/busi-calib, with this CPU's recipe),
-   each verified against PyTorch on the 90 held-out images, into <out>/exports. An INT8
+   each verified against PyTorch on the 64 held-out images, into <out>/exports. An INT8
    artifact that misses its agreement gate on this CPU is reported as rejected, with the
    reason, and left out; the demo goes on.
 3. Benchmarks PyTorch eager FP32 and the exported artifacts in one `cmunext-bench` run (short
