@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cmunext_edge.data.discovery import discover
-from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, sample_fingerprints, split_parts
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen, sample_fingerprints
 
 
 def main(dataset: str, *splits: str) -> int:
@@ -26,7 +26,7 @@ def main(dataset: str, *splits: str) -> int:
         if len(prints) != len(split["train"]):
             print(f"{path}: {len(split['train']) - len(prints)} training images could not be read")
             return 1
-        split[FINGERPRINTS_KEY], split[LOOKALIKES_KEY] = split_parts(prints.values())
+        split[FINGERPRINTS_KEY], split[LOOKALIKES_KEY] = Seen.of(prints.values()).lists()
         path.write_text(json.dumps(split, indent=1) + "\n")
         print(f"{path}: {len(split[FINGERPRINTS_KEY])} fingerprints and {len(split[LOOKALIKES_KEY])} look-alike "
               f"hashes of {len(split['train'])} training images")

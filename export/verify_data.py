@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cmunext_edge.data.fingerprint import Seen
-from cmunext_edge.data.model_split import model_split, split_lists, split_seen
+from cmunext_edge.data.model_split import model_split, split_lists
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 
 VERIFY_DATA, HELD_OUT = "--verify-data", "held-out validation images"
@@ -40,14 +40,12 @@ class VerifyPlan:
     held_out: bool | None = None  # True: known not to be training images; None: unknown
     training_list: str | None = None   # where the model's training names come from, if known
     training_names: tuple = field(default=(), repr=False)
-    training_fingerprints: tuple = field(default=(), repr=False)   # their pixels (data/fingerprint.py)
-    training_lookalikes: tuple = field(default=(), repr=False)     # their look-alike hashes (near copies)
+    training_seen: Seen = field(default_factory=Seen, repr=False)   # their fingerprints (data/fingerprint.py)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("training_names")
-        d.pop("training_fingerprints")
-        d.pop("training_lookalikes")
+        d.pop("training_seen")
         return d
 
 
@@ -59,11 +57,9 @@ def _names_in(source) -> set:
 def plan_verification(verify_data, calib, weights_sha256: str, split=None, weights=None) -> VerifyPlan:
     """Where the verification images come from and what the figures may claim (module docstring)."""
     model_split_path = model_split(weights, weights_sha256)
-    train, val, _ = split_lists(model_split_path)
-    seen = split_seen(model_split_path)
+    train, val, seen = split_lists(model_split_path)
     known = {"training_list": str(model_split_path.resolve()) if train else None, "training_names": tuple(train),
-             "training_fingerprints": tuple(sorted(seen.exact)),
-             "training_lookalikes": tuple(f"{h:016x}" for h in seen.lookalikes)}
+             "training_seen": seen}
     if verify_data is not None:
         if split is None and val and set(val) <= _names_in(verify_data):
             split = str(model_split_path)
@@ -125,9 +121,8 @@ def overlaps(verify_names, calib_names, plan: VerifyPlan, verify_prints: dict | 
     calibration, training = v & set(calib_names or ()), v & set(plan.training_names)
     if verify_prints:
         seen_calib = Seen.of((calib_prints or {}).values())
-        seen_train = Seen(plan.training_fingerprints, plan.training_lookalikes)
         calibration |= {n for n, f in verify_prints.items() if seen_calib.holds(f)}
-        training |= {n for n, f in verify_prints.items() if seen_train.holds(f)}
+        training |= {n for n, f in verify_prints.items() if plan.training_seen.holds(f)}
     return {"calibration": sorted(calibration), "training": sorted(training)}
 
 

@@ -31,9 +31,9 @@ def test_interrupted_run_resumes_where_it_stopped(busi, tmp_path, monkeypatch):
     split = json.loads((out / "split.json").read_text())
     assert len(split["train"]) == 8 and len(split["val"]) == 9
     from cmunext_edge.data.discovery import discover
-    from cmunext_edge.data.fingerprint import sample_fingerprints, split_parts
+    from cmunext_edge.data.fingerprint import Seen, sample_fingerprints
     by_name = {s.name: s for s in discover(busi)}          # the training images' pixels, for exports
-    exact, looks = split_parts(sample_fingerprints([by_name[n] for n in split["train"]]).values())
+    exact, looks = Seen.of(sample_fingerprints([by_name[n] for n in split["train"]]).values()).lists()
     assert split["train_fingerprints"] == exact and split["train_lookalikes"] == looks and len(looks) >= 6
     logs = []
     second = train(_cfg(busi, out, 2), log=logs.append)

@@ -38,8 +38,7 @@ def lookalike_hash(bgr: np.ndarray) -> str:
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
     low = cv2.dct(cv2.resize(np.ascontiguousarray(gray, dtype=np.uint8), (32, 32),
                              interpolation=cv2.INTER_AREA).astype(np.float32))[:8, :8].flatten()
-    bits = low > np.median(low[1:])
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    return np.packbits(low > np.median(low[1:])).tobytes().hex()
 
 
 def image_fingerprint(bgr: np.ndarray) -> str:
@@ -64,6 +63,15 @@ class Seen:
     def __bool__(self) -> bool:
         return bool(self.exact or self.lookalikes)
 
+    def __or__(self, other: "Seen") -> "Seen":
+        both = Seen(self.exact | other.exact)
+        both.lookalikes = self.lookalikes + other.lookalikes
+        return both
+
+    def lists(self) -> tuple[list, list]:
+        """(sorted sha256s, sorted look-alike hashes): as split.json holds them."""
+        return sorted(self.exact), sorted({f"{h:016x}" for h in self.lookalikes})
+
     def holds(self, fingerprint: str) -> bool:
         sha, _, look = str(fingerprint).partition("~")
         if sha in self.exact:
@@ -72,12 +80,6 @@ class Seen:
             return False
         mine = int(look, 16)
         return any((mine ^ other).bit_count() <= NEAR_COPY_BITS for other in self.lookalikes)
-
-
-def split_parts(fingerprints) -> tuple[list, list]:
-    """image_fingerprint() values -> (sorted sha256s, sorted look-alike hashes), as split.json holds them."""
-    seen = Seen.of(fingerprints)
-    return sorted(seen.exact), sorted({f"{h:016x}" for h in seen.lookalikes})
 
 
 def sample_fingerprints(samples) -> dict[str, str]:

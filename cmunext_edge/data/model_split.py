@@ -22,38 +22,26 @@ def model_split(weights: str | Path | None, sha256: str | None) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def split_lists(path: str | Path | None) -> tuple[list, list, list]:
-    """(training names, validation names, training image fingerprints) of a split.json; empty
-    lists when there is none or it cannot be read."""
+def split_lists(path: str | Path | None) -> tuple[list, list, Seen]:
+    """(training names, validation names, the training images as fingerprints: exact and look-alike)
+    of a split.json; empty when there is none or it cannot be read."""
     if path is None:
-        return [], [], []
+        return [], [], Seen()
     try:
         data = json.loads(Path(path).read_text())
         return (list(data.get("train") or []), list(data.get("val") or []),
-                [str(f) for f in data.get(FINGERPRINTS_KEY) or []])
+                Seen([str(f) for f in data.get(FINGERPRINTS_KEY) or []],
+                     [str(h) for h in data.get(LOOKALIKES_KEY) or []]))
     except (OSError, ValueError, AttributeError, TypeError):
-        return [], [], []
-
-
-def split_seen(path: str | Path | None) -> Seen:
-    """The training images of a split.json as fingerprints (exact and look-alike; empty when unknown)."""
-    _, _, prints = split_lists(path)
-    if path is None:
-        return Seen()
-    try:
-        looks = json.loads(Path(path).read_text()).get(LOOKALIKES_KEY) or []
-        return Seen(prints, [str(h) for h in looks])
-    except (OSError, ValueError, AttributeError, TypeError):
-        return Seen(prints)
+        return [], [], Seen()
 
 
 def training_images(samples, split: str | Path | None) -> set:
     """The names of `samples` that trained the model of `split` (its split.json): by name, and by
     fingerprint where it records them (a renamed copy, or a near copy, of a training image)."""
     from cmunext_edge.data.fingerprint import sample_fingerprints
-    train = split_lists(split)[0]
+    train, _, seen = split_lists(split)
     trained = {s.name for s in samples if s.name in set(train)}
-    seen = split_seen(split)
     if seen:
         rest = [s for s in samples if s.name not in trained]
         trained |= {name for name, f in sample_fingerprints(rest).items() if seen.holds(f)}

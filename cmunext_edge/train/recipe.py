@@ -38,7 +38,7 @@ import numpy as np
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
 from cmunext_edge.data.discovery import Sample, discover, read_name_list, source_split, truth_notes
-from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen, image_fingerprint, split_parts
+from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen, image_fingerprint
 from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
 from cmunext_edge.core.model import build_model, canonical_variant
@@ -247,13 +247,13 @@ def _inherited(cfg: TrainConfig, split: dict, val_prints: list, log) -> Seen:
     in split["init"]; the validation images among them are named (they overstate validation Dice)."""
     if not cfg.init:
         return Seen()
-    from cmunext_edge.data.model_split import model_split, split_seen
+    from cmunext_edge.data.model_split import model_split, split_lists
     from cmunext_edge.fileio import sha256_file
     from cmunext_edge.resources import resolve_weights
     weights = Path(resolve_weights(cfg.init))
     sha = sha256_file(weights)
     found = model_split(weights, sha)
-    inherited = split_seen(found)
+    inherited = split_lists(found)[2]
     split["init"] = {"weights": str(cfg.init), "sha256": sha, "split": str(found.resolve()) if found else None,
                      "inherited_train_fingerprints": len(inherited.exact)}
     if found is None:
@@ -283,10 +283,8 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     skipped = dict(split.get("skipped", {}))
     train_set, split["train"], prints = _cache([by_name[n] for n in split["train"]], spec, classes, held, skipped)
     val_set, split["val"], val_prints = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
-    inherited = _inherited(cfg, split, val_prints, log)
-    exact, looks = split_parts(prints)
-    split[FINGERPRINTS_KEY] = sorted(set(exact) | inherited.exact)
-    split[LOOKALIKES_KEY] = sorted(set(looks) | {f"{h:016x}" for h in inherited.lookalikes})
+    seen = Seen.of(prints) | _inherited(cfg, split, val_prints, log)
+    split[FINGERPRINTS_KEY], split[LOOKALIKES_KEY] = seen.lists()
     for name in sorted(set(skipped) - set(split.get("skipped", {}))):
         log(f"skipped: {skipped[name]}")
     if skipped:

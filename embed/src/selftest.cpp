@@ -93,11 +93,9 @@ std::vector<double> contract_probe(const Contract& c) {
         for (size_t i = 0; i < plane; ++i) sq += (v[i] - mean) * (v[i] - mean);
         for (int y = 0; y < c.height; ++y)
             for (int x = 0; x < c.width; ++x) {
-                const double here = v[static_cast<size_t>(y) * c.width + x];
-                if (x + 1 < c.width) dx += (v[static_cast<size_t>(y) * c.width + x + 1] - here) *
-                                           (v[static_cast<size_t>(y) * c.width + x + 1] - here);
-                if (y + 1 < c.height) dy += (v[static_cast<size_t>(y + 1) * c.width + x] - here) *
-                                            (v[static_cast<size_t>(y + 1) * c.width + x] - here);
+                const size_t i = static_cast<size_t>(y) * c.width + x;
+                if (x + 1 < c.width) dx += (v[i + 1] - static_cast<double>(v[i])) * (v[i + 1] - static_cast<double>(v[i]));
+                if (y + 1 < c.height) dy += (v[i + c.width] - static_cast<double>(v[i])) * (v[i + c.width] - static_cast<double>(v[i]));
             }
         const double var = std::max(sq / static_cast<double>(plane), 1e-30);
         stats.push_back(mean / std::sqrt(var));
