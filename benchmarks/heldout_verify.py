@@ -5,7 +5,7 @@ prints predict what the artifact does on images it was not verified on?
    shipped model's held-out validation images, packaged in cmunext_edge/samples/busi-heldout, less
    the INT8 calibration images); the export's own verification record is kept. An artifact that
    fails its gate is exported again with --no-verify so that it can be measured.
-2. The held-out images that calibrated nothing (all 90 since the default calibration set is 64
+2. The held-out images that calibrated nothing (all 64 since the default calibration set is 64
    training images, cmunext_edge/samples/busi-calib) are split, seeded, into halves A and B. The export's gate (export/verify.compare, the
    function the export runs) is applied on A; the same figures are measured on B.
 
@@ -125,7 +125,7 @@ def record(lines, halves, n_held, n_calib, n_calib_held, args, seconds) -> str:
     out += [_row(name, fig) for name, fig, _, _ in lines]
     out += [""] + [f"- {name}: {what}" for name, _, what, _ in lines]
     out += ["", f"## 2. Verified on half A, measured on half B ({n_held} held-out images that calibrated "
-            f"nothing: the 90 less the {n_calib_held} held-out images among the calibration images, split seeded {n_held // 2} / "
+            f"nothing: the {n_held + n_calib_held} held-out images less the {n_calib_held} among the calibration images, split seeded {n_held // 2} / "
             f"{n_held - n_held // 2})", "",
             "Half A's row is what the export's gate (`export/verify.compare`) decides on A; half B's row is "
             "measured the same way on images the verification never saw. The question: does A's 95% bound on "

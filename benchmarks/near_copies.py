@@ -6,7 +6,11 @@ model's 90 validation images are near copies of its training images, and the shi
 validation Dice (PyTorch FP32) on all 90, on the near copies and on the others.
 
     .venv/bin/python benchmarks/near_copies.py ../shared/data/busi-train
+    .venv/bin/python benchmarks/near_copies.py ../shared/data/busi-train --model cmunext-base-busi
+
+`--model` scores another shipped model that shares the S model's split (CMUNeXt base does).
 """
+import argparse
 import json
 import sys
 import tempfile
@@ -32,7 +36,7 @@ def bits(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-def main(data: str) -> int:
+def main(data: str, model: str | None = None) -> int:
     samples = discover(data)
     images = {s.name: to_bgr_uint8(load_image(s.image)) for s in samples}
     hashes = {n: lookalike_hash(im) for n, im in images.items()}
@@ -54,7 +58,8 @@ def main(data: str) -> int:
     near = training_images([by_name[n] for n in val], SPLIT)
     clean = [n for n in val if n not in near]
     print(f"shipped model: {len(near)} of its {len(val)} validation images are near copies of its training images")
-    seg = EdgeSegmenter()
+    seg = EdgeSegmenter(model)
+    print(f"model: {model or 'the default (cmunext-s-busi)'}")
     figures = {}
     for label, group in (("all 90", val), ("near copies", sorted(near)), ("others", clean)):
         with tempfile.TemporaryDirectory() as out:
@@ -67,4 +72,8 @@ def main(data: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else str(ROOT.parent / "shared" / "data" / "busi-train")))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", nargs="?", default=str(ROOT.parent / "shared" / "data" / "busi-train"))
+    parser.add_argument("--model", help="shipped model name or checkpoint scored on the S model's split")
+    args = parser.parse_args()
+    sys.exit(main(args.data, args.model))

@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="comma list of " + ", ".join(MATRIX))
     p.add_argument("--calib", help="INT8 calibration images (default: the export's, 64 of the shipped model's training images)")
     p.add_argument("--label", default=None, help="label of this machine in the reports")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="held-out images each bundle carries (default: what the precision's tail claim needs, 49)")
     p.add_argument("--reuse-exports", action="store_true", help="bundle the artifacts already exported there")
     args = p.parse_args(argv)
     names = args.only.split(",") if args.only else list(MATRIX)
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
             shutil.rmtree(out, ignore_errors=True)
             artifact = export(args.weights, target=target, precision=precision, out=out, name=artifact.stem,
                               calib=args.calib if precision == "int8" else None).artifact
-        bundle = make_bundle(artifact, WORK / "bundles")
+        bundle = make_bundle(artifact, WORK / "bundles", n_images=args.n_images)
         report = run_check(bundle.folder, iters=20, warmup=3, label=args.label)
         write_report(report, WORK / "reports" / "host" / f"{name}.json")
         print(f"{name}: bundle {bundle.folder}: host check {'PASSED' if report['passed'] else 'FAILED'}"

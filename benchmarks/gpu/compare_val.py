@@ -8,6 +8,8 @@ interval (the images are the same, so the pairing removes the between-image spre
     .venv/bin/python benchmarks/gpu/compare_val.py models/cmunext-s-busi.safetensors \\
         models/cmunext-base-busi.safetensors --data ../shared/data/busi-train \\
         --split models/cmunext-s-busi.val.txt --json benchmarks/results/gpu_2026-12-04/val_compare.json
+    .venv/bin/python benchmarks/gpu/compare_val.py models/cmunext-s-busi.safetensors \\
+        models/cmunext-base-busi.safetensors --data cmunext_edge/samples/busi-heldout   # the 64, no --split
 """
 from __future__ import annotations
 
@@ -43,14 +45,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("weights", nargs="+", type=Path)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--split", type=Path, required=True)
+    p.add_argument("--split", type=Path, help="name list of the images to score (default: every image of --data with a mask)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    names = set(read_name_list(args.split))
-    samples = [s for s in discover(args.data) if s.name in names and s.mask is not None]
+    names = set(read_name_list(args.split)) if args.split else None
+    samples = [s for s in discover(args.data) if (names is None or s.name in names) and s.mask is not None]
     scores = {w.name: per_image_dice(w, samples) for w in args.weights}
     first = args.weights[0].name
-    report = {"n_images": len(samples), "split": str(args.split), "models": {}}
+    report = {"n_images": len(samples), "data": str(args.data), "split": args.split and str(args.split), "models": {}}
     for name, d in scores.items():
         row = {"mean_dice": float(d.mean()), "p5": float(np.percentile(d, 5)), "worst": float(d.min()),
                "per_image": [round(float(v), 5) for v in d]}
