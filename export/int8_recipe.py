@@ -46,6 +46,7 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
             tries.append("NNCF overflow_fix ENABLE (Python: export(..., nncf={'overflow_fix': 'enable'}))")
         tries.append("--target onnxruntime")
     elif target == "onnxruntime":
+        tries.append(_more_float_layers(options, "ort_quant"))
         if not resolved_ort_options(getattr(options, "ort_quant", None) or {})["reduce_range"]:
             tries.append("reduce_range (Python: export(..., ort_quant={'reduce_range': True}))")
         tries.append("--target openvino")
@@ -54,9 +55,12 @@ def gate_failure_hint(target: str, precision, device: str = "cpu", options=None,
     return why + " Try: " + "; ".join(tries) + "."
 
 
-def _more_float_layers(options) -> str:
-    """What to try for float layers, from the set this export used (the default is faithful-wide)."""
-    used = resolved_nncf_options(_nncf_overrides(options))["float_layers"]
+def _more_float_layers(options, setting: str = "nncf") -> str:
+    """What to try for float layers, from the set this export used (`setting`: the ExportOptions
+    field holding them, nncf or ort_quant; the default set is faithful-wide for both)."""
+    asked = (getattr(options, setting, None) or {}).get("float_layers") if options is not None else None
+    used = (resolved_nncf_options(_nncf_overrides(options))["float_layers"] if setting == "nncf"
+            else resolved_ort_options({"float_layers": asked})["float_layers"])
     found = "the set benchmarks/int8_faithful.py finds for this model (--int8-float-layers PATTERNS)"
     if used == FAITHFUL:
         return f"more convolutions in float than the default five ({FAITHFUL}): {found}"

@@ -158,7 +158,8 @@ def test_onnxruntime_int8_float_layers(trained, tmp_path):
 def test_cli_int8_float_layers_are_kept_in_float_and_recorded(trained, tmp_path):
     """`cmunext-export --int8-float-layers PATTERNS` (a float set found by benchmarks/int8_faithful.py
     for a model of one's own) reaches NNCF's ignored scope without Python and is recorded; a name of
-    FLOAT_LAYERS is taken too; another target or precision is a usage error (exit 2)."""
+    FLOAT_LAYERS is taken too; ONNX Runtime INT8 takes it as well; another target or precision is a usage
+    error (exit 2)."""
     from cmunext_edge.cli.export import main
     pats = ".*/Conv_1x1/.*,.*/encoder1/up/conv/conv.0/.*"
     assert main(["--weights", str(trained), "--target", "openvino", "--int8", "--calib-size", "4", "--no-verify",
@@ -173,6 +174,15 @@ def test_cli_int8_float_layers_are_kept_in_float_and_recorded(trained, tmp_path)
                  "--int8-float-layers", "NONE", "--out", str(tmp_path / "b"), "--name", "m"]) == 0
     b = json.loads((tmp_path / "b" / "manifest.json").read_text())["artifacts"]["m.xml"]["int8_settings"]["nncf"]
     assert b["float_layers"] == "none" and b["float_layer_patterns"] == []
-    assert main(["--weights", str(trained), "--target", "ort", "--int8", "--int8-float-layers", "none",
-                 "--out", str(tmp_path / "c")]) == 2
-    assert not (tmp_path / "c").exists()
+    # ONNX Runtime INT8 takes it too (the nodes ONNX Runtime leaves unquantized), recorded the same way
+    assert main(["--weights", str(trained), "--target", "ort", "--calib-size", "4", "--no-verify",
+                 "--int8-float-layers", "faithful", "--out", str(tmp_path / "o"), "--name", "m"]) == 0
+    onnx_model = pytest.importorskip("onnx").load(str(tmp_path / "o" / "m.onnx"))
+    kept = json.loads({p.key: p.value for p in onnx_model.metadata_props}["cmunext_edge.int8_float_layers"])
+    assert kept == [FAITHFUL_CONV.removesuffix("/WithoutBiases")]
+    o = json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"]["m.onnx"]["int8_settings"]
+    assert o["ort_quant"]["float_layers"] == "faithful"
+    for other in (["--target", "onnx"], ["--target", "openvino", "--fp16"]):    # no INT8 to keep float layers in
+        assert main(["--weights", str(trained), *other, "--int8-float-layers", "none",
+                     "--out", str(tmp_path / "c")]) == 2
+        assert not (tmp_path / "c").exists()

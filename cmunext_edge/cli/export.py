@@ -99,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--calibrate-method", choices=["percentile", "minmax", "entropy"],
                    help="QDQ activation calibration for ONNX Runtime / TensorRT Q/DQ INT8 (default percentile)")
     t.add_argument("--int8-float-layers", metavar="NAME|PATTERNS",
-                   help="OpenVINO INT8: convolutions kept in float (NNCF ignored scope), recorded in the "
-                        f"artifact (int8_float_layers): a named list ({', '.join(FLOAT_LAYERS)}; default "
-                        "faithful-wide) or comma-separated node-name patterns, e.g. a set found by "
-                        "benchmarks/int8_faithful.py for your model")
+                   help="OpenVINO or ONNX Runtime INT8: convolutions kept in float (NNCF ignored scope; nodes "
+                        "ONNX Runtime leaves unquantized), recorded in the artifact (int8_float_layers): a "
+                        f"named list ({', '.join(FLOAT_LAYERS)}; default faithful-wide) or comma-separated "
+                        "node-name patterns, e.g. a set found by benchmarks/int8_faithful.py for your model")
     t.add_argument("--name", help="artifact file name without suffix")
     a = p.add_argument_group("--target auto")
     a.add_argument("--max-dice-drop", type=nonnegative_float, default=0.5,
@@ -175,7 +175,8 @@ def main(argv=None) -> int:
     try:
         fields = {k: v for k, v in vars(args).items() if k in ExportOptions.field_names()}
         if args.int8_float_layers is not None:
-            fields["nncf"] = {"float_layers": int8_float_layers(args)}
+            setting, value = int8_float_layers(args)
+            fields[setting] = {"float_layers": value}
         with quiet_stdout:              # toolchains (ONNX Runtime's calibration, NNCF) print there
             result = export(args.weights, ExportOptions(**fields))
     except (ExportUsageError, VerificationError) as exc:
@@ -218,19 +219,26 @@ def bundle_problem(args) -> str | None:
             f"YOUR_HELD_OUT_DATASET/ (images/ and masks/0/ the model never trained on)")
 
 
-def int8_float_layers(args):
-    """--int8-float-layers as openvino_export's `float_layers`: a FLOAT_LAYERS name, or a list of
-    node-name patterns; only for an OpenVINO INT8 export."""
+# target -> the ExportOptions setting whose `float_layers` --int8-float-layers fills
+FLOAT_LAYERS_SETTING = {"openvino": "nncf", "onnxruntime": "ort_quant"}
+
+
+def int8_float_layers(args) -> tuple[str, str | list[str]]:
+    """--int8-float-layers as (ExportOptions setting, its `float_layers`): a FLOAT_LAYERS name, or a
+    list of node-name patterns; only for an OpenVINO or ONNX Runtime INT8 export."""
     from cmunext_edge.export.targets import get_target
-    if get_target(args.target).name != "openvino" or args.precision != "int8":
-        raise ExportUsageError("--int8-float-layers is for OpenVINO INT8 (--target openvino --int8)")
+    target = get_target(args.target)
+    setting = FLOAT_LAYERS_SETTING.get(target.name)
+    if setting is None or str(args.precision or target.precisions[0]) != "int8":
+        raise ExportUsageError("--int8-float-layers is for OpenVINO or ONNX Runtime INT8 "
+                               "(--target openvino --int8, --target onnxruntime)")
     value = args.int8_float_layers.strip()
     if value.lower() in FLOAT_LAYERS:
-        return value.lower()
+        return setting, value.lower()
     patterns = [x.strip() for x in value.split(",") if x.strip()]
     if not patterns:
         raise ExportUsageError(f"--int8-float-layers {value!r}: a name ({', '.join(FLOAT_LAYERS)}) or patterns")
-    return patterns
+    return setting, patterns
 
 
 def _auto(args) -> int:

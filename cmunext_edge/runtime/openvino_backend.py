@@ -3,8 +3,8 @@
 Options: `hint` ("latency" or "throughput", OpenVINO's PERFORMANCE_HINT), `threads`
 (INFERENCE_NUM_THREADS), `num_streams` (NUM_STREAMS), `cache_dir`
 (compiled-model cache, what makes NPU/GPU start-up fast), `inference_precision` ("f32",
-"bf16", "f16"; default: f32 for FP32 artifacts and for INT8 ones on ARM CPUs, bf16 for BF16 ones,
-else the device's choice), `batch` (static batch for the NPU, which
+"bf16", "f16"; default on CPUs: f32 for FP32 and INT8 artifacts, bf16 for BF16 ones, else the
+device's choice), `batch` (static batch for the NPU, which
 needs static shapes). Defaults come from the settings an export stored in the artifact
 (`cmunext_edge.runtime`, e.g. written by `cmunext-export --target auto`), so that an artifact
 runs at its measured best with no options; explicit options override them. The precision that actually runs is read back from the compiled model's
