@@ -312,3 +312,21 @@ def test_bundle_says_which_verification_images_it_used_and_left_out(onnx_trained
     assert f"verification images: 4 of {data}; 1 without a mask not used" in out, out
     manifest = json.loads(next((tmp_path / "b").glob("*.bundle/bundle.json")).read_text())
     assert manifest["images"]["without_mask_not_used"] == 1 and manifest["images"]["n"] == 4
+
+
+def test_unreadable_ground_truth_names_the_users_file_and_leaves_nothing(onnx_trained, tmp_path, capsys):
+    """A corrupt mask among the verification images: exit 2, one line naming the dataset's own file
+    (not the bundle's staging copy of it), and no bundle folder left behind."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    from cmunext_edge.resources import SAMPLES_DIR
+    data = tmp_path / "ds"
+    shutil.copytree(SAMPLES_DIR, data)
+    masks = sorted((data / "masks" / "0").glob("*.png"))
+    for m in masks:
+        m.write_bytes(m.read_bytes()[:100])              # every mask truncated: whichever is sampled fails
+    rc = bundle_cli.main([str(onnx_trained.artifact), "--images", str(data), "--n-images", "2",
+                          "--out", str(tmp_path / "b"), "--no-archive"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "ground truth unusable" in err and str(data / "masks" / "0") in err and "staging" not in err, err
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())

@@ -36,7 +36,7 @@ from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.data.model_split import model_split, training_images
 from cmunext_edge.fileio import (clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
                                  require_file, sha256_file, writable_folder_problem)
-from cmunext_edge.data.groundtruth import classes_check
+from cmunext_edge.data.groundtruth import classes_check, load_truth
 from cmunext_edge.core.preprocess import ImageReadError
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 from cmunext_edge.device.wheel import write_core_wheel
@@ -164,6 +164,7 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
         shutil.copyfile(s.image, folder / img_rel)
         x = spec_input(backend.spec, folder / img_rel)
         try:
+            load_truth(s, classes, backend.spec.size)       # unusable ground truth named by the user's file
             row = {"name": s.name, "image": img_rel, **copy_truth(s, folder, classes)}
             target = reference_truth(folder, row, classes, backend.spec.size)
         except (ImageReadError, ValueError) as exc:
