@@ -225,6 +225,27 @@ def test_openvino_bundle_carries_the_weights_file(trained, tmp_path, capsys):
     assert rc == 0, out.err
 
 
+def test_a_bundle_of_another_artifact_with_the_same_stem_is_never_replaced(pristine, onnx_trained, tmp_path, capsys):
+    """m.onnx's bundle is in --out; bundling m.xml (same stem, same bundle name) is refused before any
+    work (exit 2, one line) and leaves the ONNX bundle as it was; bundling m.onnx again replaces it."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    out = tmp_path / "b"
+    shutil.copytree(pristine.folder, out / pristine.folder.name)
+    before = (out / pristine.folder.name / MANIFEST).read_bytes()
+    ov = tmp_path / "ov" / "cmunext-s-busi_fp32.xml"
+    ov.parent.mkdir()
+    ov.write_text("<net/>")                         # refused on its name, before the file is ever read
+    ov.with_suffix(".bin").write_bytes(b"")
+    capsys.readouterr()
+    assert bundle_cli.main([str(ov), "--out", str(out), "--no-archive"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds a bundle of cmunext-s-busi_fp32.onnx" in err, err
+    assert (out / pristine.folder.name / MANIFEST).read_bytes() == before
+    assert [p.name for p in out.iterdir()] == [pristine.folder.name]
+    res = make_bundle(onnx_trained.artifact, out, n_images=2, archive=False)
+    assert res.folder == out / pristine.folder.name and res.manifest["images"]["n"] == 2
+
+
 def test_compare_merges_reports_into_one_table(bundle, tmp_path, capsys):
     assert _check(bundle, capsys)[0] == 0
     host = json.loads((bundle / "device_report.json").read_text())

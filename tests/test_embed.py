@@ -192,6 +192,18 @@ def test_every_input_is_accounted_for_and_no_mask_overwrites_another(embed_build
         ["grey.jpg.png", "grey.png.png", "photo.png", "solo.png"], (cpp, p.stderr)
     r = _segment(embed_build, art, tmp_path / "empty", tmp_path / "o2")
     assert r.returncode == 2 and "no images found" in r.stderr
+    # a FIFO given as an input itself is reported, never opened (opening one blocks)
+    if hasattr(os, "mkfifo"):
+        r = _run([embed_build["exe"], art, src / "pipe.png", src / "solo.png", "--out", tmp_path / "o3", "--quiet"])
+        assert r.returncode == 1 and "pipe.png: not processed: not a regular file" in r.stderr, r.stderr
+    # an input that a mask of this run would replace: refused before anything is written (as cmunext-predict)
+    (tmp_path / "o4" / "masks").mkdir(parents=True)
+    victim = tmp_path / "o4" / "masks" / "solo.png"
+    shutil.copy(src / "solo.png", victim)
+    before = victim.read_bytes()
+    r = _segment(embed_build, art, victim, tmp_path / "o4")
+    assert r.returncode == 2 and "would be overwritten by its mask" in r.stderr.strip().splitlines()[-1], r.stderr
+    assert victim.read_bytes() == before
 
 
 # --- refused artifacts --------------------------------------------------------------------------
@@ -550,7 +562,10 @@ def test_trust_policy_refuses_what_python_refuses(embed_build, artifacts, signin
     assert r.returncode == 0 and "; signed, not checked (no trusted key)" in r.stdout
     cases = {"another key": (art, ["--trusted-key", str(other)], None, "not signed by a trusted key"),
              "environment, another key": (art, [], {"CMUNEXT_TRUSTED_KEYS": str(other)}, "not signed by a trusted key"),
-             "environment naming no key": (art, [], {"CMUNEXT_TRUSTED_KEYS": ":"}, "names no public key file")}
+             "environment naming no key": (art, [], {"CMUNEXT_TRUSTED_KEYS": ":"}, "names no public key file"),
+             # an empty key path (a setting read as "") is a broken policy, never no policy, as in Python
+             "empty key path": (art, ["--trusted-key", ""], None, "an empty path names no public key file"),
+             "a folder as key": (art, ["--trusted-key", str(tmp_path)], None, "a folder, not a public key file")}
     unsigned = _copy(art, tmp_path / "unsigned")
     cases["unsigned"] = (unsigned, ["--trusted-key", str(release)], None, "unsigned: no signature")
     for f in artifact_files(art):

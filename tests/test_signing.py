@@ -213,6 +213,48 @@ def test_export_refuses_an_unusable_sign_key_before_any_work(trained, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def _other_key(path: Path, kind: str) -> Path:
+    """A private key of a type or curve signatures do not use (RSA, Ed25519, EC secp256k1)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    private = {"rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+               "ed25519": ed25519.Ed25519PrivateKey.generate,
+               "secp256k1": lambda: ec.generate_private_key(ec.SECP256K1())}[kind]()
+    path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return path
+
+
+@pytest.mark.parametrize("kind, says", [("rsa", "a key of type RSA"), ("ed25519", "a key of type Ed25519"),
+                                        ("secp256k1", "an EC key on secp256k1")])
+def test_a_signing_key_of_another_type_or_curve_is_refused_before_any_work(signed, kind, says, tmp_path, capsys):
+    """RSA, Ed25519 or secp256k1 keys load as PEM private keys but cannot make a signature the device
+    verifies: cmunext-keys sign and the export refuse them at once (exit 2, one line), no .sig written."""
+    from cmunext_edge.export.pipeline import export
+    from cmunext_edge.export.targets import ExportUsageError
+    key = _other_key(tmp_path / f"{kind}.pem", kind)
+    entry = _private_copy(signed["onnx"], tmp_path / "onnx")
+    signature_path(entry).unlink()
+    capsys.readouterr()
+    assert keys_cli.main(["sign", str(entry), "--key", str(key)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and "P-256" in err, err
+    assert not signature_path(entry).exists()
+    with pytest.raises(ExportUsageError, match=says):
+        export(signed["onnx"], target="onnx", out=tmp_path / "x", sign_key=key, log=lambda m: None)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_missing_file_or_artifact_is_named_under_a_policy(signed, keys, tmp_path):
+    """Under a policy, an IR without its .bin, or an artifact path that does not exist, is named as
+    missing (not "unsigned" or "another key")."""
+    pub = keys["release"][1]
+    entry = _private_copy(signed["openvino"], tmp_path / "ov")
+    entry.with_suffix(".bin").unlink()
+    _refused(entry, pub, "cmunext-s-busi_fp32.bin: no such file")
+    _refused(tmp_path / "nowhere" / "m.onnx", pub, "m.onnx: no such file")
+
+
 @pytest.mark.parametrize("kind", ["onnx", "openvino"])
 def test_one_flipped_byte_anywhere_is_refused(signed, keys, kind, tmp_path):
     """60 seeded offsets spread over every file of the artifact (header, graph, weights, tail)."""

@@ -87,6 +87,11 @@ def trust_policy(trusted_keys=None) -> list[Path] | None:
     return keys
 
 
+# the elliptic curves a signature may use (cryptography's names -> NIST names): what model-signing's
+# elliptic-key signer and verifier and embed/src/signature.cpp accept
+SIGNING_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
 def check_signing_key(key, option: str = "--sign-key") -> None:
     """A private key that cannot sign raises SigningKeyError before any work is done."""
     if key is None:
@@ -97,11 +102,19 @@ def check_signing_key(key, option: str = "--sign-key") -> None:
         raise SigningKeyError(f"{option} {key}: no such file")
     _model_signing()
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     try:
-        serialization.load_pem_private_key(Path(key).read_bytes(), None)
+        private = serialization.load_pem_private_key(Path(key).read_bytes(), None)
     except (ValueError, TypeError) as exc:
         raise SigningKeyError(f"{option} {key}: not an unencrypted PEM private key ({exc}); make one "
                               f"with: cmunext-keys new --out KEYNAME") from None
+    curve = getattr(private, "curve", None) if isinstance(private, ec.EllipticCurvePrivateKey) else None
+    if curve is None or curve.name not in SIGNING_CURVES:
+        kind = type(private).__name__.removeprefix("_").removesuffix("PrivateKey")
+        what = f"an EC key on {curve.name}" if curve is not None else f"a key of type {kind}"
+        raise SigningKeyError(f"{option} {key}: {what}; signatures need an EC private key on "
+                              f"{', '.join(SIGNING_CURVES.values())} (what model-signing and the C/C++ library "
+                              f"verify); make one with: cmunext-keys new --out KEYNAME")
 
 
 class KeyWriteError(OSError):
@@ -174,7 +187,7 @@ def sign_files(folder: str | Path, files, key: str | Path, sig: str | Path) -> P
     tmp = sig.with_name(f".{sig.name}.tmp")
     try:
         config = ms.signing.Config().use_elliptic_key_signer(private_key=Path(key))
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, AttributeError, OSError) as exc:
         raise SigningKeyError(f"signing key {key}: not a usable EC private key ({exc})") from None
     config.set_hashing_config(hashing).sign(folder, tmp)
     os.replace(tmp, sig)
@@ -205,6 +218,9 @@ def check_signature(folder: str | Path, required, sig: str | Path, trusted_keys)
     """Verify `sig` over `folder` with one of `trusted_keys`, covering every name in `required`;
     -> the fingerprint of the key that verified. SignatureError names what failed."""
     folder, sig = Path(folder), Path(sig)
+    missing = [n for n in required if not (folder / n).is_file() and not (folder / n).is_symlink()]
+    if missing:
+        raise SignatureError(f"{', '.join(missing)}: no such file in {folder}")
     if not sig.is_file():
         raise SignatureError(f"unsigned: no signature {sig.name} beside it, and a trust policy is set")
     links = sorted(n for n in {*required, sig.name} if (folder / n).is_symlink())

@@ -248,7 +248,8 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
     entry = entry_for_path(artifact)
     out = Path(out) if out else artifact.parent
     final = out / f"{artifact.stem}.bundle"
-    problem = writable_folder_problem(out, "--out") or _not_replaceable(final, final.with_name(final.name + ".tar.gz"))
+    problem = (writable_folder_problem(out, "--out")
+               or _not_replaceable(final, final.with_name(final.name + ".tar.gz"), artifact.name))
     if problem:
         raise BundleError(problem)
     made = missing_folders(out)                                   # made here: removed again on failure
@@ -270,12 +271,20 @@ def make_bundle(artifact, out=None, *, images=None, n_images: int | None = None,
     return BundleResult(final, final.with_name(final.name + ".tar.gz") if archive else None, manifest)
 
 
-def _not_replaceable(final: Path, final_tar: Path) -> str | None:
+def _not_replaceable(final: Path, final_tar: Path, artifact_name: str) -> str | None:
     """Why the bundle's folder or archive name is taken by something a bundle must not replace (a
-    file, or a folder that is not a bundle; a folder or special file at the archive's name), else
-    None: checked before any work."""
+    file, a folder that is not a bundle, a bundle of another artifact, e.g. m.onnx's where m.xml is
+    bundled; a folder or special file at the archive's name), else None: checked before any work."""
     if final.exists() and not (final.is_dir() and (final / MANIFEST).is_file()):
         return f"{final} exists and is not a bundle (no {MANIFEST} in it): not replaced; move it or choose another --out"
+    if final.is_dir():
+        try:
+            there = Path(json.loads((final / MANIFEST).read_text())["artifact"]).name
+        except (OSError, ValueError, KeyError, TypeError):
+            there = None
+        if there != artifact_name:
+            return (f"{final} holds a bundle of {there or 'an unreadable bundle.json'}, not of {artifact_name}: "
+                    f"not replaced; move it or choose another --out")
     if final_tar.exists() and not final_tar.is_file():
         return f"{final_tar} exists and is not a file: not replaced; move it or choose another --out"
     return None

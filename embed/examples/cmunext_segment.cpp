@@ -69,6 +69,10 @@ std::vector<std::string> expand(const std::string& arg, std::vector<std::string>
                                 std::vector<std::string>& notes) {
     fs::path p(arg);
     std::error_code ec;
+    if (fs::exists(p, ec) && !fs::is_directory(p, ec) && !fs::is_regular_file(p, ec)) {
+        unread.push_back(arg + ": not processed: not a regular file (a FIFO, socket or device)");
+        return {};
+    }
     if (!fs::is_directory(p, ec)) return {arg};
     if (fs::is_directory(p / "images", ec)) p /= "images";
     std::vector<std::string> out;
@@ -147,6 +151,23 @@ double ms(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::ti
 }
 
 }  // namespace
+
+// The first input that a mask file of this run would replace (its masks/<name>.png, or
+// <name>_class<k>.png for several classes, resolves to the same path), else "": checked before
+// anything is written.
+std::string overwritten_input(const std::vector<std::string>& images, const std::vector<std::string>& names,
+                              const fs::path& masks, int classes) {
+    std::error_code ec;
+    std::map<std::string, std::string> inputs;               // resolved path -> the input as given
+    for (const std::string& image : images) inputs.emplace(fs::weakly_canonical(image, ec).string(), image);
+    for (size_t i = 0; i < names.size(); ++i)
+        for (int k = 0; k < classes; ++k) {
+            const std::string name = classes == 1 ? names[i] + ".png" : names[i] + "_class" + std::to_string(k) + ".png";
+            const auto hit = inputs.find(fs::weakly_canonical(masks / name, ec).string());
+            if (hit != inputs.end()) return hit->second;
+        }
+    return "";
+}
 
 int main(int argc, char** argv) {
     const auto t_start = std::chrono::steady_clock::now();
@@ -227,6 +248,12 @@ int main(int argc, char** argv) {
     if (!options.verify) std::fprintf(stderr, "cmunext_segment: warning: --no-verify-load: the artifact was NOT checked\n");
 
     const fs::path masks = fs::path(out_dir) / "masks";
+    const int classes = seg->info().classes;
+    if (const std::string clash = overwritten_input(images, names, masks, classes); !clash.empty()) {
+        std::fprintf(stderr, "cmunext_segment: error: %s would be overwritten by its mask; choose another --out\n",
+                     clash.c_str());
+        return 2;
+    }
     std::error_code ec;
     fs::create_directories(masks, ec);
     if (ec || !fs::is_directory(masks)) {
@@ -237,7 +264,6 @@ int main(int argc, char** argv) {
 
     for (const std::string& note : notes) std::printf("note: %s\n", note.c_str());
     for (const std::string& line : unread) std::fprintf(stderr, "skipped %s\n", line.c_str());
-    const int classes = seg->info().classes;
     int done = 0, skipped = static_cast<int>(unread.size());
     double sum_total = 0;
     std::string rows;

@@ -147,9 +147,10 @@ std::vector<std::string> split_key_list(const std::string& list) {
 }
 
 std::vector<std::string> trust_policy(const std::vector<std::string>& given) {
-    std::vector<std::string> keys;
+    // An empty entry is a broken policy, never no policy (a key path read from an empty setting).
     for (const std::string& k : given)
-        if (!k.empty()) keys.push_back(k);
+        if (k.empty()) throw Error(ErrorCode::InvalidArgument, "trusted key '': an empty path names no public key file");
+    std::vector<std::string> keys = given;
     const char* env = std::getenv(kEnvVar);
     std::string value = env ? env : "";
     if (keys.empty() && value.find_first_not_of(" \t") != std::string::npos) {
@@ -157,8 +158,13 @@ std::vector<std::string> trust_policy(const std::vector<std::string>& given) {
         if (keys.empty())
             throw Error(ErrorCode::InvalidArgument, std::string(kEnvVar) + "='" + value + "' names no public key file");
     }
-    for (const std::string& k : keys)
+    for (const std::string& k : keys) {
+        struct stat st {};
+        if (::stat(k.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+            throw Error(ErrorCode::InvalidArgument, "trusted key " + k + ": a folder, not a public key file "
+                                                    "(give the .pub.pem file)");
         if (!is_file(k)) throw Error(ErrorCode::InvalidArgument, "trusted key " + k + ": no such file");
+    }
     return keys;
 }
 
