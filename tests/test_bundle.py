@@ -1,6 +1,7 @@
 """Device bundles and cmunext-check: a bundle of the shipped model passes on this machine; a flipped
 byte, an edited preprocessing value or outputs that disagree with the host fail with one clear line
 and a non-zero exit; reports merge into one table. Slow: a fresh venv without torch; the ARM matrix."""
+import hashlib
 import json
 import os
 import shutil
@@ -184,6 +185,30 @@ def test_edited_manifest_and_outputs_that_disagree_with_the_host_fail(bundle, ca
     _rehash(bundle)
     rc, out = _check(bundle, capsys)
     assert rc == 1 and "outputs disagree with the export host: mask Dice agreement" in out.err
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "unlisted"])
+def test_an_artifact_path_outside_the_bundle_is_refused_even_when_rehashed(bundle, tmp_path, capsys, where):
+    """bundle.json's "artifact" pointed at a file outside the bundle (or at one it does not list), with
+    bundle.json.sha256 recomputed as a tamperer would: the check fails at the file step, before any
+    runtime opens a file, and names it."""
+    outside = tmp_path / "elsewhere" / "q.onnx"
+    outside.parent.mkdir()
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    shutil.copy(bundle / manifest["artifact"], outside)
+    manifest["artifact"] = {"absolute": str(outside),
+                            "dotdot": os.path.relpath(outside, bundle),
+                            "unlisted": "artifact/other.onnx"}[where]
+    if where == "unlisted":
+        shutil.copy(outside, bundle / "artifact" / "other.onnx")
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    (bundle / "bundle.json.sha256").write_text(
+        hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest() + "  bundle.json\n")
+    rc, out = _check(bundle, capsys)
+    assert rc == 1 and "bundle tampered or damaged" in out.err and "names the artifact" in out.err, out.err
+    report = json.loads((bundle / "device_report.json").read_text())
+    ran = [c["name"] for c in report["checks"]]
+    assert report["passed"] is False and "files" in ran and "preprocessing_contract" not in ran, ran
 
 
 def test_device_preprocessing_is_judged_apart_from_the_runtime(bundle, capsys):

@@ -22,7 +22,7 @@ import platform
 import shutil
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -481,13 +481,24 @@ def verify_files(folder: Path, manifest: dict) -> list[str]:
         problems.append(f"{MANIFEST} was modified (sha256 {got[:12]}, {MANIFEST_HASH} says "
                         f"{(want or 'nothing')[:12]})")
     listed = manifest.get("files", {})
-    expected = {rel: info["sha256"] for rel, info in sorted(listed.items())}
+    problems += [f"{rel} points outside the bundle" for rel in listed if not _inside(rel)]
+    art = manifest.get("artifact")
+    if not (isinstance(art, str) and art.startswith("artifact/") and _inside(art) and art in listed):
+        problems.append(f"{MANIFEST} names the artifact {art!r}, which is not one of the bundle's own "
+                        f"artifact/ files it lists")
+    expected = {rel: info["sha256"] for rel, info in sorted(listed.items()) if _inside(rel)}
     problems += [f"{rel} is missing" if digest is None else
                  f"{rel} sha256 mismatch (expected {want[:12]}, got {digest[:12]})"
                  for rel, digest, want in hash_mismatches(folder, expected)]
     extra = [rel for rel in file_table(folder) if rel not in listed and not _is_device_output(rel)]
     problems += [f"{rel} is not part of the bundle" for rel in extra if rel.startswith("artifact/")]
     return problems
+
+
+def _inside(rel) -> bool:
+    """A bundle-relative path that stays inside the bundle (no absolute path, no '..')."""
+    path = PurePosixPath(str(rel))
+    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts and "\\" not in str(rel)
 
 
 def _is_device_output(rel: str) -> bool:
