@@ -99,6 +99,23 @@ def test_all_nan_safetensors_is_refused(nan_checkpoint, tmp_path):
         load_checkpoint(path)
 
 
+def test_finite_weights_whose_outputs_overflow_give_no_mask(nan_checkpoint, tmp_path, capsys):
+    """Weights scaled by 1e38 are finite (the load check passes) but every logit is +-inf: EdgeSegmenter
+    refuses to make a mask from them and cmunext-predict reports each image, writes nothing, exits 2."""
+    _, torch = nan_checkpoint
+    from cmunext_edge.checkpoints.weights import load_checkpoint, save_safetensors
+    from cmunext_edge.core.preprocess import NonFiniteOutputError
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
+    sd = dict(load_checkpoint(SHIPPED).state_dict)
+    sd["Conv_1x1.weight"] = sd["Conv_1x1.weight"] * 1e38
+    path = save_safetensors(sd, tmp_path / "overflow.safetensors")
+    with pytest.raises(NonFiniteOutputError, match="NaN or infinite values for 1 of 1"):
+        EdgeSegmenter(path).segment(str(SAMPLE))
+    rc, _, err = run_cli(predict_cli.main, [SAMPLE, "--weights", path, "--out", tmp_path / "p"], capsys)
+    assert rc == 2 and "NaN or infinite values" in err and "no input could be segmented" in err, err
+    assert not list((tmp_path / "p").rglob("*.png"))
+
+
 def test_manifest_with_empty_file_list_does_not_turn_the_hash_check_off(onnx_art, tmp_path):
     from cmunext_edge.artifacts.integrity import IntegrityError
     from cmunext_edge.runtime.registry import verify_artifact
@@ -416,6 +433,7 @@ def test_sigterm_mid_video_writes_its_summary(tmp_path):
     summary = json.loads((out / "video_summary.json").read_text())
     masks = len(list(out.glob("masks/*.png")))
     assert 5 <= summary["frames_written"] == masks < 400
+    assert summary["stopped"] == "terminated (SIGTERM)", summary.get("stopped")   # the record says why it ended
     from cmunext_edge.predict.video import video_frame_count
     assert video_frame_count(out / "overlay.mp4") == masks and not list(out.glob(".*"))
 

@@ -32,6 +32,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
+class NonFiniteOutputError(ValueError):
+    """The network's output holds NaN or inf: no mask is made from it (EdgeSegmenter refuses it)."""
+
+
 class ImageReadError(ValueError):
     """An image file or array that cannot be used as network input."""
 

@@ -44,7 +44,7 @@ from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.metrics import format_class_dice, mean_scores
 from cmunext_edge.predict.overlay import legend, overlay
 from cmunext_edge.predict.scores import CLASS_SUMMARY_KEYS, class_summary, row_classes, score_fields
-from cmunext_edge.core.preprocess import ImageReadError, load_image, naming, to_bgr_uint8
+from cmunext_edge.core.preprocess import ImageReadError, NonFiniteOutputError, load_image, naming, to_bgr_uint8
 
 # write errors that stop the whole job (no later image could be written either)
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -172,7 +172,10 @@ def _decode(samples, batch_size: int, out_q: queue.Queue, skipped: list, stop: t
 def _process_batch(segmenter, batch, out_dir: Path, write_overlays: bool, write_probabilities: bool = False):
     """Segment one decoded batch and write its outputs -> (rows, skipped)."""
     rows, skipped, spec = [], [], segmenter.spec
-    segs = segmenter.segment_batch([bgr for _, bgr in batch], batch_size=len(batch))
+    try:
+        segs = segmenter.segment_batch([bgr for _, bgr in batch], batch_size=len(batch))
+    except NonFiniteOutputError as exc:   # reported per image like any input that gave no mask
+        return [], [{"path": str(sample.image), "name": sample.name, "error": str(exc)} for sample, _ in batch]
     for (sample, bgr), seg in zip(batch, segs):
         row = {"name": sample.name, "image": str(sample.image), "height": bgr.shape[0],
                "width": bgr.shape[1], "mask_fraction": float(seg.mask.mean()),

@@ -285,6 +285,7 @@ def segment_video(segmenter, source, out_dir, options: VideoOptions | None = Non
         writer.close()
     summary = _finish(summary, writer, out_dir, opts, t0, fg, per_class)
     if interrupt is not None:            # the caller accounts for what was written, then exits 130/143
+        summary.stopped = summary.stopped or (str(interrupt) or "interrupted (Ctrl-C)")
         interrupt.video_summary = summary
         raise interrupt
     return summary

@@ -27,7 +27,8 @@ import numpy as np
 
 from cmunext_edge.capabilities import MAX_BATCH
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.core.preprocess import ImageReadError, is_image_source, load_image, to_bgr_uint8
+from cmunext_edge.core.preprocess import (ImageReadError, NonFiniteOutputError, is_image_source, load_image,
+                                          to_bgr_uint8)
 from cmunext_edge.resources import resolve_weights
 from cmunext_edge.runtime.registry import open_backend
 
@@ -172,6 +173,11 @@ class EdgeSegmenter:
             self._check_open()          # closed by another thread while this one preprocessed
             logits = self.backend.infer(batch)
         t2 = time.perf_counter()
+        bad = int((~np.isfinite(logits).reshape(len(logits), -1).all(axis=1)).sum())
+        if bad:                         # a mask from NaN/inf logits would be silently empty or full
+            raise NonFiniteOutputError(
+                f"the model's output holds NaN or infinite values for {bad} of {len(logits)} image(s): no mask "
+                f"made (its weights overflow or are broken; check the checkpoint it came from)")
         results = []
         for bgr, lg, src in zip(bgrs, logits, sources):
             prob, mask = self.spec.postprocess(lg, bgr.shape[:2])
