@@ -117,8 +117,11 @@ def test_broken_symlinks_are_reported(tmp_path, capsys):
     os.symlink(src / "missing.png", src / "dangling.png")
     os.symlink(src / "loop_b.png", src / "loop_a.png")
     os.symlink(src / "loop_a.png", src / "loop_b.png")
+    os.symlink(src / "gone", src / "brokenlink")                 # no image suffix: reported all the same
+    os.symlink(src / "gone.txt", src / "sp ace.txt")
     rc, _, err = _run(predict_cli.main, [src, "--out", tmp_path / "o", "--no-overlay"], capsys)
-    assert rc == 1 and err.count("broken symbolic link") == 3
+    assert rc == 1 and err.count("broken symbolic link") == 5, err
+    assert "brokenlink: not processed" in err and "sp ace.txt: not processed" in err
 
 
 def test_full_disk_stops_cleanly_and_summary_matches_disk(tmp_path, monkeypatch):

@@ -130,10 +130,19 @@ def unread_files(source: str | Path, split: str | Path | None = None) -> list[di
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.is_dir():
             continue
-        reason = not_read_reason(p) if p.is_file() else f"{SPECIAL_FILE}: not read" if p.exists() else None
+        reason = (not_read_reason(p) if p.is_file() else f"{SPECIAL_FILE}: not read" if p.exists()
+                  else _broken_link_reason(p))
         if reason:
             out.append({"path": str(p), "error": f"{p}: not processed: {reason}"})
     return out
+
+
+def _broken_link_reason(p: Path) -> str | None:
+    """A symbolic link whose target is gone: reported here unless its name is an image's (the image
+    job then reports it when it cannot read it)."""
+    if not p.is_symlink() or p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES:
+        return None
+    return "a broken symbolic link (its target does not exist)"
 
 
 def subfolder_notes(source: str | Path, split: str | Path | None = None) -> list[str]:
