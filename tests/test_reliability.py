@@ -180,17 +180,28 @@ def test_a_folder_named_like_a_model_is_named_as_a_folder(tmp_path, capsys, name
 
 
 def test_the_pages_after_the_first_of_a_multi_page_tiff_are_reported(tmp_path, capsys):
+    """Multi-page TIFF, animated WebP and animated PNG are read as their first image: the other pages
+    or frames are reported as not processed; single-image files of the same formats are not."""
     src = tmp_path / "tiffs"
     src.mkdir()
     img = cv2.imread(str(SAMPLE))
     assert cv2.imwritemulti(str(src / "multi.tiff"), [img, img[::-1], img[:, ::-1]])
     cv2.imwrite(str(src / "one.tiff"), img)
+    cv2.imwrite(str(src / "one.webp"), img)
+    expected = ["multi.tiff: pages 2-3 of 3 not processed"]
+    if hasattr(cv2, "imwriteanimation"):            # OpenCV >= 4.11 writes animations
+        for name in ("anim.webp", "anim.png"):
+            animation = cv2.Animation()
+            animation.frames, animation.durations = [img, img[::-1]], [100, 100]
+            assert cv2.imwriteanimation(str(src / name), animation)
+            expected.append(f"{name}: frames 2-2 of 2 not processed")
     out = tmp_path / "out"
     rc, _, err = run_cli(predict_cli.main, [src, "--out", out, "--summary-json", out / "s.json", "--quiet"], capsys)
     skipped = [ln for ln in err.splitlines() if ln.startswith("skipped:")]
-    assert rc == 1 and len(skipped) == 1 and "multi.tiff: pages 2-3 of 3 not processed" in skipped[0], err
+    assert rc == 1 and len(skipped) == len(expected), err
+    assert all(any(e in ln for ln in skipped) for e in expected), err
     summary = json.loads((out / "s.json").read_text())
-    assert summary["n_images"] == 2 and len(summary["skipped"]) == 1
+    assert summary["n_images"] == len(expected) + 2 and len(summary["skipped"]) == len(expected)
 
 
 def test_a_sub_folder_holding_images_is_named_not_silently_left_out(tmp_path, capsys):

@@ -164,12 +164,13 @@ def subfolder_notes(source: str | Path, split: str | Path | None = None) -> list
     return notes
 
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+# image files that may hold several images, read as their first one: suffix -> what the others are
+MULTI_IMAGE_SUFFIXES = {".tif": "pages", ".tiff": "pages", ".webp": "frames", ".png": "frames"}
 
 
-def tiff_pages(path: Path) -> int:
-    """How many pages (images) a TIFF file holds, from its directories (1 when it cannot tell:
-    reading the file reports that). OpenCV's own log lines are silenced meanwhile."""
+def image_count(path: Path) -> int:
+    """How many images (TIFF pages, animated WebP or PNG frames) a file holds, from its headers (1 when
+    it cannot tell: reading the file reports that). OpenCV's own log lines are silenced meanwhile."""
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
@@ -181,14 +182,15 @@ def tiff_pages(path: Path) -> int:
 
 
 def unread_pages(samples: list[Sample]) -> list[dict]:
-    """Pages after the first of multi-page TIFF files, as {"path", "error"}: an image file is read
-    as its first image (a multi-frame DICOM object is the one multi-frame image format), so the
-    others are inputs not processed, and reported."""
+    """Pages or frames after the first of multi-page TIFF and animated WebP/PNG files, as {"path",
+    "error"}: an image file is read as its first image (a multi-frame DICOM object, or a video, is how
+    several frames go in), so the others are inputs not processed, and reported."""
     out = []
     for s in samples:
-        if s.image.suffix.lower() in TIFF_SUFFIXES and s.image.is_file() and (n := tiff_pages(s.image)) > 1:
-            out.append({"path": str(s.image), "error": f"{s.image}: pages 2-{n} of {n} not processed: a TIFF is "
-                                                       f"read as its first page; save each page as its own file"})
+        what = MULTI_IMAGE_SUFFIXES.get(s.image.suffix.lower())
+        if what and s.image.is_file() and (n := image_count(s.image)) > 1:
+            out.append({"path": str(s.image), "error": f"{s.image}: {what} 2-{n} of {n} not processed: the file is "
+                                                       f"read as its first image; save each as its own file"})
     return out
 
 
