@@ -648,3 +648,27 @@ def test_sigterm_during_serve_start_up_leaves_no_ray_process(onnx_art):
     assert proc.returncode == 143 and "Traceback" not in err and "SIGTERM" in err, err
     gone, alive = psutil.wait_procs(list(seen.values()), timeout=30)
     assert not alive, [" ".join(p.cmdline()[:3]) for p in alive if p.is_running()]
+
+
+def test_training_onto_a_full_disk_says_what_it_kept(tmp_path, tmpfs, capsys):
+    """torch.save and safetensors report a full disk as RuntimeError / SafetensorError: cmunext-train
+    names the write that failed and what --out holds (whole files only, no temporary ones), exit 1 when
+    a checkpoint of a finished epoch is kept, else 2; never an "unexpected" error."""
+    pytest.importorskip("torch")
+    from cmunext_edge.checkpoints.weights import load_checkpoint
+    from cmunext_edge.cli import train as train_cli
+    out = tmpfs("train", "size=3m") / "run"
+    rc, _, err = run_cli(train_cli.main, [SAMPLES_DIR, "--out", out, "--epochs", "3", "--img-size", "32",
+                                          "--batch-size", "4"], capsys)
+    line = one_error_line(err, "cmunext-train")
+    assert "unexpected" not in line and "training stopped" in line, line
+    assert "disk full" in line or "No space left" in line, line
+    kept = sorted(p.name for p in out.iterdir())
+    assert not [n for n in kept if n.startswith(".")], kept          # no temporary file left
+    if rc == 1:
+        assert "keeps" in line and any(n in kept for n in ("best.safetensors", "best.pth", "last.pt")), (line, kept)
+        for name in ("best.safetensors", "best.pth"):
+            if name in kept:
+                assert load_checkpoint(out / name).state_dict      # whole, loadable
+    else:
+        assert rc == 2 and "no checkpoint was written" in line, line

@@ -17,6 +17,7 @@ fine-tuning, serving) loads through `load_checkpoint`, so export refuses it too.
 """
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import re
@@ -203,6 +204,23 @@ def _load_safetensors(path: Path):
         raise CheckpointError(f"{path}: not a readable .safetensors file ({exc})") from None
 
 
+@contextmanager
+def checkpoint_write(path: str | Path):
+    """atomic_path for a checkpoint writer: torch.save and safetensors report a failed write (a full
+    disk) as RuntimeError / SafetensorError; they leave here as OSError naming the file (nothing is
+    left at `path`)."""
+    try:
+        with atomic_path(path) as tmp:
+            yield tmp
+    except OSError:
+        raise
+    except Exception as exc:
+        if not (isinstance(exc, RuntimeError) or type(exc).__name__ == "SafetensorError"):
+            raise
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise OSError(errno.EIO, f"cannot write {path} ({reason}; disk full or not writable?)") from None
+
+
 def save_safetensors(model_or_sd, path: str | Path, spec: PreprocessSpec | None = None,
                      extra: dict | None = None) -> Path:
     st = require("safetensors.torch")
@@ -213,7 +231,7 @@ def save_safetensors(model_or_sd, path: str | Path, spec: PreprocessSpec | None 
             "preprocess": (spec or get_preset("official")).to_json()}
     meta.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in (extra or {}).items()})
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
+    with checkpoint_write(path) as tmp:
         st.save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
 
@@ -222,7 +240,7 @@ def save_official_pth(model_or_sd, path: str | Path) -> Path:
     """Plain `torch.save(state_dict)`, exactly what the official training script writes."""
     torch = require("torch")
     state_dict = model_or_sd.state_dict() if hasattr(model_or_sd, "state_dict") else model_or_sd
-    with atomic_path(path) as tmp:
+    with checkpoint_write(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     return Path(path)
 

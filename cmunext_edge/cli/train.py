@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.metrics import format_class_dice
@@ -88,6 +89,20 @@ def _preflight(args) -> str | None:
     return None
 
 
+def _write_failed(out, exc: OSError) -> int:
+    """Training stopped on a write error: one line naming it and what --out holds (each file written
+    whole or not at all); exit 1 when a checkpoint is kept, else 2."""
+    out = Path(out)
+    kept = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")) if out.is_dir() else []
+    checkpoint = any(n in kept for n in ("best.safetensors", "best.pth", "last.pt"))
+    again = (f"run again with --out {out} once there is room to resume after the last finished epoch"
+             if "last.pt" in kept else "run again once there is room (no resume state was written)")
+    held = (f"{out} keeps {', '.join(kept)} (each file whole); {again}" if checkpoint
+            else "no checkpoint was written" + (f" ({out} holds {', '.join(kept)})" if kept else ""))
+    what = f"{exc.strerror}{f': {exc.filename}' if exc.filename else ''}" if exc.strerror else str(exc)
+    return fail(PROG, f"{what}; training stopped: {held}", 1 if checkpoint else 2)
+
+
 @cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -104,6 +119,8 @@ def main(argv=None) -> int:
         state = train(cfg)
     except (ValueError, FileNotFoundError) as exc:
         return fail(PROG, str(exc))
+    except OSError as exc:               # e.g. the disk filled up: say what the folder still holds
+        return _write_failed(args.out, exc)
     per_class = format_class_dice(state.get("best_per_class_dice"))
     print(f"best val Dice {state['best_dice']:.4f}{per_class} IoU {state['best_iou']:.4f} "
           f"at epoch {state['best_epoch']}")

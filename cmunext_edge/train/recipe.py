@@ -39,7 +39,6 @@ from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
 from cmunext_edge.data.discovery import Sample, discover, read_name_list, source_split, truth_notes
 from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen, image_fingerprint
-from cmunext_edge.fileio import atomic_path
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
 from cmunext_edge.core.model import build_model, canonical_variant
 from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, get_preset, load_image, naming, to_bgr_uint8
@@ -47,7 +46,7 @@ from cmunext_edge.progress import Progress
 from cmunext_edge.train.state import (check_resume_settings, class_truth, load_init, read_split, resolve_classes,
                                       resume, write_history)
 from cmunext_edge.train.state import schedule_change  # noqa: F401 (API: the resume note)
-from cmunext_edge.checkpoints.weights import save_official_pth, save_safetensors
+from cmunext_edge.checkpoints.weights import checkpoint_write, save_official_pth, save_safetensors
 
 
 @dataclass
@@ -438,7 +437,7 @@ def _end_epoch(cfg: TrainConfig, run: _Run, out: Path, state: dict, epoch: int, 
                      best_per_class_dice=scores["per_class_dice"])
         _save_best(run, out, scores, epoch + 1)
     state["epoch"] = epoch + 1
-    with atomic_path(out / "last.pt") as tmp:
+    with checkpoint_write(out / "last.pt") as tmp:
         require("torch").save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                                "state": json.dumps(state), "config": json.dumps(asdict(cfg))}, tmp)
     write_history(out / "history.csv", state["history"])
