@@ -189,3 +189,10 @@ def remove_empty(folders) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def printable(text) -> str:
+    """`text` for one line of terminal output: control characters (a newline, a carriage return or an
+    escape sequence inside a file name) are shown escaped, so a name can never forge or erase lines."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
+from cmunext_edge.fileio import printable
+
 
 def _fmt(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -29,7 +31,7 @@ class Progress:
     def update(self, n: int = 1, postfix: str | None = None) -> None:
         self.n += n
         if postfix is not None:
-            self.postfix = postfix
+            self.postfix = printable(postfix)
         if not self.enabled:
             return
         now, frac = time.perf_counter(), self.n / self.total

@@ -124,9 +124,10 @@ def _check_values(target: ExportTarget, o: ExportOptions) -> str:
     if o.imgsz is not None and (not isinstance(o.imgsz, int) or not 16 <= o.imgsz <= MAX_SIDE or o.imgsz % 16):
         raise ExportUsageError(f"--imgsz must be a multiple of 16 (CMUNeXt has four 2x2 max-pools) in "
                                f"[16, {MAX_SIDE}], got {o.imgsz!r}")
-    if o.name is not None and (not o.name.strip() or o.name != Path(o.name).name or o.name.startswith(".")):
-        raise ExportUsageError(f"--name must be a plain file name without a folder or a leading dot, got {o.name!r} "
-                               f"(the folder is --out)")
+    if o.name is not None and (not o.name.strip() or o.name != Path(o.name).name or o.name.startswith(".")
+                               or "\\" in o.name or not o.name.isprintable()):
+        raise ExportUsageError(f"--name must be a plain file name without a folder, a leading dot or control "
+                               f"characters, got {o.name!r} (the folder is --out)")
     device = o.device or target.default_device
     entry = entry_for_path("artifact" + target.suffix)
     try:

@@ -306,3 +306,22 @@ def test_sigterm_during_export_leaves_nothing(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "SIGTERM" in err and "Traceback" not in err, err
     assert not out.exists()                   # nothing left: not even the --out folder the export made
+
+
+def test_control_characters_in_file_names_cannot_forge_output_lines(tmp_path, capsys):
+    """A newline, carriage return or escape sequence in a file name is printed escaped: one record per
+    line, no raw control character on the terminal; --name refuses them (exit 2)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(SAMPLE, src / "a\nskipped: forged\x1b[2K.png")
+    (src / "b\rx.txt").write_text("not an image")
+    rc, out, err = _run(predict_cli.main, [src, "--out", tmp_path / "o", "--no-overlay"], capsys)
+    assert rc == 1, err
+    text = out + err
+    assert "\x1b" not in text and "\r" not in text, text
+    assert not [ln for ln in text.splitlines() if ln.startswith("skipped: forged")], text
+    assert "a\\nskipped: forged\\x1b[2K" in out and "b\\rx.txt: not processed" in err, (out, err)
+    from cmunext_edge.cli import export as export_cli
+    rc, _, err = _run(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "onnx", "--name", "a\nb",
+                                        "--out", tmp_path / "e"], capsys)
+    assert rc == 2 and "control characters" in err and "\n" not in err.strip() and not (tmp_path / "e").exists()

@@ -81,13 +81,10 @@ def _mismatches(shapes: Shapes, expected: Shapes) -> tuple[list, list, list]:
 
 
 def _no_match_error(name: str, missing: list, unexpected: list, wrong: list) -> CheckpointError:
-    lines = [f"weights match no CMUNeXt variant; closest is {name}:"]
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", wrong)):
-        if items:
-            lines.append(f"  {label} ({len(items)}): " + "; ".join(items[:8])
-                         + (" ..." if len(items) > 8 else ""))
-    return CheckpointError("\n".join(lines))
+    found = [f"{label} ({len(items)}): " + "; ".join(items[:8]) + (" ..." if len(items) > 8 else "")
+             for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                  ("shape mismatches", wrong)) if items]
+    return CheckpointError(f"weights match no CMUNeXt variant; closest is {name}: " + " | ".join(found))
 
 
 def detect_model_info(state_dict: dict) -> ModelInfo:

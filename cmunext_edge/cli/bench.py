@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cmunext_edge.fileio import printable
 from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, csv_of, fail, seconds,
                                       nonnegative_int, positive_int, thread_count)
 
@@ -274,10 +275,11 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as exc:
         return fail(PROG, str(exc))
     failed = [r for r in report.rows if r.error]
+    if failed and len(failed) == len(report.rows):     # nothing measured: no report files either; one line
+        rows = "; ".join(f"{r.label}: {r.error}" for r in failed)
+        return fail("cmunext-bench", f"every row failed ({rows}); nothing was measured, no report written")
     for r in failed:
-        print(f"cmunext-bench: error: {r.label}: {r.error}", file=sys.stderr)
-    if failed and len(failed) == len(report.rows):     # nothing measured: no report files either
-        return fail("cmunext-bench", f"every row failed ({len(failed)}); nothing was measured, no report written")
+        print(f"cmunext-bench: error: {r.label}: {printable(r.error)}", file=sys.stderr)
     print(format_table(report, wide=args.wide))
     unwritten = 0
     for path, writer in ((args.json, write_json), (args.markdown, write_markdown), (args.plot, write_plot)):

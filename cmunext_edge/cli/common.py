@@ -19,6 +19,7 @@ import sys
 import traceback
 
 from cmunext_edge.capabilities import MAX_BATCH, MAX_COUNT, MAX_SECONDS, MAX_SIDE, MAX_THREADS
+from cmunext_edge.fileio import printable
 
 EXIT_OK, EXIT_PARTIAL, EXIT_NOTHING, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 EXIT_BROKEN_PIPE = 141          # 128 + SIGPIPE, as a shell reports a reader that left (| head)
@@ -124,7 +125,7 @@ def add_debug(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def fail(prog: str, message: str, code: int = EXIT_NOTHING) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {printable(message)}", file=sys.stderr)
     return code
 
 

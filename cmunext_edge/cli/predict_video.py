@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from cmunext_edge.fileio import printable
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import fail
 from cmunext_edge.cli.preflight import check_outputs, input_files
@@ -112,7 +113,7 @@ def run_video(args) -> int:
     print(signature_note(info))
     unread = _unread(args.source)
     for line in unread:
-        print(f"skipped: {line}", file=sys.stderr)
+        print(f"skipped: {printable(line)}", file=sys.stderr)
     missing, done = len(unread), []
     try:
         for source, sub in sources:
@@ -123,18 +124,18 @@ def run_video(args) -> int:
                     done.append(exc.video_record)
                 raise
             except (ValueError, OSError) as exc:    # VideoSourceError, a frame over the pixel limit
-                print(f"skipped: {exc}", file=sys.stderr)
+                print(f"skipped: {printable(exc)}", file=sys.stderr)
                 missing += 1
                 continue
             for problem in summary["problems"]:
-                print(f"skipped: {problem}", file=sys.stderr)
+                print(f"skipped: {printable(problem)}", file=sys.stderr)
             missing += summary["missing_frames"] > 0 or bool(summary["problems"])
             done.append(summary)
     finally:
         if args.summary_json:
             problem = _write_json(Path(args.summary_json), {"videos": done})
             if problem:
-                print(f"skipped: {problem}", file=sys.stderr)
+                print(f"skipped: {printable(problem)}", file=sys.stderr)
                 missing += 1
     if not done:
         return fail(PROG, f"{args.source}: no video could be read (each reason is above); nothing was done")

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from cmunext_edge.data.discovery import Sample
-from cmunext_edge.fileio import atomic_path
+from cmunext_edge.fileio import atomic_path, printable
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.metrics import format_class_dice, mean_scores
 from cmunext_edge.predict.overlay import legend, overlay
@@ -382,12 +382,12 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
             scores = (f"Dice {row['dice']:.4f}  IoU {row['iou']:.4f}{format_class_dice(_class_dice(row))}"
                       if row["dice"] is not None else
                       "ground truth not used (below)" if row.get("truth_problem") else "no ground truth")
-            print(f"  {row['name']:<24} {scores}")
+            print(f"  {printable(row['name']):<24} {scores}")
     for item in result.skipped:
-        print(f"skipped: {naming(item['path'], item['error']) if item.get('path') else item['error']}",
+        print(f"skipped: {printable(naming(item['path'], item['error']) if item.get('path') else item['error'])}",
               file=sys.stderr)
     for item in summary["truth_not_used"]:
-        print(f"ground truth not used: {item['error']} (the image was segmented)", file=sys.stderr)
+        print(f"ground truth not used: {printable(item['error'])} (the image was segmented)", file=sys.stderr)
     line = (f"{summary['n_images']} images segmented, {len(result.skipped)} skipped in {elapsed:.1f}s "
             f"({summary['n_images'] / max(elapsed, 1e-9):.1f} images/s end to end)"
             + (f"; outputs in {out}" if Path(out).is_dir() else "; nothing written"))
@@ -397,11 +397,12 @@ def report_job(result: JobResult, out: str | Path, summary_json, elapsed: float,
                  f"with masks; at original resolution Dice {summary['mean_dice_original']:.4f}"
                  f"{format_class_dice(summary.get('per_class_dice_original'))})")
     print(line)
-    if result.stopped:
-        print(f"{prog}: error: stopped early: {result.stopped}; the {summary['n_images']} images "
-              f"counted above have all their outputs on disk, the others none", file=sys.stderr)
-    if not result.rows and (result.skipped or result.stopped):
-        print(f"{prog}: error: no input could be segmented (each is reported above); nothing was done",
+    if not result.rows and (result.skipped or result.stopped):      # one error line: nothing was done
+        why = f"stopped early: {printable(result.stopped)}; " if result.stopped else ""
+        print(f"{prog}: error: {why}no input could be segmented (each is reported above); nothing was done",
               file=sys.stderr)
         return 2
+    if result.stopped:
+        print(f"{prog}: error: stopped early: {printable(result.stopped)}; the {summary['n_images']} images "
+              f"counted above have all their outputs on disk, the others none", file=sys.stderr)
     return 1 if (result.skipped or result.stopped or summary["truth_not_used"]) else 0
