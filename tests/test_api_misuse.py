@@ -91,6 +91,17 @@ def test_max_pixels_is_checked_when_the_segmenter_is_made(onnx_art, value):
         EdgeSegmenter(onnx_art, max_pixels=value)
 
 
+def test_an_array_above_max_pixels_is_refused_like_a_file(seg):
+    """A broadcast view of 20000 x 20000 costs 3 bytes, but its mask and probability would take
+    gigabytes: refused as an image above the limit, before any copy; below it, segmented."""
+    big = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))
+    with pytest.raises(ImageReadError, match="20000x20000 pixels is above the limit"):
+        seg.segment(big)
+    with pytest.raises(ImageReadError, match="above the limit"):
+        seg.segment_batch([np.zeros((64, 64, 3), np.uint8), big])
+    assert seg.segment(np.zeros((300, 400, 3), np.uint8)).mask.shape == (300, 400)
+
+
 def test_a_closed_segmenter_says_so(onnx_art):
     s = EdgeSegmenter(onnx_art)
     s.close()

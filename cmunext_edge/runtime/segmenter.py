@@ -12,7 +12,8 @@ Trust policy: with `trusted_keys=[PUB.pem, ...]` (or $CMUNEXT_TRUSTED_KEYS) the 
 if its files carry a valid signature by one of those keys (artifacts/signing.py), checked before the
 runtime reads them; `describe()["signature"]` says what was found ("unsigned" without a policy).
 Image files are measured from their header before decoding and refused above `max_pixels`
-(imagecheck.DEFAULT_MAX_PIXELS by default; None for no limit).
+(core.image_limits.DEFAULT_MAX_PIXELS by default; None for no limit); arrays above it are refused
+too (their mask and probability at that size would take gigabytes).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class EdgeSegmenter:
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, trusted_keys=None, **backend_options):
         """`artifact`: a checkpoint, an exported artifact, a shipped model name, or None (default model).
         `verify`: check the artifact's hash and self-test before use; `max_pixels`: largest image
-        file decoded; `trusted_keys`: public keys (PEM paths) the artifact must be signed by (default
+        (file decoded, or array) segmented; `trusted_keys`: public keys (PEM paths) the artifact must be signed by (default
         $CMUNEXT_TRUSTED_KEYS; none: no trust policy); `backend_options`: as declared for its backend
         (runtime.registry)."""
         self.max_pixels = _checked_max_pixels(max_pixels)
@@ -159,11 +160,21 @@ class EdgeSegmenter:
         self.close()
 
     # --- internals --------------------------------------------------------------------
+    def _check_array_size(self, image) -> None:
+        """An array above max_pixels is refused like an image file above it (before any copy of it)."""
+        shape = getattr(image, "shape", None)
+        if self.max_pixels is not None and shape is not None and len(shape) >= 2 \
+                and int(shape[0]) * int(shape[1]) > self.max_pixels:
+            raise ImageReadError(f"array of {shape[1]}x{shape[0]} pixels is above the limit of {self.max_pixels} "
+                                 f"(max_pixels; None for no limit)")
+
     def _segment_chunk(self, images, channel_order):
         t0 = time.perf_counter()
         bgrs, sources = [], []
         for img in images:
             is_path = is_image_source(img)            # a file path or a pydicom Dataset
+            if not is_path:
+                self._check_array_size(img)
             bgrs.append(to_bgr_uint8(load_image(img, self.max_pixels) if is_path else img,
                                      "bgr" if is_path else channel_order))
             sources.append(str(img) if isinstance(img, (str, Path)) else None)

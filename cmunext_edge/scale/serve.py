@@ -151,7 +151,7 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
             from cmunext_edge.runtime.segmenter import EdgeSegmenter
             options = {"threads": threads} if threads else {}
             self.segmenter = EdgeSegmenter.from_artifact(artifact, device=device, trusted_keys=trusted_keys,
-                                                         **options)
+                                                         max_pixels=max_pixels, **options)
             self.artifact, self.algorithm = artifact, None
             self.check = self.segmenter.self_test()
             info = self.segmenter.describe()
