@@ -196,6 +196,14 @@ def test_every_input_is_accounted_for_and_no_mask_overwrites_another(embed_build
     if hasattr(os, "mkfifo"):
         r = _run([embed_build["exe"], art, src / "pipe.png", src / "solo.png", "--out", tmp_path / "o3", "--quiet"])
         assert r.returncode == 1 and "pipe.png: not processed: not a regular file" in r.stderr, r.stderr
+    # an animated PNG is read as its first image and its other frames are reported (as cmunext-predict)
+    if hasattr(cv2, "imwriteanimation"):
+        animation = cv2.Animation()
+        animation.frames, animation.durations = [img, img[::-1], img[:, ::-1]], [100, 100, 100]
+        assert cv2.imwriteanimation(str(tmp_path / "anim.png"), animation)
+        r = _run([embed_build["exe"], art, tmp_path / "anim.png", "--out", tmp_path / "o5", "--quiet"])
+        assert r.returncode == 1 and "anim.png: frames 2-3 of 3 not processed" in r.stderr, r.stderr
+        assert (tmp_path / "o5" / "masks" / "anim.png").is_file()
     # an input that a mask of this run would replace: refused before anything is written (as cmunext-predict)
     (tmp_path / "o4" / "masks").mkdir(parents=True)
     victim = tmp_path / "o4" / "masks" / "solo.png"

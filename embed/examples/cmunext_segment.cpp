@@ -272,6 +272,11 @@ int main(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         try {
             Image img = cmunext::example::read_image(path, options.max_pixels);
+            if (img.frames > 1) {     // as cmunext-predict: the frames after the first are inputs not processed
+                ++skipped;
+                std::fprintf(stderr, "skipped %s: frames 2-%d of %d not processed: the file is read as its first "
+                             "image; save each as its own file\n", path.c_str(), img.frames, img.frames);
+            }
             const auto t1 = std::chrono::steady_clock::now();
             cmunext::Frame f;
             f.data = img.pixels.data();

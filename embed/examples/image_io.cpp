@@ -104,7 +104,7 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& f, int64_t
     uint32_t w = 0, h = 0;
     int depth = 0, ctype = -1, interlace = 0;
     std::vector<uint8_t> palette, idat;
-    int orientation = 1;
+    int orientation = 1, frames = 1;
     bool seen_ihdr = false, seen_iend = false;
     while (pos + 12 <= f.size()) {
         uint32_t len = be32(&f[pos]);
@@ -138,6 +138,8 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& f, int64_t
             idat.insert(idat.end(), data, data + len);
         } else if (t == "eXIf") {
             orientation = exif_orientation(data, len);
+        } else if (t == "acTL" && len >= 8) {           // animated PNG: its default image is read
+            frames = static_cast<int>(std::min<uint32_t>(be32(data), 0x7FFFFFFFu));
         } else if (t == "IEND") {
             seen_iend = true;
             break;
@@ -242,7 +244,9 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& f, int64_t
             std::swap(prev, cur);
         }
     }
-    return orient(std::move(img), orientation);
+    Image oriented = orient(std::move(img), orientation);
+    oriented.frames = std::max(1, frames);
+    return oriented;
 }
 
 // ---- PGM / PPM (binary) ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ struct Image {
     int width = 0, height = 0;
     int channels = 0;              // 1 (gray) or 3 (RGB order)
     std::vector<uint8_t> pixels;   // height x width x channels, packed
+    int frames = 1;                // images the file holds (an animated PNG's acTL); the first is read
 };
 
 Image read_image(const std::string& path, int64_t max_pixels);
