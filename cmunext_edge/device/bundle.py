@@ -31,7 +31,7 @@ from cmunext_edge.artifacts.kinds import kind_of
 from cmunext_edge.artifacts.manifest import calibration_files, manifest_entry
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
 from cmunext_edge.core.agreement import GATES, held_out_finding, min_images
-from cmunext_edge.device.bundle_truth import copy_truth, reference_truth, spec_input, truth_scores
+from cmunext_edge.device.bundle_truth import copy_truth, spec_input, truth_scores
 from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.data.model_split import model_split, training_images
 from cmunext_edge.fileio import (clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
@@ -164,9 +164,8 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
         shutil.copyfile(s.image, folder / img_rel)
         x = spec_input(backend.spec, folder / img_rel)
         try:
-            load_truth(s, classes, backend.spec.size)       # unusable ground truth named by the user's file
+            target = load_truth(s, classes, backend.spec.size)   # read from the user's files: errors name them
             row = {"name": s.name, "image": img_rel, **copy_truth(s, folder, classes)}
-            target = reference_truth(folder, row, classes, backend.spec.size)
         except (ImageReadError, ValueError) as exc:
             raise BundleError(f"verification ground truth unusable: {exc}") from None
         out = backend.infer(x)[0]
@@ -279,8 +278,8 @@ def _not_replaceable(final: Path, final_tar: Path, artifact_name: str) -> str | 
         return f"{final} exists and is not a bundle (no {MANIFEST} in it): not replaced; move it or choose another --out"
     if final.is_dir():
         try:
-            there = Path(json.loads((final / MANIFEST).read_text())["artifact"]).name
-        except (OSError, ValueError, KeyError, TypeError):
+            there = Path(_read_manifest(final)["artifact"]).name
+        except (BundleError, OSError, KeyError, TypeError):
             there = None
         if there != artifact_name:
             return (f"{final} holds a bundle of {there or 'an unreadable bundle.json'}, not of {artifact_name}: "
