@@ -163,3 +163,14 @@ def test_ray_engine_segments_a_dicom_folder_like_the_local_job(local_ray, tmp_pa
     assert all(np.array_equal(one[k], par[k]) for k in one)
     segs = sorted(p.name for p in (tmp_path / "ray" / "seg").iterdir())
     assert segs == sorted(p.name for p in (tmp_path / "one" / "seg").iterdir()) and len(segs) == 5
+
+
+def test_actors_apply_the_jobs_pixel_limit(local_ray, onnx_model, tmp_path):
+    """--max-pixels reaches the actors: an image above it is skipped there, not decoded."""
+    sizes = {p.name: cv2.imread(str(p)).shape[:2] for p in (SAMPLES / "images").iterdir()}
+    limit = sorted(h * w for h, w in sizes.values())[8]          # about half of the samples are above it
+    above = sorted(n[:-4] for n, (h, w) in sizes.items() if h * w > limit)
+    result = run_ray_job(onnx_model, discover(SAMPLES), tmp_path / "out", batch_size=4, max_pixels=limit)
+    assert above and sorted(s["name"] for s in result.skipped) == above
+    assert all("exceeds the limit" in s["error"] and "not decoded" in s["error"] for s in result.skipped)
+    assert len(result.rows) == 16 - len(above)

@@ -25,7 +25,7 @@ def predict_with_ray(args, samples, unread=()) -> int:
         with Progress(len(samples), "segmenting") as bar:
             options = RayJobOptions(address=args.address, actors=args.actors, batch_size=args.batch_size,
                                     device=args.device, write_overlays=not args.no_overlay,
-                                    trusted_keys=args.trusted_key,
+                                    trusted_keys=args.trusted_key, max_pixels=args.max_pixels,
                                     write_probabilities=fractional(args))
             result = run_ray_job(args.weights, samples, Path(args.out), options, progress=bar,
                                  log=lambda m: print(m, file=sys.stderr))

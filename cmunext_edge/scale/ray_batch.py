@@ -21,6 +21,7 @@ from cmunext_edge._deps import require
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.fileio import atomic_path, require_file
 from cmunext_edge.predict.job import JobResult, _process_batch
+from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
 PARTS = ".parts"
@@ -31,8 +32,8 @@ ITEM_KEYS = ("name", "image", "mask", "more_masks", "label_image", "frame")     
 class RayJobOptions:
     """How a Ray job runs: where (a cluster `address`, else a local instance of `num_cpus`), how
     many actors with how many intra-op `threads` each (None: the actor's CPU share), batches,
-    device, overlays (and probabilities), how many passes retry what a failed pass left undone, and the
-    trust policy."""
+    device, overlays (and probabilities), how many passes retry what a failed pass left undone, the
+    trust policy and the largest image decoded."""
     address: str | None = None
     actors: int = 1
     batch_size: int = 8
@@ -43,6 +44,7 @@ class RayJobOptions:
     attempts: int = 3
     trusted_keys: tuple | list | None = None     # trust policy for the actors (else $CMUNEXT_TRUSTED_KEYS)
     write_probabilities: bool = False            # probabilities/*.png too (fractional DICOM SEG)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # largest image decoded (header-first; None: no limit)
 
 
 class SegmentActor:
@@ -64,7 +66,8 @@ class SegmentActor:
         for values in zip(*(batch[key] for key in ITEM_KEYS)):
             sample = _sample(dict(zip(ITEM_KEYS, values)))
             try:
-                decoded.append((sample, to_bgr_uint8(load_image(sample.image, frame=sample.frame))))
+                decoded.append((sample, to_bgr_uint8(load_image(sample.image, self.segmenter.max_pixels,
+                                                                 frame=sample.frame))))
             except (ImageReadError, OSError, ValueError) as exc:
                 names.append(sample.name)
                 errors.append(str(exc))
@@ -174,7 +177,8 @@ def _run_pass(ray, todo, out_dir, artifact, opts: RayJobOptions, progress) -> di
                         fn_constructor_kwargs={"artifact": str(artifact), "out_dir": str(out_dir),
                                                "device": opts.device, "write_overlays": opts.write_overlays,
                                                "write_probabilities": opts.write_probabilities,
-                                               "options": {**options, **_trust(opts.trusted_keys)}})
+                                               "options": {**options, **_trust(opts.trusted_keys),
+                                                           "max_pixels": opts.max_pixels}})
     bad = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for name, error in zip(batch["name"], batch["error"]):
