@@ -114,6 +114,15 @@ def test_finite_weights_whose_outputs_overflow_give_no_mask(nan_checkpoint, tmp_
     rc, _, err = run_cli(predict_cli.main, [SAMPLE, "--weights", path, "--out", tmp_path / "p"], capsys)
     assert rc == 2 and "NaN or infinite values" in err and "no input could be segmented" in err, err
     assert not list((tmp_path / "p").rglob("*.png"))
+    clip = tmp_path / "clip.avi"                       # the video path: the reason, not "could not be read"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 80))
+    for _ in range(3):
+        writer.write(cv2.resize(cv2.imread(str(SAMPLE)), (96, 80)))
+    writer.release()
+    rc, _, err = run_cli(predict_cli.main, [clip, "--weights", path, "--out", tmp_path / "v"], capsys)
+    assert rc == 2 and "frame 0: " in err and "NaN or infinite values" in err, err
+    assert "no frame was segmented" in err and "could be read" not in err, err
+    assert not (tmp_path / "v" / "masks").exists()
 
 
 def test_manifest_with_empty_file_list_does_not_turn_the_hash_check_off(onnx_art, tmp_path):

@@ -139,4 +139,6 @@ def run_video(args) -> int:
                 missing += 1
     if not done:
         return fail(PROG, f"{args.source}: no video could be read (each reason is above); nothing was done")
+    if not any(record["frames_written"] for record in done):
+        return fail(PROG, f"{args.source}: no frame was segmented (each reason is above); nothing was done")
     return 1 if missing else 0

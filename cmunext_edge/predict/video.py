@@ -27,6 +27,7 @@ import numpy as np
 
 from cmunext_edge.data.discovery import VIDEO_SUFFIXES
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, check_pixels
+from cmunext_edge.core.preprocess import NonFiniteOutputError
 from cmunext_edge.predict.scores import mask_union
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _END = object()
@@ -281,6 +282,8 @@ def segment_video(segmenter, source, out_dir, options: VideoOptions | None = Non
                 progress.update()
     except KeyboardInterrupt as exc:     # Ctrl-C/SIGTERM: finish what was queued, then re-raise
         interrupt = exc
+    except NonFiniteOutputError as exc:  # no mask from NaN/inf logits: the frames before stay written
+        summary.stopped = f"frame {summary.frames_decoded}: {exc}; no mask was made from it, the video stops here"
     finally:
         writer.close()
     summary = _finish(summary, writer, out_dir, opts, t0, fg, per_class)
@@ -307,5 +310,8 @@ def _finish(summary: VideoSummary, writer: _Writer, out_dir: Path, opts: VideoOp
         summary.mean_foreground_per_class = [float(f) for f in np.mean(per_class, axis=0)]
     summary.outputs = {k: str(out_dir / f"{k}.mp4") for k in writer.videos if k not in writer.incomplete}
     if opts.mask_png:
-        summary.outputs["masks"] = str(out_dir / "masks")
+        if writer.written or any((out_dir / "masks").iterdir()):
+            summary.outputs["masks"] = str(out_dir / "masks")
+        else:                            # no frame written: no empty masks/ that looks like a result
+            (out_dir / "masks").rmdir()
     return summary
