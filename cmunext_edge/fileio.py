@@ -196,3 +196,27 @@ def printable(text) -> str:
     escape sequence inside a file name) are shown escaped, so a name can never forge or erase lines."""
     text = str(text)
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def utf8_name(path) -> bool:
+    """Whether `path` is valid UTF-8: a name that is not (Python keeps its bytes as surrogate escapes)
+    crashes OpenCV's file functions, so those are reached through `opencv_path`."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def opencv_path(path):
+    """Yield a name of `path` that OpenCV's file functions (imcount, VideoCapture) can take: the path
+    itself, or for a name that is not valid UTF-8 a symbolic link to it in a temporary folder."""
+    if utf8_name(path):
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="cmunext-name-") as tmp:
+        link = Path(tmp) / ("input" + Path(path).suffix.encode("ascii", "replace").decode("ascii"))
+        os.symlink(os.path.abspath(path), link)
+        yield str(link)
+

@@ -372,3 +372,108 @@ def test_serve_query_parameters_must_fit_the_body_and_dicom_needs_its_content_ty
     with pytest.raises(RequestError, match="Content-Type: application/dicom") as exc:
         decode_body((us / "us_mono.dcm").read_bytes())
     assert exc.value.status == 400
+
+
+# --- hostile re-test, round three (issue 23): each made a wrong or invalid result before -----------
+def _mono8(path, img, sop="1.2.840.10008.5.1.4.1.1.6.1", **attrs):
+    """A small single-frame 8-bit MONOCHROME2 object around `img` (uint8 HxW), `attrs` set on it."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = sop
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality = "A^B", "1", "US"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", "1.2.3.4.5"
+    ds.Rows, ds.Columns = img.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation, ds.PixelData = 7, 0, img.tobytes()
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_gray():
+    img = cv2.imread(str(sorted((Path(__file__).parents[1] / "cmunext_edge/samples/busi/images").glob("*.png"))[0]),
+                     cv2.IMREAD_GRAYSCALE)
+    return np.ascontiguousarray(cv2.resize(img, (160, 120)))
+
+
+def test_rle_frame_of_another_size_is_refused_not_decoded_into_wrong_pixels(tmp_path, small_gray):
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels.encoders import RLELosslessEncoder
+    from pydicom.uid import RLELossless
+
+    def rle(a):
+        return RLELosslessEncoder.encode(a.tobytes(), rows=a.shape[0], columns=a.shape[1], samples_per_pixel=1,
+                                         bits_allocated=8, bits_stored=8, pixel_representation=0, number_of_frames=1,
+                                         photometric_interpretation="MONOCHROME2", planar_configuration=0)
+    path = _mono8(tmp_path / "rle.dcm", small_gray, sop="1.2.840.10008.5.1.4.1.1.3.1")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.NumberOfFrames, ds.FrameTime, ds.FrameIncrementPointer = 3, 33.3, 0x00181063
+    ds.PixelData = encapsulate([rle(small_gray), rle(small_gray), rle(cv2.resize(small_gray, (159, 123)))])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.save_as(path, enforce_file_format=True)
+    assert np.array_equal(dicom.read_frame(path, 1)[..., 0], small_gray)
+    with pytest.raises(dicom.DicomError, match="frame 3: the decoder warned"):
+        dicom.read_frame(path, 2)
+
+
+def test_nan_or_infinite_rescale_and_few_stored_bits(tmp_path, small_gray):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+    from pydicom.pixels import pack_bits
+    for text in (b"nan ", b"inf "):
+        path = _mono8(tmp_path / "slope.dcm", small_gray)
+        ds = pydicom.dcmread(path)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelData = (small_gray.astype(np.uint16) * 16).tobytes()
+        tag = Tag("RescaleSlope")
+        ds[tag] = RawDataElement(tag, "DS", 4, text, 0, False, True)
+        ds.RescaleIntercept = 0
+        ds.save_as(path, enforce_file_format=True)
+        with pytest.raises(ImageReadError, match="RescaleSlope .* is not a \\(finite\\) number"):
+            load_image(path)
+    path = _mono8(tmp_path / "bits1.dcm", small_gray)             # a 1-bit image: 0/1 becomes 0/255
+    ds = pydicom.dcmread(path)
+    ds.BitsAllocated = ds.BitsStored = 1
+    ds.HighBit, ds.PixelData = 0, pack_bits((small_gray > 60).astype(np.uint8))
+    ds.save_as(path, enforce_file_format=True)
+    assert np.array_equal(load_image(path)[..., 0], np.where(small_gray > 60, 255, 0))
+
+
+def test_seg_sources_and_codes_that_would_make_an_invalid_seg_are_reported(tmp_path, small_gray, capsys):
+    bad = _mono8(tmp_path / "ctrl" / "name.dcm", small_gray, PatientName="Evil^Name\x07")
+    assert predict_main([str(bad), "--out", str(tmp_path / "o1"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "PatientName holds '\\x07'" in err and (tmp_path / "o1" / "masks" / "name.png").is_file()
+    assert not (tmp_path / "o1" / "seg").exists() or not list((tmp_path / "o1" / "seg").iterdir())
+    dup = tmp_path / "dup"
+    a = _mono8(dup / "a.dcm", small_gray, InstanceNumber=1)
+    _mono8(dup / "b.dcm", np.ascontiguousarray(small_gray[::-1]), InstanceNumber=2,
+           SOPInstanceUID=pydicom.dcmread(a).SOPInstanceUID)
+    assert predict_main([str(dup), "--out", str(tmp_path / "o2"), "--dicom-seg", "series", "--quiet"]) == 1
+    assert "repeat the SOP Instance UID" in capsys.readouterr().err
+    codes = tmp_path / "codes.json"
+    codes.write_text('[{"label": "mass", "category": ["", "SCT", "x"], "type": ["4147007", "SCT", "Mass"]}]')
+    assert predict_main([str(a), "--out", str(tmp_path / "o3"), "--seg-codes", str(codes)]) == 2
+    assert "category code value is empty" in capsys.readouterr().err and not (tmp_path / "o3").exists()
+
+
+def test_a_dicom_file_whose_name_is_not_utf8_gets_its_seg(tmp_path, small_gray):
+    """OpenCV crashed reading the mask PNGs back for the SEG (run in a child process: a crash fails here)."""
+    import os
+    import sys
+    path = _mono8(tmp_path / os.fsdecode(b"bad\xffname.dcm"), small_gray)
+    run = subprocess.run([sys.executable, "-m", "cmunext_edge.cli.predict", str(path), "--out", str(tmp_path / "o"),
+                          "--quiet"], capture_output=True, text=True, errors="replace")
+    assert run.returncode == 0, run.stderr
+    seg = tmp_path / "o" / "seg" / os.fsdecode(b"bad\xffname.seg.dcm")
+    assert seg.is_file() and not dciodvfy_errors(seg)

@@ -325,3 +325,36 @@ def test_control_characters_in_file_names_cannot_forge_output_lines(tmp_path, ca
     rc, _, err = _run(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "onnx", "--name", "a\nb",
                                         "--out", tmp_path / "e"], capsys)
     assert rc == 2 and "control characters" in err and "\n" not in err.strip() and not (tmp_path / "e").exists()
+
+
+def test_file_names_that_are_not_utf8_are_segmented_not_a_crash(tmp_path):
+    """OpenCV's file functions crash (SIGSEGV) on a name Python holds as surrogate escapes: such an
+    image (with its ground truth), a video and an output folder named so go through, in a child
+    process so that a crash fails this test instead of the suite."""
+    import subprocess
+    import sys
+    bad = os.fsdecode(b"bad\xffname")
+    data = tmp_path / "ds"
+    (data / "images").mkdir(parents=True)
+    (data / "masks" / "0").mkdir(parents=True)
+    shutil.copyfile(SAMPLE, data / "images" / f"{bad}.png")
+    shutil.copyfile(SAMPLES_DIR / "masks" / "0" / SAMPLE.name, data / "masks" / "0" / f"{bad}.png")
+    clip = tmp_path / f"{bad}.avi"
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 80))
+    for i in range(3):
+        writer.write(cv2.resize(cv2.imread(str(SAMPLE)), (96, 80)))
+    writer.release()
+    os.replace(tmp_path / "clip.avi", clip)
+
+    def predict(*args):
+        return subprocess.run([sys.executable, "-m", "cmunext_edge.cli.predict", *map(str, args), "--quiet"],
+                              capture_output=True, text=True, errors="replace")
+    images = predict(data, "--out", tmp_path / f"out{bad}")
+    assert images.returncode == 0, images.stderr
+    assert (tmp_path / f"out{bad}" / "masks" / f"{bad}.png").is_file()
+    assert "bad\\udcffname," in (tmp_path / f"out{bad}" / "scores.csv").read_text()   # escaped, still UTF-8
+    video = predict(clip, "--out", tmp_path / "video")
+    assert video.returncode == 0, video.stderr
+    assert len(list((tmp_path / "video" / "masks").iterdir())) == 3
+    refused = predict(clip, "--out", tmp_path / f"video{bad}")          # OpenCV cannot write video there
+    assert refused.returncode == 2 and "not valid UTF-8" in refused.stderr, refused.stderr

@@ -75,10 +75,10 @@ def _record(segmenter, s, out: Path, args) -> dict:
     summary["problems"] = problems
     problem = _write_json(out / "video_summary.json", summary)
     problems = problems + ([problem] if problem else [])
-    print(f"{s.source}: {s.frames_decoded} frames decoded, {s.frames_written} written"
-          + (f" (container declares {s.declared_frames})" if s.declared_frames else "")
-          + f" in {s.seconds:.1f}s = {s.frames_per_s:.1f} frames/s end to end; outputs in {out}"
-          + (f"; NOT written: {len(problems)} problem(s), each below" if problems else ""))
+    print(printable(f"{s.source}: {s.frames_decoded} frames decoded, {s.frames_written} written"
+                    + (f" (container declares {s.declared_frames})" if s.declared_frames else "")
+                    + f" in {s.seconds:.1f}s = {s.frames_per_s:.1f} frames/s end to end; outputs in {out}"
+                    + (f"; NOT written: {len(problems)} problem(s), each below" if problems else "")))
     return {**summary, "problems": problems}
 
 

@@ -27,6 +27,7 @@ from its codestream before it is decoded; a decoder's warning refuses the frame.
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from cmunext_edge._deps import require
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, ImageTooLargeError, check_pixels
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 # transfer syntax UID -> the pip packages that decode it (what to install when none is present)
 HANDLERS = {
     "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or Pillow)",          # JPEG Baseline
@@ -181,7 +183,7 @@ def _pixel_module_problem(ds, photometric: str, rows: int, cols: int, frames: in
     for keyword in ("RescaleSlope", "RescaleIntercept"):
         value = ds.get(keyword)
         if value not in (None, "") and _first(value) is None:
-            return f"invalid header: {keyword} {str(value)[:40]!r} is not a number"
+            return f"invalid header: {keyword} {str(value)[:40]!r} is not a (finite) number"
     slope = ds.get("RescaleSlope")
     if slope is not None and _first(slope) == 0:
         return "Rescale Slope 0 maps every pixel to one value; nothing to segment"
@@ -274,18 +276,21 @@ def _decode(source, ds, frame: int, name: str) -> np.ndarray:
         target = ds
     else:                                      # a deflated stream is read whole
         target = _full(source) if uid is not None and uid.is_deflated else str(source)
+    # RLE: pydicom's own decoder, which warns when a frame's segments do not add up to the header's
+    # size (the pylibjpeg plugin decodes such a frame silently into wrong pixels)
+    plugin = {"decoding_plugin": "pydicom"} if uid == RLE_LOSSLESS else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             try:
-                arr = pixel_array(target, index=frame)
+                arr = pixel_array(target, index=frame, **plugin)
             except Exception:
                 if not isinstance(target, str):
                     raise
                 caught.clear()
                 # reading one frame from the file can fail where reading the object does (e.g. an
                 # encapsulated value without its item tags); its size was checked above
-                arr = pixel_array(_full(source), index=frame)
+                arr = pixel_array(_full(source), index=frame, **plugin)
         except Exception as exc:     # decoders raise ValueError, RuntimeError, EOFError, ...
             raise DicomError(f"{name}: frame {frame + 1} cannot be decoded (damaged, truncated or of another "
                              f"size than the header's {ds.Columns}x{ds.Rows}: {_first_line(exc)})") from None
@@ -342,7 +347,9 @@ def frame_to_bgr(ds, arr: np.ndarray, name: str = "DICOM") -> np.ndarray:
 
 
 def _plain_8bit(ds) -> bool:
-    return (int(ds.get("BitsStored", 8) or 8) <= 8 and int(ds.get("PixelRepresentation", 0) or 0) == 0
+    """8 stored bits, unsigned, no rescale: the values are grey levels as they are (fewer bits, e.g. a
+    1-bit image of 0/1, go through window_to_uint8 and are stretched)."""
+    return (int(ds.get("BitsStored", 8) or 8) == 8 and int(ds.get("PixelRepresentation", 0) or 0) == 0
             and float(ds.get("RescaleSlope", 1) or 1) == 1.0 and float(ds.get("RescaleIntercept", 0) or 0) == 0.0)
 
 
@@ -351,9 +358,10 @@ def _first(value) -> float | None:
     if value is None:
         return None
     try:
-        return float(value if isinstance(value, (int, float, str)) else list(value)[0])
+        number = float(value if isinstance(value, (int, float, str)) else list(value)[0])
     except (TypeError, ValueError, IndexError):
         return None
+    return number if math.isfinite(number) else None          # NaN or infinity is no number here
 
 
 def window_to_uint8(ds, arr: np.ndarray) -> np.ndarray:
@@ -382,7 +390,9 @@ def _mono1(ds, arr):
 
 
 def _high_byte(arr: np.ndarray, bits: int) -> np.ndarray:
-    if arr.dtype == np.uint8 and bits <= 8:
+    if bits < 8:                               # e.g. 4 stored bits: 0..15 stretched to 0..255
+        return (arr.astype(np.uint32) * 255 // ((1 << bits) - 1)).clip(0, 255).astype(np.uint8)
+    if arr.dtype == np.uint8 and bits == 8:
         return arr
     return (arr.astype(np.uint32) >> max(0, bits - 8)).clip(0, 255).astype(np.uint8)
 

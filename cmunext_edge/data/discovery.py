@@ -36,6 +36,7 @@ import cv2
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from cmunext_edge.core import dicom
+from cmunext_edge.fileio import opencv_path
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.fileio import SPECIAL_FILE, not_a_file
 
@@ -174,8 +175,9 @@ def image_count(path: Path) -> int:
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        return max(1, int(cv2.imcount(str(path))))
-    except cv2.error:
+        with opencv_path(path) as name:
+            return max(1, int(cv2.imcount(name)))
+    except (cv2.error, OSError):
         return 1
     finally:
         cv2.utils.logging.setLogLevel(level)

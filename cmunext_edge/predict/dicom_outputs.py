@@ -62,7 +62,7 @@ def _planes(out_dir: Path, name: str, kind: str) -> np.ndarray:
         files = sorted(folder.glob(f"{name}_class*.png"), key=lambda p: int(p.stem.rsplit("_class", 1)[1]))
     if not files:
         raise FileNotFoundError(f"{folder / name}.png: missing")
-    planes = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+    planes = [cv2.imdecode(np.fromfile(str(f), dtype=np.uint8), cv2.IMREAD_GRAYSCALE) for f in files]
     stack = np.stack(planes, axis=-1)
     return stack.astype(np.float32) / 255.0 if kind == "fractional" else stack > 127
 

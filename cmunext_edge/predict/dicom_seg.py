@@ -77,7 +77,29 @@ def read_codes(path) -> tuple[SegmentCode, ...]:
                          f"meaning], type: [value, scheme, meaning]}} ({exc})") from None
     if any(len(c.category) != 3 or len(c.type) != 3 for c in codes):
         raise ValueError(f"{path}: every category and type needs [code value, coding scheme, code meaning]")
+    for c in codes:
+        problem = _text_problem("label", c.label, 64) or next(
+            (p for key in ("category", "type") for what, value, most in zip(_CODE_PARTS, getattr(c, key), (16, 16, 64))
+             if (p := _text_problem(f"{key} {what}", value, most))), None)
+        if problem:
+            raise ValueError(f"{path}: segment {c.label!r}: {problem}")
     return codes
+
+
+_CODE_PARTS = ("code value", "coding scheme", "code meaning")
+
+
+def _text_problem(what: str, value: str, most: int | None = None) -> str | None:
+    """Why `value` cannot stand in a DICOM text attribute (SH/LO/PN: not empty where required, at
+    most `most` characters, no control character but ESC, no backslash), or None."""
+    if most is not None and not value.strip():
+        return f"{what} is empty (a SEG needs it: Type 1)"
+    if most is not None and len(value) > most:
+        return f"{what} has {len(value)} characters, DICOM allows {most}"
+    bad = sorted({c for c in value if (ord(c) < 32 and c != "\x1b") or c == "\\"})
+    if bad:
+        return f"{what} holds {', '.join(repr(c) for c in bad)}, not allowed in DICOM text"
+    return None
 
 
 def build_seg(sources: list, masks: np.ndarray, options: SegOptions, algorithm: Algorithm,
@@ -138,6 +160,16 @@ def check_sources(sources: list) -> None:
         if int(s.get("NumberOfFrames", 1) or 1) > 1 and not _multi_frame_class(s.SOPClassUID):
             raise SegSourceError(f"the source holds {s.NumberOfFrames} frames under the single-frame SOP class "
                              f"{getattr(s.SOPClassUID, 'name', s.SOPClassUID)}: a SEG cannot reference its frames")
+        for key in _TYPE2_COPIED:                 # copied into the SEG as they are: they must be valid there
+            value = s.get(key)
+            problem = _text_problem(key, str(value)) if value not in (None, "") else None
+            if problem:
+                raise SegSourceError(f"the source's {problem}: a SEG copying it would not be valid DICOM")
+    uids = [str(s.SOPInstanceUID) for s in sources]
+    if len(set(uids)) < len(uids):
+        twice = sorted(u for u in set(uids) if uids.count(u) > 1)
+        raise SegSourceError(f"{len(uids) - len(set(uids))} source(s) repeat the SOP Instance UID of another "
+                             f"({twice[0]}): a SEG of them cannot tell their frames apart")
 
 
 def _registered(ds) -> bool:

@@ -343,7 +343,7 @@ def write_reports(result: JobResult, out_dir: Path, summary_json: Path | None) -
     summary = result.summary()
     if result.rows and any(r["dice"] is not None for r in result.rows):
         with atomic_path(Path(out_dir) / "scores.csv") as tmp:
-            with open(tmp, "w", newline="") as fh:
+            with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:   # a name not UTF-8: escaped
                 writer = csv.DictWriter(fh, fieldnames=list(result.rows[0]))
                 writer.writeheader()
                 writer.writerows(result.rows)

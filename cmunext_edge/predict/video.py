@@ -28,6 +28,7 @@ import numpy as np
 from cmunext_edge.data.discovery import VIDEO_SUFFIXES
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, check_pixels
 from cmunext_edge.core.preprocess import NonFiniteOutputError
+from cmunext_edge.fileio import opencv_path, utf8_name
 from cmunext_edge.predict.scores import mask_union
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _END = object()
@@ -55,7 +56,8 @@ def open_capture(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> cv2.Vid
     """An opened capture whose frame size (as the container or camera declares it) is admitted
     by the one pixel limit (image_limits.check_pixels); VideoSourceError otherwise."""
     text = str(source)
-    cap = cv2.VideoCapture(int(text) if text.isdigit() else text)
+    with opencv_path(text) as name:   # open by a name OpenCV can take; the open file outlives the name
+        cap = cv2.VideoCapture(int(text) if text.isdigit() else name)
     if not cap.isOpened():
         cap.release()
         kind = "camera" if text.isdigit() else "stream" if text.lower().startswith(URL_SCHEMES) else "video file"
@@ -172,7 +174,8 @@ class VideoOptions:
 def video_frame_count(path: Path) -> int:
     """Frames a written video file holds, as its container says (0: not readable, e.g. an mp4
     cut short by a full disk, which has no index)."""
-    cap = cv2.VideoCapture(str(path))
+    with opencv_path(path) as name:
+        cap = cv2.VideoCapture(name)
     try:
         return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
     finally:
@@ -204,6 +207,8 @@ class _Writer:
     def _video(self, name: str, shape) -> cv2.VideoWriter:
         if name not in self.videos:
             path = self.out_dir / f"{name}.mp4"
+            if not utf8_name(path):          # OpenCV's writer crashes on such a name
+                raise VideoSourceError(f"{path}: the output folder's name is not valid UTF-8: OpenCV cannot write there")
             w = cv2.VideoWriter(str(self._part(name)), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (shape[1], shape[0]))
             if not w.isOpened():
                 raise VideoSourceError(f"{path}: OpenCV cannot write an mp4v video here")
