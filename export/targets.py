@@ -20,7 +20,7 @@ OPTIONS = {"calib": "calibration images (INT8)", "dynamic": "dynamic batch", "ba
            "int8_mode": "qdq or calibrator (INT8)", "calibrator": "entropy or minmax calibrator (INT8)",
            "calibrate_method": "QDQ activation calibration (INT8)", "nncf": "NNCF quantization options (INT8)",
            "ort_quant": "ONNX Runtime quantization options (INT8)"}
-PYTHON_ONLY = frozenset({"nncf", "ort_quant"})     # dict options without a command-line flag
+INT8_RECIPE = frozenset({"nncf", "ort_quant"})     # dict options; on the command line: --int8-float-layers
 SHAPE = frozenset({"dynamic", "batch", "opset"})   # every ONNX-based target takes these
 
 
@@ -29,8 +29,9 @@ def _flag(option: str) -> str:
 
 
 def _cli_flag(option: str) -> str:
-    """The command-line face of an option (NNCF's options: --int8-float-layers)."""
-    return "--int8-float-layers" if option == "nncf" else "(Python: ort_quant=)" if option == "ort_quant" else _flag(option)
+    """The command-line face of an option (NNCF's and ONNX Runtime's quantization options: the float
+    layers of --int8-float-layers; their other keys from Python)."""
+    return "--int8-float-layers" if option in INT8_RECIPE else _flag(option)
 
 
 def _load(ref: str):
@@ -102,7 +103,7 @@ TARGETS: tuple[ExportTarget, ...] = (
         "triton", (), ".pbtxt", (FP32, FP16, BF16, INT8), frozenset({"batch"}), frozenset(),
         "cmunext_edge.export.triton_export:package", "", "cpu", (), "onnx",
         "Triton model repository <out>/<name>/{config.pbtxt,1/} from an exported .onnx/.xml/.engine "
-        "(--batch: max batch of the dynamic batcher, default 8)", from_artifact=True),
+        "(--batch: max batch of the dynamic batcher when above 1, else 8)", from_artifact=True),
 )
 
 
@@ -144,7 +145,7 @@ def help_table() -> str:
     lines = ["targets (alias) | precisions (default first) | options:"]
     for t in TARGETS:
         alias = f" ({', '.join(t.aliases)})" if t.aliases else ""
-        opts = " ".join(_flag(o) for o in sorted(t.options - PYTHON_ONLY))
+        opts = " ".join(sorted({_cli_flag(o) for o in t.options}))
         lines.append(f"  {t.name}{alias}: {', '.join(t.precisions)} | {opts}\n      {t.description}")
     lines.append(f"  {AUTO}: per --device | --device --max-dice-drop --split --candidates --threads --calib\n"
                  "      every candidate (backend x precision x quantization x graph options) built, measured "

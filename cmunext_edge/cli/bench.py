@@ -24,11 +24,11 @@ PROG = "cmunext-bench"
 EXAMPLE = """examples:
   (the .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx)
   cmunext-bench cmunext-s-busi exports/cmunext-s-busi_fp32.onnx --iters 20
-  cmunext-bench models/cmunext-s-busi.safetensors --precision fp32,bf16 \\
-      exports/cmunext-s-busi_fp32.onnx --data your_dataset/ --wide \\
+  cmunext-bench models/cmunext-s-busi.safetensors exports/cmunext-s-busi_fp32.onnx \\
+      --precision fp32,bf16 --data your_dataset/ --wide \\
       --json bench.json --markdown bench.md --plot bench.png
   cmunext-bench --list-devices
-  cmunext-bench exports/cmunext-s-busi_fp32.onnx --device NPU --strict-device   # fails unless an NPU is present
+  cmunext-bench exports/cmunext-s-busi_fp32.xml --device NPU --strict-device   # fails unless an NPU is present
   cmunext-bench exports/cmunext-s-busi_fp32.onnx --check-ort-overhead   # bench timing vs. bare onnxruntime"""
 
 

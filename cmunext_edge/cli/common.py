@@ -67,7 +67,7 @@ def float_range(low: float | None = None, high: float | None = None, low_open=Fa
 positive_int = int_range(1, MAX_COUNT)         # counts: images, iterations, epochs
 size_limit = int_range(1, 2 ** 40)             # --max-pixels, --max-bytes: limits, not counts of work
 nonnegative_int = int_range(0, MAX_COUNT)      # warm-up calls, "0 = default" options
-port_number = int_range(0, 65535)
+port_number = int_range(1, 65535)
 thread_count = int_range(1, MAX_THREADS)       # threads, workers, actors, replicas, streams
 threads_or_default = int_range(0, MAX_THREADS)  # 0 = the runtime's default
 batch_size = int_range(1, MAX_BATCH)

@@ -22,6 +22,7 @@ from cmunext_edge.cli.common import (Terminated, batch_size, cli_main, fail, flo
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
 EXAMPLE = """examples:
+  (the dynamic-batch .onnx comes from: cmunext-export --weights cmunext-s-busi --target onnx --dynamic)
   cmunext-serve exports/cmunext-s-busi_fp32_dynamic.onnx --replicas 2 --port 8000
   curl --data-binary @scan.png http://127.0.0.1:8000/segment
   curl --data-binary @scan.png "http://127.0.0.1:8000/segment?format=png" -o mask.png
@@ -38,12 +39,11 @@ exit codes: 0 stopped cleanly (Ctrl-C, SIGTERM); 2 nothing served; 130/143 inter
 
 def serve_port(text: str) -> int:
     """An argparse type: a port from 1 to 65535 (0, "any free port", is refused with the reason)."""
-    port = port_number(text)
-    if port == 0:
+    if text.strip().isdigit() and int(text) == 0:
         raise argparse.ArgumentTypeError("0 (a random port) is not supported: Ray Serve does not report the "
                                          "port it picks, so the address printed would be wrong; give a free "
                                          "port, e.g. --port 8000")
-    return port
+    return port_number(text)
 
 
 body_seconds = float_range(0.0, MAX_SECONDS, low_open=True)
