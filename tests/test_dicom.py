@@ -465,6 +465,10 @@ def test_seg_sources_and_codes_that_would_make_an_invalid_seg_are_reported(tmp_p
     codes.write_text('[{"label": "mass", "category": ["", "SCT", "x"], "type": ["4147007", "SCT", "Mass"]}]')
     assert predict_main([str(a), "--out", str(tmp_path / "o3"), "--seg-codes", str(codes)]) == 2
     assert "category code value is empty" in capsys.readouterr().err and not (tmp_path / "o3").exists()
+    codes.write_text('[{"label": "a", "category": ["1", "SCT", "x"], "type": ["2", "SCT", "y"]},'
+                     ' {"label": "b", "category": ["1", "SCT", "x"], "type": ["3", "SCT", "z"]}]')
+    assert predict_main([str(a), "--out", str(tmp_path / "o4"), "--seg-codes", str(codes), "--quiet"]) == 0
+    assert "gives 2 segment codes, the model has 1 class(es): the last 1 are not used" in capsys.readouterr().out
 
 
 def test_a_dicom_file_whose_name_is_not_utf8_gets_its_seg(tmp_path, small_gray):

@@ -24,10 +24,16 @@ def dicom_segs(args, samples, result, precision: str | None = None) -> None:
     if args.seg_options is None or not any(s.frame is not None for s in samples):
         return
     from cmunext_edge.predict.dicom_outputs import write_dicom_segs
+    from cmunext_edge.predict.scores import row_classes
     from cmunext_edge.runtime.algorithm import algorithm_of
     written, problems = write_dicom_segs(result.rows, samples, Path(args.out), args.seg_options,
                                          algorithm_of(args.weights, precision),
                                          {s.get("name") for s in result.skipped})
     result.skipped.extend(problems)
+    codes = len(args.seg_options.codes)
+    classes = row_classes(result.rows[0]) if result.rows else codes
+    if codes > classes:
+        print(f"note: --seg-codes gives {codes} segment codes, the model has {classes} class(es): "
+              f"the last {codes - classes} are not used")
     if written and not args.quiet:
         print(f"{len(written)} DICOM SEG file(s) in {Path(args.out) / 'seg'}")
