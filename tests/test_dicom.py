@@ -481,3 +481,12 @@ def test_a_dicom_file_whose_name_is_not_utf8_gets_its_seg(tmp_path, small_gray):
     assert run.returncode == 0, run.stderr
     seg = tmp_path / "o" / "seg" / os.fsdecode(b"bad\xffname.seg.dcm")
     assert seg.is_file() and not dciodvfy_errors(seg)
+
+
+def test_a_dataset_whose_deferred_file_has_gone_is_an_image_read_error(tmp_path, segmenter):
+    path = shutil.copy(bundled("MR_small.dcm"), tmp_path / "mr.dcm")
+    ds = pydicom.dcmread(path, defer_size=100)                 # pixel data read later, from the file
+    Path(path).rename(tmp_path / "moved.dcm")
+    for call in (segmenter.segment, segmenter.segment_frames):
+        with pytest.raises(ImageReadError, match="its data cannot be read .*Deferred read"):
+            call(ds)

@@ -242,8 +242,15 @@ def _check_decoder(ds, source) -> None:
 
 def read_frame(source, frame: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One frame (0-based) of a DICOM file path or pydicom Dataset -> HxWx3 uint8 BGR."""
-    ds = source if is_dataset(source) else read_header(source)
     name = _name(source)
+    try:
+        return _read_frame(source, name, frame, max_pixels)
+    except OSError as exc:        # e.g. a Dataset read with defer_size whose file has gone since
+        raise DicomError(f"{name}: its data cannot be read ({_first_line(exc)})") from None
+
+
+def _read_frame(source, name: str, frame: int | None, max_pixels: int | None) -> np.ndarray:
+    ds = source if is_dataset(source) else read_header(source)
     frames = check_header(ds, name, max_pixels)
     if frame is None:
         if frames > 1:
@@ -257,8 +264,11 @@ def read_frame(source, frame: int | None = None, max_pixels: int | None = DEFAUL
 
 def read_frames(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
     """Every frame of a DICOM file path or Dataset, in order -> list of HxWx3 uint8 BGR."""
-    ds = source if is_dataset(source) else read_header(source)
-    frames = check_header(ds, _name(source), max_pixels)
+    try:
+        ds = source if is_dataset(source) else read_header(source)
+        frames = check_header(ds, _name(source), max_pixels)
+    except OSError as exc:
+        raise DicomError(f"{_name(source)}: its data cannot be read ({_first_line(exc)})") from None
     return [read_frame(source, k, max_pixels) for k in range(frames)]
 
 
