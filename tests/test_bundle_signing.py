@@ -46,6 +46,9 @@ def test_signed_bundle_passes_with_the_key_and_is_refused_with_another(bundle, k
         "signed by trusted key")
     rc, out = _check(bundle, capsys, "--trusted-key", str(keys["other"][1]))
     assert rc == 2 and len(out.err.strip().splitlines()) == 1
+    rc = check_cli.main([str(bundle), "--iters", "1", "--trusted-key", str(keys["other"][1])])   # not --quiet
+    out = capsys.readouterr()
+    assert rc == 2 and not out.out.strip() and len(out.err.strip().splitlines()) == 1, out   # one line in all
     assert "refused by the trust policy: bundle.sig is not signed by a trusted key" in out.err
     rc, out = _check(bundle, capsys)                     # no policy: runs as before, says it was not checked
     assert rc == 0 and json.loads((bundle / "device_report.json").read_text())["signature"] == \

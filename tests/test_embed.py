@@ -17,6 +17,7 @@ $CMUNEXT_EMBED_BUILD_DIR); the three artifacts are exported once, in parallel.
 import ctypes
 import hashlib
 import json
+import re
 import os
 import shutil
 import struct
@@ -649,3 +650,106 @@ def test_out_is_checked_before_the_artifact_loads_and_file_bytes_are_printable(e
                     + b"\0\0\0\0")
     r = _segment(embed_build, art, bad.parent, tmp_path / "out")
     assert r.returncode == 2 and "PNG chunk ID\\x1bT has a bad CRC" in r.stderr and "\x1b" not in r.stderr
+
+
+# --- hostile re-test, round three (C/C++ and signing): Python and C++ give one verdict -------------
+def _edit_selftest(path, **changes):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "cmunext_edge.selftest":
+            prop.value = json.dumps({**json.loads(prop.value), **changes})
+    onnx.save(model, str(path))
+
+
+def test_an_edited_self_test_floor_cannot_lower_the_precisions(embed_build, artifacts, tmp_path):
+    """Threshold edited everywhere and the self-test's min_agreement set to 0: the FP32 floor (0.999)
+    still applies, in C++ and in Python."""
+    art = _copy(_artifact(artifacts, "fp32-onnx"), tmp_path / "e", manifest=False)
+    _edit_contract_everywhere(art, threshold=0.9)
+    _edit_selftest(art, min_agreement=0)
+    _reseal(art)
+    r = _segment(embed_build, art, SAMPLES, tmp_path / "out")
+    assert r.returncode == 2 and "self-test FAILED" in r.stderr and "< 0.999" in r.stderr, r.stderr
+    with pytest.raises(Exception, match="self-test FAILED.*< 0.999"):
+        EdgeSegmenter.from_artifact(art)
+
+
+def _ec_public_key(path, curve):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    private = rsa.generate_private_key(65537, 2048) if curve == "rsa" else ec.generate_private_key(curve)
+    path.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def test_hostile_signatures_keys_and_options_get_one_verdict(embed_build, artifacts, signing_keys, tmp_path):
+    if "signatures: checked" not in _run([embed_build["exe"], "--version"]).stdout:
+        pytest.skip("embed/ was built without OpenSSL (libssl-dev): it refuses any trust policy")
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cmunext_edge.artifacts.signing import sign_artifact, signature_path
+    release = signing_keys["release"][1]
+    art = _copy(_artifact(artifacts, "fp32-onnx"), tmp_path / "signed")
+    sign_artifact(art, signing_keys["release"][0])
+    two = _copy(art, tmp_path / "two")                         # the one valid signature, twice
+    envelope = json.loads(signature_path(art).read_text())
+    envelope["dsseEnvelope"]["signatures"] *= 2
+    signature_path(two).write_text(json.dumps(envelope))
+    rsa_key = _ec_public_key(tmp_path / "rsa.pub.pem", "rsa")
+    k1_key = _ec_public_key(tmp_path / "k1.pub.pem", ec.SECP256K1())
+    image = sorted((SAMPLES / "images").glob("*.png"))[0]
+    cases = {"two signatures": (two, [release], "expected one signature, found 2"),
+             "an RSA key beside the right one": (art, [rsa_key, release], "rsa.pub.pem"),
+             "a secp256k1 key": (art, [k1_key], "k1.pub.pem")}
+    for name, (entry, keys, says) in cases.items():
+        flags = [a for k in keys for a in ("--trusted-key", str(k))]
+        r = _run([embed_build["exe"], entry, image, "--out", tmp_path / "out", *flags])
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)
+        with pytest.raises(Exception, match=re.escape(says)):
+            EdgeSegmenter.from_artifact(entry, trusted_keys=keys)
+    # whitespace around a key path in the environment is trimmed, and a value of whitespace is no policy
+    for env, runs in ((f"{release} ", "signed by trusted key"), ("\n", "signed, not checked")):
+        r = subprocess.run([str(embed_build["exe"]), str(art), str(image), "--out", str(tmp_path / "o2")],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "CMUNEXT_TRUSTED_KEYS": env})
+        assert r.returncode == 0 and runs in r.stdout, (env, r.stderr)
+        os.environ["CMUNEXT_TRUSTED_KEYS"] = env
+        try:
+            assert runs in EdgeSegmenter.from_artifact(art).describe()["signature"]
+        finally:
+            del os.environ["CMUNEXT_TRUSTED_KEYS"]
+    # the C ABI refuses an OpenVINO compiled-model cache under a policy (it is not what was signed)
+    lib = _load_c_abi(embed_build["lib"])
+    opts = _Options()
+    lib.cmunext_default_options(ctypes.byref(opts))
+    opts.trusted_keys, opts.cache_dir = str(release).encode(), str(tmp_path / "cache").encode()
+    handle = ctypes.c_void_p()
+    assert lib.cmunext_open(str(art).encode(), ctypes.byref(opts), ctypes.byref(handle)) != 0
+    assert b"cache_dir" in lib.cmunext_last_error()
+    with pytest.raises(Exception, match="cache_dir"):
+        EdgeSegmenter.from_artifact(art, trusted_keys=[release], cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_truncated_jpeg_is_skipped_like_cmunext_predict(embed_build, artifacts, tmp_path):
+    data = cv2.imencode(".jpg", cv2.imread(str(sorted((SAMPLES / "images").glob("*.png"))[0])))[1].tobytes()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "half.jpg").write_bytes(data[: len(data) // 2])
+    r = _segment(embed_build, _artifact(artifacts, "fp32-onnx"), tmp_path / "in", tmp_path / "out")
+    assert r.returncode == 2 and "half.jpg" in r.stderr and "truncated" in r.stderr, (r.returncode, r.stderr)
+    from cmunext_edge.cli.predict import main as predict_main
+    assert predict_main([str(tmp_path / "in"), "--weights", str(_artifact(artifacts, "fp32-onnx")),
+                         "--out", str(tmp_path / "py")]) == 2
+
+
+def test_names_with_newlines_and_symlink_loops_are_reported_on_one_line(embed_build, artifacts, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sorted((SAMPLES / "images").glob("*.png"))[0], src / "two\nlines.png")
+    os.symlink(src / "loop_b.png", src / "loop_a.png")
+    os.symlink(src / "loop_a.png", src / "loop_b.png")
+    r = _segment(embed_build, _artifact(artifacts, "fp32-onnx"), src, tmp_path / "out")
+    assert r.returncode == 1, r.stderr
+    assert "two\\nlines.png: " in r.stdout and len([x for x in r.stdout.splitlines() if "lines.png" in x]) == 1
+    loops = [line for line in r.stderr.splitlines() if "loop_" in line]
+    assert len(loops) == 2 and all("broken symbolic link" in line for line in loops), r.stderr
+    assert (tmp_path / "out" / "masks" / "two\nlines.png").is_file()

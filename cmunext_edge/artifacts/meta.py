@@ -71,7 +71,10 @@ def parse_metadata(flat: dict) -> dict:
     if "preprocess" in meta:
         meta["spec"] = PreprocessSpec.from_json(meta["preprocess"])
     if "selftest" in meta:
-        meta["selftest"] = json.loads(meta["selftest"])
+        try:
+            meta["selftest"] = json.loads(meta["selftest"])
+        except ValueError as exc:
+            raise ValueError(f"the embedded self-test data is damaged (not JSON: {exc})") from None
     for key in ("in_channels", "num_classes"):
         if key in meta:
             meta[key] = int(meta[key])
@@ -244,7 +247,10 @@ def _check_selftest(selftest: dict, spec: PreprocessSpec, run, precision: str | 
     # digest) is a large delta, not an overflow
     delta = float(np.max(np.abs(_pool(logits) - np.asarray(selftest["pooled_logits"], np.float64))))
     exact = hashlib.sha256(np.packbits(mask).tobytes()).hexdigest() == selftest["mask_sha256"]
-    need = float(selftest.get("min_agreement", 0.97))
+    # the recorded floor, never below its precision's (an edited min_agreement cannot lower it)
+    floor = AGREEMENT_THRESHOLDS.get(selftest.get("precision"), min(AGREEMENT_THRESHOLDS.values()))
+    need = float(selftest.get("min_agreement", floor))
+    need = need if need >= floor else floor              # NaN too
     if precision in AGREEMENT_THRESHOLDS and precision != selftest.get("precision"):
         need = min(need, AGREEMENT_THRESHOLDS[precision])
     ok = bool(exact or dice >= need) and np.isfinite(logits).all()

@@ -59,10 +59,16 @@ def key_fingerprint(public_pem: bytes) -> str:
 def _public_pem(path: Path) -> bytes:
     _model_signing()
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError, TypeError) as exc:
         raise TrustPolicyError(f"trusted key {path}: not a readable PEM public key ({exc})") from None
+    curve = key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else None
+    if curve not in SIGNING_CURVES:      # a key that can verify no signature here is a broken policy
+        what = f"an EC key on {curve}" if curve else f"a key of type {type(key).__name__.removeprefix('_')}"
+        raise TrustPolicyError(f"trusted key {path}: {what}; signatures are verified with EC public keys on "
+                               f"{', '.join(SIGNING_CURVES.values())} (as model-signing and the C/C++ library do)")
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -71,9 +77,11 @@ def trust_policy(trusted_keys=None) -> list[Path] | None:
     (no policy). Every key must exist and be a PEM public key (TrustPolicyError otherwise)."""
     if isinstance(trusted_keys, (str, Path)):
         trusted_keys = [trusted_keys]
+    if any(not str(k).strip() for k in (trusted_keys or [])):     # Path("") would be the current folder
+        raise TrustPolicyError("trusted key '': an empty path names no public key file")
     keys = [Path(k) for k in (trusted_keys or [])]
     if not keys and os.environ.get(ENV_VAR, "").strip():
-        keys = [Path(k) for k in os.environ[ENV_VAR].split(os.pathsep) if k.strip()]
+        keys = [Path(k.strip()) for k in os.environ[ENV_VAR].split(os.pathsep) if k.strip()]
         if not keys:                     # set but naming no key: a broken policy, never no policy
             raise TrustPolicyError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} names no public key file")
     if not keys:
@@ -214,6 +222,12 @@ def signed_resources(sig: Path) -> dict[str, str]:
         raise SignatureError(f"{Path(sig).name}: not a readable signature ({type(exc).__name__})") from None
 
 
+def signature_count(sig: Path) -> int:
+    """How many signatures the envelope holds (read after signed_resources: a readable envelope)."""
+    signatures = json.loads(Path(sig).read_text())["dsseEnvelope"].get("signatures")
+    return len(signatures) if isinstance(signatures, list) else 0
+
+
 def check_signature(folder: str | Path, required, sig: str | Path, trusted_keys) -> str:
     """Verify `sig` over `folder` with one of `trusted_keys`, covering every name in `required`;
     -> the fingerprint of the key that verified. SignatureError names what failed."""
@@ -228,6 +242,9 @@ def check_signature(folder: str | Path, required, sig: str | Path, trusted_keys)
         raise SignatureError(f"{', '.join(links)} in {folder} is a symbolic link: a signature is checked "
                              f"over regular files only; point at the folder the files really lie in")
     listed = signed_resources(sig)
+    count = signature_count(sig)
+    if count != 1:                       # model-signing would read the first only: one, as the C/C++ library
+        raise SignatureError(f"{sig.name}: expected one signature, found {count}")
     uncovered = sorted(set(required) - set(listed))
     if uncovered:
         raise SignatureError(f"{sig.name} does not cover {', '.join(uncovered)}")

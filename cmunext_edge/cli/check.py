@@ -73,14 +73,14 @@ def main(argv=None) -> int:
     path = _report_path(args, report)
     if path is not None:          # None: an archive refused by the trust policy (nothing kept)
         path = write_report(report, path)
+    if report.get("refused"):     # refused before anything ran: one line (the report says the rest)
+        return fail("cmunext-check", report["refused"])
     if not args.quiet:
         for c in report["checks"]:
             print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']:<24} {c['message'] if not c['passed'] else ''}")
         print(summary(report))
         if report["bundle"].get("archive") and report["bundle"].get("path"):
             print(f"extracted: {report['bundle']['archive']} -> {report['bundle']['path']}")
-    if report.get("refused"):
-        return fail("cmunext-check", report["refused"])
     if not report["passed"]:
         print(f"cmunext-check: FAILED: {report['first_failure']}", file=sys.stderr)
         return 1

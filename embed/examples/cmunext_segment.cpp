@@ -88,6 +88,9 @@ std::vector<std::string> expand(const std::string& arg, std::vector<std::string>
             if (n)
                 notes.push_back("sub-folder " + name + " holds " + std::to_string(n) +
                                 " image file(s), not read: a folder is read one level deep; give it as its own input");
+        } else if (fs::is_symlink(fs::symlink_status(e, ec)) && !fs::exists(e, ec)) {
+            unread.push_back(name + ": not processed: broken symbolic link (its target is missing, or the links "
+                                    "form a loop)");
         } else if (!fs::is_regular_file(e, ec)) {
             unread.push_back(name + ": not processed: not a regular file (a FIFO, socket or device)");
         } else if (is_image_name(e)) {
@@ -141,6 +144,21 @@ std::string json_escape(const std::string& s) {
     for (char c : s) {
         if (c == '"' || c == '\\') { o += '\\'; o += c; }
         else if (static_cast<unsigned char>(c) < 0x20) { char b[8]; std::snprintf(b, sizeof b, "\\u%04x", c); o += b; }
+        else o += c;
+    }
+    return o;
+}
+
+// A file name or message for one line of terminal output, as cmunext-predict prints it (fileio.printable):
+// control characters shown escaped, so a name can never split, forge or erase lines.
+std::string printable(const std::string& s) {
+    std::string o;
+    for (char c : s) {
+        const unsigned char u = static_cast<unsigned char>(c);
+        if (c == '\n') o += "\\n";
+        else if (c == '\r') o += "\\r";
+        else if (c == '\t') o += "\\t";
+        else if (u < 0x20 || u == 0x7f) { char b[8]; std::snprintf(b, sizeof b, "\\x%02x", u); o += b; }
         else o += c;
     }
     return o;
@@ -222,8 +240,8 @@ int main(int argc, char** argv) {
         images.insert(images.end(), e.begin(), e.end());
     }
     if (images.empty()) {
-        std::fprintf(stderr, "cmunext_segment: error: no images found (%s)%s\n", unread.empty() ? "" : unread[0].c_str(),
-                     notes.empty() ? "" : ("; " + notes[0]).c_str());
+        std::fprintf(stderr, "cmunext_segment: error: no images found (%s)%s\n",
+                     unread.empty() ? "" : printable(unread[0]).c_str(), notes.empty() ? "" : printable("; " + notes[0]).c_str());
         return 2;
     }
     const std::vector<std::string> names = output_names(images);
@@ -237,10 +255,10 @@ int main(int argc, char** argv) {
     try {
         seg.reset(new cmunext::EdgeSegmenter(positional[0], options));
     } catch (const cmunext::Error& e) {
-        std::fprintf(stderr, "cmunext_segment: error: %s\n", e.what());
+        std::fprintf(stderr, "cmunext_segment: error: %s\n", printable(e.what()).c_str());
         return 2;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "cmunext_segment: error: %s: %s\n", positional[0].c_str(), e.what());
+        std::fprintf(stderr, "cmunext_segment: error: %s: %s\n", printable(positional[0]).c_str(), printable(e.what()).c_str());
         return 2;
     }
     const double load_ms = ms(t_load, std::chrono::steady_clock::now());
@@ -262,8 +280,8 @@ int main(int argc, char** argv) {
         return 2;
     }
 
-    for (const std::string& note : notes) std::printf("note: %s\n", note.c_str());
-    for (const std::string& line : unread) std::fprintf(stderr, "skipped %s\n", line.c_str());
+    for (const std::string& note : notes) std::printf("note: %s\n", printable(note).c_str());
+    for (const std::string& line : unread) std::fprintf(stderr, "skipped %s\n", printable(line).c_str());
     int done = 0, skipped = static_cast<int>(unread.size());
     double sum_total = 0;
     std::string rows;
@@ -275,7 +293,7 @@ int main(int argc, char** argv) {
             if (img.frames > 1) {     // as cmunext-predict: the frames after the first are inputs not processed
                 ++skipped;
                 std::fprintf(stderr, "skipped %s: frames 2-%d of %d not processed: the file is read as its first "
-                             "image; save each as its own file\n", path.c_str(), img.frames, img.frames);
+                             "image; save each as its own file\n", printable(path).c_str(), img.frames, img.frames);
             }
             const auto t1 = std::chrono::steady_clock::now();
             cmunext::Frame f;
@@ -307,24 +325,23 @@ int main(int argc, char** argv) {
             if (!quiet)
                 std::printf("%s: %dx%d, foreground %.2f%%, %.1f ms (decode %.1f, preprocess %.1f, infer %.1f, "
                             "postprocess %.1f, write %.1f)\n",
-                            fs::path(path).filename().string().c_str(), img.width, img.height,
+                            printable(fs::path(path).filename().string()).c_str(), img.width, img.height,
                             100.0 * fg / (static_cast<double>(n) * classes), total, decode, t[0], t[1], t[2], write);
-            char row[512];
+            char row[512];            // the numbers; the path (any length) is appended as a string
             std::snprintf(row, sizeof row,
-                          "%s{\"image\": \"%s\", \"width\": %d, \"height\": %d, \"total_ms\": %.3f, \"decode_ms\": %.3f, "
+                          "\", \"width\": %d, \"height\": %d, \"total_ms\": %.3f, \"decode_ms\": %.3f, "
                           "\"preprocess_ms\": %.3f, \"infer_ms\": %.3f, \"postprocess_ms\": %.3f, \"write_ms\": %.3f}",
-                          rows.empty() ? "" : ", ", json_escape(path).c_str(), img.width, img.height, total, decode, t[0],
-                          t[1], t[2], write);
-            rows += row;
+                          img.width, img.height, total, decode, t[0], t[1], t[2], write);
+            rows += std::string(rows.empty() ? "" : ", ") + "{\"image\": \"" + json_escape(path) + row;
         } catch (const ImageError& e) {
             ++skipped;
-            std::fprintf(stderr, "skipped %s\n", e.what());
+            std::fprintf(stderr, "skipped %s\n", printable(e.what()).c_str());
         } catch (const cmunext::Error& e) {
             ++skipped;
-            std::fprintf(stderr, "skipped %s: %s\n", path.c_str(), e.what());
+            std::fprintf(stderr, "skipped %s: %s\n", printable(path).c_str(), printable(e.what()).c_str());
         } catch (const std::exception& e) {
             ++skipped;
-            std::fprintf(stderr, "skipped %s: %s\n", path.c_str(), e.what());
+            std::fprintf(stderr, "skipped %s: %s\n", printable(path).c_str(), printable(e.what()).c_str());
         }
     }
     const double wall = ms(t_start, std::chrono::steady_clock::now());

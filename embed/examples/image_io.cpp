@@ -14,6 +14,7 @@
 #ifdef CMUNEXT_HAVE_JPEG
 #include <csetjmp>
 #include <jpeglib.h>
+#include <jerror.h>
 #endif
 
 namespace cmunext::example {
@@ -362,6 +363,7 @@ struct JpegErr {
     std::jmp_buf jump;
     char message[JMSG_LENGTH_MAX];
     uint8_t* buf;   // here, not in a local: its value must survive the longjmp
+    bool truncated; // libjpeg warned of a premature end: it fills the rest in (cmunext-predict refuses it)
 };
 
 extern "C" void jpeg_error_to_longjmp(j_common_ptr cinfo) {
@@ -370,13 +372,17 @@ extern "C" void jpeg_error_to_longjmp(j_common_ptr cinfo) {
     std::longjmp(err->jump, 1);
 }
 
-extern "C" void jpeg_quiet(j_common_ptr, int) {}
+extern "C" void jpeg_quiet(j_common_ptr cinfo, int msg_level) {
+    if (msg_level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF)
+        reinterpret_cast<JpegErr*>(cinfo->err)->truncated = true;
+}
 
 // C-style on purpose: no object with a destructor lives across setjmp
 bool jpeg_decode_raw(const uint8_t* data, size_t size, uint8_t** out, int* w, int* h, int* c, int* orientation, char* message) {
     jpeg_decompress_struct cinfo;
     JpegErr err;
     err.buf = nullptr;
+    err.truncated = false;
     cinfo.err = jpeg_std_error(&err.pub);
     err.pub.error_exit = jpeg_error_to_longjmp;
     err.pub.emit_message = jpeg_quiet;
@@ -418,6 +424,11 @@ bool jpeg_decode_raw(const uint8_t* data, size_t size, uint8_t** out, int* w, in
     }
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
+    if (err.truncated) {
+        std::strcpy(message, "truncated: the data ends before the image does");
+        std::free(err.buf);
+        return false;
+    }
     *out = err.buf;
     return true;
 }

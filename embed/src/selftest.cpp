@@ -236,15 +236,19 @@ SelfTestResult check(const Json& st, const Contract& c,
     if (!mask_sha.is_string()) throw Damaged("TypeError: mask_sha256 must be a string");
     std::vector<uint8_t> mine = packbits(mask);
     const bool exact = sha256_hex(mine.data(), mine.size()) == mask_sha.as_string();
-    double need_agree = 0.97;
+    const Json* st_prec = st.find("precision");
+    const std::string recorded_prec = st_prec && st_prec->is_string() ? st_prec->as_string() : "";
+    // the recorded floor, never below its precision's (an edited min_agreement cannot lower it);
+    // an unknown precision gets the lowest floor (0.97)
+    const double floor = agreement_threshold(recorded_prec, nullptr);
+    double need_agree = floor;
     if (const Json* m = st.find("min_agreement")) {
         if (!m->is_number()) throw Damaged("ValueError: min_agreement must be a number");
         need_agree = m->as_number();
     }
+    if (!(need_agree >= floor)) need_agree = floor;      // NaN too
     bool known = false;
     double run_floor = agreement_threshold(precision, &known);
-    const Json* st_prec = st.find("precision");
-    const std::string recorded_prec = st_prec && st_prec->is_string() ? st_prec->as_string() : "";
     if (known && precision != recorded_prec) need_agree = std::min(need_agree, run_floor);
     const bool ok = (exact || dice >= need_agree) && finite;
     r.status = ok ? "pass" : "fail";

@@ -103,6 +103,15 @@ void load_key(const std::string& path, Key& key) {
     BIO_free(in);
     if (!key.pkey || EVP_PKEY_base_id(key.pkey) != EVP_PKEY_EC)
         throw Error(ErrorCode::InvalidArgument, "trusted key " + path + ": not a PEM elliptic-curve public key");
+    // the curves model-signing signs and verifies with (cmunext_edge.artifacts.signing.SIGNING_CURVES)
+    char group[80] = {0};
+    size_t group_len = 0;
+    if (EVP_PKEY_get_group_name(key.pkey, group, sizeof group, &group_len) != 1) group[0] = 0;
+    const std::string curve(group);
+    if (curve != "prime256v1" && curve != "secp384r1" && curve != "secp521r1")
+        throw Error(ErrorCode::InvalidArgument, "trusted key " + path + ": an EC key on " +
+                                                    (curve.empty() ? std::string("an unknown curve") : curve) +
+                                                    "; signatures are verified with EC public keys on P-256, P-384, P-521");
     BIO* out = BIO_new(BIO_s_mem());
     char* data = nullptr;
     if (!out || PEM_write_bio_PUBKEY(out, key.pkey) != 1) {
@@ -135,12 +144,15 @@ bool signatures_supported() {
 #endif
 }
 
+// what Python's str.strip() removes around a key path (ASCII whitespace)
+static const char* const kSpace = " \t\r\n\v\f";
+
 std::vector<std::string> split_key_list(const std::string& list) {
     std::vector<std::string> keys;
     std::stringstream ss(list);
     for (std::string k; std::getline(ss, k, ':');) {
-        k.erase(0, k.find_first_not_of(" \t"));
-        k.erase(k.find_last_not_of(" \t") + 1);
+        k.erase(0, k.find_first_not_of(kSpace));
+        k.erase(k.find_last_not_of(kSpace) + 1);
         if (!k.empty()) keys.push_back(k);
     }
     return keys;
@@ -153,7 +165,7 @@ std::vector<std::string> trust_policy(const std::vector<std::string>& given) {
     std::vector<std::string> keys = given;
     const char* env = std::getenv(kEnvVar);
     std::string value = env ? env : "";
-    if (keys.empty() && value.find_first_not_of(" \t") != std::string::npos) {
+    if (keys.empty() && value.find_first_not_of(kSpace) != std::string::npos) {
         keys = split_key_list(value);
         if (keys.empty())
             throw Error(ErrorCode::InvalidArgument, std::string(kEnvVar) + "='" + value + "' names no public key file");
@@ -164,6 +176,10 @@ std::vector<std::string> trust_policy(const std::vector<std::string>& given) {
             throw Error(ErrorCode::InvalidArgument, "trusted key " + k + ": a folder, not a public key file "
                                                     "(give the .pub.pem file)");
         if (!is_file(k)) throw Error(ErrorCode::InvalidArgument, "trusted key " + k + ": no such file");
+#ifdef CMUNEXT_HAVE_OPENSSL
+        Key key;                     // a key that can verify nothing is a broken policy, refused up front
+        load_key(k, key);
+#endif
     }
     return keys;
 }
