@@ -201,3 +201,9 @@ def test_a_metadata_format_this_runtime_does_not_read_is_refused():
     assert parse_metadata({PREFIX + "format_version": FORMAT_VERSION})["format_version"] == "1"
     with pytest.raises(ValueError, match="format_version '2'; this runtime reads format 1"):
         parse_metadata({PREFIX + "format_version": "2"})
+
+
+def test_a_self_test_that_is_not_json_is_named_damaged():
+    from cmunext_edge.artifacts.meta import parse_metadata
+    with pytest.raises(ValueError, match="embedded self-test data is damaged \\(not JSON"):
+        parse_metadata({"cmunext_edge.selftest": "{not json"})
