@@ -69,3 +69,31 @@ def shipped_model_name(sha256: str) -> str | None:
         if path.suffix.lower() in CHECKPOINT_SUFFIXES and sha256_file(path) == sha256:
             return path.stem
     return None
+
+
+SPLIT_CHECKPOINTS_KEY = "checkpoints"    # split.json: file name -> sha256 of the checkpoints its run wrote
+
+
+def run_split(weights: str | Path, sha256: str | None = None) -> tuple[Path | None, str | None]:
+    """The split.json of the cmunext-train run that wrote the checkpoint `weights` (it lies beside it),
+    and why one lying there is not used: a split.json that records its run's checkpoints and does not
+    list this one belongs to another run (a checkpoint copied beside another run's files); its input
+    size and its training and validation lists are not this model's. -> (path or None, note or None)."""
+    import json
+    from cmunext_edge.fileio import sha256_file
+    path = Path(weights).parent / "split.json"
+    if not path.is_file():
+        return None, None
+    try:
+        recorded = json.loads(path.read_text()).get(SPLIT_CHECKPOINTS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return path, None
+    if isinstance(recorded, dict) and recorded:
+        try:
+            digest = sha256 or sha256_file(weights)
+        except OSError:
+            return path, None
+        if digest not in recorded.values():
+            return None, (f"{path} belongs to another cmunext-train run (it lists its checkpoints, not "
+                          f"{Path(weights).name}): not used (input size, training and validation lists)")
+    return path, None

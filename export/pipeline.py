@@ -27,10 +27,10 @@ from cmunext_edge.artifacts.integrity import HASH_KEY, PLACEHOLDER, VerifyReport
 from cmunext_edge.artifacts.signing import signature_path
 from cmunext_edge.core.agreement import NOT_HELD_OUT, held_out_finding, withdraw_verified
 from cmunext_edge.core.precision import Precision
-from cmunext_edge.resources import resolve_weights
+from cmunext_edge.resources import resolve_weights, run_split
 from cmunext_edge.runtime.base import BackendError
 from cmunext_edge.runtime.registry import entry_for_path, open_backend
-from cmunext_edge.checkpoints.weights import load_checkpoint
+from cmunext_edge.checkpoints.weights import assumed_size_note, load_checkpoint
 from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
@@ -164,6 +164,12 @@ def _plan(weights, options: ExportOptions, log) -> _Job:
     _check_dependencies(target, precision)
     weights = resolve_weights(weights)
     ckpt = load_checkpoint(weights)
+    note = run_split(weights, ckpt.sha256)[1]
+    if note:
+        log(f"warning: {note}")
+    assumed = None if options.imgsz else assumed_size_note(weights, ckpt.sha256)
+    if assumed:
+        log(f"note: {assumed}; --imgsz sets it")
     spec = ckpt.spec.with_size(options.imgsz) if options.imgsz else ckpt.spec
     stem = options.name or _stem(weights, precision, spec.height, ckpt.spec.height, options.batch, options.dynamic)
     if stem.lower().endswith(target.suffix.lower()):       # --name model.onnx: model.onnx, not model.onnx.onnx
@@ -205,19 +211,32 @@ def _image_sets(job: _Job):
     calib_names = [s.name for s in calib_set.samples] if calib_set is not None and not reuse else []
     verify_set.overlap = overlaps([s.name for s in verify_set.samples], calib_names, plan,   # renamed copies too
                                   verify_set.fingerprints, calib_set.fingerprints if calib_names else None)
+    left_out = sorted(set(verify_set.overlap["training"]) | set(verify_set.overlap["calibration"]))
+    if left_out and not reuse and len(left_out) < len(verify_set):   # never verify on them when others are known
+        job.log(f"note: {len(left_out)} of the {len(verify_set)} verification images trained or calibrated the "
+                f"model, or are near copies of such images (e.g. {left_out[0]!r}): left out, verifying on the others")
+        verify_set = _verify_set(job, plan, calib_set, exclude=left_out)
+        if not plan.ground_truth:
+            verify_set.masks = [None] * len(verify_set)
+        verify_set.plan = plan
+        verify_set.overlap = {**overlaps([s.name for s in verify_set.samples], calib_names, plan,
+                                         verify_set.fingerprints, calib_set.fingerprints if calib_names else None),
+                              "left_out": left_out}
     for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
         job.log(warning)
     job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")
     return calib_set, verify_set
 
 
-def _verify_set(job: _Job, plan, calib_set):
+def _verify_set(job: _Job, plan, calib_set, exclude=()):
     """The verification images of `plan`: a held-out list whole (up to MAX_HELD_OUT) without the
-    calibration images when they come from the defaults; otherwise --verify-size (--calib-size)."""
+    calibration images when they come from the defaults; otherwise --verify-size (--calib-size).
+    `exclude`: names known to have trained or calibrated the model, left out."""
     o = job.options
     held = plan.origin == HELD_OUT or plan.split is not None
     size = o.verify_size or (MAX_HELD_OUT if held else o.calib_size)
-    exclude = [s.name for s in calib_set.samples] if (calib_set is not None and plan.origin == HELD_OUT) else ()
+    exclude = [*exclude, *([s.name for s in calib_set.samples] if (calib_set is not None and plan.origin == HELD_OUT)
+                           else ())]
     return make_calibration_set(plan.source, job.spec, size, o.seed, job.ckpt.info.num_classes,
                                 plan.ground_truth, split=plan.split, exclude=exclude)
 
@@ -293,8 +312,10 @@ def not_held_out(figures: dict, plan, shared: dict, n_images: int, all_calibrate
         return
     if finding[0] == NOT_HELD_OUT:
         figures["data"]["held_out"] = False
-    withdraw_verified(figures, finding, "verify on other images of the model's domain (--verify-data, with --split "
-                                        "naming its validation images)" if finding[0] == NOT_HELD_OUT else
+    withdraw_verified(figures, finding, ("verify on other images of the model's domain, none of which its training "
+                                         "runs (--init included) used" if plan.split else
+                                         "verify on other images of the model's domain (--verify-data, with --split "
+                                         "naming its validation images)") if finding[0] == NOT_HELD_OUT else
                       "name images it never trained on with --verify-data DATASET/ --split NAMES.txt, or keep "
                       "the split.json cmunext-train wrote beside the checkpoint")
 

@@ -11,10 +11,11 @@ when others are known. In order:
 4. the bundled BUSI samples: the shipped model's domain only; for any other checkpoint
    the figures are agreement with PyTorch FP32 alone (no Dice against ground truth).
 
-Calibration images are left out of a default verification set (disjoint by name), and a given
-`--verify-data` that overlaps the calibration images or the model's training list (by name, or
-by pixel fingerprint: a renamed copy is the same image, data/fingerprint.py) is warned about and
-not called verified. The plan, the training list's source and the overlaps are recorded in manifest.json.
+Calibration images are left out of a default verification set (disjoint by name). Images of a
+given `--verify-data` that calibrated the model or are on its training list (by name, or by pixel
+fingerprint: a renamed copy or near copy is the same image, data/fingerprint.py) are left out when
+others remain (said, and recorded as `overlap.left_out`); a set made only of such images is warned
+about and not called verified. The plan, the training list's source and the overlaps are recorded in manifest.json.
 """
 from __future__ import annotations
 
@@ -131,7 +132,9 @@ def overlap_warnings(shared: dict, plan: VerifyPlan, n: int) -> list[str]:
     if shared["training"]:
         out.append(f"warning: {len(shared['training'])} of the {n} verification images are training images "
                    f"of this model or near copies of them ({plan.training_list}, e.g. {shared['training'][0]!r}): the figures "
-                   f"overstate how the artifact does on new images; use --split with its validation list")
+                   f"overstate how the artifact does on new images; "
+                   + ("give --verify-data images none of its training runs (--init included) used" if plan.split
+                      else "use --split with its validation list"))
     if shared["calibration"]:
         out.append(f"warning: {len(shared['calibration'])} of the {n} verification images also calibrated "
                    f"the INT8 model (or are near copies of its calibration images) (e.g. {shared['calibration'][0]!r}): keep --verify-data and --calib disjoint")

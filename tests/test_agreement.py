@@ -194,11 +194,14 @@ def test_default_int8_verification_is_held_out_and_disjoint_from_calibration(tra
     assert not any(m.startswith("warning") for m in logs)
 
 
-def test_overlapping_verify_data_is_warned_about(trained, busi, tmp_path):
+def test_overlapping_verify_data_is_left_out_or_warned_about(trained, busi, tmp_path):
     pytest.importorskip("nncf")
-    _, verify, logs = _plan_sets(trained, target="openvino", precision="int8", out=tmp_path, calib=SAMPLES,
-                                 verify_data=SAMPLES, calib_size=4, verify_size=6)
-    assert verify.overlap["calibration"] and any("also calibrated the INT8 model" in m for m in logs)
+    calib, verify, logs = _plan_sets(trained, target="openvino", precision="int8", out=tmp_path, calib=SAMPLES,
+                                     verify_data=SAMPLES, calib_size=4, verify_size=6)
+    # other images are known: the ones that calibrated the model are left out, and said so
+    assert verify.overlap["left_out"] and not verify.overlap["calibration"] and len(verify) == 6
+    assert not {s.name for s in verify.samples} & {s.name for s in calib.samples}
+    assert any("left out, verifying on the others" in m for m in logs)
     _, verify, logs = _plan_sets(trained, target="onnx", out=tmp_path, verify_data=busi, split=None,
                                  verify_size=5)
     # the shipped model's split is known: --verify-data holding its validation images uses that list
@@ -432,7 +435,8 @@ def test_bench_agreement_on_training_images_is_not_called_verified(shipped_onnx,
     row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
     assert row["agreement"]["verified"] is False and row["agreement"]["claim"].startswith(
         "not held out: 3 of its 3 images trained the model"), row["agreement"]
-    assert "AGREEMENT DATA: not held out: 3 of its 3 images trained the model" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())          # the notes are wrapped to the terminal
+    assert f"AGREEMENT DATA ({row['label']}): not held out: 3 of its 3 images trained the model" in out, out
 
 
 def test_verify_data_checked_against_the_training_list_is_recorded_held_out(shipped_onnx):
@@ -470,3 +474,11 @@ def test_a_resized_jpeg_copy_of_a_training_image_counts_as_seen(tmp_path):
     assert Seen.of([image_fingerprint(train)]).holds(prints["renamed"])
     other = cv2.imread(str(busi / f"{split['train'][1]}.png"))
     assert (int(lookalike_hash(train), 16) ^ int(lookalike_hash(other), 16)).bit_count() > NEAR_COPY_BITS
+
+
+def test_a_not_held_out_claim_keeps_the_too_few_images_reason():
+    from cmunext_edge.core.agreement import withdraw_verified
+    record = {"passed": True, "verified": False, "claim": "only 12 images: give at least 49"}
+    withdraw_verified(record, ("not held out", "3 of its 12 images trained the model"), "verify on others")
+    assert record["claim"].startswith("not held out: 3 of its 12") and record["claim"].endswith(
+        "; and only 12 images: give at least 49")

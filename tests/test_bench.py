@@ -313,3 +313,16 @@ def test_rows_of_two_files_with_one_name_are_told_apart_and_an_unwritable_report
     labels = [r["label"] for r in json.loads((tmp_path / "r.json").read_text())["rows"]]
     assert len(set(labels)) == 2 and any(lbl.startswith(f"dup/{copy.name}") for lbl in labels), labels
     assert rc == 1 and f"cannot write {tmp_path / 'r.md'}: No space left on device" in err, err
+
+
+def test_a_model_with_more_classes_than_the_data_says_why_it_has_no_dice(tmp_path, capsys):
+    """A 2-class model on 1-class ground truth: no Dice (predict and export refuse it), said as a note."""
+    from cmunext_edge.checkpoints.weights import save_safetensors
+    from cmunext_edge.core.model import build_model
+    from cmunext_edge.resources import SAMPLES_DIR
+    ckpt = save_safetensors(build_model("cmunext-s", num_classes=2), tmp_path / "two.safetensors")
+    assert main([str(ckpt), "--data", str(SAMPLES_DIR), "--iters", "1", "--warmup", "0", "--throughput-time", "0",
+                 "--json", str(tmp_path / "b.json")]) == 0
+    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
+    assert row["dice"] is None and "ground truth has 1 class(es), the model 2" in row["no_dice"]
+    assert f"NO DICE {row['label']}: the data's ground truth has 1 class(es)" in capsys.readouterr().out

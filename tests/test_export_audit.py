@@ -200,11 +200,17 @@ def test_a_fine_tune_inherits_its_init_models_training_images(busi, tmp_path, ca
     inherited_val = sorted(n for n in split["val"] if n.startswith("case_"))
     assert inherited_val, split["val"]                 # seed 42 puts three of them in validation
     assert f"{len(inherited_val)} of the {len(split['val'])} validation images trained the --init model" in out + err
+    said = out + err
     rc, out, err = run_cli(export_cli.main, ["--weights", run / "best.pth", "--target", "onnx", "--verify-data", data,
                                              "--out", tmp_path / "o"], capsys)
     assert rc == 0, err
     entry = next(iter(json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"].values()))
-    assert entry["verification"]["data"]["overlap"]["training"] == inherited_val
+    overlap = entry["verification"]["data"]["overlap"]     # left out of verification: the others remain
+    assert overlap["left_out"] == inherited_val and overlap["training"] == [], overlap
+    assert not set(entry["verification"]["source"]["files"]) & {f"{n}.png" for n in inherited_val}
+    assert f"{inherited_val[0]!r}" in said and "init.validation_images_it_trained_on" in said
+    assert "left out, verifying on the others" in out + err
+    assert split["init"]["validation_images_it_trained_on"] == inherited_val
     assert entry["source"]["split"] == str((run / "split.json").resolve())
     monkeypatch.chdir(tmp_path / "o")            # bundled from elsewhere: the recorded split is absolute
     rc, out, err = run_cli(bundle_cli.main, [next((tmp_path / "o").glob("*.onnx")), "--images", data, "--out",

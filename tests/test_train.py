@@ -121,3 +121,30 @@ def test_device_resident_batches_equal_the_host_batches():
         assert not torch.equal(xh, torch.from_numpy(
             np.stack([get_preset("official").with_size(32).normalize(i) for i in images])
             .transpose(0, 3, 1, 2)))      # and the augmentation did change something
+
+
+def test_a_checkpoint_beside_another_runs_split_is_not_read_with_it(busi, tmp_path, capsys):
+    """split.json lists the checkpoints of its run: best.pth copied beside another run's split.json
+    (trained at another size) is read at the official size, its split not used, and both are said."""
+    from cmunext_edge.cli import info as info_cli
+    from cmunext_edge.data.model_split import model_split
+    from cmunext_edge.fileio import sha256_file
+    from cmunext_edge.resources import SPLIT_CHECKPOINTS_KEY, run_split
+    run = tmp_path / "run"
+    train(_cfg(busi, run, 1), log=lambda *_: None)
+    recorded = json.loads((run / "split.json").read_text())[SPLIT_CHECKPOINTS_KEY]
+    assert recorded == {n: sha256_file(run / n) for n in ("best.pth", "best.safetensors")}
+    assert load_checkpoint(run / "best.pth").spec.height == 64 and model_split(run / "best.pth", None) == run / "split.json"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "split.json").write_text((run / "split.json").read_text())
+    changed = load_checkpoint(run / "best.pth").state_dict
+    changed = {k: (v * 1.001 if v.is_floating_point() else v) for k, v in changed.items()}
+    from cmunext_edge.checkpoints.weights import save_official_pth
+    save_official_pth(changed, other / "best.pth")                       # another model, the run's split.json
+    path, note = run_split(other / "best.pth")
+    assert path is None and "belongs to another cmunext-train run" in note
+    assert load_checkpoint(other / "best.pth").spec.height == 256 and model_split(other / "best.pth", None) is None
+    assert info_cli.main([str(other / "best.pth")]) == 0
+    err = capsys.readouterr().err
+    assert "belongs to another cmunext-train run" in err and "the official 256x256 input is assumed" in err

@@ -111,6 +111,9 @@ class Evaluator:
             if ref is not None:
                 agree.add(logits, np.asarray(ref[k:k + len(logits)]), self._names(k + len(logits))[k:])
             k += len(logits)
+        if self.samples and not scores and any(s.mask for s in self.samples) and self._classes < classes:
+            row.no_dice = (f"the data's ground truth has {self._classes} class(es), the model {classes}: "
+                           f"no Dice against it (agreement only)")
         if scores:
             summary = summarize_scores(scores)
             row.iou, row.dice, row.n_dice_images = summary["mean_iou"], summary["mean_dice"], len(scores)

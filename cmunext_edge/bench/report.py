@@ -147,10 +147,14 @@ def notes(report) -> list[str]:
             out.append(f"ERROR {r['label']}: {r['error']}")
         if verification(r).startswith("NO"):
             out.append(f"UNVERIFIED {r['label']}: {verification(r, long=True)}")
-    held = {(r.get("agreement") or {}).get("claim") for r in d["rows"]
-            if (r.get("agreement") or {}).get("unverified") in (NOT_HELD_OUT, HELD_OUT_UNKNOWN)}
-    out += [f"AGREEMENT DATA: {claim} (this run's agreement figures are not a claim about new images)"
-            for claim in sorted(held)]
+        if r.get("no_dice"):
+            out.append(f"NO DICE {r['label']}: {r['no_dice']}")
+    held: dict[str, list] = {}          # claim -> the rows it is about
+    for r in d["rows"]:
+        if (r.get("agreement") or {}).get("unverified") in (NOT_HELD_OUT, HELD_OUT_UNKNOWN):
+            held.setdefault(r["agreement"].get("claim"), []).append(r["label"])
+    out += [f"AGREEMENT DATA ({', '.join(labels)}): {claim} (this run's agreement figures are not a claim "
+            f"about new images)" for claim, labels in sorted(held.items(), key=lambda kv: str(kv[0]))]
     out.append("latency: batch 1, Backend.infer only; pre/post per image (decode excluded); "
                "RSS: peak of the process while loading + batch-1 runs / added by this row; "
                "MACs: Conv2d only, per image")

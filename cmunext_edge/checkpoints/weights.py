@@ -34,7 +34,7 @@ from cmunext_edge.checkpoints.inspect import (
 from cmunext_edge.core.complexity import Complexity, variant_complexity
 from cmunext_edge.fileio import atomic_path, not_a_file, sha256_file
 from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
-from cmunext_edge.resources import is_safetensors
+from cmunext_edge.resources import is_safetensors, run_split, shipped_model_name
 from cmunext_edge.checkpoints.pth_reader import TensorStub, read_pth
 
 
@@ -145,11 +145,25 @@ def _pth_spec(path: Path) -> PreprocessSpec:
     run it came from when the split.json beside it records one (a run trained at 320 x 320 is
     exported and run at 320, not at the official 256)."""
     spec = get_preset("official")
+    split = run_split(path)[0]
     try:
-        size = json.loads((path.parent / "split.json").read_text()).get("img_size")
+        size = json.loads(split.read_text()).get("img_size") if split is not None else None
     except (OSError, ValueError, AttributeError):
         return spec
     return spec.with_size(size) if isinstance(size, int) and 16 <= size <= MAX_SIDE and size % 16 == 0 else spec
+
+
+def assumed_size_note(path, sha256: str | None = None) -> str | None:
+    """What a .pth's preprocessing rests on when no split.json of its run lies beside it (it holds
+    weights only: the official input size is assumed), else None (a .safetensors, a shipped model)."""
+    path = Path(path)
+    if is_safetensors(path) or run_split(path, sha256)[0] is not None or \
+            shipped_model_name(sha256 or sha256_file(path)):
+        return None
+    size = get_preset("official").height
+    return (f"{path.name} holds weights only and no split.json of its cmunext-train run lies beside it: the "
+            f"official {size}x{size} input is assumed (a run trained at another size: keep its split.json beside "
+            f"it, or export its best.safetensors)")
 
 
 def _detect(path: Path, state_dict: dict) -> ModelInfo:

@@ -290,7 +290,8 @@ def main(argv=None) -> int:
                 print(f"cmunext-bench: error: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
                 unwritten += 1
     if report.skipped:
-        print(f"cmunext-bench: {len(report.skipped)} input image(s) could not be read and were left out "
+        print(f"cmunext-bench: {len(report.skipped)} input image(s) could not be used (unreadable, or ground truth "
+              f"not usable) and were left out "
               f"(each named above)", file=sys.stderr)
     return 1 if failed or report.skipped or unwritten else 0
 

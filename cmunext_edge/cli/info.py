@@ -87,6 +87,12 @@ def main(argv=None) -> int:
             "preprocess": json.loads(spec.to_json())}
     finite, problem, readable = weights_finite(ckpt.path)
     info.update({"weights_finite": finite, "weights_readable": readable, "weights_problem": problem})
+    from cmunext_edge.resources import run_split
+    from cmunext_edge.checkpoints.weights import assumed_size_note
+    for note in (run_split(ckpt.path, ckpt.sha256)[1], None if args.size else assumed_size_note(ckpt.path, ckpt.sha256)):
+        if note:
+            info.setdefault("notes", []).append(note)
+            print(f"note: {note}", file=sys.stderr)
     from cmunext_edge.capabilities import detect
     if args.json:
         print(json.dumps({**info, "capabilities": detect().as_dict()}, indent=2))

@@ -123,9 +123,10 @@ def main(argv=None) -> int:
         return _write_failed(args.out, exc)
     per_class = format_class_dice(state.get("best_per_class_dice"))
     print(f"best val Dice {state['best_dice']:.4f}{per_class} IoU {state['best_iou']:.4f} "
-          f"at epoch {state['best_epoch']}")
+          f"at epoch {state['best_epoch']} (the epoch of the highest val IoU, the official selection)")
     if state.get("skipped"):         # trained, but not on every image: exit 1, each named above
-        print(f"{PROG}: {len(state['skipped'])} image(s) could not be read and were left out "
+        print(f"{PROG}: {len(state['skipped'])} image(s) could not be used (unreadable, or ground truth not usable) "
+              f"and were left out "
               f"(listed in {cfg.out}/split.json)", file=sys.stderr)
         return 1
     return 0

@@ -262,7 +262,9 @@ def withdraw_verified(record: dict, finding: tuple[str, str] | None, advice: str
     its pass, but not the verified claim: that claim is about images the model has never seen."""
     if finding and record.get("passed"):
         reason, why = finding
-        record.update(verified=False, unverified=reason, claim=f"{reason}: {why}; {advice}")
+        earlier = record.get("claim") if record.get("verified") is False else None   # e.g. too few images
+        record.update(verified=False, unverified=reason,
+                      claim=f"{reason}: {why}; {advice}" + (f"; and {earlier}" if earlier else ""))
 
 
 def record_inconsistency(record: dict | None) -> str | None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen
-from cmunext_edge.resources import models_dir, shipped_model_name
+from cmunext_edge.resources import models_dir, run_split, shipped_model_name
 
 
 def model_split(weights: str | Path | None, sha256: str | None) -> Path | None:
@@ -18,8 +18,8 @@ def model_split(weights: str | Path | None, sha256: str | None) -> Path | None:
     cmunext-train checkpoint `weights`; None when unknown."""
     shipped = shipped_model_name(sha256) if sha256 else None
     candidates = ([models_dir() / f"{shipped}.split.json"] if shipped else []) + \
-        ([Path(weights).parent / "split.json"] if weights is not None else [])
-    return next((path for path in candidates if path.is_file()), None)
+        ([run_split(weights, sha256)[0]] if weights is not None else [])
+    return next((path for path in candidates if path is not None and path.is_file()), None)
 
 
 def split_lists(path: str | Path | None) -> tuple[list, list, Seen]:

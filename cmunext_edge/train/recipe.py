@@ -37,6 +37,8 @@ import numpy as np
 
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
+from cmunext_edge.fileio import atomic_path, sha256_file
+from cmunext_edge.resources import SPLIT_CHECKPOINTS_KEY
 from cmunext_edge.data.discovery import Sample, discover, read_name_list, source_split, truth_notes
 from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen, image_fingerprint
 from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_dice, summarize_scores)
@@ -258,10 +260,13 @@ def _inherited(cfg: TrainConfig, split: dict, val_prints: list, log) -> Seen:
     if found is None:
         log(f"warning: --init {cfg.init}: its training images are not known (no split.json beside it): an "
             f"export cannot tell them from held-out images")
-    seen = sum(inherited.holds(f) for f in val_prints)
+    seen = [name for name, f in zip(split["val"], val_prints) if inherited.holds(f)]
     if seen:
-        log(f"warning: {seen} of the {len(val_prints)} validation images trained the --init model ({found}): "
-            f"validation Dice overstates how the model does on new images, and exports will not verify on them")
+        split["init"]["validation_images_it_trained_on"] = seen
+        log(f"warning: {len(seen)} of the {len(val_prints)} validation images trained the --init model ({found}): "
+            f"{', '.join(repr(n) for n in seen[:5])}{', ...' if len(seen) > 5 else ''} (all in split.json, "
+            f"init.validation_images_it_trained_on): validation Dice overstates how the model does on new "
+            f"images, and exports leave them out of verification")
     return inherited
 
 
@@ -420,6 +425,17 @@ def _save_best(run: _Run, out: Path, scores: dict, epoch: int) -> None:
     if run.num_classes > 1:
         extra["per_class_dice"] = scores["per_class_dice"]
     save_safetensors(plain, out / "best.safetensors", run.spec, extra=extra)
+    _record_checkpoints(out, ("best.pth", "best.safetensors"))
+
+
+def _record_checkpoints(out: Path, names) -> None:
+    """split.json lists the checkpoints its run wrote (sha256), so that a checkpoint copied beside
+    another run's split.json is not read with that run's size and lists (resources.run_split)."""
+    split = json.loads((out / "split.json").read_text())
+    split[SPLIT_CHECKPOINTS_KEY] = {**split.get(SPLIT_CHECKPOINTS_KEY, {}),
+                                    **{name: sha256_file(out / name) for name in names}}
+    with atomic_path(out / "split.json") as tmp:
+        tmp.write_text(json.dumps(split, indent=1))
 
 
 def _end_epoch(cfg: TrainConfig, run: _Run, out: Path, state: dict, epoch: int, losses, t_epoch: float) -> dict:
