@@ -27,7 +27,7 @@ from cmunext_edge.artifacts.integrity import HASH_KEY, PLACEHOLDER, VerifyReport
 from cmunext_edge.artifacts.signing import signature_path
 from cmunext_edge.core.agreement import NOT_HELD_OUT, held_out_finding, withdraw_verified
 from cmunext_edge.core.precision import Precision
-from cmunext_edge.resources import resolve_weights, run_split
+from cmunext_edge.resources import resolve_weights, run_split, shipped_model_name
 from cmunext_edge.runtime.base import BackendError
 from cmunext_edge.runtime.registry import entry_for_path, open_backend
 from cmunext_edge.checkpoints.weights import assumed_size_note, load_checkpoint
@@ -198,6 +198,10 @@ def _image_sets(job: _Job):
     if job.precision == Precision.INT8:
         truth = (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None
         calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth)
+        if o.calib is None and shipped_model_name(job.ckpt.sha256) is None:
+            job.log("warning: no --calib: the INT8 model is calibrated on the bundled BUSI breast-ultrasound "
+                    "images (the shipped model's domain), not on this model's: pass --calib with images of its "
+                    "own domain (not its verification images)")
         job.log(f"calibration set: {len(calib_set)} images from {calib_set.source} "
                 f"(sha256 {calib_set.sha256[:12]})")
     if plan is None:

@@ -482,3 +482,14 @@ def test_a_not_held_out_claim_keeps_the_too_few_images_reason():
     withdraw_verified(record, ("not held out", "3 of its 12 images trained the model"), "verify on others")
     assert record["claim"].startswith("not held out: 3 of its 12") and record["claim"].endswith(
         "; and only 12 images: give at least 49")
+
+
+def test_int8_of_another_model_without_calib_says_what_calibrated_it(trained, tmp_path):
+    pytest.importorskip("nncf")
+    from cmunext_edge.checkpoints.weights import load_checkpoint, save_safetensors
+    sd = {k: (v * 1.001 if v.is_floating_point() else v) for k, v in load_checkpoint(trained).state_dict.items()}
+    mine = save_safetensors(sd, tmp_path / "mine.safetensors")          # not a shipped model
+    _, _, logs = _plan_sets(mine, target="openvino", precision="int8", out=tmp_path, calib_size=2, verify_size=2)
+    assert any(m.startswith("warning: no --calib: the INT8 model is calibrated on the bundled BUSI") for m in logs)
+    _, _, logs = _plan_sets(trained, target="openvino", precision="int8", out=tmp_path, calib_size=2, verify_size=2)
+    assert not any("no --calib" in m for m in logs)                      # the shipped model: its own domain
