@@ -86,7 +86,7 @@ def test_an_unreadable_image_is_skipped_reported_and_recorded(dataset, tmp_path,
     out = tmp_path / "r"
     rc, printed, err = run_cli(train_cli.main, [data, "--out", out, "--epochs", "1", "--img-size", "64",
                                                 "--batch-size", "4", "--val-fraction", "0.25"], capsys)
-    assert rc == 1 and f"skipped: {bad}" in printed and "1 image(s) could not be read" in err, (printed, err)
+    assert rc == 1 and f"skipped: {bad}" in printed and "1 image(s) could not be used" in err, (printed, err)
     split = json.loads((out / "split.json").read_text())
     assert list(split["skipped"]) == [bad.stem] and bad.stem not in split["train"] + split["val"]
     assert len(split["train"]) + len(split["val"]) == 15 and (out / "best.pth").is_file()
