@@ -159,3 +159,13 @@ def test_16bit_tiff_is_read_as_the_official_cv2_imread_reads_it(tmp_path):
         assert np.array_equal(to_bgr_uint8(load_image(tmp_path / name)), cv2.imread(str(tmp_path / name))), name
         from cmunext_edge.scale.serve import decode_body               # an HTTP body: the same pixels
         assert np.array_equal(decode_body((tmp_path / name).read_bytes()), cv2.imread(str(tmp_path / name))), name
+
+
+def test_a_split_naming_files_with_their_extension_says_to_drop_it(tmp_path):
+    from cmunext_edge.data.discovery import discover
+    from cmunext_edge.resources import SAMPLES_DIR
+    name = sorted((SAMPLES_DIR / "images").glob("*.png"))[0].name
+    names = tmp_path / "val.txt"
+    names.write_text(name + "\n")
+    with pytest.raises(ValueError, match=r"1 name\(s\) have no image .*give names without their file extension"):
+        discover(SAMPLES_DIR, names)

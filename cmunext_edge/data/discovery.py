@@ -330,8 +330,11 @@ def discover(source: str | Path, split: str | Path | None = None,
         by_name = {s.name: s for s in samples}
         unknown = [n for n in wanted if n not in by_name]
         if unknown:
-            raise ValueError(f"{split}: {len(unknown)} names have no image in {source / 'images'}, "
-                             f"e.g. {unknown[:3]}")
+            suffixed = [n for n in unknown if Path(n).suffix and Path(n).stem in by_name]
+            raise ValueError(f"{split}: {len(unknown)} name(s) have no image in {source / 'images'}, "
+                             f"e.g. {unknown[:3]}" + ("; give names without their file extension "
+                                                      f"({Path(suffixed[0]).stem!r}, not {suffixed[0]!r})"
+                                                      if suffixed else ""))
         samples = [by_name[n] for n in wanted]
     return samples
 
