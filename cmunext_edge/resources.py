@@ -1,6 +1,7 @@
 """Where the shipped model and the bundled sample images live, installed or in a checkout."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -60,15 +61,24 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
 
 def shipped_model_name(sha256: str) -> str | None:
     """The shipped model (models/) whose weights file has this sha256, if any."""
-    from cmunext_edge.fileio import sha256_file
     try:
         folder = models_dir()
     except FileNotFoundError:
         return None
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in CHECKPOINT_SUFFIXES and sha256_file(path) == sha256:
-            return path.stem
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+            st = path.stat()
+            if _file_digest(str(path), st.st_mtime_ns, st.st_size) == sha256:
+                return path.stem
     return None
+
+
+@functools.lru_cache(maxsize=32)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of a shipped file, hashed once per process while it is unchanged (shipped_model_name is
+    asked by the export, its verification plan and its size note for one checkpoint)."""
+    from cmunext_edge.fileio import sha256_file
+    return sha256_file(path)
 
 
 SPLIT_CHECKPOINTS_KEY = "checkpoints"    # split.json: file name -> sha256 of the checkpoints its run wrote

@@ -208,28 +208,30 @@ def _image_sets(job: _Job):
         job.log(f"warning: --no-verify: this {job.target.name} {job.precision} artifact is NOT checked against "
                 f"PyTorch; its manifest and cmunext-info say so")
         return calib_set, None
-    verify_set = replace(calib_set) if (calib_set is not None and reuse) else _verify_set(job, plan, calib_set)
-    if not plan.ground_truth:
-        verify_set.masks = [None] * len(verify_set)
-    verify_set.plan = plan
     calib_names = [s.name for s in calib_set.samples] if calib_set is not None and not reuse else []
-    verify_set.overlap = overlaps([s.name for s in verify_set.samples], calib_names, plan,   # renamed copies too
-                                  verify_set.fingerprints, calib_set.fingerprints if calib_names else None)
+    verify_set = _planned(replace(calib_set) if (calib_set is not None and reuse) else _verify_set(job, plan, calib_set),
+                          plan, calib_set, calib_names)
     left_out = sorted(set(verify_set.overlap["training"]) | set(verify_set.overlap["calibration"]))
     if left_out and not reuse and len(left_out) < len(verify_set):   # never verify on them when others are known
         job.log(f"note: {len(left_out)} of the {len(verify_set)} verification images trained or calibrated the "
                 f"model, or are near copies of such images (e.g. {left_out[0]!r}): left out, verifying on the others")
-        verify_set = _verify_set(job, plan, calib_set, exclude=left_out)
-        if not plan.ground_truth:
-            verify_set.masks = [None] * len(verify_set)
-        verify_set.plan = plan
-        verify_set.overlap = {**overlaps([s.name for s in verify_set.samples], calib_names, plan,
-                                         verify_set.fingerprints, calib_set.fingerprints if calib_names else None),
-                              "left_out": left_out}
+        verify_set = _planned(_verify_set(job, plan, calib_set, exclude=left_out), plan, calib_set, calib_names)
+        verify_set.overlap["left_out"] = left_out
     for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
         job.log(warning)
     job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")
     return calib_set, verify_set
+
+
+def _planned(verify_set, plan, calib_set, calib_names):
+    """`verify_set` with its plan, its ground truth only where the plan has a meaningful one, and its
+    overlap with the calibration images (`calib_names`) and the training list (renamed copies too)."""
+    if not plan.ground_truth:
+        verify_set.masks = [None] * len(verify_set)
+    verify_set.plan = plan
+    verify_set.overlap = overlaps([s.name for s in verify_set.samples], calib_names, plan, verify_set.fingerprints,
+                                  calib_set.fingerprints if calib_names else None)
+    return verify_set
 
 
 def _verify_set(job: _Job, plan, calib_set, exclude=()):

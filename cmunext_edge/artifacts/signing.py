@@ -212,20 +212,17 @@ def sign_artifact(entry: str | Path, key: str | Path) -> Path:
     return sign_files(entry.parent, files, key, signature_path(entry))
 
 
-def signed_resources(sig: Path) -> dict[str, str]:
-    """name -> sha256 as listed in the signature (unverified: for naming what differs only)."""
+def signed_resources(sig: Path) -> tuple[dict[str, str], int]:
+    """(name -> sha256 as listed in the signature, how many signatures the envelope holds); unverified:
+    for naming what differs, and refusing an envelope of several signatures."""
     try:
         envelope = json.loads(Path(sig).read_text())["dsseEnvelope"]
         statement = json.loads(base64.b64decode(envelope["payload"]))
-        return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+        signatures = envelope.get("signatures")
+        return ({r["name"]: r["digest"] for r in statement["predicate"]["resources"]},
+                len(signatures) if isinstance(signatures, list) else 0)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SignatureError(f"{Path(sig).name}: not a readable signature ({type(exc).__name__})") from None
-
-
-def signature_count(sig: Path) -> int:
-    """How many signatures the envelope holds (read after signed_resources: a readable envelope)."""
-    signatures = json.loads(Path(sig).read_text())["dsseEnvelope"].get("signatures")
-    return len(signatures) if isinstance(signatures, list) else 0
 
 
 def check_signature(folder: str | Path, required, sig: str | Path, trusted_keys) -> str:
@@ -241,8 +238,7 @@ def check_signature(folder: str | Path, required, sig: str | Path, trusted_keys)
     if links:                            # model-signing refuses links: say so instead of "another key"
         raise SignatureError(f"{', '.join(links)} in {folder} is a symbolic link: a signature is checked "
                              f"over regular files only; point at the folder the files really lie in")
-    listed = signed_resources(sig)
-    count = signature_count(sig)
+    listed, count = signed_resources(sig)
     if count != 1:                       # model-signing would read the first only: one, as the C/C++ library
         raise SignatureError(f"{sig.name}: expected one signature, found {count}")
     uncovered = sorted(set(required) - set(listed))

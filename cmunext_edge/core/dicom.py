@@ -246,7 +246,11 @@ def read_frame(source, frame: int | None = None, max_pixels: int | None = DEFAUL
     try:
         return _read_frame(source, name, frame, max_pixels)
     except OSError as exc:        # e.g. a Dataset read with defer_size whose file has gone since
-        raise DicomError(f"{name}: its data cannot be read ({_first_line(exc)})") from None
+        raise _unreadable(name, exc) from None
+
+
+def _unreadable(name: str, exc: OSError) -> DicomError:
+    return DicomError(f"{name}: its data cannot be read ({_first_line(exc)})")
 
 
 def _read_frame(source, name: str, frame: int | None, max_pixels: int | None) -> np.ndarray:
@@ -268,7 +272,7 @@ def read_frames(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[np.
         ds = source if is_dataset(source) else read_header(source)
         frames = check_header(ds, _name(source), max_pixels)
     except OSError as exc:
-        raise DicomError(f"{_name(source)}: its data cannot be read ({_first_line(exc)})") from None
+        raise _unreadable(_name(source), exc) from None
     return [read_frame(source, k, max_pixels) for k in range(frames)]
 
 

@@ -36,9 +36,8 @@ import cv2
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from cmunext_edge.core import dicom
-from cmunext_edge.fileio import opencv_path
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.fileio import SPECIAL_FILE, not_a_file
+from cmunext_edge.fileio import SPECIAL_FILE, not_a_file, opencv_path
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 NOT_READ: dict[str, str] = {

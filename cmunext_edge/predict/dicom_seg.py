@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,15 +79,15 @@ def read_codes(path) -> tuple[SegmentCode, ...]:
     if any(len(c.category) != 3 or len(c.type) != 3 for c in codes):
         raise ValueError(f"{path}: every category and type needs [code value, coding scheme, code meaning]")
     for c in codes:
-        problem = _text_problem("label", c.label, 64) or next(
-            (p for key in ("category", "type") for what, value, most in zip(_CODE_PARTS, getattr(c, key), (16, 16, 64))
-             if (p := _text_problem(f"{key} {what}", value, most))), None)
+        fields = [("label", c.label, 64)] + [(f"{key} {what}", value, most) for key in ("category", "type")
+                                             for (what, most), value in zip(_CODE_PARTS, getattr(c, key))]
+        problem = next(filter(None, (_text_problem(*f) for f in fields)), None)
         if problem:
             raise ValueError(f"{path}: segment {c.label!r}: {problem}")
     return codes
 
 
-_CODE_PARTS = ("code value", "coding scheme", "code meaning")
+_CODE_PARTS = (("code value", 16), ("coding scheme", 16), ("code meaning", 64))     # SH, SH, LO
 
 
 def _text_problem(what: str, value: str, most: int | None = None) -> str | None:
@@ -165,11 +166,11 @@ def check_sources(sources: list) -> None:
             problem = _text_problem(key, str(value)) if value not in (None, "") else None
             if problem:
                 raise SegSourceError(f"the source's {problem}: a SEG copying it would not be valid DICOM")
-    uids = [str(s.SOPInstanceUID) for s in sources]
-    if len(set(uids)) < len(uids):
-        twice = sorted(u for u in set(uids) if uids.count(u) > 1)
-        raise SegSourceError(f"{len(uids) - len(set(uids))} source(s) repeat the SOP Instance UID of another "
-                             f"({twice[0]}): a SEG of them cannot tell their frames apart")
+    counts = Counter(str(s.SOPInstanceUID) for s in sources)
+    repeated = sorted(u for u, n in counts.items() if n > 1)
+    if repeated:
+        raise SegSourceError(f"{len(sources) - len(counts)} source(s) repeat the SOP Instance UID of another "
+                             f"({repeated[0]}): a SEG of them cannot tell their frames apart")
 
 
 def _registered(ds) -> bool:
