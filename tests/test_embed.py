@@ -753,3 +753,22 @@ def test_names_with_newlines_and_symlink_loops_are_reported_on_one_line(embed_bu
     loops = [line for line in r.stderr.splitlines() if "loop_" in line]
     assert len(loops) == 2 and all("broken symbolic link" in line for line in loops), r.stderr
     assert (tmp_path / "out" / "masks" / "two\nlines.png").is_file()
+
+
+def test_times_json_stays_valid_utf8_for_names_that_are_not(embed_build, artifacts, tmp_path):
+    """A file name is bytes on Linux: the --times-json file stays UTF-8 JSON whatever the names hold, and
+    each name reads back as Python's os.fsdecode gives it (a stray byte as \\udcXX, as json.dumps writes it)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    names = [b"caf\xc3\xa9.png", b"latin1_\xe9.png", b'quote"back\\slash.png', b"trunc_\xe2\x82.png", b"plain.png"]
+    sample = sorted((SAMPLES / "images").glob("*.png"))[0].read_bytes()
+    for name in names:
+        Path(os.fsdecode(os.fsencode(src) + b"/" + name)).write_bytes(sample)
+    times = tmp_path / "times.json"
+    r = subprocess.run([str(embed_build["exe"]), str(_artifact(artifacts, "fp32-onnx")), str(src), "--out",
+                        str(tmp_path / "out"), "--quiet", "--times-json", str(times)], capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(times.read_bytes().decode("utf-8"))          # strict UTF-8: raises on a raw stray byte
+    assert report["n_images"] == len(names)
+    got = sorted(os.path.basename(row["image"]) for row in report["images"])
+    assert got == sorted(os.fsdecode(name) for name in names)
