@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -49,6 +50,9 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
     """A path stays a path; a shipped model's name (or None: the default) becomes its file."""
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"weights must be a file path or a shipped model name ({', '.join(shipped_models())}), "
+                        f"got {type(name_or_path).__name__}")
     path = Path(name_or_path)
     if path.exists() or path.suffix:
         return path

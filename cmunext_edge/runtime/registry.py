@@ -136,6 +136,13 @@ def check_request(path: str | Path, device: str = "cpu", backend: str | None = N
     return entry, entry.check_options(options or {})
 
 
+def _check_flags(**flags) -> None:
+    """verify and strict_device are True or False: a string such as "no" would silently mean True."""
+    for name, value in flags.items():
+        if type(value).__name__ not in ("bool", "bool_"):       # numpy's bool too
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def open_backend(path: str | Path, device: str = "cpu", backend: str | None = None,
                  strict_device: bool = False, verify: bool = True, trusted_keys=None, **options) -> Backend:
     """Load `path` with the backend its suffix (or `backend`) selects.
@@ -145,6 +152,7 @@ def open_backend(path: str | Path, device: str = "cpu", backend: str | None = No
     `verify`. With `verify` (the default) an exported artifact is also checked before it is
     returned: its files against manifest.json or the embedded content hash, then its embedded
     self-test (artifacts/integrity.py); a mismatch raises IntegrityError and nothing runs."""
+    _check_flags(verify=verify, strict_device=strict_device)
     entry, options = check_request(path, device, backend, options)
     policy = trust_policy(trusted_keys)
     if policy and options.get("cache_dir"):

@@ -1,0 +1,45 @@
+"""What a device-application developer embedding EdgeSegmenter in Python ran into, as tests:
+constructor arguments of the wrong type reached pathlib ("expected str, bytes or os.PathLike object,
+not int") or were taken as truthy (verify="no" meant verify)."""
+from pathlib import Path
+
+import pytest
+
+from cmunext_edge import EdgeSegmenter
+from cmunext_edge.artifacts.signing import new_key_pair, trust_policy
+from cmunext_edge.resources import resolve_weights
+
+
+@pytest.mark.parametrize("artifact", [5, b"cmunext-s-busi", ["cmunext-s-busi"]])
+def test_weights_of_the_wrong_type_are_a_type_error_naming_them(artifact):
+    with pytest.raises(TypeError, match=r"weights must be a file path or a shipped model name .*got "):
+        EdgeSegmenter(artifact)
+
+
+@pytest.mark.parametrize("keys,says", [
+    (5, "trusted_keys must be a public key file"),
+    (b"release.pub.pem", "trusted_keys must be a public key file"),
+    ({"key": "release.pub.pem"}, "trusted_keys must be a public key file"),
+    ([5], "each key must be a path to a .pub.pem file, got int"),
+])
+def test_trusted_keys_of_the_wrong_type_are_a_type_error_naming_them(keys, says):
+    with pytest.raises(TypeError, match=says):
+        EdgeSegmenter(trusted_keys=keys)
+
+
+def test_trusted_keys_take_paths_of_every_kind(tmp_path):
+    _, pub = new_key_pair(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    for given in (str(pub), pub, [pub], (str(pub),), iter([pub])):
+        assert trust_policy(given) == [Path(pub)]
+
+
+@pytest.mark.parametrize("flag", ["verify", "strict_device"])
+@pytest.mark.parametrize("value", ["no", "False", 0, None])
+def test_verify_and_strict_device_must_be_booleans(flag, value):
+    with pytest.raises(TypeError, match=f"{flag} must be True or False, got {value!r}"):
+        EdgeSegmenter(**{flag: value})
+
+
+def test_resolve_weights_keeps_paths_and_names():
+    assert resolve_weights(Path("x.onnx")) == Path("x.onnx")
+    assert resolve_weights(None).name == "cmunext-s-busi.safetensors"
