@@ -1,8 +1,11 @@
 """What a device-application developer embedding EdgeSegmenter in Python ran into, as tests:
 constructor arguments of the wrong type reached pathlib ("expected str, bytes or os.PathLike object,
-not int") or were taken as truthy (verify="no" meant verify)."""
+not int") or were taken as truthy (verify="no" meant verify); stream() took batch_size=0 as 1 and
+max_frames=-1 as "no frames", and opened the camera of a closed segmenter before refusing it."""
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from cmunext_edge import EdgeSegmenter
@@ -43,3 +46,33 @@ def test_verify_and_strict_device_must_be_booleans(flag, value):
 def test_resolve_weights_keeps_paths_and_names():
     assert resolve_weights(Path("x.onnx")) == Path("x.onnx")
     assert resolve_weights(None).name == "cmunext-s-busi.safetensors"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("kwargs,says", [
+    ({"batch_size": 0}, "batch_size must be a whole number from 1"),      # was taken as 1
+    ({"batch_size": "2"}, "batch_size must be a whole number from 1"),    # was a TypeError in video.py
+    ({"max_frames": -1}, "max_frames must be a positive whole number"),   # was 0 frames, silently
+    ({"max_frames": 1.5}, "max_frames must be a positive whole number"),  # was 2 frames
+])
+def test_stream_checks_its_arguments_when_called(video, kwargs, says):
+    with EdgeSegmenter() as seg:
+        with pytest.raises(ValueError, match=says):
+            seg.stream(video, **kwargs)
+        assert [i for i, _, _ in seg.stream(video, batch_size=2)] == [0, 1, 2]
+
+
+def test_stream_of_a_closed_segmenter_is_refused_before_the_source_opens(video):
+    seg = EdgeSegmenter()
+    seg.close()
+    with pytest.raises(RuntimeError, match="was closed"):
+        seg.stream(video)          # refused at the call, not at the first frame

@@ -105,8 +105,13 @@ class EdgeSegmenter:
     def stream(self, source, batch_size: int = 1, max_frames: int | None = None):
         """Segment a video file, camera index (0, 1, ...) or stream URL frame by frame: a
         generator of (frame index, BGR frame, Segmentation); decoding runs on a background
-        thread while frames are inferred (cmunext_edge.predict.video.stream)."""
+        thread while frames are inferred (cmunext_edge.predict.video.stream). Arguments are checked
+        here, when it is called, before a camera or file is opened."""
         from cmunext_edge.predict.video import stream
+        _check_call(batch_size, "bgr")
+        if max_frames is not None and not _whole_number(max_frames, 1):
+            raise ValueError(f"max_frames must be a positive whole number or None (every frame), got {max_frames!r}")
+        self._check_open()
         return stream(self, source, batch_size=batch_size, max_frames=max_frames)
 
     def describe(self) -> dict:
