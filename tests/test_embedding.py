@@ -76,3 +76,17 @@ def test_stream_of_a_closed_segmenter_is_refused_before_the_source_opens(video):
     seg.close()
     with pytest.raises(RuntimeError, match="was closed"):
         seg.stream(video)          # refused at the call, not at the first frame
+
+
+@pytest.mark.parametrize("dtype,says", [
+    (np.float32, r"from \[0, 1\] with \(img \* 255\)"),
+    (np.float64, r"from \[0, 255\] with img.round\(\)"),
+    (bool, "a boolean array is a mask, not an image"),
+    (np.int16, r"np.clip\(img, 0, 255\)"),
+])
+def test_an_array_of_another_dtype_says_how_to_convert_it(dtype, says):
+    with EdgeSegmenter() as seg:
+        with pytest.raises(ValueError, match=f"must be uint8 or uint16, got .*{says}"):
+            seg.segment(np.ones((32, 32, 3), dtype))
+        hint = (np.ones((32, 32, 3), np.float32) * 0.5 * 255).round().astype(np.uint8)   # the hint, followed
+        assert seg.segment(hint).mask.shape == (32, 32)

@@ -228,7 +228,7 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
     if image.dtype.kind == "u" and image.dtype.itemsize == 2:      # uint16 in either byte order ('>u2' too)
         image = (image.astype(np.uint16) >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ImageReadError(f"image arrays must be uint8 or uint16, got {image.dtype} ({image.dtype.str})")
+        raise ImageReadError(f"image arrays must be uint8 or uint16, got {image.dtype} ({image.dtype.str}){_dtype_hint(image)}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise ImageReadError(f"image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
@@ -241,6 +241,16 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
     if channel_order == "rgb":
         image = image[..., ::-1]
     return np.ascontiguousarray(image)
+
+
+def _dtype_hint(image: np.ndarray) -> str:
+    """How to turn an array of another dtype into an image (its scale is the caller's to know)."""
+    if image.dtype.kind == "f":
+        return ("; its scale is not guessed: convert it first, from [0, 1] with (img * 255).round()"
+                ".astype(np.uint8), from [0, 255] with img.round().astype(np.uint8)")
+    if image.dtype.kind == "b":
+        return "; a boolean array is a mask, not an image (as uint8: img.astype(np.uint8) * 255)"
+    return "; convert it first, e.g. np.clip(img, 0, 255).astype(np.uint8)" if image.dtype.kind in "iu" else ""
 
 
 def decode_truth_file(path, flags: int, what: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
