@@ -90,3 +90,24 @@ def test_an_array_of_another_dtype_says_how_to_convert_it(dtype, says):
             seg.segment(np.ones((32, 32, 3), dtype))
         hint = (np.ones((32, 32, 3), np.float32) * 0.5 * 255).round().astype(np.uint8)   # the hint, followed
         assert seg.segment(hint).mask.shape == (32, 32)
+
+
+@pytest.fixture(scope="module")
+def ov_ir(tmp_path_factory):
+    pytest.importorskip("openvino")
+    from cmunext_edge.export.pipeline import export
+    from cmunext_edge.resources import resolve_weights as shipped
+    return export(shipped(None), target="openvino", out=tmp_path_factory.mktemp("ov_ir"), verify=False).artifact
+
+
+@pytest.mark.parametrize("asked", ["f16", "bf16", "f32"])
+def test_an_openvino_inference_precision_other_than_asked_is_a_reported_fallback(ov_ir, asked):
+    """On an x86 CPU without FP16 arithmetic OpenVINO runs f16 as bf16 (and bf16 as f32 without
+    native BF16): describe() said precision bf16 with fallback None."""
+    with EdgeSegmenter(ov_ir, inference_precision=asked) as seg:
+        d = seg.describe()
+    ran = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[d["inference_precision"]]
+    if ran == asked:
+        assert d["fallback"] is None
+    else:
+        assert d["fallback"] == f"requested inference_precision {asked}, CPU ran {ran}"

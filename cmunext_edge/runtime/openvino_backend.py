@@ -165,6 +165,10 @@ class OpenVINOBackend(Backend):
         self.inference_precision = _PRECISION.get(hint, hint)
         self.precision = ("int8" if artifact_precision == "int8"
                           else (self.inference_precision or artifact_precision))
+        asked = self.options.get("inference_precision")      # the caller's, not the artifact's stored setting
+        if asked and hint and asked != hint:                  # e.g. f16 on an x86 CPU runs bf16: never silent
+            self.fallback_reason = "; ".join(filter(None, (
+                self.fallback_reason, f"requested inference_precision {asked}, {self.device} ran {hint}")))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: batch})
