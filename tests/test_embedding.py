@@ -111,3 +111,12 @@ def test_an_openvino_inference_precision_other_than_asked_is_a_reported_fallback
         assert d["fallback"] is None
     else:
         assert d["fallback"] == f"requested inference_precision {asked}, CPU ran {ran}"
+
+
+def test_info_of_an_artifact_names_the_extra_scale_as_for_a_checkpoint(ov_ir, capsys):
+    """A C integrator re-implementing the preprocessing from `cmunext-info ART` missed the official
+    second division by 255: only the checkpoint's line named it."""
+    from cmunext_edge.cli.info import main
+    assert main([str(ov_ir)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("preprocess"))
+    assert "extra scale 0.00392157," in line

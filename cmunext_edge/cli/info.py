@@ -259,7 +259,7 @@ def _artifact(args) -> int:
             ("input shape", info["input_shape"]),
             ("preprocess", f"{str(pre.get('channel_order', '?')).upper()}, {pre.get('interpolation')} resize to "
                            f"{size[0]}x{size[-1]}, mean {pre.get('mean')}, std {pre.get('std')}, "
-                           f"threshold {pre.get('threshold')}"),
+                           f"extra scale {pre.get('extra_scale', 1.0):.6g}, threshold {pre.get('threshold')}"),
             ("runtime", info["runtime_settings"] or "backend defaults"),
             ("graph", ", ".join(info["graph_rewrites"]) or "as traced"),
             ("self-test", "embedded" if info["selftest"] else "none"),
