@@ -120,3 +120,16 @@ def test_info_of_an_artifact_names_the_extra_scale_as_for_a_checkpoint(ov_ir, ca
     assert main([str(ov_ir)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("preprocess"))
     assert "extra scale 0.00392157," in line
+
+
+def test_an_array_refused_in_a_batch_is_named_by_its_index():
+    """One float array among nine said only "must be uint8 or uint16": not which of the nine."""
+    good = np.zeros((20, 20), np.uint8)
+    images = [good] * 5 + [good.astype(np.float32)] + [good] * 3
+    with EdgeSegmenter() as seg:
+        with pytest.raises(ValueError, match=r"^image 5 \(0-based\) of the 9: image arrays must be uint8"):
+            seg.segment_batch(images, batch_size=4)
+        with pytest.raises(ValueError, match=r"^image arrays must be uint8"):      # one image: no index
+            seg.segment(good.astype(np.float32))
+        with pytest.raises(ValueError, match=r"^image 1 \(0-based\) of the 2: array of 20x20 pixels is above"):
+            EdgeSegmenter(max_pixels=300).segment_batch([good[:10, :10], good])

@@ -99,7 +99,7 @@ class EdgeSegmenter:
         self._check_open()
         results = []
         for start in range(0, len(images), batch_size):
-            results += self._segment_chunk(images[start:start + batch_size], channel_order)
+            results += self._segment_chunk(images[start:start + batch_size], channel_order, start, len(images))
         return results
 
     def stream(self, source, batch_size: int = 1, max_frames: int | None = None):
@@ -173,16 +173,23 @@ class EdgeSegmenter:
             raise ImageReadError(f"array of {shape[1]}x{shape[0]} pixels is above the limit of {self.max_pixels} "
                                  f"(max_pixels; None for no limit)")
 
-    def _segment_chunk(self, images, channel_order):
+    def _to_bgr(self, img, channel_order, index: int, total: int) -> np.ndarray:
+        """One input as BGR uint8; an array refused in a batch of several says which one it is
+        (a file's error names its path already)."""
+        if is_image_source(img):                       # a file path or a pydicom Dataset
+            return to_bgr_uint8(load_image(img, self.max_pixels), "bgr")
+        try:
+            self._check_array_size(img)
+            return to_bgr_uint8(img, channel_order)
+        except ImageReadError as exc:
+            if total == 1:
+                raise
+            raise ImageReadError(f"image {index} (0-based) of the {total}: {exc}") from None
+
+    def _segment_chunk(self, images, channel_order, first: int = 0, total: int = 1):
         t0 = time.perf_counter()
-        bgrs, sources = [], []
-        for img in images:
-            is_path = is_image_source(img)            # a file path or a pydicom Dataset
-            if not is_path:
-                self._check_array_size(img)
-            bgrs.append(to_bgr_uint8(load_image(img, self.max_pixels) if is_path else img,
-                                     "bgr" if is_path else channel_order))
-            sources.append(str(img) if isinstance(img, (str, Path)) else None)
+        bgrs = [self._to_bgr(img, channel_order, first + i, total) for i, img in enumerate(images)]
+        sources = [str(img) if isinstance(img, (str, Path)) else None for img in images]
         batch = np.stack([self.spec.preprocess(b) for b in bgrs])
         t1 = time.perf_counter()
         with self._lock:
