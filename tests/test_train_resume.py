@@ -101,3 +101,17 @@ def test_a_split_naming_images_no_longer_in_the_dataset_is_one_line(dataset, run
     rc, _, err = run_cli(train_cli.main, [data, "--out", out, "--epochs", "2", "--img-size", "64",
                                           "--val-fraction", "0.25"], capsys)
     assert rc == 2 and "no longer in" in one_error_line(err, "cmunext-train"), err
+
+
+def test_a_best_checkpoint_without_last_pt_is_not_replaced_by_a_fresh_run(dataset, run, tmp_path, capsys):
+    """Before: --out holding a finished run's best.* whose last.pt was removed (it is the big file)
+    started a fresh run that replaced best.pth and best.safetensors after its first epoch."""
+    kept = tmp_path / "kept"
+    shutil.copytree(run, kept)
+    (kept / "last.pt").unlink()
+    before = {p.name: p.read_bytes() for p in kept.iterdir()}
+    rc, _, err = run_cli(train_cli.main, [dataset, "--out", kept, "--epochs", "1", "--img-size", "64",
+                                          "--val-fraction", "0.25"], capsys)
+    line = one_error_line(err, "cmunext-train")
+    assert rc == 2 and "no last.pt to resume" in line and "best.pth, best.safetensors" in line, err
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before

@@ -45,8 +45,8 @@ from cmunext_edge.core.metrics import (class_scores_from_logits, format_class_di
 from cmunext_edge.core.model import build_model, canonical_variant
 from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, get_preset, load_image, naming, to_bgr_uint8
 from cmunext_edge.progress import Progress
-from cmunext_edge.train.state import (check_resume_settings, class_truth, load_init, read_split, resolve_classes,
-                                      resume, write_history)
+from cmunext_edge.train.state import (BEST_FILES, check_resume_settings, class_truth, load_init, read_split,
+                                      resolve_classes, resume, write_history)
 from cmunext_edge.train.state import schedule_change  # noqa: F401 (API: the resume note)
 from cmunext_edge.checkpoints.weights import checkpoint_write, save_official_pth, save_safetensors
 
@@ -425,7 +425,7 @@ def _save_best(run: _Run, out: Path, scores: dict, epoch: int) -> None:
     if run.num_classes > 1:
         extra["per_class_dice"] = scores["per_class_dice"]
     save_safetensors(plain, out / "best.safetensors", run.spec, extra=extra)
-    _record_checkpoints(out, ("best.pth", "best.safetensors"))
+    _record_checkpoints(out, BEST_FILES)
 
 
 def _record_checkpoints(out: Path, names) -> None:

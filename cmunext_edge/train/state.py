@@ -109,12 +109,21 @@ RUN_SETTINGS = ("variant", "img_size", "seed", "val_fraction", "val_list")   # n
 # takes its weights from last.pt, so --init may be left out when resuming
 
 
+BEST_FILES = ("best.pth", "best.safetensors")      # a run's kept checkpoints (recipe._save_best)
+
+
 def check_resume_settings(cfg, out: Path) -> dict | None:
     """ValueError naming every setting of `cfg` that differs from the run already in `out` (its
     split.json, its last.pt's configuration): a changed --seed or --val-fraction was silently
     ignored (the saved split was reused), a changed --img-size silently trained on at another
-    size, another --variant failed with "unexpected". Nothing is written before this check.
+    size, another --variant failed with "unexpected". A best checkpoint without the last.pt to resume
+    its run is refused too (a fresh run replaced it after its first epoch). Nothing is written before
+    this check.
     -> last.pt as read (for resume), or None when there is none."""
+    orphaned = sorted(n for n in BEST_FILES if (out / n).is_file()) if not (out / "last.pt").exists() else []
+    if orphaned:
+        raise ValueError(f"--out {out} holds {', '.join(orphaned)} of an earlier run but no last.pt to resume it "
+                         f"from: a new run there would replace them; use another --out (or move them away)")
     saved, ckpt = {}, None
     if (out / "split.json").exists():
         saved.update({k: v for k, v in read_split(out / "split.json").items() if k in RUN_SETTINGS})
