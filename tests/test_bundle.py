@@ -376,3 +376,28 @@ def test_unreadable_ground_truth_names_the_users_file_and_leaves_nothing(onnx_tr
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "ground truth unusable" in err and str(data / "masks" / "0") in err and "staging" not in err, err
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+
+@pytest.mark.parametrize("edit,says", [
+    (lambda m: m.update(files=[]), "'files' is not a table"),
+    (lambda m: m.update(references="oops"), "'references' is not a list"),
+    (lambda m: m.update(references=[]), "'references' is not a list"),
+    (lambda m: m["references"][0].update(name=3), "lacks a name"),
+    (lambda m: m["references"][0].update(host_dice="x"), "host_dice 'x' is not a number"),
+    (lambda m: m.update(thresholds={"min_agreement": "x", "max_dice_drop": 0.02}), "'thresholds' lacks"),
+    (lambda m: m.update(precision=["fp32"]), "'precision' is not a string"),
+    (lambda m: m.update(host="x"), "'host' is not a JSON object"),
+], ids=["files", "references", "no-references", "row-name", "host-dice", "thresholds", "precision", "host"])
+def test_a_rehashed_bundle_json_with_a_mistyped_field_is_one_line_exit_2(bundle, capsys, edit, says):
+    """Before: a bundle.json edited so that a field had another type (bundle.json.sha256 recomputed)
+    stopped the check with 'unexpected TypeError' (or AttributeError, IndexError)."""
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    edit(manifest)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    (bundle / "bundle.json.sha256").write_text(
+        hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest() + "  bundle.json\n")
+    rc, out = _check(bundle, capsys)
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "damaged or edited" in lines[0] and says in lines[0], out.err
+    assert "unexpected" not in out.err

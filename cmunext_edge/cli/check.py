@@ -22,7 +22,8 @@ EXAMPLE = """examples:
   cmunext-check cmunext-s-busi_fp32.bundle --trusted-key release.pub.pem
 
 exit codes: 0 every check holds; 1 a check failed (the first failure is printed on one line);
-2 usage error, not a bundle, or refused by the trust policy (unsigned, another key, changed);
+2 usage error, not a bundle (or its bundle.json damaged or edited), or refused by the trust policy
+(unsigned, another key, changed);
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, e.g. by `timeout`): the report is still written,
 marked "interrupted", with the steps done and the images of the interrupted step that finished
 (never called passed or verified). Under emulation the times are not speeds (say so with --emulated)."""

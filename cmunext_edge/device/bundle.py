@@ -402,7 +402,49 @@ def _read_manifest(folder: Path) -> dict:
         raise BundleError(f"{path}: damaged ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: not a cmunext-edge device bundle")
+    problem = _manifest_shape_problem(manifest)
+    if problem:
+        raise BundleError(f"{path}: damaged or edited: {problem}; re-make the bundle with cmunext-bundle")
     return manifest
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _row_problem(row) -> str | None:
+    """What is wrong with one `references` row's shape (None: the keys the check reads, typed)."""
+    if not isinstance(row, dict):
+        return f"a references row is {type(row).__name__}, not an object"
+    truth = [k for k in ("mask", "masks", "labels") if k in row]
+    paths = [row.get("image")] + ([row.get(truth[0])] if truth else [])
+    paths = [p for item in paths for p in (item if isinstance(item, list) and item else [item])]
+    if not isinstance(row.get("name"), str) or not truth or not all(isinstance(p, str) for p in paths):
+        return f"references row {row.get('name')!r} lacks a name, an image or its ground truth path"
+    if not _is_number(row.get("host_dice")):
+        return f"references row {row['name']!r}: host_dice {row.get('host_dice')!r} is not a number"
+    return None
+
+
+def _manifest_shape_problem(manifest: dict) -> str | None:
+    """The first field of a bundle.json (already its format) whose type is not what cmunext-bundle
+    writes, named (None: every field the check reads is there and typed): a hand-edited, re-hashed
+    bundle.json is one line naming the field, never a TypeError from deep inside a check."""
+    files, refs, thr = manifest.get("files"), manifest.get("references"), manifest.get("thresholds")
+    if not (isinstance(files, dict) and all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                                            for v in files.values())):
+        return "'files' is not a table of files with their sha256"
+    if not (isinstance(refs, list) and refs):
+        return "'references' is not a list of verification images"
+    row = next((why for why in map(_row_problem, refs) if why), None)
+    if row:
+        return row
+    if not (isinstance(thr, dict) and all(_is_number(thr.get(k)) for k in ("min_agreement", "max_dice_drop"))):
+        return "'thresholds' lacks a numeric min_agreement and max_dice_drop"
+    odd = [f"{k!r} is not a {'string' if kind is str else 'JSON object'}"      # "artifact": verify_files judges it
+           for k, kind in (("backend", str), ("precision", str), ("images", dict), ("host", dict))
+           if manifest.get(k) is not None and not isinstance(manifest[k], kind)]
+    return odd[0] if odd else None
 
 
 def _archive_folder(tar: Path, members) -> str:
