@@ -379,6 +379,24 @@ def test_unreadable_ground_truth_names_the_users_file_and_leaves_nothing(onnx_tr
 
 
 
+def test_an_unreadable_verification_image_names_the_users_file_not_the_staging_copy(onnx_trained, tmp_path,
+                                                                                       capsys):
+    """Before: a corrupt image among the verification images was named by its copy in the bundle's
+    hidden staging folder, which the failed run had already removed."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    from cmunext_edge.resources import SAMPLES_DIR
+    data = tmp_path / "ds"
+    shutil.copytree(SAMPLES_DIR, data)
+    for image in (data / "images").glob("*.png"):
+        image.write_bytes(b"not an image")            # whichever is sampled fails
+    rc = bundle_cli.main([str(onnx_trained.artifact), "--images", str(data), "--n-images", "2",
+                          "--out", str(tmp_path / "b"), "--no-archive"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "verification image unusable: " + str(data / "images") in err and "staging" not in err, err
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
 @pytest.mark.parametrize("edit,says", [
     (lambda m: m.update(files=[]), "'files' is not a table"),
     (lambda m: m.update(references="oops"), "'references' is not a list"),

@@ -37,7 +37,7 @@ from cmunext_edge.data.model_split import model_split, training_images
 from cmunext_edge.fileio import (clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
                                  require_file, sha256_file, writable_folder_problem)
 from cmunext_edge.data.groundtruth import classes_check, load_truth
-from cmunext_edge.core.preprocess import ImageReadError
+from cmunext_edge.core.preprocess import ImageReadError, naming
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 from cmunext_edge.device.wheel import write_core_wheel
 
@@ -162,7 +162,11 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
     for s in samples:
         img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
         shutil.copyfile(s.image, folder / img_rel)
-        x = spec_input(backend.spec, folder / img_rel)
+        try:            # the copy is read (what the device gets); an error names the user's file, not the copy
+            x = spec_input(backend.spec, folder / img_rel)
+        except ImageReadError as exc:
+            raise BundleError(f"verification image unusable: "
+                              f"{naming(s.image, str(exc).replace(str(folder / img_rel), str(s.image)))}") from None
         try:
             target = load_truth(s, classes, backend.spec.size)   # read from the user's files: errors name them
             row = {"name": s.name, "image": img_rel, **copy_truth(s, folder, classes)}
