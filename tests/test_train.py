@@ -133,7 +133,7 @@ def test_a_checkpoint_beside_another_runs_split_is_not_read_with_it(busi, tmp_pa
     run = tmp_path / "run"
     train(_cfg(busi, run, 1), log=lambda *_: None)
     recorded = json.loads((run / "split.json").read_text())[SPLIT_CHECKPOINTS_KEY]
-    assert recorded == {n: sha256_file(run / n) for n in ("best.pth", "best.safetensors")}
+    assert recorded == {n: sha256_file(run / n) for n in ("best.pth", "best.safetensors", "last.pt")}
     assert load_checkpoint(run / "best.pth").spec.height == 64 and model_split(run / "best.pth", None) == run / "split.json"
     other = tmp_path / "other"
     other.mkdir()

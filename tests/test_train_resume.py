@@ -78,6 +78,16 @@ def test_a_runs_best_pth_keeps_its_training_size(run, tmp_path):
     assert load_checkpoint(alone).spec.size == (256, 256)
 
 
+def test_a_runs_last_pt_is_read_with_its_split_at_its_training_size(run, capsys):
+    """Before: split.json listed only best.*, so cmunext-info (and export) on the run's own last.pt
+    said its split.json "belongs to another cmunext-train run" and read it at 256 x 256."""
+    from cmunext_edge.cli import info as info_cli
+    assert load_checkpoint(run / "last.pt").spec.size == (64, 64)
+    assert info_cli.main([str(run / "last.pt")]) == 0
+    out, err = capsys.readouterr()
+    assert "resize to 64x64" in out and "another cmunext-train run" not in err, err
+
+
 def test_an_unreadable_image_is_skipped_reported_and_recorded(dataset, tmp_path, capsys):
     data = tmp_path / "ds"
     shutil.copytree(dataset, data)

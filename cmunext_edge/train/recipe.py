@@ -456,6 +456,7 @@ def _end_epoch(cfg: TrainConfig, run: _Run, out: Path, state: dict, epoch: int, 
     with checkpoint_write(out / "last.pt") as tmp:
         require("torch").save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
                                "state": json.dumps(state), "config": json.dumps(asdict(cfg))}, tmp)
+    _record_checkpoints(out, ("last.pt",))      # last.pt is this run's too: read with its split.json
     write_history(out / "history.csv", state["history"])
     return dict(row, per_class_dice=scores["per_class_dice"])     # for the log line
 
