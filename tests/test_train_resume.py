@@ -100,6 +100,11 @@ def test_an_unreadable_image_is_skipped_reported_and_recorded(dataset, tmp_path,
     split = json.loads((out / "split.json").read_text())
     assert list(split["skipped"]) == [bad.stem] and bad.stem not in split["train"] + split["val"]
     assert len(split["train"]) + len(split["val"]) == 15 and (out / "best.pth").is_file()
+    shutil.copy(dataset / "images" / bad.name, bad)             # fixed, then the run resumed: it keeps its
+    rc, printed, err = run_cli(train_cli.main, [data, "--out", out, "--epochs", "2", "--img-size", "64",   # split
+                                                "--batch-size", "4", "--val-fraction", "0.25"], capsys)
+    assert rc == 1 and f"skipped: {bad}" not in printed, printed       # not read again, so not called unreadable now
+    assert "left out when this run started stay out" in printed and "a new --out" in printed, printed
 
 
 def test_a_split_naming_images_no_longer_in_the_dataset_is_one_line(dataset, run, tmp_path, capsys):

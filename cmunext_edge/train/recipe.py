@@ -291,10 +291,13 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     split[FINGERPRINTS_KEY], split[LOOKALIKES_KEY] = seen.lists()
     for name in sorted(set(skipped) - set(split.get("skipped", {}))):
         log(f"skipped: {skipped[name]}")
+    earlier = len(split.get("skipped", {}))
     if skipped:
         split["skipped"] = skipped
         log(f"warning: {len(skipped)} image(s) could not be read and are left out of training and validation "
-            f"(listed in {split_path} under \"skipped\")")
+            f"(listed in {split_path} under \"skipped\")" + (
+                f"; the {earlier} left out when this run started stay out, not read again (a resumed run "
+                f"keeps its split; a new --out trains on a file fixed since)" if earlier else ""))
     for part, got in (("training", train_set), ("validation", val_set)):
         if not len(got[0]):
             raise ValueError(f"{cfg.data}: no readable image is left in the {part} split "
