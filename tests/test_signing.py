@@ -128,6 +128,9 @@ def test_segmenter_trust_policy_by_argument_and_environment(signed, keys, tmp_pa
             trust_policy()
     monkeypatch.delenv(ENV_VAR)
     assert trust_policy() is None
+    for empty in ([], (), iter([])):                         # an empty list is refused, never "no policy"
+        with pytest.raises(TrustPolicyError, match="trusted_keys is empty"):
+            EdgeSegmenter(signed["onnx"], trusted_keys=empty)
 
 
 def test_a_symlinked_file_is_refused_naming_the_link(signed, keys, tmp_path):

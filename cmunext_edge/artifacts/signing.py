@@ -74,13 +74,19 @@ def _public_pem(path: Path) -> bytes:
 
 def trust_policy(trusted_keys=None) -> list[Path] | None:
     """The trusted public keys: `trusted_keys` if given, else $CMUNEXT_TRUSTED_KEYS, else None
-    (no policy). Every key must exist and be a PEM public key (TrustPolicyError otherwise)."""
+    (no policy). Every key must exist and be a PEM public key, and a list given must name at least
+    one (TrustPolicyError otherwise)."""
     if isinstance(trusted_keys, (str, os.PathLike)):
         trusted_keys = [trusted_keys]
     if trusted_keys is not None and (isinstance(trusted_keys, (bytes, dict)) or not hasattr(trusted_keys, "__iter__")):
         raise TypeError(f"trusted_keys must be a public key file (.pub.pem) path or a list of them, "
                         f"got {type(trusted_keys).__name__}")
-    trusted_keys = list(trusted_keys or [])
+    if trusted_keys is not None:
+        trusted_keys = list(trusted_keys)
+        if not trusted_keys:          # e.g. an empty list read from a configuration file
+            raise TrustPolicyError("trusted_keys is empty: give at least one public key file, or None for no "
+                                   f"trust policy (then ${ENV_VAR} applies); an empty list is never taken as no policy")
+    trusted_keys = trusted_keys or []
     bad = [k for k in trusted_keys if not isinstance(k, (str, os.PathLike))]
     if bad:
         raise TypeError(f"trusted_keys: each key must be a path to a .pub.pem file, got {type(bad[0]).__name__}")
