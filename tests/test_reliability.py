@@ -684,3 +684,20 @@ def test_training_onto_a_full_disk_says_what_it_kept(tmp_path, tmpfs, capsys):
                 assert load_checkpoint(out / name).state_dict      # whole, loadable
     else:
         assert rc == 2 and "no checkpoint was written" in line, line
+
+
+@pytest.mark.parametrize("cli", ["predict", "check", "bundle", "serve", "bench", "export"])
+@pytest.mark.parametrize("device", ["tpu", "", "cpux"])
+def test_a_device_name_no_backend_knows_is_a_usage_error(cli, device, tmp_path, capsys):
+    """A typo in --device is exit 2 with one line before anything runs or is written (cmunext-check
+    used to run and write a FAILED report; cmunext-bench ran --device '' as if it were a device)."""
+    import importlib
+    main = importlib.import_module(f"cmunext_edge.cli.{cli}").main
+    argv = {"export": ["--weights", "cmunext-s-busi", "--target", "onnx", "--out", str(tmp_path / "o")],
+            "predict": [str(tmp_path), "--out", str(tmp_path / "o")]}.get(cli, [str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--device", device])
+    err = capsys.readouterr().err
+    said = "is an empty list" if (cli, device) == ("bench", "") else "is no device any backend knows"
+    assert exc.value.code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from cmunext_edge.fileio import printable
-from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, csv_of, fail, seconds,
+from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, csv_of, device_name, fail, seconds,
                                       nonnegative_int, positive_int, thread_count)
 
 PROG = "cmunext-bench"
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifacts", nargs="*", metavar="ARTIFACT[@key=value,...]",
                    help="checkpoints (.pth/.safetensors, or a shipped model's name) and exported artifacts")
-    p.add_argument("--device", type=_csv(str), default=("cpu",), help="comma list, e.g. cpu,cuda (default cpu)")
+    p.add_argument("--device", type=csv_of(device_name), default=("cpu",), help="comma list, e.g. cpu,cuda (default cpu)")
     p.add_argument("--precision", type=_csv(str), default=("fp32",),
                    help="PyTorch checkpoints only, comma list of fp32,bf16,fp16 (exported artifacts "
                         "carry their precision; use @precision=... to pass one to another backend)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cmunext_edge.cli.common import cli_main, make_parser, output_path, positive_int
+from cmunext_edge.cli.common import cli_main, device_name, make_parser, output_path, positive_int
 
 EXAMPLE = """examples:
   cmunext-bundle exports/cmunext-s-busi_fp32.onnx
@@ -33,7 +33,7 @@ def build_parser():
     p.add_argument("--n-images", type=positive_int, help="verification images taken (default: as many as the "
                                                          "precision's tail claim needs, 49; fewer: cmunext-check "
                                                          "reports the weaker claim)")
-    p.add_argument("--device", default="cpu", help="device that makes the host reference outputs (default cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="device that makes the host reference outputs (default cpu)")
     p.add_argument("--no-archive", dest="archive", action="store_false", help="write the folder only")
     p.add_argument("--sign-key", metavar="KEY.pem", help="sign the artifact and the bundle with this private "
                    "key (cmunext-keys new makes one; docs/signing.md)")

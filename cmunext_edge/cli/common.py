@@ -87,6 +87,16 @@ def network_side(text: str) -> int:
     return value
 
 
+def device_name(text: str) -> str:
+    """An argparse type: a device name some backend knows (a typo is a usage error, exit 2, before
+    anything runs; a known device the machine lacks is left to the backend: fallback or error)."""
+    from cmunext_edge.runtime.registry import device_problem
+    problem = device_problem(text.strip())
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.strip()
+
+
 def output_path(text: str) -> str:
     """An argparse type: an output path, not empty (Path("") would be the current folder)."""
     if not text.strip():

@@ -16,7 +16,7 @@ from cmunext_edge.export.targets import ExportUsageError, help_table
 from cmunext_edge.export.verify import VerificationError
 from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.checkpoints.weights import CheckpointError
-from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, fail, int_range, network_side, nonnegative_float, output_path,
+from cmunext_edge.cli.common import (Parser, add_debug, batch_size, cli_main, device_name, fail, int_range, network_side, nonnegative_float, output_path,
                                       nonnegative_int, positive_float, positive_int, seed, thread_count)
 
 PROG = "cmunext-export"
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-verify", dest="verify", action="store_false",
                    help="keep the artifact without checking it (warns; the manifest says NOT verified)")
     v.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
-    v.add_argument("--device", help="device the artifact is verified on (default cpu; cuda for TensorRT); "
+    v.add_argument("--device", type=device_name, help="device the artifact is verified on (default cpu; cuda for TensorRT); "
                                     "a device not present falls back to CPU and says so")
     v.add_argument("--strict-device", action="store_true",
                    help="fail (exit 2, nothing written) instead of verifying on another device than --device")

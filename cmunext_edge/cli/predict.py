@@ -40,7 +40,7 @@ from cmunext_edge.data.discovery import discover, subfolder_notes, truth_notes, 
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
 from cmunext_edge.progress import Progress
-from cmunext_edge.cli.common import (batch_size, cli_main, fail, interrupted_code, make_parser, positive_int, size_limit,
+from cmunext_edge.cli.common import (batch_size, cli_main, device_name, fail, interrupted_code, make_parser, positive_int, size_limit,
                                      signature_note, thread_count, trust_preflight)
 from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
 from cmunext_edge.cli.preflight import check_model, check_outputs, input_files
@@ -62,7 +62,7 @@ def build_parser():
                    help="checkpoint or exported artifact, or a shipped model name (default: the shipped model)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", help="file of image names (no extension) to use from a dataset")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, or an OpenVINO device (GPU, NPU, AUTO)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, or an OpenVINO device (GPU, NPU, AUTO)")
     p.add_argument("--strict-device", action="store_true", help="fail instead of falling back to another device")
     p.add_argument("--batch-size", type=batch_size, default=8, help="images per inference call")
     p.add_argument("--workers", type=thread_count, default=1,

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from cmunext_edge.capabilities import MAX_SECONDS
-from cmunext_edge.cli.common import (Terminated, batch_size, cli_main, fail, float_range, make_parser,
+from cmunext_edge.cli.common import (Terminated, batch_size, cli_main, device_name, fail, float_range, make_parser,
                                       nonnegative_float, port_number, size_limit, thread_count)
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 
@@ -56,7 +56,7 @@ def build_parser():
     p.add_argument("--port", type=serve_port, default=8000, help="HTTP port, 1-65535 (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1; 0.0.0.0 to expose)")
     p.add_argument("--address", help="join this Ray cluster (default: start a local Ray instance)")
-    p.add_argument("--device", default="cpu", help="device each replica runs on (default cpu)")
+    p.add_argument("--device", type=device_name, default="cpu", help="device each replica runs on (default cpu)")
     p.add_argument("--max-batch", type=batch_size, default=8, help="largest batch a replica forms (default 8)")
     p.add_argument("--batch-wait-ms", type=nonnegative_float, default=5.0,
                    help="how long a batch waits to fill (default 5)")

@@ -108,6 +108,14 @@ BACKENDS: tuple[BackendEntry, ...] = (
 )
 
 
+def device_problem(device: str) -> str | None:
+    """Why `device` is no device name any backend knows (a typo, not a missing device), else None."""
+    if any(re.fullmatch(e.devices, str(device), re.IGNORECASE) for e in BACKENDS):
+        return None
+    names = dict.fromkeys(n.split(" (")[0].strip() for e in BACKENDS for n in e.device_help.split(","))
+    return f"{device!r} is no device any backend knows; use one of {', '.join(names)}"
+
+
 def entry_for(name: str) -> BackendEntry:
     for e in BACKENDS:
         if name == e.name or name in e.aliases:
