@@ -148,3 +148,31 @@ def test_a_checkpoint_beside_another_runs_split_is_not_read_with_it(busi, tmp_pa
     assert info_cli.main([str(other / "best.pth")]) == 0
     err = capsys.readouterr().err
     assert "belongs to another cmunext-train run" in err and "the official 256x256 input is assumed" in err
+
+
+def test_empty_ground_truth_is_warned_about(tmp_path):
+    """All-empty masks: the run reported validation Dice 1.0000 and said nothing (a model predicting
+    nothing scores 1.0 on empty masks)."""
+    import cv2
+    from cmunext_edge.resources import SAMPLES_DIR
+    from cmunext_edge.train.recipe import empty_truth_warnings
+    data = tmp_path / "empty"
+    (data / "images").mkdir(parents=True)
+    (data / "masks" / "0").mkdir(parents=True)
+    for k, src in enumerate(sorted((SAMPLES_DIR / "images").glob("*.png"))[:8]):
+        img = cv2.imread(str(src))
+        cv2.imwrite(str(data / "images" / f"im{k}.png"), img)
+        cv2.imwrite(str(data / "masks" / "0" / f"im{k}.png"), np.zeros(img.shape[:2], np.uint8))
+    lines = []
+    train(TrainConfig(data=str(data), out=str(tmp_path / "run"), variant="cmunext-s", epochs=1, batch_size=4,
+                      img_size=64, val_fraction=0.25), log=lines.append)
+    warned = [line for line in lines if line.startswith("warning: every")]
+    assert any("training mask of the class is empty" in w for w in warned), lines
+    assert any("validation mask of the class is empty" in w and "cannot select an epoch" in w for w in warned)
+    masks = np.zeros((4, 3, 8, 8), np.uint8)
+    masks[0, 1, 2, 2] = 1                                          # class 1 present, classes 0 and 2 not
+    assert empty_truth_warnings(masks, masks[:, :2]) == [
+        "every training mask of class(es) 0, 2 is empty: the model can only learn to predict nothing for it",
+        "every validation mask of class(es) 0 is empty: its validation Dice is 1.0 for a model that predicts "
+        "nothing, so it cannot select an epoch"]
+    assert empty_truth_warnings(masks[:, 1:2], masks[:, 1:2]) == []

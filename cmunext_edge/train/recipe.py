@@ -304,7 +304,23 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
                              f"({len(skipped)} could not be read; each is named above)")
     log(f"data: {len(train_set[0])} train / {len(val_set[0])} val images cached in "
         f"{time.perf_counter() - t0:.1f}s" + (f"; {classes} classes" if classes > 1 else ""))
+    for note in empty_truth_warnings(train_set[1], val_set[1]):
+        log(f"warning: {note}")
     return train_set, val_set, classes, split
+
+
+def empty_truth_warnings(train_masks: np.ndarray, val_masks: np.ndarray) -> list[str]:
+    """Classes (N x C x H x W 0/1 masks) that no training mask, or no validation mask, holds: a model
+    cannot learn such a class, and validation Dice over empty masks only is 1.0 for predicting nothing."""
+    notes = []
+    for part, masks, why in (("training", train_masks, "the model can only learn to predict nothing for it"),
+                             ("validation", val_masks, "its validation Dice is 1.0 for a model that predicts "
+                                                       "nothing, so it cannot select an epoch")):
+        empty = [k for k in range(masks.shape[1]) if len(masks) and not masks[:, k].any()]
+        if empty:
+            which = "the class" if masks.shape[1] == 1 else f"class(es) {', '.join(map(str, empty))}"
+            notes.append(f"every {part} mask of {which} is empty: {why}")
+    return notes
 
 
 def _train_device(torch, name: str):
