@@ -39,6 +39,7 @@ from cmunext_edge._deps import available
 from cmunext_edge.data.discovery import discover, subfolder_notes, truth_notes, unread_files, unread_pages
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
+from cmunext_edge.predict.heap import bound_heap
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import (batch_size, cli_main, device_name, fail, interrupted_code, make_parser, positive_int, size_limit,
                                      signature_note, thread_count, trust_preflight)
@@ -102,6 +103,7 @@ def build_parser():
 @cli_main(PROG)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    bound_heap()                  # peak memory independent of thread interleaving (predict/heap.py)
     from cmunext_edge.predict.overlay import describe_colors
     from cmunext_edge.predict.job import run_job, unique_names
     from cmunext_edge.data.groundtruth import classes_check
