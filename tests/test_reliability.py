@@ -580,6 +580,16 @@ def test_compare_errors_exit_2(tmp_path, capsys):
                         (wrong, "not a cmunext-check device report")):
         rc, _, err = run_cli(compare_cli.main, [path], capsys)
         assert rc == 2 and words in one_error_line(err, "cmunext-compare")
+    # with a good report among them, each bad one is skipped and named; the table is made (exit 1)
+    good = next(Path(__file__).resolve().parents[1].glob("benchmarks/results/devices_*_reports/host_*.json"))
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({**json.loads(good.read_text()), "checks": []}))     # "passed" with no checks
+    rc, out, err = run_cli(compare_cli.main, [tmp_path / "none.json", good, bad, wrong, edited], capsys)
+    skipped = [line for line in err.splitlines() if line.startswith("cmunext-compare: skipped ")]
+    assert rc == 1 and len(skipped) == 4, err
+    assert all(any(w in line for line in skipped) for w in ("no such report", "not a JSON file",
+                                                            "not a cmunext-check device report", "edited device report"))
+    assert len([line for line in out.splitlines() if line.startswith("| ") and "---" not in line]) == 2   # header + 1
 
 
 @pytest.mark.parametrize("argv", [["--iters", "0"], ["--warmup", "-1"], ["--images", "0"]])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from cmunext_edge.cli.common import cli_main, fail, make_parser, output_path
+from cmunext_edge.fileio import printable
 
 EXAMPLE = """examples:
   cmunext-compare host/device_report.json pi4/device_report.json orin/device_report.json
@@ -15,9 +16,12 @@ EXAMPLE = """examples:
 A report given twice (the same file, or a copy) is shown once, with a note; a figure that is not
 a number (NaN) is shown as '-' (null in PREFIX.json) and the row is not a pass.
 
-exit codes: 0 table written; 2 nothing written (a report missing, not JSON or not a cmunext-check
-report; an output that cannot be written, or one that would replace a report it reads: checked
-before anything is read)."""
+A report that is missing, not JSON, not a cmunext-check report or edited is left out of the table
+and named on stderr ("skipped PATH: why"); the others are compared.
+
+exit codes: 0 table written from every report; 1 table written, some report(s) skipped; 2 nothing
+written (no report usable; an output that cannot be written, or one that would replace a report it
+reads: checked before anything is read)."""
 
 
 @cli_main("cmunext-compare")
@@ -38,10 +42,12 @@ def main(argv=None) -> int:
     res = compare(args.reports, args.out, args.title)
     for note in res["notes"]:
         print(f"cmunext-compare: note: {note}", file=sys.stderr)
+    for why in res["skipped"]:
+        print(f"cmunext-compare: skipped {printable(why)}", file=sys.stderr)
     print(res["markdown"])
     if res["files"]:
         print("written: " + ", ".join(res["files"]))
-    return 0
+    return 1 if res["skipped"] else 0
 
 
 if __name__ == "__main__":

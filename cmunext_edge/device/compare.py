@@ -17,32 +17,59 @@ COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "below 0.9
            "max logit delta", "end-to-end agreement", "inputs differing", "Dice (host)", "check")
 
 
-def load_reports(paths, notes: list | None = None) -> list[dict]:
+def _read_report(p) -> tuple[str, dict]:
+    """(sha256 of the file, the report it holds); OSError or ValueError naming `p` otherwise."""
+    if Path(p).is_dir():
+        raise IsADirectoryError(f"{p}: a folder, not a report (give its device_report.json)")
+    if not Path(p).is_file():
+        raise FileNotFoundError(f"{p}: no such report")
+    raw = Path(p).read_bytes()
+    try:
+        data = json.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: not a JSON file ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != "cmunext-edge device report":
+        raise ValueError(f"{p}: not a cmunext-check device report")
+    return hashlib.sha256(raw).hexdigest(), data
+
+
+def load_reports(paths, notes: list | None = None, skipped: list | None = None) -> list[dict]:
     """The reports at `paths`, each once: a report given twice (the same file, or another file with
-    the same content) is read once and named in `notes` (it would be two identical rows)."""
+    the same content) is read once and named in `notes` (it would be two identical rows). A report
+    that cannot be read raises, or with `skipped` is named there and left out."""
     reports, seen = [], {}
     for p in paths:
-        if Path(p).is_dir():
-            raise IsADirectoryError(f"{p}: a folder, not a report (give its device_report.json)")
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"{p}: no such report")
-        raw = Path(p).read_bytes()
-        key = hashlib.sha256(raw).hexdigest()
+        try:
+            key, data = _read_report(p)
+        except (OSError, ValueError) as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
         if key in seen:
             same = "given twice" if real_path(p) == real_path(seen[key]) else f"the same report as {seen[key]}"
             if notes is not None:
                 notes.append(f"{p}: {same}; shown once")
             continue
-        try:
-            data = json.loads(raw.decode())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{p}: not a JSON file ({exc})") from None
-        if not isinstance(data, dict) or data.get("format") != "cmunext-edge device report":
-            raise ValueError(f"{p}: not a cmunext-check device report")
         data["_source"] = str(p)
         seen[key] = str(p)
         reports.append(data)
     return reports
+
+
+def checked_rows(paths, notes: list, skipped: list) -> list[dict]:
+    """The table's rows of the readable, unedited reports at `paths`; every other one is named in
+    `skipped` (one line each). None usable: ValueError naming the first (and how many)."""
+    rows = []
+    for rep in load_reports(paths, notes, skipped):
+        try:
+            rows.append(_checked_row(rep))
+        except ValueError as exc:
+            skipped.append(str(exc))
+    if not rows:
+        more = f" (and {len(skipped) - 1} more report(s) not usable)" if len(skipped) > 1 else ""
+        raise ValueError(skipped[0] + more)
+    return rows
 
 
 def finite(value):
@@ -227,11 +254,13 @@ def output_files(out_prefix) -> list[Path]:
 
 
 def compare(paths, out_prefix=None, title: str | None = None) -> dict:
-    """Merge reports -> {"rows": [...], "markdown": str, "files": [...], "notes": [...]}; writes files
-    when out_prefix (the caller checks first that none of them is a report it reads: cli/compare.py).
-    A report given twice is shown once and named in "notes"; NaN/inf figures are null and no pass."""
+    """Merge reports -> {"rows", "markdown", "files", "notes", "skipped"}; writes files when out_prefix
+    (the caller checks first that none of them is a report it reads: cli/compare.py). A report given
+    twice is shown once and named in "notes"; one that cannot be read or was edited is left out and
+    named in "skipped" (none usable: ValueError); NaN/inf figures are null and no pass."""
     notes: list[str] = []
-    rows = [_checked_row(r) for r in load_reports(paths, notes)]
+    skipped: list[str] = []
+    rows = checked_rows(paths, notes, skipped)
     md = to_markdown(rows, title) if title else to_markdown(rows)
     files = []
     if out_prefix:
@@ -246,4 +275,4 @@ def compare(paths, out_prefix=None, title: str | None = None) -> dict:
             files.append(str(write_plot(rows, png_path)))
         except ImportError as exc:
             files.append(f"(no plot: {exc})")
-    return {"rows": rows, "markdown": md, "files": files, "notes": notes}
+    return {"rows": rows, "markdown": md, "files": files, "notes": notes, "skipped": skipped}
