@@ -378,7 +378,7 @@ def _archive(folder: Path) -> Path:
     return tar
 
 
-def read_bundle(folder) -> tuple[Path, dict]:
+def read_bundle(folder, whole: bool = True) -> tuple[Path, dict]:
     """(folder, manifest) of a bundle folder or .tar.gz; BundleError if unreadable. An archive is
     checked member by member before anything is extracted, extracted into a new staging folder
     whose manifest is read there, then takes a name beside the archive that did not exist
@@ -388,15 +388,17 @@ def read_bundle(folder) -> tuple[Path, dict]:
     if not folder.exists():
         raise BundleError(f"{folder}: no such bundle folder or .tar.gz")
     if is_archive(folder):
-        staging, inner, manifest = stage_archive(folder)
+        staging, inner, manifest = stage_archive(folder, whole)
         try:
             return publish(inner, folder.parent), manifest
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return folder, _read_manifest(folder)
+    return folder, _read_manifest(folder, whole)
 
 
-def _read_manifest(folder: Path) -> dict:
+def _read_manifest(folder: Path, whole: bool = True) -> dict:
+    """bundle.json of `folder`, its format and its file table checked; with `whole`, every field the
+    check reads (a trust policy checks the rest after the signature: manifest_shape_problem)."""
     path = folder / MANIFEST
     if not path.is_file():
         raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
@@ -406,7 +408,7 @@ def _read_manifest(folder: Path) -> dict:
         raise BundleError(f"{path}: damaged ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: not a cmunext-edge device bundle")
-    problem = _manifest_shape_problem(manifest)
+    problem = manifest_shape_problem(manifest, whole)
     if problem:
         raise BundleError(f"{path}: damaged or edited: {problem}; re-make the bundle with cmunext-bundle")
     return manifest
@@ -430,7 +432,7 @@ def _row_problem(row) -> str | None:
     return None
 
 
-def _manifest_shape_problem(manifest: dict) -> str | None:
+def manifest_shape_problem(manifest: dict, whole: bool = True) -> str | None:
     """The first field of a bundle.json (already its format) whose type is not what cmunext-bundle
     writes, named (None: every field the check reads is there and typed): a hand-edited, re-hashed
     bundle.json is one line naming the field, never a TypeError from deep inside a check."""
@@ -438,6 +440,8 @@ def _manifest_shape_problem(manifest: dict) -> str | None:
     if not (isinstance(files, dict) and all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
                                             for v in files.values())):
         return "'files' is not a table of files with their sha256"
+    if not whole:                     # the file table is what a signature check needs
+        return None
     if not (isinstance(refs, list) and refs):
         return "'references' is not a list of verification images"
     row = next((why for why in map(_row_problem, refs) if why), None)
@@ -471,7 +475,7 @@ def is_archive(bundle) -> bool:
     return Path(bundle).is_file() and Path(bundle).name.endswith(".tar.gz")
 
 
-def stage_archive(tar: Path) -> tuple[Path, Path, dict]:
+def stage_archive(tar: Path, whole: bool = True) -> tuple[Path, Path, dict]:
     """(staging folder, the bundle folder in it, its manifest) of a bundle archive: every member
     vetted before a byte is extracted (bundle._archive_folder: no absolute or '..' names, no links),
     then extracted into a staging folder made new beside the archive. Nothing outside the staging
@@ -486,7 +490,7 @@ def stage_archive(tar: Path) -> tuple[Path, Path, dict]:
             try:
                 tf.extractall(staging, filter="data")
                 try:
-                    manifest = _read_manifest(staging / top)
+                    manifest = _read_manifest(staging / top, whole)
                 except BundleError as exc:      # named as the archive's, not the staging folder's
                     raise BundleError(f"{tar}: {str(exc).split(': ', 1)[-1]}") from None
             except BaseException:

@@ -31,7 +31,7 @@ import numpy as np
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS, check_selftest
 from cmunext_edge.bench.timing import latency_stats, time_calls
 from cmunext_edge.artifacts.integrity import SignatureError
-from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError,
+from cmunext_edge.device.bundle import (MANIFEST, MANIFEST_HASH, REFERENCE, SIGNATURE, BundleError, manifest_shape_problem,
                                         held_out_of, host_description, is_archive, publish, read_bundle,
                                         stage_archive, verify_files)
 from cmunext_edge.device.bundle_truth import reference_truth, spec_input, truth_scores
@@ -65,7 +65,8 @@ def _step_signature(st: CheckState) -> str | None:
     required = [MANIFEST, MANIFEST_HASH] + sorted(st.manifest.get("files", {}))
     fingerprint = check_signature(st.folder, required, sig, st.policy)
     st.report["signature"] = f"signed by trusted key {fingerprint[:16]}"
-    return None
+    problem = manifest_shape_problem(st.manifest)          # signed, yet not what cmunext-bundle writes
+    return f"{MANIFEST} is damaged or edited: {problem}" if problem else None
 
 
 def _step_sbom(st: CheckState) -> str | None:
@@ -318,16 +319,18 @@ def run_check(bundle, *, device: str = "cpu", warmup: int = 2, iters: int = 10, 
     from cmunext_edge.artifacts.signing import trust_policy
     policy = trust_policy(trusted_keys)
     staging = None
+    whole = policy is None             # under a policy the signature is checked before the other fields
     if is_archive(bundle):             # extracted into a new staging folder, checked there
-        staging, folder, manifest = stage_archive(Path(bundle))
+        staging, folder, manifest = stage_archive(Path(bundle), whole)
     else:
-        folder, manifest = read_bundle(bundle)
+        folder, manifest = read_bundle(bundle, whole)
     st = CheckState(folder, manifest, device, warmup, iters, max_images, policy, progress)
     st.report.update({"format": REPORT_FORMAT, "version": 1, "emulated": emulated, "checks": []})
     try:
         st.report["bundle"] = {"path": str(folder), "artifact": manifest.get("artifact"),
                                "backend": manifest.get("backend"), "precision": manifest.get("precision"),
-                               "host": {k: manifest.get("host", {}).get(k) for k in ("machine", "ran")}}
+                               "host": {k: (manifest.get("host") if isinstance(manifest.get("host"), dict) else {}).get(k)
+                                        for k in ("machine", "ran")}}
         desc = device_description()
         st.report.update({"label": label or f"{desc['cpu']} ({desc['machine']})", "device": desc})
         for name, step, stops in STEPS:
