@@ -393,7 +393,7 @@ def test_near_misses_are_reported_but_do_not_gate():
     """Both masks empty but the artifact's largest logit just under the threshold (the benign (304)
     case on emulated ARM): reported as a near miss with both logits; a far-off empty pair or a
     real disagreement is not one, and the gate's decision is unchanged."""
-    from export.verify import compare, format_figures
+    from cmunext_edge.export.verify import compare, format_figures
     ref = np.full((3, 1, 8, 8), -3.0, np.float32)
     out = ref.copy()
     out[0, 0, 2, 2] = -0.006                 # near miss: masks agree (both empty)

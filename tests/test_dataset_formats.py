@@ -109,7 +109,7 @@ def test_a_mask_of_another_size_is_refused_alike_everywhere(tmp_path, capsys):
     data = _dataset(tmp_path, half)
     rc, out, err = run_cli(predict_cli.main, [data, "--out", tmp_path / "o", "--no-overlay"], capsys)
     assert rc == 1 and "3 images segmented" in out and err.count("is it the mask of this image?") == 3, err
-    from export.calibration import CalibrationError, make_calibration_set
+    from cmunext_edge.export.calibration import CalibrationError, make_calibration_set
     from cmunext_edge.core.preprocess import get_preset
     with pytest.raises(CalibrationError, match="is it the mask of this image"):
         make_calibration_set(data, get_preset("official"))

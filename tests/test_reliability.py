@@ -708,6 +708,6 @@ def test_a_device_name_no_backend_knows_is_a_usage_error(cli, device, tmp_path, 
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--device", device])
     err = capsys.readouterr().err
-    said = "is an empty list" if (cli, device) == ("bench", "") else "is no device any backend knows"
+    said = "is an empty list" if (cli, device) == ("bench", "") else "no backend knows it"
     assert exc.value.code == 2 and said in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()

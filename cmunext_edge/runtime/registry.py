@@ -113,7 +113,7 @@ def device_problem(device: str) -> str | None:
     if any(re.fullmatch(e.devices, str(device), re.IGNORECASE) for e in BACKENDS):
         return None
     names = dict.fromkeys(n.split(" (")[0].strip() for e in BACKENDS for n in e.device_help.split(","))
-    return f"{device!r} is no device any backend knows; use one of {', '.join(names)}"
+    return f"unknown device {device!r}: no backend knows it; use one of {', '.join(names)}"
 
 
 def entry_for(name: str) -> BackendEntry:
