@@ -91,7 +91,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration/verification image unusable: {naming(s.image, exc)} (remove or fix it: "
                                    f"a set that an export's gate relies on is never silently shrunk)") from None
-        digest.update(f"|{s.name}:{sha256_file(s.image)}".encode())
+        digest.update(f"|{s.name}:{sha256_file(s.image)}".encode("utf-8", "surrogateescape"))   # a non-UTF-8 file name (bytes kept as such)
     if split is not None and str(split).endswith(".json"):
         split = f"{split}:val"
     label = str(source) + (f" (split {split})" if split is not None else "")
