@@ -31,6 +31,7 @@ from cmunext_edge.resources import resolve_weights, run_split, shipped_model_nam
 from cmunext_edge.runtime.base import BackendError
 from cmunext_edge.runtime.registry import entry_for_path, open_backend
 from cmunext_edge.checkpoints.weights import assumed_size_note, load_checkpoint
+from cmunext_edge.data.discovery import discover
 from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
@@ -211,16 +212,39 @@ def _image_sets(job: _Job):
     calib_names = [s.name for s in calib_set.samples] if calib_set is not None and not reuse else []
     verify_set = _planned(replace(calib_set) if (calib_set is not None and reuse) else _verify_set(job, plan, calib_set),
                           plan, calib_set, calib_names)
-    left_out = sorted(set(verify_set.overlap["training"]) | set(verify_set.overlap["calibration"]))
-    if left_out and not reuse and len(left_out) < len(verify_set):   # never verify on them when others are known
-        job.log(f"note: {len(left_out)} of the {len(verify_set)} verification images trained or calibrated the "
-                f"model, or are near copies of such images (e.g. {left_out[0]!r}): left out, verifying on the others")
-        verify_set = _planned(_verify_set(job, plan, calib_set, exclude=left_out), plan, calib_set, calib_names)
-        verify_set.overlap["left_out"] = left_out
+    if not reuse:                       # never verify on images that trained or calibrated it when others are known
+        verify_set, left_out = _without_overlap(job, plan, calib_set, calib_names, verify_set)
+        if left_out:
+            job.log(f"note: {len(left_out)} images of the verification data trained or calibrated the model, or are "
+                    f"near copies of such images (e.g. {left_out[0]!r}): left out, verifying on the others")
+            verify_set.overlap["left_out"] = left_out
     for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
         job.log(warning)
     job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")
     return calib_set, verify_set
+
+
+def _shared(verify_set) -> list[str]:
+    return sorted(set(verify_set.overlap["training"]) | set(verify_set.overlap["calibration"]))
+
+
+def _without_overlap(job: _Job, plan, calib_set, calib_names, first):
+    """(verification set, names left out): `first` re-sampled without the images found to have trained
+    or calibrated the model (by name, fingerprint or look-alike, known only once decoded), again and
+    again until a sample holds none of them; `first` and nothing left out when no other image remains.
+    (Leaving out only the first sample's overlap let the re-sample draw new training images, and a
+    sample made wholly of calibration images was kept while the source held others.)"""
+    verify_set, left_out = first, []
+    while shared := _shared(verify_set):
+        left_out = sorted(set(left_out) | set(shared))
+        try:
+            remaining = [s for s in discover(plan.source, plan.split) if s.name not in {*left_out, *calib_names}]
+        except (FileNotFoundError, ValueError):
+            remaining = []
+        if not remaining:
+            return first, []
+        verify_set = _planned(_verify_set(job, plan, calib_set, exclude=left_out), plan, calib_set, calib_names)
+    return verify_set, left_out
 
 
 def _planned(verify_set, plan, calib_set, calib_names):

@@ -29,3 +29,34 @@ def test_images_with_non_utf8_file_names_can_calibrate_and_verify(tmp_path):
     first = make_calibration_set(data, spec, size=None)
     assert len(first) == 3 and sum(m is not None for m in first.masks) == 3
     assert make_calibration_set(data, spec, size=None).sha256 == first.sha256     # still deterministic
+
+
+def _busi_subset(busi, root, names):
+    (root / "images").mkdir(parents=True), (root / "masks" / "0").mkdir(parents=True)
+    for name in names:
+        shutil.copyfile(busi / "images" / f"{name}.png", root / "images" / f"{name}.png")
+        shutil.copyfile(busi / "masks" / "0" / f"{name}.png", root / "masks" / "0" / f"{name}.png")
+    return root
+
+
+def test_verification_leaves_out_every_training_and_calibration_image_while_others_remain(trained, busi, tmp_path):
+    """--calib DS --verify-data DS with equal sizes drew the very calibration sample to verify on, and kept
+    it (every image overlapped, so none was left out) while DS held images that neither trained nor
+    calibrated the model; and a re-sample after leaving out the first sample's training images drew new
+    training images ("3 left out, verifying on the others", then "14 of the 16 ... are training images")."""
+    pytest.importorskip("nncf")
+    import json
+    from conftest import ROOT
+    from test_agreement import _plan_sets
+    split = json.loads((ROOT / "models" / "cmunext-s-busi.split.json").read_text())
+    val = split["val"][:6]          # a part of the validation list: the export does not take the split itself
+    data = _busi_subset(busi, tmp_path / "ds", split["train"][:10] + val)
+    calib, verify, logs = _plan_sets(trained, target="openvino", precision="int8", out=tmp_path / "o", calib=data,
+                                     verify_data=data, calib_size=3, verify_size=3)
+    calibrated, verified = {s.name for s in calib.samples}, {s.name for s in verify.samples}
+    assert verified and verified <= set(val) - calibrated, (verified, calibrated)
+    assert verify.overlap["calibration"] == [] and verify.overlap["training"] == []
+    assert not any("training images of this model" in m or "also calibrated" in m for m in logs), logs
+    _, verify, logs = _plan_sets(trained, target="onnx", out=tmp_path / "o", verify_data=data, verify_size=3)
+    assert {s.name for s in verify.samples} <= set(val) and len(verify) == 3
+    assert verify.overlap["training"] == [] and any("left out, verifying on the others" in m for m in logs)
