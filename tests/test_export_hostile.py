@@ -60,3 +60,16 @@ def test_verification_leaves_out_every_training_and_calibration_image_while_othe
     _, verify, logs = _plan_sets(trained, target="onnx", out=tmp_path / "o", verify_data=data, verify_size=3)
     assert {s.name for s in verify.samples} <= set(val) and len(verify) == 3
     assert verify.overlap["training"] == [] and any("left out, verifying on the others" in m for m in logs)
+
+
+def test_a_video_file_as_verify_data_is_refused_without_telling_to_give_the_video_file(tmp_path, capsys):
+    """`--verify-data clip.mp4` said "a video: not read when a folder holds images (give the video file
+    itself ...)": the video file itself was what was given."""
+    from cmunext_edge.cli import export as export_cli
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    rc = export_cli.main(["--weights", "cmunext-s-busi", "--target", "onnx", "--verify-data", str(video),
+                          "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "only cmunext-predict reads video" in err, err
+    assert "give the video file" not in err and not (tmp_path / "out").exists()

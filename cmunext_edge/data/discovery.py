@@ -312,6 +312,9 @@ def discover(source: str | Path, split: str | Path | None = None,
                 dicom.pydicom()
             except MissingDependencyError as exc:    # nothing can be done: one line, exit 2
                 raise ValueError(f"{source}: a DICOM file: {exc}") from None
+        if source.suffix.lower() in VIDEO_SUFFIXES:      # NOT_READ's line is about a video beside images
+            raise ValueError(f"{source}: a video: only cmunext-predict reads video; here give images (an image "
+                             f"file, a folder of images or an official-layout dataset)")
         if source.suffix.lower() in NOT_READ:
             raise ValueError(f"{source}: {NOT_READ[source.suffix.lower()]}")
         return frame_samples(source, max_pixels)
