@@ -116,6 +116,9 @@ def _publish(files: list[Path], out_dir: Path, manifest_entry: dict) -> tuple[li
         raise
 
 
+MAX_STEM = 200        # bytes of an artifact's name: room for ".bundle.tar.gz", ".engine.json.sig" and staging names
+
+
 def _check_values(target: ExportTarget, o: ExportOptions) -> str:
     """Numbers and the device, checked before any work -> the device to verify on."""
     for name, value, low, high in (("batch", o.batch, 1, MAX_BATCH), ("calib_size", o.calib_size, 1, MAX_COUNT),
@@ -175,6 +178,10 @@ def _plan(weights, options: ExportOptions, log) -> _Job:
     stem = options.name or _stem(weights, precision, spec.height, ckpt.spec.height, options.batch, options.dynamic)
     if stem.lower().endswith(target.suffix.lower()):       # --name model.onnx: model.onnx, not model.onnx.onnx
         stem = stem[:-len(target.suffix)]
+    if len(os.fsencode(stem)) > MAX_STEM:                  # else refused by the file system after the work
+        raise ExportUsageError(f"the artifact name {stem[:24]!r}... is {len(os.fsencode(stem))} bytes long, at most "
+                               f"{MAX_STEM} (a file name holds 255 bytes, with suffixes and the staging folder's "
+                               f"name added): give a shorter --name")
     return _Job(options, target, precision, weights, ckpt, spec, device, stem, log)
 
 

@@ -73,3 +73,21 @@ def test_a_video_file_as_verify_data_is_refused_without_telling_to_give_the_vide
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "only cmunext-predict reads video" in err, err
     assert "give the video file" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("long_name", ["--name", "weights"])
+def test_an_artifact_name_too_long_for_the_file_system_is_a_usage_error_before_any_work(long_name, tmp_path, capsys):
+    """A 300-character --name (or a weights file whose name makes such a default name) was found
+    only when the staging folder was made, after the verification set was read: "could not write the
+    artifact ([Errno 36] File name too long ...)"."""
+    from cmunext_edge.cli import export as export_cli
+    from conftest import ROOT
+    weights = ROOT / "models" / "cmunext-s-busi.safetensors"
+    if long_name == "weights":
+        weights = tmp_path / ("w" * 240 + ".safetensors")
+        shutil.copyfile(ROOT / "models" / "cmunext-s-busi.safetensors", weights)
+    argv = ["--weights", str(weights), "--target", "onnx", "--out", str(tmp_path / "out")]
+    rc = export_cli.main(argv + (["--name", "x" * 300] if long_name == "--name" else []))
+    err = capsys.readouterr().err
+    assert rc == 2 and "give a shorter --name" in err and len(err.strip().splitlines()) == 1, err
+    assert "verification set" not in err and not (tmp_path / "out").exists()
