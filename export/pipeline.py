@@ -171,9 +171,13 @@ def _plan(weights, options: ExportOptions, log) -> _Job:
     note = run_split(weights, ckpt.sha256)[1]
     if note:
         log(f"warning: {note}")
-    assumed = None if options.imgsz else assumed_size_note(weights, ckpt.sha256)
-    if assumed:
+    assumed = assumed_size_note(weights, ckpt.sha256)
+    if assumed and not options.imgsz:
         log(f"note: {assumed}; --imgsz sets it")
+    elif options.imgsz and options.imgsz != ckpt.spec.height and not assumed:
+        log(f"warning: the model was trained at {ckpt.spec.height}x{ckpt.spec.width} and is exported at --imgsz "
+            f"{options.imgsz}: agreement is measured against PyTorch at {options.imgsz}, so it cannot show how far "
+            f"the masks are from the trained model's; compare Dice against ground truth at both sizes before use")
     spec = ckpt.spec.with_size(options.imgsz) if options.imgsz else ckpt.spec
     stem = options.name or _stem(weights, precision, spec.height, ckpt.spec.height, options.batch, options.dynamic)
     if stem.lower().endswith(target.suffix.lower()):       # --name model.onnx: model.onnx, not model.onnx.onnx

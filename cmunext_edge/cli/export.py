@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default: 64 of the shipped model's training images, cmunext_edge/samples/busi-calib); "
                                    "verification leaves them out")
     p.add_argument("--calib-size", type=positive_int, default=64, help="images sampled (seeded) for calibration (default 64)")
-    p.add_argument("--imgsz", type=network_side, help="square network input size, multiple of 16 (default: the checkpoint's)")
+    p.add_argument("--imgsz", type=network_side, help="square network input size, multiple of 16 (default: the checkpoint's; another size than the model trained at is warned about: agreement with PyTorch at that size cannot show how far its masks move)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--batch", type=batch_size, default=1, help="static batch size (default 1)")
     shape.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
