@@ -170,6 +170,14 @@ def test_cli_int8_float_layers_are_kept_in_float_and_recorded(trained, tmp_path)
     assert sorted(kept) == ["/Conv_1x1/Conv/WithoutBiases", "/encoder1/up/conv/conv.0/Conv/WithoutBiases"]
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())["artifacts"]["m.xml"]
     assert manifest["int8_settings"]["nncf"]["float_layer_patterns"] == pats.split(",")
+    from cmunext_edge.cli.info import main as info_main                  # cmunext-info shows both records
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()) as shown:
+        assert info_main([str(artifact)]) == 0
+    lines = {line[:14].strip(): line[14:] for line in shown.getvalue().splitlines()}
+    assert lines["calibration"].startswith(f"{manifest['calibration']['size']} image(s) from ")
+    assert "nncf: " in lines["int8 settings"] and "2 layer pattern(s) kept in float" in lines["int8 settings"]
     assert main(["--weights", str(trained), "--target", "openvino", "--int8", "--calib-size", "4", "--no-verify",
                  "--int8-float-layers", "NONE", "--out", str(tmp_path / "b"), "--name", "m"]) == 0
     b = json.loads((tmp_path / "b" / "manifest.json").read_text())["artifacts"]["m.xml"]["int8_settings"]["nncf"]

@@ -269,10 +269,37 @@ def _artifact(args) -> int:
             ("files check", ("MODIFIED OR DAMAGED: " if info["files_check"]["ok"] is False else "")
              + info["files_check"]["message"]),
             ("source sha256", info["source_sha256"]), ("toolkit", info["toolkit_version"])]
-    if info["tensorrt"]:
-        rows.append(("tensorrt", info["tensorrt"]))
+    rows += [(k, v) for k, v in (("calibration", _calibration_line(info.get("calibration"))),
+                                 ("int8 settings", _int8_line(info.get("int8_settings"))),
+                                 ("tensorrt", info["tensorrt"])) if v]
     print("\n".join(f"{k:<14}{v}" for k, v in rows))
     return _files_code(info)
+
+
+def _calibration_line(calib: dict | None) -> str | None:
+    """The manifest's calibration record in one line (None: not calibrated)."""
+    if not isinstance(calib, dict):
+        return None
+    files = calib.get("files")
+    n = len(files) if isinstance(files, list) else calib.get("size")
+    return (f"{n} image(s) from {calib.get('source')} (seed {calib.get('seed')}, set sha256 "
+            f"{str(calib.get('sha256'))[:16]}; names in manifest.json)")
+
+
+def _int8_line(settings: dict | None) -> str | None:
+    """The INT8 recipe of the manifest (quantizer settings, layers kept in float) in one line."""
+    if not isinstance(settings, dict) or not settings:
+        return None
+    parts = []
+    for tool, values in settings.items():
+        if not isinstance(values, dict):
+            parts.append(f"{tool}: {values}")
+            continue
+        patterns = values.get("float_layer_patterns") or []
+        shown = [f"{k}={v}" for k, v in values.items() if k != "float_layer_patterns" and v not in (None, [], {}, "")]
+        parts.append(f"{tool}: {', '.join(shown)}" + (f"; {len(patterns)} layer pattern(s) kept in float"
+                                                       if patterns else ""))
+    return "; ".join(parts)
 
 
 def _files_code(info: dict) -> int:
