@@ -244,3 +244,17 @@ def test_predict_says_when_its_artifact_was_not_verified_at_export(onnx_art, tmp
     rc, out, err = run_cli(predict_cli.main, [SAMPLES_DIR / "images" / "benign (100).png", "--weights", onnx_art,
                                               "--out", tmp_path / "o"], capsys)
     assert rc == 0 and "note: export verification: NOT verified at export (--no-verify)" in out, out + err
+
+
+def test_debug_prints_the_traceback_of_errors_a_cli_catches_itself(tmp_path, capsys):
+    """--debug promised a traceback, but cmunext-export (and others) catch their own errors and only
+    printed the line; now every CLI's one error line is preceded by the traceback under --debug, once."""
+    from cmunext_edge.cli import export as export_cli
+    argv = ["--weights", str(tmp_path / "missing.pth"), "--target", "onnx", "--out", str(tmp_path / "o")]
+    assert export_cli.main(argv) == 2
+    plain = capsys.readouterr().err
+    assert "Traceback" not in plain and plain.strip().endswith("missing.pth: no such file")
+    assert export_cli.main([*argv, "--debug"]) == 2
+    debug = capsys.readouterr().err
+    assert debug.count("Traceback (most recent call last)") == 1 and "CheckpointError" in debug
+    assert debug.strip().splitlines()[-1] == plain.strip()

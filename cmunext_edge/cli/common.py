@@ -11,6 +11,7 @@ Numeric options are validated where they are parsed, by the argparse types below
 from __future__ import annotations
 
 import argparse
+import contextvars
 import functools
 import math
 import os
@@ -134,7 +135,14 @@ def add_debug(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+_DEBUG = contextvars.ContextVar("cmunext_debug", default=False)    # --debug of the running CLI (cli_main)
+
+
 def fail(prog: str, message: str, code: int = EXIT_NOTHING) -> int:
+    """The one error line; with --debug, called while an exception is handled (a CLI that catches
+    its own errors), that exception's traceback first."""
+    if _DEBUG.get() and sys.exc_info()[1] is not None:
+        traceback.print_exc()
     print(f"{prog}: error: {printable(message)}", file=sys.stderr)
     return code
 
@@ -182,14 +190,12 @@ def cli_main(prog: str):
         @functools.wraps(main)
         def wrapper(argv=None) -> int:
             argv = list(sys.argv[1:] if argv is None else argv)
-            debug = "--debug" in argv
+            token = _DEBUG.set("--debug" in argv)
             argv = [a for a in argv if a != "--debug"]
             try:
                 with sigterm_as_interrupt():
                     return main(argv)
-            except KeyboardInterrupt as exc:
-                if debug:
-                    traceback.print_exc()
+            except KeyboardInterrupt as exc:       # fail() prints the traceback under --debug
                 what = "terminated (SIGTERM)" if by_sigterm(exc) else "interrupted"
                 return fail(prog, f"{what}; nothing more was done", interrupted_code(exc))
             except BrokenPipeError:   # `cmunext-info --json | head`: the reader left early; say nothing,
@@ -198,10 +204,10 @@ def cli_main(prog: str):
                 except (OSError, ValueError):
                     pass
                 return EXIT_BROKEN_PIPE
-            except Exception as exc:  # the contract: one clear line, never a traceback
-                if debug:
-                    traceback.print_exc()
+            except Exception as exc:  # the contract: one clear line, never a traceback (unless --debug)
                 return fail(prog, error_message(exc))
+            finally:
+                _DEBUG.reset(token)
         return wrapper
     return decorate
 
