@@ -32,6 +32,7 @@ from cmunext_edge.runtime.base import BackendError
 from cmunext_edge.runtime.registry import entry_for_path, open_backend
 from cmunext_edge.checkpoints.weights import assumed_size_note, load_checkpoint
 from cmunext_edge.data.discovery import discover
+from cmunext_edge.data.groundtruth import classes_note
 from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
@@ -232,6 +233,9 @@ def _image_sets(job: _Job):
     for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
         job.log(warning)
     job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")
+    fewer = classes_note(verify_set.samples, classes, verify_set.source) if plan.ground_truth else None
+    if fewer:
+        job.log(f"note: {fewer}")
     return calib_set, verify_set
 
 

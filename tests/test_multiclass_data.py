@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cmunext_edge.data.discovery import discover
-from cmunext_edge.data.groundtruth import dataset_classes, load_truth, truth_description
+from cmunext_edge.data.groundtruth import classes_note, dataset_classes, load_truth, truth_description
 from cmunext_edge.core.metrics import class_scores, format_class_dice, summarize_scores
 from cmunext_edge.data.multiclass_sample import derived_classes, make_three_class_dataset
 from cmunext_edge.core.preprocess import ImageReadError
@@ -50,10 +50,24 @@ def test_more_model_classes_than_folders_is_an_error(datasets):
         load_truth(discover(datasets["masks"])[0], 4)
 
 
-def test_label_above_the_classes_is_an_error(datasets):
-    s = discover(datasets["labels"])[0]
-    with pytest.raises(ImageReadError, match="label value 3 but the model has 2"):
-        load_truth(s, 2)
+def test_fewer_model_classes_read_alike_in_both_layouts(datasets):
+    """A model with fewer classes than the data is scored on the first ones in either layout (label
+    values above its classes are the classes left out), as training with a smaller --num-classes
+    reads them; before, label images were an error per image while masks/ scored class 0."""
+    for a, b in zip(discover(datasets["masks"]), discover(datasets["labels"])):
+        for n in (1, 2):
+            assert np.array_equal(load_truth(b, n), load_truth(a, n))
+            assert np.array_equal(load_truth(b, n), load_truth(b, 3)[:n])
+    assert any(load_truth(b, 3)[1:].any() for b in discover(datasets["labels"]))   # something was left out
+
+
+def test_classes_note_names_what_a_smaller_model_is_scored_on(datasets):
+    for layout in ("masks", "labels"):
+        samples = discover(datasets[layout])
+        note = classes_note(samples, 1, "DS")
+        assert note.startswith("DS: the ground truth holds 3 classes") and "scored on class 0 only" in note
+        assert "classes 0 ... 1 only" in classes_note(samples, 2, "DS")
+        assert classes_note(samples, 3, "DS") is None
 
 
 def test_missing_class_mask_is_named(tmp_path, datasets):

@@ -134,6 +134,19 @@ def test_one_class_outputs_are_unchanged(trained, tmp_path):
     assert not (out / "legend.png").exists()
 
 
+def test_one_class_model_on_three_class_data_alike_in_both_layouts_and_says_so(trained, three_class, tmp_path):
+    """A 1-class model on 3-class data is scored on class 0 in both layouts, and the run says so (it
+    was silent for masks/ and refused every label image with a class above 1: exit 1)."""
+    runs = {}
+    for layout in ("masks", "labels"):
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            runs[layout] = (*_predict(three_class[layout], trained, tmp_path / layout), printed.getvalue())
+    for rc, summary, _, printed in runs.values():
+        assert rc == 0 and summary["n_images"] == 16 and "truth_not_used" not in summary
+        assert "the ground truth holds 3 classes" in printed and "scored on class 0 only" in printed
+    assert runs["masks"][1]["mean_dice"] == runs["labels"][1]["mean_dice"]
+
+
 def test_model_with_more_classes_than_mask_folders_is_refused(three_class, tmp_path, capsys):
     ds = tmp_path / "one"
     shutil.copytree(three_class["masks"] / "images", ds / "images")

@@ -21,7 +21,7 @@ import numpy as np
 
 from cmunext_edge.bench.inputs import report_skipped
 from cmunext_edge.data.discovery import discover
-from cmunext_edge.data.groundtruth import dataset_classes, load_truth
+from cmunext_edge.data.groundtruth import classes_note, dataset_classes, load_truth
 from cmunext_edge.core.agreement import GATES, Comparator, gate, held_out_finding, withdraw_verified
 from cmunext_edge.core.metrics import class_scores_from_logits, summarize_scores
 from cmunext_edge.core.preprocess import ImageReadError, load_image, naming
@@ -114,6 +114,8 @@ class Evaluator:
         if self.samples and not scores and any(s.mask for s in self.samples) and self._classes < classes:
             row.no_dice = (f"the data's ground truth has {self._classes} class(es), the model {classes}: "
                            f"no Dice against it (agreement only)")
+        if scores and self._classes > classes:
+            row.dice_note = classes_note(self.samples, classes, "--data")
         if scores:
             summary = summarize_scores(scores)
             row.iou, row.dice, row.n_dice_images = summary["mean_iou"], summary["mean_dice"], len(scores)

@@ -112,6 +112,7 @@ class RowResult:
     iou: float | None = None
     n_dice_images: int = 0
     no_dice: str | None = None           # why the data's ground truth gives this row no Dice
+    dice_note: str | None = None         # the data holds more classes than the model: Dice on its first ones
     per_class_dice: list | None = None   # several classes only (to_dict leaves it out for one)
     agreement_dice: float | None = None
     max_abs_logit_delta: float | None = None

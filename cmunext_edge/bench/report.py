@@ -149,6 +149,8 @@ def notes(report) -> list[str]:
             out.append(f"UNVERIFIED {r['label']}: {verification(r, long=True)}")
         if r.get("no_dice"):
             out.append(f"NO DICE {r['label']}: {r['no_dice']}")
+        if r.get("dice_note"):
+            out.append(f"FEWER CLASSES {r['label']}: {r['dice_note']}")
     held: dict[str, list] = {}          # claim -> the rows it is about
     for r in d["rows"]:
         if (r.get("agreement") or {}).get("unverified") in (NOT_HELD_OUT, HELD_OUT_UNKNOWN):

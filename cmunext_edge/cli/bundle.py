@@ -58,7 +58,8 @@ def images_line(used: dict) -> str:
     finding = held_out_of(used)        # no other images were there, or the model's training images are unknown
     return (f"verification images: {used['n']} of {used['source']}" + "".join(f"; {x}" for x in left)
             + (f"; warning: {finding[0]}: {finding[1]}: cmunext-check will not call it verified (give --images "
-               f"with held-out images of the model)" if finding else ""))
+               f"with held-out images of the model)" if finding else "")
+            + (f"; note: {used['classes_note']}" if used.get("classes_note") else ""))
 
 
 def run(artifact, **options) -> int:

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     bound_heap()                  # peak memory independent of thread interleaving (predict/heap.py)
     from cmunext_edge.predict.overlay import describe_colors
     from cmunext_edge.predict.job import run_job, unique_names
-    from cmunext_edge.data.groundtruth import classes_check
+    from cmunext_edge.data.groundtruth import classes_check, classes_note
     from cmunext_edge.runtime.segmenter import EdgeSegmenter
     from cmunext_edge.predict.video import is_video_source, videos_in
     if is_video_source(args.source) or (Path(args.source).is_dir() and videos_in(args.source)
@@ -146,6 +146,9 @@ def main(argv=None) -> int:
     problem = classes_check(samples, classes, args.source, unusable=None)   # an unreadable label image
     if problem:                                                            # is skipped and reported
         return fail(PROG, problem)
+    fewer = classes_note(samples, classes, args.source)
+    if fewer:
+        print(f"note: {fewer}")
     info = segmenters[0].describe()
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
     if classes >= 2 and not args.no_overlay:

@@ -4,7 +4,7 @@ Two layouts (data.py finds them):
 - per-class folders, the official layout: `masks/<k>/<name>.png` is class k's binary mask
   (read as the official code reads one mask: grayscale, nearest resize, > 127);
 - label images: `labels/<name>.png` whose pixel value v is the class: 0 background,
-  v = k + 1 for class k (so output channel k); values above the model's classes are an error.
+  v = k + 1 for class k (so output channel k); values above the model's classes are left out.
 
 The model's output channel k is class k; the loss and the thresholding are per channel (sigmoid),
 as in the official code.
@@ -58,8 +58,10 @@ def load_truth(sample: Sample, num_classes: int, size: tuple[int, int] | None = 
     """(num_classes, H, W) bool ground truth of `sample`, resized (nearest) to `size` (H, W) if given;
     with `image_hw` (the image's H, W), ground truth of another size is an ImageReadError.
 
-    A model with fewer classes than the dataset is scored on its first `num_classes` classes; one
-    with more is an error, as is a missing class mask or a label value above `num_classes`."""
+    A model with fewer classes than the dataset is scored on its first `num_classes` classes in
+    either layout (label values above `num_classes` are the classes left out: background to it,
+    as training with a smaller --num-classes reads them); one with more is an error, as is a
+    missing class mask."""
     if sample.mask is None:
         raise ValueError(f"{sample.name}: no ground truth")
     if sample.label_image:
@@ -67,11 +69,7 @@ def load_truth(sample: Sample, num_classes: int, size: tuple[int, int] | None = 
         check_truth_size(sample.mask, label.shape[:2], image_hw)
         if size is not None:
             label = cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-        top = int(label.max())
-        if top > num_classes:
-            raise ImageReadError(f"{sample.mask}: label value {top} but the model has {num_classes} "
-                                 f"class(es) (labels are 0 = background, 1..{num_classes})")
-        return np.stack([label == k + 1 for k in range(num_classes)])
+        return np.stack([label == k + 1 for k in range(num_classes)])   # higher values: classes left out
     paths = sample.class_masks
     if num_classes > len(paths):
         raise ValueError(f"{sample.name}: the model has {num_classes} classes but the dataset has mask "
@@ -112,6 +110,23 @@ def classes_check(samples: list[Sample], num_classes: int, where, unusable: str 
     except ImageReadError as exc:
         return None if unusable is None else f"{unusable} unusable: {exc}"
     return f"{where}: {problem}" if problem else None
+
+
+def classes_note(samples: list[Sample], num_classes: int, where) -> str | None:
+    """One line naming `where` when the ground truth of `samples` holds more classes than a
+    `num_classes` model: it is scored on the first `num_classes`, and the other classes' regions
+    count as background to it (None otherwise, or when a label image cannot be read: that image's
+    own error says so)."""
+    try:
+        found = dataset_classes(samples)
+    except ImageReadError:
+        return None
+    if found is None or found <= num_classes:
+        return None
+    layout = truth_description(next(s for s in samples if s.mask is not None))
+    scored = "class 0" if num_classes == 1 else f"classes 0 ... {num_classes - 1}"
+    return (f"{where}: the ground truth holds {found} classes ({layout}), the model {num_classes}: "
+            f"scored on {scored} only; the regions of the other {found - num_classes} class(es) count as background")
 
 
 def resize_truth(truth: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -36,7 +36,7 @@ from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.data.model_split import model_split, training_images
 from cmunext_edge.fileio import (clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
                                  require_file, sha256_file, writable_folder_problem)
-from cmunext_edge.data.groundtruth import classes_check, load_truth
+from cmunext_edge.data.groundtruth import classes_check, classes_note, load_truth
 from cmunext_edge.core.preprocess import ImageReadError, naming
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
 from cmunext_edge.device.wheel import write_core_wheel
@@ -122,15 +122,17 @@ def _pick_samples(images, n: int, num_classes: int = 1, calibration=(), split=No
     calib = {s.name for s in samples if s.image.name in set(calibration)}
     trained = training_images(samples, split)
     pool = [s for s in samples if s.name not in calib | trained] or samples
-    problem = classes_check(pool, num_classes, f"{images or SAMPLES_DIR} (--images)", "verification ground truth")
+    where = f"{images or SAMPLES_DIR} (--images)"
+    problem = classes_check(pool, num_classes, where, "verification ground truth")
     if problem:
         raise BundleError(problem)
     picked = seeded_sample(pool, n, 0)
     names = {s.name for s in picked}
+    note = classes_note(pool, num_classes, where)      # the data holds more classes than the model
     return picked, {"without_mask_not_used": len(found) - len(samples),
                     "calibration_not_used": len(calib - names), "training_not_used": len(trained - names),
                     "calibration_overlap": len(calib & names), "training_overlap": len(trained & names),
-                    "training_list": str(split) if split else None}
+                    "training_list": str(split) if split else None, **({"classes_note": note} if note else {})}
 
 
 def held_out_of(images: dict) -> tuple[str, str] | None:
