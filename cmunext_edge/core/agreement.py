@@ -248,7 +248,8 @@ def held_out_finding(n_images: int, trained: int = 0, calibrated: int = 0, train
     (`trained` of them trained it, `calibrated` calibrated its INT8 artifact) or cannot be known to
     be (its training images are not known); None when they are held out. One wording for export
     verification, --target auto, cmunext-bench and cmunext-check."""
-    why = ([f"{trained} of its {n_images} images trained the model" + (f" ({training_list})" if training_list else "")]
+    why = ([f"{trained} of its {n_images} images trained the model or are near copies of its training images"
+            + (f" ({training_list})" if training_list else "")]
            if trained else []) + ([f"{calibrated} of its {n_images} images calibrated the INT8 model"] if calibrated else [])
     if why:
         return NOT_HELD_OUT, "; ".join(why)
