@@ -250,13 +250,13 @@ def _without_overlap(job: _Job, plan, calib_set, calib_names, first):
     (Leaving out only the first sample's overlap let the re-sample draw new training images, and a
     sample made wholly of calibration images was kept while the source held others.)"""
     verify_set, left_out = first, []
+    try:
+        names = {s.name for s in discover(plan.source, plan.split)} - set(calib_names)
+    except (FileNotFoundError, ValueError):
+        names = set()
     while shared := _shared(verify_set):
         left_out = sorted(set(left_out) | set(shared))
-        try:
-            remaining = [s for s in discover(plan.source, plan.split) if s.name not in {*left_out, *calib_names}]
-        except (FileNotFoundError, ValueError):
-            remaining = []
-        if not remaining:
+        if not names - set(left_out):                 # no other image remains
             return first, []
         verify_set = _planned(_verify_set(job, plan, calib_set, exclude=left_out), plan, calib_set, calib_names)
     return verify_set, left_out

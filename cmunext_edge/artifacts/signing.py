@@ -90,9 +90,9 @@ def trust_policy(trusted_keys=None) -> list[Path] | None:
     bad = [k for k in trusted_keys if not isinstance(k, (str, os.PathLike))]
     if bad:
         raise TypeError(f"trusted_keys: each key must be a path to a .pub.pem file, got {type(bad[0]).__name__}")
-    if any(not str(k).strip() for k in (trusted_keys or [])):     # Path("") would be the current folder
+    if any(not str(k).strip() for k in trusted_keys):     # Path("") would be the current folder
         raise TrustPolicyError("trusted key '': an empty path names no public key file")
-    keys = [Path(k) for k in (trusted_keys or [])]
+    keys = [Path(k) for k in trusted_keys]
     if not keys and os.environ.get(ENV_VAR, "").strip():
         keys = [Path(k.strip()) for k in os.environ[ENV_VAR].split(os.pathsep) if k.strip()]
         if not keys:                     # set but naming no key: a broken policy, never no policy

@@ -25,7 +25,6 @@ plentiful), and a MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES mmap_threshold set by
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 ENV = "CMUNEXT_MMAP_THRESHOLD"
@@ -35,15 +34,10 @@ _MAX_THRESHOLD = 32 << 20          # glibc's HEAP_MAX / 2 on 64-bit: mallopt ref
 
 
 def _glibc():
-    """glibc's C library, or None where the process runs on another one."""
-    name = ctypes.util.find_library("c")
-    if not name or not hasattr(os, "confstr"):
-        return None
+    """glibc's C library (the process's own symbols), or None where the process runs on another one."""
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return None
-        return ctypes.CDLL(name)
-    except (OSError, ValueError):
+        return ctypes.CDLL(None) if os.confstr("CS_GNU_LIBC_VERSION") else None
+    except (AttributeError, OSError, ValueError):     # no confstr (Windows), or the name is unknown (musl)
         return None
 
 
