@@ -333,15 +333,20 @@ def test_arm_matrix_when_its_root_is_cached(pristine, tmp_path):
 def test_bundle_never_verifies_on_the_artifacts_calibration_images_when_others_exist():
     """Issue 21: verification images disjoint from calibration; the INT8 artifact's manifest names
     its calibration images and the bundle leaves them out (all of them when nothing else is there)."""
-    from cmunext_edge.device.bundle import _pick_samples
+    from cmunext_edge.device.bundle import _pick_samples, _used
     from cmunext_edge.resources import SAMPLES_DIR
-    every, used = _pick_samples(SAMPLES_DIR, 16)
+
+    def rows(picked):
+        return [{"name": s.name} for s in picked]
+    every, pool = _pick_samples(SAMPLES_DIR, 16)
     calib = [s.image.name for s in every[:5]]
-    picked, left = _pick_samples(SAMPLES_DIR, 16, calibration=calib)
-    assert len(every) == 16 and len(picked) == 11 and used["without_mask_not_used"] == 0
+    picked, pool = _pick_samples(SAMPLES_DIR, 16, calibration=calib)
+    left = _used(pool, rows(picked), [])
+    assert len(every) == 16 and len(picked) == 11 and pool["without_mask_not_used"] == 0
     assert left["calibration_not_used"] == 5 and left["without_mask_not_used"] == 0 and left["calibration_overlap"] == 0
     assert not {s.image.name for s in picked} & set(calib)
-    picked, left = _pick_samples(SAMPLES_DIR, 16, calibration=[s.image.name for s in every])
+    picked, pool = _pick_samples(SAMPLES_DIR, 16, calibration=[s.image.name for s in every])
+    left = _used(pool, rows(picked), [])
     assert len(picked) == 16 and left["calibration_overlap"] == 16 and left["calibration_not_used"] == 0
 
 
@@ -395,6 +400,31 @@ def test_an_unreadable_verification_image_names_the_users_file_not_the_staging_c
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "verification image unusable: " + str(data / "images") in err and "staging" not in err, err
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_an_unreadable_verification_image_is_skipped_named_and_replaced(onnx_trained, tmp_path, capsys):
+    """Before: one corrupt image among the verification images stopped the whole bundle (exit 2).
+    Now it is skipped and named, the next image takes its place, the bundle is whole and checks."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    from cmunext_edge.cli import check as check_cli
+    from cmunext_edge.resources import SAMPLES_DIR
+    data = tmp_path / "ds"
+    shutil.copytree(SAMPLES_DIR, data)
+    images = sorted((data / "images").glob("*.png"))
+    for image in images[:14]:
+        image.write_bytes(b"not an image")
+    good = {p.stem for p in images[14:]}
+    assert bundle_cli.main([str(onnx_trained.artifact), "--images", str(data), "--n-images", "2",
+                            "--out", str(tmp_path / "b"), "--no-archive"]) == 0
+    out = capsys.readouterr().out
+    folder = next((tmp_path / "b").glob("*.bundle"))
+    manifest = json.loads((folder / "bundle.json").read_text())
+    skipped = manifest["images"]["unusable_skipped"]
+    assert manifest["images"]["n"] == 2 and {r["name"] for r in manifest["references"]} == good
+    assert skipped and all(str(data / "images") in x["reason"] for x in skipped), skipped
+    assert sorted(p.stem for p in (folder / "verify" / "images").iterdir()) == sorted(good)
+    assert out.count("skipped (another image took its place): verification image unusable: ") == len(skipped), out
+    assert check_cli.main([str(folder)]) == 0, capsys.readouterr()
 
 
 @pytest.mark.parametrize("edit,says", [

@@ -59,7 +59,8 @@ def images_line(used: dict) -> str:
     return (f"verification images: {used['n']} of {used['source']}" + "".join(f"; {x}" for x in left)
             + (f"; warning: {finding[0]}: {finding[1]}: cmunext-check will not call it verified (give --images "
                f"with held-out images of the model)" if finding else "")
-            + (f"; note: {used['classes_note']}" if used.get("classes_note") else ""))
+            + (f"; note: {used['classes_note']}" if used.get("classes_note") else "")
+            + "".join(f"\nskipped (another image took its place): {x['reason']}" for x in used.get("unusable_skipped") or []))
 
 
 def run(artifact, **options) -> int:

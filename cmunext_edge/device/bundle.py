@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import random
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -110,10 +111,12 @@ def default_images(source_sha256: str | None):
 
 
 def _pick_samples(images, n: int, num_classes: int = 1, calibration=(), split=None) -> tuple[list, dict]:
-    """(`n` seeded images with masks of `images`, what was used and left out): never an image that
-    calibrated the artifact (`calibration`: file names) or trained its model (`split`: the model's
-    split.json, by name and by pixel fingerprint) when others are there; if none are, the overlap
-    is counted (and cmunext-check does not call the artifact verified)."""
+    """(the candidates in the order they are tried, what the pool left out and why): `n` seeded
+    images with masks of `images` first, then the rest of the pool in seeded order (a replacement for
+    each image found unusable). Never an image that calibrated the artifact (`calibration`: file
+    names) or trained its model (`split`: the model's split.json, by name and by pixel fingerprint)
+    when others are there; if none are, the overlap is counted (and cmunext-check does not call the
+    artifact verified): _used() counts it on the images actually used."""
     found = discover(images)
     samples = [s for s in found if s.mask is not None]
     if not samples:
@@ -128,11 +131,23 @@ def _pick_samples(images, n: int, num_classes: int = 1, calibration=(), split=No
         raise BundleError(problem)
     picked = seeded_sample(pool, n, 0)
     names = {s.name for s in picked}
+    spare = sorted((s for s in pool if s.name not in names), key=lambda s: s.name)
+    random.Random(1).shuffle(spare)
     note = classes_note(pool, num_classes, where)      # the data holds more classes than the model
-    return picked, {"without_mask_not_used": len(found) - len(samples),
-                    "calibration_not_used": len(calib - names), "training_not_used": len(trained - names),
-                    "calibration_overlap": len(calib & names), "training_overlap": len(trained & names),
-                    "training_list": str(split) if split else None, **({"classes_note": note} if note else {})}
+    return picked + spare, {"without_mask_not_used": len(found) - len(samples), "calib": calib, "trained": trained,
+                            "training_list": str(split) if split else None,
+                            **({"classes_note": note} if note else {})}
+
+
+def _used(pool: dict, rows: list[dict], skipped: list[dict]) -> dict:
+    """bundle.json `images` counts for the images the references were made of (`rows`)."""
+    names = {r["name"] for r in rows}
+    calib, trained = pool["calib"], pool["trained"]
+    return {"without_mask_not_used": pool["without_mask_not_used"],
+            "calibration_not_used": len(calib - names), "training_not_used": len(trained - names),
+            "calibration_overlap": len(calib & names), "training_overlap": len(trained & names),
+            "training_list": pool["training_list"], "unusable_skipped": skipped,
+            **({"classes_note": pool["classes_note"]} if "classes_note" in pool else {})}
 
 
 def held_out_of(images: dict) -> tuple[str, str] | None:
@@ -155,16 +170,43 @@ def _model_split(artifact: Path, meta: dict) -> Path | None:
     return found[0] if found else model_split(None, meta.get("source_sha256"))
 
 
-def _reference(backend, samples, folder: Path) -> list[dict]:
-    """Copy images and ground truth, run the host artifact on them, save logits; per-image host
-    figures (official Dice over all classes; each class's too for several)."""
+def _reference(backend, candidates, n: int, folder: Path) -> tuple[list[dict], list[dict]]:
+    """(reference rows, unusable images skipped): copy images and ground truth of the first `n`
+    usable `candidates`, run the host artifact on them, save logits; per-image host figures
+    (official Dice over all classes; each class's too for several). An unreadable image or ground
+    truth is skipped, named with its reason, and the next candidate takes its place; BundleError
+    when none is usable."""
     (folder / "verify" / "images").mkdir(parents=True)
     classes = int(backend.num_classes or 1)
-    logits, inputs, rows = [], [], []
-    for s in samples:
-        img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
-        shutil.copyfile(s.image, folder / img_rel)
-        try:            # the copy is read (what the device gets); an error names the user's file, not the copy
+    logits, inputs, rows, skipped = [], [], [], []
+    for s in candidates:
+        if len(rows) == n:
+            break
+        try:
+            out, x, row = _one_reference(backend, s, folder, classes)
+        except BundleError as exc:
+            skipped.append({"name": s.name, "reason": str(exc)})
+            continue
+        logits.append(out)
+        inputs.append(x)
+        rows.append(row)
+    if not rows:
+        more = f" (and {len(skipped) - 1} more unusable)" if len(skipped) > 1 else ""
+        raise BundleError(f"{skipped[0]['reason']}{more}")
+    # the host's input tensors too: the device runs them to judge its runtime apart from its
+    # preprocessing (OpenCV's resize differs by a grey level between x86 and ARM builds)
+    np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32),
+                        inputs=np.stack(inputs).astype(np.float32))
+    return rows, skipped
+
+
+def _one_reference(backend, s, folder: Path, classes: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(host logits, input tensor, row) of one verification image; BundleError naming the user's
+    file when the image or its ground truth is unusable (its copy is removed again)."""
+    img_rel = f"verify/images/{s.name}{s.image.suffix.lower()}"
+    shutil.copyfile(s.image, folder / img_rel)
+    try:            # the copy is read (what the device gets); an error names the user's file, not the copy
+        try:
             x = spec_input(backend.spec, folder / img_rel)
         except ImageReadError as exc:
             raise BundleError(f"verification image unusable: "
@@ -174,19 +216,15 @@ def _reference(backend, samples, folder: Path) -> list[dict]:
             row = {"name": s.name, "image": img_rel, **copy_truth(s, folder, classes)}
         except (ImageReadError, ValueError) as exc:
             raise BundleError(f"verification ground truth unusable: {exc}") from None
-        out = backend.infer(x)[0]
-        logits.append(out)
-        inputs.append(x[0])
-        host = truth_scores(out, target)
-        row["host_dice"] = round(host["dice"], 6)
-        if "class_dice" in host:
-            row["host_class_dice"] = [round(d, 6) for d in host["class_dice"]]
-        rows.append(row)
-    # the host's input tensors too: the device runs them to judge its runtime apart from its
-    # preprocessing (OpenCV's resize differs by a grey level between x86 and ARM builds)
-    np.savez_compressed(folder / REFERENCE, logits=np.stack(logits).astype(np.float32),
-                        inputs=np.stack(inputs).astype(np.float32))
-    return rows
+    except BundleError:
+        (folder / img_rel).unlink(missing_ok=True)
+        raise
+    out = backend.infer(x)[0]
+    host = truth_scores(out, target)
+    row["host_dice"] = round(host["dice"], 6)
+    if "class_dice" in host:
+        row["host_class_dice"] = [round(d, 6) for d in host["class_dice"]]
+    return out, x[0], row
 
 
 def host_description() -> dict:
@@ -338,8 +376,9 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
         images = images or default_images(meta.get("source_sha256"))
         n = n_images or min_images(precision if precision in GATES else "int8")
         calib = calibration_files(artifact)
-        picked, used = _pick_samples(images, n, int(backend.num_classes or 1), calib, _model_split(artifact, meta))
-        refs = _reference(backend, picked, folder)
+        candidates, pool = _pick_samples(images, n, int(backend.num_classes or 1), calib, _model_split(artifact, meta))
+        refs, skipped = _reference(backend, candidates, n, folder)
+        used = _used(pool, refs, skipped)
         ran = backend.describe()
     (folder / "preprocess.json").write_text(json.dumps(json.loads(meta["spec"].to_json()), indent=2) + "\n")
     (folder / "selftest.json").write_text(json.dumps(meta["selftest"], indent=2, sort_keys=True) + "\n")
