@@ -33,6 +33,7 @@ from cmunext_edge.runtime.registry import entry_for_path, open_backend
 from cmunext_edge.checkpoints.weights import assumed_size_note, load_checkpoint
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import classes_note
+from cmunext_edge.data.model_split import model_split, split_lists
 from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
@@ -210,7 +211,12 @@ def _image_sets(job: _Job):
     calib_set = None
     if job.precision == Precision.INT8:
         truth = (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None
-        calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth)
+        kept = _validation_names_in(job, o.calib)       # held out for verification, not spent on calibration
+        calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth, exclude=kept)
+        if kept:
+            job.log(f"note: {len(kept)} images of --calib are the model's validation images "
+                    f"({Path(model_split(job.weights, job.ckpt.sha256)).name}): calibrating on the others, "
+                    f"so they stay held out for verification")
         if o.calib is None and shipped_model_name(job.ckpt.sha256) is None:
             job.log("warning: no --calib: the INT8 model is calibrated on the bundled BUSI breast-ultrasound "
                     "images (the shipped model's domain), not on this model's: pass --calib with images of its "
@@ -241,6 +247,20 @@ def _image_sets(job: _Job):
 
 def _shared(verify_set) -> list[str]:
     return sorted(set(verify_set.overlap["training"]) | set(verify_set.overlap["calibration"]))
+
+
+def _validation_names_in(job: _Job, calib) -> list[str]:
+    """The model's validation images (its split.json) that the calibration source holds, when it
+    holds others too: calibrating on them would take them from held-out verification."""
+    _, val, _ = split_lists(model_split(job.weights, job.ckpt.sha256))
+    if not val or calib is None:
+        return []
+    try:
+        names = {s.name for s in discover(calib)}
+    except (FileNotFoundError, ValueError):
+        return []                      # make_calibration_set says what is wrong with the source
+    kept = sorted(names & set(val))
+    return kept if len(kept) < len(names) else []
 
 
 def _without_overlap(job: _Job, plan, calib_set, calib_names, first):

@@ -7,6 +7,7 @@ re-export left the previous artifact's signature beside it (then refused as "cha
 signing"); --json stdout was not JSON for INT8; a refused export left its empty --out folder;
 --strict-device was checked only after the build."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -91,6 +92,29 @@ def test_renamed_training_or_calibration_images_are_not_taken_for_held_out_ones(
                                            SAMPLES_DIR, "--verify-data", calib, "--out", tmp_path / "o2"], capsys)
     assert "16 of the 16 verification images also calibrated the INT8 model" in err, err
     assert "calibrated the INT8 model" in err and ("NOT verified" in err or rc == 2), err
+
+
+def test_calibration_spares_the_models_validation_images_for_verification(busi, tmp_path, capsys):
+    """Before: --calib DS sampled DS's validation images too, and verification on DS then had to
+    leave those out (fewer held-out images). Now calibration takes the model's other images."""
+    import shutil
+    split = json.loads((models_dir() / "cmunext-s-busi.split.json").read_text())
+    train, val = split["train"][:10], split["val"][:6]
+    data = tmp_path / "ds"
+    for sub in ("images", "masks/0"):
+        (data / sub).mkdir(parents=True)
+        for name in train + val:
+            shutil.copy(busi / sub / f"{name}.png", data / sub / f"{name}.png")
+    rc, _, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "ort", "--int8", "--calib", data,
+                                           "--calib-size", "16", "--verify-data", data, "--out", tmp_path / "o"], capsys)
+    assert rc in (0, 1) and "6 images of --calib are the model's validation images" in err, err
+    entry = next(iter(json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"].values()))
+    calibrated = {Path(f["path"] if isinstance(f, dict) else f).stem for f in entry["calibration"]["files"]}
+    assert calibrated == set(train), entry["calibration"]["files"]
+    v = entry["verification"]
+    left_out = set(v["data"]["overlap"]["left_out"])       # the training images, and a near copy of one
+    assert set(train) <= left_out and not v["data"]["overlap"]["calibration"], v
+    assert v["n_images"] == len(set(val) - left_out) >= 5, v
 
 
 def test_a_name_given_with_the_targets_suffix_is_not_doubled(tmp_path):
