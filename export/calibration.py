@@ -17,6 +17,7 @@ from cmunext_edge.data.discovery import Sample, discover, seeded_sample
 from cmunext_edge.data.fingerprint import image_fingerprint
 from cmunext_edge.fileio import sha256_file
 from cmunext_edge.data.groundtruth import classes_check, load_truth
+from cmunext_edge.data.model_split import split_lists
 from cmunext_edge.core.preprocess import ImageReadError, PreprocessSpec, load_image, naming, to_bgr_uint8
 from cmunext_edge.resources import SAMPLES_DIR, default_calibration_dir
 
@@ -55,6 +56,34 @@ def check_classes(samples: list[Sample], num_classes: int, source) -> None:
     problem = classes_check(samples, num_classes, source, "calibration/verification ground truth")
     if problem:
         raise CalibrationError(problem)
+
+
+def spared_validation(source, split) -> list[str]:
+    """The validation images of a model's `split` (its split.json) that the calibration `source`
+    holds beside others: calibration leaves them out, so they stay held out for verification.
+    Empty without a split, or for the default calibration images (the shipped model's training
+    images)."""
+    _, val, _ = split_lists(split)
+    if not val or source is None:
+        return []
+    try:
+        names = {s.name for s in discover(source)}
+    except (FileNotFoundError, ValueError):
+        return []                      # make_calibration_set says what is wrong with the source
+    kept = sorted(names & set(val))
+    return kept if len(kept) < len(names) else []
+
+
+def calibration_samples(source, size: int | None, seed: int, split=None) -> list[Sample]:
+    """The images make_calibration_set(source, ..., size, seed, exclude=spared_validation(source,
+    split)) calibrates on (what an INT8 export given that model's split takes), without decoding
+    them: --target auto's accounting of its INT8 candidates' calibration images."""
+    spared = set(spared_validation(source, split))
+    try:
+        found = discover(Path(source) if source is not None else default_calibration_dir())
+    except (FileNotFoundError, ValueError):
+        return []
+    return seeded_sample([s for s in found if s.name not in spared], size, seed)
 
 
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int | None = 64,

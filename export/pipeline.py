@@ -33,8 +33,8 @@ from cmunext_edge.runtime.registry import entry_for_path, open_backend
 from cmunext_edge.checkpoints.weights import assumed_size_note, load_checkpoint
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import classes_note
-from cmunext_edge.data.model_split import model_split, split_lists
-from cmunext_edge.export.calibration import make_calibration_set
+from cmunext_edge.data.model_split import model_split
+from cmunext_edge.export.calibration import make_calibration_set, spared_validation
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
 from cmunext_edge.export.onnx_export import prepare_model
@@ -211,7 +211,7 @@ def _image_sets(job: _Job):
     calib_set = None
     if job.precision == Precision.INT8:
         truth = (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None
-        kept = _validation_names_in(job, o.calib)       # held out for verification, not spent on calibration
+        kept = spared_validation(o.calib, model_split(job.weights, job.ckpt.sha256))
         calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth, exclude=kept)
         if kept:
             job.log(f"note: {len(kept)} images of --calib are the model's validation images "
@@ -247,20 +247,6 @@ def _image_sets(job: _Job):
 
 def _shared(verify_set) -> list[str]:
     return sorted(set(verify_set.overlap["training"]) | set(verify_set.overlap["calibration"]))
-
-
-def _validation_names_in(job: _Job, calib) -> list[str]:
-    """The model's validation images (its split.json) that the calibration source holds, when it
-    holds others too: calibrating on them would take them from held-out verification."""
-    _, val, _ = split_lists(model_split(job.weights, job.ckpt.sha256))
-    if not val or calib is None:
-        return []
-    try:
-        names = {s.name for s in discover(calib)}
-    except (FileNotFoundError, ValueError):
-        return []                      # make_calibration_set says what is wrong with the source
-    kept = sorted(names & set(val))
-    return kept if len(kept) < len(names) else []
 
 
 def _without_overlap(job: _Job, plan, calib_set, calib_names, first):

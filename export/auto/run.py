@@ -33,7 +33,8 @@ from cmunext_edge.runtime.registry import open_backend
 from cmunext_edge.checkpoints.weights import load_checkpoint
 from cmunext_edge.export.auto.candidates import Candidate, candidates_for
 from cmunext_edge.export.auto.select import CandidateStatus, Measured, select, selection_note
-from cmunext_edge.export.calibration import load_eval_set
+from cmunext_edge.data.model_split import model_split
+from cmunext_edge.export.calibration import calibration_samples, load_eval_set
 from cmunext_edge.export.manifest import read_manifest, write_manifest
 from cmunext_edge.export.pipeline import not_held_out
 from cmunext_edge.export.verify import compare, reference_logits
@@ -46,14 +47,9 @@ def _eval_plan(weights, ckpt, opts, log):
     """(data, split, calibration names excluded) of the evaluation images: --verify-data (its
     --split, or the model's validation list), else a shipped model's held-out images; held out
     from the calibration images, which a given dataset is warned about overlapping."""
-    from cmunext_edge.data.discovery import discover, seeded_sample
-    from cmunext_edge.resources import default_calibration_dir
+    from cmunext_edge.data.discovery import discover
     plan = plan_verification(opts.data, opts.calib, ckpt.sha256, opts.split, weights)
-    calib_src = opts.calib if opts.calib is not None else default_calibration_dir()
-    try:
-        calib_names = [s.name for s in seeded_sample(discover(calib_src), opts.calib_size, 0)]
-    except (FileNotFoundError, ValueError):
-        calib_names = []
+    calib_names = [s.name for s in calibration_samples(opts.calib, opts.calib_size, 0, model_split(weights, ckpt.sha256))]
     if plan.origin == HELD_OUT:       # the calibration images among the held-out ones (default: none)
         held = {s.name for s in discover(plan.source)}
         return plan, plan.source, None, [n for n in calib_names if n in held]
@@ -66,14 +62,8 @@ def _eval_overlap(evals, plan, opts, log) -> dict:
     """The evaluation images that are training images of the model or calibration images of its
     INT8 candidates, by name and by pixel fingerprint (a renamed copy too), as an export finds
     them (verify_data.overlaps); each kind is warned about once."""
-    from cmunext_edge.data.discovery import discover, seeded_sample
     from cmunext_edge.data.fingerprint import sample_fingerprints
-    from cmunext_edge.resources import default_calibration_dir
-    calib_src = opts.calib if opts.calib is not None else default_calibration_dir()
-    try:
-        calib = seeded_sample(discover(calib_src), opts.calib_size, 0)
-    except (FileNotFoundError, ValueError):
-        calib = []
+    calib = calibration_samples(opts.calib, opts.calib_size, 0, plan.training_list)
     shared = overlaps([s.name for s in evals.samples], [s.name for s in calib], plan, evals.fingerprints,
                       sample_fingerprints(calib))
     for warning in overlap_warnings(shared, plan, len(evals)):
