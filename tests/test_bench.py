@@ -325,4 +325,6 @@ def test_a_model_with_more_classes_than_the_data_says_why_it_has_no_dice(tmp_pat
                  "--json", str(tmp_path / "b.json")]) == 0
     row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
     assert row["dice"] is None and "ground truth has 1 class(es), the model 2" in row["no_dice"]
+    # "(agreement only)" only where an agreement figure stands in the row (was said beside "-")
+    assert ("(agreement only)" in row["no_dice"]) == (row["agreement_dice"] is not None), row
     assert f"NO DICE {row['label']}: the data's ground truth has 1 class(es)" in capsys.readouterr().out

@@ -113,7 +113,7 @@ class Evaluator:
             k += len(logits)
         if self.samples and not scores and any(s.mask for s in self.samples) and self._classes < classes:
             row.no_dice = (f"the data's ground truth has {self._classes} class(es), the model {classes}: "
-                           f"no Dice against it (agreement only)")
+                           f"no Dice against it" + (" (agreement only)" if len(agree) else ""))
         if scores and self._classes > classes:
             row.dice_note = classes_note(self.samples, classes, "--data")
         if scores:
