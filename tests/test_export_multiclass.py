@@ -212,12 +212,18 @@ def test_bundle_carries_every_class_and_the_check_scores_per_class(three_class, 
             == [sorted(Path(r["masks"][0]).name for r in rows)] * 3
     else:
         assert all(r["labels"].startswith("verify/labels/") for r in rows)
-    rc = check_cli.main([str(res.folder), "--iters", "2", "--warmup", "1", "--quiet"])
-    assert rc == 0, capsys.readouterr().err
+    rc = check_cli.main([str(res.folder), "--iters", "2", "--warmup", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "per class agreement 0: " in out and ", 2: " in out and "per class Dice 0: " in out, out  # not only in JSON
     report = json.loads((res.folder / "device_report.json").read_text())
     assert len(report["dice"]["per_class_device"]) == 3
     assert report["dice"]["per_class_device"] == pytest.approx(report["dice"]["per_class_host"], abs=1e-3)
     assert len(report["agreement"]["per_class_mask_dice"]) == 3
+    from cmunext_edge.cli import info as info_cli
+    assert info_cli.main([str(art)]) == 0
+    assert "mask Dice agreement" in (line := next(x for x in capsys.readouterr().out.splitlines()
+                                                  if x.startswith("verification"))) and "(per class " in line, line
     merged = compare_reports([res.folder / "device_report.json"])
     assert "per class" in merged["markdown"] and len(merged["rows"][0]["per_class_dice"]) == 3
     from cmunext_edge.resources import SAMPLES_DIR

@@ -16,6 +16,7 @@ from cmunext_edge._deps import MissingDependencyError, available, require
 from cmunext_edge.artifacts.kinds import ARTIFACT_SUFFIXES, kind_of, sidecar_entry
 from cmunext_edge.artifacts.manifest import manifest_entry
 from cmunext_edge.artifacts.meta import parse_metadata
+from cmunext_edge.core.metrics import format_class_dice
 from cmunext_edge.fileio import sha256_file
 
 
@@ -149,5 +150,7 @@ def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = Non
     tail = (f", worst {d['worst']:.4f}, {d['n_bad']} below {d['bad_below']} (95% bound on that share "
             f"{100 * d['bad_share_upper95']:.1f}%)" if d.get("n") else "")
     return (f"{status}: vs PyTorch FP32 on {v['n_images']} images of {data}, "
-            f"mask Dice agreement {v['mask_dice_agreement']:.4f} (required {v['required_agreement']}){tail}"
-            + (f", Dice vs ground truth {gt:.4f}" if gt is not None else ", no ground-truth Dice"))
+            f"mask Dice agreement {v['mask_dice_agreement']:.4f}{format_class_dice(v.get('per_class_agreement'))} "
+            f"(required {v['required_agreement']}){tail}"
+            + (f", Dice vs ground truth {gt:.4f}{format_class_dice(v.get('per_class_dice_vs_ground_truth'))}"
+               if gt is not None else ", no ground-truth Dice"))

@@ -139,6 +139,8 @@ def summary(report: dict) -> str:
         parts.append(f"agreement with host on its inputs{done} {agr['mask_dice_mean']:.4f} ({agr['identical_masks']}/"
                      f"{agr['images']} masks identical, max logit delta {agr['max_abs_logit_delta']:.3g}; "
                      f"{'' if agr.get('verified') else 'NOT verified for the tail: '}{agr.get('claim') or '-'})")
+        if agr.get("per_class_mask_dice"):
+            parts.append("per class agreement " + ", ".join(f"{k}: {v:.4f}" for k, v in enumerate(agr["per_class_mask_dice"])))
         if agr.get("n_near_misses"):
             first = agr["near_misses"][0]
             parts.append(f"{agr['n_near_misses']} near miss(es): both masks empty, device's largest logit within "
@@ -150,6 +152,9 @@ def summary(report: dict) -> str:
                      f"values differ from the host's{done}) {e2e['mask_dice_mean']:.4f}")
     if dice:
         parts.append(f"Dice {dice['device']:.4f} (host {dice['host']:.4f})")
+        if dice.get("per_class_device"):
+            parts.append("per class Dice " + ", ".join(f"{k}: {d:.4f} (host {h:.4f})" for k, (d, h) in enumerate(
+                zip(dice["per_class_device"], dice["per_class_host"]))))
     if lat:
         parts.append(f"p50 {lat['p50']:.2f} ms" + (" (emulated: not a speed)" if report.get("emulated") else ""))
     return "; ".join(parts)
