@@ -107,6 +107,23 @@ def test_an_unreadable_image_is_skipped_reported_and_recorded(dataset, tmp_path,
     assert "left out when this run started stay out" in printed and "a new --out" in printed, printed
 
 
+def test_a_training_image_replaced_under_its_name_stops_the_resume(dataset, run, tmp_path, capsys):
+    """Before: a resumed run matched its images by name only, so other pixels under a training
+    image's name were trained on silently. Now its recorded fingerprints must match."""
+    data, out = tmp_path / "ds", tmp_path / "r"
+    shutil.copytree(dataset, data)
+    shutil.copytree(run, out)
+    split = json.loads((out / "split.json").read_text())
+    import cv2
+    swapped = str(data / "images" / f"{split['train'][0]}.png")
+    cv2.imwrite(swapped, 255 - cv2.imread(swapped))            # same size, other pixels
+    rc, _, err = run_cli(train_cli.main, [data, "--out", out, "--epochs", "2", "--img-size", "64",
+                                          "--val-fraction", "0.25"], capsys)
+    line = one_error_line(err, "cmunext-train")
+    assert rc == 2 and "1 of its training images" in line and repr(split["train"][0]) in line, err
+    assert json.loads((out / "split.json").read_text()) == split                 # nothing rewritten
+
+
 def test_a_split_naming_images_no_longer_in_the_dataset_is_one_line(dataset, run, tmp_path, capsys):
     data, out = tmp_path / "ds", tmp_path / "r"
     shutil.copytree(dataset, data)

@@ -270,6 +270,20 @@ def _inherited(cfg: TrainConfig, split: dict, val_prints: list, log) -> Seen:
     return inherited
 
 
+def _same_training_images(split: dict, prints: list, split_path: Path, data) -> None:
+    """A resumed run trains on the images it started with: each training image's pixels must be
+    among the fingerprints its split.json recorded (a file replaced under the same name is not the
+    same image). A split.json without fingerprints (older runs) is matched by name only."""
+    recorded = set(split.get(FINGERPRINTS_KEY) or [])
+    if not recorded:
+        return
+    changed = [n for n, f in zip(split["train"], prints) if f.partition("~")[0] not in recorded]
+    if changed:
+        raise ValueError(f"{split_path}: {len(changed)} of its training images in {data} are not the images this run "
+                         f"started with (e.g. {changed[0]!r}: other pixels under the same name); resume with the "
+                         f"dataset it was made from, or start a new run with another --out")
+
+
 def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[tuple, tuple, int, dict]:
     """(train set, validation set, classes, split): images and C x H x W masks of the split's samples
     (the split is written by _setup once everything before training has worked). Unreadable images
@@ -287,6 +301,7 @@ def _load_data(cfg: TrainConfig, out: Path, spec: PreprocessSpec, log) -> tuple[
     skipped = dict(split.get("skipped", {}))
     train_set, split["train"], prints = _cache([by_name[n] for n in split["train"]], spec, classes, held, skipped)
     val_set, split["val"], val_prints = _cache([by_name[n] for n in split["val"]], spec, classes, held, skipped)
+    _same_training_images(split, prints, split_path, cfg.data)
     seen = Seen.of(prints) | _inherited(cfg, split, val_prints, log)
     split[FINGERPRINTS_KEY], split[LOOKALIKES_KEY] = seen.lists()
     for name in sorted(set(skipped) - set(split.get("skipped", {}))):
