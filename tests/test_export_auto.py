@@ -132,14 +132,14 @@ def test_chosen_artifact_runs_with_no_extra_options(weights, tmp_path):
 def test_stored_runtime_settings_apply_and_explicit_options_win(weights, tmp_path):
     from cmunext_edge.export.pipeline import export
     from cmunext_edge.runtime.registry import open_backend
-    res = export(weights, target="openvino", precision="bf16", out=tmp_path, calib_size=2,
+    res = export(weights, target="openvino", precision="bf16", out=tmp_path, calib_size=2, verify_size=8,
                  runtime={"inference_precision": "f32", "threads": 1, "hint": "latency"})
     with open_backend(res.artifact) as be:
         assert be.inference_precision == "fp32" and be.runtime["threads"] == 1
     with open_backend(res.artifact, inference_precision="bf16") as be:
         assert be.inference_precision == BF16_OR_FP32
-    onnx = export(weights, target="onnx", precision="fp32", out=tmp_path, calib_size=2, runtime={"threads": 1},
-                  graph={"fold_bn": True})
+    onnx = export(weights, target="onnx", precision="fp32", out=tmp_path, calib_size=2, verify_size=8,
+                  runtime={"threads": 1}, graph={"fold_bn": True})
     with open_backend(onnx.artifact) as be:
         assert be.runtime["threads"] == 1 and be.metadata["graph"] == '["fold_bn"]'
 
