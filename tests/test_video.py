@@ -86,3 +86,35 @@ def test_stream_yields_every_frame_in_order_like_segment(clip, weights):
     i, frame, res = got[5]
     assert np.array_equal(res.mask, seg.segment(frame).mask) and res.mask.shape == frame.shape[:2]
     assert len(list(seg.stream(str(clip), max_frames=3))) == 3
+
+
+def _damage_frames(avi: Path, frames: range) -> Path:
+    """Overwrite the JPEG data of `frames` of an MJPG AVI with noise, chunk sizes kept."""
+    data = bytearray(avi.read_bytes())
+    starts = [i + 8 for i in range(len(data)) if data[i:i + 4] == b"00dc" and data[i + 8:i + 10] == b"\xff\xd8"]
+    rng = np.random.default_rng(0)
+    for k in frames:
+        size = int.from_bytes(data[starts[k] - 4:starts[k]], "little")
+        data[starts[k]:starts[k] + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    avi.write_bytes(bytes(data))
+    return avi
+
+
+def test_damaged_middle_frames_are_stepped_over_named_and_the_rest_segmented(weights, tmp_path, capsys):
+    """Frames that do not decode in the middle of a file: the frames after them are still segmented
+    (was: the video ended at the first one, silently), their masks keep their source frame numbers,
+    and one line and the summary name the frames that did not decode (exit 1)."""
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (96, 80))
+    for i in range(10):
+        w.write(cv2.resize(cv2.imread(str(IMAGES[i % len(IMAGES)])), (96, 80)))
+    w.release()
+    _damage_frames(clip, range(3, 5))
+    out = tmp_path / "out"
+    assert predict_main([str(clip), "--weights", weights, "--out", str(out), "--batch-size", "4", "--quiet"]) == 1
+    summary = json.loads((out / "video_summary.json").read_text())
+    assert summary["frames_decoded"] == summary["frames_written"] == 8 and summary["missing_frames"] == 2
+    assert summary["undecodable"] == [[3, 4]] and summary["problems"]
+    assert sorted(p.stem for p in (out / "masks").glob("*.png")) == [f"{i:06d}" for i in (0, 1, 2, 5, 6, 7, 8, 9)]
+    assert count_frames(out / "overlay.mp4") == 8
+    assert "frame(s) 3-4 did not decode" in capsys.readouterr().err

@@ -55,6 +55,18 @@ def _write_json(path: Path, data) -> str | None:
     return None
 
 
+def _not_decoded(s, expected: int) -> list[str]:
+    """The line naming the frames of `expected` that were not decoded ([] when none): those that did
+    not decode (stepped over, predict/video._decode) and, unless the run stopped for a reason already
+    named, those the container declares beyond the last frame read."""
+    bad = sum(last - first + 1 for first, last in s.undecodable)
+    short = 0 if s.stopped else expected - s.frames_decoded - bad
+    runs = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in s.undecodable)
+    parts = ([f"frame(s) {runs} did not decode (damaged or cut short?): no mask for them"] if bad else []) \
+        + ([f"{short} of the {expected} frames the container declares were not read"] if short > 0 else [])
+    return [f"{s.source}: " + "; ".join(parts)] if parts else []
+
+
 def _record(segmenter, s, out: Path, args) -> dict:
     """A video's summary record from what is on disk; `problems` names what was not written."""
     summary = {**asdict(s), "model": segmenter.describe()}
@@ -72,6 +84,7 @@ def _record(segmenter, s, out: Path, args) -> dict:
     expected = min(s.declared_frames, args.max_frames) if args.max_frames and s.declared_frames else s.declared_frames
     lost = expected - s.frames_decoded if expected else 0
     summary["missing_frames"] = max(lost, 0) + (s.frames_decoded - s.frames_written)
+    problems += _not_decoded(s, expected)
     summary["problems"] = problems
     problem = _write_json(out / "video_summary.json", summary)
     problems = problems + ([problem] if problem else [])

@@ -72,14 +72,30 @@ def open_capture(source, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> cv2.Vid
     return cap
 
 
+# consecutive frames that do not decode before a video file is taken to have ended (damage that
+# long, or a container declaring far more frames than it holds): a failed read costs microseconds
+MAX_UNDECODABLE_RUN = 256
+
+
 def _decode(cap, out_q: queue.Queue, max_frames: int | None, stop: threading.Event, errors: list,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS):
-    index = 0
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, undecodable: list | None = None):
+    """Put (frame number, frame) on `out_q`. A frame of a file that does not decode (damaged data)
+    is stepped over while the container declares more frames: its number goes to `undecodable` and
+    the frames after it keep their own numbers. A camera or stream (no declared count) ends at its
+    first failed read."""
+    declared, index, run = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0, 0
     try:
         while not stop.is_set() and (max_frames is None or index < max_frames):
             ok, frame = cap.read()
             if not ok:
-                break
+                run += 1
+                if index >= declared or run > MAX_UNDECODABLE_RUN:
+                    break
+                if undecodable is not None:
+                    undecodable.append(index)
+                index += 1
+                continue
+            run = 0
             check_pixels(frame.shape[1], frame.shape[0], 1, max_pixels, f"frame {index}")
             out_q.put((index, frame))
             index += 1
@@ -89,18 +105,21 @@ def _decode(cap, out_q: queue.Queue, max_frames: int | None, stop: threading.Eve
         out_q.put(_END)
 
 
-def stream(segmenter, source, batch_size: int = 1, max_frames: int | None = None, queue_size: int = 16):
+def stream(segmenter, source, batch_size: int = 1, max_frames: int | None = None, queue_size: int = 16,
+           undecodable: list | None = None):
     """Yield (frame index, BGR frame, Segmentation) for every frame of `source`, in order.
 
     Decoding runs on a background thread (bounded queue) while frames are inferred, `batch_size`
     frames per call at most (fewer when no more are decoded yet: a live camera is never held up).
-    Frames are admitted by the segmenter's pixel limit (`max_pixels`, image_limits)."""
+    Frames are admitted by the segmenter's pixel limit (`max_pixels`, image_limits). A frame of a
+    file that does not decode is not yielded: its index is appended to `undecodable` (when given)
+    and the following frames keep their own indices (_decode)."""
     max_pixels = getattr(segmenter, "max_pixels", DEFAULT_MAX_PIXELS)
     cap = open_capture(source, max_pixels)
     frames: queue.Queue = queue.Queue(maxsize=queue_size)
     stop, errors = threading.Event(), []
-    reader = threading.Thread(target=_decode, args=(cap, frames, max_frames, stop, errors, max_pixels),
-                              daemon=True)
+    reader = threading.Thread(target=_decode, daemon=True,
+                              args=(cap, frames, max_frames, stop, errors, max_pixels, undecodable))
     reader.start()
     try:
         done = False
@@ -153,6 +172,7 @@ class VideoSummary:
     mean_foreground_per_class: list | None = None    # several classes: per class, in class order
     stopped: str | None = None        # why writing stopped before the end (e.g. the disk is full)
     incomplete: dict = field(default_factory=dict)   # video name -> why it is not on disk
+    undecodable: list = field(default_factory=list)  # [first, last] runs of frames that did not decode
 
 
 def _class_fractions(mask: np.ndarray) -> list[float] | None:
@@ -274,9 +294,10 @@ def segment_video(segmenter, source, out_dir, options: VideoOptions | None = Non
     fps, declared = source_fps(source)
     summary = VideoSummary(str(source), declared_frames=declared, fps_source=fps)
     writer = _Writer(out_dir, fps, opts)
-    t0, fg, per_class, interrupt = time.perf_counter(), [], [], None
+    t0, fg, per_class, interrupt, undecodable = time.perf_counter(), [], [], None, []
     try:
-        for index, frame, res in stream(segmenter, source, opts.batch_size, opts.max_frames):
+        for index, frame, res in stream(segmenter, source, opts.batch_size, opts.max_frames,
+                                        undecodable=undecodable):
             if writer.errors:            # e.g. the disk is full: stop decoding what cannot be written
                 break
             fg.append(float(mask_union(res.mask).mean()))
@@ -291,12 +312,24 @@ def segment_video(segmenter, source, out_dir, options: VideoOptions | None = Non
         summary.stopped = f"frame {summary.frames_decoded}: {exc}; no mask was made from it, the video stops here"
     finally:
         writer.close()
+    summary.undecodable = _runs(undecodable)
     summary = _finish(summary, writer, out_dir, opts, t0, fg, per_class)
     if interrupt is not None:            # the caller accounts for what was written, then exits 130/143
         summary.stopped = summary.stopped or (str(interrupt) or "interrupted (Ctrl-C)")
         interrupt.video_summary = summary
         raise interrupt
     return summary
+
+
+def _runs(numbers: list) -> list:
+    """Sorted frame numbers -> [first, last] runs: [5, 6, 9] -> [[5, 6], [9, 9]]."""
+    runs = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return runs
 
 
 def _finish(summary: VideoSummary, writer: _Writer, out_dir: Path, opts: VideoOptions, t0: float,
