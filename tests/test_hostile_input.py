@@ -329,8 +329,10 @@ def test_control_characters_in_file_names_cannot_forge_output_lines(tmp_path, ca
 
 def test_file_names_that_are_not_utf8_are_segmented_not_a_crash(tmp_path):
     """OpenCV's file functions crash (SIGSEGV) on a name Python holds as surrogate escapes: such an
-    image (with its ground truth), a video and an output folder named so go through, in a child
-    process so that a crash fails this test instead of the suite."""
+    image (with its ground truth), a video and an output folder named so go through (a video's
+    overlay.mp4 too, and in a folder of videos the sub-folder named after such a video: was exit 2,
+    "OpenCV cannot write there", after decoding), in a child process so that a crash fails this test
+    instead of the suite."""
     import subprocess
     import sys
     bad = os.fsdecode(b"bad\xffname")
@@ -356,5 +358,13 @@ def test_file_names_that_are_not_utf8_are_segmented_not_a_crash(tmp_path):
     video = predict(clip, "--out", tmp_path / "video")
     assert video.returncode == 0, video.stderr
     assert len(list((tmp_path / "video" / "masks").iterdir())) == 3
-    refused = predict(clip, "--out", tmp_path / f"video{bad}")          # OpenCV cannot write video there
-    assert refused.returncode == 2 and "not valid UTF-8" in refused.stderr, refused.stderr
+    there = predict(clip, "--out", tmp_path / f"video{bad}")   # OpenCV's writer gets a link to the folder
+    assert there.returncode == 0, there.stderr
+    assert sorted(os.listdir(tmp_path / f"video{bad}")) == ["masks", "overlay.mp4", "video_summary.json"]
+    folder = tmp_path / "videos"                              # its sub-folder is named after the video
+    folder.mkdir()
+    shutil.copyfile(clip, folder / clip.name)
+    shutil.copyfile(clip, folder / "plain.avi")
+    both = predict(folder, "--out", tmp_path / "both", "--mask-video")
+    assert both.returncode == 0, both.stderr
+    assert (tmp_path / "both" / bad / "mask.mp4").is_file() and (tmp_path / "both" / bad / "overlay.mp4").is_file()

@@ -14,6 +14,7 @@ written once all of its files are. The summary adds the mean foreground per clas
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -28,7 +29,7 @@ import numpy as np
 from cmunext_edge.data.discovery import VIDEO_SUFFIXES
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, check_pixels
 from cmunext_edge.core.preprocess import NonFiniteOutputError
-from cmunext_edge.fileio import opencv_path, utf8_name
+from cmunext_edge.fileio import opencv_path
 from cmunext_edge.predict.scores import mask_union
 URL_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _END = object()
@@ -218,6 +219,7 @@ class _Writer:
         self.video_frames: dict = {}
         self.incomplete: dict = {}
         self.written, self.errors = 0, []
+        self.cv_dir, self.names = None, contextlib.ExitStack()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -227,9 +229,10 @@ class _Writer:
     def _video(self, name: str, shape) -> cv2.VideoWriter:
         if name not in self.videos:
             path = self.out_dir / f"{name}.mp4"
-            if not utf8_name(path):          # OpenCV's writer crashes on such a name
-                raise VideoSourceError(f"{path}: the output folder's name is not valid UTF-8: OpenCV cannot write there")
-            w = cv2.VideoWriter(str(self._part(name)), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (shape[1], shape[0]))
+            if self.cv_dir is None:          # a name OpenCV's writer takes (a link for a non-UTF-8 folder)
+                self.cv_dir = Path(self.names.enter_context(opencv_path(self.out_dir)))
+            w = cv2.VideoWriter(str(self.cv_dir / self._part(name).name), cv2.VideoWriter_fourcc(*"mp4v"),
+                                self.fps, (shape[1], shape[0]))
             if not w.isOpened():
                 raise VideoSourceError(f"{path}: OpenCV cannot write an mp4v video here")
             self.videos[name], self.video_frames[name] = w, 0
@@ -270,8 +273,10 @@ class _Writer:
         """Finish writing what was queued, then publish each complete video; drop the others."""
         self.q.put(_END)
         self.thread.join()
-        for name, w in self.videos.items():
+        for w in self.videos.values():
             w.release()
+        self.names.close()
+        for name in self.videos:
             part, final = self._part(name), self.out_dir / f"{name}.mp4"
             held = video_frame_count(part) if part.is_file() else 0
             if held == self.video_frames[name] and held:
