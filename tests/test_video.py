@@ -118,3 +118,20 @@ def test_damaged_middle_frames_are_stepped_over_named_and_the_rest_segmented(wei
     assert sorted(p.stem for p in (out / "masks").glob("*.png")) == [f"{i:06d}" for i in (0, 1, 2, 5, 6, 7, 8, 9)]
     assert count_frames(out / "overlay.mp4") == 8
     assert "frame(s) 3-4 did not decode" in capsys.readouterr().err
+
+
+def test_summary_json_of_a_folder_of_videos_lists_what_was_not_read(clip, weights, tmp_path):
+    """--summary-json names every file not processed, as the image job's does (was: only the videos
+    read were listed; an unopenable video and a stray file were on stderr only)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(clip.read_bytes())
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    (folder / "notes.txt").write_text("x")
+    report = tmp_path / "summary.json"
+    assert predict_main([str(folder), "--weights", weights, "--out", str(tmp_path / "out"), "--max-frames", "2",
+                         "--summary-json", str(report), "--quiet"]) == 1
+    summary = json.loads(report.read_text())
+    assert [v["source"] for v in summary["videos"]] == [str(folder / "a.mp4")]
+    assert sorted(Path(s["path"]).name for s in summary["skipped"]) == ["broken.mp4", "notes.txt"]
+    assert all(s["error"].startswith(s["path"]) for s in summary["skipped"])

@@ -95,12 +95,13 @@ def _record(segmenter, s, out: Path, args) -> dict:
     return {**summary, "problems": problems}
 
 
-def _unread(source: str) -> list[str]:
-    """Files of a folder of videos that are not videos (each is reported, none is dropped silently)."""
+def _unread(source: str) -> list[dict]:
+    """Files of a folder of videos that are not videos, as {path, error} (each is reported, none is
+    dropped silently)."""
     from cmunext_edge.data.discovery import VIDEO_SUFFIXES, not_read_reason
     if not Path(source).is_dir():
         return []
-    return [f"{p}: not processed: {not_read_reason(p) or 'an image beside videos'}"
+    return [{"path": str(p), "error": f"{p}: not processed: {not_read_reason(p) or 'an image beside videos'}"}
             for p in sorted(Path(source).iterdir())
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in VIDEO_SUFFIXES]
 
@@ -124,10 +125,10 @@ def run_video(args) -> int:
     print(f"model: {info['artifact']} ({info['backend']}, {info['device']}, {info['precision']})")
     from cmunext_edge.cli.common import signature_note
     print(signature_note(info))
-    unread = _unread(args.source)
-    for line in unread:
-        print(f"skipped: {printable(line)}", file=sys.stderr)
-    missing, done = len(unread), []
+    skipped = _unread(args.source)           # {path, error}: what the summary JSON lists as skipped
+    for entry in skipped:
+        print(f"skipped: {printable(entry['error'])}", file=sys.stderr)
+    missing, done = len(skipped), []
     try:
         for source, sub in sources:
             try:
@@ -138,6 +139,7 @@ def run_video(args) -> int:
                 raise
             except (ValueError, OSError) as exc:    # VideoSourceError, a frame over the pixel limit
                 print(f"skipped: {printable(exc)}", file=sys.stderr)
+                skipped.append({"path": source, "error": str(exc)})
                 missing += 1
                 continue
             for problem in summary["problems"]:
@@ -146,7 +148,7 @@ def run_video(args) -> int:
             done.append(summary)
     finally:
         if args.summary_json:
-            problem = _write_json(Path(args.summary_json), {"videos": done})
+            problem = _write_json(Path(args.summary_json), {"videos": done, "skipped": skipped})
             if problem:
                 print(f"skipped: {printable(problem)}", file=sys.stderr)
                 missing += 1
