@@ -490,3 +490,31 @@ def test_a_dataset_whose_deferred_file_has_gone_is_an_image_read_error(tmp_path,
     for call in (segmenter.segment, segmenter.segment_frames):
         with pytest.raises(ImageReadError, match="its data cannot be read .*Deferred read"):
             call(ds)
+
+
+def test_three_class_seg_is_built_from_this_runs_masks_segment_k_class_k(tmp_path, small_gray, three_class):
+    """A 3-class model's SEG: segment k is class k, every source frame of a multi-frame object is
+    referenced per segment, and highdicom reads back each class's PNG mask. Into an --out where a
+    one-class run left <name>.png, the SEG is still built from this run's <name>_class<k>.png (was:
+    the stale one-class mask was taken, a one-segment SEG, exit 0)."""
+    single = _mono8(tmp_path / "in" / "one.dcm", small_gray)
+    frames = np.ascontiguousarray(np.stack([small_gray, small_gray[::-1]]))
+    cine = _mono8(tmp_path / "in" / "cine.dcm", frames[0], sop="1.2.840.10008.5.1.4.1.1.3.1",
+                  NumberOfFrames=2, PixelData=frames.tobytes())
+    out = tmp_path / "out"
+    assert predict_main([str(tmp_path / "in"), "--out", str(out), "--quiet"]) == 0             # one class
+    assert predict_main([str(tmp_path / "in"), "--weights", str(three_class["checkpoint"]), "--out", str(out),
+                         "--quiet"]) == 0
+    for source, names in ((single, ["one"]), (cine, ["cine_frame0001", "cine_frame0002"])):
+        seg_path = out / "seg" / f"{source.stem}.seg.dcm"
+        seg = pydicom.dcmread(seg_path)
+        assert [(s.SegmentNumber, s.SegmentLabel) for s in seg.SegmentSequence] == [(1, "class 0"), (2, "class 1"),
+                                                                                   (3, "class 2")]
+        back = read_back(seg_path, [pydicom.dcmread(source, stop_before_pixels=True)]).astype(bool)
+        pngs = np.stack([np.stack([cv2.imread(str(out / "masks" / f"{n}_class{k}.png"), cv2.IMREAD_GRAYSCALE) > 127
+                                   for k in range(3)], axis=-1) for n in names])
+        assert back.shape == pngs.shape and np.array_equal(back, pngs), source
+    refs = [(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber,
+             int(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber))
+            for f in pydicom.dcmread(out / "seg" / "cine.seg.dcm").PerFrameFunctionalGroupsSequence]
+    assert refs == [(k, f) for k in (1, 2, 3) for f in (1, 2)]

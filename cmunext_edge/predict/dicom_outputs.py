@@ -54,15 +54,14 @@ def _groups(sources: dict[Path, list[Sample]], per: str) -> list[tuple[str, list
     return out
 
 
-def _planes(out_dir: Path, name: str, kind: str) -> np.ndarray:
-    """HxWxC mask (bool) or probability (float in [0, 1]) of one frame, read back from the job's PNGs."""
+def _planes(out_dir: Path, name: str, kind: str, classes: int) -> np.ndarray:
+    """HxWxC mask (bool) or probability (float in [0, 1]) of one frame, read back from the PNGs the job
+    wrote for it (job.mask_file_names of its model's classes: another model's files that a previous
+    run left in the folder, name.png beside name_class<k>.png, are not taken for them)."""
+    from cmunext_edge.predict.job import mask_file_names
     folder = out_dir / ("probabilities" if kind == "fractional" else "masks")
-    files = [folder / f"{name}.png"]
-    if not files[0].is_file():
-        files = sorted(folder.glob(f"{name}_class*.png"), key=lambda p: int(p.stem.rsplit("_class", 1)[1]))
-    if not files:
-        raise FileNotFoundError(f"{folder / name}.png: missing")
-    planes = [cv2.imdecode(np.fromfile(str(f), dtype=np.uint8), cv2.IMREAD_GRAYSCALE) for f in files]
+    planes = [cv2.imdecode(np.fromfile(str(folder / f), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+              for f in mask_file_names(name, classes)]
     stack = np.stack(planes, axis=-1)
     return stack.astype(np.float32) / 255.0 if kind == "fractional" else stack > 127
 
@@ -74,11 +73,12 @@ def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: 
     reported), is not reported again; one with some frames missing is (its SEG is not written)."""
     from cmunext_edge.core.dicom import read_header
     out_dir = Path(out_dir)
-    done = {r["name"] for r in rows}
+    from cmunext_edge.predict.scores import row_classes
+    classes = {r["name"]: row_classes(r) for r in rows}
     written, problems = [], []
     for name, members in _groups(_dicom_sources(samples), options.per):
         frames = [s for _, ss in members for s in ss]
-        missing = [s.name for s in frames if s.name not in done]
+        missing = [s.name for s in frames if s.name not in classes]
         where = str(members[0][0])
         if missing and len(missing) == len(frames) and set(missing) <= set(reported) and len(members) == 1:
             continue
@@ -89,7 +89,7 @@ def write_dicom_segs(rows: list[dict], samples: list[Sample], out_dir, options: 
             continue
         path = out_dir / "seg" / f"{name}.seg.dcm"
         try:
-            masks = np.stack([_planes(out_dir, s.name, options.kind) for s in frames])
+            masks = np.stack([_planes(out_dir, s.name, options.kind, classes[s.name]) for s in frames])
             seg = build_seg([read_header(p) for p, _ in members], masks, options, algorithm)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
