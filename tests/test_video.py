@@ -135,3 +135,20 @@ def test_summary_json_of_a_folder_of_videos_lists_what_was_not_read(clip, weight
     assert [v["source"] for v in summary["videos"]] == [str(folder / "a.mp4")]
     assert sorted(Path(s["path"]).name for s in summary["skipped"]) == ["broken.mp4", "notes.txt"]
     assert all(s["error"].startswith(s["path"]) for s in summary["skipped"])
+
+
+def test_videos_sharing_a_stem_get_their_own_sub_folders(clip, weights, tmp_path):
+    """a.mp4 and a.avi in one folder: each its own sub-folder, named as the image job names shared
+    names (was: both wrote into out/a, the second's outputs over the first's, while the summary
+    listed both there)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "a.avi"):
+        (folder / name).write_bytes(clip.read_bytes())
+    out = tmp_path / "out"
+    assert predict_main([str(folder), "--weights", weights, "--out", str(out), "--max-frames", "2", "--no-overlay",
+                         "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.avi", "a.mp4"]
+    for name in ("a.avi", "a.mp4"):
+        summary = json.loads((out / name / "video_summary.json").read_text())
+        assert summary["source"] == str(folder / name) and len(list((out / name / "masks").iterdir())) == 2

@@ -19,10 +19,14 @@ PROG = "cmunext-predict"
 
 
 def _sources(source: str) -> list[tuple[str, Path | None]]:
-    """(source, sub-folder name or None): a folder of videos gets one sub-folder per video."""
+    """(source, sub-folder name or None): a folder of videos gets one sub-folder per video, named as
+    the image job names outputs (job.unique_names): the stem, with its extension when videos share a
+    stem (a.mp4, a.avi -> a.mp4/, a.avi/), then -2, ... where names differ only in case."""
+    from cmunext_edge.data.discovery import Sample
+    from cmunext_edge.predict.job import unique_names
     from cmunext_edge.predict.video import videos_in
     if Path(source).is_dir():
-        return [(str(v), Path(v.stem)) for v in videos_in(source)]
+        return [(str(s.image), Path(s.name)) for s in unique_names([Sample(v.stem, v) for v in videos_in(source)])]
     return [(source, None)]
 
 
