@@ -102,6 +102,7 @@ LOWERED = ["tests/test_model.py::test_official_checkpoint_reproduces_golden_logi
            "tests/test_cpu_fit.py"]
 
 
+@pytest.mark.slow        # about 60 s on 2 cores: .ci/run runs it as its own step after the default run
 def test_key_export_tests_pass_with_the_isa_lowered_to_avx2():
     """One machine covers both x86 paths: where the host has AVX-512, the golden-logit and the
     OpenVINO export/verify tests run again as on an AVX2-only CPU (no VNNI, no BF16)."""
