@@ -70,6 +70,20 @@ def test_folder_of_videos_mask_video_and_max_frames(clip, weights, tmp_path):
     assert not (out / "a" / "masks").exists()
 
 
+def test_a_shorter_rerun_removes_the_earlier_runs_frame_masks_and_says_so(clip, weights, tmp_path, capsys):
+    """Before: a run into an --out that held a longer earlier run left that run's extra frame masks
+    in masks/, which the summary then pointed at as this run's. Files of other names stay."""
+    out = tmp_path / "out"
+    assert predict_main([str(clip), "--weights", weights, "--out", str(out), "--quiet"]) == 0
+    (out / "masks" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert predict_main([str(clip), "--weights", weights, "--out", str(out), "--max-frames", "5"]) == 0
+    assert f"{N - 5} frame mask(s) of an earlier run there removed" in capsys.readouterr().out
+    summary = json.loads((out / "video_summary.json").read_text())
+    assert summary["frames_written"] == 5 and summary["earlier_frames_removed"] == N - 5
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:06d}.png" for i in range(5)] + ["notes.txt"]
+
+
 def test_unreadable_video_is_reported(weights, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video")

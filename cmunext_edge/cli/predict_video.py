@@ -95,6 +95,8 @@ def _record(segmenter, s, out: Path, args) -> dict:
     print(printable(f"{s.source}: {s.frames_decoded} frames decoded, {s.frames_written} written"
                     + (f" (container declares {s.declared_frames})" if s.declared_frames else "")
                     + f" in {s.seconds:.1f}s = {s.frames_per_s:.1f} frames/s end to end; outputs in {out}"
+                    + (f"; {s.earlier_frames_removed} frame mask(s) of an earlier run there removed"
+                       if s.earlier_frames_removed else "")
                     + (f"; NOT written: {len(problems)} problem(s), each below" if problems else "")))
     return {**summary, "problems": problems}
 

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -174,6 +175,7 @@ class VideoSummary:
     stopped: str | None = None        # why writing stopped before the end (e.g. the disk is full)
     incomplete: dict = field(default_factory=dict)   # video name -> why it is not on disk
     undecodable: list = field(default_factory=list)  # [first, last] runs of frames that did not decode
+    earlier_frames_removed: int = 0   # masks/ frame files of an earlier run into this folder, removed
 
 
 def _class_fractions(mask: np.ndarray) -> list[float] | None:
@@ -219,6 +221,7 @@ class _Writer:
         self.video_frames: dict = {}
         self.incomplete: dict = {}
         self.written, self.errors = 0, []
+        self.mask_names: set = set()       # masks/ files this run wrote
         self.cv_dir, self.names = None, contextlib.ExitStack()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -259,6 +262,7 @@ class _Writer:
                     write_png(path, m)
                 except OSError as exc:                   # name the file (a full disk's error does not)
                     raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
+                self.mask_names.add(name)
         self.written += 1
 
     def _run(self):
@@ -337,6 +341,18 @@ def _runs(numbers: list) -> list:
     return runs
 
 
+FRAME_MASK = re.compile(r"\d{6}(_class\d+)?\.png")       # the names _Writer gives frame masks
+
+
+def _remove_earlier_frames(masks: Path, written: set) -> int:
+    """Remove the frame masks (FRAME_MASK names only: nothing else of the folder) that this run did
+    not write: an earlier, longer run's, or one's at a frame that did not decode now -> how many."""
+    stale = [f for f in masks.iterdir() if FRAME_MASK.fullmatch(f.name) and f.name not in written]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _finish(summary: VideoSummary, writer: _Writer, out_dir: Path, opts: VideoOptions, t0: float,
             fg: list, per_class: list) -> VideoSummary:
     """Fill the summary from what the writer put on disk: `outputs` names only complete files,
@@ -353,6 +369,8 @@ def _finish(summary: VideoSummary, writer: _Writer, out_dir: Path, opts: VideoOp
         summary.mean_foreground_per_class = [float(f) for f in np.mean(per_class, axis=0)]
     summary.outputs = {k: str(out_dir / f"{k}.mp4") for k in writer.videos if k not in writer.incomplete}
     if opts.mask_png:
+        if writer.written:               # an earlier run's frame masks would pass for this run's
+            summary.earlier_frames_removed = _remove_earlier_frames(out_dir / "masks", writer.mask_names)
         if writer.written or any((out_dir / "masks").iterdir()):
             summary.outputs["masks"] = str(out_dir / "masks")
         else:                            # no frame written: no empty masks/ that looks like a result
