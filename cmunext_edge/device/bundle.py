@@ -146,7 +146,7 @@ def _used(pool: dict, rows: list[dict], skipped: list[dict]) -> dict:
     return {"without_mask_not_used": pool["without_mask_not_used"],
             "calibration_not_used": len(calib - names), "training_not_used": len(trained - names),
             "calibration_overlap": len(calib & names), "training_overlap": len(trained & names),
-            "training_list": pool["training_list"], "unusable_skipped": skipped,
+            "training_list": pool["training_list"], **({"unusable_skipped": skipped} if skipped else {}),
             **({"classes_note": pool["classes_note"]} if "classes_note" in pool else {})}
 
 
