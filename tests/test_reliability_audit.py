@@ -71,6 +71,19 @@ def test_output_paths_are_checked_before_the_work(tmp_path, capsys, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+@pytest.mark.parametrize("sub", ["masks", "overlays"])
+def test_an_output_sub_folder_that_is_a_file_is_refused_before_the_work(sub, tmp_path, capsys):
+    """Before: --out/masks a file, every image was skipped after its inference ('[Errno 17] File
+    exists' once per image). Now one line before any model loads, exit 2, the file kept."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / sub).write_text("mine")
+    rc, printed, err = run_cli(predict_cli.main, [SAMPLES[0], "--out", out], capsys)
+    line = one_error_line(err, "cmunext-predict")
+    assert rc == 2 and f"--out sub-folder {out / sub} exists and is not a folder" in line and "model:" not in printed
+    assert sorted(p.name for p in out.iterdir()) == [sub] and (out / sub).read_text() == "mine"
+
+
 def test_a_damaged_or_hostile_resume_state_is_one_line_and_never_runs(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     marker = tmp_path / "PWNED"

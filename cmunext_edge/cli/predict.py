@@ -44,7 +44,7 @@ from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import (batch_size, cli_main, device_name, fail, interrupted_code, make_parser, positive_int, size_limit,
                                      signature_note, thread_count, trust_preflight)
 from cmunext_edge.cli.predict_dicom import dicom_segs, fractional, seg_options
-from cmunext_edge.cli.preflight import check_model, check_outputs, input_files
+from cmunext_edge.cli.preflight import SUB_FOLDERS, check_model, check_outputs, input_files
 
 EXAMPLE = """examples:
   cmunext-predict cmunext_edge/samples/busi --out out/predict            # shipped model
@@ -121,7 +121,8 @@ def main(argv=None) -> int:
         return fail(PROG, f"{args.source}: no images found" + (
             f"; {len(unread)} file(s) not read, e.g. {unread[0]['error']}" if unread else "")
             + (f"; {subfolders[0]}" if subfolders else ""))
-    problem = check_outputs(args.out, args.summary_json, input_files(args.weights, args.split, samples))
+    problem = check_outputs(args.out, args.summary_json, input_files(args.weights, args.split, samples),
+                            sub_folders=SUB_FOLDERS)
     if problem:
         return fail(PROG, problem)
     for note in ([] if args.split else truth_notes(args.source, samples)) + subfolders:

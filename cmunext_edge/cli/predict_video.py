@@ -13,7 +13,7 @@ from pathlib import Path
 from cmunext_edge.fileio import printable
 from cmunext_edge.progress import Progress
 from cmunext_edge.cli.common import fail
-from cmunext_edge.cli.preflight import check_outputs, input_files
+from cmunext_edge.cli.preflight import SUB_FOLDERS, check_outputs, input_files
 
 PROG = "cmunext-predict"
 
@@ -119,7 +119,8 @@ def run_video(args) -> int:
     sources = _sources(args.source)
     videos = [Path(src) for src, _ in sources if Path(src).is_file()]
     out_dirs = [Path(args.out) / sub if sub else Path(args.out) for _, sub in sources]
-    problem = check_outputs(args.out, args.summary_json, input_files(args.weights) + videos, out_dirs)
+    problem = check_outputs(args.out, args.summary_json, input_files(args.weights) + videos, out_dirs,
+                            SUB_FOLDERS)
     if problem:                       # before the model loads or a frame is decoded
         return fail(PROG, problem)
     try:

@@ -57,14 +57,33 @@ def check_distinct_outputs(outputs, inputs) -> str | None:
     return None
 
 
-def check_outputs(out: str | Path, summary_json: Path | None = None, inputs=(), out_dirs=None) -> str | None:
+# the folders a predict run writes into under each output folder (masks/, overlays/, ...)
+SUB_FOLDERS = tuple(pattern[:-2] for pattern in WRITTEN_UNDER_OUT if pattern.endswith("/*"))
+
+
+def check_outputs(out: str | Path, summary_json: Path | None = None, inputs=(), out_dirs=None,
+                  sub_folders=()) -> str | None:
     """Output problems found before any work -> the reason, or None. `out` as given (an empty
     string is refused: Path("") would be the current folder); `inputs`: the files the run reads,
-    none of which an output may replace (`out_dirs`: the folders outputs go to, default `out`)."""
+    none of which an output may replace (`out_dirs`: the folders outputs go to, default `out`);
+    `sub_folders` (e.g. SUB_FOLDERS) already there under them must be writable folders."""
     if str(out).strip() == "":
         return "--out is empty: give an output folder"
     return (writable_folder_problem(Path(out), "--out") or check_output_file(summary_json, "--summary-json")
-            or _inputs_kept(out_dirs or [out], summary_json, inputs))
+            or _sub_folder_problem(out_dirs or [out], sub_folders) or _inputs_kept(out_dirs or [out], summary_json, inputs))
+
+
+def _sub_folder_problem(out_dirs, sub_folders) -> str | None:
+    """A sub-folder the run writes into that exists as something else, or is not writable (the
+    run would fail on every input, after the work): the reason, else None."""
+    for folder in out_dirs:
+        for name in sub_folders:
+            path = Path(folder) / name
+            if path.exists() or path.is_symlink():
+                problem = writable_folder_problem(path, "--out sub-folder")
+                if problem:
+                    return problem + "; move it or choose another --out"
+    return None
 
 
 def _written_there(path: Path, out_dirs: list[Path]) -> str | None:
