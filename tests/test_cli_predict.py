@@ -55,11 +55,13 @@ def test_bad_weights_and_missing_source_exit_2(tmp_path, busi, capsys):
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
 
 
-def test_parallel_workers_give_the_same_masks_in_order(tmp_path, busi, ckpt_s):
+def test_parallel_workers_give_the_same_masks_in_order(tmp_path, busi, ckpt_s, capsys):
     ds, names = _dataset(tmp_path, busi, n=5)
     one, two = tmp_path / "one.json", tmp_path / "two.json"
+    capsys.readouterr()
     assert main([str(ds), "--weights", str(ckpt_s), "--out", str(tmp_path / "o1"), "--batch-size", "2",
                  "--summary-json", str(one), "--quiet"]) == 0
+    assert "segmenting [" not in capsys.readouterr().err              # --quiet: no progress bar either
     assert main([str(ds), "--weights", str(ckpt_s), "--out", str(tmp_path / "o2"), "--batch-size", "2",
                  "--workers", "2", "--no-overlay", "--summary-json", str(two), "--quiet"]) == 0
     assert json.loads(one.read_text())["mean_dice"] == json.loads(two.read_text())["mean_dice"]

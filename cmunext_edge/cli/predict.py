@@ -82,7 +82,7 @@ def build_parser():
     p.add_argument("--trusted-key", action="append", metavar="PUB.pem",
                    help="trust policy: run the model only if it is signed by this public key (repeat for "
                         "several; default $CMUNEXT_TRUSTED_KEYS); refused otherwise, exit 2")
-    p.add_argument("--quiet", action="store_true", help="no per-image lines")
+    p.add_argument("--quiet", action="store_true", help="no per-image lines and no progress bar")
     d = p.add_argument_group("DICOM inputs (the [dicom] extra)")
     d.add_argument("--dicom-seg", choices=["instance", "series", "off"], default="instance",
                    help="DICOM SEG output: one per source instance (default), one per series of "
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         print(f"note: export verification: {export_check}")
     print(signature_note(info))
     started = time.perf_counter()
-    with Progress(len(samples), "segmenting") as bar:
+    with Progress(len(samples), "segmenting", enabled=not args.quiet) as bar:
         result = run_job(segmenters, samples, Path(args.out), args.batch_size, not args.no_overlay, bar,
                          write_probabilities=fractional(args))
     dicom_segs(args, samples, result, info["precision"])

@@ -22,7 +22,7 @@ def predict_with_ray(args, samples, unread=()) -> int:
     print(f"engine: ray ({args.actors} actor{'s' if args.actors > 1 else ''} on {where})")
     started = time.perf_counter()
     try:
-        with Progress(len(samples), "segmenting") as bar:
+        with Progress(len(samples), "segmenting", enabled=not args.quiet) as bar:
             options = RayJobOptions(address=args.address, actors=args.actors, batch_size=args.batch_size,
                                     device=args.device, write_overlays=not args.no_overlay,
                                     trusted_keys=args.trusted_key, max_pixels=args.max_pixels,
