@@ -453,6 +453,7 @@ def test_sigterm_mid_video_writes_its_summary(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "Traceback" not in err and "SIGTERM" in err, err
+    assert "skipped: terminated (SIGTERM)" in err, err            # the "each below" its line announced
     summary = json.loads((out / "video_summary.json").read_text())
     masks = len(list(out.glob("masks/*.png")))
     assert 5 <= summary["frames_written"] == masks < 400

@@ -143,6 +143,8 @@ def run_video(args) -> int:
             except KeyboardInterrupt as exc:        # what was written is accounted for, then 130/143
                 if getattr(exc, "video_record", None) is not None:
                     done.append(exc.video_record)
+                    for problem in exc.video_record["problems"]:     # the "each below" of its line
+                        print(f"skipped: {printable(problem)}", file=sys.stderr)
                 raise
             except (ValueError, OSError) as exc:    # VideoSourceError, a frame over the pixel limit
                 print(f"skipped: {printable(exc)}", file=sys.stderr)
