@@ -84,6 +84,23 @@ def test_a_shorter_rerun_removes_the_earlier_runs_frame_masks_and_says_so(clip, 
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:06d}.png" for i in range(5)] + ["notes.txt"]
 
 
+def test_a_video_opencv_cannot_encode_is_named_and_the_masks_are_still_written(weights, tmp_path, capsys):
+    """Before: 1-pixel-wide frames (which mp4v cannot encode) stopped the run at its first frame,
+    exit 2, no mask written. Now the overlay video is named as not written; every mask is."""
+    clip = tmp_path / "thin.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (1, 64))
+    for i in range(5):
+        w.write(np.full((64, 1, 3), 60 * i, np.uint8))
+    w.release()
+    out = tmp_path / "out"
+    assert predict_main([str(clip), "--weights", weights, "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'overlay.mp4'}: not written: OpenCV cannot write an mp4v video of 1x64 frames" in err, err
+    summary = json.loads((out / "video_summary.json").read_text())
+    assert summary["frames_written"] == 5 and len(list((out / "masks").glob("*.png"))) == 5
+    assert "overlay" not in summary["outputs"] and not (out / "overlay.mp4").exists() and not list(out.glob(".*"))
+
+
 def test_unreadable_video_is_reported(weights, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video")

@@ -229,7 +229,9 @@ class _Writer:
     def _part(self, name: str) -> Path:
         return self.out_dir / f".{name}.part.mp4"
 
-    def _video(self, name: str, shape) -> cv2.VideoWriter:
+    def _video(self, name: str, shape) -> cv2.VideoWriter | None:
+        """The writer of video `name`; None when OpenCV cannot write it (e.g. 1-pixel-wide frames):
+        that video is named in `incomplete` and the other outputs go on."""
         if name not in self.videos:
             path = self.out_dir / f"{name}.mp4"
             if self.cv_dir is None:          # a name OpenCV's writer takes (a link for a non-UTF-8 folder)
@@ -237,13 +239,19 @@ class _Writer:
             w = cv2.VideoWriter(str(self.cv_dir / self._part(name).name), cv2.VideoWriter_fourcc(*"mp4v"),
                                 self.fps, (shape[1], shape[0]))
             if not w.isOpened():
-                raise VideoSourceError(f"{path}: OpenCV cannot write an mp4v video here")
+                w.release()
+                self._part(name).unlink(missing_ok=True)
+                w = None
+                self.incomplete[name] = (f"{path}: not written: OpenCV cannot write an mp4v video of "
+                                         f"{shape[1]}x{shape[0]} frames here")
             self.videos[name], self.video_frames[name] = w, 0
         return self.videos[name]
 
     def _add(self, name: str, shape, image: np.ndarray) -> None:
-        self._video(name, shape).write(image)
-        self.video_frames[name] += 1
+        w = self._video(name, shape)
+        if w is not None:
+            w.write(image)
+            self.video_frames[name] += 1
 
     def _write(self, index: int, frame: np.ndarray, mask: np.ndarray) -> None:
         from cmunext_edge.predict.overlay import overlay
@@ -278,9 +286,12 @@ class _Writer:
         self.q.put(_END)
         self.thread.join()
         for w in self.videos.values():
-            w.release()
+            if w is not None:
+                w.release()
         self.names.close()
-        for name in self.videos:
+        for name, w in self.videos.items():
+            if w is None:                                # named in `incomplete` when it was opened
+                continue
             part, final = self._part(name), self.out_dir / f"{name}.mp4"
             held = video_frame_count(part) if part.is_file() else 0
             if held == self.video_frames[name] and held:
