@@ -95,6 +95,29 @@ def test_bad_input_gets_4xx_with_a_message(server):
         assert status == code and list(json.loads(body)) == ["error"] and words in json.loads(body)["error"], body
 
 
+def test_unknown_or_repeated_query_parameters_and_undocumented_paths_are_refused(server):
+    """A typo in a parameter name (`fromat`) or a repeated one was answered 200 with the default or
+    the last value; FastAPI's /docs, /redoc and /openapi.json answered 200 although every other path
+    is documented as 404."""
+    url, _ = server
+    for query, words in [("fromat=png", "unknown query parameter 'fromat' (known: format, seg)"),
+                         ("format=png&format=json", "query parameter 'format' is given 2 times")]:
+        status, _, body = call(f"{url}/segment?{query}", IMAGE.read_bytes())
+        assert status == 400 and words in json.loads(body)["error"], (query, body)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        status, _, body = call(url + path)
+        assert status == 404 and "no such endpoint: GET " + path in json.loads(body)["error"], (path, body)
+
+
+def test_query_names_are_checked_before_their_values():
+    serve.check_query_names([("format", "png"), ("seg", "binary")])
+    for pairs, words in [([("Format", "png")], "unknown query parameter 'Format'"),
+                         ([("seg", "binary"), ("seg", "binary")], "'seg' is given 2 times")]:
+        with pytest.raises(serve.RequestError) as err:
+            serve.check_query_names(pairs)
+        assert err.value.status == 400 and words in str(err.value)
+
+
 def _raw_post(url, head: dict, body_part: bytes) -> socket.socket:
     """A socket that has sent a POST /segment's headers and the start of its body, and stops there."""
     host, port = url.split("//")[1].split(":")
@@ -201,3 +224,24 @@ def test_dicom_media_type_is_recognised_in_any_case():
     assert serve.is_dicom("application/dicom") and serve.is_dicom("Application/DICOM; charset=binary")
     assert serve.is_dicom(" APPLICATION/DICOM ") and not serve.is_dicom("image/png")
     assert not serve.is_dicom(None) and not serve.is_dicom("application/dicom+json")
+
+
+def test_stop_answers_the_requests_in_flight_first(server):
+    """Stopping (what SIGTERM and Ctrl-C do) while a request is in flight: it is answered, not
+    closed unanswered (serve.shutdown() alone killed the proxy at once: the client saw the
+    connection closed without a response). The request is held in flight by its upload: all but
+    its last bytes are sent, the stop begins, then the rest follows. Last in this file: it stops
+    the module's server."""
+    import threading
+    import time
+    url, _ = server
+    data = IMAGE.read_bytes()
+    sock = _raw_post(url, {"Content-Length": str(len(data))}, data[:-100])
+    time.sleep(0.5)                         # the proxy hands the request to the replica on its headers
+    stopping = threading.Thread(target=serve.stop)
+    stopping.start()
+    time.sleep(1.0)                         # the stop is under way (it waits for the replica's requests)
+    sock.sendall(data[-100:])
+    status, answer = _status_and_body(sock)
+    stopping.join()
+    assert status == 200 and b'"mask_area_px"' in answer, answer

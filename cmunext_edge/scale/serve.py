@@ -139,7 +139,8 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
     that stalls its upload holds a reading place for `body_timeout_s` at most (then 408)."""
     serve = require("ray.serve")
     fastapi = require("fastapi")
-    app = fastapi.FastAPI(title="cmunext-edge segmentation")
+    # no /docs, /redoc, /openapi.json: every path but the two endpoints is 404 (docs/scale-out.md)
+    app = fastapi.FastAPI(title="cmunext-edge segmentation", docs_url=None, redoc_url=None, openapi_url=None)
     _json_errors(app, fastapi)
     limits = Limits(max_bytes, max_pixels, body_timeout_s)
 
@@ -183,6 +184,7 @@ class Limits(NamedTuple):
 
 
 ENDPOINTS = "POST /segment, GET /health"
+APP = "cmunext"               # the Serve application's name
 
 
 def _json_errors(app, fastapi) -> None:
@@ -212,6 +214,18 @@ def _json_errors(app, fastapi) -> None:
 def is_dicom(content_type: str | None) -> bool:
     """Whether a Content-Type names DICOM (media types are case-insensitive; parameters ignored)."""
     return (content_type or "").split(";")[0].strip().lower() == "application/dicom"
+
+
+def check_query_names(pairs) -> None:
+    """Every query parameter (name, value) must be a documented one, given once (400): a typo
+    (`?fromat=png`) or a repeat (`?format=png&format=json`) would otherwise be ignored or resolved
+    silently, and the answer would not be the one asked for."""
+    names = [name for name, _ in pairs]
+    for name in names:
+        if name not in QUERY_CHOICES:
+            raise RequestError(400, f"unknown query parameter {name[:40]!r} (known: {', '.join(QUERY_CHOICES)})")
+        if names.count(name) > 1:
+            raise RequestError(400, f"query parameter {name!r} is given {names.count(name)} times: give it once")
 
 
 def check_query(params: dict, dicom: bool) -> dict:
@@ -285,6 +299,7 @@ async def _answer(replica, request, params: dict, limits: Limits, fastapi):
     responses = fastapi.responses
     try:
         dicom = is_dicom(request.headers.get("content-type"))
+        check_query_names(request.query_params.multi_items())
         params = check_query(params, dicom)
         body = await read_body(request, limits.max_bytes, limits.body_timeout_s)
         async with replica.places:
@@ -369,14 +384,22 @@ def start(artifact, *, host: str = "127.0.0.1", port: int = 8000, address: str |
         if previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)     # ray.init installs sys.exit(15): keep the caller's
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(artifact, **app_options), name="cmunext", route_prefix="/")
+    serve.run(build_app(artifact, **app_options), name=APP, route_prefix="/")
     return f"http://{host}:{port}"
 
 
 def stop() -> None:
     """Tear down the Serve application and controller, then the Ray instance this process holds
-    (also one interrupted half-way through `ray.init`: its node processes are killed too)."""
+    (also one interrupted half-way through `ray.init`: its node processes are killed too).
+
+    The application is deleted first: its replicas then finish the requests they hold (Serve's
+    graceful replica shutdown) while the proxy is still there to carry the answers back;
+    `serve.shutdown()` alone kills the proxy at once, closing those connections unanswered."""
     ray, serve = require("ray"), require("ray.serve")
     if ray.is_initialized():
+        try:
+            serve.delete(APP)
+        except Exception:       # stopped during start-up: no controller or application to drain
+            pass
         serve.shutdown()
     ray.shutdown()
