@@ -174,3 +174,40 @@ def test_actors_apply_the_jobs_pixel_limit(local_ray, onnx_model, tmp_path):
     assert above and sorted(s["name"] for s in result.skipped) == above
     assert all("exceeds the limit" in s["error"] and "not decoded" in s["error"] for s in result.skipped)
     assert len(result.rows) == 16 - len(above)
+
+
+def _actor_batch(samples) -> dict:
+    """A Ray Data batch (numpy columns) of `samples`, as the job hands it to an actor."""
+    from cmunext_edge.scale.ray_batch import ITEM_KEYS, _item
+    items = [_item(s) for s in samples]
+    return {key: np.array([item[key] for item in items], dtype=object) for key in ITEM_KEYS}
+
+
+@pytest.mark.parametrize("fails", ["third image file", "records"])
+def test_an_actor_on_a_full_disk_reports_each_image_and_leaves_none_half_done(onnx_model, tmp_path, monkeypatch,
+                                                                               fails):
+    """A full disk in an actor failed the whole batch in Ray's words (RayTaskError(UserCodeException)
+    ..., retried, then every image 'not processed after 3 attempts') and left the outputs written
+    before it on disk for images counted as not done. Now each image not written is reported with
+    the disk's reason, and an image on disk has its record (part) too, or no outputs at all."""
+    import errno
+    from cmunext_edge.predict import job
+    from cmunext_edge.scale import ray_batch
+    samples, out = discover(SAMPLES)[:3], tmp_path / "out"
+    actor = ray_batch.SegmentActor(str(onnx_model), str(out))
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if fails == "third image file":             # mask and overlay of the first image, then the disk is full
+        real, calls = job.write_png, []
+        monkeypatch.setattr(job, "write_png", lambda path, img: real(path, img) if len(calls.append(0) or calls) <= 2
+                            else (_ for _ in ()).throw(full))
+    else:                                       # every PNG written, no record can be
+        monkeypatch.setattr(ray_batch, "atomic_path", lambda path: (_ for _ in ()).throw(full))
+    answer = actor(_actor_batch(samples))
+    errors = dict(zip(answer["name"], answer["error"]))
+    assert sorted(errors) == sorted(s.name for s in samples)
+    done = [name for name, error in errors.items() if not error]
+    assert all("No space left on device" in errors[s.name] and str(s.image) in errors[s.name]
+               for s in samples if s.name not in done), errors
+    assert done == ([samples[0].name] if fails == "third image file" else [])
+    on_disk = sorted(p.stem for p in out.glob("*/*.png"))
+    assert on_disk == sorted(done * 2) and sorted(p.stem for p in (out / PARTS).glob("*.json")) == done

@@ -20,7 +20,7 @@ from pathlib import Path
 from cmunext_edge._deps import require
 from cmunext_edge.data.discovery import Sample
 from cmunext_edge.fileio import atomic_path, require_file
-from cmunext_edge.predict.job import JobResult, _process_batch
+from cmunext_edge.predict.job import JobResult, OutputError, _process_batch, output_files
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
 
@@ -72,17 +72,38 @@ class SegmentActor:
                 names.append(sample.name)
                 errors.append(str(exc))
         if decoded:
+            rows, skipped = self._segment_and_write(decoded)
+            names += [row["name"] for row in rows] + [item.get("name") or item["path"] for item in skipped]
+            errors += [""] * len(rows) + [item["error"] for item in skipped]
+        return {"name": np.array(names, dtype=object), "error": np.array(errors, dtype=object)}
+
+    def _segment_and_write(self, decoded) -> tuple[list, list]:
+        """Segment and write a decoded batch -> (rows done, skipped). A full or read-only disk
+        (OutputError) reports the images it left unwritten with that reason, as the local job does,
+        instead of failing the batch in Ray's words; an image whose part cannot be written has its
+        outputs removed: every image has its outputs and its part, or neither."""
+        try:
             rows, skipped = _process_batch(self.segmenter, decoded, self.out_dir, self.write_overlays,
                                            self.write_probabilities)
-            for row in rows:
+        except OutputError as exc:
+            rows, skipped = exc.rows, list(exc.skipped)
+            reported = {r["name"] for r in rows} | {item["name"] for item in skipped}
+            skipped += [{"path": str(s.image), "name": s.name, "error": f"{s.image}: not processed: {exc}"}
+                        for s, _ in decoded if s.name not in reported]
+        done = []
+        for row in rows:
+            try:
                 with atomic_path(part_path(self.out_dir, row["name"])) as tmp:
                     tmp.write_text(json.dumps(row))
-                names.append(row["name"])
-                errors.append("")
-            for item in skipped:
-                names.append(item.get("name", item["path"]))
-                errors.append(item["error"])
-        return {"name": np.array(names, dtype=object), "error": np.array(errors, dtype=object)}
+            except OSError as exc:
+                for path in output_files(self.out_dir, row, self.write_overlays, self.write_probabilities):
+                    path.unlink(missing_ok=True)
+                skipped.append({"path": row["image"], "name": row["name"],
+                                "error": f"{row['image']}: not processed: cannot write its record in "
+                                         f"{self.out_dir / PARTS} ({exc.strerror or exc})"})
+            else:
+                done.append(row)
+        return done, skipped
 
 
 def part_path(out_dir: Path, name: str) -> Path:
