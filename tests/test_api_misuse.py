@@ -43,10 +43,13 @@ def seg(onnx_art):
     ("two", {"batch_size": True}, "batch_size must be a whole number from 1"),
     ("two", {"channel_order": "xyz"}, "channel_order must be 'bgr' or 'rgb'"),
     (42, {}, "takes a sequence of images, got int"),
+    ("mapping", {}, "got a dict: pass a list"),       # was: its keys read as paths ("a: no such file")
+    ("set", {}, "got a frozenset: pass a list"),      # was: segmented in an arbitrary order
 ])
 def test_segment_batch_refuses_what_it_would_misread(seg, images, kwargs, says):
     img = cv2.imread(str(IMAGE))
-    images = {"one_array": img, "two": [img, img]}.get(images, images) if isinstance(images, str) else images
+    images = {"one_array": img, "two": [img, img], "mapping": {"a": img},
+              "set": frozenset([str(IMAGE)])}.get(images, images) if isinstance(images, str) else images
     with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)")):
         seg.segment_batch(images, **kwargs)
 
@@ -109,6 +112,8 @@ def test_a_closed_segmenter_says_so(onnx_art):
         s.segment(cv2.imread(str(IMAGE)))
     with pytest.raises(RuntimeError, match="was closed"):     # was "call load() before infer()"
         s.self_test()
+    with pytest.raises(RuntimeError, match="was closed"):     # was: the file read first ("cannot read ...")
+        s.segment_frames(IMAGE.parent / "missing.dcm")
     assert s.describe()["closed"] is True
 
 

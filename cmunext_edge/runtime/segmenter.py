@@ -18,9 +18,9 @@ too (their mask and probability at that size would take gigabytes).
 from __future__ import annotations
 
 import functools
-
 import threading
 import time
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,7 @@ class EdgeSegmenter:
         """Every frame of a DICOM file or pydicom Dataset (single- or multi-frame), in frame order."""
         from cmunext_edge._deps import MissingDependencyError
         from cmunext_edge.core.dicom import DicomError, read_frames
+        self._check_open()                  # before reading (and decoding) every frame of the file
         try:
             frames = read_frames(dicom, self.max_pixels)
         except DicomError as exc:
@@ -247,6 +248,9 @@ def _image_list(images) -> list:
     if isinstance(images, (str, bytes, Path)) or is_image_source(images):
         raise ValueError(f"segment_batch takes a sequence of images, got one ({images!r:.80}): "
                          "call segment() for one image")
+    if isinstance(images, (Mapping, Set)):     # iterated, a dict gives its keys and a set no order
+        raise ValueError(f"segment_batch takes a sequence of images (results come back in its order), got a "
+                         f"{type(images).__name__}: pass a list, e.g. list(images.values()) or sorted(images)")
     try:
         return list(images)
     except TypeError:
