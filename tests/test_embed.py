@@ -772,3 +772,26 @@ def test_times_json_stays_valid_utf8_for_names_that_are_not(embed_build, artifac
     assert report["n_images"] == len(names)
     got = sorted(os.path.basename(row["image"]) for row in report["images"])
     assert got == sorted(os.fsdecode(name) for name in names)
+
+
+# --- sanitizer audit (ASan + UBSan build of embed/): what the sanitizers and Python saw -------------
+def test_absurd_headers_and_a_png_cut_before_iend_get_an_exact_reason(embed_build, artifacts, tmp_path):
+    """A 4294967295x4294967295 PNG header overflowed int64 in the size check (UBSan; printed as
+    '-8589934591 pixels'); a 70000x1 image was said to exceed the 40 M pixel limit (the side limit
+    refused it); an 11-digit PGM width spilled its last digit into the height; a PNG ending before
+    IEND was segmented where cmunext-predict (libpng) refuses it as incomplete."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "max_header.png").write_bytes(_huge_png_header(0xFFFFFFFF, 0xFFFFFFFF))
+    (src / "wide.png").write_bytes(_huge_png_header(70000, 1))
+    (src / "digits.pgm").write_bytes(b"P5 99999999999 2 255\n")
+    cv2.imwrite(str(tmp_path / "whole.png"), np.full((20, 30), 90, np.uint8))
+    (src / "no_iend.png").write_bytes((tmp_path / "whole.png").read_bytes()[:-12])
+    r = _segment(embed_build, _artifact(artifacts, "fp32-onnx"), src, tmp_path / "out")
+    assert r.returncode == 2 and "nothing was done" in r.stderr, (r.returncode, r.stderr)
+    skipped = {line.split(":")[0].rsplit("/", 1)[-1]: line for line in r.stderr.splitlines() if line.startswith("skipped ")}
+    assert "4294967295x4294967295 = 18446744065119617025 pixels exceeds the limit" in skipped["max_header.png"]
+    assert "70000x1: a side above 65536 pixels" in skipped["wide.png"], skipped
+    assert "4294967295x2 = 8589934590 pixels" in skipped["digits.pgm"], skipped
+    assert "ends before its IEND chunk" in skipped["no_iend.png"], skipped
+

@@ -43,12 +43,17 @@ std::string printable(const uint8_t* p, size_t n) {
     return out;
 }
 
+// w and h come from header fields of at most 32 bits: their product fits in 64 unsigned bits
 void check_size(const std::string& path, int64_t w, int64_t h, int64_t max_pixels) {
-    if (w < 1 || h < 1) throw ImageError(path + ": image header says " + std::to_string(w) + "x" + std::to_string(h) + " (empty)");
-    if (w > 65536 || h > 65536 || (max_pixels > 0 && w * h > max_pixels))
-        throw ImageError(path + ": " + std::to_string(w) + "x" + std::to_string(h) + " = " + std::to_string(w * h) +
-                         " pixels exceeds the limit of " + std::to_string(max_pixels) +
-                         " (--max-pixels); refused before decoding");
+    const std::string size = std::to_string(w) + "x" + std::to_string(h);
+    if (w < 1 || h < 1) throw ImageError(path + ": image header says " + size + " (empty)");
+    const uint64_t pixels = static_cast<uint64_t>(w) * static_cast<uint64_t>(h);
+    if (max_pixels > 0 && pixels > static_cast<uint64_t>(max_pixels))
+        throw ImageError(path + ": " + size + " = " + std::to_string(pixels) + " pixels exceeds the limit of " +
+                         std::to_string(max_pixels) + " (--max-pixels); refused before decoding");
+    if (w > 65536 || h > 65536)
+        throw ImageError(path + ": " + size + ": a side above 65536 pixels is more than the library takes "
+                                              "(docs/firmware.md, Frames); refused before decoding");
 }
 
 // ---- EXIF orientation (OpenCV applies it on imread) --------------------------------------
@@ -149,6 +154,8 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& f, int64_t
     }
     if (!seen_ihdr) throw ImageError(path + ": not a readable image (PNG without a header)");
     if (!seen_iend && idat.empty()) throw ImageError(path + ": PNG is truncated (no image data)");
+    if (!seen_iend)     // as cmunext-predict (libpng): a PNG cut short is refused, even with all its pixels
+        throw ImageError(path + ": PNG is truncated (the file ends before its IEND chunk)");
     if (ctype == 3 && palette.empty()) throw ImageError(path + ": palette PNG without a palette");
     const int samples = ctype == 2 ? 3 : ctype == 4 ? 2 : ctype == 6 ? 4 : 1;
     const int bits_pp = samples * depth;
@@ -253,7 +260,7 @@ Image decode_png(const std::string& path, const std::vector<uint8_t>& f, int64_t
 // ---- PGM / PPM (binary) ------------------------------------------------------------------------
 Image decode_pnm(const std::string& path, const std::vector<uint8_t>& f, int64_t max_pixels) {
     size_t pos = 2;
-    auto next_int = [&](const char* what) -> long {
+    auto next_int = [&](const char* what) -> int64_t {
         for (;;) {
             while (pos < f.size() && std::isspace(f[pos])) ++pos;
             if (pos < f.size() && f[pos] == '#') {
@@ -262,16 +269,17 @@ Image decode_pnm(const std::string& path, const std::vector<uint8_t>& f, int64_t
             }
             break;
         }
-        long v = 0;
+        int64_t v = 0;
         size_t start = pos;
-        while (pos < f.size() && std::isdigit(f[pos]) && v < 1000000000) v = v * 10 + (f[pos++] - '0');
+        for (; pos < f.size() && std::isdigit(f[pos]); ++pos)     // every digit read, the value capped at 2^32 - 1
+            v = std::min<int64_t>(v * 10 + (f[pos] - '0'), 4294967295);
         if (pos == start) throw ImageError(path + ": PNM header has no " + what);
         return v;
     };
     const bool color = f[1] == '6';
-    long w = next_int("width"), h = next_int("height");
+    const int64_t w = next_int("width"), h = next_int("height");
     check_size(path, w, h, max_pixels);
-    long maxval = next_int("maximum value");
+    const int64_t maxval = next_int("maximum value");
     if (maxval != 255 && maxval != 65535)
         throw ImageError(path + ": PNM maximum value " + std::to_string(maxval) + " is not supported (255 or 65535)");
     ++pos;   // one whitespace byte before the raster
