@@ -795,3 +795,22 @@ def test_absurd_headers_and_a_png_cut_before_iend_get_an_exact_reason(embed_buil
     assert "4294967295x2 = 8589934590 pixels" in skipped["digits.pgm"], skipped
     assert "ends before its IEND chunk" in skipped["no_iend.png"], skipped
 
+
+def test_nan_output_is_refused_not_written_as_an_empty_mask(embed_build, artifacts, tmp_path):
+    """Logits that are NaN (here: a NaN bias in the last convolution, verification off) gave an all-zero
+    mask and exit 0; Python's EdgeSegmenter refuses them (NonFiniteOutputError), and so does C++ now."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+    model = onnx.load(str(_artifact(artifacts, "fp32-onnx")))
+    last = model.graph.node[-1]
+    for init in model.graph.initializer:
+        if init.name in last.input and len(init.dims) == 1:          # the final 1x1 convolution's bias
+            init.CopyFrom(numpy_helper.from_array(np.full(tuple(init.dims), np.nan, np.float32), init.name))
+    broken = tmp_path / "nan.onnx"
+    onnx.save(model, str(broken))
+    image = sorted((SAMPLES / "images").glob("*.png"))[0]
+    r = _segment(embed_build, broken, image, tmp_path / "out", "--no-verify-load")
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "loaded (NOT verified)" in r.stdout and "loaded and verified" not in r.stdout
+    assert "the model's output holds NaN or infinite values for 1 of 1 image(s): no mask made" in r.stderr, r.stderr
+    assert not list((tmp_path / "out" / "masks").glob("*.png"))

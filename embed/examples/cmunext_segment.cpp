@@ -284,7 +284,9 @@ int main(int argc, char** argv) {
         return 2;
     }
     const double load_ms = ms(t_load, std::chrono::steady_clock::now());
-    if (!quiet) std::printf("artifact: %s\nloaded and verified in %.1f ms\n", seg->describe().c_str(), load_ms);
+    if (!quiet)
+        std::printf("artifact: %s\nloaded %s in %.1f ms\n", seg->describe().c_str(),
+                    options.verify ? "and verified" : "(NOT verified)", load_ms);
     if (!options.verify) std::fprintf(stderr, "cmunext_segment: warning: --no-verify-load: the artifact was NOT checked\n");
 
     const fs::path masks = fs::path(out_dir) / "masks";

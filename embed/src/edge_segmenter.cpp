@@ -126,6 +126,7 @@ struct EdgeSegmenter::Impl {
     void open(const std::string& path);
     void check_frame(const Frame& f) const;
     std::vector<float> infer(const std::vector<float>& batch, int n);   // n x C x H x W -> n x K x H x W
+    void check_finite(const std::vector<float>& logits, size_t n) const;
     SelfTestResult run_selftest();
 };
 
@@ -419,6 +420,20 @@ std::vector<float> EdgeSegmenter::Impl::infer(const std::vector<float>& batch, i
     return out;
 }
 
+// A mask from NaN/inf logits would be silently empty or full: refused, with Python's message
+// (NonFiniteOutputError). The self-test checks its own output and does not come here.
+void EdgeSegmenter::Impl::check_finite(const std::vector<float>& logits, size_t n) const {
+    const size_t per_image = logits.size() / n;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; ++i)
+        bad += !std::all_of(logits.begin() + i * per_image, logits.begin() + (i + 1) * per_image,
+                            [](float v) { return std::isfinite(v); });
+    if (bad)
+        throw Error(ErrorCode::Runtime, info.path + ": the model's output holds NaN or infinite values for " +
+                                            std::to_string(bad) + " of " + std::to_string(n) + " image(s): no mask made "
+                                            "(its weights overflow or are broken; check the checkpoint it came from)");
+}
+
 SelfTestResult EdgeSegmenter::Impl::run_selftest() {
     auto run = [this](const std::vector<float>& x) { return infer(x, 1); };
     return detail::check_selftest(has_selftest ? &selftest_json : nullptr, contract, run, info.run_precision);
@@ -531,6 +546,7 @@ void EdgeSegmenter::segment_into_unguarded(const Frame& frame, uint8_t* mask, fl
     double pre = ms_since(t0);
     auto t1 = std::chrono::steady_clock::now();
     std::vector<float> logits = impl_->infer(input, 1);
+    impl_->check_finite(logits, 1);
     double inf = ms_since(t1);
     auto t2 = std::chrono::steady_clock::now();
     if (mask || probability)
@@ -571,6 +587,7 @@ std::vector<Segmentation> EdgeSegmenter::segment_batch_unguarded(const std::vect
         double pre = ms_since(t0);
         auto t1 = std::chrono::steady_clock::now();
         std::vector<float> logits = impl_->infer(batch, static_cast<int>(n));
+        impl_->check_finite(logits, n);
         double inf = ms_since(t1);
         auto t2 = std::chrono::steady_clock::now();
         const size_t first = results.size();

@@ -37,7 +37,7 @@ typedef enum {
     CMUNEXT_E_IO = 2,               /* a file that cannot be read */
     CMUNEXT_E_INTEGRITY = 3,        /* hash or self-test mismatch: the artifact was refused */
     CMUNEXT_E_UNSUPPORTED = 4,      /* artifact kind or contract not implemented here */
-    CMUNEXT_E_RUNTIME = 5,          /* OpenVINO could not read, compile or run the model */
+    CMUNEXT_E_RUNTIME = 5,          /* OpenVINO could not read, compile or run the model, or its output was NaN/inf */
     CMUNEXT_E_NO_MEMORY = 6
 } cmunext_status;
 

@@ -40,7 +40,7 @@ enum class ErrorCode {
     Io = 2,                // a file that cannot be read
     Integrity = 3,         // hash or self-test mismatch: the artifact was refused
     Unsupported = 4,       // an artifact kind or contract this runtime does not implement
-    Runtime = 5,           // OpenVINO could not read, compile or run the model
+    Runtime = 5,           // OpenVINO could not read, compile or run the model, or its output was NaN/inf
 };
 
 class CMUNEXT_API Error : public std::runtime_error {
