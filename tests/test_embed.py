@@ -814,3 +814,14 @@ def test_nan_output_is_refused_not_written_as_an_empty_mask(embed_build, artifac
     assert "loaded (NOT verified)" in r.stdout and "loaded and verified" not in r.stdout
     assert "the model's output holds NaN or infinite values for 1 of 1 image(s): no mask made" in r.stderr, r.stderr
     assert not list((tmp_path / "out" / "masks").glob("*.png"))
+
+
+def test_out_of_range_threads_and_a_bad_class_count_say_what_is_wrong(embed_build, artifacts, tmp_path):
+    """--threads 1025 was 'must be a non-negative integer, got 1025'; a num_classes that is not a count
+    was refused without naming the artifact."""
+    r = _run([embed_build["exe"], "model.onnx", "x.png", "--out", tmp_path / "o", "--threads", "1025"])
+    assert r.returncode == 2 and "--threads must be at most 1024, got 1025" in r.stderr, r.stderr
+    ir = _copy(_artifact(artifacts, "fp16-ir"), tmp_path / "classes", manifest=False)
+    ir.write_text(ir.read_text().replace('cmunext_edge.num_classes value="1"', 'cmunext_edge.num_classes value="1e99"'))
+    r = _segment(embed_build, ir, sorted((SAMPLES / "images").glob("*.png"))[0], tmp_path / "out", "--no-verify-load")
+    assert r.returncode == 2 and f"error: {ir}: artifact metadata num_classes '1e99' is not a valid count" in r.stderr, r.stderr

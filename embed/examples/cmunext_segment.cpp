@@ -240,8 +240,9 @@ int main(int argc, char** argv) {
                 std::string v = value(a.c_str());
                 char* end = nullptr;
                 long long n = std::strtoll(v.c_str(), &end, 10);
-                if (v.empty() || *end || n < 0 || (a == "--threads" && n > 1024))
+                if (v.empty() || *end || n < 0)
                     return usage_error(a + " must be a non-negative integer, got '" + v + "'");
+                if (a == "--threads" && n > 1024) return usage_error("--threads must be at most 1024, got " + v);
                 if (a == "--max-pixels" && n == 0)      // as cmunext-predict: a limit, never "no limit"
                     return usage_error("--max-pixels must be at least 1, got 0");
                 if (a == "--threads") options.threads = static_cast<int>(n);

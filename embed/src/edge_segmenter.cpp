@@ -87,11 +87,11 @@ std::map<std::string, std::string> read_metadata(const std::shared_ptr<ov::Model
     return out;
 }
 
-int parse_int(const std::string& s, const char* what) {
+int parse_int(const std::string& path, const std::string& s, const char* what) {
     char* end = nullptr;
     long v = std::strtol(s.c_str(), &end, 10);
     if (s.empty() || *end || v < 1 || v > 4096)
-        throw Error(ErrorCode::Unsupported, std::string("artifact metadata ") + what + " '" + s + "' is not a valid count");
+        throw Error(ErrorCode::Unsupported, path + ": artifact metadata " + what + " '" + s + "' is not a valid count");
     return static_cast<int>(v);
 }
 
@@ -202,7 +202,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     info.net_height = contract.height;
     info.net_width = contract.width;
     info.in_channels = contract.in_channels;
-    info.classes = meta.count("num_classes") ? parse_int(meta["num_classes"], "num_classes") : 1;
+    info.classes = meta.count("num_classes") ? parse_int(path, meta["num_classes"], "num_classes") : 1;
     info.precision = meta.count("precision") ? meta["precision"] : "fp32";
     info.variant = meta.count("variant") ? meta["variant"] : "";
     info.toolkit_version = meta.count("toolkit_version") ? meta["toolkit_version"] : "";
