@@ -10,6 +10,8 @@
 # parallel jobs: $JOBS (default: the core count).
 # `embed/build.sh --install DIR` also installs a self-contained DIR/{bin,lib,include}
 # (program, library and the OpenVINO runtime libraries a CPU device needs).
+# CMUNEXT_SANITIZE=1: an AddressSanitizer + UndefinedBehaviorSanitizer build (RelWithDebInfo) in
+# $BUILD_DIR (default embed/build-sanitize), for testing; how to run it is printed (docs/firmware.md).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 install_dir=""
@@ -37,14 +39,27 @@ if ! ov_cmake="$("$py" -c 'import openvino, os; print(os.path.join(os.path.dirna
     exit 2
 fi
 
-build="${BUILD_DIR:-$here/build}"
+sanitize=OFF
+build_type=Release
+default_build="$here/build"
+if [[ "${CMUNEXT_SANITIZE:-0}" == "1" ]]; then
+    sanitize=ON
+    build_type=RelWithDebInfo
+    default_build="$here/build-sanitize"
+fi
+build="${BUILD_DIR:-$default_build}"
 generator=()
 if command -v ninja >/dev/null 2>&1 && [[ ! -f "$build/CMakeCache.txt" ]]; then generator=(-G Ninja); fi
 jobs="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 {
-    cmake -S "$here" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DOpenVINO_DIR="$ov_cmake"
+    cmake -S "$here" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE="$build_type" -DOpenVINO_DIR="$ov_cmake" \
+        -DCMUNEXT_SANITIZE="$sanitize"
     cmake --build "$build" --parallel "$jobs"
     if [[ -n "$install_dir" ]]; then cmake --install "$build" --prefix "$install_dir"; fi
+    if [[ "$sanitize" == ON ]]; then
+        echo "build.sh: sanitizer build; run it as:"
+        echo "  LD_PRELOAD=$build/libcmunext_nodeepbind.so ASAN_OPTIONS=verify_asan_link_order=0 $build/cmunext_segment ..."
+    fi
 } >&2
 if [[ -n "$install_dir" ]]; then
     echo "$(cd "$install_dir" && pwd)/bin/cmunext_segment"
