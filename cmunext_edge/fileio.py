@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -220,3 +221,13 @@ def opencv_path(path):
         os.symlink(os.path.abspath(path), link)
         yield str(link)
 
+
+
+def loads_json(text):
+    """json.loads for text read from a file or an artifact: nesting too deep to parse (json raises
+    RecursionError, e.g. a damaged or hostile manifest.json of 100000 '[') is a ValueError like any
+    other damage, so every reader's "damaged" path reports it as one line."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read (damaged or hostile)") from None

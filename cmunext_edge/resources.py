@@ -5,6 +5,8 @@ import functools
 import os
 from pathlib import Path
 
+from cmunext_edge.fileio import loads_json, sha256_file
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "cmunext-s-busi"
 SAMPLES_DIR = PACKAGE_DIR / "samples" / "busi"
@@ -93,13 +95,11 @@ def run_split(weights: str | Path, sha256: str | None = None) -> tuple[Path | No
     and why one lying there is not used: a split.json that records its run's checkpoints and does not
     list this one belongs to another run (a checkpoint copied beside another run's files); its input
     size and its training and validation lists are not this model's. -> (path or None, note or None)."""
-    import json
-    from cmunext_edge.fileio import sha256_file
     path = Path(weights).parent / "split.json"
     if not path.is_file():
         return None, None
     try:
-        recorded = json.loads(path.read_text()).get(SPLIT_CHECKPOINTS_KEY)
+        recorded = loads_json(path.read_text()).get(SPLIT_CHECKPOINTS_KEY)
     except (OSError, ValueError, AttributeError):
         return path, None
     if isinstance(recorded, dict) and recorded:

@@ -16,6 +16,7 @@ from cmunext_edge.core.precision import Int8Mode, Precision
 from cmunext_edge.runtime.tensorrt_backend import gpu_info, require_tensorrt, sidecar_path
 from cmunext_edge.export.onnx_export import INPUT, export_onnx
 from cmunext_edge.export.ort_quant import quantize_qdq
+from cmunext_edge.fileio import loads_json
 
 
 def make_calibrator(trt, calib, cache: Path, method: str = "entropy"):
@@ -139,6 +140,6 @@ def build(ctx) -> list[Path]:
 
 def embed(path: Path, metadata: dict) -> None:
     side = sidecar_path(path)
-    data = json.loads(side.read_text())
+    data = loads_json(side.read_text())
     data["metadata"] = metadata
     side.write_text(json.dumps(data, indent=2))

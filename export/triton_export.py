@@ -28,7 +28,7 @@ from pathlib import Path
 from cmunext_edge._deps import require
 from cmunext_edge.artifacts.kinds import kind_named, kind_of
 from cmunext_edge.artifacts.meta import PREFIX, check_selftest, parse_metadata
-from cmunext_edge.fileio import require_file, sha256_file
+from cmunext_edge.fileio import require_file, sha256_file, loads_json
 from cmunext_edge.export.manifest import file_entries, write_manifest
 from cmunext_edge.export.options import ExportResult, ExportUsageError
 
@@ -91,7 +91,7 @@ def _tensorrt_io(path: Path) -> ArtifactIO:
     side = sidecar_path(path)
     if not side.is_file():
         raise FileNotFoundError(f"{path}: missing sidecar {side.name}; export engines with cmunext-export")
-    data = json.loads(side.read_text())
+    data = loads_json(side.read_text())
     shapes, meta = data["shapes"], data.get("metadata", {})
     shape = tuple(shapes["static"]) if "static" in shapes else (None, *shapes["max"][1:])
     classes = int(meta.get(PREFIX + "num_classes", 1))

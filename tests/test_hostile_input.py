@@ -239,7 +239,7 @@ def test_export_empty_calibration_folder_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content", ['{"format": "cmunext-edge export manifest", "artifacts": {"a.onnx": {',
-                                     '{"artifacts": []}', "[]"])
+                                     '{"artifacts": []}', "[]", "[" * 100000])    # the last: RecursionError in json
 def test_damaged_manifest_is_refused_and_kept(tmp_path, capsys, content):
     out = tmp_path / "e"
     out.mkdir()
@@ -368,3 +368,19 @@ def test_file_names_that_are_not_utf8_are_segmented_not_a_crash(tmp_path):
     both = predict(folder, "--out", tmp_path / "both", "--mask-video")
     assert both.returncode == 0, both.stderr
     assert (tmp_path / "both" / bad / "mask.mp4").is_file() and (tmp_path / "both" / bad / "overlay.mp4").is_file()
+
+
+def test_a_manifest_nested_too_deeply_is_damaged_not_unexpected(onnx_trained, tmp_path, capsys):
+    """Before: a manifest.json of 100000 '[' beside an artifact ended cmunext-predict with 'unexpected
+    RecursionError' (json's recursion limit); now it is read as any damaged manifest ('[]'): no
+    entry, the files checked against the content hash the export embedded."""
+    art = tmp_path / onnx_trained.artifact.name
+    shutil.copyfile(onnx_trained.artifact, art)
+    (tmp_path / "manifest.json").write_text("[" * 100000)
+    from cmunext_edge.fileio import loads_json
+    with pytest.raises(ValueError, match="nested too deeply"):
+        loads_json("[" * 100000)
+    for main, argv in ((predict_cli.main, [SAMPLE, "--weights", art, "--out", tmp_path / "o"]), (info_cli.main, [art])):
+        rc, out, err = _run(main, argv, capsys)
+        assert rc == 0 and "unexpected" not in out + err and "Recursion" not in out + err, (out, err)
+        assert "no manifest.json entry" in out, out

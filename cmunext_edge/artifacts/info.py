@@ -17,7 +17,7 @@ from cmunext_edge.artifacts.kinds import ARTIFACT_SUFFIXES, kind_of, sidecar_ent
 from cmunext_edge.artifacts.manifest import manifest_entry
 from cmunext_edge.artifacts.meta import parse_metadata
 from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.fileio import sha256_file
+from cmunext_edge.fileio import sha256_file, loads_json
 
 
 def _onnx(path: Path) -> tuple[dict, list]:
@@ -51,7 +51,7 @@ def _tensorrt(path: Path) -> tuple[dict, list]:
     side = kind_of(path).companion_files(path)[0]
     if not side.is_file():
         raise FileNotFoundError(f"{path}: no TensorRT sidecar {side.name} beside it (exported engines carry one)")
-    data = json.loads(side.read_text())
+    data = loads_json(side.read_text())
     return {**(data.get("metadata") or {}), "_tensorrt_version": data.get("tensorrt_version", ""),
             "_gpu": data.get("name") or data.get("gpu", "")}, data.get("shapes") or []
 

@@ -8,8 +8,9 @@ missing or damaged manifest, or an artifact it does not list, gives None: the em
 hash can still vouch for the files)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from cmunext_edge.fileio import loads_json
 
 NAME = "manifest.json"
 FORMAT = "cmunext-edge export manifest"
@@ -29,7 +30,7 @@ def read_manifest(folder: str | Path) -> dict:
     if not path.exists():
         return {"format": FORMAT, "version": 1, "artifacts": {}}
     try:
-        data = json.loads(path.read_text())
+        data = loads_json(path.read_text())
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         problem = f"not readable JSON ({exc})"
     else:

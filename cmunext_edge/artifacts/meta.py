@@ -24,6 +24,7 @@ from cmunext_edge._version import __version__
 from cmunext_edge.core.agreement import GATES
 from cmunext_edge.core.metrics import mean_dice
 from cmunext_edge.core.preprocess import PreprocessSpec
+from cmunext_edge.fileio import loads_json
 
 PREFIX = "cmunext_edge."
 KEYS = ("format_version", "preprocess", "variant", "in_channels", "num_classes", "threshold",
@@ -56,7 +57,7 @@ def runtime_settings(meta: dict) -> dict:
     if not raw:
         return {}
     try:
-        value = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        value = loads_json(raw) if isinstance(raw, str) else dict(raw)
     except ValueError:
         return {}
     return {k: v for k, v in value.items() if v is not None}
@@ -72,7 +73,7 @@ def parse_metadata(flat: dict) -> dict:
         meta["spec"] = PreprocessSpec.from_json(meta["preprocess"])
     if "selftest" in meta:
         try:
-            meta["selftest"] = json.loads(meta["selftest"])
+            meta["selftest"] = loads_json(meta["selftest"])
         except ValueError as exc:
             raise ValueError(f"the embedded self-test data is damaged (not JSON: {exc})") from None
     for key in ("in_channels", "num_classes"):
@@ -191,7 +192,7 @@ class SelfTestResult:
 
 def contract_differences(recorded: str | dict, spec: PreprocessSpec) -> list[str]:
     """Fields of the preprocessing contract (threshold included) that differ from `recorded`."""
-    was = json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
+    was = loads_json(recorded) if isinstance(recorded, str) else dict(recorded)
     now = json.loads(spec.to_json())
     return [f"{k} {now.get(k)!r} (exported with {was.get(k)!r})"
             for k in sorted(set(was) | set(now)) if k != "name" and now.get(k) != was.get(k)]

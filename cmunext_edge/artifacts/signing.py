@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from cmunext_edge.artifacts.errors import SignatureError
 from cmunext_edge.artifacts.kinds import artifact_files
-from cmunext_edge.fileio import sha256_file
+from cmunext_edge.fileio import sha256_file, loads_json
 
 ENV_VAR = "CMUNEXT_TRUSTED_KEYS"
 SIG_SUFFIX = ".sig"
@@ -229,8 +228,8 @@ def signed_resources(sig: Path) -> tuple[dict[str, str], int]:
     """(name -> sha256 as listed in the signature, how many signatures the envelope holds); unverified:
     for naming what differs, and refusing an envelope of several signatures."""
     try:
-        envelope = json.loads(Path(sig).read_text())["dsseEnvelope"]
-        statement = json.loads(base64.b64decode(envelope["payload"]))
+        envelope = loads_json(Path(sig).read_text())["dsseEnvelope"]
+        statement = loads_json(base64.b64decode(envelope["payload"]))
         signatures = envelope.get("signatures")
         return ({r["name"]: r["digest"] for r in statement["predicate"]["resources"]},
                 len(signatures) if isinstance(signatures, list) else 0)

@@ -7,12 +7,12 @@ comparing shapes with `variants.state_shapes`. (`.pth` files: `pth_reader`.)
 """
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from cmunext_edge.core.variants import VARIANTS, Shapes, state_shapes
+from cmunext_edge.fileio import loads_json
 
 MAX_HEADER_BYTES = 100 * 2**20      # the safetensors reference reader's own limit
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -64,7 +64,7 @@ def read_safetensors_header(path: str | Path) -> tuple[Shapes, dict]:
             (length,) = struct.unpack("<Q", prefix)
             if length > min(MAX_HEADER_BYTES, path.stat().st_size - 8):
                 raise ValueError(f"header length {length} exceeds the file")
-            header = json.loads(fh.read(length))
+            header = loads_json(fh.read(length))
         meta = header.pop("__metadata__", None) or {}
         shapes = {name: tuple(int(n) for n in entry["shape"]) for name, entry in header.items()}
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:

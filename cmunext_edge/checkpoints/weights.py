@@ -32,7 +32,7 @@ from cmunext_edge.capabilities import MAX_SIDE
 from cmunext_edge.checkpoints.inspect import (
     CheckpointError, ModelInfo, Shapes, detect_model_info, read_safetensors_header, shapes_of, unwrap_tensors)
 from cmunext_edge.core.complexity import Complexity, variant_complexity
-from cmunext_edge.fileio import atomic_path, not_a_file, sha256_file
+from cmunext_edge.fileio import atomic_path, not_a_file, sha256_file, loads_json
 from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
 from cmunext_edge.resources import is_safetensors, run_split, shipped_model_name
 from cmunext_edge.checkpoints.pth_reader import TensorStub, read_pth
@@ -147,7 +147,7 @@ def _pth_spec(path: Path) -> PreprocessSpec:
     spec = get_preset("official")
     split = run_split(path)[0]
     try:
-        size = json.loads(split.read_text()).get("img_size") if split is not None else None
+        size = loads_json(split.read_text()).get("img_size") if split is not None else None
     except (OSError, ValueError, AttributeError):
         return spec
     return spec.with_size(size) if isinstance(size, int) and 16 <= size <= MAX_SIDE and size % 16 == 0 else spec

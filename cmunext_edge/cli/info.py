@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from cmunext_edge.cli.common import EXIT_PARTIAL, cli_main, fail, make_parser, network_side
+from cmunext_edge.fileio import loads_json
 
 PROG = "cmunext-info"
 
@@ -171,7 +172,7 @@ def _safetensors_nonfinite(path) -> list[tuple[str, int]]:
     import numpy as np
     with open(path, "rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(length))
+        header = loads_json(fh.read(length))
         base = 8 + length
         bad = []
         for name, entry in header.items():
@@ -206,7 +207,7 @@ def what_else(given: str) -> str | None:
         manifest = path / "bundle.json"
         if manifest.is_file():
             try:
-                entry = json.loads(manifest.read_text()).get("artifact")
+                entry = loads_json(manifest.read_text()).get("artifact")
             except (OSError, ValueError, AttributeError):
                 entry = None
             inside = f"; cmunext-info {path / entry} describes its artifact" if isinstance(entry, str) else ""

@@ -24,6 +24,7 @@ import numpy as np
 from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core import dicom
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS, ImageSizeError, check_dimensions
+from cmunext_edge.fileio import loads_json
 
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
                   "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
@@ -91,7 +92,7 @@ class PreprocessSpec:
 
     @classmethod
     def from_json(cls, text: str | dict) -> "PreprocessSpec":
-        data = json.loads(text) if isinstance(text, str) else dict(text)
+        data = loads_json(text) if isinstance(text, str) else dict(text)
         if not isinstance(data, dict):
             raise ValueError(f"preprocessing contract must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}

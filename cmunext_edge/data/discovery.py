@@ -25,7 +25,6 @@ format removes its suffix here and adds it to the readable ones, as DICOM did).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 import random
 from dataclasses import dataclass, replace
@@ -37,7 +36,7 @@ from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from cmunext_edge.core import dicom
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.fileio import SPECIAL_FILE, not_a_file, opencv_path
+from cmunext_edge.fileio import SPECIAL_FILE, not_a_file, opencv_path, loads_json
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 NOT_READ: dict[str, str] = {
@@ -206,7 +205,7 @@ def read_name_list(path: str | Path) -> list[str]:
         raise ValueError(f"split file {path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     try:
         text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else None
+        data = loads_json(text) if path.suffix == ".json" else None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"split file {path}: not readable as {'JSON' if path.suffix == '.json' else 'text'} "
                          f"({exc})") from None

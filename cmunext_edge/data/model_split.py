@@ -6,11 +6,11 @@ models/<name>.split.json. An export verifies on the validation images; a device 
 verification images outside the training images."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen
 from cmunext_edge.resources import models_dir, run_split, shipped_model_name
+from cmunext_edge.fileio import loads_json
 
 
 def model_split(weights: str | Path | None, sha256: str | None) -> Path | None:
@@ -28,7 +28,7 @@ def split_lists(path: str | Path | None) -> tuple[list, list, Seen]:
     if path is None:
         return [], [], Seen()
     try:
-        data = json.loads(Path(path).read_text())
+        data = loads_json(Path(path).read_text())
         return (list(data.get("train") or []), list(data.get("val") or []),
                 Seen([str(f) for f in data.get(FINGERPRINTS_KEY) or []],
                      [str(h) for h in data.get(LOOKALIKES_KEY) or []]))

@@ -35,7 +35,7 @@ from cmunext_edge.core.agreement import GATES, held_out_finding, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, spec_input, truth_scores
 from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.data.model_split import model_split, training_images
-from cmunext_edge.fileio import (clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
+from cmunext_edge.fileio import (loads_json, clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
                                  require_file, sha256_file, writable_folder_problem)
 from cmunext_edge.data.groundtruth import classes_check, classes_note, load_truth
 from cmunext_edge.core.preprocess import ImageReadError, naming
@@ -444,7 +444,7 @@ def _read_manifest(folder: Path, whole: bool = True) -> dict:
     if not path.is_file():
         raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = loads_json(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: damaged ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from cmunext_edge._deps import require
-from cmunext_edge.fileio import atomic_path, real_path
+from cmunext_edge.fileio import atomic_path, real_path, loads_json
 from cmunext_edge.core.metrics import format_class_dice
 
 COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "below 0.90 (95% bound)", "identical masks",
@@ -25,7 +25,7 @@ def _read_report(p) -> tuple[str, dict]:
         raise FileNotFoundError(f"{p}: no such report")
     raw = Path(p).read_bytes()
     try:
-        data = json.loads(raw.decode())
+        data = loads_json(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{p}: not a JSON file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != "cmunext-edge device report":

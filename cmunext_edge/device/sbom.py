@@ -14,13 +14,14 @@ reported.
 """
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+
+from cmunext_edge.fileio import loads_json
 
 SBOM = "sbom.cdx.json"
 INSTALLER_DISTS = {"pip", "setuptools", "wheel"}     # the venv's own tools, not what the bundle installs
@@ -76,7 +77,7 @@ def _requirement_components(requirements: Path) -> dict:
                               capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"cyclonedx-py requirements failed: {done.stderr.strip()[-500:]}")
-        return json.loads(out.read_text())
+        return loads_json(out.read_text())
 
 
 def write_sbom(folder: Path, requirements: Path, wheel: Path, model: dict) -> Path:
@@ -122,7 +123,7 @@ def write_sbom(folder: Path, requirements: Path, wheel: Path, model: dict) -> Pa
 
 def read_sbom(folder: Path) -> dict:
     """The SBOM's packages {canonical name: (name, version)} and its model component."""
-    data = json.loads((Path(folder) / SBOM).read_text())
+    data = loads_json((Path(folder) / SBOM).read_text())
     packages, model = {}, None
     for c in data.get("components", []):
         if c.get("type") == "machine-learning-model":

@@ -11,7 +11,6 @@ variant, artifact sha256, precision and the cmunext-edge version.
 """
 from __future__ import annotations
 
-import json
 import socket
 import warnings
 from collections import Counter
@@ -22,6 +21,7 @@ import numpy as np
 
 from cmunext_edge._deps import require
 from cmunext_edge._version import __version__
+from cmunext_edge.fileio import loads_json
 
 PER = ("instance", "series")
 KINDS = ("binary", "fractional")
@@ -70,7 +70,7 @@ class SegOptions:
 def read_codes(path) -> tuple[SegmentCode, ...]:
     """Segment codes from JSON: [{"label": "...", "category": [value, scheme, meaning], "type": [...]}, ...]."""
     try:
-        items = json.loads(Path(path).read_text())
+        items = loads_json(Path(path).read_text())
         codes = tuple(SegmentCode(str(i["label"]), *(tuple(str(v) for v in i[key]) for key in ("category", "type")))
                       for i in items)
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -7,7 +7,6 @@ Jetson and CUDA machines alike), so no pycuda is needed. Not run on our machines
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from cmunext_edge._deps import MissingDependencyError, available, require
 from cmunext_edge.artifacts.kinds import kind_named
 from cmunext_edge.artifacts.meta import apply_metadata
 from cmunext_edge.runtime.base import Backend, BackendError, DeviceUnavailableError
+from cmunext_edge.fileio import loads_json
 
 INSTALL_HINT = ('TensorRT is not installed. On an x86 machine with an NVIDIA GPU: '
                 'pip install "cmunext-edge[tensorrt]" (the tensorrt wheel); on a Jetson it comes with '
@@ -65,7 +65,7 @@ class TensorRTBackend(Backend):
         if not side.is_file():
             raise BackendError(f"{self.path}: missing sidecar {side.name} (TensorRT version, GPU, "
                                f"preprocessing); export engines with cmunext-export")
-        sidecar = json.loads(side.read_text())
+        sidecar = loads_json(side.read_text())
         check_compatible(sidecar, trt.__version__, gpu_info(), self.path)
         meta = apply_metadata(self, sidecar.get("metadata", {}))
         self.precision = meta.get("precision", sidecar.get("precision", "fp32"))

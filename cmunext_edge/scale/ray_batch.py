@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cmunext_edge._deps import require
 from cmunext_edge.data.discovery import Sample
-from cmunext_edge.fileio import atomic_path, require_file
+from cmunext_edge.fileio import atomic_path, require_file, loads_json
 from cmunext_edge.predict.job import JobResult, OutputError, _process_batch, output_files
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.core.preprocess import ImageReadError, load_image, to_bgr_uint8
@@ -117,7 +117,7 @@ def _done(out_dir: Path, samples) -> dict[str, dict]:
         p = part_path(out_dir, s.name)
         if p.is_file():
             try:
-                rows[s.name] = json.loads(p.read_text())
+                rows[s.name] = loads_json(p.read_text())
             except ValueError:
                 p.unlink()         # a torn part (should not happen: written atomically) is redone
     return rows
@@ -127,7 +127,7 @@ def _claim(out_dir: Path, artifact: Path, log) -> None:
     """Parts count only for the artifact that made them: another artifact starts over."""
     from cmunext_edge.fileio import sha256_file
     stamp, digest = out_dir / PARTS / ".job.json", sha256_file(artifact)
-    if stamp.is_file() and json.loads(stamp.read_text()).get("artifact_sha256") != digest:
+    if stamp.is_file() and loads_json(stamp.read_text()).get("artifact_sha256") != digest:
         if log:
             log(f"{out_dir} holds results of another artifact: starting over")
         for part in (out_dir / PARTS).glob("*.json"):

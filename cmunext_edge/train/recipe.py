@@ -37,7 +37,7 @@ import numpy as np
 
 from cmunext_edge._deps import require
 from cmunext_edge.capabilities import detect
-from cmunext_edge.fileio import atomic_path, sha256_file
+from cmunext_edge.fileio import atomic_path, sha256_file, loads_json
 from cmunext_edge.resources import SPLIT_CHECKPOINTS_KEY
 from cmunext_edge.data.discovery import Sample, discover, read_name_list, source_split, truth_notes
 from cmunext_edge.data.fingerprint import FINGERPRINTS_KEY, LOOKALIKES_KEY, Seen, image_fingerprint
@@ -465,7 +465,7 @@ def _save_best(run: _Run, out: Path, scores: dict, epoch: int) -> None:
 def _record_checkpoints(out: Path, names) -> None:
     """split.json lists the checkpoints its run wrote (sha256), so that a checkpoint copied beside
     another run's split.json is not read with that run's size and lists (resources.run_split)."""
-    split = json.loads((out / "split.json").read_text())
+    split = loads_json((out / "split.json").read_text())
     split[SPLIT_CHECKPOINTS_KEY] = {**split.get(SPLIT_CHECKPOINTS_KEY, {}),
                                     **{name: sha256_file(out / name) for name in names}}
     with atomic_path(out / "split.json") as tmp:

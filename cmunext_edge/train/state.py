@@ -8,7 +8,6 @@ every tensor but the output head (Conv_1x1), which starts fresh.
 """
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from cmunext_edge._deps import require
 from cmunext_edge.core.variants import canonical_variant
-from cmunext_edge.fileio import atomic_path
+from cmunext_edge.fileio import atomic_path, loads_json
 from cmunext_edge.data.discovery import Sample, truth_notes
 from cmunext_edge.data.groundtruth import dataset_classes, load_truth, truth_description
 from cmunext_edge.resources import resolve_weights
@@ -92,10 +91,10 @@ def resume(cfg, model, opt, classes: int, n_train: int, last: Path, log, ckpt: d
                          f"resume with --num-classes {saved}, or start a new run with another --out")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    state = json.loads(ckpt["state"])
+    state = loads_json(ckpt["state"])
     log(f"resuming from {last}: {state['epoch']} of {cfg.epochs} epochs done, "
         f"best val IoU {state['best_iou']:.4f} at epoch {state['best_epoch']}")
-    saved_cfg = json.loads(ckpt.get("config") or "{}")
+    saved_cfg = loads_json(ckpt.get("config") or "{}")
     note = schedule_change(saved_cfg, cfg, state["epoch"], n_train)
     if note:
         log(note)
@@ -129,7 +128,7 @@ def check_resume_settings(cfg, out: Path) -> dict | None:
         saved.update({k: v for k, v in read_split(out / "split.json").items() if k in RUN_SETTINGS})
     if (out / "last.pt").exists():
         ckpt = _read_resume_state(out / "last.pt")
-        config = json.loads(ckpt.get("config") or "{}")
+        config = loads_json(ckpt.get("config") or "{}")
         saved.update({k: config[k] for k in RUN_SETTINGS if k in config})
     if not saved:
         return ckpt
@@ -154,7 +153,7 @@ def _settings(values: dict, keys: list[str]) -> str:
 def read_split(path: Path) -> dict:
     """A cmunext-train split.json (ValueError naming the file if it is not one)."""
     try:
-        split = json.loads(Path(path).read_text())
+        split = loads_json(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable split file ({exc}); move it away to start afresh") from None
     if not (isinstance(split, dict) and isinstance(split.get("train"), list) and isinstance(split.get("val"), list)):
