@@ -110,6 +110,13 @@ def test_selftest_digest_never_crashes(changes, drop):
         assert result.passed
 
 
+@pytest.mark.parametrize("seed", [float("inf"), float("-inf"), float("nan"), 1e300, -1, "x", None])
+def test_selftest_with_a_seed_that_is_no_count_fails_cleanly(seed):
+    """Found by the fuzz test above: a seed of Infinity (valid JSON to Python) raised OverflowError."""
+    result = check_selftest({**_GOOD, "seed": seed}, _SPEC, lambda x: _LOGITS)
+    assert result.status == "fail" and not result.passed, result
+
+
 @FUZZ
 @given(spec=st.dictionaries(st.sampled_from(["height", "width", "mean", "std", "threshold", "extra_scale",
                                              "channel_order", "in_channels", "bogus"]), json_values, max_size=5))

@@ -218,7 +218,7 @@ def check_selftest(selftest: dict | None, spec: PreprocessSpec, run, precision: 
                               "(only exported artifacts carry one; re-export with cmunext-export)")
     try:
         return _check_selftest(selftest, spec, run, precision)
-    except (KeyError, TypeError, ValueError, zlib.error, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, zlib.error, binascii.Error) as exc:   # OverflowError: int(inf)
         return SelfTestResult("fail", f"self-test FAILED: the embedded self-test data is damaged "
                               f"({type(exc).__name__}: {exc})")
 
