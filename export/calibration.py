@@ -38,6 +38,7 @@ class CalibrationSet:
     plan: object = None                    # verify_data.VerifyPlan when it is a verification set
     overlap: dict = field(default_factory=dict)   # names shared with calibration / training (verification)
     fingerprints: dict = field(default_factory=dict)   # name -> pixel fingerprint (data/fingerprint.py)
+    spared: list = field(default_factory=list)   # the model's validation images the source held, left out
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -58,49 +59,43 @@ def check_classes(samples: list[Sample], num_classes: int, source) -> None:
         raise CalibrationError(problem)
 
 
-def spared_validation(source, split) -> list[str]:
-    """The validation images of a model's `split` (its split.json) that the calibration `source`
-    holds beside others: calibration leaves them out, so they stay held out for verification.
-    Empty without a split, or for the default calibration images (the shipped model's training
-    images)."""
+def _spared(names: set, split) -> set:
+    """The validation images of a model's `split` (its split.json) among `names`, when `names` holds
+    others too: calibration leaves them out, so they stay held out for verification (empty without
+    a split, or when the source holds nothing else)."""
     _, val, _ = split_lists(split)
-    if not val or source is None:
-        return []
-    try:
-        names = {s.name for s in discover(source)}
-    except (FileNotFoundError, ValueError):
-        return []                      # make_calibration_set says what is wrong with the source
-    kept = sorted(names & set(val))
-    return kept if len(kept) < len(names) else []
+    kept = names & set(val)
+    return kept if len(kept) < len(names) else set()
 
 
 def calibration_samples(source, size: int | None, seed: int, split=None) -> list[Sample]:
-    """The images make_calibration_set(source, ..., size, seed, exclude=spared_validation(source,
-    split)) calibrates on (what an INT8 export given that model's split takes), without decoding
-    them: --target auto's accounting of its INT8 candidates' calibration images."""
-    spared = set(spared_validation(source, split))
+    """The images make_calibration_set(source, ..., size, seed, spare_validation_of=split) calibrates
+    on, without decoding them: --target auto's accounting of its INT8 candidates' calibration images."""
     try:
         found = discover(Path(source) if source is not None else default_calibration_dir())
     except (FileNotFoundError, ValueError):
         return []
+    spared = _spared({s.name for s in found}, split)
     return seeded_sample([s for s in found if s.name not in spared], size, seed)
 
 
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int | None = 64,
                          seed: int = 0, num_classes: int = 1, truth: bool = True,
-                         split: str | Path | None = None, exclude=()) -> CalibrationSet:
+                         split: str | Path | None = None, exclude=(), spare_validation_of=None) -> CalibrationSet:
     """Sample `size` images (None: all) of `source` (default: resources.default_calibration_dir()) with `seed`,
     optionally from one split's list (a names file, or a training split.json: its "val" list); with
     `truth`, each image's ground truth is loaded as `num_classes` x H x W (groundtruth.load_truth),
     and a dataset with fewer classes than `num_classes` is a CalibrationError naming both.
-    `exclude`: names left out (a verification set leaves out the calibration images). The one
-    loader of calibration, verification and evaluation sets."""
+    `exclude`: names left out (a verification set leaves out the calibration images);
+    `spare_validation_of`: a model's split.json, whose validation images are left out when the
+    source holds others (`spared`). The one loader of calibration, verification and evaluation sets."""
     source = Path(source) if source is not None else default_calibration_dir()
     try:
         samples = discover(source, split)
     except (FileNotFoundError, ValueError) as exc:
         raise CalibrationError(f"calibration/verification source: {exc}") from None
-    samples = [s for s in samples if s.name not in set(exclude)]
+    spared = _spared({s.name for s in samples}, spare_validation_of)
+    samples = [s for s in samples if s.name not in set(exclude) | spared]
     if not samples:
         raise CalibrationError(f"{source}: no images found (looked for images/ or image files)")
     if size is not None and size <= 0:
@@ -125,7 +120,7 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         split = f"{split}:val"
     label = str(source) + (f" (split {split})" if split is not None else "")
     return CalibrationSet(label, seed, spec, samples, np.stack(inputs).astype(np.float32),
-                          masks, digest.hexdigest(), fingerprints=prints)
+                          masks, digest.hexdigest(), fingerprints=prints, spared=sorted(spared))
 
 
 def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1,

@@ -34,7 +34,7 @@ from cmunext_edge.checkpoints.weights import assumed_size_note, load_checkpoint
 from cmunext_edge.data.discovery import discover
 from cmunext_edge.data.groundtruth import classes_note
 from cmunext_edge.data.model_split import model_split
-from cmunext_edge.export.calibration import make_calibration_set, spared_validation
+from cmunext_edge.export.calibration import make_calibration_set
 from cmunext_edge.export.int8_recipe import gate_failure_hint, manifest_fields
 from cmunext_edge.export.manifest import (file_entries, read_manifest, toolchain_versions, write_manifest)
 from cmunext_edge.export.onnx_export import prepare_model
@@ -211,12 +211,12 @@ def _image_sets(job: _Job):
     calib_set = None
     if job.precision == Precision.INT8:
         truth = (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None
-        kept = spared_validation(o.calib, model_split(job.weights, job.ckpt.sha256))
-        calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth, exclude=kept)
-        if kept:
-            job.log(f"note: {len(kept)} images of --calib are the model's validation images "
-                    f"({Path(model_split(job.weights, job.ckpt.sha256)).name}): calibrating on the others, "
-                    f"so they stay held out for verification")
+        split = model_split(job.weights, job.ckpt.sha256)
+        calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth,
+                                         spare_validation_of=split)
+        if calib_set.spared:
+            job.log(f"note: {len(calib_set.spared)} images of --calib are the model's validation images "
+                    f"({Path(split).name}): calibrating on the others, so they stay held out for verification")
         if o.calib is None and shipped_model_name(job.ckpt.sha256) is None:
             job.log("warning: no --calib: the INT8 model is calibrated on the bundled BUSI breast-ultrasound "
                     "images (the shipped model's domain), not on this model's: pass --calib with images of its "

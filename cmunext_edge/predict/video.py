@@ -222,7 +222,7 @@ class _Writer:
         self.incomplete: dict = {}
         self.written, self.errors = 0, []
         self.mask_names: set = set()       # masks/ files this run wrote
-        self.cv_dir, self.names = None, contextlib.ExitStack()
+        self.cv_dir, self.links = None, contextlib.ExitStack()   # opencv_path's links
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -235,7 +235,7 @@ class _Writer:
         if name not in self.videos:
             path = self.out_dir / f"{name}.mp4"
             if self.cv_dir is None:          # a name OpenCV's writer takes (a link for a non-UTF-8 folder)
-                self.cv_dir = Path(self.names.enter_context(opencv_path(self.out_dir)))
+                self.cv_dir = Path(self.links.enter_context(opencv_path(self.out_dir)))
             w = cv2.VideoWriter(str(self.cv_dir / self._part(name).name), cv2.VideoWriter_fourcc(*"mp4v"),
                                 self.fps, (shape[1], shape[0]))
             if not w.isOpened():
@@ -288,7 +288,7 @@ class _Writer:
         for w in self.videos.values():
             if w is not None:
                 w.release()
-        self.names.close()
+        self.links.close()
         for name, w in self.videos.items():
             if w is None:                                # named in `incomplete` when it was opened
                 continue
