@@ -825,3 +825,36 @@ def test_out_of_range_threads_and_a_bad_class_count_say_what_is_wrong(embed_buil
     ir.write_text(ir.read_text().replace('cmunext_edge.num_classes value="1"', 'cmunext_edge.num_classes value="1e99"'))
     r = _segment(embed_build, ir, sorted((SAMPLES / "images").glob("*.png"))[0], tmp_path / "out", "--no-verify-load")
     assert r.returncode == 2 and f"error: {ir}: artifact metadata num_classes '1e99' is not a valid count" in r.stderr, r.stderr
+
+
+# --- hardening (C/C++ round four): each defect fixed at its mechanism, and a test that fails without the fix ---
+def _open_with(lib, art, **fields):
+    """cmunext_open with the default options changed by `fields`: (status, handle, last_error as str).
+    The message is decoded as strict UTF-8, so a stray byte in it fails the test."""
+    opts = _Options()
+    lib.cmunext_default_options(ctypes.byref(opts))
+    for name, value in fields.items():
+        setattr(opts, name, value)
+    handle = ctypes.c_void_p()
+    status = lib.cmunext_open(bytes(art) if isinstance(art, bytes) else str(art).encode(), ctypes.byref(opts),
+                              ctypes.byref(handle))
+    return status, handle, lib.cmunext_last_error().decode("utf-8")
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_at_open(embed_build, artifacts, tmp_path):
+    """cache_dir naming a regular file was accepted (status 0: OpenVINO cached nothing and said nothing);
+    a path below a file failed in a 3-line OpenVINO message. A folder that does not exist yet is created."""
+    lib = _load_c_abi(embed_build["lib"])
+    art = _artifact(artifacts, "fp32-onnx")
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for path, says in ((afile, f"cache_dir {afile}: a file, not a folder"),
+                       (afile / "sub", f"cache_dir {afile / 'sub'}: cannot create the folder (Not a directory)")):
+        status, handle, error = _open_with(lib, art, cache_dir=str(path).encode())
+        assert status == 1 and not handle.value and says in error and "\n" not in error, (path, status, error)
+    assert afile.read_text() == "not a folder"
+    fresh = tmp_path / "new" / "cache"
+    status, handle, error = _open_with(lib, art, cache_dir=str(fresh).encode())
+    assert status == 0, error
+    lib.cmunext_close(handle)
+    assert fresh.is_dir() and any(fresh.iterdir())                    # OpenVINO wrote its compiled model there

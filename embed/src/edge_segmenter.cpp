@@ -95,6 +95,27 @@ int parse_int(const std::string& path, const std::string& s, const char* what) {
     return static_cast<int>(v);
 }
 
+// Options::cache_dir names a folder: a path that exists and is not one (a file, a FIFO) is refused
+// before anything is read (OpenVINO took a file silently and cached nothing).
+void check_cache_dir(const std::string& dir) {
+    std::error_code ec;
+    const std::filesystem::file_status st = std::filesystem::status(dir, ec);
+    if (dir.empty() || !std::filesystem::exists(st) || std::filesystem::is_directory(st)) return;
+    throw Error(ErrorCode::InvalidArgument, "cache_dir " + dir + ": " +
+                                                (std::filesystem::is_regular_file(st) ? "a file" : "a device, FIFO or socket") +
+                                                ", not a folder; give the folder for OpenVINO's compiled-model cache");
+}
+
+// A cache folder that does not exist yet is created (as OpenVINO creates it), just before compiling,
+// so that a refused artifact leaves nothing behind; a path that cannot be one says why.
+void make_cache_dir(const std::string& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec || !std::filesystem::is_directory(dir, ec))
+        throw Error(ErrorCode::InvalidArgument, "cache_dir " + dir + ": cannot create the folder (" +
+                                                    (ec ? ec.message() : std::string("not a folder")) + ")");
+}
+
 detail::Layout layout_of(PixelFormat f) {
     switch (f) {
         case PixelFormat::BGR8: return detail::Layout::BGR;
@@ -281,7 +302,10 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     if (threads > 0 && kind == "CPU") config.emplace(ov::inference_num_threads(threads));
     if (const Json* s = runtime.find("num_streams"); s && s->is_number() && s->as_number() >= 1)
         config.emplace(ov::num_streams(static_cast<int>(s->as_number())));
-    if (!options.cache_dir.empty()) config.emplace(ov::cache_dir(options.cache_dir));
+    if (!options.cache_dir.empty()) {
+        make_cache_dir(options.cache_dir);
+        config.emplace(ov::cache_dir(options.cache_dir));
+    }
     // An FP32 (BF16) artifact asks for f32 (bf16) inference, and an INT8 artifact's float parts run
     // at f32 on every CPU, the precision its held-out gate measured (OpenVINO would pick f16 on ARM
     // cores with FP16 arithmetic and bf16 on x86 with native BF16), as the Python backend does.
@@ -312,9 +336,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
         compiled = core.compile_model(model, device, config);
         request = compiled.create_infer_request();
     } catch (const std::exception& e) {
-        std::string what = e.what();
-        if (what.size() > 400) what = what.substr(0, 400) + "...";
-        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot compile it for " + device + " (" + what + ")");
+        throw Error(ErrorCode::Runtime, path + ": OpenVINO cannot compile it for " + device + " (" + one_line(e.what()) + ")");
     }
     info.device = device;
     std::string first_device;
@@ -486,6 +508,7 @@ EdgeSegmenter::Impl& EdgeSegmenter::impl() const {
 EdgeSegmenter::EdgeSegmenter(const std::string& artifact, const Options& options) : impl_(new Impl) {
     if (options.threads < 0) throw Error(ErrorCode::InvalidArgument, "threads must be >= 0 (0: the artifact's setting)");
     if (options.max_pixels < 0) throw Error(ErrorCode::InvalidArgument, "max_pixels must be >= 0 (0: no limit)");
+    check_cache_dir(options.cache_dir);
     impl_->options = options;
     if (artifact.empty()) throw Error(ErrorCode::InvalidArgument, "no artifact path given");
     as_error(artifact, [&] { impl_->open(artifact); });

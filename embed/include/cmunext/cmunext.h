@@ -54,7 +54,8 @@ typedef struct {
     int strict_device;     /* non-zero: refuse instead of falling back to CPU */
     int verify;            /* non-zero (default): file hashes and embedded self-test before use */
     int threads;           /* 0: the artifact's stored setting, else OpenVINO's default */
-    const char* cache_dir; /* OpenVINO compiled-model cache, or NULL (refused under a trust policy) */
+    const char* cache_dir; /* OpenVINO compiled-model cache folder (created if missing), or NULL/"": none.
+                              Not a folder (e.g. a file): refused at open. Refused under a trust policy */
     int64_t max_pixels;    /* largest frame (width*height); 0: no limit; default 40000000 */
     const char* trusted_keys; /* trust policy: PEM public-key paths separated by ':' that must have signed
                                  <artifact>.sig; NULL: $CMUNEXT_TRUSTED_KEYS, else no policy. A refusal is

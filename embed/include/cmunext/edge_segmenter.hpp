@@ -68,7 +68,9 @@ struct Options {
     bool strict_device = false;     // refuse instead of falling back
     bool verify = true;             // file hashes + embedded self-test before first use
     int threads = 0;                // INFERENCE_NUM_THREADS (0: the artifact's stored setting or OpenVINO's)
-    std::string cache_dir;          // OpenVINO compiled-model cache (refused under a trust policy)
+    std::string cache_dir;          // OpenVINO compiled-model cache folder, created if missing ("" none); a path
+                                    // that is not a folder (a file) is refused at open, and so is any cache
+                                    // under a trust policy
     int64_t max_pixels = 40000000;  // largest frame accepted (width * height); 0 for no limit
     // Trust policy: PEM public keys (P-256/384/521) whose signature `<artifact>.sig` must vouch for
     // every file before anything parses it (also with verify off). Empty: $CMUNEXT_TRUSTED_KEYS
