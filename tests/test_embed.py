@@ -858,3 +858,26 @@ def test_a_cache_dir_that_is_a_file_is_refused_at_open(embed_build, artifacts, t
     assert status == 0, error
     lib.cmunext_close(handle)
     assert fresh.is_dir() and any(fresh.iterdir())                    # OpenVINO wrote its compiled model there
+
+
+def test_numeric_flags_are_parsed_strictly(embed_build, tmp_path):
+    """--max-pixels 99999999999999999999 was clamped to 2^63-1 by strtoll and accepted; ' 5', '+5' and
+    '5 ' were read as 5; the C example read WIDTH '12abc' as 12 (atoi). One strict parser now: a usage
+    error (exit 2, one line) before the artifact is opened."""
+    exe = embed_build["exe"]
+    cases = [("--max-pixels", "99999999999999999999", "--max-pixels must be at most 1099511627776, got 99999999999999999999"),
+             ("--max-pixels", "1099511627777", "--max-pixels must be at most 1099511627776, got 1099511627777"),
+             ("--max-pixels", "0", "--max-pixels must be at least 1, got 0"),
+             ("--max-pixels", "-99999999999999999999", "--max-pixels must be at least 1, got -99999999999999999999"),
+             ("--threads", "1025", "--threads must be at most 1024, got 1025"),
+             ("--threads", "-1", "--threads must be at least 0, got -1"),
+             ("--threads", "18446744073709551617", "--threads must be at most 1024, got 18446744073709551617")]
+    cases += [(flag, text, f"{flag} must be an integer, got '{text}'")
+              for flag in ("--threads", "--max-pixels") for text in (" 5", "+5", "5 ", "0x10", "1e6", "", "-", "12abc")]
+    for flag, text, says in cases:
+        r = _run([exe, tmp_path / "model.onnx", tmp_path / "x.png", "--out", tmp_path / "o", flag, text])
+        assert r.returncode == 2 and r.stderr == f"cmunext_segment: error: {says} (see cmunext_segment --help)\n", \
+            (flag, text, r.stderr)
+    for width in ("12abc", "99999999999", "-4", "65537", "0", " 8"):
+        r = _run([embed_build["c_minimal"], tmp_path / "model.onnx", width, "8", tmp_path / "frame.raw"])
+        assert r.returncode == 2 and "WIDTH and HEIGHT must be integers in 1..65536" in r.stderr, (width, r.stderr)

@@ -2,19 +2,30 @@
  *   cmunext_c_minimal ARTIFACT WIDTH HEIGHT FRAME.raw
  * FRAME.raw holds WIDTH*HEIGHT bytes (one gray byte per pixel, rows packed). Built with the
  * library to prove the header is plain C; docs/firmware.md shows it. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cmunext/cmunext.h"
+
+/* WIDTH or HEIGHT: decimal digits only, 1..65536 (the library's side limit); else 0 (atoi took
+ * "12abc" as 12 and overflowed on 99999999999). */
+static int parse_side(const char* text) {
+    if (!*text || strspn(text, "0123456789") != strlen(text)) return 0;
+    errno = 0;
+    long v = strtol(text, NULL, 10);
+    return errno == ERANGE || v < 1 || v > 65536 ? 0 : (int)v;
+}
 
 int main(int argc, char** argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: %s ARTIFACT WIDTH HEIGHT FRAME.raw\n", argv[0]);
         return 2;
     }
-    int w = atoi(argv[2]), h = atoi(argv[3]);
-    if (w <= 0 || h <= 0) {
-        fprintf(stderr, "error: WIDTH and HEIGHT must be positive\n");
+    int w = parse_side(argv[2]), h = parse_side(argv[3]);
+    if (w == 0 || h == 0) {
+        fprintf(stderr, "error: WIDTH and HEIGHT must be integers in 1..65536, got '%s' and '%s'\n", argv[2], argv[3]);
         return 2;
     }
     size_t n = (size_t)w * (size_t)h;

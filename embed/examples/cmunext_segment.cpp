@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <cctype>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -46,11 +47,33 @@ const char* kUsage =
     "then its embedded self-test (--no-verify-load skips this; not recommended).\n"
     "With --trusted-key (repeatable) or CMUNEXT_TRUSTED_KEYS (paths separated by ':'), it runs only\n"
     "if <ARTIFACT>.sig is a signature by one of those keys over every file it reads (docs/signing.md).\n"
+    "--threads: 0..1024 (0: the artifact's setting); --max-pixels: 1..1099511627776 (2^40, default 40000000).\n"
     "Exit codes: 0 all done; 1 done but some inputs skipped; 2 nothing done.\n";
+
+constexpr long long kMaxThreads = 1024;               // cmunext_edge.capabilities.MAX_THREADS
+constexpr long long kMaxPixelsLimit = 1LL << 40;      // cmunext_edge.cli.common.size_limit
 
 int usage_error(const std::string& msg) {   // one line, as the Python CLIs: the usage is under --help
     std::fprintf(stderr, "cmunext_segment: error: %s (see cmunext_segment --help)\n", msg.c_str());
     return 2;
+}
+
+// The one parser of every numeric flag: decimal digits, optionally after '-', nothing else (no
+// spaces, '+', hex or trailing text), within [low, high]; "" when `text` is one, else why not. A
+// number beyond int64 is out of range like any other, never clamped (strtoll's ERANGE).
+std::string parse_integer(const std::string& flag, const std::string& text, long long low, long long high,
+                          long long& value) {
+    const size_t digits = text.rfind('-', 0) == 0 ? 1 : 0;
+    if (text.size() == digits || text.find_first_not_of("0123456789", digits) != std::string::npos)
+        return flag + " must be an integer, got '" + text + "'";
+    errno = 0;
+    const long long n = std::strtoll(text.c_str(), nullptr, 10);
+    const bool negative = digits == 1;
+    if ((errno == ERANGE && negative) || (errno != ERANGE && n < low))
+        return flag + " must be at least " + std::to_string(low) + ", got " + text;
+    if (errno == ERANGE || n > high) return flag + " must be at most " + std::to_string(high) + ", got " + text;
+    value = n;
+    return "";
 }
 
 bool is_image_name(const fs::path& p) {
@@ -237,15 +260,14 @@ int main(int argc, char** argv) {
             else if (a == "--quiet") quiet = true;
             else if (a == "--times-json") times_json = value("--times-json");
             else if (a == "--threads" || a == "--max-pixels") {
-                std::string v = value(a.c_str());
-                char* end = nullptr;
-                long long n = std::strtoll(v.c_str(), &end, 10);
-                if (v.empty() || *end || n < 0)
-                    return usage_error(a + " must be a non-negative integer, got '" + v + "'");
-                if (a == "--threads" && n > 1024) return usage_error("--threads must be at most 1024, got " + v);
-                if (a == "--max-pixels" && n == 0)      // as cmunext-predict: a limit, never "no limit"
-                    return usage_error("--max-pixels must be at least 1, got 0");
-                if (a == "--threads") options.threads = static_cast<int>(n);
+                // the ranges of cmunext-predict: threads 0 (default)..1024; max-pixels a limit, never
+                // "no limit" (0), up to 2^40
+                const bool threads = a == "--threads";
+                long long n = 0;
+                const std::string problem = parse_integer(a, value(a.c_str()), threads ? 0 : 1,
+                                                          threads ? kMaxThreads : kMaxPixelsLimit, n);
+                if (!problem.empty()) return usage_error(problem);
+                if (threads) options.threads = static_cast<int>(n);
                 else options.max_pixels = n;
             }
             else if (a.size() > 1 && a[0] == '-' && a != "-") return usage_error("unknown option " + a);
