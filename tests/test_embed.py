@@ -881,3 +881,36 @@ def test_numeric_flags_are_parsed_strictly(embed_build, tmp_path):
     for width in ("12abc", "99999999999", "-4", "65537", "0", " 8"):
         r = _run([embed_build["c_minimal"], tmp_path / "model.onnx", width, "8", tmp_path / "frame.raw"])
         assert r.returncode == 2 and "WIDTH and HEIGHT must be integers in 1..65536" in r.stderr, (width, r.stderr)
+
+
+def _weird_onnx(path):
+    """An ONNX graph whose one operation's name holds bytes that are not UTF-8 (OpenVINO quotes it)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 16, 16])
+    model = helper.make_model(helper.make_graph([helper.make_node("QzzQ", ["x"], ["y"])], "g", [x], [y]))
+    path.write_bytes(model.SerializeToString().replace(b"QzzQ", b"Q\xff\xfeQ"))
+    assert b"Q\xff\xfeQ" in path.read_bytes() and onnx
+    return path
+
+
+def test_c_abi_error_strings_are_valid_utf8_on_one_line(embed_build, artifacts, tmp_path):
+    """OpenVINO's message for an operation named in bytes that are not UTF-8 reached cmunext_last_error
+    raw (b'... operations: Q\\xff\\xfeQ-28 ...'), and so did a device name or file name in another
+    encoding; a line break in a file name split the message. Each comes back as one line of UTF-8 now."""
+    lib = _load_c_abi(embed_build["lib"])
+    status, handle, error = _open_with(lib, _weird_onnx(tmp_path / "weird.onnx"), verify=0)
+    assert status == 5 and not handle.value and "No conversion rule found" in error and "Q\ufffd\ufffdQ" in error, error
+    status, handle, error = _open_with(lib, _artifact(artifacts, "fp32-onnx"), device=b"GPU\xff")
+    assert status == 1 and "unknown device 'GPU\ufffd'" in error, error
+    status, handle, error = _open_with(lib, os.fsencode(tmp_path) + b"/caf\xe9\nx.onnx")
+    assert status == 2 and f"{tmp_path}/caf\ufffd x.onnx: cannot read" in error, error
+    # the describe line quotes the artifact's path: UTF-8 too
+    art = _copy(_artifact(artifacts, "fp32-onnx"), Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")))
+    status, handle, error = _open_with(lib, os.fsencode(art))
+    assert status == 0, error
+    try:
+        assert lib.cmunext_describe(handle).decode("utf-8").startswith(f"{tmp_path}/caf\ufffd/model.onnx: onnx fp32")
+    finally:
+        lib.cmunext_close(handle)

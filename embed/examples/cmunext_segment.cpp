@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cmunext/edge_segmenter.hpp"
+#include "codec.hpp"
 #include "image_io.hpp"
 
 namespace fs = std::filesystem;
@@ -162,20 +163,6 @@ std::string out_problem(const fs::path& out) {
     return "";
 }
 
-// Length of the well-formed UTF-8 sequence starting at s[i] (1-4), or 0 if the byte there starts none
-// (a stray continuation byte, an overlong form, a surrogate, a truncated sequence, above U+10FFFF).
-size_t utf8_length(const std::string& s, size_t i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) return 1;
-    const size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return 0;
-    for (size_t k = 1; k < n; ++k)
-        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
-    const unsigned char d = static_cast<unsigned char>(s[i + 1]);
-    if ((c == 0xE0 && d < 0xA0) || (c == 0xED && d > 0x9F) || (c == 0xF0 && d < 0x90) || (c == 0xF4 && d > 0x8F)) return 0;
-    return n;
-}
-
 // A JSON string body. A file name need not be UTF-8: a byte that starts no well-formed sequence is
 // written as \udcXX, the escape Python's json.dumps gives the same name (os.fsdecode's
 // surrogateescape), so the file stays valid UTF-8 JSON and the name can be recovered.
@@ -183,7 +170,7 @@ std::string json_escape(const std::string& s) {
     std::string o;
     for (size_t i = 0; i < s.size();) {
         const char c = s[i];
-        const size_t n = utf8_length(s, i);
+        const size_t n = cmunext::detail::utf8_length(s, i);
         char b[8];
         if (n == 0) { std::snprintf(b, sizeof b, "\\udc%02x", static_cast<unsigned char>(c)); o += b; ++i; continue; }
         if (c == '"' || c == '\\') { o += '\\'; o += c; }

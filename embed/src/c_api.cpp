@@ -7,19 +7,32 @@
 #include <string>
 
 #include "cmunext/edge_segmenter.hpp"
+#include "codec.hpp"
 #include "signature.hpp"
+
+namespace {
+// Every string the C ABI hands out is one line of valid UTF-8, whatever it quotes (OpenVINO's text,
+// a file name in another encoding, a message cut mid-character): invalid bytes become U+FFFD and
+// line breaks spaces, here and nowhere else.
+std::string c_text(const std::string& s) {
+    std::string out = cmunext::detail::valid_utf8(s);
+    std::replace(out.begin(), out.end(), '\n', ' ');
+    std::replace(out.begin(), out.end(), '\r', ' ');
+    return out;
+}
+}  // namespace
 
 struct cmunext_segmenter {
     cmunext::EdgeSegmenter seg;
     std::string description;
-    cmunext_segmenter(const std::string& path, const cmunext::Options& o) : seg(path, o), description(seg.describe()) {}
+    cmunext_segmenter(const std::string& path, const cmunext::Options& o) : seg(path, o), description(c_text(seg.describe())) {}
 };
 
 namespace {
 thread_local std::string g_last_error;
 
 cmunext_status fail(cmunext_status s, const std::string& message) {
-    g_last_error = message;
+    g_last_error = c_text(message);
     return s;
 }
 

@@ -1,7 +1,7 @@
 // Byte-level codecs the artifact checks and the example's PNG files need, with no third-party
 // library: SHA-256 (FIPS 180-4), base64 (RFC 4648), CRC-32 and Adler-32, a bounds-checked DEFLATE
 // decoder (RFC 1951) with the zlib wrapper (RFC 1950), and a small DEFLATE encoder (fixed Huffman
-// codes with run-length matches) that is enough for binary masks.
+// codes with run-length matches) that is enough for binary masks; UTF-8 well-formedness.
 #pragma once
 
 #include <cstddef>
@@ -43,5 +43,12 @@ std::vector<uint8_t> inflate_raw(const uint8_t* data, size_t size, size_t max_ou
 std::vector<uint8_t> zlib_decompress(const uint8_t* data, size_t size, size_t max_output);
 // bytes -> zlib stream (fixed Huffman codes, literal runs and distance-1 / distance-`period` matches)
 std::vector<uint8_t> zlib_compress(const uint8_t* data, size_t size, size_t period = 0);
+
+// Length of the well-formed UTF-8 sequence starting at s[i] (1-4), or 0 if the byte there starts none
+// (a stray continuation byte, an overlong form, a surrogate, a truncated sequence, above U+10FFFF).
+size_t utf8_length(const std::string& s, size_t i);
+// `s` as valid UTF-8: each byte that starts no well-formed sequence becomes U+FFFD (what Python's
+// errors="replace" gives); well-formed text comes back unchanged.
+std::string valid_utf8(const std::string& s);
 
 }  // namespace cmunext::detail

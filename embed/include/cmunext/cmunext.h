@@ -9,9 +9,10 @@
  *   if (cmunext_segment(seg, pixels, w, h, stride, CMUNEXT_BGR8, mask, NULL, NULL) != CMUNEXT_OK) ...
  *   cmunext_close(seg);
  *
- * Every function returns a status; on failure cmunext_last_error() gives one line saying why
- * (thread-local: the message of the last failed call on the calling thread, valid until the next
- * call on that thread). No function throws or aborts on bad input.
+ * Every function returns a status; on failure cmunext_last_error() gives one line of valid UTF-8
+ * saying why (thread-local: the message of the last failed call on the calling thread, valid until
+ * the next call on that thread; bytes of a quoted file name or OpenVINO message that are not UTF-8
+ * show as U+FFFD). No function throws or aborts on bad input.
  * Threads: cmunext_segment may be called on one handle from several threads at once (inference
  * is serialised per handle); open one handle per thread for parallel inference.
  */
