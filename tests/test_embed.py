@@ -914,3 +914,34 @@ def test_c_abi_error_strings_are_valid_utf8_on_one_line(embed_build, artifacts, 
         assert lib.cmunext_describe(handle).decode("utf-8").startswith(f"{tmp_path}/caf\ufffd/model.onnx: onnx fp32")
     finally:
         lib.cmunext_close(handle)
+
+
+def test_trusted_keys_are_read_once_per_open(embed_build, artifacts, signing_keys, tmp_path):
+    """Each trusted key file was read and parsed twice per open (once to validate the policy, once to
+    verify the signature): a key replaced in between was checked as one key and used as another.
+    Counted with inotify: one open of the key file per load."""
+    if "signatures: checked" not in _run([embed_build["exe"], "--version"]).stdout:
+        pytest.skip("embed/ was built without OpenSSL (libssl-dev): it refuses any trust policy")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("counts file opens with Linux inotify")
+    from cmunext_edge.artifacts.signing import sign_artifact
+    art = _copy(_artifact(artifacts, "fp32-onnx"), tmp_path / "signed")
+    sign_artifact(art, signing_keys["release"][0])
+    key = tmp_path / "release.pub.pem"
+    shutil.copy(signing_keys["release"][1], key)
+    libc = ctypes.CDLL(None, use_errno=True)
+    in_open, in_close_nowrite = 0x20, 0x10                      # alternating events: none coalesced
+    fd = libc.inotify_init1(os.O_NONBLOCK)
+    assert fd >= 0 and libc.inotify_add_watch(fd, bytes(key), in_open | in_close_nowrite) >= 0
+    try:
+        image = sorted((SAMPLES / "images").glob("*.png"))[0]
+        r = _run([embed_build["exe"], art, image, "--out", tmp_path / "out", "--trusted-key", key])
+        assert r.returncode == 0 and "signed by trusted key" in r.stdout, r.stderr
+        data, opens = os.read(fd, 1 << 16), 0
+        while data:
+            _, mask, _, size = struct.unpack("iIII", data[:16])
+            opens += bool(mask & in_open)
+            data = data[16 + size:]
+    finally:
+        os.close(fd)
+    assert opens == 1, f"the key file was opened {opens} times for one load"

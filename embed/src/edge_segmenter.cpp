@@ -167,7 +167,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
 
     // 1. files, read once; with a manifest entry they are checked before anything parses them
     files = detail::read_artifact(path);
-    const std::vector<std::string> policy = detail::trust_policy(options.trusted_keys);
+    const detail::TrustPolicy policy = detail::trust_policy(options.trusted_keys);   // each key read once
     if (!policy.empty() && !options.cache_dir.empty())   // a cached compiled model is not what was signed
         throw Error(ErrorCode::Integrity, path + ": option cache_dir: compiled models in the OpenVINO cache are "
                                                  "not covered by the signature; drop it under a trust policy");

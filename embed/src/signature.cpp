@@ -18,6 +18,18 @@
 
 namespace cmunext::detail {
 
+struct TrustedKey {
+    std::string path;
+#ifdef CMUNEXT_HAVE_OPENSSL
+    EVP_PKEY* pkey = nullptr;
+    std::string fingerprint;   // sha256 of its SubjectPublicKeyInfo PEM, as cmunext_edge.artifacts.signing
+    ~TrustedKey() { EVP_PKEY_free(pkey); }
+#endif
+    explicit TrustedKey(std::string p) : path(std::move(p)) {}
+    TrustedKey(const TrustedKey&) = delete;
+    TrustedKey& operator=(const TrustedKey&) = delete;
+};
+
 namespace {
 const char* kEnvVar = "CMUNEXT_TRUSTED_KEYS";
 
@@ -89,13 +101,9 @@ Signed read_signature(const std::string& path) {
     }
 }
 
-struct Key {
-    EVP_PKEY* pkey = nullptr;
-    std::string fingerprint;   // sha256 of its SubjectPublicKeyInfo PEM, as cmunext_edge.artifacts.signing
-    ~Key() { EVP_PKEY_free(pkey); }
-};
-
-void load_key(const std::string& path, Key& key) {
+// Reads and parses the key at key.path; refuses one that can verify nothing (not PEM, not EC, another curve).
+void load_key(TrustedKey& key) {
+    const std::string& path = key.path;
     std::string pem;
     if (!read_all(path, pem)) throw Error(ErrorCode::InvalidArgument, "trusted key " + path + ": cannot read it");
     BIO* in = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
@@ -123,7 +131,7 @@ void load_key(const std::string& path, Key& key) {
     BIO_free(out);
 }
 
-bool verifies(const Key& key, const Signed& s) {
+bool verifies(const TrustedKey& key, const Signed& s) {
     const int bits = EVP_PKEY_bits(key.pkey);   // model-signing: SHA-256 for P-256, 384 for P-384, 512 for P-521
     const EVP_MD* md = bits > 384 ? EVP_sha512() : bits > 256 ? EVP_sha384() : EVP_sha256();
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -158,30 +166,32 @@ std::vector<std::string> split_key_list(const std::string& list) {
     return keys;
 }
 
-std::vector<std::string> trust_policy(const std::vector<std::string>& given) {
+TrustPolicy trust_policy(const std::vector<std::string>& given) {
     // An empty entry is a broken policy, never no policy (a key path read from an empty setting).
     for (const std::string& k : given)
         if (k.empty()) throw Error(ErrorCode::InvalidArgument, "trusted key '': an empty path names no public key file");
-    std::vector<std::string> keys = given;
+    std::vector<std::string> paths = given;
     const char* env = std::getenv(kEnvVar);
     std::string value = env ? env : "";
-    if (keys.empty() && value.find_first_not_of(kSpace) != std::string::npos) {
-        keys = split_key_list(value);
-        if (keys.empty())
+    if (paths.empty() && value.find_first_not_of(kSpace) != std::string::npos) {
+        paths = split_key_list(value);
+        if (paths.empty())
             throw Error(ErrorCode::InvalidArgument, std::string(kEnvVar) + "='" + value + "' names no public key file");
     }
-    for (const std::string& k : keys) {
+    TrustPolicy policy;
+    for (const std::string& k : paths) {
         struct stat st {};
         if (::stat(k.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
             throw Error(ErrorCode::InvalidArgument, "trusted key " + k + ": a folder, not a public key file "
                                                     "(give the .pub.pem file)");
         if (!is_file(k)) throw Error(ErrorCode::InvalidArgument, "trusted key " + k + ": no such file");
+        auto key = std::make_shared<TrustedKey>(k);
 #ifdef CMUNEXT_HAVE_OPENSSL
-        Key key;                     // a key that can verify nothing is a broken policy, refused up front
-        load_key(k, key);
+        load_key(*key);              // a key that can verify nothing is a broken policy, refused up front
 #endif
+        policy.keys.push_back(std::move(key));
     }
-    return keys;
+    return policy;
 }
 
 std::string signature_status(const std::string& entry) {
@@ -189,10 +199,10 @@ std::string signature_status(const std::string& entry) {
 }
 
 std::string check_signature(const std::string& entry, const std::vector<ArtifactFile>& files,
-                            const std::vector<std::string>& keys) {
+                            const TrustPolicy& policy) {
 #ifndef CMUNEXT_HAVE_OPENSSL
     (void)files;
-    (void)keys;
+    (void)policy;
     throw Error(ErrorCode::Unsupported, entry + ": a trust policy is set but this library was built without OpenSSL, "
                                                 "so it cannot check signatures; rebuild with OpenSSL (libssl-dev) "
                                                 "or drop the policy");
@@ -210,11 +220,9 @@ std::string check_signature(const std::string& entry, const std::vector<Artifact
 
     std::string fingerprint;
     std::vector<std::string> names;
-    for (const std::string& path : keys) {
-        Key key;
-        load_key(path, key);
-        names.push_back(file_name(path));
-        if (fingerprint.empty() && verifies(key, s)) fingerprint = key.fingerprint;
+    for (const auto& key : policy.keys) {   // parsed by trust_policy: each key file is read once per open
+        names.push_back(file_name(key->path));
+        if (fingerprint.empty() && verifies(*key, s)) fingerprint = key->fingerprint;
     }
     if (fingerprint.empty())
         refuse(sig_name + " is not signed by a trusted key (" + join(names) +
