@@ -828,6 +828,17 @@ def test_out_of_range_threads_and_a_bad_class_count_say_what_is_wrong(embed_buil
 
 
 # --- hardening (C/C++ round four): each defect fixed at its mechanism, and a test that fails without the fix ---
+def _c_abi_checked(path):
+    lib = _load_c_abi(path)
+    lib.cmunext_segment_checked.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(_Timings)]
+    lib.cmunext_input_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.cmunext_input_size.restype = None
+    lib.cmunext_close.restype = None
+    return lib
+
+
 def _open_with(lib, art, **fields):
     """cmunext_open with the default options changed by `fields`: (status, handle, last_error as str).
     The message is decoded as strict UTF-8, so a stray byte in it fails the test."""
@@ -945,3 +956,101 @@ def test_trusted_keys_are_read_once_per_open(embed_build, artifacts, signing_key
     finally:
         os.close(fd)
     assert opens == 1, f"the key file was opened {opens} times for one load"
+
+
+def test_a_hostile_c_caller_gets_a_status_and_a_message_never_a_crash(embed_build, artifacts):
+    """The C ABI as a careless firmware caller uses it. Was: a handle used after cmunext_close, closed twice
+    or made up was freed memory (use after free; the docs called it 'not input'), and a mask or frame
+    buffer too small was written or read past its end, with no way to say its size."""
+    lib = _c_abi_checked(embed_build["lib"])
+    art = _artifact(artifacts, "fp32-onnx")
+    status, handle, error = _open_with(lib, art)
+    assert status == 0, error
+    frame = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    mask, prob = np.full((48, 64), 0xAB, np.uint8), np.full((48, 64), -1, np.float32)
+
+    def checked(data, data_size, w, h, stride, fmt, m=mask, m_size=mask.size, p=prob, p_size=prob.size):
+        status = lib.cmunext_segment_checked(handle, data, data_size, w, h, stride, fmt,
+                                             None if m is None else m.ctypes.data, m_size,
+                                             None if p is None else p.ctypes.data, p_size, None)
+        return status, lib.cmunext_last_error().decode("utf-8")
+
+    try:
+        # buffers too small: refused before anything is read or written
+        for args, says in (((frame.ctypes.data, frame.nbytes - 1, 64, 48, 0, 0),
+                            "frame buffer of 9215 bytes is too small: 48 rows of 192 bytes, 192 apart, need 9216"),
+                           ((frame.ctypes.data, frame.nbytes, 60, 48, 200, 0),
+                            "frame buffer of 9216 bytes is too small: 48 rows of 180 bytes, 200 apart, need 9580"),
+                           ((frame.ctypes.data, frame.nbytes, 64, 48, 0, 0, mask, mask.size - 1),
+                            "mask buffer of 3071 bytes is too small: 64x48x1 needs 3072"),
+                           ((frame.ctypes.data, frame.nbytes, 64, 48, 0, 0, mask, mask.size, prob, 5),
+                            "probability buffer of 5 floats is too small: 64x48x1 needs 3072")):
+            status, error = checked(*args)
+            assert status == 1 and says in error, (args[1:], error)
+            assert (mask == 0xAB).all() and (prob == -1).all()
+        # sizes that are enough: the unchecked call's result; a NULL output needs no size
+        status, error = checked(frame.ctypes.data, frame.nbytes, 64, 48, 0, 0)
+        assert status == 0, error
+        ref_mask, ref_prob = np.zeros_like(mask), np.zeros_like(prob)
+        assert lib.cmunext_segment(handle, frame.ctypes.data, 64, 48, 0, 0, ref_mask.ctypes.data, ref_prob.ctypes.data,
+                                   None) == 0
+        assert np.array_equal(mask, ref_mask) and np.array_equal(prob, ref_prob)
+        assert checked(frame.ctypes.data, frame.nbytes, 64, 48, 0, 0, None, 0, None, 0)[0] == 0
+        # bad geometry and formats, checked or not
+        for data, w, h, stride, fmt, says in (
+                (None, 64, 48, 0, 0, "no pixel data (null pointer)"), (frame.ctypes.data, 0, 48, 0, 0, "frame size 0x48"),
+                (frame.ctypes.data, -64, 48, 0, 0, "frame size -64x48"), (frame.ctypes.data, 64, -2 ** 31, 0, 0, "is invalid"),
+                (frame.ctypes.data, 100000, 1, 0, 0, "frame size 100000x1 is invalid (each side must be 1..65536)"),
+                (frame.ctypes.data, 64, 48, 191, 0, "smaller than width x channels = 192"),
+                (frame.ctypes.data, 64, 48, 0, -1, "unknown pixel format -1"),
+                (frame.ctypes.data, 64, 48, 0, 5, "unknown pixel format 5")):
+            for status, error in (checked(data, frame.nbytes, w, h, stride, fmt),
+                                  (lib.cmunext_segment(handle, data, w, h, stride, fmt, None, None, None),
+                                   lib.cmunext_last_error().decode())):
+                assert status == 1 and says in error, (w, h, stride, fmt, error)
+        # the smallest and the widest/tallest frames the library takes
+        for w, h, fmt, cn in ((1, 1, 0, 3), (65536, 1, 4, 4), (1, 65536, 2, 1)):
+            pixels = np.full(w * h * cn, 200, np.uint8)
+            m, p = np.zeros(w * h, np.uint8), np.zeros(w * h, np.float32)
+            status, error = checked(pixels.ctypes.data, pixels.size, w, h, 0, fmt, m, m.size, p, p.size)
+            assert status == 0 and np.isfinite(p).all() and set(np.unique(m)) <= {0, 1}, (w, h, error)
+        # NULL pointers everywhere else
+        assert lib.cmunext_open(str(art).encode(), None, None) == 1 and b"out is NULL" in lib.cmunext_last_error()
+        bad = ctypes.c_void_p()
+        assert lib.cmunext_open(None, None, ctypes.byref(bad)) == 1 and b"no artifact path" in lib.cmunext_last_error()
+        lib.cmunext_default_options(None)
+        lib.cmunext_input_size(handle, None, None)
+        tensor = np.zeros(3 * 256 * 256, np.float32)
+        assert lib.cmunext_preprocess(handle, frame.ctypes.data, 64, 48, 0, 0, None, tensor.size) == 1
+        assert lib.cmunext_preprocess(handle, None, 64, 48, 0, 0, tensor.ctypes.data, tensor.size) == 1
+    finally:
+        lib.cmunext_close(handle)
+    # the handle after close, closed twice, made up, NULL: refused by every function, never dereferenced
+    height, width = ctypes.c_int(7), ctypes.c_int(7)
+    for stale in (handle, ctypes.c_void_p(0xDEADBEEF), ctypes.c_void_p(None)):
+        why = b"handle is NULL" if stale.value is None else b"handle is not open (closed already, or not from cmunext_open)"
+        calls = [("cmunext_segment", lambda: lib.cmunext_segment(stale, frame.ctypes.data, 64, 48, 0, 0, None, None, None)),
+                 ("cmunext_segment_checked", lambda: lib.cmunext_segment_checked(
+                     stale, frame.ctypes.data, frame.nbytes, 64, 48, 0, 0, None, 0, None, 0, None)),
+                 ("cmunext_preprocess", lambda: lib.cmunext_preprocess(stale, frame.ctypes.data, 64, 48, 0, 0,
+                                                                       tensor.ctypes.data, tensor.size)),
+                 ("cmunext_self_test", lambda: lib.cmunext_self_test(stale)),
+                 ("cmunext_num_classes", lambda: lib.cmunext_num_classes(stale)),
+                 ("cmunext_threshold", lambda: lib.cmunext_threshold(stale)),
+                 ("cmunext_describe", lambda: lib.cmunext_describe(stale)),
+                 ("cmunext_input_size", lambda: lib.cmunext_input_size(stale, ctypes.byref(height), ctypes.byref(width)))]
+        for name, call in calls:
+            got = call()
+            assert got in (1, 0, 0.0, b"", None) and lib.cmunext_last_error() == name.encode() + b": " + why, \
+                (name, stale, got, lib.cmunext_last_error())
+        assert (height.value, width.value) == (0, 0)
+        lib.cmunext_close(stale)
+        if stale.value is not None:
+            assert lib.cmunext_last_error() == b"cmunext_close: " + why
+    # ids are not reused: the closed handle does not reach a segmenter opened after it
+    status, again, error = _open_with(lib, art)
+    try:
+        assert status == 0 and again.value != handle.value, error
+        assert lib.cmunext_num_classes(handle) == 0 and lib.cmunext_num_classes(again) == 1
+    finally:
+        lib.cmunext_close(again)

@@ -48,7 +48,9 @@ int main(int argc, char** argv) {
     int classes = cmunext_num_classes(seg);
     uint8_t* mask = malloc(n * (size_t)classes);
     cmunext_timings t;
-    cmunext_status s = mask ? cmunext_segment(seg, frame, w, h, 0, CMUNEXT_GRAY8, mask, NULL, &t) : CMUNEXT_E_NO_MEMORY;
+    cmunext_status s = mask ? cmunext_segment_checked(seg, frame, n, w, h, 0, CMUNEXT_GRAY8, mask, n * (size_t)classes,
+                                                      NULL, 0, &t)
+                            : CMUNEXT_E_NO_MEMORY;
     if (s != CMUNEXT_OK) {
         fprintf(stderr, "error: %s (%s)\n", cmunext_last_error(), cmunext_status_string(s));
     } else {

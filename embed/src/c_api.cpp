@@ -3,6 +3,10 @@
 #include "cmunext/cmunext.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 
@@ -11,6 +15,14 @@
 #include "signature.hpp"
 
 namespace {
+struct Segmenter {
+    cmunext::EdgeSegmenter seg;
+    std::string description;
+    Segmenter(const std::string& path, const cmunext::Options& o);
+};
+
+thread_local std::string g_last_error;
+
 // Every string the C ABI hands out is one line of valid UTF-8, whatever it quotes (OpenVINO's text,
 // a file name in another encoding, a message cut mid-character): invalid bytes become U+FFFD and
 // line breaks spaces, here and nowhere else.
@@ -20,16 +32,8 @@ std::string c_text(const std::string& s) {
     std::replace(out.begin(), out.end(), '\r', ' ');
     return out;
 }
-}  // namespace
 
-struct cmunext_segmenter {
-    cmunext::EdgeSegmenter seg;
-    std::string description;
-    cmunext_segmenter(const std::string& path, const cmunext::Options& o) : seg(path, o), description(c_text(seg.describe())) {}
-};
-
-namespace {
-thread_local std::string g_last_error;
+Segmenter::Segmenter(const std::string& path, const cmunext::Options& o) : seg(path, o), description(c_text(seg.describe())) {}
 
 cmunext_status fail(cmunext_status s, const std::string& message) {
     g_last_error = c_text(message);
@@ -61,6 +65,56 @@ cmunext_status guarded(F&& f) {
     } catch (...) {
         return fail(CMUNEXT_E_RUNTIME, "unknown error");
     }
+}
+
+// Handles are ids, never pointers into the library: each call looks its handle up among the open
+// segmenters, so a handle that was closed (segment after close, a second close), never opened, or
+// is garbage is an error, not a use of freed memory. Ids are never reused: a stale handle cannot
+// reach a segmenter opened later. A call holds its segmenter while it runs, so cmunext_close from
+// another thread frees it when that call returns.
+class Handles {
+public:
+    cmunext_segmenter* add(std::shared_ptr<Segmenter> s) {
+        std::lock_guard<std::mutex> hold(lock_);
+        const uintptr_t id = next_++;
+        open_.emplace(id, std::move(s));
+        return reinterpret_cast<cmunext_segmenter*>(id);
+    }
+    std::shared_ptr<Segmenter> find(const cmunext_segmenter* handle) {
+        std::lock_guard<std::mutex> hold(lock_);
+        auto it = open_.find(reinterpret_cast<uintptr_t>(handle));
+        return it == open_.end() ? nullptr : it->second;
+    }
+    std::shared_ptr<Segmenter> remove(const cmunext_segmenter* handle) {
+        std::lock_guard<std::mutex> hold(lock_);
+        auto it = open_.find(reinterpret_cast<uintptr_t>(handle));
+        if (it == open_.end()) return nullptr;
+        std::shared_ptr<Segmenter> s = std::move(it->second);
+        open_.erase(it);
+        return s;
+    }
+
+private:
+    std::mutex lock_;
+    std::map<uintptr_t, std::shared_ptr<Segmenter>> open_;
+    uintptr_t next_ = 1;
+};
+
+Handles& handles() {   // never destroyed: a cmunext_close from an atexit handler still finds it
+    static Handles* h = new Handles;
+    return *h;
+}
+
+// The open segmenter behind `handle`, or null with last_error saying why (`who`: the C function).
+std::shared_ptr<Segmenter> lookup(const cmunext_segmenter* handle, const char* who) {
+    if (!handle) {
+        fail(CMUNEXT_E_INVALID_ARGUMENT, std::string(who) + ": handle is NULL");
+        return nullptr;
+    }
+    std::shared_ptr<Segmenter> s = handles().find(handle);
+    if (!s)
+        fail(CMUNEXT_E_INVALID_ARGUMENT, std::string(who) + ": handle is not open (closed already, or not from cmunext_open)");
+    return s;
 }
 }  // namespace
 
@@ -97,7 +151,7 @@ cmunext_status cmunext_open(const char* artifact, const cmunext_options* options
                 return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_open: trusted_keys names no public key file");
         }
     }
-    return guarded([&] { *out = new cmunext_segmenter(artifact, o); });
+    return guarded([&] { *out = handles().add(std::make_shared<Segmenter>(artifact, o)); });
 }
 
 namespace {
@@ -114,31 +168,54 @@ cmunext::Frame make_frame(const uint8_t* pixels, int width, int height, size_t s
     f.format = static_cast<cmunext::PixelFormat>(format);
     return f;
 }
+
+struct Buffers {
+    size_t pixels, mask, probability;   // bytes, bytes, floats; SIZE_MAX: not known
+};
+
+// cmunext_segment and cmunext_segment_checked (`who`)
+cmunext_status segment(const char* who, cmunext_segmenter* seg, const cmunext::Frame& f, uint8_t* mask,
+                       float* probability, const Buffers& sizes, cmunext_timings* timings) {
+    const std::shared_ptr<Segmenter> s = lookup(seg, who);
+    if (!s) return CMUNEXT_E_INVALID_ARGUMENT;
+    const int format = static_cast<int>(f.format);
+    if (!known_format(static_cast<cmunext_pixel_format>(format)))
+        return fail(CMUNEXT_E_INVALID_ARGUMENT, std::string(who) + ": unknown pixel format " + std::to_string(format));
+    return guarded([&] {
+        double t[4];
+        s->seg.segment_into(f, sizes.pixels, mask, sizes.mask, probability, sizes.probability, t);
+        if (timings) *timings = {t[0], t[1], t[2], t[3]};
+    });
+}
 }  // namespace
 
 cmunext_status cmunext_segment(cmunext_segmenter* seg, const uint8_t* pixels, int width, int height, size_t stride,
                                cmunext_pixel_format format, uint8_t* mask, float* probability,
                                cmunext_timings* timings) {
-    if (!seg) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_segment: handle is NULL");
-    if (!known_format(format))
-        return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_segment: unknown pixel format " + std::to_string(static_cast<int>(format)));
-    const cmunext::Frame f = make_frame(pixels, width, height, stride, format);
-    return guarded([&] {
-        double t[4];
-        seg->seg.segment_into(f, mask, probability, t);
-        if (timings) *timings = {t[0], t[1], t[2], t[3]};
-    });
+    const Buffers sizes{SIZE_MAX, SIZE_MAX, SIZE_MAX};   // trusted
+    return segment("cmunext_segment", seg, make_frame(pixels, width, height, stride, format), mask, probability, sizes,
+                   timings);
+}
+
+cmunext_status cmunext_segment_checked(cmunext_segmenter* seg, const uint8_t* pixels, size_t pixels_size, int width,
+                                       int height, size_t stride, cmunext_pixel_format format, uint8_t* mask,
+                                       size_t mask_size, float* probability, size_t probability_size,
+                                       cmunext_timings* timings) {
+    const Buffers sizes{pixels_size, mask_size, probability_size};
+    return segment("cmunext_segment_checked", seg, make_frame(pixels, width, height, stride, format), mask, probability,
+                   sizes, timings);
 }
 
 cmunext_status cmunext_preprocess(const cmunext_segmenter* seg, const uint8_t* pixels, int width, int height,
                                   size_t stride, cmunext_pixel_format format, float* tensor, size_t capacity) {
-    if (!seg) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: handle is NULL");
+    const std::shared_ptr<Segmenter> s = lookup(seg, "cmunext_preprocess");
+    if (!s) return CMUNEXT_E_INVALID_ARGUMENT;
     if (!known_format(format))
         return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: unknown pixel format " + std::to_string(static_cast<int>(format)));
     if (!tensor) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_preprocess: tensor is NULL");
     const cmunext::Frame f = make_frame(pixels, width, height, stride, format);
     return guarded([&] {
-        std::vector<float> t = seg->seg.preprocess(f);
+        std::vector<float> t = s->seg.preprocess(f);
         if (t.size() > capacity)
             throw cmunext::Error(cmunext::ErrorCode::InvalidArgument, "cmunext_preprocess: tensor holds " +
                                  std::to_string(capacity) + " floats, the input needs " + std::to_string(t.size()));
@@ -146,26 +223,41 @@ cmunext_status cmunext_preprocess(const cmunext_segmenter* seg, const uint8_t* p
     });
 }
 
-int cmunext_num_classes(const cmunext_segmenter* seg) { return seg ? seg->seg.info().classes : 0; }
-
-void cmunext_input_size(const cmunext_segmenter* seg, int* height, int* width) {
-    if (height) *height = seg ? seg->seg.info().net_height : 0;
-    if (width) *width = seg ? seg->seg.info().net_width : 0;
+int cmunext_num_classes(const cmunext_segmenter* seg) {
+    const std::shared_ptr<Segmenter> s = lookup(seg, "cmunext_num_classes");
+    return s ? s->seg.info().classes : 0;
 }
 
-double cmunext_threshold(const cmunext_segmenter* seg) { return seg ? seg->seg.info().threshold : 0.0; }
+void cmunext_input_size(const cmunext_segmenter* seg, int* height, int* width) {
+    const std::shared_ptr<Segmenter> s = lookup(seg, "cmunext_input_size");
+    if (height) *height = s ? s->seg.info().net_height : 0;
+    if (width) *width = s ? s->seg.info().net_width : 0;
+}
 
-const char* cmunext_describe(const cmunext_segmenter* seg) { return seg ? seg->description.c_str() : ""; }
+double cmunext_threshold(const cmunext_segmenter* seg) {
+    const std::shared_ptr<Segmenter> s = lookup(seg, "cmunext_threshold");
+    return s ? s->seg.info().threshold : 0.0;
+}
+
+const char* cmunext_describe(const cmunext_segmenter* seg) {
+    const std::shared_ptr<Segmenter> s = lookup(seg, "cmunext_describe");
+    return s ? s->description.c_str() : "";   // the handle's own string: valid until cmunext_close
+}
 
 cmunext_status cmunext_self_test(cmunext_segmenter* seg) {
-    if (!seg) return fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_self_test: handle is NULL");
+    const std::shared_ptr<Segmenter> s = lookup(seg, "cmunext_self_test");
+    if (!s) return CMUNEXT_E_INVALID_ARGUMENT;
     return guarded([&] {
-        cmunext::SelfTestResult r = seg->seg.self_test();
+        cmunext::SelfTestResult r = s->seg.self_test();
         if (!r.passed()) throw cmunext::Error(cmunext::ErrorCode::Integrity, r.message);
     });
 }
 
-void cmunext_close(cmunext_segmenter* seg) { delete seg; }
+void cmunext_close(cmunext_segmenter* seg) {
+    if (!seg) return;   // as free(NULL)
+    if (!handles().remove(seg))
+        fail(CMUNEXT_E_INVALID_ARGUMENT, "cmunext_close: handle is not open (closed already, or not from cmunext_open)");
+}
 
 const char* cmunext_last_error(void) { return g_last_error.c_str(); }
 

@@ -146,6 +146,8 @@ struct EdgeSegmenter::Impl {
 
     void open(const std::string& path);
     void check_frame(const Frame& f) const;
+    void check_buffers(const Frame& f, size_t frame_size, const uint8_t* mask, size_t mask_size,
+                       const float* probability, size_t probability_size) const;
     std::vector<float> infer(const std::vector<float>& batch, int n);   // n x C x H x W -> n x K x H x W
     void check_finite(const std::vector<float>& logits, size_t n) const;
     SelfTestResult run_selftest();
@@ -482,6 +484,27 @@ void EdgeSegmenter::Impl::check_frame(const Frame& f) const {
                                                     std::to_string(options.max_pixels));
 }
 
+// After check_frame: each buffer a caller sized must hold what the call reads or writes.
+void EdgeSegmenter::Impl::check_buffers(const Frame& f, size_t frame_size, const uint8_t* mask, size_t mask_size,
+                                        const float* probability, size_t probability_size) const {
+    const size_t row = static_cast<size_t>(f.width) * detail::layout_channels(layout_of(f.format));
+    const size_t stride = f.stride ? f.stride : row;
+    const size_t frame_needs = static_cast<size_t>(f.height - 1) * stride + row;   // bounded by check_frame
+    if (frame_size < frame_needs)
+        throw Error(ErrorCode::InvalidArgument, "frame buffer of " + std::to_string(frame_size) + " bytes is too small: " +
+                                                    std::to_string(f.height) + " rows of " + std::to_string(row) +
+                                                    " bytes, " + std::to_string(stride) + " apart, need " +
+                                                    std::to_string(frame_needs));
+    const size_t out_needs = static_cast<size_t>(f.width) * f.height * info.classes;
+    const std::string shape = std::to_string(f.width) + "x" + std::to_string(f.height) + "x" + std::to_string(info.classes);
+    if (mask && mask_size < out_needs)
+        throw Error(ErrorCode::InvalidArgument, "mask buffer of " + std::to_string(mask_size) + " bytes is too small: " +
+                                                    shape + " needs " + std::to_string(out_needs));
+    if (probability && probability_size < out_needs)
+        throw Error(ErrorCode::InvalidArgument, "probability buffer of " + std::to_string(probability_size) +
+                                                    " floats is too small: " + shape + " needs " + std::to_string(out_needs));
+}
+
 // ---------------------------------------------------------------------------------------------
 namespace {
 // Whatever a runtime library throws (OpenVINO's ov::Exception, std::invalid_argument, std::bad_alloc)
@@ -555,12 +578,21 @@ std::vector<float> EdgeSegmenter::preprocess(const Frame& frame) const {
 }
 
 void EdgeSegmenter::segment_into(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]) {
-    as_error(impl().info.path, [&] { segment_into_unguarded(frame, mask, probability, timings_ms); });
+    segment_into(frame, SIZE_MAX, mask, SIZE_MAX, probability, SIZE_MAX, timings_ms);
 }
 
-void EdgeSegmenter::segment_into_unguarded(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]) {
+void EdgeSegmenter::segment_into(const Frame& frame, size_t frame_size, uint8_t* mask, size_t mask_size,
+                                 float* probability, size_t probability_size, double timings_ms[4]) {
+    as_error(impl().info.path, [&] {
+        segment_into_unguarded(frame, frame_size, mask, mask_size, probability, probability_size, timings_ms);
+    });
+}
+
+void EdgeSegmenter::segment_into_unguarded(const Frame& frame, size_t frame_size, uint8_t* mask, size_t mask_size,
+                                           float* probability, size_t probability_size, double timings_ms[4]) {
     auto t0 = std::chrono::steady_clock::now();
     impl_->check_frame(frame);
+    impl_->check_buffers(frame, frame_size, mask, mask_size, probability, probability_size);
     const Contract& c = impl_->contract;
     const int cn = detail::layout_channels(layout_of(frame.format));
     const size_t stride = frame.stride ? frame.stride : static_cast<size_t>(frame.width) * cn;

@@ -13,6 +13,9 @@
  * saying why (thread-local: the message of the last failed call on the calling thread, valid until
  * the next call on that thread; bytes of a quoted file name or OpenVINO message that are not UTF-8
  * show as U+FFFD). No function throws or aborts on bad input.
+ * Handles: a handle that was closed, or never came from cmunext_open, is refused by every function
+ * (CMUNEXT_E_INVALID_ARGUMENT, "handle is not open"), a second cmunext_close included; handles
+ * are never reused.
  * Threads: cmunext_segment may be called on one handle from several threads at once (inference
  * is serialised per handle); open one handle per thread for parallel inference.
  */
@@ -80,10 +83,21 @@ CMUNEXT_C_API cmunext_status cmunext_open(const char* artifact, const cmunext_op
 /* Segments one frame (8 bit per channel; stride >= width * channels bytes, 0 = packed).
  * mask: width*height*classes bytes, 1 where the probability exceeds the artifact's threshold,
  * else 0 (row-major, classes interleaved). probability: width*height*classes floats.
- * Either may be NULL; timings may be NULL. */
+ * Either may be NULL; timings may be NULL. The buffers' sizes are trusted: prefer
+ * cmunext_segment_checked where they are known. */
 CMUNEXT_C_API cmunext_status cmunext_segment(cmunext_segmenter* seg, const uint8_t* pixels, int width,
                                              int height, size_t stride, cmunext_pixel_format format,
                                              uint8_t* mask, float* probability, cmunext_timings* timings);
+
+/* cmunext_segment with each buffer's size: pixels_size bytes readable at pixels (the frame needs
+ * (height - 1) * stride + width * channels), mask_size bytes and probability_size floats (each needs
+ * width*height*classes where not NULL). A buffer too small is CMUNEXT_E_INVALID_ARGUMENT naming
+ * what it needs, before anything is read or written. SIZE_MAX: that size is not known (trusted). */
+CMUNEXT_C_API cmunext_status cmunext_segment_checked(cmunext_segmenter* seg, const uint8_t* pixels,
+                                                     size_t pixels_size, int width, int height, size_t stride,
+                                                     cmunext_pixel_format format, uint8_t* mask, size_t mask_size,
+                                                     float* probability, size_t probability_size,
+                                                     cmunext_timings* timings);
 
 /* The network input the artifact's contract makes of a frame: in_channels x height x width floats
  * (cmunext_input_size; in_channels is 3 unless the contract says 1) into `tensor`, `capacity`
@@ -92,6 +106,7 @@ CMUNEXT_C_API cmunext_status cmunext_preprocess(const cmunext_segmenter* seg, co
                                                 int height, size_t stride, cmunext_pixel_format format,
                                                 float* tensor, size_t capacity);
 
+/* 0 (0.0, "", sizes 0) for a handle that is not open, with last_error saying so */
 CMUNEXT_C_API int cmunext_num_classes(const cmunext_segmenter* seg);
 /* network input size and threshold from the artifact's preprocessing contract */
 CMUNEXT_C_API void cmunext_input_size(const cmunext_segmenter* seg, int* height, int* width);
@@ -101,6 +116,7 @@ CMUNEXT_C_API const char* cmunext_describe(const cmunext_segmenter* seg);
 /* runs the embedded self-test again; CMUNEXT_E_INTEGRITY if it fails (message in last_error) */
 CMUNEXT_C_API cmunext_status cmunext_self_test(cmunext_segmenter* seg);
 
+/* NULL: nothing (as free). A handle that is not open (a second close): nothing freed, last_error says so. */
 CMUNEXT_C_API void cmunext_close(cmunext_segmenter* seg);
 
 CMUNEXT_C_API const char* cmunext_last_error(void);

@@ -131,6 +131,12 @@ public:
     // Fills caller-owned buffers (width*height*classes each, either may be null): no allocation
     // of result buffers, for the C ABI and firmware that manages its own memory.
     void segment_into(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4] = nullptr);
+    // The same with each buffer's size: frame_size bytes readable at frame.data ((height - 1) x stride +
+    // width x channels needed), mask_size bytes and probability_size floats (width*height*classes each,
+    // where not null). A buffer too small throws Error (InvalidArgument) naming what it needs, before
+    // anything is read or written; SIZE_MAX: not known (trusted, as the overload above).
+    void segment_into(const Frame& frame, size_t frame_size, uint8_t* mask, size_t mask_size, float* probability,
+                      size_t probability_size, double timings_ms[4] = nullptr);
 
     // The network input the contract makes of `frame` (in_channels x net_height x net_width floats,
     // bit-identical to the Python PreprocessSpec.preprocess of the same pixels): for checking a port.
@@ -145,7 +151,8 @@ private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
     Impl& impl() const;     // impl_, or Error for a moved-from object
-    void segment_into_unguarded(const Frame& frame, uint8_t* mask, float* probability, double timings_ms[4]);
+    void segment_into_unguarded(const Frame& frame, size_t frame_size, uint8_t* mask, size_t mask_size,
+                                float* probability, size_t probability_size, double timings_ms[4]);
     std::vector<Segmentation> segment_batch_unguarded(const std::vector<Frame>& frames, int batch_size);
 };
 
