@@ -8,7 +8,7 @@ import pytest
 from cmunext_edge.artifacts import kinds
 from cmunext_edge.artifacts.info import is_artifact
 from cmunext_edge.artifacts.integrity import artifact_files as integrity_files
-from cmunext_edge.artifacts.manifest import ManifestError, manifest_entry, read_manifest
+from cmunext_edge.artifacts.manifest import ManifestError, manifest_entry, manifest_lookup, read_manifest
 from cmunext_edge.device.bundle import BundleError, artifact_files as bundle_files
 from cmunext_edge.runtime.registry import BACKENDS, entry_for, entry_for_path
 from cmunext_edge.runtime.base import BackendError
@@ -71,11 +71,19 @@ def test_manifest_reader_is_strict_for_writers_and_lenient_for_readers(tmp_path)
     assert read_manifest(tmp_path)["artifacts"] == {} and manifest_entry(tmp_path / "m.onnx") is None
     (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"m.onnx": {"files": []}}}))
     assert manifest_entry(tmp_path / "m.onnx") == {"files": []} and manifest_entry(tmp_path / "x.onnx") is None
-    for damaged in ("{not json", json.dumps({"artifacts": ["m.onnx"]}), json.dumps({"artifacts": {"m.onnx": 3}})):
+    for damaged, says in (("{not json", "not readable JSON"), (json.dumps({"artifacts": ["m.onnx"]}), "not a manifest"),
+                          (json.dumps({"artifacts": {"m.onnx": 3}}), "its entry for 'm.onnx' is not an object"),
+                          (json.dumps({"artifacts": {"m.onnx": {"files": {}}}}), "its entry for 'm.onnx' has no list of files"),
+                          (json.dumps({"artifacts": {"m.onnx": {}}}), "its entry for 'm.onnx' has no list of files")):
         (tmp_path / "manifest.json").write_text(damaged)
-        with pytest.raises(ManifestError, match="is damaged"):
+        with pytest.raises(ManifestError, match=f"is damaged: {says}"):
             read_manifest(tmp_path)
         assert manifest_entry(Path(tmp_path) / "m.onnx") is None
+        entry, problem = manifest_lookup(Path(tmp_path) / "x.onnx")     # damaged for every artifact beside it
+        assert entry is None and problem.startswith(f"{tmp_path / 'manifest.json'} is damaged: {says}")
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "manifest.json").symlink_to(tmp_path / "gone.json")    # a link to nothing: damaged, not absent
+    assert "is damaged: not readable JSON" in manifest_lookup(tmp_path / "m.onnx")[1]
 
 
 def test_export_refuses_a_damaged_manifest_as_a_usage_error(tmp_path):

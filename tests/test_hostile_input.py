@@ -372,8 +372,8 @@ def test_file_names_that_are_not_utf8_are_segmented_not_a_crash(tmp_path):
 
 def test_a_manifest_nested_too_deeply_is_damaged_not_unexpected(onnx_trained, tmp_path, capsys):
     """Before: a manifest.json of 100000 '[' beside an artifact ended cmunext-predict with 'unexpected
-    RecursionError' (json's recursion limit); now it is read as any damaged manifest ('[]'): no
-    entry, the files checked against the content hash the export embedded."""
+    RecursionError' (json's recursion limit); now it is read as any damaged manifest ('[]'): named
+    as damaged, no entry used, the files checked against the content hash the export embedded."""
     art = tmp_path / onnx_trained.artifact.name
     shutil.copyfile(onnx_trained.artifact, art)
     (tmp_path / "manifest.json").write_text("[" * 100000)
@@ -383,4 +383,4 @@ def test_a_manifest_nested_too_deeply_is_damaged_not_unexpected(onnx_trained, tm
     for main, argv in ((predict_cli.main, [SAMPLE, "--weights", art, "--out", tmp_path / "o"]), (info_cli.main, [art])):
         rc, out, err = _run(main, argv, capsys)
         assert rc == 0 and "unexpected" not in out + err and "Recursion" not in out + err, (out, err)
-        assert "no manifest.json entry" in out, out
+        assert "manifest.json is damaged: not readable JSON (JSON nested too deeply" in out, out

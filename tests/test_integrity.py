@@ -14,6 +14,8 @@ from cmunext_edge.runtime.registry import verify_artifact
 from cmunext_edge.core.preprocess import PreprocessSpec, get_preset
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
+from test_reliability import run_cli
+
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
@@ -207,3 +209,78 @@ def test_a_self_test_that_is_not_json_is_named_damaged():
     from cmunext_edge.artifacts.meta import parse_metadata
     with pytest.raises(ValueError, match="embedded self-test data is damaged \\(not JSON"):
         parse_metadata({"cmunext_edge.selftest": "{not json"})
+
+
+# a damaged manifest.json beside an artifact -> what its one line says is wrong with it
+DAMAGED_MANIFESTS = [("{not json", "is damaged: not readable JSON"),
+                     ("[]", "is damaged: not a manifest"),
+                     (json.dumps({"artifacts": {"cmunext-s-busi_fp32.onnx": {"files": 3}}}),
+                      "is damaged: its entry for 'cmunext-s-busi_fp32.onnx' has no list of files")]
+
+
+@pytest.mark.parametrize("content, says", DAMAGED_MANIFESTS)
+def test_a_damaged_manifest_is_named_not_taken_for_a_missing_entry(onnx_art, tmp_path, capsys, content, says):
+    """Before: a damaged manifest.json beside an artifact (not JSON, a list, an entry whose "files"
+    is not a list) was reported as 'no manifest.json entry' by cmunext-info and cmunext-predict.
+    Now each names the file and its damage; the content hash embedded at export still vouches for
+    the files, as for an artifact copied without its manifest."""
+    from cmunext_edge.cli import info as info_cli
+    from cmunext_edge.resources import SAMPLES_DIR
+    art = _copy(onnx_art, tmp_path / "t", with_manifest=False)
+    (art.parent / "manifest.json").write_text(content)
+    named = f"{art.parent / 'manifest.json'} {says}"
+    rep = verify_artifact(art)
+    assert rep.ok and rep.hash_source == "embedded" and rep.manifest_problem.startswith(named), rep.as_dict()
+    rc, out, _ = run_cli(info_cli.main, [art], capsys)
+    lines = {ln[:14].strip(): ln[14:] for ln in out.splitlines()}
+    assert rc == 0 and "no manifest.json entry" not in out, out
+    assert lines["verification"].startswith(f"unknown ({named}")
+    assert lines["files check"].startswith(named) and lines["files check"].endswith("the content hash embedded at export")
+    rc, out, _ = run_cli(predict_cli.main, [SAMPLES_DIR / "images" / "benign (100).png", "--weights", art,
+                                         "--out", tmp_path / "o", "--quiet"], capsys)
+    assert rc == 0 and f"note: export verification: unknown ({named}" in out, out
+
+
+def test_a_damaged_manifest_is_refused_where_a_missing_entry_is(onnx_art, tmp_path, capsys):
+    """Without an embedded content hash nothing vouches for the files: a missing entry is refused,
+    and so is a damaged manifest, naming its damage (it was 'no manifest.json entry beside it')."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    from cmunext_edge.cli import info as info_cli
+    from cmunext_edge.resources import SAMPLES_DIR
+    art = _copy(onnx_art, tmp_path / "t", with_manifest=False)
+    _edit_metadata(art, "content_sha256", lambda _: "")
+    for content, says in [(None, "no manifest.json entry beside it"), *DAMAGED_MANIFESTS]:
+        if content is not None:
+            (art.parent / "manifest.json").write_text(content)
+            says = f"{art.parent / 'manifest.json'} {says}"
+        refused = f"{art}: refused: {says}"
+        for main, argv, code in ((predict_cli.main, [SAMPLES_DIR, "--weights", art, "--out", tmp_path / "o"], 2),
+                                 (bundle_cli.main, [art, "--out", tmp_path / "b"], 2),
+                                 (info_cli.main, [art], 1)):
+            rc, _, err = run_cli(main, argv, capsys)
+            lines = [ln for ln in err.splitlines() if ": error: " in ln]
+            assert rc == code and len(lines) == 1 and "and no embedded content hash" in lines[0], err
+            assert (refused if code == 2 else f"{art}: {says}") in lines[0], err
+        assert not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_malformed_manifest_entry_is_refused_by_bundle_too(onnx_art, tmp_path, capsys):
+    """Before: cmunext-bundle copied the files an entry listed before verifying them, and a file
+    item that is not an object ended it with 'unexpected TypeError'; now it is refused as a load
+    refuses it, before anything is copied."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    art = _copy(onnx_art, tmp_path / "t", with_manifest=False)
+    (art.parent / "manifest.json").write_text(json.dumps({"artifacts": {art.name: {"files": [3]}}}))
+    rc, _, err = run_cli(bundle_cli.main, [art, "--out", tmp_path / "b"], capsys)
+    assert rc == 2 and "manifest.json entry has a malformed file item 3" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "b").exists()
+
+
+def test_bundle_notes_a_damaged_manifest_beside_its_artifact(onnx_art, tmp_path, capsys):
+    """The embedded hash vouches for the files (the bundle is made), but the manifest's calibration
+    record is lost with it: cmunext-bundle says so instead of nothing."""
+    from cmunext_edge.cli import bundle as bundle_cli
+    art = _copy(onnx_art, tmp_path / "t", with_manifest=False)
+    (art.parent / "manifest.json").write_text("[]")
+    rc, out, err = run_cli(bundle_cli.main, [art, "--out", tmp_path / "b", "--n-images", "2", "--no-archive"], capsys)
+    assert rc == 0 and f"note: {art.parent / 'manifest.json'} is damaged: not a manifest" in out, out + err

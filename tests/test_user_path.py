@@ -72,8 +72,8 @@ def _report(rows):
 def test_bench_marks_unverified_rows(tmp_path):
     art = tmp_path / "m_int8.xml"
     (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {
-        art.name: {"precision": "int8", "verification": None},
-        "ok.onnx": {"precision": "fp32", "verification": {"passed": True}}}}))
+        art.name: {"files": [], "precision": "int8", "verification": None},      # every entry lists its files
+        "ok.onnx": {"files": [], "precision": "fp32", "verification": {"passed": True}}}}))
     assert verification(_row("a", 1.0, 0.6, art, "int8")) == "NO"
     assert "--no-verify" in verification(_row("a", 1.0, 0.6, art, "int8"), long=True)
     assert verification(_row("b", 1.0, 0.6, tmp_path / "ok.onnx")) == "yes"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError, available, require
 from cmunext_edge.artifacts.kinds import ARTIFACT_SUFFIXES, kind_of, sidecar_entry
-from cmunext_edge.artifacts.manifest import manifest_entry
+from cmunext_edge.artifacts.manifest import manifest_lookup, no_entry_reason
 from cmunext_edge.artifacts.meta import parse_metadata
 from cmunext_edge.core.metrics import format_class_dice
 from cmunext_edge.fileio import sha256_file, loads_json
@@ -85,7 +85,7 @@ def describe_artifact(path: str | Path) -> dict:
         raise ValueError(f"{path}: {_article(kind)} {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
     spec = meta.pop("spec", None)
     selftest = meta.pop("selftest", None)
-    entry = manifest_entry(path)
+    entry, damaged = manifest_lookup(path)
     return {"path": str(path), "format": kind, "target": meta.get("target"), "precision": meta.get("precision"),
             "variant": meta.get("variant"), "in_channels": meta.get("in_channels"),
             "num_classes": meta.get("num_classes"), "input_shape": shape,
@@ -97,7 +97,7 @@ def describe_artifact(path: str | Path) -> dict:
             "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files if f.is_file()],
             "sha256": sha256_file(path) if path.is_file() else None,
             "verification": (entry or {}).get("verification"), "in_manifest": entry is not None,
-            "auto": (entry or {}).get("auto"), "calibration": (entry or {}).get("calibration"),
+            "manifest_problem": damaged,             "auto": (entry or {}).get("auto"), "calibration": (entry or {}).get("calibration"),
             "int8_settings": (entry or {}).get("int8_settings"), "files_check": files_check(path, flat)}
 
 
@@ -128,12 +128,15 @@ def files_check(path: str | Path, flat: dict | None = None) -> dict:
         return {"ok": False, "source": report.hash_source, "message": f"{path}: " + "; ".join(report.problems)}
     return {"ok": True, "source": report.hash_source,
             "message": "sha256 of every file matches manifest.json" if report.hash_source == "manifest" else
-            "no manifest.json entry; the files match the content hash embedded at export"}
+            f"{no_entry_reason(report.manifest_problem)}; the files match the content hash embedded at export"}
 
 
-def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = None) -> str:
+def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = None,
+                      manifest_problem: str | None = None) -> str:
+    """The export's verification record in one line; `manifest_problem`: why manifest.json beside
+    the artifact is damaged (artifacts/manifest.py manifest_lookup), when it is."""
     if not in_manifest:
-        return "unknown (no manifest.json entry beside the artifact)"
+        return f"unknown ({no_entry_reason(manifest_problem)})"
     if not v:
         return ("NOT verified: chosen by --target auto without a verification record (see its "
                 f"{auto.get('report', 'auto_report.md')})" if auto else "NOT verified at export (--no-verify)")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cmunext_edge.artifacts.errors import IntegrityError, SignatureError  # noqa: F401 (integrity.* for callers)
 from cmunext_edge.artifacts.kinds import artifact_files, is_checkpoint
-from cmunext_edge.artifacts.manifest import entry_hashes, manifest_entry, unlisted_files
+from cmunext_edge.artifacts.manifest import entry_hashes, manifest_lookup, no_entry_reason, unlisted_files
 from cmunext_edge.artifacts.meta import PREFIX, check_selftest
 from cmunext_edge.artifacts.signing import check_signature, signature_path, signature_status
 from cmunext_edge.fileio import hash_mismatches
@@ -48,6 +48,7 @@ class VerifyReport:
     hash_ok: bool | None = None
     selftest: dict | None = None           # SelfTestResult.as_dict()
     signature: str | None = None           # "signed by trusted key ...", "unsigned", "signed, not checked ..."
+    manifest_problem: str | None = None    # why manifest.json beside it is damaged (then no entry is used)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -58,6 +59,7 @@ class VerifyReport:
         if self.problems:
             return f"{self.path}: refused: " + "; ".join(self.problems)
         signed = f"; {self.signature}" if self.signature else ""
+        signed += f"; {self.manifest_problem}" if self.manifest_problem else ""
         if self.kind == "checkpoint":
             return f"{self.path}: checkpoint (no artifact hash or self-test to check{signed})"
         return f"{self.path}: verified (files by {self.hash_source} sha256, self-test passed{signed})"
@@ -65,7 +67,7 @@ class VerifyReport:
     def as_dict(self) -> dict:
         return {"path": self.path, "kind": self.kind, "ok": self.ok, "hash_source": self.hash_source,
                 "hash_ok": self.hash_ok, "selftest": self.selftest, "signature": self.signature,
-                "problems": list(self.problems)}
+                "manifest_problem": self.manifest_problem, "problems": list(self.problems)}
 
 
 def content_digest(files, embedded: str) -> str:
@@ -93,9 +95,9 @@ def seal(entry: str | Path) -> str:
 def check_manifest(path: str | Path, report: VerifyReport) -> bool:
     """Compare the files with the manifest beside them; True if a manifest entry was found."""
     path = Path(path)
-    entry = manifest_entry(path)
-    if not isinstance(entry, dict) or not isinstance(entry.get("files"), list):
-        return False                # no entry (or a damaged one): the embedded hash still can vouch
+    entry, report.manifest_problem = manifest_lookup(path)
+    if entry is None:               # no entry (or a damaged manifest, named): the embedded hash still can vouch
+        return False
     report.hash_source = "manifest"
     expected, problems = entry_hashes(entry)
     report.problems.extend(problems)
@@ -115,8 +117,8 @@ def check_embedded(path: str | Path, metadata: dict, report: VerifyReport) -> No
     """Compare the files with the content hash embedded at export."""
     stored = metadata.get(HASH_KEY) or metadata.get(PREFIX + HASH_KEY)
     if not stored or len(str(stored)) != 64:
-        report.problems.append("no manifest.json entry beside it and no embedded content hash: its "
-                               "integrity cannot be checked (re-export it, or load with verify=False "
+        report.problems.append(f"{no_entry_reason(report.manifest_problem)} and no embedded content hash: "
+                               "its integrity cannot be checked (re-export it, or load with verify=False "
                                "/ --no-verify-load if you know why)")
         report.hash_ok = False
         return

@@ -67,8 +67,13 @@ def run(artifact, **options) -> int:
     """Make the bundle and print where it is and what to run next (shared with cmunext-export --bundle).
 
     Errors propagate: the caller's cli_main turns them into one line and exit 2 (nothing written)."""
+    from cmunext_edge.artifacts.manifest import manifest_lookup
     from cmunext_edge.device.bundle import make_bundle
     res = make_bundle(artifact, **options)
+    damaged = manifest_lookup(artifact)[1]
+    if damaged:
+        print(f"note: {damaged}; the artifact's files were checked against the content hash embedded at export "
+              f"instead, and the images that calibrated it are not known (a verification image may be one)")
     print(images_line(res.manifest["images"]))
     print(f"bundle: {res.folder}" + (f"\narchive: {res.archive}" if res.archive else "")
           + f"\nruntime requirements: {', '.join(res.manifest['requirements'])}"

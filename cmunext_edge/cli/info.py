@@ -264,7 +264,8 @@ def _artifact(args) -> int:
             ("runtime", info["runtime_settings"] or "backend defaults"),
             ("graph", ", ".join(info["graph_rewrites"]) or "as traced"),
             ("self-test", "embedded" if info["selftest"] else "none"),
-            ("verification", verification_line(info["verification"], info["in_manifest"], info.get("auto"))
+            ("verification", verification_line(info["verification"], info["in_manifest"], info.get("auto"),
+                                               info.get("manifest_problem"))
              + (f"; {info['verification']['ran_at']}" if (info["verification"] or {}).get("ran_at") else "")),
             ("files", ", ".join(f"{f['name']} ({f['bytes'] / 1e6:.2f} MB)" for f in info["files"])),
             ("files check", ("MODIFIED OR DAMAGED: " if info["files_check"]["ok"] is False else "")

@@ -29,7 +29,7 @@ import numpy as np
 
 from cmunext_edge._version import __version__
 from cmunext_edge.artifacts.kinds import kind_of
-from cmunext_edge.artifacts.manifest import calibration_files, manifest_entry
+from cmunext_edge.artifacts.manifest import calibration_files, entry_hashes, manifest_entry
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
 from cmunext_edge.core.agreement import GATES, held_out_finding, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, spec_input, truth_scores
@@ -68,10 +68,11 @@ class BundleResult:
 
 
 def artifact_files(artifact: Path) -> list[Path]:
-    """The artifact's files (companions first, entry file last), from manifest.json or by its kind."""
+    """The artifact's files (companions first, entry file last), from manifest.json or by its kind
+    (called once verified load has checked that entry: every name in it a file beside the artifact)."""
     entry = manifest_entry(artifact)
     if entry:
-        files = [artifact.parent / f["name"] for f in entry["files"]]
+        files = [artifact.parent / name for name in entry_hashes(entry)[0]]
         sig = artifact.with_name(artifact.name + ".sig")       # signed later (cmunext-keys sign)
         files += [sig] if sig.is_file() and sig not in files else []
         return [f for f in files if f.name != artifact.name] + [artifact]
@@ -364,10 +365,8 @@ def _fill(folder: Path, artifact: Path, entry, images, n_images: int | None, dev
     from cmunext_edge.artifacts.signing import sign_artifact, sign_files
     from cmunext_edge.device.sbom import SBOM, write_requirements, write_sbom
     from cmunext_edge.runtime.registry import open_backend
-    copied = []
-    for f in artifact_files(artifact):
-        copied.append(Path(shutil.copyfile(f, folder / "artifact" / f.name)))
-    with open_backend(artifact, device=device) as backend:
+    with open_backend(artifact, device=device) as backend:      # verified before any file is copied
+        copied = [Path(shutil.copyfile(f, folder / "artifact" / f.name)) for f in artifact_files(artifact)]
         meta = backend.metadata
         if "spec" not in meta or not meta.get("selftest"):
             raise BundleError(f"{artifact}: not an exported artifact (no embedded preprocessing "
