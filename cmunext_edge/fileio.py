@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -110,12 +111,29 @@ def writable_folder_problem(folder: str | Path, what: str) -> str | None:
     if not probe_in.is_dir():
         return f"{what} {folder} cannot be made: {probe_in} is not a folder"
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=probe_in)
+        write_probe(probe_in)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.errno in FULL_DISK:
+            return f"{what} {folder} cannot be written: {FULL_DISK[exc.errno]} ({why}); free space or choose another place"
+        return f"{what} {folder} is not writable ({why})"
+    return None
+
+
+# a disk that takes no more data: a file can still be made there (an empty file needs no block),
+# so a probe that only makes one passes on a full disk
+FULL_DISK = {errno.ENOSPC: "its disk is full", errno.EDQUOT: "its disk quota is used up"}
+
+
+def write_probe(folder: Path) -> None:
+    """Make a file in `folder`, write a block of data into it and remove it again: OSError (ENOSPC on
+    a full disk, EACCES, EROFS, ...) when the folder cannot take a file with data."""
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    try:
+        os.write(fd, b"\0" * 4096)
+    finally:
         os.close(fd)
         os.unlink(probe)
-    except OSError as exc:
-        return f"{what} {folder} is not writable ({exc.strerror or exc})"
-    return None
 
 
 # Staging folders: an export or a bundle is built in `<out>/.<stem>.XXXXXXXX.staging` (owner.pid

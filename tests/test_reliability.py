@@ -400,6 +400,53 @@ def test_full_small_filesystem_summary_matches_the_disk(tmp_path, tmpfs, capsys)
         assert line == one_error_line(err, "cmunext-predict") and "no input could be segmented" in line
 
 
+def _two_images(folder: Path) -> Path:
+    folder.mkdir()
+    for k in range(2):
+        shutil.copy(SAMPLE, folder / f"img{k}.png")
+    return folder
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_full_disk_is_refused_before_work_naming_out(tmp_path, monkeypatch, capsys, engine):
+    """Before: the pre-flight's probe made an empty file, which a full disk still allows, so the
+    job started and failed on every image; with --engine ray the one line was '[Errno 28] No space
+    left on device', naming no folder. Now the probe writes data, and the disk's being full is
+    found before any work, naming --out (Ray is not started)."""
+    import errno
+    from cmunext_edge import fileio
+
+    def full(folder):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(fileio, "write_probe", full)
+    out = tmp_path / "out"
+    rc, out_text, err = run_cli(predict_cli.main, [_two_images(tmp_path / "imgs"), "--out", out, "--engine", engine], capsys)
+    line = one_error_line(err, "cmunext-predict")
+    assert rc == 2 and f"--out {out} cannot be written: its disk is full (No space left on device)" in line, err
+    assert not out.exists() and "engine: ray" not in out_text
+
+
+def test_a_full_tmpfs_is_refused_before_work_by_both_engines(tmp_path, tmpfs, capsys):
+    """The same on a real full filesystem; and Ray's job, should the disk fill after the pre-flight,
+    names the folder it could not write to (it said only '[Errno 28] No space left on device')."""
+    from cmunext_edge.scale.ray_batch import run_ray_job
+    from cmunext_edge.predict.job import OutputError
+    from cmunext_edge.data.discovery import discover
+    disk = tmpfs("full", "size=64k")
+    with open(disk / "filler", "wb", buffering=0) as fh:
+        with pytest.raises(OSError):
+            while True:
+                fh.write(b"\0" * 4096)
+    src = _two_images(tmp_path / "imgs")
+    for engine in ("local", "ray"):
+        rc, _, err = run_cli(predict_cli.main, [src, "--out", disk / "o", "--engine", engine], capsys)
+        assert rc == 2 and f"--out {disk / 'o'} cannot be written: its disk is full" in one_error_line(
+            err, "cmunext-predict"), err
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+    with pytest.raises(OutputError, match=f"cannot write to {disk / 'o'} \\(No space left on device\\)"):
+        run_ray_job(SHIPPED, discover(src), disk / "o")        # past the pre-flight: fails before Ray starts
+
+
 def test_video_into_a_read_only_mount_is_refused_before_work(tmp_path, tmpfs, capsys):
     clip = tmp_path / "c.mp4"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))

@@ -53,6 +53,11 @@ FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 class OutputError(OSError):
     """The output folder cannot take more files (disk full, read-only, no permission)."""
 
+    @classmethod
+    def of(cls, out_dir, exc: OSError) -> "OutputError":
+        """The write error `exc` as one naming the output folder it happened in."""
+        return cls(exc.errno, f"cannot write to {out_dir} ({exc.strerror or exc})")
+
 
 @dataclass
 class JobResult:
@@ -212,7 +217,7 @@ def _write_outputs(out_dir: Path, name: str, mask, bgr, write_overlays: bool, pr
         for path in written:
             path.unlink(missing_ok=True)
         if exc.errno in FATAL_WRITE_ERRORS:
-            raise OutputError(exc.errno, f"cannot write to {out_dir} ({exc.strerror or exc})") from None
+            raise OutputError.of(out_dir, exc) from None
         raise
 
 

@@ -219,8 +219,11 @@ def run_ray_job(artifact, samples: list[Sample], out_dir, options: RayJobOptions
     artifact = Path(resolve_weights(artifact)).resolve()
     require_file(artifact)
     out_dir = Path(out_dir).resolve()
-    (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
-    _claim(out_dir, artifact, log)
+    try:
+        (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
+        _claim(out_dir, artifact, log)
+    except OSError as exc:      # the pre-flight found it writable: the disk filled (or changed) since
+        raise OutputError.of(out_dir, exc) from None
     done = _done(out_dir, samples)
     if progress and done:
         progress.update(len(done), postfix="already done")
