@@ -109,6 +109,17 @@ def test_unknown_or_repeated_query_parameters_and_undocumented_paths_are_refused
         assert status == 404 and "no such endpoint: GET " + path in json.loads(body)["error"], (path, body)
 
 
+def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(server):
+    """/segment/ was answered 307 (Starlette's redirect to /segment: urllib and many clients do not
+    follow it with a POST, and a GET to /health/ was redirected silently); now it is 404 with the
+    JSON body of every other unknown path."""
+    url, _ = server
+    for path, method, data in (("/segment/", "POST", IMAGE.read_bytes()), ("/health/", "GET", None)):
+        status, headers, body = call(url + path, data, method=method)
+        assert status == 404 and "location" not in headers, (path, status, body)
+        assert json.loads(body) == {"error": f"no such endpoint: {method} {path} (endpoints: {serve.ENDPOINTS})"}
+
+
 def test_query_names_are_checked_before_their_values():
     serve.check_query_names([("format", "png"), ("seg", "binary")])
     for pairs, words in [([("Format", "png")], "unknown query parameter 'Format'"),

@@ -139,8 +139,10 @@ def build_app(artifact, *, device: str = "cpu", replicas: int = 1, max_batch: in
     that stalls its upload holds a reading place for `body_timeout_s` at most (then 408)."""
     serve = require("ray.serve")
     fastapi = require("fastapi")
-    # no /docs, /redoc, /openapi.json: every path but the two endpoints is 404 (docs/scale-out.md)
-    app = fastapi.FastAPI(title="cmunext-edge segmentation", docs_url=None, redoc_url=None, openapi_url=None)
+    # no /docs, /redoc, /openapi.json: every path but the two endpoints is 404 (docs/scale-out.md), and
+    # so is /segment/ (no 307 redirect to /segment, which a client would follow with a GET or not at all)
+    app = fastapi.FastAPI(title="cmunext-edge segmentation", docs_url=None, redoc_url=None, openapi_url=None,
+                          redirect_slashes=False)
     _json_errors(app, fastapi)
     limits = Limits(max_bytes, max_pixels, body_timeout_s)
 
