@@ -75,15 +75,19 @@ def real_path(path) -> Path:
 
 
 SPECIAL_FILE = "not a regular file (a FIFO, socket or device)"
+BROKEN_LINK = "a broken symbolic link (its target does not exist)"
 
 
 def not_a_file(path) -> str | None:
-    """What `path` is when it exists but is not a regular file ("a folder", SPECIAL_FILE), else None:
-    the one test before a path given as a file is opened (a FIFO would block, a folder reads as
-    nothing, and a runtime's own message about either is "parsing failed")."""
+    """What `path` is when it is there but is not a regular file ("a folder", SPECIAL_FILE,
+    BROKEN_LINK), else None (a regular file, or nothing at all): the one test before a path given
+    as a file is opened (a FIFO would block, a folder reads as nothing, a runtime's own message about
+    either is "parsing failed", and a link to nothing is not "no such file" to whoever made it)."""
     path = Path(path)
-    if not path.exists() or path.is_file():
+    if path.is_file():
         return None
+    if not path.exists():
+        return BROKEN_LINK if path.is_symlink() else None
     return "a folder" if path.is_dir() else SPECIAL_FILE
 
 

@@ -56,7 +56,7 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
         raise TypeError(f"weights must be a file path or a shipped model name ({', '.join(shipped_models())}), "
                         f"got {type(name_or_path).__name__}")
     path = Path(name_or_path)
-    if path.exists() or path.suffix:
+    if path.exists() or path.is_symlink() or path.suffix:       # a broken link is a path, named as one
         return path
     models = shipped_models()
     if str(name_or_path) in models:

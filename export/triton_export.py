@@ -116,10 +116,10 @@ def read_artifact(path) -> ArtifactIO:
                                f"not {path.name}; export it first, e.g. cmunext-export --weights "
                                f"{path.name} --target onnx --dynamic")
     require_file(path)
-    from cmunext_edge.artifacts.kinds import artifact_files
-    missing = [f.name for f in artifact_files(path) if not f.is_file()]
-    if missing:        # OpenVINO would say only "Exception from src/inference/src/cpp/core.cpp"
-        raise FileNotFoundError(f"{path}: {', '.join(missing)} missing beside it (an artifact's files travel together)")
+    from cmunext_edge.artifacts.kinds import companion_problem
+    problem = companion_problem(path)
+    if problem:        # OpenVINO would say only "Exception from src/inference/src/cpp/core.cpp"
+        raise FileNotFoundError(f"{problem} (an artifact's files travel together)")
     return KINDS[kind.name][0](path)
 
 

@@ -11,8 +11,10 @@ import pytest
 
 from cmunext_edge.cli import bench as bench_cli
 from cmunext_edge.cli import bundle as bundle_cli
+from cmunext_edge.cli import check as check_cli
 from cmunext_edge.cli import compare as compare_cli
 from cmunext_edge.cli import export as export_cli
+from cmunext_edge.cli import info as info_cli
 from cmunext_edge.cli import keys as keys_cli
 from cmunext_edge.cli import predict as predict_cli
 from cmunext_edge.cli import train as train_cli
@@ -258,3 +260,76 @@ def test_debug_prints_the_traceback_of_errors_a_cli_catches_itself(tmp_path, cap
     debug = capsys.readouterr().err
     assert debug.count("Traceback (most recent call last)") == 1 and "CheckpointError" in debug
     assert debug.strip().splitlines()[-1] == plain.strip()
+
+
+def _careless(tmp_path):
+    """What a careless user hands cmunext-info, cmunext-check and cmunext-compare: links to nothing,
+    an IR without its .bin (or with a folder, or a link to nothing, in its place), a plan without
+    its sidecar, a scan, a bundle's own files, an empty report, a FIFO."""
+    import os
+    scan = tmp_path / "scan.png"
+    shutil.copy(next((SAMPLES_DIR / "images").glob("*.png")), scan)
+    for name in ("gone.onnx", "gone", "gone.json", "gone.bundle"):
+        (tmp_path / name).symlink_to(tmp_path / "nowhere" / name)
+    for stem, bin_ in (("lone", None), ("bindir", "dir"), ("binlink", "link")):
+        (tmp_path / f"{stem}.xml").write_text("<net/>")
+        if bin_ == "dir":
+            (tmp_path / f"{stem}.bin").mkdir()
+        elif bin_ == "link":
+            (tmp_path / f"{stem}.bin").symlink_to(tmp_path / "nowhere.bin")
+    (tmp_path / "m.engine").write_bytes(b"plan")
+    (tmp_path / "b" / "bundle.json").mkdir(parents=True)              # its manifest a folder
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "bundle.json").write_text("{}")
+    (tmp_path / "empty.json").write_text("")
+    os.mkfifo(tmp_path / "fifo.json")
+
+
+LINK = "a broken symbolic link (its target does not exist)"
+
+
+@pytest.mark.parametrize("main,arg,says", [
+    (info_cli.main, "", "argument path: is empty: give a path"),              # was: '. is a folder'
+    (info_cli.main, "gone.onnx", f"gone.onnx: {LINK}, not an artifact file"),  # was: 'no such artifact'
+    (info_cli.main, "gone", f"gone: {LINK}, not a checkpoint file"),    # was: 'neither a file nor a shipped model'
+    (info_cli.main, "lone.xml", "lone.xml: lone.bin, which the OpenVINO IR needs beside it, is missing"),
+    (info_cli.main, "bindir.xml", "bindir.xml: bindir.bin, which the OpenVINO IR needs beside it, is a folder"),
+    (info_cli.main, "binlink.xml", f"binlink.xml: binlink.bin, which the OpenVINO IR needs beside it, is {LINK}"),
+    (info_cli.main, "m.engine", "m.engine: m.engine.json, which the TensorRT plan needs beside it, is missing"),
+    (check_cli.main, "", "argument bundle: is empty: give a path"),           # was: '.: not a bundle'
+    (check_cli.main, "scan.png", "scan.png: a file, not a bundle folder or .tar.gz"),   # was: 'no bundle.json'
+    (check_cli.main, "lone.xml", "lone.xml: a file, not a bundle folder or .tar.gz; it is an exported artifact: "
+                                 "cmunext-bundle lone.xml makes its bundle"),
+    (check_cli.main, "c/bundle.json", "c/bundle.json: a file, not a bundle folder or .tar.gz; it is a bundle's "
+                                      "bundle.json: cmunext-check c checks that bundle"),
+    (check_cli.main, "gone.bundle", f"gone.bundle: {LINK}"),          # was: 'no such bundle folder or .tar.gz'
+    (check_cli.main, "b", "b: not a bundle (its bundle.json is a folder)"),       # was: 'no bundle.json'
+    (compare_cli.main, "", "argument reports: is empty: give a path"),        # was: ': a folder, not a report'
+    (compare_cli.main, "gone.json", f"gone.json: {LINK}, not a report"),        # was: 'no such report'
+    (compare_cli.main, "empty.json", "empty.json: an empty file, not a report"),   # was: 'not a JSON file (Expecting...'
+    (compare_cli.main, "fifo.json", "fifo.json: not a regular file (a FIFO, socket or device), not a report"),
+])
+def test_info_check_and_compare_name_a_wrong_path_and_what_is_wrong(main, arg, says, tmp_path, capsys, monkeypatch):
+    """Each is one line, exit 2, naming the path given and what it is instead of what was wanted."""
+    _careless(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(main, [arg], capsys)
+    prog = main.__module__.rsplit(".", 1)[1]
+    assert rc == 2 and err.count("\n") == 1 and says in one_error_line(err, f"cmunext-{prog}"), err
+
+
+def test_check_names_a_folder_in_a_file_place_and_an_empty_hash_file(onnx_art, tmp_path, capsys):
+    """An empty bundle.json.sha256 ended cmunext-check with 'unexpected IndexError'; an artifact
+    replaced by a folder was 'missing'. Both are now the files check's failure (exit 1), said so."""
+    rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", tmp_path, "--n-images", "2", "--no-archive"], capsys)
+    assert rc == 0, err
+    bundle = tmp_path / f"{onnx_art.stem}.bundle"
+    recorded = (bundle / "bundle.json.sha256").read_text()
+    (bundle / "bundle.json.sha256").write_text("")
+    rc, out, err = run_cli(check_cli.main, [bundle, "--iters", "1", "--warmup", "0"], capsys)
+    assert rc == 1 and "bundle.json was modified" in out + err and "unexpected" not in out + err, out + err
+    (bundle / "bundle.json.sha256").write_text(recorded)
+    (bundle / "artifact" / onnx_art.name).unlink()
+    (bundle / "artifact" / onnx_art.name).mkdir()
+    rc, out, err = run_cli(check_cli.main, [bundle, "--iters", "1", "--warmup", "0"], capsys)
+    assert rc == 1 and f"artifact/{onnx_art.name} is a folder" in out + err, out + err

@@ -98,7 +98,7 @@ def test_a_damaged_or_incomplete_artifact_is_refused_naming_the_users_file(onnx_
         export(edited / onnx_dynamic.name, ExportOptions(target="triton", out=tmp_path / "repo"))
     ir = export(trained, ExportOptions(target="openvino", out=tmp_path / "ir", verify_size=8)).artifact
     ir.with_suffix(".bin").unlink()
-    with pytest.raises(FileNotFoundError, match=r"\.bin missing beside it"):
+    with pytest.raises(FileNotFoundError, match=r"\.bin, which the OpenVINO IR needs beside it, is missing"):
         export(ir, ExportOptions(target="triton", out=tmp_path / "repo"))
     assert not (tmp_path / "repo").exists()                 # nothing written, not even an empty --out
 

@@ -13,11 +13,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError, available, require
-from cmunext_edge.artifacts.kinds import ARTIFACT_SUFFIXES, kind_of, sidecar_entry
+from cmunext_edge.artifacts.kinds import ARTIFACT_SUFFIXES, companion_problem, kind_of, sidecar_entry
 from cmunext_edge.artifacts.manifest import manifest_lookup, no_entry_reason
 from cmunext_edge.artifacts.meta import parse_metadata
 from cmunext_edge.core.metrics import format_class_dice
-from cmunext_edge.fileio import sha256_file, loads_json
+from cmunext_edge.fileio import require_file, sha256_file, loads_json
 
 
 def _onnx(path: Path) -> tuple[dict, list]:
@@ -48,10 +48,10 @@ def _openvino_ir(path: Path) -> tuple[dict, list]:
 
 
 def _tensorrt(path: Path) -> tuple[dict, list]:
-    side = kind_of(path).companion_files(path)[0]
-    if not side.is_file():
-        raise FileNotFoundError(f"{path}: no TensorRT sidecar {side.name} beside it (exported engines carry one)")
-    data = loads_json(side.read_text())
+    problem = companion_problem(path)
+    if problem:
+        raise FileNotFoundError(problem)
+    data = loads_json(kind_of(path).companion_files(path)[0].read_text())
     return {**(data.get("metadata") or {}), "_tensorrt_version": data.get("tensorrt_version", ""),
             "_gpu": data.get("name") or data.get("gpu", "")}, data.get("shapes") or []
 
@@ -75,11 +75,14 @@ def describe_artifact(path: str | Path) -> dict:
     path = sidecar_entry(Path(path))
     art = kind_of(path)
     kind, files = art.label, art.files(path)
-    if not path.is_file() and not (art.name == "tensorrt" and files[1].is_file()):
-        raise FileNotFoundError(f"{path}: no such artifact")
+    if not (art.name == "tensorrt" and files[1].is_file()):     # an engine is described from its sidecar
+        require_file(path)
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"{path}: an empty file (0 bytes), not a readable {kind} artifact")
     flat, shape = _read(path)
+    problem = companion_problem(path)            # after the file itself: a damaged one is said first
+    if problem:
+        raise FileNotFoundError(problem)
     meta = parse_metadata(flat)
     if not meta:
         raise ValueError(f"{path}: {_article(kind)} {kind} file without cmunext-edge metadata (not exported by cmunext-export)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cmunext_edge.fileio import not_a_file
 from cmunext_edge.resources import CHECKPOINT_SUFFIXES
 
 # how the files of a kind are hashed: an exported artifact by manifest.json beside it, else by the
@@ -76,6 +77,17 @@ def artifact_files(path: str | Path) -> list[Path]:
     """The files of the artifact at `path` by its kind (entry file first); [path] for an unknown kind."""
     kind = kind_of(path)
     return kind.files(path) if kind else [Path(path)]
+
+
+def companion_problem(path: str | Path) -> str | None:
+    """Why the artifact at `path` cannot be read whole: the first of its companion files (an IR's
+    .bin, a plan's sidecar .json) that is not a regular file beside it, named with what it is
+    instead; None when all are there (or the kind has none)."""
+    kind = kind_of(path)
+    for f in kind.companion_files(path) if kind else []:
+        if not f.is_file():
+            return f"{path}: {f.name}, which the {kind.label} needs beside it, is {not_a_file(f) or 'missing'}"
+    return None
 
 
 def sidecar_entry(path: str | Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cmunext_edge.cli.common import cli_main, device_name, make_parser, output_path, positive_int
+from cmunext_edge.cli.common import cli_main, device_name, input_path, make_parser, output_path, positive_int
 
 EXAMPLE = """examples:
   cmunext-bundle exports/cmunext-s-busi_fp32.onnx
@@ -26,7 +26,7 @@ unusable verification images); 130/143 interrupted (nothing is left behind)."""
 
 def build_parser():
     p = make_parser("cmunext-bundle", __doc__, EXAMPLE)
-    p.add_argument("artifact", help="exported artifact (.onnx, .xml, .engine)")
+    p.add_argument("artifact", type=input_path, help="exported artifact (.onnx, .xml, .engine)")
     p.add_argument("--out", type=output_path, help="folder for the bundle (default: beside the artifact)")
     p.add_argument("--images", help="held-out verification images with masks (official layout); default: "
                                     "a shipped model's held-out images; required for any other model")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cmunext_edge.core.agreement import NEAR_MISS_LOGIT
 from cmunext_edge.device.bundle import BundleError
-from cmunext_edge.cli.common import cli_main, device_name, fail, make_parser, nonnegative_int, positive_int
+from cmunext_edge.cli.common import cli_main, device_name, fail, input_path, make_parser, nonnegative_int, positive_int
 
 EXAMPLE = """examples:
   cmunext-check exports/cmunext-s-busi_fp32.bundle
@@ -31,7 +31,7 @@ marked "interrupted", with the steps done and the images of the interrupted step
 
 def build_parser():
     p = make_parser("cmunext-check", __doc__, EXAMPLE)
-    p.add_argument("bundle", help="bundle folder or .bundle.tar.gz (checked in a new staging folder, then "
+    p.add_argument("bundle", type=input_path, help="bundle folder or .bundle.tar.gz (checked in a new staging folder, then "
                                   "kept beside it under its folder name, or NAME-2, ... when that exists)")
     p.add_argument("--device", type=device_name, default="cpu", help="device to run on (cpu; GPU/NPU/AUTO for OpenVINO; cuda)")
     p.add_argument("--iters", type=positive_int, default=20, help="timed batch-1 inferences (default 20)")

@@ -105,6 +105,9 @@ def output_path(text: str) -> str:
     return text
 
 
+input_path = output_path     # an input path, not empty either: "" read as the current folder is no input
+
+
 def csv_of(cast):
     """An argparse type: a comma list, each item parsed by `cast` (e.g. csv_of(positive_int))."""
     def parse(text: str):

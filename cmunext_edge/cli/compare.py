@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from cmunext_edge.cli.common import cli_main, fail, make_parser, output_path
+from cmunext_edge.cli.common import cli_main, fail, input_path, make_parser, output_path
 from cmunext_edge.fileio import printable
 
 EXAMPLE = """examples:
@@ -27,7 +27,7 @@ reads: checked before anything is read)."""
 @cli_main("cmunext-compare")
 def main(argv=None) -> int:
     p = make_parser("cmunext-compare", __doc__, EXAMPLE)
-    p.add_argument("reports", nargs="+", help="device_report.json files written by cmunext-check")
+    p.add_argument("reports", nargs="+", type=input_path, help="device_report.json files written by cmunext-check")
     p.add_argument("--out", type=output_path, help="prefix for .md/.json/.png files")
     p.add_argument("--title", help="table heading")
     args = p.parse_args(argv)

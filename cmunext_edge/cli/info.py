@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from cmunext_edge.cli.common import EXIT_PARTIAL, cli_main, fail, make_parser, network_side
+from cmunext_edge.cli.common import EXIT_PARTIAL, cli_main, fail, input_path, make_parser, network_side
 from cmunext_edge.fileio import loads_json
 
 PROG = "cmunext-info"
@@ -35,7 +35,7 @@ EXAMPLE = """examples:
 
 def build_parser():
     p = make_parser(PROG, __doc__, EXAMPLE)
-    p.add_argument("path", help="checkpoint (.pth, .pt, .safetensors), a shipped model name, or an "
+    p.add_argument("path", type=input_path, help="checkpoint (.pth, .pt, .safetensors), a shipped model name, or an "
                                 "exported artifact (.onnx, .xml, .engine, .plan)")
     p.add_argument("--size", type=network_side, nargs="+", metavar="N",
                    help="checkpoints only: input size for MACs, one value (square) or H W (default: the spec's size)")

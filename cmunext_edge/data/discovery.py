@@ -36,7 +36,7 @@ from cmunext_edge._deps import MissingDependencyError
 from cmunext_edge.core.preprocess import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from cmunext_edge.core import dicom
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
-from cmunext_edge.fileio import SPECIAL_FILE, not_a_file, opencv_path, loads_json
+from cmunext_edge.fileio import BROKEN_LINK, SPECIAL_FILE, not_a_file, opencv_path, loads_json
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 NOT_READ: dict[str, str] = {
@@ -141,7 +141,7 @@ def _broken_link_reason(p: Path) -> str | None:
     job then reports it when it cannot read it)."""
     if not p.is_symlink() or p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES:
         return None
-    return "a broken symbolic link (its target does not exist)"
+    return BROKEN_LINK
 
 
 def subfolder_notes(source: str | Path, split: str | Path | None = None) -> list[str]:

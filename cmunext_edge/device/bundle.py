@@ -28,15 +28,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cmunext_edge._version import __version__
-from cmunext_edge.artifacts.kinds import kind_of
+from cmunext_edge.artifacts.kinds import companion_problem, kind_of
 from cmunext_edge.artifacts.manifest import calibration_files, entry_hashes, manifest_entry
 from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
 from cmunext_edge.core.agreement import GATES, held_out_finding, min_images
 from cmunext_edge.device.bundle_truth import copy_truth, spec_input, truth_scores
 from cmunext_edge.data.discovery import discover, seeded_sample
 from cmunext_edge.data.model_split import model_split, training_images
-from cmunext_edge.fileio import (loads_json, clear_stale_staging, hash_mismatches, missing_folders, new_staging, remove_empty,
-                                 require_file, sha256_file, writable_folder_problem)
+from cmunext_edge.fileio import (loads_json, clear_stale_staging, hash_mismatches, missing_folders, new_staging, not_a_file,
+                                 remove_empty, require_file, sha256_file, writable_folder_problem)
 from cmunext_edge.data.groundtruth import classes_check, classes_note, load_truth
 from cmunext_edge.core.preprocess import ImageReadError, naming
 from cmunext_edge.resources import HELDOUT_DIR, SAMPLES_DIR, shipped_model_name
@@ -76,12 +76,11 @@ def artifact_files(artifact: Path) -> list[Path]:
         sig = artifact.with_name(artifact.name + ".sig")       # signed later (cmunext-keys sign)
         files += [sig] if sig.is_file() and sig not in files else []
         return [f for f in files if f.name != artifact.name] + [artifact]
+    problem = companion_problem(artifact)
+    if problem:
+        raise BundleError(problem)
     kind = kind_of(artifact)
-    extra = kind.companion_files(artifact) if kind else []
-    missing = [str(f) for f in extra if not f.is_file()]
-    if missing:
-        raise BundleError(f"{artifact}: companion file(s) missing: {', '.join(missing)}")
-    return extra + [artifact]
+    return (kind.companion_files(artifact) if kind else []) + [artifact]
 
 
 def _version(dists) -> tuple[str, str] | None:
@@ -425,8 +424,9 @@ def read_bundle(folder, whole: bool = True) -> tuple[Path, dict]:
     (NAME.bundle, else NAME.bundle-2, ...): a refused or damaged archive leaves nothing, and no
     file already there is ever replaced."""
     folder = Path(folder)
-    if not folder.exists():
-        raise BundleError(f"{folder}: no such bundle folder or .tar.gz")
+    problem = _not_a_bundle_path(folder)
+    if problem:
+        raise BundleError(problem)
     if is_archive(folder):
         staging, inner, manifest = stage_archive(folder, whole)
         try:
@@ -436,12 +436,27 @@ def read_bundle(folder, whole: bool = True) -> tuple[Path, dict]:
     return folder, _read_manifest(folder, whole)
 
 
+def _not_a_bundle_path(path: Path) -> str | None:
+    """Why `path` cannot be a bundle folder or archive, naming what it is instead (and, for a file
+    of a bundle or an artifact, what to give); None for a folder or a .tar.gz file."""
+    if path.is_dir() or is_archive(path):
+        return None
+    if not path.is_file():
+        return f"{path}: {not_a_file(path) or 'no such bundle folder or .tar.gz'}"
+    kind = kind_of(path)
+    hint = (f"; it is a bundle's {MANIFEST}: cmunext-check {path.parent} checks that bundle" if path.name == MANIFEST
+            else f"; it is an exported artifact: cmunext-bundle {path} makes its bundle" if kind and kind.exported
+            else "")
+    return f"{path}: a file, not a bundle folder or .tar.gz{hint}"
+
+
 def _read_manifest(folder: Path, whole: bool = True) -> dict:
     """bundle.json of `folder`, its format and its file table checked; with `whole`, every field the
     check reads (a trust policy checks the rest after the signature: manifest_shape_problem)."""
     path = folder / MANIFEST
     if not path.is_file():
-        raise BundleError(f"{folder}: not a bundle (no {MANIFEST})")
+        what = not_a_file(path)
+        raise BundleError(f"{folder}: not a bundle ({f'its {MANIFEST} is {what}' if what else f'no {MANIFEST}'})")
     try:
         manifest = loads_json(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -565,7 +580,7 @@ def verify_files(folder: Path, manifest: dict) -> list[str]:
     problems = []
     hash_file = folder / MANIFEST_HASH
     got = sha256_file(folder / MANIFEST)
-    want = hash_file.read_text().split()[0] if hash_file.is_file() else None
+    want = (hash_file.read_bytes().split() or [b""])[0].decode(errors="replace") if hash_file.is_file() else None
     if want != got:
         problems.append(f"{MANIFEST} was modified (sha256 {got[:12]}, {MANIFEST_HASH} says "
                         f"{(want or 'nothing')[:12]})")
@@ -576,7 +591,7 @@ def verify_files(folder: Path, manifest: dict) -> list[str]:
         problems.append(f"{MANIFEST} names the artifact {art!r}, which is not one of the bundle's own "
                         f"artifact/ files it lists")
     expected = {rel: info["sha256"] for rel, info in sorted(listed.items()) if _inside(rel)}
-    problems += [f"{rel} is missing" if digest is None else
+    problems += [f"{rel} is {not_a_file(folder / rel) or 'missing'}" if digest is None else
                  f"{rel} sha256 mismatch (expected {want[:12]}, got {digest[:12]})"
                  for rel, digest, want in hash_mismatches(folder, expected)]
     extra = [rel for rel in file_table(folder) if rel not in listed and not _is_device_output(rel)]

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from cmunext_edge._deps import require
-from cmunext_edge.fileio import atomic_path, real_path, loads_json
+from cmunext_edge.fileio import atomic_path, not_a_file, real_path, loads_json
 from cmunext_edge.core.metrics import format_class_dice
 
 COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "below 0.90 (95% bound)", "identical masks",
@@ -19,11 +19,14 @@ COLUMNS = ("device", "artifact", "ran", "p50 ms", "FPS", "agreement", "below 0.9
 
 def _read_report(p) -> tuple[str, dict]:
     """(sha256 of the file, the report it holds); OSError or ValueError naming `p` otherwise."""
-    if Path(p).is_dir():
-        raise IsADirectoryError(f"{p}: a folder, not a report (give its device_report.json)")
+    what = not_a_file(p)
+    if what:
+        raise OSError(f"{p}: {what}, not a report" + (" (give its device_report.json)" if Path(p).is_dir() else ""))
     if not Path(p).is_file():
         raise FileNotFoundError(f"{p}: no such report")
     raw = Path(p).read_bytes()
+    if not raw:
+        raise ValueError(f"{p}: an empty file, not a report")
     try:
         data = loads_json(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge._deps import require
+from cmunext_edge.artifacts.kinds import companion_problem
 from cmunext_edge.artifacts.meta import KEYS, PREFIX, apply_metadata, runtime_settings
 from cmunext_edge.runtime.base import Backend, BackendError
 
@@ -54,8 +55,9 @@ def _check_ir(path) -> None:
         raise BackendError(f"{path}: not an OpenVINO IR (XML: {exc or 'empty file'})") from None
     if root_tag != "net":
         raise BackendError(f"{path}: not an OpenVINO IR (root element <{root_tag}>, expected <net>)")
-    if not path.with_suffix(".bin").is_file():
-        raise BackendError(f"{path}: its weights {path.with_suffix('.bin').name} are missing beside it")
+    problem = companion_problem(path)          # its weights .bin
+    if problem:
+        raise BackendError(problem)
 
 
 def _reason(exc: Exception) -> str:

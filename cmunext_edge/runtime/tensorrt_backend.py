@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cmunext_edge._deps import MissingDependencyError, available, require
-from cmunext_edge.artifacts.kinds import kind_named
+from cmunext_edge.artifacts.kinds import companion_problem, kind_named
 from cmunext_edge.artifacts.meta import apply_metadata
 from cmunext_edge.runtime.base import Backend, BackendError, DeviceUnavailableError
 from cmunext_edge.fileio import loads_json
@@ -61,11 +61,11 @@ class TensorRTBackend(Backend):
     def _load(self) -> None:
         trt = require_tensorrt()
         torch = self.torch = require("torch")
-        side = sidecar_path(self.path)
-        if not side.is_file():
-            raise BackendError(f"{self.path}: missing sidecar {side.name} (TensorRT version, GPU, "
-                               f"preprocessing); export engines with cmunext-export")
-        sidecar = loads_json(side.read_text())
+        problem = companion_problem(self.path)
+        if problem:
+            raise BackendError(f"{problem} (it records the TensorRT version, GPU and preprocessing); export "
+                               f"engines with cmunext-export")
+        sidecar = loads_json(sidecar_path(self.path).read_text())
         check_compatible(sidecar, trt.__version__, gpu_info(), self.path)
         meta = apply_metadata(self, sidecar.get("metadata", {}))
         self.precision = meta.get("precision", sidecar.get("precision", "fp32"))
