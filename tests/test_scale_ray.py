@@ -39,6 +39,10 @@ def masks(folder):
     return {p.name: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((folder / "masks").iterdir())}
 
 
+def notes(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("note: ")]
+
+
 def test_ray_cli_gives_the_masks_and_scores_of_cmunext_predict(local_ray, onnx_model, tmp_path):
     common = [str(SAMPLES), "--weights", str(onnx_model), "--quiet", "--batch-size", "4"]
     assert predict_main(common + ["--out", str(tmp_path / "one"), "--summary-json", str(tmp_path / "a.json")]) == 0
@@ -51,6 +55,25 @@ def test_ray_cli_gives_the_masks_and_scores_of_cmunext_predict(local_ray, onnx_m
     assert b["n_images"] == 16 and b["mean_dice"] == pytest.approx(a["mean_dice"], abs=1e-6)
     assert (tmp_path / "ray" / "scores.csv").read_text().count("\n") == 17
     assert len(list((tmp_path / "ray" / "overlays").iterdir())) == 16
+
+
+def test_ray_engine_notes_an_export_that_was_not_verified_like_the_local_job(local_ray, onnx_model, tmp_path,
+                                                                              capsys):
+    """The Ray engine printed no 'export verification' note: an artifact exported with --no-verify
+    (here: the session's ONNX with its manifest entry's record removed) ran with no word of it."""
+    art = tmp_path / "art" / onnx_model.name
+    art.parent.mkdir()
+    shutil.copy2(onnx_model, art)
+    manifest = json.loads((onnx_model.parent / "manifest.json").read_text())
+    manifest["artifacts"][art.name]["verification"] = None
+    (art.parent / "manifest.json").write_text(json.dumps(manifest))
+    common = [str(SAMPLES / "images" / "benign (100).png"), "--weights", str(art), "--quiet"]
+    said = []
+    for engine in ("local", "ray"):
+        assert predict_main(common + ["--out", str(tmp_path / engine), "--engine", engine]) == 0
+        said.append(notes(capsys.readouterr().out))
+    assert "note: export verification: NOT verified at export (--no-verify)" in said[0], said[0]
+    assert said[1] == said[0]
 
 
 def test_rerun_processes_only_missing_images_and_reports_bad_files(local_ray, onnx_model, tmp_path):

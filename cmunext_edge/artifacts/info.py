@@ -134,6 +134,17 @@ def files_check(path: str | Path, flat: dict | None = None) -> dict:
             f"{no_entry_reason(report.manifest_problem)}; the files match the content hash embedded at export"}
 
 
+def export_verification_of(path) -> str | None:
+    """How the export verified the artifact at `path` against PyTorch, in one line (manifest.json
+    beside it); None for a checkpoint. EdgeSegmenter.describe() and both engines of
+    cmunext-predict report it."""
+    kind = kind_of(path)
+    if kind is None or not kind.exported:
+        return None
+    entry, damaged = manifest_lookup(path)
+    return verification_line((entry or {}).get("verification"), entry is not None, (entry or {}).get("auto"), damaged)
+
+
 def verification_line(v: dict | None, in_manifest: bool, auto: dict | None = None,
                       manifest_problem: str | None = None) -> str:
     """The export's verification record in one line; `manifest_problem`: why manifest.json beside

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from cmunext_edge._deps import available
+from cmunext_edge.artifacts.info import export_verification_of
 from cmunext_edge.data.discovery import discover, subfolder_notes, truth_notes, unread_files, unread_pages
 from cmunext_edge.core.image_limits import DEFAULT_MAX_PIXELS
 from cmunext_edge.predict.job import report_job
@@ -132,9 +133,11 @@ def main(argv=None) -> int:
         problem, note = trust_preflight(args.weights, args.trusted_key)
         if problem:
             return fail(PROG, problem)
-        check_model(args.weights, args.device, args.verify)      # before Ray starts: exit 2, one line
+        model = check_model(args.weights, args.device, args.verify)   # before Ray starts: exit 2, one line
         if not available("ray"):                                 # before anything is written
             return fail(PROG, 'ray is not installed (--engine ray); install it with: pip install "cmunext-edge[ray]"')
+        for line in load_notes(args.verify, export_verification_of(model)):
+            print(f"note: {line}")
         print(note)
         return predict_with_ray(args, samples, unread)
     try:
@@ -156,11 +159,8 @@ def main(argv=None) -> int:
         print(f"overlay colours: {describe_colors(classes)} (key in {Path(args.out) / 'legend.png'})")
     if info.get("fallback"):
         print(f"note: {info['fallback']}")
-    if not args.verify:
-        print("note: --no-verify-load: the artifact's integrity and self-test were not checked")
-    export_check = info.get("export_verification")
-    if export_check and not export_check.startswith("verified"):
-        print(f"note: export verification: {export_check}")
+    for line in load_notes(args.verify, info.get("export_verification")):
+        print(f"note: {line}")
     print(signature_note(info))
     started = time.perf_counter()
     with Progress(len(samples), "segmenting", enabled=not args.quiet) as bar:
@@ -168,6 +168,16 @@ def main(argv=None) -> int:
                          write_probabilities=fractional(args))
     dicom_segs(args, samples, result, info["precision"])
     return finish(result, args, time.perf_counter() - started, unread)
+
+
+def load_notes(verify: bool, export_check: str | None) -> list[str]:
+    """What a user must know about the model before its masks, the same for both engines: load
+    checks turned off, and an export that was not verified (`export_check`: artifacts.info
+    export_verification_of)."""
+    notes = [] if verify else ["--no-verify-load: the artifact's integrity and self-test were not checked"]
+    if export_check and not export_check.startswith("verified"):
+        notes.append(f"export verification: {export_check}")
+    return notes
 
 
 def finish(result, args, elapsed: float, unread=(), prog: str = PROG) -> int:

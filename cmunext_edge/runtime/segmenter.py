@@ -125,14 +125,8 @@ class EdgeSegmenter:
     @functools.cached_property
     def _export_verification(self) -> str | None:
         """The export's verification record (manifest.json beside the artifact), read once."""
-        from cmunext_edge.artifacts.info import verification_line
-        from cmunext_edge.artifacts.kinds import kind_of
-        from cmunext_edge.artifacts.manifest import manifest_lookup
-        kind = kind_of(self.backend.path)
-        if kind is None or not kind.exported:
-            return None
-        entry, damaged = manifest_lookup(self.backend.path)
-        return verification_line((entry or {}).get("verification"), entry is not None, (entry or {}).get("auto"), damaged)
+        from cmunext_edge.artifacts.info import export_verification_of
+        return export_verification_of(self.backend.path)
 
     def _check_open(self) -> None:
         if self._closed:
