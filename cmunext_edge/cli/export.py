@@ -28,7 +28,7 @@ EXAMPLE = """examples:
   cmunext-export --weights runs/mine/best.pth --target openvino --int8 --calib your_calibration_images/ \\
       --verify-data your_dataset/    (its validation images: runs/mine/split.json is read)
   cmunext-export --weights runs/mine/best.pth --target onnx --verify-data your_dataset/ --split val.txt
-  cmunext-export --weights best.pth --target ort --int8 --calib your_dataset/ --calib-size 32 --out exports
+  cmunext-export --weights best.pth --target ort --int8 --calib your_dataset/ --calib-size 16 --out exports
   cmunext-export --weights best.pth --target trt --fp16 --dynamic --workspace 2   (on the GPU machine)
   cmunext-export --weights cmunext-s-busi --target auto --candidates ort-fp32,ov-fp32,ov-int8-transformer-dense
   cmunext-export --weights runs/mine/best.pth --target auto --device CPU --max-dice-drop 0.5 \\
