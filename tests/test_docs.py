@@ -9,6 +9,9 @@ How a mention is attributed to a command:
 - a bare option (`--summary-json` in prose or alone in a code span): the commands named by the
   nearest enclosing heading that names any (`## Serving: cmunext-serve`); the option must exist
   in one of them. Where no heading names a command, it must exist in some cmunext-* command.
+
+Also: tables keep their width, relative links name files, and every repository file or dated
+benchmark record a page names in code exists (a figure's cited record, a module path).
 """
 from __future__ import annotations
 
@@ -261,3 +264,73 @@ def test_table_and_link_checks_catch_what_they_claim(tmp_path):
     (tmp_path / "p.md").write_text("")
     text = "[ok](p.md#top) [web](https://x.org) [here](#a)\n[gone](docs/none.md)"
     assert link_problems(text, tmp_path, "p") == ["p:2: docs/none.md does not exist"]
+
+
+REPO_DIRS = ("cmunext_edge/", "benchmarks/", "models/", "tests/", "docs/", "embed/", "export/", ".ci/")
+FILE_SUFFIX = re.compile(r"\.(py|md|json|txt|csv|png|toml|sh|cpp|hpp|h|pth|safetensors|npz)$")
+DATED = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _expand(token: str) -> list[str]:
+    """`a{,_b}.md` -> a.md, a_b.md (the shell's brace expansion, as the docs write record pairs)."""
+    m = re.search(r"\{([^{}]*)\}", token)
+    if not m:
+        return [token]
+    return [x for alt in m.group(1).split(",") for x in _expand(token[:m.start()] + alt + token[m.end():])]
+
+
+def _exists(name: str, folder: Path, root: Path) -> bool:
+    found = (lambda base: list(base.glob(name)) if "*" in name else (base / name).exists())
+    return any(found(base) for base in (root, folder, root / "benchmarks" / "results"))
+
+
+def path_problems(text: str, folder: Path, where: str, root: Path = ROOT) -> list[str]:
+    """Files the page names in code (`cmunext_edge/...py`, `benchmarks/results/x.md`, or a dated
+    record such as `auto_s_2026-12-06_zen4{,_avx2-lowered}.md`) that are not in the repository: a
+    renamed module or a figure citing a record that does not exist. Placeholders (<name>, NAME)
+    and outputs a command writes (after --json, --markdown, --out, ...) are not checked."""
+    found, fence = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+            continue
+        code = [line] if fence else re.findall(r"`([^`]+)`", line)
+        for span in code:
+            words = span.split()
+            for i, word in enumerate(words):
+                if i and re.fullmatch(r"--(json|markdown|plot|out|summary-json|output)", words[i - 1]):
+                    continue                       # written by the command, not read
+                token = word.strip(".,;:()\"'`").split("=")[-1]
+                if "<" in token or not FILE_SUFFIX.search(token):
+                    continue
+                if not (token.startswith(REPO_DIRS) or ("/" not in token and DATED.search(token))):
+                    continue
+                for name in _expand(token):
+                    if not _exists(name, folder, root):
+                        found.append(f"{where}:{number}: {name} is not in the repository")
+    return found
+
+
+def test_files_and_records_the_docs_name_exist():
+    pages = [*doc_pages(), ROOT / "ARCHITECTURE.md", ROOT / "benchmarks" / "README.md",
+             *sorted((ROOT / "models").glob("*.md"))]
+    bad = [p for page in pages
+           for p in path_problems(page.read_text(), page.parent, str(page.relative_to(ROOT)))]
+    assert not bad, "\n".join(bad)
+
+
+def test_path_check_catches_what_it_claims(tmp_path):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("auto_2026-12-06.md", "auto_2026-12-06_x.md", "soak_1.md"):
+        (tmp_path / "benchmarks" / "results" / name).write_text("")
+    (tmp_path / "cmunext_edge").mkdir()
+    (tmp_path / "cmunext_edge" / "a.py").write_text("")
+    text = ("`cmunext_edge/a.py` and `cmunext_edge/gone.py`; `auto_2026-12-06{,_x,_y}.md`, "
+            "`benchmarks/results/soak_*.md`\n"
+            "```\nbenchmarks/run.py --json benchmarks/results/new_2026-12-07.json\n```\n"
+            "`masks/<name>.png`, `models/<name>.split.json`, `your_images/a.png`")
+    assert path_problems(text, tmp_path, "p", tmp_path) == [
+        "p:1: cmunext_edge/gone.py is not in the repository",
+        "p:1: auto_2026-12-06_y.md is not in the repository",
+        "p:3: benchmarks/run.py is not in the repository",
+    ]
