@@ -8,7 +8,7 @@ target; this module only yields NCHW float32 arrays.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class CalibrationSet:
     overlap: dict = field(default_factory=dict)   # names shared with calibration / training (verification)
     fingerprints: dict = field(default_factory=dict)   # name -> pixel fingerprint (data/fingerprint.py)
     spared: list = field(default_factory=list)   # the model's validation images the source held, left out
+    drawn: int | None = None               # how many were drawn, when these are the first of them (first())
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -49,7 +50,16 @@ class CalibrationSet:
 
     def manifest(self) -> dict:
         return {"source": self.source, "seed": self.seed, "size": len(self), "sha256": self.sha256,
-                "files": [s.image.name for s in self.samples]}
+                "files": [s.image.name for s in self.samples],
+                **({"drawn": self.drawn} if self.drawn is not None else {})}
+
+    def first(self, n: int) -> CalibrationSet:
+        """Its first `n` images (by name) as a set of their own, hashed anew; `drawn` keeps how many
+        were drawn (a target that calibrates on at most `n` images reads only these)."""
+        kept = self.samples[:n]
+        return replace(self, samples=kept, inputs=self.inputs[:n], masks=self.masks[:n],
+                       sha256=set_digest(self.spec, self.seed, kept), drawn=len(self),
+                       fingerprints={s.name: self.fingerprints[s.name] for s in kept if s.name in self.fingerprints})
 
 
 def check_classes(samples: list[Sample], num_classes: int, source) -> None:
@@ -79,6 +89,14 @@ def calibration_samples(source, size: int | None, seed: int, split=None) -> list
     return seeded_sample([s for s in found if s.name not in spared], size, seed)
 
 
+def set_digest(spec: PreprocessSpec, seed: int, samples: list[Sample]) -> str:
+    """The sha256 that names a set: its preprocessing, seed, and each image's name and file hash."""
+    digest = hashlib.sha256(f"{spec.to_json()}|seed={seed}".encode())
+    for s in samples:    # a non-UTF-8 file name: its bytes kept as such
+        digest.update(f"|{s.name}:{sha256_file(s.image)}".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: int | None = 64,
                          seed: int = 0, num_classes: int = 1, truth: bool = True,
                          split: str | Path | None = None, exclude=(), spare_validation_of=None) -> CalibrationSet:
@@ -103,7 +121,6 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
     if truth:
         check_classes(samples, num_classes, source)
     samples = seeded_sample(samples, size, seed)
-    digest = hashlib.sha256(f"{spec.to_json()}|seed={seed}".encode())
     inputs, masks, prints = [], [], {}
     for s in samples:
         try:
@@ -115,12 +132,11 @@ def make_calibration_set(source: str | Path | None, spec: PreprocessSpec, size: 
         except (ImageReadError, ValueError) as exc:
             raise CalibrationError(f"calibration/verification image unusable: {naming(s.image, exc)} (remove or fix it: "
                                    f"a set that an export's gate relies on is never silently shrunk)") from None
-        digest.update(f"|{s.name}:{sha256_file(s.image)}".encode("utf-8", "surrogateescape"))   # a non-UTF-8 file name (bytes kept as such)
     if split is not None and str(split).endswith(".json"):
         split = f"{split}:val"
     label = str(source) + (f" (split {split})" if split is not None else "")
     return CalibrationSet(label, seed, spec, samples, np.stack(inputs).astype(np.float32),
-                          masks, digest.hexdigest(), fingerprints=prints, spared=sorted(spared))
+                          masks, set_digest(spec, seed, samples), fingerprints=prints, spared=sorted(spared))
 
 
 def load_eval_set(data, split, spec, limit: int | None = None, seed: int = 0, num_classes: int = 1,

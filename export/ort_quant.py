@@ -48,6 +48,18 @@ def resolved_ort_options(overrides: dict, for_tensorrt: bool = False) -> dict:
     return opts
 
 
+def calibration_cap(options) -> int | None:
+    """How many calibration images ONNX Runtime INT8 reads for `options` (the first max_images)."""
+    given = (options.ort_quant or {}).get("max_images")
+    return ORT_DEFAULTS["max_images"] if given is None else given
+
+
+def tensorrt_calibration_cap(options) -> int | None:
+    """TensorRT INT8: Q/DQ (the default mode) reads ORT_DEFAULTS' max_images; its calibrator, all."""
+    from cmunext_edge.core.precision import Int8Mode
+    return ORT_DEFAULTS["max_images"] if (options.int8_mode or Int8Mode.QDQ) == Int8Mode.QDQ else None
+
+
 class CalibrationReader:
     """The tiny onnxruntime CalibrationDataReader interface over a CalibrationSet."""
 

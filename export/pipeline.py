@@ -208,27 +208,15 @@ def _image_sets(job: _Job):
     if o.split is not None and plan.origin != VERIFY_DATA:
         raise ExportUsageError("--split chooses images of --verify-data: give --verify-data DATASET/ with it")
     reuse = plan is not None and plan.origin == CALIBRATION
-    calib_set = None
+    drawn = calib_set = None
     if job.precision == Precision.INT8:
-        truth = (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None
-        split = model_split(job.weights, job.ckpt.sha256)
-        calib_set = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, classes, truth,
-                                         spare_validation_of=split)
-        if calib_set.spared:
-            job.log(f"note: {len(calib_set.spared)} images of --calib are the model's validation images "
-                    f"({Path(split).name}): calibrating on the others, so they stay held out for verification")
-        if o.calib is None and shipped_model_name(job.ckpt.sha256) is None:
-            job.log("warning: no --calib: the INT8 model is calibrated on the bundled BUSI breast-ultrasound "
-                    "images (the shipped model's domain), not on this model's: pass --calib with images of its "
-                    "own domain (not its verification images)")
-        job.log(f"calibration set: {len(calib_set)} images from {calib_set.source} "
-                f"(sha256 {calib_set.sha256[:12]})")
+        drawn, calib_set = _calibration_sets(job, (reuse and plan.ground_truth) or (o.nncf or {}).get("max_drop") is not None)
     if plan is None:
         job.log(f"warning: --no-verify: this {job.target.name} {job.precision} artifact is NOT checked against "
                 f"PyTorch; its manifest and cmunext-info say so")
         return calib_set, None
     calib_names = [s.name for s in calib_set.samples] if calib_set is not None and not reuse else []
-    verify_set = _planned(replace(calib_set) if (calib_set is not None and reuse) else _verify_set(job, plan, calib_set),
+    verify_set = _planned(replace(drawn) if (drawn is not None and reuse) else _verify_set(job, plan, calib_set),
                           plan, calib_set, calib_names)
     if not reuse:                       # never verify on images that trained or calibrated it when others are known
         verify_set, left_out = _without_overlap(job, plan, calib_set, calib_names, verify_set)
@@ -243,6 +231,29 @@ def _image_sets(job: _Job):
     if fewer:
         job.log(f"note: {fewer}")
     return calib_set, verify_set
+
+
+def _calibration_sets(job: _Job, truth: bool):
+    """(the calibration images drawn, the ones that calibrate): the same set, or its first images
+    where the target calibrates on at most so many (ONNX Runtime / TensorRT Q/DQ:
+    ort_quant.calibration_cap); the manifest records, and verification leaves out, only those."""
+    o = job.options
+    split = model_split(job.weights, job.ckpt.sha256)
+    drawn = make_calibration_set(o.calib, job.spec, o.calib_size, o.seed, job.ckpt.info.num_classes, truth,
+                                 spare_validation_of=split)
+    if drawn.spared:
+        job.log(f"note: {len(drawn.spared)} images of --calib are the model's validation images "
+                f"({Path(split).name}): calibrating on the others, so they stay held out for verification")
+    if o.calib is None and shipped_model_name(job.ckpt.sha256) is None:
+        job.log("warning: no --calib: the INT8 model is calibrated on the bundled BUSI breast-ultrasound "
+                "images (the shipped model's domain), not on this model's: pass --calib with images of its "
+                "own domain (not its verification images)")
+    cap = job.target.calibration_cap(o)
+    calib_set = drawn.first(cap) if cap is not None and len(drawn) > cap else drawn
+    job.log(f"calibration set: {len(calib_set)} images from {calib_set.source} (sha256 {calib_set.sha256[:12]})"
+            + (f"; {job.target.name} calibrates on at most {cap}: the first {cap} by name of the {len(drawn)} "
+               f"drawn (--calib-size), the others are not calibration images" if calib_set is not drawn else ""))
+    return drawn, calib_set
 
 
 def _shared(verify_set) -> list[str]:

@@ -55,6 +55,8 @@ class ExportTarget:
     description: str
     precision_requires: Mapping[Precision, tuple[str, ...]] = field(default_factory=dict, hash=False)
     install_hint: str | None = None      # replaces the generic pip hint when a module is missing
+    calib_cap: str = ""                  # "module:function(options) -> int | None": the most
+    #                                      calibration images its INT8 reads (the first ones); "": all
     from_artifact: bool = False          # packages an exported artifact: builder is
                                          # package(artifact, options, log) -> ExportResult, no embed
 
@@ -63,6 +65,10 @@ class ExportTarget:
 
     def load_embed(self):
         return _load(self.embed)
+
+    def calibration_cap(self, options) -> int | None:
+        """The most calibration images this target's INT8 reads for `options` (None: all of them)."""
+        return _load(self.calib_cap)(options) if self.calib_cap else None
 
     def required_modules(self, precision: Precision) -> tuple[str, ...]:
         return self.requires + tuple(self.precision_requires.get(precision, ()))
@@ -90,7 +96,8 @@ TARGETS: tuple[ExportTarget, ...] = (
         frozenset({"calib", "calibrate_method", "ort_quant"}),
         "cmunext_edge.export.ort_quant:build", "cmunext_edge.export.onnx_export:embed", "cpu",
         ("onnx", "onnxruntime"), "onnx",
-        "ONNX Runtime INT8: static QDQ quantization, per-channel weights"),
+        "ONNX Runtime INT8: static QDQ quantization, per-channel weights",
+        calib_cap="cmunext_edge.export.ort_quant:calibration_cap"),
     ExportTarget(
         "tensorrt", ("trt",), ".engine", (FP16, FP32, BF16, INT8),
         SHAPE | {"calib", "workspace", "dla_core", "int8_mode", "calibrator", "calibrate_method"},
@@ -98,7 +105,7 @@ TARGETS: tuple[ExportTarget, ...] = (
         "cmunext_edge.export.tensorrt_export:build", "cmunext_edge.export.tensorrt_export:embed", "cuda",
         ("tensorrt",), "tensorrt",
         "TensorRT plan + sidecar JSON; INT8 from Q/DQ or a calibrator (JetPack 5)",
-        install_hint=TENSORRT_HINT),
+        install_hint=TENSORRT_HINT, calib_cap="cmunext_edge.export.ort_quant:tensorrt_calibration_cap"),
     ExportTarget(
         "triton", (), ".pbtxt", (FP32, FP16, BF16, INT8), frozenset({"batch"}), frozenset(),
         "cmunext_edge.export.triton_export:package", "", "cpu", (), "onnx",

@@ -96,21 +96,25 @@ def test_renamed_training_or_calibration_images_are_not_taken_for_held_out_ones(
 
 def test_calibration_spares_the_models_validation_images_for_verification(busi, tmp_path, capsys):
     """Before: --calib DS sampled DS's validation images too, and verification on DS then had to
-    leave those out (fewer held-out images). Now calibration takes the model's other images."""
+    leave those out (fewer held-out images). Now calibration takes the model's other images; and
+    ONNX Runtime, which reads at most 16 of them, records only those 16 as calibration images (it
+    listed all 20 drawn, and said 'calibration set: 20 images')."""
     import shutil
     split = json.loads((models_dir() / "cmunext-s-busi.split.json").read_text())
-    train, val = split["train"][:10], split["val"][:6]
+    train, val = split["train"][:20], split["val"][:6]
     data = tmp_path / "ds"
     for sub in ("images", "masks/0"):
         (data / sub).mkdir(parents=True)
         for name in train + val:
             shutil.copy(busi / sub / f"{name}.png", data / sub / f"{name}.png")
     rc, _, err = run_cli(export_cli.main, ["--weights", "cmunext-s-busi", "--target", "ort", "--int8", "--calib", data,
-                                           "--calib-size", "16", "--verify-data", data, "--out", tmp_path / "o"], capsys)
+                                           "--calib-size", "20", "--verify-data", data, "--out", tmp_path / "o"], capsys)
     assert rc in (0, 1) and "6 images of --calib are the model's validation images" in err, err
+    assert "calibration set: 16 images" in err and "calibrates on at most 16: the first 16 by name of the 20" in err, err
     entry = next(iter(json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"].values()))
     calibrated = {Path(f["path"] if isinstance(f, dict) else f).stem for f in entry["calibration"]["files"]}
-    assert calibrated == set(train), entry["calibration"]["files"]
+    assert calibrated == set(sorted(train)[:16]), entry["calibration"]["files"]
+    assert entry["calibration"]["size"] == 16 and entry["calibration"]["drawn"] == 20, entry["calibration"]
     v = entry["verification"]
     left_out = set(v["data"]["overlap"]["left_out"])       # the training images, and a near copy of one
     assert set(train) <= left_out and not v["data"]["overlap"]["calibration"], v
