@@ -211,6 +211,29 @@ def test_a_self_test_that_is_not_json_is_named_damaged():
         parse_metadata({"cmunext_edge.selftest": "{not json"})
 
 
+@pytest.mark.parametrize("key", ["selftest", "preprocess"])
+def test_damaged_embedded_metadata_without_a_manifest_is_refused_naming_the_file(onnx_art, tmp_path, capsys, key):
+    """An artifact copied without manifest.json whose embedded self-test (or contract) JSON had a
+    byte changed: verify_artifact raised ValueError instead of reporting, and cmunext-predict and
+    cmunext-info said 'the embedded self-test data is damaged' without naming the file."""
+    from cmunext_edge.cli import info as info_cli
+    from cmunext_edge.resources import SAMPLES_DIR
+    data = bytearray(onnx_art.read_bytes())
+    brace = data.index(b"{", data.index(f"cmunext_edge.{key}".encode()))
+    data[brace] = ord("[")                          # same length: only the JSON is broken
+    art = tmp_path / onnx_art.name
+    art.write_bytes(bytes(data))
+    what = {"selftest": "self-test data", "preprocess": "preprocessing contract"}[key]
+    report = verify_artifact(art)
+    assert not report.ok and f"refused: the embedded {what} is damaged" in report.message(), report.message()
+    with pytest.raises(IntegrityError, match=f"{art.name}: refused: the embedded {what} is damaged"):
+        EdgeSegmenter.from_artifact(art)
+    for cli, argv in ((predict_cli.main, [str(art), "--out", str(tmp_path / "o")]), (info_cli.main, [str(art)])):
+        rc, _, err = run_cli(cli, argv if cli is info_cli.main else [str(SAMPLES_DIR / "images" / "benign (100).png"),
+                                                                     "--weights", *argv], capsys)
+        assert rc == 2 and str(art) in err and f"the embedded {what} is damaged" in err, err
+
+
 # a damaged manifest.json beside an artifact -> what its one line says is wrong with it
 DAMAGED_MANIFESTS = [("{not json", "is damaged: not readable JSON"),
                      ("[]", "is damaged: not a manifest"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from cmunext_edge._deps import MissingDependencyError, available, require
 from cmunext_edge.artifacts.kinds import ARTIFACT_SUFFIXES, companion_problem, kind_of, sidecar_entry
 from cmunext_edge.artifacts.manifest import manifest_lookup, no_entry_reason
-from cmunext_edge.artifacts.meta import parse_metadata
+from cmunext_edge.artifacts.meta import MetadataError, parse_metadata
 from cmunext_edge.core.metrics import format_class_dice
 from cmunext_edge.fileio import require_file, sha256_file, loads_json
 
@@ -83,7 +83,10 @@ def describe_artifact(path: str | Path) -> dict:
     problem = companion_problem(path)            # after the file itself: a damaged one is said first
     if problem:
         raise FileNotFoundError(problem)
-    meta = parse_metadata(flat)
+    try:
+        meta = parse_metadata(flat)
+    except MetadataError as exc:
+        raise MetadataError(f"{path}: {exc}: the file was modified or damaged") from None
     if not meta:
         raise ValueError(f"{path}: {_article(kind)} {kind} file without cmunext-edge metadata (not exported by cmunext-export)")
     spec = meta.pop("spec", None)

@@ -63,19 +63,28 @@ def runtime_settings(meta: dict) -> dict:
     return {k: v for k, v in value.items() if v is not None}
 
 
+class MetadataError(ValueError):
+    """An artifact's embedded metadata (its preprocessing contract or self-test) cannot be decoded:
+    the file was modified or damaged."""
+
+
 def parse_metadata(flat: dict) -> dict:
-    """Prefixed flat dict (extra keys ignored) -> {key: value} with `spec` and `selftest` decoded."""
+    """Prefixed flat dict (extra keys ignored) -> {key: value} with `spec` and `selftest` decoded;
+    MetadataError when either cannot be."""
     meta = {k[len(PREFIX):]: str(v) for k, v in flat.items() if k.startswith(PREFIX)}
     if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise ValueError(f"artifact metadata format_version {meta['format_version'][:20]!r}; this runtime reads "
                          f"format {FORMAT_VERSION} (upgrade cmunext-edge, or re-export with this version)")
     if "preprocess" in meta:
-        meta["spec"] = PreprocessSpec.from_json(meta["preprocess"])
+        try:
+            meta["spec"] = PreprocessSpec.from_json(meta["preprocess"])
+        except ValueError as exc:
+            raise MetadataError(f"the embedded preprocessing contract is damaged ({exc})") from None
     if "selftest" in meta:
         try:
             meta["selftest"] = loads_json(meta["selftest"])
         except ValueError as exc:
-            raise ValueError(f"the embedded self-test data is damaged (not JSON: {exc})") from None
+            raise MetadataError(f"the embedded self-test data is damaged (not JSON: {exc})") from None
     for key in ("in_channels", "num_classes"):
         if key in meta:
             meta[key] = int(meta[key])

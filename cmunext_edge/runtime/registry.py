@@ -12,6 +12,7 @@ from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.artifacts import kinds
 from cmunext_edge.artifacts.integrity import SignatureError, VerifyReport, check_trust, enforce, precheck, verify_loaded
 from cmunext_edge.artifacts.signing import trust_policy
+from cmunext_edge.artifacts.meta import MetadataError
 from cmunext_edge.capabilities import MAX_THREADS
 from cmunext_edge.fileio import not_a_file
 from cmunext_edge.runtime.base import Backend, BackendError
@@ -171,7 +172,12 @@ def open_backend(path: str | Path, device: str = "cpu", backend: str | None = No
         raise MissingDependencyError(
             f"{entry.name} backend needs {entry.requires}; install it with: "
             f"pip install \"cmunext-edge[{entry.extra}]\"")
-    loaded = entry.load_class()(path, device=device, strict_device=strict_device, **options).load()
+    try:
+        loaded = entry.load_class()(path, device=device, strict_device=strict_device, **options).load()
+    except MetadataError as exc:          # verified load refuses it, naming the file
+        if not verify:
+            raise
+        enforce(damaged_metadata(report, exc))
     loaded.signature = report.signature
     channels = loaded.input_shape[1]
     if isinstance(channels, int) and channels != loaded.spec.in_channels:
@@ -196,8 +202,18 @@ def verify_artifact(path: str | Path, device: str = "cpu", trusted_keys=None, **
     report = precheck(path, trust_policy(trusted_keys))
     if report.problems:
         return report
-    with open_backend(path, device=device, verify=False, trusted_keys=trusted_keys, **options) as backend:
+    try:
+        backend = open_backend(path, device=device, verify=False, trusted_keys=trusted_keys, **options)
+    except MetadataError as exc:
+        return damaged_metadata(report, exc)
+    with backend:
         return verify_loaded(backend, report)
+
+
+def damaged_metadata(report: VerifyReport, exc: MetadataError) -> VerifyReport:
+    """`report` refusing an artifact whose embedded metadata cannot be decoded."""
+    report.problems.append(f"{exc}: the file was modified or damaged")
+    return report
 
 
 def list_devices() -> dict[str, list[str]]:
