@@ -315,6 +315,9 @@ int main(int argc, char** argv) {
     }
 
     for (const std::string& note : notes) std::printf("note: %s\n", printable(note).c_str());
+    if (const std::string& damaged = seg->info().manifest_problem; !damaged.empty())   // as cmunext-predict notes it
+        std::printf("note: %s; the files were checked against the content hash embedded at export\n",
+                    printable(damaged).c_str());
     for (const std::string& line : unread) std::fprintf(stderr, "skipped %s\n", printable(line).c_str());
     int done = 0, skipped = static_cast<int>(unread.size());
     double sum_total = 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstring>
 
 namespace cmunext::detail {
@@ -491,6 +492,19 @@ size_t utf8_length(const std::string& s, size_t i) {
     const unsigned char d = static_cast<unsigned char>(s[i + 1]);
     if ((c == 0xE0 && d < 0xA0) || (c == 0xED && d > 0x9F) || (c == 0xF0 && d < 0x90) || (c == 0xF4 && d > 0x8F)) return 0;
     return n;
+}
+
+std::string utf8_problem(const std::string& s) {
+    for (size_t i = 0; i < s.size();) {
+        const size_t n = utf8_length(s, i);
+        if (n == 0) {
+            char byte[8];
+            std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(s[i]));
+            return std::string("byte ") + byte + " at offset " + std::to_string(i);
+        }
+        i += n;
+    }
+    return "";
 }
 
 std::string valid_utf8(const std::string& s) {

@@ -47,6 +47,9 @@ std::vector<uint8_t> zlib_compress(const uint8_t* data, size_t size, size_t peri
 // Length of the well-formed UTF-8 sequence starting at s[i] (1-4), or 0 if the byte there starts none
 // (a stray continuation byte, an overlong form, a surrogate, a truncated sequence, above U+10FFFF).
 size_t utf8_length(const std::string& s, size_t i);
+// "" when `s` is well-formed UTF-8, else the first byte that is not ("byte 0xe9 at offset 23"): where
+// Python's strict decode of the same text fails
+std::string utf8_problem(const std::string& s);
 // `s` as valid UTF-8: each byte that starts no well-formed sequence becomes U+FFFD (what Python's
 // errors="replace" gives); well-formed text comes back unchanged.
 std::string valid_utf8(const std::string& s);

@@ -182,7 +182,7 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
     std::vector<std::string> problems;
     std::string hash_source;
     if (options.verify) {
-        if (detail::check_manifest(path, files, problems)) hash_source = "manifest";
+        if (detail::check_manifest(path, files, problems, info.manifest_problem)) hash_source = "manifest";
         if (!problems.empty()) {
             std::string msg = path + ": refused: ";
             for (size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
@@ -243,7 +243,8 @@ void EdgeSegmenter::Impl::open(const std::string& path) {
 
     // 4. embedded hash when the manifest did not vouch
     if (options.verify && hash_source.empty()) {
-        detail::check_embedded(meta.count("content_sha256") ? meta["content_sha256"] : "", files, problems);
+        detail::check_embedded(meta.count("content_sha256") ? meta["content_sha256"] : "", files, problems,
+                               info.manifest_problem);
         if (!problems.empty()) throw Error(ErrorCode::Integrity, path + ": refused: " + problems[0]);
         hash_source = "embedded";
     }
@@ -558,6 +559,7 @@ std::string EdgeSegmenter::describe() const {
              (i.selftest.exact_mask_match ? ", masks identical)" : ")");
     }
     s += "; " + i.signature;
+    if (!i.manifest_problem.empty()) s += "; " + i.manifest_problem;
     if (!i.fallback.empty()) s += "; fallback: " + i.fallback;
     return s;
 }

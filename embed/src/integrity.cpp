@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -100,22 +101,81 @@ std::vector<ArtifactFile> read_artifact(const std::string& entry) {
     return files;
 }
 
-bool check_manifest(const std::string& entry, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems) {
-    const std::string dir = parent_dir(entry);
+namespace {
+std::string manifest_path(const std::string& dir) {
+    if (dir == ".") return "manifest.json";   // as Python's Path(".") / "manifest.json" names it
+    return dir + (dir.back() == '/' ? "" : "/") + "manifest.json";
+}
+
+// a name as Python's repr() quotes it in a message ('name', or "name" when it holds a ' and no ")
+std::string quoted(const std::string& name) {
+    const char q = name.find('\'') != std::string::npos && name.find('"') == std::string::npos ? '"' : '\'';
+    std::string out(1, q);
+    for (const char c : name) {
+        const unsigned char u = static_cast<unsigned char>(c);
+        if (c == q || c == '\\') out += std::string("\\") + c;
+        else if (c == '\n') out += "\\n";
+        else if (c == '\r') out += "\\r";
+        else if (c == '\t') out += "\\t";
+        else if (u < 0x20 || u == 0x7f) {
+            char hex[8];
+            std::snprintf(hex, sizeof hex, "\\x%02x", u);
+            out += hex;
+        } else out += c;
+    }
+    return out + q;
+}
+
+// why parsed JSON is not an export manifest ("" when it is one): 'artifacts' maps names to entries,
+// each an object whose "files" is a list (Python's _shape_problem; a std::map visits the names sorted,
+// so with several damaged entries the one named may differ from Python's, which follows the file)
+std::string shape_problem(const Json& manifest) {
+    const Json* artifacts = manifest.find("artifacts");
+    if (!artifacts || !artifacts->is_object()) return "not a manifest ('artifacts' must map artifact names to entries)";
+    for (const auto& [name, entry] : artifacts->as_object()) {
+        if (!entry.is_object()) return "its entry for " + quoted(name) + " is not an object";
+        const Json* listed = entry.find("files");
+        if (!listed || !listed->is_array()) return "its entry for " + quoted(name) + " has no list of files ('files')";
+    }
+    return "";
+}
+
+// dir/manifest.json into `manifest` (left null when there is none); "" when it is absent or a
+// manifest, else why it is damaged, in one line (Python's read_manifest / manifest_lookup)
+std::string read_manifest(const std::string& dir, Json& manifest) {
+    const std::string path = manifest_path(dir);
+    std::error_code ec;   // a link to nothing is damaged, not absent
+    if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec))) return "";
     std::string text, why;
-    if (!read_file(dir + "/manifest.json", text, why)) return false;
-    Json manifest;
+    if (!read_file(path, text, why)) return path + " is damaged: not readable JSON (" + why + ")";
+    if (const std::string bad = utf8_problem(text); !bad.empty())
+        return path + " is damaged: not readable JSON (not UTF-8 text: " + bad + ")";
     try {
         manifest = Json::parse(text);
-    } catch (const JsonError&) {
-        return false;   // a damaged manifest cannot vouch; the embedded hash still can
+    } catch (const JsonSyntaxError& e) {
+        return path + " is damaged: not readable JSON (" + e.reason() + ")";
     }
-    const Json* artifacts = manifest.find("artifacts");
-    const Json* item = artifacts ? artifacts->find(file_name(entry)) : nullptr;
-    const Json* listed = item ? item->find("files") : nullptr;
-    if (!listed || !listed->is_array()) return false;
+    const std::string problem = shape_problem(manifest);
+    return problem.empty() ? "" : path + " is damaged: " + problem;
+}
+
+// why there is no manifest entry to check: the manifest's damage, else that none is beside it
+std::string no_entry_reason(const std::string& damaged) {
+    return damaged.empty() ? "no manifest.json entry beside it" : damaged;
+}
+}  // namespace
+
+bool check_manifest(const std::string& entry, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems,
+                    std::string& damaged) {
+    const std::string dir = parent_dir(entry);
+    Json manifest;
+    damaged = read_manifest(dir, manifest);
+    if (!damaged.empty()) return false;   // a damaged manifest cannot vouch; the embedded hash still can
+    const Json* item = manifest.is_null() ? nullptr : manifest.at("artifacts").find(file_name(entry));
+    if (!item) return false;              // no manifest, or no entry for this artifact in it
+    std::string why;
     std::vector<std::string> covered;
-    for (const Json& f : listed->as_array()) {
+    for (const Json& f : item->at("files").as_array()) {   // a list: read_manifest checked every entry
         const Json* name = f.find("name");
         const Json* sha = f.find("sha256");
         if (!name || !name->is_string()) {
@@ -152,9 +212,10 @@ bool check_manifest(const std::string& entry, const std::vector<ArtifactFile>& f
     return true;
 }
 
-void check_embedded(const std::string& stored, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems) {
+void check_embedded(const std::string& stored, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems,
+                    const std::string& damaged) {
     if (stored.size() != 64) {
-        problems.push_back("no manifest.json entry beside it and no embedded content hash: its integrity cannot be "
+        problems.push_back(no_entry_reason(damaged) + " and no embedded content hash: its integrity cannot be "
                            "checked (re-export it, or open it with verification off if you know why)");
         return;
     }

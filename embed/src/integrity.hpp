@@ -27,10 +27,17 @@ std::string parent_dir(const std::string& path);
 std::string suffix_lower(const std::string& path);
 
 // manifest.json beside the entry: false when it has no usable entry for this artifact (then the
-// embedded hash decides); true when it has one, with every mismatch appended to `problems`.
-bool check_manifest(const std::string& entry, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems);
+// embedded hash decides); true when it has one, with every mismatch appended to `problems`. A damaged
+// manifest (as Python's cmunext_edge manifest.py reads it: not UTF-8 JSON, not an object mapping
+// 'artifacts' to entries, an entry that is not an object or whose "files" is not a list, a link to
+// nothing, a folder) holds no usable entry: false, and `damaged` says so in one line
+// ("DIR/manifest.json is damaged: <why>"); "" otherwise.
+bool check_manifest(const std::string& entry, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems,
+                    std::string& damaged);
 
-// the embedded content hash; appends to `problems` on a mismatch or when there is none
-void check_embedded(const std::string& stored, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems);
+// the embedded content hash; appends to `problems` on a mismatch or when there is none (naming the
+// manifest's damage, from check_manifest, as the reason there was no entry to check)
+void check_embedded(const std::string& stored, const std::vector<ArtifactFile>& files, std::vector<std::string>& problems,
+                    const std::string& damaged = "");
 
 }  // namespace cmunext::detail

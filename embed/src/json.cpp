@@ -30,7 +30,7 @@ private:
     size_t pos_ = 0;
 
     [[noreturn]] void fail(const char* what) const {
-        throw JsonError(std::string("invalid JSON (") + what + " at offset " + std::to_string(pos_) + ")");
+        throw JsonSyntaxError(std::string(what) + " at offset " + std::to_string(pos_));
     }
     void skip_ws() {
         while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))

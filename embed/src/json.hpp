@@ -14,12 +14,22 @@ struct JsonError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// text that is not JSON: what() is "invalid JSON (<reason>)", reason() the part in brackets (for a
+// caller that says in its own words that the text is unreadable, e.g. a damaged manifest.json)
+struct JsonSyntaxError : JsonError {
+    explicit JsonSyntaxError(const std::string& reason) : JsonError("invalid JSON (" + reason + ")"), reason_(reason) {}
+    const std::string& reason() const { return reason_; }
+
+private:
+    std::string reason_;
+};
+
 class Json {
 public:
     enum class Type { Null, Bool, Number, String, Array, Object };
 
     Json() = default;
-    static Json parse(const std::string& text);   // throws JsonError
+    static Json parse(const std::string& text);   // throws JsonSyntaxError
 
     Type type() const { return type_; }
     bool is_null() const { return type_ == Type::Null; }

@@ -10,8 +10,8 @@
 // beside the artifact must verify with a trusted key and vouch for every file (ErrorCode::Integrity
 // otherwise), as in Python (docs/signing.md).
 // Verified load (on unless Options::verify is false): the artifact's files are compared with the
-// sha256 in manifest.json beside it (or, without a manifest entry, with the content hash embedded
-// at export); then the self-test embedded at export runs on the device and must agree with the
+// sha256 in manifest.json beside it (or, without a manifest entry or beside a damaged manifest, named
+// in ArtifactInfo::manifest_problem, with the content hash embedded at export); then the self-test embedded at export runs on the device and must agree with the
 // output recorded at export. Any mismatch throws cmunext::Error with code IntegrityError and the
 // artifact never runs.
 //
@@ -113,6 +113,8 @@ struct ArtifactInfo {
     std::string verified;              // "" when not verified, else how ("manifest" or "embedded" sha256 + self-test)
     std::string signature;             // "signed by trusted key <fingerprint>", "unsigned" or "signed, not checked (no trusted key)"
     SelfTestResult selftest;           // result of the verified load's self-test
+    std::string manifest_problem;      // "DIR/manifest.json is damaged: <why>" when the one beside it is (then
+                                       // the embedded hash vouched for the files, or the load was refused); else ""
 };
 
 class CMUNEXT_API EdgeSegmenter {
