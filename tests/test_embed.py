@@ -5,6 +5,8 @@ venv's openvino wheel, on real exported artifacts.
   samples for the same artifact: FP32 (ONNX) >= 0.999 mean mask Dice, FP16 IR >= 0.99, INT8 IR >= 0.97;
 - a flipped byte (manifest or embedded hash) and an edited threshold are refused, exit 2, nothing written;
   with the hash re-sealed, the embedded self-test still names the changed threshold;
+- a damaged manifest.json beside an artifact is named with its damage by Python and C++ alike, and
+  both accept on the embedded hash or refuse without it;
 - bad, odd and oversized images are skipped with one line each, never a crash, and the odd formats
   (16-bit, RGBA, 4-bit palette, 1-bit, interlaced and EXIF-rotated PNG, JPEG, BMP) segment like
   cmunext-predict;
@@ -1054,3 +1056,85 @@ def test_a_hostile_c_caller_gets_a_status_and_a_message_never_a_crash(embed_buil
         assert lib.cmunext_num_classes(handle) == 0 and lib.cmunext_num_classes(again) == 1
     finally:
         lib.cmunext_close(again)
+
+
+# --- a damaged manifest.json beside the artifact: Python and C++ name the damage and give one verdict ---
+LINK_TO_NOTHING, FOLDER = object(), object()
+# how manifest.json is damaged -> (its content, what both say after "DIR/manifest.json is damaged: ");
+# None content: the real manifest with a damaged entry for another artifact added
+DAMAGED_MANIFESTS = {
+    "not JSON": ("{not json", "not readable JSON ("),
+    "nested too deeply": ("[" * 100000, "not readable JSON ("),
+    "not UTF-8": (b'{"artifacts": {"caf\xe9.onnx": {"files": []}}}', "not readable JSON ("),
+    "a list": ("[]", "not a manifest ('artifacts' must map artifact names to entries)"),
+    "artifacts a list": ('{"artifacts": ["model.onnx"]}', "not a manifest ('artifacts' must map"),
+    "entry not an object": ('{"artifacts": {"model.onnx": 3}}', "its entry for 'model.onnx' is not an object"),
+    "entry without files": ('{"artifacts": {"model.onnx": {}}}', "its entry for 'model.onnx' has no list of files ('files')"),
+    "files not a list": ('{"artifacts": {"model.onnx": {"files": 3}}}', "its entry for 'model.onnx' has no list of files"),
+    "another entry not an object": (None, "its entry for 'other.onnx' is not an object"),
+    "a link to nothing": (LINK_TO_NOTHING, "not readable JSON ("),
+    "a folder": (FOLDER, "not readable JSON ("),
+}
+
+
+def _drop_content_hash(path):
+    """The embedded content hash emptied (as in an artifact exported before it existed): nothing vouches."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "cmunext_edge.content_sha256":
+            prop.value = ""
+    onnx.save(model, str(path))
+
+
+def _damage_manifest(folder, content, real):
+    manifest = folder / "manifest.json"
+    if content is LINK_TO_NOTHING:
+        manifest.symlink_to(folder / "gone.json")
+    elif content is FOLDER:
+        manifest.mkdir()
+    elif content is None:
+        data = json.loads(real.read_text())
+        manifest.write_text(json.dumps({**data, "artifacts": {**data["artifacts"], "other.onnx": 3}}))
+    else:
+        manifest.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return manifest
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_MANIFESTS))
+def test_a_damaged_manifest_is_named_and_judged_alike_by_python_and_cpp(embed_build, artifacts, damage, tmp_path):
+    """Before: the C++ library read a damaged manifest.json (not JSON, not UTF-8, a list, an entry that
+    is not an object or without a list of files, a link to nothing, a folder) as no entry and said
+    'no manifest.json entry beside it' where Python names the damage. Now both name it ("DIR/manifest.json
+    is damaged: <why>"), check the files against the embedded content hash instead, and without that
+    hash both refuse the artifact naming the damage (the example program: exit 2; the C ABI:
+    CMUNEXT_E_INTEGRITY)."""
+    from cmunext_edge.artifacts.integrity import IntegrityError
+    art = _artifact(artifacts, "fp32-onnx")
+    content, says = DAMAGED_MANIFESTS[damage]
+    image = sorted((SAMPLES / "images").glob("*.png"))[0]
+    lib = _c_abi_checked(embed_build["lib"])
+    for hashed in (True, False):
+        copy = _copy(art, tmp_path / ("hashed" if hashed else "unhashed"), manifest=False)
+        if not hashed:
+            _drop_content_hash(copy)
+        named = f"{_damage_manifest(copy.parent, content, art.parent / 'manifest.json')} is damaged: {says}"
+        out = tmp_path / ("out" if hashed else "refused")
+        r = _segment(embed_build, copy, image, out)
+        status, handle, error = _open_with(lib, copy)
+        described = lib.cmunext_describe(handle).decode() if status == 0 else ""
+        lib.cmunext_close(handle)
+        if hashed:      # the embedded hash vouches for the files: accepted, the damage named
+            seg = EdgeSegmenter.from_artifact(copy)
+            py = seg.describe()
+            assert named in py["verified"] and py["export_verification"].startswith(f"unknown ({named}"), py
+            assert r.returncode == 0 and "verified (embedded sha256 + self-test passed" in r.stdout, (r.stdout, r.stderr)
+            assert f"note: {named}" in r.stdout and "no manifest.json entry" not in r.stdout + r.stderr, r.stdout
+            assert status == 0 and named in described and "verified (embedded sha256" in described, (error, described)
+        else:           # nothing vouches for them: refused, naming the damage, not a missing entry
+            with pytest.raises(IntegrityError) as refused:
+                EdgeSegmenter.from_artifact(copy)
+            for text in (str(refused.value), r.stderr, error):
+                assert f"{copy}: refused: {named}" in text and "and no embedded content hash" in text, text
+            assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not out.exists(), r.stderr
+            assert status == 3 and not handle.value, error
