@@ -234,6 +234,15 @@ def test_damaged_embedded_metadata_without_a_manifest_is_refused_naming_the_file
         assert rc == 2 and str(art) in err and f"the embedded {what} is damaged" in err, err
 
 
+def test_a_manifest_that_is_a_fifo_is_damaged_not_read(tmp_path):
+    """A FIFO named manifest.json blocked every reader (read_text waits for a writer forever)."""
+    import os
+    from cmunext_edge.artifacts.manifest import ManifestError, read_manifest
+    os.mkfifo(tmp_path / "manifest.json")
+    with pytest.raises(ManifestError, match="manifest.json is damaged: not a regular file"):
+        read_manifest(tmp_path)
+
+
 # a damaged manifest.json beside an artifact -> what its one line says is wrong with it
 DAMAGED_MANIFESTS = [("{not json", "is damaged: not readable JSON"),
                      ("[]", "is damaged: not a manifest"),

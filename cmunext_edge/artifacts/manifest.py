@@ -30,8 +30,10 @@ def read_manifest(folder: str | Path) -> dict:
     path = manifest_path(folder)
     if not path.exists() and not path.is_symlink():     # a link to nothing is damaged, not absent
         return {"format": FORMAT, "version": 1, "artifacts": {}}
+    if path.exists() and not path.is_file() and not path.is_dir():   # a FIFO would block the read
+        raise ManifestError(f"{path} is damaged: not a regular file")
     try:
-        data = loads_json(path.read_text())
+        data = loads_json(path.read_text(encoding="utf-8"))    # whatever the locale
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         problem = f"not readable JSON ({exc})"
     else:
