@@ -63,9 +63,12 @@ def test_a_stacked_array_is_a_batch_with_the_same_masks(seg):
         assert a.mask.shape == img.shape[:2] and np.array_equal(a.mask, b.mask)
 
 
-@pytest.mark.parametrize("shape", [(0, 10), (0, 10, 1), (10, 0, 3), (5, 5, 2)])
-def test_empty_and_odd_arrays_are_image_errors_not_opencv_asserts(seg, shape):
-    with pytest.raises(ImageReadError):
+@pytest.mark.parametrize("shape, says", [((0, 10), r"empty image of shape \(0, 10\)"),
+                                         ((0, 10, 1), r"empty image of shape \(0, 10, 1\)"),
+                                         ((10, 0, 3), r"empty image of shape \(10, 0, 3\)"),
+                                         ((5, 5, 2), r"must be HxW, HxWx1, HxWx3 or HxWx4, got shape \(5, 5, 2\)")])
+def test_empty_and_odd_arrays_are_image_errors_not_opencv_asserts(seg, shape, says):
+    with pytest.raises(ImageReadError, match=says):
         seg.segment(np.zeros(shape, np.uint8))
 
 

@@ -64,7 +64,7 @@ def test_latency_images_default_to_the_bundled_samples(tmp_path):
     from cmunext_edge.resources import SAMPLES_DIR
     imgs = load_images(None, 2)
     assert len(imgs) == min(2, len(discover(SAMPLES_DIR))) and imgs[0].dtype == np.uint8
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no images for latency input"):
         load_images(tmp_path, 2)                     # an empty folder is an error, not a silent fallback
 
 
@@ -108,7 +108,7 @@ def test_row_expansion_and_options():
     assert [(r.artifact.name, r.opts) for r in rows] == [
         ("a.pth", {"precision": "fp32"}), ("a.pth", {"precision": "bf16"}),
         ("b.onnx", {"threads": 1}), ("c.pth", {"precision": "bf16"})]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="backend option 'threads' is not key=value"):
         parse_options("threads")
 
 

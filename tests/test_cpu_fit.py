@@ -190,7 +190,7 @@ def test_demo_fails_when_fp32_is_rejected_or_export_breaks(tmp_path):
 
     def broken(*args, **kwargs):
         raise RuntimeError("converter crashed")
-    with pytest.raises(RuntimeError):            # not a rejection: main() turns it into exit 1
+    with pytest.raises(RuntimeError, match="converter crashed"):   # not a rejection: main() turns it into exit 1
         run_exports(tmp_path, "w", DEMO_EXPORTS, broken)
 
 

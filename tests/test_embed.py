@@ -32,6 +32,9 @@ import numpy as np
 import pytest
 
 from cmunext_edge import EdgeSegmenter
+from cmunext_edge.artifacts.errors import IntegrityError, SignatureError
+from cmunext_edge.artifacts.signing import TrustPolicyError
+from cmunext_edge.runtime.base import BackendError
 
 cv2 = pytest.importorskip("cv2")
 
@@ -283,7 +286,8 @@ def test_edited_threshold_is_refused(embed_build, artifacts, tmp_path):
         assert r.returncode == 2 and "refused" in r.stderr and says in r.stderr, (copy, r.stderr)
         assert not (tmp_path / "out" / "masks").exists()
     # the Python class refuses the re-sealed file for the same reason: the self-test, not the hash
-    with pytest.raises(Exception, match="threshold 0.9"):
+    with pytest.raises(IntegrityError, match=r"refused: self-test FAILED: the artifact's preprocessing contract was "
+                                             r"changed after export: threshold 0\.9 \(exported with 0\.5\)"):
         EdgeSegmenter.from_artifact(resealed)
     # unverified (--no-verify-load), the C++ side really uses the threshold read from the artifact:
     # its masks follow Python's at 0.9, and hold less foreground than at 0.5
@@ -313,7 +317,7 @@ def test_channel_order_or_resize_changed_everywhere_is_refused(embed_build, arti
     says = "self-test FAILED: the preprocessing does not resize or order channels as at export"
     r = _segment(embed_build, resealed, SAMPLES, tmp_path / "out")
     assert r.returncode == 2 and says in r.stderr, r.stderr
-    with pytest.raises(Exception, match=says):
+    with pytest.raises(IntegrityError, match=f"refused: {says}"):
         EdgeSegmenter.from_artifact(resealed)
 
 
@@ -673,7 +677,7 @@ def test_an_edited_self_test_floor_cannot_lower_the_precisions(embed_build, arti
     _reseal(art)
     r = _segment(embed_build, art, SAMPLES, tmp_path / "out")
     assert r.returncode == 2 and "self-test FAILED" in r.stderr and "< 0.999" in r.stderr, r.stderr
-    with pytest.raises(Exception, match="self-test FAILED.*< 0.999"):
+    with pytest.raises(IntegrityError, match=r"refused: self-test FAILED.*< 0\.999"):
         EdgeSegmenter.from_artifact(art)
 
 
@@ -701,14 +705,16 @@ def test_hostile_signatures_keys_and_options_get_one_verdict(embed_build, artifa
     rsa_key = _ec_public_key(tmp_path / "rsa.pub.pem", "rsa")
     k1_key = _ec_public_key(tmp_path / "k1.pub.pem", ec.SECP256K1())
     image = sorted((SAMPLES / "images").glob("*.png"))[0]
-    cases = {"two signatures": (two, [release], "expected one signature, found 2"),
-             "an RSA key beside the right one": (art, [rsa_key, release], "rsa.pub.pem"),
-             "a secp256k1 key": (art, [k1_key], "k1.pub.pem")}
-    for name, (entry, keys, says) in cases.items():
+    # (entry, keys, what C++ and Python both say, the error Python raises for it)
+    cases = {"two signatures": (two, [release], "model.onnx.sig: expected one signature, found 2", SignatureError),
+             # the RSA key is named by both (C++: "not a PEM elliptic-curve public key", Python: "a key of type RSA")
+             "an RSA key beside the right one": (art, [rsa_key, release], f"trusted key {rsa_key}: ", TrustPolicyError),
+             "a secp256k1 key": (art, [k1_key], f"trusted key {k1_key}: an EC key on secp256k1", TrustPolicyError)}
+    for name, (entry, keys, says, error) in cases.items():
         flags = [a for k in keys for a in ("--trusted-key", str(k))]
         r = _run([embed_build["exe"], entry, image, "--out", tmp_path / "out", *flags])
         assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)
-        with pytest.raises(Exception, match=re.escape(says)):
+        with pytest.raises(error, match=re.escape(says)):
             EdgeSegmenter.from_artifact(entry, trusted_keys=keys)
     # whitespace around a key path in the environment is trimmed, and a value of whitespace is no policy
     for env, runs in ((f"{release} ", "signed by trusted key"), ("\n", "signed, not checked")):
@@ -720,16 +726,25 @@ def test_hostile_signatures_keys_and_options_get_one_verdict(embed_build, artifa
             assert runs in EdgeSegmenter.from_artifact(art).describe()["signature"]
         finally:
             del os.environ["CMUNEXT_TRUSTED_KEYS"]
-    # the C ABI refuses an OpenVINO compiled-model cache under a policy (it is not what was signed)
+    # the C ABI refuses an OpenVINO compiled-model cache under a policy (it is not what was signed), for an
+    # ONNX artifact (C++ runs it through OpenVINO too) and an IR; Python refuses the IR for the same reason
+    # (its ONNX Runtime backend has no cache_dir option at all: a usage error, before any policy check)
+    ir = _copy(_artifact(artifacts, "fp16-ir"), tmp_path / "signed_ir")
+    sign_artifact(ir, signing_keys["release"][0])
+    not_signed = "option cache_dir: compiled models in the OpenVINO cache are not covered by the signature"
     lib = _load_c_abi(embed_build["lib"])
-    opts = _Options()
-    lib.cmunext_default_options(ctypes.byref(opts))
-    opts.trusted_keys, opts.cache_dir = str(release).encode(), str(tmp_path / "cache").encode()
-    handle = ctypes.c_void_p()
-    assert lib.cmunext_open(str(art).encode(), ctypes.byref(opts), ctypes.byref(handle)) != 0
-    assert b"cache_dir" in lib.cmunext_last_error()
-    with pytest.raises(Exception, match="cache_dir"):
+    for entry in (art, ir):
+        opts = _Options()
+        lib.cmunext_default_options(ctypes.byref(opts))
+        opts.trusted_keys, opts.cache_dir = str(release).encode(), str(tmp_path / "cache").encode()
+        handle = ctypes.c_void_p()
+        assert lib.cmunext_open(str(entry).encode(), ctypes.byref(opts), ctypes.byref(handle)) != 0
+        assert not_signed.encode() in lib.cmunext_last_error(), (entry, lib.cmunext_last_error())
+    with pytest.raises(SignatureError, match=re.escape(f"{ir}: {not_signed}")):
+        EdgeSegmenter.from_artifact(ir, trusted_keys=[release], cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(BackendError, match="onnxruntime: unknown option 'cache_dir'"):
         EdgeSegmenter.from_artifact(art, trusted_keys=[release], cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_truncated_jpeg_is_skipped_like_cmunext_predict(embed_build, artifacts, tmp_path):

@@ -78,9 +78,9 @@ def test_candidate_table_per_device():
     assert {"ort-fp32", "ov-int8-transformer-dense", "ort-int8-qdq"} <= cpu
     assert ("ov-bf16" in cpu) is detect().bf16_native          # BF16 only where it is native
     assert "ov-fp16" in {c.name for c in candidates_for("NPU")} and "ov-fp16" not in cpu
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown candidate\(s\) \['no-such-candidate'\]; known: ort-fp32"):
         candidates_for("CPU", ["no-such-candidate"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="--device 'TPU': auto selection knows CPU, GPU, NPU"):
         candidates_for("TPU")
 
 

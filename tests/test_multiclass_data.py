@@ -116,7 +116,7 @@ def test_class_scores_pooled_and_per_class():
     assert summary["per_class_dice"] == pytest.approx([1.0, 0.5], abs=1e-5)
     assert format_class_dice(summary["per_class_dice"]) == " (per class 1.0000 / 0.5000)"
     assert format_class_dice([0.9]) == ""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must both be C x H x W"):
         class_scores(pred[0], target[0])
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -18,8 +20,14 @@ def test_official_preset_reproduces_golden_from_files(reference, busi):
 
 
 def test_input_range_has_the_official_double_normalisation():
-    x = get_preset("official")(np.full((40, 50, 3), 255, np.uint8))
-    assert 0.0 < x.max() < 0.011
+    """../shared/reference/README.md: Normalize() with mean (0.485, 0.456, 0.406), std (0.229, 0.224,
+    0.225), max_pixel_value 255, applied to the array as cv2.imread gives it (BGR), then / 255 again."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for value in (0, 255):
+        x = get_preset("official")(np.full((40, 50, 3), value, np.uint8))
+        expected = (value / 255 - mean) / std / 255            # per channel, in the array's channel order
+        assert x.shape == (3, 256, 256)
+        assert np.abs(x - expected[:, None, None]).max() < 1e-7, (value, x[:, 0, 0], expected)
 
 
 def _bgr():
@@ -47,9 +55,12 @@ def test_16bit_png_and_gray_png_files(tmp_path):
     assert np.array_equal(spec(tmp_path / "a16.png"), expected)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4), np.float32), "x"])
-def test_bad_arrays_are_clear_errors(bad):
-    with pytest.raises((ImageReadError, ValueError)):
+@pytest.mark.parametrize("bad, says", [
+    (np.zeros((4, 4, 2), np.uint8), r"must be HxW, HxWx1, HxWx3 or HxWx4, got shape \(4, 4, 2\)"),
+    (np.zeros((4, 4), np.float32), r"must be uint8 or uint16, got float32"),
+    ("x", r"^x: no such file")])
+def test_bad_arrays_are_clear_errors(bad, says):
+    with pytest.raises(ImageReadError, match=says):
         to_bgr_uint8(bad) if not isinstance(bad, str) else get_preset("official")(bad)
 
 
@@ -68,8 +79,9 @@ def test_sizes_must_be_multiples_of_16(size):
 def test_spec_is_frozen_and_round_trips_json():
     spec = get_preset("official").with_size(224, 320)
     assert PreprocessSpec.from_json(spec.to_json()) == spec
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'height'"):
         spec.height = 32
+    assert spec.height == 224
 
 
 def test_postprocess_resizes_probability_then_thresholds():

@@ -49,7 +49,7 @@ def test_onnxruntime_missing_provider_falls_back_visibly(artifacts):
         assert "CUDAExecutionProvider" in b.describe()["fallback"]
     with pytest.raises(DeviceUnavailableError, match="strict_device"):
         open_backend(artifacts["onnx"], device="cuda", strict_device=True)
-    with pytest.raises(DeviceUnavailableError):
+    with pytest.raises(DeviceUnavailableError, match="device 'openvino' is not available.*strict_device forbids"):
         EdgeSegmenter.from_artifact(artifacts["onnx"], device="openvino", strict_device=True)
 
 
@@ -94,8 +94,8 @@ def test_self_test_detects_a_wrong_result_and_reports_missing_self_test(artifact
             prop.value = json.dumps(st)
     bad = tmp_path / "tampered.onnx"
     onnx.save(model, str(bad))
-    with pytest.raises(IntegrityError):                       # verified load refuses it outright
-        EdgeSegmenter.from_artifact(bad)
+    with pytest.raises(IntegrityError, match="refused: .*differs from the hash embedded at export"):
+        EdgeSegmenter.from_artifact(bad)                      # verified load refuses it outright
     result = EdgeSegmenter.from_artifact(bad, verify=False).self_test()
     assert not result.passed and result.status == "fail" and "FAILED" in result.message
     plain = EdgeSegmenter.from_checkpoint(ckpt_s).self_test()

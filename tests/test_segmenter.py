@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cmunext_edge.runtime.base import DeviceUnavailableError
+from cmunext_edge.runtime.base import BackendError, DeviceUnavailableError
 from cmunext_edge.runtime.segmenter import EdgeSegmenter
 
 
@@ -54,5 +54,5 @@ def test_cuda_request_on_cpu_machine_falls_back_visibly_or_fails_strict(ckpt_s):
 
 def test_unknown_artifact_kind(tmp_path):
     (tmp_path / "model.xyz").write_text("x")
-    with pytest.raises(Exception, match="unknown artifact kind"):
+    with pytest.raises(BackendError, match=r"model\.xyz: unknown artifact kind '\.xyz'; known suffixes: .*\.onnx"):
         EdgeSegmenter(tmp_path / "model.xyz")

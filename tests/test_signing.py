@@ -117,7 +117,7 @@ def test_segmenter_trust_policy_by_argument_and_environment(signed, keys, tmp_pa
     with pytest.raises(SignatureError, match="not signed by a trusted key"):
         EdgeSegmenter(signed["onnx"], trusted_keys=[keys["other"][1]])
     monkeypatch.setenv(ENV_VAR, str(keys["other"][1]))
-    with pytest.raises(SignatureError):
+    with pytest.raises(SignatureError, match="not signed by a trusted key"):
         EdgeSegmenter(signed["onnx"])                           # the firmware's policy, no argument
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing.pub.pem"))
     with pytest.raises(TrustPolicyError, match="no such file"):
