@@ -28,6 +28,7 @@ def test_text_output_and_errors(ckpt_s, tmp_path, capsys):
     assert exc.value.code == 2
     assert "multiple of 16" in capsys.readouterr().err
     assert main([str(tmp_path / "none.pth")]) == 2
+    assert capsys.readouterr().err == f"cmunext-info: error: {tmp_path / 'none.pth'}: no such file\n"
 
 
 def test_help_shows_example_and_mac_convention(capsys):

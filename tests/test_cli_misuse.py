@@ -64,13 +64,18 @@ BOUND, EMPTY = "out of range", "--out: is empty: give a path"
 def test_options_have_upper_bounds_and_out_is_never_empty(main, argv, says, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, _, err = run_cli(main, argv, capsys)
-    assert rc == 2 and says in err, err
+    prog = "cmunext-" + main.__module__.rsplit(".", 1)[1] + (" new" if argv[0] == "new" else "")
+    line = one_error_line(err, prog)
+    option = argv[-2]                                        # the option whose value is refused
+    assert rc == 2 and says in line and option in line and err.count("\n") == 1, err
+    if says == BOUND:
+        assert f"argument {option}: {argv[-1]} is out of range" in line, line
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_empty_bundle_out_is_refused(onnx_art, tmp_path, capsys):
     rc, _, err = run_cli(bundle_cli.main, [onnx_art, "--out", ""], capsys)
-    assert rc == 2 and "--out: is empty" in err, err
+    assert rc == 2 and "--out: is empty" in one_error_line(err, "cmunext-bundle") and err.count("\n") == 1, err
 
 
 def test_export_name_must_be_a_plain_file_name(tmp_path, capsys):

@@ -51,8 +51,12 @@ def test_bad_weights_and_missing_source_exit_2(tmp_path, busi, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"nope")
     assert main([str(busi / "images" / "benign (10).png"), "--weights", str(bad), "--out", str(tmp_path)]) == 2
-    assert "not a PyTorch checkpoint" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"cmunext-predict: error: {tmp_path / 'missing'}: no such file or folder\n", err
+    assert not (tmp_path / "o").exists()
 
 
 def test_parallel_workers_give_the_same_masks_in_order(tmp_path, busi, ckpt_s, capsys):

@@ -81,7 +81,7 @@ def test_full_disk_while_writing_the_manifest_leaves_nothing(ckpt_s, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_rename_of_a_multi_file_artifact_leaves_nothing(ckpt_s, tmp_path, monkeypatch):
+def test_failed_rename_of_a_multi_file_artifact_leaves_nothing(ckpt_s, tmp_path, monkeypatch, capsys):
     pytest.importorskip("openvino")
     real = os.replace
 
@@ -91,6 +91,9 @@ def test_failed_rename_of_a_multi_file_artifact_leaves_nothing(ckpt_s, tmp_path,
         return real(src, dst)
     monkeypatch.setattr(os, "replace", replace)
     assert export_main(["--weights", str(ckpt_s), "--target", "ov", "--no-verify", "--out", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cmunext-export: error:")]
+    assert err == ["cmunext-export: error: could not write the artifact ([Errno 28] No space left on device); "
+                   "nothing was left behind"], err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -155,7 +155,7 @@ def test_onnxruntime_int8_float_layers(trained, tmp_path):
     assert EdgeSegmenter.from_artifact(res.artifact).self_test().passed
 
 
-def test_cli_int8_float_layers_are_kept_in_float_and_recorded(trained, tmp_path):
+def test_cli_int8_float_layers_are_kept_in_float_and_recorded(trained, tmp_path, capsys):
     """`cmunext-export --int8-float-layers PATTERNS` (a float set found by benchmarks/int8_faithful.py
     for a model of one's own) reaches NNCF's ignored scope without Python and is recorded; a name of
     FLOAT_LAYERS is taken too; ONNX Runtime INT8 takes it as well; another target or precision is a usage
@@ -191,6 +191,9 @@ def test_cli_int8_float_layers_are_kept_in_float_and_recorded(trained, tmp_path)
     o = json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"]["m.onnx"]["int8_settings"]
     assert o["ort_quant"]["float_layers"] == "faithful"
     for other in (["--target", "onnx"], ["--target", "openvino", "--fp16"]):    # no INT8 to keep float layers in
+        capsys.readouterr()
         assert main(["--weights", str(trained), *other, "--int8-float-layers", "none",
                      "--out", str(tmp_path / "c")]) == 2
+        assert capsys.readouterr().err == ("cmunext-export: error: --int8-float-layers is for OpenVINO or ONNX "
+                                           "Runtime INT8 (--target openvino --int8, --target onnxruntime)\n")
         assert not (tmp_path / "c").exists()

@@ -105,6 +105,8 @@ def test_cli_usage_errors_exit_2(ckpt_s, tmp_path, capsys):
     assert export_main(["--weights", str(ckpt_s), "--target", "coreml", "--out", str(tmp_path)]) == 2
     assert "unknown export target" in capsys.readouterr().err
     assert export_main(["--weights", str(ckpt_s), "--target", "onnx", "--int8", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "cmunext-export: error: target onnx does not support int8; it supports fp32, fp16\n", err
     assert not list(tmp_path.iterdir())
 
 

@@ -149,20 +149,34 @@ def test_full_disk_stops_cleanly_and_summary_matches_disk(tmp_path, monkeypatch)
 def test_output_problems_are_found_before_any_work(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    for argv in (["--out", afile], ["--out", afile / "sub"], ["--out", tmp_path / "o", "--summary-json",
-                                                              afile / "x.json"],
-                 ["--out", tmp_path / "o", "--summary-json", tmp_path]):
-        rc, _, err = _run(predict_cli.main, [SAMPLE, *argv], capsys)
-        assert rc == 2 and "error:" in err and "segmented" not in err
+    for argv, says in ((["--out", afile], f"--out {afile} exists and is not a folder"),
+                       (["--out", afile / "sub"], f"--out {afile / 'sub'} cannot be made: {afile} is not a folder"),
+                       (["--out", tmp_path / "o", "--summary-json", afile / "x.json"],
+                        f"--summary-json folder {afile} exists and is not a folder"),
+                       (["--out", tmp_path / "o", "--summary-json", tmp_path], f"--summary-json {tmp_path} is a folder")):
+        rc, out, err = _run(predict_cli.main, [SAMPLE, *argv], capsys)
+        assert rc == 2 and err == f"cmunext-predict: error: {says}\n" and out == "", (argv, out, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]          # nothing made, nothing segmented
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_out_is_refused_upfront(tmp_path, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    rc, _, err = _run(predict_cli.main, [SAMPLE, "--out", ro], capsys)
-    assert rc == 2 and "not writable" in err
+    if os.geteuid() == 0:           # root writes into a folder of mode 0o555: a read-only mount instead
+        from test_reliability import _mount_tmpfs
+        _mount_tmpfs(ro, "ro,size=1m")
+    else:
+        ro.chmod(0o555)
+    try:
+        rc, out, err = _run(predict_cli.main, [SAMPLE, "--out", ro / "o"], capsys)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("cmunext-predict: error: --out") \
+            and "not writable" in lines[0] and "segmented" not in out, (out, err)
+        assert not (ro / "o").exists()
+    finally:
+        if os.geteuid() == 0:
+            import subprocess
+            subprocess.run(["umount", "-l", str(ro)], capture_output=True)
 
 
 # --- checkpoints with other channel / class counts --------------------------------------------
@@ -221,13 +235,14 @@ def test_unknown_device_is_an_error_for_every_backend(capsys):
 
 
 # --- export ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv, expect", [(["--batch", "0"], "--batch"), (["--device", "tpu"], "unknown device"),
-                                          (["--imgsz", "250"], "multiple of 16"),
-                                          (["--calib-size", "-5"], "--calib-size")])
+@pytest.mark.parametrize("argv, expect", [(["--batch", "0"], "argument --batch: 0 is out of range"),
+                                          (["--device", "tpu"], "argument --device: unknown device 'tpu'"),
+                                          (["--imgsz", "250"], "argument --imgsz: 250 is not a multiple of 16"),
+                                          (["--calib-size", "-5"], "argument --calib-size: -5 is out of range")])
 def test_export_value_errors_exit_2_before_work(tmp_path, capsys, argv, expect):
     rc, _, err = _run(export_cli.main, ["--weights", SHIPPED, "--target", "onnx", "--out", tmp_path / "e",
                                         *argv], capsys)
-    assert rc == 2 and expect in err
+    assert rc == 2 and err.startswith(f"cmunext-export: error: {expect}") and err.count("\n") == 1, err
     assert not (tmp_path / "e").exists() or not any((tmp_path / "e").iterdir())
 
 

@@ -70,8 +70,9 @@ def test_info_inspects_safetensors_without_torch():
 
 
 def _assert_names_extra(done):
-    assert done.returncode not in (0,), done.stdout
-    assert EXTRA in done.stderr, done.stderr
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)      # nothing done: exit 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cmunext-") and lines[0].endswith(EXTRA), done.stderr
     assert "Traceback" not in done.stderr, done.stderr
 
 

@@ -195,7 +195,12 @@ def test_signed_original_runs_through_the_cli(signed, keys, tmp_path, capsys):
 def test_keys_cli_makes_signs_and_verifies(signed, tmp_path, capsys):
     assert keys_cli.main(["new", "--out", str(tmp_path / "k")]) == 0
     assert oct((tmp_path / "k.pem").stat().st_mode & 0o777) == "0o600"
+    before = (tmp_path / "k.pem").read_bytes()
+    capsys.readouterr()
     assert keys_cli.main(["new", "--out", str(tmp_path / "k")]) == 2            # never overwrites a key
+    assert capsys.readouterr().err == (f"cmunext-keys: error: {tmp_path / 'k.pem'} exists; not overwritten "
+                                       "(a lost private key cannot be recovered)\n")
+    assert (tmp_path / "k.pem").read_bytes() == before
     assert keys_cli.main(["new", "--out", str(tmp_path / "keys" / "release")]) == 0   # as docs/signing.md: keys/ made
     assert (tmp_path / "keys" / "release.pub.pem").is_file()
     entry = _private_copy(signed["openvino"], tmp_path / "ov")

@@ -205,6 +205,7 @@ def test_info_reads_a_tensorrt_sidecar(tmp_path, capsys):
     assert d["format"] == "TensorRT plan" and d["precision"] == "fp16" and d["tensorrt"]["tensorrt_version"] == "10.3"
     assert d["files_check"]["ok"] is False and "integrity cannot be checked" in d["files_check"]["message"]
     assert info_main([str(tmp_path / "none.onnx")]) == 2
+    assert capsys.readouterr().err == f"cmunext-info: error: {tmp_path / 'none.onnx'}: no such artifact\n"
 
 
 # --- 6. extras split by role ------------------------------------------------------------------
