@@ -286,7 +286,8 @@ def test_compare_merges_reports_into_one_table(bundle, tmp_path, capsys):
     md = res["markdown"]
     assert md.count("cmunext-s-busi_fp32.onnx (onnxruntime fp32)") == 3
     assert "interrupted during host_inputs (partial)" in md
-    assert "0/3 (63.2%) few" in md                      # 3 images: too few for the tail claim
+    # 3 images, none bad: the 95% bound is 1 - 0.05^(1/3) (one-sided Clopper-Pearson), too few for the claim
+    assert f"0/3 ({100 * (1 - 0.05 ** (1 / 3)):.1f}%) few" in md
     from cmunext_edge.device.compare import _tail
     failed = {"n": 49, "n_bad": 1, "bad_share_upper95": 0.0932}
     assert _tail(failed, False, 49) == "1/49 (9.3%)"     # enough images, gate failed: not "few"

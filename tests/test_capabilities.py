@@ -85,8 +85,12 @@ def test_as_dict_is_json_and_names_the_limits():
 
 def test_detect_on_this_machine_reports_runtimes(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    from cmunext_edge._deps import available
     d = detect().as_dict()
     assert d["summary"] and {"openvino", "onnxruntime"} <= set(d)
+    # a runtime that is installed is described (None only where it is not)
+    assert (d["openvino"] is None) is not available("openvino")
+    assert (d["onnxruntime"] is None) is not available("onnxruntime")
     if d["openvino"] is not None:
         assert "FP32" in d["openvino"]["optimization_capabilities"]
     if d["onnxruntime"] is not None:

@@ -1,7 +1,11 @@
+import csv
+import io
 import json
 import shutil
 
 import cv2
+import numpy as np
+import pytest
 
 from cmunext_edge.cli.predict import main
 
@@ -24,15 +28,24 @@ def test_dataset_with_a_broken_file_is_skipped_and_reported(tmp_path, busi, ckpt
     rc = main([str(ds), "--weights", str(ckpt_s), "--out", str(out), "--summary-json", str(summary)])
     assert rc == 1
     data = json.loads(summary.read_text())
-    assert data["n_images"] == 3 and 0.0 <= data["mean_dice"] <= 1.0 and data["mean_iou"] <= data["mean_dice"]
-    assert [s["path"].endswith("broken.png") for s in data["skipped"]] == [True]
+    assert data["n_images"] == 3 and [s["path"].endswith("broken.png") for s in data["skipped"]] == [True]
+    dice, iou = [], []
     for name in names:
         mask = cv2.imread(str(out / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
         image = cv2.imread(str(ds / "images" / f"{name}.png"))
         assert mask.shape == image.shape[:2] and set(mask.ravel()) <= {0, 255}
         assert (out / "overlays" / f"{name}.png").is_file()
-    rows = (out / "scores.csv").read_text().splitlines()
-    assert len(rows) == 4 and rows[0].startswith("name,")
+        # the written mask scored against the ground truth file at its own size, by the official formula
+        truth = cv2.imread(str(ds / "masks" / "0" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) > 127
+        inter, union = np.logical_and(mask > 0, truth).sum(), np.logical_or(mask > 0, truth).sum()
+        iou.append((inter + 1e-5) / (union + 1e-5))
+        dice.append(2 * iou[-1] / (1 + iou[-1]))
+    assert data["mean_dice_original"] == pytest.approx(np.mean(dice), abs=1e-9)
+    assert data["mean_iou_original"] == pytest.approx(np.mean(iou), abs=1e-9)
+    rows = list(csv.DictReader(io.StringIO((out / "scores.csv").read_text())))
+    assert [r["name"] for r in rows] == names
+    assert data["mean_dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]), abs=1e-12)
+    assert data["mean_iou"] == pytest.approx(np.mean([float(r["iou"]) for r in rows]), abs=1e-12)
     assert "mean Dice" in capsys.readouterr().out
 
 

@@ -7,8 +7,6 @@ from cmunext_edge.checkpoints.weights import checkpoint_complexity
 from cmunext_edge.core.complexity import conv_macs, count_macs, variant_complexity
 from cmunext_edge.core.model import build_model  # noqa: E402
 
-REF_S = "/work/shared/reference/official_cmunext_s_random.pth"
-
 
 @pytest.mark.parametrize("variant, official_m", [("cmunext-s", 0.418), ("cmunext", 3.149),
                                                  ("cmunext-l", 8.287)])
@@ -50,7 +48,7 @@ def test_shape_based_count_equals_hooks_on_the_built_model(variant, hw, in_chann
     assert c.params == sum(p.numel() for p in model.parameters())
 
 
-def test_checkpoint_complexity_uses_spec_size():
-    c = checkpoint_complexity(REF_S)
+def test_checkpoint_complexity_uses_spec_size(ckpt_s):
+    c = checkpoint_complexity(ckpt_s)
     assert c.variant == "cmunext-s" and c.input_hw == (256, 256)
     assert c.to_dict()["macs"] == c.macs

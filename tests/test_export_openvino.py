@@ -105,10 +105,25 @@ def test_float_layers_are_kept_in_float_and_recorded(trained, tmp_path):
     assert seg.describe()["precision"] == "int8" and seg.self_test().passed
 
 
-def test_nncf_options_pass_through(trained, tmp_path):
+def test_nncf_options_pass_through(trained, tmp_path, monkeypatch):
+    """The options given reach nncf.quantize itself (a spy around the real call), and the manifest
+    records them."""
+    nncf = pytest.importorskip("nncf")
+    real, calls = nncf.quantize, []
+
+    def spy(model, dataset, **kwargs):
+        calls.append(kwargs)
+        return real(model, dataset, **kwargs)
+    monkeypatch.setattr(nncf, "quantize", spy)
     res = export(trained, target="ov", precision="int8", out=tmp_path, calib_size=4, verify=False,
                  nncf={"model_type": None, "preset": "mixed", "fast_bias_correction": True, "subset_size": 4})
     assert res.artifact.exists() and res.verification is None
+    (kwargs,) = calls
+    assert kwargs["preset"] == nncf.QuantizationPreset.MIXED and kwargs["fast_bias_correction"] is True
+    assert kwargs["subset_size"] == 4 and "model_type" not in kwargs          # None: NNCF's own default
+    recorded = json.loads(res.manifest.read_text())["artifacts"][res.artifact.name]["int8_settings"]["nncf"]
+    assert (recorded["preset"], recorded["model_type"], recorded["fast_bias_correction"], recorded["subset_size"]) \
+        == ("mixed", None, True, 4)
 
 
 def test_onnxruntime_int8_qdq(trained, out):

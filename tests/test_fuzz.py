@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from cmunext_edge.artifacts.meta import PREFIX, check_selftest, make_selftest, parse_metadata  # noqa: E402
@@ -54,12 +54,17 @@ def test_image_decoding_refuses_cleanly(tmp_path, data):
 
 @FUZZ
 @given(width=st.integers(1, 1 << 31), height=st.integers(1, 1 << 31))
+@example(width=1000, height=1000)           # the limit itself: decoded (and fails on the missing pixels)
+@example(width=1000, height=1001)           # one row over it: refused from the header
 def test_huge_declared_png_is_refused_before_decoding(tmp_path, width, height):
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path = tmp_path / "big.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\0" * 40)
     if width * height > 1_000_000:
-        with pytest.raises(ImageReadError, match="exceeds the limit"):
+        with pytest.raises(ImageReadError, match=f"{width}x{height} = .* megapixels exceeds the limit"):
+            load_image(path, max_pixels=1_000_000)
+    else:                                   # within the limit: read, and refused for its truncated pixels
+        with pytest.raises(ImageReadError, match=f"its header gives {width}x{height}, but its pixels could not"):
             load_image(path, max_pixels=1_000_000)
 
 
@@ -122,6 +127,14 @@ def test_selftest_with_a_seed_that_is_no_count_fails_cleanly(seed):
                                              "channel_order", "in_channels", "bogus"]), json_values, max_size=5))
 def test_preprocess_contract_parsing_refuses_cleanly(spec):
     try:
-        PreprocessSpec.from_json(json.dumps(spec))
+        parsed = PreprocessSpec.from_json(json.dumps(spec))
     except ValueError:
-        pass
+        return
+    # accepted: only what the contract allows, and it reads back as itself
+    assert parsed.height > 0 and parsed.height % 16 == 0 and parsed.width > 0 and parsed.width % 16 == 0
+    assert parsed.channel_order in ("bgr", "rgb") and 0 < parsed.threshold < 1 and parsed.in_channels in (1, 3)
+    assert len(parsed.mean) == len(parsed.std) == parsed.in_channels
+    assert PreprocessSpec.from_json(parsed.to_json()) == parsed
+    for key in ("height", "width", "channel_order", "interpolation", "threshold", "in_channels", "extra_scale"):
+        if key in spec:                                              # a value given is the value kept
+            assert getattr(parsed, key) == spec[key], (key, spec[key], getattr(parsed, key))

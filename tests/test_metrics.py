@@ -47,8 +47,9 @@ def test_mean_dice_averages_the_classes_of_one_image():
     a = np.zeros((2, 4, 4), bool)
     b = a.copy()
     a[0, :2], b[0, :2] = True, True          # class 0 identical
-    a[1, :2], b[1, 2:] = True, True          # class 1 disjoint
-    assert abs(mean_dice(a, b) - (1.0 + iou_dice(a[1], b[1])[1]) / 2) < 1e-12
+    a[1, :2], b[1, 2:] = True, True          # class 1 disjoint: 8 + 8 pixels, none shared
+    iou1 = (0 + 1e-5) / (16 + 1e-5)          # the official smoothed IoU and Dice (../shared/reference/README.md)
+    assert abs(mean_dice(a, b) - (1.0 + 2 * iou1 / (1 + iou1)) / 2) < 1e-12
     assert mean_dice(a, a) == 1.0
 
 

@@ -34,8 +34,13 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_bundled_samples_are_complete():
+    """README.md: 16 bundled breast-ultrasound samples, each with its mask."""
     from cmunext_edge.data.discovery import discover
     from cmunext_edge.resources import SAMPLES_DIR
     samples = discover(SAMPLES_DIR)
-    assert 0 < len(samples) <= 16 and all(s.mask is not None for s in samples)
+    images = sorted(p.stem for p in (SAMPLES_DIR / "images").iterdir())
+    masks = sorted(p.stem for p in (SAMPLES_DIR / "masks" / "0").iterdir())
+    assert len(samples) == 16 and images == masks == sorted(s.name for s in samples)
+    assert all(s.mask == SAMPLES_DIR / "masks" / "0" / s.image.name for s in samples)
+    assert "16 bundled breast-ultrasound samples" in (ROOT / "README.md").read_text()
     assert "Data in Brief" in (SAMPLES_DIR / "README.md").read_text()

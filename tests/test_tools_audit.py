@@ -319,6 +319,8 @@ def test_a_key_pair_whose_public_key_cannot_be_written_leaves_no_private_key(tmp
     assert str(tmp_path / "afile" / "b.pub.pem") in str(info.value) and "Errno" not in str(info.value)
     assert not (tmp_path / "b.pem").exists()
     new_key_pair(tmp_path / "b.pem", tmp_path / "b.pub.pem")          # a rerun is not refused
+    assert (tmp_path / "b.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert (tmp_path / "b.pub.pem").read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
 
 
 # 7. keys sign refuses an artifact whose files no longer match
