@@ -551,14 +551,14 @@ def signing_keys(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["fp32-onnx", "fp16-ir"])
-def test_trust_policy_refuses_what_python_refuses(embed_build, artifacts, signing_keys, kind, tmp_path):
+def test_trust_policy_refuses_what_python_refuses(embed_build, artifacts, signing_keys, kind, tmp_path, monkeypatch):
     """--trusted-key / CMUNEXT_TRUSTED_KEYS / the C ABI's trusted_keys: the signed artifact runs; another
     key, no signature, a flipped byte in any signed file and a policy naming no key are refused (exit 2,
     one line), with the same verdict as Python's precheck, also with --no-verify-load."""
     if "signatures: checked" not in _run([embed_build["exe"], "--version"]).stdout:
         pytest.skip("embed/ was built without OpenSSL (libssl-dev): it refuses any trust policy")
     from cmunext_edge.artifacts.integrity import artifact_files, precheck
-    from cmunext_edge.artifacts.signing import sign_artifact, signature_path
+    from cmunext_edge.artifacts.signing import ENV_VAR, sign_artifact, signature_path, trust_policy
     release, other = signing_keys["release"][1], signing_keys["other"][1]
     art = _copy(_artifact(artifacts, kind), tmp_path / "signed")
     sign_artifact(art, signing_keys["release"][0])
@@ -593,7 +593,19 @@ def test_trust_policy_refuses_what_python_refuses(embed_build, artifacts, signin
         r, py = run(entry, *extra, env=env)
         err = r.stderr.strip()
         assert r.returncode == 2 and len(err.splitlines()) == 1 and says in err, (name, r.returncode, err)
-        assert py in (None, False), name                          # Python refuses it too
+        assert py in (None, False), name
+        # Python's verdict on the same policy (argument or environment): refused, in the same words
+        with monkeypatch.context() as m:
+            m.delenv(ENV_VAR, raising=False)
+            for key, value in (env or {}).items():
+                m.setenv(key, value)
+            try:
+                report = precheck(entry, trust_policy(extra[extra.index("--trusted-key") + 1]
+                                                      if "--trusted-key" in extra else None))
+            except TrustPolicyError as exc:
+                assert says in str(exc), (name, str(exc))
+            else:
+                assert not report.ok and says in report.message(), (name, report.message())
 
     lib = _load_c_abi(embed_build["lib"])
     opts = _Options()
@@ -747,15 +759,20 @@ def test_hostile_signatures_keys_and_options_get_one_verdict(embed_build, artifa
     assert not (tmp_path / "cache").exists()
 
 
-def test_a_truncated_jpeg_is_skipped_like_cmunext_predict(embed_build, artifacts, tmp_path):
+def test_a_truncated_jpeg_is_skipped_like_cmunext_predict(embed_build, artifacts, tmp_path, capsys):
     data = cv2.imencode(".jpg", cv2.imread(str(sorted((SAMPLES / "images").glob("*.png"))[0])))[1].tobytes()
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "half.jpg").write_bytes(data[: len(data) // 2])
     r = _segment(embed_build, _artifact(artifacts, "fp32-onnx"), tmp_path / "in", tmp_path / "out")
     assert r.returncode == 2 and "half.jpg" in r.stderr and "truncated" in r.stderr, (r.returncode, r.stderr)
     from cmunext_edge.cli.predict import main as predict_main
+    capsys.readouterr()
     assert predict_main([str(tmp_path / "in"), "--weights", str(_artifact(artifacts, "fp32-onnx")),
                          "--out", str(tmp_path / "py")]) == 2
+    err = capsys.readouterr().err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped:")]
+    assert len(skipped) == 1 and "half.jpg" in skipped[0] and "truncated" in skipped[0], err
+    assert "nothing was done" in err and not list((tmp_path / "py").glob("masks/*.png")), err
 
 
 def test_names_with_newlines_and_symlink_loops_are_reported_on_one_line(embed_build, artifacts, tmp_path):
