@@ -132,7 +132,7 @@ def test_killed_actor_mid_run_still_accounts_for_every_image(local_ray, onnx_mod
 
 
 def test_missing_artifact_fails_before_starting(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="none.onnx: no such artifact"):
         run_ray_job(tmp_path / "none.onnx", discover(SAMPLES), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

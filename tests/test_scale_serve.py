@@ -201,7 +201,8 @@ def test_cli_refuses_a_missing_artifact_without_starting_ray(tmp_path, capsys):
     assert exc.value.code == 2 and "0 (a random port) is not supported" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:                                  # argparse: a usage error
         main([str(tmp_path / "none.onnx"), "--replicas", "0"])
-    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("cmunext-serve: error: argument --replicas: 0 is out of range"), err
 
 
 def test_dicom_body_is_answered_with_a_seg_of_every_frame(server, tmp_path):
