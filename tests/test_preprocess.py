@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import cv2
 import numpy as np
@@ -99,3 +100,31 @@ def test_a_big_endian_uint16_array_is_read_as_uint16():
     from cmunext_edge.core.preprocess import to_bgr_uint8
     a = (np.arange(12).reshape(3, 4) * 5000).astype(np.uint16)
     assert np.array_equal(to_bgr_uint8(a.astype(">u2")), to_bgr_uint8(a))
+
+
+@pytest.mark.parametrize("edit, says", [
+    ({"height": 32.0}, "height must be a whole number, got 32.0"),          # was: OpenCV's dsize error at the first image
+    ({"in_channels": True}, "in_channels must be a whole number"),
+    ({"std": [0.229, 0.0, 0.225]}, "std finite numbers above 0"),          # was: inf/NaN network input
+    ({"mean": [0.485, "x", 0.406]}, "mean must hold finite numbers"),
+    ({"extra_scale": "0.5"}, "extra_scale must be a finite number, got '0.5'"),   # was: accepted, failed at use
+    ({"threshold": float("nan")}, "threshold must be a finite number"),
+    ({"max_pixel_value": -255.0}, "max_pixel_value and extra_scale must be above 0"),
+])
+def test_a_contract_with_values_of_the_wrong_kind_is_refused_when_read(edit, says):
+    """PreprocessSpec.from_json accepted a float size, a zero std and a string scale; each then
+    failed (or gave non-finite input) only when an image was preprocessed."""
+    import json
+    from cmunext_edge.core.preprocess import PreprocessSpec
+    data = {**json.loads(PreprocessSpec().to_json()), **edit}
+    with pytest.raises(ValueError, match=re.escape(says)):
+        PreprocessSpec.from_json(json.dumps(data))
+
+
+def test_numpy_scalars_in_a_contract_become_plain_numbers():
+    """A contract built from numpy values (e.g. a checkpoint's config) could not be written
+    (json.dumps of np.int64); they are stored as int / float, equal to the plain contract."""
+    from cmunext_edge.core.preprocess import PreprocessSpec
+    spec = PreprocessSpec(height=np.int64(256), threshold=np.float64(0.5), mean=np.array([0.485, 0.456, 0.406]))
+    assert spec == PreprocessSpec() and type(spec.height) is int and type(spec.mean[0]) is float
+    assert PreprocessSpec.from_json(spec.to_json()) == spec

@@ -15,6 +15,8 @@ high byte, which is what `cv2.imread(path)` in the official code does for 16-bit
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -41,6 +43,11 @@ class ImageReadError(ValueError):
     """An image file or array that cannot be used as network input."""
 
 
+def _real(value) -> bool:
+    """A finite real number (not a bool, a string or NaN/inf)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def naming(path, error) -> str:
     """The text of `error`, prefixed with `path` unless it names it already (every reported input
     names its file, also when the error came from an array check that never saw the path)."""
@@ -65,6 +72,23 @@ class PreprocessSpec:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
+        for key in ("height", "width", "in_channels"):
+            value = getattr(self, key)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise ValueError(f"{key} must be a whole number, got {value!r}")
+            object.__setattr__(self, key, int(value))          # numpy scalars too: to_json writes it
+        for key in ("max_pixel_value", "extra_scale", "threshold"):
+            if not _real(getattr(self, key)):
+                raise ValueError(f"{key} must be a finite number, got {getattr(self, key)!r}")
+            object.__setattr__(self, key, float(getattr(self, key)))
+        if not all(_real(v) for v in (*self.mean, *self.std)) or not all(v > 0 for v in self.std):
+            raise ValueError(f"mean must hold finite numbers and std finite numbers above 0, got mean "
+                             f"{tuple(self.mean)!r}, std {tuple(self.std)!r}")
+        for key in ("mean", "std"):
+            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
+        if self.max_pixel_value <= 0 or self.extra_scale <= 0:
+            raise ValueError(f"max_pixel_value and extra_scale must be above 0, got {self.max_pixel_value} "
+                             f"and {self.extra_scale}")
         for side in (self.height, self.width):
             if side <= 0 or side % 16:
                 raise ValueError(f"network input size must be a positive multiple of 16 "
@@ -101,10 +125,7 @@ class PreprocessSpec:
             raise ValueError(f"preprocessing contract has unknown key(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         try:
-            for key in ("mean", "std"):
-                if key in data:
-                    data[key] = tuple(float(v) for v in data[key])
-            return cls(**data)
+            return cls(**data)                 # __post_init__ checks and converts each value
         except TypeError as exc:
             raise ValueError(f"preprocessing contract is invalid ({exc})") from None
 
