@@ -654,6 +654,28 @@ def test_c_abi_refuses_impossible_strides_non_files_and_unimplemented_contracts(
     assert b"resizes with 'cubic'" in lib.cmunext_last_error()
 
 
+@pytest.mark.parametrize("edit, cpp_says, py_says", [
+    (("std&quot;: [0.229", "std&quot;: [0.0"), b"std must hold numbers above 0", "std finite numbers above 0"),
+    (("extra_scale&quot;: 0.00392", "extra_scale&quot;: -0.00392"), b"max_pixel_value and extra_scale must be above 0",
+     "max_pixel_value and extra_scale must be above 0")])
+def test_a_contract_with_a_zero_std_or_negative_scale_is_refused_by_python_and_cpp(embed_build, artifacts, tmp_path,
+                                                                                  edit, cpp_says, py_says):
+    """Both read a zero std (inf network input) or a negative scale as a valid contract; now both
+    refuse it at open, verification off too (the contract is read before anything runs)."""
+    from cmunext_edge.artifacts.meta import MetadataError
+    lib = _load_c_abi(embed_build["lib"])
+    ir = _copy(_artifact(artifacts, "fp16-ir"), tmp_path / "c", manifest=False)
+    text = ir.read_text()
+    assert edit[0] in text
+    ir.write_text(text.replace(edit[0], edit[1], 1))
+    opts = _Options(b"CPU", 0, 0, 0, None, 40_000_000, None)
+    bad = ctypes.c_void_p()
+    assert lib.cmunext_open(str(ir).encode(), ctypes.byref(opts), ctypes.byref(bad)) != 0 and not bad.value
+    assert cpp_says in lib.cmunext_last_error(), lib.cmunext_last_error()
+    with pytest.raises(MetadataError, match=py_says):
+        EdgeSegmenter.from_artifact(ir, verify=False)
+
+
 def test_out_is_checked_before_the_artifact_loads_and_file_bytes_are_printable(embed_build, artifacts, tmp_path):
     art = _artifact(artifacts, "fp32-onnx")
     (tmp_path / "afile").write_text("x")

@@ -103,7 +103,7 @@ def test_a_big_endian_uint16_array_is_read_as_uint16():
 
 
 @pytest.mark.parametrize("edit, says", [
-    ({"height": 32.0}, "height must be a whole number, got 32.0"),          # was: OpenCV's dsize error at the first image
+    ({"height": 32.5}, "height must be a whole number, got 32.5"),          # was: OpenCV's dsize error at the first image
     ({"in_channels": True}, "in_channels must be a whole number"),
     ({"std": [0.229, 0.0, 0.225]}, "std finite numbers above 0"),          # was: inf/NaN network input
     ({"mean": [0.485, "x", 0.406]}, "mean must hold finite numbers"),
@@ -123,8 +123,11 @@ def test_a_contract_with_values_of_the_wrong_kind_is_refused_when_read(edit, say
 
 def test_numpy_scalars_in_a_contract_become_plain_numbers():
     """A contract built from numpy values (e.g. a checkpoint's config) could not be written
-    (json.dumps of np.int64); they are stored as int / float, equal to the plain contract."""
+    (json.dumps of np.int64), and a size of 256.0 (which the C++ library reads as 256) reached
+    OpenCV as a float; they are stored as int / float, equal to the plain contract."""
     from cmunext_edge.core.preprocess import PreprocessSpec
-    spec = PreprocessSpec(height=np.int64(256), threshold=np.float64(0.5), mean=np.array([0.485, 0.456, 0.406]))
-    assert spec == PreprocessSpec() and type(spec.height) is int and type(spec.mean[0]) is float
+    spec = PreprocessSpec(height=np.int64(256), width=256.0, threshold=np.float64(0.5),
+                          mean=np.array([0.485, 0.456, 0.406]))
+    assert spec == PreprocessSpec() and type(spec.height) is int and type(spec.width) is int
+    assert type(spec.mean[0]) is float
     assert PreprocessSpec.from_json(spec.to_json()) == spec

@@ -74,7 +74,7 @@ class PreprocessSpec:
     def __post_init__(self):
         for key in ("height", "width", "in_channels"):
             value = getattr(self, key)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            if not (_real(value) and float(value).is_integer()):    # 256.0 too, as the C++ library reads it
                 raise ValueError(f"{key} must be a whole number, got {value!r}")
             object.__setattr__(self, key, int(value))          # numpy scalars too: to_json writes it
         for key in ("max_pixel_value", "extra_scale", "threshold"):

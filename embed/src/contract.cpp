@@ -86,6 +86,10 @@ Contract Contract::from_json(const std::string& s) {
     if (static_cast<int>(c.mean.size()) != c.in_channels || static_cast<int>(c.std.size()) != c.in_channels)
         invalid("mean and std need one value per input channel");
     if (!(c.threshold > 0.0 && c.threshold < 1.0)) invalid("threshold must lie in (0, 1)");
+    for (double s : c.std)                // as PreprocessSpec: a zero std would give inf input
+        if (!(s > 0.0)) invalid("std must hold numbers above 0");
+    if (!(c.max_pixel_value > 0.0) || !(c.extra_scale > 0.0))
+        invalid("max_pixel_value and extra_scale must be above 0");
     return c;
 }
 
