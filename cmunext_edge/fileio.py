@@ -244,7 +244,6 @@ def opencv_path(path):
         yield str(link)
 
 
-
 def loads_json(text):
     """json.loads for text read from a file or an artifact: nesting too deep to parse (json raises
     RecursionError, e.g. a damaged or hostile manifest.json of 100000 '[') is a ValueError like any

@@ -103,7 +103,8 @@ def describe_artifact(path: str | Path) -> dict:
             "files": [{"name": f.name, "bytes": f.stat().st_size} for f in files if f.is_file()],
             "sha256": sha256_file(path) if path.is_file() else None,
             "verification": (entry or {}).get("verification"), "in_manifest": entry is not None,
-            "manifest_problem": damaged,             "auto": (entry or {}).get("auto"), "calibration": (entry or {}).get("calibration"),
+            "manifest_problem": damaged, "auto": (entry or {}).get("auto"),
+            "calibration": (entry or {}).get("calibration"),
             "int8_settings": (entry or {}).get("int8_settings"), "files_check": files_check(path, flat)}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cmunext_edge.fileio import loads_json
+from cmunext_edge.fileio import SPECIAL_FILE, loads_json, not_a_file
 
 NAME = "manifest.json"
 FORMAT = "cmunext-edge export manifest"
@@ -30,8 +30,8 @@ def read_manifest(folder: str | Path) -> dict:
     path = manifest_path(folder)
     if not path.exists() and not path.is_symlink():     # a link to nothing is damaged, not absent
         return {"format": FORMAT, "version": 1, "artifacts": {}}
-    if path.exists() and not path.is_file() and not path.is_dir():   # a FIFO would block the read
-        raise ManifestError(f"{path} is damaged: not a regular file")
+    if not_a_file(path) == SPECIAL_FILE:              # a FIFO would block the read
+        raise ManifestError(f"{path} is damaged: {SPECIAL_FILE}")
     try:
         data = loads_json(path.read_text(encoding="utf-8"))    # whatever the locale
     except (ValueError, OSError, UnicodeDecodeError) as exc:

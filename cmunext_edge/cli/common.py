@@ -98,14 +98,15 @@ def device_name(text: str) -> str:
     return text.strip()
 
 
-def output_path(text: str) -> str:
-    """An argparse type: an output path, not empty (Path("") would be the current folder)."""
+def nonempty_path(text: str) -> str:
+    """An argparse type: a path, not empty (Path("") would be the current folder, for an output
+    and an input alike)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: give a path")
     return text
 
 
-input_path = output_path     # an input path, not empty either: "" read as the current folder is no input
+output_path = input_path = nonempty_path
 
 
 def csv_of(cast):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cmunext_edge._deps import MissingDependencyError, available
 from cmunext_edge.artifacts import kinds
-from cmunext_edge.artifacts.integrity import SignatureError, VerifyReport, check_trust, enforce, precheck, verify_loaded
+from cmunext_edge.artifacts.integrity import IntegrityError, SignatureError, VerifyReport, check_trust, enforce, precheck, verify_loaded
 from cmunext_edge.artifacts.signing import trust_policy
 from cmunext_edge.artifacts.meta import MetadataError
 from cmunext_edge.capabilities import MAX_THREADS
@@ -177,7 +177,7 @@ def open_backend(path: str | Path, device: str = "cpu", backend: str | None = No
     except MetadataError as exc:          # verified load refuses it, naming the file
         if not verify:
             raise
-        enforce(damaged_metadata(report, exc))
+        raise IntegrityError(damaged_metadata(report, exc).message()) from None
     loaded.signature = report.signature
     channels = loaded.input_shape[1]
     if isinstance(channels, int) and channels != loaded.spec.in_channels:
