@@ -77,3 +77,17 @@ def test_a_verification_record_that_contradicts_itself_is_not_believed(onnx_trai
     assert rc == 1 and "NOT TRUSTED" in out and "0.31" in err
     row = {"artifact": str(art), "precision": record["precision"], "agreement_dice": None}
     assert verification(row).startswith("NO") and "contradicts itself" in verification(row, long=True)
+
+
+def test_a_damaged_manifest_makes_the_bench_row_unverified_and_says_why(onnx_trained, tmp_path):
+    """Before: a bench row of an artifact whose manifest.json was damaged showed '-' (nothing known),
+    like one that never had a manifest; a damaged record is a refusal, as at a verified load."""
+    import shutil
+    from cmunext_edge.bench.report import verification
+    art = tmp_path / onnx_trained.artifact.name
+    shutil.copy(onnx_trained.artifact, art)
+    row = {"artifact": str(art), "precision": "fp32", "agreement_dice": None}
+    assert verification(row) == "-"                                       # no manifest: nothing known
+    (tmp_path / "manifest.json").write_text('{"artifacts": {')            # cut short
+    assert verification(row) == "NO"
+    assert "manifest.json" in verification(row, long=True) and verification(row, long=True).startswith("NO: ")

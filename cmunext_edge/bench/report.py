@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cmunext_edge._deps import require
 from cmunext_edge.artifacts.kinds import is_checkpoint
-from cmunext_edge.artifacts.manifest import manifest_entry
+from cmunext_edge.artifacts.manifest import manifest_lookup
 from cmunext_edge.core.agreement import HELD_OUT_UNKNOWN, NOT_HELD_OUT
 from cmunext_edge.fileio import atomic_path
 
@@ -34,12 +34,15 @@ def _mem(r) -> str:
 def verification(r, long: bool = False) -> str:
     """Whether a row's artifact is verified: 'yes' (export verification passed and, where the
     bench measured it, agreement with PyTorch meets the export floor of its precision), 'NO' (why
-    with `long`), 'ref' for a PyTorch checkpoint, '-' when nothing is known."""
+    with `long`; a damaged manifest.json beside it is 'NO' with its damage), 'ref' for a PyTorch
+    checkpoint, '-' when nothing is known."""
     from cmunext_edge.artifacts.meta import AGREEMENT_THRESHOLDS
     art = Path(r.get("artifact") or "")
     if is_checkpoint(art):
         return "ref"
-    entry = manifest_entry(art)
+    entry, damage = manifest_lookup(art)
+    if damage:
+        return f"NO: {damage}" if long else "NO"
     # The floor is that of the precision the row ran at: an FP32 IR compiled with
     # inference_precision=bf16 (OpenVINO's own default on CPUs with native BF16) is judged
     # against the bf16 floor, as its own gate in the row was, not against fp32's.
