@@ -39,7 +39,7 @@ class CalibrationSet:
     overlap: dict = field(default_factory=dict)   # names shared with calibration / training (verification)
     fingerprints: dict = field(default_factory=dict)   # name -> pixel fingerprint (data/fingerprint.py)
     spared: list = field(default_factory=list)   # the model's validation images the source held, left out
-    drawn: int | None = None               # how many were drawn, when these are the first of them (first())
+    drawn: int | None = None               # how many were drawn, when these are a draw of them (subset())
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -53,11 +53,14 @@ class CalibrationSet:
                 "files": [s.image.name for s in self.samples],
                 **({"drawn": self.drawn} if self.drawn is not None else {})}
 
-    def first(self, n: int) -> CalibrationSet:
-        """Its first `n` images (by name) as a set of their own, hashed anew; `drawn` keeps how many
-        were drawn (a target that calibrates on at most `n` images reads only these)."""
-        kept = self.samples[:n]
-        return replace(self, samples=kept, inputs=self.inputs[:n], masks=self.masks[:n],
+    def subset(self, n: int) -> CalibrationSet:
+        """`n` of its images drawn again with its seed (seeded_sample: in name order) as a set of their
+        own, hashed anew; `drawn` keeps how many were drawn (a target that calibrates on at most `n`
+        images reads only these). Not its first `n` by name: names sort by class in an official-layout
+        dataset ("benign (1)" ... "normal (9)"), so those would all be one class's images."""
+        kept = seeded_sample(self.samples, n, self.seed)
+        rows = [self.samples.index(s) for s in kept]
+        return replace(self, samples=kept, inputs=self.inputs[rows], masks=[self.masks[i] for i in rows] if self.masks else [],
                        sha256=set_digest(self.spec, self.seed, kept), drawn=len(self),
                        fingerprints={s.name: self.fingerprints[s.name] for s in kept if s.name in self.fingerprints})
 

@@ -24,7 +24,8 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # quantize (None: all ONNX Runtime can).
 # max_images caps the calibration images: percentile/entropy calibration keeps every intermediate
 # tensor of every image in memory (CMUNeXt-S, 128 images at 256x256: >23 GB, OOM-killed; about
-# 0.18 GB an image), so the default takes the first 16 of the calibration set (about 3 GB).
+# 0.18 GB an image), so the default takes 16 of the calibration set (about 3 GB), drawn again
+# with --seed (CalibrationSet.subset; benchmarks/results/ort_calib_draw_2026-12-06_zen4.md).
 # float_layers: nodes kept in float (not quantized), as for OpenVINO INT8: a name of
 # openvino_export.FLOAT_LAYERS or a list of node-name patterns (regexes, matched in full against
 # the ONNX node names, e.g. ".*/encoder1/up/conv/conv.0/.*"); None or "none": every node ORT can
@@ -49,7 +50,8 @@ def resolved_ort_options(overrides: dict, for_tensorrt: bool = False) -> dict:
 
 
 def calibration_cap(options) -> int | None:
-    """How many calibration images ONNX Runtime INT8 reads for `options` (the first max_images)."""
+    """How many calibration images ONNX Runtime INT8 reads for `options` (max_images of them, drawn
+    by CalibrationSet.subset)."""
     given = (options.ort_quant or {}).get("max_images")
     return ORT_DEFAULTS["max_images"] if given is None else given
 

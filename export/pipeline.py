@@ -234,8 +234,8 @@ def _image_sets(job: _Job):
 
 
 def _calibration_sets(job: _Job, truth: bool):
-    """(the calibration images drawn, the ones that calibrate): the same set, or its first images
-    where the target calibrates on at most so many (ONNX Runtime / TensorRT Q/DQ:
+    """(the calibration images drawn, the ones that calibrate): the same set, or a seeded draw of
+    them (CalibrationSet.subset) where the target calibrates on at most so many (ONNX Runtime / TensorRT Q/DQ:
     ort_quant.calibration_cap); the manifest records, and verification leaves out, only those."""
     o = job.options
     split = model_split(job.weights, job.ckpt.sha256)
@@ -249,10 +249,10 @@ def _calibration_sets(job: _Job, truth: bool):
                 "images (the shipped model's domain), not on this model's: pass --calib with images of its "
                 "own domain (not its verification images)")
     cap = job.target.calibration_cap(o)
-    calib_set = drawn.first(cap) if cap is not None and len(drawn) > cap else drawn
+    calib_set = drawn.subset(cap) if cap is not None and len(drawn) > cap else drawn
     job.log(f"calibration set: {len(calib_set)} images from {calib_set.source} (sha256 {calib_set.sha256[:12]})"
-            + (f"; {job.target.name} calibrates on at most {cap}: the first {cap} by name of the {len(drawn)} "
-               f"drawn (--calib-size), the others are not calibration images" if calib_set is not drawn else ""))
+            + (f"; {job.target.name} calibrates on at most {cap}: {cap} of the {len(drawn)} drawn "
+               f"(--calib-size), drawn again with --seed; the others are not calibration images" if calib_set is not drawn else ""))
     return drawn, calib_set
 
 

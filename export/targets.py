@@ -56,7 +56,8 @@ class ExportTarget:
     precision_requires: Mapping[Precision, tuple[str, ...]] = field(default_factory=dict, hash=False)
     install_hint: str | None = None      # replaces the generic pip hint when a module is missing
     calib_cap: str = ""                  # "module:function(options) -> int | None": the most
-    #                                      calibration images its INT8 reads (the first ones); "": all
+    #                                      calibration images its INT8 reads (a seeded draw of them,
+    #                                      CalibrationSet.subset); "": all
     from_artifact: bool = False          # packages an exported artifact: builder is
                                          # package(artifact, options, log) -> ExportResult, no embed
 

@@ -152,6 +152,25 @@ def test_calibration_sampling_is_seeded_and_uses_the_runtime_spec():
     assert (a.inputs[0] == spec(a.samples[0].image)).all()
 
 
+def test_a_capped_calibration_set_is_a_seeded_draw_across_classes_not_the_first_by_name():
+    """ONNX Runtime / TensorRT Q/DQ calibrate on at most 16 images. Before: the first 16 by name of the
+    drawn set, which in the default set (official-layout names: "benign (1)" ... "malignant (99)")
+    were 16 benign images; in a folder of video frames they would be one sequence's first frames."""
+    spec = get_preset("official")
+    drawn = make_calibration_set(None, spec, size=64, seed=0)
+    kept = drawn.subset(16)
+    names = [s.name for s in kept.samples]
+    assert len(kept) == 16 and kept.drawn == 64 and names == sorted(names)
+    assert {n.split(" (")[0] for n in names} == {"benign", "malignant"}, names     # both classes drawn
+    assert names != [s.name for s in drawn.samples][:16]
+    rows = [[s.name for s in drawn.samples].index(n) for n in names]
+    assert (kept.inputs == drawn.inputs[rows]).all() and (kept.inputs[3] == spec(kept.samples[3].image)).all()
+    assert all((a == drawn.masks[i]).all() for a, i in zip(kept.masks, rows))
+    assert kept.sha256 != drawn.sha256 and kept.manifest()["files"] == [s.image.name for s in kept.samples]
+    assert drawn.subset(16).sha256 == kept.sha256                                  # deterministic
+    assert make_calibration_set(None, spec, size=64, seed=1).subset(16).sha256 != kept.sha256
+
+
 def test_corrupted_calibration_folder_fails_before_anything(tmp_path):
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(CalibrationError, match="a.png"):
