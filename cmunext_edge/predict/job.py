@@ -31,7 +31,7 @@ import json
 import queue
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -303,20 +303,35 @@ def _dispatch(segmenters, q: queue.Queue, work, progress, lock, stop) -> None:
     How many batches exist at once is the reader's slot budget; a batch dropped after a stop
     still goes through `work`, which gives its slot back. An interrupt stops handing out
     batches and waits for the ones being written (their outputs are complete)."""
-    futures = []
-    with ThreadPoolExecutor(len(segmenters)) as pool:
-        try:
-            while (batch := q.get()) is not StopIteration:
-                if batch is None:
-                    if progress:
-                        with lock:
-                            progress.update()
-                    continue
-                futures.append(pool.submit(work, batch))
-                del batch
-        except BaseException:
-            stop.set()          # batches not yet started do nothing; running ones finish
-            raise
+    futures, interrupt = [], None
+    pool = ThreadPoolExecutor(len(segmenters))
+    try:
+        while (batch := q.get()) is not StopIteration:
+            if batch is None:
+                if progress:
+                    with lock:
+                        progress.update()
+                continue
+            futures.append(pool.submit(work, batch))
+            del batch
+    except BaseException:
+        stop.set()          # batches not yet started do nothing; running ones finish
+        raise
+    finally:
+        # Wait for the running batches even when Ctrl-C/SIGTERM lands during this wait: a worker
+        # left inside the runtime when the interpreter exits aborts the process (exit 134, not 130/143).
+        # Waited for through their futures, not Thread.join: a join interrupted by a signal marks the
+        # still running thread stopped (CPython before 3.13), and a second join returns at once.
+        while True:
+            try:
+                wait(futures)
+                pool.shutdown(wait=True)
+                break
+            except KeyboardInterrupt as exc:
+                stop.set()
+                interrupt = interrupt or exc
+    if interrupt is not None:
+        raise interrupt
     for f in futures:
         f.result()
 
