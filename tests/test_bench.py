@@ -335,3 +335,35 @@ def test_a_model_with_more_classes_than_the_data_says_why_it_has_no_dice(tmp_pat
     # "(agreement only)" only where an agreement figure stands in the row (was said beside "-")
     assert ("(agreement only)" in row["no_dice"]) == (row["agreement_dice"] is not None), row
     assert f"NO DICE {row['label']}: the data's ground truth has 1 class(es)" in capsys.readouterr().out
+
+
+def test_an_interrupt_during_parallel_throughput_waits_until_no_stream_is_inside_the_runtime():
+    """Ctrl-C/SIGTERM while measure_throughput waits for its streams must not leave a stream inside
+    the runtime: at interpreter exit such a (daemon) thread aborted the process (`terminate called
+    without an active exception`, exit 134, not 130/143). A real SIGINT, as Ctrl-C sends."""
+    import os
+    import signal
+    import threading
+    import time
+    from cmunext_edge.bench.timing import measure_throughput
+    inside = {"n": 0}
+    lock = threading.Lock()
+
+    class SlowBackend:
+        def infer(self, batch):
+            with lock:
+                inside["n"] += 1
+            time.sleep(0.2)
+            with lock:
+                inside["n"] -= 1
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            measure_throughput([SlowBackend(), SlowBackend()], np.zeros((1, 3, 16, 16), np.float32), 30.0)
+        assert inside["n"] == 0, "the interrupt returned while a stream was still inside infer()"
+        assert time.perf_counter() - started < 5, "the streams did not stop at the interrupt"
+    finally:
+        timer.cancel()

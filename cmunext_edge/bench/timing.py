@@ -85,24 +85,47 @@ def measure_throughput(backends: list, batch: np.ndarray, seconds: float) -> flo
                 return n / (time.perf_counter() - t0)
     barrier = threading.Barrier(len(backends) + 1)
     counts = [0] * len(backends)
+    stop = threading.Event()
+    finished = [threading.Event() for _ in backends]
 
     def worker(i, be):
-        be.infer(batch)                     # per-thread warm-up
-        barrier.wait()
-        deadline = time.perf_counter() + seconds
-        while True:
-            be.infer(batch)
-            counts[i] += batch.shape[0]
-            if time.perf_counter() >= deadline:
-                break
+        try:
+            be.infer(batch)                     # per-thread warm-up
+            barrier.wait()
+            deadline = time.perf_counter() + seconds
+            while not stop.is_set():
+                be.infer(batch)
+                counts[i] += batch.shape[0]
+                if time.perf_counter() >= deadline:
+                    break
+        except threading.BrokenBarrierError:    # the caller was interrupted before the start
+            pass
+        finally:
+            finished[i].set()
 
     threads = [threading.Thread(target=worker, args=(i, be), daemon=True) for i, be in enumerate(backends)]
     for t in threads:
         t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
+    try:
+        barrier.wait()
+        t0 = time.perf_counter()
+        for done in finished:
+            done.wait()
+    except BaseException:
+        # Ctrl-C/SIGTERM: stop the streams and wait until none is inside the runtime (a daemon
+        # thread left there when the interpreter exits aborts the process: exit 134, not 130/143).
+        # Not Thread.join: a join interrupted by a signal marks the running thread stopped
+        # (CPython before 3.13), so a second join would return at once.
+        stop.set()
+        barrier.abort()
+        for done in finished:
+            while True:
+                try:
+                    done.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue
+        raise
     return sum(counts) / (time.perf_counter() - t0)
 
 
