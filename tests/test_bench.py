@@ -367,3 +367,39 @@ def test_an_interrupt_during_parallel_throughput_waits_until_no_stream_is_inside
         assert time.perf_counter() - started < 5, "the streams did not stop at the interrupt"
     finally:
         timer.cancel()
+
+
+@pytest.mark.parametrize("fails_at", [1, 3])       # 1: its warm-up call; 3: while measuring
+def test_a_stream_that_fails_during_parallel_throughput_raises_its_error_and_stops_the_others(fails_at):
+    """Before: a stream whose warm-up failed never reached the start barrier, so the caller and the
+    other streams waited for ever; one that failed later was dropped silently and the rate was
+    computed over the streams that ran on. Now its error is raised, once every stream has stopped."""
+    import threading
+    import time
+    from cmunext_edge.bench.timing import measure_throughput
+
+    class Backend:
+        def __init__(self, fail):
+            self.calls, self.fail = 0, fail
+
+        def infer(self, batch):
+            self.calls += 1
+            time.sleep(0.01)
+            if self.fail and self.calls >= fails_at:
+                raise RuntimeError("device lost")
+
+    good, bad = Backend(False), Backend(True)
+    result = {}
+
+    def run():
+        try:
+            result["value"] = measure_throughput([good, bad], np.zeros((1, 3, 16, 16), np.float32), 30.0)
+        except Exception as exc:       # noqa: BLE001 - the one under test
+            result["error"] = exc
+    t = threading.Thread(target=run, daemon=True)
+    started = time.perf_counter()
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "measure_throughput hung after a stream failed"
+    assert isinstance(result.get("error"), RuntimeError) and "device lost" in str(result["error"]), result
+    assert time.perf_counter() - started < 10, "the other stream ran on to its 30 s deadline"

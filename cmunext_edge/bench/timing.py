@@ -87,6 +87,7 @@ def measure_throughput(backends: list, batch: np.ndarray, seconds: float) -> flo
     counts = [0] * len(backends)
     stop = threading.Event()
     finished = [threading.Event() for _ in backends]
+    errors: list[Exception] = []
 
     def worker(i, be):
         try:
@@ -98,8 +99,12 @@ def measure_throughput(backends: list, batch: np.ndarray, seconds: float) -> flo
                 counts[i] += batch.shape[0]
                 if time.perf_counter() >= deadline:
                     break
-        except threading.BrokenBarrierError:    # the caller was interrupted before the start
+        except threading.BrokenBarrierError:    # the caller was interrupted, or another stream failed
             pass
+        except Exception as exc:                # a stream that fails stops them all; the caller raises it
+            errors.append(exc)
+            stop.set()
+            barrier.abort()
         finally:
             finished[i].set()
 
@@ -109,6 +114,9 @@ def measure_throughput(backends: list, batch: np.ndarray, seconds: float) -> flo
     try:
         barrier.wait()
         t0 = time.perf_counter()
+        for done in finished:
+            done.wait()
+    except threading.BrokenBarrierError:        # a stream failed before the start (warm-up)
         for done in finished:
             done.wait()
     except BaseException:
@@ -126,6 +134,8 @@ def measure_throughput(backends: list, batch: np.ndarray, seconds: float) -> flo
                 except KeyboardInterrupt:
                     continue
         raise
+    if errors:          # a stream failed: its error, not a rate over the streams that ran on
+        raise errors[0]
     return sum(counts) / (time.perf_counter() - t0)
 
 
