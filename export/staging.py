@@ -59,6 +59,11 @@ class sigterm_raises:
         if self.received:
             raise self.error()
 
+    def handled(self) -> None:
+        """The block reported the SIGTERM that arrived itself (a batch job's "stopped early" and exit
+        143): `reraise_at_exit` does not raise it again."""
+        self.received = False
+
     def __exit__(self, exc_type, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)

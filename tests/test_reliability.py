@@ -531,6 +531,9 @@ def test_sigterm_mid_video_writes_its_summary(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "Traceback" not in err and "SIGTERM" in err, err
     assert "skipped: terminated (SIGTERM)" in err, err            # the "each below" its line announced
+    errors = [ln for ln in err.splitlines() if ln.startswith("cmunext-predict: error:")]
+    assert len(errors) == 1 and "stopped early: terminated (SIGTERM)" in errors[0], err   # one line, not a second
+    assert "nothing more was done" not in err, err                 # "...; nothing more was done" after it
     summary = json.loads((out / "video_summary.json").read_text())
     masks = len(list(out.glob("masks/*.png")))
     assert 5 <= summary["frames_written"] == masks < 400
@@ -560,6 +563,8 @@ def test_sigterm_mid_predict_is_handled_like_ctrl_c(tmp_path):
     masks = {p.stem for p in (out / "masks").glob("*.png")}
     assert proc.returncode == 143 and "Traceback" not in err and "SIGTERM" in err, err
     assert masks == {p.stem for p in (out / "overlays").glob("*.png")} and 0 < len(masks) < 60
+    errors = [ln for ln in err.splitlines() if ln.startswith("cmunext-predict: error:")]
+    assert len(errors) == 1 and "stopped early: terminated (SIGTERM)" in errors[0], err   # as Ctrl-C: one line
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["n_images"] == len(masks) and len(summary["skipped"]) == 60 - len(masks)
 

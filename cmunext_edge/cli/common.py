@@ -197,8 +197,11 @@ def cli_main(prog: str):
             token = _DEBUG.set("--debug" in argv)
             argv = [a for a in argv if a != "--debug"]
             try:
-                with sigterm_as_interrupt():
-                    return main(argv)
+                with sigterm_as_interrupt() as sigterm:
+                    code = main(argv)
+                    if code == EXIT_TERMINATED:     # the CLI stopped at the SIGTERM and said so itself
+                        sigterm.handled()
+                    return code
             except KeyboardInterrupt as exc:       # fail() prints the traceback under --debug
                 what = "terminated (SIGTERM)" if by_sigterm(exc) else "interrupted"
                 return fail(prog, f"{what}; nothing more was done", interrupted_code(exc))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cmunext_edge.fileio import printable
 from cmunext_edge.progress import Progress
-from cmunext_edge.cli.common import fail
+from cmunext_edge.cli.common import fail, interrupted_code
 from cmunext_edge.cli.preflight import SUB_FOLDERS, check_outputs, input_files
 
 PROG = "cmunext-predict"
@@ -135,17 +135,19 @@ def run_video(args) -> int:
     skipped = _unread(args.source)           # {path, error}: what the summary JSON lists as skipped
     for entry in skipped:
         print(f"skipped: {printable(entry['error'])}", file=sys.stderr)
-    missing, done = len(skipped), []
+    missing, done, interrupted = len(skipped), [], None
     try:
         for source, sub in sources:
             try:
                 summary = _one(segmenter, source, Path(args.out) / sub if sub else Path(args.out), args)
             except KeyboardInterrupt as exc:        # what was written is accounted for, then 130/143
-                if getattr(exc, "video_record", None) is not None:
-                    done.append(exc.video_record)
-                    for problem in exc.video_record["problems"]:     # the "each below" of its line
-                        print(f"skipped: {printable(problem)}", file=sys.stderr)
-                raise
+                if getattr(exc, "video_record", None) is None:
+                    raise
+                done.append(exc.video_record)
+                for problem in exc.video_record["problems"]:     # the "each below" of its line
+                    print(f"skipped: {printable(problem)}", file=sys.stderr)
+                interrupted = exc
+                break
             except (ValueError, OSError) as exc:    # VideoSourceError, a frame over the pixel limit
                 print(f"skipped: {printable(exc)}", file=sys.stderr)
                 skipped.append({"path": source, "error": str(exc)})
@@ -161,6 +163,10 @@ def run_video(args) -> int:
             if problem:
                 print(f"skipped: {printable(problem)}", file=sys.stderr)
                 missing += 1
+    if interrupted is not None:      # one line, as a batch job's: what was written stays, then 130/143
+        print(f"{PROG}: error: stopped early: {printable(str(interrupted) or 'interrupted (Ctrl-C)')}; the frames "
+              f"counted above have all their outputs on disk, the rest was not read", file=sys.stderr)
+        return interrupted_code(interrupted)
     if not done:
         return fail(PROG, f"{args.source}: no video could be read (each reason is above); nothing was done")
     if not any(record["frames_written"] for record in done):
