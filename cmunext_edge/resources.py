@@ -61,8 +61,12 @@ def resolve_weights(name_or_path: str | Path | None) -> Path:
     models = shipped_models()
     if str(name_or_path) in models:
         return models[str(name_or_path)]
+    if not models:      # a device bundle's environment: its wheel carries no model of its own
+        raise FileNotFoundError(f"{name_or_path!r} is neither a file nor a shipped model, and this install "
+                                f"ships no model (a device bundle's environment, for example): pass the "
+                                f"artifact to run (--weights FILE; a bundle's is in its folder)")
     raise FileNotFoundError(f"{name_or_path!r} is neither a file nor a shipped model "
-                            f"(shipped: {', '.join(models) or 'none'})")
+                            f"(shipped: {', '.join(models)})")
 
 
 def shipped_model_name(sha256: str) -> str | None:

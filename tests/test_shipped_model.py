@@ -74,3 +74,23 @@ def test_base_validation_figures_of_the_card_reproduce(busi, tmp_path):
     summary = run_job(EdgeSegmenter("cmunext-base-busi"), samples, tmp_path, write_overlays=False).summary()
     assert abs(summary["mean_dice"] - card["val_dice"]) < 1e-4
     assert abs(summary["mean_iou"] - card["val_iou"]) < 1e-4
+
+
+def test_an_install_without_models_says_so_and_asks_for_the_artifact(monkeypatch, tmp_path, capsys):
+    """A device bundle's environment ships no model: without --weights the CLIs said
+    "'cmunext-s-busi' is neither a file nor a shipped model (shipped: none)"."""
+    import shutil
+    from cmunext_edge import resources
+    from cmunext_edge.cli.predict import main as predict_main
+    from cmunext_edge.resources import SAMPLES_DIR
+
+    def no_models():
+        raise FileNotFoundError("no models/")
+    monkeypatch.setattr(resources, "models_dir", no_models)
+    with pytest.raises(FileNotFoundError, match="this install ships no model .* pass the artifact to run"):
+        resources.resolve_weights(None)
+    (tmp_path / "in").mkdir()
+    shutil.copy(next((SAMPLES_DIR / "images").glob("*.png")), tmp_path / "in")
+    assert predict_main([str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ships no model" in err and "--weights FILE" in err and "shipped: none" not in err, err
