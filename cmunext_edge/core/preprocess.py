@@ -244,7 +244,8 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
         if type(image).__name__ in ("Dataset", "FileDataset"):       # a Dataset without file_meta
             raise ImageReadError("a pydicom Dataset without file_meta: its transfer syntax is unknown; set "
                                  "ds.file_meta (pynetdicom: ds.file_meta = event.file_meta)")
-        raise ImageReadError(f"expected an image path or a numpy array, got {type(image).__name__}")
+        raise ImageReadError(f"expected an image path or a numpy array, got {type(image).__name__}"
+                             f"{_type_hint(image)}")
     if channel_order not in ("bgr", "rgb"):
         raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
     if image.dtype.kind == "u" and image.dtype.itemsize == 2:      # uint16 in either byte order ('>u2' too)
@@ -263,6 +264,17 @@ def to_bgr_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
     if channel_order == "rgb":
         image = image[..., ::-1]
     return np.ascontiguousarray(image)
+
+
+def _type_hint(image) -> str:
+    """How to pass an object that is neither a path nor an array (bytes, a PIL image) as an image."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return ("; a file path goes in as str or pathlib.Path (os.fsdecode(path)), encoded image data "
+                "(PNG/JPEG bytes) decoded first: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)")
+    if type(image).__module__.split(".")[0] == "PIL":
+        return ("; a PIL image is RGB: pass np.asarray(img.convert('RGB')) with channel_order='rgb' "
+                "(convert first: a palette or 16-bit image's raw values are not its pixels)")
+    return ""
 
 
 def _dtype_hint(image: np.ndarray) -> str:

@@ -18,6 +18,7 @@ too (their mask and probability at that size would take gigabytes).
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Mapping, Set
@@ -183,6 +184,7 @@ class EdgeSegmenter:
 
     def _segment_chunk(self, images, channel_order, first: int = 0, total: int = 1):
         t0 = time.perf_counter()
+        images = [_as_path(img) for img in images]
         bgrs = [self._to_bgr(img, channel_order, first + i, total) for i, img in enumerate(images)]
         sources = [str(img) if isinstance(img, (str, Path)) else None for img in images]
         batch = np.stack([self.spec.preprocess(b) for b in bgrs])
@@ -207,6 +209,14 @@ class EdgeSegmenter:
                          "postprocess_ms": (t3 - t2) * 1e3 / n, "total_ms": (t3 - t0) * 1e3 / n,
                          "batch_size": n}
         return results
+
+
+def _as_path(obj):
+    """An os.PathLike other than str/Path (PurePath, a custom __fspath__ object) as a Path, so that it is
+    read as the image path it is; anything else unchanged."""
+    if isinstance(obj, os.PathLike) and not isinstance(obj, Path):
+        return Path(os.fsdecode(obj))
+    return obj
 
 
 def _whole_number(value, low: int, high: float = float("inf")) -> bool:
@@ -239,7 +249,7 @@ def _image_list(images) -> list:
                              f"of shape {images.shape}: for one image call segment(), for a stack of gray "
                              "images pass a list or add a channel axis")
         return list(images)
-    if isinstance(images, (str, bytes, Path)) or is_image_source(images):
+    if isinstance(images, (str, bytes, os.PathLike)) or is_image_source(images):
         raise ValueError(f"segment_batch takes a sequence of images, got one ({images!r:.80}): "
                          "call segment() for one image")
     if isinstance(images, (Mapping, Set)):     # iterated, a dict gives its keys and a set no order

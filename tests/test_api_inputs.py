@@ -1,0 +1,62 @@
+"""What a device app hands EdgeSegmenter besides a str/Path or an array: any os.PathLike is read as the
+path it is (a PurePath was "expected an image path or a numpy array, got PurePosixPath"), and bytes or a
+PIL image are refused saying how to pass them."""
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+
+from cmunext_edge import EdgeSegmenter
+from cmunext_edge.core.preprocess import ImageReadError
+from cmunext_edge.resources import SAMPLES_DIR
+
+IMAGE = sorted((SAMPLES_DIR / "images").glob("*.png"))[0]
+
+
+class _PathLike:
+    """A path object of the caller's own (what os.fspath accepts)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __fspath__(self):
+        return self.path
+
+
+@pytest.fixture(scope="module")
+def seg():
+    with EdgeSegmenter() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def reference(seg):
+    return seg.segment(IMAGE).mask
+
+
+@pytest.mark.parametrize("make", [lambda p: PurePosixPath(p), lambda p: _PathLike(str(p)),
+                                  lambda p: _PathLike(str(p).encode())], ids=["PurePosixPath", "str", "bytes"])
+def test_any_path_like_is_read_as_its_path(seg, reference, make):
+    result = seg.segment(make(IMAGE))
+    assert np.array_equal(result.mask, reference) and result.source == str(IMAGE)
+    batch = seg.segment_batch([make(IMAGE), IMAGE])
+    assert all(np.array_equal(r.mask, reference) for r in batch)
+    with pytest.raises(ValueError, match="got one"):        # one path-like is one image, not a sequence
+        seg.segment_batch(make(IMAGE))
+
+
+def test_bytes_say_how_to_pass_a_path_or_encoded_data(seg):
+    with pytest.raises(ImageReadError, match=r"got bytes; a file path goes in as str .* cv2\.imdecode"):
+        seg.segment(str(IMAGE).encode())
+    with pytest.raises(ImageReadError, match=r"got bytearray; .* cv2\.imdecode"):
+        seg.segment(bytearray(IMAGE.read_bytes()))
+
+
+def test_a_pil_image_says_how_to_pass_it(seg, reference):
+    Image = pytest.importorskip("PIL.Image")
+    img = Image.open(IMAGE)
+    with pytest.raises(ImageReadError, match=r"a PIL image is RGB: pass np\.asarray\(img\.convert\('RGB'\)\) "
+                                             r"with channel_order='rgb'"):
+        seg.segment(img)
+    hinted = seg.segment(np.asarray(img.convert("RGB")), channel_order="rgb")     # the hint gives the same mask
+    assert np.array_equal(hinted.mask, reference)
