@@ -1,6 +1,7 @@
 """What a device app hands EdgeSegmenter besides a str/Path or an array: any os.PathLike is read as the
 path it is (a PurePath was "expected an image path or a numpy array, got PurePosixPath"), and bytes or a
-PIL image are refused saying how to pass them."""
+PIL image are refused saying how to pass them; segment_frames refuses an argument of the wrong kind
+with its own error (it was a TypeError from os.fspath) and checks batch_size before reading frames."""
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -60,3 +61,15 @@ def test_a_pil_image_says_how_to_pass_it(seg, reference):
         seg.segment(img)
     hinted = seg.segment(np.asarray(img.convert("RGB")), channel_order="rgb")     # the hint gives the same mask
     assert np.array_equal(hinted.mask, reference)
+
+
+@pytest.mark.parametrize("source", [np.zeros((8, 8), np.uint8), None, 3.5])
+def test_segment_frames_refuses_what_is_not_dicom_by_kind(seg, source):
+    with pytest.raises(ImageReadError, match="segment_frames takes a DICOM file path or a pydicom Dataset, got"):
+        seg.segment_frames(source)
+
+
+def test_segment_frames_checks_batch_size_before_reading(seg, tmp_path):
+    # a missing file would say "no such file"; the bad batch size is found first, before any frame is read
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+        seg.segment_frames(tmp_path / "missing.dcm", batch_size=0)

@@ -81,7 +81,13 @@ class EdgeSegmenter:
         """Every frame of a DICOM file or pydicom Dataset (single- or multi-frame), in frame order."""
         from cmunext_edge._deps import MissingDependencyError
         from cmunext_edge.core.dicom import DicomError, read_frames
-        self._check_open()                  # before reading (and decoding) every frame of the file
+        dicom = _as_path(dicom)
+        if not is_image_source(dicom):      # os.fspath's TypeError ("expected str, bytes or os.PathLike") else
+            raise ImageReadError(f"segment_frames takes a DICOM file path or a pydicom Dataset, got "
+                                 f"{type(dicom).__name__}" + ("; for an image array call segment()"
+                                                              if isinstance(dicom, np.ndarray) else ""))
+        _check_call(batch_size, "bgr")      # before reading (and decoding) every frame of the file
+        self._check_open()
         try:
             frames = read_frames(dicom, self.max_pixels)
         except DicomError as exc:
