@@ -1,9 +1,11 @@
 """What a device app hands EdgeSegmenter besides a str/Path or an array: any os.PathLike is read as the
 path it is (a PurePath was "expected an image path or a numpy array, got PurePosixPath"), and bytes or a
-PIL image are refused saying how to pass them; segment_frames refuses an argument of the wrong kind
-with its own error (it was a TypeError from os.fspath) and checks batch_size before reading frames."""
-from pathlib import Path, PurePosixPath
+PIL image are refused saying how to pass them; segment_frames and stream refuse an argument of the
+wrong kind with their own error (a TypeError from os.fspath, and "OpenCV cannot open this video file"
+with the array printed, before)."""
+from pathlib import PurePosixPath
 
+import cv2
 import numpy as np
 import pytest
 
@@ -73,3 +75,20 @@ def test_segment_frames_checks_batch_size_before_reading(seg, tmp_path):
     # a missing file would say "no such file"; the bad batch size is found first, before any frame is read
     with pytest.raises(ValueError, match="batch_size must be a whole number"):
         seg.segment_frames(tmp_path / "missing.dcm", batch_size=0)
+
+
+@pytest.mark.parametrize("source", [np.zeros((8, 8), np.uint8), None, True, -1, 2.0, b"clip.mp4"])
+def test_stream_refuses_what_is_no_video_source(seg, source):
+    with pytest.raises(ValueError, match="stream takes a video file path, a camera index"):
+        seg.stream(source)
+
+
+def test_stream_still_takes_its_sources(seg, tmp_path):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(2):
+        writer.write(cv2.imread(str(IMAGE))[:48, :64])
+    writer.release()
+    for source in (video, str(video), PurePosixPath(video)):
+        assert [i for i, _, _ in seg.stream(source)] == [0, 1]
+    assert callable(getattr(seg.stream(0), "__next__", None))      # a camera index: opened on the first next()

@@ -116,6 +116,11 @@ class EdgeSegmenter:
         thread while frames are inferred (cmunext_edge.predict.video.stream). Arguments are checked
         here, when it is called, before a camera or file is opened."""
         from cmunext_edge.predict.video import stream
+        source = _as_path(source)
+        if not (isinstance(source, (str, Path)) or _whole_number(source, 0)):
+            # else an array or None was opened as a video file named by its repr ("OpenCV cannot open ...")
+            raise ValueError(f"stream takes a video file path, a camera index (0, 1, ...) or a stream URL, got "
+                             f"{type(source).__name__} {source!r:.60}: for an image call segment()")
         _check_call(batch_size, "bgr")
         if max_frames is not None and not _whole_number(max_frames, 1):
             raise ValueError(f"max_frames must be a positive whole number or None (every frame), got {max_frames!r}")
