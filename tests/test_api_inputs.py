@@ -92,3 +92,26 @@ def test_stream_still_takes_its_sources(seg, tmp_path):
     for source in (video, str(video), PurePosixPath(video)):
         assert [i for i, _, _ in seg.stream(source)] == [0, 1]
     assert callable(getattr(seg.stream(0), "__next__", None))      # a camera index: opened on the first next()
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+@pytest.mark.parametrize("hw", [(256, 256), (300, 200)])
+def test_mask_and_probability_are_row_major_at_every_size(classes, hw):
+    """At network size (no resize) a several-class probability and mask were a transposed view of the
+    CxHxW logits: the values right, the memory planar, so a buffer handed to C code read them wrong."""
+    from cmunext_edge.core.preprocess import get_preset
+    logits = np.random.default_rng(0).normal(size=(classes, 256, 256)).astype(np.float32)
+    prob, mask = get_preset("official").postprocess(logits, hw)
+    assert prob.flags.c_contiguous and mask.flags.c_contiguous
+    expected = 1.0 / (1.0 + np.exp(-logits.transpose(1, 2, 0)))
+    if hw == (256, 256):
+        assert np.allclose(prob, expected[..., 0] if classes == 1 else expected)
+
+
+def test_a_several_class_result_at_network_size_is_row_major(three_class):
+    with EdgeSegmenter(three_class["checkpoint"]) as seg:
+        image = cv2.resize(cv2.imread(str(IMAGE)), (256, 256))
+        result = seg.segment(image)
+        assert result.mask.shape == (256, 256, 3)
+        assert result.mask.flags.c_contiguous and result.probability.flags.c_contiguous
+        assert np.array_equal(np.frombuffer(result.mask.tobytes(order="A"), bool).reshape(256, 256, 3), result.mask)

@@ -167,6 +167,9 @@ class PreprocessSpec:
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         if prob.ndim == 3 and prob.shape[2] == 1:
             prob = prob[..., 0]
+        # row-major whatever the size: at network size (no resize) several classes were a transposed
+        # view, so mask.ctypes.data / a buffer handed to C code held the classes planar, not HxWxC
+        prob = np.ascontiguousarray(prob)
         return prob, prob > self.threshold
 
 
