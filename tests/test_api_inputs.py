@@ -115,3 +115,10 @@ def test_a_several_class_result_at_network_size_is_row_major(three_class):
         assert result.mask.shape == (256, 256, 3)
         assert result.mask.flags.c_contiguous and result.probability.flags.c_contiguous
         assert np.array_equal(np.frombuffer(result.mask.tobytes(order="A"), bool).reshape(256, 256, 3), result.mask)
+
+
+def test_from_artifact_refuses_none_rather_than_run_the_shipped_checkpoint():
+    # from_artifact(os.environ.get("CART_MODEL")) with the variable unset ran the research checkpoint
+    # through PyTorch instead of the verified artifact, and said nothing
+    with pytest.raises(ValueError, match="from_artifact needs the artifact's path, got None"):
+        EdgeSegmenter.from_artifact(None)

@@ -69,6 +69,9 @@ class EdgeSegmenter:
     @classmethod
     def from_artifact(cls, path, device: str = "cpu", strict_device: bool = False,
                       verify: bool = True, **options) -> "EdgeSegmenter":
+        if path is None:    # from_artifact(os.environ.get("MODEL")) unset would silently run the shipped checkpoint
+            raise ValueError("from_artifact needs the artifact's path, got None (EdgeSegmenter() runs the shipped "
+                             "model through PyTorch)")
         return cls(path, device=device, strict_device=strict_device, verify=verify, **options)
 
     # --- public API -----------------------------------------------------------------
