@@ -33,17 +33,17 @@ def seg():
 
 
 @pytest.fixture(scope="module")
-def reference(seg):
+def expected_mask(seg):
     return seg.segment(IMAGE).mask
 
 
 @pytest.mark.parametrize("make", [lambda p: PurePosixPath(p), lambda p: _PathLike(str(p)),
                                   lambda p: _PathLike(str(p).encode())], ids=["PurePosixPath", "str", "bytes"])
-def test_any_path_like_is_read_as_its_path(seg, reference, make):
+def test_any_path_like_is_read_as_its_path(seg, expected_mask, make):
     result = seg.segment(make(IMAGE))
-    assert np.array_equal(result.mask, reference) and result.source == str(IMAGE)
+    assert np.array_equal(result.mask, expected_mask) and result.source == str(IMAGE)
     batch = seg.segment_batch([make(IMAGE), IMAGE])
-    assert all(np.array_equal(r.mask, reference) for r in batch)
+    assert all(np.array_equal(r.mask, expected_mask) for r in batch)
     with pytest.raises(ValueError, match="got one"):        # one path-like is one image, not a sequence
         seg.segment_batch(make(IMAGE))
 
@@ -55,14 +55,14 @@ def test_bytes_say_how_to_pass_a_path_or_encoded_data(seg):
         seg.segment(bytearray(IMAGE.read_bytes()))
 
 
-def test_a_pil_image_says_how_to_pass_it(seg, reference):
+def test_a_pil_image_says_how_to_pass_it(seg, expected_mask):
     Image = pytest.importorskip("PIL.Image")
     img = Image.open(IMAGE)
     with pytest.raises(ImageReadError, match=r"a PIL image is RGB: pass np\.asarray\(img\.convert\('RGB'\)\) "
                                              r"with channel_order='rgb'"):
         seg.segment(img)
     hinted = seg.segment(np.asarray(img.convert("RGB")), channel_order="rgb")     # the hint gives the same mask
-    assert np.array_equal(hinted.mask, reference)
+    assert np.array_equal(hinted.mask, expected_mask)
 
 
 @pytest.mark.parametrize("source", [np.zeros((8, 8), np.uint8), None, 3.5])
@@ -122,3 +122,16 @@ def test_from_artifact_refuses_none_rather_than_run_the_shipped_checkpoint():
     # through PyTorch instead of the verified artifact, and said nothing
     with pytest.raises(ValueError, match="from_artifact needs the artifact's path, got None"):
         EdgeSegmenter.from_artifact(None)
+
+
+def test_a_batch_option_a_static_ir_cannot_take_is_reported(ckpt_s, tmp_path):
+    """`batch=4` on an IR exported with a static batch of 1 was accepted and silently not applied."""
+    pytest.importorskip("openvino")
+    from cmunext_edge.export.pipeline import export
+    ir = export(ckpt_s, target="ov", out=tmp_path, imgsz=128, calib_size=4).artifact
+    with EdgeSegmenter(ir, batch=4) as seg:
+        described = seg.describe()
+        assert described["input_shape"][0] == 1
+        assert "requested batch 4, ran 1: this IR's batch is static" in described["fallback"]
+    with EdgeSegmenter(ir, batch=1) as seg:           # what it runs anyway: nothing to report
+        assert seg.describe()["fallback"] is None

@@ -109,6 +109,11 @@ class OpenVINOBackend(Backend):
         if shape[0].is_dynamic and batch:   # the NPU compiles static shapes only
             model.reshape([int(batch)] + [d.get_length() for d in list(shape)[1:]])
             shape = model.input(0).get_partial_shape()
+        asked = self.options.get("batch")
+        if asked and shape[0].is_static and shape[0].get_length() != int(asked):   # was ignored silently
+            self.fallback_reason = "; ".join(filter(None, (
+                self.fallback_reason, f"requested batch {asked}, ran {shape[0].get_length()}: this IR's batch is "
+                                      f"static (export it with --dynamic to choose one)")))
         self.input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
 
     @staticmethod
