@@ -135,3 +135,17 @@ def test_a_batch_option_a_static_ir_cannot_take_is_reported(ckpt_s, tmp_path):
         assert "requested batch 4, ran 1: this IR's batch is static" in described["fallback"]
     with EdgeSegmenter(ir, batch=1) as seg:           # what it runs anyway: nothing to report
         assert seg.describe()["fallback"] is None
+
+
+def test_the_pytorch_threads_option_sets_pytorchs_thread_count():
+    """`EdgeSegmenter(threads=1)` on a checkpoint was accepted and ignored (PyTorch ran on every core)."""
+    torch = pytest.importorskip("torch")
+    from cmunext_edge.runtime.segmenter import EdgeSegmenter
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with EdgeSegmenter(threads=1) as seg:
+            assert torch.get_num_threads() == 1
+            assert seg.segment(np.zeros((40, 40), np.uint8)).mask.shape == (40, 40)
+    finally:
+        torch.set_num_threads(before)

@@ -4,7 +4,9 @@ Options: `channels_last`; `fold_bn` (core/fold.py: exact, one pass less per fold
 `cuda_graphs` (CUDA only: the first call of each input shape captures the forward pass into a
 CUDA graph, and later calls of that shape copy the input into its static buffer and replay it,
 which removes the per-layer launch cost that dominates batch 1; on the CPU the option is
-reported as a fallback and ignored)."""
+reported as a fallback and ignored); `threads`: PyTorch's intra-op thread count, which is
+process-wide (torch.set_num_threads), set when the backend opens: the last segmenter opened with
+it sets it for every PyTorch model of the process."""
 from __future__ import annotations
 
 import numpy as np
@@ -35,6 +37,8 @@ class TorchBackend(Backend):
             self._fallback("cpu", f"PyTorch backend has no device {device!r}")
             device = "cpu"
         self.device = device
+        if self.options.get("threads"):      # process-wide (the docstring); it was accepted and ignored
+            torch.set_num_threads(int(self.options["threads"]))
         precision = self.options.get("precision") or "fp32"
         if precision not in self._DTYPES:
             raise ValueError(f"pytorch precision must be one of {list(self._DTYPES)}, got {precision!r}")
