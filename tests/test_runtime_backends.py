@@ -154,3 +154,26 @@ def test_an_indexed_openvino_device_gets_its_familys_settings(device, expected):
     assert config.get("INFERENCE_PRECISION_HINT") == expected and "INFERENCE_NUM_THREADS" not in config
     assert device_family("gpu.1") == "GPU" and device_family("AUTO") == "AUTO"
     assert OpenVINOBackend._compile_config({"threads": 2}, {"precision": "fp32"}, "CPU")["INFERENCE_NUM_THREADS"] == 2
+
+
+def test_a_gpu_index_reaches_onnx_runtime_or_is_refused(artifacts, tmp_path):
+    """`cuda:1` was cut to `cuda` and ran on GPU 0 (ONNX Runtime) or on the current device (TensorRT)
+    without a word: ONNX Runtime now passes the index as the provider's device_id; TensorRT, whose
+    engine, stream and buffers use the current CUDA device, refuses another index, naming the way."""
+    from cmunext_edge.runtime.base import BackendError
+    from cmunext_edge.runtime.onnxruntime_backend import parse_device
+    from cmunext_edge.runtime.registry import check_request
+    from cmunext_edge.runtime.tensorrt_backend import TensorRTBackend
+    assert parse_device("cuda:1") == ("cuda", 1) and parse_device("GPU:2") == ("cuda", 2)
+    assert parse_device("trt:0") == ("tensorrt", 0) and parse_device("cpu") == ("cpu", None)
+    for bad in ("cpu:1", "openvino:1", "cuda:x", "cuda:"):
+        with pytest.raises(BackendError, match="an index .* is taken by cuda and tensorrt only"):
+            parse_device(bad)
+    for bad in ("cpu:1", "openvino:1"):
+        with pytest.raises(BackendError, match="unknown device"):
+            check_request("model.onnx", bad)
+    with open_backend(artifacts["onnx"], device="cuda:1") as b:       # no CUDA provider here: a visible fallback
+        assert b.device == "cpu" and "CUDAExecutionProvider" in b.describe()["fallback"]
+    with pytest.raises(BackendError, match="CUDA_VISIBLE_DEVICES=1"):   # before TensorRT is imported
+        (tmp_path / "model.engine").write_bytes(b"plan")
+        TensorRTBackend(tmp_path / "model.engine", device="cuda:1").load()

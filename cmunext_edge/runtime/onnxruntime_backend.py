@@ -20,21 +20,36 @@ _DEVICE_OF = {v: k for k, v in PROVIDERS.items()}
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def parse_device(requested: str) -> tuple[str, int | None]:
+    """(device name of PROVIDERS, GPU index or None) of a --device value: "cuda:1" -> ("cuda", 1);
+    an index is taken by the GPU providers only (CUDA, TensorRT), and must be a whole number."""
+    name, colon, index = requested.lower().partition(":")
+    name = {"gpu": "cuda", "trt": "tensorrt", "ov": "openvino"}.get(name, name)
+    if name not in PROVIDERS:
+        raise BackendError(f"onnxruntime: unknown device {requested!r}; use one of {', '.join(PROVIDERS)}")
+    if not colon:
+        return name, None
+    if name not in ("cuda", "tensorrt") or not index.isdigit():
+        raise BackendError(f"onnxruntime: device {requested!r}: an index (:N, a whole number) is taken by cuda "
+                           f"and tensorrt only")
+    return name, int(index)
+
+
+def _provider_name(provider) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def _load(self) -> None:
         ort = require("onnxruntime")
-        device = self.requested_device.lower()
-        device = {"gpu": "cuda", "trt": "tensorrt", "ov": "openvino"}.get(device, device.split(":")[0])
-        if device not in PROVIDERS:
-            raise BackendError(f"onnxruntime: unknown device {self.requested_device!r}; "
-                               f"use one of {', '.join(PROVIDERS)}")
+        device, index = parse_device(self.requested_device)
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device != "cpu":
-            if PROVIDERS[device] in available:
-                providers.insert(0, PROVIDERS[device])
+            if PROVIDERS[device] in available:     # cuda:N / tensorrt:N: that GPU (ORT's device_id)
+                providers.insert(0, PROVIDERS[device] if index is None else (PROVIDERS[device], {"device_id": index}))
             else:
                 self._fallback("cpu", f"{PROVIDERS[device]} is not in this onnxruntime build "
                                       f"(available: {', '.join(available)})")
@@ -43,10 +58,9 @@ class OnnxRuntimeBackend(Backend):
         if not self.options.get("threads") and stored.get("threads"):   # the artifact's own setting
             self.session = self._session(ort, providers, stored["threads"])
         self.runtime = {"threads": self.options.get("threads") or stored.get("threads")}
-        actual = self.session.get_providers()[0]
-        if actual != providers[0]:
-            self._fallback(_DEVICE_OF.get(actual, actual), f"{providers[0]} was requested but the "
-                                                          f"session runs {actual}")
+        actual, wanted = self.session.get_providers()[0], _provider_name(providers[0])
+        if actual != wanted:
+            self._fallback(_DEVICE_OF.get(actual, actual), f"{wanted} was requested but the session runs {actual}")
         self.device = _DEVICE_OF.get(actual, actual)
         self.provider = actual
         meta = apply_metadata(self, self.session.get_modelmeta().custom_metadata_map)

@@ -94,8 +94,8 @@ BACKENDS: tuple[BackendEntry, ...] = (
                   "fold_bn": BackendOption("bool", help="fold post-GELU BatchNorms into the next 1x1 conv")}),
     BackendEntry("onnxruntime",
                  "cmunext_edge.runtime.onnxruntime_backend:OnnxRuntimeBackend", "onnxruntime", "onnxruntime",
-                 ("ort", "onnx"), r"(cpu|cuda|gpu|tensorrt|trt|openvino|ov)(:\d+)?",
-                 "cpu, cuda, tensorrt, openvino", {"threads": _THREADS}),
+                 ("ort", "onnx"), r"cpu|openvino|ov|(cuda|gpu|tensorrt|trt)(:\d+)?",
+                 "cpu, cuda, cuda:N, tensorrt, tensorrt:N, openvino", {"threads": _THREADS}),
     BackendEntry("openvino",
                  "cmunext_edge.runtime.openvino_backend:OpenVINOBackend", "openvino", "openvino", ("ov",),
                  r"(cpu|gpu|npu|auto)(\.\d+)?", "cpu, gpu, npu, auto (OpenVINO device names)",
@@ -105,7 +105,7 @@ BACKENDS: tuple[BackendEntry, ...] = (
                   "batch": BackendOption("int")}),
     BackendEntry("tensorrt",
                  "cmunext_edge.runtime.tensorrt_backend:TensorRTBackend", "tensorrt", "tensorrt", ("trt",),
-                 r"cuda(:\d+)?|gpu", "cuda, cuda:N"),
+                 r"cuda(:0)?|gpu", "cuda (the current CUDA device; another GPU: CUDA_VISIBLE_DEVICES)"),
 )
 
 

@@ -59,6 +59,11 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def _load(self) -> None:
+        device, _, index = self.requested_device.lower().partition(":")
+        if index not in ("", "0"):     # the engine, its stream and buffers use the current CUDA device
+            raise BackendError(f"tensorrt: device {self.requested_device!r}: this backend runs on the current CUDA "
+                               f"device only (cuda or cuda:0); to run on GPU {index}, start the process with "
+                               f"CUDA_VISIBLE_DEVICES={index}")
         trt = require_tensorrt()
         torch = self.torch = require("torch")
         problem = companion_problem(self.path)
@@ -101,4 +106,4 @@ class TensorRTBackend(Backend):
         if not available("tensorrt") or not available("torch"):
             return []
         torch = require("torch")
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return ["cuda:0"] if torch.cuda.device_count() else []     # the current device (see _load)
