@@ -276,3 +276,35 @@ def test_a_checkpoint_whose_training_images_are_unknown_is_not_called_verified(c
         v = next(iter(json.loads((out_dir / "manifest.json").read_text())["artifacts"].values()))["verification"]
         assert v["passed"] and v["verified"] is False and v["unverified"] == unverified, v["claim"]
         assert v["data"]["held_out"] is held_out
+
+
+def test_verifying_on_calib_counts_only_the_images_that_calibrated(busi, tmp_path, capsys):
+    """No --verify-data for a user's model: the INT8 artifact is verified on the images drawn from
+    --calib. ONNX Runtime calibrated on 16 of the 20 drawn (its manifest's calibration.files), but the
+    claim said '20 of its 20 images calibrated the INT8 model' and overlap.calibration listed none.
+    (The model predicts nothing, so its INT8 artifact passes its gate on any CPU.)"""
+    pytest.importorskip("onnxruntime")
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    shipped = models_dir() / "cmunext-s-busi.safetensors"
+    tensors = load_file(shipped)
+    tensors["Conv_1x1.bias"] = tensors["Conv_1x1.bias"] - 100.0       # every logit far below 0
+    with safe_open(shipped, "pt") as f:
+        meta = f.metadata()
+    weights = tmp_path / "mine.safetensors"
+    save_file(tensors, weights, metadata=meta)
+    calib = tmp_path / "calib"
+    names = sorted(p.stem for p in (busi / "images").glob("*.png"))[:20]
+    for sub in ("images", "masks/0"):
+        (calib / sub).mkdir(parents=True)
+        for k, name in enumerate(names):
+            (calib / sub / f"c{k:02d}.png").write_bytes((busi / sub / f"{name}.png").read_bytes())
+    rc, _, err = run_cli(export_cli.main, ["--weights", weights, "--target", "ort", "--int8", "--calib", calib,
+                                           "--calib-size", 20, "--out", tmp_path / "o"], capsys)
+    assert rc == 0, err
+    entry = next(iter(json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"].values()))
+    v, files = entry["verification"], entry["calibration"]["files"]
+    assert len(files) == 16 and v["n_images"] == 20, (files, v["n_images"])
+    assert "16 of its 20 images calibrated the INT8 model" in v["claim"] and v["verified"] is False, v["claim"]
+    assert sorted(v["data"]["overlap"]["calibration"]) == sorted(Path(f).stem for f in files)
+    assert "16 of its 20 images calibrated" in err, err
