@@ -229,3 +229,14 @@ def test_auto_does_not_call_an_int8_candidate_verified_on_its_calibration_images
     assert rows["ov-int8-transformer-dense"]["verified"] is False
     fp32 = json.loads((tmp_path / "candidates" / "ort-fp32" / "manifest.json").read_text())
     assert next(iter(fp32["artifacts"].values()))["verification"]["data"]["overlap"]["calibration"] == []
+
+
+def test_auto_without_int8_candidates_does_not_warn_about_calibration(weights, tmp_path):
+    """Float candidates only (--candidates ort-fp32): auto still warned that evaluation images 'also
+    calibrated the INT8 model ... keep --verify-data and --calib disjoint (INT8 candidates)' when they
+    held copies of the default calibration images, though no INT8 candidate was built."""
+    said = []
+    rep = run_auto(weights, AutoOptions(out=tmp_path, max_dice_drop=100.0, candidates=["ort-fp32"],
+                                        log=said.append, **FAST))
+    assert not any("calibrated the INT8 model" in s for s in said), said
+    assert rep["candidates"][0]["name"] == "ort-fp32"

@@ -66,6 +66,8 @@ def _eval_overlap(evals, plan, opts, log) -> dict:
     calib = calibration_samples(opts.calib, opts.calib_size, 0, plan.training_list)
     shared = overlaps([s.name for s in evals.samples], [s.name for s in calib], plan, evals.fingerprints,
                       sample_fingerprints(calib))
+    if not any(str(c.precision) == "int8" for c in candidates_for(opts.device, opts.candidates)):
+        shared["calibration"] = []       # no INT8 candidate: nothing is calibrated, nothing to warn about
     for warning in overlap_warnings(shared, plan, len(evals)):
         log(warning + " (INT8 candidates)" if "calibrated" in warning else warning)
     return shared
