@@ -169,3 +169,19 @@ def test_a_split_naming_files_with_their_extension_says_to_drop_it(tmp_path):
     names.write_text(name + "\n")
     with pytest.raises(ValueError, match=r"1 name\(s\) have no image .*give names without their file extension"):
         discover(SAMPLES_DIR, names)
+
+
+def test_a_names_file_saved_with_a_byte_order_mark_reads_its_first_name(tmp_path):
+    """A names file (or split.json) saved as 'UTF-8 with BOM' (Windows Notepad), CRLF line ends: its
+    first name was read as '\\ufeffname', so export refused it ("1 name(s) have no image") and
+    cmunext-train --val-list refused it ("names without an image/mask pair")."""
+    import json
+    from cmunext_edge.data.discovery import discover, read_name_list
+    names = sorted(p.stem for p in (SAMPLES_DIR / "images").glob("*.png"))[:2]
+    text = tmp_path / "val.txt"
+    text.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(names).encode() + b"\r\n")
+    assert read_name_list(text) == names
+    assert [s.name for s in discover(SAMPLES_DIR, text)] == names
+    split = tmp_path / "split.json"
+    split.write_bytes(b"\xef\xbb\xbf" + json.dumps({"val": names}).encode())
+    assert read_name_list(split) == names

@@ -204,7 +204,7 @@ def read_name_list(path: str | Path) -> list[str]:
     if not path.is_file():
         raise ValueError(f"split file {path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     try:
-        text = path.read_text()
+        text = path.read_text().removeprefix("\ufeff")    # a byte-order mark (Windows Notepad's UTF-8) is no name
         data = loads_json(text) if path.suffix == ".json" else None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"split file {path}: not readable as {'JSON' if path.suffix == '.json' else 'text'} "
