@@ -31,6 +31,9 @@ pytest.importorskip("onnx")
     (["--target", "ort", "--int8", "--batch", "2"], "calibration runs one image at a time"),
     (["--target", "onnx", "--no-verify", "--split", "x.txt"], "--no-verify skips verification"),
     (["--target", "ov", "--device", "NPU", "--strict-device"], "--strict-device refuses to verify elsewhere"),
+    # --target auto drew its images with seed 0 and never read --strict-device: both were silently ignored
+    (["--target", "auto", "--seed", "5"], "--seed does not apply to --target auto"),
+    (["--target", "auto", "--strict-device"], "--strict-device does not apply to --target auto"),
 ])
 def test_options_the_request_cannot_honour_are_refused_before_any_work(argv, says, tmp_path, capsys):
     pytest.importorskip("openvino")

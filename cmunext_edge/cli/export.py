@@ -139,6 +139,10 @@ TARGET_ONLY_OPTIONS = (
      "export the winner's kind again with that option if you need it)"),
     (VERIFYING, {"onnx", "openvino", "onnxruntime", "tensorrt", "auto"},
      "does not apply to --target triton (it packages an exported artifact as it is)"),
+    (("seed",), {"onnx", "openvino", "onnxruntime", "tensorrt", "triton"},
+     "does not apply to --target auto (its calibration and evaluation images are drawn with seed 0)"),
+    (("strict_device",), {"onnx", "openvino", "onnxruntime", "tensorrt", "triton"},
+     "does not apply to --target auto (it measures its candidates on --device as its runtimes run there)"),
 )
 
 
