@@ -224,13 +224,13 @@ def _image_sets(job: _Job):
             job.log(f"note: {len(left_out)} images of the verification data trained or calibrated the model, or are "
                     f"near copies of such images (e.g. {left_out[0]!r}): left out, verifying on the others")
             verify_set.overlap["left_out"] = left_out
-    for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
-        job.log(warning)
     if reuse and calib_set is not None and calib_set is not drawn:
         # verifying on the images drawn from --calib, of which the target calibrated on a draw (ONNX
         # Runtime / TensorRT Q/DQ: at most 16): those, not all drawn, calibrated it (the held-out
         # finding counted every drawn image as a calibration image, beside a calibration record of 16)
         verify_set.overlap["calibration"] = sorted(s.name for s in calib_set.samples)
+    for warning in plan_warnings(plan) + overlap_warnings(verify_set.overlap, plan, len(verify_set)):
+        job.log(warning)
     job.log(f"verification set: {len(verify_set)} images from {verify_set.source} ({plan.origin})")
     fewer = classes_note(verify_set.samples, classes, verify_set.source) if plan.ground_truth else None
     if fewer:
