@@ -215,19 +215,35 @@ def test_auto_evaluates_on_held_out_images_and_records_the_winners_verification(
 
 def test_auto_does_not_call_an_int8_candidate_verified_on_its_calibration_images(weights, tmp_path):
     """--verify-data overlapping --calib: auto warned, then recorded the INT8 winner as verified,
-    held out, with an empty overlap. Now each candidate's record names the images that calibrated
-    it (INT8 only) and is not held out; a float candidate is not affected."""
+    held out, with an empty overlap. Now, as an export's verification does, auto evaluates on the
+    other images when there are others (the calibration images left out, and said); when none other
+    remains, each candidate's record names the images that calibrated it (INT8 only) and is not held
+    out; a float candidate is not affected."""
     said = []
-    rep = run_auto(weights, AutoOptions(out=tmp_path, max_dice_drop=100.0, candidates=["ort-fp32", "ov-int8-transformer-dense"],
-                                        log=said.append, **FAST))
+    rep = run_auto(weights, AutoOptions(out=tmp_path / "others", max_dice_drop=100.0,
+                                        candidates=["ort-fp32", "ov-int8-transformer-dense"], log=said.append, **FAST))
+    note = next((s for s in said if s.startswith("note: ") and "left out, evaluating on the others" in s), None)
+    assert note, said
+    calibrated = {Path(f).stem for f in next(iter(json.loads((tmp_path / "others" / "candidates" / "ov-int8-transformer-dense"
+                                                               / "manifest.json").read_text())["artifacts"].values()))["calibration"]["files"]}
+    entry = next(iter(json.loads((tmp_path / "others" / "candidates" / "ov-int8-transformer-dense" / "manifest.json")
+                      .read_text())["artifacts"].values()))
+    assert len(calibrated) == 6 and entry["verification"]["data"]["overlap"]["calibration"] == [], entry["verification"]["data"]
+    assert entry["verification"]["data"]["held_out"] is True and rep["eval_set"]["n_images"] == 6, rep["eval_set"]
+    assert any(repr(name) in note for name in calibrated), note          # it names one it left out
+
+    said = []                       # every image calibrated the INT8 candidate: no other remains
+    every = dict(FAST, eval_size=None, calib_size=None)
+    rep = run_auto(weights, AutoOptions(out=tmp_path / "none", max_dice_drop=100.0,
+                                        candidates=["ort-fp32", "ov-int8-transformer-dense"], log=said.append, **every))
     assert any("also calibrated the INT8 model" in s for s in said), said
     rows = {r["name"]: r for r in rep["candidates"]}
-    int8 = json.loads((tmp_path / "candidates" / "ov-int8-transformer-dense" / "manifest.json").read_text())
+    int8 = json.loads((tmp_path / "none" / "candidates" / "ov-int8-transformer-dense" / "manifest.json").read_text())
     record = next(iter(int8["artifacts"].values()))["verification"]
-    assert record["data"]["held_out"] is False and len(record["data"]["overlap"]["calibration"]) == 6, record["data"]
+    assert record["data"]["held_out"] is False and len(record["data"]["overlap"]["calibration"]) == 16, record["data"]
     assert record["verified"] is False and record["unverified"] == "not held out" and "calibrated" in record["claim"]
     assert rows["ov-int8-transformer-dense"]["verified"] is False
-    fp32 = json.loads((tmp_path / "candidates" / "ort-fp32" / "manifest.json").read_text())
+    fp32 = json.loads((tmp_path / "none" / "candidates" / "ort-fp32" / "manifest.json").read_text())
     assert next(iter(fp32["artifacts"].values()))["verification"]["data"]["overlap"]["calibration"] == []
 
 
