@@ -97,3 +97,14 @@ def keys(tmp_path_factory):
     d = tmp_path_factory.mktemp("keys")
     return {"release": new_key_pair(d / "release.pem", d / "release.pub.pem"),
             "other": new_key_pair(d / "other.pem", d / "other.pub.pem")}
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt during the test, as in any Python started in a terminal: a
+    runner started in the background by a shell without job control (`cmd &`) inherits SIGINT
+    ignored, and Python then installs no handler of its own, so a test's SIGINT would do nothing."""
+    import signal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

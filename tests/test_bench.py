@@ -337,7 +337,7 @@ def test_a_model_with_more_classes_than_the_data_says_why_it_has_no_dice(tmp_pat
     assert f"NO DICE {row['label']}: the data's ground truth has 1 class(es)" in capsys.readouterr().out
 
 
-def test_an_interrupt_during_parallel_throughput_waits_until_no_stream_is_inside_the_runtime():
+def test_an_interrupt_during_parallel_throughput_waits_until_no_stream_is_inside_the_runtime(sigint_raises):
     """Ctrl-C/SIGTERM while measure_throughput waits for its streams must not leave a stream inside
     the runtime: at interpreter exit such a (daemon) thread aborted the process (`terminate called
     without an active exception`, exit 134, not 130/143). A real SIGINT, as Ctrl-C sends."""

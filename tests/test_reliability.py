@@ -334,7 +334,7 @@ def test_a_reader_that_fails_unexpectedly_stops_the_job_instead_of_hanging(tmp_p
     assert len(result.rows) + len(result.skipped) == 5        # every image accounted for
 
 
-def test_an_interrupt_while_waiting_for_the_last_batch_still_waits_for_it():
+def test_an_interrupt_while_waiting_for_the_last_batch_still_waits_for_it(sigint_raises):
     """Ctrl-C/SIGTERM landing while the dispatcher waits for the running batch (after the reader is
     done) must not leave that batch's worker inside the runtime: at interpreter exit such a thread
     aborted the process (`terminate called without an active exception`, exit 134, not 130/143)."""
