@@ -99,12 +99,16 @@ def keys(tmp_path_factory):
             "other": new_key_pair(d / "other.pem", d / "other.pub.pem")}
 
 
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt during the test, as in any Python started in a terminal: a
-    runner started in the background by a shell without job control (`cmd &`) inherits SIGINT
-    ignored, and Python then installs no handler of its own, so a test's SIGINT would do nothing."""
-    import signal
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
+def run_with_sigint(body: str, timeout: float = 120):
+    """Run `body` (Python source that sends itself a real SIGINT and checks what follows, printing
+    "ok" at the end) in a fresh interpreter with Python's default SIGINT handler: a signal landing in
+    native code cannot disturb the test process, and a runner started in the background by a shell
+    without job control (`cmd &`, SIGINT inherited as ignored, so Python installs no handler) still
+    raises KeyboardInterrupt. -> (returncode, stdout + stderr)."""
+    import subprocess
+    import sys
+    import textwrap
+    prelude = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(body)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+    return proc.returncode, proc.stdout + proc.stderr

@@ -334,34 +334,34 @@ def test_a_reader_that_fails_unexpectedly_stops_the_job_instead_of_hanging(tmp_p
     assert len(result.rows) + len(result.skipped) == 5        # every image accounted for
 
 
-def test_an_interrupt_while_waiting_for_the_last_batch_still_waits_for_it(sigint_raises):
+def test_an_interrupt_while_waiting_for_the_last_batch_still_waits_for_it():
     """Ctrl-C/SIGTERM landing while the dispatcher waits for the running batch (after the reader is
     done) must not leave that batch's worker inside the runtime: at interpreter exit such a thread
-    aborted the process (`terminate called without an active exception`, exit 134, not 130/143)."""
-    import os
-    import queue
-    import signal
-    import threading
-    import time
-    from cmunext_edge.predict import job
-    q, stop, lock, state = queue.Queue(), threading.Event(), threading.Lock(), {"done": False}
-    q.put(["batch"])
-    q.put(StopIteration)
+    aborted the process (`terminate called without an active exception`, exit 134, not 130/143).
+    A real SIGINT (not _thread.interrupt_main, which waits for the blocking call to return), in a
+    process of its own (conftest.run_with_sigint): it lands while _dispatch waits for `work`."""
+    from conftest import run_with_sigint
+    rc, out = run_with_sigint("""
+        import os, queue, threading, time
+        from cmunext_edge.predict import job
+        q, stop, lock, state = queue.Queue(), threading.Event(), threading.Lock(), {"done": False}
+        q.put(["batch"])
+        q.put(StopIteration)
 
-    def work(batch):
-        time.sleep(1.0)
-        state["done"] = True
-    # a real SIGINT (not _thread.interrupt_main, which waits for the blocking call to return): it lands
-    # while _dispatch waits for `work`, as Ctrl-C does
-    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
+        def work(batch):
+            time.sleep(1.0)
+            state["done"] = True
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
             job._dispatch([object()], q, work, None, lock, stop)
+            raise SystemExit("no KeyboardInterrupt")
+        except KeyboardInterrupt:
+            pass
         assert state["done"], "the interrupt returned while a batch was still running"
         assert stop.is_set()
-    finally:
-        timer.cancel()
+        print("ok")
+    """)
+    assert rc == 0 and out.strip().endswith("ok"), out
 
 
 # --- faults and accounting ------------------------------------------------------------------------
