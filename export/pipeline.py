@@ -267,21 +267,30 @@ def _shared(verify_set) -> list[str]:
 
 def _without_overlap(job: _Job, plan, calib_set, calib_names, first):
     """(verification set, names left out): `first` re-sampled without the images found to have trained
-    or calibrated the model (by name, fingerprint or look-alike, known only once decoded), again and
-    again until a sample holds none of them; `first` and nothing left out when no other image remains.
-    (Leaving out only the first sample's overlap let the re-sample draw new training images, and a
-    sample made wholly of calibration images was kept while the source held others.)"""
-    verify_set, left_out = first, []
+    or calibrated the model (redraw_without)."""
     try:
         names = {s.name for s in discover(plan.source, plan.split)} - set(calib_names)
     except (FileNotFoundError, ValueError):
         names = set()
-    while shared := _shared(verify_set):
+    return redraw_without(first, names, lambda left_out: _planned(
+        _verify_set(job, plan, calib_set, exclude=left_out), plan, calib_set, calib_names))
+
+
+def redraw_without(first, names: set, redraw):
+    """(set, names left out): `first` drawn again, `redraw(left_out)`, without the images its
+    `overlap` finds to have trained or calibrated the model (by name, fingerprint or look-alike,
+    known only once decoded), again and again until a draw holds none of them; (`first`, []) when
+    none of `names` (the source's) remains. The one loop of an export's verification set and of
+    `--target auto`'s evaluation set. (Leaving out only the first sample's overlap let the re-sample
+    draw new training images, and a sample made wholly of calibration images was kept while the
+    source held others.)"""
+    current, left_out = first, []
+    while shared := _shared(current):
         left_out = sorted(set(left_out) | set(shared))
         if not names - set(left_out):                 # no other image remains
             return first, []
-        verify_set = _planned(_verify_set(job, plan, calib_set, exclude=left_out), plan, calib_set, calib_names)
-    return verify_set, left_out
+        current = redraw(left_out)
+    return current, left_out
 
 
 def _planned(verify_set, plan, calib_set, calib_names):

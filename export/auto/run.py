@@ -36,7 +36,7 @@ from cmunext_edge.export.auto.select import CandidateStatus, Measured, select, s
 from cmunext_edge.data.model_split import model_split
 from cmunext_edge.export.calibration import calibration_samples, load_eval_set
 from cmunext_edge.export.manifest import read_manifest, write_manifest
-from cmunext_edge.export.pipeline import not_held_out
+from cmunext_edge.export.pipeline import not_held_out, redraw_without
 from cmunext_edge.export.verify import compare, reference_logits
 from cmunext_edge.export.quiet import quiet_toolchains
 from cmunext_edge.export.verify_data import (
@@ -59,10 +59,9 @@ def _eval_plan(weights, ckpt, opts, log):
 
 
 def _held_out_evals(data, split, ckpt, opts, plan, exclude, log):
-    """The evaluation set, drawn again without the images found to have trained the model or
-    calibrated its INT8 candidates (by name, fingerprint or look-alike, known once decoded) until a
-    draw holds none, as an export's verification set is (pipeline._without_overlap); the first draw
-    when no other image remains. (Auto kept them, so on data with near copies, such as BUSI, its
+    """The evaluation set, with its `overlap`, drawn again without the images found to have trained
+    the model or calibrated its INT8 candidates while others remain, as an export's verification set
+    is (pipeline.redraw_without). (Auto kept them, so on data with near copies, such as BUSI, its
     winner was "not held out" where `cmunext-export` on the same data verified.)"""
     from cmunext_edge.data.discovery import discover
 
@@ -70,36 +69,31 @@ def _held_out_evals(data, split, ckpt, opts, plan, exclude, log):
         evals = load_eval_set(data, split, ckpt.spec, opts.eval_size, num_classes=ckpt.info.num_classes,
                               exclude=[*exclude, *left_out])
         evals.plan = plan
-        return evals, _eval_overlap(evals, plan, opts, None)
-    first, overlap = draw()
+        evals.overlap = _eval_overlap(evals, plan, opts)
+        return evals
     try:
         names = {s.name for s in discover(data, split)} - set(exclude) if data is not None else set()
     except (FileNotFoundError, ValueError):
         names = set()
-    evals, left_out = first, []
-    while shared := sorted(set(overlap["training"]) | set(overlap["calibration"])):
-        left_out = sorted(set(left_out) | set(shared))
-        if not names - set(left_out):             # no other image remains: the first draw, said as such
-            return first
-        evals, overlap = draw(left_out)
+    evals, left_out = redraw_without(draw(), names, draw)
     if left_out:
         log(f"note: {len(left_out)} images of the evaluation data trained the model or calibrated its INT8 "
             f"candidates, or are near copies of such images (e.g. {left_out[0]!r}): left out, evaluating on the others")
+    for warning in overlap_warnings(evals.overlap, plan, len(evals)):      # what stays: each kind once
+        log(warning + " (INT8 candidates)" if "calibrated" in warning else warning)
     return evals
 
 
-def _eval_overlap(evals, plan, opts, log) -> dict:
+def _eval_overlap(evals, plan, opts) -> dict:
     """The evaluation images that are training images of the model or calibration images of its
     INT8 candidates, by name and by pixel fingerprint (a renamed copy too), as an export finds
-    them (verify_data.overlaps); each kind is warned about once."""
+    them (verify_data.overlaps)."""
     from cmunext_edge.data.fingerprint import sample_fingerprints
     calib = calibration_samples(opts.calib, opts.calib_size, 0, plan.training_list)
     shared = overlaps([s.name for s in evals.samples], [s.name for s in calib], plan, evals.fingerprints,
                       sample_fingerprints(calib))
     if not any(str(c.precision) == "int8" for c in candidates_for(opts.device, opts.candidates)):
         shared["calibration"] = []       # no INT8 candidate: nothing is calibrated, nothing to warn about
-    for warning in overlap_warnings(shared, plan, len(evals)) if log else ():
-        log(warning + " (INT8 candidates)" if "calibrated" in warning else warning)
     return shared
 
 
@@ -153,7 +147,6 @@ def run_auto(weights, options: AutoOptions | None = None, **overrides) -> dict:
     model = ckpt.build()
     plan, data, split, exclude = _eval_plan(weights, ckpt, opts, log)
     evals = _held_out_evals(data, split, ckpt, opts, plan, exclude, log)
-    evals.overlap = _eval_overlap(evals, plan, opts, log)
     if opts.data is None and not shipped_model_name(ckpt.sha256):
         log("warning: no evaluation data (--verify-data): Dice and the Dice budget are measured on "
             "the bundled BUSI samples, which are not this model's domain; pass --verify-data your_dataset/")
